@@ -1,0 +1,69 @@
+//! Fuzzes the STOMP frame decoder: arbitrary bytes, fed in two pieces split at a point taken
+//! from the input (or byte by byte), under tight limits.
+//!
+//! Checks: no panic; while waiting for more bytes the decoder never holds a frame larger than
+//! `max_frame_bytes`; decoded frames respect the limits; and the split never changes the frames
+//! decoded nor whether the input is an error.
+//!
+//! Run with `cargo +nightly fuzz run decode` from the repository root.
+
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use plugboard::codec::{Decoder, Frame, Limits, Version};
+
+const LIMITS: Limits = Limits {
+    max_frame_bytes: 256,
+    max_headers: 8,
+    max_header_line_bytes: 64,
+    max_body_bytes: 128,
+};
+
+/// Decodes `chunks` in order; returns the frames and whether decoding failed.
+fn run<'a>(version: Version, chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Frame>, bool) {
+    let mut decoder = Decoder::new(LIMITS);
+    decoder.set_version(version);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(frame.headers.len() <= LIMITS.max_headers);
+                    assert!(frame.body.len() <= LIMITS.max_body_bytes);
+                    frames.push(frame);
+                }
+                Ok(None) => {
+                    assert!(
+                        buf.len() < LIMITS.max_frame_bytes,
+                        "holding {} bytes",
+                        buf.len()
+                    );
+                    break;
+                }
+                Err(err) => {
+                    let text = err.to_string();
+                    assert!(!text.chars().any(char::is_control), "{text:?}");
+                    return (frames, true);
+                }
+            }
+        }
+    }
+    (frames, false)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [control, split, input @ ..] = data else {
+        return;
+    };
+    let version = Version::ALL[usize::from(control % 3)];
+    let whole = run(version, [input]);
+    let split_at = usize::from(*split) * input.len() / 255;
+    let (a, b) = input.split_at(split_at);
+    assert_eq!(run(version, [a, b]), whole, "split at {split_at}");
+    if control & 0x80 != 0 {
+        assert_eq!(run(version, input.chunks(1)), whole, "byte by byte");
+    }
+});

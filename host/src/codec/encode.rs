@@ -1,0 +1,165 @@
+//! Frame and header encoding.
+//!
+//! The encoder owns `content-length`: any `content-length` in `Frame::headers` is ignored and the
+//! right one is written first (always on SEND, MESSAGE and ERROR, even for an empty body, P14;
+//! on other frames only when the body is not empty). Every frame ends with NUL plus one LF, which
+//! clients expect (checklist §1.10, last row).
+
+use bytes::{BufMut, BytesMut};
+
+use super::escape::Escaping;
+use super::frame::{Frame, Version};
+
+const CONTENT_LENGTH: &[u8] = b"content-length";
+
+/// Writes one `name:value` header line (with its LF), escaping name and value.
+///
+/// Returns `false`, and writes nothing, when the header cannot be carried with `escaping`:
+/// an empty name; with `Escaping::None` (1.0, CONNECT/STOMP/CONNECTED) a name containing LF,
+/// CR or `:`, or a value containing LF or CR; with `Escaping::V11` a value ending in CR (1.1
+/// has no `\r` escape and readers take it as a CRLF line end). `V12` carries every byte.
+pub fn encode_header(out: &mut BytesMut, name: &[u8], value: &[u8], escaping: Escaping) -> bool {
+    if !escaping.can_encode(name, false) || !escaping.can_encode(value, true) {
+        return false;
+    }
+    out.reserve(name.len() + value.len() + 2);
+    escaping.escape_into(out, name);
+    out.put_u8(b':');
+    escaping.escape_into(out, value);
+    out.put_u8(b'\n');
+    true
+}
+
+/// Appends the wire form of `frame` for a session of `version`: command, headers (escaped per
+/// version, never for CONNECT/STOMP/CONNECTED), a blank line, the body, NUL and one LF.
+///
+/// Headers that cannot be carried (see [`encode_header`]) are dropped, e.g. a value containing
+/// LF sent to a 1.0 subscriber (checklist E-05).
+pub fn encode_frame(frame: &Frame, version: Version, out: &mut BytesMut) {
+    let escaping = Escaping::for_frame(frame.command, version);
+    let command = frame.command.as_bytes();
+    let headers_len: usize = frame
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 2)
+        .sum();
+    out.reserve(command.len() + headers_len + frame.body.len() + 40);
+
+    out.extend_from_slice(command);
+    out.put_u8(b'\n');
+    if frame.command.may_have_body() || !frame.body.is_empty() {
+        out.extend_from_slice(b"content-length:");
+        put_decimal(out, frame.body.len() as u64);
+        out.put_u8(b'\n');
+    }
+    for (name, value) in &frame.headers {
+        if name.as_ref() != CONTENT_LENGTH {
+            encode_header(out, name, value, escaping);
+        }
+    }
+    out.put_u8(b'\n');
+    out.extend_from_slice(&frame.body);
+    out.extend_from_slice(b"\0\n");
+}
+
+/// Appends `n` in decimal, without allocating.
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::frame::Command;
+
+    fn header(name: &[u8], value: &[u8], e: Escaping) -> Option<Vec<u8>> {
+        let mut out = BytesMut::new();
+        let ok = encode_header(&mut out, name, value, e);
+        assert_eq!(ok, !out.is_empty(), "false must write nothing");
+        ok.then(|| out.to_vec())
+    }
+
+    fn frame(f: &Frame, v: Version) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode_frame(f, v, &mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_decimal(&mut out, n);
+            assert_eq!(out.as_ref(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn header_escaping_per_version() {
+        let e12 = Escaping::V12;
+        assert_eq!(header(b"k", b"v", e12).unwrap(), b"k:v\n");
+        // E-03: names are escaped too.
+        assert_eq!(header(b"a:b", b"c\nd", e12).unwrap(), b"a\\cb:c\\nd\n");
+        assert_eq!(header(b"k", b"\r", e12).unwrap(), b"k:\\r\n");
+        assert_eq!(header(b"k", b"a\rb", Escaping::V11).unwrap(), b"k:a\rb\n");
+        assert_eq!(header(b"k", b"a\r", Escaping::V11), None);
+        // E-05 / P30: 1.0 never escapes and refuses what it cannot carry.
+        assert_eq!(
+            header(b"k", b"a:b\\c", Escaping::None).unwrap(),
+            b"k:a:b\\c\n"
+        );
+        assert_eq!(header(b"k", b"a\nb", Escaping::None), None);
+        assert_eq!(header(b"k", b"a\rb", Escaping::None), None);
+        assert_eq!(header(b"a:b", b"v", Escaping::None), None);
+        assert_eq!(header(b"a\nb", b"v", Escaping::None), None);
+        assert_eq!(header(b"", b"v", e12), None);
+        // F-15: no trimming.
+        assert_eq!(header(b" k ", b" v ", e12).unwrap(), b" k : v \n");
+    }
+
+    #[test]
+    fn frames() {
+        let f = Frame::new(Command::Receipt).header("receipt-id", "r:1");
+        assert_eq!(
+            frame(&f, Version::V1_2),
+            b"RECEIPT\nreceipt-id:r\\c1\n\n\0\n"
+        );
+        assert_eq!(frame(&f, Version::V1_0), b"RECEIPT\nreceipt-id:r:1\n\n\0\n");
+        // P14: content-length always on MESSAGE; the caller's content-length is replaced.
+        let m = Frame::new(Command::Message)
+            .header("content-length", "99")
+            .header("destination", "/q")
+            .body(&b"a\0b"[..]);
+        assert_eq!(
+            frame(&m, Version::V1_1),
+            b"MESSAGE\ncontent-length:3\ndestination:/q\n\na\0b\0\n"
+        );
+        let e = Frame::new(Command::Error);
+        assert_eq!(frame(&e, Version::V1_2), b"ERROR\ncontent-length:0\n\n\0\n");
+        // E-04: CONNECTED is never escaped.
+        let c = Frame::new(Command::Connected)
+            .header("version", "1.2")
+            .header("server", "a:b\\c")
+            .header("bad", "x\ny");
+        assert_eq!(
+            frame(&c, Version::V1_2),
+            b"CONNECTED\nversion:1.2\nserver:a:b\\c\n\n\0\n"
+        );
+        // A body on a frame that normally has none still gets its content-length.
+        let r = Frame::new(Command::Receipt).body("x");
+        assert_eq!(
+            frame(&r, Version::V1_2),
+            b"RECEIPT\ncontent-length:1\n\nx\0\n"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The STOMP frame as the broker sees it: a command, an ordered header list that keeps repeats,
+//! and a body. Header names and values are `Bytes` slices of the read buffer (no allocation per
+//! header unless the value had to be unescaped).
+
+use bytes::Bytes;
+
+/// The STOMP protocol versions the broker speaks, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Version {
+    V1_0,
+    V1_1,
+    V1_2,
+}
+
+impl Version {
+    /// Every version we support, lowest first.
+    pub const ALL: [Version; 3] = [Version::V1_0, Version::V1_1, Version::V1_2];
+
+    /// The wire spelling (`1.0`, `1.1`, `1.2`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_1 => "1.1",
+            Version::V1_2 => "1.2",
+        }
+    }
+
+    /// Parses the wire spelling; anything else is `None`.
+    pub fn parse(s: &[u8]) -> Option<Version> {
+        match s {
+            b"1.0" => Some(Version::V1_0),
+            b"1.1" => Some(Version::V1_1),
+            b"1.2" => Some(Version::V1_2),
+            _ => None,
+        }
+    }
+}
+
+/// Every STOMP command, client and server side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    // Client commands.
+    Connect,
+    Stomp,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    Ack,
+    Nack,
+    Begin,
+    Commit,
+    Abort,
+    Disconnect,
+    // Server commands.
+    Connected,
+    Message,
+    Receipt,
+    Error,
+}
+
+impl Command {
+    /// The wire spelling. Commands are case-sensitive.
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Command::Connect => b"CONNECT",
+            Command::Stomp => b"STOMP",
+            Command::Send => b"SEND",
+            Command::Subscribe => b"SUBSCRIBE",
+            Command::Unsubscribe => b"UNSUBSCRIBE",
+            Command::Ack => b"ACK",
+            Command::Nack => b"NACK",
+            Command::Begin => b"BEGIN",
+            Command::Commit => b"COMMIT",
+            Command::Abort => b"ABORT",
+            Command::Disconnect => b"DISCONNECT",
+            Command::Connected => b"CONNECTED",
+            Command::Message => b"MESSAGE",
+            Command::Receipt => b"RECEIPT",
+            Command::Error => b"ERROR",
+        }
+    }
+
+    /// Parses a command line (without its EOL). Unknown or lowercase commands are `None`.
+    pub fn parse(line: &[u8]) -> Option<Command> {
+        Some(match line {
+            b"CONNECT" => Command::Connect,
+            b"STOMP" => Command::Stomp,
+            b"SEND" => Command::Send,
+            b"SUBSCRIBE" => Command::Subscribe,
+            b"UNSUBSCRIBE" => Command::Unsubscribe,
+            b"ACK" => Command::Ack,
+            b"NACK" => Command::Nack,
+            b"BEGIN" => Command::Begin,
+            b"COMMIT" => Command::Commit,
+            b"ABORT" => Command::Abort,
+            b"DISCONNECT" => Command::Disconnect,
+            b"CONNECTED" => Command::Connected,
+            b"MESSAGE" => Command::Message,
+            b"RECEIPT" => Command::Receipt,
+            b"ERROR" => Command::Error,
+            _ => return None,
+        })
+    }
+
+    /// CONNECT, STOMP and CONNECTED headers are never escaped, in any version.
+    pub fn is_never_escaped(self) -> bool {
+        matches!(self, Command::Connect | Command::Stomp | Command::Connected)
+    }
+
+    /// Only SEND, MESSAGE and ERROR may carry a body.
+    pub fn may_have_body(self) -> bool {
+        matches!(self, Command::Send | Command::Message | Command::Error)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        // The spellings are ASCII.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("?")
+    }
+}
+
+/// One header line, decoded (unescaped). Repeats are kept in order.
+pub type Header = (Bytes, Bytes);
+
+/// A decoded STOMP frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub command: Command,
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+}
+
+impl Frame {
+    pub fn new(command: Command) -> Frame {
+        Frame {
+            command,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Adds a header at the end (builder style).
+    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Frame {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body (builder style).
+    pub fn body(mut self, body: impl Into<Bytes>) -> Frame {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of a header: a repeated header keeps its first value for the broker.
+    pub fn get(&self, name: &[u8]) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of a header as UTF-8 text, when it is valid UTF-8.
+    pub fn get_str(&self, name: &[u8]) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}

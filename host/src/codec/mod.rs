@@ -1,0 +1,30 @@
+//! The STOMP wire codec: turning bytes into [`Frame`]s and back.
+//!
+//! The codec owns everything that is about bytes on the wire and nothing about meaning:
+//!
+//! - framing: command line, header lines, blank line, body, NUL; LF or CRLF line ends in every
+//!   version; EOLs between frames (heart-beats) are skipped;
+//! - `content-length`: the first occurrence is honoured on input; on output the encoder writes
+//!   the correct one itself;
+//! - header escaping per version (none in 1.0 and on CONNECT/STOMP/CONNECTED, `\n \c \\` in 1.1,
+//!   plus `\r` in 1.2), decoded in a single pass;
+//! - size limits ([`Limits`]), enforced before the bytes they bound are buffered;
+//! - the body rule: only SEND, MESSAGE and ERROR carry a body (dropped in 1.0, an error later).
+//!
+//! Which commands are allowed when, required headers, version negotiation and heart-beat timing
+//! belong to the session. The decoder decodes every command it knows, client or server side.
+
+mod decode;
+mod encode;
+mod escape;
+mod frame;
+
+pub use decode::{DecodeError, DecodeErrorKind, Decoder, Limits};
+pub use encode::{encode_frame, encode_header};
+pub use escape::Escaping;
+pub use frame::{Command, Frame, Header, Version};
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
