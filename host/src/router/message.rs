@@ -1,0 +1,127 @@
+//! What flows through the router: a published [`Message`] (shared, immutable, its body a `Bytes`
+//! that is never copied between SEND and MESSAGE) and a [`Delivery`] of it to one subscription.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::Header;
+
+use super::subscription::Subscription;
+
+/// A message as published by a SEND (after plugins), shared by every delivery of it.
+#[derive(Debug)]
+pub struct Message {
+    /// The `destination` exactly as the SEND carried it (decoded), echoed byte-identical.
+    pub destination: Bytes,
+    /// User headers in the order sent, repeats kept. Server-owned headers are not here.
+    pub headers: Vec<Header>,
+    /// The body, shared zero-copy with the SEND's read buffer.
+    pub body: Bytes,
+    /// `message-id` = `<id_prefix>-<id_seq>`: the sender's session id and a per-session counter,
+    /// so ids are unique without a counter shared by all connections.
+    pub id_prefix: Arc<str>,
+    pub id_seq: u64,
+}
+
+impl Message {
+    /// Writes the `message-id` value into `out`.
+    pub fn write_id(&self, out: &mut bytes::BytesMut) {
+        out.extend_from_slice(self.id_prefix.as_bytes());
+        out.extend_from_slice(b"-");
+        out.extend_from_slice(itoa_u64(self.id_seq).as_bytes());
+    }
+
+    /// True when `id` is this message's `message-id`.
+    pub fn has_id(&self, id: &[u8]) -> bool {
+        match parse_message_id(id) {
+            Some((prefix, seq)) => seq == self.id_seq && prefix == self.id_prefix.as_bytes(),
+            None => false,
+        }
+    }
+
+    /// The first value of a user header.
+    pub fn header(&self, name: &[u8]) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Splits a `message-id` into its session prefix and sequence number.
+pub fn parse_message_id(id: &[u8]) -> Option<(&[u8], u64)> {
+    let dash = id.iter().rposition(|&b| b == b'-')?;
+    let seq = std::str::from_utf8(&id[dash + 1..]).ok()?.parse().ok()?;
+    Some((&id[..dash], seq))
+}
+
+/// Decimal formatting without allocating.
+pub fn itoa_u64(mut n: u64) -> ItoaBuf {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ItoaBuf { buf, start: i }
+}
+
+/// The digits of a formatted `u64`.
+pub struct ItoaBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// One message on its way to one subscription. Pushed into the subscriber's outbox by the
+/// router; the connection's writer turns it into a MESSAGE frame.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub subscription: Arc<Subscription>,
+    /// Per-subscription delivery number; the 1.2 `ack` header is `<subscription key>.<seq>`.
+    pub seq: u64,
+    pub redelivered: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn itoa_formats_edges() {
+        assert_eq!(itoa_u64(0).as_bytes(), b"0");
+        assert_eq!(itoa_u64(42).as_bytes(), b"42");
+        assert_eq!(
+            itoa_u64(u64::MAX).as_bytes(),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+
+    #[test]
+    fn message_ids_round_trip() {
+        let msg = Message {
+            destination: Bytes::from_static(b"/queue/a"),
+            headers: vec![],
+            body: Bytes::new(),
+            id_prefix: Arc::from("ab12-7"),
+            id_seq: 99,
+        };
+        let mut out = bytes::BytesMut::new();
+        msg.write_id(&mut out);
+        assert_eq!(&out[..], b"ab12-7-99");
+        assert!(msg.has_id(&out));
+        assert!(!msg.has_id(b"ab12-7-98"));
+        assert!(!msg.has_id(b"garbage"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Destinations and delivery: the [`Router`] owns every queue and topic by name and resolves a
+//! STOMP `destination` to one of them.
+//!
+//! | prefix | kind |
+//! |---|---|
+//! | `/queue/NAME` | [`Queue`]: competing consumers, created on first use |
+//! | `/topic/NAME` | [`Topic`]: fan-out to current subscribers, nothing retained |
+//! | `/temp-queue/NAME` | a [`Queue`] private to the connection that names it (see `session`) |
+//! | `/reply-queue/ID` | the global name under which a temp queue receives replies |
+//!
+//! Any other destination is refused with an ERROR naming these prefixes, as ActiveMQ and
+//! RabbitMQ do.
+//!
+//! The name table is split into shards so that connections resolving different names do not
+//! share a lock; sessions also cache what they resolved, so the per-message path takes no
+//! shared lock at all.
+
+pub mod message;
+pub mod outbox;
+pub mod queue;
+pub mod subscription;
+pub mod topic;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::config::FlowConfig;
+
+pub use message::{Delivery, Message};
+pub use outbox::{Outbox, Outgoing};
+pub use queue::{AckTarget, NotPending, Queue};
+pub use subscription::{AckMode, Source, Subscription};
+pub use topic::{Topic, TopicConsumer};
+
+pub const QUEUE_PREFIX: &[u8] = b"/queue/";
+pub const TOPIC_PREFIX: &[u8] = b"/topic/";
+pub const TEMP_QUEUE_PREFIX: &[u8] = b"/temp-queue/";
+pub const REPLY_QUEUE_PREFIX: &[u8] = b"/reply-queue/";
+
+/// What kind of destination a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Topic,
+    TempQueue,
+    ReplyQueue,
+}
+
+/// Why a destination was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("unknown destination '{0}': destinations must start with /queue/, /topic/, /temp-queue/ or /reply-queue/")]
+    UnknownPrefix(String),
+    #[error("destination '{0}' has an empty name after its prefix")]
+    EmptyName(String),
+}
+
+/// Classifies a destination by prefix.
+pub fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
+    let (kind, prefix) = if destination.starts_with(QUEUE_PREFIX) {
+        (Kind::Queue, QUEUE_PREFIX)
+    } else if destination.starts_with(TOPIC_PREFIX) {
+        (Kind::Topic, TOPIC_PREFIX)
+    } else if destination.starts_with(TEMP_QUEUE_PREFIX) {
+        (Kind::TempQueue, TEMP_QUEUE_PREFIX)
+    } else if destination.starts_with(REPLY_QUEUE_PREFIX) {
+        (Kind::ReplyQueue, REPLY_QUEUE_PREFIX)
+    } else {
+        return Err(RouteError::UnknownPrefix(lossy(destination)));
+    };
+    if destination.len() == prefix.len() {
+        return Err(RouteError::EmptyName(lossy(destination)));
+    }
+    Ok(kind)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    if bytes.len() > 200 {
+        text.push('…');
+    }
+    text
+}
+
+/// A resolved destination.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Topic(Arc<Topic>),
+}
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+struct Shard {
+    queues: HashMap<Bytes, Arc<Queue>>,
+    topics: HashMap<Bytes, Arc<Topic>>,
+}
+
+/// The broker's destinations.
+#[derive(Debug)]
+pub struct Router {
+    shards: Vec<Mutex<Shard>>,
+    flow: FlowConfig,
+}
+
+impl Router {
+    pub fn new(flow: FlowConfig) -> Router {
+        Router {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            flow,
+        }
+    }
+
+    pub fn flow(&self) -> &FlowConfig {
+        &self.flow
+    }
+
+    fn shard(&self, name: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        name.hash(&mut hasher);
+        let index = (hasher.finish() as usize) % SHARDS;
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The named queue, created if missing (`/queue/...` names).
+    pub fn queue(&self, name: &Bytes) -> Arc<Queue> {
+        let mut shard = self.shard(name);
+        shard
+            .queues
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Queue::new(name.clone(), self.flow.queue_max_messages)))
+            .clone()
+    }
+
+    /// The named queue if it exists (`/reply-queue/...` names: never created by a sender).
+    pub fn existing_queue(&self, name: &[u8]) -> Option<Arc<Queue>> {
+        self.shard(name).queues.get(name).cloned()
+    }
+
+    /// Registers a connection's temp queue under its global reply name.
+    pub fn register_temp_queue(&self, global_name: &Bytes, queue: Arc<Queue>) {
+        self.shard(global_name)
+            .queues
+            .insert(global_name.clone(), queue);
+    }
+
+    /// Removes a temp queue when its owner goes away; messages still in it are dropped.
+    pub fn remove_temp_queue(&self, global_name: &[u8]) {
+        if let Some(queue) = self.shard(global_name).queues.remove(global_name) {
+            queue.delete();
+        }
+    }
+
+    /// The named topic, created if missing (on SUBSCRIBE).
+    pub fn topic(&self, name: &Bytes) -> Arc<Topic> {
+        let mut shard = self.shard(name);
+        shard
+            .topics
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Topic::new(name.clone(), self.flow.slow_consumer_policy)))
+            .clone()
+    }
+
+    /// The named topic if anyone ever subscribed to it (publishing to an unknown topic is a
+    /// no-op and creates nothing).
+    pub fn existing_topic(&self, name: &[u8]) -> Option<Arc<Topic>> {
+        self.shard(name).topics.get(name).cloned()
+    }
+
+    /// Number of queues and topics (for status output).
+    pub fn counts(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(q, t), shard| {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            (q + shard.queues.len(), t + shard.topics.len())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,370 @@
+//! A point-to-point queue: competing consumers served round-robin, each within its window;
+//! unacked deliveries tracked per consumer and put back (marked redelivered) on NACK, on
+//! UNSUBSCRIBE and when the consumer's connection ends. A full queue pauses its producers.
+//!
+//! All state sits behind one lock per queue: producers and consumers of *this* queue share it,
+//! nobody else does. The lock is never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::message::{Delivery, Message};
+use super::outbox::Outgoing;
+use super::subscription::{AckMode, Subscription};
+
+/// A message waiting in the queue.
+#[derive(Debug)]
+struct Pending {
+    message: Arc<Message>,
+    redelivered: bool,
+    /// Consumers whose message filter declined it (empty, and unallocated, almost always).
+    declined: Vec<u64>,
+}
+
+impl Pending {
+    fn new(message: Arc<Message>) -> Pending {
+        Pending {
+            message,
+            redelivered: false,
+            declined: Vec::new(),
+        }
+    }
+}
+
+/// How far past the head dispatch looks for a message some consumer will take, when the head
+/// was declined by every consumer with credit.
+const DECLINED_SCAN: usize = 256;
+
+/// A delivery the consumer has not settled yet.
+#[derive(Debug)]
+struct Unacked {
+    seq: u64,
+    pending: Pending,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    subscription: Arc<Subscription>,
+    credit: u32,
+    next_seq: u64,
+    unacked: VecDeque<Unacked>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: VecDeque<Pending>,
+    consumers: Vec<Consumer>,
+    /// Round-robin cursor into `consumers`.
+    cursor: usize,
+    /// Set when a temporary queue's owner went away: messages are dropped from then on.
+    deleted: bool,
+}
+
+/// Which deliveries an ACK or NACK names.
+#[derive(Debug, Clone, Copy)]
+pub enum AckTarget<'a> {
+    /// By delivery number (the 1.2 `ack` header).
+    Seq(u64),
+    /// By `message-id` (1.0 and 1.1).
+    MessageId(&'a [u8]),
+}
+
+/// The ACK or NACK named no delivery pending on this subscription.
+#[derive(Debug)]
+pub struct NotPending;
+
+/// Counters a status page can show.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub enqueued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub acked: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    pub name: Bytes,
+    state: Mutex<State>,
+    /// Wakes producers paused on a full queue.
+    room: Notify,
+    max_messages: usize,
+    pub stats: QueueStats,
+}
+
+impl Queue {
+    pub fn new(name: Bytes, max_messages: usize) -> Queue {
+        Queue {
+            name,
+            state: Mutex::new(State::default()),
+            room: Notify::new(),
+            max_messages,
+            stats: QueueStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes a message, waiting while the queue is full (the producer's connection stops
+    /// being read meanwhile: TCP backpressure).
+    pub async fn publish(&self, message: Arc<Message>) {
+        let mut message = Some(message);
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.deleted {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                if state.pending.len() < self.max_messages {
+                    let message = message.take().expect("published once");
+                    state.pending.push_back(Pending::new(message));
+                    self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                    self.dispatch(&mut state);
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Hands waiting messages to consumers with credit, round-robin, skipping consumers that
+    /// declined a message.
+    fn dispatch(&self, state: &mut State) {
+        let before = state.pending.len();
+        while !state.pending.is_empty() && state.consumers.iter().any(|c| c.credit > 0) {
+            let Some((position, index)) = pick(state) else {
+                break;
+            };
+            let pending = state
+                .pending
+                .remove(position)
+                .expect("picked from the queue");
+            let n = state.consumers.len();
+            state.cursor = (index + 1) % n;
+            let consumer = &mut state.consumers[index];
+            consumer.credit -= 1;
+            let seq = consumer.next_seq;
+            consumer.next_seq += 1;
+            let delivery = Delivery {
+                message: pending.message.clone(),
+                subscription: consumer.subscription.clone(),
+                seq,
+                redelivered: pending.redelivered,
+            };
+            if pending.redelivered {
+                self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            consumer.unacked.push_back(Unacked { seq, pending });
+            consumer
+                .subscription
+                .outbox
+                .push(Outgoing::Delivery(delivery));
+        }
+        if state.pending.len() < before && state.pending.len() < self.max_messages {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Adds a consumer and gives it waiting messages.
+    pub fn subscribe(&self, subscription: Arc<Subscription>) {
+        let mut state = self.lock();
+        let window = subscription.window.max(1);
+        state.consumers.push(Consumer {
+            subscription,
+            credit: window,
+            next_seq: 0,
+            unacked: VecDeque::new(),
+        });
+        self.dispatch(&mut state);
+    }
+
+    /// Removes a consumer; its unsettled deliveries go back to the head of the queue, marked
+    /// redelivered, and on to the remaining consumers.
+    pub fn unsubscribe(&self, consumer_id: u64) {
+        let mut state = self.lock();
+        let Some(index) = state
+            .consumers
+            .iter()
+            .position(|c| c.subscription.consumer_id == consumer_id)
+        else {
+            return;
+        };
+        let consumer = state.consumers.remove(index);
+        if state.cursor > index {
+            state.cursor -= 1;
+        }
+        if state.consumers.is_empty() {
+            state.cursor = 0;
+        } else {
+            state.cursor %= state.consumers.len();
+        }
+        requeue_front(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
+        self.dispatch(&mut state);
+    }
+
+    /// Settles auto-ack deliveries up to `seq` once the writer has put them on the socket.
+    pub fn written(&self, consumer_id: u64, up_to_seq: u64) {
+        let mut state = self.lock();
+        let Some(consumer) = find(&mut state, consumer_id) else {
+            return;
+        };
+        let mut settled = 0;
+        while consumer.unacked.front().is_some_and(|u| u.seq <= up_to_seq) {
+            consumer.unacked.pop_front();
+            settled += 1;
+        }
+        consumer.credit += settled;
+        self.stats
+            .acked
+            .fetch_add(settled as u64, Ordering::Relaxed);
+        self.dispatch(&mut state);
+    }
+
+    /// Checks that an ACK/NACK names a delivery pending on this consumer, without settling it
+    /// (used for ACK/NACK inside a transaction, settled at COMMIT).
+    pub fn check_pending(&self, consumer_id: u64, target: AckTarget<'_>) -> Result<(), NotPending> {
+        let mut state = self.lock();
+        let consumer = find(&mut state, consumer_id).ok_or(NotPending)?;
+        position(consumer, target).map(|_| ()).ok_or(NotPending)
+    }
+
+    /// ACK (`requeue == false`) or NACK (`requeue == true`) of one delivery, or of it and every
+    /// earlier one in `client` mode.
+    pub fn settle(
+        &self,
+        consumer_id: u64,
+        target: AckTarget<'_>,
+        requeue: bool,
+    ) -> Result<(), NotPending> {
+        let mut state = self.lock();
+        let consumer = find(&mut state, consumer_id).ok_or(NotPending)?;
+        let index = position(consumer, target).ok_or(NotPending)?;
+        let settled: Vec<Pending> = if consumer.subscription.ack_mode == AckMode::Client {
+            consumer
+                .unacked
+                .drain(..=index)
+                .map(|u| u.pending)
+                .collect()
+        } else {
+            let unacked = consumer.unacked.remove(index).expect("index is valid");
+            vec![unacked.pending]
+        };
+        consumer.credit += settled.len() as u32;
+        if requeue {
+            requeue_front(&mut state, settled);
+        } else {
+            self.stats
+                .acked
+                .fetch_add(settled.len() as u64, Ordering::Relaxed);
+        }
+        self.dispatch(&mut state);
+        Ok(())
+    }
+
+    /// A consumer's message filter declined a delivery: it goes back to the queue for the
+    /// other consumers (and stays there while nobody takes it), and the consumer gets its credit
+    /// back.
+    pub fn decline(&self, consumer_id: u64, seq: u64) {
+        let mut state = self.lock();
+        let Some(consumer) = find(&mut state, consumer_id) else {
+            return;
+        };
+        let Some(index) = consumer.unacked.iter().position(|u| u.seq == seq) else {
+            return;
+        };
+        let mut pending = consumer
+            .unacked
+            .remove(index)
+            .expect("index is valid")
+            .pending;
+        consumer.credit += 1;
+        pending.declined.push(consumer_id);
+        state.pending.push_front(pending);
+        self.dispatch(&mut state);
+    }
+
+    /// Deletes a temporary queue: waiting messages are dropped and later publishes ignored.
+    pub fn delete(&self) {
+        let mut state = self.lock();
+        state.deleted = true;
+        let dropped = state.pending.len() as u64;
+        state.pending.clear();
+        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Messages waiting (not yet delivered).
+    pub fn depth(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.lock().consumers.len()
+    }
+}
+
+/// The first waiting message (from the head, within [`DECLINED_SCAN`]) and the next consumer
+/// in round-robin order that has credit and has not declined it.
+fn pick(state: &State) -> Option<(usize, usize)> {
+    let n = state.consumers.len();
+    for (position, pending) in state.pending.iter().take(DECLINED_SCAN).enumerate() {
+        let found = (0..n).map(|i| (state.cursor + i) % n).find(|&i| {
+            let consumer = &state.consumers[i];
+            consumer.credit > 0
+                && !pending
+                    .declined
+                    .contains(&consumer.subscription.consumer_id)
+        });
+        if let Some(index) = found {
+            return Some((position, index));
+        }
+    }
+    None
+}
+
+fn find(state: &mut State, consumer_id: u64) -> Option<&mut Consumer> {
+    state
+        .consumers
+        .iter_mut()
+        .find(|c| c.subscription.consumer_id == consumer_id)
+}
+
+fn position(consumer: &Consumer, target: AckTarget<'_>) -> Option<usize> {
+    match target {
+        AckTarget::Seq(seq) => consumer.unacked.iter().position(|u| u.seq == seq),
+        AckTarget::MessageId(id) => consumer
+            .unacked
+            .iter()
+            .position(|u| u.pending.message.has_id(id)),
+    }
+}
+
+/// Puts settled-back deliveries at the head of the queue in their original order.
+fn requeue_front(state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
+    let mut pendings: Vec<Pending> = pendings.into_iter().collect();
+    for pending in pendings.drain(..).rev() {
+        state.pending.push_front(Pending {
+            redelivered: true,
+            ..pending
+        });
+    }
+}

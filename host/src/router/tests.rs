@@ -1,0 +1,295 @@
+//! Unit tests of queue and topic semantics, without sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::SlowConsumerPolicy;
+
+fn message(seq: u64) -> Arc<Message> {
+    Arc::new(Message {
+        destination: Bytes::from_static(b"/queue/q"),
+        headers: vec![],
+        body: Bytes::from(format!("m{seq}")),
+        id_prefix: Arc::from("t"),
+        id_seq: seq,
+    })
+}
+
+fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Source) -> Arc<Subscription> {
+    Arc::new(Subscription {
+        key: id as u32,
+        consumer_id: id,
+        wire_id: Some(Bytes::from(format!("s{id}"))),
+        destination: Bytes::from_static(b"/queue/q"),
+        ack_mode,
+        window,
+        outbox: Arc::new(Outbox::new(64)),
+        filter: None,
+        source,
+    })
+}
+
+fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
+    sub.outbox
+        .drain()
+        .into_iter()
+        .filter_map(|item| match item {
+            Outgoing::Delivery(d) => Some((d.message.id_seq, d.seq, d.redelivered)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn queue_pair(window: u32, mode: AckMode) -> (Arc<Queue>, Arc<Subscription>, Arc<Subscription>) {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(1, mode, window, Source::Queue(queue.clone()));
+    let b = subscription(2, mode, window, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    queue.subscribe(b.clone());
+    (queue, a, b)
+}
+
+#[tokio::test]
+async fn queue_round_robins_between_consumers() {
+    let (queue, a, b) = queue_pair(10, AckMode::Auto);
+    for i in 0..4 {
+        queue.publish(message(i)).await;
+    }
+    let a_ids: Vec<u64> = delivered(&a).iter().map(|d| d.0).collect();
+    let b_ids: Vec<u64> = delivered(&b).iter().map(|d| d.0).collect();
+    assert_eq!(a_ids, vec![0, 2]);
+    assert_eq!(b_ids, vec![1, 3]);
+}
+
+#[tokio::test]
+async fn window_limits_unacked_and_ack_refills_it() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(
+        1,
+        AckMode::ClientIndividual,
+        2,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(a.clone());
+    for i in 0..5 {
+        queue.publish(message(i)).await;
+    }
+    assert_eq!(delivered(&a).len(), 2);
+    assert_eq!(queue.depth(), 3);
+    queue.settle(1, AckTarget::Seq(1), false).unwrap();
+    let next = delivered(&a);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].0, 2);
+    // Seq 1 is gone; acking it again is an error.
+    assert!(queue.settle(1, AckTarget::Seq(1), false).is_err());
+}
+
+#[tokio::test]
+async fn client_mode_ack_is_cumulative() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(1, AckMode::Client, 10, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    for i in 0..5 {
+        queue.publish(message(i)).await;
+    }
+    delivered(&a);
+    queue
+        .settle(1, AckTarget::MessageId(b"t-2"), false)
+        .unwrap();
+    assert!(queue.check_pending(1, AckTarget::Seq(0)).is_err());
+    assert!(queue.check_pending(1, AckTarget::Seq(2)).is_err());
+    assert!(queue.check_pending(1, AckTarget::Seq(3)).is_ok());
+}
+
+#[tokio::test]
+async fn nack_requeues_with_redelivered_flag() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(
+        1,
+        AckMode::ClientIndividual,
+        1,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(a.clone());
+    queue.publish(message(7)).await;
+    assert_eq!(delivered(&a), vec![(7, 0, false)]);
+    queue.settle(1, AckTarget::Seq(0), true).unwrap();
+    assert_eq!(delivered(&a), vec![(7, 1, true)]);
+}
+
+#[tokio::test]
+async fn unsubscribe_hands_unacked_to_the_others_in_order() {
+    let (queue, a, b) = queue_pair(10, AckMode::Client);
+    for i in 0..4 {
+        queue.publish(message(i)).await;
+    }
+    delivered(&b);
+    assert_eq!(delivered(&a).len(), 2);
+    queue.unsubscribe(1);
+    let redelivered = delivered(&b);
+    assert_eq!(redelivered, vec![(0, 2, true), (2, 3, true)]);
+}
+
+#[tokio::test]
+async fn auto_ack_settles_when_written() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(1, AckMode::Auto, 1, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    queue.publish(message(0)).await;
+    queue.publish(message(1)).await;
+    assert_eq!(delivered(&a).len(), 1);
+    queue.written(1, 0);
+    assert_eq!(delivered(&a), vec![(1, 1, false)]);
+}
+
+#[tokio::test]
+async fn a_full_queue_pauses_its_producer() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 2));
+    queue.publish(message(0)).await;
+    queue.publish(message(1)).await;
+    let blocked = tokio::time::timeout(Duration::from_millis(50), queue.publish(message(2))).await;
+    assert!(blocked.is_err(), "third publish must wait");
+    let producer = {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.publish(message(3)).await })
+    };
+    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    tokio::time::timeout(Duration::from_secs(2), producer)
+        .await
+        .expect("producer resumes")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn deleted_queue_drops_publishes() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/temp-queue/x"), 2));
+    queue.delete();
+    queue.publish(message(0)).await;
+    assert_eq!(queue.depth(), 0);
+}
+
+#[test]
+fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
+    let topic = Arc::new(Topic::new(
+        Bytes::from_static(b"/topic/t"),
+        SlowConsumerPolicy::Drop,
+    ));
+    let consumer = || Source::Topic(Arc::new(TopicConsumer::default()));
+    let a = subscription(1, AckMode::Auto, 10, consumer());
+    let b = subscription(2, AckMode::Client, 1, consumer());
+    topic.subscribe(a.clone());
+    topic.subscribe(b.clone());
+    topic.publish(&message(0));
+    topic.publish(&message(1));
+    assert_eq!(delivered(&a).len(), 2);
+    // b's window of 1 is full: the second copy waits for b's ACK.
+    assert_eq!(delivered(&b), vec![(0, 0, false)]);
+    let Source::Topic(b_consumer) = &b.source else {
+        unreachable!()
+    };
+    b_consumer.settle(&b, AckTarget::Seq(0), true).unwrap();
+    assert_eq!(delivered(&b), vec![(1, 1, false)]);
+    assert_eq!(
+        b.outbox.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(topic.unsubscribe(1), 1);
+}
+
+#[test]
+fn a_topic_subscriber_that_falls_too_far_behind_meets_the_policy() {
+    let topic = Arc::new(Topic::new(
+        Bytes::from_static(b"/topic/t"),
+        SlowConsumerPolicy::Drop,
+    ));
+    let b = subscription(
+        2,
+        AckMode::ClientIndividual,
+        1,
+        Source::Topic(Arc::new(TopicConsumer::default())),
+    );
+    topic.subscribe(b.clone());
+    for i in 0..70 {
+        topic.publish(&message(i));
+    }
+    // One in the window, 64 (the outbox limit) waiting, 5 dropped.
+    assert_eq!(delivered(&b).len(), 1);
+    assert_eq!(
+        b.outbox.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    let auto = subscription(
+        3,
+        AckMode::Auto,
+        1,
+        Source::Topic(Arc::new(TopicConsumer::default())),
+    );
+    let topic = Arc::new(Topic::new(
+        Bytes::from_static(b"/topic/u"),
+        SlowConsumerPolicy::Disconnect,
+    ));
+    topic.subscribe(auto.clone());
+    for i in 0..65 {
+        topic.publish(&message(i));
+    }
+    assert_eq!(auto.outbox.len(), 64);
+    tokio_test_block_on(auto.outbox.slow_consumer());
+}
+
+fn tokio_test_block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), future)
+                .await
+                .unwrap()
+        })
+}
+
+#[test]
+fn destinations_are_classified_by_prefix() {
+    assert_eq!(classify(b"/queue/a"), Ok(Kind::Queue));
+    assert_eq!(classify(b"/topic/a.b"), Ok(Kind::Topic));
+    assert_eq!(classify(b"/temp-queue/r"), Ok(Kind::TempQueue));
+    assert_eq!(classify(b"/reply-queue/x.r"), Ok(Kind::ReplyQueue));
+    assert!(matches!(
+        classify(b"/exchange/x"),
+        Err(RouteError::UnknownPrefix(_))
+    ));
+    assert!(matches!(
+        classify(b"queue"),
+        Err(RouteError::UnknownPrefix(_))
+    ));
+    assert!(matches!(
+        classify(b"/queue/"),
+        Err(RouteError::EmptyName(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_declined_message_goes_to_another_consumer_or_waits() {
+    let (queue, a, b) = queue_pair(10, AckMode::ClientIndividual);
+    queue.publish(message(0)).await;
+    assert_eq!(delivered(&a), vec![(0, 0, false)]);
+    queue.decline(1, 0);
+    assert_eq!(delivered(&b), vec![(0, 0, false)]);
+    queue.decline(2, 0);
+    // Both declined it: it waits, and later messages are not held up behind it.
+    assert_eq!(queue.depth(), 1);
+    queue.publish(message(1)).await;
+    let got: Vec<u64> = delivered(&a)
+        .iter()
+        .chain(delivered(&b).iter())
+        .map(|d| d.0)
+        .collect();
+    assert_eq!(got, vec![1]);
+    let c = subscription(3, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(c.clone());
+    assert_eq!(delivered(&c), vec![(0, 0, false)]);
+}

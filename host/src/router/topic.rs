@@ -1,0 +1,244 @@
+//! A publish-subscribe topic: every current subscriber gets a copy. Nothing is retained; a
+//! subscriber that cannot keep up meets the slow-consumer policy.
+//!
+//! The subscriber list is copy-on-write behind a per-topic lock held only to clone an `Arc`,
+//! so publishers to one topic do not serialise on each other's deliveries.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::config::SlowConsumerPolicy;
+
+use super::message::{Delivery, Message};
+use super::outbox::Outgoing;
+use super::queue::{AckTarget, NotPending};
+use super::subscription::{AckMode, Subscription};
+
+/// Per-subscription state of a topic consumer: delivery numbering and, in client modes, the
+/// deliveries not yet acknowledged plus the copies waiting for the window to open (topic
+/// messages are never redelivered; acks only open the window).
+#[derive(Debug, Default)]
+pub struct TopicConsumer {
+    state: Mutex<TopicConsumerState>,
+}
+
+#[derive(Debug, Default)]
+struct TopicConsumerState {
+    next_seq: u64,
+    unacked: VecDeque<(u64, Arc<Message>)>,
+    /// Copies published while the client-ack window was full, bounded by the outbox limit.
+    waiting: VecDeque<Arc<Message>>,
+}
+
+/// Why a copy could not be taken.
+#[derive(Debug)]
+pub struct Overflow;
+
+impl TopicConsumer {
+    fn lock(&self) -> MutexGuard<'_, TopicConsumerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one copy: straight to the outbox when the window allows, else into the waiting
+    /// list; `Overflow` when that is full too (the slow-consumer policy applies).
+    fn offer(
+        &self,
+        subscription: &Arc<Subscription>,
+        message: &Arc<Message>,
+    ) -> Result<(), Overflow> {
+        let mut state = self.lock();
+        let limit = subscription.outbox.limit();
+        if !subscription.ack_mode.needs_ack() {
+            let seq = state.next_seq;
+            let delivery = delivery(subscription, message, seq);
+            subscription
+                .outbox
+                .try_push(Outgoing::Delivery(delivery))
+                .map_err(|_| Overflow)?;
+            state.next_seq += 1;
+            return Ok(());
+        }
+        if state.unacked.len() >= subscription.window as usize || !state.waiting.is_empty() {
+            if state.waiting.len() >= limit {
+                return Err(Overflow);
+            }
+            state.waiting.push_back(message.clone());
+            return Ok(());
+        }
+        let seq = state.next_seq;
+        let delivery = delivery(subscription, message, seq);
+        subscription
+            .outbox
+            .try_push(Outgoing::Delivery(delivery))
+            .map_err(|_| Overflow)?;
+        state.next_seq += 1;
+        state.unacked.push_back((seq, message.clone()));
+        Ok(())
+    }
+
+    /// Takes an ACK or NACK off the window (`client` mode: cumulative) when `apply`, and lets
+    /// waiting copies through; without `apply`, only checks that the target is pending.
+    pub fn settle(
+        &self,
+        subscription: &Arc<Subscription>,
+        target: AckTarget<'_>,
+        apply: bool,
+    ) -> Result<(), NotPending> {
+        let mut state = self.lock();
+        let index = state
+            .unacked
+            .iter()
+            .position(|(seq, message)| match target {
+                AckTarget::Seq(s) => *seq == s,
+                AckTarget::MessageId(id) => message.has_id(id),
+            })
+            .ok_or(NotPending)?;
+        if !apply {
+            return Ok(());
+        }
+        if subscription.ack_mode == AckMode::Client {
+            state.unacked.drain(..=index);
+        } else {
+            state.unacked.remove(index);
+        }
+        refill(&mut state, subscription);
+        Ok(())
+    }
+
+    /// Takes exactly one delivery off the window (one the subscription's filter skipped).
+    pub fn forget(&self, subscription: &Arc<Subscription>, seq: u64) {
+        let mut state = self.lock();
+        if let Some(index) = state.unacked.iter().position(|(s, _)| *s == seq) {
+            state.unacked.remove(index);
+            refill(&mut state, subscription);
+        }
+    }
+}
+
+/// Lets waiting copies through while the window has room.
+fn refill(state: &mut TopicConsumerState, subscription: &Arc<Subscription>) {
+    while state.unacked.len() < subscription.window as usize {
+        let Some(message) = state.waiting.pop_front() else {
+            break;
+        };
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.unacked.push_back((seq, message.clone()));
+        // Bounded by the window, like queue deliveries.
+        subscription
+            .outbox
+            .push(Outgoing::Delivery(delivery(subscription, &message, seq)));
+    }
+}
+
+fn delivery(subscription: &Arc<Subscription>, message: &Arc<Message>, seq: u64) -> Delivery {
+    Delivery {
+        message: message.clone(),
+        subscription: subscription.clone(),
+        seq,
+        redelivered: false,
+    }
+}
+
+/// Counters a status page can show.
+#[derive(Debug, Default)]
+pub struct TopicStats {
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub slow_consumer_drops: AtomicU64,
+    pub slow_consumer_disconnects: AtomicU64,
+}
+
+/// A topic.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Bytes,
+    subscribers: Mutex<Arc<Vec<Arc<Subscription>>>>,
+    policy: SlowConsumerPolicy,
+    pub stats: TopicStats,
+}
+
+/// What publishing found: subscribers that must be disconnected as slow consumers.
+pub type SlowConsumers = Vec<Arc<Subscription>>;
+
+impl Topic {
+    pub fn new(name: Bytes, policy: SlowConsumerPolicy) -> Topic {
+        Topic {
+            name,
+            subscribers: Mutex::new(Arc::new(Vec::new())),
+            policy,
+            stats: TopicStats::default(),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Subscription>>> {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Delivers a copy to every current subscriber.
+    pub fn publish(&self, message: &Arc<Message>) {
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        for subscription in self.snapshot().iter() {
+            self.deliver(subscription, message);
+        }
+    }
+
+    fn deliver(&self, subscription: &Arc<Subscription>, message: &Arc<Message>) {
+        let super::subscription::Source::Topic(consumer) = &subscription.source else {
+            return;
+        };
+        match consumer.offer(subscription, message) {
+            Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Overflow) => self.slow(subscription),
+        }
+    }
+
+    fn slow(&self, subscription: &Arc<Subscription>) {
+        match self.policy {
+            SlowConsumerPolicy::Drop => {
+                self.stats
+                    .slow_consumer_drops
+                    .fetch_add(1, Ordering::Relaxed);
+                subscription.outbox.count_drop();
+            }
+            SlowConsumerPolicy::Disconnect => {
+                self.stats
+                    .slow_consumer_disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                subscription.outbox.mark_slow();
+            }
+        }
+    }
+
+    pub fn subscribe(&self, subscription: Arc<Subscription>) {
+        let mut guard = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Vec::clone(&guard);
+        next.push(subscription);
+        *guard = Arc::new(next);
+    }
+
+    /// Removes a subscriber; returns how many remain.
+    pub fn unsubscribe(&self, consumer_id: u64) -> usize {
+        let mut guard = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let next: Vec<_> = guard
+            .iter()
+            .filter(|s| s.consumer_id != consumer_id)
+            .cloned()
+            .collect();
+        let remaining = next.len();
+        *guard = Arc::new(next);
+        remaining
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.snapshot().len()
+    }
+}
