@@ -1,0 +1,303 @@
+//! Broker configuration: every key, its default and what it is for, in one place.
+//!
+//! The TOML file is read with `deny_unknown_fields` so a typo is an error, not a silent default.
+//! `examples/plugboard.toml` shows every key. `Config::default()` is the embedded configuration
+//! that `plugboard` runs with when no `--config` is given.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::codec::Limits;
+use crate::plugin::PluginSpec;
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the STOMP listener binds. `--listen` overrides it.
+    pub listen: SocketAddr,
+    /// Name reported in CONNECTED's `server` header (`name/version`).
+    pub server_name: String,
+    /// Frame-size and connection limits.
+    pub limits: LimitsConfig,
+    /// Heart-beat negotiation.
+    pub heartbeat: HeartbeatConfig,
+    /// Flow control and slow consumers.
+    pub flow: FlowConfig,
+    /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
+    /// An authenticate plugin takes this over when one is configured.
+    pub users: Vec<UserConfig>,
+    /// Wasm plugins, in chain order.
+    pub plugins: Vec<PluginSpec>,
+    /// Directory for compiled-plugin artifacts (relative paths are relative to the config file).
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Graceful shutdown: how long open connections get to flush after SIGINT/SIGTERM.
+    pub shutdown_grace_ms: u64,
+    /// Directory that relative paths in this config resolve against (set by the loader).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
+            server_name: "plugboard".to_string(),
+            limits: LimitsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            flow: FlowConfig::default(),
+            users: Vec::new(),
+            plugins: Vec::new(),
+            plugin_cache_dir: None,
+            shutdown_grace_ms: 5_000,
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// Protocol and resource limits. Each one hit gives the client an ERROR and a close.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Maximum simultaneous client connections; further connections wait in the accept backlog.
+    pub max_connections: usize,
+    /// A new connection must send CONNECT/STOMP within this many milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest whole frame (command + headers + body), in bytes.
+    pub max_frame_bytes: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest header line (or command line), in bytes.
+    pub max_header_line_bytes: usize,
+    /// Largest body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most subscriptions one connection may hold at once.
+    pub max_subscriptions_per_connection: usize,
+    /// Most open transactions one connection may hold at once.
+    pub max_transactions_per_connection: usize,
+    /// Most SEND/ACK/NACK frames one transaction may hold before COMMIT.
+    pub max_transaction_frames: usize,
+    /// A connection whose socket accepts no bytes for this long while output is pending is
+    /// closed (a peer that stopped reading).
+    pub write_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let codec = Limits::default();
+        LimitsConfig {
+            max_connections: 10_000,
+            connect_timeout_ms: 10_000,
+            // Room for the headers of a maximum-size body.
+            max_frame_bytes: codec.max_body_bytes + 256 * 1024,
+            max_headers: codec.max_headers,
+            max_header_line_bytes: codec.max_header_line_bytes,
+            max_body_bytes: codec.max_body_bytes,
+            max_subscriptions_per_connection: 1_024,
+            max_transactions_per_connection: 64,
+            max_transaction_frames: 10_000,
+            write_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The codec's view of these limits.
+    pub fn codec_limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_headers: self.max_headers,
+            max_header_line_bytes: self.max_header_line_bytes,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// Heart-beat negotiation (STOMP 1.1+). The broker offers, in CONNECTED, to send at
+/// `max(client wish, send_min_ms)` and to expect at `max(client offer, receive_min_ms)`; a side
+/// that says 0 gets no beats / is not watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// Shortest interval at which the broker agrees to send heart-beats, in ms.
+    pub send_min_ms: u64,
+    /// Shortest interval at which the broker agrees to receive heart-beats, in ms.
+    pub receive_min_ms: u64,
+    /// A client silent for `interval * grace_factor` is considered dead.
+    pub grace_factor: f64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            send_min_ms: 1_000,
+            receive_min_ms: 1_000,
+            grace_factor: 2.0,
+        }
+    }
+}
+
+/// What to do with a subscriber whose outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// Send the subscriber an ERROR ("slow consumer") and close its connection; its unacked
+    /// queue messages are redelivered to others.
+    Disconnect,
+    /// Drop the topic message for that subscriber only (counted), and keep the connection.
+    Drop,
+}
+
+/// Flow control: prefetch windows and bounded buffers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Prefetch window (unacked messages in flight) of a client/client-individual subscription
+    /// that does not ask for one with `prefetch-count` / `activemq.prefetchSize`.
+    pub default_prefetch: u32,
+    /// Largest prefetch a subscription may ask for.
+    pub max_prefetch: u32,
+    /// Messages in flight to an `auto`-ack queue subscriber (written to its socket only when
+    /// the previous ones are out).
+    pub auto_ack_window: u32,
+    /// Most frames waiting in one connection's outbound queue before the slow-consumer policy
+    /// applies to topic deliveries and the connection's own reads pause.
+    pub outbound_queue_frames: usize,
+    /// Most messages waiting in one queue; producers to a full queue are paused (TCP
+    /// backpressure) until consumers make room.
+    pub queue_max_messages: usize,
+    /// Policy for topic subscribers that cannot keep up.
+    pub slow_consumer_policy: SlowConsumerPolicy,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            default_prefetch: 1_000,
+            max_prefetch: 65_536,
+            auto_ack_window: 1_000,
+            outbound_queue_frames: 4_096,
+            queue_max_messages: 100_000,
+            slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+        }
+    }
+}
+
+/// A user of the built-in authenticator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub login: String,
+    pub passcode: String,
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let mut config = Config::from_toml(&text)
+            .with_context(|| format!("in config file {}", path.display()))?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.heartbeat.grace_factor >= 1.0,
+            "heartbeat.grace_factor must be at least 1.0"
+        );
+        anyhow::ensure!(
+            self.flow.default_prefetch >= 1,
+            "flow.default_prefetch must be >= 1"
+        );
+        anyhow::ensure!(
+            self.flow.auto_ack_window >= 1,
+            "flow.auto_ack_window must be >= 1"
+        );
+        anyhow::ensure!(
+            self.flow.outbound_queue_frames >= 16,
+            "flow.outbound_queue_frames must be >= 16"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections >= 1,
+            "limits.max_connections must be >= 1"
+        );
+        Ok(())
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        match &self.plugin_cache_dir {
+            Some(dir) => self.base_dir.join(dir),
+            None => std::env::temp_dir().join("plugboard-plugin-cache"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_toml_is_the_default() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.listen, Config::default().listen);
+        assert_eq!(config.heartbeat.grace_factor, 2.0);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("listne = \"127.0.0.1:1\"").unwrap_err();
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+        assert!(Config::from_toml("[limits]\nmax_frames = 3").is_err());
+    }
+
+    #[test]
+    fn sections_override_defaults() {
+        let config = Config::from_toml(
+            "listen = \"127.0.0.1:0\"\n[flow]\nslow_consumer_policy = \"drop\"\n[[users]]\nlogin = \"a\"\npasscode = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.flow.slow_consumer_policy, SlowConsumerPolicy::Drop);
+        assert_eq!(config.users.len(), 1);
+        assert_eq!(
+            config.flow.default_prefetch,
+            FlowConfig::default().default_prefetch
+        );
+    }
+
+    #[test]
+    fn the_example_configs_parse() {
+        let broker = Config::from_toml(include_str!("../../examples/broker.toml")).unwrap();
+        assert!(broker.plugins.is_empty());
+        assert_eq!(
+            broker.limits.max_frame_bytes,
+            LimitsConfig::default().max_frame_bytes
+        );
+        assert_eq!(
+            broker.flow.queue_max_messages,
+            FlowConfig::default().queue_max_messages
+        );
+        let demo = Config::from_toml(include_str!("../../examples/plugboard.toml")).unwrap();
+        assert_eq!(demo.plugins.len(), 4);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(Config::from_toml("[heartbeat]\ngrace_factor = 0.5").is_err());
+    }
+}

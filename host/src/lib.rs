@@ -1,0 +1,40 @@
+//! Plugboard: a STOMP 1.0/1.1/1.2 message broker whose policy lives in WebAssembly components.
+//!
+//! How a message flows, in the types that carry it:
+//!
+//! ```text
+//! TcpStream ─► codec::Decoder (bytes → Frame, size limits)
+//!    ─► session (one task per connection: CONNECT → auth hook → Principal → CONNECTED)
+//!         SEND ─► plugin send hook ─► router::Queue::publish / Topic::publish
+//!         SUBSCRIBE / UNSUBSCRIBE / ACK / NACK / BEGIN / COMMIT / ABORT ─► router, transactions
+//!    router ─► Delivery into the subscriber's Outbox (bounded by window / slow-consumer policy)
+//!    ─► session::writer (message filter hook ─► MESSAGE encoding ─► coalesced socket writes)
+//! ```
+//!
+//! [`run`] is what both `main` and the in-process tests call.
+
+pub mod codec;
+pub mod config;
+pub mod plugin;
+pub mod router;
+pub mod server;
+pub mod session;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+pub use session::Broker;
+
+/// Serves STOMP on `listener` until `shutdown` turns true, then drains within the grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    plugins: Arc<plugin::PluginHost>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let broker = Arc::new(Broker::new(config, plugins));
+    server::serve(listener, broker, shutdown).await
+}

@@ -1,0 +1,109 @@
+//! The `plugboard` command: parses the command line, sets up logging, loads the configuration
+//! and plugins, binds the listener (printing its address as the first line on stdout), and
+//! runs the broker until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use plugboard::plugin::PluginHost;
+use plugboard::Config;
+
+/// A STOMP 1.0/1.1/1.2 broker with WebAssembly policy plugins.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (every key is documented in examples/plugboard.toml). Without
+    /// it, the embedded default runs: 127.0.0.1:61613, anonymous login, no plugins.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the configuration (`127.0.0.1:0` picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Validate the configuration and load its plugins, then exit without serving.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let config = Arc::new(config);
+    let plugins = if config.plugins.is_empty() {
+        PluginHost::empty()
+    } else {
+        PluginHost::load(
+            &config.plugins,
+            &config.base_dir,
+            &config.plugin_cache_dir(),
+        )
+        .await
+        .context("loading plugins")?
+    };
+    if cli.check_config {
+        println!(
+            "configuration OK: {} plugin(s) loaded",
+            config.plugins.len()
+        );
+        return Ok(());
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    // The first stdout line: tests and scripts read the bound address from it.
+    println!("listening on {address}");
+    info!(%address, plugins = config.plugins.len(), "plugboard started");
+
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received: shutting down");
+        let _ = stop.send(true);
+    });
+    plugboard::run(listener, config, plugins, shutdown).await?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

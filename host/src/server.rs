@@ -1,0 +1,69 @@
+//! The accept loop: binds the listener, caps concurrent connections with a semaphore taken
+//! *before* `accept` (so excess clients wait in the backlog instead of costing memory), spawns
+//! a session per connection, and on shutdown stops accepting and gives open sessions a grace
+//! period to flush and close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::session::{self, Broker};
+
+/// Accepts connections until `shutdown` fires, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(broker.config.limits.max_connections));
+    let mut sessions = JoinSet::new();
+    let mut number: u64 = 0;
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        // Reap finished sessions so the set does not grow with history.
+        while sessions.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        number += 1;
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        sessions.spawn(async move {
+            session::serve(stream, peer, broker, number, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = sessions.len();
+    info!(open, "shutting down: no longer accepting connections");
+    let grace = Duration::from_millis(broker.config.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            remaining = sessions.len(),
+            "grace period over: closing the remaining connections"
+        );
+        sessions.shutdown().await;
+    }
+    Ok(())
+}

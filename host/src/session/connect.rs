@@ -1,0 +1,234 @@
+//! CONNECT / STOMP handling: version negotiation, heart-beat negotiation, authentication, and
+//! the CONNECTED frame.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::codec::{Command, Frame, Version};
+use crate::config::Config;
+use crate::plugin::{AuthOutcome, AuthRequest, PluginHost, Principal};
+
+use super::error::{client_error, SessionError};
+
+/// What CONNECT settled.
+#[derive(Debug)]
+pub struct Negotiated {
+    pub version: Version,
+    /// How often the broker must send something (server → client beats).
+    pub send_every: Option<Duration>,
+    /// How often the client promised to send something (client → server beats).
+    pub expect_every: Option<Duration>,
+    /// The `heart-beat` value for CONNECTED.
+    pub heartbeat_header: String,
+}
+
+const SUPPORTED: &str = "1.0,1.1,1.2";
+
+/// Picks the highest version both sides support. No `accept-version` means 1.0.
+pub fn negotiate_version(frame: &Frame) -> Result<Version, SessionError> {
+    let Some(accept) = frame.get(b"accept-version") else {
+        return Ok(Version::V1_0);
+    };
+    accept
+        .split(|&b| b == b',')
+        .filter_map(|token| Version::parse(token.trim_ascii()))
+        .max()
+        .ok_or_else(|| SessionError::Client {
+            message: format!(
+                "no common protocol version: the client accepts '{}', this broker supports {SUPPORTED}",
+                String::from_utf8_lossy(accept)
+            ),
+            headers: vec![(Bytes::from_static(b"version"), Bytes::from_static(SUPPORTED.as_bytes()))],
+            receipt: None,
+        })
+}
+
+/// Parses a `heart-beat` value `cx,cy` (spaces around the numbers are tolerated).
+pub fn parse_heartbeat(value: &[u8]) -> Result<(u64, u64), SessionError> {
+    let bad = || {
+        client_error(format!(
+            "invalid heart-beat header '{}': expected two non-negative integers 'cx,cy'",
+            String::from_utf8_lossy(value)
+        ))
+    };
+    let mut parts = value.split(|&b| b == b',');
+    let mut number = || -> Result<u64, SessionError> {
+        let part = parts.next().ok_or_else(bad)?.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)
+    };
+    let cx = number()?;
+    let cy = number()?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok((cx, cy))
+}
+
+/// Version and heart-beat negotiation for a CONNECT/STOMP frame.
+pub fn negotiate(frame: &Frame, config: &Config) -> Result<Negotiated, SessionError> {
+    let version = negotiate_version(frame)?;
+    if version == Version::V1_0 {
+        return Ok(Negotiated {
+            version,
+            send_every: None,
+            expect_every: None,
+            heartbeat_header: "0,0".to_string(),
+        });
+    }
+    let (cx, cy) = match frame.get(b"heart-beat") {
+        Some(value) => parse_heartbeat(value)?,
+        None => (0, 0),
+    };
+    let hb = &config.heartbeat;
+    let sx = if cy > 0 { cy.max(hb.send_min_ms) } else { 0 };
+    let sy = if cx > 0 { cx.max(hb.receive_min_ms) } else { 0 };
+    Ok(Negotiated {
+        version,
+        send_every: (sx > 0).then(|| Duration::from_millis(sx)),
+        expect_every: (sy > 0).then(|| Duration::from_millis(sy)),
+        heartbeat_header: format!("{sx},{sy}"),
+    })
+}
+
+/// Authenticates a CONNECT: the authenticate plugin when one is loaded, else the configured
+/// users, else anonymous.
+pub async fn authenticate(
+    frame: &Frame,
+    config: &Config,
+    plugins: &PluginHost,
+    client_addr: std::net::SocketAddr,
+) -> Result<Principal, SessionError> {
+    let login = frame.get(b"login");
+    let passcode = frame.get(b"passcode");
+    if plugins.has_authenticator() {
+        let request = AuthRequest {
+            login: login.cloned(),
+            passcode: passcode.cloned(),
+            host: frame.get(b"host").cloned(),
+            client_addr,
+            headers: frame.headers.clone(),
+        };
+        return match plugins.authenticate(request).await {
+            AuthOutcome::Allow(principal) => Ok(principal),
+            AuthOutcome::Deny(reason) => Err(client_error(format!("access refused: {reason}"))),
+        };
+    }
+    if config.users.is_empty() {
+        return Ok(match login {
+            Some(login) => Principal::named(String::from_utf8_lossy(login).into_owned()),
+            None => Principal::anonymous(),
+        });
+    }
+    let matches = |user: &crate::config::UserConfig| {
+        login.is_some_and(|l| l.as_ref() == user.login.as_bytes())
+            && passcode.is_some_and(|p| constant_time_eq(p, user.passcode.as_bytes()))
+    };
+    match config.users.iter().find(|u| matches(u)) {
+        Some(user) => Ok(Principal::named(user.login.clone())),
+        None => Err(client_error(match login {
+            None => "access refused: login and passcode required".to_string(),
+            Some(login) => format!(
+                "access refused: bad login or passcode for '{}'",
+                String::from_utf8_lossy(login)
+            ),
+        })),
+    }
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The CONNECTED frame.
+pub fn connected_frame(negotiated: &Negotiated, session_id: &str, config: &Config) -> Frame {
+    let server = format!("{}/{}", config.server_name, env!("CARGO_PKG_VERSION"));
+    let mut frame = Frame::new(Command::Connected);
+    if negotiated.version != Version::V1_0 {
+        frame = frame.header("version", negotiated.version.as_str());
+    }
+    frame = frame
+        .header("session", session_id.to_string())
+        .header("server", server);
+    if negotiated.version != Version::V1_0 {
+        frame = frame.header("heart-beat", negotiated.heartbeat_header.clone());
+    }
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(headers: &[(&str, &str)]) -> Frame {
+        headers
+            .iter()
+            .fold(Frame::new(Command::Connect), |f, (n, v)| {
+                f.header(n.to_string(), v.to_string())
+            })
+    }
+
+    #[test]
+    fn version_negotiation_takes_the_highest_common_version() {
+        assert_eq!(negotiate_version(&connect(&[])).unwrap(), Version::V1_0);
+        let v = |s| negotiate_version(&connect(&[("accept-version", s)])).unwrap();
+        assert_eq!(v("1.0,1.1,2.0"), Version::V1_1);
+        assert_eq!(v("1.2,1.1,1.0"), Version::V1_2);
+        assert_eq!(v(" 1.1 , 1.0"), Version::V1_1);
+        assert_eq!(v("1.2"), Version::V1_2);
+        let err = negotiate_version(&connect(&[("accept-version", "2.0,3.0")])).unwrap_err();
+        let frame = err.to_frame().unwrap();
+        assert_eq!(frame.get(b"version").unwrap().as_ref(), b"1.0,1.1,1.2");
+    }
+
+    #[test]
+    fn heartbeat_values_parse_strictly() {
+        assert_eq!(parse_heartbeat(b"10,20").unwrap(), (10, 20));
+        assert_eq!(parse_heartbeat(b"10000, 10000").unwrap(), (10000, 10000));
+        for bad in [&b"abc"[..], b"1,2,3", b"-1,0", b"1", b",", b""] {
+            assert!(parse_heartbeat(bad).is_err(), "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn heartbeat_negotiation_follows_the_spec_formula() {
+        let mut config = Config::default();
+        config.heartbeat.send_min_ms = 100;
+        config.heartbeat.receive_min_ms = 200;
+        let n = negotiate(
+            &connect(&[("accept-version", "1.2"), ("heart-beat", "50,500")]),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(n.heartbeat_header, "500,200");
+        assert_eq!(n.send_every, Some(Duration::from_millis(500)));
+        assert_eq!(n.expect_every, Some(Duration::from_millis(200)));
+        let n = negotiate(
+            &connect(&[("accept-version", "1.1"), ("heart-beat", "0,0")]),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(n.heartbeat_header, "0,0");
+        assert!(n.send_every.is_none() && n.expect_every.is_none());
+        let n = negotiate(&connect(&[("heart-beat", "10,10")]), &config).unwrap();
+        assert_eq!(n.version, Version::V1_0);
+        assert!(n.send_every.is_none());
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

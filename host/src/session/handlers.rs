@@ -1,0 +1,601 @@
+//! Handlers for the frames of a connected session: SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK,
+//! BEGIN, COMMIT, ABORT, DISCONNECT. Each returns a client error (turned into an ERROR frame
+//! by the caller) or lets the loop carry on; RECEIPTs are queued after the frame is done.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{Command, Frame, Header, Version};
+use crate::plugin::{PluginMessage, SendOutcome, SubscriptionInfo};
+use crate::router::{
+    classify, AckMode, Destination, Kind, Message, Outgoing, Queue, RouteError, Source,
+    Subscription, TopicConsumer, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX,
+};
+
+use super::error::{client_error, SessionError};
+use super::transaction::{self, Action, OwnedTarget, Transaction};
+use super::{Flow, Session, SessionSubscription, DESTINATION_CACHE};
+
+/// Headers the broker owns on a MESSAGE; a client's values for them on SEND are not passed on.
+const SERVER_OWNED: [&[u8]; 8] = [
+    b"destination",
+    b"message-id",
+    b"subscription",
+    b"ack",
+    b"content-length",
+    b"transaction",
+    b"receipt",
+    b"redelivered",
+];
+
+impl From<RouteError> for SessionError {
+    fn from(err: RouteError) -> SessionError {
+        client_error(err.to_string())
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
+}
+
+fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, SessionError> {
+    frame.get(name.as_bytes()).ok_or_else(|| {
+        client_error(format!(
+            "{} frame is missing the required '{name}' header",
+            frame.command.as_str()
+        ))
+    })
+}
+
+fn receipt_frame(receipt: Bytes) -> Outgoing {
+    Outgoing::Frame(Frame::new(Command::Receipt).header("receipt-id", receipt))
+}
+
+/// Reads `prefetch-count` (RabbitMQ) or `activemq.prefetchSize` (ActiveMQ).
+fn prefetch(frame: &Frame) -> Result<Option<u32>, SessionError> {
+    let Some((name, value)) = [&b"prefetch-count"[..], b"activemq.prefetchSize"]
+        .iter()
+        .find_map(|name| frame.get(name).map(|value| (*name, value)))
+    else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&n| n >= 1)
+        .map(Some)
+        .ok_or_else(|| {
+            client_error(format!(
+                "invalid {} '{}': expected a whole number of at least 1",
+                text(name),
+                text(value)
+            ))
+        })
+}
+
+impl Session {
+    /// Handles one frame of a connected session.
+    pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        let receipt = frame.get(b"receipt").cloned();
+        match frame.command {
+            Command::Send => self.on_send(frame).await?,
+            Command::Subscribe => {
+                // Its RECEIPT must precede the subscription's first MESSAGE: sent inside.
+                self.on_subscribe(frame).await?;
+                return Ok(Flow::Continue);
+            }
+            Command::Unsubscribe => self.on_unsubscribe(&frame)?,
+            Command::Ack => self.on_ack(&frame, false)?,
+            Command::Nack => {
+                if self.version == Version::V1_0 {
+                    return Err(client_error("NACK is not part of STOMP 1.0"));
+                }
+                self.on_ack(&frame, true)?
+            }
+            Command::Begin => self.on_begin(&frame)?,
+            Command::Commit => self.on_commit(&frame).await?,
+            Command::Abort => self.on_abort(&frame)?,
+            Command::Disconnect => {
+                if let Some(receipt) = receipt {
+                    self.outbox.push(receipt_frame(receipt));
+                }
+                return Ok(Flow::Disconnect);
+            }
+            Command::Connect | Command::Stomp => {
+                return Err(client_error(
+                    "already connected: a second CONNECT is not allowed",
+                ))
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                return Err(client_error(format!(
+                    "{} is a server frame; a client may not send it",
+                    frame.command.as_str()
+                )))
+            }
+        }
+        if let Some(receipt) = receipt {
+            self.outbox.push(receipt_frame(receipt));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn transaction_mut(&mut self, frame: &Frame) -> Result<Option<&mut Transaction>, SessionError> {
+        let Some(id) = frame.get(b"transaction") else {
+            return Ok(None);
+        };
+        let max = self.broker.config.limits.max_transaction_frames;
+        let transaction = self
+            .transactions
+            .get_mut(id)
+            .ok_or_else(|| client_error(format!("unknown transaction '{}'", text(id))))?;
+        if transaction.actions.len() >= max {
+            return Err(client_error(format!(
+                "transaction '{}' holds the maximum of {max} frames",
+                text(id)
+            )));
+        }
+        Ok(Some(transaction))
+    }
+
+    async fn on_send(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let destination = required(&frame, "destination")?.clone();
+        classify(&destination)?;
+        if !self.principal.may_send(&destination) {
+            return Err(client_error(format!(
+                "'{}' may not send to '{}'",
+                self.principal.name,
+                text(&destination)
+            )));
+        }
+        let transaction_id = frame.get(b"transaction").cloned();
+        self.transaction_mut(&frame)?;
+        let Frame { headers, body, .. } = frame;
+        let mut headers: Vec<Header> = headers;
+        headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
+        self.rewrite_reply_to(&mut headers);
+
+        let plugins = self.broker.plugins.clone();
+        let routed = if plugins.intercepts_send(&destination) {
+            let message = PluginMessage {
+                destination,
+                headers,
+                body,
+            };
+            match plugins.on_send(&self.principal, message).await {
+                SendOutcome::Deliver(messages) => messages,
+                SendOutcome::Reject(reason) => {
+                    return Err(client_error(format!("message rejected: {reason}")))
+                }
+            }
+        } else {
+            vec![PluginMessage {
+                destination,
+                headers,
+                body,
+            }]
+        };
+
+        let mut plan = Vec::with_capacity(routed.len());
+        for copy in routed {
+            classify(&copy.destination).map_err(|err| {
+                client_error(format!(
+                    "a plugin routed the message to an invalid destination: {err}"
+                ))
+            })?;
+            let Some(target) = self.resolve_for_send(&copy.destination)? else {
+                continue; // a topic nobody listens to, or a reply queue that is gone
+            };
+            let message = Arc::new(Message {
+                destination: copy.destination,
+                headers: copy.headers,
+                body: copy.body,
+                id_prefix: self.id.clone(),
+                id_seq: self.next_message,
+            });
+            self.next_message += 1;
+            plan.push((target, message));
+        }
+        if let Some(id) = transaction_id {
+            if let Some(transaction) = self.transactions.get_mut(&id) {
+                transaction.actions.push(Action::Publish(plan));
+            }
+            return Ok(());
+        }
+        publish(plan).await;
+        Ok(())
+    }
+
+    /// A `reply-to: /temp-queue/NAME` is rewritten to the temp queue's global reply name, so
+    /// whoever receives the message can answer to it.
+    fn rewrite_reply_to(&mut self, headers: &mut [Header]) {
+        for (name, value) in headers.iter_mut() {
+            if name.as_ref() == b"reply-to"
+                && value.starts_with(TEMP_QUEUE_PREFIX)
+                && value.len() > TEMP_QUEUE_PREFIX.len()
+            {
+                let (global, _) = self.temp_queue(value);
+                *value = global;
+            }
+        }
+    }
+
+    /// This connection's temp queue for `/temp-queue/NAME`, created (and registered under its
+    /// global reply name) on first use.
+    fn temp_queue(&mut self, local: &Bytes) -> (Bytes, Arc<Queue>) {
+        if let Some((global, queue)) = self.temp_queues.get(local) {
+            return (global.clone(), queue.clone());
+        }
+        let mut global = BytesMut::new();
+        global.extend_from_slice(REPLY_QUEUE_PREFIX);
+        global.extend_from_slice(self.id.as_bytes());
+        global.extend_from_slice(b".");
+        global.extend_from_slice(&local[TEMP_QUEUE_PREFIX.len()..]);
+        let global = global.freeze();
+        let queue = Arc::new(Queue::new(
+            global.clone(),
+            self.broker.config.flow.queue_max_messages,
+        ));
+        self.broker
+            .router
+            .register_temp_queue(&global, queue.clone());
+        self.temp_queues
+            .insert(local.clone(), (global.clone(), queue.clone()));
+        (global, queue)
+    }
+
+    /// Resolves a SEND destination, from this session's cache when it can.
+    fn resolve_for_send(
+        &mut self,
+        destination: &Bytes,
+    ) -> Result<Option<Destination>, SessionError> {
+        if let Some(found) = self.destinations.get(destination) {
+            return Ok(Some(found.clone()));
+        }
+        let router = &self.broker.router;
+        let found = match classify(destination)? {
+            Kind::Queue => Destination::Queue(router.queue(destination)),
+            Kind::Topic => match router.existing_topic(destination) {
+                Some(topic) => Destination::Topic(topic),
+                None => return Ok(None),
+            },
+            Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(destination).1))),
+            Kind::ReplyQueue => match router.existing_queue(destination) {
+                Some(queue) => Destination::Queue(queue),
+                None => return Ok(None),
+            },
+        };
+        if self.destinations.len() >= DESTINATION_CACHE {
+            self.destinations.clear();
+        }
+        self.destinations.insert(destination.clone(), found.clone());
+        Ok(Some(found))
+    }
+
+    async fn on_subscribe(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let destination = required(&frame, "destination")?.clone();
+        let wire_id = frame.get(b"id").cloned();
+        if wire_id.is_none() && self.version >= Version::V1_1 {
+            return Err(client_error(
+                "SUBSCRIBE frame is missing the required 'id' header (required since STOMP 1.1)",
+            ));
+        }
+        let table_key = subscription_table_key(wire_id.as_ref(), &destination);
+        if self.by_wire_id.contains_key(&table_key) {
+            return Err(client_error(format!(
+                "duplicate subscription id '{}' on this connection",
+                text(wire_id.as_ref().unwrap_or(&destination))
+            )));
+        }
+        let limits = &self.broker.config.limits;
+        if self.subscriptions.len() >= limits.max_subscriptions_per_connection {
+            return Err(client_error(format!(
+                "too many subscriptions: the limit is {} per connection",
+                limits.max_subscriptions_per_connection
+            )));
+        }
+        let ack_mode = match frame.get(b"ack") {
+            None => AckMode::Auto,
+            Some(value) => AckMode::parse(value).ok_or_else(|| {
+                client_error(format!(
+                    "invalid ack mode '{}': expected auto, client or client-individual",
+                    text(value)
+                ))
+            })?,
+        };
+        let kind = classify(&destination)?;
+        if !self.principal.may_subscribe(&destination) {
+            return Err(client_error(format!(
+                "'{}' may not subscribe to '{}'",
+                self.principal.name,
+                text(&destination)
+            )));
+        }
+        let flow = &self.broker.config.flow;
+        let window = match (prefetch(&frame)?, ack_mode) {
+            (Some(n), _) => n.min(flow.max_prefetch),
+            (None, AckMode::Auto) => flow.auto_ack_window,
+            (None, _) => flow.default_prefetch,
+        };
+        let filter = self
+            .broker
+            .plugins
+            .prepare_subscription(
+                &self.principal,
+                SubscriptionInfo {
+                    id: wire_id.clone().unwrap_or_default(),
+                    destination: destination.clone(),
+                    headers: frame.headers.clone(),
+                },
+            )
+            .await
+            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+
+        let (source, topic) = match kind {
+            Kind::Queue => (Source::Queue(self.broker.router.queue(&destination)), None),
+            Kind::TempQueue => (Source::Queue(self.temp_queue(&destination).1), None),
+            Kind::ReplyQueue => {
+                let owned = self
+                    .temp_queues
+                    .values()
+                    .find(|(global, _)| *global == destination)
+                    .map(|(_, queue)| queue.clone());
+                let queue = owned.ok_or_else(|| {
+                    client_error(format!(
+                        "'{}' is another connection's reply queue; only its owner may subscribe",
+                        text(&destination)
+                    ))
+                })?;
+                (Source::Queue(queue), None)
+            }
+            Kind::Topic => {
+                let topic = self.broker.router.topic(&destination);
+                (
+                    Source::Topic(Arc::new(TopicConsumer::default())),
+                    Some(topic),
+                )
+            }
+        };
+
+        // The RECEIPT goes out before the subscription can receive anything.
+        if let Some(receipt) = frame.get(b"receipt") {
+            self.outbox.push(receipt_frame(receipt.clone()));
+        }
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        let handle = Arc::new(Subscription {
+            key,
+            consumer_id: (self.number << 24) ^ u64::from(key),
+            wire_id,
+            destination,
+            ack_mode,
+            window,
+            outbox: self.outbox.clone(),
+            filter,
+            source,
+        });
+        match (&handle.source, &topic) {
+            (Source::Queue(queue), _) => queue.subscribe(handle.clone()),
+            (Source::Topic(_), Some(topic)) => topic.subscribe(handle.clone()),
+            (Source::Topic(_), None) => unreachable!("topic subscriptions carry their topic"),
+        }
+        self.by_wire_id.insert(table_key, key);
+        self.subscriptions
+            .insert(key, SessionSubscription { handle, topic });
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let table_key = match (frame.get(b"id"), frame.get(b"destination")) {
+            (Some(id), _) => id.clone(),
+            (None, Some(destination)) if self.version == Version::V1_0 => {
+                subscription_table_key(None, destination)
+            }
+            _ => {
+                return Err(client_error(
+                    "UNSUBSCRIBE frame is missing the required 'id' header",
+                ))
+            }
+        };
+        let key = self.by_wire_id.get(&table_key).copied().ok_or_else(|| {
+            client_error(format!(
+                "no subscription '{}' on this connection",
+                text(&table_key)
+            ))
+        })?;
+        self.remove_subscription(key);
+        Ok(())
+    }
+
+    /// Ends a subscription; its unacked queue messages are redelivered to others.
+    pub(super) fn remove_subscription(&mut self, key: u32) {
+        let Some(subscription) = self.subscriptions.remove(&key) else {
+            return;
+        };
+        let handle = &subscription.handle;
+        self.by_wire_id.remove(&subscription_table_key(
+            handle.wire_id.as_ref(),
+            &handle.destination,
+        ));
+        match (&handle.source, &subscription.topic) {
+            (Source::Queue(queue), _) => queue.unsubscribe(handle.consumer_id),
+            (Source::Topic(_), Some(topic)) => {
+                topic.unsubscribe(handle.consumer_id);
+            }
+            (Source::Topic(_), None) => {}
+        }
+    }
+
+    fn on_ack(&mut self, frame: &Frame, requeue: bool) -> Result<(), SessionError> {
+        let (key, target) = self.ack_target(frame)?;
+        let handle = self.subscriptions[&key].handle.clone();
+        let verb = if requeue { "NACK" } else { "ACK" };
+        if handle.ack_mode == AckMode::Auto {
+            return Err(client_error(format!(
+                "{verb} on subscription '{}', which is in auto ack mode",
+                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+            )));
+        }
+        let not_pending = || {
+            client_error(format!(
+                "{verb} names no unacknowledged message of subscription '{}'",
+                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+            ))
+        };
+        if let Some(transaction) = self.transaction_mut(frame)? {
+            if !transaction::is_pending(&handle, &target) {
+                return Err(not_pending());
+            }
+            transaction.actions.push(Action::Settle {
+                key,
+                target,
+                requeue,
+            });
+            return Ok(());
+        }
+        if !transaction::settle(&handle, &target, requeue) {
+            return Err(not_pending());
+        }
+        Ok(())
+    }
+
+    /// Finds the subscription and delivery an ACK/NACK names, per protocol version.
+    fn ack_target(&self, frame: &Frame) -> Result<(u32, OwnedTarget), SessionError> {
+        let verb = frame.command.as_str();
+        if self.version == Version::V1_2 {
+            if let Some(id) = frame.get(b"id") {
+                return self.parse_ack_id(id, verb);
+            }
+        }
+        let message_id = frame.get(b"message-id");
+        let subscription = frame.get(b"subscription");
+        match (message_id, subscription) {
+            (Some(message_id), Some(subscription)) => {
+                let key = self.by_wire_id.get(subscription).copied().ok_or_else(|| {
+                    client_error(format!(
+                        "{verb} names unknown subscription '{}'",
+                        text(subscription)
+                    ))
+                })?;
+                Ok((key, OwnedTarget::MessageId(message_id.clone())))
+            }
+            (Some(message_id), None) if self.version == Version::V1_0 => {
+                // 1.0 names only the message: find the subscription holding it.
+                let target = OwnedTarget::MessageId(message_id.clone());
+                self.subscriptions
+                    .iter()
+                    .find(|(_, s)| transaction::is_pending(&s.handle, &target))
+                    .map(|(key, _)| (*key, target))
+                    .ok_or_else(|| {
+                        client_error(format!(
+                            "{verb} names no unacknowledged message '{}'",
+                            text(message_id)
+                        ))
+                    })
+            }
+            _ => Err(client_error(match self.version {
+                Version::V1_2 => format!("{verb} frame is missing the required 'id' header"),
+                Version::V1_1 => format!(
+                    "{verb} frame needs both 'message-id' and 'subscription' headers in STOMP 1.1"
+                ),
+                Version::V1_0 => {
+                    format!("{verb} frame is missing the required 'message-id' header")
+                }
+            })),
+        }
+    }
+
+    /// Parses a 1.2 `ack` value `<key>.<seq>`.
+    fn parse_ack_id(&self, id: &Bytes, verb: &str) -> Result<(u32, OwnedTarget), SessionError> {
+        let unknown = || client_error(format!("{verb} names unknown ack id '{}'", text(id)));
+        let text_id = std::str::from_utf8(id).map_err(|_| unknown())?;
+        let (key, seq) = text_id.split_once('.').ok_or_else(unknown)?;
+        let key: u32 = key.parse().map_err(|_| unknown())?;
+        let seq: u64 = seq.parse().map_err(|_| unknown())?;
+        if !self.subscriptions.contains_key(&key) {
+            return Err(unknown());
+        }
+        Ok((key, OwnedTarget::Seq(seq)))
+    }
+
+    fn on_begin(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?.clone();
+        if self.transactions.contains_key(&id) {
+            return Err(client_error(format!(
+                "transaction '{}' is already open",
+                text(&id)
+            )));
+        }
+        let max = self.broker.config.limits.max_transactions_per_connection;
+        if self.transactions.len() >= max {
+            return Err(client_error(format!(
+                "too many open transactions: the limit is {max} per connection"
+            )));
+        }
+        self.transactions.insert(id, Transaction::default());
+        Ok(())
+    }
+
+    async fn on_commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?;
+        let transaction = self
+            .transactions
+            .remove(id)
+            .ok_or_else(|| client_error(format!("COMMIT of unknown transaction '{}'", text(id))))?;
+        for action in transaction.actions {
+            match action {
+                Action::Publish(plan) => publish(plan).await,
+                Action::Settle {
+                    key,
+                    target,
+                    requeue,
+                } => {
+                    // The subscription may have ended since; its messages were redelivered.
+                    if let Some(subscription) = self.subscriptions.get(&key) {
+                        transaction::settle(&subscription.handle, &target, requeue);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?;
+        let transaction = self
+            .transactions
+            .remove(id)
+            .ok_or_else(|| client_error(format!("ABORT of unknown transaction '{}'", text(id))))?;
+        transaction.abort(&self.subscriptions_view());
+        Ok(())
+    }
+}
+
+/// The `by_wire_id` key: the SUBSCRIBE `id`, or for a 1.0 subscription without one, its
+/// destination behind a NUL-led marker (1.0 headers cannot contain NUL, so it never collides
+/// with a real id).
+fn subscription_table_key(wire_id: Option<&Bytes>, destination: &Bytes) -> Bytes {
+    match wire_id {
+        Some(id) => id.clone(),
+        None => {
+            let mut key = BytesMut::with_capacity(destination.len() + 6);
+            key.extend_from_slice(b"\x00dest:");
+            key.extend_from_slice(destination);
+            key.freeze()
+        }
+    }
+}
+
+/// Publishes routed copies: a full queue pauses this producer until there is room.
+async fn publish(plan: Vec<(Destination, Arc<Message>)>) {
+    for (destination, message) in plan {
+        match destination {
+            Destination::Queue(queue) => queue.publish(message).await,
+            Destination::Topic(topic) => topic.publish(&message),
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! One task per client connection: the STOMP session state machine.
+//!
+//! ```text
+//! AwaitingConnect ──CONNECT/STOMP──► Connected ──DISCONNECT / ERROR / EOF──► Closing
+//! ```
+//!
+//! The session task reads and decodes frames and handles them one at a time (in order, so a
+//! RECEIPT means everything before it is done); a separate writer task ([`writer`]) owns the
+//! socket's write half and drains the connection's [`Outbox`]. On the way out the session
+//! returns unacked queue messages for redelivery, aborts open transactions and removes its
+//! temporary queues, whatever the reason it ended.
+
+mod connect;
+mod error;
+mod handlers;
+mod transaction;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, info, Instrument};
+
+use crate::codec::{encode_frame, Command, Decoder, Frame, Version};
+use crate::config::Config;
+use crate::plugin::{PluginHost, Principal};
+use crate::router::{Destination, Outbox, Outgoing, Queue, Router, Subscription};
+
+pub use error::SessionError;
+
+use error::client_error;
+use transaction::Transaction;
+
+/// How long a closing connection keeps reading (and discarding) so that its last ERROR or
+/// RECEIPT is not destroyed by a TCP reset.
+const LINGER: Duration = Duration::from_millis(500);
+/// At most this much is read and discarded while lingering.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+/// A session forgets its resolved destinations past this many (bounded memory).
+const DESTINATION_CACHE: usize = 1024;
+
+/// Counters for the whole broker.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub slow_consumer_disconnects: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+}
+
+/// Everything sessions share.
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub plugins: Arc<PluginHost>,
+    pub stats: BrokerStats,
+    /// Makes session ids unique across broker restarts.
+    pub instance: String,
+}
+
+impl Broker {
+    pub fn new(config: Arc<Config>, plugins: Arc<PluginHost>) -> Broker {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Broker {
+            router: Router::new(config.flow.clone()),
+            config,
+            plugins,
+            stats: BrokerStats::default(),
+            instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
+        }
+    }
+}
+
+/// Serves one client connection to the end.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    number: u64,
+    shutdown: watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("conn", n = number, %peer);
+    async move {
+        broker
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        broker
+            .stats
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        debug!("accepted");
+        run(stream, peer, &broker, number, shutdown).await;
+        broker
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        debug!("closed");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    number: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = broker.config.clone();
+    let mut decoder = Decoder::new(config.limits.codec_limits());
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+
+    // AwaitingConnect.
+    let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
+    let first = tokio::select! {
+        first = tokio::time::timeout(connect_timeout, read_frame(&mut stream, &mut decoder, &mut buf)) => {
+            match first {
+                Ok(Ok(Some(frame))) => Ok(frame),
+                Ok(Ok(None)) => return,
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(SessionError::ConnectTimeout(config.limits.connect_timeout_ms)),
+            }
+        }
+        _ = shutdown.changed() => Err(SessionError::Shutdown),
+    };
+    let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
+    let connected = match first {
+        Ok(frame) => accept_connect(&frame, broker, peer, &session_id).await,
+        Err(err) => Err(err),
+    };
+    let (negotiated, principal) = match connected {
+        Ok(ok) => ok,
+        Err(err) => {
+            report(broker, &err);
+            if let Some(frame) = err.to_frame() {
+                let mut out = BytesMut::new();
+                encode_frame(&frame, Version::V1_0, &mut out);
+                let _ = tokio::time::timeout(LINGER, stream.write_all(&out)).await;
+                let _ = stream.shutdown().await;
+                let (reader, _writer) = stream.into_split();
+                linger(reader).await;
+            }
+            return;
+        }
+    };
+    decoder.set_version(negotiated.version);
+    tracing::Span::current().record("n", number);
+    info!(session = %session_id, principal = %principal.name, version = negotiated.version.as_str(), "connected");
+
+    // Connected.
+    let outbox = Arc::new(Outbox::new(config.flow.outbound_queue_frames));
+    outbox.push(Outgoing::Frame(connect::connected_frame(
+        &negotiated,
+        &session_id,
+        &config,
+    )));
+    let (reader, write_half) = stream.into_split();
+    let writer_config = writer::WriterConfig {
+        version: negotiated.version,
+        heartbeat: negotiated.send_every,
+        write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
+    };
+    let writer =
+        tokio::spawn(writer::run(write_half, outbox.clone(), writer_config).in_current_span());
+    let receive_deadline = negotiated.expect_every.map(|every| {
+        Duration::from_millis((every.as_millis() as f64 * config.heartbeat.grace_factor) as u64)
+    });
+    let mut session = Session {
+        broker: broker.clone(),
+        number,
+        id: session_id,
+        version: negotiated.version,
+        principal,
+        outbox: outbox.clone(),
+        subscriptions: HashMap::new(),
+        by_wire_id: HashMap::new(),
+        next_key: 0,
+        transactions: HashMap::new(),
+        next_message: 0,
+        destinations: HashMap::new(),
+        temp_queues: HashMap::new(),
+    };
+    let outcome = session
+        .connected_loop(
+            reader,
+            decoder,
+            buf,
+            receive_deadline,
+            writer,
+            &mut shutdown,
+        )
+        .await;
+    session.teardown();
+    drop(outcome);
+}
+
+/// Validates the first frame and authenticates.
+async fn accept_connect(
+    frame: &Frame,
+    broker: &Broker,
+    peer: SocketAddr,
+    _session_id: &str,
+) -> Result<(connect::Negotiated, Principal), SessionError> {
+    if !matches!(frame.command, Command::Connect | Command::Stomp) {
+        return Err(client_error(format!(
+            "expected CONNECT or STOMP as the first frame, got {}",
+            frame.command.as_str()
+        ))
+        .with_receipt(frame.get(b"receipt")));
+    }
+    let negotiated = connect::negotiate(frame, &broker.config)?;
+    let principal = connect::authenticate(frame, &broker.config, &broker.plugins, peer).await?;
+    Ok((negotiated, principal))
+}
+
+/// Reads until one frame is decoded; `None` on a clean EOF before any frame.
+async fn read_frame(
+    stream: &mut TcpStream,
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+) -> Result<Option<Frame>, SessionError> {
+    loop {
+        if let Some(frame) = decoder.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Waits up to `wait` for the writer to flush and close, then stops it. The writer must be
+/// gone before unacked messages are handed back, so nothing it already wrote is redelivered.
+async fn finish_writer(
+    writer: &mut tokio::task::JoinHandle<writer::WriterExit>,
+    done: &mut bool,
+    wait: Duration,
+) {
+    if *done {
+        return;
+    }
+    if tokio::time::timeout(wait, &mut *writer).await.is_err() {
+        writer.abort();
+        let _ = (&mut *writer).await;
+    }
+    *done = true;
+}
+
+/// Reads and discards until EOF, a time limit or a byte limit.
+async fn linger(mut reader: OwnedReadHalf) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, reader.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// Logs and counts a session-ending error.
+fn report(broker: &Broker, err: &SessionError) {
+    match err {
+        SessionError::Io(err) => debug!(%err, "connection failed"),
+        SessionError::Shutdown => debug!("closed for shutdown"),
+        SessionError::SlowConsumer => {
+            broker
+                .stats
+                .slow_consumer_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+            info!("disconnected as a slow consumer");
+        }
+        SessionError::HeartbeatTimeout(_) => {
+            broker
+                .stats
+                .heartbeat_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            info!(%err, "heart-beat timeout");
+        }
+        _ => {
+            broker.stats.client_errors.fetch_add(1, Ordering::Relaxed);
+            debug!(%err, "client error");
+        }
+    }
+}
+
+/// A subscription as the session holds it.
+struct SessionSubscription {
+    handle: Arc<Subscription>,
+    /// The topic of a topic subscription (to leave it on UNSUBSCRIBE).
+    topic: Option<Arc<crate::router::Topic>>,
+}
+
+/// The state of one connected session.
+pub(crate) struct Session {
+    broker: Arc<Broker>,
+    number: u64,
+    /// The CONNECTED `session` value; also the prefix of this session's message ids.
+    id: Arc<str>,
+    version: Version,
+    principal: Principal,
+    outbox: Arc<Outbox>,
+    /// By connection-local key (the first part of a 1.2 `ack` value).
+    subscriptions: HashMap<u32, SessionSubscription>,
+    /// SUBSCRIBE `id` → key. 1.0 subscriptions without an id are keyed by destination here.
+    by_wire_id: HashMap<Bytes, u32>,
+    next_key: u32,
+    transactions: HashMap<Bytes, Transaction>,
+    next_message: u64,
+    /// Destinations this session resolved before (so publishing takes no shared lock).
+    destinations: HashMap<Bytes, Destination>,
+    /// This connection's temp queues: local name → (global reply name, queue).
+    temp_queues: HashMap<Bytes, (Bytes, Arc<Queue>)>,
+}
+
+/// What the loop does after a frame.
+enum Flow {
+    Continue,
+    /// DISCONNECT was handled: flush and close.
+    Disconnect,
+}
+
+impl Session {
+    async fn connected_loop(
+        &mut self,
+        mut reader: OwnedReadHalf,
+        mut decoder: Decoder,
+        mut buf: BytesMut,
+        receive_deadline: Option<Duration>,
+        mut writer: tokio::task::JoinHandle<writer::WriterExit>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        let outbox = self.outbox.clone();
+        let mut writer_done = false;
+        let result: Result<(), SessionError> = loop {
+            // Frames already buffered first (many frames can arrive in one read).
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let receipt = frame.get(b"receipt").cloned();
+                    match self.handle(frame).await {
+                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Disconnect) => break Ok(()),
+                        Err(err) => break Err(err.with_receipt(receipt.as_ref())),
+                    }
+                    // A client that sends faster than it reads its receipts is paused here.
+                    if outbox.len() >= self.broker.config.flow.outbound_queue_frames {
+                        tokio::select! {
+                            _ = outbox.wait_for_room() => {}
+                            _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
+                            _ = &mut writer => {
+                                writer_done = true;
+                                break Err(SessionError::Io(std::io::ErrorKind::BrokenPipe.into()));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => break Err(err.into()),
+            }
+            let read = async {
+                match receive_deadline {
+                    Some(limit) => tokio::time::timeout(limit, reader.read_buf(&mut buf))
+                        .await
+                        .map_err(|_| SessionError::HeartbeatTimeout(limit.as_millis() as u64))?
+                        .map_err(SessionError::from),
+                    None => reader.read_buf(&mut buf).await.map_err(SessionError::from),
+                }
+            };
+            tokio::select! {
+                read = read => match read {
+                    Ok(0) => break Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                    Ok(_) => {}
+                    Err(err) => break Err(err),
+                },
+                _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
+                _ = shutdown.changed() => break Err(SessionError::Shutdown),
+                _ = &mut writer => {
+                    writer_done = true;
+                    break Err(SessionError::Io(std::io::ErrorKind::BrokenPipe.into()));
+                }
+            }
+        };
+
+        let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+        let mut linger_after = false;
+        match &result {
+            Ok(()) => {
+                // DISCONNECT: its RECEIPT (if any) is queued; flush and close.
+                outbox.push(Outgoing::Close);
+                finish_writer(&mut writer, &mut writer_done, write_timeout).await;
+            }
+            Err(err) => {
+                report(&self.broker, err);
+                if matches!(err, SessionError::SlowConsumer) {
+                    // The ERROR queues behind everything the client did not read yet: it gets
+                    // a short time to get through, then the connection is cut.
+                    if let Some(frame) = err.to_frame() {
+                        outbox.push(Outgoing::Frame(frame));
+                    }
+                    outbox.push(Outgoing::Close);
+                    finish_writer(&mut writer, &mut writer_done, LINGER).await;
+                } else if let Some(frame) = err.to_frame() {
+                    outbox.push(Outgoing::Frame(frame));
+                    outbox.push(Outgoing::Close);
+                    finish_writer(&mut writer, &mut writer_done, write_timeout).await;
+                    linger_after = true;
+                } else {
+                    outbox.push(Outgoing::Close);
+                    finish_writer(&mut writer, &mut writer_done, LINGER).await;
+                }
+            }
+        }
+        if linger_after {
+            linger(reader).await;
+        }
+        result
+    }
+
+    /// Hands back everything the connection held: unacked messages go to other consumers,
+    /// transactions are aborted, temp queues removed.
+    fn teardown(&mut self) {
+        let view = self.subscriptions_view();
+        for (_, transaction) in self.transactions.drain() {
+            transaction.abort(&view);
+        }
+        let keys: Vec<u32> = self.subscriptions.keys().copied().collect();
+        for key in keys {
+            self.remove_subscription(key);
+        }
+        for (_, (global, _queue)) in self.temp_queues.drain() {
+            self.broker.router.remove_temp_queue(&global);
+        }
+        // Anything the writer never took is dropped; queue deliveries among it were requeued
+        // above with their subscriptions.
+        drop(self.outbox.drain());
+    }
+
+    fn subscriptions_view(&self) -> HashMap<u32, Arc<Subscription>> {
+        self.subscriptions
+            .iter()
+            .map(|(k, s)| (*k, s.handle.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,88 @@
+//! A STOMP transaction: the SENDs, ACKs and NACKs given between BEGIN and COMMIT, held by the
+//! session and applied in order at COMMIT. ABORT (explicit, or implicit when the connection
+//! ends) discards the SENDs and makes the messages its ACKs and NACKs named deliverable again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::router::{AckMode, AckTarget, Destination, Message, Source, Subscription};
+
+/// An ACK/NACK target that outlives the frame.
+#[derive(Debug, Clone)]
+pub enum OwnedTarget {
+    Seq(u64),
+    MessageId(Bytes),
+}
+
+impl OwnedTarget {
+    pub fn as_target(&self) -> AckTarget<'_> {
+        match self {
+            OwnedTarget::Seq(seq) => AckTarget::Seq(*seq),
+            OwnedTarget::MessageId(id) => AckTarget::MessageId(id),
+        }
+    }
+}
+
+/// One deferred operation.
+#[derive(Debug)]
+pub enum Action {
+    /// A SEND, already routed (plugins ran at SEND time) to one or more destinations.
+    Publish(Vec<(Destination, Arc<Message>)>),
+    /// An ACK (`requeue == false`) or NACK (`requeue == true`) of a subscription's delivery.
+    Settle {
+        key: u32,
+        target: OwnedTarget,
+        requeue: bool,
+    },
+}
+
+/// An open transaction.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    pub actions: Vec<Action>,
+}
+
+impl Transaction {
+    /// Discards the SENDs; messages named by ACKs and NACKs go back to their queue, marked
+    /// redelivered (topic deliveries just leave the subscriber's window).
+    pub fn abort(self, subscriptions: &HashMap<u32, Arc<Subscription>>) {
+        for action in self.actions {
+            let Action::Settle { key, target, .. } = action else {
+                continue;
+            };
+            let Some(subscription) = subscriptions.get(&key) else {
+                continue;
+            };
+            settle(subscription, &target, true);
+        }
+    }
+}
+
+/// Applies an ACK or NACK now. Returns false when it named nothing pending.
+pub fn settle(subscription: &Arc<Subscription>, target: &OwnedTarget, requeue: bool) -> bool {
+    match &subscription.source {
+        Source::Queue(queue) => queue
+            .settle(subscription.consumer_id, target.as_target(), requeue)
+            .is_ok(),
+        Source::Topic(consumer) => consumer
+            .settle(subscription, target.as_target(), true)
+            .is_ok(),
+    }
+}
+
+/// Checks, without applying it, that an ACK or NACK names a pending delivery.
+pub fn is_pending(subscription: &Arc<Subscription>, target: &OwnedTarget) -> bool {
+    if subscription.ack_mode == AckMode::Auto {
+        return false;
+    }
+    match &subscription.source {
+        Source::Queue(queue) => queue
+            .check_pending(subscription.consumer_id, target.as_target())
+            .is_ok(),
+        Source::Topic(consumer) => consumer
+            .settle(subscription, target.as_target(), false)
+            .is_ok(),
+    }
+}

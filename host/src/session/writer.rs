@@ -1,0 +1,243 @@
+//! The connection's writer task: drains the outbox in batches, runs message filters, encodes
+//! frames, and writes them with as few syscalls as possible (small frames coalesced into one
+//! buffer, large bodies passed as their own `Bytes` in a vectored write, never copied). Sends
+//! heart-beats when idle, settles auto-ack queue deliveries once they are on the socket, and
+//! closes the socket (FIN after the last frame) on `Outgoing::Close`.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+use crate::codec::{encode_frame, encode_header, Escaping, Version};
+use crate::plugin::{FilterOutcome, PluginMessage};
+use crate::router::message::itoa_u64;
+use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source};
+
+/// Bodies at least this large are written from their own buffer instead of being copied.
+const ZERO_COPY_BODY: usize = 8 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// How the writer behaves for one connection.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub version: Version,
+    pub heartbeat: Option<Duration>,
+    pub write_timeout: Duration,
+}
+
+/// Why the writer stopped.
+#[derive(Debug)]
+pub enum WriterExit {
+    /// It wrote everything up to `Outgoing::Close` and closed the socket.
+    Closed,
+    /// The socket failed or stopped taking bytes.
+    Failed(std::io::Error),
+}
+
+/// Output being assembled: a list of ready chunks plus the small-frame buffer.
+struct OutBuf {
+    chunks: Vec<Bytes>,
+    current: BytesMut,
+}
+
+impl OutBuf {
+    fn seal(&mut self) {
+        if !self.current.is_empty() {
+            self.chunks.push(self.current.split().freeze());
+        }
+    }
+
+    fn body(&mut self, body: &Bytes) {
+        if body.len() >= ZERO_COPY_BODY {
+            self.seal();
+            self.chunks.push(body.clone());
+        } else {
+            self.current.extend_from_slice(body);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.current.is_empty()
+    }
+}
+
+/// Runs until `Outgoing::Close` or a socket failure.
+pub async fn run(
+    mut socket: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    config: WriterConfig,
+) -> WriterExit {
+    let mut items = Vec::with_capacity(64);
+    let mut out = OutBuf {
+        chunks: Vec::new(),
+        current: BytesMut::with_capacity(16 * 1024),
+    };
+    let mut settle: Vec<(Arc<crate::router::Subscription>, u64)> = Vec::new();
+    loop {
+        items.clear();
+        if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await
+        {
+            out.current.extend_from_slice(b"\n");
+        }
+        let mut close = false;
+        for item in items.drain(..) {
+            if close {
+                // Deliveries after Close stay unacked in their queue and are redelivered by
+                // the session's teardown.
+                continue;
+            }
+            match item {
+                Outgoing::Frame(frame) => encode_frame(&frame, config.version, &mut out.current),
+                Outgoing::Delivery(delivery) => {
+                    let written = encode_delivery(&delivery, config.version, &mut out).await;
+                    if written && delivery.subscription.ack_mode == AckMode::Auto {
+                        note_written(&mut settle, &delivery);
+                    }
+                }
+                Outgoing::Close => close = true,
+            }
+        }
+        if !out.is_empty() {
+            out.seal();
+            let write = write_chunks(&mut socket, &mut out.chunks);
+            match tokio::time::timeout(config.write_timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return WriterExit::Failed(err),
+                Err(_) => {
+                    return WriterExit::Failed(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "write timed out: the peer stopped reading",
+                    ))
+                }
+            }
+        }
+        for (subscription, seq) in settle.drain(..) {
+            if let Source::Queue(queue) = &subscription.source {
+                queue.written(subscription.consumer_id, seq);
+            }
+        }
+        if close {
+            let _ = tokio::time::timeout(config.write_timeout, socket.shutdown()).await;
+            return WriterExit::Closed;
+        }
+    }
+}
+
+/// Remembers the highest auto-ack delivery written per subscription.
+fn note_written(settle: &mut Vec<(Arc<crate::router::Subscription>, u64)>, delivery: &Delivery) {
+    let id = delivery.subscription.consumer_id;
+    match settle.iter_mut().find(|(s, _)| s.consumer_id == id) {
+        Some((_, seq)) => *seq = (*seq).max(delivery.seq),
+        None => settle.push((delivery.subscription.clone(), delivery.seq)),
+    }
+}
+
+/// Runs the subscription's filter (if any) and encodes the MESSAGE; false when the filter
+/// skipped it.
+async fn encode_delivery(delivery: &Delivery, version: Version, out: &mut OutBuf) -> bool {
+    let Some(filter) = &delivery.subscription.filter else {
+        encode_message(delivery, &delivery.message, version, out);
+        return true;
+    };
+    let view = PluginMessage {
+        destination: delivery.message.destination.clone(),
+        headers: delivery.message.headers.clone(),
+        body: delivery.message.body.clone(),
+    };
+    match filter.filter(&view).await {
+        FilterOutcome::Deliver => encode_message(delivery, &delivery.message, version, out),
+        FilterOutcome::Rewrite(rewritten) => {
+            let message = Message {
+                destination: rewritten.destination,
+                headers: rewritten.headers,
+                body: rewritten.body,
+                id_prefix: delivery.message.id_prefix.clone(),
+                id_seq: delivery.message.id_seq,
+            };
+            encode_message(delivery, &message, version, out);
+        }
+        FilterOutcome::Skip => {
+            skip(delivery);
+            return false;
+        }
+    }
+    true
+}
+
+/// A filtered-out delivery: a queue hands it to its other consumers; a topic subscriber just
+/// does not see it (and it leaves the client-ack window).
+fn skip(delivery: &Delivery) {
+    let subscription = &delivery.subscription;
+    match &subscription.source {
+        Source::Queue(queue) => queue.decline(subscription.consumer_id, delivery.seq),
+        Source::Topic(consumer) => {
+            if subscription.ack_mode != AckMode::Auto {
+                consumer.forget(subscription, delivery.seq);
+            }
+        }
+    }
+}
+
+/// Encodes one MESSAGE frame.
+fn encode_message(delivery: &Delivery, message: &Message, version: Version, out: &mut OutBuf) {
+    let escaping = Escaping::from(version);
+    let buf = &mut out.current;
+    buf.extend_from_slice(b"MESSAGE\n");
+    encode_header(buf, b"destination", &message.destination, escaping);
+    buf.extend_from_slice(b"message-id:");
+    message.write_id(buf);
+    buf.extend_from_slice(b"\n");
+    let subscription = &delivery.subscription;
+    if let Some(id) = &subscription.wire_id {
+        encode_header(buf, b"subscription", id, escaping);
+    }
+    if version == Version::V1_2 && subscription.ack_mode.needs_ack() {
+        buf.extend_from_slice(b"ack:");
+        buf.extend_from_slice(itoa_u64(subscription.key as u64).as_bytes());
+        buf.extend_from_slice(b".");
+        buf.extend_from_slice(itoa_u64(delivery.seq).as_bytes());
+        buf.extend_from_slice(b"\n");
+    }
+    if delivery.redelivered {
+        buf.extend_from_slice(b"redelivered:true\n");
+    }
+    for (name, value) in &message.headers {
+        encode_header(buf, name, value, escaping);
+    }
+    buf.extend_from_slice(b"content-length:");
+    buf.extend_from_slice(itoa_u64(message.body.len() as u64).as_bytes());
+    buf.extend_from_slice(b"\n\n");
+    out.body(&message.body);
+    out.current.extend_from_slice(b"\0\n");
+}
+
+/// Writes every chunk, many per syscall.
+async fn write_chunks(socket: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut start = 0;
+    while start < chunks.len() {
+        let end = (start + MAX_IOV).min(chunks.len());
+        let slices: Vec<IoSlice<'_>> = chunks[start..end].iter().map(|c| IoSlice::new(c)).collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        drop(slices);
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let chunk = &mut chunks[start];
+            if written >= chunk.len() {
+                written -= chunk.len();
+                start += 1;
+            } else {
+                chunk.advance(written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
