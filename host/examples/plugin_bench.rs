@@ -1,0 +1,262 @@
+//! Plugin hook costs, in µs per call through the real `PluginHost` (release build):
+//!
+//! ```text
+//! cargo xtask plugins && cargo run --release -p plugboard --example plugin_bench
+//! ```
+//!
+//! Prints a markdown table: each hook of each sample plugin, the WIT shape choices (what the
+//! probe plugin asks to be copied in), a fresh instance per call, and raw sync vs async calls.
+//! Not a test: numbers depend on the machine (docs/plugins.md has this machine's).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use plugboard::plugin::{
+    AuthRequest, PluginHost, PluginMessage, PluginSpec, Principal, SubscriptionInfo,
+};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+async fn load(toml_text: &str) -> Arc<PluginHost> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        plugins: Vec<PluginSpec>,
+    }
+    let specs = toml::from_str::<Doc>(toml_text)
+        .expect("bench config")
+        .plugins;
+    let dir = root().join("target").join("plugins");
+    let cache = root().join("target").join("plugin-bench-cache");
+    PluginHost::load(&specs, &dir, &cache)
+        .await
+        .unwrap_or_else(|e| panic!("{e} (run `cargo xtask plugins` first)"))
+}
+
+fn msg(destination: &str, headers: &[(&str, &str)], body: &[u8]) -> PluginMessage {
+    PluginMessage {
+        destination: Bytes::copy_from_slice(destination.as_bytes()),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect(),
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+/// Median of 5 runs of `n` calls, in µs per call.
+async fn time<F, Fut>(n: u32, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    for _ in 0..n.min(1000) {
+        std::hint::black_box(f().await);
+    }
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(f().await);
+        }
+        runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    }
+    runs.sort_by(f64::total_cmp);
+    runs[2]
+}
+
+fn row(what: &str, us: f64) {
+    println!("| {what} | {us:.2} | {:.0} |", 1e6 / us);
+}
+
+const HEADERS: &[(&str, &str)] = &[
+    ("content-type", "application/json"),
+    ("region", "eu"),
+    ("qty", "10"),
+    ("message-id", "m-1"),
+    ("priority", "4"),
+];
+
+fn probe(name: &str, extra: &str) -> String {
+    format!("[[plugins]]\nname = \"{name}\"\nfile = \"probe.wasm\"\nhooks = [\"send\"]\n{extra}\n")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n = 20_000;
+    let alice = Principal::named("alice");
+    println!("| call | µs/call | calls/s |\n|---|---|---|");
+
+    let examples = root().join("examples");
+    let text = std::fs::read_to_string(examples.join("plugins.toml")).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        plugins: Vec<PluginSpec>,
+    }
+    let specs = toml::from_str::<Doc>(&text).unwrap().plugins;
+    let cache = root().join("target").join("plugin-bench-cache");
+    let demo = PluginHost::load(&specs, &examples, &cache)
+        .await
+        .expect("demo plugins (run `cargo xtask plugins`)");
+
+    let req = AuthRequest {
+        login: Some(Bytes::from_static(b"alice")),
+        passcode: Some(Bytes::from_static(b"alice-secret")),
+        host: Some(Bytes::from_static(b"/")),
+        client_addr: "127.0.0.1:5000".parse().unwrap(),
+        headers: vec![
+            (
+                Bytes::from_static(b"accept-version"),
+                Bytes::from_static(b"1.2"),
+            ),
+            (Bytes::from_static(b"login"), Bytes::from_static(b"alice")),
+            (
+                Bytes::from_static(b"passcode"),
+                Bytes::from_static(b"alice-secret"),
+            ),
+        ],
+    };
+    row(
+        "static-auth: authenticate (CONNECT)",
+        time(n / 4, || demo.authenticate(req.clone())).await,
+    );
+    let order = msg("/queue/orders", HEADERS, br#"{"id":1}"#);
+    row(
+        "header-router: on-send, region=eu rewrite",
+        time(n, || demo.on_send(&alice, order.clone())).await,
+    );
+    let payment = msg(
+        "/queue/payments",
+        HEADERS,
+        br#"{"order":17,"card":"4111-1111-1111-1111","amount":"12.50"}"#,
+    );
+    row(
+        "redact: on-send, 60 B JSON body masked",
+        time(n, || demo.on_send(&alice, payment.clone())).await,
+    );
+    let other = b"/queue/unrouted";
+    row(
+        "no plugin applies: intercepts_send() (ns-level)",
+        time(n, || async { demo.intercepts_send(other) }).await,
+    );
+    let sub = SubscriptionInfo {
+        id: Bytes::from_static(b"s"),
+        destination: Bytes::from_static(b"/topic/t"),
+        headers: vec![(
+            Bytes::from_static(b"selector"),
+            Bytes::from_static(b"region = 'eu' AND qty > 5"),
+        )],
+    };
+    row(
+        "selector: prepare-subscription (parse)",
+        time(n / 4, || demo.prepare_subscription(&alice, sub.clone())).await,
+    );
+    let filter = demo
+        .prepare_subscription(&alice, sub.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery = msg("/topic/t", HEADERS, &[b'x'; 100]);
+    row(
+        "selector: filter, 2 of 5 headers passed",
+        time(n, || filter.filter(&delivery)).await,
+    );
+
+    println!("| **WIT shape (probe plugin, on-send → keep)** | | |");
+    let small = msg("/queue/p", HEADERS, &[b'x'; 100]);
+    for (label, extra, body) in [
+        ("nothing: destination + body-len only", "", 100),
+        ("1 named header", "config = { headers = [\"region\"] }", 100),
+        ("all 5 headers", "config = { headers = \"all\" }", 100),
+        (
+            "all 5 headers + 100 B body",
+            "config = { headers = \"all\", body = true }",
+            100,
+        ),
+        (
+            "all 5 headers + 10 KB body",
+            "config = { headers = \"all\", body = true }",
+            10_000,
+        ),
+        (
+            "all 5 headers + 64 KB body",
+            "config = { headers = \"all\", body = true }",
+            65_536,
+        ),
+        ("nothing, 64 KB body not passed", "", 65_536),
+        (
+            "1 header, rewrite verdict (edit: set 1 header)",
+            "config = { headers = [\"region\"], verdict = \"rewrite\" }",
+            100,
+        ),
+        (
+            "fresh instance per call (recycle_after_calls = 1)",
+            "recycle_after_calls = 1",
+            100,
+        ),
+    ] {
+        let host = load(&probe("probe", extra)).await;
+        let m = if body == 100 {
+            small.clone()
+        } else {
+            msg("/queue/p", HEADERS, &vec![b'x'; body])
+        };
+        let count = if extra.contains("recycle") { n / 10 } else { n };
+        row(label, time(count, || host.on_send(&alice, m.clone())).await);
+    }
+
+    println!("| **loading (selector.wasm, one plugin)** | | |");
+    let sel = "[[plugins]]\nname = \"sel\"\nfile = \"selector.wasm\"\nhooks = [\"message\"]\n";
+    let specs = toml::from_str::<Doc>(sel).unwrap().plugins;
+    let dir = root().join("target").join("plugins");
+    let fresh = root()
+        .join("target")
+        .join(format!("plugin-bench-cold-{}", std::process::id()));
+    let t = Instant::now();
+    PluginHost::load(&specs, &dir, &fresh).await.unwrap();
+    row(
+        "load, cold cache (compile + serialize + instantiate + init)",
+        t.elapsed().as_secs_f64() * 1e6,
+    );
+    let t = Instant::now();
+    PluginHost::load(&specs, &dir, &fresh).await.unwrap();
+    row(
+        "load, warm cache (deserialize + instantiate + init)",
+        t.elapsed().as_secs_f64() * 1e6,
+    );
+    std::fs::remove_dir_all(&fresh).ok();
+
+    println!("| **raw call, no host around it (probe on-send)** | | |");
+    let wasm = root().join("target").join("plugins").join("probe.wasm");
+    for (label, config, headers, body) in [
+        ("nothing passed", r#"{}"#, 0, 0),
+        (
+            "5 headers + 100 B body",
+            r#"{"headers":"all","body":true}"#,
+            5,
+            100,
+        ),
+    ] {
+        let costs =
+            plugboard::plugin::bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
+                .await
+                .unwrap();
+        row(&format!("{label}: sync `call`"), costs.sync_ns / 1000.0);
+        row(
+            &format!("{label}: `call_async` (what the host uses)"),
+            costs.async_ns / 1000.0,
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The only `bindgen!` in the broker: host-side types and calls generated from `wit/`.
+//!
+//! One world (`full`) generates every interface's types; each plugin then loads only the
+//! interfaces of the hooks it serves (`GuestIndices` per exported interface), so a component
+//! built for a smaller world (`authenticator`, `router`, ...) links as well.
+
+wasmtime::component::bindgen!({
+    world: "full",
+    path: "../wit",
+    exports: { default: async },
+});
+
+pub use exports::plugboard::plugin::{authenticate, deliver, lifecycle, send};
+pub use plugboard::plugin::{log, types};

@@ -1,0 +1,274 @@
+//! Between the broker's types and the WIT types: projecting a message to what a plugin declared it
+//! needs, applying the edits a plugin returns, and refusing garbage (invalid destinations or
+//! headers, absurd sizes) before it reaches the broker.
+
+use bytes::Bytes;
+
+use super::bindings::types as wit;
+use super::{PluginMessage, Principal};
+
+/// Most messages one SEND may turn into (a larger fan-out is refused as invalid output).
+pub const MAX_FANOUT: usize = 64;
+/// Longest destination a plugin may return.
+const MAX_DESTINATION: usize = 1024;
+/// Longest header name or value a plugin may set.
+const MAX_HEADER: usize = 64 * 1024;
+/// Most headers a plugin may set in one edit, or patterns/groups in one principal.
+const MAX_ITEMS: usize = 256;
+/// Longest reason (denial, rejection) passed on to a client; longer ones are cut.
+const MAX_REASON: usize = 512;
+
+/// Bytes as text for the guest (invalid UTF-8 becomes U+FFFD).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Headers as text for the guest.
+pub fn wit_headers<'a>(headers: impl IntoIterator<Item = &'a (Bytes, Bytes)>) -> Vec<wit::Header> {
+    headers
+        .into_iter()
+        .map(|(n, v)| wit::Header {
+            name: text(n),
+            value: text(v),
+        })
+        .collect()
+}
+
+fn wanted(needs: &wit::Needs, name: &[u8]) -> bool {
+    match &needs.headers {
+        wit::HeaderNeed::None => false,
+        wit::HeaderNeed::All => true,
+        wit::HeaderNeed::Named(names) => names.iter().any(|n| n.as_bytes() == name),
+    }
+}
+
+/// How many bytes the projection of `msg` copies into the guest (checked against its cap first).
+pub fn input_size(msg: &PluginMessage, needs: &wit::Needs) -> usize {
+    let headers: usize = msg
+        .headers
+        .iter()
+        .filter(|(n, _)| wanted(needs, n))
+        .map(|(n, v)| n.len() + v.len() + 16)
+        .sum();
+    msg.destination.len() + headers + if needs.body { msg.body.len() } else { 0 }
+}
+
+/// The message as the plugin declared it needs it.
+pub fn project(msg: &PluginMessage, needs: &wit::Needs) -> wit::Message {
+    let content_type = msg
+        .headers
+        .iter()
+        .find(|(n, _)| &n[..] == b"content-type")
+        .map(|(_, v)| text(v));
+    wit::Message {
+        destination: text(&msg.destination),
+        headers: wit_headers(msg.headers.iter().filter(|(n, _)| wanted(needs, n))),
+        content_type,
+        body_len: msg.body.len() as u64,
+        body: needs.body.then(|| msg.body.to_vec()),
+    }
+}
+
+/// The broker's principal as the guest sees it.
+pub fn wit_principal(p: &Principal) -> wit::Principal {
+    wit::Principal {
+        name: p.name.clone(),
+        groups: p.groups.clone(),
+        may_send: p.may_send.clone(),
+        may_subscribe: p.may_subscribe.clone(),
+    }
+}
+
+/// Checks a principal a plugin returned.
+pub fn principal(p: wit::Principal) -> Result<Principal, String> {
+    if p.name.is_empty() || p.name.len() > MAX_DESTINATION || p.name.chars().any(char::is_control) {
+        return Err("principal name is empty, too long or has control characters".into());
+    }
+    if [&p.groups, &p.may_send, &p.may_subscribe]
+        .iter()
+        .any(|l| l.len() > MAX_ITEMS)
+    {
+        return Err(format!(
+            "principal has more than {MAX_ITEMS} groups or patterns"
+        ));
+    }
+    Ok(Principal {
+        name: p.name,
+        groups: p.groups,
+        may_send: p.may_send,
+        may_subscribe: p.may_subscribe,
+    })
+}
+
+/// Cuts a plugin's reason to a length fit for an ERROR frame, without control characters.
+pub fn reason(mut text: String) -> String {
+    text.retain(|c| !c.is_control());
+    if text.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+fn check_destination(d: &str) -> Result<(), String> {
+    if !d.starts_with('/')
+        || d.len() > MAX_DESTINATION
+        || d.chars().any(|c| c.is_control() || c == ':')
+    {
+        return Err(format!("invalid destination {:?}", truncate_for_log(d)));
+    }
+    Ok(())
+}
+
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let bad_name =
+        name.is_empty() || name.len() > MAX_HEADER || name.contains([':', '\r', '\n', '\0']);
+    if bad_name || value.len() > MAX_HEADER || value.contains(['\r', '\n', '\0']) {
+        return Err(format!("invalid header {:?}", truncate_for_log(name)));
+    }
+    Ok(())
+}
+
+fn truncate_for_log(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Applies `edit` to `msg`; refuses an edit the broker could not honour. `max_body` bounds a
+/// replaced body.
+pub fn apply_edit(
+    msg: &PluginMessage,
+    edit: wit::Edit,
+    max_body: usize,
+) -> Result<PluginMessage, String> {
+    if edit.set_headers.len() > MAX_ITEMS || edit.remove_headers.len() > MAX_ITEMS {
+        return Err(format!("edit touches more than {MAX_ITEMS} headers"));
+    }
+    let destination = match edit.destination {
+        Some(d) => {
+            check_destination(&d)?;
+            Bytes::from(d)
+        }
+        None => msg.destination.clone(),
+    };
+    for h in &edit.set_headers {
+        check_header(&h.name, &h.value)?;
+    }
+    let body = match edit.body {
+        Some(b) if b.len() > max_body => {
+            return Err(format!("rewritten body of {} bytes is too large", b.len()))
+        }
+        Some(b) => Bytes::from(b),
+        None => msg.body.clone(),
+    };
+    let touched = |n: &[u8]| {
+        edit.remove_headers.iter().any(|r| r.as_bytes() == n)
+            || edit.set_headers.iter().any(|s| s.name.as_bytes() == n)
+    };
+    let mut headers: Vec<(Bytes, Bytes)> = msg
+        .headers
+        .iter()
+        .filter(|(n, _)| !touched(n))
+        .cloned()
+        .collect();
+    for h in edit.set_headers {
+        headers.push((Bytes::from(h.name), Bytes::from(h.value)));
+    }
+    Ok(PluginMessage {
+        destination,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> PluginMessage {
+        PluginMessage {
+            destination: Bytes::from_static(b"/queue/a"),
+            headers: vec![
+                (Bytes::from_static(b"x"), Bytes::from_static(b"1")),
+                (
+                    Bytes::from_static(b"content-type"),
+                    Bytes::from_static(b"text/plain"),
+                ),
+                (Bytes::from_static(b"x"), Bytes::from_static(b"2")),
+            ],
+            body: Bytes::from_static(b"hello"),
+        }
+    }
+
+    #[test]
+    fn projection_passes_only_what_is_needed() {
+        let none = wit::Needs {
+            headers: wit::HeaderNeed::None,
+            body: false,
+        };
+        let p = project(&msg(), &none);
+        assert!(p.headers.is_empty() && p.body.is_none() && p.body_len == 5);
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+        let named = wit::Needs {
+            headers: wit::HeaderNeed::Named(vec!["x".into()]),
+            body: true,
+        };
+        let p = project(&msg(), &named);
+        assert_eq!(
+            p.headers
+                .iter()
+                .map(|h| h.value.as_str())
+                .collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert_eq!(p.body.as_deref(), Some(&b"hello"[..]));
+        assert!(input_size(&msg(), &named) > input_size(&msg(), &none));
+    }
+
+    #[test]
+    fn edits_apply_and_garbage_is_refused() {
+        let edit = wit::Edit {
+            destination: Some("/queue/b".into()),
+            remove_headers: vec!["content-type".into()],
+            set_headers: vec![wit::Header {
+                name: "x".into(),
+                value: "3".into(),
+            }],
+            body: None,
+        };
+        let out = apply_edit(&msg(), edit, 1024).unwrap();
+        assert_eq!(&out.destination[..], b"/queue/b");
+        assert_eq!(
+            out.headers,
+            vec![(Bytes::from_static(b"x"), Bytes::from_static(b"3"))]
+        );
+        for bad in ["", "queue", "/a\nb", "/a:b"] {
+            let edit = wit::Edit {
+                destination: Some(bad.into()),
+                remove_headers: vec![],
+                set_headers: vec![],
+                body: None,
+            };
+            assert!(apply_edit(&msg(), edit, 1024).is_err(), "{bad:?}");
+        }
+        let edit = wit::Edit {
+            destination: None,
+            remove_headers: vec![],
+            set_headers: vec![wit::Header {
+                name: "a:b".into(),
+                value: "v".into(),
+            }],
+            body: None,
+        };
+        assert!(apply_edit(&msg(), edit, 1024).is_err());
+        let edit = wit::Edit {
+            destination: None,
+            remove_headers: vec![],
+            set_headers: vec![],
+            body: Some(vec![0; 2000]),
+        };
+        assert!(apply_edit(&msg(), edit, 1024).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The process-wide wasmtime `Engine`, its epoch ticker, the deny-all linker and the on-disk
+//! cache of compiled components.
+//!
+//! One `Engine` serves every plugin (and every reloaded plugin set): compiled code is only
+//! compatible within an engine's configuration. Epoch interruption is driven by one OS thread
+//! that ticks every [`TICK`]; as a tokio task it could starve behind the very guest it must stop.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings::log;
+use super::pool::State;
+
+/// Epoch tick: the granularity of deadlines and of the guest's yields back to tokio.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The process-wide engine; the ticker thread starts with it.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            // No component-model async in our WIT; disabling it makes each call ~3x cheaper.
+            .concurrency_support(false)
+            .max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).expect("the plugin engine configuration is valid");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match ticker.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            })
+            .expect("spawning the plugin epoch thread");
+        engine
+    })
+}
+
+/// A linker for one component: the `log` import, and every other import (WASI that the
+/// guest's standard library links) defined as a trap, so the plugin has no filesystem, network,
+/// environment or clock. Imports outside `wasi:` and `plugboard:` refuse the component.
+pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
+    let engine = engine();
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if !(name.starts_with("wasi:") || name.starts_with("plugboard:plugin/")) {
+            return Err(format!(
+                "imports `{name}`, which the plugin host does not provide"
+            ));
+        }
+    }
+    let mut linker = Linker::<State>::new(engine);
+    log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        .map_err(|e| format!("{e:#}"))?;
+    // Rust's std seeds `HashMap` from `wasi:random/insecure-seed`: grant that one (it is not a
+    // capability, just a per-process seed against hash flooding) so ordinary guests run.
+    let seed = insecure_seed();
+    linker
+        .instance("wasi:random/insecure-seed@0.2.6")
+        .and_then(|mut i| i.func_wrap("insecure-seed", move |_, (): ()| Ok((seed,))))
+        .map_err(|e| format!("{e:#}"))?;
+    linker
+        .define_unknown_imports_as_traps(component)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(linker)
+}
+
+fn insecure_seed() -> (u64, u64) {
+    use std::hash::BuildHasher;
+    static SEED: OnceLock<(u64, u64)> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let state = std::collections::hash_map::RandomState::new();
+        (state.hash_one(1u8), state.hash_one(2u8))
+    })
+}
+
+/// Compiles `wasm`, or loads it from `cache_dir` where it is stored under the sha256 of the
+/// bytes and a hash of the engine's configuration and version. Blocking: call it off the runtime.
+pub fn load_component(wasm: &[u8], cache_dir: &Path) -> Result<(Component, bool), String> {
+    let engine = engine();
+    let path = cache_path(wasm, cache_dir);
+    if path.is_file() {
+        match deserialize(&path) {
+            Ok(component) => return Ok((component, true)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable cached plugin: {e:#}")
+            }
+        }
+    }
+    let component = Component::new(engine, wasm).map_err(|e| format!("compiling: {e:#}"))?;
+    if let Err(e) = store_cached(&component, &path) {
+        tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
+    }
+    Ok((component, false))
+}
+
+fn cache_path(wasm: &[u8], cache_dir: &Path) -> PathBuf {
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine()
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let digest = Sha256::digest(wasm);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    cache_dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish()))
+}
+
+fn store_cached(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename: a concurrent loader never sees half an artifact.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[allow(unsafe_code)]
+fn deserialize(path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the file was produced by `Component::serialize` with a
+    // compatible engine and has not been tampered with. This file is only ever written by
+    // `store_cached` above, under a name that contains the engine's compatibility hash (and
+    // wasmtime checks its own version/config header again). The cache directory is the broker's
+    // own; docs/plugins.md says it must not be writable by anyone else.
+    unsafe { Component::deserialize_file(engine(), path) }
+}

@@ -1,0 +1,320 @@
+//! The hook calls and their chains: authenticate (one authenticator), the send chain (config
+//! order, fan-out flows through later plugins), and per-subscription filter chains prepared at
+//! SUBSCRIBE. Every call goes through [`call!`]: check out an instance, arm the deadline, call,
+//! convert and validate the answer, hand the instance back; a failure applies the plugin's policy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::bindings::authenticate::{AuthRequest as WitAuthRequest, AuthResult};
+use super::bindings::deliver::{FilterVerdict, Subscription};
+use super::bindings::send::SendVerdict;
+use super::bindings::types::{Needs, Principal as WitPrincipal};
+use super::convert::{self, MAX_FANOUT};
+use super::pool::{Failure, FailureKind};
+use super::{
+    AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, Plugin, PluginHost,
+    PluginMessage, Principal, SendOutcome, SubscriptionInfo,
+};
+
+/// Largest filter token a plugin may hand back from `prepare-subscription`.
+const MAX_TOKEN: usize = 64 * 1024;
+
+/// Calls one export of `plugin` under its limits. `$call` uses `$g` (the typed exports of the
+/// interface) and `$s` (the store); `$convert` turns the guest's answer into the host's or into
+/// an error string, which counts as invalid output.
+macro_rules! call {
+    ($plugin:expr, $hook:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
+        let plugin: &Plugin = $plugin;
+        let deadline = Instant::now() + plugin.deadline($hook);
+        match plugin.pool.checkout($hook, deadline).await {
+            Err(failure) => Err(failure),
+            Ok(mut lease) => {
+                lease.warm.arm(deadline);
+                let warm = &mut lease.warm;
+                let $g = warm
+                    .guest
+                    .$export
+                    .as_ref()
+                    .expect("exports are checked at load");
+                let $s = &mut warm.store;
+                let result = match $call.await {
+                    Ok($ok) => $convert.map_err(|e: String| Failure::new(FailureKind::Invalid, e)),
+                    Err(e) => Err(plugin.pool.classify(warm, &e)),
+                };
+                plugin.pool.finish($hook, lease, result)
+            }
+        }
+    }};
+}
+
+/// Refuses an input larger than the plugin's cap before anything is copied into it.
+fn check_size(plugin: &Plugin, hook: Hook, size: usize) -> Result<(), Failure> {
+    if size > plugin.max_input {
+        let detail = format!(
+            "input of {size} bytes exceeds the cap of {} bytes",
+            plugin.max_input
+        );
+        return Err(plugin
+            .pool
+            .fail(hook, Failure::new(FailureKind::Oversize, detail)));
+    }
+    Ok(())
+}
+
+fn failed(plugin: &Plugin) -> String {
+    format!("plugin `{}` failed", plugin.name)
+}
+
+/// What a send call decided for one message.
+enum SendResult {
+    Keep,
+    Replace(Vec<PluginMessage>),
+    Reject(String),
+}
+
+impl PluginHost {
+    /// Whether a plugin serves the authenticate hook (else every client is anonymous).
+    pub fn has_authenticator(&self) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.hooks.contains(&Hook::Authenticate))
+    }
+
+    /// Runs the authenticator (fails closed unless configured open).
+    pub async fn authenticate(&self, req: AuthRequest) -> AuthOutcome {
+        let Some(plugin) = self
+            .plugins
+            .iter()
+            .find(|p| p.hooks.contains(&Hook::Authenticate))
+        else {
+            return AuthOutcome::Allow(Principal::anonymous());
+        };
+        let hook = Hook::Authenticate;
+        let size: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 16)
+            .sum();
+        let result = match check_size(plugin, hook, size) {
+            Err(f) => Err(f),
+            Ok(()) => {
+                let request = WitAuthRequest {
+                    login: req.login.as_deref().map(convert::text),
+                    passcode: req.passcode.as_deref().map(convert::text),
+                    host: req.host.as_deref().map(convert::text),
+                    client_addr: req.client_addr.to_string(),
+                    headers: convert::wit_headers(&req.headers),
+                };
+                call!(
+                    plugin,
+                    hook,
+                    auth,
+                    |g, s| g.call_authenticate(s, &request),
+                    |answer| match answer {
+                        AuthResult::Allow(p) => convert::principal(p).map(AuthOutcome::Allow),
+                        AuthResult::Deny(reason) => Ok(AuthOutcome::Deny(convert::reason(reason))),
+                    }
+                )
+            }
+        };
+        result.unwrap_or_else(|_| match plugin.failure {
+            FailurePolicy::Closed => AuthOutcome::Deny("authentication is unavailable".into()),
+            FailurePolicy::Open => {
+                let name = req
+                    .login
+                    .as_deref()
+                    .map(convert::text)
+                    .unwrap_or_else(|| "anonymous".into());
+                AuthOutcome::Allow(Principal::named(name))
+            }
+        })
+    }
+
+    /// True when some plugin's send hook matches this destination (unmatched destinations pay nothing).
+    pub fn intercepts_send(&self, destination: &[u8]) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.applies_to(Hook::Send, destination))
+    }
+
+    /// Runs the send chain in config order; each message a plugin produces goes on through the
+    /// later plugins whose destinations match it.
+    pub async fn on_send(&self, principal: &Principal, msg: PluginMessage) -> SendOutcome {
+        let sender = convert::wit_principal(principal);
+        let mut current = vec![msg];
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.hooks.contains(&Hook::Send))
+        {
+            let mut next = Vec::with_capacity(current.len());
+            for msg in current {
+                if !plugin.applies_to(Hook::Send, &msg.destination) {
+                    next.push(msg);
+                    continue;
+                }
+                match call_send(plugin, &sender, &msg).await {
+                    Ok(SendResult::Keep) => next.push(msg),
+                    Ok(SendResult::Replace(messages)) => next.extend(messages),
+                    Ok(SendResult::Reject(reason)) => return SendOutcome::Reject(reason),
+                    Err(_) if plugin.failure == FailurePolicy::Open => next.push(msg),
+                    Err(_) => return SendOutcome::Reject(failed(plugin)),
+                }
+                if next.len() > MAX_FANOUT {
+                    return SendOutcome::Reject(format!(
+                        "plugin `{}` fanned out to more than {MAX_FANOUT} messages",
+                        plugin.name
+                    ));
+                }
+            }
+            current = next;
+        }
+        SendOutcome::Deliver(current)
+    }
+
+    /// Called at SUBSCRIBE. Err(reason) = the SUBSCRIBE is refused (e.g. malformed selector,
+    /// reason says where). Ok(None) = no filter applies: deliveries pay nothing.
+    pub async fn prepare_subscription(
+        &self,
+        principal: &Principal,
+        sub: SubscriptionInfo,
+    ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
+        let applicable: Vec<&Arc<Plugin>> = self
+            .plugins
+            .iter()
+            .filter(|p| p.applies_to(Hook::Message, &sub.destination))
+            .collect();
+        if applicable.is_empty() {
+            return Ok(None);
+        }
+        let subscriber = convert::wit_principal(principal);
+        let info = Subscription {
+            id: convert::text(&sub.id),
+            destination: convert::text(&sub.destination),
+            headers: convert::wit_headers(&sub.headers),
+        };
+        let size: usize = sub
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 16)
+            .sum();
+        let mut stages = Vec::new();
+        for plugin in applicable {
+            let hook = Hook::Message;
+            let result = match check_size(plugin, hook, size) {
+                Err(f) => Err(f),
+                Ok(()) => call!(
+                    plugin,
+                    hook,
+                    deliver,
+                    |g, s| g.call_prepare_subscription(s, &subscriber, &info),
+                    |answer| match answer {
+                        Ok(Some(plan)) if plan.token.len() > MAX_TOKEN =>
+                            Err(format!("filter token of {} bytes", plan.token.len())),
+                        other => Ok(other),
+                    }
+                ),
+            };
+            match result {
+                Ok(Ok(Some(plan))) => stages.push(Stage {
+                    plugin: plugin.clone(),
+                    token: plan.token,
+                    needs: plan.needs,
+                }),
+                Ok(Ok(None)) => {}
+                Ok(Err(reason)) => return Err(convert::reason(reason)),
+                Err(_) if plugin.failure == FailurePolicy::Open => {}
+                Err(_) => return Err(failed(plugin)),
+            }
+        }
+        Ok((!stages.is_empty()).then(|| Arc::new(SubscriptionFilter { stages })))
+    }
+}
+
+async fn call_send(
+    plugin: &Plugin,
+    sender: &WitPrincipal,
+    msg: &PluginMessage,
+) -> Result<SendResult, Failure> {
+    let needs = &plugin.manifest.send;
+    check_size(plugin, Hook::Send, convert::input_size(msg, needs))?;
+    let projected = convert::project(msg, needs);
+    let max_body = plugin.max_input;
+    call!(
+        plugin,
+        Hook::Send,
+        send,
+        |g, s| g.call_on_send(s, sender, &projected),
+        |verdict| match verdict {
+            SendVerdict::Keep => Ok(SendResult::Keep),
+            SendVerdict::Rewrite(edit) =>
+                convert::apply_edit(msg, edit, max_body).map(|m| SendResult::Replace(vec![m])),
+            SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT =>
+                Err(format!("fan-out to {} messages", edits.len())),
+            SendVerdict::FanOut(edits) => edits
+                .into_iter()
+                .map(|e| convert::apply_edit(msg, e, max_body))
+                .collect::<Result<Vec<_>, _>>()
+                .map(SendResult::Replace),
+            SendVerdict::Reject(reason) => Ok(SendResult::Reject(convert::reason(reason))),
+        }
+    )
+}
+
+/// One plugin's part of a subscription's filter chain.
+struct Stage {
+    plugin: Arc<Plugin>,
+    token: Vec<u8>,
+    needs: Needs,
+}
+
+/// The filters prepared for one subscription, run in config order for each delivery.
+pub struct SubscriptionFilter {
+    stages: Vec<Stage>,
+}
+
+impl SubscriptionFilter {
+    /// Runs the chain for one delivery: skip wins, rewrites compose.
+    pub async fn filter(&self, msg: &PluginMessage) -> FilterOutcome {
+        let mut rewritten: Option<PluginMessage> = None;
+        for stage in &self.stages {
+            let current = rewritten.as_ref().unwrap_or(msg);
+            match call_filter(stage, current).await {
+                Ok(None) => {}
+                Ok(Some(Some(m))) => rewritten = Some(m),
+                Ok(Some(None)) => return FilterOutcome::Skip,
+                Err(_) if stage.plugin.failure == FailurePolicy::Open => {}
+                Err(_) => return FilterOutcome::Skip,
+            }
+        }
+        rewritten.map_or(FilterOutcome::Deliver, FilterOutcome::Rewrite)
+    }
+}
+
+/// `Ok(None)`: deliver; `Ok(Some(None))`: skip; `Ok(Some(Some(m)))`: deliver `m` instead.
+async fn call_filter(
+    stage: &Stage,
+    msg: &PluginMessage,
+) -> Result<Option<Option<PluginMessage>>, Failure> {
+    let plugin = &*stage.plugin;
+    check_size(
+        plugin,
+        Hook::Message,
+        convert::input_size(msg, &stage.needs),
+    )?;
+    let projected = convert::project(msg, &stage.needs);
+    let max_body = plugin.max_input;
+    call!(
+        plugin,
+        Hook::Message,
+        deliver,
+        |g, s| g.call_filter(s, &stage.token, &projected),
+        |verdict| match verdict {
+            FilterVerdict::Deliver => Ok(None),
+            FilterVerdict::Skip => Ok(Some(None)),
+            FilterVerdict::Rewrite(edit) =>
+                convert::apply_edit(msg, edit, max_body).map(|m| Some(Some(m))),
+        }
+    )
+}

@@ -1,0 +1,430 @@
+//! The plugin host: policy in sandboxed WebAssembly components (WIT in `wit/`) called at CONNECT,
+//! SEND, SUBSCRIBE and MESSAGE.
+//!
+//! This file owns the surface the broker core uses: the config ([`PluginSpec`]), loading a plugin
+//! set ([`PluginHost::load`]), the broker-side types and the errors. The hook calls and chains live
+//! in `hooks.rs`, the warm-instance pools and limits in `pool.rs`, the engine, deny-all linker and
+//! compiled-artifact cache in `engine.rs`, the type conversions in `convert.rs` and the only
+//! `bindgen!` in `bindings.rs`. A loaded [`PluginHost`] is immutable: a reload builds a new one
+//! and swaps the `Arc` (e.g. in an `ArcSwap`); calls in flight finish on the set they started on.
+
+mod bindings;
+mod convert;
+mod engine;
+mod glob;
+mod hooks;
+mod pool;
+
+#[doc(hidden)]
+pub mod bench;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use bindings::types::Manifest;
+use bindings::{authenticate, deliver, lifecycle, send};
+use pool::{Exports, Limits, Pool};
+
+pub use hooks::SubscriptionFilter;
+
+/// Default deadline of one `authenticate` call (CONNECT is rare; hashing may be slow).
+pub const DEFAULT_AUTH_DEADLINE: Duration = Duration::from_millis(100);
+/// Default deadline of one `on-send` call.
+pub const DEFAULT_SEND_DEADLINE: Duration = Duration::from_millis(10);
+/// Default deadline of one `filter` call (per delivery) and of `prepare-subscription`.
+pub const DEFAULT_MESSAGE_DEADLINE: Duration = Duration::from_millis(5);
+/// Deadline of instantiating and `init` of one instance.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
+/// Default memory cap of one instance.
+pub const DEFAULT_MEMORY_MB: u64 = 16;
+/// Default cap on live instances (and so on concurrent calls) of one plugin.
+pub const DEFAULT_MAX_INSTANCES: usize = 16;
+
+/// One `[[plugins]]` entry of the broker's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// Name used in logs, errors and stats; unique.
+    pub name: String,
+    /// The component file, relative to the config file's directory.
+    pub file: PathBuf,
+    /// The hooks this plugin serves; chains run in config order.
+    pub hooks: Vec<Hook>,
+    /// Destination patterns the send and message hooks apply to (`*` matches anything).
+    #[serde(default = "all_destinations")]
+    pub destinations: Vec<String>,
+    /// What a failed call means: `closed` (deny/reject/skip, the default) or `open` (ignore the plugin).
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// Deadline of every call of this plugin, overriding the per-hook defaults.
+    pub deadline_ms: Option<u64>,
+    /// Memory cap of one instance in MiB (default 16).
+    pub memory_mb: Option<u64>,
+    /// Most live instances, i.e. concurrent calls (default 16).
+    pub max_instances: Option<usize>,
+    /// Replace an instance after this many calls (default: never, only after a failure).
+    pub recycle_after_calls: Option<u64>,
+    /// The plugin's own configuration, passed to its `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn all_destinations() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// A hook a plugin serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// CONNECT: who is this client.
+    Authenticate,
+    /// SEND: route, transform or reject.
+    Send,
+    /// SUBSCRIBE and MESSAGE: per-subscriber filters and transforms.
+    Message,
+}
+
+impl Hook {
+    /// The hook's config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Authenticate => "authenticate",
+            Hook::Send => "send",
+            Hook::Message => "message",
+        }
+    }
+}
+
+/// What a failed plugin call means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// CONNECT denied, SEND rejected, MESSAGE skipped, SUBSCRIBE refused.
+    #[default]
+    Closed,
+    /// The plugin is ignored for that call (an authenticator admits the client as anonymous).
+    Open,
+}
+
+/// A plugin set failed to load; names the plugin and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The `[[plugins]]` entry is inconsistent.
+    #[error("plugin `{plugin}`: {reason}")]
+    Spec { plugin: String, reason: String },
+    /// The component file could not be read.
+    #[error("plugin `{plugin}`: reading {}: {source}", path.display())]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a usable component.
+    #[error("plugin `{plugin}`: {} is not a usable plugin component: {reason}", path.display())]
+    Compile {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// Instantiating or `init` failed (e.g. the plugin refused its config).
+    #[error("plugin `{plugin}`: {reason}")]
+    Init { plugin: String, reason: String },
+}
+
+/// What a CONNECT presented, for the authenticator.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub login: Option<Bytes>,
+    pub passcode: Option<Bytes>,
+    pub host: Option<Bytes>,
+    pub client_addr: std::net::SocketAddr,
+    /// Every CONNECT header exactly as sent.
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+/// The outcome of authentication.
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    Allow(Principal),
+    /// The reason goes into the ERROR frame.
+    Deny(String),
+}
+
+/// An authenticated client and what it may do (destination patterns, `*` matches anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub may_send: Vec<String>,
+    pub may_subscribe: Vec<String>,
+}
+
+impl Principal {
+    /// The principal of a broker without an authenticator: may do everything.
+    pub fn anonymous() -> Principal {
+        Principal::named("anonymous")
+    }
+
+    /// A principal with this name that may do everything.
+    pub fn named(name: impl Into<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            groups: Vec::new(),
+            may_send: all_destinations(),
+            may_subscribe: all_destinations(),
+        }
+    }
+
+    /// Whether this principal may SEND to `destination`.
+    pub fn may_send(&self, destination: &[u8]) -> bool {
+        glob::any_matches(&self.may_send, destination)
+    }
+
+    /// Whether this principal may SUBSCRIBE to `destination`.
+    pub fn may_subscribe(&self, destination: &[u8]) -> bool {
+        glob::any_matches(&self.may_subscribe, destination)
+    }
+}
+
+/// A message as the send and message hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginMessage {
+    pub destination: Bytes,
+    /// Ordered, repeats kept.
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
+}
+
+/// The outcome of the send chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// One message (kept or rewritten) or several (fan-out); none when a plugin dropped it.
+    Deliver(Vec<PluginMessage>),
+    /// The sender gets an ERROR with this reason.
+    Reject(String),
+}
+
+/// A SUBSCRIBE, for the message hooks.
+#[derive(Debug, Clone)]
+pub struct SubscriptionInfo {
+    pub id: Bytes,
+    pub destination: Bytes,
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+/// The outcome of a subscription's filter chain for one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterOutcome {
+    Deliver,
+    Rewrite(PluginMessage),
+    Skip,
+}
+
+/// Counters of one plugin, for a status surface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginStats {
+    pub name: String,
+    /// Calls made (including failed ones, excluding refused oversize/busy).
+    pub calls: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    /// Calls that hit the memory cap.
+    pub memory_limit: u64,
+    /// Answers the host refused (invalid destination, header, size...).
+    pub invalid_output: u64,
+    /// Inputs refused before the call for being too large.
+    pub oversize: u64,
+    /// Calls that found no free instance before their deadline.
+    pub busy: u64,
+    pub instances_created: u64,
+    /// Instances discarded (after a failure or `recycle_after_calls`).
+    pub recycled: u64,
+}
+
+/// One loaded plugin.
+struct Plugin {
+    name: Arc<str>,
+    hooks: Vec<Hook>,
+    destinations: Vec<String>,
+    failure: FailurePolicy,
+    deadline_override: Option<Duration>,
+    manifest: Manifest,
+    /// Largest input (bytes copied into the guest) a call may carry.
+    max_input: usize,
+    pool: Pool,
+}
+
+impl Plugin {
+    fn deadline(&self, hook: Hook) -> Duration {
+        self.deadline_override.unwrap_or(match hook {
+            Hook::Authenticate => DEFAULT_AUTH_DEADLINE,
+            Hook::Send => DEFAULT_SEND_DEADLINE,
+            Hook::Message => DEFAULT_MESSAGE_DEADLINE,
+        })
+    }
+
+    fn applies_to(&self, hook: Hook, destination: &[u8]) -> bool {
+        self.hooks.contains(&hook) && glob::any_matches(&self.destinations, destination)
+    }
+}
+
+/// A loaded, immutable plugin set.
+pub struct PluginHost {
+    /// In config order, which is the order of every chain.
+    plugins: Vec<Arc<Plugin>>,
+}
+
+impl PluginHost {
+    /// A host without plugins: everyone is anonymous and nothing is intercepted.
+    pub fn empty() -> Arc<PluginHost> {
+        Arc::new(PluginHost {
+            plugins: Vec::new(),
+        })
+    }
+
+    /// Compiles (or loads from the on-disk cache `cache_dir`, keyed by content hash), instantiates
+    /// and inits every plugin; any failure names the plugin and the reason.
+    pub async fn load(
+        specs: &[PluginSpec],
+        base_dir: &Path,
+        cache_dir: &Path,
+    ) -> Result<Arc<PluginHost>, PluginError> {
+        let mut plugins = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let invalid = |reason: &str| PluginError::Spec {
+                plugin: spec.name.clone(),
+                reason: reason.into(),
+            };
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(invalid("the name is used by another plugin"));
+            }
+            if spec.hooks.is_empty() {
+                return Err(invalid("`hooks` is empty"));
+            }
+            let auth_before = specs[..i]
+                .iter()
+                .any(|s| s.hooks.contains(&Hook::Authenticate));
+            if spec.hooks.contains(&Hook::Authenticate) && auth_before {
+                return Err(invalid("only one plugin may serve the `authenticate` hook"));
+            }
+            plugins.push(Arc::new(load_one(spec, base_dir, cache_dir).await?));
+        }
+        Ok(Arc::new(PluginHost { plugins }))
+    }
+
+    /// Counters of every plugin, in config order.
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.plugins
+            .iter()
+            .map(|p| {
+                let c = &p.pool.counters;
+                PluginStats {
+                    name: p.name.to_string(),
+                    calls: c.calls.load(Relaxed),
+                    traps: c.traps.load(Relaxed),
+                    timeouts: c.timeouts.load(Relaxed),
+                    memory_limit: c.memory.load(Relaxed),
+                    invalid_output: c.invalid.load(Relaxed),
+                    oversize: c.oversize.load(Relaxed),
+                    busy: c.busy.load(Relaxed),
+                    instances_created: c.instances_created.load(Relaxed),
+                    recycled: c.recycled.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+async fn load_one(
+    spec: &PluginSpec,
+    base_dir: &Path,
+    cache_dir: &Path,
+) -> Result<Plugin, PluginError> {
+    let plugin = spec.name.clone();
+    let path = base_dir.join(&spec.file);
+    let (file, cache) = (path.clone(), cache_dir.to_path_buf());
+    // Reading and compiling take milliseconds to seconds of CPU and a deep stack: not on a worker.
+    let compiled = tokio::task::spawn_blocking(move || {
+        let wasm = std::fs::read(&file)?;
+        Ok(engine::load_component(&wasm, &cache))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|r| r)
+    .map_err(|source| PluginError::Read {
+        plugin: plugin.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let compile_err = |reason: String| PluginError::Compile {
+        plugin: plugin.clone(),
+        path: path.clone(),
+        reason,
+    };
+    let (component, cached) = compiled.map_err(compile_err)?;
+    tracing::debug!(plugin, cached, "plugin component ready");
+    let linker = engine::linker_for(&component).map_err(compile_err)?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| compile_err(format!("{e:#}")))?;
+    let missing =
+        |hook: &str, e: wasmtime::Error| compile_err(format!("serves `{hook}` but {e:#}"));
+    let exports = Exports {
+        lifecycle: lifecycle::GuestIndices::new(&pre).map_err(|e| missing("init", e))?,
+        auth: (spec.hooks.contains(&Hook::Authenticate))
+            .then(|| authenticate::GuestIndices::new(&pre).map_err(|e| missing("authenticate", e)))
+            .transpose()?,
+        send: (spec.hooks.contains(&Hook::Send))
+            .then(|| send::GuestIndices::new(&pre).map_err(|e| missing("send", e)))
+            .transpose()?,
+        deliver: (spec.hooks.contains(&Hook::Message))
+            .then(|| deliver::GuestIndices::new(&pre).map_err(|e| missing("message", e)))
+            .transpose()?,
+    };
+    let config_json = serde_json::to_string(&spec.config).map_err(|e| PluginError::Spec {
+        plugin: plugin.clone(),
+        reason: format!("config: {e}"),
+    })?;
+    let memory = spec
+        .memory_mb
+        .unwrap_or(DEFAULT_MEMORY_MB)
+        .saturating_mul(1024 * 1024);
+    let limits = Limits {
+        max_memory: usize::try_from(memory).unwrap_or(usize::MAX),
+        max_instances: spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES).max(1),
+        recycle_after: spec.recycle_after_calls.filter(|&n| n > 0),
+        init_deadline: INIT_DEADLINE,
+    };
+    let max_input = limits.max_memory / 4;
+    let pool = Pool::new(plugin.as_str().into(), pre, exports, config_json, limits);
+    let (warm, manifest) = pool
+        .instantiate()
+        .await
+        .map_err(|reason| PluginError::Init {
+            plugin: plugin.clone(),
+            reason,
+        })?;
+    pool.put_back(warm);
+    if spec.failure == FailurePolicy::Open && spec.hooks.contains(&Hook::Authenticate) {
+        tracing::warn!(
+            plugin,
+            "failure = \"open\" on an authenticator admits clients as anonymous when it fails"
+        );
+    }
+    Ok(Plugin {
+        name: plugin.as_str().into(),
+        hooks: spec.hooks.clone(),
+        destinations: spec.destinations.clone(),
+        failure: spec.failure,
+        deadline_override: spec.deadline_ms.map(Duration::from_millis),
+        manifest,
+        max_input,
+        pool,
+    })
+}

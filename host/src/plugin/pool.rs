@@ -1,0 +1,398 @@
+//! Warm instances of one plugin: the per-store state and limits, checkout/return, recycling after
+//! a failure or N calls, and the per-plugin counters.
+//!
+//! A call checks an instance out (waiting for one of `max_instances` permits until its deadline),
+//! arms the deadline, calls with `call_async`, and hands the instance back. The epoch callback
+//! yields to tokio on every tick (so a running guest never holds a worker thread for more than one
+//! tick) and traps once the deadline has passed. Any failure discards the instance: wasmtime
+//! leaves an instance unusable after a trap, and a plugin that returned garbage is not trusted.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::component::InstancePre;
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
+
+use super::bindings::{authenticate, deliver, lifecycle, log, send, types::Manifest};
+use super::engine::engine;
+use super::Hook;
+
+/// Longest log line a plugin may write.
+const MAX_LOG_LINE: usize = 2048;
+
+/// Per-store data: the plugin's name for logs, the memory limiter and the current deadline.
+pub struct State {
+    plugin: Arc<str>,
+    max_memory: usize,
+    /// Linear memory the guest has grown to (bytes), for the soft cap.
+    memory_used: usize,
+    memory_hit: bool,
+    deadline: Instant,
+}
+
+impl State {
+    /// A state without limits or deadline, for the raw-call benchmark.
+    pub(super) fn for_bench() -> State {
+        State {
+            plugin: "bench".into(),
+            max_memory: usize::MAX,
+            memory_used: 0,
+            memory_hit: false,
+            deadline: Instant::now(),
+        }
+    }
+}
+
+impl ResourceLimiter for State {
+    fn memory_growing(
+        &mut self,
+        _: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_memory;
+        self.memory_hit |= !ok;
+        if ok {
+            self.memory_used = desired;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _: usize,
+        desired: usize,
+        _: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl log::Host for State {
+    fn log(&mut self, level: log::Level, mut message: String) {
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// Export lookups done once per plugin, before any instance exists.
+pub struct Exports {
+    pub lifecycle: lifecycle::GuestIndices,
+    pub auth: Option<authenticate::GuestIndices>,
+    pub send: Option<send::GuestIndices>,
+    pub deliver: Option<deliver::GuestIndices>,
+}
+
+/// The typed exports of one instance.
+pub struct Guest {
+    pub lifecycle: lifecycle::Guest,
+    pub auth: Option<authenticate::Guest>,
+    pub send: Option<send::Guest>,
+    pub deliver: Option<deliver::Guest>,
+}
+
+/// One live instance and its store.
+pub struct Warm {
+    pub store: Store<State>,
+    pub guest: Guest,
+    calls: u64,
+}
+
+impl Warm {
+    /// Arms the deadline for the next call.
+    pub fn arm(&mut self, deadline: Instant) {
+        let state = self.store.data_mut();
+        state.deadline = deadline;
+        state.memory_hit = false;
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+/// Why a call did not produce a usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest trapped (panic, `unreachable`, failed allocation, ...).
+    Trap,
+    /// The deadline passed.
+    Timeout,
+    /// The guest hit its memory cap.
+    Memory,
+    /// The guest answered with something the host refuses.
+    Invalid,
+    /// The input was larger than the guest could take.
+    Oversize,
+    /// Every instance stayed busy until the deadline.
+    Busy,
+}
+
+/// A failed call: what happened, in detail for the log.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Counters of one plugin (monotonic).
+#[derive(Default)]
+pub struct Counters {
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub memory: AtomicU64,
+    pub invalid: AtomicU64,
+    pub oversize: AtomicU64,
+    pub busy: AtomicU64,
+    pub instances_created: AtomicU64,
+    pub recycled: AtomicU64,
+}
+
+/// Limits applied to every instance and call of a plugin.
+pub struct Limits {
+    pub max_memory: usize,
+    pub max_instances: usize,
+    pub recycle_after: Option<u64>,
+    pub init_deadline: Duration,
+}
+
+/// The warm instances of one plugin.
+pub struct Pool {
+    pub name: Arc<str>,
+    pre: InstancePre<State>,
+    exports: Exports,
+    config_json: String,
+    pub limits: Limits,
+    idle: Mutex<Vec<Warm>>,
+    permits: Semaphore,
+    pub counters: Counters,
+}
+
+/// An instance checked out for one call.
+pub struct Lease<'a> {
+    pub warm: Warm,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Pool {
+    pub fn new(
+        name: Arc<str>,
+        pre: InstancePre<State>,
+        exports: Exports,
+        config_json: String,
+        limits: Limits,
+    ) -> Pool {
+        let permits = Semaphore::new(limits.max_instances);
+        Pool {
+            name,
+            pre,
+            exports,
+            config_json,
+            limits,
+            idle: Mutex::new(Vec::new()),
+            permits,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Instantiates and initialises a fresh instance; returns its manifest too.
+    pub async fn instantiate(&self) -> Result<(Warm, Manifest), String> {
+        let state = State {
+            plugin: self.name.clone(),
+            max_memory: self.limits.max_memory,
+            memory_used: 0,
+            memory_hit: false,
+            deadline: Instant::now() + self.limits.init_deadline,
+        };
+        let mut store = Store::new(engine(), state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // tokio's own yield lets the runtime poll its timers and I/O before the guest
+                // resumes (a plain wake-up could starve them on a busy worker).
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| describe(&store, &e))?;
+        let load = |store: &mut Store<State>| -> wasmtime::Result<Guest> {
+            let e = &self.exports;
+            Ok(Guest {
+                lifecycle: e.lifecycle.load(&mut *store, &instance)?,
+                auth: e
+                    .auth
+                    .as_ref()
+                    .map(|i| i.load(&mut *store, &instance))
+                    .transpose()?,
+                send: e
+                    .send
+                    .as_ref()
+                    .map(|i| i.load(&mut *store, &instance))
+                    .transpose()?,
+                deliver: e
+                    .deliver
+                    .as_ref()
+                    .map(|i| i.load(&mut *store, &instance))
+                    .transpose()?,
+            })
+        };
+        let guest = load(&mut store).map_err(|e| format!("{e:#}"))?;
+        let mut warm = Warm {
+            store,
+            guest,
+            calls: 0,
+        };
+        warm.arm(Instant::now() + self.limits.init_deadline);
+        let init = warm
+            .guest
+            .lifecycle
+            .call_init(&mut warm.store, &self.config_json)
+            .await;
+        let manifest = match init {
+            Ok(Ok(manifest)) => manifest,
+            Ok(Err(reason)) => return Err(format!("init: {reason}")),
+            Err(e) => return Err(format!("init: {}", describe(&warm.store, &e))),
+        };
+        self.counters.instances_created.fetch_add(1, Relaxed);
+        Ok((warm, manifest))
+    }
+
+    /// Adds a fresh instance to the idle set.
+    pub fn put_back(&self, warm: Warm) {
+        self.idle.lock().expect("pool lock").push(warm);
+    }
+
+    /// Takes an idle instance (or makes one), waiting for a free slot until `deadline`.
+    pub async fn checkout(&self, hook: Hook, deadline: Instant) -> Result<Lease<'_>, Failure> {
+        let permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+            .await
+            .map_err(|_| {
+                self.fail(
+                    hook,
+                    Failure::new(FailureKind::Busy, "no free instance before the deadline"),
+                )
+            })?
+            .expect("the pool's semaphore is never closed");
+        let idle = self.idle.lock().expect("pool lock").pop();
+        let warm = match idle {
+            Some(warm) => warm,
+            None => {
+                self.instantiate()
+                    .await
+                    .map_err(|e| {
+                        self.fail(
+                            hook,
+                            Failure::new(FailureKind::Trap, format!("instantiating: {e}")),
+                        )
+                    })?
+                    .0
+            }
+        };
+        Ok(Lease {
+            warm,
+            _permit: permit,
+        })
+    }
+
+    /// Ends a call: returns the instance to the pool on success, discards it on failure (logged
+    /// and counted).
+    pub fn finish<T>(
+        &self,
+        hook: Hook,
+        lease: Lease<'_>,
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.counters.calls.fetch_add(1, Relaxed);
+        let mut warm = lease.warm;
+        match result {
+            Ok(value) => {
+                warm.calls += 1;
+                // Guest heaps rarely shrink: replace an instance that grew past 3/4 of its cap
+                // before it fails a call, and one that served its configured number of calls.
+                let grown = warm.store.data().memory_used > self.limits.max_memory / 4 * 3;
+                if grown || self.limits.recycle_after.is_some_and(|n| warm.calls >= n) {
+                    self.counters.recycled.fetch_add(1, Relaxed);
+                } else {
+                    self.idle.lock().expect("pool lock").push(warm);
+                }
+                Ok(value)
+            }
+            Err(failure) => {
+                self.counters.recycled.fetch_add(1, Relaxed);
+                Err(self.fail(hook, failure))
+            }
+        }
+    }
+
+    /// Classifies an error that came out of wasm.
+    pub fn classify(&self, warm: &Warm, error: &wasmtime::Error) -> Failure {
+        let kind = if warm.store.data().memory_hit {
+            FailureKind::Memory
+        } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            FailureKind::Timeout
+        } else {
+            FailureKind::Trap
+        };
+        Failure::new(kind, describe(&warm.store, error))
+    }
+
+    /// Counts and logs a failure.
+    pub fn fail(&self, hook: Hook, failure: Failure) -> Failure {
+        let c = &self.counters;
+        let counter = match failure.kind {
+            FailureKind::Trap => &c.traps,
+            FailureKind::Timeout => &c.timeouts,
+            FailureKind::Memory => &c.memory,
+            FailureKind::Invalid => &c.invalid,
+            FailureKind::Oversize => &c.oversize,
+            FailureKind::Busy => &c.busy,
+        };
+        counter.fetch_add(1, Relaxed);
+        tracing::error!(plugin = &*self.name, hook = hook.as_str(), kind = ?failure.kind, "plugin call failed: {}", failure.detail);
+        failure
+    }
+}
+
+fn describe(store: &Store<State>, error: &wasmtime::Error) -> String {
+    if store.data().memory_hit {
+        format!(
+            "memory cap of {} bytes reached: {error:#}",
+            store.data().max_memory
+        )
+    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        "deadline exceeded".to_string()
+    } else {
+        format!("{error:#}")
+    }
+}

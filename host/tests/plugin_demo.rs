@@ -1,0 +1,363 @@
+//! The sample plugins, loaded from the real components: the demo config of
+//! examples/plugins.toml (auth, routing, redaction, selectors) plus fan-out, projection, bad
+//! config and the on-disk cache.
+
+mod plugin_support;
+
+use bytes::Bytes;
+use plugboard::plugin::{AuthOutcome, AuthRequest, FilterOutcome, SendOutcome, SubscriptionInfo};
+use plugin_support::*;
+
+fn connect(login: Option<&str>, passcode: Option<&str>) -> AuthRequest {
+    let mut headers = vec![(
+        Bytes::from_static(b"accept-version"),
+        Bytes::from_static(b"1.2"),
+    )];
+    let login = login.map(|l| Bytes::copy_from_slice(l.as_bytes()));
+    let passcode = passcode.map(|p| Bytes::copy_from_slice(p.as_bytes()));
+    headers.extend(login.clone().map(|l| (Bytes::from_static(b"login"), l)));
+    headers.extend(
+        passcode
+            .clone()
+            .map(|p| (Bytes::from_static(b"passcode"), p)),
+    );
+    AuthRequest {
+        login,
+        passcode,
+        host: Some(Bytes::from_static(b"/")),
+        client_addr: "127.0.0.1:4000".parse().unwrap(),
+        headers,
+    }
+}
+
+fn subscription(destination: &str, selector: Option<&str>) -> SubscriptionInfo {
+    let mut headers = vec![(
+        Bytes::from_static(b"destination"),
+        Bytes::copy_from_slice(destination.as_bytes()),
+    )];
+    headers.extend(selector.map(|s| {
+        (
+            Bytes::from_static(b"selector"),
+            Bytes::copy_from_slice(s.as_bytes()),
+        )
+    }));
+    SubscriptionInfo {
+        id: Bytes::from_static(b"sub-0"),
+        destination: Bytes::copy_from_slice(destination.as_bytes()),
+        headers,
+    }
+}
+
+fn delivered(outcome: SendOutcome) -> Vec<plugboard::plugin::PluginMessage> {
+    match outcome {
+        SendOutcome::Deliver(m) => m,
+        SendOutcome::Reject(r) => panic!("rejected: {r}"),
+    }
+}
+
+#[tokio::test]
+async fn demo_authentication_and_permissions() {
+    let host = demo().await;
+    assert!(host.has_authenticator());
+    let AuthOutcome::Allow(alice) = host
+        .authenticate(connect(Some("alice"), Some("alice-secret")))
+        .await
+    else {
+        panic!("alice refused")
+    };
+    assert_eq!(alice.name, "alice");
+    assert!(alice.may_send(b"/queue/orders") && alice.may_subscribe(b"/topic/anything"));
+    let AuthOutcome::Allow(bob) = host
+        .authenticate(connect(Some("bob"), Some("bob-secret")))
+        .await
+    else {
+        panic!("bob refused")
+    };
+    assert!(bob.may_subscribe(b"/topic/public.news"));
+    assert!(!bob.may_subscribe(b"/topic/private") && !bob.may_subscribe(b"/queue/orders"));
+    assert!(!bob.may_send(b"/topic/public.news") && !bob.may_send(b"/queue/orders"));
+    for (login, pass) in [
+        (None, None),
+        (None, Some("alice-secret")),
+        (Some("alice"), Some("bob-secret")),
+        (Some("alice"), None),
+        (Some("eve"), Some("x")),
+    ] {
+        match host.authenticate(connect(login, pass)).await {
+            AuthOutcome::Deny(reason) => assert!(!reason.is_empty()),
+            AuthOutcome::Allow(p) => panic!("{login:?}/{pass:?} admitted as {}", p.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn demo_routing_by_region() {
+    let host = demo().await;
+    assert!(host.intercepts_send(b"/queue/orders"));
+    assert!(
+        !host.intercepts_send(b"/queue/other"),
+        "unmatched destinations pay nothing"
+    );
+    for (region, expected) in [
+        (Some("eu"), "/queue/orders.eu"),
+        (Some("us"), "/queue/orders.us"),
+        (Some("asia"), "/queue/orders"),
+        (None, "/queue/orders"),
+    ] {
+        let headers: Vec<(&str, &str)> = region
+            .map(|r| ("region", r))
+            .into_iter()
+            .chain([("x", "1")])
+            .collect();
+        let out = delivered(
+            host.on_send(&alice(), msg("/queue/orders", &headers, "{}"))
+                .await,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            &out[0].destination[..],
+            expected.as_bytes(),
+            "region {region:?}"
+        );
+        assert_eq!(
+            header(&out[0], "x"),
+            Some(&b"1"[..]),
+            "other headers are kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_redacts_card_numbers() {
+    let host = demo().await;
+    let body = r#"{"order":17,"card":"4111-1111-1111-1111","amount":"12.50"}"#;
+    let m = msg(
+        "/queue/payments",
+        &[("content-type", "application/json")],
+        body,
+    );
+    let out = delivered(host.on_send(&alice(), m).await);
+    let text = std::str::from_utf8(&out[0].body).unwrap();
+    assert_eq!(text, r#"{"order":17,"card":"****","amount":"12.50"}"#);
+    assert!(!text.contains("4111") && !text.contains("1111"));
+    let plain = msg(
+        "/queue/payments",
+        &[("content-type", "text/plain")],
+        "card 4111",
+    );
+    assert_eq!(
+        &delivered(host.on_send(&alice(), plain).await)[0].body[..],
+        b"card 4111"
+    );
+    let broken = msg(
+        "/queue/payments",
+        &[("content-type", "application/json")],
+        "{\"card\":4111",
+    );
+    assert!(matches!(
+        host.on_send(&alice(), broken).await,
+        SendOutcome::Reject(_)
+    ));
+}
+
+#[tokio::test]
+async fn demo_selector_filters_and_refuses_malformed() {
+    let host = demo().await;
+    assert!(host
+        .prepare_subscription(&alice(), subscription("/queue/a", None))
+        .await
+        .unwrap()
+        .is_none());
+    let filter = host
+        .prepare_subscription(
+            &alice(),
+            subscription("/topic/t", Some("region = 'eu' AND qty > 5")),
+        )
+        .await
+        .unwrap()
+        .expect("a filter");
+    let m = |region: &str, qty: &str| msg("/topic/t", &[("region", region), ("qty", qty)], "x");
+    assert_eq!(filter.filter(&m("eu", "10")).await, FilterOutcome::Deliver);
+    assert_eq!(filter.filter(&m("eu", "3")).await, FilterOutcome::Skip);
+    assert_eq!(filter.filter(&m("us", "10")).await, FilterOutcome::Skip);
+    assert_eq!(
+        filter.filter(&msg("/topic/t", &[], "")).await,
+        FilterOutcome::Skip
+    );
+    let err = match host
+        .prepare_subscription(
+            &alice(),
+            subscription("/topic/t", Some("region = 'eu' AND")),
+        )
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("malformed selector accepted"),
+    };
+    assert!(err.contains("column 18"), "{err}");
+}
+
+#[tokio::test]
+async fn fan_out_default_and_reject_unmatched() {
+    let host = load(
+        r#"
+        [[plugins]]
+        name = "fan"
+        file = "header-router.wasm"
+        hooks = ["send"]
+        destinations = ["/queue/orders*"]
+        config = { reject_unmatched = true, rules = [
+            { destination = "/queue/orders", header = "region", value = "all", to = ["/queue/orders.eu", "/queue/orders.us"] },
+            { destination = "/queue/orders", header = "region", value = "eu", to = ["/queue/orders.eu"] },
+        ] }
+        "#,
+    )
+    .await;
+    let out = delivered(
+        host.on_send(&alice(), msg("/queue/orders", &[("region", "all")], "b"))
+            .await,
+    );
+    let dests: Vec<&[u8]> = out.iter().map(|m| &m.destination[..]).collect();
+    assert_eq!(dests, [&b"/queue/orders.eu"[..], b"/queue/orders.us"]);
+    assert!(out.iter().all(|m| &m.body[..] == b"b"));
+    match host
+        .on_send(&alice(), msg("/queue/orders", &[("region", "mars")], "b"))
+        .await
+    {
+        SendOutcome::Reject(reason) => assert!(reason.contains("no route"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn only_declared_fields_reach_the_plugin() {
+    let host = load(
+        r#"
+        [[plugins]]
+        name = "probe"
+        file = "probe.wasm"
+        hooks = ["send"]
+        config = { headers = ["a"], body = false, verdict = "report" }
+        "#,
+    )
+    .await;
+    let m = msg(
+        "/queue/p",
+        &[
+            ("a", "1"),
+            ("b", "2"),
+            ("a", "3"),
+            ("content-type", "text/plain"),
+        ],
+        "hello",
+    );
+    match host.on_send(&alice(), m).await {
+        SendOutcome::Reject(r) => assert_eq!(
+            r,
+            "saw dest=/queue/p headers=[a=1,a=3] body=none body_len=5"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn per_subscriber_redaction() {
+    let host = load(
+        r#"
+        [[plugins]]
+        name = "redact-deliver"
+        file = "redact.wasm"
+        hooks = ["message"]
+        config = { fields = ["card"], mode = "deliver", exempt_groups = ["auditors"] }
+        "#,
+    )
+    .await;
+    let mut auditor = alice();
+    auditor.groups.push("auditors".into());
+    let sub = || subscription("/queue/payments", None);
+    assert!(host
+        .prepare_subscription(&auditor, sub())
+        .await
+        .unwrap()
+        .is_none());
+    let filter = host
+        .prepare_subscription(&alice(), sub())
+        .await
+        .unwrap()
+        .expect("filter");
+    let m = msg(
+        "/queue/payments",
+        &[("content-type", "application/json")],
+        r#"{"card":"4111"}"#,
+    );
+    match filter.filter(&m).await {
+        FilterOutcome::Rewrite(out) => assert_eq!(&out.body[..], br#"{"card":"****"}"#),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_config_and_missing_file_name_the_plugin() {
+    let err = try_load(
+        r#"
+        [[plugins]]
+        name = "auth-broken"
+        file = "static-auth.wasm"
+        hooks = ["authenticate"]
+        config = { users = "nobody" }
+        "#,
+    )
+    .await
+    .err()
+    .expect("bad config refused")
+    .to_string();
+    assert!(
+        err.contains("auth-broken") && err.contains("config"),
+        "{err}"
+    );
+    let err = try_load("[[plugins]]\nname = \"ghost\"\nfile = \"nope.wasm\"\nhooks = [\"send\"]\n")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("ghost") && err.contains("nope.wasm"), "{err}");
+    // A hook the component does not export.
+    let err =
+        try_load("[[plugins]]\nname = \"sel\"\nfile = \"selector.wasm\"\nhooks = [\"send\"]\n")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("sel") && err.contains("send"), "{err}");
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_by_content_hash() {
+    let dir = plugins_dir();
+    let cache = workspace_root()
+        .join("target")
+        .join(format!("plugin-cache-test-{}", std::process::id()));
+    let specs =
+        specs("[[plugins]]\nname = \"sel\"\nfile = \"selector.wasm\"\nhooks = [\"message\"]\n");
+    let cold = std::time::Instant::now();
+    plugboard::plugin::PluginHost::load(&specs, &dir, &cache)
+        .await
+        .unwrap();
+    let cold = cold.elapsed();
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(files.len(), 1, "one artifact");
+    assert!(files[0].file_name().to_string_lossy().ends_with(".cwasm"));
+    let warm = std::time::Instant::now();
+    plugboard::plugin::PluginHost::load(&specs, &dir, &cache)
+        .await
+        .unwrap();
+    let warm = warm.elapsed();
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert!(
+        warm < cold,
+        "cached load ({warm:?}) should beat compiling ({cold:?})"
+    );
+}

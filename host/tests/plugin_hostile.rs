@@ -1,0 +1,240 @@
+//! Hostile plugins (traps, endless loops, unbounded allocation, garbage answers, oversized
+//! input): the host stays up, the failure policy applies, the failure is counted, the instance is
+//! replaced, and other calls are not held up beyond the deadline.
+
+mod plugin_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plugboard::plugin::{
+    AuthOutcome, AuthRequest, PluginHost, PluginStats, SendOutcome, SubscriptionInfo,
+};
+use plugin_support::*;
+
+fn spec(name: &str, file: &str, extra: &str) -> String {
+    format!("[[plugins]]\nname = \"{name}\"\nfile = \"{file}\"\nhooks = [\"authenticate\", \"send\", \"message\"]\n{extra}\n")
+}
+
+fn stats(host: &PluginHost, name: &str) -> PluginStats {
+    host.stats()
+        .into_iter()
+        .find(|s| s.name == name)
+        .expect("stats for the plugin")
+}
+
+fn auth_request() -> AuthRequest {
+    AuthRequest {
+        login: Some(Bytes::from_static(b"mallory")),
+        passcode: None,
+        host: None,
+        client_addr: "127.0.0.1:1".parse().unwrap(),
+        headers: vec![],
+    }
+}
+
+fn sub() -> SubscriptionInfo {
+    SubscriptionInfo {
+        id: Bytes::from_static(b"1"),
+        destination: Bytes::from_static(b"/topic/t"),
+        headers: vec![],
+    }
+}
+
+/// Every hook of `name` fails closed, and a later call still gets an answer (a new instance).
+async fn assert_fails_closed(host: &PluginHost, name: &str) {
+    for _ in 0..2 {
+        assert!(
+            matches!(host.on_send(&alice(), msg("/queue/a", &[], "x")).await, SendOutcome::Reject(r) if r.contains(name))
+        );
+    }
+    assert!(matches!(
+        host.authenticate(auth_request()).await,
+        AuthOutcome::Deny(_)
+    ));
+    assert!(host.prepare_subscription(&alice(), sub()).await.is_err());
+    let s = stats(host, name);
+    assert_eq!(s.calls, 4, "{s:?}");
+    assert!(
+        s.recycled >= 4 && s.instances_created >= 4,
+        "every failed instance is replaced: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn trapping_plugin_fails_closed_and_is_replaced() {
+    let host = load(&spec("trap", "hostile-trap.wasm", "")).await;
+    assert_fails_closed(&host, "trap").await;
+    assert_eq!(stats(&host, "trap").traps, 4);
+}
+
+#[tokio::test]
+async fn failure_open_lets_traffic_through() {
+    let host = load(&spec(
+        "trap-open",
+        "hostile-trap.wasm",
+        "failure = \"open\"",
+    ))
+    .await;
+    let m = msg("/queue/a", &[("k", "v")], "x");
+    assert_eq!(
+        host.on_send(&alice(), m.clone()).await,
+        SendOutcome::Deliver(vec![m])
+    );
+    assert!(host
+        .prepare_subscription(&alice(), sub())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        matches!(host.authenticate(auth_request()).await, AuthOutcome::Allow(p) if p.name == "mallory")
+    );
+}
+
+#[tokio::test]
+async fn endless_loop_hits_the_deadline() {
+    let host = load(&spec("loop", "hostile-loop.wasm", "deadline_ms = 30")).await;
+    let started = Instant::now();
+    assert_fails_closed(&host, "loop").await;
+    let s = stats(&host, "loop");
+    assert_eq!(s.timeouts, 4, "{s:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "4 calls of 30 ms took {:?}",
+        started.elapsed()
+    );
+}
+
+/// On a single-threaded runtime, a looping plugin still yields every epoch tick, so another task
+/// keeps running and a healthy plugin's calls complete meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn a_looping_plugin_does_not_stall_other_tasks() {
+    let host: Arc<PluginHost> = load(&format!(
+        "{}\n{}",
+        spec("loop", "hostile-loop.wasm", "deadline_ms = 200\ndestinations = [\"/queue/slow\"]"),
+        "[[plugins]]\nname = \"probe\"\nfile = \"probe.wasm\"\nhooks = [\"send\"]\ndestinations = [\"/queue/fast\"]\n"
+    ))
+    .await;
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move { host.on_send(&alice(), msg("/queue/slow", &[], "x")).await })
+    };
+    tokio::task::yield_now().await;
+    let mut worst = Duration::ZERO;
+    let until = Instant::now() + Duration::from_millis(150);
+    let mut calls = 0;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let out = host.on_send(&alice(), msg("/queue/fast", &[], "y")).await;
+        assert!(matches!(out, SendOutcome::Deliver(_)));
+        worst = worst.max(t.elapsed());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(matches!(slow.await.unwrap(), SendOutcome::Reject(_)));
+    assert!(
+        calls >= 10,
+        "only {calls} fast calls ran while the plugin looped"
+    );
+    assert!(
+        worst < Duration::from_millis(100),
+        "a fast call took {worst:?} next to a looping plugin (deadline 200 ms)"
+    );
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_cap() {
+    let host = load(&spec("alloc", "hostile-alloc.wasm", "memory_mb = 8")).await;
+    assert_fails_closed(&host, "alloc").await;
+    let s = stats(&host, "alloc");
+    assert_eq!(s.memory_limit, 4, "{s:?}");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_refused() {
+    // A generous deadline: this test is about what the host accepts, not about time.
+    let host = load(&spec(
+        "garbage",
+        "hostile-garbage.wasm",
+        "deadline_ms = 2000",
+    ))
+    .await;
+    for kind in ["destination", "fanout", "header", "body"] {
+        let out = host
+            .on_send(&alice(), msg("/queue/a", &[("garbage", kind)], "x"))
+            .await;
+        assert!(
+            matches!(&out, SendOutcome::Reject(r) if r.contains("garbage")),
+            "{kind}: {out:?}"
+        );
+    }
+    assert!(
+        matches!(
+            host.authenticate(auth_request()).await,
+            AuthOutcome::Deny(_)
+        ),
+        "empty principal name"
+    );
+    let mut huge = sub();
+    huge.headers
+        .push((Bytes::from_static(b"garbage"), Bytes::from_static(b"token")));
+    assert!(
+        host.prepare_subscription(&alice(), huge).await.is_err(),
+        "1 MiB token"
+    );
+    let s = stats(&host, "garbage");
+    assert_eq!(s.invalid_output, 6, "{s:?}");
+    assert_eq!(s.traps + s.timeouts + s.memory_limit, 0, "{s:?}");
+}
+
+#[tokio::test]
+async fn garbage_filter_rewrite_is_skipped() {
+    let host = load(&spec(
+        "garbage",
+        "hostile-garbage.wasm",
+        "deadline_ms = 2000",
+    ))
+    .await;
+    let filter = host
+        .prepare_subscription(&alice(), sub())
+        .await
+        .unwrap()
+        .expect("a plan");
+    assert_eq!(
+        filter.filter(&msg("/topic/t", &[], "")).await,
+        plugboard::plugin::FilterOutcome::Skip
+    );
+    assert_eq!(stats(&host, "garbage").invalid_output, 1);
+}
+
+#[tokio::test]
+async fn oversized_input_is_refused_before_the_call() {
+    let host = load("[[plugins]]\nname = \"probe\"\nfile = \"probe.wasm\"\nhooks = [\"send\"]\nmemory_mb = 4\nconfig = { body = true }\n").await;
+    let big = "x".repeat(2 << 20);
+    assert!(matches!(
+        host.on_send(&alice(), msg("/queue/a", &[], &big)).await,
+        SendOutcome::Reject(_)
+    ));
+    let s = stats(&host, "probe");
+    assert_eq!((s.oversize, s.calls), (1, 0), "{s:?}");
+    let small = msg("/queue/a", &[], "small");
+    assert_eq!(
+        host.on_send(&alice(), small.clone()).await,
+        SendOutcome::Deliver(vec![small])
+    );
+}
+
+#[tokio::test]
+async fn instances_are_recycled_after_n_calls() {
+    let host = load("[[plugins]]\nname = \"probe\"\nfile = \"probe.wasm\"\nhooks = [\"send\"]\nrecycle_after_calls = 2\n").await;
+    for _ in 0..6 {
+        assert!(matches!(
+            host.on_send(&alice(), msg("/queue/a", &[], "x")).await,
+            SendOutcome::Deliver(_)
+        ));
+    }
+    let s = stats(&host, "probe");
+    assert_eq!((s.calls, s.recycled), (6, 3), "{s:?}");
+    assert!(s.instances_created >= 3, "{s:?}");
+}

@@ -1,0 +1,108 @@
+//! Shared setup of the plugin-host tests: builds the real components once (`cargo xtask
+//! plugins`, never skipped), loads plugin sets, and makes messages.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+
+use bytes::Bytes;
+use plugboard::plugin::{PluginHost, PluginMessage, PluginSpec, Principal};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the workspace")
+        .to_path_buf()
+}
+
+/// Builds every plugin component (once per test binary) and returns `target/plugins`.
+pub fn plugins_dir() -> PathBuf {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("plugboard=debug")
+        .try_init();
+    static BUILD: Once = Once::new();
+    let root = workspace_root();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // xtask in its own target dir: the outer `cargo test` may still hold target/'s lock.
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args(["run", "--quiet", "-p", "xtask", "--target-dir"])
+            .arg(root.join("target").join("xtask"))
+            .args(["--", "plugins"])
+            .status()
+            .expect("running cargo xtask plugins");
+        assert!(
+            status.success(),
+            "`cargo xtask plugins` failed: the plugin tests need the components"
+        );
+    });
+    root.join("target").join("plugins")
+}
+
+pub fn cache_dir() -> PathBuf {
+    workspace_root().join("target").join("plugin-test-cache")
+}
+
+/// Parses `[[plugins]]` entries.
+pub fn specs(toml_text: &str) -> Vec<PluginSpec> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        plugins: Vec<PluginSpec>,
+    }
+    toml::from_str::<Doc>(toml_text)
+        .expect("valid plugin config")
+        .plugins
+}
+
+/// Loads `[[plugins]]` entries whose `file`s are relative to `target/plugins`.
+pub async fn load(toml_text: &str) -> Arc<PluginHost> {
+    try_load(toml_text)
+        .await
+        .unwrap_or_else(|e| panic!("loading plugins: {e}"))
+}
+
+pub async fn try_load(toml_text: &str) -> Result<Arc<PluginHost>, plugboard::plugin::PluginError> {
+    let dir = plugins_dir();
+    PluginHost::load(&specs(toml_text), &dir, &cache_dir()).await
+}
+
+/// The demo set from examples/plugins.toml, exactly as users get it.
+pub async fn demo() -> Arc<PluginHost> {
+    plugins_dir();
+    let examples = workspace_root().join("examples");
+    let text =
+        std::fs::read_to_string(examples.join("plugins.toml")).expect("examples/plugins.toml");
+    PluginHost::load(&specs(&text), &examples, &cache_dir())
+        .await
+        .unwrap_or_else(|e| panic!("demo: {e}"))
+}
+
+pub fn msg(destination: &str, headers: &[(&str, &str)], body: &str) -> PluginMessage {
+    PluginMessage {
+        destination: Bytes::copy_from_slice(destination.as_bytes()),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+pub fn header<'a>(m: &'a PluginMessage, name: &str) -> Option<&'a [u8]> {
+    m.headers
+        .iter()
+        .find(|(n, _)| &n[..] == name.as_bytes())
+        .map(|(_, v)| &v[..])
+}
+
+pub fn alice() -> Principal {
+    Principal::named("alice")
+}

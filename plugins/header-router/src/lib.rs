@@ -1,0 +1,192 @@
+//! `header-router`: routes SENDs by a header's value.
+//!
+//! Rules are tried in order; the first whose `destination` equals the message's destination and
+//! whose `header` has the value `value` (first occurrence) sends the message to every destination
+//! in `to` (one: a rewrite, several: a fan-out). When no rule matches, `default` (if set) is used,
+//! else the message is rejected when `reject_unmatched` is true, else it stays where it was sent.
+//! The plugin only asks the host for the headers its rules name, never for the body.
+
+use serde::Deserialize;
+use std::sync::OnceLock;
+
+wit_bindgen::generate!({ world: "router", path: "../../wit" });
+
+use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
+use exports::plugboard::plugin::send::{Guest as Send, SendVerdict};
+use plugboard::plugin::types::{Edit, HeaderNeed, Manifest, Message, Needs, Principal};
+
+/// The plugin's config table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Rules, tried in order.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Where unmatched messages go (none: they stay, or are rejected).
+    #[serde(default)]
+    pub default: Vec<String>,
+    /// Reject a message that no rule matches (and no default applies).
+    #[serde(default)]
+    pub reject_unmatched: bool,
+}
+
+/// "On `destination`, header `header` = `value` → `to`".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The destination this rule applies to.
+    pub destination: String,
+    /// The header to look at.
+    pub header: String,
+    /// The value it must have.
+    pub value: String,
+    /// Where matching messages go (one or more destinations).
+    pub to: Vec<String>,
+}
+
+/// What to do with a message, independent of the WIT types.
+#[derive(Debug, PartialEq)]
+pub enum Route<'a> {
+    /// Leave it alone.
+    Stay,
+    /// Send it to these destinations.
+    To(&'a [String]),
+    /// Refuse it.
+    Reject(String),
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// Parses and checks the config.
+pub fn parse_config(json: &str) -> Result<Config, String> {
+    let config: Config = serde_json::from_str(json).map_err(|e| format!("config: {e}"))?;
+    let all_targets = config
+        .rules
+        .iter()
+        .flat_map(|r| &r.to)
+        .chain(&config.default);
+    if let Some(bad) = all_targets.into_iter().find(|d| !d.starts_with('/')) {
+        return Err(format!("config: destination `{bad}` must start with `/`"));
+    }
+    if let Some(rule) = config.rules.iter().find(|r| r.to.is_empty()) {
+        return Err(format!(
+            "config: rule for `{}` has an empty `to`",
+            rule.destination
+        ));
+    }
+    Ok(config)
+}
+
+/// Decides where a message goes; `header` looks a header's first value up by name.
+pub fn route<'a, 'h>(
+    config: &'a Config,
+    destination: &str,
+    header: impl Fn(&str) -> Option<&'h str>,
+) -> Route<'a> {
+    for rule in &config.rules {
+        if rule.destination == destination && header(&rule.header) == Some(rule.value.as_str()) {
+            return Route::To(&rule.to);
+        }
+    }
+    if !config.default.is_empty() {
+        Route::To(&config.default)
+    } else if config.reject_unmatched {
+        Route::Reject(format!("no route for this message on {destination}"))
+    } else {
+        Route::Stay
+    }
+}
+
+fn to_edit(destination: &str) -> Edit {
+    Edit {
+        destination: Some(destination.to_string()),
+        remove_headers: Vec::new(),
+        set_headers: Vec::new(),
+        body: None,
+    }
+}
+
+struct Plugin;
+
+impl Lifecycle for Plugin {
+    fn init(config: String) -> Result<Manifest, String> {
+        let parsed = parse_config(&config)?;
+        let mut names: Vec<String> = parsed.rules.iter().map(|r| r.header.clone()).collect();
+        names.sort();
+        names.dedup();
+        let _ = CONFIG.set(parsed);
+        Ok(Manifest {
+            send: Needs {
+                headers: HeaderNeed::Named(names),
+                body: false,
+            },
+            deliver: Needs {
+                headers: HeaderNeed::None,
+                body: false,
+            },
+        })
+    }
+}
+
+impl Send for Plugin {
+    fn on_send(_sender: Principal, msg: Message) -> SendVerdict {
+        let Some(config) = CONFIG.get() else {
+            return SendVerdict::Reject("not initialised".into());
+        };
+        let headers = &msg.headers;
+        let lookup = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.name == name)
+                .map(|h| h.value.as_str())
+        };
+        let decision = route(config, &msg.destination, lookup);
+        match decision {
+            Route::Stay => SendVerdict::Keep,
+            Route::To([one]) if *one == msg.destination => SendVerdict::Keep,
+            Route::To([one]) => SendVerdict::Rewrite(to_edit(one)),
+            Route::To(many) => SendVerdict::FanOut(many.iter().map(|d| to_edit(d)).collect()),
+            Route::Reject(reason) => SendVerdict::Reject(reason),
+        }
+    }
+}
+
+export!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{"rules":[
+        {"destination":"/queue/orders","header":"region","value":"eu","to":["/queue/orders.eu"]},
+        {"destination":"/queue/orders","header":"region","value":"all","to":["/queue/a","/queue/b"]}]}"#;
+
+    fn lookup<'h>(pairs: &'h [(&'h str, &'h str)]) -> impl Fn(&str) -> Option<&'h str> {
+        move |n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn routes_first_match_fan_out_and_stays() {
+        let c = parse_config(CONFIG).unwrap();
+        let eu = [("region", "eu"), ("region", "us")];
+        assert_eq!(
+            route(&c, "/queue/orders", lookup(&eu)),
+            Route::To(&["/queue/orders.eu".to_string()])
+        );
+        let all = [("region", "all")];
+        assert!(matches!(route(&c, "/queue/orders", lookup(&all)), Route::To(t) if t.len() == 2));
+        assert_eq!(route(&c, "/queue/orders", lookup(&[])), Route::Stay);
+        assert_eq!(route(&c, "/queue/other", lookup(&eu)), Route::Stay);
+    }
+
+    #[test]
+    fn default_and_reject() {
+        let c = parse_config(r#"{"reject_unmatched":true}"#).unwrap();
+        assert!(matches!(route(&c, "/q", lookup(&[])), Route::Reject(_)));
+        let c = parse_config(r#"{"default":["/queue/dead"]}"#).unwrap();
+        assert!(matches!(route(&c, "/q", lookup(&[])), Route::To(_)));
+        assert!(parse_config(r#"{"default":["nope"]}"#)
+            .unwrap_err()
+            .contains("must start"));
+    }
+}

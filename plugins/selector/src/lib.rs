@@ -1,0 +1,120 @@
+//! `selector`: JMS/ActiveMQ message selectors for subscribers.
+//!
+//! A SUBSCRIBE with a `selector` header gets a filter: at SUBSCRIBE the selector is parsed (a
+//! malformed one refuses the SUBSCRIBE with "selector: column N: ...") and the plugin asks the
+//! host for only the headers the selector names; each delivery is then evaluated against them.
+//! The parser ([`parse`]) and evaluator ([`eval`]) are plain Rust, tested natively.
+
+pub mod eval;
+pub mod parse;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+wit_bindgen::generate!({ world: "message-filter", path: "../../wit" });
+
+use exports::plugboard::plugin::deliver::{
+    FilterPlan, FilterVerdict, Guest as Deliver, Subscription,
+};
+use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
+use plugboard::plugin::types::{HeaderNeed, Manifest, Message, Needs, Principal};
+
+/// Longest selector accepted.
+pub const MAX_SELECTOR: usize = 4096;
+
+/// Parses a selector for a subscriber, with the error text the client sees.
+pub fn compile(selector: &str) -> Result<parse::Expr, String> {
+    if selector.len() > MAX_SELECTOR {
+        return Err(format!("selector: longer than {MAX_SELECTOR} bytes"));
+    }
+    parse::parse(selector).map_err(|e| format!("selector: {e}"))
+}
+
+/// Whether a message with these headers (name, value; first occurrence wins) matches.
+pub fn matches(expr: &parse::Expr, headers: &[(&str, &str)]) -> bool {
+    let lookup = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    eval::eval(expr, &lookup) == Some(true)
+}
+
+thread_local! {
+    /// Parsed selectors of this instance, by token (instances are pooled: this is only a cache).
+    static CACHE: RefCell<Vec<(Vec<u8>, Rc<parse::Expr>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn cached(token: &[u8]) -> Result<Rc<parse::Expr>, String> {
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, expr)) = cache.iter().find(|(t, _)| t == token) {
+            return Ok(expr.clone());
+        }
+        let text = std::str::from_utf8(token).map_err(|_| "token is not UTF-8".to_string())?;
+        let expr = Rc::new(compile(text)?);
+        if cache.len() >= 64 {
+            cache.remove(0);
+        }
+        cache.push((token.to_vec(), expr.clone()));
+        Ok(expr)
+    })
+}
+
+struct Plugin;
+
+impl Lifecycle for Plugin {
+    fn init(config: String) -> Result<Manifest, String> {
+        if !matches!(config.trim(), "{}" | "") {
+            return Err("config: the selector plugin takes no settings".into());
+        }
+        let none = Needs {
+            headers: HeaderNeed::None,
+            body: false,
+        };
+        Ok(Manifest {
+            send: none.clone(),
+            deliver: none,
+        })
+    }
+}
+
+impl Deliver for Plugin {
+    fn prepare_subscription(
+        _subscriber: Principal,
+        sub: Subscription,
+    ) -> Result<Option<FilterPlan>, String> {
+        let Some(selector) = sub.headers.iter().find(|h| h.name == "selector") else {
+            return Ok(None);
+        };
+        let expr = compile(&selector.value)?;
+        let mut names = Vec::new();
+        parse::headers_used(&expr, &mut names);
+        let token = selector.value.clone().into_bytes();
+        Ok(Some(FilterPlan {
+            token,
+            needs: Needs {
+                headers: HeaderNeed::Named(names),
+                body: false,
+            },
+        }))
+    }
+
+    fn filter(token: Vec<u8>, msg: Message) -> FilterVerdict {
+        let expr = match cached(&token) {
+            Ok(expr) => expr,
+            Err(_) => return FilterVerdict::Skip,
+        };
+        let headers: Vec<(&str, &str)> = msg
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        if matches(&expr, &headers) {
+            FilterVerdict::Deliver
+        } else {
+            FilterVerdict::Skip
+        }
+    }
+}
+
+export!(Plugin);
