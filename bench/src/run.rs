@@ -1,0 +1,328 @@
+//! One benchmark run: connect and subscribe the consumers, start the producers, wait for every
+//! delivery (or a stall / the overall deadline), then collect the results.
+//!
+//! Producers pace themselves by receipts: every `RECEIPT_EVERY`-th message (and the last one)
+//! asks for a receipt, and a producer never has more than `window` messages unconfirmed. A
+//! receipt confirms every earlier frame of its connection, since a STOMP broker handles a
+//! connection's frames in order.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::codec::Frame;
+use crate::conn::{self, Conn, Endpoint};
+use crate::report::Report;
+use crate::stats;
+use crate::tracker::{ConsumerView, Tracker};
+
+/// At most this many messages between two receipt requests (fewer if the window is smaller).
+const RECEIPT_EVERY: u64 = 100;
+/// After the producers finish, give up when no new message arrived for this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the last expected delivery, keep listening this long to catch duplicates.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: &'static str,
+    pub endpoint: Endpoint,
+    pub destination: String,
+    pub producers: usize,
+    pub consumers: usize,
+    /// Topic: every consumer must see every message; queue: the consumers share them.
+    pub fan_out: bool,
+    pub messages: u64,
+    pub size: usize,
+    pub ack: String,
+    pub window: u64,
+    pub broker_pid: Option<u32>,
+    pub timeout: Duration,
+}
+
+/// Runs the plan; never fails as such: problems end up in the report's errors.
+pub async fn run(plan: Plan) -> Report {
+    let deadline = tokio::time::Instant::now() + plan.timeout;
+    let run_id = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let groups = if plan.fan_out { plan.consumers } else { 1 };
+    let tracker = Arc::new(Tracker::new(
+        run_id,
+        plan.producers,
+        plan.messages,
+        groups,
+        plan.size,
+    ));
+    let mut report = Report::new(&plan);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Live consumers per group: a group without any can never complete.
+    let live: Arc<Vec<AtomicUsize>> = Arc::new((0..groups).map(|_| AtomicUsize::new(0)).collect());
+
+    // Consumers first: all subscribed (receipt seen) before any producer connects.
+    let setup = async {
+        let mut consumers = Vec::new();
+        for c in 0..plan.consumers {
+            let mut conn = Conn::connect(&plan.endpoint).await?;
+            let early = conn::subscribe(&mut conn, &plan.destination, &plan.ack).await?;
+            let group = if plan.fan_out { c } else { 0 };
+            let view = tracker.view(group);
+            let (tracker, stop, live) = (tracker.clone(), stop_rx.clone(), live.clone());
+            live[group].fetch_add(1, Ordering::SeqCst);
+            let client_ack = plan.ack != "auto";
+            consumers.push(tokio::spawn(async move {
+                let result = consume(conn, view, client_ack, early, &tracker, stop).await;
+                if let Err(e) = result {
+                    tracker.error(format!("consumer {c}: {e:#}"));
+                }
+                live[group].fetch_sub(1, Ordering::SeqCst);
+            }));
+        }
+        let mut producers = Vec::new();
+        for _ in 0..plan.producers {
+            producers.push(Conn::connect(&plan.endpoint).await?);
+        }
+        anyhow::Ok((consumers, producers))
+    };
+    let (consumers, producer_conns) = match tokio::time::timeout_at(deadline, setup).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            report.errors.push(format!("setup: {e:#}"));
+            return report;
+        }
+        Err(_) => {
+            report.errors.push("setup: overall timeout".into());
+            report.timed_out = true;
+            return report;
+        }
+    };
+
+    let ticks = stats::clock_ticks();
+    let cpu_before = plan.broker_pid.and_then(|pid| stats::cpu_ticks(pid).ok());
+    let start = Instant::now();
+    let _ = tracker.start.set(start);
+    let finished = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<JoinHandle<()>> = producer_conns
+        .into_iter()
+        .enumerate()
+        .map(|(p, conn)| {
+            let (tracker, finished, plan) = (tracker.clone(), finished.clone(), plan.clone());
+            tokio::spawn(async move {
+                if let Err(e) = produce(conn, p, &plan, &tracker).await {
+                    tracker.error(format!("producer {p}: {e:#}"));
+                }
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+
+    // Wait for completion, a stall after the producers are done, or the deadline.
+    let expected = tracker.expected();
+    let mut last_unique = 0;
+    let mut last_progress = Instant::now();
+    let mut producers_done_at: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let unique = tracker.unique.load(Ordering::Relaxed);
+        if unique >= expected {
+            break;
+        }
+        if unique != last_unique {
+            last_unique = unique;
+            last_progress = Instant::now();
+        }
+        let settled = |g: usize| tracker.group_complete(g) || live[g].load(Ordering::SeqCst) == 0;
+        if (0..groups).all(settled) {
+            break; // some group lost all its consumers: their errors tell why
+        }
+        if producers_done_at.is_none() && finished.load(Ordering::SeqCst) == plan.producers {
+            producers_done_at = Some(Instant::now());
+        }
+        if let Some(done) = producers_done_at {
+            if last_progress.max(done).elapsed() >= STALL_TIMEOUT {
+                report.stalled = true;
+                break;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            report.timed_out = true;
+            break;
+        }
+    }
+    let wall = start.elapsed();
+    let cpu_after = plan.broker_pid.and_then(|pid| stats::cpu_ticks(pid).ok());
+    if let Some(pid) = plan.broker_pid {
+        match stats::memory_kib(pid) {
+            Ok((hwm, rss)) => report.broker_mem_kib = Some((hwm, rss)),
+            Err(e) => report.errors.push(format!("reading broker memory: {e:#}")),
+        }
+    }
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        report.broker_cpu_s = Some(after.saturating_sub(before) as f64 / ticks as f64);
+    } else if plan.broker_pid.is_some() {
+        report.errors.push("could not read broker CPU time".into());
+    }
+
+    tokio::time::sleep(SETTLE).await;
+    let _ = stop_tx.send(true);
+    for handle in producers.into_iter().chain(consumers) {
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(3), handle)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+
+    let last_new = Duration::from_nanos(tracker.last_new_nanos.load(Ordering::Relaxed));
+    report.elapsed = if last_new.is_zero() { wall } else { last_new };
+    report.fill_from(&tracker);
+    report
+}
+
+/// Sends this producer's share, then disconnects; on failure, looks for the broker's ERROR.
+async fn produce(mut conn: Conn, p: usize, plan: &Plan, tracker: &Tracker) -> anyhow::Result<()> {
+    match send_all(&mut conn, p, plan, tracker).await {
+        Ok(()) => {
+            conn.disconnect().await;
+            Ok(())
+        }
+        Err(e) if e.to_string().starts_with("expected RECEIPT") => Err(e),
+        Err(e) => match conn.find_error().await {
+            Some(error) => Err(e.context(format!("broker sent {error}"))),
+            None => Err(e),
+        },
+    }
+}
+
+/// The sending loop; see the module comment for the pacing.
+async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> anyhow::Result<()> {
+    let count = tracker.per_producer[p];
+    let window = plan.window.max(1);
+    let every = RECEIPT_EVERY.min(window);
+    let body: Vec<u8> = (0..plan.size).map(|i| b'a' + (i % 26) as u8).collect();
+    let (p_str, run) = (p.to_string(), tracker.run_id.clone());
+    let mut confirmed = 0u64;
+    for s in 0..count {
+        while s - confirmed >= window {
+            if conn.unflushed > 0 {
+                conn.flush().await?;
+            }
+            confirmed = confirmed.max(read_receipt(conn).await?);
+            tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
+        }
+        let s_str = s.to_string();
+        let receipt = format!("r{s}");
+        let mut headers = vec![
+            ("destination", plan.destination.as_str()),
+            ("p", p_str.as_str()),
+            ("s", s_str.as_str()),
+            ("run", run.as_str()),
+        ];
+        if (s + 1) % every == 0 || s + 1 == count {
+            headers.push(("receipt", receipt.as_str()));
+        }
+        conn.send("SEND", &headers, &body).await?;
+        tracker.sent[p].store(s + 1, Ordering::Relaxed);
+    }
+    conn.flush().await?;
+    while confirmed < count {
+        confirmed = confirmed.max(read_receipt(conn).await?);
+        tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Reads the next frame, which must be a RECEIPT `r<seq>`; returns how many messages it
+/// confirms (`seq + 1`).
+async fn read_receipt(conn: &mut Conn) -> anyhow::Result<u64> {
+    let frame = conn.read_frame().await?;
+    if frame.command != "RECEIPT" {
+        bail!("expected RECEIPT, got {}", frame.describe());
+    }
+    let id = frame.header("receipt-id").unwrap_or("");
+    match id.strip_prefix('r').and_then(|n| n.parse::<u64>().ok()) {
+        Some(seq) => Ok(seq + 1),
+        None => bail!("RECEIPT with unexpected receipt-id {id:?}"),
+    }
+}
+
+/// Receives until told to stop, ACKing each message in client modes. ACKs are batched: they
+/// are flushed whenever the already-read frames are all handled, before waiting for more.
+async fn consume(
+    mut conn: Conn,
+    mut view: ConsumerView,
+    client_ack: bool,
+    early: Vec<Frame>,
+    tracker: &Tracker,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let receive = async {
+        for frame in early {
+            handle(&mut conn, &mut view, client_ack, tracker, frame).await?;
+        }
+        loop {
+            while let Some(frame) = conn.buffered_frame()? {
+                handle(&mut conn, &mut view, client_ack, tracker, frame).await?;
+            }
+            if conn.unflushed > 0 {
+                conn.flush().await?;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return anyhow::Ok(()),
+                frame = conn.read_frame() => {
+                    handle(&mut conn, &mut view, client_ack, tracker, frame?).await?;
+                }
+            }
+        }
+    };
+    match receive.await {
+        Ok(()) => {
+            conn.disconnect().await;
+            Ok(())
+        }
+        Err(e) if e.to_string().starts_with("expected MESSAGE") => Err(e),
+        Err(e) => match conn.find_error().await {
+            Some(error) => Err(e.context(format!("broker sent {error}"))),
+            None => Err(e),
+        },
+    }
+}
+
+async fn handle(
+    conn: &mut Conn,
+    view: &mut ConsumerView,
+    client_ack: bool,
+    tracker: &Tracker,
+    frame: Frame,
+) -> anyhow::Result<()> {
+    if frame.command != "MESSAGE" {
+        bail!("expected MESSAGE, got {}", frame.describe());
+    }
+    tracker.record(
+        view,
+        frame.header("run"),
+        frame.header("p"),
+        frame.header("s"),
+        frame.body.len(),
+    );
+    if client_ack {
+        let Some(id) = frame.header("ack").or(frame.header("message-id")) else {
+            bail!("MESSAGE without ack or message-id header");
+        };
+        conn.send("ACK", &[("id", id)], b"").await?;
+    }
+    Ok(())
+}
