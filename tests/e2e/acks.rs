@@ -317,7 +317,7 @@ async fn repeated_nack() {
 async fn auto_ack_message_is_not_redelivered_after_unsubscribe() {
     let broker = Broker::start();
     let mut duplicates = Vec::new();
-    for round in 0..20 {
+    for round in 0..30 {
         let dest = q("auto-unsub");
         let mut c = broker.client(Version::V12).await;
         c.subscribe("s", &dest, "auto").await;

@@ -20,9 +20,9 @@ async fn unknown_command() {
     }
 }
 
-/// BROKER-BUG: frames the codec rejects (unknown command, bad escape, content-length without
-/// NUL) get an ERROR without `receipt-id`, although the frame's `receipt` header was read
-/// before the fault. Expected (decided): every client-caused ERROR carries `receipt-id` when
+/// BROKER-BUG: an unknown (or lowercase) command and an undefined escape get an ERROR without
+/// `receipt-id`, although the frame's `receipt` header is readable (the content-length case
+/// already has it). Expected (decided): every client-caused ERROR carries `receipt-id` when
 /// the bad frame had a `receipt`.
 #[tokio::test]
 async fn decode_errors_carry_receipt_id() {

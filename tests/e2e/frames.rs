@@ -795,3 +795,20 @@ async fn large_bodies_round_trip() {
         assert!(m.body == body, "large body corrupted");
     }
 }
+
+/// Subscription ids needing escapes round-trip in `subscription`, and ACKs work with them.
+#[tokio::test]
+async fn subscription_ids_with_special_characters() {
+    let broker = Broker::start();
+    for v in [Version::V11, Version::V12] {
+        let mut c = broker.client(v).await;
+        let dest = q("subid");
+        let id = "sub:1\\x y";
+        c.subscribe(id, &dest, "client-individual").await;
+        c.send_r(&dest, "x").await;
+        let m = c.msg().await;
+        assert_eq!(m.must("subscription"), id, "{v}: {m:?}");
+        c.ack(&m).await;
+        c.unsubscribe(id).await;
+    }
+}

@@ -355,3 +355,38 @@ async fn abort_of_transactional_nack() {
     d.subscribe("s", &dest, "auto").await;
     d.expect_silence(QUIET).await;
 }
+
+/// An ACK held in a transaction whose subscription is gone by COMMIT: RECEIPT or ERROR are
+/// both fine, but the broker stays healthy and the message (requeued by the UNSUBSCRIBE) is
+/// not lost.
+#[tokio::test]
+async fn transactional_ack_after_unsubscribe_is_safe() {
+    let broker = Broker::start();
+    let mut by = Bystander::new(&broker).await;
+    for command in ["ACK", "NACK"] {
+        let dest = q("txack-unsub");
+        let mut c = broker.client(Version::V12).await;
+        c.subscribe("s", &dest, "client-individual").await;
+        c.send_r(&dest, "a").await;
+        let m = c.msg().await;
+        c.roundtrip(begin("t")).await;
+        c.roundtrip(c.ack_frame(command, &m).h("transaction", "t"))
+            .await;
+        c.unsubscribe("s").await;
+        c.write(&commit("t").h("receipt", "commit")).await;
+        let f = c.recv().await;
+        if f.is("ERROR") {
+            assert_error_frame(&f);
+            c.expect_closed().await;
+        } else {
+            assert!(f.is("RECEIPT"), "{command}: {f:?}");
+        }
+        let mut d = broker.client(Version::V12).await;
+        d.subscribe("s", &dest, "client-individual").await;
+        let again = d.msg().await;
+        assert_eq!(again.body_str(), "a", "{command}");
+        d.ack(&again).await;
+        d.expect_silence(QUIET).await;
+    }
+    by.check().await;
+}

@@ -203,7 +203,7 @@ impl Decoder {
                     Field::Raw(range) => Bytes::copy_from_slice(&buf[range.clone()]),
                     Field::Decoded(bytes) => bytes.clone(),
                 }),
-                _ => None,
+                _ => raw_receipt(buf),
             };
             let err = DecodeError { kind, receipt };
             self.failed = Some(err.clone());
@@ -501,9 +501,48 @@ pub(crate) fn printable(bytes: &[u8], max_chars: usize) -> String {
     out
 }
 
+/// Most bytes searched for a `receipt` header when the frame failed before its header block
+/// was parsed.
+const RECEIPT_SCAN: usize = 64 * 1024;
+
+/// Best effort for an error found before the header block was parsed (unknown command, bad
+/// escape, overlong line...): the raw value of the first complete `receipt:` line of the
+/// frame at the front of `buf`, so the ERROR can still carry `receipt-id`.
+fn raw_receipt(buf: &[u8]) -> Option<Bytes> {
+    let start = buf.iter().position(|&b| b != b'\n' && b != b'\r')?;
+    let window = &buf[start..buf.len().min(start + RECEIPT_SCAN)];
+    let mut lines = window.split(|&b| b == b'\n');
+    lines.next(); // the command line
+    let complete = window.iter().filter(|&&b| b == b'\n').count();
+    for line in lines.take(complete.saturating_sub(1)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.contains(&0) {
+            break;
+        }
+        if let Some(value) = line.strip_prefix(b"receipt:") {
+            return Some(Bytes::copy_from_slice(value));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_before_the_header_block_still_find_the_receipt() {
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"\nFOO\nreceipt:r-1\n\n\0"[..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.receipt.as_deref(), Some(&b"r-1"[..]));
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.set_version(Version::V1_2);
+        let mut buf = BytesMut::from(&b"SEND\nreceipt:r-2\r\nx:a\\tb\n\n\0"[..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.receipt.as_deref(), Some(&b"r-2"[..]));
+        assert_eq!(raw_receipt(b"FOO\nreceipt:x"), None, "incomplete line");
+    }
 
     #[test]
     fn helpers() {

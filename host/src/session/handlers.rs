@@ -390,23 +390,29 @@ impl Session {
     }
 
     fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let table_key = match (frame.get(b"id"), frame.get(b"destination")) {
-            (Some(id), _) => id.clone(),
-            (None, Some(destination)) if self.version == Version::V1_0 => {
-                subscription_table_key(None, destination)
-            }
+        let key = match (frame.get(b"id"), frame.get(b"destination")) {
+            (Some(id), _) => self.by_wire_id.get(id).copied().ok_or_else(|| {
+                client_error(format!("no subscription '{}' on this connection", text(id)))
+            })?,
+            // STOMP 1.0 may name the subscription by its destination instead.
+            (None, Some(destination)) if self.version == Version::V1_0 => self
+                .subscriptions
+                .iter()
+                .filter(|(_, s)| s.handle.destination == destination)
+                .map(|(key, _)| *key)
+                .min()
+                .ok_or_else(|| {
+                    client_error(format!(
+                        "no subscription to '{}' on this connection",
+                        text(destination)
+                    ))
+                })?,
             _ => {
                 return Err(client_error(
                     "UNSUBSCRIBE frame is missing the required 'id' header",
                 ))
             }
         };
-        let key = self.by_wire_id.get(&table_key).copied().ok_or_else(|| {
-            client_error(format!(
-                "no subscription '{}' on this connection",
-                text(&table_key)
-            ))
-        })?;
         self.remove_subscription(key);
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The connection's writer task: drains the outbox in batches, runs message filters, encodes
 //! frames, and writes them with as few syscalls as possible (small frames coalesced into one
 //! buffer, large bodies passed as their own `Bytes` in a vectored write, never copied). Sends
-//! heart-beats when idle, settles auto-ack queue deliveries once they are on the socket, and
+//! heart-beats when idle, settles auto-ack queue deliveries as they go to the socket, and
 //! closes the socket (FIN after the last frame) on `Outgoing::Close`.
 
 use std::io::IoSlice;
@@ -102,6 +102,14 @@ pub async fn run(
                 Outgoing::Close => close = true,
             }
         }
+        // Auto-ack deliveries count as consumed once handed to the socket: settling them
+        // before the write means a client that reacts to a MESSAGE (UNSUBSCRIBE, disconnect)
+        // can never see it redelivered. Their window still bounds what is in flight.
+        for (subscription, seq) in settle.drain(..) {
+            if let Source::Queue(queue) = &subscription.source {
+                queue.written(subscription.consumer_id, seq);
+            }
+        }
         if !out.is_empty() {
             out.seal();
             let write = write_chunks(&mut socket, &mut out.chunks);
@@ -114,11 +122,6 @@ pub async fn run(
                         "write timed out: the peer stopped reading",
                     ))
                 }
-            }
-        }
-        for (subscription, seq) in settle.drain(..) {
-            if let Source::Queue(queue) = &subscription.source {
-                queue.written(subscription.consumer_id, seq);
             }
         }
         if close {

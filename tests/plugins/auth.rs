@@ -1,0 +1,135 @@
+//! CONNECT (static-auth in the demo config) and the permissions the host enforces from the
+//! principal it returns.
+
+use crate::harness::{unique, Frame, QUIET};
+use crate::support::*;
+
+#[tokio::test]
+async fn demo_users_connect_with_their_passwords() {
+    let broker = PluginBroker::start(&demo_config());
+    for (user, pass) in [("alice", "alice-secret"), ("bob", "bob-secret")] {
+        let (c, reply) = try_login(broker.addr, Some(user), Some(pass)).await;
+        assert!(reply.is("CONNECTED"), "{user}: {reply:?}");
+        assert_eq!(reply.get("version"), Some("1.2"), "{reply:?}");
+        c.disconnect().await;
+    }
+}
+
+#[tokio::test]
+async fn connect_without_login_is_refused() {
+    let broker = PluginBroker::start(&demo_config());
+    let (mut c, reply) = try_login(broker.addr, None, None).await;
+    let message = error_message(&reply).to_string();
+    assert!(
+        message.contains("access refused"),
+        "ERROR should say access refused: {reply:?}"
+    );
+    c.expect_closed().await;
+    // A login without a passcode is no better.
+    let (mut c, reply) = try_login(broker.addr, Some("alice"), None).await;
+    assert!(error_message(&reply).contains("access refused"), "{reply:?}");
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn wrong_password_or_unknown_user_is_refused() {
+    let broker = PluginBroker::start(&demo_config());
+    for (user, pass) in [
+        ("alice", "bob-secret"),
+        ("alice", "alice-secret "),
+        ("bob", "alice-secret"),
+        ("mallory", "alice-secret"),
+    ] {
+        let (mut c, reply) = try_login(broker.addr, Some(user), Some(pass)).await;
+        let message = error_message(&reply);
+        assert!(
+            message.contains("access refused"),
+            "{user}/{pass}: ERROR should say access refused: {reply:?}"
+        );
+        assert!(
+            !message.contains(pass.trim()),
+            "the ERROR must not echo the passcode: {reply:?}"
+        );
+        c.expect_closed().await;
+    }
+    // The refusals did not hurt anyone else.
+    let c = alice(broker.addr).await;
+    c.disconnect().await;
+}
+
+#[tokio::test]
+async fn bob_may_not_send() {
+    let broker = PluginBroker::start(&demo_config());
+    for dest in ["/queue/x", "/topic/public.news"] {
+        let mut bob = bob(broker.addr).await;
+        bob.write(&Frame::new("SEND").h("destination", dest).h("receipt", "s1").body("hi"))
+            .await;
+        let err = bob.expect_error_close().await;
+        assert!(
+            err.must("message").contains("may not send"),
+            "bob SEND {dest}: {err:?}"
+        );
+        assert_eq!(err.get("receipt-id"), Some("s1"), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn bob_may_not_subscribe_outside_public_topics() {
+    let broker = PluginBroker::start(&demo_config());
+    for dest in ["/queue/x", "/topic/private", "/topic/public"] {
+        let mut bob = bob(broker.addr).await;
+        bob.write(
+            &Frame::new("SUBSCRIBE")
+                .h("id", "0")
+                .h("destination", dest)
+                .h("receipt", "sub"),
+        )
+        .await;
+        let err = bob.expect_error_close().await;
+        assert!(
+            err.must("message").contains("may not subscribe"),
+            "bob SUBSCRIBE {dest}: {err:?}"
+        );
+        assert_eq!(err.get("receipt-id"), Some("sub"), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn bob_receives_what_alice_publishes_on_public_topics() {
+    let broker = PluginBroker::start(&demo_config());
+    let mut bob = bob(broker.addr).await;
+    bob.subscribe("news", "/topic/public.news", "auto").await;
+    let mut alice = alice(broker.addr).await;
+    alice.send_r("/topic/public.news", "extra! extra!").await;
+    let m = bob.msg().await;
+    assert_eq!(m.must("destination"), "/topic/public.news");
+    assert_eq!(m.must("subscription"), "news");
+    assert_eq!(m.body_str(), "extra! extra!");
+    // Bob still may only read: his connection keeps working after that.
+    alice.send_r("/topic/public.news", "second").await;
+    assert_eq!(bob.msg().await.body_str(), "second");
+    bob.disconnect().await;
+}
+
+#[tokio::test]
+async fn alice_may_do_everything() {
+    let broker = PluginBroker::start(&demo_config());
+    let mut alice = alice(broker.addr).await;
+    let queue = format!("/queue/{}", unique("alice"));
+    let topic = format!("/topic/{}", unique("alice"));
+    alice.subscribe("q", &queue, "client-individual").await;
+    alice.subscribe("t", &topic, "auto").await;
+    alice.subscribe("p", "/topic/public.news", "auto").await;
+    alice.send_r(&queue, "to the queue").await;
+    let m = alice.msg().await;
+    assert_eq!((m.must("subscription"), m.body_str()), ("q", "to the queue"));
+    alice.ack(&m).await;
+    alice.send_r(&topic, "to the topic").await;
+    let m = alice.msg().await;
+    assert_eq!((m.must("subscription"), m.body_str()), ("t", "to the topic"));
+    alice.send_r("/topic/public.news", "news").await;
+    let m = alice.msg().await;
+    assert_eq!((m.must("subscription"), m.body_str()), ("p", "news"));
+    alice.expect_silence(QUIET).await;
+    alice.disconnect().await;
+}

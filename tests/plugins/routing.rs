@@ -1,0 +1,187 @@
+//! SEND routing by header-router: the demo's region routes, and fan-out from a temp config.
+
+use crate::harness::{Client, QUIET};
+use crate::support::*;
+
+/// Alice subscribed (with a receipt) to each of the order queues.
+async fn order_subscribers(addr: std::net::SocketAddr) -> [Client; 3] {
+    let mut subs = [alice(addr).await, alice(addr).await, alice(addr).await];
+    for (c, dest) in subs
+        .iter_mut()
+        .zip(["/queue/orders", "/queue/orders.eu", "/queue/orders.us"])
+    {
+        c.subscribe("orders", dest, "auto").await;
+    }
+    subs
+}
+
+#[tokio::test]
+async fn region_header_routes_orders() {
+    let broker = PluginBroker::start(&demo_config());
+    let [mut plain, mut eu, mut us] = order_subscribers(broker.addr).await;
+    let mut sender = alice(broker.addr).await;
+
+    let cases: [(Option<&str>, &str); 5] = [
+        (Some("eu"), "/queue/orders.eu"),
+        (Some("us"), "/queue/orders.us"),
+        (Some("xx"), "/queue/orders"),
+        (None, "/queue/orders"),
+        (Some("EU"), "/queue/orders"),
+    ];
+    for (i, (region, expected)) in cases.iter().enumerate() {
+        let body = format!("order {i}");
+        let mut headers = vec![("order", "yes")];
+        if let Some(region) = region {
+            headers.push(("region", region));
+        }
+        sender
+            .roundtrip(send_frame("/queue/orders", &headers, &body))
+            .await;
+        let receiver = match *expected {
+            "/queue/orders.eu" => &mut eu,
+            "/queue/orders.us" => &mut us,
+            _ => &mut plain,
+        };
+        let m = receiver.msg().await;
+        assert_eq!(
+            m.must("destination"),
+            *expected,
+            "region {region:?}: MESSAGE destination must be the routed one: {m:?}"
+        );
+        assert_eq!(m.body_str(), body, "region {region:?}: {m:?}");
+        if let Some(region) = region {
+            assert_eq!(m.get("region"), Some(*region), "headers kept: {m:?}");
+        }
+        assert_eq!(m.get("order"), Some("yes"), "headers kept: {m:?}");
+        assert_eq!(
+            m.get("content-length"),
+            Some(body.len().to_string().as_str()),
+            "{m:?}"
+        );
+    }
+    // Each message went to exactly one place.
+    for c in [&mut plain, &mut eu, &mut us] {
+        c.expect_silence(QUIET).await;
+    }
+}
+
+#[tokio::test]
+async fn routing_applies_only_to_the_configured_destination() {
+    let broker = PluginBroker::start(&demo_config());
+    let mut c = alice(broker.addr).await;
+    // Same header, another destination: not routed.
+    c.subscribe("o", "/queue/orders-other", "auto").await;
+    c.subscribe("eu", "/queue/orders.eu", "auto").await;
+    c.roundtrip(send_frame("/queue/orders-other", &[("region", "eu")], "x"))
+        .await;
+    let m = c.msg().await;
+    assert_eq!(m.must("destination"), "/queue/orders-other", "{m:?}");
+    assert_eq!(m.must("subscription"), "o", "{m:?}");
+    c.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_rule_with_several_targets_fans_out() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "fanout-router"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/in"]
+
+[[plugins.config.rules]]
+destination = "/queue/in"
+header = "kind"
+value = "both"
+to = ["/queue/out.a", "/topic/out.b"]
+"#,
+        plugin("header-router")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let mut a = anonymous(broker.addr).await;
+    a.subscribe("a", "/queue/out.a", "auto").await;
+    let mut b = anonymous(broker.addr).await;
+    b.subscribe("b", "/topic/out.b", "auto").await;
+    let mut rest = anonymous(broker.addr).await;
+    rest.subscribe("in", "/queue/in", "auto").await;
+
+    let mut sender = anonymous(broker.addr).await;
+    sender
+        .roundtrip(send_frame(
+            "/queue/in",
+            &[("kind", "both"), ("content-type", "text/plain")],
+            "copy me",
+        ))
+        .await;
+    let ma = a.msg().await;
+    let mb = b.msg().await;
+    for (m, dest) in [(&ma, "/queue/out.a"), (&mb, "/topic/out.b")] {
+        assert_eq!(m.must("destination"), dest, "{m:?}");
+        assert_eq!(m.body_str(), "copy me", "{m:?}");
+        assert_eq!(m.get("kind"), Some("both"), "{m:?}");
+        assert_eq!(m.get("content-type"), Some("text/plain"), "{m:?}");
+    }
+    assert_ne!(
+        ma.must("message-id"),
+        mb.must("message-id"),
+        "each copy is its own message"
+    );
+    // Nothing stayed on the original destination, and each target got one copy.
+    rest.expect_silence(QUIET).await;
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+
+    // An unmatched message stays where it was sent.
+    sender
+        .roundtrip(send_frame("/queue/in", &[("kind", "one")], "stay"))
+        .await;
+    let m = rest.msg().await;
+    assert_eq!(
+        (m.must("destination"), m.body_str()),
+        ("/queue/in", "stay")
+    );
+    a.expect_silence(QUIET).await;
+}
+
+#[tokio::test]
+async fn reject_unmatched_gives_the_sender_an_error_with_its_receipt() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "strict-router"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/strict"]
+
+[plugins.config]
+reject_unmatched = true
+
+[[plugins.config.rules]]
+destination = "/queue/strict"
+header = "region"
+value = "eu"
+to = ["/queue/strict.eu"]
+"#,
+        plugin("header-router")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let mut c = anonymous(broker.addr).await;
+    c.subscribe("eu", "/queue/strict.eu", "auto").await;
+    c.roundtrip(send_frame("/queue/strict", &[("region", "eu")], "ok"))
+        .await;
+    assert_eq!(c.msg().await.must("destination"), "/queue/strict.eu");
+
+    let mut bad = anonymous(broker.addr).await;
+    bad.write(
+        &send_frame("/queue/strict", &[("region", "mars")], "nope").h("receipt", "r-mars"),
+    )
+    .await;
+    let err = bad.expect_error_close().await;
+    assert!(
+        err.must("message").contains("no route"),
+        "the plugin's reason reaches the client: {err:?}"
+    );
+    assert_eq!(err.get("receipt-id"), Some("r-mars"), "{err:?}");
+    c.expect_silence(QUIET).await;
+}
