@@ -265,7 +265,11 @@ fn errors_carry_the_receipt_after_the_header_block() {
     assert_eq!(e.receipt.as_deref(), Some(&b"1"[..]));
     let e = decode_all(b"SEND\nreceipt:1\nk:\\t\n\n\0", V1_2).unwrap_err();
     // Found by the raw fallback scan (not unescaped), so the ERROR still carries it.
-    assert_eq!(e.receipt.as_deref(), Some(&b"1"[..]), "error inside the header block");
+    assert_eq!(
+        e.receipt.as_deref(),
+        Some(&b"1"[..]),
+        "error inside the header block"
+    );
     let e = decode_all(b"SEND\nreceipt:r1\ncontent-length:1\n\nab\0", V1_2).unwrap_err();
     assert_eq!(e.receipt.as_deref(), Some(&b"r1"[..]));
     assert_eq!(

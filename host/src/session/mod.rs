@@ -140,7 +140,7 @@ async fn run(
     };
     let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
     let connected = match first {
-        Ok(frame) => accept_connect(&frame, broker, peer, &session_id).await,
+        Ok(frame) => accept_connect(&frame, broker, peer).await,
         Err(err) => Err(err),
     };
     let (negotiated, principal) = match connected {
@@ -159,7 +159,6 @@ async fn run(
         }
     };
     decoder.set_version(negotiated.version);
-    tracing::Span::current().record("n", number);
     info!(session = %session_id, principal = %principal.name, version = negotiated.version.as_str(), "connected");
 
     // Connected.
@@ -214,7 +213,6 @@ async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
     peer: SocketAddr,
-    _session_id: &str,
 ) -> Result<(connect::Negotiated, Principal), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(format!(
