@@ -18,6 +18,8 @@ use crate::plugin::PluginSpec;
 pub struct Config {
     /// Address the STOMP listener binds. `--listen` overrides it.
     pub listen: SocketAddr,
+    /// Address of the status endpoint (HTTP `GET /status`, JSON), off when absent.
+    pub admin_listen: Option<SocketAddr>,
     /// Name reported in CONNECTED's `server` header (`name/version`).
     pub server_name: String,
     /// Frame-size and connection limits.
@@ -44,6 +46,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
+            admin_listen: None,
             server_name: "plugboard".to_string(),
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),

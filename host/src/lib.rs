@@ -11,11 +11,17 @@
 //!    ─► session::writer (message filter hook ─► MESSAGE encoding ─► coalesced socket writes)
 //! ```
 //!
-//! [`run`] is what both `main` and the in-process tests call.
+//! The plugin set is a [`policy::Policy`], swapped atomically by [`reload`] when the config or a
+//! component file changes; [`admin`] serves its status.
+//!
+//! [`run`] is what `main` calls once the listener is bound.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod plugin;
+pub mod policy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
@@ -31,10 +37,8 @@ pub use session::Broker;
 /// Serves STOMP on `listener` until `shutdown` turns true, then drains within the grace period.
 pub async fn run(
     listener: TcpListener,
-    config: Arc<Config>,
-    plugins: Arc<plugin::PluginHost>,
+    broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let broker = Arc::new(Broker::new(config, plugins));
     server::serve(listener, broker, shutdown).await
 }

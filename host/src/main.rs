@@ -1,34 +1,51 @@
 //! The `plugboard` command: parses the command line, sets up logging, loads the configuration
-//! and plugins, binds the listener (printing its address as the first line on stdout), and
-//! runs the broker until SIGINT or SIGTERM.
+//! and plugins, binds the listener (printing its address as the first line on stdout), starts
+//! the reload watcher and the status endpoint, and runs the broker until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
 use plugboard::plugin::PluginHost;
-use plugboard::Config;
+use plugboard::policy::{PluginFile, Policy};
+use plugboard::{Broker, Config};
 
 /// A STOMP 1.0/1.1/1.2 broker with WebAssembly policy plugins.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// TOML configuration file (every key is documented in examples/plugboard.toml). Without
-    /// it, the embedded default runs: 127.0.0.1:61613, anonymous login, no plugins.
-    #[arg(long, value_name = "FILE")]
+    /// it, the embedded default runs: 127.0.0.1:61613, anonymous login, no plugins. Changes to
+    /// its plugins (and to their component files) apply live; SIGHUP also reloads.
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on, overriding the configuration (`127.0.0.1:0` picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the status endpoint, overriding `admin_listen`.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
     /// Validate the configuration and load its plugins, then exit without serving.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the status of a running broker (plugins, versions, counters, last reload error).
+    Status {
+        /// The broker's status endpoint; defaults to `admin_listen` of `--config`.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,11 +69,28 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    if let Some(Command::Status { admin }) = cli.command {
+        let address = admin.or(config.admin_listen).context(
+            "no status endpoint: pass --admin ADDR, or --config FILE with admin_listen set",
+        )?;
+        let status = plugboard::admin::fetch(address).await?;
+        // A closed pipe (`| head`) is not an error worth a panic.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&status)?
+        );
+        return Ok(());
+    }
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    if let Some(admin) = cli.admin_listen {
+        config.admin_listen = Some(admin);
+    }
     let config = Arc::new(config);
-    let plugins = if config.plugins.is_empty() {
+    let host = if config.plugins.is_empty() {
         PluginHost::empty()
     } else {
         PluginHost::load(
@@ -74,21 +108,42 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let files = PluginFile::hash_all(&config.plugins, &config.base_dir);
+    let policy = Policy::new(host, config.plugins.clone(), files);
+    let broker = Arc::new(Broker::new(config.clone(), policy));
+
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     // The first stdout line: tests and scripts read the bound address from it.
     println!("listening on {address}");
-    info!(%address, plugins = config.plugins.len(), "plugboard started");
-
     let (stop, shutdown) = watch::channel(false);
+    if let Some(admin) = config.admin_listen {
+        let admin_listener = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("binding the status endpoint {admin}"))?;
+        println!("status on http://{}/status", admin_listener.local_addr()?);
+        tokio::spawn(plugboard::admin::serve(
+            admin_listener,
+            broker.clone(),
+            shutdown.clone(),
+        ));
+    }
+    info!(%address, plugins = config.plugins.len(), "plugboard started");
+    if let Some(path) = &cli.config {
+        tokio::spawn(plugboard::reload::watch_and_reload(
+            broker.clone(),
+            path.clone(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: shutting down");
         let _ = stop.send(true);
     });
-    plugboard::run(listener, config, plugins, shutdown).await?;
+    plugboard::run(listener, broker, shutdown).await?;
     info!("stopped");
     Ok(())
 }

@@ -46,7 +46,7 @@ pub const DEFAULT_MEMORY_MB: u64 = 16;
 pub const DEFAULT_MAX_INSTANCES: usize = 16;
 
 /// One `[[plugins]]` entry of the broker's config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
     /// Name used in logs, errors and stats; unique.

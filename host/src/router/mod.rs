@@ -33,7 +33,7 @@ use crate::config::FlowConfig;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, NotPending, Queue};
-pub use subscription::{AckMode, Source, Subscription};
+pub use subscription::{AckMode, FilterInputs, FilterSlot, Source, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";

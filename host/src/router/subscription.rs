@@ -1,11 +1,11 @@
 //! A subscription as the router and the connection's writer see it: who it belongs to, how it
 //! acknowledges, and where its deliveries go.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::plugin::SubscriptionFilter;
+use crate::plugin::{Principal, SubscriptionFilter, SubscriptionInfo};
 
 use super::outbox::Outbox;
 use super::queue::Queue;
@@ -63,8 +63,11 @@ pub struct Subscription {
     pub window: u32,
     /// The connection's outbound queue.
     pub outbox: Arc<Outbox>,
-    /// The message filter plugins chose for this subscription, if any.
-    pub filter: Option<Arc<SubscriptionFilter>>,
+    /// The message filter plugins chose for this subscription, and the plugin generation it
+    /// was prepared with (after a reload it is prepared again before the next delivery).
+    pub filter: Mutex<FilterSlot>,
+    /// What the filter is prepared from.
+    pub filter_inputs: FilterInputs,
     /// The queue or topic it consumes from.
     pub source: Source,
 }
@@ -78,7 +81,21 @@ impl std::fmt::Debug for Subscription {
             .field("destination", &self.destination)
             .field("ack_mode", &self.ack_mode)
             .field("window", &self.window)
-            .field("filtered", &self.filter.is_some())
+            .field("filter", &self.filter.lock().map(|s| s.generation).ok())
             .finish()
     }
+}
+
+/// A subscription's prepared filter chain (none when no message plugin applies).
+#[derive(Default)]
+pub struct FilterSlot {
+    /// The plugin generation it was prepared with.
+    pub generation: u64,
+    pub filter: Option<Arc<SubscriptionFilter>>,
+}
+
+/// The SUBSCRIBE as the message plugins see it, kept to prepare the filter again after a reload.
+pub struct FilterInputs {
+    pub principal: Principal,
+    pub info: SubscriptionInfo,
 }

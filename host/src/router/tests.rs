@@ -27,7 +27,15 @@ fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Source) -> Arc<
         ack_mode,
         window,
         outbox: Arc::new(Outbox::new(64)),
-        filter: None,
+        filter: Default::default(),
+        filter_inputs: FilterInputs {
+            principal: crate::plugin::Principal::anonymous(),
+            info: crate::plugin::SubscriptionInfo {
+                id: Bytes::new(),
+                destination: Bytes::from_static(b"/queue/q"),
+                headers: vec![],
+            },
+        },
         source,
     })
 }

@@ -2,15 +2,15 @@
 //! BEGIN, COMMIT, ABORT, DISCONNECT. Each returns a client error (turned into an ERROR frame
 //! by the caller) or lets the loop carry on; RECEIPTs are queued after the frame is done.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome, SubscriptionInfo};
 use crate::router::{
-    classify, AckMode, Destination, Kind, Message, Outgoing, Queue, RouteError, Source,
-    Subscription, TopicConsumer, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX,
+    classify, AckMode, Destination, FilterInputs, FilterSlot, Kind, Message, Outgoing, Queue,
+    RouteError, Source, Subscription, TopicConsumer, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX,
 };
 
 use super::error::{client_error, SessionError};
@@ -159,7 +159,8 @@ impl Session {
         headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
         self.rewrite_reply_to(&mut headers);
 
-        let plugins = self.broker.plugins.clone();
+        // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
+        let plugins = self.broker.policy.host();
         let routed = if plugins.intercepts_send(&destination) {
             let message = PluginMessage {
                 destination,
@@ -321,17 +322,15 @@ impl Session {
             (None, AckMode::Auto) => flow.auto_ack_window,
             (None, _) => flow.default_prefetch,
         };
-        let filter = self
-            .broker
-            .plugins
-            .prepare_subscription(
-                &self.principal,
-                SubscriptionInfo {
-                    id: wire_id.clone().unwrap_or_default(),
-                    destination: destination.clone(),
-                    headers: frame.headers.clone(),
-                },
-            )
+        let info = SubscriptionInfo {
+            id: wire_id.clone().unwrap_or_default(),
+            destination: destination.clone(),
+            headers: frame.headers.clone(),
+        };
+        let plugins = self.broker.policy.current();
+        let filter = plugins
+            .host
+            .prepare_subscription(&self.principal, info.clone())
             .await
             .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
 
@@ -375,7 +374,14 @@ impl Session {
             ack_mode,
             window,
             outbox: self.outbox.clone(),
-            filter,
+            filter: Mutex::new(FilterSlot {
+                generation: plugins.generation,
+                filter,
+            }),
+            filter_inputs: FilterInputs {
+                principal: self.principal.clone(),
+                info,
+            },
             source,
         });
         match (&handle.source, &topic) {

@@ -31,7 +31,8 @@ use tracing::{debug, info, Instrument};
 
 use crate::codec::{encode_frame, Command, Decoder, Frame, Version};
 use crate::config::Config;
-use crate::plugin::{PluginHost, Principal};
+use crate::plugin::Principal;
+use crate::policy::Policy;
 use crate::router::{Destination, Outbox, Outgoing, Queue, Router, Subscription};
 
 pub use error::SessionError;
@@ -61,14 +62,15 @@ pub struct BrokerStats {
 pub struct Broker {
     pub config: Arc<Config>,
     pub router: Router,
-    pub plugins: Arc<PluginHost>,
+    /// The plugin set in force (swapped on reload).
+    pub policy: Policy,
     pub stats: BrokerStats,
     /// Makes session ids unique across broker restarts.
     pub instance: String,
 }
 
 impl Broker {
-    pub fn new(config: Arc<Config>, plugins: Arc<PluginHost>) -> Broker {
+    pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -76,7 +78,7 @@ impl Broker {
         Broker {
             router: Router::new(config.flow.clone()),
             config,
-            plugins,
+            policy,
             stats: BrokerStats::default(),
             instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
         }
@@ -174,8 +176,9 @@ async fn run(
         heartbeat: negotiated.send_every,
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
     };
-    let writer =
-        tokio::spawn(writer::run(write_half, outbox.clone(), writer_config).in_current_span());
+    let writer = tokio::spawn(
+        writer::run(write_half, outbox.clone(), writer_config, broker.clone()).in_current_span(),
+    );
     let receive_deadline = negotiated.expect_every.map(|every| {
         Duration::from_millis((every.as_millis() as f64 * config.heartbeat.grace_factor) as u64)
     });
@@ -222,7 +225,8 @@ async fn accept_connect(
         .with_receipt(frame.get(b"receipt")));
     }
     let negotiated = connect::negotiate(frame, &broker.config)?;
-    let principal = connect::authenticate(frame, &broker.config, &broker.plugins, peer).await?;
+    let plugins = broker.policy.host();
+    let principal = connect::authenticate(frame, &broker.config, &plugins, peer).await?;
     Ok((negotiated, principal))
 }
 

@@ -13,9 +13,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::codec::{encode_frame, encode_header, Escaping, Version};
-use crate::plugin::{FilterOutcome, PluginMessage};
+use crate::plugin::{FilterOutcome, PluginMessage, SubscriptionFilter};
+use crate::policy::Policy;
 use crate::router::message::itoa_u64;
-use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source};
+use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source, Subscription};
+use crate::session::Broker;
 
 /// Bodies at least this large are written from their own buffer instead of being copied.
 const ZERO_COPY_BODY: usize = 8 * 1024;
@@ -71,6 +73,7 @@ pub async fn run(
     mut socket: OwnedWriteHalf,
     outbox: Arc<Outbox>,
     config: WriterConfig,
+    broker: Arc<Broker>,
 ) -> WriterExit {
     let mut items = Vec::with_capacity(64);
     let mut out = OutBuf {
@@ -94,7 +97,8 @@ pub async fn run(
             match item {
                 Outgoing::Frame(frame) => encode_frame(&frame, config.version, &mut out.current),
                 Outgoing::Delivery(delivery) => {
-                    let written = encode_delivery(&delivery, config.version, &mut out).await;
+                    let written =
+                        encode_delivery(&delivery, config.version, &mut out, &broker.policy).await;
                     if written && delivery.subscription.ack_mode == AckMode::Auto {
                         note_written(&mut settle, &delivery);
                     }
@@ -142,8 +146,13 @@ fn note_written(settle: &mut Vec<(Arc<crate::router::Subscription>, u64)>, deliv
 
 /// Runs the subscription's filter (if any) and encodes the MESSAGE; false when the filter
 /// skipped it.
-async fn encode_delivery(delivery: &Delivery, version: Version, out: &mut OutBuf) -> bool {
-    let Some(filter) = &delivery.subscription.filter else {
+async fn encode_delivery(
+    delivery: &Delivery,
+    version: Version,
+    out: &mut OutBuf,
+    policy: &Policy,
+) -> bool {
+    let Some(filter) = current_filter(&delivery.subscription, policy).await else {
         encode_message(delivery, &delivery.message, version, out);
         return true;
     };
@@ -170,6 +179,45 @@ async fn encode_delivery(delivery: &Delivery, version: Version, out: &mut OutBuf
         }
     }
     true
+}
+
+/// The subscription's filter for the plugin set in force, prepared again (from the SUBSCRIBE
+/// it was made from) when a reload swapped the set since it was last prepared. If the new set
+/// refuses the subscription, the previous filter stays (the SUBSCRIBE was accepted under it).
+async fn current_filter(
+    subscription: &Subscription,
+    policy: &Policy,
+) -> Option<Arc<SubscriptionFilter>> {
+    let generation = policy.generation();
+    {
+        let slot = subscription
+            .filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.generation == generation {
+            return slot.filter.clone();
+        }
+    }
+    let set = policy.current();
+    let inputs = &subscription.filter_inputs;
+    let prepared = set
+        .host
+        .prepare_subscription(&inputs.principal, inputs.info.clone())
+        .await;
+    let mut slot = subscription
+        .filter
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match prepared {
+        Ok(filter) => slot.filter = filter,
+        Err(reason) => tracing::warn!(
+            %reason,
+            generation = set.generation,
+            "the reloaded plugins refuse this subscription; it keeps its previous filter"
+        ),
+    }
+    slot.generation = set.generation;
+    slot.filter.clone()
 }
 
 /// A filtered-out delivery: a queue hands it to its other consumers; a topic subscriber just
