@@ -4,7 +4,7 @@
 //! A call checks an instance out (waiting for one of `max_instances` permits until its deadline),
 //! arms the deadline, calls with `call_async`, and hands the instance back. The epoch callback
 //! yields to tokio on every tick (so a running guest never holds a worker thread for more than one
-//! tick) and traps once the deadline has passed. Any failure discards the instance: wasmtime
+//! tick) and traps once the call has used up its deadline in ticks it was running for. Any failure discards the instance: wasmtime
 //! leaves an instance unusable after a trap, and a plugin that returned garbage is not trusted.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -29,7 +29,18 @@ pub struct State {
     /// Linear memory the guest has grown to (bytes), for the soft cap.
     memory_used: usize,
     memory_hit: bool,
-    deadline: Instant,
+    /// Epoch ticks (1 ms each) the current call may still run for. Counting the ticks the
+    /// guest itself observes, not wall time, means a broker that the OS deschedules for a
+    /// while does not fail short calls that happened to span the pause.
+    ticks_left: u64,
+}
+
+/// The tick budget for a call that may run until `deadline`.
+fn ticks_until(deadline: Instant) -> u64 {
+    (deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64)
+        .max(1)
 }
 
 impl State {
@@ -40,7 +51,7 @@ impl State {
             max_memory: usize::MAX,
             memory_used: 0,
             memory_hit: false,
-            deadline: Instant::now(),
+            ticks_left: u64::MAX,
         }
     }
 }
@@ -117,7 +128,7 @@ impl Warm {
     /// Arms the deadline for the next call.
     pub fn arm(&mut self, deadline: Instant) {
         let state = self.store.data_mut();
-        state.deadline = deadline;
+        state.ticks_left = ticks_until(deadline);
         state.memory_hit = false;
         self.store.set_epoch_deadline(1);
     }
@@ -224,12 +235,14 @@ impl Pool {
             max_memory: self.limits.max_memory,
             memory_used: 0,
             memory_hit: false,
-            deadline: Instant::now() + self.limits.init_deadline,
+            ticks_left: ticks_until(Instant::now() + self.limits.init_deadline),
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            state.ticks_left = state.ticks_left.saturating_sub(1);
+            if state.ticks_left == 0 {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 // tokio's own yield lets the runtime poll its timers and I/O before the guest

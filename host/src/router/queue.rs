@@ -20,15 +20,19 @@ use super::subscription::{AckMode, Subscription};
 #[derive(Debug)]
 struct Pending {
     message: Arc<Message>,
+    /// Arrival order in this queue: a message handed back (NACK, decline, a consumer leaving)
+    /// returns to its place among the waiting ones, so FIFO order holds.
+    order: u64,
     redelivered: bool,
     /// Consumers whose message filter declined it (empty, and unallocated, almost always).
     declined: Vec<u64>,
 }
 
 impl Pending {
-    fn new(message: Arc<Message>) -> Pending {
+    fn new(message: Arc<Message>, order: u64) -> Pending {
         Pending {
             message,
+            order,
             redelivered: false,
             declined: Vec::new(),
         }
@@ -60,6 +64,8 @@ struct State {
     consumers: Vec<Consumer>,
     /// Round-robin cursor into `consumers`.
     cursor: usize,
+    /// The next arrival number.
+    next_order: u64,
     /// Set when a temporary queue's owner went away: messages are dropped from then on.
     deleted: bool,
 }
@@ -129,7 +135,9 @@ impl Queue {
                 }
                 if state.pending.len() < self.max_messages {
                     let message = message.take().expect("published once");
-                    state.pending.push_back(Pending::new(message));
+                    let order = state.next_order;
+                    state.next_order += 1;
+                    state.pending.push_back(Pending::new(message, order));
                     self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
                     self.dispatch(&mut state);
                     return;
@@ -211,7 +219,7 @@ impl Queue {
         } else {
             state.cursor %= state.consumers.len();
         }
-        requeue_front(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
+        hand_back(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
         self.dispatch(&mut state);
     }
 
@@ -264,7 +272,7 @@ impl Queue {
         };
         consumer.credit += settled.len() as u32;
         if requeue {
-            requeue_front(&mut state, settled);
+            hand_back(&mut state, settled);
         } else {
             self.stats
                 .acked
@@ -292,7 +300,7 @@ impl Queue {
             .pending;
         consumer.credit += 1;
         pending.declined.push(consumer_id);
-        state.pending.push_front(pending);
+        reinsert(&mut state, pending);
         self.dispatch(&mut state);
     }
 
@@ -358,13 +366,21 @@ fn position(consumer: &Consumer, target: AckTarget<'_>) -> Option<usize> {
     }
 }
 
-/// Puts settled-back deliveries at the head of the queue in their original order.
-fn requeue_front(state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
-    let mut pendings: Vec<Pending> = pendings.into_iter().collect();
-    for pending in pendings.drain(..).rev() {
-        state.pending.push_front(Pending {
-            redelivered: true,
-            ..pending
-        });
+/// Hands deliveries back to the queue, marked redelivered, each at its arrival place.
+fn hand_back(state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
+    for pending in pendings {
+        reinsert(
+            state,
+            Pending {
+                redelivered: true,
+                ..pending
+            },
+        );
     }
+}
+
+/// Inserts a handed-back message at its arrival place (waiting messages stay in order).
+fn reinsert(state: &mut State, pending: Pending) {
+    let at = state.pending.partition_point(|p| p.order < pending.order);
+    state.pending.insert(at, pending);
 }

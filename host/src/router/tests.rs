@@ -301,3 +301,29 @@ async fn a_declined_message_goes_to_another_consumer_or_waits() {
     queue.subscribe(c.clone());
     assert_eq!(delivered(&c), vec![(0, 0, false)]);
 }
+
+#[tokio::test]
+async fn handed_back_messages_keep_their_arrival_order() {
+    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let a = subscription(
+        1,
+        AckMode::ClientIndividual,
+        1,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(a.clone());
+    for i in 0..5 {
+        queue.publish(message(i)).await;
+    }
+    // a declines m0, then m1 (each time the next waiting message is dispatched to it).
+    assert_eq!(delivered(&a), vec![(0, 0, false)]);
+    queue.decline(1, 0);
+    assert_eq!(delivered(&a), vec![(1, 1, false)]);
+    queue.decline(1, 1);
+    assert_eq!(delivered(&a), vec![(2, 2, false)]);
+    queue.unsubscribe(1);
+    let b = subscription(2, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(b.clone());
+    let order: Vec<u64> = delivered(&b).iter().map(|d| d.0).collect();
+    assert_eq!(order, vec![0, 1, 2, 3, 4]);
+}
