@@ -27,7 +27,10 @@ async fn connect_without_login_is_refused() {
     c.expect_closed().await;
     // A login without a passcode is no better.
     let (mut c, reply) = try_login(broker.addr, Some("alice"), None).await;
-    assert!(error_message(&reply).contains("access refused"), "{reply:?}");
+    assert!(
+        error_message(&reply).contains("access refused"),
+        "{reply:?}"
+    );
     c.expect_closed().await;
 }
 
@@ -62,8 +65,13 @@ async fn bob_may_not_send() {
     let broker = PluginBroker::start(&demo_config());
     for dest in ["/queue/x", "/topic/public.news"] {
         let mut bob = bob(broker.addr).await;
-        bob.write(&Frame::new("SEND").h("destination", dest).h("receipt", "s1").body("hi"))
-            .await;
+        bob.write(
+            &Frame::new("SEND")
+                .h("destination", dest)
+                .h("receipt", "s1")
+                .body("hi"),
+        )
+        .await;
         let err = bob.expect_error_close().await;
         assert!(
             err.must("message").contains("may not send"),
@@ -122,14 +130,48 @@ async fn alice_may_do_everything() {
     alice.subscribe("p", "/topic/public.news", "auto").await;
     alice.send_r(&queue, "to the queue").await;
     let m = alice.msg().await;
-    assert_eq!((m.must("subscription"), m.body_str()), ("q", "to the queue"));
+    assert_eq!(
+        (m.must("subscription"), m.body_str()),
+        ("q", "to the queue")
+    );
     alice.ack(&m).await;
     alice.send_r(&topic, "to the topic").await;
     let m = alice.msg().await;
-    assert_eq!((m.must("subscription"), m.body_str()), ("t", "to the topic"));
+    assert_eq!(
+        (m.must("subscription"), m.body_str()),
+        ("t", "to the topic")
+    );
     alice.send_r("/topic/public.news", "news").await;
     let m = alice.msg().await;
     assert_eq!((m.must("subscription"), m.body_str()), ("p", "news"));
     alice.expect_silence(QUIET).await;
     alice.disconnect().await;
+}
+
+#[tokio::test]
+async fn the_stomp_command_is_authenticated_too() {
+    let broker = PluginBroker::start(&demo_config());
+    let stomp = |login: Option<&str>, pass: Option<&str>| {
+        let mut f = Frame::new("STOMP")
+            .h("accept-version", "1.2")
+            .h("host", "localhost");
+        if let Some(l) = login {
+            f = f.h("login", l);
+        }
+        if let Some(p) = pass {
+            f = f.h("passcode", p);
+        }
+        f
+    };
+    let (mut c, reply) = crate::harness::Client::connect_with(broker.addr, stomp(None, None)).await;
+    assert!(
+        error_message(&reply).contains("access refused"),
+        "{reply:?}"
+    );
+    c.expect_closed().await;
+    let (c, reply) =
+        crate::harness::Client::connect_with(broker.addr, stomp(Some("bob"), Some("bob-secret")))
+            .await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    c.disconnect().await;
 }

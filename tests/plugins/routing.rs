@@ -1,6 +1,6 @@
 //! SEND routing by header-router: the demo's region routes, and fan-out from a temp config.
 
-use crate::harness::{Client, QUIET};
+use crate::harness::{Client, Frame, QUIET};
 use crate::support::*;
 
 /// Alice subscribed (with a receipt) to each of the order queues.
@@ -63,6 +63,70 @@ async fn region_header_routes_orders() {
     for c in [&mut plain, &mut eu, &mut us] {
         c.expect_silence(QUIET).await;
     }
+}
+
+#[tokio::test]
+async fn a_selector_sees_the_routed_message() {
+    let broker = PluginBroker::start(&demo_config());
+    let mut c = alice(broker.addr).await;
+    c.subscribe_with(
+        "big-eu",
+        "/queue/orders.eu",
+        "auto",
+        &[("selector", "region = 'eu' AND qty >= 10")],
+    )
+    .await;
+    let mut sender = alice(broker.addr).await;
+    for (i, qty) in ["3", "12", "10"].iter().enumerate() {
+        sender
+            .roundtrip(send_frame(
+                "/queue/orders",
+                &[("region", "eu"), ("qty", qty)],
+                &format!("o{i}"),
+            ))
+            .await;
+    }
+    let got: Vec<String> = c
+        .msgs(2)
+        .await
+        .iter()
+        .map(|m| format!("{} {}", m.must("destination"), m.body_str()))
+        .collect();
+    assert_eq!(got, ["/queue/orders.eu o1", "/queue/orders.eu o2"]);
+    c.expect_silence(QUIET).await;
+    // The skipped one waits in /queue/orders.eu for a consumer that takes it.
+    let mut other = alice(broker.addr).await;
+    other.subscribe("any", "/queue/orders.eu", "auto").await;
+    assert_eq!(other.msg().await.body_str(), "o0");
+}
+
+#[tokio::test]
+async fn routed_sends_in_a_transaction_are_delivered_at_commit() {
+    let broker = PluginBroker::start(&demo_config());
+    let mut eu = alice(broker.addr).await;
+    eu.subscribe("eu", "/queue/orders.eu", "auto").await;
+    let mut sender = alice(broker.addr).await;
+    sender
+        .roundtrip(Frame::new("BEGIN").h("transaction", "tx"))
+        .await;
+    sender
+        .roundtrip(send_frame(
+            "/queue/orders",
+            &[("region", "eu"), ("transaction", "tx")],
+            "in tx",
+        ))
+        .await;
+    eu.expect_silence(QUIET).await;
+    sender
+        .roundtrip(Frame::new("COMMIT").h("transaction", "tx"))
+        .await;
+    let m = eu.msg().await;
+    assert_eq!(
+        (m.must("destination"), m.body_str()),
+        ("/queue/orders.eu", "in tx"),
+        "{m:?}"
+    );
+    assert_eq!(m.get("transaction"), None, "{m:?}");
 }
 
 #[tokio::test]
@@ -137,10 +201,7 @@ to = ["/queue/out.a", "/topic/out.b"]
         .roundtrip(send_frame("/queue/in", &[("kind", "one")], "stay"))
         .await;
     let m = rest.msg().await;
-    assert_eq!(
-        (m.must("destination"), m.body_str()),
-        ("/queue/in", "stay")
-    );
+    assert_eq!((m.must("destination"), m.body_str()), ("/queue/in", "stay"));
     a.expect_silence(QUIET).await;
 }
 
@@ -173,10 +234,8 @@ to = ["/queue/strict.eu"]
     assert_eq!(c.msg().await.must("destination"), "/queue/strict.eu");
 
     let mut bad = anonymous(broker.addr).await;
-    bad.write(
-        &send_frame("/queue/strict", &[("region", "mars")], "nope").h("receipt", "r-mars"),
-    )
-    .await;
+    bad.write(&send_frame("/queue/strict", &[("region", "mars")], "nope").h("receipt", "r-mars"))
+        .await;
     let err = bad.expect_error_close().await;
     assert!(
         err.must("message").contains("no route"),

@@ -105,6 +105,7 @@ impl PluginBroker {
                 "RUST_LOG",
                 std::env::var("PLUGBOARD_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
             )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -149,17 +150,34 @@ impl PluginBroker {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Waits (bounded) until a log line contains every one of `needles`; returns that line.
+    /// The log's records: a line plus its indented continuation lines (a trap's wasm
+    /// backtrace spans several lines, with the record's fields after it).
+    pub fn log_records(&self) -> Vec<String> {
+        let mut records: Vec<String> = Vec::new();
+        for line in self.log().lines() {
+            match records.last_mut() {
+                Some(last) if line.starts_with(char::is_whitespace) => {
+                    last.push('\n');
+                    last.push_str(line);
+                }
+                _ => records.push(line.to_string()),
+            }
+        }
+        records
+    }
+
+    /// Waits (bounded) until a log record contains every one of `needles`; returns it.
     pub fn wait_log_line(&self, needles: &[&str], within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
-            let log = self.log();
-            if let Some(line) = log
-                .lines()
-                .find(|line| needles.iter().all(|n| line.contains(n)))
+            if let Some(record) = self
+                .log_records()
+                .into_iter()
+                .find(|record| needles.iter().all(|n| record.contains(n)))
             {
-                return line.to_string();
+                return record;
             }
+            let log = self.log();
             assert!(
                 Instant::now() < deadline,
                 "no broker log line with all of {needles:?} within {within:?}\n---- log ----\n{log}"
@@ -214,6 +232,7 @@ pub fn run_plugboard(args: &[&std::ffi::OsStr]) -> Finished {
     let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
         .args(args)
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
@@ -244,7 +263,11 @@ pub fn run_plugboard(args: &[&std::ffi::OsStr]) -> Finished {
 
 /// `plugboard --check-config --config FILE`.
 pub fn check_config(config: &Path) -> Finished {
-    run_plugboard(&["--check-config".as_ref(), "--config".as_ref(), config.as_os_str()])
+    run_plugboard(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
 }
 
 /// `plugboard --listen 127.0.0.1:0 --config FILE`, for a config the broker must refuse: it has
