@@ -116,9 +116,19 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
+    let (stop, shutdown) = watch::channel(false);
+    // Live reload is in place before the broker says it is ready: from then on a SIGHUP or an
+    // edit of the files is never missed (nor does SIGHUP's default action kill the process).
+    if let Some(path) = &cli.config {
+        let overrides = plugboard::reload::Overrides {
+            listen: cli.listen,
+            admin_listen: cli.admin_listen,
+        };
+        plugboard::reload::start(broker.clone(), path.clone(), overrides, shutdown.clone())
+            .context("starting the reload watcher")?;
+    }
     // The first stdout line: tests and scripts read the bound address from it.
     println!("listening on {address}");
-    let (stop, shutdown) = watch::channel(false);
     if let Some(admin) = config.admin_listen {
         let admin_listener = TcpListener::bind(admin)
             .await
@@ -131,13 +141,6 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         ));
     }
     info!(%address, plugins = config.plugins.len(), "plugboard started");
-    if let Some(path) = &cli.config {
-        tokio::spawn(plugboard::reload::watch_and_reload(
-            broker.clone(),
-            path.clone(),
-            shutdown.clone(),
-        ));
-    }
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: shutting down");

@@ -38,12 +38,23 @@ pub enum Outcome {
 }
 
 /// Re-reads `config_path` and swaps in its plugin set if it changed and loads.
-pub async fn reload(broker: &Broker, config_path: &Path, noticed: Instant) -> Outcome {
+pub async fn reload(
+    broker: &Broker,
+    config_path: &Path,
+    overrides: Overrides,
+    noticed: Instant,
+) -> Outcome {
     let policy = &broker.policy;
     let new = match Config::from_file(config_path) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            overrides.apply(&mut config);
+            config
+        }
         Err(err) => {
-            let reason = format!("config file: {err:#}");
+            let reason = format!("config file: {err:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             error!(%reason, "reload refused; the previous plugins keep serving");
             policy.refuse(reason.clone());
             return Outcome::Refused(reason);
@@ -163,14 +174,35 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Watches the files and reloads until shutdown. Runs as a task; logs and returns if the
-/// platform's file watcher cannot start (SIGHUP still works then).
-pub async fn watch_and_reload(
+/// Command-line settings that override the file (so they are not reported as changes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    pub listen: Option<std::net::SocketAddr>,
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(admin) = self.admin_listen {
+            config.admin_listen = Some(admin);
+        }
+    }
+}
+
+/// Installs the SIGHUP handler and the file watches, then reloads on their events in a task
+/// until shutdown. Returns once both are in place, so a caller that announces readiness after
+/// it has no window in which a SIGHUP kills the process or a change goes unnoticed.
+pub fn start(
     broker: Arc<Broker>,
     config_path: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (events, mut changed) = mpsc::channel::<()>(1);
+    overrides: Overrides,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (events, changed) = mpsc::channel::<()>(1);
     let interesting = Arc::new(Mutex::new(watched_files(&config_path, &broker)));
     let filter = interesting.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -183,65 +215,90 @@ pub async fn watch_and_reload(
             let _ = events.try_send(());
         }
     });
-    let mut watcher = match watcher {
+    let watcher = match watcher {
         Ok(watcher) => Some(watcher),
         Err(err) => {
             warn!(%err, "cannot watch files; reload with SIGHUP");
             None
         }
     };
-    let mut watched_dirs = BTreeSet::new();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        // Directories, not files: editors and `cp` replace files by rename.
-        if let Some(watcher) = watcher.as_mut() {
-            let files = interesting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let dirs: BTreeSet<PathBuf> = files
-                .iter()
-                .filter_map(|f| f.parent().map(Path::to_path_buf))
-                .collect();
-            for dir in dirs.difference(&watched_dirs) {
-                if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                    warn!(dir = %dir.display(), %err, "cannot watch directory");
-                }
-            }
-            for dir in watched_dirs.difference(&dirs) {
-                let _ = watcher.unwatch(dir);
-            }
-            watched_dirs = dirs;
-        }
-        let hup = async {
-            match hangup.as_mut() {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+    let mut reloader = Reloader {
+        broker,
+        config_path,
+        overrides,
+        interesting,
+        watcher,
+        watched_dirs: BTreeSet::new(),
+    };
+    reloader.update_watches();
+    tokio::spawn(reloader.run(changed, hangup, shutdown));
+    Ok(())
+}
+
+/// The reload loop's state.
+struct Reloader {
+    broker: Arc<Broker>,
+    config_path: PathBuf,
+    overrides: Overrides,
+    /// The files whose events matter (shared with the watcher's callback).
+    interesting: Arc<Mutex<BTreeSet<PathBuf>>>,
+    watcher: Option<notify::RecommendedWatcher>,
+    watched_dirs: BTreeSet<PathBuf>,
+}
+
+impl Reloader {
+    /// Watches the directories of the interesting files (editors and `cp` replace files by
+    /// rename, which a watch on the file itself would miss).
+    fn update_watches(&mut self) {
+        let files = watched_files(&self.config_path, &self.broker);
+        let dirs: BTreeSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        *self.interesting.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
         };
-        tokio::select! {
-            Some(()) = changed.recv() => {
-                let noticed = Instant::now();
-                let deadline = noticed + MAX_DEBOUNCE;
-                while Instant::now() < deadline {
-                    match tokio::time::timeout(QUIET, changed.recv()).await {
-                        Ok(Some(())) => continue,
-                        _ => break,
-                    }
-                }
-                info!("plugin files or config changed: reloading");
-                reload(&broker, &config_path, noticed).await;
+        for dir in dirs.difference(&self.watched_dirs) {
+            if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), %err, "cannot watch directory");
             }
-            _ = hup => {
-                info!("SIGHUP: reloading");
-                reload(&broker, &config_path, Instant::now()).await;
-            }
-            _ = shutdown.changed() => return,
         }
-        *interesting.lock().unwrap_or_else(|e| e.into_inner()) =
-            watched_files(&config_path, &broker);
+        for dir in self.watched_dirs.difference(&dirs) {
+            let _ = watcher.unwatch(dir);
+        }
+        self.watched_dirs = dirs;
+    }
+
+    async fn run(
+        mut self,
+        mut changed: mpsc::Receiver<()>,
+        mut hangup: tokio::signal::unix::Signal,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let noticed = tokio::select! {
+                Some(()) = changed.recv() => {
+                    let noticed = Instant::now();
+                    let deadline = noticed + MAX_DEBOUNCE;
+                    while Instant::now() < deadline {
+                        match tokio::time::timeout(QUIET, changed.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
+                    info!("plugin files or config changed: reloading");
+                    noticed
+                }
+                _ = hangup.recv() => {
+                    info!("SIGHUP: reloading");
+                    Instant::now()
+                }
+                _ = shutdown.changed() => return,
+            };
+            reload(&self.broker, &self.config_path, self.overrides, noticed).await;
+            self.update_watches();
+        }
     }
 }
 
