@@ -46,6 +46,42 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
+    /// Plugin authoring: check a component, start a new plugin project.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load FILE.wasm as the broker would, report the hooks it implements against the current
+    /// WIT and run it on sample frames; exit status 0 only when the broker would load it.
+    Check {
+        /// The plugin component.
+        #[arg(value_name = "FILE.wasm")]
+        file: PathBuf,
+        /// Sample frames and plugin settings (TOML; see docs/writing-plugins.md).
+        #[arg(long, value_name = "FILE")]
+        samples: Option<PathBuf>,
+        /// Compiled-artifact cache (default: `$XDG_CACHE_HOME` or `~/.cache`, `plugboard/check`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Start a plugin project NAME from a template.
+    New {
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// rust, js or python.
+        #[arg(long, value_name = "LANG")]
+        lang: plugboard::plugin::check::Lang,
+        /// The directory to create the project in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// The plugboard-sdk crate a Rust project depends on (path).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +101,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Plugin { command }) = cli.command {
+        return plugin_command(command).await;
+    }
     let mut config = match &cli.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -148,6 +187,41 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     });
     plugboard::run(listener, broker, shutdown).await?;
     info!("stopped");
+    Ok(())
+}
+
+async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
+    use plugboard::plugin::check;
+    match command {
+        PluginCommand::Check {
+            file,
+            samples,
+            cache_dir,
+        } => {
+            let cache = cache_dir.unwrap_or_else(check::default_cache_dir);
+            let report = check::check(&file, samples.as_deref(), &cache).await;
+            print!("{}", report.text);
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            if !report.ok {
+                std::process::exit(1);
+            }
+        }
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let sdk = sdk.unwrap_or_else(check::default_sdk_path);
+            let (root, files) =
+                check::new_project(&name, lang, &dir, &sdk).map_err(anyhow::Error::msg)?;
+            println!("created {}:", root.display());
+            for f in files {
+                println!("  {}", f.display());
+            }
+        }
+    }
     Ok(())
 }
 

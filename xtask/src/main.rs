@@ -1,10 +1,18 @@
 //! Project automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
-//! `cargo xtask plugins` builds every crate under `plugins/` for `wasm32-wasip2` in release mode
-//! (installing the target with rustup when it is missing) and copies each component to
-//! `target/plugins/<name>.wasm`. The plugins build in their own target directory
-//! (`target/plugin-build`) so that this never waits on, or invalidates, the host's build, which
-//! matters because the host's tests run this command from inside `cargo test`.
+//! `cargo xtask plugins` builds every plugin into `target/plugins/<name>.wasm`:
+//! - each crate under `plugins/` for `wasm32-wasip2` in release mode (installing the target with
+//!   rustup when it is missing), except library crates that say
+//!   `[package.metadata.plugboard] plugin = false` (the SDK);
+//! - each JavaScript plugin `plugins-js/<name>/` with componentize-js, and each Python plugin
+//!   `plugins-python/<name>/` with componentize-py (see `lang.rs`; their tools are installed from
+//!   npm and PyPI into `target/` when missing, and a build is skipped when its inputs are unchanged).
+//!
+//! The Rust plugins build in their own target directory (`target/plugin-build`) so that this never
+//! waits on, or invalidates, the host's build, which matters because the host's tests run this
+//! command from inside `cargo test`.
+
+mod lang;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -16,8 +24,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("plugins") => build_plugins(&args[1..]),
         _ => Err(
-            "usage: cargo xtask plugins [NAME...]\n\n  plugins  build plugins/* for \
-                  wasm32-wasip2 into target/plugins/<name>.wasm (all when no NAME is given)"
+            "usage: cargo xtask plugins [NAME...]\n\n  plugins  build plugins/* (Rust), \
+                  plugins-js/* and plugins-python/* into target/plugins/<name>.wasm (all when no \
+                  NAME is given)"
                 .to_string(),
         ),
     };
@@ -37,17 +46,33 @@ fn workspace_root() -> PathBuf {
         .into()
 }
 
-/// Every crate directory under `plugins/`, sorted, as (package name, directory).
+/// Every plugin crate directory under `plugins/`, sorted (library crates skipped).
 fn plugin_crates(root: &Path) -> Result<Vec<String>, String> {
     let dir = root.join("plugins");
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut names: Vec<String> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("Cargo.toml"))
+                .is_ok_and(|manifest| !is_library(&manifest))
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Whether a crate's manifest says `plugin = false` under `[package.metadata.plugboard]`.
+fn is_library(manifest: &str) -> bool {
+    let mut in_section = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[package.metadata.plugboard]";
+        } else if in_section && line.replace(' ', "") == "plugin=false" {
+            return true;
+        }
+    }
+    false
 }
 
 fn ensure_target() -> Result<(), String> {
@@ -77,19 +102,31 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 fn build_plugins(only: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let mut names = plugin_crates(&root)?;
+    let mut others = lang::plugins(&root)?;
     if !only.is_empty() {
-        if let Some(unknown) = only.iter().find(|n| !names.contains(n)) {
-            return Err(format!("no plugin crate named `{unknown}` under plugins/"));
+        let known = |n: &String| names.contains(n) || others.iter().any(|p| &p.name == n);
+        if let Some(unknown) = only.iter().find(|n| !known(n)) {
+            return Err(format!(
+                "no plugin named `{unknown}` under plugins/, plugins-js/ or plugins-python/"
+            ));
         }
         names.retain(|n| only.contains(n));
+        others.retain(|p| only.contains(&p.name));
     }
+    if !names.is_empty() {
+        build_rust(&root, &names)?;
+    }
+    lang::build(&root, &others)
+}
+
+fn build_rust(root: &Path, names: &[String]) -> Result<(), String> {
     ensure_target()?;
     let build_dir = root.join("target").join("plugin-build");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    for name in &names {
+    for name in names {
         // The crates are rlibs (so that they test natively); ask for the component here.
         let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&root)
+        cmd.current_dir(root)
             .args([
                 "rustc",
                 "--quiet",
@@ -111,17 +148,23 @@ fn build_plugins(only: &[String]) -> Result<(), String> {
 
     let out_dir = root.join("target").join("plugins");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    for name in &names {
+    for name in names {
         let built = build_dir
             .join(TARGET)
             .join("release")
             .join(format!("{}.wasm", name.replace('-', "_")));
-        let dest = out_dir.join(format!("{name}.wasm"));
-        // Copy then rename, so a concurrent reader never sees half a file.
-        let tmp = out_dir.join(format!(".{name}.wasm.{}", std::process::id()));
-        std::fs::copy(&built, &tmp).map_err(|e| format!("{}: {e}", built.display()))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-        eprintln!("xtask: {}", dest.display());
+        install(&built, &out_dir, name)?;
     }
+    Ok(())
+}
+
+/// Copies a built component to `out_dir/<name>.wasm`: copy then rename, so a concurrent reader
+/// never sees half a file.
+fn install(built: &Path, out_dir: &Path, name: &str) -> Result<(), String> {
+    let dest = out_dir.join(format!("{name}.wasm"));
+    let tmp = out_dir.join(format!(".{name}.wasm.{}", std::process::id()));
+    std::fs::copy(built, &tmp).map_err(|e| format!("{}: {e}", built.display()))?;
+    std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    eprintln!("xtask: {}", dest.display());
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! and swaps the `Arc` (e.g. in an `ArcSwap`); calls in flight finish on the set they started on.
 
 mod bindings;
+pub mod check;
 mod convert;
 mod engine;
 mod glob;

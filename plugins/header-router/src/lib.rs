@@ -6,14 +6,8 @@
 //! else the message is rejected when `reject_unmatched` is true, else it stays where it was sent.
 //! The plugin only asks the host for the headers its rules name, never for the body.
 
+use plugboard_sdk::prelude::*;
 use serde::Deserialize;
-use std::sync::OnceLock;
-
-wit_bindgen::generate!({ world: "router", path: "../../wit" });
-
-use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
-use exports::plugboard::plugin::send::{Guest as Send, SendVerdict};
-use plugboard::plugin::types::{Edit, HeaderNeed, Manifest, Message, Needs, Principal};
 
 /// The plugin's config table.
 #[derive(Debug, Deserialize)]
@@ -55,11 +49,13 @@ pub enum Route<'a> {
     Reject(String),
 }
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
-
 /// Parses and checks the config.
 pub fn parse_config(json: &str) -> Result<Config, String> {
-    let config: Config = serde_json::from_str(json).map_err(|e| format!("config: {e}"))?;
+    check(plugboard_sdk::parse_config(json)?)
+}
+
+/// Checks a parsed config.
+fn check(config: Config) -> Result<Config, String> {
     let all_targets = config
         .rules
         .iter()
@@ -97,61 +93,38 @@ pub fn route<'a, 'h>(
     }
 }
 
-fn to_edit(destination: &str) -> Edit {
-    Edit {
-        destination: Some(destination.to_string()),
-        remove_headers: Vec::new(),
-        set_headers: Vec::new(),
-        body: None,
+/// The plugin: its checked config.
+pub struct HeaderRouter(Config);
+
+impl Plugin for HeaderRouter {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        check(config).map(HeaderRouter)
     }
-}
 
-struct Plugin;
-
-impl Lifecycle for Plugin {
-    fn init(config: String) -> Result<Manifest, String> {
-        let parsed = parse_config(&config)?;
-        let mut names: Vec<String> = parsed.rules.iter().map(|r| r.header.clone()).collect();
+    fn manifest(&self) -> Manifest {
+        // Only the headers the rules name, never the body.
+        let mut names: Vec<&str> = self.0.rules.iter().map(|r| r.header.as_str()).collect();
         names.sort();
         names.dedup();
-        let _ = CONFIG.set(parsed);
-        Ok(Manifest {
-            send: Needs {
-                headers: HeaderNeed::Named(names),
-                body: false,
-            },
-            deliver: Needs {
-                headers: HeaderNeed::None,
-                body: false,
-            },
-        })
+        Manifest::send(Needs::headers(names))
     }
 }
 
-impl Send for Plugin {
-    fn on_send(_sender: Principal, msg: Message) -> SendVerdict {
-        let Some(config) = CONFIG.get() else {
-            return SendVerdict::Reject("not initialised".into());
-        };
-        let headers = &msg.headers;
-        let lookup = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.name == name)
-                .map(|h| h.value.as_str())
-        };
-        let decision = route(config, &msg.destination, lookup);
-        match decision {
+impl Router for HeaderRouter {
+    fn on_send(&self, _sender: &Principal, msg: &Message) -> SendVerdict {
+        match route(&self.0, &msg.destination, |name| msg.header(name)) {
             Route::Stay => SendVerdict::Keep,
             Route::To([one]) if *one == msg.destination => SendVerdict::Keep,
-            Route::To([one]) => SendVerdict::Rewrite(to_edit(one)),
-            Route::To(many) => SendVerdict::FanOut(many.iter().map(|d| to_edit(d)).collect()),
+            Route::To([one]) => SendVerdict::Rewrite(Edit::to(one)),
+            Route::To(many) => SendVerdict::FanOut(many.iter().map(Edit::to).collect()),
             Route::Reject(reason) => SendVerdict::Reject(reason),
         }
     }
 }
 
-export!(Plugin);
+plugboard_sdk::export_router!(HeaderRouter);
 
 #[cfg(test)]
 mod tests {

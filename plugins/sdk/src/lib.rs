@@ -1,0 +1,540 @@
+//! `plugboard-sdk`: write a Plugboard plugin in Rust in a handful of lines.
+//!
+//! ```ignore
+//! use plugboard_sdk::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { to: String }
+//!
+//! struct Shout(Config);
+//!
+//! impl Plugin for Shout {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, String> { Ok(Shout(config)) }
+//!     fn manifest(&self) -> Manifest { Manifest::send(Needs::headers(["level"])) }
+//! }
+//!
+//! impl Router for Shout {
+//!     fn on_send(&self, _sender: &Principal, msg: &Message) -> SendVerdict {
+//!         match msg.header("level") {
+//!             Some("loud") => SendVerdict::Rewrite(Edit::to(&self.0.to)),
+//!             _ => SendVerdict::Keep,
+//!         }
+//!     }
+//! }
+//!
+//! plugboard_sdk::export_router!(Shout);
+//! ```
+//!
+//! - **Typed values**: [`Message`], [`Principal`], [`Edit`], the verdicts, all generated from
+//!   `wit/plugin.wit` and given helpers here ([`Message::header`], [`Edit::to`],
+//!   [`Principal::in_group`], [`Needs::headers`], ...).
+//! - **Config**: [`Plugin::Config`] is any `serde::Deserialize` type; the SDK parses the JSON the
+//!   host passes to `init` and reports errors as `config: ...`. Use [`NoConfig`] for none.
+//! - **One trait per hook**: [`Router`] (`send`), [`Authenticator`] (`authenticate`),
+//!   [`Filter`] (`message`); export with the macro of the matching world: [`export_router!`],
+//!   [`export_authenticator!`], [`export_message_filter!`], [`export_transformer!`] (send and
+//!   message) or [`export_full!`]. The component then exports exactly those hooks.
+//! - **Native tests**: [`testing::Harness`] runs a plugin without wasm, and passes it only what
+//!   its manifest asked for, as the host does.
+//! - **Logging**: [`log`] writes into the broker's log (to stderr in native tests).
+//!
+//! The plugin value is created once per instance by `init` and shared by every call of that
+//! instance. Instances are pooled and interchangeable: keep no per-subscription state in it (use
+//! the filter token), only caches.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// The bindings of the `full` world: every type, and the export glue of every interface. A
+/// plugin's export macro generates only its own world's custom section (which names the exports
+/// the component must have) and points everything else here.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "full",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_full_world",
+        default_bindings_module: "plugboard_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+use bindings::exports::plugboard::plugin as ex;
+
+pub use bindings::plugboard::plugin::types::{
+    Edit, Header, HeaderNeed, Manifest, Message, Needs, Principal,
+};
+pub use ex::authenticate::{AuthRequest, AuthResult};
+pub use ex::deliver::{FilterPlan, FilterVerdict, Subscription};
+pub use ex::send::SendVerdict;
+
+/// Re-exported for the export macros.
+#[doc(hidden)]
+pub use std::sync::OnceLock as __OnceLock;
+
+pub mod testing;
+
+/// Everything a plugin usually needs: `use plugboard_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        log, AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan, FilterVerdict,
+        Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig, Plugin, Principal, Router,
+        SendVerdict, Subscription,
+    };
+}
+
+/// A plugin: its config type, how to build it from its config, and what it reads.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// The plugin's `[plugins.config]` table (parsed from JSON with serde). [`NoConfig`]
+    /// accepts anything.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Builds the plugin from its config, once per instance; an `Err` stops the broker from
+    /// loading it and is shown to the operator.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// What `on-send` and (by default) `filter` read of a message: the host copies nothing else.
+    /// The default reads nothing but the destination, content type and body length.
+    fn manifest(&self) -> Manifest {
+        Manifest::nothing()
+    }
+}
+
+/// The `send` hook: route, fan out, rewrite or reject a SEND.
+pub trait Router: Plugin {
+    /// Called for every SEND to a destination the plugin is configured for.
+    fn on_send(&self, sender: &Principal, msg: &Message) -> SendVerdict;
+}
+
+/// The `authenticate` hook: decide who a connecting client is.
+pub trait Authenticator: Plugin {
+    /// Called for every CONNECT.
+    fn authenticate(&self, request: &AuthRequest) -> AuthResult;
+}
+
+/// The `message` hook: per-subscriber filters and transforms.
+pub trait Filter: Plugin {
+    /// Called at SUBSCRIBE: `Ok(None)` = no filter (deliveries cost nothing), `Ok(Some(plan))`
+    /// = call [`Filter::filter`] with `plan.token` for every delivery, `Err` refuses the SUBSCRIBE.
+    fn prepare_subscription(
+        &self,
+        subscriber: &Principal,
+        sub: &Subscription,
+    ) -> Result<Option<FilterPlan>, String>;
+
+    /// Called for every message delivered to a subscription that has a plan.
+    fn filter(&self, token: &[u8], msg: &Message) -> FilterVerdict;
+}
+
+/// A config type for plugins without configuration: accepts any table.
+pub type NoConfig = serde::de::IgnoredAny;
+
+/// Parses a plugin's JSON config; errors read `config: ...` as the operator sees them.
+pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C, String> {
+    serde_json::from_str(json).map_err(|e| format!("config: {e}"))
+}
+
+/// Builds a plugin from its JSON config as `init` does (for tests, see [`testing`]).
+pub fn init<P: Plugin>(json: &str) -> Result<P, String> {
+    P::new(parse_config(json)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers on the WIT types.
+
+impl Needs {
+    /// Nothing: destination, content type and body length only.
+    pub fn nothing() -> Needs {
+        Needs {
+            headers: HeaderNeed::None,
+            body: false,
+        }
+    }
+
+    /// These headers (exact names), no body.
+    pub fn headers<I, S>(names: I) -> Needs
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Needs {
+            headers: HeaderNeed::Named(names.into_iter().map(Into::into).collect()),
+            body: false,
+        }
+    }
+
+    /// Every header, no body.
+    pub fn all_headers() -> Needs {
+        Needs {
+            headers: HeaderNeed::All,
+            body: false,
+        }
+    }
+
+    /// The same, plus the body.
+    pub fn with_body(mut self) -> Needs {
+        self.body = true;
+        self
+    }
+}
+
+impl Manifest {
+    /// Reads nothing on either hook.
+    pub fn nothing() -> Manifest {
+        Manifest {
+            send: Needs::nothing(),
+            deliver: Needs::nothing(),
+        }
+    }
+
+    /// `on-send` reads `needs`; `filter` reads nothing by default.
+    pub fn send(needs: Needs) -> Manifest {
+        Manifest {
+            send: needs,
+            deliver: Needs::nothing(),
+        }
+    }
+
+    /// `filter` reads `needs` (unless a plan says otherwise); `on-send` reads nothing.
+    pub fn deliver(needs: Needs) -> Manifest {
+        Manifest {
+            send: Needs::nothing(),
+            deliver: needs,
+        }
+    }
+}
+
+impl Header {
+    /// A header.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Header lookups over `[Header]` (message, CONNECT and SUBSCRIBE headers alike).
+pub trait Headers {
+    /// The first value of header `name` (exact, case-sensitive), as STOMP says repeats resolve.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// Every value of header `name`, in order.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+}
+
+impl Headers for [Header] {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value.as_str())
+    }
+
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.iter()
+            .filter(move |h| h.name == name)
+            .map(|h| h.value.as_str())
+    }
+}
+
+impl Message {
+    /// A message to `destination` with no headers and an empty body (for tests).
+    pub fn new(destination: impl Into<String>) -> Message {
+        Message {
+            destination: destination.into(),
+            headers: Vec::new(),
+            content_type: None,
+            body_len: 0,
+            body: Some(Vec::new()),
+        }
+    }
+
+    /// Adds a header (builder style, for tests). `content-type` also sets `content_type`.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Message {
+        let header = Header::new(name, value);
+        if header.name == "content-type" {
+            self.content_type = Some(header.value.clone());
+        }
+        self.headers.push(header);
+        self
+    }
+
+    /// Sets the body (builder style, for tests).
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Message {
+        let body = body.into();
+        self.body_len = body.len() as u64;
+        self.body = Some(body);
+        self
+    }
+
+    /// The first value of header `name`, when the manifest asked for it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.header(name)
+    }
+
+    /// The body, when the manifest asked for it (else empty).
+    pub fn body(&self) -> &[u8] {
+        self.body.as_deref().unwrap_or_default()
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn body_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.body())
+    }
+
+    /// The body parsed as JSON into `T`.
+    pub fn body_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(self.body()).map_err(|e| format!("body: {e}"))
+    }
+}
+
+impl Edit {
+    /// An edit that changes nothing (start of a builder).
+    pub fn none() -> Edit {
+        Edit {
+            destination: None,
+            remove_headers: Vec::new(),
+            set_headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    /// Sends the message to `destination` instead.
+    pub fn to(destination: impl Into<String>) -> Edit {
+        Edit::none().destination(destination)
+    }
+
+    /// Sets the destination.
+    pub fn destination(mut self, destination: impl Into<String>) -> Edit {
+        self.destination = Some(destination.into());
+        self
+    }
+
+    /// Sets header `name` (replacing every occurrence, or appending it).
+    pub fn set_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Edit {
+        self.set_headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Removes every occurrence of header `name`.
+    pub fn remove_header(mut self, name: impl Into<String>) -> Edit {
+        self.remove_headers.push(name.into());
+        self
+    }
+
+    /// Replaces the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Edit {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+impl Principal {
+    /// A principal with this name that may send and subscribe everywhere (for tests).
+    pub fn named(name: impl Into<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            groups: Vec::new(),
+            may_send: vec!["*".into()],
+            may_subscribe: vec!["*".into()],
+        }
+    }
+
+    /// Adds a group (builder style).
+    pub fn with_group(mut self, group: impl Into<String>) -> Principal {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// Whether the principal belongs to `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+impl Subscription {
+    /// A subscription `id` on `destination` (for tests).
+    pub fn new(id: impl Into<String>, destination: impl Into<String>) -> Subscription {
+        Subscription {
+            id: id.into(),
+            destination: destination.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a SUBSCRIBE header (builder style).
+    pub fn with_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Subscription {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// The first value of SUBSCRIBE header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.header(name)
+    }
+}
+
+impl AuthRequest {
+    /// A CONNECT with this login and passcode (for tests).
+    pub fn new(login: impl Into<String>, passcode: impl Into<String>) -> AuthRequest {
+        AuthRequest {
+            login: Some(login.into()),
+            passcode: Some(passcode.into()),
+            host: None,
+            client_addr: "127.0.0.1:1".into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The first value of CONNECT header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.header(name)
+    }
+}
+
+/// Logging into the broker's log, tagged with the plugin's name (stderr in native tests).
+pub mod log {
+    use crate::bindings::plugboard::plugin::log::Level;
+
+    fn write(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::plugboard::plugin::log::log(level, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[{level:?}] {message}");
+    }
+
+    /// Detail for debugging.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message)
+    }
+    /// Normal operation.
+    pub fn info(message: &str) {
+        write(Level::Info, message)
+    }
+    /// Something unexpected but handled.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message)
+    }
+    /// Something failed.
+    pub fn error(message: &str) {
+        write(Level::Error, message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export glue: the macros define a `static` holding the plugin and a unit type implementing
+// `Instance`; these blanket impls turn the WIT exports into calls of the plugin's traits.
+
+/// Where an exported plugin's value lives (implemented by the export macros).
+#[doc(hidden)]
+pub trait Instance: 'static {
+    type P: Plugin;
+    fn cell() -> &'static OnceLock<Self::P>;
+    fn get() -> &'static Self::P {
+        Self::cell()
+            .get()
+            .expect("the host calls init before any hook")
+    }
+}
+
+impl<G: Instance> ex::lifecycle::Guest for G {
+    fn init(config: String) -> Result<Manifest, String> {
+        let plugin = init::<G::P>(&config)?;
+        let manifest = plugin.manifest();
+        // One instance runs `init` once; a second call would be a host bug: keep the first.
+        let _ = G::cell().set(plugin);
+        Ok(manifest)
+    }
+}
+
+impl<G: Instance> ex::send::Guest for G
+where
+    G::P: Router,
+{
+    fn on_send(sender: Principal, msg: Message) -> SendVerdict {
+        G::get().on_send(&sender, &msg)
+    }
+}
+
+impl<G: Instance> ex::authenticate::Guest for G
+where
+    G::P: Authenticator,
+{
+    fn authenticate(request: AuthRequest) -> AuthResult {
+        G::get().authenticate(&request)
+    }
+}
+
+impl<G: Instance> ex::deliver::Guest for G
+where
+    G::P: Filter,
+{
+    fn prepare_subscription(
+        subscriber: Principal,
+        sub: Subscription,
+    ) -> Result<Option<FilterPlan>, String> {
+        G::get().prepare_subscription(&subscriber, &sub)
+    }
+
+    fn filter(token: Vec<u8>, msg: Message) -> FilterVerdict {
+        G::get().filter(&token, &msg)
+    }
+}
+
+// `__export_glue!`, written by build.rs: it carries wit/plugin.wit as a literal, because the
+// world's `generate!` must run in the plugin's crate (one world per component) and cannot read a
+// file of this crate from there.
+include!(concat!(env!("OUT_DIR"), "/glue.rs"));
+
+/// Re-exported for the export macros.
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Exports a [`Router`] as a component of world `router` (hook `send`).
+#[macro_export]
+macro_rules! export_router {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "router", [lifecycle, send], {"plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,});
+    };
+}
+
+/// Exports an [`Authenticator`] as a component of world `authenticator` (hook `authenticate`).
+#[macro_export]
+macro_rules! export_authenticator {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+    };
+}
+
+/// Exports a [`Filter`] as a component of world `message-filter` (hook `message`).
+#[macro_export]
+macro_rules! export_message_filter {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "message-filter", [lifecycle, deliver], {"plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,});
+    };
+}
+
+/// Exports a [`Router`] + [`Filter`] as a component of world `transformer` (send and message).
+#[macro_export]
+macro_rules! export_transformer {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "transformer", [lifecycle, send, deliver], {"plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send, "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,});
+    };
+}
+
+/// Exports a plugin that implements every hook (world `full`).
+#[macro_export]
+macro_rules! export_full {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "full", [lifecycle, authenticate, send, deliver], {
+            "plugboard:plugin/authenticate@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+        });
+    };
+}
