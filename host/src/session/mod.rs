@@ -10,6 +10,7 @@
 //! returns unacked queue messages for redelivery, aborts open transactions and removes its
 //! temporary queues, whatever the reason it ended.
 
+mod acks;
 mod connect;
 mod error;
 mod handlers;

@@ -1,0 +1,158 @@
+//! ACK and NACK (per protocol version: which headers name the delivery) and the transaction
+//! frames BEGIN, COMMIT and ABORT.
+
+use bytes::Bytes;
+
+use crate::codec::{Frame, Version};
+use crate::router::AckMode;
+
+use super::error::{client_error, SessionError};
+use super::handlers::{publish, required, text};
+use super::transaction::{self, Action, OwnedTarget, Transaction};
+use super::Session;
+
+impl Session {
+    pub(super) fn on_ack(&mut self, frame: &Frame, requeue: bool) -> Result<(), SessionError> {
+        let (key, target) = self.ack_target(frame)?;
+        let handle = self.subscriptions[&key].handle.clone();
+        let verb = if requeue { "NACK" } else { "ACK" };
+        if handle.ack_mode == AckMode::Auto {
+            return Err(client_error(format!(
+                "{verb} on subscription '{}', which is in auto ack mode",
+                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+            )));
+        }
+        let not_pending = || {
+            client_error(format!(
+                "{verb} names no unacknowledged message of subscription '{}'",
+                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+            ))
+        };
+        if let Some(transaction) = self.transaction_mut(frame)? {
+            if !transaction::is_pending(&handle, &target) {
+                return Err(not_pending());
+            }
+            transaction.actions.push(Action::Settle {
+                key,
+                target,
+                requeue,
+            });
+            return Ok(());
+        }
+        if !transaction::settle(&handle, &target, requeue) {
+            return Err(not_pending());
+        }
+        Ok(())
+    }
+
+    /// Finds the subscription and delivery an ACK/NACK names, per protocol version.
+    fn ack_target(&self, frame: &Frame) -> Result<(u32, OwnedTarget), SessionError> {
+        let verb = frame.command.as_str();
+        if self.version == Version::V1_2 {
+            if let Some(id) = frame.get(b"id") {
+                return self.parse_ack_id(id, verb);
+            }
+        }
+        let message_id = frame.get(b"message-id");
+        let subscription = frame.get(b"subscription");
+        match (message_id, subscription) {
+            (Some(message_id), Some(subscription)) => {
+                let key = self.by_wire_id.get(subscription).copied().ok_or_else(|| {
+                    client_error(format!(
+                        "{verb} names unknown subscription '{}'",
+                        text(subscription)
+                    ))
+                })?;
+                Ok((key, OwnedTarget::MessageId(message_id.clone())))
+            }
+            (Some(message_id), None) if self.version == Version::V1_0 => {
+                // 1.0 names only the message: find the subscription holding it.
+                let target = OwnedTarget::MessageId(message_id.clone());
+                self.subscriptions
+                    .iter()
+                    .find(|(_, s)| transaction::is_pending(&s.handle, &target))
+                    .map(|(key, _)| (*key, target))
+                    .ok_or_else(|| {
+                        client_error(format!(
+                            "{verb} names no unacknowledged message '{}'",
+                            text(message_id)
+                        ))
+                    })
+            }
+            _ => Err(client_error(match self.version {
+                Version::V1_2 => format!("{verb} frame is missing the required 'id' header"),
+                Version::V1_1 => format!(
+                    "{verb} frame needs both 'message-id' and 'subscription' headers in STOMP 1.1"
+                ),
+                Version::V1_0 => {
+                    format!("{verb} frame is missing the required 'message-id' header")
+                }
+            })),
+        }
+    }
+
+    /// Parses a 1.2 `ack` value `<key>.<seq>`.
+    fn parse_ack_id(&self, id: &Bytes, verb: &str) -> Result<(u32, OwnedTarget), SessionError> {
+        let unknown = || client_error(format!("{verb} names unknown ack id '{}'", text(id)));
+        let text_id = std::str::from_utf8(id).map_err(|_| unknown())?;
+        let (key, seq) = text_id.split_once('.').ok_or_else(unknown)?;
+        let key: u32 = key.parse().map_err(|_| unknown())?;
+        let seq: u64 = seq.parse().map_err(|_| unknown())?;
+        if !self.subscriptions.contains_key(&key) {
+            return Err(unknown());
+        }
+        Ok((key, OwnedTarget::Seq(seq)))
+    }
+
+    pub(super) fn on_begin(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?.clone();
+        if self.transactions.contains_key(&id) {
+            return Err(client_error(format!(
+                "transaction '{}' is already open",
+                text(&id)
+            )));
+        }
+        let max = self.broker.config.limits.max_transactions_per_connection;
+        if self.transactions.len() >= max {
+            return Err(client_error(format!(
+                "too many open transactions: the limit is {max} per connection"
+            )));
+        }
+        self.transactions.insert(id, Transaction::default());
+        Ok(())
+    }
+
+    pub(super) async fn on_commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?;
+        let transaction = self
+            .transactions
+            .remove(id)
+            .ok_or_else(|| client_error(format!("COMMIT of unknown transaction '{}'", text(id))))?;
+        for action in transaction.actions {
+            match action {
+                Action::Publish(plan) => publish(plan).await,
+                Action::Settle {
+                    key,
+                    target,
+                    requeue,
+                } => {
+                    // The subscription may have ended since; its messages were redelivered.
+                    if let Some(subscription) = self.subscriptions.get(&key) {
+                        transaction::settle(&subscription.handle, &target, requeue);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = required(frame, "transaction")?;
+        let transaction = self
+            .transactions
+            .remove(id)
+            .ok_or_else(|| client_error(format!("ABORT of unknown transaction '{}'", text(id))))?;
+        transaction.abort(&self.subscriptions_view());
+        Ok(())
+    }
+}
