@@ -186,14 +186,8 @@ async fn nack_in_1_0_is_an_error() {
     let broker = Broker::start();
     let mut by = Bystander::new(&broker).await;
     let (_dest, mut c, ms) = consumer_with(&broker, Version::V10, "client", 1).await;
-    c.write(
-        &Frame::new("NACK")
-            .h("message-id", ms[0].must("message-id"))
-            .h("receipt", "n10"),
-    )
-    .await;
-    let err = c.expect_error_close().await;
-    assert_eq!(err.get("receipt-id"), Some("n10"), "{err:?}");
+    let nack = Frame::new("NACK").h("message-id", ms[0].must("message-id"));
+    expect_refused(&mut c, nack, "n10", "NACK in 1.0").await;
     by.check().await;
 }
 
@@ -214,13 +208,7 @@ async fn ack_of_unknown_id_is_an_error() {
                     .h("subscription", "s"),
                 Version::V12 => Frame::new(command).h("id", "no-such-id"),
             };
-            c.write(&f.h("receipt", "bad-ack")).await;
-            let err = c.expect_error_close().await;
-            assert_eq!(
-                err.get("receipt-id"),
-                Some("bad-ack"),
-                "{v} {command}: {err:?}"
-            );
+            expect_refused(&mut c, f, "bad-ack", &format!("{v} {command}")).await;
         }
     }
     by.check().await;

@@ -195,15 +195,10 @@ async fn duplicate_subscription_id() {
     for v in ALL_VERSIONS {
         let mut c = broker.client(v).await;
         c.subscribe("dup", "/queue/dup-a", "auto").await;
-        c.write(
-            &Frame::new("SUBSCRIBE")
-                .h("id", "dup")
-                .h("destination", "/queue/dup-b")
-                .h("receipt", "r-dup"),
-        )
-        .await;
-        let err = c.expect_error_close().await;
-        assert_eq!(err.get("receipt-id"), Some("r-dup"), "{v}: {err:?}");
+        let dup = Frame::new("SUBSCRIBE")
+            .h("id", "dup")
+            .h("destination", "/queue/dup-b");
+        expect_refused(&mut c, dup, "r-dup", &v.to_string()).await;
     }
     by.check().await;
 }
@@ -215,14 +210,8 @@ async fn unsubscribe_errors() {
     for v in [Version::V11, Version::V12] {
         // Unknown id.
         let mut c = broker.client(v).await;
-        c.write(
-            &Frame::new("UNSUBSCRIBE")
-                .h("id", "never")
-                .h("receipt", "r-unsub"),
-        )
-        .await;
-        let err = c.expect_error_close().await;
-        assert_eq!(err.get("receipt-id"), Some("r-unsub"), "{v}: {err:?}");
+        let unknown = Frame::new("UNSUBSCRIBE").h("id", "never");
+        expect_refused(&mut c, unknown, "r-unsub", &v.to_string()).await;
         // No id.
         let mut c = broker.client(v).await;
         c.subscribe("s", "/queue/unsub", "auto").await;

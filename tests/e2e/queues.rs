@@ -350,15 +350,10 @@ async fn max_subscriptions_per_connection() {
     for i in 0..3 {
         c.subscribe(&format!("s{i}"), &q("maxsub"), "auto").await;
     }
-    c.write(
-        &Frame::new("SUBSCRIBE")
-            .h("id", "s3")
-            .h("destination", &q("maxsub"))
-            .h("receipt", "over"),
-    )
-    .await;
-    let err = c.expect_error_close().await;
-    assert_eq!(err.get("receipt-id"), Some("over"), "{err:?}");
+    let fourth = Frame::new("SUBSCRIBE")
+        .h("id", "s3")
+        .h("destination", &q("maxsub"));
+    expect_refused(&mut c, fourth, "over", "fourth SUBSCRIBE").await;
     by.check().await;
 }
 

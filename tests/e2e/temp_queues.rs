@@ -3,24 +3,34 @@
 
 use crate::harness::*;
 
+/// A responder at `version` subscribed to a fresh service queue; returns the queue and it.
+async fn start_service(broker: &Broker, version: Version) -> (String, Client) {
+    let service = format!("/queue/{}", unique("svc"));
+    let mut responder = broker.client(version).await;
+    responder.subscribe("svc", &service, "auto").await;
+    (service, responder)
+}
+
+/// A request `body` to `service` asking for replies on `reply_to`.
+fn request(service: &str, reply_to: &str, body: &str) -> Frame {
+    Frame::new("SEND")
+        .h("destination", service)
+        .h("reply-to", reply_to)
+        .body(body)
+}
+
 /// Request/reply: the owner subscribes to its temp queue, the responder answers to whatever
 /// `reply-to` it received.
 #[tokio::test]
 async fn request_reply_through_temp_queue() {
     let broker = Broker::start();
     for v in ALL_VERSIONS {
-        let service = format!("/queue/{}", unique("svc"));
-        let mut responder = broker.client(v).await;
-        responder.subscribe("svc", &service, "auto").await;
+        let (service, mut responder) = start_service(&broker, v).await;
         let mut owner = broker.client(v).await;
         owner
             .subscribe("replies", "/temp-queue/replies", "auto")
             .await;
-        let req = Frame::new("SEND")
-            .h("destination", &service)
-            .h("reply-to", "/temp-queue/replies")
-            .h("correlation-id", "c1")
-            .body("ping");
+        let req = request(&service, "/temp-queue/replies", "ping").h("correlation-id", "c1");
         owner.roundtrip(req).await;
         let got = responder.msg().await;
         assert_eq!(got.body_str(), "ping");
@@ -47,27 +57,14 @@ async fn request_reply_through_temp_queue() {
 #[tokio::test]
 async fn temp_queue_created_by_reply_to() {
     let broker = Broker::start();
-    let service = format!("/queue/{}", unique("svc"));
-    let mut responder = broker.client(Version::V12).await;
-    responder.subscribe("svc", &service, "auto").await;
+    let (service, mut responder) = start_service(&broker, Version::V12).await;
     let mut owner = broker.client(Version::V12).await;
     owner
-        .roundtrip(
-            Frame::new("SEND")
-                .h("destination", &service)
-                .h("reply-to", "/temp-queue/later")
-                .body("q"),
-        )
+        .roundtrip(request(&service, "/temp-queue/later", "q"))
         .await;
     let got = responder.msg().await;
     let reply_to = got.must("reply-to").to_string();
-    responder
-        .roundtrip(
-            Frame::new("SEND")
-                .h("destination", &reply_to)
-                .body("answer"),
-        )
-        .await;
+    responder.send_r(&reply_to, "answer").await;
     owner.subscribe("later", "/temp-queue/later", "auto").await;
     let r = owner.msg().await;
     assert_eq!(r.body_str(), "answer");
@@ -93,19 +90,12 @@ async fn temp_queues_are_private() {
 #[tokio::test]
 async fn reply_names_differ_per_owner() {
     let broker = Broker::start();
-    let service = format!("/queue/{}", unique("svc"));
-    let mut responder = broker.client(Version::V12).await;
-    responder.subscribe("svc", &service, "auto").await;
+    let (service, mut responder) = start_service(&broker, Version::V12).await;
     let mut names = Vec::new();
     for _ in 0..2 {
         let mut owner = broker.client(Version::V12).await;
         owner
-            .roundtrip(
-                Frame::new("SEND")
-                    .h("destination", &service)
-                    .h("reply-to", "/temp-queue/r")
-                    .body("q"),
-            )
+            .roundtrip(request(&service, "/temp-queue/r", "q"))
             .await;
         names.push(responder.msg().await.must("reply-to").to_string());
     }
@@ -117,29 +107,16 @@ async fn reply_names_differ_per_owner() {
 #[tokio::test]
 async fn temp_queue_removed_when_owner_leaves() {
     let broker = Broker::start();
-    let service = format!("/queue/{}", unique("svc"));
-    let mut responder = broker.client(Version::V12).await;
-    responder.subscribe("svc", &service, "auto").await;
+    let (service, mut responder) = start_service(&broker, Version::V12).await;
     let mut owner = broker.client(Version::V12).await;
     owner.subscribe("r", "/temp-queue/r", "auto").await;
     owner
-        .roundtrip(
-            Frame::new("SEND")
-                .h("destination", &service)
-                .h("reply-to", "/temp-queue/r")
-                .body("q"),
-        )
+        .roundtrip(request(&service, "/temp-queue/r", "q"))
         .await;
     let reply_to = responder.msg().await.must("reply-to").to_string();
     owner.disconnect().await;
     for i in 0..3 {
-        responder
-            .roundtrip(
-                Frame::new("SEND")
-                    .h("destination", &reply_to)
-                    .body(format!("late {i}")),
-            )
-            .await;
+        responder.send_r(&reply_to, &format!("late {i}")).await;
     }
     responder.sync().await;
     responder.expect_silence(QUIET).await;
@@ -182,19 +159,13 @@ async fn temp_queue_acks_and_owner_sends() {
 #[tokio::test]
 async fn reply_to_in_a_transaction() {
     let broker = Broker::start();
-    let service = format!("/queue/{}", unique("svc"));
-    let mut responder = broker.client(Version::V12).await;
-    responder.subscribe("svc", &service, "auto").await;
+    let (service, mut responder) = start_service(&broker, Version::V12).await;
     let mut owner = broker.client(Version::V12).await;
     owner.subscribe("r", "/temp-queue/tx-replies", "auto").await;
     owner
         .roundtrip(Frame::new("BEGIN").h("transaction", "t"))
         .await;
-    let req = Frame::new("SEND")
-        .h("destination", &service)
-        .h("transaction", "t")
-        .h("reply-to", "/temp-queue/tx-replies")
-        .body("q");
+    let req = request(&service, "/temp-queue/tx-replies", "q").h("transaction", "t");
     owner.roundtrip(req).await;
     responder.expect_silence(QUIET).await;
     owner
@@ -203,8 +174,6 @@ async fn reply_to_in_a_transaction() {
     let got = responder.msg().await;
     let reply_to = got.must("reply-to").to_string();
     assert_ne!(reply_to, "/temp-queue/tx-replies");
-    responder
-        .roundtrip(Frame::new("SEND").h("destination", &reply_to).body("a"))
-        .await;
+    responder.send_r(&reply_to, "a").await;
     assert_eq!(owner.msg().await.body_str(), "a");
 }

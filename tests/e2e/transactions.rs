@@ -23,6 +23,37 @@ fn tx_send(dest: &str, tx: &str, body: &str) -> Frame {
         .body(body)
 }
 
+/// A `client-individual` consumer at `version` that has received `a` from `dest` and sent
+/// `command` (ACK or NACK) for it in the open transaction `t`; returns it and the message.
+async fn settled_in_transaction(
+    broker: &Broker,
+    version: Version,
+    dest: &str,
+    command: &str,
+) -> (Client, Frame) {
+    let mut c = broker.client(version).await;
+    c.subscribe("s", dest, "client-individual").await;
+    c.send_r(dest, "a").await;
+    let m = c.msg().await;
+    c.roundtrip(begin("t")).await;
+    c.roundtrip(c.ack_frame(command, &m).h("transaction", "t"))
+        .await;
+    (c, m)
+}
+
+/// A new auto-ack subscriber on `dest` gets nothing: the queue is empty.
+async fn assert_queue_empty(broker: &Broker, dest: &str) {
+    let mut d = broker.client(Version::V12).await;
+    d.subscribe("s", dest, "auto").await;
+    d.expect_silence(QUIET).await;
+}
+
+/// `m` is the message `a` again, marked redelivered.
+fn assert_redelivered(m: &Frame, context: &str) {
+    assert_eq!(m.body_str(), "a", "{context}");
+    assert_eq!(m.get("redelivered"), Some("true"), "{context}: {m:?}");
+}
+
 #[tokio::test]
 async fn send_in_transaction_is_invisible_until_commit() {
     let broker = Broker::start();
@@ -102,18 +133,10 @@ async fn ack_in_transaction_applies_at_commit() {
     let broker = Broker::start();
     for v in ALL_VERSIONS {
         let dest = q("txack");
-        let mut c = broker.client(v).await;
-        c.subscribe("s", &dest, "client-individual").await;
-        c.send_r(&dest, "a").await;
-        let m = c.msg().await;
-        c.roundtrip(begin("t")).await;
-        c.roundtrip(c.ack_frame("ACK", &m).h("transaction", "t"))
-            .await;
+        let (mut c, _) = settled_in_transaction(&broker, v, &dest, "ACK").await;
         c.roundtrip(commit("t")).await;
         c.drop_abruptly();
-        let mut d = broker.client(Version::V12).await;
-        d.subscribe("s", &dest, "auto").await;
-        d.expect_silence(QUIET).await;
+        assert_queue_empty(&broker, &dest).await;
     }
 }
 
@@ -122,19 +145,11 @@ async fn ack_in_transaction_applies_at_commit() {
 async fn ack_in_uncommitted_transaction_is_not_applied() {
     let broker = Broker::start();
     let dest = q("txack-open");
-    let mut c = broker.client(Version::V12).await;
-    c.subscribe("s", &dest, "client-individual").await;
-    c.send_r(&dest, "a").await;
-    let m = c.msg().await;
-    c.roundtrip(begin("t")).await;
-    c.roundtrip(c.ack_frame("ACK", &m).h("transaction", "t"))
-        .await;
+    let (c, _) = settled_in_transaction(&broker, Version::V12, &dest, "ACK").await;
     c.drop_abruptly();
     let mut d = broker.client(Version::V12).await;
     d.subscribe("s", &dest, "auto").await;
-    let again = d.msg().await;
-    assert_eq!(again.body_str(), "a");
-    assert_eq!(again.get("redelivered"), Some("true"));
+    assert_redelivered(&d.msg().await, "after the drop");
 }
 
 /// ABORT makes a message ACKed in the transaction deliverable again (decided): it is not lost
@@ -145,28 +160,20 @@ async fn abort_of_transactional_ack_makes_message_deliverable_again() {
     let broker = Broker::start();
     for v in ALL_VERSIONS {
         let dest = q("txack-abort");
-        let mut c = broker.client(v).await;
-        c.subscribe("s", &dest, "client-individual").await;
-        c.send_r(&dest, "a").await;
-        let m = c.msg().await;
-        c.roundtrip(begin("t")).await;
-        c.roundtrip(c.ack_frame("ACK", &m).h("transaction", "t"))
-            .await;
+        let (mut c, _) = settled_in_transaction(&broker, v, &dest, "ACK").await;
         c.roundtrip(abort("t")).await;
         let mut d = broker.client(Version::V12).await;
         d.subscribe("s", &dest, "client-individual").await;
         match c.try_recv(QUIET).await {
             Ok(again) => {
-                assert_eq!(again.body_str(), "a", "{v}");
-                assert_eq!(again.get("redelivered"), Some("true"), "{v}: {again:?}");
+                assert_redelivered(&again, &v.to_string());
                 c.ack(&again).await;
                 d.expect_silence(QUIET).await;
             }
             Err(RecvError::Timeout) => {
                 c.drop_abruptly();
                 let again = d.msg().await;
-                assert_eq!(again.body_str(), "a", "{v}");
-                assert_eq!(again.get("redelivered"), Some("true"), "{v}: {again:?}");
+                assert_redelivered(&again, &v.to_string());
                 d.ack(&again).await;
             }
             Err(e) => panic!("{v}: {e:?}"),
@@ -179,18 +186,11 @@ async fn nack_in_transaction_applies_at_commit() {
     let broker = Broker::start();
     for v in [Version::V11, Version::V12] {
         let dest = q("txnack");
-        let mut c = broker.client(v).await;
-        c.subscribe("s", &dest, "client-individual").await;
-        c.send_r(&dest, "a").await;
-        let m = c.msg().await;
-        c.roundtrip(begin("t")).await;
-        c.roundtrip(c.ack_frame("NACK", &m).h("transaction", "t"))
-            .await;
+        let (mut c, _) = settled_in_transaction(&broker, v, &dest, "NACK").await;
         c.expect_silence(QUIET).await;
         c.roundtrip(commit("t")).await;
         let again = c.msg().await;
-        assert_eq!(again.body_str(), "a", "{v}");
-        assert_eq!(again.get("redelivered"), Some("true"), "{v}");
+        assert_redelivered(&again, &v.to_string());
         c.ack(&again).await;
     }
 }
@@ -255,9 +255,7 @@ async fn transaction_errors() {
             for f in setup {
                 c.roundtrip(f.clone()).await;
             }
-            c.write(&bad.clone().h("receipt", "bad-tx")).await;
-            let err = c.expect_error_close().await;
-            assert_eq!(err.get("receipt-id"), Some("bad-tx"), "{v} {name}: {err:?}");
+            expect_refused(&mut c, bad.clone(), "bad-tx", &format!("{v} {name}")).await;
         }
     }
     // ACK/NACK naming an unknown transaction.
@@ -272,24 +270,12 @@ async fn transaction_errors() {
         c.subscribe("s", &d, "client-individual").await;
         c.send_r(&d, "x").await;
         let m = c.msg().await;
-        c.write(
-            &c.ack_frame(command, &m)
-                .h("transaction", "nope")
-                .h("receipt", "bad-ack"),
-        )
-        .await;
-        let err = c.expect_error_close().await;
-        assert_eq!(
-            err.get("receipt-id"),
-            Some("bad-ack"),
-            "{v} {command}: {err:?}"
-        );
+        let bad = c.ack_frame(command, &m).h("transaction", "nope");
+        expect_refused(&mut c, bad, "bad-ack", &format!("{v} {command}")).await;
     }
     by.check().await;
     // Nothing from the failed SENDs reached the queue.
-    let mut c = broker.client(Version::V12).await;
-    c.subscribe("s", &dest, "auto").await;
-    c.expect_silence(QUIET).await;
+    assert_queue_empty(&broker, &dest).await;
 }
 
 #[tokio::test]
@@ -299,9 +285,7 @@ async fn max_transactions_per_connection() {
     let mut c = broker.client(Version::V12).await;
     c.roundtrip(begin("a")).await;
     c.roundtrip(begin("b")).await;
-    c.write(&begin("c").h("receipt", "too-many")).await;
-    let err = c.expect_error_close().await;
-    assert_eq!(err.get("receipt-id"), Some("too-many"));
+    expect_refused(&mut c, begin("c"), "too-many", "third BEGIN").await;
     by.check().await;
 }
 
@@ -315,15 +299,11 @@ async fn max_transaction_frames() {
     for i in 0..5 {
         c.roundtrip(tx_send(&dest, "t", &i.to_string())).await;
     }
-    c.write(&tx_send(&dest, "t", "one too many").h("receipt", "over"))
-        .await;
-    let err = c.expect_error_close().await;
-    assert_eq!(err.get("receipt-id"), Some("over"));
+    let over = tx_send(&dest, "t", "one too many");
+    expect_refused(&mut c, over, "over", "sixth SEND").await;
     by.check().await;
     // The transaction died with its connection: nothing was delivered.
-    let mut rx = broker.client(Version::V12).await;
-    rx.subscribe("s", &dest, "auto").await;
-    rx.expect_silence(QUIET).await;
+    assert_queue_empty(&broker, &dest).await;
 }
 
 /// ABORT also undoes a NACK made in the transaction: the message is not redelivered by the
@@ -332,18 +312,11 @@ async fn max_transaction_frames() {
 async fn abort_of_transactional_nack() {
     let broker = Broker::start();
     let dest = q("txnack-abort");
-    let mut c = broker.client(Version::V12).await;
-    c.subscribe("s", &dest, "client-individual").await;
-    c.send_r(&dest, "a").await;
-    let m = c.msg().await;
-    c.roundtrip(begin("t")).await;
-    c.roundtrip(c.ack_frame("NACK", &m).h("transaction", "t"))
-        .await;
+    let (mut c, m) = settled_in_transaction(&broker, Version::V12, &dest, "NACK").await;
     c.roundtrip(abort("t")).await;
     let settle = match c.try_recv(QUIET).await {
         Ok(again) => {
-            assert_eq!(again.body_str(), "a");
-            assert_eq!(again.get("redelivered"), Some("true"), "{again:?}");
+            assert_redelivered(&again, "after ABORT");
             again
         }
         Err(RecvError::Timeout) => m,
@@ -351,9 +324,7 @@ async fn abort_of_transactional_nack() {
     };
     c.ack(&settle).await;
     c.drop_abruptly();
-    let mut d = broker.client(Version::V12).await;
-    d.subscribe("s", &dest, "auto").await;
-    d.expect_silence(QUIET).await;
+    assert_queue_empty(&broker, &dest).await;
 }
 
 /// An ACK held in a transaction whose subscription is gone by COMMIT: RECEIPT or ERROR are
@@ -365,13 +336,7 @@ async fn transactional_ack_after_unsubscribe_is_safe() {
     let mut by = Bystander::new(&broker).await;
     for command in ["ACK", "NACK"] {
         let dest = q("txack-unsub");
-        let mut c = broker.client(Version::V12).await;
-        c.subscribe("s", &dest, "client-individual").await;
-        c.send_r(&dest, "a").await;
-        let m = c.msg().await;
-        c.roundtrip(begin("t")).await;
-        c.roundtrip(c.ack_frame(command, &m).h("transaction", "t"))
-            .await;
+        let (mut c, _) = settled_in_transaction(&broker, Version::V12, &dest, command).await;
         c.unsubscribe("s").await;
         c.write(&commit("t").h("receipt", "commit")).await;
         let f = c.recv().await;

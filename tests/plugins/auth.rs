@@ -1,7 +1,7 @@
 //! CONNECT (static-auth in the demo config) and the permissions the host enforces from the
 //! principal it returns.
 
-use crate::harness::{unique, Frame, QUIET};
+use crate::common::stomp::{unique, Client, Frame, QUIET};
 use crate::support::*;
 
 #[tokio::test]
@@ -163,15 +163,14 @@ async fn the_stomp_command_is_authenticated_too() {
         }
         f
     };
-    let (mut c, reply) = crate::harness::Client::connect_with(broker.addr, stomp(None, None)).await;
+    let (mut c, reply) = Client::connect_with(broker.addr, stomp(None, None)).await;
     assert!(
         error_message(&reply).contains("access refused"),
         "{reply:?}"
     );
     c.expect_closed().await;
     let (c, reply) =
-        crate::harness::Client::connect_with(broker.addr, stomp(Some("bob"), Some("bob-secret")))
-            .await;
+        Client::connect_with(broker.addr, stomp(Some("bob"), Some("bob-secret"))).await;
     assert!(reply.is("CONNECTED"), "{reply:?}");
     c.disconnect().await;
 }

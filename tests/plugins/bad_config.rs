@@ -3,6 +3,28 @@
 
 use crate::support::*;
 
+/// A temporary config with one `[[plugins]]` entry: `name` running `file` on `hook`, then
+/// `rest` (more keys of the entry, and its config tables).
+fn one_plugin(name: &str, file: &str, hook: &str, rest: &str) -> TempConfig {
+    temp_config(&format!(
+        "\n[[plugins]]\nname = \"{name}\"\nfile = \"{file}\"\nhooks = [\"{hook}\"]\n{rest}"
+    ))
+}
+
+/// `what`'s stderr names the plugin and gives every part of the reason.
+fn assert_names(what: &str, stderr: &str, plugin_name: &str, reason: &[&str]) {
+    assert!(
+        stderr.contains(&format!("`{plugin_name}`")),
+        "{what} must name the plugin `{plugin_name}`: {stderr:?}"
+    );
+    for needle in reason {
+        assert!(
+            stderr.contains(needle),
+            "{what} must give the reason ({needle:?}): {stderr:?}"
+        );
+    }
+}
+
 /// `--check-config` fails naming the plugin and the reason, and the broker refuses to start.
 fn assert_refused(config: &TempConfig, plugin_name: &str, reason: &[&str]) {
     let check = check_config(&config.path);
@@ -12,18 +34,7 @@ fn assert_refused(config: &TempConfig, plugin_name: &str, reason: &[&str]) {
         check.stdout,
         check.stderr
     );
-    assert!(
-        check.stderr.contains(&format!("`{plugin_name}`")),
-        "stderr must name the plugin `{plugin_name}`: {:?}",
-        check.stderr
-    );
-    for needle in reason {
-        assert!(
-            check.stderr.contains(needle),
-            "stderr must give the reason ({needle:?}): {:?}",
-            check.stderr
-        );
-    }
+    assert_names("--check-config", &check.stderr, plugin_name, reason);
     assert!(
         !check.stdout.contains("configuration OK"),
         "stdout: {:?}",
@@ -41,18 +52,7 @@ fn assert_refused(config: &TempConfig, plugin_name: &str, reason: &[&str]) {
         "the broker must not listen with a bad plugin: {:?}",
         start.stdout
     );
-    assert!(
-        start.stderr.contains(&format!("`{plugin_name}`")),
-        "start-up error must name the plugin: {:?}",
-        start.stderr
-    );
-    for needle in reason {
-        assert!(
-            start.stderr.contains(needle),
-            "start-up error must give the reason ({needle:?}): {:?}",
-            start.stderr
-        );
-    }
+    assert_names("the start-up error", &start.stderr, plugin_name, reason);
 }
 
 #[test]
@@ -74,13 +74,11 @@ fn check_config_accepts_the_demo() {
 
 #[test]
 fn a_header_router_rule_with_a_relative_target_is_refused() {
-    let config = temp_config(&format!(
-        r#"
-[[plugins]]
-name = "bad-router"
-file = "{}"
-hooks = ["send"]
-destinations = ["/queue/orders"]
+    let config = one_plugin(
+        "bad-router",
+        &plugin("header-router"),
+        "send",
+        r#"destinations = ["/queue/orders"]
 
 [[plugins.config.rules]]
 destination = "/queue/orders"
@@ -88,8 +86,7 @@ header = "region"
 value = "eu"
 to = ["queue/orders.eu"]
 "#,
-        plugin("header-router")
-    ));
+    );
     assert_refused(
         &config,
         "bad-router",
@@ -99,87 +96,53 @@ to = ["queue/orders.eu"]
 
 #[test]
 fn a_header_router_rule_missing_its_targets_is_refused() {
-    let config = temp_config(&format!(
+    let config = one_plugin(
+        "incomplete-router",
+        &plugin("header-router"),
+        "send",
         r#"
-[[plugins]]
-name = "incomplete-router"
-file = "{}"
-hooks = ["send"]
-
 [[plugins.config.rules]]
 destination = "/queue/orders"
 header = "region"
 value = "eu"
 "#,
-        plugin("header-router")
-    ));
+    );
     assert_refused(&config, "incomplete-router", &["to"]);
+}
+
+/// A static-auth plugin `auth` with one user, `carol`, whose other keys are `fields`.
+fn static_auth_user(fields: &str) -> TempConfig {
+    one_plugin(
+        "auth",
+        &plugin("static-auth"),
+        "authenticate",
+        &format!("\n[[plugins.config.users]]\nname = \"carol\"\n{fields}"),
+    )
 }
 
 #[test]
 fn a_static_auth_user_without_a_password_hash_is_refused() {
-    let config = temp_config(&format!(
-        r#"
-[[plugins]]
-name = "auth"
-file = "{}"
-hooks = ["authenticate"]
-
-[[plugins.config.users]]
-name = "carol"
-salt = "abc"
-may_send = ["*"]
-"#,
-        plugin("static-auth")
-    ));
+    let config = static_auth_user("salt = \"abc\"\nmay_send = [\"*\"]\n");
     assert_refused(&config, "auth", &["password_sha256"]);
 }
 
 #[test]
 fn a_static_auth_plain_text_password_is_refused() {
-    let config = temp_config(&format!(
-        r#"
-[[plugins]]
-name = "auth"
-file = "{}"
-hooks = ["authenticate"]
-
-[[plugins.config.users]]
-name = "carol"
-salt = "abc"
-password_sha256 = "carol-secret"
-"#,
-        plugin("static-auth")
-    ));
+    let config = static_auth_user("salt = \"abc\"\npassword_sha256 = \"carol-secret\"\n");
     assert_refused(&config, "auth", &["carol", "64 hex"]);
 }
 
 #[test]
 fn a_missing_wasm_file_is_a_clear_error() {
     let missing = plugins_dir().join("no-such-plugin.wasm");
-    let config = temp_config(&format!(
-        r#"
-[[plugins]]
-name = "ghost"
-file = "{}"
-hooks = ["send"]
-"#,
-        missing.display()
-    ));
+    let config = one_plugin("ghost", &missing.display().to_string(), "send", "");
     assert_refused(&config, "ghost", &["no-such-plugin.wasm"]);
 }
 
 #[test]
 fn a_relative_wasm_path_is_resolved_against_the_config_directory() {
     // The temp config's directory has no target/plugins: the error must show where it looked.
-    let config = temp_config(
-        r#"
-[[plugins]]
-name = "router"
-file = "../target/plugins/header-router.wasm"
-hooks = ["send"]
-"#,
-    );
+    let config = one_plugin("router", "../target/plugins/header-router.wasm", "send", "");
     let dir = config.path.parent().expect("config dir").to_path_buf();
     let check = check_config(&config.path);
     assert!(!check.status.success(), "stderr: {:?}", check.stderr);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Frame};
+use crate::common::stomp::{Client, Frame};
 use crate::support::*;
 
 /// Stops and resumes a process (SIGSTOP for `stopped`, then SIGCONT, repeatedly) as a loaded

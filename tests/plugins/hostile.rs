@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{unique, Client, Frame, QUIET};
+use crate::common::stomp::{unique, Client, Frame, QUIET};
 use crate::support::*;
 
 /// A config with one hostile plugin `name` (component `component`) on `hook`, for

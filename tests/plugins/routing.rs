@@ -1,6 +1,6 @@
 //! SEND routing by header-router: the demo's region routes, and fan-out from a temp config.
 
-use crate::harness::{Client, Frame, QUIET};
+use crate::common::stomp::{Client, Frame, QUIET};
 use crate::support::*;
 
 /// Alice subscribed (with a receipt) to each of the order queues.

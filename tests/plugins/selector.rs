@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::harness::{unique, Client, Frame, RecvError, QUIET};
+use crate::common::stomp::{unique, Client, Frame, RecvError, QUIET};
 use crate::support::*;
 
 /// A message of `/topic/t`-style tests: headers `type` and `n` (when given) and a body naming it.

@@ -1,6 +1,6 @@
 //! SEND transform: the demo's redact plugin masks `card` on /queue/payments.
 
-use crate::harness::{Frame, QUIET};
+use crate::common::stomp::{Frame, QUIET};
 use crate::support::*;
 
 const CARD: &str = "4111 1111 1111 1111";

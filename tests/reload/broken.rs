@@ -1,7 +1,7 @@
 //! A broken new plugin set is refused as a whole: the old one keeps serving, and the reason
 //! (naming the plugin) shows in `/status` and the log; fixing the file then reloads.
 
-use crate::harness::Client;
+use crate::common::stomp::Client;
 use crate::support::*;
 
 const IN: &str = "/queue/rb.in";

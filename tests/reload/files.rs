@@ -1,25 +1,41 @@
 //! Replacing a plugin's component file reloads it: by rename into place and by overwriting.
 
+use std::path::PathBuf;
+
+use crate::common::stomp::Client;
 use crate::support::*;
 
 const IN: &str = "/queue/rf.in";
 const EU: &str = "/queue/rf.eu";
 
-#[tokio::test]
-async fn replacing_the_wasm_file_reloads_it() {
-    let setup = Setup::new();
+/// header-router's bytes, and the file `router.wasm` in `setup`'s directory holding them tagged
+/// `files-v0` (with those bytes, `v0`).
+fn tagged_router(setup: &Setup) -> (Vec<u8>, PathBuf, Vec<u8>) {
     let original = std::fs::read(plugin("header-router")).expect("read header-router.wasm");
     let file = setup.path("router.wasm");
     let v0 = with_custom_section(&original, "files-v0");
     std::fs::write(&file, &v0).unwrap();
+    (original, file, v0)
+}
+
+/// A receiver subscribed to `IN` and `EU`, and a sender.
+async fn receiver_and_sender(broker: &ReloadBroker) -> (Client, Client) {
+    let mut rx = broker.client().await;
+    subscribe_all(&mut rx, &[IN, EU]).await;
+    let tx = broker.client().await;
+    (rx, tx)
+}
+
+#[tokio::test]
+async fn replacing_the_wasm_file_reloads_it() {
+    let setup = Setup::new();
+    let (original, file, v0) = tagged_router(&setup);
     let broker = setup.start(&router(&file, IN, &[("eu", EU)]));
     let status = broker.status().await;
     assert_eq!(generation(&status), 1);
     assert_eq!(loaded(&status, "router")["sha256"], sha256_hex(&v0));
 
-    let mut rx = broker.client().await;
-    subscribe_all(&mut rx, &[IN, EU]).await;
-    let mut tx = broker.client().await;
+    let (mut rx, mut tx) = receiver_and_sender(&broker).await;
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, EU);
 
     // 1. A new file renamed over the old one (how deploy tools and `cp` to a temp name work).
@@ -58,10 +74,7 @@ async fn replacing_the_wasm_file_reloads_it() {
 #[tokio::test]
 async fn rewriting_identical_content_does_not_bump_the_generation() {
     let setup = Setup::new();
-    let original = std::fs::read(plugin("header-router")).expect("read header-router.wasm");
-    let file = setup.path("router.wasm");
-    let v0 = with_custom_section(&original, "files-v0");
-    std::fs::write(&file, &v0).unwrap();
+    let (_, file, v0) = tagged_router(&setup);
     let body = router(&file, IN, &[("eu", EU)]);
     let broker = setup.start(&body);
     write_atomic(&file, &v0);
@@ -83,9 +96,7 @@ async fn adding_reordering_and_removing_plugins_applies_live() {
     let routing = router(&wasm, IN, &[("eu", EU)]);
     let filtering = selector(&sel, &["/queue/rf.sel"], "");
     let broker = setup.start(&routing);
-    let mut rx = broker.client().await;
-    subscribe_all(&mut rx, &[IN, EU]).await;
-    let mut tx = broker.client().await;
+    let (mut rx, mut tx) = receiver_and_sender(&broker).await;
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, EU);
 
     // Added: a selector subscription made now is filtered.
@@ -122,14 +133,9 @@ async fn adding_reordering_and_removing_plugins_applies_live() {
 #[tokio::test]
 async fn deleted_wasm_is_refused_until_it_is_back() {
     let setup = Setup::new();
-    let original = std::fs::read(plugin("header-router")).expect("read header-router.wasm");
-    let file = setup.path("router.wasm");
-    let v0 = with_custom_section(&original, "files-v0");
-    std::fs::write(&file, &v0).unwrap();
+    let (original, file, _) = tagged_router(&setup);
     let broker = setup.start(&router(&file, IN, &[("eu", EU)]));
-    let mut rx = broker.client().await;
-    subscribe_all(&mut rx, &[IN, EU]).await;
-    let mut tx = broker.client().await;
+    let (mut rx, mut tx) = receiver_and_sender(&broker).await;
 
     std::fs::remove_file(&file).unwrap();
     let status = broker.wait_failures(1, RELOAD_T).await;

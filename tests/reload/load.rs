@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Client, Frame, RecvError};
+use crate::common::stomp::{Client, Frame, RecvError};
 use crate::support::*;
 
 const IN: &str = "/queue/rl.in";

@@ -8,9 +8,8 @@
 //! they are kept, not ignored, so the fix turns them green. `measure.rs` holds `#[ignore]`d
 //! measurements (see docs/reload.md and bench/reload.sh).
 
-#[allow(dead_code)] // the harness serves several test binaries; this one uses part of it
-#[path = "../e2e/harness.rs"]
-mod harness;
+#[path = "../common/mod.rs"]
+mod common;
 
 mod support;
 

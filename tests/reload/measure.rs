@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::harness::{Client, Frame, RecvError};
+use crate::common::stomp::{Client, Frame, RecvError};
 use crate::support::*;
 
 const IN: &str = "/queue/rm.in";

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::Client;
+use crate::common::stomp::Client;
 use crate::support::*;
 
 const Q: &str = "/queue/rsel.q";
@@ -23,7 +23,7 @@ async fn only_red(tx: &mut Client, sub: &mut Client, dest: &str, round: usize) {
         red,
         "round {round}: the selector must filter on {dest}: {m:?}"
     );
-    expect_nothing(sub, Duration::from_millis(300)).await;
+    sub.expect_silence(Duration::from_millis(300)).await;
 }
 
 fn body(

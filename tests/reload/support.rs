@@ -1,14 +1,12 @@
-//! Shared setup: builds the plugin components once, writes config files (atomically or in
-//! place), starts a broker with its status endpoint, reads `/status`, waits for reloads, and
+//! Shared setup: writes config files (atomically or in place), starts a broker with its status
+//! endpoint (the launcher of `tests/common/broker.rs`), reads `/status`, waits for reloads, and
 //! makes plugin component variants.
 
 #![allow(dead_code)] // each test module uses a different part of this module
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,11 +14,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Client, Frame, RecvError, Version};
+use crate::common::broker::{Broker, Launch, START_T};
+use crate::common::plugins::{component, workspace_root, IfBuildFails};
+pub use crate::common::stomp::send_frame;
+use crate::common::stomp::{Client, Version};
 
-/// How long a broker may take to print its addresses (a debug build compiles plugins on a cold
-/// cache).
-pub const START_T: Duration = Duration::from_secs(60);
 /// Bound on waiting for a reload (generation change, refusal) that reuses cached compilations.
 pub const RELOAD_T: Duration = Duration::from_secs(10);
 /// Bound on waiting for a reload that compiles a component never seen before (a cold cache in a
@@ -29,44 +27,11 @@ pub const COMPILE_T: Duration = Duration::from_secs(60);
 /// Bound on one expected STOMP frame.
 pub const FRAME_T: Duration = Duration::from_secs(5);
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ is in the workspace")
-        .to_path_buf()
-}
-
-/// Builds every plugin component (once per test binary) and returns `target/plugins`.
-pub fn plugins_dir() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let root = workspace_root();
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // xtask in its own target dir: the outer `cargo test` may still hold target/'s lock.
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(["run", "--quiet", "-p", "xtask", "--target-dir"])
-            .arg(root.join("target").join("xtask"))
-            .args(["--", "plugins"])
-            .status()
-            .expect("running cargo xtask plugins");
-        // These tests only need header-router and selector: a failure elsewhere in the
-        // plugin workspace (someone's plugin under construction) must not hide reload bugs
-        // when the components are already built. `plugin()` still fails if one is missing.
-        if !status.success() {
-            eprintln!(
-                "warning: `cargo xtask plugins` failed; using the components already in target/plugins"
-            );
-        }
-    });
-    root.join("target").join("plugins")
-}
-
-/// Absolute path of a compiled plugin component (`NAME.wasm`), building them first.
+/// Absolute path of a compiled plugin component (`NAME.wasm`), building them first. These tests
+/// only need header-router and selector: a failed build elsewhere in the plugin workspace must
+/// not hide reload bugs when the components are already built.
 pub fn plugin(name: &str) -> PathBuf {
-    let path = plugins_dir().join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} missing after the build", path.display());
-    path
+    component(name, IfBuildFails::UsePrebuilt)
 }
 
 /// The compiled-plugin cache these tests share (so variants compile once per machine).
@@ -132,7 +97,7 @@ pub struct Setup {
 
 impl Setup {
     pub fn new() -> Setup {
-        plugins_dir();
+        crate::common::plugins::plugins_dir(IfBuildFails::UsePrebuilt);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("plugboard.toml");
         Setup { dir, config }
@@ -225,74 +190,22 @@ pub fn broker_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plugboard")))
 }
 
-/// A broker on a config file, with its status endpoint; killed on drop (log shown on failure).
-pub struct ReloadBroker {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    log_path: PathBuf,
-    _logdir: tempfile::TempDir,
-}
+/// A broker on a config file, with its status endpoint (see [`Broker`]); killed on drop (log
+/// shown on failure).
+pub struct ReloadBroker(Broker);
 
 impl ReloadBroker {
-    /// Starts `plugboard --config CONFIG EXTRA...`; reads `listening on ADDR` and
-    /// `status on http://ADDR/status` from stdout.
+    /// Starts `plugboard --config CONFIG EXTRA...` (the file sets `listen` and `admin_listen`);
+    /// reads `listening on ADDR` and `status on http://ADDR/status` from stdout.
     pub fn start(config: &Path, extra: &[&str]) -> ReloadBroker {
-        let logdir = tempfile::tempdir().expect("tempdir");
-        let log_path = logdir.path().join("broker.log");
-        let log = std::fs::File::create(&log_path).expect("create log");
-        let mut child = Command::new(broker_bin())
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("PLUGBOARD_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
-            )
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn plugboard");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            for _ in 0..2 {
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let _ = tx.send(line);
-            }
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
-        });
-        let mut broker = ReloadBroker {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log_path,
-            _logdir: logdir,
-        };
-        let next = |what: &str| {
-            rx.recv_timeout(START_T)
-                .unwrap_or_else(|_| panic!("broker printed no {what} line within {START_T:?}"))
-        };
-        let first = next("`listening on`");
-        let second = next("`status on`");
-        let parse = |line: &str, prefix: &str| -> SocketAddr {
-            let rest = line
-                .trim()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("expected `{prefix}...`, got {line:?}"));
-            let token = rest.trim_end_matches("/status");
-            token
-                .parse()
-                .unwrap_or_else(|e| panic!("bad address {token:?} in {line:?}: {e}"))
-        };
-        broker.addr = parse(&first, "listening on ");
-        broker.admin = parse(&second, "status on http://");
-        broker
+        ReloadBroker(
+            Launch::config_file(config)
+                .bin(broker_bin())
+                .listen_from_config()
+                .args(extra)
+                .status_line()
+                .start(),
+        )
     }
 
     /// Waits until the broker's file watcher reacts: rewrites `config` unchanged until the log
@@ -326,36 +239,14 @@ impl ReloadBroker {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// The broker's stderr log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
     /// Sends SIGHUP.
     pub fn sighup(&self) {
-        let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -HUP failed");
-    }
-
-    /// Whether the process still runs.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
+        self.signal("HUP");
     }
 
     /// `GET /status` as JSON.
     pub async fn status(&self) -> Value {
-        fetch_status(self.admin).await
+        fetch_status(self.admin()).await
     }
 
     pub async fn generation(&self) -> u64 {
@@ -425,30 +316,23 @@ impl ReloadBroker {
         }
     }
 
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
     /// A STOMP 1.2 client.
     pub async fn client(&self) -> Client {
         Client::connect(self.addr, Version::V12).await
     }
 }
 
-impl Drop for ReloadBroker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- broker log (tail) ----\n{}\n---------------------------",
-                self.log_tail()
-            );
-        }
+impl Deref for ReloadBroker {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        &self.0
+    }
+}
+
+impl DerefMut for ReloadBroker {
+    fn deref_mut(&mut self) -> &mut Broker {
+        &mut self.0
     }
 }
 
@@ -511,15 +395,6 @@ pub async fn fetch_status(admin: SocketAddr) -> Value {
 // STOMP helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A SEND with these extra headers and a body.
-pub fn send_frame(dest: &str, headers: &[(&str, &str)], body: &str) -> Frame {
-    let mut f = Frame::new("SEND").h("destination", dest);
-    for (k, v) in headers {
-        f = f.h(k, v);
-    }
-    f.body(body.as_bytes().to_vec())
-}
-
 /// Sends `region=REGION` to `dest` (with a receipt) and returns the destination of the MESSAGE
 /// `receiver` gets for it (the receiver subscribes to every candidate destination).
 pub async fn routed_to(
@@ -528,7 +403,7 @@ pub async fn routed_to(
     dest: &str,
     region: &str,
 ) -> String {
-    let body = crate::harness::unique("probe");
+    let body = crate::common::stomp::unique("probe");
     sender
         .roundtrip(send_frame(dest, &[("region", region)], &body))
         .await;
@@ -548,13 +423,5 @@ pub async fn routed_to(
 pub async fn subscribe_all(client: &mut Client, dests: &[&str]) {
     for (i, d) in dests.iter().enumerate() {
         client.subscribe(&format!("s{i}"), d, "auto").await;
-    }
-}
-
-/// Asserts that nothing (no MESSAGE, ERROR or close) arrives within `within`.
-pub async fn expect_nothing(client: &mut Client, within: Duration) {
-    match client.try_recv(within).await {
-        Err(RecvError::Timeout) => {}
-        other => panic!("expected nothing within {within:?}, got {other:?}"),
     }
 }

@@ -1,0 +1,303 @@
+//! The one broker launcher: starts a real `plugboard` process for a test, reads its addresses
+//! from stdout, keeps its whole stderr in a log file the test can read, and kills it on drop
+//! (showing the log's tail when the test failed).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Default bound on a broker printing its addresses (a debug build compiles plugins on a cold
+/// cache).
+pub const START_T: Duration = Duration::from_secs(60);
+/// How many lines of the log a failure shows.
+const TAIL_LINES: usize = 80;
+
+/// The config a broker runs on.
+enum Config {
+    /// TOML text, written to a file in the broker's temporary directory.
+    Text(String),
+    /// An existing file (relative paths in it resolve against its directory).
+    File(PathBuf),
+}
+
+/// How to start a broker: `plugboard [--listen 127.0.0.1:0] --config FILE ARGS...`.
+pub struct Launch {
+    bin: PathBuf,
+    config: Config,
+    listen_arg: bool,
+    args: Vec<OsString>,
+    status_line: bool,
+    start_within: Duration,
+}
+
+impl Launch {
+    fn new(config: Config) -> Launch {
+        Launch {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_plugboard")),
+            config,
+            listen_arg: true,
+            args: Vec::new(),
+            status_line: false,
+            start_within: START_T,
+        }
+    }
+
+    /// A broker on this TOML text.
+    pub fn config_text(toml: &str) -> Launch {
+        Launch::new(Config::Text(toml.to_string()))
+    }
+
+    /// A broker on this config file.
+    pub fn config_file(path: &Path) -> Launch {
+        Launch::new(Config::File(path.to_path_buf()))
+    }
+
+    /// Another broker binary than the one cargo built for this test run.
+    pub fn bin(mut self, bin: PathBuf) -> Launch {
+        self.bin = bin;
+        self
+    }
+
+    /// Leaves out `--listen 127.0.0.1:0`: the config file sets `listen`.
+    pub fn listen_from_config(mut self) -> Launch {
+        self.listen_arg = false;
+        self
+    }
+
+    /// Extra command-line arguments after `--config FILE`.
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: &[S]) -> Launch {
+        self.args
+            .extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Also reads the second stdout line, `status on http://ADDR/status` (`admin_listen` set).
+    pub fn status_line(mut self) -> Launch {
+        self.status_line = true;
+        self
+    }
+
+    /// How long the broker may take to print its addresses.
+    pub fn start_within(mut self, within: Duration) -> Launch {
+        self.start_within = within;
+        self
+    }
+
+    /// Starts the broker and waits for its addresses.
+    pub fn start(self) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = match &self.config {
+            Config::Text(toml) => {
+                let path = dir.path().join("plugboard.toml");
+                std::fs::write(&path, toml).expect("write config");
+                path
+            }
+            Config::File(path) => path.clone(),
+        };
+        let log_path = dir.path().join("broker.log");
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let mut command = Command::new(&self.bin);
+        if self.listen_arg {
+            command.arg("--listen").arg("127.0.0.1:0");
+        }
+        let mut child = command
+            .arg("--config")
+            .arg(&config_path)
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("PLUGBOARD_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn plugboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = if self.status_line { 2 } else { 1 };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            for _ in 0..lines {
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let _ = tx.send(line);
+            }
+            // Keep draining so the broker never blocks on a full stdout pipe.
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        let mut broker = Broker {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
+            log_path,
+            _dir: dir,
+        };
+        let within = self.start_within;
+        let next = |prefix: &str| -> SocketAddr {
+            let line = rx.recv_timeout(within).unwrap_or_else(|_| {
+                panic!(
+                    "broker printed no `{prefix}ADDR` line within {within:?}\n{}",
+                    broker.log_tail()
+                )
+            });
+            let Some(rest) = line.trim().strip_prefix(prefix) else {
+                panic!(
+                    "stdout line must be `{prefix}ADDR`, got {line:?}\n{}",
+                    broker.log_tail()
+                );
+            };
+            let token = rest.trim_end_matches("/status");
+            token
+                .parse()
+                .unwrap_or_else(|e| panic!("bad address {token:?} in {line:?}: {e}"))
+        };
+        let addr = next("listening on ");
+        let admin = self.status_line.then(|| next("status on http://"));
+        broker.addr = addr;
+        broker.admin = admin;
+        broker
+    }
+}
+
+/// A broker process started for one test; killed (and its log's tail shown on failure) on drop.
+pub struct Broker {
+    child: Option<Child>,
+    /// The STOMP listener.
+    pub addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts `plugboard --listen 127.0.0.1:0 --config CONFIG` and waits for its address.
+    pub fn start(config: &Path) -> Broker {
+        Launch::config_file(config).start()
+    }
+
+    /// The status endpoint's address (the broker was started with [`Launch::status_line`]).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+            .expect("broker started without reading its status line")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "broker did not exit within {within:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's whole stderr log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last lines of the log, framed for a failure message.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        format!(
+            "---- broker log (tail) ----\n{}\n---------------------------",
+            lines[start..].join("\n")
+        )
+    }
+
+    /// The log's records: a line plus its indented continuation lines (a trap's wasm
+    /// backtrace spans several lines, with the record's fields after it).
+    pub fn log_records(&self) -> Vec<String> {
+        let mut records: Vec<String> = Vec::new();
+        for line in self.log().lines() {
+            match records.last_mut() {
+                Some(last) if line.starts_with(char::is_whitespace) => {
+                    last.push('\n');
+                    last.push_str(line);
+                }
+                _ => records.push(line.to_string()),
+            }
+        }
+        records
+    }
+
+    /// Waits (bounded) until a log record contains every one of `needles`; returns it.
+    pub fn wait_log_line(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(record) = self
+                .log_records()
+                .into_iter()
+                .find(|record| needles.iter().all(|n| record.contains(n)))
+            {
+                return record;
+            }
+            let log = self.log();
+            assert!(
+                Instant::now() < deadline,
+                "no broker log line with all of {needles:?} within {within:?}\n---- log ----\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let exited = child.try_wait().ok().flatten();
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(status) = exited {
+                if !std::thread::panicking() {
+                    eprintln!("note: broker had already exited with {status}");
+                }
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
