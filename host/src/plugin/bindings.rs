@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::plugboard::plugin::{authenticate, deliver, lifecycle, send};
-pub use plugboard::plugin::{log, types};
+pub use self::plugboard::plugin::{log, types};
