@@ -211,6 +211,15 @@ impl Decoder {
         })
     }
 
+    /// Total length (from the buffer's start, NUL included) of the frame being decoded, once
+    /// its header block is complete and it has a content-length: what the buffer must hold.
+    pub fn frame_len_hint(&self) -> Option<usize> {
+        match (self.phase, self.content_length) {
+            (Phase::Body, Some(n)) => Some(self.body_start.saturating_add(n as usize) + 1),
+            _ => None,
+        }
+    }
+
     fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeErrorKind> {
         if self.phase == Phase::Command && !self.read_command(buf)? {
             return Ok(None);
@@ -529,6 +538,18 @@ fn raw_receipt(buf: &[u8]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_length_is_known_once_the_headers_are() {
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buf = BytesMut::from(&b"SEND\ncontent-len"[..]);
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.frame_len_hint(), None);
+        buf.extend_from_slice(b"gth:5\n\nab");
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        let head = b"SEND\ncontent-length:5\n\n".len();
+        assert_eq!(decoder.frame_len_hint(), Some(head + 5 + 1));
+    }
 
     #[test]
     fn errors_before_the_header_block_still_find_the_receipt() {
