@@ -10,5 +10,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::plugboard::plugin::{authenticate, deliver, lifecycle, send};
 pub use self::plugboard::plugin::{log, types};
+pub use exports::plugboard::plugin::{authenticate, deliver, lifecycle, send};
