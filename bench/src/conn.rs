@@ -177,22 +177,28 @@ impl Conn {
 
 /// The SUBSCRIBE handshake, with a receipt: returns once the subscription is known active,
 /// with any MESSAGE frames that arrived before the RECEIPT (left over from earlier runs).
+/// A non-zero `prefetch` is sent under both names brokers use for the window:
+/// `prefetch-count` (RabbitMQ) and `activemq.prefetchSize` (ActiveMQ); `extra` headers follow.
 pub async fn subscribe(
     conn: &mut Conn,
     destination: &str,
     ack: &str,
+    prefetch: u64,
+    extra: &[(String, String)],
 ) -> anyhow::Result<Vec<Frame>> {
-    conn.send(
-        "SUBSCRIBE",
-        &[
-            ("id", "0"),
-            ("destination", destination),
-            ("ack", ack),
-            ("receipt", "sub"),
-        ],
-        b"",
-    )
-    .await?;
+    let prefetch = prefetch.to_string();
+    let mut headers = vec![
+        ("id", "0"),
+        ("destination", destination),
+        ("ack", ack),
+        ("receipt", "sub"),
+    ];
+    if prefetch != "0" {
+        headers.push(("prefetch-count", &prefetch));
+        headers.push(("activemq.prefetchSize", &prefetch));
+    }
+    headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    conn.send("SUBSCRIBE", &headers, b"").await?;
     conn.flush().await?;
     let mut early = Vec::new();
     tokio::time::timeout(

@@ -8,12 +8,23 @@
 //!     --messages 100000 --size 128 [--ack auto|client|client-individual] [--window 1000] \
 //!     [--login L --passcode P] [--destination /queue/bench] [--broker-pid PID] [--timeout 120]
 //! plugboard-bench topic --subscribers 4 --messages 50000 [same options]
+//! plugboard-bench latency --rate 1000 --seconds 10 [--size 128] [same options]
+//! plugboard-bench idle --connections 1000 --broker-pid PID [--addr, --login, --passcode]
 //! ```
 //!
 //! * `queue`: N producers → one queue → M competing consumers; together the consumers must
 //!   receive every message exactly once.
 //! * `topic`: N producers (default 1) → one topic → M subscribers; *each* subscriber must
 //!   receive every message exactly once.
+//! * `latency`: 1 producer → one queue → 1 consumer at a fixed rate; every message carries its
+//!   send time (`t`, ns since the run's start, same process) and the consumer reports the
+//!   end-to-end p50/p99/p99.9/max in µs. Loss and duplicates are checked as for `queue`.
+//! * `idle`: opens `--connections` idle connected sessions and reports the broker's VmRSS
+//!   growth per connection.
+//!
+//! Every SUBSCRIBE carries both flow-window aliases, `prefetch-count` (RabbitMQ) and
+//! `activemq.prefetchSize` (ActiveMQ), set to `--prefetch` (Plugboard understands both), so the
+//! same command line means the same thing against all three brokers.
 //!
 //! Consumers subscribe (with a receipt) before the producers start. Every message carries
 //! `p:<producer>`, `s:<sequence>` and a per-run `run` tag; each producer asks for a receipt
@@ -23,8 +34,9 @@
 //! covering them, because their producer failed, or still in flight at `--timeout`),
 //! duplicates, per-consumer per-producer reordering, and *stale* messages (from an earlier run,
 //! recognised by the `run` header; ignored). With `--broker-pid`, the broker's CPU time
-//! (`/proc/PID/stat`) over the run gives CPU µs per delivered message, and its VmHWM/VmRSS are
-//! reported. Throughput is measured from the producers' start to the last first delivery;
+//! (`/proc/PID/stat`) over the run gives CPU µs per delivered message, and its VmHWM and its
+//! VmRSS before the run, right after it and `--rss-settle` seconds after the connections closed
+//! are reported. Throughput is measured from the producers' start to the last first delivery;
 //! MB/s counts body bytes only (1 MB = 10^6 bytes).
 //!
 //! Output: one human-readable line, then one JSON line (`{"scenario":"queue",...}`).
@@ -33,6 +45,7 @@
 
 mod codec;
 mod conn;
+mod idle;
 mod report;
 mod run;
 mod stats;
@@ -51,6 +64,8 @@ Examples:
   plugboard-bench queue --addr 127.0.0.1:61613 --producers 4 --consumers 4 --messages 100000 \\
       --size 128 --ack client-individual --broker-pid $(pgrep -n plugboard)
   plugboard-bench topic --addr 127.0.0.1:61613 --subscribers 4 --messages 50000
+  plugboard-bench latency --addr 127.0.0.1:61613 --rate 1000 --seconds 10
+  plugboard-bench idle --addr 127.0.0.1:61613 --connections 1000 --broker-pid $(pgrep -n plugboard)
 
 Prints one summary line, then one JSON line ({\"scenario\":...}). Throughput runs from the
 producers' start to the last first delivery; MB/s counts body bytes (1 MB = 10^6 B).
@@ -89,6 +104,39 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// 1 producer at a fixed rate → one queue → 1 consumer: end-to-end latency percentiles.
+    /// `--messages` is ignored (rate × seconds are sent).
+    Latency {
+        /// Messages per second.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rate: u64,
+        /// Duration of the sending, in seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Opens N idle connected sessions: broker VmRSS growth per connection.
+    Idle {
+        /// Connections to open (the bench needs that many file descriptors).
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Seconds to hold them open before reading the broker's memory.
+        #[arg(long, default_value_t = 2)]
+        hold: u64,
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:61613")]
+        addr: String,
+        /// CONNECT login.
+        #[arg(long)]
+        login: Option<String>,
+        /// CONNECT passcode.
+        #[arg(long)]
+        passcode: Option<String>,
+        /// Broker process id (required: the point is its memory).
+        #[arg(long)]
+        broker_pid: u32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,30 +165,67 @@ struct Common {
     /// Destination [default: /queue/bench or /topic/bench].
     #[arg(long)]
     destination: Option<String>,
+    /// Subscription window sent as both `prefetch-count` and `activemq.prefetchSize`
+    /// (0: send neither, the broker's default applies).
+    #[arg(long, default_value_t = 1000)]
+    prefetch: u64,
+    /// Extra SEND header NAME:VALUE (repeatable), e.g. for a routing plugin's rule.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Extra SUBSCRIBE header NAME:VALUE (repeatable), e.g. `selector:p IS NOT NULL`.
+    #[arg(long = "subscribe-header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    subscribe_headers: Vec<(String, String)>,
+    /// Where the consumers subscribe [default: the destination the producers send to], for
+    /// runs where a routing plugin moves the messages.
+    #[arg(long)]
+    consume_from: Option<String>,
     /// Broker process id, for CPU time and memory readings from /proc.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// With --broker-pid: seconds to wait after the connections closed before the last
+    /// VmRSS reading ("RSS after a burst").
+    #[arg(long, default_value_t = 2.0)]
+    rss_settle: f64,
     /// Overall time limit in seconds; reaching it fails the run.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
 }
 
+/// `NAME:VALUE` (split on the first colon).
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME:VALUE, got {s:?}")),
+    }
+}
+
 fn plan(scenario: Scenario) -> Plan {
-    let (name, producers, consumers, fan_out, common) = match scenario {
+    let (name, producers, consumers, fan_out, rate, mut common) = match scenario {
         Scenario::Queue {
             producers,
             consumers,
             common,
-        } => ("queue", producers, consumers, false, common),
+        } => ("queue", producers, consumers, false, None, common),
         Scenario::Topic {
             producers,
             subscribers,
             common,
-        } => ("topic", producers, subscribers, true, common),
+        } => ("topic", producers, subscribers, true, None, common),
+        Scenario::Latency {
+            rate,
+            seconds,
+            common,
+        } => ("latency", 1, 1, false, Some((rate, seconds)), common),
+        Scenario::Idle { .. } => unreachable!("idle has no plan"),
     };
-    let destination = common
-        .destination
-        .unwrap_or_else(|| format!("/{name}/bench"));
+    if let Some((rate, seconds)) = rate {
+        common.messages = rate * seconds;
+    }
+    let destination = common.destination.unwrap_or_else(|| match name {
+        "latency" => "/queue/bench.latency".to_string(),
+        _ => format!("/{name}/bench"),
+    });
+    let consume_from = common.consume_from.unwrap_or_else(|| destination.clone());
     Plan {
         scenario: name,
         endpoint: Endpoint {
@@ -149,6 +234,7 @@ fn plan(scenario: Scenario) -> Plan {
             passcode: common.passcode,
         },
         destination,
+        consume_from,
         producers,
         consumers,
         fan_out,
@@ -156,14 +242,46 @@ fn plan(scenario: Scenario) -> Plan {
         size: common.size,
         ack: common.ack,
         window: common.window,
+        prefetch: common.prefetch,
+        send_headers: common.headers,
+        subscribe_headers: common.subscribe_headers,
+        rate: rate.map(|(r, _)| r),
         broker_pid: common.broker_pid,
+        rss_settle: Duration::from_secs_f64(common.rss_settle.max(0.0)),
         timeout: Duration::from_secs(common.timeout),
     }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let plan = plan(Cli::parse().scenario);
+    let scenario = Cli::parse().scenario;
+    if let Scenario::Idle {
+        connections,
+        hold,
+        addr,
+        login,
+        passcode,
+        broker_pid,
+    } = scenario
+    {
+        let endpoint = Endpoint {
+            addr,
+            login,
+            passcode,
+        };
+        let hold = Duration::from_secs(hold);
+        return match idle::run(&endpoint, connections, hold, broker_pid).await {
+            Ok(report) => {
+                report.print();
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    let plan = plan(scenario);
     if plan.producers == 0 || plan.consumers == 0 {
         eprintln!("error: need at least one producer and one consumer");
         return std::process::ExitCode::from(2);
@@ -176,5 +294,24 @@ async fn main() -> std::process::ExitCode {
         std::process::ExitCode::from(2)
     } else {
         std::process::ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_header;
+
+    #[test]
+    fn header_arguments_split_on_the_first_colon() {
+        assert_eq!(
+            parse_header("selector:p IS NOT NULL").unwrap(),
+            ("selector".to_string(), "p IS NOT NULL".to_string())
+        );
+        assert_eq!(
+            parse_header("a:b:c").unwrap(),
+            ("a".to_string(), "b:c".to_string())
+        );
+        assert!(parse_header(":x").is_err());
+        assert!(parse_header("novalue").is_err());
     }
 }

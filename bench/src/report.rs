@@ -33,8 +33,14 @@ pub struct Report {
     /// From the producers' start to the last first delivery.
     pub elapsed: Duration,
     pub broker_cpu_s: Option<f64>,
-    /// Broker (VmHWM, VmRSS) in KiB.
+    /// Broker (VmHWM, VmRSS) in KiB, right after the last delivery.
     pub broker_mem_kib: Option<(u64, u64)>,
+    /// Broker VmRSS (KiB) before the run's first connection.
+    pub broker_rss_before_kib: Option<u64>,
+    /// Broker VmRSS (KiB) `rss_settle` after the run's connections closed.
+    pub broker_rss_settled_kib: Option<u64>,
+    /// End-to-end latency percentiles (p50, p99, p99.9, max) in µs and the sample count.
+    pub latency_us: Option<([f64; 4], usize)>,
     pub stalled: bool,
     pub timed_out: bool,
     pub errors: Vec<String>,
@@ -69,6 +75,15 @@ impl Report {
         self.stale = t.stale.load(Ordering::Relaxed);
         self.corrupt = t.corrupt.load(Ordering::Relaxed);
         self.errors.extend(t.errors.lock().unwrap().iter().cloned());
+        let mut lat = std::mem::take(&mut *t.latencies.lock().unwrap());
+        if !lat.is_empty() {
+            lat.sort_unstable();
+            let q = |f: f64| {
+                let i = ((lat.len() as f64 * f).ceil() as usize).clamp(1, lat.len()) - 1;
+                lat[i] as f64 / 1000.0
+            };
+            self.latency_us = Some(([q(0.5), q(0.99), q(0.999), q(1.0)], lat.len()));
+        }
     }
 
     /// Loss or duplication: exit status 1.
@@ -135,8 +150,23 @@ impl Report {
         if let (Some(cpu), Some(per)) = (self.broker_cpu_s, self.cpu_us_per_msg()) {
             let _ = write!(line, "; broker cpu {cpu:.2}s = {per:.1} us/msg");
         }
+        if let Some(([p50, p99, p999, max], n)) = self.latency_us {
+            let _ = write!(
+                line,
+                "; latency us p50 {p50:.0} p99 {p99:.0} p99.9 {p999:.0} max {max:.0} (n={n})"
+            );
+        }
         if let Some((hwm, rss)) = self.broker_mem_kib {
-            let _ = write!(line, ", VmHWM {} MiB VmRSS {} MiB", hwm / 1024, rss / 1024);
+            let mib = |k: u64| k as f64 / 1024.0;
+            let _ = write!(line, ", VmHWM {:.1} MiB, VmRSS", mib(hwm));
+            if let Some(before) = self.broker_rss_before_kib {
+                let _ = write!(line, " {:.1} before,", mib(before));
+            }
+            let _ = write!(line, " {:.1} right after", mib(rss));
+            if let Some(settled) = self.broker_rss_settled_kib {
+                let _ = write!(line, ", {:.1} settled", mib(settled));
+            }
+            line.push_str(" MiB");
         }
         if self.undelivered > 0 {
             let _ = write!(line, " undelivered={}", self.undelivered);
@@ -164,6 +194,7 @@ impl Report {
                 if i == 0 { m.0 } else { m.1 }.to_string()
             })
         };
+        let int = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         let errors: Vec<String> = self.errors.iter().map(|e| json_str(e)).collect();
         format!(
             "{{\"scenario\":{},\"producers\":{},\"consumers\":{},\"messages\":{},\"size\":{},\
@@ -171,6 +202,9 @@ impl Report {
              \"undelivered\":{},\"duplicates\":{},\"reordered\":{},\"unsent\":{},\"stale\":{},\"corrupt\":{},\
              \"elapsed_s\":{:.3},\"msgs_per_s\":{:.1},\"mb_per_s\":{:.3},\"broker_cpu_s\":{},\
              \"cpu_us_per_msg\":{},\"broker_vm_hwm_kib\":{},\"broker_vm_rss_kib\":{},\
+             \"broker_rss_before_kib\":{},\"broker_rss_settled_kib\":{},\
+             \"latency_p50_us\":{},\"latency_p99_us\":{},\"latency_p999_us\":{},\
+             \"latency_max_us\":{},\
              \"stalled\":{},\"timed_out\":{},\"ok\":{},\"errors\":[{}]}}",
             json_str(self.scenario),
             self.producers,
@@ -195,6 +229,12 @@ impl Report {
             opt(self.cpu_us_per_msg()),
             mem(0),
             mem(1),
+            int(self.broker_rss_before_kib),
+            int(self.broker_rss_settled_kib),
+            opt(self.latency_us.map(|l| l.0[0])),
+            opt(self.latency_us.map(|l| l.0[1])),
+            opt(self.latency_us.map(|l| l.0[2])),
+            opt(self.latency_us.map(|l| l.0[3])),
             self.stalled,
             self.timed_out,
             !(self.lost_or_duplicated() || self.failed()),

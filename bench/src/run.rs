@@ -32,7 +32,10 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub struct Plan {
     pub scenario: &'static str,
     pub endpoint: Endpoint,
+    /// Where the producers send.
     pub destination: String,
+    /// Where the consumers subscribe (normally `destination`).
+    pub consume_from: String,
     pub producers: usize,
     pub consumers: usize,
     /// Topic: every consumer must see every message; queue: the consumers share them.
@@ -41,7 +44,18 @@ pub struct Plan {
     pub size: usize,
     pub ack: String,
     pub window: u64,
+    /// Subscription window, sent as `prefetch-count` and `activemq.prefetchSize` (0: neither).
+    pub prefetch: u64,
+    /// Extra headers on every SEND.
+    pub send_headers: Vec<(String, String)>,
+    /// Extra headers on every SUBSCRIBE.
+    pub subscribe_headers: Vec<(String, String)>,
+    /// Fixed sending rate (messages/s) of the latency scenario; `None`: as fast as the window
+    /// allows.
+    pub rate: Option<u64>,
     pub broker_pid: Option<u32>,
+    /// After the connections closed, wait this long before the "settled" VmRSS reading.
+    pub rss_settle: Duration,
     pub timeout: Duration,
 }
 
@@ -65,6 +79,9 @@ pub async fn run(plan: Plan) -> Report {
         plan.size,
     ));
     let mut report = Report::new(&plan);
+    if let Some(pid) = plan.broker_pid {
+        report.broker_rss_before_kib = stats::memory_kib(pid).ok().map(|m| m.1);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // Live consumers per group: a group without any can never complete.
     let live: Arc<Vec<AtomicUsize>> = Arc::new((0..groups).map(|_| AtomicUsize::new(0)).collect());
@@ -74,7 +91,14 @@ pub async fn run(plan: Plan) -> Report {
         let mut consumers = Vec::new();
         for c in 0..plan.consumers {
             let mut conn = Conn::connect(&plan.endpoint).await?;
-            let early = conn::subscribe(&mut conn, &plan.destination, &plan.ack).await?;
+            let early = conn::subscribe(
+                &mut conn,
+                &plan.consume_from,
+                &plan.ack,
+                plan.prefetch,
+                &plan.subscribe_headers,
+            )
+            .await?;
             let group = if plan.fan_out { c } else { 0 };
             let view = tracker.view(group);
             let (tracker, stop, live) = (tracker.clone(), stop_rx.clone(), live.clone());
@@ -184,6 +208,10 @@ pub async fn run(plan: Plan) -> Report {
             abort.abort();
         }
     }
+    if let Some(pid) = plan.broker_pid {
+        tokio::time::sleep(plan.rss_settle).await;
+        report.broker_rss_settled_kib = stats::memory_kib(pid).ok().map(|m| m.1);
+    }
 
     let last_new = Duration::from_nanos(tracker.last_new_nanos.load(Ordering::Relaxed));
     report.elapsed = if last_new.is_zero() { wall } else { last_new };
@@ -193,7 +221,11 @@ pub async fn run(plan: Plan) -> Report {
 
 /// Sends this producer's share, then disconnects; on failure, looks for the broker's ERROR.
 async fn produce(mut conn: Conn, p: usize, plan: &Plan, tracker: &Tracker) -> anyhow::Result<()> {
-    match send_all(&mut conn, p, plan, tracker).await {
+    let sent = match plan.rate {
+        Some(rate) => send_paced(&mut conn, p, plan, tracker, rate).await,
+        None => send_all(&mut conn, p, plan, tracker).await,
+    };
+    match sent {
         Ok(()) => {
             conn.disconnect().await;
             Ok(())
@@ -230,6 +262,11 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
             ("s", s_str.as_str()),
             ("run", run.as_str()),
         ];
+        headers.extend(
+            plan.send_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         if (s + 1) % every == 0 || s + 1 == count {
             headers.push(("receipt", receipt.as_str()));
         }
@@ -237,6 +274,74 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
         tracker.sent[p].store(s + 1, Ordering::Relaxed);
     }
     conn.flush().await?;
+    while confirmed < count {
+        confirmed = confirmed.max(read_receipt(conn).await?);
+        tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The latency scenario's sending loop: message `s` is due at `start + s / rate`; each one
+/// carries `t` (its write time in ns since the run's start) and is flushed on its own.
+/// Receipts (every `RECEIPT_EVERY`) are read while waiting for the next slot. A producer that
+/// falls behind (the broker or this machine stalls) sends the late messages at once rather
+/// than skipping them, so such stalls show in the tail.
+async fn send_paced(
+    conn: &mut Conn,
+    p: usize,
+    plan: &Plan,
+    tracker: &Tracker,
+    rate: u64,
+) -> anyhow::Result<()> {
+    let count = tracker.per_producer[p];
+    let every = RECEIPT_EVERY.min(plan.window.max(1));
+    let body: Vec<u8> = (0..plan.size).map(|i| b'a' + (i % 26) as u8).collect();
+    let (p_str, run) = (p.to_string(), tracker.run_id.clone());
+    let start = *tracker
+        .start
+        .get()
+        .expect("start is set before the producers");
+    let t0 = tokio::time::Instant::from_std(start);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut confirmed = 0u64;
+    for s in 0..count {
+        let due = t0 + period.mul_f64(s as f64);
+        loop {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(due) => break,
+                seq = read_receipt(conn) => {
+                    confirmed = confirmed.max(seq?);
+                    tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
+                }
+            }
+        }
+        while s - confirmed >= plan.window.max(1) {
+            confirmed = confirmed.max(read_receipt(conn).await?);
+            tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
+        }
+        let s_str = s.to_string();
+        let receipt = format!("r{s}");
+        let t_str = (start.elapsed().as_nanos() as u64).to_string();
+        let mut headers = vec![
+            ("destination", plan.destination.as_str()),
+            ("p", p_str.as_str()),
+            ("s", s_str.as_str()),
+            ("run", run.as_str()),
+            ("t", t_str.as_str()),
+        ];
+        headers.extend(
+            plan.send_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        if (s + 1) % every == 0 || s + 1 == count {
+            headers.push(("receipt", receipt.as_str()));
+        }
+        conn.send("SEND", &headers, &body).await?;
+        conn.flush().await?;
+        tracker.sent[p].store(s + 1, Ordering::Relaxed);
+    }
     while confirmed < count {
         confirmed = confirmed.max(read_receipt(conn).await?);
         tracker.confirmed[p].store(confirmed, Ordering::Relaxed);
@@ -310,6 +415,14 @@ async fn handle(
 ) -> anyhow::Result<()> {
     if frame.command != "MESSAGE" {
         bail!("expected MESSAGE, got {}", frame.describe());
+    }
+    if let (Some(t), Some(start)) = (frame.header("t"), tracker.start.get()) {
+        if frame.header("run") == Some(tracker.run_id.as_str()) {
+            if let Ok(sent) = t.parse::<u64>() {
+                let now = start.elapsed().as_nanos() as u64;
+                tracker.record_latency(now.saturating_sub(sent));
+            }
+        }
     }
     tracker.record(
         view,

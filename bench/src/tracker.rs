@@ -40,6 +40,8 @@ pub struct Tracker {
     /// Reference point of `last_new_nanos`; set just before producers start.
     pub start: OnceLock<Instant>,
     pub errors: Mutex<Vec<String>>,
+    /// End-to-end latencies (ns) of messages carrying a `t` header (latency scenario).
+    pub latencies: Mutex<Vec<u64>>,
 }
 
 /// Per-consumer state for the reorder check: last sequence seen from each producer.
@@ -86,6 +88,7 @@ impl Tracker {
             last_new_nanos: AtomicU64::new(0),
             start: OnceLock::new(),
             errors: Mutex::new(Vec::new()),
+            latencies: Mutex::new(Vec::new()),
         }
     }
 
@@ -104,6 +107,11 @@ impl Tracker {
             group,
             last_seen: vec![None; self.per_producer.len()],
         }
+    }
+
+    /// One end-to-end latency sample, in ns (duplicates included: they are counted apart).
+    pub fn record_latency(&self, nanos: u64) {
+        self.latencies.lock().unwrap().push(nanos);
     }
 
     pub fn error(&self, what: String) {

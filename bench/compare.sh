@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# Plugboard side by side with RabbitMQ and ActiveMQ Classic: the same plugboard-bench scenarios
+# against each broker, interleaved (round r: plugboard, plugboard+router, plugboard+filter,
+# rabbitmq, activemq), ROUNDS rounds; medians and ratios go into docs/benchmarks.md.
+#
+# Not part of `cargo test`. Debian 12, run as root (it installs and starts the peers). Loopback
+# only: Plugboard on 127.0.0.1:61623 (+router :61624, +filter :61625), RabbitMQ STOMP on
+# 127.0.0.1:61614, ActiveMQ STOMP on 127.0.0.1:61615.
+#
+#   bench/compare.sh                 # full run (3 rounds), writes docs/benchmarks.md
+#   ROUNDS=1 QUICK=1 NO_DOC=1 bench/compare.sh   # smoke test: small counts, no doc update
+#   KEEP_PEERS=1 bench/compare.sh    # leave RabbitMQ/ActiveMQ running afterwards
+#
+# Raw results (one JSON line per run) and logs: target/compare/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROUNDS=${ROUNDS:-3}
+QUICK=${QUICK:-0}
+NO_DOC=${NO_DOC:-0}
+KEEP_PEERS=${KEEP_PEERS:-0}
+WORK=${WORK:-$ROOT/target/compare}
+DOC=$ROOT/docs/benchmarks.md
+PB_PORT=61623 PB_ROUTER_PORT=61624 PB_FILTER_PORT=61625
+RMQ_PORT=61614 AMQ_PORT=61615
+LOGIN=guest PASSCODE=guest
+BENCH=$ROOT/target/release/plugboard-bench
+PLUGBOARD=$ROOT/target/release/plugboard
+AMQ_CONF=/etc/activemq/instances-available/main/activemq.xml
+
+# Message counts (QUICK=1: a smoke test that only checks that everything runs).
+if [[ $QUICK == 1 ]]; then
+  Q_N=20000 T_N=5000 A_N=10000 K_N=2000 M_N=20 LAT_S=2 IDLE_N=200
+else
+  Q_N=200000 T_N=50000 A_N=100000 K_N=20000 M_N=200 LAT_S=10 IDLE_N=1000
+fi
+
+mkdir -p "$WORK"
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+: >"$WORK/bench-stderr.log"
+STARTED_PIDS=()
+
+log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+  log "FATAL: $*"
+  exit 1
+}
+
+# PID of the process listening on 127.0.0.1:PORT (empty if none).
+port_pid() {
+  local l
+  l=$(ss -ltnpH "sport = :$1" 2>/dev/null || true)
+  [[ $l =~ pid=([0-9]+) ]] && printf '%s\n' "${BASH_REMATCH[1]}"
+  return 0
+}
+
+listening() { ss -ltnH "sport = :$1" 2>/dev/null | grep -q LISTEN; }
+
+# wait_port PORT SECONDS NAME
+wait_port() {
+  local deadline=$((SECONDS + $2))
+  until listening "$1"; do
+    ((SECONDS < deadline)) || die "$3 is not listening on port $1 after $2 s"
+    sleep 0.5
+  done
+}
+
+# wait_gone PORT SECONDS
+wait_gone() {
+  local deadline=$((SECONDS + $2))
+  while listening "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+stop_rabbitmq() {
+  listening $RMQ_PORT || return 0
+  log "stopping RabbitMQ"
+  local pid
+  pid=$(port_pid $RMQ_PORT)
+  timeout 60 rabbitmqctl stop >/dev/null 2>&1 || true
+  if ! wait_gone $RMQ_PORT 30 && [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+  wait_gone $RMQ_PORT 15 || log "RabbitMQ still listening on $RMQ_PORT"
+}
+
+stop_activemq() {
+  listening $AMQ_PORT || return 0
+  log "stopping ActiveMQ"
+  local pid
+  pid=$(port_pid $AMQ_PORT)
+  timeout 60 /etc/init.d/activemq stop >/dev/null 2>&1 || true
+  if ! wait_gone $AMQ_PORT 20 && [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+  wait_gone $AMQ_PORT 15 || log "ActiveMQ still listening on $AMQ_PORT"
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  done
+  if [[ $KEEP_PEERS != 1 ]]; then
+    stop_rabbitmq
+    stop_activemq
+  fi
+  log "done (exit $rc); raw results in $RESULTS"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[[ $(id -u) == 0 ]] || die "run as root (installs and starts RabbitMQ and ActiveMQ)"
+
+# ---- 1. Build Plugboard, the bench and the plugins in the background (slow the first time).
+log "building plugboard, plugboard-bench and the plugins (log: $WORK/build.log)"
+# Others may be editing the workspace while this runs: retry a failed build a few times.
+(
+  cd "$ROOT"
+  for attempt in 1 2 3 4 5; do
+    if cargo build --release -p plugboard -p plugboard-bench; then
+      # The two plugins used here; if they do not build right now (a plugin being edited),
+      # components built earlier are used and the table says so.
+      cargo xtask plugins header-router selector || echo "PLUGINS-STALE: cargo xtask plugins failed"
+      exit 0
+    fi
+    echo "build attempt $attempt failed; retrying in 60 s"
+    sleep 60
+  done
+  exit 1
+) >"$WORK/build.log" 2>&1 &
+BUILD_PID=$!
+
+# ---- 2. Install the peers if missing (one apt-get update).
+need=()
+command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
+[[ -x /usr/bin/activemq ]] || need+=(activemq)
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  timeout 900 apt-get update >"$WORK/apt.log" 2>&1
+  DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y "${need[@]}" >>"$WORK/apt.log" 2>&1
+fi
+
+# ---- 3. RabbitMQ: STOMP plugin on 127.0.0.1:61614, guest/guest, everything on loopback.
+stop_rabbitmq
+cat >/etc/rabbitmq/rabbitmq.conf <<EOF
+# Written by plugboard bench/compare.sh
+listeners.tcp.default = 127.0.0.1:5672
+stomp.listeners.tcp.1 = 127.0.0.1:$RMQ_PORT
+stomp.default_user = $LOGIN
+stomp.default_pass = $PASSCODE
+loopback_users = none
+EOF
+grep -q '^NODE_IP_ADDRESS=127.0.0.1' /etc/rabbitmq/rabbitmq-env.conf 2>/dev/null ||
+  echo 'NODE_IP_ADDRESS=127.0.0.1' >>/etc/rabbitmq/rabbitmq-env.conf
+rabbitmq-plugins enable --offline rabbitmq_stomp >"$WORK/rabbitmq-plugins.log" 2>&1
+log "starting RabbitMQ"
+# The same file-descriptor limit for every broker (ActiveMQ and Plugboard inherit ours). Debian's
+# rabbitmq-server wrapper goes through `su`, whose PAM session resets it to 1024 (too few for the
+# idle scenario's 1000 connections), so start the real script as the rabbitmq user directly.
+ulimit -n "$(ulimit -Hn)"
+if ! (cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq ERL_EPMD_ADDRESS=127.0.0.1 timeout 60 \
+  setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+  /usr/lib/rabbitmq/bin/rabbitmq-server -detached) >"$WORK/rabbitmq-start.log" 2>&1; then
+  log "setpriv start failed ($(tail -n 1 "$WORK/rabbitmq-start.log")); using rabbitmq-server -detached"
+  ERL_EPMD_ADDRESS=127.0.0.1 timeout 60 rabbitmq-server -detached >>"$WORK/rabbitmq-start.log" 2>&1 ||
+    die "rabbitmq-server -detached failed: $(tail -n 5 "$WORK/rabbitmq-start.log")"
+fi
+
+# ---- 4. ActiveMQ Classic: instance `main` with a stomp:// connector on 127.0.0.1:61615.
+stop_activemq
+mkdir -p /etc/activemq/instances-enabled
+ln -sfn /etc/activemq/instances-available/main /etc/activemq/instances-enabled/main
+if ! grep -q "stomp://127.0.0.1:$AMQ_PORT" "$AMQ_CONF"; then
+  sed -i "s|</transportConnectors>|    <transportConnector name=\"stomp\" uri=\"stomp://127.0.0.1:$AMQ_PORT\"/>\n        </transportConnectors>|" "$AMQ_CONF"
+fi
+grep -q "stomp://127.0.0.1:$AMQ_PORT" "$AMQ_CONF" || die "could not add the STOMP connector to $AMQ_CONF"
+log "starting ActiveMQ"
+timeout 120 /etc/init.d/activemq start >"$WORK/activemq-start.log" 2>&1 ||
+  die "activemq start failed: $(tail -n 5 "$WORK/activemq-start.log")"
+
+wait_port $RMQ_PORT 180 RabbitMQ
+wait_port $AMQ_PORT 180 ActiveMQ
+RMQ_STARTED_AT=$SECONDS
+
+# ---- 5. Wait for the build, then start the three Plugboard instances.
+log "waiting for the build"
+wait "$BUILD_PID" || die "build failed: $(tail -n 20 "$WORK/build.log")"
+[[ -x $BENCH && -x $PLUGBOARD ]] || die "missing $BENCH or $PLUGBOARD"
+PLUGINS_NOTE=fresh
+if grep -q '^PLUGINS-STALE' "$WORK/build.log"; then
+  PLUGINS_NOTE=stale
+  log "WARNING: the plugins did not build; using the components already in target/plugins"
+fi
+# Private copies: the broker reloads a plugin whose file changes, and other builds (cargo test,
+# cargo xtask plugins) rewrite target/plugins/ at any time.
+CONF=$WORK/conf
+mkdir -p "$CONF"
+for p in header-router selector; do
+  [[ -f $ROOT/target/plugins/$p.wasm ]] || die "missing target/plugins/$p.wasm"
+  cp "$ROOT/target/plugins/$p.wasm" "$CONF/$p.wasm"
+  PLUGINS_NOTE+=" $p.wasm:$(sha256sum "$CONF/$p.wasm" | cut -c1-12)"
+done
+
+# Configs: examples/broker.toml (the defaults, no plugins) plus one plugin on every message.
+# Router: SENDs with bench-route:yes on the bench destinations move to DEST.routed (the bench's
+# consumers subscribe there with --consume-from). Filter: the selector plugin evaluates the
+# subscriber's `selector` header on every delivery.
+cp "$ROOT/examples/broker.toml" "$CONF/plain.toml"
+{
+  cat "$ROOT/examples/broker.toml"
+  cat <<EOF
+
+[[plugins]]
+name = "router"
+file = "$CONF/header-router.wasm"
+hooks = ["send"]
+destinations = ["/queue/bench.*", "/topic/bench.*"]
+EOF
+  for d in /queue/bench.q /topic/bench.t /queue/bench.latency; do
+    cat <<EOF
+
+[[plugins.config.rules]]
+destination = "$d"
+header = "bench-route"
+value = "yes"
+to = ["$d.routed"]
+EOF
+  done
+} >"$CONF/router.toml"
+{
+  cat "$ROOT/examples/broker.toml"
+  cat <<EOF
+
+[[plugins]]
+name = "selector"
+file = "$CONF/selector.wasm"
+hooks = ["message"]
+destinations = ["*"]
+EOF
+} >"$CONF/filter.toml"
+
+declare -A PORT=([plugboard]=$PB_PORT [plugboard-router]=$PB_ROUTER_PORT
+  [plugboard-filter]=$PB_FILTER_PORT [rabbitmq]=$RMQ_PORT [activemq]=$AMQ_PORT)
+declare -A IDLE_RSS=()
+for v in plugboard plugboard-router plugboard-filter; do
+  listening "${PORT[$v]}" && die "port ${PORT[$v]} is already taken"
+  conf=$CONF/${v#plugboard-}.toml
+  [[ $v == plugboard ]] && conf=$CONF/plain.toml
+  "$PLUGBOARD" --config "$conf" --listen "127.0.0.1:${PORT[$v]}" >"$WORK/$v.out" 2>"$WORK/$v.err" &
+  STARTED_PIDS+=($!)
+  wait_port "${PORT[$v]}" 60 "$v"
+done
+
+# Idle RSS: a freshly started broker (the peers had at least 5 s to settle).
+sleep $((5 - (SECONDS - RMQ_STARTED_AT) > 1 ? 5 - (SECONDS - RMQ_STARTED_AT) : 1))
+for b in "${!PORT[@]}"; do
+  IDLE_RSS[$b]=$(rss_kib "$(port_pid "${PORT[$b]}")")
+done
+
+# ---- 6. The runs.
+# scenario_args SCENARIO VARIANT: sets ARGS for plugboard-bench.
+scenario_args() {
+  local s=$1 v=$2 dest
+  case $s in
+    queue) ARGS=(queue --producers 4 --consumers 4 --messages $Q_N --size 128) dest=/queue/bench.q ;;
+    topic) ARGS=(topic --producers 1 --subscribers 4 --messages $T_N --size 128) dest=/topic/bench.t ;;
+    acked) ARGS=(queue --producers 4 --consumers 4 --messages $A_N --size 128 --ack client-individual) dest=/queue/bench.acked ;;
+    16k) ARGS=(queue --producers 4 --consumers 4 --messages $K_N --size 16384) dest=/queue/bench.16k ;;
+    1m) ARGS=(queue --producers 1 --consumers 1 --messages $M_N --size 1048576 --window 10 --prefetch 10) dest=/queue/bench.1m ;;
+    latency) ARGS=(latency --rate 1000 --seconds $LAT_S --size 128) dest=/queue/bench.latency ;;
+    idle)
+      ARGS=(idle --connections $IDLE_N)
+      return
+      ;;
+  esac
+  ARGS+=(--destination "$dest" --timeout 300)
+  case $v in
+    plugboard-router) ARGS+=(--header bench-route:yes --consume-from "$dest.routed") ;;
+    plugboard-filter) ARGS+=(--subscribe-header "selector:p IS NOT NULL") ;;
+  esac
+}
+
+# run_one ROUND BROKER SCENARIO
+run_one() {
+  local round=$1 b=$2 s=$3 pid out rc=0 json
+  pid=$(port_pid "${PORT[$b]}")
+  [[ -n $pid ]] || die "$b is not running (port ${PORT[$b]})"
+  scenario_args "$s" "$b"
+  out=$(timeout 600 "$BENCH" "${ARGS[@]}" --addr "127.0.0.1:${PORT[$b]}" --login $LOGIN \
+    --passcode $PASSCODE --broker-pid "$pid" 2>>"$WORK/bench-stderr.log") || rc=$?
+  printf '  [r%d %s] %s\n' "$round" "$b" "${out%%$'\n'*}" >&2
+  json=null
+  while IFS= read -r line; do
+    [[ $line == '{'* ]] && json=$line
+  done <<<"$out"
+  printf '{"round":%d,"broker":"%s","scenario":"%s","rc":%d,"pid":%d,"result":%s}\n' \
+    "$round" "$b" "$s" "$rc" "$pid" "$json" >>"$RESULTS"
+}
+
+# idle first: its per-connection figure is least disturbed by the bursts before it.
+SCENARIOS=(idle queue topic acked 16k 1m latency)
+PLUGIN_SCENARIOS=(queue topic latency)
+
+log "warm-up (not recorded): a short queue and topic run per broker (JIT, Erlang schedulers)"
+for b in plugboard rabbitmq activemq; do
+  pid=$(port_pid "${PORT[$b]}")
+  timeout 300 "$BENCH" queue --messages 20000 --destination /queue/bench.warm --addr "127.0.0.1:${PORT[$b]}" \
+    --login $LOGIN --passcode $PASSCODE --timeout 120 >/dev/null 2>&1 || log "warm-up queue on $b failed"
+  timeout 300 "$BENCH" topic --messages 5000 --destination /topic/bench.warm --addr "127.0.0.1:${PORT[$b]}" \
+    --login $LOGIN --passcode $PASSCODE --timeout 120 >/dev/null 2>&1 || log "warm-up topic on $b failed"
+done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+  log "round $r of $ROUNDS"
+  for s in "${SCENARIOS[@]}"; do
+    for b in plugboard plugboard-router plugboard-filter rabbitmq activemq; do
+      if [[ $b == plugboard-* ]] && [[ " ${PLUGIN_SCENARIOS[*]} " != *" $s "* ]]; then continue; fi
+      run_one "$r" "$b" "$s"
+    done
+  done
+done
+
+# ---- 7. Versions, table, doc.
+{
+  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK"
+  printf '"rabbitmq":"%s","erlang":"%s","activemq":"%s","java":"%s",' \
+    "$(dpkg-query -W -f='${Version}' rabbitmq-server)" "$(dpkg-query -W -f='${Version}' erlang-base 2>/dev/null || echo '?')" \
+    "$(dpkg-query -W -f='${Version}' activemq)" "$(java -version 2>&1 | awk 'NR == 1' | tr -d '"')"
+  printf '"plugins":"%s",' "$PLUGINS_NOTE"
+  printf '"plugboard":"%s","rustc":"%s","cpu":"%s","cores":%d,"kernel":"%s","idle_rss_kib":{' \
+    "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')" "$(cd "$ROOT" && rustc --version)" \
+    "$(sed -n '/^model name/{s/^model name\s*: //p;q}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)"
+  first=1
+  for b in "${!IDLE_RSS[@]}"; do
+    ((first)) || printf ','
+    first=0
+    printf '"%s":%d' "$b" "${IDLE_RSS[$b]}"
+  done
+  printf '},"counts":{"queue":%d,"topic":%d,"acked":%d,"16k":%d,"1m":%d,"latency_s":%d,"idle":%d}}\n' \
+    $Q_N $T_N $A_N $K_N $M_N $LAT_S $IDLE_N
+} >>"$RESULTS"
+
+TABLE=$WORK/table.md
+python3 "$ROOT/bench/compare_table.py" "$RESULTS" >"$TABLE"
+cat "$TABLE"
+if [[ $NO_DOC != 1 ]]; then
+  python3 "$ROOT/bench/compare_table.py" --splice "$DOC" "$TABLE"
+  log "wrote the comparison into $DOC"
+fi
