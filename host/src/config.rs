@@ -173,6 +173,10 @@ pub struct FlowConfig {
     pub queue_max_messages: usize,
     /// Policy for topic subscribers that cannot keep up.
     pub slow_consumer_policy: SlowConsumerPolicy,
+    /// How long (ms) a topic publisher waits for a subscriber whose outbound queue is full
+    /// before that subscriber meets the policy. Waiting pauses the publisher's connection (TCP
+    /// backpressure), so a subscriber that is slower but keeps up loses nothing.
+    pub slow_consumer_patience_ms: u64,
 }
 
 impl Default for FlowConfig {
@@ -184,6 +188,7 @@ impl Default for FlowConfig {
             outbound_queue_frames: 4_096,
             queue_max_messages: 100_000,
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
+            slow_consumer_patience_ms: 1_000,
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct Outbox {
     pub dropped: AtomicU64,
     /// Set when the connection is to be cut as a slow consumer.
     slow: AtomicBool,
+    /// Set when a publisher gave up waiting for room; cleared when the writer drains. While set,
+    /// publishers do not wait for this connection again.
+    stalled: AtomicBool,
     /// Wakes the session when `slow` is set.
     slow_signal: Notify,
 }
@@ -80,6 +83,7 @@ impl Outbox {
             limit,
             dropped: AtomicU64::new(0),
             slow: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             slow_signal: Notify::new(),
         }
     }
@@ -155,6 +159,7 @@ impl Outbox {
                 if !state.items.is_empty() {
                     out.extend(state.items.drain(..));
                     drop(state);
+                    self.stalled.store(false, Ordering::Relaxed);
                     self.room.notify_waiters();
                     return Taken::Items;
                 }
@@ -173,6 +178,16 @@ impl Outbox {
     /// Removes and returns everything still waiting (used at connection teardown).
     pub fn drain(&self) -> Vec<Outgoing> {
         self.lock().items.drain(..).collect()
+    }
+
+    /// Marks the connection as stuck (a publisher waited for it in vain).
+    pub fn set_stalled(&self) {
+        self.stalled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a publisher waited for this connection in vain since it last drained.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
     }
 
     /// Asks the session to disconnect this connection as a slow consumer.

@@ -180,8 +180,8 @@ async fn deleted_queue_drops_publishes() {
     assert_eq!(queue.depth(), 0);
 }
 
-#[test]
-fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
+#[tokio::test]
+async fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
     let topic = Arc::new(Topic::new(
         Bytes::from_static(b"/topic/t"),
         SlowConsumerPolicy::Drop,
@@ -191,8 +191,8 @@ fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
     let b = subscription(2, AckMode::Client, 1, consumer());
     topic.subscribe(a.clone());
     topic.subscribe(b.clone());
-    topic.publish(&message(0));
-    topic.publish(&message(1));
+    topic.publish(&message(0), PATIENCE).await;
+    topic.publish(&message(1), PATIENCE).await;
     assert_eq!(delivered(&a).len(), 2);
     // b's window of 1 is full: the second copy waits for b's ACK.
     assert_eq!(delivered(&b), vec![(0, 0, false)]);
@@ -208,8 +208,10 @@ fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
     assert_eq!(topic.unsubscribe(1), 1);
 }
 
-#[test]
-fn a_topic_subscriber_that_falls_too_far_behind_meets_the_policy() {
+const PATIENCE: Duration = Duration::from_millis(20);
+
+#[tokio::test]
+async fn a_topic_subscriber_that_stays_stuck_meets_the_policy() {
     let topic = Arc::new(Topic::new(
         Bytes::from_static(b"/topic/t"),
         SlowConsumerPolicy::Drop,
@@ -222,9 +224,10 @@ fn a_topic_subscriber_that_falls_too_far_behind_meets_the_policy() {
     );
     topic.subscribe(b.clone());
     for i in 0..70 {
-        topic.publish(&message(i));
+        topic.publish(&message(i), PATIENCE).await;
     }
-    // One in the window, 64 (the outbox limit) waiting, 5 dropped.
+    // One in the window, 64 (the outbox limit) waiting, 5 dropped: the publisher waited for
+    // the first of those only, then not again while the subscriber stayed stuck.
     assert_eq!(delivered(&b).len(), 1);
     assert_eq!(
         b.outbox.dropped.load(std::sync::atomic::Ordering::Relaxed),
@@ -242,22 +245,49 @@ fn a_topic_subscriber_that_falls_too_far_behind_meets_the_policy() {
     ));
     topic.subscribe(auto.clone());
     for i in 0..65 {
-        topic.publish(&message(i));
+        topic.publish(&message(i), PATIENCE).await;
     }
     assert_eq!(auto.outbox.len(), 64);
-    tokio_test_block_on(auto.outbox.slow_consumer());
+    tokio::time::timeout(Duration::from_secs(1), auto.outbox.slow_consumer())
+        .await
+        .unwrap();
 }
 
-fn tokio_test_block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(1), future)
-                .await
-                .unwrap()
+#[tokio::test]
+async fn a_topic_publisher_waits_for_a_subscriber_that_drains() {
+    let topic = Arc::new(Topic::new(
+        Bytes::from_static(b"/topic/w"),
+        SlowConsumerPolicy::Drop,
+    ));
+    let sub = subscription(
+        4,
+        AckMode::Auto,
+        1,
+        Source::Topic(Arc::new(TopicConsumer::default())),
+    );
+    topic.subscribe(sub.clone());
+    for i in 0..64 {
+        topic.publish(&message(i), PATIENCE).await;
+    }
+    // Full: the next publish waits until a writer drains the outbox.
+    let drainer = {
+        let sub = sub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut out = Vec::new();
+            sub.outbox.take(&mut out, None).await;
+            out.len()
         })
+    };
+    topic.publish(&message(64), Duration::from_secs(5)).await;
+    assert_eq!(drainer.await.unwrap(), 64);
+    assert_eq!(delivered(&sub).len(), 1, "the waiting copy went through");
+    assert_eq!(
+        sub.outbox
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]

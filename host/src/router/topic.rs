@@ -1,5 +1,6 @@
 //! A publish-subscribe topic: every current subscriber gets a copy. Nothing is retained; a
-//! subscriber that cannot keep up meets the slow-consumer policy.
+//! subscriber that is behind slows its publishers for a while, and one that stays stuck meets
+//! the slow-consumer policy.
 //!
 //! The subscriber list is copy-on-write behind a per-topic lock held only to clone an `Arc`,
 //! so publishers to one topic do not serialise on each other's deliveries.
@@ -7,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -182,22 +184,63 @@ impl Topic {
     }
 
     /// Delivers a copy to every current subscriber.
-    pub fn publish(&self, message: &Arc<Message>) {
+    /// Delivers a copy to every current subscriber. A subscriber whose outbound queue (or
+    /// client-ack window) is full holds this publisher up (TCP backpressure on the producer)
+    /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
+    /// policy, and is not waited for again until it drains.
+    pub async fn publish(&self, message: &Arc<Message>, patience: Duration) {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let mut blocked = Vec::new();
         for subscription in self.snapshot().iter() {
-            self.deliver(subscription, message);
+            if !self.deliver(subscription, message) {
+                blocked.push(subscription.clone());
+            }
+        }
+        for subscription in blocked {
+            self.wait_for(&subscription, message, patience).await;
         }
     }
 
-    fn deliver(&self, subscription: &Arc<Subscription>, message: &Arc<Message>) {
+    /// Offers a copy; false when the subscriber has no room for it now.
+    fn deliver(&self, subscription: &Arc<Subscription>, message: &Arc<Message>) -> bool {
         let super::subscription::Source::Topic(consumer) = &subscription.source else {
-            return;
+            return true;
         };
-        match consumer.offer(subscription, message) {
-            Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if consumer.offer(subscription, message).is_err() {
+            if subscription.outbox.is_stalled() {
+                self.slow(subscription);
+                return true;
             }
-            Err(Overflow) => self.slow(subscription),
+            return false;
+        }
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Waits (up to `patience`) for a full subscriber to make room for the copy.
+    async fn wait_for(
+        &self,
+        subscription: &Arc<Subscription>,
+        message: &Arc<Message>,
+        patience: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let outbox = &subscription.outbox;
+            if tokio::time::Instant::now() >= deadline {
+                outbox.set_stalled();
+                self.slow(subscription);
+                return;
+            }
+            if outbox.len() >= outbox.limit() {
+                let _ = tokio::time::timeout_at(deadline, outbox.wait_for_room()).await;
+            } else {
+                // The client-ack window is full: its ACKs open it.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if self.deliver(subscription, message) {
+                return;
+            }
         }
     }
 

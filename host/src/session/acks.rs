@@ -130,7 +130,7 @@ impl Session {
             .ok_or_else(|| client_error(format!("COMMIT of unknown transaction '{}'", text(id))))?;
         for action in transaction.actions {
             match action {
-                Action::Publish(plan) => publish(plan).await,
+                Action::Publish(plan) => publish(plan, self.slow_consumer_patience()).await,
                 Action::Settle {
                     key,
                     target,

@@ -4,6 +4,7 @@
 //! RECEIPTs are queued after the frame is done.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -211,8 +212,13 @@ impl Session {
             }
             return Ok(());
         }
-        publish(plan).await;
+        publish(plan, self.slow_consumer_patience()).await;
         Ok(())
+    }
+
+    /// How long a publisher waits for a topic subscriber that is behind.
+    pub(super) fn slow_consumer_patience(&self) -> Duration {
+        Duration::from_millis(self.broker.config.flow.slow_consumer_patience_ms)
     }
 
     /// A `reply-to: /temp-queue/NAME` is rewritten to the temp queue's global reply name, so
@@ -463,11 +469,11 @@ fn subscription_table_key(wire_id: Option<&Bytes>, destination: &Bytes) -> Bytes
 }
 
 /// Publishes routed copies: a full queue pauses this producer until there is room.
-pub(super) async fn publish(plan: Vec<(Destination, Arc<Message>)>) {
+pub(super) async fn publish(plan: Vec<(Destination, Arc<Message>)>, patience: Duration) {
     for (destination, message) in plan {
         match destination {
             Destination::Queue(queue) => queue.publish(message).await,
-            Destination::Topic(topic) => topic.publish(&message),
+            Destination::Topic(topic) => topic.publish(&message, patience).await,
         }
     }
 }
