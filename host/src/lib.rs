@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod memory;
 pub mod plugin;
 pub mod policy;
 pub mod reload;

@@ -180,6 +180,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         ));
     }
     info!(%address, plugins = config.plugins.len(), "plugboard started");
+    tokio::spawn(plugboard::memory::release_periodically(shutdown.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: shutting down");
