@@ -17,81 +17,15 @@
 //!
 //! Not a test: the numbers depend on the machine (docs/writing-plugins.md has this machine's).
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use plugboard::plugin::{PluginHost, PluginMessage, PluginSpec, Principal, SubscriptionInfo};
+use plugboard::plugin::bench::{self, cache, load, msg, root, try_load};
+use plugboard::plugin::{PluginHost, Principal, SubscriptionInfo};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn cache() -> PathBuf {
-    root().join("target").join("plugin-bench-cache")
-}
-
-async fn try_load(toml_text: &str) -> Result<Arc<PluginHost>, String> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        plugins: Vec<PluginSpec>,
-    }
-    let specs = toml::from_str::<Doc>(toml_text)
-        .expect("bench config")
-        .plugins;
-    let dir = root().join("target").join("plugins");
-    PluginHost::load(&specs, &dir, &cache())
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn load(toml_text: &str) -> Arc<PluginHost> {
-    try_load(toml_text)
-        .await
-        .unwrap_or_else(|e| panic!("{e} (run `cargo xtask plugins` first)"))
-}
-
-fn msg(destination: &str, headers: &[(&str, &str)], body: &[u8]) -> PluginMessage {
-    PluginMessage {
-        destination: Bytes::copy_from_slice(destination.as_bytes()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    Bytes::copy_from_slice(n.as_bytes()),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
-            .collect(),
-        body: Bytes::copy_from_slice(body),
-    }
-}
-
-/// Median of 5 runs of `n` calls, in µs per call.
-async fn time<F, Fut>(n: u32, mut f: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: Future,
-{
-    for _ in 0..n.min(500) {
-        std::hint::black_box(f().await);
-    }
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(f().await);
-        }
-        runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
-    }
-    runs.sort_by(f64::total_cmp);
-    runs[2]
-}
+/// Untimed calls before each measurement (at most; see `bench::time`).
+const WARMUP: u32 = 500;
 
 /// Anonymous memory of this process, in KiB.
 fn anonymous_kib() -> u64 {
@@ -234,7 +168,8 @@ async fn main() {
         let host = load(&spec(s, "p", "memory_mb = 64")).await;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
         let filter = plan(&host, s).await;
-        let per_call = time(
+        let per_call = bench::time(
+            WARMUP,
             if matches!(s.file, "header-router.wasm" | "selector.wasm") {
                 20_000
             } else {
@@ -246,7 +181,10 @@ async fn main() {
 
         let fresh_host = load(&spec(s, "fresh", "memory_mb = 64\nrecycle_after_calls = 1")).await;
         let fresh_filter = plan(&fresh_host, s).await;
-        let fresh = time(100, || one_call(&fresh_host, s, fresh_filter.as_deref())).await;
+        let fresh = bench::time(WARMUP, 100, || {
+            one_call(&fresh_host, s, fresh_filter.as_deref())
+        })
+        .await;
         drop((fresh_filter, fresh_host));
 
         // Memory: 16 more warm instances (one per loaded plugin; the compiled code is a

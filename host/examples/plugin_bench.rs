@@ -8,74 +8,14 @@
 //! probe plugin asks to be copied in), a fresh instance per call, and raw sync vs async calls.
 //! Not a test: numbers depend on the machine (docs/plugins.md has this machine's).
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use plugboard::plugin::{
-    AuthRequest, PluginHost, PluginMessage, PluginSpec, Principal, SubscriptionInfo,
-};
+use plugboard::plugin::bench::{self, cache, load, msg, root, specs};
+use plugboard::plugin::{AuthRequest, PluginHost, Principal, SubscriptionInfo};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-async fn load(toml_text: &str) -> Arc<PluginHost> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        plugins: Vec<PluginSpec>,
-    }
-    let specs = toml::from_str::<Doc>(toml_text)
-        .expect("bench config")
-        .plugins;
-    let dir = root().join("target").join("plugins");
-    let cache = root().join("target").join("plugin-bench-cache");
-    PluginHost::load(&specs, &dir, &cache)
-        .await
-        .unwrap_or_else(|e| panic!("{e} (run `cargo xtask plugins` first)"))
-}
-
-fn msg(destination: &str, headers: &[(&str, &str)], body: &[u8]) -> PluginMessage {
-    PluginMessage {
-        destination: Bytes::copy_from_slice(destination.as_bytes()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    Bytes::copy_from_slice(n.as_bytes()),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
-            .collect(),
-        body: Bytes::copy_from_slice(body),
-    }
-}
-
-/// Median of 5 runs of `n` calls, in µs per call.
-async fn time<F, Fut>(n: u32, mut f: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: Future,
-{
-    for _ in 0..n.min(1000) {
-        std::hint::black_box(f().await);
-    }
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(f().await);
-        }
-        runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
-    }
-    runs.sort_by(f64::total_cmp);
-    runs[2]
-}
+/// Untimed calls before each measurement (at most; see `bench::time`).
+const WARMUP: u32 = 1000;
 
 fn row(what: &str, us: f64) {
     println!("| {what} | {us:.2} | {:.0} |", 1e6 / us);
@@ -101,13 +41,8 @@ async fn main() {
 
     let examples = root().join("examples");
     let text = std::fs::read_to_string(examples.join("plugins.toml")).unwrap();
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        plugins: Vec<PluginSpec>,
-    }
-    let specs = toml::from_str::<Doc>(&text).unwrap().plugins;
-    let cache = root().join("target").join("plugin-bench-cache");
-    let demo = PluginHost::load(&specs, &examples, &cache)
+    let cache = cache();
+    let demo = PluginHost::load(&specs(&text).unwrap(), &examples, &cache)
         .await
         .expect("demo plugins (run `cargo xtask plugins`)");
 
@@ -130,12 +65,12 @@ async fn main() {
     };
     row(
         "static-auth: authenticate (CONNECT)",
-        time(n / 4, || demo.authenticate(req.clone())).await,
+        bench::time(WARMUP, n / 4, || demo.authenticate(req.clone())).await,
     );
     let order = msg("/queue/orders", HEADERS, br#"{"id":1}"#);
     row(
         "header-router: on-send, region=eu rewrite",
-        time(n, || demo.on_send(&alice, order.clone())).await,
+        bench::time(WARMUP, n, || demo.on_send(&alice, order.clone())).await,
     );
     let payment = msg(
         "/queue/payments",
@@ -144,12 +79,12 @@ async fn main() {
     );
     row(
         "redact: on-send, 60 B JSON body masked",
-        time(n, || demo.on_send(&alice, payment.clone())).await,
+        bench::time(WARMUP, n, || demo.on_send(&alice, payment.clone())).await,
     );
     let other = b"/queue/unrouted";
     row(
         "no plugin applies: intercepts_send() (ns-level)",
-        time(n, || async { demo.intercepts_send(other) }).await,
+        bench::time(WARMUP, n, || async { demo.intercepts_send(other) }).await,
     );
     let sub = SubscriptionInfo {
         id: Bytes::from_static(b"s"),
@@ -161,7 +96,10 @@ async fn main() {
     };
     row(
         "selector: prepare-subscription (parse)",
-        time(n / 4, || demo.prepare_subscription(&alice, sub.clone())).await,
+        bench::time(WARMUP, n / 4, || {
+            demo.prepare_subscription(&alice, sub.clone())
+        })
+        .await,
     );
     let filter = demo
         .prepare_subscription(&alice, sub.clone())
@@ -171,7 +109,7 @@ async fn main() {
     let delivery = msg("/topic/t", HEADERS, &[b'x'; 100]);
     row(
         "selector: filter, 2 of 5 headers passed",
-        time(n, || filter.filter(&delivery)).await,
+        bench::time(WARMUP, n, || filter.filter(&delivery)).await,
     );
 
     println!("| **WIT shape (probe plugin, on-send → keep)** | | |");
@@ -214,12 +152,15 @@ async fn main() {
             msg("/queue/p", HEADERS, &vec![b'x'; body])
         };
         let count = if extra.contains("recycle") { n / 10 } else { n };
-        row(label, time(count, || host.on_send(&alice, m.clone())).await);
+        row(
+            label,
+            bench::time(WARMUP, count, || host.on_send(&alice, m.clone())).await,
+        );
     }
 
     println!("| **loading (selector.wasm, one plugin)** | | |");
     let sel = "[[plugins]]\nname = \"sel\"\nfile = \"selector.wasm\"\nhooks = [\"message\"]\n";
-    let specs = toml::from_str::<Doc>(sel).unwrap().plugins;
+    let specs = specs(sel).unwrap();
     let dir = root().join("target").join("plugins");
     let fresh = root()
         .join("target")
@@ -249,10 +190,9 @@ async fn main() {
             100,
         ),
     ] {
-        let costs =
-            plugboard::plugin::bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
-                .await
-                .unwrap();
+        let costs = bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
+            .await
+            .unwrap();
         row(&format!("{label}: sync `call`"), costs.sync_ns / 1000.0);
         row(
             &format!("{label}: `call_async` (what the host uses)"),

@@ -1,16 +1,99 @@
-//! Benchmark support for `host/examples/plugin_bench.rs` (hidden, not API): the raw cost of one
-//! call into a warm instance, made synchronously (`call`) and asynchronously (`call_async`, as the
-//! host does), without the host's pooling, projection and validation around it.
+//! Benchmark support for `host/examples/plugin_bench.rs` and `language_bench.rs` (hidden, not
+//! API): what both share (loading plugins from `target/plugins`, building messages, timing calls),
+//! and the raw cost of one call into a warm instance, made synchronously (`call`) and
+//! asynchronously (`call_async`, as the host does), without the host's pooling, projection and
+//! validation around it.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use wasmtime::Store;
 
 use super::bindings::send::{self, SendVerdict};
 use super::bindings::types::{Header, Message, Principal};
 use super::engine;
 use super::pool::State;
+use super::{PluginHost, PluginMessage, PluginSpec};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where the benchmarks keep compiled plugins: `target/plugin-bench-cache`.
+pub fn cache() -> PathBuf {
+    root().join("target").join("plugin-bench-cache")
+}
+
+/// The `[[plugins]]` entries of a TOML text.
+pub fn specs(toml_text: &str) -> Result<Vec<PluginSpec>, toml::de::Error> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        plugins: Vec<PluginSpec>,
+    }
+    toml::from_str::<Doc>(toml_text).map(|doc| doc.plugins)
+}
+
+/// Loads the `[[plugins]]` of `toml_text` from `target/plugins`, with [`cache`].
+pub async fn try_load(toml_text: &str) -> Result<Arc<PluginHost>, String> {
+    let specs = specs(toml_text).expect("bench config");
+    let dir = root().join("target").join("plugins");
+    PluginHost::load(&specs, &dir, &cache())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`try_load`], panicking with a hint when it fails.
+pub async fn load(toml_text: &str) -> Arc<PluginHost> {
+    try_load(toml_text)
+        .await
+        .unwrap_or_else(|e| panic!("{e} (run `cargo xtask plugins` first)"))
+}
+
+/// A message to `destination` with these headers and body.
+pub fn msg(destination: &str, headers: &[(&str, &str)], body: &[u8]) -> PluginMessage {
+    PluginMessage {
+        destination: Bytes::copy_from_slice(destination.as_bytes()),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect(),
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+/// Median of 5 runs of `n` calls of `f`, in µs per call, after `min(n, max_warmup)` calls not
+/// timed.
+pub async fn time<F, Fut>(max_warmup: u32, n: u32, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    for _ in 0..n.min(max_warmup) {
+        std::hint::black_box(f().await);
+    }
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(f().await);
+        }
+        runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    }
+    runs.sort_by(f64::total_cmp);
+    runs[2]
+}
 
 /// Nanoseconds per call, synchronous and asynchronous.
 #[derive(Debug, Clone, Copy)]

@@ -5,15 +5,7 @@
 //! above the default input cap). Authenticate returns an empty principal name, prepare returns a
 //! 1 MiB token when the SUBSCRIBE has a `garbage` header, filter rewrites to an invalid destination.
 
-wit_bindgen::generate!({ world: "full", path: "../../wit" });
-
-use exports::plugboard::plugin::authenticate::{AuthRequest, AuthResult, Guest as Authenticate};
-use exports::plugboard::plugin::deliver::{
-    FilterPlan, FilterVerdict, Guest as Deliver, Subscription,
-};
-use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
-use exports::plugboard::plugin::send::{Guest as Send, SendVerdict};
-use plugboard::plugin::types::{Edit, Header, HeaderNeed, Manifest, Message, Needs, Principal};
+use plugboard_sdk::prelude::*;
 
 fn edit(destination: Option<&str>) -> Edit {
     Edit {
@@ -24,23 +16,10 @@ fn edit(destination: Option<&str>) -> Edit {
     }
 }
 
-struct Plugin;
+hostile_common::hostile_plugin!(struct HostileGarbage);
 
-impl Lifecycle for Plugin {
-    fn init(_config: String) -> Result<Manifest, String> {
-        let needs = Needs {
-            headers: HeaderNeed::All,
-            body: false,
-        };
-        Ok(Manifest {
-            send: needs.clone(),
-            deliver: needs,
-        })
-    }
-}
-
-impl Authenticate for Plugin {
-    fn authenticate(_request: AuthRequest) -> AuthResult {
+impl Authenticator for HostileGarbage {
+    fn authenticate(&self, _request: &AuthRequest) -> AuthResult {
         AuthResult::Allow(Principal {
             name: String::new(),
             groups: vec![],
@@ -50,8 +29,8 @@ impl Authenticate for Plugin {
     }
 }
 
-impl Send for Plugin {
-    fn on_send(_sender: Principal, msg: Message) -> SendVerdict {
+impl Router for HostileGarbage {
+    fn on_send(&self, _sender: &Principal, msg: &Message) -> SendVerdict {
         let kind = msg
             .headers
             .iter()
@@ -77,10 +56,11 @@ impl Send for Plugin {
     }
 }
 
-impl Deliver for Plugin {
+impl Filter for HostileGarbage {
     fn prepare_subscription(
-        _subscriber: Principal,
-        sub: Subscription,
+        &self,
+        _subscriber: &Principal,
+        sub: &Subscription,
     ) -> Result<Option<FilterPlan>, String> {
         let needs = Needs {
             headers: HeaderNeed::None,
@@ -93,9 +73,9 @@ impl Deliver for Plugin {
         }))
     }
 
-    fn filter(_token: Vec<u8>, _msg: Message) -> FilterVerdict {
+    fn filter(&self, _token: &[u8], _msg: &Message) -> FilterVerdict {
         FilterVerdict::Rewrite(edit(Some("")))
     }
 }
 
-export!(Plugin);
+plugboard_sdk::export_full!(HostileGarbage);
