@@ -28,6 +28,8 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// Flow control and slow consumers.
     pub flow: FlowConfig,
+    /// Dead-letter queues for messages delivered too often or expired.
+    pub dead_letter: DeadLetterConfig,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
     /// An authenticate plugin takes this over when one is configured.
     pub users: Vec<UserConfig>,
@@ -51,6 +53,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             flow: FlowConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
             users: Vec::new(),
             plugins: Vec::new(),
             plugin_cache_dir: None,
@@ -193,6 +196,37 @@ impl Default for FlowConfig {
     }
 }
 
+/// Dead-lettering: a `/queue/NAME` message handed back (NACK, UNSUBSCRIBE, a consumer's
+/// connection ending) after `max_deliveries` deliveries goes to `<prefix>NAME` instead, with
+/// headers `dlq-reason`, `dlq-original-destination` and `dlq-delivery-count`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Deliveries after which a handed-back message is dead-lettered; 0 redelivers forever.
+    pub max_deliveries: u32,
+    /// Dead-letter expired messages (`expires`, `ttl`, `expiration`) instead of dropping them.
+    pub expired: bool,
+    /// Prefix of the dead-letter queue names.
+    pub prefix: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            max_deliveries: 0,
+            expired: false,
+            prefix: "/queue/DLQ.".to_string(),
+        }
+    }
+}
+
+impl DeadLetterConfig {
+    /// Whether any queue gets a dead-letter queue.
+    pub fn enabled(&self) -> bool {
+        self.max_deliveries > 0 || self.expired
+    }
+}
+
 /// A user of the built-in authenticator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +277,11 @@ impl Config {
         anyhow::ensure!(
             self.limits.max_connections >= 1,
             "limits.max_connections must be >= 1"
+        );
+        anyhow::ensure!(
+            self.dead_letter.prefix.starts_with("/queue/")
+                && self.dead_letter.prefix.len() > "/queue/".len(),
+            "dead_letter.prefix must start with /queue/ and name something after it"
         );
         Ok(())
     }

@@ -8,6 +8,7 @@ mod harness;
 
 mod acks;
 mod connect;
+mod dead_letter;
 mod errors;
 mod flow;
 mod frames;

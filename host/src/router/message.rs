@@ -22,9 +22,24 @@ pub struct Message {
     /// so ids are unique without a counter shared by all connections.
     pub id_prefix: Arc<str>,
     pub id_seq: u64,
+    /// When the message expires (unix ms), from `expires`, `ttl` or `expiration` on SEND.
+    pub expires_at: Option<u64>,
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Message {
+    /// Whether the message has expired at `now` (unix ms).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     /// Writes the `message-id` value into `out`.
     pub fn write_id(&self, out: &mut bytes::BytesMut) {
         out.extend_from_slice(self.id_prefix.as_bytes());
@@ -91,7 +106,9 @@ pub struct Delivery {
     pub subscription: Arc<Subscription>,
     /// Per-subscription delivery number; the 1.2 `ack` header is `<subscription key>.<seq>`.
     pub seq: u64,
-    pub redelivered: bool,
+    /// How many times the message was delivered before this delivery (0: first delivery; the
+    /// MESSAGE then carries `redelivered:true` and `redelivery-count`).
+    pub redeliveries: u32,
 }
 
 #[cfg(test)]
@@ -116,6 +133,7 @@ mod tests {
             body: Bytes::new(),
             id_prefix: Arc::from("ab12-7"),
             id_seq: 99,
+            expires_at: None,
         };
         let mut out = bytes::BytesMut::new();
         msg.write_id(&mut out);

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::config::FlowConfig;
+use crate::config::{DeadLetterConfig, FlowConfig};
 
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
-pub use queue::{AckTarget, NotPending, Queue};
+pub use queue::{AckTarget, DeadLetter, NotPending, Queue};
 pub use subscription::{AckMode, FilterInputs, FilterSlot, Source, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
@@ -107,13 +107,15 @@ struct Shard {
 pub struct Router {
     shards: Vec<Mutex<Shard>>,
     flow: FlowConfig,
+    dead_letter: DeadLetterConfig,
 }
 
 impl Router {
-    pub fn new(flow: FlowConfig) -> Router {
+    pub fn new(flow: FlowConfig, dead_letter: DeadLetterConfig) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             flow,
+            dead_letter,
         }
     }
 
@@ -128,14 +130,43 @@ impl Router {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The named queue, created if missing (`/queue/...` names).
+    /// The named queue, created if missing (`/queue/...` names), with its dead-letter queue
+    /// when dead-lettering is on.
     pub fn queue(&self, name: &Bytes) -> Arc<Queue> {
-        let mut shard = self.shard(name);
-        shard
+        if let Some(queue) = self.shard(name).queues.get(name) {
+            return queue.clone();
+        }
+        // The DLQ is made first, outside this name's shard lock (it may share the shard).
+        let dead_letter = self.dead_letter_queue(name).map(|queue| DeadLetter {
+            queue,
+            max_deliveries: self.dead_letter.max_deliveries,
+            expired: self.dead_letter.expired,
+        });
+        let max = self.flow.queue_max_messages;
+        self.shard(name)
             .queues
             .entry(name.clone())
-            .or_insert_with(|| Arc::new(Queue::new(name.clone(), self.flow.queue_max_messages)))
+            .or_insert_with(|| {
+                Arc::new(match dead_letter {
+                    Some(dead_letter) => Queue::with_dead_letter(name.clone(), max, dead_letter),
+                    None => Queue::new(name.clone(), max),
+                })
+            })
             .clone()
+    }
+
+    /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs
+    /// themselves have none).
+    fn dead_letter_queue(&self, name: &Bytes) -> Option<Arc<Queue>> {
+        let config = &self.dead_letter;
+        let prefix = config.prefix.as_bytes();
+        if !config.enabled() || !name.starts_with(QUEUE_PREFIX) || name.starts_with(prefix) {
+            return None;
+        }
+        let mut dlq = Vec::with_capacity(prefix.len() + name.len());
+        dlq.extend_from_slice(prefix);
+        dlq.extend_from_slice(&name[QUEUE_PREFIX.len()..]);
+        Some(self.queue(&Bytes::from(dlq)))
     }
 
     /// The named queue if it exists (`/reply-queue/...` names: never created by a sender).

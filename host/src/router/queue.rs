@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::message::{Delivery, Message};
+use super::message::{now_ms, Delivery, Message};
 use super::outbox::Outgoing;
 use super::subscription::{AckMode, Subscription};
 
@@ -23,7 +23,8 @@ struct Pending {
     /// Arrival order in this queue: a message handed back (NACK, decline, a consumer leaving)
     /// returns to its place among the waiting ones, so FIFO order holds.
     order: u64,
-    redelivered: bool,
+    /// How many times it was delivered (and handed back) so far.
+    deliveries: u32,
     /// Consumers whose message filter declined it (empty, and unallocated, almost always).
     declined: Vec<u64>,
 }
@@ -33,7 +34,7 @@ impl Pending {
         Pending {
             message,
             order,
-            redelivered: false,
+            deliveries: 0,
             declined: Vec::new(),
         }
     }
@@ -91,6 +92,8 @@ pub struct QueueStats {
     pub redelivered: AtomicU64,
     pub acked: AtomicU64,
     pub dropped: AtomicU64,
+    pub expired: AtomicU64,
+    pub dead_lettered: AtomicU64,
 }
 
 /// A queue.
@@ -101,7 +104,20 @@ pub struct Queue {
     /// Wakes producers paused on a full queue.
     room: Notify,
     max_messages: usize,
+    /// Where messages go that were delivered too often or expired, if anywhere.
+    dead_letter: Option<DeadLetter>,
     pub stats: QueueStats,
+}
+
+/// A queue's dead-letter policy.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The dead-letter queue (never itself dead-lettered).
+    pub queue: Arc<Queue>,
+    /// A message handed back after this many deliveries goes to the DLQ (0: never).
+    pub max_deliveries: u32,
+    /// Expired messages go to the DLQ instead of being dropped.
+    pub expired: bool,
 }
 
 impl Queue {
@@ -111,8 +127,82 @@ impl Queue {
             state: Mutex::new(State::default()),
             room: Notify::new(),
             max_messages,
+            dead_letter: None,
             stats: QueueStats::default(),
         }
+    }
+
+    /// A queue with a dead-letter policy.
+    pub fn with_dead_letter(name: Bytes, max_messages: usize, dead_letter: DeadLetter) -> Queue {
+        Queue {
+            dead_letter: Some(dead_letter),
+            ..Queue::new(name, max_messages)
+        }
+    }
+
+    /// Hands deliveries back, each at its arrival place, unless it was delivered as often as
+    /// the dead-letter policy allows: then it goes to the dead-letter queue.
+    fn hand_back(&self, state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
+        for pending in pendings {
+            match &self.dead_letter {
+                Some(dead_letter)
+                    if dead_letter.max_deliveries > 0
+                        && pending.deliveries >= dead_letter.max_deliveries =>
+                {
+                    self.dead_letter(dead_letter, &pending, "max-deliveries");
+                }
+                _ => reinsert(state, pending),
+            }
+        }
+    }
+
+    /// Drops an expired message, or dead-letters it when the policy says so.
+    fn expire(&self, pending: Pending) {
+        self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        if let Some(dead_letter) = &self.dead_letter {
+            if dead_letter.expired {
+                self.dead_letter(dead_letter, &pending, "expired");
+            }
+        }
+    }
+
+    /// Sends a copy of the message to the dead-letter queue, saying why and from where.
+    fn dead_letter(&self, dead_letter: &DeadLetter, pending: &Pending, reason: &str) {
+        let original = &pending.message;
+        let mut headers = original.headers.clone();
+        headers.push((
+            Bytes::from_static(b"dlq-reason"),
+            Bytes::from(reason.to_string()),
+        ));
+        headers.push((
+            Bytes::from_static(b"dlq-original-destination"),
+            original.destination.clone(),
+        ));
+        headers.push((
+            Bytes::from_static(b"dlq-delivery-count"),
+            Bytes::from(pending.deliveries.to_string()),
+        ));
+        let message = Arc::new(Message {
+            destination: dead_letter.queue.name.clone(),
+            headers,
+            body: original.body.clone(),
+            id_prefix: original.id_prefix.clone(),
+            id_seq: original.id_seq,
+            expires_at: None,
+        });
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        dead_letter.queue.push_dead(message);
+    }
+
+    /// Takes a dead-lettered message without waiting for room (a DLQ is fed under other
+    /// queues' locks, which must not wait; its growth is bounded by what they held).
+    fn push_dead(&self, message: Arc<Message>) {
+        let mut state = self.lock();
+        let order = state.next_order;
+        state.next_order += 1;
+        state.pending.push_back(Pending::new(message, order));
+        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        self.dispatch(&mut state);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -159,6 +249,10 @@ impl Queue {
                 .pending
                 .remove(position)
                 .expect("picked from the queue");
+            if pending.message.expires_at.is_some() && pending.message.is_expired(now_ms()) {
+                self.expire(pending);
+                continue;
+            }
             let n = state.consumers.len();
             state.cursor = (index + 1) % n;
             let consumer = &mut state.consumers[index];
@@ -169,11 +263,15 @@ impl Queue {
                 message: pending.message.clone(),
                 subscription: consumer.subscription.clone(),
                 seq,
-                redelivered: pending.redelivered,
+                redeliveries: pending.deliveries,
             };
-            if pending.redelivered {
+            if pending.deliveries > 0 {
                 self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
             }
+            let pending = Pending {
+                deliveries: pending.deliveries.saturating_add(1),
+                ..pending
+            };
             self.stats.delivered.fetch_add(1, Ordering::Relaxed);
             consumer.unacked.push_back(Unacked { seq, pending });
             consumer
@@ -219,7 +317,7 @@ impl Queue {
         } else {
             state.cursor %= state.consumers.len();
         }
-        hand_back(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
+        self.hand_back(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
         self.dispatch(&mut state);
     }
 
@@ -272,7 +370,7 @@ impl Queue {
         };
         consumer.credit += settled.len() as u32;
         if requeue {
-            hand_back(&mut state, settled);
+            self.hand_back(&mut state, settled);
         } else {
             self.stats
                 .acked
@@ -300,6 +398,8 @@ impl Queue {
             .pending;
         consumer.credit += 1;
         pending.declined.push(consumer_id);
+        // It never reached the client: not a delivery that counts toward the dead-letter limit.
+        pending.deliveries = pending.deliveries.saturating_sub(1);
         reinsert(&mut state, pending);
         self.dispatch(&mut state);
     }
@@ -363,19 +463,6 @@ fn position(consumer: &Consumer, target: AckTarget<'_>) -> Option<usize> {
             .unacked
             .iter()
             .position(|u| u.pending.message.has_id(id)),
-    }
-}
-
-/// Hands deliveries back to the queue, marked redelivered, each at its arrival place.
-fn hand_back(state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
-    for pending in pendings {
-        reinsert(
-            state,
-            Pending {
-                redelivered: true,
-                ..pending
-            },
-        );
     }
 }
 

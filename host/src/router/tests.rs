@@ -15,6 +15,7 @@ fn message(seq: u64) -> Arc<Message> {
         body: Bytes::from(format!("m{seq}")),
         id_prefix: Arc::from("t"),
         id_seq: seq,
+        expires_at: None,
     })
 }
 
@@ -45,7 +46,7 @@ fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
         .drain()
         .into_iter()
         .filter_map(|item| match item {
-            Outgoing::Delivery(d) => Some((d.message.id_seq, d.seq, d.redelivered)),
+            Outgoing::Delivery(d) => Some((d.message.id_seq, d.seq, d.redeliveries > 0)),
             _ => None,
         })
         .collect()
@@ -356,4 +357,114 @@ async fn handed_back_messages_keep_their_arrival_order() {
     queue.subscribe(b.clone());
     let order: Vec<u64> = delivered(&b).iter().map(|d| d.0).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4]);
+}
+
+fn dead_letter_pair(max_deliveries: u32, expired: bool) -> (Arc<Queue>, Arc<Queue>) {
+    let dlq = Arc::new(Queue::new(Bytes::from_static(b"/queue/DLQ.q"), 100));
+    let queue = Arc::new(Queue::with_dead_letter(
+        Bytes::from_static(b"/queue/q"),
+        100,
+        DeadLetter {
+            queue: dlq.clone(),
+            max_deliveries,
+            expired,
+        },
+    ));
+    (queue, dlq)
+}
+
+#[tokio::test]
+async fn a_message_handed_back_too_often_is_dead_lettered() {
+    let (queue, dlq) = dead_letter_pair(2, false);
+    let a = subscription(
+        1,
+        AckMode::ClientIndividual,
+        1,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(a.clone());
+    queue.publish(message(0)).await;
+    let first = a.outbox.drain();
+    let Outgoing::Delivery(first) = &first[0] else {
+        panic!()
+    };
+    assert_eq!(first.redeliveries, 0);
+    queue.settle(1, AckTarget::Seq(0), true).unwrap();
+    let second = a.outbox.drain();
+    let Outgoing::Delivery(second) = &second[0] else {
+        panic!()
+    };
+    assert_eq!(second.redeliveries, 1);
+    queue.settle(1, AckTarget::Seq(1), true).unwrap();
+    assert!(
+        a.outbox.is_empty(),
+        "delivered twice: not redelivered again"
+    );
+    assert_eq!(queue.depth(), 0);
+    assert_eq!(dlq.depth(), 1);
+    let d = subscription(2, AckMode::Auto, 10, Source::Queue(dlq.clone()));
+    dlq.subscribe(d.clone());
+    let dead = d.outbox.drain();
+    let Outgoing::Delivery(dead) = &dead[0] else {
+        panic!()
+    };
+    let header = |name: &[u8]| dead.message.header(name).map(|v| v.to_vec());
+    assert_eq!(header(b"dlq-reason").unwrap(), b"max-deliveries");
+    assert_eq!(header(b"dlq-original-destination").unwrap(), b"/queue/q");
+    assert_eq!(header(b"dlq-delivery-count").unwrap(), b"2");
+    assert_eq!(dead.message.destination.as_ref(), b"/queue/DLQ.q");
+    assert_eq!(dead.message.body, message(0).body);
+}
+
+#[tokio::test]
+async fn declines_do_not_count_as_deliveries() {
+    let (queue, dlq) = dead_letter_pair(1, false);
+    let a = subscription(
+        1,
+        AckMode::ClientIndividual,
+        1,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(a.clone());
+    queue.publish(message(0)).await;
+    delivered(&a);
+    queue.decline(1, 0);
+    let b = subscription(
+        2,
+        AckMode::ClientIndividual,
+        1,
+        Source::Queue(queue.clone()),
+    );
+    queue.subscribe(b.clone());
+    assert_eq!(delivered(&b), vec![(0, 0, false)]);
+    assert_eq!(dlq.depth(), 0);
+}
+
+fn expiring(seq: u64, expires_at: u64) -> Arc<Message> {
+    let mut m = Arc::try_unwrap(message(seq)).unwrap();
+    m.expires_at = Some(expires_at);
+    Arc::new(m)
+}
+
+#[tokio::test]
+async fn expired_messages_are_dropped_or_dead_lettered() {
+    let now = crate::router::message::now_ms();
+    let (queue, dlq) = dead_letter_pair(0, false);
+    queue.publish(expiring(0, now - 1)).await;
+    queue.publish(expiring(1, now + 60_000)).await;
+    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    assert_eq!(
+        delivered(&a),
+        vec![(1, 0, false)],
+        "the expired one is gone"
+    );
+    assert_eq!(dlq.depth(), 0, "dropped, not dead-lettered");
+
+    let (queue, dlq) = dead_letter_pair(0, true);
+    queue.publish(expiring(2, now - 1)).await;
+    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(a.clone());
+    assert!(delivered(&a).is_empty());
+    assert_eq!(dlq.depth(), 1, "dead-lettered with reason expired");
 }

@@ -141,7 +141,7 @@ fn delivery(subscription: &Arc<Subscription>, message: &Arc<Message>, seq: u64) 
         message: message.clone(),
         subscription: subscription.clone(),
         seq,
-        redelivered: false,
+        redeliveries: 0,
     }
 }
 

@@ -186,6 +186,7 @@ impl Session {
             }]
         };
 
+        let expires_at = routed.first().and_then(|m| expiry(&m.headers));
         let mut plan = Vec::with_capacity(routed.len());
         for copy in routed {
             classify(&copy.destination).map_err(|err| {
@@ -202,6 +203,7 @@ impl Session {
                 body: copy.body,
                 id_prefix: self.id.clone(),
                 id_seq: self.next_message,
+                expires_at,
             });
             self.next_message += 1;
             plan.push((target, message));
@@ -466,6 +468,21 @@ fn subscription_table_key(wire_id: Option<&Bytes>, destination: &Bytes) -> Bytes
             key.freeze()
         }
     }
+}
+
+/// When a message expires (unix ms): `expires` is absolute (ActiveMQ, JMS; 0 means never),
+/// `ttl` (Apollo) and `expiration` (RabbitMQ) are relative to now.
+fn expiry(headers: &[Header]) -> Option<u64> {
+    let number = |name: &[u8]| -> Option<u64> {
+        let (_, value) = headers.iter().find(|(n, _)| n.as_ref() == name)?;
+        std::str::from_utf8(value).ok()?.trim().parse().ok()
+    };
+    if let Some(at) = number(b"expires") {
+        return (at > 0).then_some(at);
+    }
+    number(b"ttl")
+        .or_else(|| number(b"expiration"))
+        .map(|ttl| crate::router::message::now_ms().saturating_add(ttl))
 }
 
 /// Publishes routed copies: a full queue pauses this producer until there is room.

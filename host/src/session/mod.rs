@@ -77,7 +77,7 @@ impl Broker {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         Broker {
-            router: Router::new(config.flow.clone()),
+            router: Router::new(config.flow.clone(), config.dead_letter.clone()),
             config,
             policy,
             stats: BrokerStats::default(),

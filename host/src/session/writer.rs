@@ -170,6 +170,7 @@ async fn encode_delivery(
                 body: rewritten.body,
                 id_prefix: delivery.message.id_prefix.clone(),
                 id_seq: delivery.message.id_seq,
+                expires_at: delivery.message.expires_at,
             };
             encode_message(delivery, &message, version, out);
         }
@@ -254,8 +255,10 @@ fn encode_message(delivery: &Delivery, message: &Message, version: Version, out:
         buf.extend_from_slice(itoa_u64(delivery.seq).as_bytes());
         buf.extend_from_slice(b"\n");
     }
-    if delivery.redelivered {
-        buf.extend_from_slice(b"redelivered:true\n");
+    if delivery.redeliveries > 0 {
+        buf.extend_from_slice(b"redelivered:true\nredelivery-count:");
+        buf.extend_from_slice(itoa_u64(u64::from(delivery.redeliveries)).as_bytes());
+        buf.extend_from_slice(b"\n");
     }
     for (name, value) in &message.headers {
         encode_header(buf, name, value, escaping);
