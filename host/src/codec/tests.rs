@@ -153,23 +153,7 @@ fn checklist_table() {
 
 #[test]
 fn f01_every_command() {
-    for command in [
-        Connect,
-        Stomp,
-        Send,
-        Subscribe,
-        Unsubscribe,
-        Ack,
-        Nack,
-        Begin,
-        Commit,
-        Abort,
-        Disconnect,
-        Connected,
-        Message,
-        Receipt,
-        Error,
-    ] {
+    for command in Command::ALL {
         let mut wire = command.as_bytes().to_vec();
         wire.extend_from_slice(b"\nk:v\n\n\0\n");
         let frames = decode_all(&wire, V1_2).unwrap();

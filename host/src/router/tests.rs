@@ -41,6 +41,19 @@ fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Source) -> Arc<
     })
 }
 
+fn new_topic(name: &'static [u8], policy: SlowConsumerPolicy) -> Arc<Topic> {
+    Arc::new(Topic::new(Bytes::from_static(name), policy))
+}
+
+fn topic_subscription(id: u64, ack_mode: AckMode, window: u32) -> Arc<Subscription> {
+    subscription(
+        id,
+        ack_mode,
+        window,
+        Source::Topic(Arc::new(TopicConsumer::default())),
+    )
+}
+
 fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
     sub.outbox
         .drain()
@@ -183,13 +196,9 @@ async fn deleted_queue_drops_publishes() {
 
 #[tokio::test]
 async fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
-    let topic = Arc::new(Topic::new(
-        Bytes::from_static(b"/topic/t"),
-        SlowConsumerPolicy::Drop,
-    ));
-    let consumer = || Source::Topic(Arc::new(TopicConsumer::default()));
-    let a = subscription(1, AckMode::Auto, 10, consumer());
-    let b = subscription(2, AckMode::Client, 1, consumer());
+    let topic = new_topic(b"/topic/t", SlowConsumerPolicy::Drop);
+    let a = topic_subscription(1, AckMode::Auto, 10);
+    let b = topic_subscription(2, AckMode::Client, 1);
     topic.subscribe(a.clone());
     topic.subscribe(b.clone());
     topic.publish(&message(0), PATIENCE).await;
@@ -213,16 +222,8 @@ const PATIENCE: Duration = Duration::from_millis(20);
 
 #[tokio::test]
 async fn a_topic_subscriber_that_stays_stuck_meets_the_policy() {
-    let topic = Arc::new(Topic::new(
-        Bytes::from_static(b"/topic/t"),
-        SlowConsumerPolicy::Drop,
-    ));
-    let b = subscription(
-        2,
-        AckMode::ClientIndividual,
-        1,
-        Source::Topic(Arc::new(TopicConsumer::default())),
-    );
+    let topic = new_topic(b"/topic/t", SlowConsumerPolicy::Drop);
+    let b = topic_subscription(2, AckMode::ClientIndividual, 1);
     topic.subscribe(b.clone());
     for i in 0..70 {
         topic.publish(&message(i), PATIENCE).await;
@@ -234,16 +235,8 @@ async fn a_topic_subscriber_that_stays_stuck_meets_the_policy() {
         b.outbox.dropped.load(std::sync::atomic::Ordering::Relaxed),
         5
     );
-    let auto = subscription(
-        3,
-        AckMode::Auto,
-        1,
-        Source::Topic(Arc::new(TopicConsumer::default())),
-    );
-    let topic = Arc::new(Topic::new(
-        Bytes::from_static(b"/topic/u"),
-        SlowConsumerPolicy::Disconnect,
-    ));
+    let auto = topic_subscription(3, AckMode::Auto, 1);
+    let topic = new_topic(b"/topic/u", SlowConsumerPolicy::Disconnect);
     topic.subscribe(auto.clone());
     for i in 0..65 {
         topic.publish(&message(i), PATIENCE).await;
@@ -256,16 +249,8 @@ async fn a_topic_subscriber_that_stays_stuck_meets_the_policy() {
 
 #[tokio::test]
 async fn a_topic_publisher_waits_for_a_subscriber_that_drains() {
-    let topic = Arc::new(Topic::new(
-        Bytes::from_static(b"/topic/w"),
-        SlowConsumerPolicy::Drop,
-    ));
-    let sub = subscription(
-        4,
-        AckMode::Auto,
-        1,
-        Source::Topic(Arc::new(TopicConsumer::default())),
-    );
+    let topic = new_topic(b"/topic/w", SlowConsumerPolicy::Drop);
+    let sub = topic_subscription(4, AckMode::Auto, 1);
     topic.subscribe(sub.clone());
     for i in 0..64 {
         topic.publish(&message(i), PATIENCE).await;

@@ -3,43 +3,25 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use plugboard::plugin::{PluginHost, PluginMessage, PluginSpec, Principal};
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ is in the workspace")
-        .to_path_buf()
-}
+#[path = "../../../tests/common/plugins.rs"]
+mod components;
 
-/// Builds every plugin component (once per test binary) and returns `target/plugins`.
+pub use components::workspace_root;
+
+/// Builds every plugin component (once per test binary, never skipped) and returns
+/// `target/plugins`.
 pub fn plugins_dir() -> PathBuf {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("plugboard=debug")
         .try_init();
-    static BUILD: Once = Once::new();
-    let root = workspace_root();
-    BUILD.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // xtask in its own target dir: the outer `cargo test` may still hold target/'s lock.
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args(["run", "--quiet", "-p", "xtask", "--target-dir"])
-            .arg(root.join("target").join("xtask"))
-            .args(["--", "plugins"])
-            .status()
-            .expect("running cargo xtask plugins");
-        assert!(
-            status.success(),
-            "`cargo xtask plugins` failed: the plugin tests need the components"
-        );
-    });
-    root.join("target").join("plugins")
+    components::plugins_dir(components::IfBuildFails::Panic)
 }
 
 pub fn cache_dir() -> PathBuf {
