@@ -415,18 +415,9 @@ impl Queue {
         self.room.notify_waiters();
     }
 
-    pub fn is_deleted(&self) -> bool {
-        self.lock().deleted
-    }
-
     /// Messages waiting (not yet delivered).
     pub fn depth(&self) -> usize {
         self.lock().pending.len()
-    }
-
-    /// Number of consumers.
-    pub fn consumer_count(&self) -> usize {
-        self.lock().consumers.len()
     }
 }
 

@@ -280,8 +280,4 @@ impl Topic {
         *guard = Arc::new(next);
         remaining
     }
-
-    pub fn subscriber_count(&self) -> usize {
-        self.snapshot().len()
-    }
 }
