@@ -64,6 +64,26 @@ pub fn status(broker: &Broker) -> Value {
             "heartbeat_timeouts": stats.heartbeat_timeouts.load(Relaxed),
         },
         "destinations": { "queues": queues, "topics": topics },
+        "store": broker.router.store().map(|store| {
+            let s = store.stats();
+            json!({
+                "data_dir": store.dir().display().to_string(),
+                "fsync": format!("{:?}", broker.config.store.fsync).to_lowercase(),
+                "live_messages": s.live_messages.load(Relaxed),
+                "live_bytes": s.live_bytes.load(Relaxed),
+                "max_bytes": broker.config.store.max_bytes,
+                "disk_bytes": s.disk_bytes.load(Relaxed),
+                "segments": s.segments.load(Relaxed),
+                "records_appended": s.records_appended.load(Relaxed),
+                "records_written": s.records_written.load(Relaxed),
+                "bytes_written": s.bytes_written.load(Relaxed),
+                "batches": s.batches.load(Relaxed),
+                "fsyncs": s.fsyncs.load(Relaxed),
+                "settled_before_written": s.cancelled.load(Relaxed),
+                "relocated": s.relocated.load(Relaxed),
+                "failed": store.failure(),
+            })
+        }),
         "plugins": {
             "generation": set.generation,
             "loaded_at_unix_ms": unix_ms(set.loaded_at),

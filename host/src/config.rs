@@ -30,6 +30,8 @@ pub struct Config {
     pub flow: FlowConfig,
     /// Dead-letter queues for messages delivered too often or expired.
     pub dead_letter: DeadLetterConfig,
+    /// The message store behind `persistent:true`.
+    pub store: StoreConfig,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
     /// An authenticate plugin takes this over when one is configured.
     pub users: Vec<UserConfig>,
@@ -54,6 +56,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             flow: FlowConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            store: StoreConfig::default(),
             users: Vec::new(),
             plugins: Vec::new(),
             plugin_cache_dir: None,
@@ -227,6 +230,54 @@ impl DeadLetterConfig {
     }
 }
 
+/// When the journal is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Every batch is synced before its RECEIPTs go out (one sync covers every frame that
+    /// arrived while the previous one ran). Survives power loss.
+    Batch,
+    /// Written at once, synced every `fsync_interval_ms`: a RECEIPT means "handed to the
+    /// operating system", which survives the broker's crash but not the machine's.
+    Interval,
+    /// Written at once, never synced by the broker (the kernel flushes when it likes).
+    Never,
+}
+
+/// The message store. Persistent messages (`persistent:true`) sent to queues, and messages for
+/// durable topic subscriptions, are journaled in `data_dir`; everything else stays in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Journal persistent messages. When false, `persistent:true` is accepted and ignored.
+    pub enabled: bool,
+    /// Directory of the journal (relative to this file). `--data-dir` overrides it. Default:
+    /// `plugboard-data` in the working directory.
+    pub data_dir: Option<PathBuf>,
+    /// `batch` (default), `interval` or `never`.
+    pub fsync: FsyncPolicy,
+    /// Sync period for `fsync = "interval"`, in ms.
+    pub fsync_interval_ms: u64,
+    /// Most bytes of live (unconsumed) persistent messages; beyond it persistent SENDs get an
+    /// ERROR. The journal on disk stays within about twice this plus two segments.
+    pub max_bytes: u64,
+    /// Size at which the journal starts a new segment file, in bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            data_dir: None,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_ms: 100,
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
 /// A user of the built-in authenticator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,7 +334,24 @@ impl Config {
                 && self.dead_letter.prefix.len() > "/queue/".len(),
             "dead_letter.prefix must start with /queue/ and name something after it"
         );
+        anyhow::ensure!(
+            self.store.segment_bytes >= 4096,
+            "store.segment_bytes must be at least 4096"
+        );
+        anyhow::ensure!(
+            self.store.fsync_interval_ms >= 1,
+            "store.fsync_interval_ms must be at least 1"
+        );
         Ok(())
+    }
+
+    /// The store's data directory: `store.data_dir` against the config file's directory, or
+    /// `plugboard-data` in the working directory.
+    pub fn data_dir(&self) -> PathBuf {
+        match &self.store.data_dir {
+            Some(dir) => self.base_dir.join(dir),
+            None => PathBuf::from("plugboard-data"),
+        }
     }
 
     /// Where compiled plugins are cached.

@@ -7,6 +7,7 @@
 //!    ─► session (one task per connection: CONNECT → auth hook → Principal → CONNECTED)
 //!         SEND ─► plugin send hook ─► router::Queue::publish / Topic::publish
 //!         SUBSCRIBE / UNSUBSCRIBE / ACK / NACK / BEGIN / COMMIT / ABORT ─► router, transactions
+//!    router ─► store (persistent messages journaled; RECEIPTs wait until they are durable)
 //!    router ─► Delivery into the subscriber's Outbox (bounded by window / slow-consumer policy)
 //!    ─► session::writer (message filter hook ─► MESSAGE encoding ─► coalesced socket writes)
 //! ```
@@ -26,6 +27,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 
 use std::sync::Arc;
 

@@ -31,6 +31,10 @@ struct Cli {
     /// Address of the status endpoint, overriding `admin_listen`.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Directory of the message store (journal of persistent messages), overriding
+    /// `store.data_dir`; default `plugboard-data` in the working directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Validate the configuration and load its plugins, then exit without serving.
     #[arg(long)]
     check_config: bool,
@@ -128,6 +132,13 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     if let Some(admin) = cli.admin_listen {
         config.admin_listen = Some(admin);
     }
+    if let Some(dir) = &cli.data_dir {
+        let dir = std::env::current_dir()
+            .context("reading the working directory")?
+            .join(dir);
+        config.store.data_dir = Some(dir);
+        config.store.enabled = true;
+    }
     let config = Arc::new(config);
     let host = if config.plugins.is_empty() {
         PluginHost::empty()
@@ -149,7 +160,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     }
     let files = PluginFile::hash_all(&config.plugins, &config.base_dir);
     let policy = Policy::new(host, config.plugins.clone(), files);
-    let broker = Arc::new(Broker::new(config.clone(), policy));
+    let broker =
+        Arc::new(Broker::open(config.clone(), policy).context("opening the message store")?);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -186,7 +198,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         info!("signal received: shutting down");
         let _ = stop.send(true);
     });
-    plugboard::run(listener, broker, shutdown).await?;
+    plugboard::run(listener, broker.clone(), shutdown).await?;
+    broker.close();
     info!("stopped");
     Ok(())
 }

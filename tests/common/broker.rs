@@ -104,6 +104,11 @@ impl Launch {
         if self.listen_arg {
             command.arg("--listen").arg("127.0.0.1:0");
         }
+        // Each broker journals into its own directory unless the test names one (several
+        // brokers run at once, and a data directory takes one broker at a time).
+        if !self.args.iter().any(|a| a == "--data-dir") {
+            command.arg("--data-dir").arg(dir.path().join("data"));
+        }
         let mut child = command
             .arg("--config")
             .arg(&config_path)
@@ -209,6 +214,14 @@ impl Broker {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Kills the process with SIGKILL (it gets no chance to flush anything) and waits for it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

@@ -36,6 +36,16 @@ impl Broker {
         )
     }
 
+    /// Starts a broker journaling into `data_dir` (to restart one on the same store).
+    pub fn with_data_dir(toml: &str, data_dir: &std::path::Path) -> Broker {
+        Broker(
+            Launch::config_text(toml)
+                .args(&[std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()])
+                .start_within(Duration::from_secs(30))
+                .start(),
+        )
+    }
+
     /// Connects a client at `version`.
     pub async fn client(&self, version: Version) -> Client {
         Client::connect(self.addr, version).await

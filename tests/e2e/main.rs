@@ -14,6 +14,7 @@ mod flow;
 mod frames;
 mod heartbeat;
 mod load;
+mod persistence;
 mod queues;
 mod temp_queues;
 mod topics;

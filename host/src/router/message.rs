@@ -24,6 +24,8 @@ pub struct Message {
     pub id_seq: u64,
     /// When the message expires (unix ms), from `expires`, `ttl` or `expiration` on SEND.
     pub expires_at: Option<u64>,
+    /// `persistent:true` on SEND: journaled in queues when the store is on.
+    pub persistent: bool,
 }
 
 /// Milliseconds since the unix epoch.
@@ -134,6 +136,7 @@ mod tests {
             id_prefix: Arc::from("ab12-7"),
             id_seq: 99,
             expires_at: None,
+            persistent: false,
         };
         let mut out = bytes::BytesMut::new();
         msg.write_id(&mut out);

@@ -7,6 +7,7 @@
 //! | `/topic/NAME` | [`Topic`]: fan-out to current subscribers, nothing retained |
 //! | `/temp-queue/NAME` | a [`Queue`] private to the connection that names it (see `session`) |
 //! | `/reply-queue/ID` | the global name under which a temp queue receives replies |
+//! | `durable:CLIENT:NAME` | a durable topic subscription's queue (internal, not addressable) |
 //!
 //! Any other destination is refused with an ERROR naming these prefixes, as ActiveMQ and
 //! RabbitMQ do.
@@ -29,6 +30,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::config::{DeadLetterConfig, FlowConfig};
+use crate::store::record::Enqueue;
+use crate::store::Store;
 
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
@@ -40,6 +43,8 @@ pub const QUEUE_PREFIX: &[u8] = b"/queue/";
 pub const TOPIC_PREFIX: &[u8] = b"/topic/";
 pub const TEMP_QUEUE_PREFIX: &[u8] = b"/temp-queue/";
 pub const REPLY_QUEUE_PREFIX: &[u8] = b"/reply-queue/";
+/// Names of durable subscription queues start with this (no destination does).
+pub const DURABLE_PREFIX: &[u8] = b"durable:";
 
 /// What kind of destination a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +113,37 @@ pub struct Router {
     shards: Vec<Mutex<Shard>>,
     flow: FlowConfig,
     dead_letter: DeadLetterConfig,
+    store: Option<Arc<Store>>,
+}
+
+/// A durable subscription that exists already on another topic, or is being consumed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurableError {
+    #[error("durable subscription '{0}' already has an active subscriber")]
+    Active(String),
 }
 
 impl Router {
     pub fn new(flow: FlowConfig, dead_letter: DeadLetterConfig) -> Router {
+        Router::with_store(flow, dead_letter, None)
+    }
+
+    /// A router whose queues journal persistent messages in `store`.
+    pub fn with_store(
+        flow: FlowConfig,
+        dead_letter: DeadLetterConfig,
+        store: Option<Arc<Store>>,
+    ) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             flow,
             dead_letter,
+            store,
         }
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     pub fn flow(&self) -> &FlowConfig {
@@ -147,12 +174,99 @@ impl Router {
             .queues
             .entry(name.clone())
             .or_insert_with(|| {
-                Arc::new(match dead_letter {
+                let queue = match dead_letter {
                     Some(dead_letter) => Queue::with_dead_letter(name.clone(), max, dead_letter),
                     None => Queue::new(name.clone(), max),
-                })
+                };
+                Arc::new(queue.journaled(self.store.clone()))
             })
             .clone()
+    }
+
+    /// The queue of durable subscription `name` (`durable:CLIENT:NAME`) on `topic`: created and
+    /// journaled if missing; one that was on another topic is emptied and moved (as ActiveMQ
+    /// does). Refused while another connection consumes it.
+    pub fn durable_subscription(
+        &self,
+        name: &Bytes,
+        topic: &Arc<Topic>,
+    ) -> Result<Arc<Queue>, DurableError> {
+        let existing = self.shard(name).queues.get(name).cloned();
+        if let Some(queue) = existing {
+            if queue.consumer_count() > 0 {
+                return Err(DurableError::Active(lossy(name)));
+            }
+            if queue.bound_topic().as_ref() == Some(&topic.name) {
+                return Ok(queue);
+            }
+            self.remove_durable_subscription(name);
+        }
+        let queue = self.durable_queue(name, topic);
+        if let Some(store) = &self.store {
+            store.durable_created(name, &topic.name);
+        }
+        Ok(queue)
+    }
+
+    fn durable_queue(&self, name: &Bytes, topic: &Arc<Topic>) -> Arc<Queue> {
+        let queue = Arc::new(
+            Queue::new(name.clone(), self.flow.queue_max_messages)
+                .journaled(self.store.clone())
+                .for_durable_subscription(topic.name.clone()),
+        );
+        self.shard(name).queues.insert(name.clone(), queue.clone());
+        topic.bind_durable(queue.clone());
+        queue
+    }
+
+    /// Removes a durable subscription and the messages it held.
+    pub fn remove_durable_subscription(&self, name: &Bytes) -> bool {
+        let Some(queue) = self.shard(name).queues.remove(name) else {
+            return false;
+        };
+        if let Some(topic) = queue.bound_topic().and_then(|t| self.existing_topic(&t)) {
+            topic.unbind_durable(&queue);
+        }
+        queue.delete();
+        if let Some(store) = &self.store {
+            store.durable_removed(name);
+        }
+        true
+    }
+
+    /// Puts back a durable subscription read from the journal.
+    pub fn restore_durable(&self, name: &Bytes, topic: &Bytes) {
+        let topic = self.topic(topic);
+        self.durable_queue(name, &topic);
+    }
+
+    /// Puts back a persistent message read from the journal into its queue. A message whose
+    /// queue is gone (a durable subscription removed meanwhile) is settled and dropped.
+    pub fn restore_message(&self, enqueue: Enqueue) {
+        let queue = if enqueue.queue.starts_with(DURABLE_PREFIX) {
+            self.existing_queue(&enqueue.queue)
+        } else if classify(&enqueue.queue) == Ok(Kind::Queue) {
+            Some(self.queue(&enqueue.queue))
+        } else {
+            None
+        };
+        let Some(queue) = queue else {
+            tracing::warn!(queue = %lossy(&enqueue.queue), "journaled message for an unknown queue dropped");
+            if let Some(store) = &self.store {
+                store.settle(enqueue.id);
+            }
+            return;
+        };
+        let message = Message {
+            destination: enqueue.destination,
+            headers: enqueue.headers,
+            body: enqueue.body,
+            id_prefix: Arc::from(String::from_utf8_lossy(&enqueue.id_prefix).as_ref()),
+            id_seq: enqueue.id_seq,
+            expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
+            persistent: true,
+        };
+        queue.restore(Arc::new(message), enqueue.id);
     }
 
     /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs

@@ -1,6 +1,8 @@
 //! A point-to-point queue: competing consumers served round-robin, each within its window;
 //! unacked deliveries tracked per consumer and put back (marked redelivered) on NACK, on
 //! UNSUBSCRIBE and when the consumer's connection ends. A full queue pauses its producers.
+//! With a store, persistent messages are journaled as they enter and settled as they leave
+//! (acked, expired, dead-lettered, dropped).
 //!
 //! All state sits behind one lock per queue: producers and consumers of *this* queue share it,
 //! nobody else does. The lock is never held across an `.await`.
@@ -11,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::store::Store;
 
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::Outgoing;
@@ -27,15 +31,18 @@ struct Pending {
     deliveries: u32,
     /// Consumers whose message filter declined it (empty, and unallocated, almost always).
     declined: Vec<u64>,
+    /// Its journal id, 0 when it is not journaled.
+    journal: u64,
 }
 
 impl Pending {
-    fn new(message: Arc<Message>, order: u64) -> Pending {
+    fn new(message: Arc<Message>, order: u64, journal: u64) -> Pending {
         Pending {
             message,
             order,
             deliveries: 0,
             declined: Vec::new(),
+            journal,
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct QueueStats {
     pub dropped: AtomicU64,
     pub expired: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Persistent messages put back from the journal at start-up.
+    pub recovered: AtomicU64,
 }
 
 /// A queue.
@@ -106,6 +115,12 @@ pub struct Queue {
     max_messages: usize,
     /// Where messages go that were delivered too often or expired, if anywhere.
     dead_letter: Option<DeadLetter>,
+    /// Where persistent messages are journaled (none for temporary queues or without a store).
+    store: Option<Arc<Store>>,
+    /// For a durable subscription's queue, the topic it collects from. Its one consumer's
+    /// filter declining a message means the subscription does not want it (dropped), as on a
+    /// topic.
+    durable_topic: Option<Bytes>,
     pub stats: QueueStats,
 }
 
@@ -128,7 +143,44 @@ impl Queue {
             room: Notify::new(),
             max_messages,
             dead_letter: None,
+            store: None,
+            durable_topic: None,
             stats: QueueStats::default(),
+        }
+    }
+
+    /// Journals this queue's persistent messages in `store`.
+    pub fn journaled(self, store: Option<Arc<Store>>) -> Queue {
+        Queue { store, ..self }
+    }
+
+    /// Makes this the queue of a durable subscription to `topic`.
+    pub fn for_durable_subscription(self, topic: Bytes) -> Queue {
+        Queue {
+            durable_topic: Some(topic),
+            ..self
+        }
+    }
+
+    /// The topic of a durable subscription's queue.
+    pub fn bound_topic(&self) -> Option<Bytes> {
+        self.durable_topic.clone()
+    }
+
+    /// Journals a message entering the queue, when it is persistent and there is a store.
+    fn journal(&self, message: &Message) -> u64 {
+        match &self.store {
+            Some(store) if message.persistent => store.enqueue(&self.name, message),
+            _ => 0,
+        }
+    }
+
+    /// Records that a message left the queue for good.
+    fn forget(&self, pending: &Pending) {
+        if pending.journal != 0 {
+            if let Some(store) = &self.store {
+                store.settle(pending.journal);
+            }
         }
     }
 
@@ -159,10 +211,11 @@ impl Queue {
     /// Drops an expired message, or dead-letters it when the policy says so.
     fn expire(&self, pending: Pending) {
         self.stats.expired.fetch_add(1, Ordering::Relaxed);
-        if let Some(dead_letter) = &self.dead_letter {
-            if dead_letter.expired {
+        match &self.dead_letter {
+            Some(dead_letter) if dead_letter.expired => {
                 self.dead_letter(dead_letter, &pending, "expired");
             }
+            _ => self.forget(&pending),
         }
     }
 
@@ -189,9 +242,13 @@ impl Queue {
             id_prefix: original.id_prefix.clone(),
             id_seq: original.id_seq,
             expires_at: None,
+            persistent: original.persistent,
         });
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        // Journaled in the DLQ before it leaves this queue: a crash between the two records
+        // keeps both copies, never neither.
         dead_letter.queue.push_dead(message);
+        self.forget(pending);
     }
 
     /// Takes a dead-lettered message without waiting for room (a DLQ is fed under other
@@ -200,8 +257,24 @@ impl Queue {
         let mut state = self.lock();
         let order = state.next_order;
         state.next_order += 1;
-        state.pending.push_back(Pending::new(message, order));
+        let journal = self.journal(&message);
+        state
+            .pending
+            .push_back(Pending::new(message, order, journal));
         self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        self.dispatch(&mut state);
+    }
+
+    /// Puts back a message read from the journal at start-up. It may have been delivered
+    /// before the broker stopped, so it counts as delivered once (`redelivered:true`).
+    pub fn restore(&self, message: Arc<Message>, journal: u64) {
+        let mut state = self.lock();
+        let order = state.next_order;
+        state.next_order += 1;
+        let mut pending = Pending::new(message, order, journal);
+        pending.deliveries = 1;
+        state.pending.push_back(pending);
+        self.stats.recovered.fetch_add(1, Ordering::Relaxed);
         self.dispatch(&mut state);
     }
 
@@ -227,7 +300,10 @@ impl Queue {
                     let message = message.take().expect("published once");
                     let order = state.next_order;
                     state.next_order += 1;
-                    state.pending.push_back(Pending::new(message, order));
+                    let journal = self.journal(&message);
+                    state
+                        .pending
+                        .push_back(Pending::new(message, order, journal));
                     self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
                     self.dispatch(&mut state);
                     return;
@@ -328,11 +404,18 @@ impl Queue {
             return;
         };
         let mut settled = 0;
+        let mut journaled = Vec::new();
         while consumer.unacked.front().is_some_and(|u| u.seq <= up_to_seq) {
-            consumer.unacked.pop_front();
+            let unacked = consumer.unacked.pop_front().expect("checked above");
+            if unacked.pending.journal != 0 {
+                journaled.push(unacked.pending);
+            }
             settled += 1;
         }
         consumer.credit += settled;
+        for pending in &journaled {
+            self.forget(pending);
+        }
         self.stats
             .acked
             .fetch_add(settled as u64, Ordering::Relaxed);
@@ -375,6 +458,9 @@ impl Queue {
             self.stats
                 .acked
                 .fetch_add(settled.len() as u64, Ordering::Relaxed);
+            for pending in &settled {
+                self.forget(pending);
+            }
         }
         self.dispatch(&mut state);
         Ok(())
@@ -397,6 +483,12 @@ impl Queue {
             .expect("index is valid")
             .pending;
         consumer.credit += 1;
+        if self.durable_topic.is_some() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.forget(&pending);
+            self.dispatch(&mut state);
+            return;
+        }
         pending.declined.push(consumer_id);
         // It never reached the client: not a delivery that counts toward the dead-letter limit.
         pending.deliveries = pending.deliveries.saturating_sub(1);
@@ -409,7 +501,14 @@ impl Queue {
         let mut state = self.lock();
         state.deleted = true;
         let dropped = state.pending.len() as u64;
-        state.pending.clear();
+        for pending in std::mem::take(&mut state.pending) {
+            self.forget(&pending);
+        }
+        for consumer in &mut state.consumers {
+            for unacked in std::mem::take(&mut consumer.unacked) {
+                self.forget(&unacked.pending);
+            }
+        }
         self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         drop(state);
         self.room.notify_waiters();
@@ -418,6 +517,11 @@ impl Queue {
     /// Messages waiting (not yet delivered).
     pub fn depth(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    /// Consumers attached now.
+    pub fn consumer_count(&self) -> usize {
+        self.lock().consumers.len()
     }
 }
 

@@ -16,6 +16,7 @@ fn message(seq: u64) -> Arc<Message> {
         id_prefix: Arc::from("t"),
         id_seq: seq,
         expires_at: None,
+        persistent: false,
     })
 }
 

@@ -2,6 +2,9 @@
 //! subscriber that is behind slows its publishers for a while, and one that stays stuck meets
 //! the slow-consumer policy.
 //!
+//! Durable subscriptions are queues bound to the topic: each gets every message published
+//! here, whether or not its subscriber is connected (see `Router::durable_subscription`).
+//!
 //! The subscriber list is copy-on-write behind a per-topic lock held only to clone an `Arc`,
 //! so publishers to one topic do not serialise on each other's deliveries.
 
@@ -16,7 +19,7 @@ use crate::config::SlowConsumerPolicy;
 
 use super::message::{Delivery, Message};
 use super::outbox::Outgoing;
-use super::queue::{AckTarget, NotPending};
+use super::queue::{AckTarget, NotPending, Queue};
 use super::subscription::{AckMode, Subscription};
 
 /// Per-subscription state of a topic consumer: delivery numbering and, in client modes, the
@@ -159,6 +162,8 @@ pub struct TopicStats {
 pub struct Topic {
     pub name: Bytes,
     subscribers: Mutex<Arc<Vec<Arc<Subscription>>>>,
+    /// Queues of the durable subscriptions on this topic.
+    durables: Mutex<Arc<Vec<Arc<Queue>>>>,
     policy: SlowConsumerPolicy,
     pub stats: TopicStats,
 }
@@ -171,6 +176,7 @@ impl Topic {
         Topic {
             name,
             subscribers: Mutex::new(Arc::new(Vec::new())),
+            durables: Mutex::new(Arc::new(Vec::new())),
             policy,
             stats: TopicStats::default(),
         }
@@ -183,7 +189,6 @@ impl Topic {
             .clone()
     }
 
-    /// Delivers a copy to every current subscriber.
     /// Delivers a copy to every current subscriber. A subscriber whose outbound queue (or
     /// client-ack window) is full holds this publisher up (TCP backpressure on the producer)
     /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
@@ -199,6 +204,37 @@ impl Topic {
         for subscription in blocked {
             self.wait_for(&subscription, message, patience).await;
         }
+        let durables = self
+            .durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // A durable subscription's queue that is full pauses the publisher, as any queue does.
+        for queue in durables.iter() {
+            queue.publish(message.clone()).await;
+        }
+    }
+
+    /// Binds a durable subscription's queue (it receives every message from now on).
+    pub fn bind_durable(&self, queue: Arc<Queue>) {
+        let mut guard = self.durables.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+            return;
+        }
+        let mut next = Vec::clone(&guard);
+        next.push(queue);
+        *guard = Arc::new(next);
+    }
+
+    /// Unbinds a durable subscription's queue.
+    pub fn unbind_durable(&self, queue: &Arc<Queue>) {
+        let mut guard = self.durables.lock().unwrap_or_else(|e| e.into_inner());
+        let next: Vec<_> = guard
+            .iter()
+            .filter(|q| !Arc::ptr_eq(q, queue))
+            .cloned()
+            .collect();
+        *guard = Arc::new(next);
     }
 
     /// Offers a copy; false when the subscriber has no room for it now.

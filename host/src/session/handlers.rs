@@ -12,7 +12,8 @@ use crate::codec::{Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome, SubscriptionInfo};
 use crate::router::{
     classify, AckMode, Destination, FilterInputs, FilterSlot, Kind, Message, Outgoing, Queue,
-    RouteError, Source, Subscription, TopicConsumer, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX,
+    RouteError, Source, Subscription, TopicConsumer, DURABLE_PREFIX, REPLY_QUEUE_PREFIX,
+    TEMP_QUEUE_PREFIX,
 };
 
 use super::error::{client_error, SessionError};
@@ -84,11 +85,36 @@ impl Session {
     /// Handles one frame of a connected session.
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
+        let journals = self.store.is_some() && may_journal(&frame);
+        let command = frame.command;
+        let flow = self.dispatch(frame, receipt.clone()).await;
+        if journals {
+            // Whatever this frame journaled is behind the store's current sequence number.
+            if let Some(store) = &self.store {
+                self.durable_target = store.appended();
+            }
+        }
+        let flow = flow?;
+        match receipt {
+            Some(receipt) if command != Command::Subscribe => {
+                self.send_receipt(receipt_frame(receipt))
+            }
+            _ => {}
+        }
+        Ok(flow)
+    }
+
+    /// Runs one frame; SUBSCRIBE sends its own RECEIPT (`Flow::Continue` without one here).
+    async fn dispatch(
+        &mut self,
+        frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<Flow, SessionError> {
         match frame.command {
             Command::Send => self.on_send(frame).await?,
             Command::Subscribe => {
                 // Its RECEIPT must precede the subscription's first MESSAGE: sent inside.
-                self.on_subscribe(frame).await?;
+                self.on_subscribe(frame, receipt).await?;
                 return Ok(Flow::Continue);
             }
             Command::Unsubscribe => self.on_unsubscribe(&frame)?,
@@ -102,12 +128,7 @@ impl Session {
             Command::Begin => self.on_begin(&frame)?,
             Command::Commit => self.on_commit(&frame).await?,
             Command::Abort => self.on_abort(&frame)?,
-            Command::Disconnect => {
-                if let Some(receipt) = receipt {
-                    self.outbox.push(receipt_frame(receipt));
-                }
-                return Ok(Flow::Disconnect);
-            }
+            Command::Disconnect => return Ok(Flow::Disconnect),
             Command::Connect | Command::Stomp => {
                 return Err(client_error(
                     "already connected: a second CONNECT is not allowed",
@@ -119,9 +140,6 @@ impl Session {
                     frame.command.as_str()
                 )))
             }
-        }
-        if let Some(receipt) = receipt {
-            self.outbox.push(receipt_frame(receipt));
         }
         Ok(Flow::Continue)
     }
@@ -159,6 +177,7 @@ impl Session {
         }
         let transaction_id = frame.get(b"transaction").cloned();
         self.transaction_mut(&frame)?;
+        let persistent = is_persistent(&frame);
         let Frame { headers, body, .. } = frame;
         let mut headers: Vec<Header> = headers;
         headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
@@ -204,9 +223,18 @@ impl Session {
                 id_prefix: self.id.clone(),
                 id_seq: self.next_message,
                 expires_at,
+                persistent,
             });
             self.next_message += 1;
             plan.push((target, message));
+        }
+        if persistent {
+            if let Some(store) = &self.store {
+                let bytes = plan.iter().map(|(_, m)| record_size(m)).sum::<usize>();
+                store
+                    .admit(bytes)
+                    .map_err(|refused| client_error(refused.to_string()))?;
+            }
         }
         if let Some(id) = transaction_id {
             if let Some(transaction) = self.transactions.get_mut(&id) {
@@ -289,7 +317,11 @@ impl Session {
         Ok(Some(found))
     }
 
-    async fn on_subscribe(&mut self, frame: Frame) -> Result<(), SessionError> {
+    async fn on_subscribe(
+        &mut self,
+        frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<(), SessionError> {
         let destination = required(&frame, "destination")?.clone();
         let wire_id = frame.get(b"id").cloned();
         if wire_id.is_none() && self.version >= Version::V1_1 {
@@ -365,16 +397,37 @@ impl Session {
             }
             Kind::Topic => {
                 let topic = self.broker.router.topic(&destination);
-                (
-                    Source::Topic(Arc::new(TopicConsumer::default())),
-                    Some(topic),
-                )
+                match durable_name_header(&frame) {
+                    Some(name) => {
+                        if name == DurableName::ById && wire_id.is_none() {
+                            return Err(client_error(
+                                "a durable subscription needs an 'id' or a subscription name header",
+                            ));
+                        }
+                        let name = self.durable_queue_name(&name, wire_id.as_ref());
+                        let queue = self
+                            .broker
+                            .router
+                            .durable_subscription(&name, &topic)
+                            .map_err(|err| client_error(err.to_string()))?;
+                        (Source::Queue(queue), None)
+                    }
+                    None => (
+                        Source::Topic(Arc::new(TopicConsumer::default())),
+                        Some(topic),
+                    ),
+                }
             }
         };
 
-        // The RECEIPT goes out before the subscription can receive anything.
-        if let Some(receipt) = frame.get(b"receipt") {
-            self.outbox.push(receipt_frame(receipt.clone()));
+        // The RECEIPT goes out before the subscription can receive anything (and, like every
+        // RECEIPT, after what earlier frames journaled is durable).
+        if let Some(receipt) = receipt {
+            if let Some(store) = &self.store {
+                self.durable_target = self.durable_target.max(store.appended());
+            }
+            self.wait_for_receipts_before_subscribe().await;
+            self.outbox.push(receipt_frame(receipt));
         }
         let key = self.next_key;
         self.next_key = self.next_key.wrapping_add(1);
@@ -407,7 +460,43 @@ impl Session {
         Ok(())
     }
 
+    /// `durable:CLIENT:NAME`: the queue of a durable subscription. CLIENT is CONNECT's
+    /// `client-id`, else the login; NAME is the subscription name header, else the `id`.
+    fn durable_queue_name(&self, name: &DurableName, wire_id: Option<&Bytes>) -> Bytes {
+        let client = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| Bytes::from(self.principal.name.clone()));
+        let name = match name {
+            DurableName::Named(name) => name.clone(),
+            DurableName::ById => wire_id.cloned().unwrap_or_default(),
+        };
+        let mut queue = BytesMut::new();
+        queue.extend_from_slice(DURABLE_PREFIX);
+        queue.extend_from_slice(&client);
+        queue.extend_from_slice(b":");
+        queue.extend_from_slice(&name);
+        queue.freeze()
+    }
+
     fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let durable = durable_name_header(frame);
+        // ActiveMQ style: remove a durable subscription by name without being subscribed.
+        if let Some(DurableName::Named(name)) = &durable {
+            let attached = frame
+                .get(b"id")
+                .is_some_and(|id| self.by_wire_id.contains_key(id));
+            if !attached {
+                let queue = self.durable_queue_name(&DurableName::Named(name.clone()), None);
+                if !self.broker.router.remove_durable_subscription(&queue) {
+                    return Err(client_error(format!(
+                        "no durable subscription '{}'",
+                        text(name)
+                    )));
+                }
+                return Ok(());
+            }
+        }
         let key = match (frame.get(b"id"), frame.get(b"destination")) {
             (Some(id), _) => self.by_wire_id.get(id).copied().ok_or_else(|| {
                 client_error(format!("no subscription '{}' on this connection", text(id)))
@@ -431,7 +520,16 @@ impl Session {
                 ))
             }
         };
+        let queue = match &self.subscriptions[&key].handle.source {
+            Source::Queue(queue) if queue.bound_topic().is_some() => Some(queue.clone()),
+            _ => None,
+        };
         self.remove_subscription(key);
+        // Without a durable header UNSUBSCRIBE only detaches: the subscription keeps
+        // collecting messages until it is removed this way.
+        if let (Some(queue), Some(_)) = (queue, durable) {
+            self.broker.router.remove_durable_subscription(&queue.name);
+        }
         Ok(())
     }
 
@@ -483,6 +581,70 @@ fn expiry(headers: &[Header]) -> Option<u64> {
     number(b"ttl")
         .or_else(|| number(b"expiration"))
         .map(|ttl| crate::router::message::now_ms().saturating_add(ttl))
+}
+
+/// About how many bytes a message takes in the journal.
+fn record_size(message: &Message) -> usize {
+    let headers: usize = message
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 8)
+        .sum();
+    64 + message.destination.len() * 2 + headers + message.body.len()
+}
+
+/// Whether a frame may write to the journal: a persistent SEND, an ACK or NACK (of a journaled
+/// message), a COMMIT, and SUBSCRIBE / UNSUBSCRIBE of durable subscriptions.
+fn may_journal(frame: &Frame) -> bool {
+    match frame.command {
+        Command::Send => is_persistent(frame),
+        Command::Ack | Command::Nack | Command::Commit => true,
+        Command::Subscribe | Command::Unsubscribe => durable_name_header(frame).is_some(),
+        _ => false,
+    }
+}
+
+/// How a SUBSCRIBE (or UNSUBSCRIBE) names a durable topic subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DurableName {
+    /// By a subscription-name header.
+    Named(Bytes),
+    /// By `durable:true` / `persistent:true`: the `id` is the name (RabbitMQ, Apollo).
+    ById,
+}
+
+/// The durable-subscription headers brokers use, in precedence order: ActiveMQ's
+/// `activemq.subscriptionName` (and its old misspelling), Artemis's
+/// `durable-subscription-name` and `durable-subscriber-name`; then RabbitMQ's `durable:true`
+/// and Apollo's `persistent:true` (unless `auto-delete:true`).
+fn durable_name_header(frame: &Frame) -> Option<DurableName> {
+    const NAMES: [&[u8]; 4] = [
+        b"activemq.subscriptionName",
+        b"activemq.subcriptionName",
+        b"durable-subscription-name",
+        b"durable-subscriber-name",
+    ];
+    if let Some(name) = NAMES
+        .iter()
+        .find_map(|header| frame.get(header))
+        .filter(|name| !name.is_empty())
+    {
+        return Some(DurableName::Named(name.clone()));
+    }
+    let flag = |header: &[u8]| {
+        frame
+            .get(header)
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
+    };
+    ((flag(b"durable") || flag(b"persistent")) && !flag(b"auto-delete"))
+        .then_some(DurableName::ById)
+}
+
+/// `persistent:true` (any case: some clients write `True`).
+fn is_persistent(frame: &Frame) -> bool {
+    frame
+        .get(b"persistent")
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
 }
 
 /// Publishes routed copies: a full queue pauses this producer until there is room.

@@ -17,7 +17,7 @@ mod handlers;
 mod transaction;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::plugin::Principal;
 use crate::policy::Policy;
 use crate::router::{Destination, Outbox, Outgoing, Queue, Router, Subscription};
+use crate::store::{Store, StoreSettings};
 
 pub use error::SessionError;
 
@@ -71,17 +72,61 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker without a message store (`persistent:true` is then kept in memory only).
     pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
+        Broker::with_store(config, policy, None)
+    }
+
+    fn with_store(config: Arc<Config>, policy: Policy, store: Option<Arc<Store>>) -> Broker {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         Broker {
-            router: Router::new(config.flow.clone(), config.dead_letter.clone()),
+            router: Router::with_store(config.flow.clone(), config.dead_letter.clone(), store),
             config,
             policy,
             stats: BrokerStats::default(),
             instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
+        }
+    }
+
+    /// A broker with the message store the configuration asks for, its journal read back:
+    /// durable subscriptions and unsettled persistent messages are in their queues again.
+    pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
+        if !config.store.enabled {
+            return Ok(Broker::new(config, policy));
+        }
+        let settings = StoreSettings {
+            dir: config.data_dir(),
+            fsync: config.store.fsync,
+            fsync_interval: Duration::from_millis(config.store.fsync_interval_ms),
+            max_bytes: config.store.max_bytes,
+            segment_bytes: config.store.segment_bytes,
+        };
+        let (store, recovered) = Store::open(&settings)?;
+        let broker = Broker::with_store(config, policy, Some(store));
+        for (queue, topic) in &recovered.durables {
+            broker.router.restore_durable(queue, topic);
+        }
+        let messages = recovered.messages.len();
+        for message in recovered.messages {
+            broker.router.restore_message(message);
+        }
+        if messages > 0 || !recovered.durables.is_empty() {
+            info!(
+                messages,
+                durable_subscriptions = recovered.durables.len(),
+                "recovered from the journal"
+            );
+        }
+        Ok(broker)
+    }
+
+    /// Makes everything journaled durable and stops the store (at shutdown).
+    pub fn close(&self) {
+        if let Some(store) = self.router.store() {
+            store.close();
         }
     }
 }
@@ -142,8 +187,12 @@ async fn run(
         _ = shutdown.changed() => Err(SessionError::Shutdown),
     };
     let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
+    let mut client_id = None;
     let connected = match first {
-        Ok(frame) => accept_connect(&frame, broker, peer).await,
+        Ok(frame) => {
+            client_id = frame.get(b"client-id").cloned();
+            accept_connect(&frame, broker, peer).await
+        }
         Err(err) => Err(err),
     };
     let (negotiated, principal) = match connected {
@@ -199,6 +248,10 @@ async fn run(
         next_message: 0,
         destinations: HashMap::new(),
         temp_queues: HashMap::new(),
+        store: broker.router.store().cloned(),
+        client_id,
+        durable_target: 0,
+        deferred: VecDeque::new(),
     };
     let outcome = session
         .connected_loop(
@@ -231,6 +284,16 @@ async fn accept_connect(
     let plugins = broker.policy.host();
     let principal = connect::authenticate(frame, &broker.config, &plugins, peer).await?;
     Ok((negotiated, principal))
+}
+
+/// Resolves when the store's durable sequence number moves (never without a store).
+async fn store_advanced(
+    durable: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match durable {
+        Some(durable) => durable.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads until one frame is decoded; `None` on a clean EOF before any frame.
@@ -349,6 +412,15 @@ pub(crate) struct Session {
     destinations: HashMap<Bytes, Destination>,
     /// This connection's temp queues: local name → (global reply name, queue).
     temp_queues: HashMap<Bytes, (Bytes, Arc<Queue>)>,
+    /// CONNECT's `client-id`: with a subscription name, it names a durable subscription.
+    client_id: Option<Bytes>,
+    /// The message store, when persistent messages are journaled.
+    store: Option<Arc<Store>>,
+    /// The store sequence number this session's frames so far may have journaled up to: a
+    /// RECEIPT waits until the store is durable that far.
+    durable_target: u64,
+    /// RECEIPTs waiting for the store, with the sequence number each waits for.
+    deferred: VecDeque<(u64, Outgoing)>,
 }
 
 /// What the loop does after a frame.
@@ -370,6 +442,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         let outbox = self.outbox.clone();
         let mut writer_done = false;
+        let mut durable = self.store.as_ref().map(|store| store.watch_durable());
         let result: Result<(), SessionError> = loop {
             // Frames already buffered first (many frames can arrive in one read).
             match decoder.decode(&mut buf) {
@@ -418,11 +491,18 @@ impl Session {
                     writer_done = true;
                     break Err(SessionError::Io(std::io::ErrorKind::BrokenPipe.into()));
                 }
+                changed = store_advanced(&mut durable), if !self.deferred.is_empty() => {
+                    if changed.is_ok() {
+                        self.release_receipts();
+                    }
+                }
             }
         };
 
         let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let mut linger_after = false;
+        // RECEIPTs held for the store go out before whatever ends the connection.
+        self.wait_for_receipts(write_timeout).await;
         match &result {
             Ok(()) => {
                 // DISCONNECT: its RECEIPT (if any) is queued; flush and close.
@@ -473,6 +553,63 @@ impl Session {
         // Anything the writer never took is dropped; queue deliveries among it were requeued
         // above with their subscriptions.
         drop(self.outbox.drain());
+    }
+
+    /// Queues a RECEIPT, holding it back while frames before it are not durable yet.
+    fn send_receipt(&mut self, receipt: Outgoing) {
+        // Nothing journaled by this session, or nothing since the last durable point: at once.
+        if self.deferred.is_empty() && self.durable_target == 0 {
+            self.outbox.push(receipt);
+            return;
+        }
+        self.release_receipts();
+        let durable = self.store.as_ref().map_or(0, |store| store.durable());
+        if self.deferred.is_empty() && self.durable_target <= durable {
+            self.outbox.push(receipt);
+        } else {
+            self.deferred.push_back((self.durable_target, receipt));
+        }
+    }
+
+    /// Sends the held RECEIPTs whose frames are durable now, in order.
+    fn release_receipts(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let durable = store.durable();
+        while self.deferred.front().is_some_and(|(at, _)| *at <= durable) {
+            let (_, receipt) = self.deferred.pop_front().expect("checked above");
+            self.outbox.push(receipt);
+        }
+    }
+
+    /// Before a SUBSCRIBE's RECEIPT (which must precede the subscription's first MESSAGE, so
+    /// it cannot be held back like the others): waits until earlier frames are durable and
+    /// sends the RECEIPTs held for them.
+    async fn wait_for_receipts_before_subscribe(&mut self) {
+        if let Some(store) = &self.store {
+            let target = self.durable_target;
+            if target > store.durable() {
+                let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+                let mut durable = store.watch_durable();
+                let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
+            }
+        }
+        self.release_receipts();
+        self.deferred.clear();
+    }
+
+    /// Waits (up to `wait`) for the held RECEIPTs' frames to become durable, and sends them.
+    /// Those still not durable then are never sent: the client must not count on them.
+    async fn wait_for_receipts(&mut self, wait: Duration) {
+        let (Some(store), Some((target, _))) = (&self.store, self.deferred.back()) else {
+            return;
+        };
+        let target = *target;
+        let mut durable = store.watch_durable();
+        let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
+        self.release_receipts();
+        self.deferred.clear();
     }
 
     fn subscriptions_view(&self) -> HashMap<u32, Arc<Subscription>> {

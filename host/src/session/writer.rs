@@ -171,6 +171,7 @@ async fn encode_delivery(
                 id_prefix: delivery.message.id_prefix.clone(),
                 id_seq: delivery.message.id_seq,
                 expires_at: delivery.message.expires_at,
+                persistent: delivery.message.persistent,
             };
             encode_message(delivery, &message, version, out);
         }

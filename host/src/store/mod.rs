@@ -1,0 +1,457 @@
+//! The message store: what makes `persistent:true` survive a crash.
+//!
+//! Queues hand the store a record when a persistent message enters them ([`Store::enqueue`])
+//! and when it leaves ([`Store::settle`]); durable topic subscriptions are recorded the same way.
+//! Appending only queues the record in memory and returns a sequence number. One writer thread
+//! takes everything queued since its last turn, writes it with one `write` and makes it durable
+//! with one `fdatasync` (group commit: one sync covers many SENDs and ACKs from many
+//! connections), then publishes the highest durable sequence number on a watch channel.
+//! Sessions hold back a RECEIPT until the sequence number current when its frame was handled
+//! is durable: a RECEIPT for a persistent SEND means "on disk".
+//!
+//! At start-up [`Store::open`] locks the data directory and reads the journal back
+//! ([`journal`]); the broker puts the unsettled messages back into their queues.
+
+pub mod journal;
+pub mod record;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::FsyncPolicy;
+use crate::router::Message;
+
+pub use journal::Recovered;
+use journal::{Journal, Op};
+use record::{Enqueue, Record};
+
+/// How the store is set up.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    /// Most bytes of live records; persistent SENDs beyond it get an ERROR.
+    pub max_bytes: u64,
+    /// A segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {0} is in use by another broker (its LOCK file is held)")]
+    Locked(PathBuf),
+    #[error("opening the message store in {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Why a persistent message was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error("the message store is full ({used} of {limit} bytes in use): persistent messages are refused until consumers catch up")]
+    Full { used: u64, limit: u64 },
+    #[error("the message store failed and accepts no persistent messages: {0}")]
+    Failed(String),
+}
+
+/// Counters and gauges for the status page.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub records_appended: AtomicU64,
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub batches: AtomicU64,
+    pub fsyncs: AtomicU64,
+    /// Persistent messages settled before they reached the disk (never written).
+    pub cancelled: AtomicU64,
+    pub relocated: AtomicU64,
+    pub live_messages: AtomicU64,
+    pub live_bytes: AtomicU64,
+    pub disk_bytes: AtomicU64,
+    pub segments: AtomicU64,
+}
+
+/// Records waiting for the writer.
+#[derive(Debug, Default)]
+struct Inbox {
+    ops: Vec<Op>,
+    /// Sequence number of the last record queued.
+    appended: u64,
+    /// Bytes of enqueue records queued and not yet accounted by the writer.
+    pending_bytes: u64,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+    durable: watch::Sender<u64>,
+    stats: StoreStats,
+    failed: OnceLock<String>,
+}
+
+impl Shared {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The store of one broker.
+#[derive(Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    next_id: AtomicU64,
+    max_bytes: u64,
+    dir: PathBuf,
+    /// Held (locked) while the broker runs.
+    _lock: File,
+}
+
+impl Store {
+    /// Locks `settings.dir`, reads the journal back and starts the writer thread.
+    pub fn open(settings: &StoreSettings) -> Result<(Arc<Store>, Recovered), OpenError> {
+        let dir = settings.dir.clone();
+        let io = |source| OpenError::Io {
+            dir: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let lock = lock_dir(&dir)?;
+        let (journal, recovered) = Journal::open(&dir, settings.segment_bytes).map_err(io)?;
+        info!(
+            dir = %dir.display(),
+            messages = recovered.messages.len(),
+            durable_subscriptions = recovered.durables.len(),
+            truncated_bytes = recovered.truncated_bytes,
+            "message store opened"
+        );
+        let (durable, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            inbox: Mutex::default(),
+            wake: Condvar::new(),
+            durable,
+            stats: StoreStats::default(),
+            failed: OnceLock::new(),
+        });
+        publish_gauges(&shared.stats, &journal);
+        let writer = {
+            let shared = shared.clone();
+            let fsync = settings.fsync;
+            let interval = settings.fsync_interval;
+            std::thread::Builder::new()
+                .name("plugboard-journal".to_string())
+                .spawn(move || write_loop(journal, &shared, fsync, interval))
+                .map_err(io)?
+        };
+        let store = Store {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            next_id: AtomicU64::new(recovered.max_id + 1),
+            max_bytes: settings.max_bytes,
+            dir,
+            _lock: lock,
+        };
+        Ok((Arc::new(store), recovered))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.shared.stats
+    }
+
+    /// Why the store stopped accepting persistent messages, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.get().cloned()
+    }
+
+    /// Refuses a persistent message of about `bytes` when the store is full or failed.
+    pub fn admit(&self, bytes: usize) -> Result<(), Refused> {
+        if let Some(reason) = self.shared.failed.get() {
+            return Err(Refused::Failed(reason.clone()));
+        }
+        let used = self.shared.stats.live_bytes.load(Ordering::Relaxed)
+            + self.shared.inbox().pending_bytes;
+        if used + bytes as u64 > self.max_bytes {
+            return Err(Refused::Full {
+                used,
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a persistent message entering `queue`; returns its journal id.
+    pub fn enqueue(&self, queue: &Bytes, message: &Message) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let record = Record::Enqueue(Enqueue {
+            id,
+            queue: queue.clone(),
+            destination: message.destination.clone(),
+            headers: message.headers.clone(),
+            body: message.body.clone(),
+            id_prefix: Bytes::copy_from_slice(message.id_prefix.as_bytes()),
+            id_seq: message.id_seq,
+            expires_at: message.expires_at.unwrap_or(0),
+        });
+        let framed = frame(&record);
+        let len = framed.len() as u64;
+        self.push(Op::Enqueue { id, framed }, len);
+        id
+    }
+
+    /// Records that the message with journal id `id` left its queue.
+    pub fn settle(&self, id: u64) {
+        self.push(Op::Settle { id }, 0);
+    }
+
+    /// Records a durable subscription's queue and the topic it collects from.
+    pub fn durable_created(&self, queue: &Bytes, topic: &Bytes) {
+        let framed = frame(&Record::DurableCreate {
+            queue: queue.clone(),
+            topic: topic.clone(),
+        });
+        self.push(
+            Op::DurableCreate {
+                queue: queue.clone(),
+                framed,
+            },
+            0,
+        );
+    }
+
+    /// Records that a durable subscription is gone (settle its messages first).
+    pub fn durable_removed(&self, queue: &Bytes) {
+        let framed = frame(&Record::DurableRemove {
+            queue: queue.clone(),
+        });
+        self.push(
+            Op::DurableRemove {
+                queue: queue.clone(),
+                framed,
+            },
+            0,
+        );
+    }
+
+    fn push(&self, op: Op, bytes: u64) {
+        let mut inbox = self.shared.inbox();
+        let wake = inbox.ops.is_empty();
+        inbox.ops.push(op);
+        inbox.appended += 1;
+        inbox.pending_bytes += bytes;
+        drop(inbox);
+        self.shared
+            .stats
+            .records_appended
+            .fetch_add(1, Ordering::Relaxed);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Sequence number of the last record appended.
+    pub fn appended(&self) -> u64 {
+        self.shared.inbox().appended
+    }
+
+    /// Sequence number up to which records are durable.
+    pub fn durable(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    /// Watches the durable sequence number.
+    pub fn watch_durable(&self) -> watch::Receiver<u64> {
+        self.shared.durable.subscribe()
+    }
+
+    /// Writes and syncs what is queued, then stops the writer (at shutdown).
+    pub fn close(&self) {
+        self.shared.inbox().closing = true;
+        self.shared.wake.notify_one();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn frame(record: &Record) -> Bytes {
+    let mut out = BytesMut::new();
+    record.encode(&mut out);
+    out.freeze()
+}
+
+/// Takes the data directory's lock, so two brokers never share a journal.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(OpenError::Io {
+                dir: dir.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+fn publish_gauges(stats: &StoreStats, journal: &Journal) {
+    stats
+        .live_messages
+        .store(journal.live_messages() as u64, Ordering::Relaxed);
+    stats
+        .live_bytes
+        .store(journal.live_bytes, Ordering::Relaxed);
+    stats
+        .disk_bytes
+        .store(journal.disk_bytes(), Ordering::Relaxed);
+    stats
+        .segments
+        .store(journal.segment_count() as u64, Ordering::Relaxed);
+}
+
+/// The writer thread: group commit until closed.
+fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interval: Duration) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let (ops, upto, closing) = {
+            let mut inbox = shared.inbox();
+            while inbox.ops.is_empty() && !inbox.closing {
+                if fsync == FsyncPolicy::Interval && unsynced {
+                    let left = interval.saturating_sub(last_sync.elapsed());
+                    let (guard, timeout) = shared
+                        .wake
+                        .wait_timeout(inbox, left)
+                        .unwrap_or_else(|e| e.into_inner());
+                    inbox = guard;
+                    if timeout.timed_out() {
+                        break;
+                    }
+                } else {
+                    inbox = shared.wake.wait(inbox).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            inbox.pending_bytes = 0;
+            (
+                std::mem::take(&mut inbox.ops),
+                inbox.appended,
+                inbox.closing,
+            )
+        };
+        if shared.failed.get().is_some() {
+            if closing {
+                break;
+            }
+            continue; // nothing more is written; receipts for persistent frames never come
+        }
+        let result = write_batch(
+            &mut journal,
+            shared,
+            ops,
+            fsync,
+            interval,
+            &mut last_sync,
+            &mut unsynced,
+        );
+        match result {
+            Ok(()) => {
+                shared.durable.send_replace(upto);
+            }
+            Err(err) => {
+                error!(%err, "message store write failed: persistent messages are refused from now on");
+                let _ = shared.failed.set(err.to_string());
+            }
+        }
+        publish_gauges(&shared.stats, &journal);
+        if closing && shared.inbox().ops.is_empty() {
+            if unsynced && fsync != FsyncPolicy::Never {
+                let _ = journal.sync();
+            }
+            break;
+        }
+    }
+}
+
+fn write_batch(
+    journal: &mut Journal,
+    shared: &Shared,
+    ops: Vec<Op>,
+    fsync: FsyncPolicy,
+    interval: Duration,
+    last_sync: &mut Instant,
+    unsynced: &mut bool,
+) -> std::io::Result<()> {
+    let stats = &shared.stats;
+    if !ops.is_empty() {
+        let appended = journal.append(ops)?;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records_written
+            .fetch_add(appended.records, Ordering::Relaxed);
+        stats
+            .bytes_written
+            .fetch_add(appended.bytes, Ordering::Relaxed);
+        stats
+            .cancelled
+            .fetch_add(appended.cancelled, Ordering::Relaxed);
+        *unsynced |= appended.bytes > 0;
+    }
+    let sync_now = match fsync {
+        FsyncPolicy::Batch => *unsynced,
+        FsyncPolicy::Interval => *unsynced && last_sync.elapsed() >= interval,
+        FsyncPolicy::Never => false,
+    };
+    if sync_now {
+        journal.sync()?;
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        *last_sync = Instant::now();
+        *unsynced = false;
+    }
+    let moved = journal.compact(fsync != FsyncPolicy::Never)?;
+    if moved > 0 {
+        stats.relocated.fetch_add(moved, Ordering::Relaxed);
+        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

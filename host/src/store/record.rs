@@ -1,0 +1,343 @@
+//! The journal's record format: what one record holds and how it is laid out on disk.
+//!
+//! ```text
+//! segment  = magic(8) record*
+//! record   = len:u32le crc:u32le payload[len]        crc = CRC-32 (IEEE) of the payload
+//! payload  = kind:u8 fields...
+//! ```
+//!
+//! Integers are little-endian; byte strings are a `u32` length and the bytes. A record whose
+//! length or checksum does not hold marks the end of the good part of a segment.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// First bytes of every segment file (format version 1).
+pub const MAGIC: &[u8; 8] = b"PBJRNL01";
+/// Bytes before a record's payload.
+pub const RECORD_HEADER: usize = 8;
+/// No payload is larger (a maximum-size body plus its headers fits easily).
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+const KIND_ENQUEUE: u8 = 1;
+const KIND_SETTLE: u8 = 2;
+const KIND_DURABLE_CREATE: u8 = 3;
+const KIND_DURABLE_REMOVE: u8 = 4;
+
+/// A persistent message placed in a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueue {
+    /// Journal id: unique across the store's life, in arrival order.
+    pub id: u64,
+    /// The queue it waits in (a `/queue/` name, a DLQ or a durable subscription's queue).
+    pub queue: Bytes,
+    /// The MESSAGE `destination` (differs from `queue` for durable subscriptions and DLQs).
+    pub destination: Bytes,
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
+    /// `message-id` parts, so a recovered message keeps its id.
+    pub id_prefix: Bytes,
+    pub id_seq: u64,
+    /// Expiry (unix ms), 0 for none.
+    pub expires_at: u64,
+}
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Enqueue(Enqueue),
+    /// The message with this journal id left its queue (acked, expired, dead-lettered...).
+    Settle {
+        id: u64,
+    },
+    /// A durable topic subscription exists: its queue collects the topic's messages.
+    DurableCreate {
+        queue: Bytes,
+        topic: Bytes,
+    },
+    /// A durable subscription was removed (its messages were settled before this record).
+    DurableRemove {
+        queue: Bytes,
+    },
+}
+
+/// Why a payload could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record ends early")]
+    Truncated,
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("{0} bytes left over after the record")]
+    Trailing(usize),
+}
+
+impl Record {
+    /// Appends the framed record (length, checksum, payload) to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u64_le(0); // length and checksum, filled in below
+        match self {
+            Record::Enqueue(e) => {
+                out.put_u8(KIND_ENQUEUE);
+                out.put_u64_le(e.id);
+                put_bytes(out, &e.queue);
+                put_bytes(out, &e.destination);
+                put_bytes(out, &e.id_prefix);
+                out.put_u64_le(e.id_seq);
+                out.put_u64_le(e.expires_at);
+                out.put_u32_le(e.headers.len() as u32);
+                for (name, value) in &e.headers {
+                    put_bytes(out, name);
+                    put_bytes(out, value);
+                }
+                put_bytes(out, &e.body);
+            }
+            Record::Settle { id } => {
+                out.put_u8(KIND_SETTLE);
+                out.put_u64_le(*id);
+            }
+            Record::DurableCreate { queue, topic } => {
+                out.put_u8(KIND_DURABLE_CREATE);
+                put_bytes(out, queue);
+                put_bytes(out, topic);
+            }
+            Record::DurableRemove { queue } => {
+                out.put_u8(KIND_DURABLE_REMOVE);
+                put_bytes(out, queue);
+            }
+        }
+        let len = out.len() - start - RECORD_HEADER;
+        let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
+        out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The encoded size of a record, framing included.
+    pub fn encoded_len(&self) -> usize {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.len()
+    }
+
+    /// Reads a payload (the bytes after length and checksum). Byte strings share `payload`.
+    pub fn decode(payload: &Bytes) -> Result<Record, DecodeError> {
+        let mut reader = Reader {
+            bytes: payload,
+            at: 0,
+        };
+        let record = match reader.u8()? {
+            KIND_ENQUEUE => {
+                let id = reader.u64()?;
+                let queue = reader.bytes()?;
+                let destination = reader.bytes()?;
+                let id_prefix = reader.bytes()?;
+                let id_seq = reader.u64()?;
+                let expires_at = reader.u64()?;
+                let count = reader.u32()? as usize;
+                let mut headers = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    headers.push((reader.bytes()?, reader.bytes()?));
+                }
+                let body = reader.bytes()?;
+                Record::Enqueue(Enqueue {
+                    id,
+                    queue,
+                    destination,
+                    headers,
+                    body,
+                    id_prefix,
+                    id_seq,
+                    expires_at,
+                })
+            }
+            KIND_SETTLE => Record::Settle { id: reader.u64()? },
+            KIND_DURABLE_CREATE => Record::DurableCreate {
+                queue: reader.bytes()?,
+                topic: reader.bytes()?,
+            },
+            KIND_DURABLE_REMOVE => Record::DurableRemove {
+                queue: reader.bytes()?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        match payload.len() - reader.at {
+            0 => Ok(record),
+            left => Err(DecodeError::Trailing(left)),
+        }
+    }
+}
+
+/// What the framing at the start of `data` says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// A whole record whose checksum holds: its payload and its framed length.
+    Good { payload_len: usize },
+    /// Fewer bytes than the framing promises (a torn write at the end).
+    Incomplete,
+    /// An impossible length or a checksum mismatch.
+    Corrupt,
+}
+
+/// Checks the record framed at the start of `data`.
+pub fn check_framing(data: &[u8]) -> Framed {
+    if data.len() < RECORD_HEADER {
+        return Framed::Incomplete;
+    }
+    let len = u32::from_le_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes"));
+    if len == 0 || len > MAX_PAYLOAD {
+        return Framed::Corrupt;
+    }
+    if data.len() < RECORD_HEADER + len {
+        return Framed::Incomplete;
+    }
+    if crc32fast::hash(&data[RECORD_HEADER..RECORD_HEADER + len]) != crc {
+        return Framed::Corrupt;
+    }
+    Framed::Good { payload_len: len }
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32_le(bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    bytes: &'a Bytes,
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, DecodeError> {
+        let end = self.at.checked_add(n).ok_or(DecodeError::Truncated)?;
+        if end > self.bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let range = self.at..end;
+        self.at = end;
+        Ok(range)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.bytes[self.take(1)?.start])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let range = self.take(4)?;
+        Ok(u32::from_le_bytes(
+            self.bytes[range].try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let range = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            self.bytes[range].try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        let range = self.take(len)?;
+        Ok(self.bytes.slice(range))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn payload_of(framed: &BytesMut) -> Bytes {
+        Bytes::copy_from_slice(&framed[RECORD_HEADER..])
+    }
+
+    fn sample() -> Record {
+        Record::Enqueue(Enqueue {
+            id: 7,
+            queue: Bytes::from_static(b"/queue/a"),
+            destination: Bytes::from_static(b"/queue/a"),
+            headers: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v:1"))],
+            body: Bytes::from_static(b"hello\0world"),
+            id_prefix: Bytes::from_static(b"abc-1"),
+            id_seq: 3,
+            expires_at: 0,
+        })
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for record in [
+            sample(),
+            Record::Settle { id: u64::MAX },
+            Record::DurableCreate {
+                queue: Bytes::from_static(b"durable:c/n"),
+                topic: Bytes::from_static(b"/topic/t"),
+            },
+            Record::DurableRemove {
+                queue: Bytes::from_static(b"durable:c/n"),
+            },
+        ] {
+            let mut out = BytesMut::new();
+            record.encode(&mut out);
+            assert_eq!(out.len(), record.encoded_len());
+            let Framed::Good { payload_len } = check_framing(&out) else {
+                panic!("framing of {record:?}");
+            };
+            assert_eq!(payload_len + RECORD_HEADER, out.len());
+            assert_eq!(Record::decode(&payload_of(&out)).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn torn_and_flipped_records_are_detected() {
+        let mut out = BytesMut::new();
+        sample().encode(&mut out);
+        for cut in 0..out.len() {
+            assert_eq!(
+                check_framing(&out[..cut]),
+                Framed::Incomplete,
+                "cut at {cut}"
+            );
+        }
+        for at in RECORD_HEADER..out.len() {
+            let mut bad = out.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(check_framing(&bad), Framed::Corrupt, "flip at {at}");
+        }
+        let zeros = [0u8; 16];
+        assert_eq!(check_framing(&zeros), Framed::Corrupt);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Record::decode(&Bytes::from(payload));
+        }
+
+        #[test]
+        fn enqueue_round_trips(
+            id in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            headers in proptest::collection::vec((".{0,8}", ".{0,16}"), 0..6),
+            expires_at in any::<u64>(),
+        ) {
+            let record = Record::Enqueue(Enqueue {
+                id,
+                queue: Bytes::from_static(b"/queue/q"),
+                destination: Bytes::from_static(b"/topic/t"),
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (Bytes::from(n), Bytes::from(v)))
+                    .collect(),
+                body: Bytes::from(body),
+                id_prefix: Bytes::from_static(b"p"),
+                id_seq: id / 2,
+                expires_at,
+            });
+            let mut out = BytesMut::new();
+            record.encode(&mut out);
+            prop_assert_eq!(Record::decode(&payload_of(&out)).unwrap(), record);
+        }
+    }
+}
