@@ -475,3 +475,37 @@ async fn without_data_dir_the_journal_lives_in_the_working_directory() {
     let journal = std::fs::read(segment).unwrap();
     assert!(journal.windows(4).any(|w| w == b"here"));
 }
+
+#[tokio::test]
+async fn a_dead_lettered_persistent_message_stays_dead_lettered_after_a_crash() {
+    let data = tempfile::tempdir().unwrap();
+    let config = "[dead_letter]\nmax_deliveries = 1\n";
+    let name = unique("poison");
+    let dest = format!("/queue/{name}");
+    let mut broker = Broker::with_data_dir(config, data.path());
+    let mut c = broker.client(Version::V12).await;
+    c.roundtrip(persistent_send(&dest, "poison")).await;
+    c.roundtrip(persistent_send(&dest, "short-lived").h("ttl", "300"))
+        .await;
+    c.subscribe_with("s", &dest, "client-individual", &[("prefetch-count", "1")])
+        .await;
+    let m = c.msg().await;
+    assert_eq!(m.body_str(), "poison");
+    c.nack(&m).await;
+    broker.kill_hard();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let broker = Broker::with_data_dir(config, data.path());
+    // The expired one is dropped when its turn comes; the poison one is in the DLQ only.
+    assert!(drain(&broker, &dest, Duration::from_millis(300))
+        .await
+        .is_empty());
+    let dead = drain(
+        &broker,
+        &format!("/queue/DLQ.{name}"),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert_eq!(bodies(&dead), ["poison"]);
+    assert_eq!(dead[0].get("dlq-reason"), Some("max-deliveries"));
+}
