@@ -295,3 +295,29 @@ fn a_second_broker_cannot_open_the_same_directory() {
     assert!(matches!(err, OpenError::Locked(_)), "{err}");
     assert!(err.to_string().contains("in use"));
 }
+
+#[test]
+fn interval_and_never_policies_release_receipts_without_a_sync_per_batch() {
+    for (fsync, max_syncs) in [(FsyncPolicy::Interval, 10), (FsyncPolicy::Never, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            fsync,
+            fsync_interval: Duration::from_millis(200),
+            ..settings(dir.path())
+        };
+        let (store, _) = Store::open(&settings).unwrap();
+        for i in 0..50 {
+            store.enqueue(&Q, &message(i, "x"));
+            wait_durable(&store); // durable = written, for these policies
+        }
+        let syncs = store.stats().fsyncs.load(Ordering::Relaxed);
+        assert!(
+            syncs <= max_syncs,
+            "{fsync:?}: {syncs} syncs for 50 batches"
+        );
+        store.close();
+        drop(store);
+        let (_, recovered) = Store::open(&settings).unwrap();
+        assert_eq!(recovered.messages.len(), 50, "{fsync:?}");
+    }
+}
