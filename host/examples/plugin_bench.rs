@@ -21,6 +21,32 @@ fn row(what: &str, us: f64) {
     println!("| {what} | {us:.2} | {:.0} |", 1e6 / us);
 }
 
+/// Times `f` in thread CPU time (see `bench::time_cpu`) and prints its row, unless [`wanted`] says to skip it.
+async fn timed<F, Fut>(label: &str, n: u32, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+{
+    timed_per(label, n, 1, f).await
+}
+
+/// [`timed`] for calls that each handle `per` messages: prints µs per message.
+async fn timed_per<F, Fut>(label: &str, n: u32, per: u32, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+{
+    if wanted(label) {
+        row(label, bench::time_cpu(WARMUP, n, f).await / f64::from(per));
+    }
+}
+
+/// Whether to run the row `label`: every row unless `PLUGIN_BENCH_ONLY` is set, then only the
+/// rows whose label contains it (e.g. `PLUGIN_BENCH_ONLY=selector` under `perf record`).
+fn wanted(label: &str) -> bool {
+    std::env::var("PLUGIN_BENCH_ONLY").map_or(true, |only| label.contains(&only))
+}
+
 const HEADERS: &[(&str, &str)] = &[
     ("content-type", "application/json"),
     ("region", "eu"),
@@ -35,7 +61,11 @@ fn probe(name: &str, extra: &str) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let n = 20_000;
+    // Calls per timed run; raise it (e.g. `PLUGIN_BENCH_N=500000`) for a profile.
+    let n: u32 = std::env::var("PLUGIN_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let alice = Principal::named("alice");
     println!("| call | µs/call | calls/s |\n|---|---|---|");
 
@@ -63,29 +93,31 @@ async fn main() {
             ),
         ],
     };
-    row(
-        "static-auth: authenticate (CONNECT)",
-        bench::time(WARMUP, n / 4, || demo.authenticate(req.clone())).await,
-    );
+    timed("static-auth: authenticate (CONNECT)", n / 4, || {
+        demo.authenticate(req.clone())
+    })
+    .await;
     let order = msg("/queue/orders", HEADERS, br#"{"id":1}"#);
-    row(
-        "header-router: on-send, region=eu rewrite",
-        bench::time(WARMUP, n, || demo.on_send(&alice, order.clone())).await,
-    );
+    timed("header-router: on-send, region=eu rewrite", n, || {
+        demo.on_send(&alice, order.clone())
+    })
+    .await;
     let payment = msg(
         "/queue/payments",
         HEADERS,
         br#"{"order":17,"card":"4111-1111-1111-1111","amount":"12.50"}"#,
     );
-    row(
-        "redact: on-send, 60 B JSON body masked",
-        bench::time(WARMUP, n, || demo.on_send(&alice, payment.clone())).await,
-    );
+    timed("redact: on-send, 60 B JSON body masked", n, || {
+        demo.on_send(&alice, payment.clone())
+    })
+    .await;
     let other = b"/queue/unrouted";
-    row(
+    timed(
         "no plugin applies: intercepts_send() (ns-level)",
-        bench::time(WARMUP, n, || async { demo.intercepts_send(other) }).await,
-    );
+        n,
+        || async { demo.intercepts_send(other) },
+    )
+    .await;
     let sub = SubscriptionInfo {
         id: Bytes::from_static(b"s"),
         destination: Bytes::from_static(b"/topic/t"),
@@ -94,23 +126,30 @@ async fn main() {
             Bytes::from_static(b"region = 'eu' AND qty > 5"),
         )],
     };
-    row(
-        "selector: prepare-subscription (parse)",
-        bench::time(WARMUP, n / 4, || {
-            demo.prepare_subscription(&alice, sub.clone())
-        })
-        .await,
-    );
+    timed("selector: prepare-subscription (parse)", n / 4, || {
+        demo.prepare_subscription(&alice, sub.clone())
+    })
+    .await;
     let filter = demo
         .prepare_subscription(&alice, sub.clone())
         .await
         .unwrap()
         .unwrap();
     let delivery = msg("/topic/t", HEADERS, &[b'x'; 100]);
-    row(
-        "selector: filter, 2 of 5 headers passed",
-        bench::time(WARMUP, n, || filter.filter(&delivery)).await,
-    );
+    timed("selector: filter, 2 of 5 headers passed", n, || {
+        filter.filter(&delivery)
+    })
+    .await;
+    for size in [1u32, 4, 16, 64] {
+        let batch: Vec<_> = (0..size).map(|_| delivery.view()).collect();
+        timed_per(
+            &format!("selector: filter-batch of {size}, per message"),
+            n / size,
+            size,
+            || filter.filter_batch(&batch),
+        )
+        .await;
+    }
 
     println!("| **WIT shape (probe plugin, on-send → keep)** | | |");
     let small = msg("/queue/p", HEADERS, &[b'x'; 100]);
@@ -145,6 +184,9 @@ async fn main() {
             100,
         ),
     ] {
+        if !wanted(label) {
+            continue;
+        }
         let host = load(&probe("probe", extra)).await;
         let m = if body == 100 {
             small.clone()
@@ -152,13 +194,41 @@ async fn main() {
             msg("/queue/p", HEADERS, &vec![b'x'; body])
         };
         let count = if extra.contains("recycle") { n / 10 } else { n };
-        row(
-            label,
-            bench::time(WARMUP, count, || host.on_send(&alice, m.clone())).await,
-        );
+        timed(label, count, || host.on_send(&alice, m.clone())).await;
     }
 
     println!("| **loading (selector.wasm, one plugin)** | | |");
+    if wanted("load") {
+        load_rows().await;
+    }
+
+    println!("| **raw call, no host around it (probe on-send)** | | |");
+    let wasm = root().join("target").join("plugins").join("probe.wasm");
+    for (label, config, headers, body) in [
+        ("nothing passed", r#"{}"#, 0, 0),
+        (
+            "5 headers + 100 B body",
+            r#"{"headers":"all","body":true}"#,
+            5,
+            100,
+        ),
+    ] {
+        if !wanted(label) {
+            continue;
+        }
+        let costs = bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
+            .await
+            .unwrap();
+        row(&format!("{label}: sync `call`"), costs.sync_ns / 1000.0);
+        row(
+            &format!("{label}: `call_async` (what the host uses)"),
+            costs.async_ns / 1000.0,
+        );
+    }
+}
+
+/// Loading selector.wasm with a cold, then a warm compiled-artifact cache.
+async fn load_rows() {
     let sel = "[[plugins]]\nname = \"sel\"\nfile = \"selector.wasm\"\nhooks = [\"message\"]\n";
     let specs = specs(sel).unwrap();
     let dir = root().join("target").join("plugins");
@@ -178,25 +248,4 @@ async fn main() {
         t.elapsed().as_secs_f64() * 1e6,
     );
     std::fs::remove_dir_all(&fresh).ok();
-
-    println!("| **raw call, no host around it (probe on-send)** | | |");
-    let wasm = root().join("target").join("plugins").join("probe.wasm");
-    for (label, config, headers, body) in [
-        ("nothing passed", r#"{}"#, 0, 0),
-        (
-            "5 headers + 100 B body",
-            r#"{"headers":"all","body":true}"#,
-            5,
-            100,
-        ),
-    ] {
-        let costs = bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
-            .await
-            .unwrap();
-        row(&format!("{label}: sync `call`"), costs.sync_ns / 1000.0);
-        row(
-            &format!("{label}: `call_async` (what the host uses)"),
-            costs.async_ns / 1000.0,
-        );
-    }
 }

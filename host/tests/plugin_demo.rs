@@ -184,6 +184,28 @@ async fn demo_selector_filters_and_refuses_malformed() {
         filter.filter(&msg("/topic/t", &[], "")).await,
         FilterOutcome::Skip
     );
+    // The same deliveries in one batch (one `filter-batch` call): the same outcomes, in order.
+    let batch = [
+        m("eu", "10"),
+        m("eu", "3"),
+        m("us", "10"),
+        msg("/topic/t", &[], ""),
+        m("eu", "6"),
+    ];
+    let views: Vec<_> = batch.iter().map(|m| m.view()).collect();
+    let calls = || -> u64 { host.stats().iter().map(|s| s.calls).sum() };
+    let before = calls();
+    assert_eq!(
+        filter.filter_batch(&views).await,
+        [
+            FilterOutcome::Deliver,
+            FilterOutcome::Skip,
+            FilterOutcome::Skip,
+            FilterOutcome::Skip,
+            FilterOutcome::Deliver
+        ]
+    );
+    assert_eq!(calls(), before + 1, "one call for the whole batch");
     let err = match host
         .prepare_subscription(
             &alice(),
@@ -294,6 +316,24 @@ async fn per_subscriber_redaction() {
         FilterOutcome::Rewrite(out) => assert_eq!(&out.body[..], br#"{"card":"****"}"#),
         other => panic!("{other:?}"),
     }
+    // Batched (`deliver-batch`): each message gets its own verdict.
+    let plain = msg("/queue/payments", &[("content-type", "text/plain")], "card");
+    let broken = msg(
+        "/queue/payments",
+        &[("content-type", "application/json")],
+        "{",
+    );
+    let before = host.stats()[0].calls;
+    let outcomes = filter
+        .filter_batch(&[m.view(), plain.view(), broken.view()])
+        .await;
+    match &outcomes[..] {
+        [FilterOutcome::Rewrite(out), FilterOutcome::Deliver, FilterOutcome::Skip] => {
+            assert_eq!(&out.body[..], br#"{"card":"****"}"#)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.stats()[0].calls, before + 1, "one filter-batch call");
 }
 
 #[tokio::test]

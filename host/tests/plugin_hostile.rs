@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plugboard::plugin::{
-    AuthOutcome, AuthRequest, PluginHost, PluginStats, SendOutcome, SubscriptionInfo,
+    AuthOutcome, AuthRequest, FilterOutcome, PluginHost, PluginStats, SendOutcome, SubscriptionInfo,
 };
 use plugin_support::*;
 
@@ -229,6 +229,45 @@ async fn oversized_input_is_refused_before_the_call() {
     assert_eq!(
         host.on_send(&alice(), small.clone()).await,
         SendOutcome::Deliver(vec![small])
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_delivery_in_a_batch_fails_alone() {
+    // selector exports `deliver-batch`: a batch is cut around the message that exceeds the
+    // input cap (1 MiB with 4 MiB of memory), which alone is refused and skipped (closed).
+    let host = load("[[plugins]]\nname = \"selector\"\nfile = \"selector.wasm\"\nhooks = [\"message\"]\nmemory_mb = 4\n").await;
+    let sub = SubscriptionInfo {
+        id: Bytes::from_static(b"s"),
+        destination: Bytes::from_static(b"/queue/a"),
+        headers: vec![(
+            Bytes::from_static(b"selector"),
+            Bytes::from_static(b"p IS NOT NULL"),
+        )],
+    };
+    let filter = host
+        .prepare_subscription(&alice(), sub)
+        .await
+        .unwrap()
+        .expect("a filter");
+    let big = "x".repeat(2 << 20);
+    let (with_p, huge, without_p) = (
+        msg("/queue/a", &[("p", "1")], ""),
+        msg("/queue/a", &[("p", &big)], ""),
+        msg("/queue/a", &[], ""),
+    );
+    let before = stats(&host, "selector");
+    let outcomes = filter
+        .filter_batch(&[with_p.view(), huge.view(), without_p.view(), with_p.view()])
+        .await;
+    use FilterOutcome::{Deliver, Skip};
+    assert_eq!(outcomes, [Deliver, Skip, Skip, Deliver]);
+    let s = stats(&host, "selector");
+    assert_eq!(s.oversize - before.oversize, 1, "{s:?}");
+    assert_eq!(
+        s.calls - before.calls,
+        2,
+        "one batch call before the oversized message and one after: {s:?}"
     );
 }
 

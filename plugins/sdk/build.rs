@@ -53,6 +53,14 @@ macro_rules! __export_glue {
         $crate::__export_plugboard_plugin_authenticate_0_1_0_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate);
     };
+    (@cabi send_packed) => {
+        $crate::__export_plugboard_plugin_send_packed_0_1_0_cabi!(
+            PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_packed);
+    };
+    (@cabi deliver_batch) => {
+        $crate::__export_plugboard_plugin_deliver_batch_0_1_0_cabi!(
+            PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::deliver_batch);
+    };
     (@cabi deliver) => {
         $crate::__export_plugboard_plugin_deliver_0_1_0_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::deliver);

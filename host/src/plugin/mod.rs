@@ -43,6 +43,10 @@ pub const DEFAULT_MESSAGE_DEADLINE: Duration = Duration::from_millis(5);
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// Default memory cap of one instance.
 pub const DEFAULT_MEMORY_MB: u64 = 16;
+/// The optional interface of packed send hooks (see `wit/plugin.wit`).
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
+/// The optional interface of batched message filters (see `wit/plugin.wit`).
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
 /// Default cap on live instances (and so on concurrent calls) of one plugin.
 pub const DEFAULT_MAX_INSTANCES: usize = 16;
 
@@ -202,6 +206,26 @@ pub struct PluginMessage {
     pub body: Bytes,
 }
 
+impl PluginMessage {
+    /// The message borrowed, as the filters take it.
+    pub fn view(&self) -> MessageRef<'_> {
+        MessageRef {
+            destination: &self.destination,
+            headers: &self.headers,
+            body: &self.body,
+        }
+    }
+}
+
+/// A message borrowed from wherever the broker keeps it (see [`SubscriptionFilter::filter_batch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    pub destination: &'a Bytes,
+    /// Ordered, repeats kept.
+    pub headers: &'a [(Bytes, Bytes)],
+    pub body: &'a Bytes,
+}
+
 /// The outcome of the send chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -342,6 +366,23 @@ impl PluginHost {
     }
 }
 
+/// The function `func` of the optional interface `interface`, when `spec` serves `hook` and the
+/// component exports it (its type is checked when an instance is made).
+fn optional_export(
+    pre: &wasmtime::component::InstancePre<pool::State>,
+    spec: &PluginSpec,
+    hook: Hook,
+    interface: &str,
+    func: &str,
+) -> Option<wasmtime::component::ComponentExportIndex> {
+    if !spec.hooks.contains(&hook) {
+        return None;
+    }
+    let component = pre.component();
+    let index = component.get_export_index(None, interface)?;
+    component.get_export_index(Some(&index), func)
+}
+
 async fn load_one(
     spec: &PluginSpec,
     base_dir: &Path,
@@ -387,6 +428,9 @@ async fn load_one(
         deliver: (spec.hooks.contains(&Hook::Message))
             .then(|| deliver::GuestIndices::new(&pre).map_err(|e| missing("message", e)))
             .transpose()?,
+        // Optional fast paths, used when the component exports them.
+        send_packed: optional_export(&pre, spec, Hook::Send, SEND_PACKED, "on-send-packed"),
+        deliver_batch: optional_export(&pre, spec, Hook::Message, DELIVER_BATCH, "filter-batch"),
     };
     let config_json = serde_json::to_string(&spec.config).map_err(|e| PluginError::Spec {
         plugin: plugin.clone(),

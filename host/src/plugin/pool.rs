@@ -9,12 +9,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
+use super::bindings::deliver::FilterVerdict;
+use super::bindings::send::SendVerdict;
 use super::bindings::{authenticate, deliver, lifecycle, log, send, types::Manifest};
 use super::engine::engine;
 use super::Hook;
@@ -35,12 +37,9 @@ pub struct State {
     ticks_left: u64,
 }
 
-/// The tick budget for a call that may run until `deadline`.
-fn ticks_until(deadline: Instant) -> u64 {
-    (deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis() as u64)
-        .max(1)
+/// The tick budget of a call that may run for `budget` (no clock read: a tick is 1 ms).
+fn ticks_for(budget: Duration) -> u64 {
+    u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl State {
@@ -107,6 +106,10 @@ pub struct Exports {
     pub auth: Option<authenticate::GuestIndices>,
     pub send: Option<send::GuestIndices>,
     pub deliver: Option<deliver::GuestIndices>,
+    /// `send-packed.on-send-packed`, when the component exports it (optional).
+    pub send_packed: Option<ComponentExportIndex>,
+    /// `deliver-batch.filter-batch`, when the component exports it (optional).
+    pub deliver_batch: Option<ComponentExportIndex>,
 }
 
 /// The typed exports of one instance.
@@ -115,6 +118,71 @@ pub struct Guest {
     pub auth: Option<authenticate::Guest>,
     pub send: Option<send::Guest>,
     pub deliver: Option<deliver::Guest>,
+    pub send_packed: Option<PackedSend>,
+    pub deliver_batch: Option<BatchFilter>,
+}
+
+/// The parameters and results of `send-packed.on-send-packed`: packed input, verdict.
+type PackedSignature<'a> = TypedFunc<(&'a [u8],), (SendVerdict,)>;
+
+/// `send-packed.on-send-packed` of one instance, its type checked when the instance was made.
+pub struct PackedSend(Func);
+
+impl PackedSend {
+    fn load(
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<PackedSend> {
+        let typed: PackedSignature<'_> = instance.get_typed_func(store, index)?;
+        Ok(PackedSend(*typed.func()))
+    }
+
+    /// Calls `on-send-packed(input)`.
+    pub async fn call(
+        &self,
+        store: &mut Store<State>,
+        input: &[u8],
+    ) -> wasmtime::Result<SendVerdict> {
+        // SAFETY: `load` checked the function against exactly this signature (`get_typed_func`);
+        // only the lifetime of the borrowed parameter differs, which does not change the type.
+        #[allow(unsafe_code)]
+        let typed: PackedSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
+        let (verdict,) = typed.call_async(store, (input,)).await?;
+        Ok(verdict)
+    }
+}
+
+/// The parameters and results of `deliver-batch.filter-batch`: token, packed messages, verdicts.
+type BatchSignature<'a> = TypedFunc<(&'a [u8], &'a [u8]), (Vec<FilterVerdict>,)>;
+
+/// `deliver-batch.filter-batch` of one instance, its type checked when the instance was made.
+pub struct BatchFilter(Func);
+
+impl BatchFilter {
+    fn load(
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<BatchFilter> {
+        let typed: BatchSignature<'_> = instance.get_typed_func(store, index)?;
+        Ok(BatchFilter(*typed.func()))
+    }
+
+    /// Calls `filter-batch(token, msgs)`.
+    pub async fn call(
+        &self,
+        store: &mut Store<State>,
+        token: &[u8],
+        msgs: &[u8],
+    ) -> wasmtime::Result<Vec<FilterVerdict>> {
+        // SAFETY: `load` checked the function against exactly this signature (`get_typed_func`);
+        // only the lifetime of the borrowed parameters differs, which does not change the type.
+        #[allow(unsafe_code)]
+        let typed: BatchSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
+        let (verdicts,) = typed.call_async(store, (token, msgs)).await?;
+        Ok(verdicts)
+    }
 }
 
 /// One live instance and its store.
@@ -125,10 +193,10 @@ pub struct Warm {
 }
 
 impl Warm {
-    /// Arms the deadline for the next call.
-    pub fn arm(&mut self, deadline: Instant) {
+    /// Arms the deadline for the next call, which may run for `budget`.
+    pub fn arm(&mut self, budget: Duration) {
         let state = self.store.data_mut();
-        state.ticks_left = ticks_until(deadline);
+        state.ticks_left = ticks_for(budget);
         state.memory_hit = false;
         self.store.set_epoch_deadline(1);
     }
@@ -235,7 +303,7 @@ impl Pool {
             max_memory: self.limits.max_memory,
             memory_used: 0,
             memory_hit: false,
-            ticks_left: ticks_until(Instant::now() + self.limits.init_deadline),
+            ticks_left: ticks_for(self.limits.init_deadline),
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -278,6 +346,16 @@ impl Pool {
                     .as_ref()
                     .map(|i| i.load(&mut *store, &instance))
                     .transpose()?,
+                send_packed: e
+                    .send_packed
+                    .as_ref()
+                    .map(|i| PackedSend::load(&mut *store, &instance, i))
+                    .transpose()?,
+                deliver_batch: e
+                    .deliver_batch
+                    .as_ref()
+                    .map(|i| BatchFilter::load(&mut *store, &instance, i))
+                    .transpose()?,
             })
         };
         let guest = load(&mut store).map_err(|e| format!("{e:#}"))?;
@@ -286,7 +364,7 @@ impl Pool {
             guest,
             calls: 0,
         };
-        warm.arm(Instant::now() + self.limits.init_deadline);
+        warm.arm(self.limits.init_deadline);
         let init = warm
             .guest
             .lifecycle
@@ -306,17 +384,31 @@ impl Pool {
         self.idle.lock().expect("pool lock").push(warm);
     }
 
-    /// Takes an idle instance (or makes one), waiting for a free slot until `deadline`.
-    pub async fn checkout(&self, hook: Hook, deadline: Instant) -> Result<Lease<'_>, Failure> {
-        let permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
-            .await
-            .map_err(|_| {
-                self.fail(
-                    hook,
-                    Failure::new(FailureKind::Busy, "no free instance before the deadline"),
-                )
-            })?
-            .expect("the pool's semaphore is never closed");
+    /// Whether instances serve `send-packed.on-send-packed`.
+    pub fn packs_send(&self) -> bool {
+        self.exports.send_packed.is_some()
+    }
+
+    /// Whether instances serve `deliver-batch.filter-batch`.
+    pub fn batches(&self) -> bool {
+        self.exports.deliver_batch.is_some()
+    }
+
+    /// Takes an idle instance (or makes one), waiting for a free slot for at most `budget`.
+    /// The common case (a free slot) reads no clock and arms no timer.
+    pub async fn checkout(&self, hook: Hook, budget: Duration) -> Result<Lease<'_>, Failure> {
+        let permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(budget, self.permits.acquire())
+                .await
+                .map_err(|_| {
+                    self.fail(
+                        hook,
+                        Failure::new(FailureKind::Busy, "no free instance before the deadline"),
+                    )
+                })?
+                .expect("the pool's semaphore is never closed"),
+        };
         let idle = self.idle.lock().expect("pool lock").pop();
         let warm = match idle {
             Some(warm) => warm,

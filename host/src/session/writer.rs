@@ -1,8 +1,9 @@
-//! The connection's writer task: drains the outbox in batches, runs message filters, encodes
-//! frames, and writes them with as few syscalls as possible (small frames coalesced into one
-//! buffer, large bodies passed as their own `Bytes` in a vectored write, never copied). Sends
-//! heart-beats when idle, settles auto-ack queue deliveries as they go to the socket, and
-//! closes the socket (FIN after the last frame) on `Outgoing::Close`.
+//! The connection's writer task: drains the outbox in batches, runs message filters (one
+//! `filter_batch` per subscription and batch, so a plugin that takes batches is called once for
+//! all of them), encodes frames, and writes them with as few syscalls as possible (small frames
+//! coalesced into one buffer, large bodies passed as their own `Bytes` in a vectored write, never
+//! copied). Sends heart-beats when idle, settles auto-ack queue deliveries as they go to the
+//! socket, and closes the socket (FIN after the last frame) on `Outgoing::Close`.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::codec::{encode_frame, encode_header, Escaping, Version};
-use crate::plugin::{FilterOutcome, PluginMessage, SubscriptionFilter};
+use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
 use crate::router::message::itoa_u64;
 use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source, Subscription};
@@ -81,14 +82,17 @@ pub async fn run(
         current: BytesMut::with_capacity(16 * 1024),
     };
     let mut settle: Vec<(Arc<crate::router::Subscription>, u64)> = Vec::new();
+    let mut filtered: Vec<FilterOutcome> = Vec::with_capacity(64);
+    let mut groups: Vec<Group> = Vec::new();
     loop {
         items.clear();
         if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await
         {
             out.current.extend_from_slice(b"\n");
         }
+        filter_all(&items, &broker.policy, &mut filtered, &mut groups).await;
         let mut close = false;
-        for item in items.drain(..) {
+        for (item, outcome) in items.drain(..).zip(filtered.drain(..)) {
             if close {
                 // Deliveries after Close stay unacked in their queue and are redelivered by
                 // the session's teardown.
@@ -97,8 +101,7 @@ pub async fn run(
             match item {
                 Outgoing::Frame(frame) => encode_frame(&frame, config.version, &mut out.current),
                 Outgoing::Delivery(delivery) => {
-                    let written =
-                        encode_delivery(&delivery, config.version, &mut out, &broker.policy).await;
+                    let written = encode_delivery(&delivery, outcome, config.version, &mut out);
                     if written && delivery.subscription.ack_mode == AckMode::Auto {
                         note_written(&mut settle, &delivery);
                     }
@@ -144,24 +147,71 @@ fn note_written(settle: &mut Vec<(Arc<crate::router::Subscription>, u64)>, deliv
     }
 }
 
-/// Runs the subscription's filter (if any) and encodes the MESSAGE; false when the filter
-/// skipped it.
-async fn encode_delivery(
+/// The deliveries of one batch that go through the same filter (one subscription).
+struct Group {
+    filter: Arc<SubscriptionFilter>,
+    /// Indexes into the batch.
+    items: Vec<usize>,
+}
+
+/// Runs the message filters of every delivery in `items` up to the first `Close`, one
+/// `filter_batch` per subscription (a plugin that takes batches is then called once for all
+/// of them, which divides its per-call cost), and leaves one outcome per item in `outcomes`
+/// (`Deliver` for frames and unfiltered deliveries).
+async fn filter_all(
+    items: &[Outgoing],
+    policy: &Policy,
+    outcomes: &mut Vec<FilterOutcome>,
+    groups: &mut Vec<Group>,
+) {
+    outcomes.clear();
+    outcomes.resize(items.len(), FilterOutcome::Deliver);
+    groups.clear();
+    for (i, item) in items.iter().enumerate() {
+        let delivery = match item {
+            Outgoing::Delivery(delivery) => delivery,
+            Outgoing::Close => break,
+            Outgoing::Frame(_) => continue,
+        };
+        let Some(filter) = current_filter(&delivery.subscription, policy).await else {
+            continue;
+        };
+        match groups.iter_mut().find(|g| Arc::ptr_eq(&g.filter, &filter)) {
+            Some(group) => group.items.push(i),
+            None => groups.push(Group {
+                filter,
+                items: vec![i],
+            }),
+        }
+    }
+    for group in groups.drain(..) {
+        let views: Vec<MessageRef<'_>> = group
+            .items
+            .iter()
+            .map(|&i| match &items[i] {
+                Outgoing::Delivery(d) => MessageRef {
+                    destination: &d.message.destination,
+                    headers: &d.message.headers,
+                    body: &d.message.body,
+                },
+                _ => unreachable!("groups hold deliveries only"),
+            })
+            .collect();
+        let results = group.filter.filter_batch(&views).await;
+        for (&i, outcome) in group.items.iter().zip(results) {
+            outcomes[i] = outcome;
+        }
+    }
+}
+
+/// Encodes the MESSAGE as its filters decided (`outcome`); false when they skipped it.
+fn encode_delivery(
     delivery: &Delivery,
+    outcome: FilterOutcome,
     version: Version,
     out: &mut OutBuf,
-    policy: &Policy,
 ) -> bool {
-    let Some(filter) = current_filter(&delivery.subscription, policy).await else {
-        encode_message(delivery, &delivery.message, version, out);
-        return true;
-    };
-    let view = PluginMessage {
-        destination: delivery.message.destination.clone(),
-        headers: delivery.message.headers.clone(),
-        body: delivery.message.body.clone(),
-    };
-    match filter.filter(&view).await {
+    match outcome {
         FilterOutcome::Deliver => encode_message(delivery, &delivery.message, version, out),
         FilterOutcome::Rewrite(rewritten) => {
             let message = Message {

@@ -6,6 +6,7 @@
 //! else the message is rejected when `reject_unmatched` is true, else it stays where it was sent.
 //! The plugin only asks the host for the headers its rules name, never for the body.
 
+use plugboard_sdk::packed::MessageView;
 use plugboard_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -112,15 +113,30 @@ impl Plugin for HeaderRouter {
     }
 }
 
-impl Router for HeaderRouter {
-    fn on_send(&self, _sender: &Principal, msg: &Message) -> SendVerdict {
-        match route(&self.0, &msg.destination, |name| msg.header(name)) {
+impl HeaderRouter {
+    fn verdict<'h>(
+        &self,
+        destination: &str,
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> SendVerdict {
+        match route(&self.0, destination, header) {
             Route::Stay => SendVerdict::Keep,
-            Route::To([one]) if *one == msg.destination => SendVerdict::Keep,
+            Route::To([one]) if one == destination => SendVerdict::Keep,
             Route::To([one]) => SendVerdict::Rewrite(Edit::to(one)),
             Route::To(many) => SendVerdict::FanOut(many.iter().map(Edit::to).collect()),
             Route::Reject(reason) => SendVerdict::Reject(reason),
         }
+    }
+}
+
+impl Router for HeaderRouter {
+    fn on_send(&self, _sender: &Principal, msg: &Message) -> SendVerdict {
+        self.verdict(&msg.destination, |name| msg.header(name))
+    }
+
+    // The packed fast path: the same decision on the borrowed message, without copying it.
+    fn on_send_view(&self, _sender: &Principal, msg: &MessageView<'_>) -> SendVerdict {
+        self.verdict(msg.destination, |name| msg.header(name))
     }
 }
 

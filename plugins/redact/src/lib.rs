@@ -10,13 +10,17 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
 
-wit_bindgen::generate!({ world: "transformer", path: "../../wit" });
+pub mod packed;
+
+wit_bindgen::generate!({ world: "fast-transformer", path: "../../wit" });
 
 use exports::plugboard::plugin::deliver::{
     FilterPlan, FilterVerdict, Guest as Deliver, Subscription,
 };
+use exports::plugboard::plugin::deliver_batch::Guest as DeliverBatch;
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use exports::plugboard::plugin::send::{Guest as Send, SendVerdict};
+use exports::plugboard::plugin::send_packed::Guest as SendPacked;
 use plugboard::plugin::types::{Edit, HeaderNeed, Manifest, Message, Needs, Principal};
 
 /// When to mask.
@@ -138,19 +142,70 @@ impl Lifecycle for Plugin {
     }
 }
 
+/// The send hook on what it reads: the content type and the body.
+fn on_send(content_type: Option<&str>, body: &[u8]) -> SendVerdict {
+    let Some(config) = CONFIG.get() else {
+        return SendVerdict::Reject("not initialised".into());
+    };
+    if config.mode != Mode::Send || !is_json(content_type) {
+        return SendVerdict::Keep;
+    }
+    match redact(body, config) {
+        Ok(None) => SendVerdict::Keep,
+        Ok(Some(body)) => SendVerdict::Rewrite(body_edit(body)),
+        Err(reason) => SendVerdict::Reject(reason),
+    }
+}
+
+/// The message hook on what it reads: the content type and the body.
+fn filter(content_type: Option<&str>, body: &[u8]) -> FilterVerdict {
+    let Some(config) = CONFIG.get() else {
+        return FilterVerdict::Skip;
+    };
+    if !is_json(content_type) {
+        return FilterVerdict::Deliver;
+    }
+    match redact(body, config) {
+        Ok(None) => FilterVerdict::Deliver,
+        Ok(Some(body)) => FilterVerdict::Rewrite(body_edit(body)),
+        Err(_) => FilterVerdict::Skip,
+    }
+}
+
 impl Send for Plugin {
     fn on_send(_sender: Principal, msg: Message) -> SendVerdict {
-        let Some(config) = CONFIG.get() else {
-            return SendVerdict::Reject("not initialised".into());
+        on_send(
+            msg.content_type.as_deref(),
+            msg.body.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl SendPacked for Plugin {
+    fn on_send_packed(input: Vec<u8>) -> SendVerdict {
+        let mut view = packed::MessageView::default();
+        match packed::Reader::after_principal(&input).and_then(|mut r| r.next_into(&mut view)) {
+            Some(()) => on_send(view.content_type, view.body.unwrap_or_default()),
+            None => SendVerdict::Reject("redact: malformed packed input".into()),
+        }
+    }
+}
+
+impl DeliverBatch for Plugin {
+    fn filter_batch(_token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
+        let Some((count, mut reader)) = packed::Reader::new(&msgs) else {
+            return Vec::new();
         };
-        if config.mode != Mode::Send || !is_json(msg.content_type.as_deref()) {
-            return SendVerdict::Keep;
+        let mut view = packed::MessageView::default();
+        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
+        for _ in 0..count {
+            if reader.next_into(&mut view).is_none() {
+                // Malformed input: the wrong verdict count tells the host so.
+                return Vec::new();
+            }
+            verdicts.push(filter(view.content_type, view.body.unwrap_or_default()));
         }
-        match redact(msg.body.as_deref().unwrap_or_default(), config) {
-            Ok(None) => SendVerdict::Keep,
-            Ok(Some(body)) => SendVerdict::Rewrite(body_edit(body)),
-            Err(reason) => SendVerdict::Reject(reason),
-        }
+        verdicts
     }
 }
 
@@ -176,17 +231,10 @@ impl Deliver for Plugin {
     }
 
     fn filter(_token: Vec<u8>, msg: Message) -> FilterVerdict {
-        let Some(config) = CONFIG.get() else {
-            return FilterVerdict::Skip;
-        };
-        if !is_json(msg.content_type.as_deref()) {
-            return FilterVerdict::Deliver;
-        }
-        match redact(msg.body.as_deref().unwrap_or_default(), config) {
-            Ok(None) => FilterVerdict::Deliver,
-            Ok(Some(body)) => FilterVerdict::Rewrite(body_edit(body)),
-            Err(_) => FilterVerdict::Skip,
-        }
+        filter(
+            msg.content_type.as_deref(),
+            msg.body.as_deref().unwrap_or_default(),
+        )
     }
 }
 

@@ -46,13 +46,13 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-/// The bindings of the `full` world: every type, and the export glue of every interface. A
+/// The bindings of the `everything` world: every type, and the export glue of every interface. A
 /// plugin's export macro generates only its own world's custom section (which names the exports
 /// the component must have) and points everything else here.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "full",
+        world: "everything",
         path: "../../wit",
         pub_export_macro: true,
         export_macro_name: "__export_full_world",
@@ -74,6 +74,7 @@ pub use ex::send::SendVerdict;
 #[doc(hidden)]
 pub use std::sync::OnceLock as __OnceLock;
 
+pub mod packed;
 pub mod testing;
 
 /// Everything a plugin usually needs: `use plugboard_sdk::prelude::*;`.
@@ -106,6 +107,13 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 pub trait Router: Plugin {
     /// Called for every SEND to a destination the plugin is configured for.
     fn on_send(&self, sender: &Principal, msg: &Message) -> SendVerdict;
+
+    /// The same, for the host's packed fast path (`send-packed`), with the message borrowed
+    /// from the packed input. The default copies it into a [`Message`] and calls
+    /// [`Router::on_send`]; override it to skip that copy.
+    fn on_send_view(&self, sender: &Principal, msg: &packed::MessageView<'_>) -> SendVerdict {
+        self.on_send(sender, &msg.to_message())
+    }
 }
 
 /// The `authenticate` hook: decide who a connecting client is.
@@ -126,6 +134,13 @@ pub trait Filter: Plugin {
 
     /// Called for every message delivered to a subscription that has a plan.
     fn filter(&self, token: &[u8], msg: &Message) -> FilterVerdict;
+
+    /// The same, for each message of a batch (`deliver-batch`), borrowed from the packed input.
+    /// The default copies it into a [`Message`] and calls [`Filter::filter`]; override it to
+    /// skip that copy.
+    fn filter_view(&self, token: &[u8], msg: &packed::MessageView<'_>) -> FilterVerdict {
+        self.filter(token, &msg.to_message())
+    }
 }
 
 /// A config type for plugins without configuration: accepts any table.
@@ -461,6 +476,67 @@ where
     }
 }
 
+impl<G: Instance> ex::send_packed::Guest for G
+where
+    G::P: Router,
+{
+    fn on_send_packed(input: Vec<u8>) -> SendVerdict {
+        let mut reader = packed::Reader::new(&input);
+        let Some(sender) = packed_principal(&mut reader) else {
+            return SendVerdict::Reject("plugin: malformed packed input".into());
+        };
+        match reader.message() {
+            Some(msg) => G::get().on_send_view(&sender, &msg),
+            None => SendVerdict::Reject("plugin: malformed packed input".into()),
+        }
+    }
+}
+
+thread_local! {
+    /// The last principal read from packed input, with its packed bytes: consecutive SENDs
+    /// usually come from the same connection, so it is decoded once, not per call.
+    static LAST_PRINCIPAL: std::cell::RefCell<(Vec<u8>, Option<std::rc::Rc<Principal>>)> =
+        const { std::cell::RefCell::new((Vec::new(), None)) };
+}
+
+fn packed_principal(reader: &mut packed::Reader<'_>) -> Option<std::rc::Rc<Principal>> {
+    let bytes = reader.skip_principal()?;
+    LAST_PRINCIPAL.with(|last| {
+        let mut last = last.borrow_mut();
+        if let (cached, Some(principal)) = &*last {
+            if cached[..] == *bytes {
+                return Some(principal.clone());
+            }
+        }
+        let principal = std::rc::Rc::new(packed::Reader::new(bytes).principal()?);
+        *last = (bytes.to_vec(), Some(principal.clone()));
+        Some(principal)
+    })
+}
+
+impl<G: Instance> ex::deliver_batch::Guest for G
+where
+    G::P: Filter,
+{
+    fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
+        let mut reader = packed::Reader::new(&msgs);
+        let Some(count) = reader.u32() else {
+            return Vec::new();
+        };
+        let plugin = G::get();
+        let mut view = packed::MessageView::default();
+        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
+        for _ in 0..count {
+            if reader.message_into(&mut view).is_none() {
+                // Malformed input: the wrong number of verdicts tells the host.
+                return Vec::new();
+            }
+            verdicts.push(plugin.filter_view(&token, &view));
+        }
+        verdicts
+    }
+}
+
 impl<G: Instance> ex::authenticate::Guest for G
 where
     G::P: Authenticator,
@@ -495,11 +571,15 @@ include!(concat!(env!("OUT_DIR"), "/glue.rs"));
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
-/// Exports a [`Router`] as a component of world `router` (hook `send`).
+/// Exports a [`Router`] as a component of world `fast-router` (hook `send`, plus its packed
+/// fast path, which calls [`Router::on_send_view`]).
 #[macro_export]
 macro_rules! export_router {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "router", [lifecycle, send], {"plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,});
+        $crate::__export_glue!($ty, "fast-router", [lifecycle, send, send_packed], {
+            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+        });
     };
 }
 
@@ -511,19 +591,29 @@ macro_rules! export_authenticator {
     };
 }
 
-/// Exports a [`Filter`] as a component of world `message-filter` (hook `message`).
+/// Exports a [`Filter`] as a component of world `fast-message-filter` (hook `message`, plus
+/// its batched fast path, which calls [`Filter::filter_view`] per message).
 #[macro_export]
 macro_rules! export_message_filter {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "message-filter", [lifecycle, deliver], {"plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,});
+        $crate::__export_glue!($ty, "fast-message-filter", [lifecycle, deliver, deliver_batch], {
+            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+        });
     };
 }
 
-/// Exports a [`Router`] + [`Filter`] as a component of world `transformer` (send and message).
+/// Exports a [`Router`] + [`Filter`] as a component of world `fast-transformer` (send and
+/// message, plus both fast paths).
 #[macro_export]
 macro_rules! export_transformer {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "transformer", [lifecycle, send, deliver], {"plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send, "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,});
+        $crate::__export_glue!($ty, "fast-transformer", [lifecycle, send, send_packed, deliver, deliver_batch], {
+            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+        });
     };
 }
 

@@ -6,6 +6,7 @@
 //! The parser ([`parse`]) and evaluator ([`eval`]) are plain Rust, tested natively.
 
 pub mod eval;
+pub mod packed;
 pub mod parse;
 
 #[cfg(test)]
@@ -14,11 +15,12 @@ mod tests;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-wit_bindgen::generate!({ world: "message-filter", path: "../../wit" });
+wit_bindgen::generate!({ world: "fast-message-filter", path: "../../wit" });
 
 use exports::plugboard::plugin::deliver::{
     FilterPlan, FilterVerdict, Guest as Deliver, Subscription,
 };
+use exports::plugboard::plugin::deliver_batch::Guest as DeliverBatch;
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use plugboard::plugin::types::{HeaderNeed, Manifest, Message, Needs, Principal};
 
@@ -114,6 +116,30 @@ impl Deliver for Plugin {
         } else {
             FilterVerdict::Skip
         }
+    }
+}
+
+impl DeliverBatch for Plugin {
+    fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
+        let Some((count, mut reader)) = packed::Reader::new(&msgs) else {
+            return Vec::new();
+        };
+        let expr = cached(&token).ok();
+        let mut view = packed::MessageView::default();
+        let mut verdicts = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            if reader.next_into(&mut view).is_none() {
+                // Malformed input: the wrong verdict count tells the host so.
+                return Vec::new();
+            }
+            let deliver = expr.as_ref().is_some_and(|e| matches(e, &view.headers));
+            verdicts.push(if deliver {
+                FilterVerdict::Deliver
+            } else {
+                FilterVerdict::Skip
+            });
+        }
+        verdicts
     }
 }
 
