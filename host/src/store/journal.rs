@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,30 @@ use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 use super::record::{check_framing, Enqueue, Framed, Record, MAGIC, RECORD_HEADER};
+
+/// Journal ids are sequential numbers: SipHash would be wasted work on them.
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // Spread sequential ids over the table's high and low bits.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by journal id.
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// Where a live record sits.
 #[derive(Debug, Clone, Copy)]
@@ -57,10 +82,12 @@ pub struct Recovered {
 /// A record the writer is asked to append.
 #[derive(Debug)]
 pub enum Op {
-    /// An encoded enqueue record.
+    /// An encoded enqueue record: `framed` then `body` (the message body, written from the
+    /// message's own buffer, not copied).
     Enqueue {
         id: u64,
         framed: Bytes,
+        body: Bytes,
     },
     Settle {
         id: u64,
@@ -83,11 +110,18 @@ pub struct Journal {
     head: u64,
     head_file: File,
     segment_bytes: u64,
-    messages: HashMap<u64, Location>,
+    /// Sync segment files and the directory when segments start and end (not with
+    /// `fsync = "never"`).
+    sync_files: bool,
+    messages: IdMap<Location>,
     durables: HashMap<Bytes, Location>,
     /// Bytes of live records.
     pub live_bytes: u64,
-    buf: BytesMut,
+    /// The pieces of the batch being written (one vectored write).
+    chunks: Vec<Bytes>,
+    scratch: BytesMut,
+    /// Deletes dead segment files off the writer thread.
+    reaper: std::sync::mpsc::Sender<PathBuf>,
 }
 
 /// What one call to [`Journal::append`] did.
@@ -116,7 +150,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 impl Journal {
     /// Reads every segment in `dir` (created if missing), truncating a torn or corrupt tail
     /// of the last one, and starts a fresh head segment after them.
-    pub fn open(dir: &Path, segment_bytes: u64) -> std::io::Result<(Journal, Recovered)> {
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        sync_files: bool,
+    ) -> std::io::Result<(Journal, Recovered)> {
         fs::create_dir_all(dir)?;
         let mut numbers: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|entry| entry.ok().and_then(|e| segment_number(&e.path())))
@@ -178,7 +216,7 @@ impl Journal {
             live_bytes += location.len;
         }
         let head = last.map_or(1, |n| n + 1);
-        let head_file = create_segment(dir, head)?;
+        let head_file = create_segment(dir, head, sync_files)?;
         segments.insert(
             head,
             Segment {
@@ -202,10 +240,13 @@ impl Journal {
             head,
             head_file,
             segment_bytes,
+            sync_files,
             messages: messages.into_iter().map(|(id, (l, _))| (id, l)).collect(),
             durables: durables.into_iter().map(|(q, (l, _))| (q, l)).collect(),
             live_bytes,
-            buf: BytesMut::new(),
+            chunks: Vec::new(),
+            scratch: BytesMut::new(),
+            reaper: start_reaper(dir.to_path_buf(), sync_files)?,
         };
         journal.delete_dead_segments()?;
         Ok((journal, recovered))
@@ -215,7 +256,7 @@ impl Journal {
     pub fn append(&mut self, ops: Vec<Op>) -> std::io::Result<Appended> {
         let mut done = Appended::default();
         // An enqueue settled within the same batch is written by neither record.
-        let mut in_batch: HashMap<u64, usize> = HashMap::new();
+        let mut in_batch: IdMap<usize> = IdMap::default();
         let mut cancelled = vec![false; ops.len()];
         for (index, op) in ops.iter().enumerate() {
             match op {
@@ -237,7 +278,7 @@ impl Journal {
         }
         let head = self.head;
         let mut offset = self.segments[&head].size;
-        self.buf.clear();
+        self.chunks.clear();
         for (op, cancelled) in ops.into_iter().zip(cancelled) {
             if cancelled {
                 continue;
@@ -248,43 +289,50 @@ impl Journal {
                 len: len as u64,
             };
             match op {
-                Op::Enqueue { id, framed } => {
-                    self.add_live(head, framed.len());
-                    self.messages.insert(id, location(framed.len()));
-                    self.buf.extend_from_slice(&framed);
-                    offset += framed.len() as u64;
+                Op::Enqueue { id, framed, body } => {
+                    let len = framed.len() + body.len();
+                    self.add_live(head, len);
+                    self.messages.insert(id, location(len));
+                    offset += len as u64;
+                    self.chunks.push(framed);
+                    if !body.is_empty() {
+                        self.chunks.push(body);
+                    }
                 }
                 Op::Settle { id } => {
                     let Some(old) = self.messages.remove(&id) else {
                         continue; // never journaled (or already settled)
                     };
                     self.drop_live(old);
-                    let before = self.buf.len();
-                    Record::Settle { id }.encode(&mut self.buf);
-                    offset += (self.buf.len() - before) as u64;
+                    Record::Settle { id }.encode(&mut self.scratch);
+                    let record = self.scratch.split().freeze();
+                    offset += record.len() as u64;
+                    self.chunks.push(record);
                 }
                 Op::DurableCreate { queue, framed } => {
                     self.add_live(head, framed.len());
                     if let Some(old) = self.durables.insert(queue, location(framed.len())) {
                         self.drop_live(old);
                     }
-                    self.buf.extend_from_slice(&framed);
                     offset += framed.len() as u64;
+                    self.chunks.push(framed);
                 }
                 Op::DurableRemove { queue, framed } => {
                     if let Some(old) = self.durables.remove(&queue) {
                         self.drop_live(old);
                     }
-                    self.buf.extend_from_slice(&framed);
                     offset += framed.len() as u64;
+                    self.chunks.push(framed);
                 }
             }
             done.records += 1;
         }
-        if !self.buf.is_empty() {
-            self.head_file.write_all(&self.buf)?;
-            done.bytes = self.buf.len() as u64;
-            self.segments.get_mut(&head).expect("head exists").size = offset;
+        if !self.chunks.is_empty() {
+            write_all_chunks(&mut self.head_file, &self.chunks)?;
+            let head_size = &mut self.segments.get_mut(&head).expect("head exists").size;
+            done.bytes = offset - *head_size;
+            *head_size = offset;
+            self.chunks.clear();
         }
         Ok(done)
     }
@@ -310,9 +358,11 @@ impl Journal {
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
-        self.head_file.sync_data()?;
+        if self.sync_files {
+            self.head_file.sync_data()?;
+        }
         let next = self.head + 1;
-        self.head_file = create_segment(&self.dir, next)?;
+        self.head_file = create_segment(&self.dir, next, self.sync_files)?;
         self.head = next;
         self.segments.insert(
             next,
@@ -345,6 +395,7 @@ impl Journal {
                 ops.push(Op::Enqueue {
                     id,
                     framed: read_at(&file, location)?,
+                    body: Bytes::new(),
                 });
             }
         }
@@ -394,13 +445,11 @@ impl Journal {
         }
         for number in dead {
             let segment = self.segments.remove(&number).expect("listed above");
-            match fs::remove_file(&segment.path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
+            // Deleted in this order by the reaper; a crash before it gets there leaves a dead
+            // segment that the next start deletes again.
+            let _ = self.reaper.send(segment.path);
         }
-        sync_dir(&self.dir)
+        Ok(())
     }
 
     /// Bytes of segment files on disk.
@@ -423,16 +472,64 @@ fn read_at(file: &File, location: &Location) -> std::io::Result<Bytes> {
     Ok(Bytes::from(data))
 }
 
-fn create_segment(dir: &Path, number: u64) -> std::io::Result<File> {
+fn create_segment(dir: &Path, number: u64, sync: bool) -> std::io::Result<File> {
     let path = segment_path(dir, number);
     let mut file = OpenOptions::new()
         .create_new(true)
         .append(true)
         .open(&path)?;
     file.write_all(MAGIC)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
+    if sync {
+        file.sync_all()?;
+        sync_dir(dir)?;
+    }
     Ok(file)
+}
+
+/// Writes every chunk, in order, with as few vectored writes as the kernel allows.
+fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> std::io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let (mut index, mut skip) = (0, 0);
+    while index < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks[index..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(i, chunk)| IoSlice::new(if i == 0 { &chunk[skip..] } else { chunk }))
+            .collect();
+        let mut written = file.write_vectored(&slices)?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < chunks.len() && written >= chunks[index].len() - skip {
+            written -= chunks[index].len() - skip;
+            index += 1;
+            skip = 0;
+        }
+        skip += written;
+    }
+    Ok(())
+}
+
+/// A thread that deletes dead segment files in the order given (an `unlink` of a large file
+/// takes tens of milliseconds, which the writer thread should not wait for).
+fn start_reaper(dir: PathBuf, sync: bool) -> std::io::Result<std::sync::mpsc::Sender<PathBuf>> {
+    let (send, receive) = std::sync::mpsc::channel::<PathBuf>();
+    std::thread::Builder::new()
+        .name("plugboard-journal-reaper".to_string())
+        .spawn(move || {
+            while let Ok(path) = receive.recv() {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => warn!(%err, segment = %path.display(), "journal: deleting a dead segment failed"),
+                }
+                if sync {
+                    let _ = sync_dir(&dir);
+                }
+            }
+        })?;
+    Ok(send)
 }
 
 /// Applies the records of one segment; returns where its good part ends.

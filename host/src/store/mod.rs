@@ -132,7 +132,9 @@ impl Store {
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let lock = lock_dir(&dir)?;
-        let (journal, recovered) = Journal::open(&dir, settings.segment_bytes).map_err(io)?;
+        let sync_files = settings.fsync != FsyncPolicy::Never;
+        let (journal, recovered) =
+            Journal::open(&dir, settings.segment_bytes, sync_files).map_err(io)?;
         info!(
             dir = %dir.display(),
             messages = recovered.messages.len(),
@@ -211,9 +213,10 @@ impl Store {
             id_seq: message.id_seq,
             expires_at: message.expires_at.unwrap_or(0),
         });
-        let framed = frame(&record);
-        let len = framed.len() as u64;
-        self.push(Op::Enqueue { id, framed }, len);
+        // The body is not copied: the writer writes it from the message's own buffer.
+        let (framed, body) = record.encode_split();
+        let len = (framed.len() + body.len()) as u64;
+        self.push(Op::Enqueue { id, framed, body }, len);
         id
     }
 
@@ -391,14 +394,15 @@ fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interva
             &mut last_sync,
             &mut unsynced,
         );
-        match result {
-            Ok(()) => {
+        // RECEIPTs first, then housekeeping (deleting and moving segments).
+        let result = result
+            .inspect(|()| {
                 shared.durable.send_replace(upto);
-            }
-            Err(err) => {
-                error!(%err, "message store write failed: persistent messages are refused from now on");
-                let _ = shared.failed.set(err.to_string());
-            }
+            })
+            .and_then(|()| compact(&mut journal, shared, fsync));
+        if let Err(err) = result {
+            error!(%err, "message store write failed: persistent messages are refused from now on");
+            let _ = shared.failed.set(err.to_string());
         }
         publish_gauges(&shared.stats, &journal);
         if closing && shared.inbox().ops.is_empty() {
@@ -445,10 +449,18 @@ fn write_batch(
         *last_sync = Instant::now();
         *unsynced = false;
     }
-    let moved = journal.compact(fsync != FsyncPolicy::Never)?;
+    Ok(())
+}
+
+/// Deletes dead segments and moves live records out of old ones.
+fn compact(journal: &mut Journal, shared: &Shared, fsync: FsyncPolicy) -> std::io::Result<()> {
+    let sync = fsync != FsyncPolicy::Never;
+    let moved = journal.compact(sync)?;
     if moved > 0 {
-        stats.relocated.fetch_add(moved, Ordering::Relaxed);
-        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        shared.stats.relocated.fetch_add(moved, Ordering::Relaxed);
+        if sync {
+            shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
     }
     Ok(())
 }

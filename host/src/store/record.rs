@@ -112,6 +112,39 @@ impl Record {
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// Encodes an enqueue record as two pieces to be written one after the other: the framing
+    /// and every field up to the body's length, then the body itself (shared, not copied; the
+    /// checksum covers it). Other records come back whole, with an empty second piece.
+    pub fn encode_split(&self) -> (Bytes, Bytes) {
+        let Record::Enqueue(e) = self else {
+            let mut out = BytesMut::new();
+            self.encode(&mut out);
+            return (out.freeze(), Bytes::new());
+        };
+        let mut out = BytesMut::with_capacity(128);
+        out.put_u64_le(0);
+        out.put_u8(KIND_ENQUEUE);
+        out.put_u64_le(e.id);
+        put_bytes(&mut out, &e.queue);
+        put_bytes(&mut out, &e.destination);
+        put_bytes(&mut out, &e.id_prefix);
+        out.put_u64_le(e.id_seq);
+        out.put_u64_le(e.expires_at);
+        out.put_u32_le(e.headers.len() as u32);
+        for (name, value) in &e.headers {
+            put_bytes(&mut out, name);
+            put_bytes(&mut out, value);
+        }
+        out.put_u32_le(e.body.len() as u32);
+        let len = out.len() - RECORD_HEADER + e.body.len();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&out[RECORD_HEADER..]);
+        crc.update(&e.body);
+        out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        out[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        (out.freeze(), e.body.clone())
+    }
+
     /// The encoded size of a record, framing included.
     pub fn encoded_len(&self) -> usize {
         let mut out = BytesMut::new();
@@ -287,6 +320,18 @@ mod tests {
             assert_eq!(payload_len + RECORD_HEADER, out.len());
             assert_eq!(Record::decode(&payload_of(&out)).unwrap(), record);
         }
+    }
+
+    #[test]
+    fn split_encoding_is_the_same_bytes() {
+        let record = sample();
+        let mut whole = BytesMut::new();
+        record.encode(&mut whole);
+        let (head, body) = record.encode_split();
+        assert_eq!([&head[..], &body[..]].concat(), &whole[..]);
+        let (head, body) = Record::Settle { id: 9 }.encode_split();
+        assert!(body.is_empty());
+        assert_eq!(check_framing(&head), Framed::Good { payload_len: 9 });
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn a_message_settled_in_the_same_batch_is_never_written() {
     inbox.ops.push(Op::Enqueue {
         id,
         framed: frame(&Record::Settle { id: 0 }),
+        body: Bytes::new(),
     });
     inbox.ops.push(Op::Settle { id });
     inbox.appended += 2;
