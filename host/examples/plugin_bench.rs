@@ -102,6 +102,16 @@ async fn main() {
         demo.on_send(&alice, order.clone())
     })
     .await;
+    for size in [4u32, 16, 64] {
+        let batch: Vec<_> = (0..size).map(|_| order.clone()).collect();
+        timed_per(
+            &format!("header-router: on-send-batch of {size}, per message"),
+            n / size,
+            size,
+            || demo.on_send_batch(&alice, batch.clone()),
+        )
+        .await;
+    }
     let payment = msg(
         "/queue/payments",
         HEADERS,
@@ -110,6 +120,14 @@ async fn main() {
     timed("redact: on-send, 60 B JSON body masked", n, || {
         demo.on_send(&alice, payment.clone())
     })
+    .await;
+    let payments: Vec<_> = (0..64).map(|_| payment.clone()).collect();
+    timed_per(
+        "redact: on-send-batch of 64, per message",
+        n / 64,
+        64,
+        || demo.on_send_batch(&alice, payments.clone()),
+    )
     .await;
     let other = b"/queue/unrouted";
     timed(

@@ -251,6 +251,78 @@ async fn fan_out_default_and_reject_unmatched() {
     }
 }
 
+/// `on_send_batch` through two header-routers (the first fans out, the second routes the copies
+/// it is configured for) gives what `on_send` gives message by message, in one `send-batch` call
+/// per plugin; a rejected message ends the outcomes.
+#[tokio::test]
+async fn a_batch_routes_as_message_by_message() {
+    let chain = r#"
+        [[plugins]]
+        name = "fan"
+        file = "header-router.wasm"
+        hooks = ["send"]
+        destinations = ["/queue/orders"]
+        config = { REJECT rules = [
+            { destination = "/queue/orders", header = "region", value = "all", to = ["/queue/orders.eu", "/queue/orders.us"] },
+            { destination = "/queue/orders", header = "region", value = "eu", to = ["/queue/orders.eu"] },
+        ] }
+
+        [[plugins]]
+        name = "tier"
+        file = "header-router.wasm"
+        hooks = ["send"]
+        destinations = ["/queue/orders.eu"]
+        config = { rules = [
+            { destination = "/queue/orders.eu", header = "tier", value = "gold", to = ["/queue/orders.eu.gold"] },
+        ] }
+        "#;
+    let host = load(&chain.replace("REJECT", "")).await;
+    assert!(host.batches_send());
+    let regions = ["eu", "all", "us", "none"];
+    let tiers = ["gold", "basic"];
+    let batch: Vec<_> = (0..40)
+        .map(|i| {
+            let (region, tier) = (regions[i % 4], tiers[i % 3 % 2]);
+            msg(
+                "/queue/orders",
+                &[("region", region), ("tier", tier)],
+                &format!("m{i}"),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for m in &batch {
+        expected.push(host.on_send(&alice(), m.clone()).await);
+    }
+    let calls = |host: &plugboard::plugin::PluginHost| -> Vec<u64> {
+        host.stats().iter().map(|s| s.calls).collect()
+    };
+    let before = calls(&host);
+    let got = host.on_send_batch(&alice(), batch.clone()).await;
+    assert_eq!(got, expected);
+    let after = calls(&host);
+    assert_eq!(
+        [after[0] - before[0], after[1] - before[1]],
+        [1, 1],
+        "one call per plugin for the batch"
+    );
+    let fanned = delivered(got[1].clone());
+    let dests: Vec<&[u8]> = fanned.iter().map(|m| &m.destination[..]).collect();
+    assert_eq!(dests, [&b"/queue/orders.eu"[..], b"/queue/orders.us"]);
+    let first = delivered(got[0].clone());
+    assert_eq!(&first[0].destination[..], b"/queue/orders.eu.gold");
+
+    // Rejected at index 2: the outcomes stop there.
+    let strict = load(&chain.replace("REJECT", "reject_unmatched = true,")).await;
+    let got = strict.on_send_batch(&alice(), batch[..8].to_vec()).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[..2], expected[..2]);
+    assert!(
+        matches!(&got[2], SendOutcome::Reject(r) if r.contains("no route")),
+        "{got:?}"
+    );
+}
+
 #[tokio::test]
 async fn only_declared_fields_reach_the_plugin() {
     let host = load(

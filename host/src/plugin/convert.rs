@@ -213,44 +213,69 @@ pub fn apply_edit(
     edit: wit::Edit,
     max_body: usize,
 ) -> Result<PluginMessage, String> {
-    if edit.set_headers.len() > MAX_ITEMS || edit.remove_headers.len() > MAX_ITEMS {
-        return Err(format!("edit touches more than {MAX_ITEMS} headers"));
-    }
-    let destination = match edit.destination {
-        Some(d) => {
-            check_destination(&d)?;
-            Bytes::from(d)
-        }
-        None => msg.destination.clone(),
+    check_edit(&edit, max_body)?;
+    let owned = PluginMessage {
+        destination: msg.destination.clone(),
+        headers: Vec::new(),
+        body: msg.body.clone(),
     };
-    for h in &edit.set_headers {
-        check_header(&h.name, &h.value)?;
-    }
-    let body = match edit.body {
-        Some(b) if b.len() > max_body => {
-            return Err(format!("rewritten body of {} bytes is too large", b.len()))
-        }
-        Some(b) => Bytes::from(b),
-        None => msg.body.clone(),
-    };
-    let touched = |n: &[u8]| {
-        edit.remove_headers.iter().any(|r| r.as_bytes() == n)
-            || edit.set_headers.iter().any(|s| s.name.as_bytes() == n)
-    };
-    let mut headers: Vec<(Bytes, Bytes)> = msg
+    let touched = |n: &[u8]| touches(&edit, n);
+    let headers = msg
         .headers
         .iter()
         .filter(|(n, _)| !touched(n))
         .cloned()
         .collect();
-    for h in edit.set_headers {
-        headers.push((Bytes::from(h.name), Bytes::from(h.value)));
+    Ok(apply_checked(
+        PluginMessage { headers, ..owned },
+        edit,
+        false,
+    ))
+}
+
+/// Whether `edit` removes or sets header `name`.
+fn touches(edit: &wit::Edit, name: &[u8]) -> bool {
+    edit.remove_headers.iter().any(|r| r.as_bytes() == name)
+        || edit.set_headers.iter().any(|s| s.name.as_bytes() == name)
+}
+
+/// Refuses an edit the broker could not honour (see [`apply_edit`]).
+pub fn check_edit(edit: &wit::Edit, max_body: usize) -> Result<(), String> {
+    if edit.set_headers.len() > MAX_ITEMS || edit.remove_headers.len() > MAX_ITEMS {
+        return Err(format!("edit touches more than {MAX_ITEMS} headers"));
     }
-    Ok(PluginMessage {
-        destination,
-        headers,
-        body,
-    })
+    if let Some(d) = &edit.destination {
+        check_destination(d)?;
+    }
+    for h in &edit.set_headers {
+        check_header(&h.name, &h.value)?;
+    }
+    match &edit.body {
+        Some(b) if b.len() > max_body => {
+            Err(format!("rewritten body of {} bytes is too large", b.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies an edit that passed [`check_edit`] to a message the caller owns, in place (no copy
+/// of its headers). `remove` says whether the removed and replaced headers are still in
+/// `msg.headers` ([`apply_edit`] has dropped them already).
+pub fn apply_checked(mut msg: PluginMessage, edit: wit::Edit, remove: bool) -> PluginMessage {
+    if remove && !(edit.remove_headers.is_empty() && edit.set_headers.is_empty()) {
+        msg.headers.retain(|(n, _)| !touches(&edit, n));
+    }
+    if let Some(d) = edit.destination {
+        msg.destination = Bytes::from(d);
+    }
+    if let Some(b) = edit.body {
+        msg.body = Bytes::from(b);
+    }
+    for h in edit.set_headers {
+        msg.headers
+            .push((Bytes::from(h.name), Bytes::from(h.value)));
+    }
+    msg
 }
 
 #[cfg(test)]

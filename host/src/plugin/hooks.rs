@@ -21,7 +21,7 @@ use super::{
 
 /// Largest filter token a plugin may hand back from `prepare-subscription`.
 const MAX_TOKEN: usize = 64 * 1024;
-/// Most deliveries passed to one `filter-batch` call.
+/// Most deliveries passed to one `filter-batch` call, and messages to one `on-send-batch` call.
 const MAX_BATCH: usize = 64;
 
 /// Calls one export of `plugin` under its limits. `$call` uses `$g` (the typed exports of the
@@ -73,11 +73,29 @@ fn failed(plugin: &Plugin) -> String {
     format!("plugin `{}` failed", plugin.name)
 }
 
-/// What a send call decided for one message.
-enum SendResult {
-    Keep,
-    Replace(Vec<PluginMessage>),
-    Reject(String),
+/// Applies a checked send verdict (see [`check_verdict`]) to the message it was given for,
+/// which the caller owns: the messages it becomes go to `push` (a single rewrite edits the
+/// message in place; a fan-out copies it per edit). `Some(reason)` when it was rejected.
+fn apply_verdict(
+    msg: PluginMessage,
+    verdict: SendVerdict,
+    mut push: impl FnMut(PluginMessage),
+) -> Option<String> {
+    match verdict {
+        SendVerdict::Keep => push(msg),
+        SendVerdict::Rewrite(edit) => push(convert::apply_checked(msg, edit, true)),
+        SendVerdict::FanOut(mut edits) => {
+            let last = edits.pop();
+            for edit in edits {
+                push(convert::apply_checked(msg.clone(), edit, true));
+            }
+            if let Some(edit) = last {
+                push(convert::apply_checked(msg, edit, true));
+            }
+        }
+        SendVerdict::Reject(reason) => return Some(convert::reason(reason)),
+    }
+    None
 }
 
 impl PluginHost {
@@ -169,9 +187,11 @@ impl PluginHost {
                     call_send(plugin, sender, &msg).await
                 };
                 match result {
-                    Ok(SendResult::Keep) => next.push(msg),
-                    Ok(SendResult::Replace(messages)) => next.extend(messages),
-                    Ok(SendResult::Reject(reason)) => return SendOutcome::Reject(reason),
+                    Ok(verdict) => {
+                        if let Some(reason) = apply_verdict(msg, verdict, |m| next.push(m)) {
+                            return SendOutcome::Reject(reason);
+                        }
+                    }
                     Err(_) if plugin.failure == FailurePolicy::Open => next.push(msg),
                     Err(_) => return SendOutcome::Reject(failed(plugin)),
                 }
@@ -185,6 +205,105 @@ impl PluginHost {
             current = next;
         }
         SendOutcome::Deliver(current)
+    }
+
+    /// Whether some send plugin takes several messages per call (`send-batch`): then a
+    /// session hands pipelined SENDs to [`on_send_batch`](Self::on_send_batch).
+    pub fn batches_send(&self) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.hooks.contains(&Hook::Send) && p.pool.batches_send())
+    }
+
+    /// The send chain for several messages of one sender, as [`on_send`](Self::on_send) would
+    /// run it for each in turn, but with one call per plugin for the whole batch where the plugin
+    /// exports `send-batch` (chunks of at most 64 within its input cap; a failed call applies
+    /// its failure policy to every message of it). Each plugin sees the messages the previous
+    /// one produced, in order (a fan-out's copies included).
+    ///
+    /// The outcomes are those of a prefix of `msgs`: processing stops at the first message that
+    /// is rejected, whose `Reject` is the last outcome (later plugins no longer see it or the
+    /// messages after it; plugins before the rejecting one already have).
+    pub async fn on_send_batch(
+        &self,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> Vec<SendOutcome> {
+        // Every message as the chain so far made it, in order, with the index of the input
+        // message it came from; the input messages still in play are those before `alive`.
+        let mut alive = msgs.len();
+        let mut current: Vec<(usize, PluginMessage)> = msgs.into_iter().enumerate().collect();
+        let mut rejected: Option<String> = None;
+        let mut sender: Option<WitPrincipal> = None;
+        let mut applies: Vec<bool> = Vec::new();
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.hooks.contains(&Hook::Send))
+        {
+            applies.clear();
+            applies.extend(
+                current
+                    .iter()
+                    .map(|(_, m)| plugin.applies_to(Hook::Send, &m.destination)),
+            );
+            let inputs: Vec<MessageRef<'_>> = current
+                .iter()
+                .zip(&applies)
+                .filter(|(_, &a)| a)
+                .map(|((_, m), _)| m.view())
+                .collect();
+            if inputs.is_empty() {
+                continue;
+            }
+            let mut results = Vec::with_capacity(inputs.len());
+            send_many(plugin, principal, &mut sender, &inputs, &mut results).await;
+            drop(inputs);
+            let mut results = results.into_iter();
+            let mut next: Vec<(usize, PluginMessage)> = Vec::with_capacity(current.len());
+            // Where the copies of input message `at` start in `next`.
+            let (mut at, mut start) = (usize::MAX, 0);
+            for ((i, msg), &applies) in current.into_iter().zip(&applies) {
+                if i != at {
+                    (at, start) = (i, next.len());
+                }
+                if !applies {
+                    next.push((i, msg));
+                    continue;
+                }
+                let mut reject = match results.next().expect("one result per applicable message") {
+                    Ok(verdict) => apply_verdict(msg, verdict, |m| next.push((i, m))),
+                    Err(()) if plugin.failure == FailurePolicy::Open => {
+                        next.push((i, msg));
+                        None
+                    }
+                    Err(()) => Some(failed(plugin)),
+                };
+                if reject.is_none() && next.len() - start > MAX_FANOUT {
+                    reject = Some(format!(
+                        "plugin `{}` fanned out to more than {MAX_FANOUT} messages",
+                        plugin.name
+                    ));
+                }
+                if reject.is_some() {
+                    // Nothing from this input message on goes further. A reject by an earlier
+                    // plugin was for a later message, so this one replaces it; later plugins
+                    // still see the messages before it (and may reject one of those).
+                    next.truncate(start);
+                    (rejected, alive) = (reject, i);
+                    break;
+                }
+            }
+            current = next;
+        }
+        let mut outcomes: Vec<Vec<PluginMessage>> = (0..alive).map(|_| Vec::new()).collect();
+        for (i, msg) in current {
+            outcomes[i].push(msg);
+        }
+        let mut outcomes: Vec<SendOutcome> =
+            outcomes.into_iter().map(SendOutcome::Deliver).collect();
+        outcomes.extend(rejected.map(SendOutcome::Reject));
+        outcomes
     }
 
     /// Called at SUBSCRIBE. Err(reason) = the SUBSCRIBE is refused (e.g. malformed selector,
@@ -250,9 +369,16 @@ async fn call_send(
     plugin: &Plugin,
     sender: &WitPrincipal,
     msg: &PluginMessage,
-) -> Result<SendResult, Failure> {
+) -> Result<SendVerdict, Failure> {
+    call_send_ref(plugin, sender, msg.view()).await
+}
+
+async fn call_send_ref(
+    plugin: &Plugin,
+    sender: &WitPrincipal,
+    msg: MessageRef<'_>,
+) -> Result<SendVerdict, Failure> {
     let needs = &plugin.manifest.send;
-    let msg = msg.view();
     check_size(plugin, Hook::Send, convert::input_size(msg, needs))?;
     let projected = convert::project(msg, needs);
     call!(
@@ -260,7 +386,7 @@ async fn call_send(
         Hook::Send,
         send,
         |g, s| g.call_on_send(s, sender, &projected),
-        |verdict| send_result(plugin, msg, verdict)
+        |verdict| check_verdict(plugin, verdict)
     )
 }
 
@@ -270,9 +396,16 @@ async fn call_send_packed(
     plugin: &Plugin,
     sender: &Principal,
     msg: &PluginMessage,
-) -> Result<SendResult, Failure> {
+) -> Result<SendVerdict, Failure> {
+    call_send_packed_ref(plugin, sender, msg.view()).await
+}
+
+async fn call_send_packed_ref(
+    plugin: &Plugin,
+    sender: &Principal,
+    msg: MessageRef<'_>,
+) -> Result<SendVerdict, Failure> {
     let needs = &plugin.manifest.send;
-    let msg = msg.view();
     let size = convert::input_size(msg, needs);
     check_size(plugin, Hook::Send, size)?;
     let mut input = Vec::with_capacity(size + 128);
@@ -283,32 +416,112 @@ async fn call_send_packed(
         Hook::Send,
         send_packed,
         |g, s| g.call(s, &input),
-        |verdict| send_result(plugin, msg, verdict)
+        |verdict| check_verdict(plugin, verdict)
     )
 }
 
-/// Checks a send verdict and applies its edits.
-fn send_result(
+/// Runs one send plugin over `msgs`, pushing one result per message onto `out`: in
+/// `send-batch` calls when the plugin exports it, else one call each.
+async fn send_many(
     plugin: &Plugin,
-    msg: MessageRef<'_>,
-    verdict: SendVerdict,
-) -> Result<SendResult, String> {
-    let max_body = plugin.max_input;
-    match verdict {
-        SendVerdict::Keep => Ok(SendResult::Keep),
-        SendVerdict::Rewrite(edit) => {
-            convert::apply_edit(msg, edit, max_body).map(|m| SendResult::Replace(vec![m]))
+    principal: &Principal,
+    sender: &mut Option<WitPrincipal>,
+    msgs: &[MessageRef<'_>],
+    out: &mut Vec<Result<SendVerdict, ()>>,
+) {
+    let needs = &plugin.manifest.send;
+    let mut one = async |msg: MessageRef<'_>| {
+        let result = if plugin.pool.packs_send() {
+            call_send_packed_ref(plugin, principal, msg).await
+        } else {
+            let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
+            call_send_ref(plugin, sender, msg).await
+        };
+        result.map_err(drop)
+    };
+    if msgs.len() < 2 || !plugin.pool.batches_send() {
+        for &msg in msgs {
+            out.push(one(msg).await);
         }
-        SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
-            Err(format!("fan-out to {} messages", edits.len()))
-        }
-        SendVerdict::FanOut(edits) => edits
-            .into_iter()
-            .map(|e| convert::apply_edit(msg, e, max_body))
-            .collect::<Result<Vec<_>, _>>()
-            .map(SendResult::Replace),
-        SendVerdict::Reject(reason) => Ok(SendResult::Reject(convert::reason(reason))),
+        return;
     }
+    // Chunks of at most MAX_BATCH messages within the plugin's input cap; a message that alone
+    // exceeds the cap fails on its own, as with `on-send`.
+    let mut start = 0;
+    while start < msgs.len() {
+        let mut end = start;
+        let mut size = 0usize;
+        while end < msgs.len() && end - start < MAX_BATCH {
+            let s = convert::input_size(msgs[end], needs) + 64;
+            if size + s > plugin.max_input {
+                break;
+            }
+            size += s;
+            end += 1;
+        }
+        if end == start {
+            out.push(one(msgs[start]).await);
+            start += 1;
+            continue;
+        }
+        match call_send_batch(plugin, principal, &msgs[start..end], size).await {
+            Ok(results) => out.extend(results.into_iter().map(Ok)),
+            Err(_) => out.extend((start..end).map(|_| Err(()))),
+        }
+        start = end;
+    }
+}
+
+/// One `send-batch` call for `msgs` (non-empty, within the input cap, `size` bytes projected).
+async fn call_send_batch(
+    plugin: &Plugin,
+    principal: &Principal,
+    msgs: &[MessageRef<'_>],
+    size: usize,
+) -> Result<Vec<SendVerdict>, Failure> {
+    let needs = &plugin.manifest.send;
+    let mut input = Vec::with_capacity(size + 132);
+    convert::pack_principal(principal, &mut input);
+    input.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
+    for &msg in msgs {
+        convert::pack_message(msg, needs, &mut input);
+    }
+    call!(
+        plugin,
+        Hook::Send,
+        send_batch,
+        |g, s| g.call(s, &input),
+        |verdicts| if verdicts.len() != msgs.len() {
+            Err(format!(
+                "on-send-batch returned {} verdicts for {} messages",
+                verdicts.len(),
+                msgs.len()
+            ))
+        } else {
+            verdicts
+                .into_iter()
+                .map(|verdict| check_verdict(plugin, verdict))
+                .collect()
+        }
+    )
+}
+
+/// Checks a send verdict (its edits are applied by [`apply_verdict`]).
+fn check_verdict(plugin: &Plugin, verdict: SendVerdict) -> Result<SendVerdict, String> {
+    let max_body = plugin.max_input;
+    match &verdict {
+        SendVerdict::Keep | SendVerdict::Reject(_) => {}
+        SendVerdict::Rewrite(edit) => convert::check_edit(edit, max_body)?,
+        SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
+            return Err(format!("fan-out to {} messages", edits.len()))
+        }
+        SendVerdict::FanOut(edits) => {
+            for edit in edits {
+                convert::check_edit(edit, max_body)?;
+            }
+        }
+    }
+    Ok(verdict)
 }
 
 /// One plugin's part of a subscription's filter chain.

@@ -45,6 +45,8 @@ pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 pub const DEFAULT_MEMORY_MB: u64 = 16;
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
 const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
+/// The optional interface of batched send hooks (see `wit/plugin.wit`).
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.0";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
 const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
 /// Default cap on live instances (and so on concurrent calls) of one plugin.
@@ -430,6 +432,7 @@ async fn load_one(
             .transpose()?,
         // Optional fast paths, used when the component exports them.
         send_packed: optional_export(&pre, spec, Hook::Send, SEND_PACKED, "on-send-packed"),
+        send_batch: optional_export(&pre, spec, Hook::Send, SEND_BATCH, "on-send-batch"),
         deliver_batch: optional_export(&pre, spec, Hook::Message, DELIVER_BATCH, "filter-batch"),
     };
     let config_json = serde_json::to_string(&spec.config).map_err(|e| PluginError::Spec {

@@ -108,6 +108,8 @@ pub struct Exports {
     pub deliver: Option<deliver::GuestIndices>,
     /// `send-packed.on-send-packed`, when the component exports it (optional).
     pub send_packed: Option<ComponentExportIndex>,
+    /// `send-batch.on-send-batch`, when the component exports it (optional).
+    pub send_batch: Option<ComponentExportIndex>,
     /// `deliver-batch.filter-batch`, when the component exports it (optional).
     pub deliver_batch: Option<ComponentExportIndex>,
 }
@@ -119,6 +121,7 @@ pub struct Guest {
     pub send: Option<send::Guest>,
     pub deliver: Option<deliver::Guest>,
     pub send_packed: Option<PackedSend>,
+    pub send_batch: Option<BatchSend>,
     pub deliver_batch: Option<BatchFilter>,
 }
 
@@ -150,6 +153,37 @@ impl PackedSend {
         let typed: PackedSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
         let (verdict,) = typed.call_async(store, (input,)).await?;
         Ok(verdict)
+    }
+}
+
+/// The parameters and results of `send-batch.on-send-batch`: packed input, verdicts.
+type SendBatchSignature<'a> = TypedFunc<(&'a [u8],), (Vec<SendVerdict>,)>;
+
+/// `send-batch.on-send-batch` of one instance, its type checked when the instance was made.
+pub struct BatchSend(Func);
+
+impl BatchSend {
+    fn load(
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<BatchSend> {
+        let typed: SendBatchSignature<'_> = instance.get_typed_func(store, index)?;
+        Ok(BatchSend(*typed.func()))
+    }
+
+    /// Calls `on-send-batch(input)`.
+    pub async fn call(
+        &self,
+        store: &mut Store<State>,
+        input: &[u8],
+    ) -> wasmtime::Result<Vec<SendVerdict>> {
+        // SAFETY: `load` checked the function against exactly this signature (`get_typed_func`);
+        // only the lifetime of the borrowed parameter differs, which does not change the type.
+        #[allow(unsafe_code)]
+        let typed: SendBatchSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
+        let (verdicts,) = typed.call_async(store, (input,)).await?;
+        Ok(verdicts)
     }
 }
 
@@ -351,6 +385,11 @@ impl Pool {
                     .as_ref()
                     .map(|i| PackedSend::load(&mut *store, &instance, i))
                     .transpose()?,
+                send_batch: e
+                    .send_batch
+                    .as_ref()
+                    .map(|i| BatchSend::load(&mut *store, &instance, i))
+                    .transpose()?,
                 deliver_batch: e
                     .deliver_batch
                     .as_ref()
@@ -387,6 +426,11 @@ impl Pool {
     /// Whether instances serve `send-packed.on-send-packed`.
     pub fn packs_send(&self) -> bool {
         self.exports.send_packed.is_some()
+    }
+
+    /// Whether instances serve `send-batch.on-send-batch`.
+    pub fn batches_send(&self) -> bool {
+        self.exports.send_batch.is_some()
     }
 
     /// Whether instances serve `deliver-batch.filter-batch`.

@@ -55,7 +55,18 @@ pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, Se
     })
 }
 
-fn receipt_frame(receipt: Bytes) -> Outgoing {
+/// What a SEND carries past the send plugins (see [`Session::prepare_send`]).
+pub(super) struct PreparedSend {
+    transaction_id: Option<Bytes>,
+    persistent: bool,
+}
+
+/// The error of a SEND a plugin rejected.
+pub(super) fn rejected(reason: &str) -> SessionError {
+    client_error(format!("message rejected: {reason}"))
+}
+
+pub(super) fn receipt_frame(receipt: Bytes) -> Outgoing {
     Outgoing::Frame(Frame::new(Command::Receipt).header("receipt-id", receipt))
 }
 
@@ -82,6 +93,14 @@ fn prefetch(frame: &Frame) -> Result<Option<u32>, SessionError> {
 }
 
 impl Session {
+    /// [`handle`](Self::handle), with the frame's receipt on the error.
+    pub(super) async fn handle_one(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        let receipt = frame.get(b"receipt").cloned();
+        self.handle(frame)
+            .await
+            .map_err(|err| err.with_receipt(receipt.as_ref()))
+    }
+
     /// Handles one frame of a connected session.
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
@@ -166,6 +185,27 @@ impl Session {
     }
 
     async fn on_send(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let (send, message) = self.prepare_send(frame)?;
+        // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
+        let plugins = self.broker.policy.host();
+        let routed = if plugins.intercepts_send(&message.destination) {
+            match plugins.on_send(&self.principal, message).await {
+                SendOutcome::Deliver(messages) => messages,
+                SendOutcome::Reject(reason) => return Err(rejected(&reason)),
+            }
+        } else {
+            vec![message]
+        };
+        self.finish_send(send, routed).await
+    }
+
+    /// The part of a SEND before the send plugins: validation, permission, the transaction's
+    /// frame limit, and the message as the plugins see it (server-owned headers dropped,
+    /// `reply-to` rewritten).
+    pub(super) fn prepare_send(
+        &mut self,
+        frame: Frame,
+    ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
         classify(&destination)?;
         if !self.principal.may_send(&destination) {
@@ -182,29 +222,29 @@ impl Session {
         let mut headers: Vec<Header> = headers;
         headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
         self.rewrite_reply_to(&mut headers);
-
-        // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
-        let plugins = self.broker.policy.host();
-        let routed = if plugins.intercepts_send(&destination) {
-            let message = PluginMessage {
-                destination,
-                headers,
-                body,
-            };
-            match plugins.on_send(&self.principal, message).await {
-                SendOutcome::Deliver(messages) => messages,
-                SendOutcome::Reject(reason) => {
-                    return Err(client_error(format!("message rejected: {reason}")))
-                }
-            }
-        } else {
-            vec![PluginMessage {
-                destination,
-                headers,
-                body,
-            }]
+        let send = PreparedSend {
+            transaction_id,
+            persistent,
         };
+        let message = PluginMessage {
+            destination,
+            headers,
+            body,
+        };
+        Ok((send, message))
+    }
 
+    /// The part of a SEND after the send plugins: the routed copies are checked, resolved,
+    /// admitted by the store (when persistent) and published, or held by their transaction.
+    pub(super) async fn finish_send(
+        &mut self,
+        send: PreparedSend,
+        routed: Vec<PluginMessage>,
+    ) -> Result<(), SessionError> {
+        let PreparedSend {
+            transaction_id,
+            persistent,
+        } = send;
         let expires_at = routed.first().and_then(|m| expiry(&m.headers));
         let mut plan = Vec::with_capacity(routed.len());
         for copy in routed {
@@ -641,7 +681,7 @@ fn durable_name_header(frame: &Frame) -> Option<DurableName> {
 }
 
 /// `persistent:true` (any case: some clients write `True`).
-fn is_persistent(frame: &Frame) -> bool {
+pub(super) fn is_persistent(frame: &Frame) -> bool {
     frame
         .get(b"persistent")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))

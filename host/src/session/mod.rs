@@ -14,6 +14,7 @@ mod acks;
 mod connect;
 mod error;
 mod handlers;
+mod send_batch;
 mod transaction;
 pub mod writer;
 
@@ -443,15 +444,31 @@ impl Session {
         let outbox = self.outbox.clone();
         let mut writer_done = false;
         let mut durable = self.store.as_ref().map(|store| store.watch_durable());
+        // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
+        let mut next: Option<Result<Option<Frame>, crate::codec::DecodeError>> = None;
         let result: Result<(), SessionError> = loop {
             // Frames already buffered first (many frames can arrive in one read).
-            match decoder.decode(&mut buf) {
+            match next.take().unwrap_or_else(|| decoder.decode(&mut buf)) {
                 Ok(Some(frame)) => {
-                    let receipt = frame.get(b"receipt").cloned();
-                    match self.handle(frame).await {
+                    let flow = match self.batch_plugins(&frame) {
+                        // Consecutive intercepted SENDs already buffered go through the
+                        // plugins together (see `send_batch`).
+                        Some(plugins) => {
+                            let frames = send_batch::take_batch(
+                                frame,
+                                &mut decoder,
+                                &mut buf,
+                                &plugins,
+                                &mut next,
+                            );
+                            self.handle_send_batch(&plugins, frames).await
+                        }
+                        None => self.handle_one(frame).await,
+                    };
+                    match flow {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Disconnect) => break Ok(()),
-                        Err(err) => break Err(err.with_receipt(receipt.as_ref())),
+                        Err(err) => break Err(err),
                     }
                     // A client that sends faster than it reads its receipts is paused here.
                     if outbox.len() >= self.broker.config.flow.outbound_queue_frames {
@@ -589,7 +606,8 @@ impl Session {
     async fn wait_for_receipts_before_subscribe(&mut self) {
         if let Some(store) = &self.store {
             let target = self.durable_target;
-            if target > store.durable() {
+            // A failed store never gets there: no point waiting.
+            if target > store.durable() && store.failure().is_none() {
                 let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
                 let mut durable = store.watch_durable();
                 let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
@@ -606,8 +624,10 @@ impl Session {
             return;
         };
         let target = *target;
-        let mut durable = store.watch_durable();
-        let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
+        if store.failure().is_none() {
+            let mut durable = store.watch_durable();
+            let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
+        }
         self.release_receipts();
         self.deferred.clear();
     }

@@ -134,7 +134,8 @@ impl Router for HeaderRouter {
         self.verdict(&msg.destination, |name| msg.header(name))
     }
 
-    // The packed fast path: the same decision on the borrowed message, without copying it.
+    // The packed fast paths (`send-packed`, `send-batch`): the same decision on the borrowed
+    // message, without copying it.
     fn on_send_view(&self, _sender: &Principal, msg: &MessageView<'_>) -> SendVerdict {
         self.verdict(msg.destination, |name| msg.header(name))
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
 
-pub mod packed;
+use plugboard_packed as packed;
 
 wit_bindgen::generate!({ world: "fast-transformer", path: "../../wit" });
 
@@ -20,6 +20,7 @@ use exports::plugboard::plugin::deliver::{
 use exports::plugboard::plugin::deliver_batch::Guest as DeliverBatch;
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use exports::plugboard::plugin::send::{Guest as Send, SendVerdict};
+use exports::plugboard::plugin::send_batch::Guest as SendBatch;
 use exports::plugboard::plugin::send_packed::Guest as SendPacked;
 use plugboard::plugin::types::{Edit, HeaderNeed, Manifest, Message, Needs, Principal};
 
@@ -183,23 +184,43 @@ impl Send for Plugin {
 
 impl SendPacked for Plugin {
     fn on_send_packed(input: Vec<u8>) -> SendVerdict {
-        let mut view = packed::MessageView::default();
-        match packed::Reader::after_principal(&input).and_then(|mut r| r.next_into(&mut view)) {
-            Some(()) => on_send(view.content_type, view.body.unwrap_or_default()),
+        let mut reader = packed::Reader::new(&input);
+        match reader.skip_principal().and_then(|_| reader.message()) {
+            Some(view) => on_send(view.content_type, view.body.unwrap_or_default()),
             None => SendVerdict::Reject("redact: malformed packed input".into()),
         }
     }
 }
 
-impl DeliverBatch for Plugin {
-    fn filter_batch(_token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
-        let Some((count, mut reader)) = packed::Reader::new(&msgs) else {
+impl SendBatch for Plugin {
+    fn on_send_batch(input: Vec<u8>) -> Vec<SendVerdict> {
+        let mut reader = packed::Reader::new(&input);
+        let Some(count) = reader.skip_principal().and_then(|_| reader.u32()) else {
             return Vec::new();
         };
         let mut view = packed::MessageView::default();
         let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
         for _ in 0..count {
-            if reader.next_into(&mut view).is_none() {
+            if reader.message_into(&mut view).is_none() {
+                // Malformed input: the wrong verdict count tells the host so.
+                return Vec::new();
+            }
+            verdicts.push(on_send(view.content_type, view.body.unwrap_or_default()));
+        }
+        verdicts
+    }
+}
+
+impl DeliverBatch for Plugin {
+    fn filter_batch(_token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
+        let mut reader = packed::Reader::new(&msgs);
+        let Some(count) = reader.u32() else {
+            return Vec::new();
+        };
+        let mut view = packed::MessageView::default();
+        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
+        for _ in 0..count {
+            if reader.message_into(&mut view).is_none() {
                 // Malformed input: the wrong verdict count tells the host so.
                 return Vec::new();
             }

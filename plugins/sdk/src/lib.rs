@@ -108,11 +108,11 @@ pub trait Router: Plugin {
     /// Called for every SEND to a destination the plugin is configured for.
     fn on_send(&self, sender: &Principal, msg: &Message) -> SendVerdict;
 
-    /// The same, for the host's packed fast path (`send-packed`), with the message borrowed
-    /// from the packed input. The default copies it into a [`Message`] and calls
-    /// [`Router::on_send`]; override it to skip that copy.
+    /// The same, for the host's packed fast paths (`send-packed`, and `send-batch` per
+    /// message), with the message borrowed from the packed input. The default copies it into a
+    /// [`Message`] and calls [`Router::on_send`]; override it to skip that copy.
     fn on_send_view(&self, sender: &Principal, msg: &packed::MessageView<'_>) -> SendVerdict {
-        self.on_send(sender, &msg.to_message())
+        self.on_send(sender, &packed::to_message(msg))
     }
 }
 
@@ -139,7 +139,7 @@ pub trait Filter: Plugin {
     /// The default copies it into a [`Message`] and calls [`Filter::filter`]; override it to
     /// skip that copy.
     fn filter_view(&self, token: &[u8], msg: &packed::MessageView<'_>) -> FilterVerdict {
-        self.filter(token, &msg.to_message())
+        self.filter(token, &packed::to_message(msg))
     }
 }
 
@@ -492,6 +492,29 @@ where
     }
 }
 
+impl<G: Instance> ex::send_batch::Guest for G
+where
+    G::P: Router,
+{
+    fn on_send_batch(input: Vec<u8>) -> Vec<SendVerdict> {
+        let mut reader = packed::Reader::new(&input);
+        let (Some(sender), Some(count)) = (packed_principal(&mut reader), reader.u32()) else {
+            // Malformed input: the wrong number of verdicts tells the host.
+            return Vec::new();
+        };
+        let plugin = G::get();
+        let mut view = packed::MessageView::default();
+        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
+        for _ in 0..count {
+            if reader.message_into(&mut view).is_none() {
+                return Vec::new();
+            }
+            verdicts.push(plugin.on_send_view(&sender, &view));
+        }
+        verdicts
+    }
+}
+
 thread_local! {
     /// The last principal read from packed input, with its packed bytes: consecutive SENDs
     /// usually come from the same connection, so it is decoded once, not per call.
@@ -508,7 +531,7 @@ fn packed_principal(reader: &mut packed::Reader<'_>) -> Option<std::rc::Rc<Princ
                 return Some(principal.clone());
             }
         }
-        let principal = std::rc::Rc::new(packed::Reader::new(bytes).principal()?);
+        let principal = std::rc::Rc::new(packed::read_principal(&mut packed::Reader::new(bytes))?);
         *last = (bytes.to_vec(), Some(principal.clone()));
         Some(principal)
     })
@@ -572,13 +595,14 @@ include!(concat!(env!("OUT_DIR"), "/glue.rs"));
 pub use wit_bindgen as __wit_bindgen;
 
 /// Exports a [`Router`] as a component of world `fast-router` (hook `send`, plus its packed
-/// fast path, which calls [`Router::on_send_view`]).
+/// and batched fast paths, which call [`Router::on_send_view`] per message).
 #[macro_export]
 macro_rules! export_router {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "fast-router", [lifecycle, send, send_packed], {
+        $crate::__export_glue!($ty, "fast-router", [lifecycle, send, send_packed, send_batch], {
             "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
             "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
         });
     };
 }
@@ -604,13 +628,14 @@ macro_rules! export_message_filter {
 }
 
 /// Exports a [`Router`] + [`Filter`] as a component of world `fast-transformer` (send and
-/// message, plus both fast paths).
+/// message, plus every fast path).
 #[macro_export]
 macro_rules! export_transformer {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "fast-transformer", [lifecycle, send, send_packed, deliver, deliver_batch], {
+        $crate::__export_glue!($ty, "fast-transformer", [lifecycle, send, send_packed, send_batch, deliver, deliver_batch], {
             "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
             "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
             "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
             "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });

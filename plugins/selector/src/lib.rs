@@ -6,7 +6,7 @@
 //! The parser ([`parse`]) and evaluator ([`eval`]) are plain Rust, tested natively.
 
 pub mod eval;
-pub mod packed;
+use plugboard_packed as packed;
 pub mod parse;
 
 #[cfg(test)]
@@ -121,14 +121,15 @@ impl Deliver for Plugin {
 
 impl DeliverBatch for Plugin {
     fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
-        let Some((count, mut reader)) = packed::Reader::new(&msgs) else {
+        let mut reader = packed::Reader::new(&msgs);
+        let Some(count) = reader.u32() else {
             return Vec::new();
         };
         let expr = cached(&token).ok();
         let mut view = packed::MessageView::default();
         let mut verdicts = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            if reader.next_into(&mut view).is_none() {
+            if reader.message_into(&mut view).is_none() {
                 // Malformed input: the wrong verdict count tells the host so.
                 return Vec::new();
             }
