@@ -314,3 +314,30 @@ impl Drop for Broker {
         }
     }
 }
+
+/// `GET /status` over HTTP/1.0 (bounded).
+pub async fn fetch_status(admin: SocketAddr) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(admin)
+            .await
+            .expect("connect to /status");
+        stream
+            .write_all(b"GET /status HTTP/1.0\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write status request");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .expect("read status response");
+        response
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .expect("/status did not answer within 5 s");
+    let text = String::from_utf8(response).expect("UTF-8 status");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200"), "status answered {head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+}

@@ -191,28 +191,7 @@ pub fn start_with_status(config: &Path) -> PluginBroker {
 
 /// The `calls` counter of plugin `name`, from `GET /status`.
 pub async fn plugin_calls(broker: &PluginBroker, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(broker.admin())
-            .await
-            .expect("connect to /status");
-        stream
-            .write_all(b"GET /status HTTP/1.0\r\nhost: test\r\n\r\n")
-            .await
-            .expect("write status request");
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .expect("read status response");
-        response
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .expect("/status did not answer within 5 s");
-    let text = String::from_utf8(response).expect("UTF-8 status");
-    let (_, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let status: serde_json::Value = serde_json::from_str(body).expect("status JSON");
+    let status = crate::common::broker::fetch_status(broker.admin()).await;
     status["plugins"]["loaded"]
         .as_array()
         .expect("plugins.loaded")

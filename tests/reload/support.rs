@@ -4,16 +4,14 @@
 
 #![allow(dead_code)] // each test module uses a different part of this module
 
-use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+pub use crate::common::broker::fetch_status;
 use crate::common::broker::{Broker, Launch, START_T};
 use crate::common::plugins::{component, workspace_root, IfBuildFails};
 pub use crate::common::stomp::send_frame;
@@ -365,30 +363,6 @@ pub fn unix_ms_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// `GET /status` over HTTP/1.0 (bounded).
-pub async fn fetch_status(admin: SocketAddr) -> Value {
-    let fetch = async {
-        let mut stream = TcpStream::connect(admin).await.expect("connect to /status");
-        stream
-            .write_all(b"GET /status HTTP/1.0\r\nhost: test\r\n\r\n")
-            .await
-            .expect("write status request");
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .expect("read status response");
-        response
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .expect("/status did not answer within 5 s");
-    let text = String::from_utf8(response).expect("UTF-8 status");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200"), "status answered {head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -150,6 +150,24 @@ impl<'a> Reader<'a> {
         self.message_into(&mut view)?;
         Some(view)
     }
+
+    /// Reads a message count and that many messages, giving each to `verdict`: the body of
+    /// every batch export (`on-send-batch`, `filter-batch`). Malformed input gives an empty
+    /// list, whose wrong length tells the host so.
+    pub fn each_message<T>(&mut self, mut verdict: impl FnMut(&MessageView<'a>) -> T) -> Vec<T> {
+        let Some(count) = self.u32() else {
+            return Vec::new();
+        };
+        let mut view = MessageView::default();
+        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
+        for _ in 0..count {
+            if self.message_into(&mut view).is_none() {
+                return Vec::new();
+            }
+            verdicts.push(verdict(&view));
+        }
+        verdicts
+    }
 }
 
 /// Packs values as the host does (for tests and tools).

@@ -195,38 +195,17 @@ impl SendPacked for Plugin {
 impl SendBatch for Plugin {
     fn on_send_batch(input: Vec<u8>) -> Vec<SendVerdict> {
         let mut reader = packed::Reader::new(&input);
-        let Some(count) = reader.skip_principal().and_then(|_| reader.u32()) else {
+        if reader.skip_principal().is_none() {
             return Vec::new();
-        };
-        let mut view = packed::MessageView::default();
-        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
-        for _ in 0..count {
-            if reader.message_into(&mut view).is_none() {
-                // Malformed input: the wrong verdict count tells the host so.
-                return Vec::new();
-            }
-            verdicts.push(on_send(view.content_type, view.body.unwrap_or_default()));
         }
-        verdicts
+        reader.each_message(|view| on_send(view.content_type, view.body.unwrap_or_default()))
     }
 }
 
 impl DeliverBatch for Plugin {
     fn filter_batch(_token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
-        let mut reader = packed::Reader::new(&msgs);
-        let Some(count) = reader.u32() else {
-            return Vec::new();
-        };
-        let mut view = packed::MessageView::default();
-        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
-        for _ in 0..count {
-            if reader.message_into(&mut view).is_none() {
-                // Malformed input: the wrong verdict count tells the host so.
-                return Vec::new();
-            }
-            verdicts.push(filter(view.content_type, view.body.unwrap_or_default()));
-        }
-        verdicts
+        packed::Reader::new(&msgs)
+            .each_message(|view| filter(view.content_type, view.body.unwrap_or_default()))
     }
 }
 

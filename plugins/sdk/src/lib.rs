@@ -498,20 +498,12 @@ where
 {
     fn on_send_batch(input: Vec<u8>) -> Vec<SendVerdict> {
         let mut reader = packed::Reader::new(&input);
-        let (Some(sender), Some(count)) = (packed_principal(&mut reader), reader.u32()) else {
+        let Some(sender) = packed_principal(&mut reader) else {
             // Malformed input: the wrong number of verdicts tells the host.
             return Vec::new();
         };
         let plugin = G::get();
-        let mut view = packed::MessageView::default();
-        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
-        for _ in 0..count {
-            if reader.message_into(&mut view).is_none() {
-                return Vec::new();
-            }
-            verdicts.push(plugin.on_send_view(&sender, &view));
-        }
-        verdicts
+        reader.each_message(|view| plugin.on_send_view(&sender, view))
     }
 }
 
@@ -542,21 +534,8 @@ where
     G::P: Filter,
 {
     fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
-        let mut reader = packed::Reader::new(&msgs);
-        let Some(count) = reader.u32() else {
-            return Vec::new();
-        };
         let plugin = G::get();
-        let mut view = packed::MessageView::default();
-        let mut verdicts = Vec::with_capacity(count.min(4096) as usize);
-        for _ in 0..count {
-            if reader.message_into(&mut view).is_none() {
-                // Malformed input: the wrong number of verdicts tells the host.
-                return Vec::new();
-            }
-            verdicts.push(plugin.filter_view(&token, &view));
-        }
-        verdicts
+        packed::Reader::new(&msgs).each_message(|view| plugin.filter_view(&token, view))
     }
 }
 

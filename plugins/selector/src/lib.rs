@@ -121,26 +121,14 @@ impl Deliver for Plugin {
 
 impl DeliverBatch for Plugin {
     fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
-        let mut reader = packed::Reader::new(&msgs);
-        let Some(count) = reader.u32() else {
-            return Vec::new();
-        };
         let expr = cached(&token).ok();
-        let mut view = packed::MessageView::default();
-        let mut verdicts = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            if reader.message_into(&mut view).is_none() {
-                // Malformed input: the wrong verdict count tells the host so.
-                return Vec::new();
-            }
-            let deliver = expr.as_ref().is_some_and(|e| matches(e, &view.headers));
-            verdicts.push(if deliver {
+        packed::Reader::new(&msgs).each_message(|view| {
+            if expr.as_ref().is_some_and(|e| matches(e, &view.headers)) {
                 FilterVerdict::Deliver
             } else {
                 FilterVerdict::Skip
-            });
-        }
-        verdicts
+            }
+        })
     }
 }
 
