@@ -104,14 +104,11 @@ impl Session {
     /// Handles one frame of a connected session.
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
-        let journals = self.store.is_some() && may_journal(&frame);
+        let mark = (self.store.is_some() && may_journal(&frame)).then(|| self.store_mark());
         let command = frame.command;
         let flow = self.dispatch(frame, receipt.clone()).await;
-        if journals {
-            // Whatever this frame journaled is behind the store's current sequence number.
-            if let Some(store) = &self.store {
-                self.durable_target = store.appended();
-            }
+        if let Some(mark) = mark {
+            self.note_journaled(mark);
         }
         let flow = flow?;
         match receipt {
@@ -362,6 +359,8 @@ impl Session {
         frame: Frame,
         receipt: Option<Bytes>,
     ) -> Result<(), SessionError> {
+        // A durable subscription created below is journaled before the RECEIPT.
+        let mark = self.store_mark();
         let destination = required(&frame, "destination")?.clone();
         let wire_id = frame.get(b"id").cloned();
         if wire_id.is_none() && self.version >= Version::V1_1 {
@@ -463,10 +462,10 @@ impl Session {
         // The RECEIPT goes out before the subscription can receive anything (and, like every
         // RECEIPT, after what earlier frames journaled is durable).
         if let Some(receipt) = receipt {
-            if let Some(store) = &self.store {
-                self.durable_target = self.durable_target.max(store.appended());
-            }
-            self.wait_for_receipts_before_subscribe().await;
+            // Held-back RECEIPTs cannot overtake it, nor can it wait in line: wait in place.
+            self.note_journaled(mark);
+            let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+            self.wait_durable(wait).await;
             self.outbox.push(receipt_frame(receipt));
         }
         let key = self.next_key;
@@ -671,20 +670,21 @@ fn durable_name_header(frame: &Frame) -> Option<DurableName> {
     {
         return Some(DurableName::Named(name.clone()));
     }
-    let flag = |header: &[u8]| {
-        frame
-            .get(header)
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
-    };
+    let flag = |header: &[u8]| header_is_true(frame, header);
     ((flag(b"durable") || flag(b"persistent")) && !flag(b"auto-delete"))
         .then_some(DurableName::ById)
 }
 
-/// `persistent:true` (any case: some clients write `True`).
-pub(super) fn is_persistent(frame: &Frame) -> bool {
+/// A broker-defined boolean header is `true`, in any case (some clients write `True`).
+fn header_is_true(frame: &Frame, name: &[u8]) -> bool {
     frame
-        .get(b"persistent")
+        .get(name)
         .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
+}
+
+/// `persistent:true`.
+pub(super) fn is_persistent(frame: &Frame) -> bool {
+    header_is_true(frame, b"persistent")
 }
 
 /// Publishes routed copies: a full queue pauses this producer until there is room.

@@ -519,7 +519,9 @@ impl Session {
         let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let mut linger_after = false;
         // RECEIPTs held for the store go out before whatever ends the connection.
-        self.wait_for_receipts(write_timeout).await;
+        if !self.deferred.is_empty() {
+            self.wait_durable(write_timeout).await;
+        }
         match &result {
             Ok(()) => {
                 // DISCONNECT: its RECEIPT (if any) is queued; flush and close.
@@ -600,33 +602,33 @@ impl Session {
         }
     }
 
-    /// Before a SUBSCRIBE's RECEIPT (which must precede the subscription's first MESSAGE, so
-    /// it cannot be held back like the others): waits until earlier frames are durable and
-    /// sends the RECEIPTs held for them.
-    async fn wait_for_receipts_before_subscribe(&mut self) {
+    /// The store's sequence number before a frame that may journal (0 without a store).
+    fn store_mark(&self) -> u64 {
+        self.store.as_ref().map_or(0, |store| store.appended())
+    }
+
+    /// After a frame that may journal: if anything was appended since `mark` (by this frame,
+    /// or by another connection meanwhile: the sequence cannot tell), later RECEIPTs wait until
+    /// the store is durable that far. When nothing was appended, nothing waits.
+    fn note_journaled(&mut self, mark: u64) {
+        if let Some(store) = &self.store {
+            let now = store.appended();
+            if now > mark {
+                self.durable_target = self.durable_target.max(now);
+            }
+        }
+    }
+
+    /// Waits (up to `wait`; not at all for a failed store, which never gets there) until what
+    /// this session's frames journaled is durable, and sends the held RECEIPTs. Those still
+    /// not durable then are never sent: the client must not count on them.
+    async fn wait_durable(&mut self, wait: Duration) {
         if let Some(store) = &self.store {
             let target = self.durable_target;
-            // A failed store never gets there: no point waiting.
             if target > store.durable() && store.failure().is_none() {
-                let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
                 let mut durable = store.watch_durable();
                 let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
             }
-        }
-        self.release_receipts();
-        self.deferred.clear();
-    }
-
-    /// Waits (up to `wait`) for the held RECEIPTs' frames to become durable, and sends them.
-    /// Those still not durable then are never sent: the client must not count on them.
-    async fn wait_for_receipts(&mut self, wait: Duration) {
-        let (Some(store), Some((target, _))) = (&self.store, self.deferred.back()) else {
-            return;
-        };
-        let target = *target;
-        if store.failure().is_none() {
-            let mut durable = store.watch_durable();
-            let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
         }
         self.release_receipts();
         self.deferred.clear();

@@ -137,15 +137,13 @@ impl Session {
             plugins.on_send_batch(&self.principal, messages).await
         };
         for (frame, outcome) in pending.into_iter().zip(outcomes) {
+            let mark = self.store_mark();
             let result = match outcome {
                 SendOutcome::Deliver(routed) => self.finish_send(frame.send, routed).await,
                 SendOutcome::Reject(reason) => Err(rejected(&reason)),
             };
             if frame.journals {
-                // Whatever this frame journaled is behind the store's current sequence number.
-                if let Some(store) = &self.store {
-                    self.durable_target = store.appended();
-                }
+                self.note_journaled(mark);
             }
             result.map_err(|err| err.with_receipt(frame.receipt.as_ref()))?;
             if let Some(receipt) = frame.receipt {

@@ -100,6 +100,9 @@ struct Shared {
     inbox: Mutex<Inbox>,
     wake: Condvar,
     durable: watch::Sender<u64>,
+    /// `Inbox::appended`, readable without the lock (sessions read it after every frame
+    /// that may journal).
+    appended: AtomicU64,
     stats: StoreStats,
     failed: OnceLock<String>,
 }
@@ -147,6 +150,7 @@ impl Store {
             inbox: Mutex::default(),
             wake: Condvar::new(),
             durable,
+            appended: AtomicU64::new(0),
             stats: StoreStats::default(),
             failed: OnceLock::new(),
         });
@@ -260,6 +264,9 @@ impl Store {
         inbox.ops.push(op);
         inbox.appended += 1;
         inbox.pending_bytes += bytes;
+        self.shared
+            .appended
+            .store(inbox.appended, Ordering::Release);
         drop(inbox);
         self.shared
             .stats
@@ -272,7 +279,7 @@ impl Store {
 
     /// Sequence number of the last record appended.
     pub fn appended(&self) -> u64 {
-        self.shared.inbox().appended
+        self.shared.appended.load(Ordering::Acquire)
     }
 
     /// Sequence number up to which records are durable.

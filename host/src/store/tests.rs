@@ -113,6 +113,10 @@ fn a_message_settled_in_the_same_batch_is_never_written() {
     });
     inbox.ops.push(Op::Settle { id });
     inbox.appended += 2;
+    store
+        .shared
+        .appended
+        .store(inbox.appended, Ordering::Release);
     drop(inbox);
     store.shared.wake.notify_one();
     wait_durable(&store);
