@@ -41,11 +41,7 @@ RESULTS=$WORK/results.jsonl
 : >"$WORK/bench-stderr.log"
 STARTED_PIDS=()
 
-log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  log "FATAL: $*"
-  exit 1
-}
+LOG_TAG=compare
 
 # port_pid, listening, wait_port, wait_gone, rss_kib, peers_install, start_/stop_rabbitmq,
 # start_/stop_activemq, peer_versions_json.

@@ -234,7 +234,10 @@ def section(meta, runs):
     )
 
 
-def splice(doc_path, section_path):
+def splice(doc_path, section_path, begin=BEGIN, end=END, heading=""):
+    """Replaces what lies between `begin` and `end` in the doc with the section file (which
+    carries the markers itself), or appends it (after `heading`) when the markers are missing.
+    Shared with persistent_table.py."""
     with open(section_path) as f:
         new = f.read().strip("\n")
     try:
@@ -242,15 +245,14 @@ def splice(doc_path, section_path):
             doc = f.read()
     except FileNotFoundError:
         doc = "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        _, tail = rest.split(end, 1)
         doc = head + new + tail
     else:
-        doc = doc.rstrip("\n") + "\n\n" + new + "\n"
+        doc = doc.rstrip("\n") + "\n\n" + heading + new + "\n"
     with open(doc_path, "w") as f:
         f.write(doc)
-
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--splice":

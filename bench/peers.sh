@@ -3,8 +3,8 @@
 # (with rabbitmq_stomp) and ActiveMQ Classic from Debian, on loopback only. Sourced by
 # bench/compare.sh and bench/persistent.sh; not a script of its own.
 #
-# Before sourcing, define `log MESSAGE...` and `die MESSAGE...`, and set WORK (a directory for
-# logs). Optional, with their defaults: RMQ_PORT (61614), AMQ_PORT (61615), LOGIN/PASSCODE
+# Before sourcing, set LOG_TAG (the script's name in log lines) and WORK (a directory for
+# logs); `log MESSAGE...` and `die MESSAGE...` are defined here. Optional, with their defaults: RMQ_PORT (61614), AMQ_PORT (61615), LOGIN/PASSCODE
 # (guest/guest), AMQ_CONF (the Debian instance `main`).
 #
 #   peers_install            # apt-get install what is missing (rabbitmq-server, activemq)
@@ -19,6 +19,12 @@
 : "${LOGIN:=guest}"
 : "${PASSCODE:=guest}"
 : "${AMQ_CONF:=/etc/activemq/instances-available/main/activemq.xml}"
+
+log() { printf '[%s %(%H:%M:%S)T] %s\n' "${LOG_TAG:-bench}" -1 "$*" >&2; }
+die() {
+  log "FATAL: $*"
+  exit 1
+}
 
 # PID of the process listening on 127.0.0.1:PORT (empty if none).
 port_pid() {

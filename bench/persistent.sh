@@ -56,11 +56,7 @@ RESULTS=$WORK/results.jsonl
 STARTED_PIDS=()
 DATA_DIRS=()
 
-log() { printf '[persistent %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-  log "FATAL: $*"
-  exit 1
-}
+LOG_TAG=persistent
 
 # port_pid, listening, wait_port, peers_install, start_/stop_rabbitmq, start_/stop_activemq,
 # peer_versions_json.
