@@ -225,7 +225,13 @@ impl Journal {
                 live: 0,
             },
         );
-        let mut found: Vec<Enqueue> = messages.values().map(|(_, e)| e.clone()).collect();
+        // Split the recovered messages from their locations (without copying them).
+        let mut locations = IdMap::default();
+        let mut found = Vec::with_capacity(messages.len());
+        for (id, (location, enqueue)) in messages {
+            locations.insert(id, location);
+            found.push(enqueue);
+        }
         found.sort_unstable_by_key(|e| e.id);
         recovered.messages = found;
         let mut subs: Vec<(Bytes, Bytes)> = durables
@@ -241,7 +247,7 @@ impl Journal {
             head_file,
             segment_bytes,
             sync_files,
-            messages: messages.into_iter().map(|(id, (l, _))| (id, l)).collect(),
+            messages: locations,
             durables: durables.into_iter().map(|(q, (l, _))| (q, l)).collect(),
             live_bytes,
             chunks: Vec::new(),

@@ -32,7 +32,7 @@ use crate::router::Message;
 
 pub use journal::Recovered;
 use journal::{Journal, Op};
-use record::{Enqueue, Record};
+use record::{EnqueueRef, Record};
 
 /// How the store is set up.
 #[derive(Debug, Clone)]
@@ -207,16 +207,16 @@ impl Store {
     /// Records a persistent message entering `queue`; returns its journal id.
     pub fn enqueue(&self, queue: &Bytes, message: &Message) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let record = Record::Enqueue(Enqueue {
+        let record = EnqueueRef {
             id,
-            queue: queue.clone(),
-            destination: message.destination.clone(),
-            headers: message.headers.clone(),
-            body: message.body.clone(),
-            id_prefix: Bytes::copy_from_slice(message.id_prefix.as_bytes()),
+            queue,
+            destination: &message.destination,
+            headers: &message.headers,
+            body: &message.body,
+            id_prefix: message.id_prefix.as_bytes(),
             id_seq: message.id_seq,
             expires_at: message.expires_at.unwrap_or(0),
-        });
+        };
         // The body is not copied: the writer writes it from the message's own buffer.
         let (framed, body) = record.encode_split();
         let len = (framed.len() + body.len()) as u64;
