@@ -114,6 +114,8 @@ pub struct Router {
     flow: FlowConfig,
     dead_letter: DeadLetterConfig,
     store: Option<Arc<Store>>,
+    /// Serialises creating, moving and removing durable subscriptions.
+    durable_turns: Mutex<()>,
 }
 
 /// A durable subscription that exists already on another topic, or is being consumed.
@@ -139,6 +141,7 @@ impl Router {
             flow,
             dead_letter,
             store,
+            durable_turns: Mutex::new(()),
         }
     }
 
@@ -183,29 +186,40 @@ impl Router {
             .clone()
     }
 
-    /// The queue of durable subscription `name` (`durable:CLIENT:NAME`) on `topic`: created and
-    /// journaled if missing; one that was on another topic is emptied and moved (as ActiveMQ
-    /// does). Refused while another connection consumes it.
+    /// The queue of durable subscription `name` (`durable:CLIENT:NAME`) on `topic`, claimed for
+    /// the one subscriber about to attach: created and journaled if
+    /// missing; one that was on another topic is emptied and moved (as ActiveMQ does).
+    /// Refused while another subscriber has it.
     pub fn durable_subscription(
         &self,
         name: &Bytes,
         topic: &Arc<Topic>,
     ) -> Result<Arc<Queue>, DurableError> {
+        // Creating, moving and removing durable subscriptions take turns (they are rare).
+        let _turn = self.durable_lock();
         let existing = self.shard(name).queues.get(name).cloned();
         if let Some(queue) = existing {
-            if queue.consumer_count() > 0 {
+            if queue.bound_topic().as_ref() == Some(&topic.name) {
+                return match queue.claim() {
+                    true => Ok(queue),
+                    false => Err(DurableError::Active(lossy(name))),
+                };
+            }
+            if !queue.claim() {
                 return Err(DurableError::Active(lossy(name)));
             }
-            if queue.bound_topic().as_ref() == Some(&topic.name) {
-                return Ok(queue);
-            }
-            self.remove_durable_subscription(name);
+            self.remove_durable_queue(name);
         }
         let queue = self.durable_queue(name, topic);
+        queue.claim();
         if let Some(store) = &self.store {
             store.durable_created(name, &topic.name);
         }
         Ok(queue)
+    }
+
+    fn durable_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.durable_turns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn durable_queue(&self, name: &Bytes, topic: &Arc<Topic>) -> Arc<Queue> {
@@ -221,6 +235,11 @@ impl Router {
 
     /// Removes a durable subscription and the messages it held.
     pub fn remove_durable_subscription(&self, name: &Bytes) -> bool {
+        let _turn = self.durable_lock();
+        self.remove_durable_queue(name)
+    }
+
+    fn remove_durable_queue(&self, name: &Bytes) -> bool {
         let Some(queue) = self.shard(name).queues.remove(name) else {
             return false;
         };

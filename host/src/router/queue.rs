@@ -8,7 +8,7 @@
 //! nobody else does. The lock is never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -121,6 +121,9 @@ pub struct Queue {
     /// filter declining a message means the subscription does not want it (dropped), as on a
     /// topic.
     durable_topic: Option<Bytes>,
+    /// A durable subscription's queue is taken by one subscriber at a time: set by
+    /// [`Queue::claim`] before that subscriber attaches, cleared when it leaves.
+    claimed: AtomicBool,
     pub stats: QueueStats,
 }
 
@@ -145,6 +148,7 @@ impl Queue {
             dead_letter: None,
             store: None,
             durable_topic: None,
+            claimed: AtomicBool::new(false),
             stats: QueueStats::default(),
         }
     }
@@ -385,6 +389,9 @@ impl Queue {
             return;
         };
         let consumer = state.consumers.remove(index);
+        if state.consumers.is_empty() {
+            self.claimed.store(false, Ordering::Release);
+        }
         if state.cursor > index {
             state.cursor -= 1;
         }
@@ -519,9 +526,13 @@ impl Queue {
         self.lock().pending.len()
     }
 
-    /// Consumers attached now.
-    pub fn consumer_count(&self) -> usize {
-        self.lock().consumers.len()
+    /// Takes a durable subscription's queue for one subscriber; false while another has it
+    /// (the claim ends when its subscriber unsubscribes; the session attaches right after
+    /// claiming, with nothing in between that can fail).
+    pub fn claim(&self) -> bool {
+        self.claimed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 

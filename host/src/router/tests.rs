@@ -454,3 +454,49 @@ async fn expired_messages_are_dropped_or_dead_lettered() {
     assert!(delivered(&a).is_empty());
     assert_eq!(dlq.depth(), 1, "dead-lettered with reason expired");
 }
+
+#[tokio::test]
+async fn a_durable_subscription_is_taken_by_one_subscriber_at_a_time() {
+    let router = Router::new(FlowConfig::default(), DeadLetterConfig::default());
+    let topic = router.topic(&Bytes::from_static(b"/topic/news"));
+    let name = Bytes::from_static(b"durable:app:reader");
+    let queue = router.durable_subscription(&name, &topic).unwrap();
+    // Claimed (its subscriber is about to attach): a second one is refused.
+    assert_eq!(
+        router.durable_subscription(&name, &topic).unwrap_err(),
+        DurableError::Active("durable:app:reader".to_string())
+    );
+    let first = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    queue.subscribe(first);
+    queue.unsubscribe(1);
+    // Detached: the same queue, still bound to the topic, can be taken again.
+    let again = router.durable_subscription(&name, &topic).unwrap();
+    assert!(Arc::ptr_eq(&queue, &again));
+    topic.publish(&message(1), Duration::from_millis(10)).await;
+    assert_eq!(queue.depth(), 1, "messages collect while detached");
+}
+
+#[test]
+fn racing_subscribers_make_one_durable_subscription() {
+    let router = Arc::new(Router::new(
+        FlowConfig::default(),
+        DeadLetterConfig::default(),
+    ));
+    let topic = router.topic(&Bytes::from_static(b"/topic/race"));
+    let name = Bytes::from_static(b"durable:app:race");
+    let winners: usize = (0..8)
+        .map(|_| {
+            let (router, topic, name) = (router.clone(), topic.clone(), name.clone());
+            std::thread::spawn(move || router.durable_subscription(&name, &topic).is_ok())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| usize::from(t.join().unwrap()))
+        .sum();
+    assert_eq!(winners, 1);
+    assert_eq!(
+        router.counts().0,
+        1,
+        "one queue, no orphan bound to the topic"
+    );
+}
