@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Plugboard side by side with RabbitMQ and ActiveMQ Classic: the same plugboard-bench scenarios
 # against each broker, interleaved (round r: plugboard, plugboard+router, plugboard+filter,
-# rabbitmq, activemq), ROUNDS rounds; medians and ratios go into docs/benchmarks.md.
+# rabbitmq, activemq, relay), ROUNDS rounds; medians and ratios go into docs/benchmarks.md.
+# `relay` is `plugboard-bench relay`: no broker, the floor of this machine (see bench/src/relay.rs).
 #
 # Not part of `cargo test`. Debian 12, run as root (it installs and starts the peers). Loopback
 # only: Plugboard on 127.0.0.1:61623 (+router :61624, +filter :61625), RabbitMQ STOMP on
-# 127.0.0.1:61614, ActiveMQ STOMP on 127.0.0.1:61615.
+# 127.0.0.1:61614, ActiveMQ STOMP on 127.0.0.1:61615, the relay on 127.0.0.1:61626.
 #
 #   bench/compare.sh                 # full run (3 rounds), writes docs/benchmarks.md
 #   ROUNDS=1 QUICK=1 NO_DOC=1 bench/compare.sh   # smoke test: small counts, no doc update
@@ -22,7 +23,7 @@ KEEP_PEERS=${KEEP_PEERS:-0}
 WORK=${WORK:-$ROOT/target/compare}
 DOC=$ROOT/docs/benchmarks.md
 PB_PORT=61623 PB_ROUTER_PORT=61624 PB_FILTER_PORT=61625
-RMQ_PORT=61614 AMQ_PORT=61615
+RMQ_PORT=61614 AMQ_PORT=61615 RELAY_PORT=61626
 LOGIN=guest PASSCODE=guest
 BENCH=$ROOT/target/release/plugboard-bench
 PLUGBOARD=$ROOT/target/release/plugboard
@@ -155,8 +156,14 @@ EOF
 } >"$CONF/filter.toml"
 
 declare -A PORT=([plugboard]=$PB_PORT [plugboard-router]=$PB_ROUTER_PORT
-  [plugboard-filter]=$PB_FILTER_PORT [rabbitmq]=$RMQ_PORT [activemq]=$AMQ_PORT)
+  [plugboard-filter]=$PB_FILTER_PORT [rabbitmq]=$RMQ_PORT [activemq]=$AMQ_PORT
+  [relay]=$RELAY_PORT)
 declare -A IDLE_RSS=()
+# The relay: what moving the bench's messages costs on this machine with no broker at all.
+listening $RELAY_PORT && die "port $RELAY_PORT is already taken"
+"$BENCH" relay --listen "127.0.0.1:$RELAY_PORT" >"$WORK/relay.out" 2>&1 &
+STARTED_PIDS+=($!)
+wait_port $RELAY_PORT 30 relay
 for v in plugboard plugboard-router plugboard-filter; do
   listening "${PORT[$v]}" && die "port ${PORT[$v]} is already taken"
   conf=$CONF/${v#plugboard-}.toml
@@ -174,6 +181,7 @@ done
 # Idle RSS: a freshly started broker (the peers had at least 5 s to settle).
 sleep $((5 - (SECONDS - RMQ_STARTED_AT) > 1 ? 5 - (SECONDS - RMQ_STARTED_AT) : 1))
 for b in "${!PORT[@]}"; do
+  [[ $b == relay ]] && continue
   IDLE_RSS[$b]=$(rss_kib "$(port_pid "${PORT[$b]}")")
 done
 
@@ -233,8 +241,9 @@ done
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r of $ROUNDS"
   for s in "${SCENARIOS[@]}"; do
-    for b in plugboard plugboard-router plugboard-filter rabbitmq activemq; do
+    for b in plugboard plugboard-router plugboard-filter rabbitmq activemq relay; do
       if [[ $b == plugboard-* ]] && [[ " ${PLUGIN_SCENARIOS[*]} " != *" $s "* ]]; then continue; fi
+      if [[ $b == relay && $s == idle ]]; then continue; fi
       run_one "$r" "$b" "$s"
     done
   done

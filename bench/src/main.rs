@@ -10,6 +10,7 @@
 //! plugboard-bench topic --subscribers 4 --messages 50000 [same options]
 //! plugboard-bench latency --rate 1000 --seconds 10 [--size 128] [same options]
 //! plugboard-bench idle --connections 1000 --broker-pid PID [--addr, --login, --passcode]
+//! plugboard-bench relay --listen 127.0.0.1:61626    # the floor to compare brokers with
 //! ```
 //!
 //! * `queue`: N producers → one queue → M competing consumers; together the consumers must
@@ -46,6 +47,7 @@
 mod codec;
 mod conn;
 mod idle;
+mod relay;
 mod report;
 mod run;
 mod stats;
@@ -137,6 +139,13 @@ enum Scenario {
         #[arg(long)]
         broker_pid: u32,
     },
+    /// Not a scenario: serves as the floor to measure brokers against (see `relay.rs`), a
+    /// relay that writes each SEND straight to a subscriber's socket. Runs until killed.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:61626")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -216,7 +225,7 @@ fn plan(scenario: Scenario) -> Plan {
             seconds,
             common,
         } => ("latency", 1, 1, false, Some((rate, seconds)), common),
-        Scenario::Idle { .. } => unreachable!("idle has no plan"),
+        Scenario::Idle { .. } | Scenario::Relay { .. } => unreachable!("no plan to run"),
     };
     if let Some((rate, seconds)) = rate {
         common.messages = rate * seconds;
@@ -255,6 +264,16 @@ fn plan(scenario: Scenario) -> Plan {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let scenario = Cli::parse().scenario;
+    if let Scenario::Relay { listen } = &scenario {
+        // Blocking threads of its own; the runtime stays idle.
+        return match relay::run(listen) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     if let Scenario::Idle {
         connections,
         hold,
