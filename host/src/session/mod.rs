@@ -325,9 +325,15 @@ fn make_room(buf: &mut BytesMut, decoder: &Decoder) {
         .frame_len_hint()
         .unwrap_or(0)
         .saturating_sub(buf.len());
-    if spare < MIN_SPARE || spare < want {
-        buf.reserve(want.max(CHUNK));
+    if spare >= MIN_SPARE && spare >= want {
+        return;
     }
+    // Whole chunks: freed read buffers are then the size the next one needs, and the
+    // allocator hands back the same (cache-warm) memory instead of fragmenting.
+    let needed = buf.len() + want.max(MIN_SPARE);
+    let mut fresh = BytesMut::with_capacity(needed.div_ceil(CHUNK) * CHUNK);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
 }
 
 /// Waits up to `wait` for the writer to flush and close, then stops it. The writer must be
