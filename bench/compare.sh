@@ -8,7 +8,7 @@
 # only: Plugboard on 127.0.0.1:61623 (+router :61624, +filter :61625), RabbitMQ STOMP on
 # 127.0.0.1:61614, ActiveMQ STOMP on 127.0.0.1:61615, the relay on 127.0.0.1:61626.
 #
-#   bench/compare.sh                 # full run (3 rounds), writes docs/benchmarks.md
+#   bench/compare.sh                 # full run (5 rounds), writes docs/benchmarks.md
 #   ROUNDS=1 QUICK=1 NO_DOC=1 bench/compare.sh   # smoke test: small counts, no doc update
 #   KEEP_PEERS=1 bench/compare.sh    # leave RabbitMQ/ActiveMQ running afterwards
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 QUICK=${QUICK:-0}
 NO_DOC=${NO_DOC:-0}
 KEEP_PEERS=${KEEP_PEERS:-0}

@@ -211,7 +211,7 @@ def section(meta, runs):
             "packaged defaults otherwise; messages are non-persistent (no `persistent` header).",
             "",
             "```sh",
-            "sudo bench/compare.sh            # ROUNDS=3; raw JSON lines in target/compare/results.jsonl",
+            "sudo bench/compare.sh            # ROUNDS=5; raw JSON lines in target/compare/results.jsonl",
             "```",
             "",
             "Each round runs every scenario against Plugboard (no plugins, then with the "
