@@ -16,6 +16,10 @@ use plugboard::plugin::PluginHost;
 use plugboard::policy::{PluginFile, Policy};
 use plugboard::{Broker, Config};
 
+/// glibc's allocator with large freed blocks (read buffers) kept for reuse: see `memory`.
+#[global_allocator]
+static ALLOCATOR: plugboard::memory::BrokerAllocator = plugboard::memory::BrokerAllocator;
+
 /// A STOMP 1.0/1.1/1.2 broker with WebAssembly policy plugins.
 #[derive(Debug, Parser)]
 #[command(version, about)]
