@@ -150,6 +150,37 @@ async fn a_looping_send_plugin_fails_closed_while_others_carry_on() {
     assert!(broker.is_running());
 }
 
+/// The epoch ticker that enforces deadlines parks while no guest code runs (an idle broker
+/// does not wake up every millisecond); a call must wake it, or a looping guest would never be
+/// stopped. Each SEND here comes after the broker sat idle long enough for the ticker to park.
+#[tokio::test]
+async fn a_looping_plugin_is_stopped_after_the_broker_sat_idle() {
+    let deadline = Duration::from_millis(500);
+    let config = hostile_config(
+        "hostile-loop",
+        "loopy",
+        "send",
+        r#""/queue/slow""#,
+        "closed",
+        deadline.as_millis() as u64,
+    );
+    let mut broker = PluginBroker::start(&config.path);
+    for receipt in ["r-first", "r-second"] {
+        // The ticker parks after 100 idle ticks (100 ms).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let start = Instant::now();
+        let mut slow = send_without_waiting(broker.addr, "/queue/slow", receipt).await;
+        let err = slow.recv_within(deadline + Duration::from_secs(5)).await;
+        let took = start.elapsed();
+        assert_send_failed_closed(&err, "loopy", receipt);
+        assert!(
+            took < deadline + Duration::from_secs(3),
+            "the ERROR came after {took:?} for a {deadline:?} deadline"
+        );
+        assert!(broker.is_running(), "the broker must stay up");
+    }
+}
+
 #[tokio::test]
 async fn a_trapping_send_plugin_fails_closed_and_is_replaced() {
     let config = hostile_config(

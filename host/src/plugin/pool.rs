@@ -18,7 +18,7 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use super::bindings::deliver::FilterVerdict;
 use super::bindings::send::SendVerdict;
 use super::bindings::{authenticate, deliver, lifecycle, log, send, types::Manifest};
-use super::engine::engine;
+use super::engine::{engine, running, Running};
 use super::Hook;
 
 /// Longest log line a plugin may write.
@@ -307,6 +307,8 @@ pub struct Pool {
 pub struct Lease<'a> {
     pub warm: Warm,
     _permit: SemaphorePermit<'a>,
+    /// The epoch ticks while the lease lives (the call's deadline needs it).
+    _running: Running,
 }
 
 impl Pool {
@@ -332,6 +334,8 @@ impl Pool {
 
     /// Instantiates and initialises a fresh instance; returns its manifest too.
     pub async fn instantiate(&self) -> Result<(Warm, Manifest), String> {
+        // The component's start-up code runs under the init deadline.
+        let _running = running();
         let state = State {
             plugin: self.name.clone(),
             max_memory: self.limits.max_memory,
@@ -471,6 +475,7 @@ impl Pool {
         Ok(Lease {
             warm,
             _permit: permit,
+            _running: running(),
         })
     }
 
