@@ -90,17 +90,22 @@ fn assert_send_failed_closed(err: &Frame, name: &str, receipt: &str) {
     assert_eq!(err.get("receipt-id"), Some(receipt), "{err:?}");
 }
 
-#[tokio::test]
-async fn a_looping_send_plugin_fails_closed_while_others_carry_on() {
-    let deadline = Duration::from_millis(1500);
-    let config = hostile_config(
+/// `hostile-loop` as a fail-closed send plugin on `/queue/slow`.
+fn looping_send_plugin(deadline: Duration) -> TempConfig {
+    hostile_config(
         "hostile-loop",
         "loopy",
         "send",
         r#""/queue/slow""#,
         "closed",
         deadline.as_millis() as u64,
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_looping_send_plugin_fails_closed_while_others_carry_on() {
+    let deadline = Duration::from_millis(1500);
+    let config = looping_send_plugin(deadline);
     let mut broker = PluginBroker::start(&config.path);
     let mut fast = Fast::new(broker.addr).await;
     fast.round_trip().await;
@@ -156,14 +161,7 @@ async fn a_looping_send_plugin_fails_closed_while_others_carry_on() {
 #[tokio::test]
 async fn a_looping_plugin_is_stopped_after_the_broker_sat_idle() {
     let deadline = Duration::from_millis(500);
-    let config = hostile_config(
-        "hostile-loop",
-        "loopy",
-        "send",
-        r#""/queue/slow""#,
-        "closed",
-        deadline.as_millis() as u64,
-    );
+    let config = looping_send_plugin(deadline);
     let mut broker = PluginBroker::start(&config.path);
     for receipt in ["r-first", "r-second"] {
         // The ticker parks after 100 idle ticks (100 ms).
