@@ -318,7 +318,38 @@ async fn main() -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_header;
+    use super::{parse_header, plan, relay, run, Cli};
+    use clap::Parser;
+
+    /// The bench's own checks pass through the relay (queue and topic), so a relay column in
+    /// `compare.sh` is a real measurement, not a failed run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scenarios_pass_through_the_relay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || relay::serve_on(listener));
+        for args in [
+            &[
+                "queue",
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--size",
+                "1000",
+            ][..],
+            &["topic", "--producers", "1", "--subscribers", "3"][..],
+        ] {
+            let mut argv = vec!["plugboard-bench"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["--messages", "2000", "--timeout", "30", "--addr", &addr]);
+            let report = run::run(plan(Cli::parse_from(argv).scenario)).await;
+            assert!(
+                !report.lost_or_duplicated() && !report.failed(),
+                "{args:?} through the relay failed"
+            );
+        }
+    }
 
     #[test]
     fn header_arguments_split_on_the_first_colon() {

@@ -26,6 +26,11 @@ const READ_CHUNK: usize = 256 * 1024;
 pub fn run(listen: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     println!("relay listening on {}", listener.local_addr()?);
+    serve_on(listener)
+}
+
+/// Serves the connections `listener` accepts, each on a thread of its own.
+pub fn serve_on(listener: TcpListener) -> anyhow::Result<()> {
     let routes = Arc::new(Routes::default());
     for (number, stream) in listener.incoming().enumerate() {
         let stream = stream.context("accept")?;
