@@ -13,7 +13,7 @@
 //! the bench speaks, so escaped values stay valid).
 
 use std::collections::HashMap;
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Read, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -56,7 +56,7 @@ struct Subscriber {
 
 #[derive(Default)]
 struct Route {
-    subscribers: Vec<Subscriber>,
+    subscribers: Vec<Arc<Subscriber>>,
     next: usize,
 }
 
@@ -73,7 +73,7 @@ impl Routes {
             .entry(destination.to_string())
             .or_default()
             .subscribers
-            .push(subscriber);
+            .push(Arc::new(subscriber));
     }
 
     fn unsubscribe(&self, connection: u64, id: &str) {
@@ -91,7 +91,7 @@ impl Routes {
     }
 
     /// Who gets a message sent to `destination`: one subscriber in turn, or all of a topic's.
-    fn targets(&self, destination: &str, into: &mut Vec<Subscriber>) {
+    fn targets(&self, destination: &str, into: &mut Vec<Arc<Subscriber>>) {
         into.clear();
         let mut routes = self.lock();
         let Some(route) = routes.get_mut(destination) else {
@@ -118,17 +118,25 @@ impl Routes {
 /// One frame, borrowed from the read buffer (header values still escaped).
 struct RawFrame<'a> {
     command: &'a str,
-    headers: Vec<(&'a str, &'a str)>,
+    /// The header lines after the command (each checked to hold a colon).
+    head: &'a str,
     body: &'a [u8],
 }
 
-impl RawFrame<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
+impl<'a> RawFrame<'a> {
+    fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        header_lines(self.head).filter_map(|line| line.split_once(':'))
     }
+
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+fn header_lines(head: &str) -> impl Iterator<Item = &str> {
+    head.split('\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
 /// Parses one frame at the front of `data`: `Ok(None)` until it is complete, else the frame
@@ -142,19 +150,17 @@ fn parse(data: &[u8]) -> anyhow::Result<Option<(RawFrame<'_>, usize)>> {
     let Some(blank) = data_from.windows(2).position(|w| w == b"\n\n") else {
         return Ok(None);
     };
-    let head = std::str::from_utf8(&data_from[..blank]).context("header block is not UTF-8")?;
-    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let command = lines.next().unwrap_or_default();
-    let mut headers = Vec::new();
+    let block = std::str::from_utf8(&data_from[..blank]).context("header block is not UTF-8")?;
+    let (command, head) = block.split_once('\n').unwrap_or((block, ""));
+    let command = command.strip_suffix('\r').unwrap_or(command);
     let mut length = None;
-    for line in lines {
+    for line in header_lines(head) {
         let Some((k, v)) = line.split_once(':') else {
             bail!("header line without a colon: {line:?}");
         };
         if k == "content-length" && length.is_none() {
             length = Some(v.parse::<usize>().context("content-length")?);
         }
-        headers.push((k, v));
     }
     let body_start = blank + 2;
     let (body, end) = match length {
@@ -174,7 +180,7 @@ fn parse(data: &[u8]) -> anyhow::Result<Option<(RawFrame<'_>, usize)>> {
     };
     let frame = RawFrame {
         command,
-        headers,
+        head,
         body,
     };
     Ok(Some((frame, start + end)))
@@ -185,7 +191,8 @@ fn serve(stream: TcpStream, connection: u64, routes: &Routes) -> anyhow::Result<
     stream.set_nodelay(true)?;
     let out = Arc::new(Mutex::new(stream.try_clone()?));
     let mut input = stream;
-    // buf[start..end] holds unparsed bytes.
+    // buf[start..end] holds unparsed bytes. Nothing below allocates per message (the relay
+    // must cost no more than the work it stands for).
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut start, mut end) = (0, 0);
     let mut next_id = 0u64;
@@ -216,7 +223,7 @@ fn serve(stream: TcpStream, connection: u64, routes: &Routes) -> anyhow::Result<
                         encode_message_head(&mut head, &frame, target, connection, next_id);
                         let mut socket = target.out.lock().unwrap_or_else(PoisonError::into_inner);
                         // A consumer that went away loses its message (the bench will say so).
-                        let _ = write_all(&mut socket, &[&head, frame.body, b"\0"]);
+                        let _ = write_all(&mut socket, [&head, frame.body, b"\0"]);
                     }
                 }
                 _ => {}
@@ -228,7 +235,7 @@ fn serve(stream: TcpStream, connection: u64, routes: &Routes) -> anyhow::Result<
             }
             if !reply.is_empty() {
                 let mut socket = out.lock().unwrap_or_else(PoisonError::into_inner);
-                write_all(&mut socket, &[&reply])?;
+                write_all(&mut socket, [&reply])?;
             }
             let disconnect = frame.command == "DISCONNECT";
             start += used;
@@ -265,10 +272,13 @@ fn encode_message_head(
     head.clear();
     head.extend_from_slice(b"MESSAGE\nsubscription:");
     head.extend_from_slice(target.id.as_bytes());
-    let message_id = format!("\nmessage-id:{connection}-{id}\nack:{connection}-{id}\n");
-    head.extend_from_slice(message_id.as_bytes());
-    for (k, v) in &frame.headers {
-        if matches!(*k, "receipt" | "content-length") {
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        head,
+        "\nmessage-id:{connection}-{id}\nack:{connection}-{id}\n"
+    );
+    for (k, v) in frame.headers() {
+        if matches!(k, "receipt" | "content-length") {
             continue;
         }
         head.extend_from_slice(k.as_bytes());
@@ -276,12 +286,12 @@ fn encode_message_head(
         head.extend_from_slice(v.as_bytes());
         head.push(b'\n');
     }
-    head.extend_from_slice(format!("content-length:{}\n\n", frame.body.len()).as_bytes());
+    let _ = write!(head, "content-length:{}\n\n", frame.body.len());
 }
 
 /// Writes every slice, as few syscalls as the socket allows.
-fn write_all(socket: &mut TcpStream, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+fn write_all<const N: usize>(socket: &mut TcpStream, parts: [&[u8]; N]) -> std::io::Result<()> {
+    let mut slices = parts.map(IoSlice::new);
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
         let n = socket.write_vectored(slices)?;
