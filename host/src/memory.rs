@@ -149,15 +149,20 @@ unsafe impl GlobalAlloc for BrokerAllocator {
 /// Frees every cached block (back to glibc); returns the bytes freed.
 #[allow(unsafe_code)]
 pub fn drain_cache() -> usize {
-    let mut cache = lock_cache();
-    let freed = cache.bytes;
-    for &(ptr, size) in &cache.blocks[..cache.len] {
+    // Take the blocks and free them after the lock is released: freeing large blocks means
+    // `munmap`s, which other threads' large allocations should not wait behind.
+    let (blocks, len, freed) = {
+        let mut cache = lock_cache();
+        let taken = (cache.blocks, cache.len, cache.bytes);
+        cache.len = 0;
+        cache.bytes = 0;
+        taken
+    };
+    for &(ptr, size) in &blocks[..len] {
         // SAFETY: cached blocks were allocated by `System` with this size and an alignment of
         // at most 16, which is what `System` gives any such size (align 16 is glibc's minimum).
         unsafe { System.dealloc(ptr as *mut u8, Layout::from_size_align_unchecked(size, 16)) };
     }
-    cache.len = 0;
-    cache.bytes = 0;
     freed
 }
 
