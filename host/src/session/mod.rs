@@ -328,8 +328,13 @@ fn make_room(buf: &mut BytesMut, decoder: &Decoder) {
     if spare >= MIN_SPARE && spare >= want {
         return;
     }
-    // Whole chunks: freed read buffers are then the size the next one needs, and the
-    // allocator hands back the same (cache-warm) memory instead of fragmenting.
+    // A buffer whose frames are all gone is reused in place (the partial frame moved to the
+    // front); otherwise a new one of whole chunks: freed read buffers are then the size the
+    // next one needs, and the allocator hands back the same (cache-warm) memory instead of
+    // fragmenting.
+    if buf.try_reclaim(want.max(MIN_SPARE)) {
+        return;
+    }
     let needed = buf.len() + want.max(MIN_SPARE);
     let mut fresh = BytesMut::with_capacity(needed.div_ceil(CHUNK) * CHUNK);
     fresh.extend_from_slice(buf);
