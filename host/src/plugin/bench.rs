@@ -75,24 +75,12 @@ pub fn msg(destination: &str, headers: &[(&str, &str)], body: &[u8]) -> PluginMe
 
 /// Median of 5 runs of `n` calls of `f`, in µs per call, after `min(n, max_warmup)` calls not
 /// timed.
-pub async fn time<F, Fut>(max_warmup: u32, n: u32, mut f: F) -> f64
+pub async fn time<F, Fut>(max_warmup: u32, n: u32, f: F) -> f64
 where
     F: FnMut() -> Fut,
     Fut: Future,
 {
-    for _ in 0..n.min(max_warmup) {
-        std::hint::black_box(f().await);
-    }
-    let mut runs = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(f().await);
-        }
-        runs.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
-    }
-    runs.sort_by(f64::total_cmp);
-    runs[2]
+    median_per_call(max_warmup, n, f, false).await
 }
 
 /// This thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`), or `None` where unavailable.
@@ -128,7 +116,17 @@ pub fn thread_cpu() -> Option<Duration> {
 /// Like [`time`], but the median of 5 runs in µs of this thread's CPU time per call (robust on a
 /// busy machine: time the thread spends descheduled does not count); wall time when the CPU
 /// time is unavailable. For single-threaded runtimes, where the calls run on this thread.
-pub async fn time_cpu<F, Fut>(max_warmup: u32, n: u32, mut f: F) -> f64
+pub async fn time_cpu<F, Fut>(max_warmup: u32, n: u32, f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+{
+    median_per_call(max_warmup, n, f, true).await
+}
+
+/// What [`time`] and [`time_cpu`] measure: warm-up, then the median of 5 timed runs, by this
+/// thread's CPU time when `thread_time` (and available), else by the wall clock.
+async fn median_per_call<F, Fut>(max_warmup: u32, n: u32, mut f: F, thread_time: bool) -> f64
 where
     F: FnMut() -> Fut,
     Fut: Future,
@@ -138,14 +136,14 @@ where
     }
     let mut runs = Vec::new();
     for _ in 0..5 {
-        let (cpu, wall) = (thread_cpu(), Instant::now());
+        let cpu = thread_time.then(thread_cpu).flatten();
+        let wall = Instant::now();
         for _ in 0..n {
             std::hint::black_box(f().await);
         }
-        let spent = match (cpu, thread_cpu()) {
-            (Some(a), Some(b)) => b.saturating_sub(a),
-            _ => wall.elapsed(),
-        };
+        let spent = cpu
+            .and_then(|a| thread_cpu().map(|b| b.saturating_sub(a)))
+            .unwrap_or_else(|| wall.elapsed());
         runs.push(spent.as_secs_f64() * 1e6 / f64::from(n));
     }
     runs.sort_by(f64::total_cmp);
