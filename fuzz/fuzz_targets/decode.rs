@@ -5,7 +5,8 @@
 //! `max_frame_bytes`; decoded frames respect the limits; and the split never changes the frames
 //! decoded nor whether the input is an error.
 //!
-//! Run with `cargo +nightly fuzz run decode` from the repository root.
+//! Run with `cargo +nightly fuzz run decode --fuzz-dir fuzz` from the repository root (the
+//! `read` target drives the same decoder through the read buffer as a session does).
 
 #![no_main]
 

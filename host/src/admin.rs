@@ -62,6 +62,7 @@ pub fn status(broker: &Broker) -> Value {
             "client_errors": stats.client_errors.load(Relaxed),
             "slow_consumer_disconnects": stats.slow_consumer_disconnects.load(Relaxed),
             "heartbeat_timeouts": stats.heartbeat_timeouts.load(Relaxed),
+            "session_panics": stats.session_panics.load(Relaxed),
         },
         "destinations": { "queues": queues, "topics": topics },
         "store": broker.router.store().map(|store| {

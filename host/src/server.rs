@@ -1,7 +1,8 @@
 //! The accept loop: binds the listener, caps concurrent connections with a semaphore taken
 //! *before* `accept` (so excess clients wait in the backlog instead of costing memory), spawns
 //! a session per connection, and on shutdown stops accepting and gives open sessions a grace
-//! period to flush and close.
+//! period to flush and close. A session task that panics is reaped like any other (logged and
+//! counted); the session's own teardown has released what it held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,9 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         // Reap finished sessions so the set does not grow with history.
-        while sessions.try_join_next().is_some() {}
+        while let Some(ended) = sessions.try_join_next() {
+            reaped(ended, &broker);
+        }
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -55,7 +58,9 @@ pub async fn serve(
     info!(open, "shutting down: no longer accepting connections");
     let grace = Duration::from_millis(broker.config.shutdown_grace_ms);
     let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
+        while let Some(ended) = sessions.join_next().await {
+            reaped(ended, &broker);
+        }
     })
     .await;
     if drained.is_err() {
@@ -66,4 +71,19 @@ pub async fn serve(
         sessions.shutdown().await;
     }
     Ok(())
+}
+
+/// Notes how a session task ended. A session that panicked has already handed back what it
+/// held (its state is dropped with the task); the panic is logged and counted, and the broker
+/// carries on.
+fn reaped(ended: Result<(), tokio::task::JoinError>, broker: &Broker) {
+    if let Err(err) = ended {
+        if err.is_panic() {
+            broker
+                .stats
+                .session_panics
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!("a session task panicked; its connection was closed and what it held was handed back");
+        }
+    }
 }

@@ -131,7 +131,8 @@ pub struct Decoder {
     content_length_at: Option<usize>,
     receipt_at: Option<usize>,
     body_start: usize,
-    content_length: Option<u64>,
+    /// The body length the frame announced, once checked against the limits.
+    content_length: Option<usize>,
     failed: Option<DecodeError>,
     /// Bytes searched so far, to test that decoding is linear.
     #[cfg(test)]
@@ -212,12 +213,18 @@ impl Decoder {
     }
 
     /// Total length (from the buffer's start, NUL included) of the frame being decoded, once
-    /// its header block is complete and it has a content-length: what the buffer must hold.
+    /// its header block is complete and its end is known: what the buffer must hold. Never more
+    /// than `max_frame_bytes` (the content-length was checked against the limits).
     pub fn frame_len_hint(&self) -> Option<usize> {
-        match (self.phase, self.content_length) {
-            (Phase::Body, Some(n)) => Some(self.body_start.saturating_add(n as usize) + 1),
-            _ => None,
+        if self.phase != Phase::Body || self.failed.is_some() {
+            return None;
         }
+        if !self.command.may_have_body() && self.version != Version::V1_0 {
+            // Ends with a NUL right after the header block, whatever content-length says.
+            return Some(self.body_start + 1);
+        }
+        self.content_length
+            .and_then(|n| self.body_start.checked_add(n)?.checked_add(1))
     }
 
     fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeErrorKind> {
@@ -318,13 +325,36 @@ impl Decoder {
                         let n = parse_decimal(value).ok_or_else(|| {
                             DecodeErrorKind::InvalidContentLength(printable(value, 40))
                         })?;
-                        Some(n)
+                        Some(self.check_content_length(n)?)
                     }
                 };
                 return Ok(true);
             }
             self.read_header_line(buf, start..end)?;
         }
+    }
+
+    /// Checks an announced body length against the limits as soon as the header block is
+    /// read, for every command (even one whose body is then ignored): nothing is sized from
+    /// it before it passed.
+    fn check_content_length(&self, n: u64) -> Result<usize, DecodeErrorKind> {
+        let limit = self.limits.max_body_bytes;
+        let too_large = DecodeErrorKind::BodyTooLarge {
+            size: Some(n),
+            limit,
+        };
+        let n = usize::try_from(n).map_err(|_| too_large.clone())?;
+        if n > limit {
+            return Err(too_large);
+        }
+        let nul = self
+            .body_start
+            .checked_add(n)
+            .ok_or(DecodeErrorKind::FrameTooLarge {
+                limit: self.limits.max_frame_bytes,
+            })?;
+        self.check_frame_end(nul)?;
+        Ok(n)
     }
 
     fn read_header_line(&mut self, buf: &[u8], line: Range<usize>) -> Result<(), DecodeErrorKind> {
@@ -380,14 +410,8 @@ impl Decoder {
         let body_limit = self.limits.max_body_bytes;
         let nul = match self.content_length {
             Some(n) => {
-                if n > body_limit as u64 {
-                    return Err(DecodeErrorKind::BodyTooLarge {
-                        size: Some(n),
-                        limit: body_limit,
-                    });
-                }
-                let nul = start.saturating_add(n as usize);
-                self.check_frame_end(nul)?;
+                // Checked against the limits with the header block (`check_content_length`).
+                let nul = start + n;
                 match buf.get(nul) {
                     None => return Ok(None),
                     Some(0) => nul,
@@ -549,6 +573,57 @@ mod tests {
         assert!(decoder.decode(&mut buf).unwrap().is_none());
         let head = b"SEND\ncontent-length:5\n\n".len();
         assert_eq!(decoder.frame_len_hint(), Some(head + 5 + 1));
+    }
+
+    #[test]
+    fn content_length_is_checked_against_the_limits_when_the_headers_end() {
+        let limits = Limits {
+            max_frame_bytes: 1000,
+            max_headers: 8,
+            max_header_line_bytes: 100,
+            max_body_bytes: 500,
+        };
+        for (head, n, frame_limit) in [
+            ("ACK\nid:1", "4611686018427387904", false),
+            ("ACK\nid:1", "18446744073709551615", false),
+            ("SEND\ndestination:/q", "501", false),
+            ("SEND\ndestination:/q", "9223372036854775808", false),
+            ("SUBSCRIBE\nid:1\ndestination:/q", "501", false),
+        ] {
+            for version in Version::ALL {
+                let mut decoder = Decoder::new(limits);
+                decoder.set_version(version);
+                let mut buf = BytesMut::from(format!("{head}\ncontent-length:{n}\n\n").as_bytes());
+                let err = decoder.decode(&mut buf).unwrap_err();
+                assert!(
+                    matches!(err.kind, DecodeErrorKind::BodyTooLarge { .. }) != frame_limit,
+                    "{head} {n} {version:?}: {err}"
+                );
+                assert_eq!(decoder.frame_len_hint(), None, "{head} {n}");
+            }
+        }
+        // Within the body limit, but the headers push the frame past the frame limit.
+        let mut decoder = Decoder::new(Limits {
+            max_frame_bytes: 520,
+            ..limits
+        });
+        let mut buf = BytesMut::from(&b"SEND\ndestination:/q\ncontent-length:500\n\n"[..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::FrameTooLarge { limit: 520 });
+    }
+
+    #[test]
+    fn a_frame_that_may_not_have_a_body_needs_room_for_its_nul_only() {
+        let mut decoder = Decoder::new(Limits::default());
+        decoder.set_version(Version::V1_2);
+        let mut buf = BytesMut::from(&b"ACK\nid:1\ncontent-length:1000\n\n"[..]);
+        assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.frame_len_hint(), Some(buf.len() + 1));
+        buf.extend_from_slice(b"\0");
+        assert!(
+            decoder.decode(&mut buf).unwrap().is_some(),
+            "P29: the ACK ends at the NUL"
+        );
     }
 
     #[test]

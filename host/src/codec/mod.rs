@@ -8,7 +8,8 @@
 //!   the correct one itself;
 //! - header escaping per version (none in 1.0 and on CONNECT/STOMP/CONNECTED, `\n \c \\` in 1.1,
 //!   plus `\r` in 1.2), decoded in a single pass;
-//! - size limits ([`Limits`]), enforced before the bytes they bound are buffered;
+//! - size limits ([`Limits`]), enforced before the bytes they bound are buffered, and the read
+//!   buffer that grows only as far as they allow ([`FrameReader`]);
 //! - the body rule: only SEND, MESSAGE and ERROR carry a body (dropped in 1.0, an error later).
 //!
 //! Which commands are allowed when, required headers, version negotiation and heart-beat timing
@@ -18,11 +19,13 @@ mod decode;
 mod encode;
 mod escape;
 mod frame;
+mod reader;
 
 pub use decode::{DecodeError, DecodeErrorKind, Decoder, Limits};
 pub use encode::{encode_frame, encode_header};
 pub use escape::Escaping;
 pub use frame::{Command, Frame, Header, Version};
+pub use reader::{FrameReader, ReadBufferError, ReadError};
 
 #[cfg(test)]
 mod proptests;

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{Command, DecodeError, Frame};
+use crate::codec::{Command, DecodeError, Frame, ReadBufferError, ReadError};
 
 /// Why a session ends abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +34,21 @@ pub enum SessionError {
     /// The connection could not keep up with its topic deliveries.
     #[error("slow consumer: the connection's outbound queue is full")]
     SlowConsumer,
+    /// The read buffer could not take the frame (out of memory, or too large at once).
+    #[error("{0}")]
+    ReadBuffer(#[from] ReadBufferError),
     /// The socket failed; no ERROR can be sent.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<ReadError> for SessionError {
+    fn from(err: ReadError) -> SessionError {
+        match err {
+            ReadError::Buffer(err) => SessionError::ReadBuffer(err),
+            ReadError::Io(err) => SessionError::Io(err),
+        }
+    }
 }
 
 /// Shorthand for a client error with a message.

@@ -354,7 +354,7 @@ impl Session {
         Ok(Some(found))
     }
 
-    async fn on_subscribe(
+    pub(super) async fn on_subscribe(
         &mut self,
         frame: Frame,
         receipt: Option<Bytes>,

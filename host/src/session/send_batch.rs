@@ -25,9 +25,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::codec::{Command, DecodeError, Decoder, Frame};
+use crate::codec::{Command, DecodeError, Frame, FrameReader};
 use crate::plugin::{PluginHost, PluginMessage, SendOutcome};
 
 use super::error::SessionError;
@@ -41,14 +41,13 @@ pub(super) const MAX_SEND_BATCH: usize = 64;
 /// the first frame (or decoding error) that cannot join is left in `next`.
 pub(super) fn take_batch(
     first: Frame,
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
+    reader: &mut FrameReader,
     plugins: &PluginHost,
     next: &mut Option<Result<Option<Frame>, DecodeError>>,
 ) -> Vec<Frame> {
     let mut frames = vec![first];
     while frames.len() < MAX_SEND_BATCH {
-        match decoder.decode(buf) {
+        match reader.next_frame() {
             Ok(Some(frame)) if batchable(&frame, plugins) => frames.push(frame),
             Ok(None) => break,
             other => {
