@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::session::Broker;
+use crate::broker::Broker;
 
 /// Largest request read.
 const MAX_REQUEST: usize = 8 * 1024;

@@ -15,11 +15,14 @@
 //! The plugin set is a [`policy::Policy`], swapped atomically by [`reload`] when the config or a
 //! component file changes; [`admin`] serves its status.
 //!
-//! [`run`] is what `main` calls once the listener is bound.
+//! [`Server`] assembles a broker ([`broker`]) and serves its [`listen`]ers; [`run`] is both in
+//! one call.
 
 pub mod admin;
+pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod listen;
 pub mod memory;
 pub mod plugin;
 pub mod policy;
@@ -29,19 +32,23 @@ pub mod server;
 pub mod session;
 pub mod store;
 
-use std::sync::Arc;
-
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use broker::Broker;
 pub use config::Config;
-pub use session::Broker;
+pub use listen::Listeners;
+pub use server::{ReloadSource, Server};
 
-/// Serves STOMP on `listener` until `shutdown` turns true, then drains within the grace period.
+/// Assembles a broker from `config` and serves `listeners` until `shutdown` turns true, then
+/// drains within the grace period. The same path `main` takes, so a test can run a whole broker
+/// in process.
 pub async fn run(
-    listener: TcpListener,
-    broker: Arc<Broker>,
+    listeners: Listeners,
+    config: Config,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    server::serve(listener, broker, shutdown).await
+) -> anyhow::Result<()> {
+    Server::start(config, listeners, None, shutdown)
+        .await?
+        .run()
+        .await
 }

@@ -1,20 +1,16 @@
-//! The `plugboard` command: parses the command line, sets up logging, loads the configuration
-//! and plugins, binds the listener (printing its address as the first line on stdout), starts
-//! the reload watcher and the status endpoint, and runs the broker until SIGINT or SIGTERM.
+//! The `plugboard` command: parses the command line, sets up logging, reads the configuration,
+//! binds the listeners and hands them to [`plugboard::Server`], printing the bound addresses
+//! (the first stdout line is the STOMP address) once it is ready; runs until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use plugboard::plugin::PluginHost;
-use plugboard::policy::{PluginFile, Policy};
-use plugboard::{Broker, Config};
+use plugboard::{Config, Listeners, ReloadSource, Server};
 
 /// glibc's allocator with large freed blocks (read buffers) kept for reuse: see `memory`.
 #[global_allocator]
@@ -143,69 +139,36 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         config.store.data_dir = Some(dir);
         config.store.enabled = true;
     }
-    let config = Arc::new(config);
-    let host = if config.plugins.is_empty() {
-        PluginHost::empty()
-    } else {
-        PluginHost::load(
-            &config.plugins,
-            &config.base_dir,
-            &config.plugin_cache_dir(),
-        )
-        .await
-        .context("loading plugins")?
-    };
     if cli.check_config {
+        plugboard::broker::load_policy(&config).await?;
         println!(
             "configuration OK: {} plugin(s) loaded",
             config.plugins.len()
         );
         return Ok(());
     }
-    let files = PluginFile::hash_all(&config.plugins, &config.base_dir);
-    let policy = Policy::new(host, config.plugins.clone(), files);
-    let broker =
-        Arc::new(Broker::open(config.clone(), policy).context("opening the message store")?);
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let address = listener.local_addr()?;
+    let listeners = Listeners::bind(&config).await?;
     let (stop, shutdown) = watch::channel(false);
-    // Live reload is in place before the broker says it is ready: from then on a SIGHUP or an
-    // edit of the files is never missed (nor does SIGHUP's default action kill the process).
-    if let Some(path) = &cli.config {
-        let overrides = plugboard::reload::Overrides {
+    let reload = cli.config.clone().map(|path| ReloadSource {
+        path,
+        overrides: plugboard::reload::Overrides {
             listen: cli.listen,
             admin_listen: cli.admin_listen,
-        };
-        plugboard::reload::start(broker.clone(), path.clone(), overrides, shutdown.clone())
-            .context("starting the reload watcher")?;
+        },
+    });
+    let server = Server::start(config, listeners, reload, shutdown).await?;
+    // The first stdout line: tests and scripts read the bound address from it. Live reload is
+    // in place by now: from here on a SIGHUP or an edit of the files is never missed.
+    println!("listening on {}", server.local_addr()?);
+    if let Some(admin) = server.admin_addr() {
+        println!("status on http://{admin}/status");
     }
-    // The first stdout line: tests and scripts read the bound address from it.
-    println!("listening on {address}");
-    if let Some(admin) = config.admin_listen {
-        let admin_listener = TcpListener::bind(admin)
-            .await
-            .with_context(|| format!("binding the status endpoint {admin}"))?;
-        println!("status on http://{}/status", admin_listener.local_addr()?);
-        tokio::spawn(plugboard::admin::serve(
-            admin_listener,
-            broker.clone(),
-            shutdown.clone(),
-        ));
-    }
-    info!(%address, plugins = config.plugins.len(), "plugboard started");
-    tokio::spawn(plugboard::memory::release_periodically(shutdown.clone()));
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: shutting down");
         let _ = stop.send(true);
     });
-    plugboard::run(listener, broker.clone(), shutdown).await?;
-    broker.close();
-    info!("stopped");
-    Ok(())
+    server.run().await
 }
 
 async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {

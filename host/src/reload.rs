@@ -16,10 +16,10 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::plugin::PluginHost;
 use crate::policy::PluginFile;
-use crate::session::Broker;
 
 /// How long the watched files must stay quiet before a reload starts.
 pub const QUIET: Duration = Duration::from_millis(150);

@@ -1,89 +1,124 @@
-//! The accept loop: binds the listener, caps concurrent connections with a semaphore taken
-//! *before* `accept` (so excess clients wait in the backlog instead of costing memory), spawns
-//! a session per connection, and on shutdown stops accepting and gives open sessions a grace
-//! period to flush and close. A session task that panics is reaped like any other (logged and
-//! counted); the session's own teardown has released what it held.
+//! A broker's lifetime: [`Server::start`] assembles the broker from its configuration (plugins,
+//! message store) and installs live reload; [`Server::run`] serves its listeners and the admin
+//! surface until shutdown, then drains the connections and closes the store.
+//!
+//! Start and run are two steps so that a caller can announce readiness in between: once
+//! `start` returned, a SIGHUP or an edit of the watched files is never missed.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::session::{self, Broker};
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::listen::{self, Listeners};
+use crate::reload;
 
-/// Accepts connections until `shutdown` fires, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(broker.config.limits.max_connections));
-    let mut sessions = JoinSet::new();
-    let mut number: u64 = 0;
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        // Reap finished sessions so the set does not grow with history.
-        while let Some(ended) = sessions.try_join_next() {
-            reaped(ended, &broker);
-        }
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(%err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        number += 1;
-        let broker = broker.clone();
-        let shutdown = shutdown.clone();
-        sessions.spawn(async move {
-            session::serve(stream, peer, broker, number, shutdown).await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let open = sessions.len();
-    info!(open, "shutting down: no longer accepting connections");
-    let grace = Duration::from_millis(broker.config.shutdown_grace_ms);
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(ended) = sessions.join_next().await {
-            reaped(ended, &broker);
-        }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            remaining = sessions.len(),
-            "grace period over: closing the remaining connections"
-        );
-        sessions.shutdown().await;
-    }
-    Ok(())
+/// Where a running broker re-reads its configuration from on a change or SIGHUP.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// The config file.
+    pub path: PathBuf,
+    /// Settings given on the command line, which win over the file's.
+    pub overrides: reload::Overrides,
 }
 
-/// Notes how a session task ended. A session that panicked has already handed back what it
-/// held (its state is dropped with the task); the panic is logged and counted, and the broker
-/// carries on.
-fn reaped(ended: Result<(), tokio::task::JoinError>, broker: &Broker) {
-    if let Err(err) = ended {
-        if err.is_panic() {
-            broker
-                .stats
-                .session_panics
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!("a session task panicked; its connection was closed and what it held was handed back");
+/// A broker assembled and ready to serve.
+pub struct Server {
+    broker: Arc<Broker>,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Loads the plugins, opens the message store (reading its journal back) and, with a
+    /// `reload` source, starts watching it. Serves nothing yet.
+    pub async fn start(
+        config: Config,
+        listeners: Listeners,
+        reload: Option<ReloadSource>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Server> {
+        let broker = Broker::start(Arc::new(config)).await?;
+        if let Some(source) = reload {
+            reload::start(
+                broker.clone(),
+                source.path,
+                source.overrides,
+                shutdown.clone(),
+            )
+            .map_err(|err| anyhow::anyhow!("starting the reload watcher: {err}"))?;
+        }
+        let server = Server {
+            broker,
+            listeners,
+            shutdown,
+        };
+        server.warn_if_exposed();
+        Ok(server)
+    }
+
+    /// The assembled broker.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The STOMP listener's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listeners.stomp.local_addr()
+    }
+
+    /// The admin surface's address, when it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .admin
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until the shutdown signal, then lets connections flush within the grace period
+    /// and makes the journal durable.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server {
+            broker,
+            listeners,
+            shutdown,
+        } = self;
+        if let Some(admin) = listeners.admin {
+            tokio::spawn(crate::admin::serve(admin, broker.clone(), shutdown.clone()));
+        }
+        tokio::spawn(crate::memory::release_periodically(shutdown.clone()));
+        info!(
+            address = %listeners.stomp.local_addr()?,
+            plugins = broker.config.plugins.len(),
+            "plugboard started"
+        );
+        listen::tcp::serve(listeners.stomp, broker.clone(), shutdown).await?;
+        broker.close();
+        info!("stopped");
+        Ok(())
+    }
+
+    /// A listener reachable from other machines without an authenticator admits anyone.
+    fn warn_if_exposed(&self) {
+        let Ok(address) = self.local_addr() else {
+            return;
+        };
+        if address.ip().is_loopback() {
+            return;
+        }
+        let authenticated =
+            self.broker.policy.host().has_authenticator() || !self.broker.config.users.is_empty();
+        if !authenticated {
+            warn!(
+                %address,
+                "THE BROKER LISTENS BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach \
+                 this address may connect with every right. Configure an authenticate plugin \
+                 (or [[users]]), or listen on 127.0.0.1."
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +31,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, Instrument};
 
+use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
-use crate::config::Config;
 use crate::plugin::Principal;
-use crate::policy::Policy;
-use crate::router::{Destination, Outbox, Outgoing, Queue, Router, Subscription};
-use crate::store::{Store, StoreSettings};
+use crate::router::{Destination, Outbox, Outgoing, Queue, Subscription};
+use crate::store::Store;
 
 pub use error::SessionError;
 
@@ -50,90 +49,6 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 /// A session forgets its resolved destinations past this many (bounded memory).
 const DESTINATION_CACHE: usize = 1024;
-
-/// Counters for the whole broker.
-#[derive(Debug, Default)]
-pub struct BrokerStats {
-    pub connections_total: AtomicU64,
-    pub connections_open: AtomicU64,
-    pub client_errors: AtomicU64,
-    pub slow_consumer_disconnects: AtomicU64,
-    pub heartbeat_timeouts: AtomicU64,
-    /// Session tasks that panicked (a broker bug; their connections were closed and what they
-    /// held was handed back).
-    pub session_panics: AtomicU64,
-}
-
-/// Everything sessions share.
-pub struct Broker {
-    pub config: Arc<Config>,
-    pub router: Router,
-    /// The plugin set in force (swapped on reload).
-    pub policy: Policy,
-    pub stats: BrokerStats,
-    /// Makes session ids unique across broker restarts.
-    pub instance: String,
-}
-
-impl Broker {
-    /// A broker without a message store (`persistent:true` is then kept in memory only).
-    pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
-        Broker::with_store(config, policy, None)
-    }
-
-    fn with_store(config: Arc<Config>, policy: Policy, store: Option<Arc<Store>>) -> Broker {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        Broker {
-            router: Router::with_store(config.flow.clone(), config.dead_letter.clone(), store),
-            config,
-            policy,
-            stats: BrokerStats::default(),
-            instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
-        }
-    }
-
-    /// A broker with the message store the configuration asks for, its journal read back:
-    /// durable subscriptions and unsettled persistent messages are in their queues again.
-    pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
-        if !config.store.enabled {
-            return Ok(Broker::new(config, policy));
-        }
-        let settings = StoreSettings {
-            dir: config.data_dir(),
-            fsync: config.store.fsync,
-            fsync_interval: Duration::from_millis(config.store.fsync_interval_ms),
-            max_bytes: config.store.max_bytes,
-            segment_bytes: config.store.segment_bytes,
-        };
-        let (store, recovered) = Store::open(&settings)?;
-        let broker = Broker::with_store(config, policy, Some(store));
-        for (queue, topic) in &recovered.durables {
-            broker.router.restore_durable(queue, topic);
-        }
-        let messages = recovered.messages.len();
-        for message in recovered.messages {
-            broker.router.restore_message(message);
-        }
-        if messages > 0 || !recovered.durables.is_empty() {
-            info!(
-                messages,
-                durable_subscriptions = recovered.durables.len(),
-                "recovered from the journal"
-            );
-        }
-        Ok(broker)
-    }
-
-    /// Makes everything journaled durable and stops the store (at shutdown).
-    pub fn close(&self) {
-        if let Some(store) = self.router.store() {
-            store.close();
-        }
-    }
-}
 
 /// Serves one client connection to the end.
 pub async fn serve(

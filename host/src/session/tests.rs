@@ -5,7 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
+use crate::config::Config;
 use crate::plugin::PluginHost;
+use crate::policy::Policy;
 use crate::router::Message;
 
 fn broker() -> Arc<Broker> {

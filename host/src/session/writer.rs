@@ -13,12 +13,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use crate::broker::Broker;
 use crate::codec::{encode_frame, encode_header, Escaping, Version};
 use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
 use crate::router::message::itoa_u64;
 use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source, Subscription};
-use crate::session::Broker;
 
 /// Bodies at least this large are written from their own buffer instead of being copied.
 const ZERO_COPY_BODY: usize = 8 * 1024;

@@ -1,0 +1,127 @@
+//! The broker's shared state and how it is assembled: the configuration, the router with its
+//! message store (the journal read back at start), the plugin set in force and the broker-wide
+//! counters. Every connection's session holds an `Arc<Broker>`; listeners, the reload watcher
+//! and the admin surface reach the state only through it.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::info;
+
+use crate::config::Config;
+use crate::plugin::PluginHost;
+use crate::policy::{PluginFile, Policy};
+use crate::router::Router;
+use crate::store::{Store, StoreSettings};
+
+/// Counters for the whole broker.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub connections_total: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub client_errors: AtomicU64,
+    pub slow_consumer_disconnects: AtomicU64,
+    pub heartbeat_timeouts: AtomicU64,
+    /// Session tasks that panicked (a broker bug; their connections were closed and what they
+    /// held was handed back).
+    pub session_panics: AtomicU64,
+}
+
+/// Everything sessions share.
+pub struct Broker {
+    pub config: Arc<Config>,
+    pub router: Router,
+    /// The plugin set in force (swapped on reload).
+    pub policy: Policy,
+    pub stats: BrokerStats,
+    /// Makes session ids unique across broker restarts.
+    pub instance: String,
+}
+
+impl Broker {
+    /// A broker without a message store (`persistent:true` is then kept in memory only).
+    pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
+        Broker::with_store(config, policy, None)
+    }
+
+    fn with_store(config: Arc<Config>, policy: Policy, store: Option<Arc<Store>>) -> Broker {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Broker {
+            router: Router::with_store(config.flow.clone(), config.dead_letter.clone(), store),
+            config,
+            policy,
+            stats: BrokerStats::default(),
+            instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
+        }
+    }
+
+    /// Assembles a broker from its configuration: loads the plugins, opens the message store
+    /// and reads its journal back.
+    pub async fn start(config: Arc<Config>) -> anyhow::Result<Arc<Broker>> {
+        let policy = load_policy(&config).await?;
+        let broker = Broker::open(config, policy).context("opening the message store")?;
+        Ok(Arc::new(broker))
+    }
+
+    /// A broker with the message store the configuration asks for, its journal read back:
+    /// durable subscriptions and unsettled persistent messages are in their queues again.
+    pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
+        if !config.store.enabled {
+            return Ok(Broker::new(config, policy));
+        }
+        let settings = StoreSettings {
+            dir: config.data_dir(),
+            fsync: config.store.fsync,
+            fsync_interval: Duration::from_millis(config.store.fsync_interval_ms),
+            max_bytes: config.store.max_bytes,
+            segment_bytes: config.store.segment_bytes,
+        };
+        let (store, recovered) = Store::open(&settings)?;
+        let broker = Broker::with_store(config, policy, Some(store));
+        for (queue, topic) in &recovered.durables {
+            broker.router.restore_durable(queue, topic);
+        }
+        let messages = recovered.messages.len();
+        for message in recovered.messages {
+            broker.router.restore_message(message);
+        }
+        if messages > 0 || !recovered.durables.is_empty() {
+            info!(
+                messages,
+                durable_subscriptions = recovered.durables.len(),
+                "recovered from the journal"
+            );
+        }
+        Ok(broker)
+    }
+
+    /// Makes everything journaled durable and stops the store (at shutdown).
+    pub fn close(&self) {
+        if let Some(store) = self.router.store() {
+            store.close();
+        }
+    }
+}
+
+/// Loads the plugin set the configuration names (compiling or reading the compiled-plugin
+/// cache); any failure names the plugin.
+pub async fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+    let host = if config.plugins.is_empty() {
+        PluginHost::empty()
+    } else {
+        PluginHost::load(
+            &config.plugins,
+            &config.base_dir,
+            &config.plugin_cache_dir(),
+        )
+        .await
+        .context("loading plugins")?
+    };
+    let files = PluginFile::hash_all(&config.plugins, &config.base_dir);
+    Ok(Policy::new(host, config.plugins.clone(), files))
+}
