@@ -31,6 +31,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod text;
 
 use tokio::sync::watch;
 

@@ -3,6 +3,7 @@
 //! Every hook call takes the set that is current when it starts and finishes on it, so a message
 //! is handled by exactly one version. [`Policy`] also keeps what a status page shows: each
 //! plugin's content hash, when the set was loaded, and the outcome of the last reload.
+//! [`DeliveryFilter`] is a subscription's filter chain, prepared again after a swap.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::plugin::{PluginHost, PluginSpec};
+use crate::plugin::{PluginHost, PluginSpec, Principal, SubscriptionFilter, SubscriptionInfo};
 
 /// One loaded plugin set.
 pub struct PluginSet {
@@ -41,7 +42,7 @@ impl PluginFile {
             .map(|spec| {
                 let path = base_dir.join(&spec.file);
                 let sha256 = match std::fs::read(&path) {
-                    Ok(bytes) => hex(&Sha256::digest(&bytes)),
+                    Ok(bytes) => crate::text::hex(&Sha256::digest(&bytes)),
                     Err(err) => format!("unreadable: {err}"),
                 };
                 PluginFile {
@@ -52,10 +53,6 @@ impl PluginFile {
             })
             .collect()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The outcome of reloads, for the status surface.
@@ -148,5 +145,102 @@ impl Policy {
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, ReloadStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The message filter of one subscription, as the plugin set in force prepared it: kept with
+/// what it was prepared from, and prepared again (lazily, before the next delivery) once a
+/// reload swapped the set. To the router it is one opaque value a subscription carries.
+pub struct DeliveryFilter {
+    slot: Mutex<FilterSlot>,
+    principal: Principal,
+    info: SubscriptionInfo,
+}
+
+/// A prepared filter chain (none when no message plugin applies) and its generation.
+struct FilterSlot {
+    generation: u64,
+    filter: Option<Arc<SubscriptionFilter>>,
+}
+
+impl DeliveryFilter {
+    /// Prepares the filter for a new subscription under the set in force now; `Err(reason)`
+    /// when a plugin refuses the SUBSCRIBE.
+    pub async fn prepare(
+        policy: &Policy,
+        principal: &Principal,
+        info: SubscriptionInfo,
+    ) -> Result<DeliveryFilter, String> {
+        let set = policy.current();
+        let filter = set
+            .host
+            .prepare_subscription(principal, info.clone())
+            .await?;
+        Ok(DeliveryFilter {
+            slot: Mutex::new(FilterSlot {
+                generation: set.generation,
+                filter,
+            }),
+            principal: principal.clone(),
+            info,
+        })
+    }
+
+    /// A filter that lets everything through, whatever the plugins (tests).
+    pub fn none(principal: Principal, info: SubscriptionInfo) -> DeliveryFilter {
+        DeliveryFilter {
+            slot: Mutex::new(FilterSlot {
+                generation: u64::MAX,
+                filter: None,
+            }),
+            principal,
+            info,
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, FilterSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The filter chain for the plugin set in force, prepared again when a reload swapped the
+    /// set since it was last prepared. If the new set refuses the subscription, the previous
+    /// filter stays (the SUBSCRIBE was accepted under it).
+    pub async fn current(&self, policy: &Policy) -> Option<Arc<SubscriptionFilter>> {
+        let generation = policy.generation();
+        {
+            let slot = self.slot();
+            if slot.generation == generation || slot.generation == u64::MAX {
+                return slot.filter.clone();
+            }
+        }
+        let set = policy.current();
+        let prepared = set
+            .host
+            .prepare_subscription(&self.principal, self.info.clone())
+            .await;
+        let mut slot = self.slot();
+        match prepared {
+            Ok(filter) => slot.filter = filter,
+            Err(reason) => tracing::warn!(
+                %reason,
+                generation = set.generation,
+                "the reloaded plugins refuse this subscription; it keeps its previous filter"
+            ),
+        }
+        slot.generation = set.generation;
+        slot.filter.clone()
+    }
+
+    /// The plugin generation it was last prepared with.
+    pub fn generation(&self) -> u64 {
+        self.slot().generation
+    }
+}
+
+impl std::fmt::Debug for DeliveryFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryFilter")
+            .field("generation", &self.generation())
+            .finish()
     }
 }

@@ -509,3 +509,25 @@ async fn a_dead_lettered_persistent_message_stays_dead_lettered_after_a_crash() 
     assert_eq!(bodies(&dead), ["poison"]);
     assert_eq!(dead[0].get("dlq-reason"), Some("max-deliveries"));
 }
+
+/// DISCONNECT's RECEIPT comes after the session released what it held: a client that
+/// reconnects as soon as it has the RECEIPT finds its durable subscription free (before, the
+/// release raced the reconnect and the SUBSCRIBE could be refused as "already active").
+#[tokio::test]
+async fn after_the_disconnect_receipt_the_durable_subscription_is_free() {
+    let broker = Broker::start();
+    let topic = format!("/topic/{}", unique("reattach"));
+    let durable = [("activemq.subscriptionName", "again")];
+    for round in 0..20 {
+        let mut reader = client_with_id(&broker, "reattacher").await;
+        reader.subscribe_with("s", &topic, "client", &durable).await;
+        reader
+            .write(&Frame::new("DISCONNECT").h("receipt", "bye"))
+            .await;
+        let receipt = reader.recv().await;
+        assert!(
+            receipt.is("RECEIPT") && receipt.get("receipt-id") == Some("bye"),
+            "round {round}: {receipt:?}"
+        );
+    }
+}

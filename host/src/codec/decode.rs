@@ -11,6 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::escape::{BadEscape, Escaping};
 use super::frame::{Command, Frame, Header, Version};
+use crate::text::printable;
 
 /// Size limits applied while decoding (checklist F-16). Every limit is checked before the bytes
 /// it bounds are buffered, so a peer can never make the decoder wait for more than
@@ -515,25 +516,6 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// Peer bytes made safe for an error message: lossy UTF-8, control characters escaped,
-/// truncated to `max_chars`.
-pub(crate) fn printable(bytes: &[u8], max_chars: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max_chars {
-            out.push_str("...");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Most bytes searched for a `receipt` header when the frame failed before its header block
 /// was parsed.
 const RECEIPT_SCAN: usize = 64 * 1024;
@@ -659,8 +641,6 @@ mod tests {
         ] {
             assert_eq!(parse_decimal(bad), None, "{bad:?}");
         }
-        assert_eq!(printable(b"a\r\n\x1b\xffb", 40), "a\\r\\n\\u{1b}\u{fffd}b");
-        assert_eq!(printable(b"abcdef", 3), "abc...");
     }
 
     /// Feeding a large frame byte by byte examines each byte a bounded number of times.

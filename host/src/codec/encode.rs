@@ -49,7 +49,7 @@ pub fn encode_frame(frame: &Frame, version: Version, out: &mut BytesMut) {
     out.put_u8(b'\n');
     if frame.command.may_have_body() || !frame.body.is_empty() {
         out.extend_from_slice(b"content-length:");
-        put_decimal(out, frame.body.len() as u64);
+        out.extend_from_slice(crate::text::Decimal::new(frame.body.len() as u64).as_bytes());
         out.put_u8(b'\n');
     }
     for (name, value) in &frame.headers {
@@ -60,21 +60,6 @@ pub fn encode_frame(frame: &Frame, version: Version, out: &mut BytesMut) {
     out.put_u8(b'\n');
     out.extend_from_slice(&frame.body);
     out.extend_from_slice(b"\0\n");
-}
-
-/// Appends `n` in decimal, without allocating.
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -93,15 +78,6 @@ mod tests {
         let mut out = BytesMut::new();
         encode_frame(f, v, &mut out);
         out.to_vec()
-    }
-
-    #[test]
-    fn decimal() {
-        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
-            let mut out = BytesMut::new();
-            put_decimal(&mut out, n);
-            assert_eq!(out.as_ref(), n.to_string().as_bytes());
-        }
     }
 
     #[test]

@@ -345,7 +345,7 @@ fn error_display_has_no_control_characters() {
 #[test]
 fn error_messages_are_single_line() {
     let kinds = [
-        DecodeErrorKind::UnknownCommand(super::decode::printable(b"SEND\rX\n", 40)),
+        DecodeErrorKind::UnknownCommand(crate::text::printable(b"SEND\rX\n", 40)),
         DecodeErrorKind::BodyTooLarge {
             size: Some(20_000_000),
             limit: 16_777_216,

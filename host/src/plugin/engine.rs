@@ -173,7 +173,7 @@ fn cache_path(wasm: &[u8], cache_dir: &Path) -> PathBuf {
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
     let digest = Sha256::digest(wasm);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::text::hex(&digest);
     cache_dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish()))
 }
 

@@ -46,7 +46,7 @@ impl Message {
     pub fn write_id(&self, out: &mut bytes::BytesMut) {
         out.extend_from_slice(self.id_prefix.as_bytes());
         out.extend_from_slice(b"-");
-        out.extend_from_slice(itoa_u64(self.id_seq).as_bytes());
+        out.extend_from_slice(crate::text::Decimal::new(self.id_seq).as_bytes());
     }
 
     /// True when `id` is this message's `message-id`.
@@ -73,33 +73,6 @@ pub fn parse_message_id(id: &[u8]) -> Option<(&[u8], u64)> {
     Some((&id[..dash], seq))
 }
 
-/// Decimal formatting without allocating.
-pub fn itoa_u64(mut n: u64) -> ItoaBuf {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    ItoaBuf { buf, start: i }
-}
-
-/// The digits of a formatted `u64`.
-pub struct ItoaBuf {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
 /// One message on its way to one subscription. Pushed into the subscriber's outbox by the
 /// router; the connection's writer turns it into a MESSAGE frame.
 #[derive(Debug)]
@@ -116,16 +89,6 @@ pub struct Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn itoa_formats_edges() {
-        assert_eq!(itoa_u64(0).as_bytes(), b"0");
-        assert_eq!(itoa_u64(42).as_bytes(), b"42");
-        assert_eq!(
-            itoa_u64(u64::MAX).as_bytes(),
-            u64::MAX.to_string().as_bytes()
-        );
-    }
 
     #[test]
     fn message_ids_round_trip() {

@@ -1,21 +1,32 @@
-//! Destinations and delivery: the [`Router`] owns every queue and topic by name and resolves a
-//! STOMP `destination` to one of them.
+//! Destinations and delivery: the [`Router`] owns every queue and topic by name, resolves a
+//! STOMP `destination` to one of them, and makes and ends subscriptions. Its operations are its
+//! whole API: a session resolves and publishes ([`Router::resolve`], [`publish`]), subscribes
+//! and unsubscribes ([`Router::prepare_subscription`], [`Router::attach`],
+//! [`Router::unsubscribe`]), acts on deliveries through the [`Subscription`] it got back
+//! (settle, check, decline, written), and releases a connection's state with
+//! [`Router::disconnect`]. It never builds router objects itself.
 //!
 //! | prefix | kind |
 //! |---|---|
 //! | `/queue/NAME` | [`Queue`]: competing consumers, created on first use |
 //! | `/topic/NAME` | [`Topic`]: fan-out to current subscribers, nothing retained |
-//! | `/temp-queue/NAME` | a [`Queue`] private to the connection that names it (see `session`) |
+//! | `/temp-queue/NAME` | a [`Queue`] private to the connection that names it |
 //! | `/reply-queue/ID` | the global name under which a temp queue receives replies |
-//! | `durable:CLIENT:NAME` | a durable topic subscription's queue (internal, not addressable) |
+//! | `durable:OWNER/CLIENT/NAME` | a durable topic subscription's queue (internal, see [`durable`]) |
 //!
 //! Any other destination is refused with an ERROR naming these prefixes, as ActiveMQ and
 //! RabbitMQ do.
 //!
 //! The name table is split into shards so that connections resolving different names do not
-//! share a lock; sessions also cache what they resolved, so the per-message path takes no
+//! share a lock; connections also cache what they resolved, so the per-message path takes no
 //! shared lock at all.
+//!
+//! Lock order (never taken the other way round): durable turns → name shard; queue → its DLQ
+//! queue → store inbox; topic subscriber list (held only to clone an `Arc`); topic consumer
+//! window → outbox. No lock is held across an `.await`.
 
+pub mod connection;
+pub mod durable;
 pub mod message;
 pub mod outbox;
 pub mod queue;
@@ -25,18 +36,25 @@ pub mod topic;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{DeadLetterConfig, FlowConfig};
+use crate::plugin::Principal;
+use crate::policy::DeliveryFilter;
 use crate::store::record::Enqueue;
 use crate::store::Store;
+use crate::text::shown;
 
+pub use connection::{table_key, Connection};
+pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, DeadLetter, NotPending, Queue};
-pub use subscription::{AckMode, FilterInputs, FilterSlot, Source, Subscription};
+pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";
@@ -46,9 +64,9 @@ pub const REPLY_QUEUE_PREFIX: &[u8] = b"/reply-queue/";
 /// Names of durable subscription queues start with this (no destination does).
 pub const DURABLE_PREFIX: &[u8] = b"durable:";
 
-/// What kind of destination a name is.
+/// What a destination name means (the router's own reading of a name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+enum Kind {
     Queue,
     Topic,
     TempQueue,
@@ -64,8 +82,40 @@ pub enum RouteError {
     EmptyName(String),
 }
 
-/// Classifies a destination by prefix.
-pub fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
+/// Why a SUBSCRIBE was refused by the router.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("duplicate subscription id '{0}' on this connection")]
+    DuplicateId(String),
+    #[error("'{0}' is another connection's reply queue; only its owner may subscribe")]
+    NotOwner(String),
+    #[error("durable subscription {0} already has an active subscriber")]
+    DurableActive(String),
+    #[error("durable subscription {0} is on topic '{1}', which this login may not read: it cannot be moved")]
+    DurableMoveRefused(String, String),
+}
+
+/// Why a durable subscription could not be removed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurableError {
+    #[error("no durable subscription {0}")]
+    Unknown(String),
+    #[error(
+        "durable subscription {0} has an active subscriber: it cannot be removed while attached"
+    )]
+    Active(String),
+    #[error("durable subscription {0} is on topic '{1}', which this login may not read")]
+    NotPermitted(String, String),
+}
+
+/// Checks that `destination` names something a client may address.
+pub fn check_name(destination: &[u8]) -> Result<(), RouteError> {
+    classify(destination).map(|_| ())
+}
+
+fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
     let (kind, prefix) = if destination.starts_with(QUEUE_PREFIX) {
         (Kind::Queue, QUEUE_PREFIX)
     } else if destination.starts_with(TOPIC_PREFIX) {
@@ -75,28 +125,72 @@ pub fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
     } else if destination.starts_with(REPLY_QUEUE_PREFIX) {
         (Kind::ReplyQueue, REPLY_QUEUE_PREFIX)
     } else {
-        return Err(RouteError::UnknownPrefix(lossy(destination)));
+        return Err(RouteError::UnknownPrefix(shown(destination)));
     };
     if destination.len() == prefix.len() {
-        return Err(RouteError::EmptyName(lossy(destination)));
+        return Err(RouteError::EmptyName(shown(destination)));
     }
     Ok(kind)
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-    if bytes.len() > 200 {
-        text.push('…');
-    }
-    text
-}
-
-/// A resolved destination.
+/// A resolved destination: a queue (a temp queue's or a durable subscription's included) or a
+/// topic. The one "queue or topic" type.
 #[derive(Debug, Clone)]
 pub enum Destination {
     Queue(Arc<Queue>),
     Topic(Arc<Topic>),
+}
+
+/// Publishes a message to a resolved destination. A full queue pauses this producer until
+/// there is room; a topic subscriber that is behind holds it up for up to `patience`.
+pub async fn publish(destination: &Destination, message: Arc<Message>, patience: Duration) {
+    match destination {
+        Destination::Queue(queue) => queue.publish(message).await,
+        Destination::Topic(topic) => topic.publish(&message, patience).await,
+    }
+}
+
+/// What a SUBSCRIBE asks for, as the session read it from the frame.
+pub struct SubscribeRequest<'a> {
+    pub wire_id: Option<Bytes>,
+    pub destination: Bytes,
+    pub ack_mode: AckMode,
+    /// Unacked-message window.
+    pub window: u32,
+    /// For a topic: make, or attach to, this durable subscription.
+    pub durable: Option<DurableKey>,
+    /// Who subscribes (moving a durable subscription to another topic needs read rights on
+    /// the old one).
+    pub principal: &'a Principal,
+    /// Where deliveries go.
+    pub outbox: Arc<Outbox>,
+    /// The message plugins' filter.
+    pub filter: DeliveryFilter,
+}
+
+/// A subscription resolved (its queue or topic found or made, a durable subscription claimed
+/// and journaled) but not attached yet: nothing is delivered to it until
+/// [`Router::attach`]. Dropped without attaching, it releases its claim.
+pub struct PreparedSubscription {
+    wire_id: Option<Bytes>,
+    destination: Bytes,
+    ack_mode: AckMode,
+    window: u32,
+    outbox: Arc<Outbox>,
+    filter: DeliveryFilter,
+    source: Destination,
+    claim: Claim,
+}
+
+/// A durable subscription's queue claimed for one subscriber that has not attached yet.
+struct Claim(Option<Arc<Queue>>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            queue.release_claim();
+        }
+    }
 }
 
 const SHARDS: usize = 16;
@@ -116,13 +210,12 @@ pub struct Router {
     store: Option<Arc<Store>>,
     /// Serialises creating, moving and removing durable subscriptions.
     durable_turns: Mutex<()>,
-}
-
-/// A durable subscription that exists already on another topic, or is being consumed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DurableError {
-    #[error("durable subscription '{0}' already has an active subscriber")]
-    Active(String),
+    /// Consumer ids: unique for the broker's life, so no ACK of one connection can ever name
+    /// another's deliveries.
+    next_consumer: AtomicU64,
+    /// Durable subscriptions of the journal before the current naming, read back under
+    /// their new name: journal name → new name (used while the journal is read back).
+    legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
 }
 
 impl Router {
@@ -142,6 +235,8 @@ impl Router {
             dead_letter,
             store,
             durable_turns: Mutex::new(()),
+            next_consumer: AtomicU64::new(1),
+            legacy_durables: Mutex::default(),
         }
     }
 
@@ -160,9 +255,183 @@ impl Router {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Resolves a SEND destination for `conn`, from its cache when it can. `None`: nothing
+    /// receives it (a topic nobody ever subscribed to, or a reply queue that is gone).
+    pub fn resolve(
+        &self,
+        conn: &mut Connection,
+        name: &Bytes,
+    ) -> Result<Option<Destination>, RouteError> {
+        if let Some(found) = conn.cached(name) {
+            return Ok(Some(found.clone()));
+        }
+        let found = match classify(name)? {
+            Kind::Queue => Destination::Queue(self.queue(name)),
+            Kind::Topic => match self.existing_topic(name) {
+                Some(topic) => Destination::Topic(topic),
+                None => return Ok(None),
+            },
+            Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name).1))),
+            Kind::ReplyQueue => match self.existing_queue(name) {
+                Some(queue) => Destination::Queue(queue),
+                None => return Ok(None),
+            },
+        };
+        conn.remember(name, &found);
+        Ok(Some(found))
+    }
+
+    /// The global reply name of `conn`'s temp queue `/temp-queue/NAME` (made on first use),
+    /// for a `reply-to` header: whoever receives the message can answer to it.
+    pub fn reply_name(&self, conn: &mut Connection, local: &Bytes) -> Option<Bytes> {
+        (local.starts_with(TEMP_QUEUE_PREFIX) && local.len() > TEMP_QUEUE_PREFIX.len())
+            .then(|| self.temp_queue(conn, local).0)
+    }
+
+    /// `conn`'s temp queue for `/temp-queue/NAME`, created (and registered under its global
+    /// reply name) on first use.
+    fn temp_queue(&self, conn: &mut Connection, local: &Bytes) -> (Bytes, Arc<Queue>) {
+        if let Some(found) = conn.temp_queue(local) {
+            return found.clone();
+        }
+        let mut global = BytesMut::new();
+        global.extend_from_slice(REPLY_QUEUE_PREFIX);
+        global.extend_from_slice(conn.id.as_bytes());
+        global.extend_from_slice(b".");
+        global.extend_from_slice(&local[TEMP_QUEUE_PREFIX.len()..]);
+        let global = global.freeze();
+        let queue = Arc::new(Queue::new(global.clone(), self.flow.queue_max_messages));
+        self.shard(&global)
+            .queues
+            .insert(global.clone(), queue.clone());
+        conn.temp_queues
+            .insert(local.clone(), (global.clone(), queue.clone()));
+        (global, queue)
+    }
+
+    /// Resolves a SUBSCRIBE for `conn`: finds or makes its queue or topic, claims (and
+    /// journals) a durable subscription. Nothing is delivered before [`attach`](Self::attach).
+    pub fn prepare_subscription(
+        &self,
+        conn: &mut Connection,
+        request: SubscribeRequest<'_>,
+    ) -> Result<PreparedSubscription, SubscribeError> {
+        let table_key = table_key(request.wire_id.as_ref(), &request.destination);
+        if conn.by_wire_id.contains_key(&table_key) {
+            let name = request.wire_id.as_ref().unwrap_or(&request.destination);
+            return Err(SubscribeError::DuplicateId(shown(name)));
+        }
+        let name = &request.destination;
+        let mut claim = Claim(None);
+        let source = match classify(name)? {
+            Kind::Queue => Destination::Queue(self.queue(name)),
+            Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name).1),
+            Kind::ReplyQueue => Destination::Queue(
+                conn.owns_reply_queue(name)
+                    .ok_or_else(|| SubscribeError::NotOwner(shown(name)))?,
+            ),
+            Kind::Topic => {
+                let topic = self.topic(name);
+                match &request.durable {
+                    Some(key) => {
+                        let queue = self.claim_durable(key, &topic, request.principal)?;
+                        claim = Claim(Some(queue.clone()));
+                        Destination::Queue(queue)
+                    }
+                    None => Destination::Topic(topic),
+                }
+            }
+        };
+        Ok(PreparedSubscription {
+            wire_id: request.wire_id,
+            destination: request.destination,
+            ack_mode: request.ack_mode,
+            window: request.window,
+            outbox: request.outbox,
+            filter: request.filter,
+            source,
+            claim,
+        })
+    }
+
+    /// Attaches a prepared subscription: from now on it receives messages.
+    pub fn attach(
+        &self,
+        conn: &mut Connection,
+        prepared: PreparedSubscription,
+    ) -> Arc<Subscription> {
+        let PreparedSubscription {
+            wire_id,
+            destination,
+            ack_mode,
+            window,
+            outbox,
+            filter,
+            source,
+            mut claim,
+        } = prepared;
+        // The claim passes to the attached subscriber (released when it unsubscribes).
+        claim.0 = None;
+        let key = conn.free_key();
+        let topic_window = matches!(source, Destination::Topic(_)).then(TopicConsumer::default);
+        let subscription = Arc::new(Subscription {
+            key,
+            consumer_id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+            wire_id,
+            destination,
+            ack_mode,
+            window,
+            outbox,
+            filter,
+            source,
+            topic_window,
+        });
+        conn.by_wire_id.insert(
+            table_key(subscription.wire_id.as_ref(), &subscription.destination),
+            key,
+        );
+        conn.subscriptions.insert(key, subscription.clone());
+        match &subscription.source {
+            Destination::Queue(queue) => queue.subscribe(subscription.clone()),
+            Destination::Topic(topic) => topic.subscribe(subscription.clone()),
+        }
+        subscription
+    }
+
+    /// Ends `conn`'s subscription `key` (detaches it; a durable subscription keeps collecting
+    /// messages). Its unacked queue messages go back to the queue for the other consumers.
+    pub fn unsubscribe(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
+        let subscription = conn.subscriptions.remove(&key)?;
+        conn.by_wire_id.remove(&table_key(
+            subscription.wire_id.as_ref(),
+            &subscription.destination,
+        ));
+        match &subscription.source {
+            Destination::Queue(queue) => queue.unsubscribe(subscription.consumer_id),
+            Destination::Topic(topic) => {
+                topic.unsubscribe(subscription.consumer_id);
+            }
+        }
+        Some(subscription)
+    }
+
+    /// Releases everything `conn` holds: its subscriptions end (unacked queue messages go to
+    /// other consumers), its temp queues are removed with what is in them.
+    pub fn disconnect(&self, conn: &mut Connection) {
+        let keys: Vec<u32> = conn.subscriptions.keys().copied().collect();
+        for key in keys {
+            self.unsubscribe(conn, key);
+        }
+        for (_, (global, _)) in conn.temp_queues.drain() {
+            if let Some(queue) = self.shard(&global).queues.remove(&global) {
+                queue.delete();
+            }
+        }
+    }
+
     /// The named queue, created if missing (`/queue/...` names), with its dead-letter queue
     /// when dead-lettering is on.
-    pub fn queue(&self, name: &Bytes) -> Arc<Queue> {
+    fn queue(&self, name: &Bytes) -> Arc<Queue> {
         if let Some(queue) = self.shard(name).queues.get(name) {
             return queue.clone();
         }
@@ -186,34 +455,40 @@ impl Router {
             .clone()
     }
 
-    /// The queue of durable subscription `name` (`durable:CLIENT:NAME`) on `topic`, claimed for
-    /// the one subscriber about to attach: created and journaled if
-    /// missing; one that was on another topic is emptied and moved (as ActiveMQ does).
-    /// Refused while another subscriber has it.
-    pub fn durable_subscription(
+    /// The queue of durable subscription `key` on `topic`, claimed for the one subscriber about
+    /// to attach: created and journaled if missing; one that was on another topic is emptied
+    /// and moved (as ActiveMQ does), when `principal` may read that other topic. Refused while
+    /// another subscriber has it.
+    fn claim_durable(
         &self,
-        name: &Bytes,
+        key: &DurableKey,
         topic: &Arc<Topic>,
-    ) -> Result<Arc<Queue>, DurableError> {
+        principal: &Principal,
+    ) -> Result<Arc<Queue>, SubscribeError> {
+        let name = key.queue_name();
         // Creating, moving and removing durable subscriptions take turns (they are rare).
         let _turn = self.durable_lock();
-        let existing = self.shard(name).queues.get(name).cloned();
+        let existing = self.shard(&name).queues.get(&name).cloned();
         if let Some(queue) = existing {
-            if queue.bound_topic().as_ref() == Some(&topic.name) {
-                return match queue.claim() {
-                    true => Ok(queue),
-                    false => Err(DurableError::Active(lossy(name))),
-                };
+            let old_topic = queue.bound_topic().unwrap_or_default();
+            if old_topic != topic.name && !principal.may_subscribe(&old_topic) {
+                return Err(SubscribeError::DurableMoveRefused(
+                    key.describe(),
+                    shown(&old_topic),
+                ));
             }
             if !queue.claim() {
-                return Err(DurableError::Active(lossy(name)));
+                return Err(SubscribeError::DurableActive(key.describe()));
             }
-            self.remove_durable_queue(name);
+            if old_topic == topic.name {
+                return Ok(queue);
+            }
+            self.remove_durable_queue(&name);
         }
-        let queue = self.durable_queue(name, topic);
+        let queue = self.durable_queue(&name, topic);
         queue.claim();
         if let Some(store) = &self.store {
-            store.durable_created(name, &topic.name);
+            store.durable_created(&name, &topic.name);
         }
         Ok(queue)
     }
@@ -233,10 +508,42 @@ impl Router {
         queue
     }
 
-    /// Removes a durable subscription and the messages it held.
-    pub fn remove_durable_subscription(&self, name: &Bytes) -> bool {
+    /// Removes a durable subscription and the messages it held; refused while a subscriber is
+    /// attached, and unless `principal` may read its topic.
+    pub fn remove_durable(
+        &self,
+        key: &DurableKey,
+        principal: &Principal,
+    ) -> Result<(), DurableError> {
+        let name = key.queue_name();
         let _turn = self.durable_lock();
-        self.remove_durable_queue(name)
+        let queue = self
+            .shard(&name)
+            .queues
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| DurableError::Unknown(key.describe()))?;
+        let topic = queue.bound_topic().unwrap_or_default();
+        if !principal.may_subscribe(&topic) {
+            return Err(DurableError::NotPermitted(key.describe(), shown(&topic)));
+        }
+        if !queue.claim() {
+            return Err(DurableError::Active(key.describe()));
+        }
+        self.remove_durable_queue(&name);
+        Ok(())
+    }
+
+    /// Removes the durable subscription that `subscription` (just detached) consumed.
+    pub fn remove_detached_durable(&self, subscription: &Subscription) {
+        if let Destination::Queue(queue) = &subscription.source {
+            if queue.bound_topic().is_some() {
+                let _turn = self.durable_lock();
+                if queue.claim() {
+                    self.remove_durable_queue(&queue.name);
+                }
+            }
+        }
     }
 
     fn remove_durable_queue(&self, name: &Bytes) -> bool {
@@ -253,16 +560,46 @@ impl Router {
         true
     }
 
-    /// Puts back a durable subscription read from the journal.
+    /// Puts back a durable subscription read from the journal. One journaled under the naming
+    /// before [`DurableKey`] is moved to its new name (journaled again, its messages with it).
     pub fn restore_durable(&self, name: &Bytes, topic: &Bytes) {
         let topic = self.topic(topic);
-        self.durable_queue(name, &topic);
+        if DurableKey::parse(name).is_some() {
+            self.durable_queue(name, &topic);
+            return;
+        }
+        let Some(key) = DurableKey::from_legacy(name) else {
+            tracing::warn!(queue = %shown(name), "journaled durable subscription with an unreadable name dropped");
+            if let Some(store) = &self.store {
+                store.durable_removed(name);
+            }
+            return;
+        };
+        let renamed = key.queue_name();
+        tracing::info!(from = %shown(name), to = %shown(&renamed), "durable subscription renamed");
+        self.durable_queue(&renamed, &topic);
+        if let Some(store) = &self.store {
+            store.durable_created(&renamed, &topic.name);
+            store.durable_removed(name);
+        }
+        self.legacy_durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), renamed);
     }
 
     /// Puts back a persistent message read from the journal into its queue. A message whose
     /// queue is gone (a durable subscription removed meanwhile) is settled and dropped.
     pub fn restore_message(&self, enqueue: Enqueue) {
-        let queue = if enqueue.queue.starts_with(DURABLE_PREFIX) {
+        let renamed = self
+            .legacy_durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&enqueue.queue)
+            .cloned();
+        let queue = if let Some(renamed) = &renamed {
+            self.existing_queue(renamed)
+        } else if enqueue.queue.starts_with(DURABLE_PREFIX) {
             self.existing_queue(&enqueue.queue)
         } else if classify(&enqueue.queue) == Ok(Kind::Queue) {
             Some(self.queue(&enqueue.queue))
@@ -270,13 +607,13 @@ impl Router {
             None
         };
         let Some(queue) = queue else {
-            tracing::warn!(queue = %lossy(&enqueue.queue), "journaled message for an unknown queue dropped");
+            tracing::warn!(queue = %shown(&enqueue.queue), "journaled message for an unknown queue dropped");
             if let Some(store) = &self.store {
                 store.settle(enqueue.id);
             }
             return;
         };
-        let message = Message {
+        let message = Arc::new(Message {
             destination: enqueue.destination,
             headers: enqueue.headers,
             body: enqueue.body,
@@ -284,8 +621,17 @@ impl Router {
             id_seq: enqueue.id_seq,
             expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
             persistent: true,
-        };
-        queue.restore(Arc::new(message), enqueue.id);
+        });
+        match renamed {
+            // Journaled again under the new queue name, then settled under the old.
+            Some(_) => {
+                queue.restore_renamed(message);
+                if let Some(store) = &self.store {
+                    store.settle(enqueue.id);
+                }
+            }
+            None => queue.restore(message, enqueue.id),
+        }
     }
 
     /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs
@@ -307,22 +653,8 @@ impl Router {
         self.shard(name).queues.get(name).cloned()
     }
 
-    /// Registers a connection's temp queue under its global reply name.
-    pub fn register_temp_queue(&self, global_name: &Bytes, queue: Arc<Queue>) {
-        self.shard(global_name)
-            .queues
-            .insert(global_name.clone(), queue);
-    }
-
-    /// Removes a temp queue when its owner goes away; messages still in it are dropped.
-    pub fn remove_temp_queue(&self, global_name: &[u8]) {
-        if let Some(queue) = self.shard(global_name).queues.remove(global_name) {
-            queue.delete();
-        }
-    }
-
     /// The named topic, created if missing (on SUBSCRIBE).
-    pub fn topic(&self, name: &Bytes) -> Arc<Topic> {
+    fn topic(&self, name: &Bytes) -> Arc<Topic> {
         let mut shard = self.shard(name);
         shard
             .topics

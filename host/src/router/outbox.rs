@@ -28,6 +28,9 @@ pub enum Outgoing {
     Delivery(Delivery),
     /// Write everything before this, then close the connection.
     Close,
+    /// Write everything before this, then signal; deliveries queued after it are not written
+    /// (the session is about to hand them back): a connection ending cleanly.
+    Drain(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The writer's view of what it took.

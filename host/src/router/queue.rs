@@ -282,6 +282,20 @@ impl Queue {
         self.dispatch(&mut state);
     }
 
+    /// Puts back a message read from the journal under another queue name (a durable
+    /// subscription renamed at start-up): journaled again here, as delivered once.
+    pub fn restore_renamed(&self, message: Arc<Message>) {
+        let mut state = self.lock();
+        let order = state.next_order;
+        state.next_order += 1;
+        let journal = self.journal(&message);
+        let mut pending = Pending::new(message, order, journal);
+        pending.deliveries = 1;
+        state.pending.push_back(pending);
+        self.stats.recovered.fetch_add(1, Ordering::Relaxed);
+        self.dispatch(&mut state);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -527,12 +541,17 @@ impl Queue {
     }
 
     /// Takes a durable subscription's queue for one subscriber; false while another has it
-    /// (the claim ends when its subscriber unsubscribes; the session attaches right after
-    /// claiming, with nothing in between that can fail).
+    /// (the claim ends when its subscriber unsubscribes, or with [`Queue::release_claim`] when
+    /// the subscriber never attached).
     pub fn claim(&self) -> bool {
         self.claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Ends a claim whose subscriber did not attach.
+    pub fn release_claim(&self) {
+        self.claimed.store(false, Ordering::Release);
     }
 }
 

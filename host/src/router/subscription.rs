@@ -1,15 +1,20 @@
-//! A subscription as the router and the connection's writer see it: who it belongs to, how it
-//! acknowledges, and where its deliveries go.
+//! A subscription as the router, the session and the connection's writer see it: who it belongs
+//! to, how it acknowledges, where its deliveries go, and the operations on its deliveries
+//! (settle, check, decline, written), which act on its queue or topic without the caller having
+//! to know which it is.
+//!
+//! Made by [`Router::subscribe`](super::Router::subscribe); its fields are the router's.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::plugin::{Principal, SubscriptionFilter, SubscriptionInfo};
+use crate::policy::DeliveryFilter;
 
 use super::outbox::Outbox;
-use super::queue::Queue;
+use super::queue::{AckTarget, NotPending};
 use super::topic::TopicConsumer;
+use super::Destination;
 
 /// The SUBSCRIBE `ack` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,38 +43,28 @@ impl AckMode {
     }
 }
 
-/// Where a subscription takes its messages from.
-#[derive(Debug)]
-pub enum Source {
-    /// A queue: the router tracks unacked deliveries and redelivers them.
-    Queue(Arc<Queue>),
-    /// A topic: deliveries are fire-and-forget; client acks only free the window.
-    Topic(Arc<TopicConsumer>),
-}
-
 /// One subscription of one connection. Shared by the session (acks), the router (dispatch) and
 /// the connection's writer (encoding the MESSAGE, settling auto acks).
 pub struct Subscription {
     /// Connection-local key; part of the 1.2 `ack` header.
-    pub key: u32,
-    /// Unique among the consumers of one queue (connection number and key).
-    pub consumer_id: u64,
+    pub(super) key: u32,
+    /// Unique among every consumer the broker ever had (a global counter).
+    pub(super) consumer_id: u64,
     /// The SUBSCRIBE `id` (absent only for 1.0 subscriptions without one).
-    pub wire_id: Option<Bytes>,
+    pub(super) wire_id: Option<Bytes>,
     /// The SUBSCRIBE `destination`.
-    pub destination: Bytes,
-    pub ack_mode: AckMode,
+    pub(super) destination: Bytes,
+    pub(super) ack_mode: AckMode,
     /// Unacked-message window.
-    pub window: u32,
+    pub(super) window: u32,
     /// The connection's outbound queue.
-    pub outbox: Arc<Outbox>,
-    /// The message filter plugins chose for this subscription, and the plugin generation it
-    /// was prepared with (after a reload it is prepared again before the next delivery).
-    pub filter: Mutex<FilterSlot>,
-    /// What the filter is prepared from.
-    pub filter_inputs: FilterInputs,
-    /// The queue or topic it consumes from.
-    pub source: Source,
+    pub(super) outbox: Arc<Outbox>,
+    /// The message plugins' filter (opaque to the router).
+    pub(super) filter: DeliveryFilter,
+    /// The queue (a durable subscription's included) or topic it consumes from.
+    pub(super) source: Destination,
+    /// A topic subscription's delivery numbering and client-ack window (none for queues).
+    pub(super) topic_window: Option<TopicConsumer>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -81,21 +76,92 @@ impl std::fmt::Debug for Subscription {
             .field("destination", &self.destination)
             .field("ack_mode", &self.ack_mode)
             .field("window", &self.window)
-            .field("filter", &self.filter.lock().map(|s| s.generation).ok())
             .finish()
     }
 }
 
-/// A subscription's prepared filter chain (none when no message plugin applies).
-#[derive(Default)]
-pub struct FilterSlot {
-    /// The plugin generation it was prepared with.
-    pub generation: u64,
-    pub filter: Option<Arc<SubscriptionFilter>>,
-}
+impl Subscription {
+    /// The connection-local key (the first part of a 1.2 `ack` value).
+    pub fn key(&self) -> u32 {
+        self.key
+    }
 
-/// The SUBSCRIBE as the message plugins see it, kept to prepare the filter again after a reload.
-pub struct FilterInputs {
-    pub principal: Principal,
-    pub info: SubscriptionInfo,
+    /// The SUBSCRIBE `id`.
+    pub fn wire_id(&self) -> Option<&Bytes> {
+        self.wire_id.as_ref()
+    }
+
+    /// The SUBSCRIBE `destination`.
+    pub fn destination(&self) -> &Bytes {
+        &self.destination
+    }
+
+    /// The `id`, or for a 1.0 subscription without one its destination: how errors name it.
+    pub fn name(&self) -> &Bytes {
+        self.wire_id.as_ref().unwrap_or(&self.destination)
+    }
+
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack_mode
+    }
+
+    /// The connection's outbound queue.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The message plugins' filter for this subscription.
+    pub fn filter(&self) -> &DeliveryFilter {
+        &self.filter
+    }
+
+    /// Whether it consumes a durable topic subscription's queue.
+    pub fn is_durable(&self) -> bool {
+        matches!(&self.source, Destination::Queue(queue) if queue.bound_topic().is_some())
+    }
+
+    /// ACK (`requeue == false`) or NACK (`requeue == true`) of the delivery `target` names (and
+    /// every earlier one in `client` mode). Queue messages NACKed go back to the queue; topic
+    /// deliveries only leave the window.
+    pub fn settle(
+        self: &Arc<Self>,
+        target: AckTarget<'_>,
+        requeue: bool,
+    ) -> Result<(), NotPending> {
+        match (&self.source, &self.topic_window) {
+            (Destination::Queue(queue), _) => queue.settle(self.consumer_id, target, requeue),
+            (_, Some(window)) => window.settle(self, target, true),
+            (Destination::Topic(_), None) => Err(NotPending),
+        }
+    }
+
+    /// Whether `target` names a delivery this subscription has not settled yet (an ACK or NACK
+    /// inside a transaction is checked now and applied at COMMIT).
+    pub fn check(self: &Arc<Self>, target: AckTarget<'_>) -> Result<(), NotPending> {
+        if !self.ack_mode.needs_ack() {
+            return Err(NotPending);
+        }
+        match (&self.source, &self.topic_window) {
+            (Destination::Queue(queue), _) => queue.check_pending(self.consumer_id, target),
+            (_, Some(window)) => window.settle(self, target, false),
+            (Destination::Topic(_), None) => Err(NotPending),
+        }
+    }
+
+    /// The filter skipped delivery `seq`: a queue hands it to its other consumers; a topic
+    /// subscriber just does not see it (and it leaves the client-ack window).
+    pub fn decline(self: &Arc<Self>, seq: u64) {
+        match (&self.source, &self.topic_window) {
+            (Destination::Queue(queue), _) => queue.decline(self.consumer_id, seq),
+            (_, Some(window)) if self.ack_mode.needs_ack() => window.forget(self, seq),
+            _ => {}
+        }
+    }
+
+    /// Auto-ack deliveries up to `seq` were handed to the socket: they count as consumed.
+    pub fn written(&self, seq: u64) {
+        if let Destination::Queue(queue) = &self.source {
+            queue.written(self.consumer_id, seq);
+        }
+    }
 }

@@ -20,7 +20,8 @@ fn message(seq: u64) -> Arc<Message> {
     })
 }
 
-fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Source) -> Arc<Subscription> {
+fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Destination) -> Arc<Subscription> {
+    let topic_window = matches!(source, Destination::Topic(_)).then(TopicConsumer::default);
     Arc::new(Subscription {
         key: id as u32,
         consumer_id: id,
@@ -29,16 +30,16 @@ fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Source) -> Arc<
         ack_mode,
         window,
         outbox: Arc::new(Outbox::new(64)),
-        filter: Default::default(),
-        filter_inputs: FilterInputs {
-            principal: crate::plugin::Principal::anonymous(),
-            info: crate::plugin::SubscriptionInfo {
+        filter: DeliveryFilter::none(
+            crate::plugin::Principal::anonymous(),
+            crate::plugin::SubscriptionInfo {
                 id: Bytes::new(),
                 destination: Bytes::from_static(b"/queue/q"),
                 headers: vec![],
             },
-        },
+        ),
         source,
+        topic_window,
     })
 }
 
@@ -47,12 +48,8 @@ fn new_topic(name: &'static [u8], policy: SlowConsumerPolicy) -> Arc<Topic> {
 }
 
 fn topic_subscription(id: u64, ack_mode: AckMode, window: u32) -> Arc<Subscription> {
-    subscription(
-        id,
-        ack_mode,
-        window,
-        Source::Topic(Arc::new(TopicConsumer::default())),
-    )
+    let topic = new_topic(b"/topic/t", SlowConsumerPolicy::Drop);
+    subscription(id, ack_mode, window, Destination::Topic(topic))
 }
 
 fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
@@ -68,8 +65,8 @@ fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
 
 fn queue_pair(window: u32, mode: AckMode) -> (Arc<Queue>, Arc<Subscription>, Arc<Subscription>) {
     let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
-    let a = subscription(1, mode, window, Source::Queue(queue.clone()));
-    let b = subscription(2, mode, window, Source::Queue(queue.clone()));
+    let a = subscription(1, mode, window, Destination::Queue(queue.clone()));
+    let b = subscription(2, mode, window, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     queue.subscribe(b.clone());
     (queue, a, b)
@@ -94,7 +91,7 @@ async fn window_limits_unacked_and_ack_refills_it() {
         1,
         AckMode::ClientIndividual,
         2,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(a.clone());
     for i in 0..5 {
@@ -113,7 +110,7 @@ async fn window_limits_unacked_and_ack_refills_it() {
 #[tokio::test]
 async fn client_mode_ack_is_cumulative() {
     let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
-    let a = subscription(1, AckMode::Client, 10, Source::Queue(queue.clone()));
+    let a = subscription(1, AckMode::Client, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     for i in 0..5 {
         queue.publish(message(i)).await;
@@ -134,7 +131,7 @@ async fn nack_requeues_with_redelivered_flag() {
         1,
         AckMode::ClientIndividual,
         1,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(a.clone());
     queue.publish(message(7)).await;
@@ -159,7 +156,7 @@ async fn unsubscribe_hands_unacked_to_the_others_in_order() {
 #[tokio::test]
 async fn auto_ack_settles_when_written() {
     let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
-    let a = subscription(1, AckMode::Auto, 1, Source::Queue(queue.clone()));
+    let a = subscription(1, AckMode::Auto, 1, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     queue.publish(message(0)).await;
     queue.publish(message(1)).await;
@@ -179,7 +176,7 @@ async fn a_full_queue_pauses_its_producer() {
         let queue = queue.clone();
         tokio::spawn(async move { queue.publish(message(3)).await })
     };
-    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let a = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     tokio::time::timeout(Duration::from_secs(2), producer)
         .await
@@ -207,10 +204,7 @@ async fn topic_fans_out_and_holds_copies_while_the_window_is_full() {
     assert_eq!(delivered(&a).len(), 2);
     // b's window of 1 is full: the second copy waits for b's ACK.
     assert_eq!(delivered(&b), vec![(0, 0, false)]);
-    let Source::Topic(b_consumer) = &b.source else {
-        unreachable!()
-    };
-    b_consumer.settle(&b, AckTarget::Seq(0), true).unwrap();
+    b.settle(AckTarget::Seq(0), false).unwrap();
     assert_eq!(delivered(&b), vec![(1, 1, false)]);
     assert_eq!(
         b.outbox.dropped.load(std::sync::atomic::Ordering::Relaxed),
@@ -314,7 +308,7 @@ async fn a_declined_message_goes_to_another_consumer_or_waits() {
         .map(|d| d.0)
         .collect();
     assert_eq!(got, vec![1]);
-    let c = subscription(3, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let c = subscription(3, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(c.clone());
     assert_eq!(delivered(&c), vec![(0, 0, false)]);
 }
@@ -326,7 +320,7 @@ async fn handed_back_messages_keep_their_arrival_order() {
         1,
         AckMode::ClientIndividual,
         1,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(a.clone());
     for i in 0..5 {
@@ -339,7 +333,7 @@ async fn handed_back_messages_keep_their_arrival_order() {
     queue.decline(1, 1);
     assert_eq!(delivered(&a), vec![(2, 2, false)]);
     queue.unsubscribe(1);
-    let b = subscription(2, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let b = subscription(2, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(b.clone());
     let order: Vec<u64> = delivered(&b).iter().map(|d| d.0).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 4]);
@@ -366,7 +360,7 @@ async fn a_message_handed_back_too_often_is_dead_lettered() {
         1,
         AckMode::ClientIndividual,
         1,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(a.clone());
     queue.publish(message(0)).await;
@@ -388,7 +382,7 @@ async fn a_message_handed_back_too_often_is_dead_lettered() {
     );
     assert_eq!(queue.depth(), 0);
     assert_eq!(dlq.depth(), 1);
-    let d = subscription(2, AckMode::Auto, 10, Source::Queue(dlq.clone()));
+    let d = subscription(2, AckMode::Auto, 10, Destination::Queue(dlq.clone()));
     dlq.subscribe(d.clone());
     let dead = d.outbox.drain();
     let Outgoing::Delivery(dead) = &dead[0] else {
@@ -409,7 +403,7 @@ async fn declines_do_not_count_as_deliveries() {
         1,
         AckMode::ClientIndividual,
         1,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(a.clone());
     queue.publish(message(0)).await;
@@ -419,7 +413,7 @@ async fn declines_do_not_count_as_deliveries() {
         2,
         AckMode::ClientIndividual,
         1,
-        Source::Queue(queue.clone()),
+        Destination::Queue(queue.clone()),
     );
     queue.subscribe(b.clone());
     assert_eq!(delivered(&b), vec![(0, 0, false)]);
@@ -438,7 +432,7 @@ async fn expired_messages_are_dropped_or_dead_lettered() {
     let (queue, dlq) = dead_letter_pair(0, false);
     queue.publish(expiring(0, now - 1)).await;
     queue.publish(expiring(1, now + 60_000)).await;
-    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let a = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     assert_eq!(
         delivered(&a),
@@ -449,28 +443,37 @@ async fn expired_messages_are_dropped_or_dead_lettered() {
 
     let (queue, dlq) = dead_letter_pair(0, true);
     queue.publish(expiring(2, now - 1)).await;
-    let a = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let a = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     assert!(delivered(&a).is_empty());
     assert_eq!(dlq.depth(), 1, "dead-lettered with reason expired");
+}
+
+fn reader_key(name: &str) -> DurableKey {
+    DurableKey {
+        owner: "app".to_string(),
+        client_id: Bytes::new(),
+        name: Bytes::copy_from_slice(name.as_bytes()),
+    }
 }
 
 #[tokio::test]
 async fn a_durable_subscription_is_taken_by_one_subscriber_at_a_time() {
     let router = Router::new(FlowConfig::default(), DeadLetterConfig::default());
     let topic = router.topic(&Bytes::from_static(b"/topic/news"));
-    let name = Bytes::from_static(b"durable:app:reader");
-    let queue = router.durable_subscription(&name, &topic).unwrap();
+    let key = reader_key("reader");
+    let principal = crate::plugin::Principal::named("app");
+    let queue = router.claim_durable(&key, &topic, &principal).unwrap();
     // Claimed (its subscriber is about to attach): a second one is refused.
     assert_eq!(
-        router.durable_subscription(&name, &topic).unwrap_err(),
-        DurableError::Active("durable:app:reader".to_string())
+        router.claim_durable(&key, &topic, &principal).unwrap_err(),
+        SubscribeError::DurableActive(key.describe())
     );
-    let first = subscription(1, AckMode::Auto, 10, Source::Queue(queue.clone()));
+    let first = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(first);
     queue.unsubscribe(1);
     // Detached: the same queue, still bound to the topic, can be taken again.
-    let again = router.durable_subscription(&name, &topic).unwrap();
+    let again = router.claim_durable(&key, &topic, &principal).unwrap();
     assert!(Arc::ptr_eq(&queue, &again));
     topic.publish(&message(1), Duration::from_millis(10)).await;
     assert_eq!(queue.depth(), 1, "messages collect while detached");
@@ -483,11 +486,14 @@ fn racing_subscribers_make_one_durable_subscription() {
         DeadLetterConfig::default(),
     ));
     let topic = router.topic(&Bytes::from_static(b"/topic/race"));
-    let name = Bytes::from_static(b"durable:app:race");
+    let key = reader_key("race");
     let winners: usize = (0..8)
         .map(|_| {
-            let (router, topic, name) = (router.clone(), topic.clone(), name.clone());
-            std::thread::spawn(move || router.durable_subscription(&name, &topic).is_ok())
+            let (router, topic, key) = (router.clone(), topic.clone(), key.clone());
+            std::thread::spawn(move || {
+                let principal = crate::plugin::Principal::named("app");
+                router.claim_durable(&key, &topic, &principal).is_ok()
+            })
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -498,5 +504,31 @@ fn racing_subscribers_make_one_durable_subscription() {
         router.counts().0,
         1,
         "one queue, no orphan bound to the topic"
+    );
+}
+
+#[test]
+fn a_durable_subscription_is_removed_only_by_a_reader_of_its_topic_and_only_detached() {
+    let router = Router::new(FlowConfig::default(), DeadLetterConfig::default());
+    let topic = router.topic(&Bytes::from_static(b"/topic/secret"));
+    let key = reader_key("sub");
+    let owner = crate::plugin::Principal::named("app");
+    let queue = router.claim_durable(&key, &topic, &owner).unwrap();
+    assert_eq!(
+        router.remove_durable(&key, &owner).unwrap_err(),
+        DurableError::Active(key.describe()),
+        "claimed by a subscriber"
+    );
+    queue.release_claim();
+    let mut blind = crate::plugin::Principal::named("app");
+    blind.may_subscribe = vec!["/topic/public.*".to_string()];
+    assert!(matches!(
+        router.remove_durable(&key, &blind),
+        Err(DurableError::NotPermitted(..))
+    ));
+    router.remove_durable(&key, &owner).unwrap();
+    assert_eq!(
+        router.remove_durable(&key, &owner).unwrap_err(),
+        DurableError::Unknown(key.describe())
     );
 }

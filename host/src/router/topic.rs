@@ -239,7 +239,7 @@ impl Topic {
 
     /// Offers a copy; false when the subscriber has no room for it now.
     fn deliver(&self, subscription: &Arc<Subscription>, message: &Arc<Message>) -> bool {
-        let super::subscription::Source::Topic(consumer) = &subscription.source else {
+        let Some(consumer) = &subscription.topic_window else {
             return true;
         };
         if consumer.offer(subscription, message).is_err() {

@@ -6,32 +6,39 @@ use bytes::Bytes;
 use crate::codec::{Frame, Version};
 use crate::router::AckMode;
 
+use crate::router::publish;
+use crate::text::shown;
+
 use super::error::{client_error, SessionError};
-use super::handlers::{publish, required, text};
-use super::transaction::{self, Action, OwnedTarget, Transaction};
+use super::handlers::required;
+use super::transaction::{Action, OwnedTarget, Transaction};
 use super::Session;
 
 impl Session {
     pub(super) fn on_ack(&mut self, frame: &Frame, requeue: bool) -> Result<(), SessionError> {
         let (key, target) = self.ack_target(frame)?;
-        let handle = self.subscriptions[&key].handle.clone();
+        let subscription = self
+            .conn
+            .subscription(key)
+            .cloned()
+            .expect("ack_target found it");
         let verb = if requeue { "NACK" } else { "ACK" };
-        if handle.ack_mode == AckMode::Auto {
+        if subscription.ack_mode() == AckMode::Auto {
             return Err(client_error(format!(
                 "{verb} on subscription '{}', which is in auto ack mode",
-                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+                shown(subscription.name())
             )));
         }
         let not_pending = || {
             client_error(format!(
                 "{verb} names no unacknowledged message of subscription '{}'",
-                text(handle.wire_id.as_deref().unwrap_or(&handle.destination))
+                shown(subscription.name())
             ))
         };
         if let Some(transaction) = self.transaction_mut(frame)? {
-            if !transaction::is_pending(&handle, &target) {
-                return Err(not_pending());
-            }
+            subscription
+                .check(target.as_target())
+                .map_err(|_| not_pending())?;
             transaction.actions.push(Action::Settle {
                 key,
                 target,
@@ -39,10 +46,9 @@ impl Session {
             });
             return Ok(());
         }
-        if !transaction::settle(&handle, &target, requeue) {
-            return Err(not_pending());
-        }
-        Ok(())
+        subscription
+            .settle(target.as_target(), requeue)
+            .map_err(|_| not_pending())
     }
 
     /// Finds the subscription and delivery an ACK/NACK names, per protocol version.
@@ -57,25 +63,29 @@ impl Session {
         let subscription = frame.get(b"subscription");
         match (message_id, subscription) {
             (Some(message_id), Some(subscription)) => {
-                let key = self.by_wire_id.get(subscription).copied().ok_or_else(|| {
-                    client_error(format!(
-                        "{verb} names unknown subscription '{}'",
-                        text(subscription)
-                    ))
-                })?;
+                let key = self
+                    .conn
+                    .by_wire_id(subscription)
+                    .map(|s| s.key())
+                    .ok_or_else(|| {
+                        client_error(format!(
+                            "{verb} names unknown subscription '{}'",
+                            shown(subscription)
+                        ))
+                    })?;
                 Ok((key, OwnedTarget::MessageId(message_id.clone())))
             }
             (Some(message_id), None) if self.version == Version::V1_0 => {
                 // 1.0 names only the message: find the subscription holding it.
                 let target = OwnedTarget::MessageId(message_id.clone());
-                self.subscriptions
-                    .iter()
-                    .find(|(_, s)| transaction::is_pending(&s.handle, &target))
-                    .map(|(key, _)| (*key, target))
+                self.conn
+                    .subscriptions()
+                    .find(|s| s.check(target.as_target()).is_ok())
+                    .map(|s| (s.key(), target))
                     .ok_or_else(|| {
                         client_error(format!(
                             "{verb} names no unacknowledged message '{}'",
-                            text(message_id)
+                            shown(message_id)
                         ))
                     })
             }
@@ -93,12 +103,12 @@ impl Session {
 
     /// Parses a 1.2 `ack` value `<key>.<seq>`.
     fn parse_ack_id(&self, id: &Bytes, verb: &str) -> Result<(u32, OwnedTarget), SessionError> {
-        let unknown = || client_error(format!("{verb} names unknown ack id '{}'", text(id)));
+        let unknown = || client_error(format!("{verb} names unknown ack id '{}'", shown(id)));
         let text_id = std::str::from_utf8(id).map_err(|_| unknown())?;
         let (key, seq) = text_id.split_once('.').ok_or_else(unknown)?;
         let key: u32 = key.parse().map_err(|_| unknown())?;
         let seq: u64 = seq.parse().map_err(|_| unknown())?;
-        if !self.subscriptions.contains_key(&key) {
+        if self.conn.subscription(key).is_none() {
             return Err(unknown());
         }
         Ok((key, OwnedTarget::Seq(seq)))
@@ -109,7 +119,7 @@ impl Session {
         if self.transactions.contains_key(&id) {
             return Err(client_error(format!(
                 "transaction '{}' is already open",
-                text(&id)
+                shown(&id)
             )));
         }
         let max = self.broker.config.limits.max_transactions_per_connection;
@@ -124,21 +134,25 @@ impl Session {
 
     pub(super) async fn on_commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?;
-        let transaction = self
-            .transactions
-            .remove(id)
-            .ok_or_else(|| client_error(format!("COMMIT of unknown transaction '{}'", text(id))))?;
+        let transaction = self.transactions.remove(id).ok_or_else(|| {
+            client_error(format!("COMMIT of unknown transaction '{}'", shown(id)))
+        })?;
+        let patience = self.slow_consumer_patience();
         for action in transaction.actions {
             match action {
-                Action::Publish(plan) => publish(plan, self.slow_consumer_patience()).await,
+                Action::Publish(plan) => {
+                    for (destination, message) in plan {
+                        publish(&destination, message, patience).await;
+                    }
+                }
                 Action::Settle {
                     key,
                     target,
                     requeue,
                 } => {
                     // The subscription may have ended since; its messages were redelivered.
-                    if let Some(subscription) = self.subscriptions.get(&key) {
-                        transaction::settle(&subscription.handle, &target, requeue);
+                    if let Some(subscription) = self.conn.subscription(key) {
+                        let _ = subscription.settle(target.as_target(), requeue);
                     }
                 }
             }
@@ -151,8 +165,8 @@ impl Session {
         let transaction = self
             .transactions
             .remove(id)
-            .ok_or_else(|| client_error(format!("ABORT of unknown transaction '{}'", text(id))))?;
-        transaction.abort(&self.subscriptions_view());
+            .ok_or_else(|| client_error(format!("ABORT of unknown transaction '{}'", shown(id))))?;
+        transaction.abort(&self.conn);
         Ok(())
     }
 }

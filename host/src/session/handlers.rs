@@ -1,24 +1,22 @@
-//! Handlers for the frames of a connected session: the dispatch of every frame, SEND (with the
-//! send plugins), SUBSCRIBE and UNSUBSCRIBE (ACK, NACK and transactions are in `acks.rs`). Each
-//! returns a client error (turned into an ERROR frame by the caller) or lets the loop carry on;
-//! RECEIPTs are queued after the frame is done.
+//! Handlers for the frames of a connected session: the dispatch of every frame and SEND (with
+//! the send plugins); SUBSCRIBE and UNSUBSCRIBE are in `subscribe.rs`, ACK, NACK and
+//! transactions in `acks.rs`. Each returns a client error (turned into an ERROR frame by the
+//! caller) or lets the loop carry on; RECEIPTs are queued after the frame is done.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{Command, Frame, Header, Version};
-use crate::plugin::{PluginMessage, SendOutcome, SubscriptionInfo};
-use crate::router::{
-    classify, AckMode, Destination, FilterInputs, FilterSlot, Kind, Message, Outgoing, Queue,
-    RouteError, Source, Subscription, TopicConsumer, DURABLE_PREFIX, REPLY_QUEUE_PREFIX,
-    TEMP_QUEUE_PREFIX,
-};
+use crate::plugin::{PluginMessage, SendOutcome};
+use crate::router::{check_name, publish, Message, Outgoing, RouteError};
+use crate::text::shown;
 
 use super::error::{client_error, SessionError};
+use super::subscribe::durable_name_header;
 use super::transaction::{Action, Transaction};
-use super::{Flow, Session, SessionSubscription, DESTINATION_CACHE};
+use super::{Flow, Session};
 
 /// Headers the broker owns on a MESSAGE; a client's values for them on SEND are not passed on.
 const SERVER_OWNED: [&[u8]; 8] = [
@@ -36,14 +34,6 @@ impl From<RouteError> for SessionError {
     fn from(err: RouteError) -> SessionError {
         client_error(err.to_string())
     }
-}
-
-pub(super) fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
 }
 
 pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, SessionError> {
@@ -70,28 +60,6 @@ pub(super) fn receipt_frame(receipt: Bytes) -> Outgoing {
     Outgoing::Frame(Frame::new(Command::Receipt).header("receipt-id", receipt))
 }
 
-/// Reads `prefetch-count` (RabbitMQ) or `activemq.prefetchSize` (ActiveMQ).
-fn prefetch(frame: &Frame) -> Result<Option<u32>, SessionError> {
-    let Some((name, value)) = [&b"prefetch-count"[..], b"activemq.prefetchSize"]
-        .iter()
-        .find_map(|name| frame.get(name).map(|value| (*name, value)))
-    else {
-        return Ok(None);
-    };
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .filter(|&n| n >= 1)
-        .map(Some)
-        .ok_or_else(|| {
-            client_error(format!(
-                "invalid {} '{}': expected a whole number of at least 1",
-                text(name),
-                text(value)
-            ))
-        })
-}
-
 impl Session {
     /// [`handle`](Self::handle), with the frame's receipt on the error.
     pub(super) async fn handle_one(&mut self, frame: Frame) -> Result<Flow, SessionError> {
@@ -104,16 +72,17 @@ impl Session {
     /// Handles one frame of a connected session.
     pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
-        let mark = (self.store.is_some() && may_journal(&frame)).then(|| self.store_mark());
+        let mark = (self.receipts.journals() && may_journal(&frame)).then(|| self.receipts.mark());
         let command = frame.command;
         let flow = self.dispatch(frame, receipt.clone()).await;
         if let Some(mark) = mark {
-            self.note_journaled(mark);
+            self.receipts.note(mark);
         }
         let flow = flow?;
+        // SUBSCRIBE and DISCONNECT send their RECEIPTs themselves, at the right moment.
         match receipt {
-            Some(receipt) if command != Command::Subscribe => {
-                self.send_receipt(receipt_frame(receipt))
+            Some(receipt) if !matches!(command, Command::Subscribe | Command::Disconnect) => {
+                self.receipts.send(receipt_frame(receipt))
             }
             _ => {}
         }
@@ -144,7 +113,7 @@ impl Session {
             Command::Begin => self.on_begin(&frame)?,
             Command::Commit => self.on_commit(&frame).await?,
             Command::Abort => self.on_abort(&frame)?,
-            Command::Disconnect => return Ok(Flow::Disconnect),
+            Command::Disconnect => return Ok(Flow::Disconnect(receipt)),
             Command::Connect | Command::Stomp => {
                 return Err(client_error(
                     "already connected: a second CONNECT is not allowed",
@@ -171,11 +140,11 @@ impl Session {
         let transaction = self
             .transactions
             .get_mut(id)
-            .ok_or_else(|| client_error(format!("unknown transaction '{}'", text(id))))?;
+            .ok_or_else(|| client_error(format!("unknown transaction '{}'", shown(id))))?;
         if transaction.actions.len() >= max {
             return Err(client_error(format!(
                 "transaction '{}' holds the maximum of {max} frames",
-                text(id)
+                shown(id)
             )));
         }
         Ok(Some(transaction))
@@ -204,12 +173,12 @@ impl Session {
         frame: Frame,
     ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
-        classify(&destination)?;
+        check_name(&destination)?;
         if !self.principal.may_send(&destination) {
             return Err(client_error(format!(
                 "'{}' may not send to '{}'",
                 self.principal.name,
-                text(&destination)
+                shown(&destination)
             )));
         }
         let transaction_id = frame.get(b"transaction").cloned();
@@ -245,12 +214,16 @@ impl Session {
         let expires_at = routed.first().and_then(|m| expiry(&m.headers));
         let mut plan = Vec::with_capacity(routed.len());
         for copy in routed {
-            classify(&copy.destination).map_err(|err| {
+            check_name(&copy.destination).map_err(|err| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"
                 ))
             })?;
-            let Some(target) = self.resolve_for_send(&copy.destination)? else {
+            let Some(target) = self
+                .broker
+                .router
+                .resolve(&mut self.conn, &copy.destination)?
+            else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
             let message = Arc::new(Message {
@@ -266,7 +239,7 @@ impl Session {
             plan.push((target, message));
         }
         if persistent {
-            if let Some(store) = &self.store {
+            if let Some(store) = self.broker.router.store() {
                 let bytes = plan.iter().map(|(_, m)| record_size(m)).sum::<usize>();
                 store
                     .admit(bytes)
@@ -279,7 +252,10 @@ impl Session {
             }
             return Ok(());
         }
-        publish(plan, self.slow_consumer_patience()).await;
+        let patience = self.slow_consumer_patience();
+        for (destination, message) in plan {
+            publish(&destination, message, patience).await;
+        }
         Ok(())
     }
 
@@ -292,317 +268,11 @@ impl Session {
     /// whoever receives the message can answer to it.
     fn rewrite_reply_to(&mut self, headers: &mut [Header]) {
         for (name, value) in headers.iter_mut() {
-            if name.as_ref() == b"reply-to"
-                && value.starts_with(TEMP_QUEUE_PREFIX)
-                && value.len() > TEMP_QUEUE_PREFIX.len()
-            {
-                let (global, _) = self.temp_queue(value);
-                *value = global;
-            }
-        }
-    }
-
-    /// This connection's temp queue for `/temp-queue/NAME`, created (and registered under its
-    /// global reply name) on first use.
-    fn temp_queue(&mut self, local: &Bytes) -> (Bytes, Arc<Queue>) {
-        if let Some((global, queue)) = self.temp_queues.get(local) {
-            return (global.clone(), queue.clone());
-        }
-        let mut global = BytesMut::new();
-        global.extend_from_slice(REPLY_QUEUE_PREFIX);
-        global.extend_from_slice(self.id.as_bytes());
-        global.extend_from_slice(b".");
-        global.extend_from_slice(&local[TEMP_QUEUE_PREFIX.len()..]);
-        let global = global.freeze();
-        let queue = Arc::new(Queue::new(
-            global.clone(),
-            self.broker.config.flow.queue_max_messages,
-        ));
-        self.broker
-            .router
-            .register_temp_queue(&global, queue.clone());
-        self.temp_queues
-            .insert(local.clone(), (global.clone(), queue.clone()));
-        (global, queue)
-    }
-
-    /// Resolves a SEND destination, from this session's cache when it can.
-    fn resolve_for_send(
-        &mut self,
-        destination: &Bytes,
-    ) -> Result<Option<Destination>, SessionError> {
-        if let Some(found) = self.destinations.get(destination) {
-            return Ok(Some(found.clone()));
-        }
-        let router = &self.broker.router;
-        let found = match classify(destination)? {
-            Kind::Queue => Destination::Queue(router.queue(destination)),
-            Kind::Topic => match router.existing_topic(destination) {
-                Some(topic) => Destination::Topic(topic),
-                None => return Ok(None),
-            },
-            Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(destination).1))),
-            Kind::ReplyQueue => match router.existing_queue(destination) {
-                Some(queue) => Destination::Queue(queue),
-                None => return Ok(None),
-            },
-        };
-        if self.destinations.len() >= DESTINATION_CACHE {
-            self.destinations.clear();
-        }
-        self.destinations.insert(destination.clone(), found.clone());
-        Ok(Some(found))
-    }
-
-    pub(super) async fn on_subscribe(
-        &mut self,
-        frame: Frame,
-        receipt: Option<Bytes>,
-    ) -> Result<(), SessionError> {
-        // A durable subscription created below is journaled before the RECEIPT.
-        let mark = self.store_mark();
-        let destination = required(&frame, "destination")?.clone();
-        let wire_id = frame.get(b"id").cloned();
-        if wire_id.is_none() && self.version >= Version::V1_1 {
-            return Err(client_error(
-                "SUBSCRIBE frame is missing the required 'id' header (required since STOMP 1.1)",
-            ));
-        }
-        let table_key = subscription_table_key(wire_id.as_ref(), &destination);
-        if self.by_wire_id.contains_key(&table_key) {
-            return Err(client_error(format!(
-                "duplicate subscription id '{}' on this connection",
-                text(wire_id.as_ref().unwrap_or(&destination))
-            )));
-        }
-        let limits = &self.broker.config.limits;
-        if self.subscriptions.len() >= limits.max_subscriptions_per_connection {
-            return Err(client_error(format!(
-                "too many subscriptions: the limit is {} per connection",
-                limits.max_subscriptions_per_connection
-            )));
-        }
-        let ack_mode = match frame.get(b"ack") {
-            None => AckMode::Auto,
-            Some(value) => AckMode::parse(value).ok_or_else(|| {
-                client_error(format!(
-                    "invalid ack mode '{}': expected auto, client or client-individual",
-                    text(value)
-                ))
-            })?,
-        };
-        let kind = classify(&destination)?;
-        if !self.principal.may_subscribe(&destination) {
-            return Err(client_error(format!(
-                "'{}' may not subscribe to '{}'",
-                self.principal.name,
-                text(&destination)
-            )));
-        }
-        let flow = &self.broker.config.flow;
-        let window = match (prefetch(&frame)?, ack_mode) {
-            (Some(n), _) => n.min(flow.max_prefetch),
-            (None, AckMode::Auto) => flow.auto_ack_window,
-            (None, _) => flow.default_prefetch,
-        };
-        let info = SubscriptionInfo {
-            id: wire_id.clone().unwrap_or_default(),
-            destination: destination.clone(),
-            headers: frame.headers.clone(),
-        };
-        let plugins = self.broker.policy.current();
-        let filter = plugins
-            .host
-            .prepare_subscription(&self.principal, info.clone())
-            .await
-            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
-
-        let (source, topic) = match kind {
-            Kind::Queue => (Source::Queue(self.broker.router.queue(&destination)), None),
-            Kind::TempQueue => (Source::Queue(self.temp_queue(&destination).1), None),
-            Kind::ReplyQueue => {
-                let owned = self
-                    .temp_queues
-                    .values()
-                    .find(|(global, _)| *global == destination)
-                    .map(|(_, queue)| queue.clone());
-                let queue = owned.ok_or_else(|| {
-                    client_error(format!(
-                        "'{}' is another connection's reply queue; only its owner may subscribe",
-                        text(&destination)
-                    ))
-                })?;
-                (Source::Queue(queue), None)
-            }
-            Kind::Topic => {
-                let topic = self.broker.router.topic(&destination);
-                match durable_name_header(&frame) {
-                    Some(name) => {
-                        if name == DurableName::ById && wire_id.is_none() {
-                            return Err(client_error(
-                                "a durable subscription needs an 'id' or a subscription name header",
-                            ));
-                        }
-                        let name = self.durable_queue_name(&name, wire_id.as_ref());
-                        let queue = self
-                            .broker
-                            .router
-                            .durable_subscription(&name, &topic)
-                            .map_err(|err| client_error(err.to_string()))?;
-                        (Source::Queue(queue), None)
-                    }
-                    None => (
-                        Source::Topic(Arc::new(TopicConsumer::default())),
-                        Some(topic),
-                    ),
+            if name.as_ref() == b"reply-to" {
+                if let Some(global) = self.broker.router.reply_name(&mut self.conn, value) {
+                    *value = global;
                 }
             }
-        };
-
-        // The RECEIPT goes out before the subscription can receive anything (and, like every
-        // RECEIPT, after what earlier frames journaled is durable).
-        if let Some(receipt) = receipt {
-            // Held-back RECEIPTs cannot overtake it, nor can it wait in line: wait in place.
-            self.note_journaled(mark);
-            let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
-            self.wait_durable(wait).await;
-            self.outbox.push(receipt_frame(receipt));
-        }
-        let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1);
-        let handle = Arc::new(Subscription {
-            key,
-            consumer_id: (self.number << 24) ^ u64::from(key),
-            wire_id,
-            destination,
-            ack_mode,
-            window,
-            outbox: self.outbox.clone(),
-            filter: Mutex::new(FilterSlot {
-                generation: plugins.generation,
-                filter,
-            }),
-            filter_inputs: FilterInputs {
-                principal: self.principal.clone(),
-                info,
-            },
-            source,
-        });
-        match (&handle.source, &topic) {
-            (Source::Queue(queue), _) => queue.subscribe(handle.clone()),
-            (Source::Topic(_), Some(topic)) => topic.subscribe(handle.clone()),
-            (Source::Topic(_), None) => unreachable!("topic subscriptions carry their topic"),
-        }
-        self.by_wire_id.insert(table_key, key);
-        self.subscriptions
-            .insert(key, SessionSubscription { handle, topic });
-        Ok(())
-    }
-
-    /// `durable:CLIENT:NAME`: the queue of a durable subscription. CLIENT is CONNECT's
-    /// `client-id`, else the login; NAME is the subscription name header, else the `id`.
-    fn durable_queue_name(&self, name: &DurableName, wire_id: Option<&Bytes>) -> Bytes {
-        let client = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| Bytes::from(self.principal.name.clone()));
-        let name = match name {
-            DurableName::Named(name) => name.clone(),
-            DurableName::ById => wire_id.cloned().unwrap_or_default(),
-        };
-        let mut queue = BytesMut::new();
-        queue.extend_from_slice(DURABLE_PREFIX);
-        queue.extend_from_slice(&client);
-        queue.extend_from_slice(b":");
-        queue.extend_from_slice(&name);
-        queue.freeze()
-    }
-
-    fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let durable = durable_name_header(frame);
-        // ActiveMQ style: remove a durable subscription by name without being subscribed.
-        if let Some(DurableName::Named(name)) = &durable {
-            let attached = frame
-                .get(b"id")
-                .is_some_and(|id| self.by_wire_id.contains_key(id));
-            if !attached {
-                let queue = self.durable_queue_name(&DurableName::Named(name.clone()), None);
-                if !self.broker.router.remove_durable_subscription(&queue) {
-                    return Err(client_error(format!(
-                        "no durable subscription '{}'",
-                        text(name)
-                    )));
-                }
-                return Ok(());
-            }
-        }
-        let key = match (frame.get(b"id"), frame.get(b"destination")) {
-            (Some(id), _) => self.by_wire_id.get(id).copied().ok_or_else(|| {
-                client_error(format!("no subscription '{}' on this connection", text(id)))
-            })?,
-            // STOMP 1.0 may name the subscription by its destination instead.
-            (None, Some(destination)) if self.version == Version::V1_0 => self
-                .subscriptions
-                .iter()
-                .filter(|(_, s)| s.handle.destination == destination)
-                .map(|(key, _)| *key)
-                .min()
-                .ok_or_else(|| {
-                    client_error(format!(
-                        "no subscription to '{}' on this connection",
-                        text(destination)
-                    ))
-                })?,
-            _ => {
-                return Err(client_error(
-                    "UNSUBSCRIBE frame is missing the required 'id' header",
-                ))
-            }
-        };
-        let queue = match &self.subscriptions[&key].handle.source {
-            Source::Queue(queue) if queue.bound_topic().is_some() => Some(queue.clone()),
-            _ => None,
-        };
-        self.remove_subscription(key);
-        // Without a durable header UNSUBSCRIBE only detaches: the subscription keeps
-        // collecting messages until it is removed this way.
-        if let (Some(queue), Some(_)) = (queue, durable) {
-            self.broker.router.remove_durable_subscription(&queue.name);
-        }
-        Ok(())
-    }
-
-    /// Ends a subscription; its unacked queue messages are redelivered to others.
-    pub(super) fn remove_subscription(&mut self, key: u32) {
-        let Some(subscription) = self.subscriptions.remove(&key) else {
-            return;
-        };
-        let handle = &subscription.handle;
-        self.by_wire_id.remove(&subscription_table_key(
-            handle.wire_id.as_ref(),
-            &handle.destination,
-        ));
-        match (&handle.source, &subscription.topic) {
-            (Source::Queue(queue), _) => queue.unsubscribe(handle.consumer_id),
-            (Source::Topic(_), Some(topic)) => {
-                topic.unsubscribe(handle.consumer_id);
-            }
-            (Source::Topic(_), None) => {}
-        }
-    }
-}
-
-/// The `by_wire_id` key: the SUBSCRIBE `id`, or for a 1.0 subscription without one, its
-/// destination behind a NUL-led marker (1.0 headers cannot contain NUL, so it never collides
-/// with a real id).
-fn subscription_table_key(wire_id: Option<&Bytes>, destination: &Bytes) -> Bytes {
-    match wire_id {
-        Some(id) => id.clone(),
-        None => {
-            let mut key = BytesMut::with_capacity(destination.len() + 6);
-            key.extend_from_slice(b"\x00dest:");
-            key.extend_from_slice(destination);
-            key.freeze()
         }
     }
 }
@@ -643,40 +313,8 @@ fn may_journal(frame: &Frame) -> bool {
     }
 }
 
-/// How a SUBSCRIBE (or UNSUBSCRIBE) names a durable topic subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum DurableName {
-    /// By a subscription-name header.
-    Named(Bytes),
-    /// By `durable:true` / `persistent:true`: the `id` is the name (RabbitMQ, Apollo).
-    ById,
-}
-
-/// The durable-subscription headers brokers use, in precedence order: ActiveMQ's
-/// `activemq.subscriptionName` (and its old misspelling), Artemis's
-/// `durable-subscription-name` and `durable-subscriber-name`; then RabbitMQ's `durable:true`
-/// and Apollo's `persistent:true` (unless `auto-delete:true`).
-fn durable_name_header(frame: &Frame) -> Option<DurableName> {
-    const NAMES: [&[u8]; 4] = [
-        b"activemq.subscriptionName",
-        b"activemq.subcriptionName",
-        b"durable-subscription-name",
-        b"durable-subscriber-name",
-    ];
-    if let Some(name) = NAMES
-        .iter()
-        .find_map(|header| frame.get(header))
-        .filter(|name| !name.is_empty())
-    {
-        return Some(DurableName::Named(name.clone()));
-    }
-    let flag = |header: &[u8]| header_is_true(frame, header);
-    ((flag(b"durable") || flag(b"persistent")) && !flag(b"auto-delete"))
-        .then_some(DurableName::ById)
-}
-
 /// A broker-defined boolean header is `true`, in any case (some clients write `True`).
-fn header_is_true(frame: &Frame, name: &[u8]) -> bool {
+pub(super) fn header_is_true(frame: &Frame, name: &[u8]) -> bool {
     frame
         .get(name)
         .is_some_and(|v| v.eq_ignore_ascii_case(b"true"))
@@ -685,14 +323,4 @@ fn header_is_true(frame: &Frame, name: &[u8]) -> bool {
 /// `persistent:true`.
 pub(super) fn is_persistent(frame: &Frame) -> bool {
     header_is_true(frame, b"persistent")
-}
-
-/// Publishes routed copies: a full queue pauses this producer until there is room.
-pub(super) async fn publish(plan: Vec<(Destination, Arc<Message>)>, patience: Duration) {
-    for (destination, message) in plan {
-        match destination {
-            Destination::Queue(queue) => queue.publish(message).await,
-            Destination::Topic(topic) => topic.publish(&message, patience).await,
-        }
-    }
 }

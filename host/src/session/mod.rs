@@ -14,11 +14,13 @@ mod acks;
 mod connect;
 mod error;
 mod handlers;
+mod receipts;
 mod send_batch;
+mod subscribe;
 mod transaction;
 pub mod writer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,12 +36,12 @@ use tracing::{debug, info, Instrument};
 use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
 use crate::plugin::Principal;
-use crate::router::{Destination, Outbox, Outgoing, Queue, Subscription};
-use crate::store::Store;
+use crate::router::{Connection, Outbox, Outgoing};
 
 pub use error::SessionError;
 
 use error::client_error;
+use receipts::Receipts;
 use transaction::Transaction;
 
 /// How long a closing connection keeps reading (and discarding) so that its last ERROR or
@@ -47,8 +49,6 @@ use transaction::Transaction;
 const LINGER: Duration = Duration::from_millis(500);
 /// At most this much is read and discarded while lingering.
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
-/// A session forgets its resolved destinations past this many (bounded memory).
-const DESTINATION_CACHE: usize = 1024;
 
 /// Serves one client connection to the end.
 pub async fn serve(
@@ -166,23 +166,16 @@ async fn run(
     // this function, or when the task is dropped after a panic (see `Drop for Session`).
     let mut session = Session {
         broker: broker.clone(),
-        number,
-        id: session_id,
+        id: session_id.clone(),
         version: negotiated.version,
         principal,
         outbox: outbox.clone(),
         writer: WriterTask::new(writer),
-        subscriptions: HashMap::new(),
-        by_wire_id: HashMap::new(),
-        next_key: 0,
+        conn: Connection::new(session_id),
         transactions: HashMap::new(),
         next_message: 0,
-        destinations: HashMap::new(),
-        temp_queues: HashMap::new(),
-        store: broker.router.store().cloned(),
         client_id,
-        durable_target: 0,
-        deferred: VecDeque::new(),
+        receipts: Receipts::new(outbox.clone(), broker.router.store().cloned()),
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -208,16 +201,6 @@ async fn accept_connect(
     let plugins = broker.policy.host();
     let principal = connect::authenticate(frame, &broker.config, &plugins, peer).await?;
     Ok((negotiated, principal))
-}
-
-/// Resolves when the store's durable sequence number moves (never without a store).
-async fn store_advanced(
-    durable: &mut Option<watch::Receiver<u64>>,
-) -> Result<(), watch::error::RecvError> {
-    match durable {
-        Some(durable) => durable.changed().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Reads until one frame is decoded; `None` on a clean EOF before any frame.
@@ -318,17 +301,9 @@ fn report(broker: &Broker, err: &SessionError) {
     }
 }
 
-/// A subscription as the session holds it.
-struct SessionSubscription {
-    handle: Arc<Subscription>,
-    /// The topic of a topic subscription (to leave it on UNSUBSCRIBE).
-    topic: Option<Arc<crate::router::Topic>>,
-}
-
 /// The state of one connected session.
 pub(crate) struct Session {
     broker: Arc<Broker>,
-    number: u64,
     /// The CONNECTED `session` value; also the prefix of this session's message ids.
     id: Arc<str>,
     version: Version,
@@ -336,26 +311,14 @@ pub(crate) struct Session {
     outbox: Arc<Outbox>,
     /// The task writing to the socket.
     writer: WriterTask,
-    /// By connection-local key (the first part of a 1.2 `ack` value).
-    subscriptions: HashMap<u32, SessionSubscription>,
-    /// SUBSCRIBE `id` → key. 1.0 subscriptions without an id are keyed by destination here.
-    by_wire_id: HashMap<Bytes, u32>,
-    next_key: u32,
+    /// The router's state for this connection: subscriptions, temp queues, resolved names.
+    conn: Connection,
     transactions: HashMap<Bytes, Transaction>,
     next_message: u64,
-    /// Destinations this session resolved before (so publishing takes no shared lock).
-    destinations: HashMap<Bytes, Destination>,
-    /// This connection's temp queues: local name → (global reply name, queue).
-    temp_queues: HashMap<Bytes, (Bytes, Arc<Queue>)>,
     /// CONNECT's `client-id`: with a subscription name, it names a durable subscription.
     client_id: Option<Bytes>,
-    /// The message store, when persistent messages are journaled.
-    store: Option<Arc<Store>>,
-    /// The store sequence number this session's frames so far may have journaled up to: a
-    /// RECEIPT waits until the store is durable that far.
-    durable_target: u64,
-    /// RECEIPTs waiting for the store, with the sequence number each waits for.
-    deferred: VecDeque<(u64, Outgoing)>,
+    /// RECEIPTs and the durability they wait for.
+    receipts: Receipts,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its
@@ -370,8 +333,8 @@ impl Drop for Session {
 /// What the loop does after a frame.
 enum Flow {
     Continue,
-    /// DISCONNECT was handled: flush and close.
-    Disconnect,
+    /// DISCONNECT (with its `receipt`): flush, release, answer, close.
+    Disconnect(Option<Bytes>),
 }
 
 impl Session {
@@ -383,10 +346,9 @@ impl Session {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         let outbox = self.outbox.clone();
-        let mut durable = self.store.as_ref().map(|store| store.watch_durable());
         // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
         let mut next: Option<Result<Option<Frame>, crate::codec::DecodeError>> = None;
-        let result: Result<(), SessionError> = loop {
+        let result: Result<Option<Bytes>, SessionError> = loop {
             // Frames already buffered first (many frames can arrive in one read).
             match next.take().unwrap_or_else(|| reader.next_frame()) {
                 Ok(Some(frame)) => {
@@ -402,7 +364,7 @@ impl Session {
                     };
                     match flow {
                         Ok(Flow::Continue) => {}
-                        Ok(Flow::Disconnect) => break Ok(()),
+                        Ok(Flow::Disconnect(receipt)) => break Ok(receipt),
                         Err(err) => break Err(err),
                     }
                     // A client that sends faster than it reads its receipts is paused here.
@@ -443,9 +405,9 @@ impl Session {
                 _ = self.writer.ended() => {
                     break Err(SessionError::Io(std::io::ErrorKind::BrokenPipe.into()));
                 }
-                changed = store_advanced(&mut durable), if !self.deferred.is_empty() => {
+                changed = self.receipts.store_advanced(), if self.receipts.holding() => {
                     if changed.is_ok() {
-                        self.release_receipts();
+                        self.receipts.release();
                     }
                 }
             }
@@ -454,12 +416,22 @@ impl Session {
         let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let mut linger_after = false;
         // RECEIPTs held for the store go out before whatever ends the connection.
-        if !self.deferred.is_empty() {
-            self.wait_durable(write_timeout).await;
+        if self.receipts.holding() {
+            self.receipts.flush(write_timeout).await;
         }
         match &result {
-            Ok(()) => {
-                // DISCONNECT: its RECEIPT (if any) is queued; flush and close.
+            Ok(receipt) => {
+                // DISCONNECT: everything before it reaches the socket, then what the session
+                // held is released, and only then its RECEIPT goes out: a client that
+                // reconnects after it finds its durable subscriptions free and its unacked
+                // messages back in their queues.
+                let (reached, drained) = tokio::sync::oneshot::channel();
+                outbox.push(Outgoing::Drain(reached));
+                let _ = tokio::time::timeout(write_timeout, drained).await;
+                self.release();
+                if let Some(receipt) = receipt.clone() {
+                    outbox.push(handlers::receipt_frame(receipt));
+                }
                 outbox.push(Outgoing::Close);
                 self.writer.finish(write_timeout).await;
             }
@@ -489,7 +461,7 @@ impl Session {
         if linger_after {
             linger(socket).await;
         }
-        result
+        result.map(drop)
     }
 
     /// Hands back everything the connection held: unacked messages go to other consumers,
@@ -499,87 +471,19 @@ impl Session {
         // Nothing the writer still does may overlap with redelivery (normally it has finished
         // already; after a panic it is stopped here).
         self.writer.abort();
-        let view = self.subscriptions_view();
-        for (_, transaction) in self.transactions.drain() {
-            transaction.abort(&view);
-        }
-        let keys: Vec<u32> = self.subscriptions.keys().copied().collect();
-        for key in keys {
-            self.remove_subscription(key);
-        }
-        for (_, (global, _queue)) in self.temp_queues.drain() {
-            self.broker.router.remove_temp_queue(&global);
-        }
+        self.release();
         // Anything the writer never took is dropped; queue deliveries among it were requeued
         // above with their subscriptions.
         drop(self.outbox.drain());
     }
 
-    /// Queues a RECEIPT, holding it back while frames before it are not durable yet.
-    fn send_receipt(&mut self, receipt: Outgoing) {
-        // Nothing journaled by this session, or nothing since the last durable point: at once.
-        if self.deferred.is_empty() && self.durable_target == 0 {
-            self.outbox.push(receipt);
-            return;
+    /// Aborts the open transactions and releases the router's state of this connection
+    /// (subscriptions end, unacked messages go back, temp queues are removed).
+    fn release(&mut self) {
+        for (_, transaction) in self.transactions.drain() {
+            transaction.abort(&self.conn);
         }
-        self.release_receipts();
-        let durable = self.store.as_ref().map_or(0, |store| store.durable());
-        if self.deferred.is_empty() && self.durable_target <= durable {
-            self.outbox.push(receipt);
-        } else {
-            self.deferred.push_back((self.durable_target, receipt));
-        }
-    }
-
-    /// Sends the held RECEIPTs whose frames are durable now, in order.
-    fn release_receipts(&mut self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        let durable = store.durable();
-        while self.deferred.front().is_some_and(|(at, _)| *at <= durable) {
-            let (_, receipt) = self.deferred.pop_front().expect("checked above");
-            self.outbox.push(receipt);
-        }
-    }
-
-    /// The store's sequence number before a frame that may journal (0 without a store).
-    fn store_mark(&self) -> u64 {
-        self.store.as_ref().map_or(0, |store| store.appended())
-    }
-
-    /// After a frame that may journal: if anything was appended since `mark` (by this frame,
-    /// or by another connection meanwhile: the sequence cannot tell), later RECEIPTs wait until
-    /// the store is durable that far. When nothing was appended, nothing waits.
-    fn note_journaled(&mut self, mark: u64) {
-        if let Some(store) = &self.store {
-            let now = store.appended();
-            if now > mark {
-                self.durable_target = self.durable_target.max(now);
-            }
-        }
-    }
-
-    /// Waits (up to `wait`; not at all for a failed store, which never gets there) until what
-    /// this session's frames journaled is durable, and sends the held RECEIPTs. Those still
-    /// not durable then are never sent: the client must not count on them.
-    async fn wait_durable(&mut self, wait: Duration) {
-        if let Some(store) = &self.store {
-            let target = self.durable_target;
-            if target > store.durable() && store.failure().is_none() {
-                let mut durable = store.watch_durable();
-                let _ = tokio::time::timeout(wait, durable.wait_for(|at| *at >= target)).await;
-            }
-        }
-        self.release_receipts();
-        self.deferred.clear();
-    }
-
-    fn subscriptions_view(&self) -> HashMap<u32, Arc<Subscription>> {
-        self.subscriptions
-            .iter()
-            .map(|(k, s)| (*k, s.handle.clone()))
-            .collect()
+        self.broker.router.disconnect(&mut self.conn);
     }
 }
 

@@ -114,7 +114,7 @@ impl Session {
         let mut early: Option<SessionError> = None;
         for frame in frames {
             let receipt = frame.get(b"receipt").cloned();
-            let journals = self.store.is_some() && is_persistent(&frame);
+            let journals = self.receipts.journals() && is_persistent(&frame);
             match self.prepare_send(frame) {
                 Ok((send, message)) => {
                     pending.push(Pending {
@@ -136,17 +136,17 @@ impl Session {
             plugins.on_send_batch(&self.principal, messages).await
         };
         for (frame, outcome) in pending.into_iter().zip(outcomes) {
-            let mark = self.store_mark();
+            let mark = self.receipts.mark();
             let result = match outcome {
                 SendOutcome::Deliver(routed) => self.finish_send(frame.send, routed).await,
                 SendOutcome::Reject(reason) => Err(rejected(&reason)),
             };
             if frame.journals {
-                self.note_journaled(mark);
+                self.receipts.note(mark);
             }
             result.map_err(|err| err.with_receipt(frame.receipt.as_ref()))?;
             if let Some(receipt) = frame.receipt {
-                self.send_receipt(receipt_frame(receipt));
+                self.receipts.send(receipt_frame(receipt));
             }
         }
         match early {

@@ -19,25 +19,19 @@ fn broker() -> Arc<Broker> {
 fn session(broker: &Arc<Broker>, number: u64) -> Session {
     let outbox = Arc::new(Outbox::new(broker.config.flow.outbound_queue_frames));
     let writer = tokio::spawn(async { std::future::pending::<writer::WriterExit>().await });
+    let id: Arc<str> = Arc::from(format!("test-{number}"));
     Session {
         broker: broker.clone(),
-        number,
-        id: Arc::from(format!("test-{number}")),
+        id: id.clone(),
         version: Version::V1_2,
         principal: Principal::named("tester"),
-        outbox,
+        outbox: outbox.clone(),
         writer: WriterTask::new(writer),
-        subscriptions: HashMap::new(),
-        by_wire_id: HashMap::new(),
-        next_key: 0,
+        conn: Connection::new(id),
         transactions: HashMap::new(),
         next_message: 0,
-        destinations: HashMap::new(),
-        temp_queues: HashMap::new(),
-        store: None,
         client_id: None,
-        durable_target: 0,
-        deferred: VecDeque::new(),
+        receipts: Receipts::new(outbox, None),
     }
 }
 
@@ -69,7 +63,7 @@ async fn panic_holding(session: Session) {
     let task = tokio::spawn(async move {
         let held = session;
         tokio::task::yield_now().await;
-        if held.number > 0 {
+        if !held.id.is_empty() {
             panic!("injected panic in a session task");
         }
         drop(held);
@@ -82,7 +76,12 @@ async fn panic_holding(session: Session) {
 async fn a_session_that_panics_hands_its_unacked_messages_back() {
     let broker = broker();
     let name = Bytes::from_static(b"/queue/panicking");
-    let queue = broker.router.queue(&name);
+    let mut scratch = Connection::new(Arc::from("scratch"));
+    let Some(crate::router::Destination::Queue(queue)) =
+        broker.router.resolve(&mut scratch, &name).unwrap()
+    else {
+        unreachable!("a /queue/ name resolves to a queue")
+    };
     let mut doomed = session(&broker, 1);
     doomed
         .on_subscribe(
@@ -134,7 +133,16 @@ async fn a_session_that_panics_releases_its_durable_subscription_and_temp_queues
         .on_subscribe(subscribe("t", "/temp-queue/replies", &[]), None)
         .await
         .unwrap();
-    let (global, _) = doomed.temp_queues.values().next().cloned().unwrap();
+    let global = doomed
+        .conn
+        .subscriptions()
+        .find(|s| s.destination().as_ref() == b"/temp-queue/replies")
+        .map(|_| {
+            let mut name = b"/reply-queue/test-3.".to_vec();
+            name.extend_from_slice(b"replies");
+            Bytes::from(name)
+        })
+        .unwrap();
     assert!(broker.router.existing_queue(&global).is_some());
 
     panic_holding(doomed).await;

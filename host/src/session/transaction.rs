@@ -2,12 +2,11 @@
 //! session and applied in order at COMMIT. ABORT (explicit, or implicit when the connection
 //! ends) discards the SENDs and makes the messages its ACKs and NACKs named deliverable again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::router::{AckMode, AckTarget, Destination, Message, Source, Subscription};
+use crate::router::{AckTarget, Connection, Destination, Message};
 
 /// An ACK/NACK target that outlives the frame.
 #[derive(Debug, Clone)]
@@ -47,42 +46,14 @@ pub struct Transaction {
 impl Transaction {
     /// Discards the SENDs; messages named by ACKs and NACKs go back to their queue, marked
     /// redelivered (topic deliveries just leave the subscriber's window).
-    pub fn abort(self, subscriptions: &HashMap<u32, Arc<Subscription>>) {
+    pub fn abort(self, conn: &Connection) {
         for action in self.actions {
             let Action::Settle { key, target, .. } = action else {
                 continue;
             };
-            let Some(subscription) = subscriptions.get(&key) else {
-                continue;
-            };
-            settle(subscription, &target, true);
+            if let Some(subscription) = conn.subscription(key) {
+                let _ = subscription.settle(target.as_target(), true);
+            }
         }
-    }
-}
-
-/// Applies an ACK or NACK now. Returns false when it named nothing pending.
-pub fn settle(subscription: &Arc<Subscription>, target: &OwnedTarget, requeue: bool) -> bool {
-    match &subscription.source {
-        Source::Queue(queue) => queue
-            .settle(subscription.consumer_id, target.as_target(), requeue)
-            .is_ok(),
-        Source::Topic(consumer) => consumer
-            .settle(subscription, target.as_target(), true)
-            .is_ok(),
-    }
-}
-
-/// Checks, without applying it, that an ACK or NACK names a pending delivery.
-pub fn is_pending(subscription: &Arc<Subscription>, target: &OwnedTarget) -> bool {
-    if subscription.ack_mode == AckMode::Auto {
-        return false;
-    }
-    match &subscription.source {
-        Source::Queue(queue) => queue
-            .check_pending(subscription.consumer_id, target.as_target())
-            .is_ok(),
-        Source::Topic(consumer) => consumer
-            .settle(subscription, target.as_target(), false)
-            .is_ok(),
     }
 }

@@ -3,7 +3,8 @@
 //! all of them), encodes frames, and writes them with as few syscalls as possible (small frames
 //! coalesced into one buffer, large bodies passed as their own `Bytes` in a vectored write, never
 //! copied). Sends heart-beats when idle, settles auto-ack queue deliveries as they go to the
-//! socket, and closes the socket (FIN after the last frame) on `Outgoing::Close`.
+//! socket, signals `Outgoing::Drain` once everything before it is written, and closes the
+//! socket (FIN after the last frame) on `Outgoing::Close`.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -13,12 +14,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::broker::Broker;
 use crate::codec::{encode_frame, encode_header, Escaping, Version};
 use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
-use crate::router::message::itoa_u64;
-use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Source, Subscription};
+use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Subscription};
+use crate::text::Decimal;
 
 /// Bodies at least this large are written from their own buffer instead of being copied.
 const ZERO_COPY_BODY: usize = 8 * 1024;
@@ -74,16 +74,18 @@ pub async fn run(
     mut socket: OwnedWriteHalf,
     outbox: Arc<Outbox>,
     config: WriterConfig,
-    broker: Arc<Broker>,
+    broker: Arc<crate::broker::Broker>,
 ) -> WriterExit {
     let mut items = Vec::with_capacity(64);
     let mut out = OutBuf {
         chunks: Vec::new(),
         current: BytesMut::with_capacity(16 * 1024),
     };
-    let mut settle: Vec<(Arc<crate::router::Subscription>, u64)> = Vec::new();
+    let mut settle: Vec<(Arc<Subscription>, u64)> = Vec::new();
     let mut filtered: Vec<FilterOutcome> = Vec::with_capacity(64);
     let mut groups: Vec<Group> = Vec::new();
+    let mut draining = false;
+    let mut drained = Vec::new();
     loop {
         items.clear();
         if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await
@@ -100,22 +102,26 @@ pub async fn run(
             }
             match item {
                 Outgoing::Frame(frame) => encode_frame(&frame, config.version, &mut out.current),
+                // After a drain, deliveries go back to their queues with the subscriptions.
+                Outgoing::Delivery(_) if draining => {}
                 Outgoing::Delivery(delivery) => {
                     let written = encode_delivery(&delivery, outcome, config.version, &mut out);
-                    if written && delivery.subscription.ack_mode == AckMode::Auto {
+                    if written && delivery.subscription.ack_mode() == AckMode::Auto {
                         note_written(&mut settle, &delivery);
                     }
                 }
                 Outgoing::Close => close = true,
+                Outgoing::Drain(reached) => {
+                    draining = true;
+                    drained.push(reached);
+                }
             }
         }
         // Auto-ack deliveries count as consumed once handed to the socket: settling them
         // before the write means a client that reacts to a MESSAGE (UNSUBSCRIBE, disconnect)
         // can never see it redelivered. Their window still bounds what is in flight.
         for (subscription, seq) in settle.drain(..) {
-            if let Source::Queue(queue) = &subscription.source {
-                queue.written(subscription.consumer_id, seq);
-            }
+            subscription.written(seq);
         }
         if !out.is_empty() {
             out.seal();
@@ -131,6 +137,9 @@ pub async fn run(
                 }
             }
         }
+        for reached in drained.drain(..) {
+            let _ = reached.send(());
+        }
         if close {
             let _ = tokio::time::timeout(config.write_timeout, socket.shutdown()).await;
             return WriterExit::Closed;
@@ -139,9 +148,11 @@ pub async fn run(
 }
 
 /// Remembers the highest auto-ack delivery written per subscription.
-fn note_written(settle: &mut Vec<(Arc<crate::router::Subscription>, u64)>, delivery: &Delivery) {
-    let id = delivery.subscription.consumer_id;
-    match settle.iter_mut().find(|(s, _)| s.consumer_id == id) {
+fn note_written(settle: &mut Vec<(Arc<Subscription>, u64)>, delivery: &Delivery) {
+    match settle
+        .iter_mut()
+        .find(|(s, _)| Arc::ptr_eq(s, &delivery.subscription))
+    {
         Some((_, seq)) => *seq = (*seq).max(delivery.seq),
         None => settle.push((delivery.subscription.clone(), delivery.seq)),
     }
@@ -171,9 +182,9 @@ async fn filter_all(
         let delivery = match item {
             Outgoing::Delivery(delivery) => delivery,
             Outgoing::Close => break,
-            Outgoing::Frame(_) => continue,
+            Outgoing::Frame(_) | Outgoing::Drain(_) => continue,
         };
-        let Some(filter) = current_filter(&delivery.subscription, policy).await else {
+        let Some(filter) = delivery.subscription.filter().current(policy).await else {
             continue;
         };
         match groups.iter_mut().find(|g| Arc::ptr_eq(&g.filter, &filter)) {
@@ -226,64 +237,11 @@ fn encode_delivery(
             encode_message(delivery, &message, version, out);
         }
         FilterOutcome::Skip => {
-            skip(delivery);
+            delivery.subscription.decline(delivery.seq);
             return false;
         }
     }
     true
-}
-
-/// The subscription's filter for the plugin set in force, prepared again (from the SUBSCRIBE
-/// it was made from) when a reload swapped the set since it was last prepared. If the new set
-/// refuses the subscription, the previous filter stays (the SUBSCRIBE was accepted under it).
-async fn current_filter(
-    subscription: &Subscription,
-    policy: &Policy,
-) -> Option<Arc<SubscriptionFilter>> {
-    let generation = policy.generation();
-    {
-        let slot = subscription
-            .filter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if slot.generation == generation {
-            return slot.filter.clone();
-        }
-    }
-    let set = policy.current();
-    let inputs = &subscription.filter_inputs;
-    let prepared = set
-        .host
-        .prepare_subscription(&inputs.principal, inputs.info.clone())
-        .await;
-    let mut slot = subscription
-        .filter
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    match prepared {
-        Ok(filter) => slot.filter = filter,
-        Err(reason) => tracing::warn!(
-            %reason,
-            generation = set.generation,
-            "the reloaded plugins refuse this subscription; it keeps its previous filter"
-        ),
-    }
-    slot.generation = set.generation;
-    slot.filter.clone()
-}
-
-/// A filtered-out delivery: a queue hands it to its other consumers; a topic subscriber just
-/// does not see it (and it leaves the client-ack window).
-fn skip(delivery: &Delivery) {
-    let subscription = &delivery.subscription;
-    match &subscription.source {
-        Source::Queue(queue) => queue.decline(subscription.consumer_id, delivery.seq),
-        Source::Topic(consumer) => {
-            if subscription.ack_mode != AckMode::Auto {
-                consumer.forget(subscription, delivery.seq);
-            }
-        }
-    }
 }
 
 /// Encodes one MESSAGE frame.
@@ -296,26 +254,26 @@ fn encode_message(delivery: &Delivery, message: &Message, version: Version, out:
     message.write_id(buf);
     buf.extend_from_slice(b"\n");
     let subscription = &delivery.subscription;
-    if let Some(id) = &subscription.wire_id {
+    if let Some(id) = subscription.wire_id() {
         encode_header(buf, b"subscription", id, escaping);
     }
-    if version == Version::V1_2 && subscription.ack_mode.needs_ack() {
+    if version == Version::V1_2 && subscription.ack_mode().needs_ack() {
         buf.extend_from_slice(b"ack:");
-        buf.extend_from_slice(itoa_u64(subscription.key as u64).as_bytes());
+        buf.extend_from_slice(Decimal::new(u64::from(subscription.key())).as_bytes());
         buf.extend_from_slice(b".");
-        buf.extend_from_slice(itoa_u64(delivery.seq).as_bytes());
+        buf.extend_from_slice(Decimal::new(delivery.seq).as_bytes());
         buf.extend_from_slice(b"\n");
     }
     if delivery.redeliveries > 0 {
         buf.extend_from_slice(b"redelivered:true\nredelivery-count:");
-        buf.extend_from_slice(itoa_u64(u64::from(delivery.redeliveries)).as_bytes());
+        buf.extend_from_slice(Decimal::new(u64::from(delivery.redeliveries)).as_bytes());
         buf.extend_from_slice(b"\n");
     }
     for (name, value) in &message.headers {
         encode_header(buf, name, value, escaping);
     }
     buf.extend_from_slice(b"content-length:");
-    buf.extend_from_slice(itoa_u64(message.body.len() as u64).as_bytes());
+    buf.extend_from_slice(Decimal::new(message.body.len() as u64).as_bytes());
     buf.extend_from_slice(b"\n\n");
     out.body(&message.body);
     out.current.extend_from_slice(b"\0\n");

@@ -1,0 +1,267 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the frame read into a request (id, destination, ack mode, window,
+//! durable name), checked (limits, rights, the message plugins' verdict), resolved and
+//! attached by the router, with the RECEIPT in between: it goes out after whatever the
+//! subscription journaled is durable and before the subscription's first MESSAGE.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::codec::{Frame, Version};
+use crate::plugin::SubscriptionInfo;
+use crate::policy::DeliveryFilter;
+use crate::router::{
+    table_key, AckMode, DurableError, DurableKey, SubscribeError, SubscribeRequest,
+};
+use crate::text::shown;
+
+use super::error::{client_error, SessionError};
+use super::handlers::{header_is_true, receipt_frame, required};
+use super::Session;
+
+impl From<SubscribeError> for SessionError {
+    fn from(err: SubscribeError) -> SessionError {
+        client_error(err.to_string())
+    }
+}
+
+impl From<DurableError> for SessionError {
+    fn from(err: DurableError) -> SessionError {
+        client_error(err.to_string())
+    }
+}
+
+/// A SUBSCRIBE as read from its frame.
+struct Parsed {
+    wire_id: Option<Bytes>,
+    destination: Bytes,
+    ack_mode: AckMode,
+    window: u32,
+    durable: Option<DurableName>,
+}
+
+impl Session {
+    pub(super) async fn on_subscribe(
+        &mut self,
+        frame: Frame,
+        receipt: Option<Bytes>,
+    ) -> Result<(), SessionError> {
+        // A durable subscription created below is journaled before the RECEIPT.
+        let mark = self.receipts.mark();
+        let parsed = self.parse_subscribe(&frame)?;
+        let info = SubscriptionInfo {
+            id: parsed.wire_id.clone().unwrap_or_default(),
+            destination: parsed.destination.clone(),
+            headers: frame.headers,
+        };
+        let filter = DeliveryFilter::prepare(&self.broker.policy, &self.principal, info)
+            .await
+            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+        let durable = parsed
+            .durable
+            .map(|name| self.durable_key(name, parsed.wire_id.as_ref()));
+        let request = SubscribeRequest {
+            wire_id: parsed.wire_id,
+            destination: parsed.destination,
+            ack_mode: parsed.ack_mode,
+            window: parsed.window,
+            durable,
+            principal: &self.principal,
+            outbox: self.outbox.clone(),
+            filter,
+        };
+        let prepared = self
+            .broker
+            .router
+            .prepare_subscription(&mut self.conn, request)?;
+        // The RECEIPT goes out before the subscription can receive anything (and, like every
+        // RECEIPT, after what earlier frames journaled is durable).
+        if let Some(receipt) = receipt {
+            self.receipts.note(mark);
+            let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+            self.receipts
+                .send_in_place(receipt_frame(receipt), wait)
+                .await;
+        }
+        self.broker.router.attach(&mut self.conn, prepared);
+        Ok(())
+    }
+
+    /// Reads and checks a SUBSCRIBE frame (everything that needs no plugin and no router).
+    fn parse_subscribe(&self, frame: &Frame) -> Result<Parsed, SessionError> {
+        let destination = required(frame, "destination")?.clone();
+        let wire_id = frame.get(b"id").cloned();
+        if wire_id.is_none() && self.version >= Version::V1_1 {
+            return Err(client_error(
+                "SUBSCRIBE frame is missing the required 'id' header (required since STOMP 1.1)",
+            ));
+        }
+        let limits = &self.broker.config.limits;
+        if self.conn.subscription_count() >= limits.max_subscriptions_per_connection {
+            return Err(client_error(format!(
+                "too many subscriptions: the limit is {} per connection",
+                limits.max_subscriptions_per_connection
+            )));
+        }
+        let ack_mode = match frame.get(b"ack") {
+            None => AckMode::Auto,
+            Some(value) => AckMode::parse(value).ok_or_else(|| {
+                client_error(format!(
+                    "invalid ack mode '{}': expected auto, client or client-individual",
+                    shown(value)
+                ))
+            })?,
+        };
+        crate::router::check_name(&destination)?;
+        if !self.principal.may_subscribe(&destination) {
+            return Err(client_error(format!(
+                "'{}' may not subscribe to '{}'",
+                self.principal.name,
+                shown(&destination)
+            )));
+        }
+        let flow = &self.broker.config.flow;
+        let window = match (prefetch(frame)?, ack_mode) {
+            (Some(n), _) => n.min(flow.max_prefetch),
+            (None, AckMode::Auto) => flow.auto_ack_window,
+            (None, _) => flow.default_prefetch,
+        };
+        let durable = match durable_name_header(frame) {
+            Some(_) if !destination.starts_with(crate::router::TOPIC_PREFIX) => None,
+            Some(DurableName::ById) if wire_id.is_none() => {
+                return Err(client_error(
+                    "a durable subscription needs an 'id' or a subscription name header",
+                ))
+            }
+            other => other,
+        };
+        Ok(Parsed {
+            wire_id,
+            destination,
+            ack_mode,
+            window,
+            durable,
+        })
+    }
+
+    /// Whose durable subscription a name means: this principal's, told apart by CONNECT's
+    /// `client-id` and the subscription name (or the `id`).
+    fn durable_key(&self, name: DurableName, wire_id: Option<&Bytes>) -> DurableKey {
+        DurableKey {
+            owner: self.principal.name.clone(),
+            client_id: self.client_id.clone().unwrap_or_default(),
+            name: match name {
+                DurableName::Named(name) => name,
+                DurableName::ById => wire_id.cloned().unwrap_or_default(),
+            },
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let durable = durable_name_header(frame);
+        // ActiveMQ style: remove a durable subscription by name without being subscribed.
+        if let Some(DurableName::Named(name)) = &durable {
+            let attached = frame
+                .get(b"id")
+                .is_some_and(|id| self.conn.by_wire_id(id).is_some());
+            if !attached {
+                let key = self.durable_key(DurableName::Named(name.clone()), None);
+                self.broker.router.remove_durable(&key, &self.principal)?;
+                return Ok(());
+            }
+        }
+        let key = match (frame.get(b"id"), frame.get(b"destination")) {
+            (Some(id), _) => self.conn.by_wire_id(id).map(|s| s.key()).ok_or_else(|| {
+                client_error(format!(
+                    "no subscription '{}' on this connection",
+                    shown(id)
+                ))
+            })?,
+            // STOMP 1.0 may name the subscription by its destination instead.
+            (None, Some(destination)) if self.version == Version::V1_0 => {
+                let by_destination = table_key(None, destination);
+                self.conn
+                    .by_wire_id(&by_destination)
+                    .or_else(|| {
+                        self.conn
+                            .subscriptions()
+                            .filter(|s| s.destination() == destination)
+                            .min_by_key(|s| s.key())
+                    })
+                    .map(|s| s.key())
+                    .ok_or_else(|| {
+                        client_error(format!(
+                            "no subscription to '{}' on this connection",
+                            shown(destination)
+                        ))
+                    })?
+            }
+            _ => {
+                return Err(client_error(
+                    "UNSUBSCRIBE frame is missing the required 'id' header",
+                ))
+            }
+        };
+        let detached = self.broker.router.unsubscribe(&mut self.conn, key);
+        // Without a durable header UNSUBSCRIBE only detaches: the subscription keeps
+        // collecting messages until it is removed this way.
+        if let (Some(subscription), Some(_)) = (detached, durable) {
+            self.broker.router.remove_detached_durable(&subscription);
+        }
+        Ok(())
+    }
+}
+
+/// Reads `prefetch-count` (RabbitMQ) or `activemq.prefetchSize` (ActiveMQ).
+fn prefetch(frame: &Frame) -> Result<Option<u32>, SessionError> {
+    let Some((name, value)) = [&b"prefetch-count"[..], b"activemq.prefetchSize"]
+        .iter()
+        .find_map(|name| frame.get(name).map(|value| (*name, value)))
+    else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&n| n >= 1)
+        .map(Some)
+        .ok_or_else(|| {
+            client_error(format!(
+                "invalid {} '{}': expected a whole number of at least 1",
+                shown(name),
+                shown(value)
+            ))
+        })
+}
+
+/// How a SUBSCRIBE (or UNSUBSCRIBE) names a durable topic subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum DurableName {
+    /// By a subscription-name header.
+    Named(Bytes),
+    /// By `durable:true` / `persistent:true`: the `id` is the name (RabbitMQ, Apollo).
+    ById,
+}
+
+/// The durable-subscription headers brokers use, in precedence order: ActiveMQ's
+/// `activemq.subscriptionName` (and its old misspelling), Artemis's
+/// `durable-subscription-name` and `durable-subscriber-name`; then RabbitMQ's `durable:true`
+/// and Apollo's `persistent:true` (unless `auto-delete:true`).
+pub(super) fn durable_name_header(frame: &Frame) -> Option<DurableName> {
+    const NAMES: [&[u8]; 4] = [
+        b"activemq.subscriptionName",
+        b"activemq.subcriptionName",
+        b"durable-subscription-name",
+        b"durable-subscriber-name",
+    ];
+    if let Some(name) = NAMES
+        .iter()
+        .find_map(|header| frame.get(header))
+        .filter(|name| !name.is_empty())
+    {
+        return Some(DurableName::Named(name.clone()));
+    }
+    let flag = |header: &[u8]| header_is_true(frame, header);
+    ((flag(b"durable") || flag(b"persistent")) && !flag(b"auto-delete"))
+        .then_some(DurableName::ById)
+}

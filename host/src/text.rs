@@ -1,0 +1,116 @@
+//! Bytes shown to people and numbers written as text, one way each: peer bytes made safe for an
+//! ERROR message or a log line, hexadecimal, and decimal digits written without allocating.
+
+/// Peer bytes made safe for an error message that quotes them exactly: lossy UTF-8, control
+/// characters escaped (`\n`, `\u{1b}`), cut after `max_chars` with `...`.
+pub fn printable(bytes: &[u8], max_chars: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Most characters of a name quoted by [`shown`].
+const SHOWN_CHARS: usize = 200;
+
+/// A name a client chose (a destination, a subscription id) as ERROR messages quote it: lossy
+/// UTF-8, control characters dropped, at most 200 characters (`…` when cut).
+pub fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SHOWN_CHARS)
+        .collect();
+    if text
+        .chars()
+        .filter(|c| !c.is_control())
+        .nth(SHOWN_CHARS)
+        .is_some()
+    {
+        out.push('…');
+    }
+    out
+}
+
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        let [high, low] = hex_byte(b);
+        out.push(high as char);
+        out.push(low as char);
+    }
+    out
+}
+
+/// One byte as two lowercase hexadecimal digits.
+pub fn hex_byte(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
+}
+
+/// The decimal digits of a `u64`, formatted without allocating.
+pub struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub fn new(mut n: u64) -> Decimal {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { buf, start: i }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_and_cuts() {
+        assert_eq!(printable(b"a\r\n\x1b\xffb", 40), "a\\r\\n\\u{1b}\u{fffd}b");
+        assert_eq!(printable(b"abcdef", 3), "abc...");
+    }
+
+    #[test]
+    fn shown_drops_control_characters_and_cuts_long_names() {
+        assert_eq!(shown(b"/queue/a\nb"), "/queue/ab");
+        let long = vec![b'x'; 300];
+        let text = shown(&long);
+        assert_eq!(text.chars().count(), SHOWN_CHARS + 1);
+        assert!(text.ends_with('…'));
+        assert_eq!(shown(&long[..SHOWN_CHARS]).chars().count(), SHOWN_CHARS);
+    }
+
+    #[test]
+    fn hex_and_decimal() {
+        assert_eq!(hex(&[0, 0x7f, 0xff]), "007fff");
+        for n in [0u64, 7, 10, 99, 1234567890, u64::MAX] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+        }
+    }
+}
