@@ -296,11 +296,10 @@ async fn repeated_nack() {
     c.expect_silence(QUIET).await;
 }
 
-/// BROKER-BUG: an auto-ack queue message the client has already received comes back (marked
-/// redelivered) when the subscription ends right after: auto deliveries are settled only when
-/// the connection's writer reports them written (`Queue::written`), and an UNSUBSCRIBE or
-/// DISCONNECT handled before that report requeues them. Expected: a message written to an
-/// auto-ack subscriber is consumed and never delivered again.
+/// An auto-ack queue message the client has already received never comes back when the
+/// subscription ends right after: the writer settles auto deliveries before they reach the
+/// socket (regression test: they used to be settled only after the write, so an UNSUBSCRIBE
+/// handled in between requeued them).
 #[tokio::test]
 async fn auto_ack_message_is_not_redelivered_after_unsubscribe() {
     let broker = Broker::start();

@@ -20,10 +20,9 @@ async fn unknown_command() {
     }
 }
 
-/// BROKER-BUG: an unknown (or lowercase) command and an undefined escape get an ERROR without
-/// `receipt-id`, although the frame's `receipt` header is readable (the content-length case
-/// already has it). Expected (decided): every client-caused ERROR carries `receipt-id` when
-/// the bad frame had a `receipt`.
+/// Every client-caused ERROR carries `receipt-id` when the bad frame had a readable `receipt`,
+/// also when decoding failed before the header block was parsed (an unknown or lowercase
+/// command, an undefined escape): regression test of a fixed defect.
 #[tokio::test]
 async fn decode_errors_carry_receipt_id() {
     let broker = Broker::start();

@@ -63,8 +63,9 @@ async fn competing_consumers_round_robin() {
     }
 }
 
-/// Fails intermittently because of the auto-ack settlement race (BROKER-BUG, see
-/// `acks::auto_ack_message_is_not_redelivered_after_unsubscribe`): `d` gets "one" again.
+/// A message written to an auto-ack subscriber is consumed: it does not come back after the
+/// UNSUBSCRIBE (regression test of the settlement race fixed with
+/// `acks::auto_ack_message_is_not_redelivered_after_unsubscribe`).
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let broker = Broker::start();
@@ -272,8 +273,8 @@ async fn default_prefetch_from_config() {
     c.expect_silence(QUIET).await;
 }
 
-/// Fails intermittently because of the auto-ack settlement race (BROKER-BUG, see
-/// `acks::auto_ack_message_is_not_redelivered_after_unsubscribe`): "one" comes back.
+/// STOMP 1.0 without `id`: UNSUBSCRIBE by destination, and the auto-ack message already
+/// written does not come back (see `acks::auto_ack_message_is_not_redelivered_after_unsubscribe`).
 #[tokio::test]
 async fn v1_0_subscribe_without_id_and_unsubscribe_by_destination() {
     let broker = Broker::start();
@@ -370,10 +371,9 @@ async fn subscription_id_reusable_after_unsubscribe() {
     assert_eq!(c.msg().await.must("subscription"), "s");
 }
 
-/// BROKER-BUG: a 1.0 UNSUBSCRIBE by `destination` does not find a subscription that was made
-/// with an `id` ("no subscription 'dest:/queue/...' on this connection"); stomp.py's 1.0
-/// `unsubscribe(destination=...)` after `subscribe(dest, id=...)` hits it. Expected: the
-/// destination names the subscription (as ActiveMQ does).
+/// A 1.0 UNSUBSCRIBE by `destination` finds a subscription that was made with an `id`, as
+/// ActiveMQ does (stomp.py's 1.0 `unsubscribe(destination=...)` after `subscribe(dest, id=...)`
+/// relies on it): regression test of a fixed defect.
 #[tokio::test]
 async fn v1_0_unsubscribe_by_destination_when_subscribed_with_id() {
     let broker = Broker::start();

@@ -245,10 +245,9 @@ async fn a_malformed_selector_is_refused_with_the_column() {
     c.disconnect().await;
 }
 
-// BROKER-BUG: a queue message that a consumer's filter skips is put back with
-// `state.pending.push_front` (host/src/router/queue.rs, `Queue::decline`), so several skipped
-// messages come back in reverse order: m0, m1, m3 skipped → the next consumer gets m3, m1, m0.
-// They were never delivered, so they should keep their place (publish order).
+// Queue messages a consumer's filter skips keep their place (publish order): they were never
+// delivered. Regression test: they used to be put back at the head one by one, so m0, m1, m3
+// skipped reached the next consumer as m3, m1, m0.
 #[tokio::test]
 async fn skipped_queue_messages_free_the_window_and_keep_their_order() {
     let broker = PluginBroker::start(&demo_config());

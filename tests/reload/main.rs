@@ -4,9 +4,9 @@
 //! STOMP and through the status endpoint (`GET /status`). Every wait is bounded; a reload is
 //! awaited by polling `/status` until `plugins.generation` changes.
 //!
-//! Tests marked `BROKER-BUG:` in a comment fail because of a broker defect described there;
-//! they are kept, not ignored, so the fix turns them green. `measure.rs` holds `#[ignore]`d
-//! measurements (see docs/reload.md and bench/reload.sh).
+//! A test that finds a broker defect stays in the suite and, once the defect is fixed,
+//! documents the behaviour as a regression test. `measure.rs` holds `#[ignore]`d measurements
+//! (see docs/reload.md and bench/reload.sh).
 
 #[path = "../common/mod.rs"]
 mod common;

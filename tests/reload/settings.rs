@@ -85,11 +85,10 @@ async fn listen_and_flow_changes_are_reported_not_applied() {
     assert_eq!(status["connections"]["open"], 3);
 }
 
-// BROKER-BUG: `--listen` and `--admin-listen` override the file's values in the running config,
-// and `reload::changed_settings` compares the new file against that overridden config, so every
-// reload reports `listen` and `admin_listen` as needing a restart although the file never
-// changed them (the README's demo runs with `--admin-listen` when users follow docs/reload.md).
-// Expected: compare file against file (or apply the same overrides to the new config first).
+// `--listen` and `--admin-listen` override the file's values in the running config; a reload
+// applies the same overrides to the new file before comparing, so they are not reported as
+// needing a restart (regression test: every reload used to report them, e.g. in the README's
+// demo with `--admin-listen`).
 #[tokio::test]
 async fn command_line_overrides_are_not_reported_as_changes() {
     let setup = Setup::new();

@@ -1,14 +1,11 @@
-//! Right after start-up: the broker prints `listening on` and `status on` (scripts take that as
-//! "ready") before the reload task has installed its SIGHUP handler and its file watches.
+//! Right after start-up: once the broker prints `listening on` and `status on` (scripts take
+//! that as "ready"), its SIGHUP handler and file watches are in place (`Server::start` installs
+//! them before the lines are printed).
 //!
-// BROKER-BUG: main.rs spawns `reload::watch_and_reload` after printing both lines; the task
-// installs the SIGHUP handler and the inotify watches only when it first runs. Until then
-// (a) SIGHUP has its default action and terminates the broker (exit by signal 1), and
-// (b) a change to the config or a plugin file is never noticed (no event, no reload, ever).
-// Seen here under `cargo test`'s parallel load; also reproduced by hand (1 run in 10: start,
-// wait for `status on`, `kill -HUP` → "Hangup"). Expected: install the handler and the watches
-// before announcing the addresses (or reload once after installing them).
-// These tests race on purpose, so they fail only sometimes; each tries several times.
+//! Regression tests: they used to be installed by a task that first ran after the
+//! announcement, so an early SIGHUP killed the broker (exit by signal 1) and an early change to
+//! a watched file was never noticed. A regression would fail only sometimes, so each test tries
+//! several times.
 
 use std::time::Duration;
 
