@@ -37,6 +37,8 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Wasm plugins, in chain order.
     pub plugins: Vec<PluginSpec>,
+    /// Live reload of the plugin set.
+    pub reload: ReloadConfig,
     /// Directory for compiled-plugin artifacts (relative paths are relative to the config file).
     pub plugin_cache_dir: Option<PathBuf>,
     /// Graceful shutdown: how long open connections get to flush after SIGINT/SIGTERM.
@@ -59,6 +61,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             users: Vec::new(),
             plugins: Vec::new(),
+            reload: ReloadConfig::default(),
             plugin_cache_dir: None,
             shutdown_grace_ms: 5_000,
             base_dir: PathBuf::from("."),
@@ -276,6 +279,17 @@ impl Default for StoreConfig {
             segment_bytes: 64 << 20,
         }
     }
+}
+
+/// Live reload of the plugin set (see `reload`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Let this reload weaken the policy in force: drop the authenticate hook, remove a plugin
+    /// or one of its hooks, or make a plugin fail open. Off by default, so that a truncated or
+    /// half-edited file is refused instead of switching authentication off. Read from the new
+    /// file: set it in the same edit that removes the plugin.
+    pub allow_weaker_policy: bool,
 }
 
 /// A user of the built-in authenticator.

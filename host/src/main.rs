@@ -126,19 +126,19 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
-    if let Some(admin) = cli.admin_listen {
-        config.admin_listen = Some(admin);
-    }
-    if let Some(dir) = &cli.data_dir {
-        let dir = std::env::current_dir()
-            .context("reading the working directory")?
-            .join(dir);
-        config.store.data_dir = Some(dir);
-        config.store.enabled = true;
-    }
+    let overrides = plugboard::reload::Overrides {
+        listen: cli.listen,
+        admin_listen: cli.admin_listen,
+        data_dir: match &cli.data_dir {
+            Some(dir) => Some(
+                std::env::current_dir()
+                    .context("reading the working directory")?
+                    .join(dir),
+            ),
+            None => None,
+        },
+    };
+    overrides.apply(&mut config);
     if cli.check_config {
         plugboard::broker::load_policy(&config).await?;
         println!(
@@ -149,13 +149,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     }
     let listeners = Listeners::bind(&config).await?;
     let (stop, shutdown) = watch::channel(false);
-    let reload = cli.config.clone().map(|path| ReloadSource {
-        path,
-        overrides: plugboard::reload::Overrides {
-            listen: cli.listen,
-            admin_listen: cli.admin_listen,
-        },
-    });
+    let reload = cli
+        .config
+        .clone()
+        .map(|path| ReloadSource { path, overrides });
     let server = Server::start(config, listeners, reload, shutdown).await?;
     // The first stdout line: tests and scripts read the bound address from it. Live reload is
     // in place by now: from here on a SIGHUP or an edit of the files is never missed.

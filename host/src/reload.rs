@@ -6,6 +6,10 @@
 //! instantiate, match the WIT or accept its config is refused as a whole: the old set keeps
 //! serving and the error (naming the plugin) is logged and kept for the status endpoint.
 //! Settings outside `[[plugins]]` cannot change live; changing them is reported, not ignored.
+//!
+//! A reload never weakens the policy by accident: an empty file, one that changes while it is
+//! read, or one that drops the authenticate hook, removes a plugin or a hook, or makes a plugin
+//! fail open is refused unless the new file says `[reload] allow_weaker_policy = true`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::plugin::PluginHost;
+use crate::plugin::{FailurePolicy, Hook, PluginHost, PluginSpec};
 use crate::policy::PluginFile;
 
 /// How long the watched files must stay quiet before a reload starts.
@@ -41,24 +45,27 @@ pub enum Outcome {
 pub async fn reload(
     broker: &Broker,
     config_path: &Path,
-    overrides: Overrides,
+    overrides: &Overrides,
     noticed: Instant,
 ) -> Outcome {
     let policy = &broker.policy;
-    let new = match Config::from_file(config_path) {
+    let refuse = |reason: String| {
+        // wasmtime's and toml's messages span lines; a status line should not.
+        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+        error!(%reason, "reload refused; the previous plugins keep serving");
+        policy.refuse(reason.clone());
+        Outcome::Refused(reason)
+    };
+    let new = match read_stable(config_path).await.and_then(|text| {
+        let mut config = Config::from_toml(&text).map_err(|err| format!("config file: {err:#}"))?;
+        config.base_dir = config_dir(config_path);
+        Ok(config)
+    }) {
         Ok(mut config) => {
             overrides.apply(&mut config);
             config
         }
-        Err(err) => {
-            let reason = format!("config file: {err:#}")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            error!(%reason, "reload refused; the previous plugins keep serving");
-            policy.refuse(reason.clone());
-            return Outcome::Refused(reason);
-        }
+        Err(reason) => return refuse(reason),
     };
     let restart = changed_settings(&broker.config, &new);
     if !restart.is_empty() {
@@ -72,6 +79,14 @@ pub async fn reload(
         debug!("reload: the plugin set did not change");
         return Outcome::Unchanged;
     }
+    if !new.reload.allow_weaker_policy {
+        if let Some(weaker) = weakens(&current.specs, &new.plugins) {
+            return refuse(format!(
+                "{weaker}: a reload may not weaken the policy in force (set [reload] \
+                 allow_weaker_policy = true in the same edit to do it on purpose, or restart)"
+            ));
+        }
+    }
     match PluginHost::load(&new.plugins, &new.base_dir, &new.plugin_cache_dir()).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
@@ -84,18 +99,87 @@ pub async fn reload(
             );
             Outcome::Swapped(generation)
         }
-        Err(err) => {
-            // wasmtime's messages span lines; a status line should not.
-            let reason = err
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            error!(%reason, "reload refused; the previous plugins keep serving");
-            policy.refuse(reason.clone());
-            Outcome::Refused(reason)
+        Err(err) => refuse(err.to_string()),
+    }
+}
+
+/// How often a config file is read again when it changed while being read.
+const STABLE_READS: usize = 3;
+/// The pause before reading it again.
+const REREAD_AFTER: Duration = Duration::from_millis(50);
+
+/// Reads the config file, making sure it did not change while it was read (an editor or a
+/// copy in the middle of writing it) and that it is not empty: a half-written or truncated file
+/// must never become the policy. Files are best replaced by atomic rename.
+async fn read_stable(path: &Path) -> Result<String, String> {
+    let stat = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime_nsec()))
+            .map_err(|err| format!("config file {}: {err}", path.display()))
+    };
+    for attempt in 1..=STABLE_READS {
+        let before = stat(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("reading config file {}: {err}", path.display()))?;
+        let after = stat(path)?;
+        if before == after && text.len() as u64 == after.2 {
+            if text.trim().is_empty() {
+                return Err(format!(
+                    "config file {} is empty: refused (an empty file would drop every plugin)",
+                    path.display()
+                ));
+            }
+            return Ok(text);
+        }
+        debug!(attempt, "the config file changed while it was read; reading it again");
+        tokio::time::sleep(REREAD_AFTER).await;
+    }
+    Err(format!(
+        "config file {} kept changing while it was read; replace it by atomic rename",
+        path.display()
+    ))
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// How a new plugin set would weaken the one in force, if it would: it drops the authenticate
+/// hook, removes a plugin or a hook of one, or turns a plugin from failing closed to open.
+pub fn weakens(current: &[PluginSpec], new: &[PluginSpec]) -> Option<String> {
+    let authenticates = |specs: &[PluginSpec]| {
+        specs
+            .iter()
+            .find(|s| s.hooks.contains(&Hook::Authenticate))
+            .map(|s| s.name.clone())
+    };
+    if let (Some(auth), None) = (authenticates(current), authenticates(new)) {
+        return Some(format!(
+            "the new config has no authenticate hook (plugin `{auth}` serves it now)"
+        ));
+    }
+    for old in current {
+        let Some(next) = new.iter().find(|s| s.name == old.name) else {
+            return Some(format!("the new config removes plugin `{}`", old.name));
+        };
+        if let Some(hook) = old.hooks.iter().find(|h| !next.hooks.contains(h)) {
+            return Some(format!(
+                "the new config removes the `{}` hook of plugin `{}`",
+                hook.as_str(),
+                old.name
+            ));
+        }
+        if old.failure == FailurePolicy::Closed && next.failure == FailurePolicy::Open {
+            return Some(format!(
+                "the new config makes plugin `{}` fail open",
+                old.name
+            ));
         }
     }
+    None
 }
 
 /// Names of the settings outside `[[plugins]]` that differ (they need a restart).
@@ -151,6 +235,16 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", running.users),
         format!("{:?}", new.users),
     );
+    check(
+        "store",
+        format!("{:?}", running.store),
+        format!("{:?}", new.store),
+    );
+    check(
+        "dead_letter",
+        format!("{:?}", running.dead_letter),
+        format!("{:?}", new.dead_letter),
+    );
     changed
 }
 
@@ -175,19 +269,26 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Command-line settings that override the file (so they are not reported as changes).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// An absolute directory (`--data-dir`, resolved against the working directory).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Overrides {
-    fn apply(&self, config: &mut Config) {
+    /// Puts the command line's settings over the file's.
+    pub fn apply(&self, config: &mut Config) {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(dir) = &self.data_dir {
+            config.store.data_dir = Some(dir.clone());
+            config.store.enabled = true;
         }
     }
 }
@@ -296,7 +397,7 @@ impl Reloader {
                 }
                 _ = shutdown.changed() => return,
             };
-            reload(&self.broker, &self.config_path, self.overrides, noticed).await;
+            reload(&self.broker, &self.config_path, &self.overrides, noticed).await;
             self.update_watches();
         }
     }
@@ -305,6 +406,64 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(name: &str, hooks: &[Hook], failure: FailurePolicy) -> PluginSpec {
+        PluginSpec {
+            name: name.to_string(),
+            file: PathBuf::from("x.wasm"),
+            hooks: hooks.to_vec(),
+            destinations: vec!["*".to_string()],
+            failure,
+            deadline_ms: None,
+            memory_mb: None,
+            max_instances: None,
+            recycle_after_calls: None,
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_weaker_plugin_set_is_named() {
+        use FailurePolicy::{Closed, Open};
+        let auth = spec("auth", &[Hook::Authenticate], Closed);
+        let router = spec("router", &[Hook::Send, Hook::Message], Closed);
+        let current = vec![auth.clone(), router.clone()];
+        assert_eq!(weakens(&current, &current), None);
+        // Added plugins and added hooks are not weaker.
+        let more = spec("extra", &[Hook::Send], Closed);
+        assert_eq!(weakens(&current, &[auth.clone(), router.clone(), more]), None);
+        let cases = [
+            (vec![router.clone()], "no authenticate hook"),
+            (vec![auth.clone()], "removes plugin `router`"),
+            (
+                vec![auth.clone(), spec("router", &[Hook::Send], Closed)],
+                "removes the `message` hook",
+            ),
+            (
+                vec![spec("auth", &[Hook::Authenticate], Open), router.clone()],
+                "`auth` fail open",
+            ),
+            (Vec::new(), "no authenticate hook"),
+        ];
+        for (new, expected) in cases {
+            let found = weakens(&current, &new).unwrap_or_default();
+            assert!(found.contains(expected), "{found:?} should say {expected:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_files_are_refused_and_stable_files_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugboard.toml");
+        for empty in ["", "  \n\t\n"] {
+            std::fs::write(&path, empty).unwrap();
+            let err = read_stable(&path).await.unwrap_err();
+            assert!(err.contains("is empty"), "{err}");
+        }
+        std::fs::write(&path, "listen = \"127.0.0.1:0\"\n").unwrap();
+        assert!(read_stable(&path).await.unwrap().contains("listen"));
+        assert!(read_stable(&dir.path().join("missing.toml")).await.is_err());
+    }
 
     #[test]
     fn changed_settings_names_what_needs_a_restart() {

@@ -87,7 +87,7 @@ async fn rewriting_identical_content_does_not_bump_the_generation() {
     assert_eq!(generation(&status), 2);
 }
 
-/// Plugins added, reordered and removed in the file apply live.
+/// Plugins added, reordered and (with `allow_weaker_policy`) removed in the file apply live.
 #[tokio::test]
 async fn adding_reordering_and_removing_plugins_applies_live() {
     let setup = Setup::new();
@@ -119,8 +119,9 @@ async fn adding_reordering_and_removing_plugins_applies_live() {
     assert_eq!(status["plugins"]["loaded"][0]["name"], "selector");
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, EU);
 
-    // Router removed: region=eu stays where it was sent.
-    setup.write(&filtering);
+    // Router removed (on purpose: a removal is refused without the flag): region=eu stays
+    // where it was sent.
+    setup.write(&format!("[reload]\nallow_weaker_policy = true\n\n{filtering}"));
     let status = broker.wait_generation_change(3, RELOAD_T).await;
     assert_eq!(status["plugins"]["loaded"].as_array().unwrap().len(), 1);
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, IN);

@@ -22,3 +22,4 @@ mod selector;
 mod settings;
 mod signal;
 mod startup;
+mod weaker;
