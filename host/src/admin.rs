@@ -1,7 +1,13 @@
 //! The status endpoint: a minimal HTTP/1.0 server on `admin_listen` answering `GET /status`
 //! with JSON (loaded plugins with their content hashes, load time, call/trap/timeout counters,
 //! the last reload error, settings waiting for a restart, connection and destination counts).
-//! `plugboard status` prints it. Bound to loopback by default; it exposes no control, only state.
+//! `plugboard status` prints it. It exposes no control, only state.
+//!
+//! Access: on a loopback address it answers anyone on the machine, without file paths; with
+//! `admin_token` set, every request must carry `Authorization: Bearer TOKEN` and gets the full
+//! document. A non-loopback `admin_listen` without a token is refused at start. At most
+//! [`MAX_CONNECTIONS`] requests are served at once (more are closed at once), each read within
+//! [`REQUEST_TIME`] and [`MAX_REQUEST`] bytes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,6 +23,12 @@ use crate::broker::Broker;
 
 /// Largest request read.
 const MAX_REQUEST: usize = 8 * 1024;
+/// Most requests served at once; a connection beyond it is closed without an answer.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A request must arrive whole within this time.
+const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// Shortest `admin_token` accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -24,8 +36,9 @@ fn unix_ms(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The status document.
-pub fn status(broker: &Broker) -> Value {
+/// The status document; `with_paths` includes file and directory paths (authenticated callers).
+pub fn status(broker: &Broker, with_paths: bool) -> Value {
+    let path = |p: &std::path::Path| with_paths.then(|| p.display().to_string());
     let set = broker.policy.current();
     let reload = broker.policy.status();
     let stats = set.host.stats();
@@ -37,7 +50,7 @@ pub fn status(broker: &Broker) -> Value {
             let counters = stats.iter().find(|s| s.name == file.name);
             json!({
                 "name": file.name,
-                "file": file.path.display().to_string(),
+                "file": path(&file.path),
                 "sha256": file.sha256,
                 "hooks": spec.hooks.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
                 "destinations": spec.destinations,
@@ -68,7 +81,7 @@ pub fn status(broker: &Broker) -> Value {
         "store": broker.router.store().map(|store| {
             let s = store.stats();
             json!({
-                "data_dir": store.dir().display().to_string(),
+                "data_dir": path(store.dir()),
                 "fsync": format!("{:?}", broker.config.store.fsync).to_lowercase(),
                 "live_messages": s.live_messages.load(Relaxed),
                 "live_bytes": s.live_bytes.load(Relaxed),
@@ -101,12 +114,27 @@ pub fn status(broker: &Broker) -> Value {
     })
 }
 
+/// Checks that the admin surface may listen on `address` with `token`.
+pub fn check_access(address: std::net::SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    match token {
+        Some(token) if token.chars().count() < MIN_TOKEN_CHARS => {
+            anyhow::bail!("admin_token must be at least {MIN_TOKEN_CHARS} characters")
+        }
+        None if !address.ip().is_loopback() => anyhow::bail!(
+            "admin_listen {address} is not a loopback address: set admin_token, or listen on \
+             127.0.0.1"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Serves `GET /status` until shutdown.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -116,11 +144,16 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("status request refused: too many at once");
+            continue; // dropped: closed at once
+        };
         let broker = broker.clone();
         tokio::spawn(async move {
             if let Err(err) = answer(stream, &broker).await {
                 debug!(%err, "status request failed");
             }
+            drop(slot);
         });
     }
 }
@@ -140,14 +173,24 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
         }
         Ok::<_, std::io::Error>(())
     };
-    tokio::time::timeout(Duration::from_secs(5), read)
+    tokio::time::timeout(REQUEST_TIME, read)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let (code, body) = if line.starts_with(b"GET /status ") || line.starts_with(b"GET / ") {
+    // None: no token configured (loopback only); else whether the request carries it.
+    let authorized = broker.config.admin_token.as_ref().map(|token| {
+        bearer(&request).is_some_and(|given| crate::text::constant_time_eq(given, token.as_bytes()))
+    });
+    let (code, body) = if authorized == Some(false) {
+        (
+            "401 Unauthorized",
+            "{\"error\":\"send Authorization: Bearer <admin_token>\"}".to_string(),
+        )
+    } else if line.starts_with(b"GET /status ") || line.starts_with(b"GET / ") {
+        let document = status(broker, authorized == Some(true));
         (
             "200 OK",
-            serde_json::to_string_pretty(&status(broker)).unwrap_or_default(),
+            serde_json::to_string_pretty(&document).unwrap_or_default(),
         )
     } else {
         (
@@ -163,15 +206,36 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header line of `request`.
+fn bearer(request: &[u8]) -> Option<&[u8]> {
+    request.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if !name.eq_ignore_ascii_case(b"authorization") {
+            return None;
+        }
+        let scheme = value.get(..7)?;
+        scheme
+            .eq_ignore_ascii_case(b"bearer ")
+            .then(|| value[7..].trim_ascii())
+    })
+}
+
 /// Fetches the status document from a running broker (`plugboard status`).
-pub async fn fetch(address: std::net::SocketAddr) -> anyhow::Result<Value> {
+pub async fn fetch(address: std::net::SocketAddr, token: Option<&str>) -> anyhow::Result<Value> {
     use anyhow::Context;
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
         .await
         .context("connecting to the status endpoint timed out")?
         .with_context(|| format!("connecting to the status endpoint at {address}"))?;
+    let authorization = token
+        .map(|token| format!("authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     stream
-        .write_all(b"GET /status HTTP/1.0\r\nhost: plugboard\r\n\r\n")
+        .write_all(
+            format!("GET /status HTTP/1.0\r\nhost: plugboard\r\n{authorization}\r\n").as_bytes(),
+        )
         .await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
@@ -186,4 +250,34 @@ pub async fn fetch(address: std::net::SocketAddr) -> anyhow::Result<Value> {
         "status endpoint answered: {head}"
     );
     Ok(serde_json::from_str(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let request = b"GET /status HTTP/1.0\r\nHost: x\r\nAUTHORIZATION:  bearer  s3cret \r\n\r\n";
+        assert_eq!(bearer(request), Some(&b"s3cret"[..]));
+        assert_eq!(
+            bearer(b"GET / HTTP/1.0\r\nauthorization: Basic abc\r\n\r\n"),
+            None
+        );
+        assert_eq!(bearer(b"GET / HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(
+            bearer(b"GET /?authorization: Bearer x HTTP/1.0\r\n\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn non_loopback_needs_a_long_enough_token() {
+        let public: std::net::SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(check_access(local, None).is_ok());
+        assert!(check_access(public, None).is_err());
+        assert!(check_access(public, Some("short")).is_err());
+        assert!(check_access(public, Some("0123456789abcdef")).is_ok());
+    }
 }

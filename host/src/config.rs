@@ -18,8 +18,12 @@ use crate::plugin::PluginSpec;
 pub struct Config {
     /// Address the STOMP listener binds. `--listen` overrides it.
     pub listen: SocketAddr,
-    /// Address of the status endpoint (HTTP `GET /status`, JSON), off when absent.
+    /// Address of the status endpoint (HTTP `GET /status`, JSON), off when absent. Loopback
+    /// only, unless `admin_token` is set.
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the status endpoint requires (`Authorization: Bearer TOKEN`) when set; at
+    /// least 16 characters. Required for a non-loopback `admin_listen`.
+    pub admin_token: Option<String>,
     /// Name reported in CONNECTED's `server` header (`name/version`).
     pub server_name: String,
     /// Frame-size and connection limits.
@@ -53,6 +57,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
             admin_listen: None,
+            admin_token: None,
             server_name: "plugboard".to_string(),
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),

@@ -46,7 +46,9 @@ struct Cli {
 enum Command {
     /// Print the status of a running broker (plugins, versions, counters, last reload error).
     Status {
-        /// The broker's status endpoint; defaults to `admin_listen` of `--config`.
+        /// The broker's status endpoint; defaults to `admin_listen` of `--config`. The token, if
+        /// the endpoint needs one, comes from `$PLUGBOARD_ADMIN_TOKEN` or `admin_token` of
+        /// `--config`.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
@@ -116,7 +118,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         let address = admin.or(config.admin_listen).context(
             "no status endpoint: pass --admin ADDR, or --config FILE with admin_listen set",
         )?;
-        let status = plugboard::admin::fetch(address).await?;
+        let token = std::env::var("PLUGBOARD_ADMIN_TOKEN")
+            .ok()
+            .or(config.admin_token.clone());
+        let status = plugboard::admin::fetch(address, token.as_deref()).await?;
         // A closed pipe (`| head`) is not an error worth a panic.
         use std::io::Write;
         let _ = writeln!(

@@ -115,7 +115,16 @@ async fn read_stable(path: &Path) -> Result<String, String> {
     let stat = |path: &Path| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(path)
-            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime_nsec()))
+            .map(|m| {
+                (
+                    m.dev(),
+                    m.ino(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime_nsec(),
+                )
+            })
             .map_err(|err| format!("config file {}: {err}", path.display()))
     };
     for attempt in 1..=STABLE_READS {
@@ -132,7 +141,10 @@ async fn read_stable(path: &Path) -> Result<String, String> {
             }
             return Ok(text);
         }
-        debug!(attempt, "the config file changed while it was read; reading it again");
+        debug!(
+            attempt,
+            "the config file changed while it was read; reading it again"
+        );
         tokio::time::sleep(REREAD_AFTER).await;
     }
     Err(format!(
@@ -199,6 +211,12 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         "admin_listen",
         format!("{:?}", running.admin_listen),
         format!("{:?}", new.admin_listen),
+    );
+    check(
+        "admin_token",
+        // Compared, never printed.
+        (running.admin_token == new.admin_token).to_string(),
+        "true".to_string(),
     );
     check(
         "server_name",
@@ -431,7 +449,10 @@ mod tests {
         assert_eq!(weakens(&current, &current), None);
         // Added plugins and added hooks are not weaker.
         let more = spec("extra", &[Hook::Send], Closed);
-        assert_eq!(weakens(&current, &[auth.clone(), router.clone(), more]), None);
+        assert_eq!(
+            weakens(&current, &[auth.clone(), router.clone(), more]),
+            None
+        );
         let cases = [
             (vec![router.clone()], "no authenticate hook"),
             (vec![auth.clone()], "removes plugin `router`"),
@@ -447,7 +468,10 @@ mod tests {
         ];
         for (new, expected) in cases {
             let found = weakens(&current, &new).unwrap_or_default();
-            assert!(found.contains(expected), "{found:?} should say {expected:?}");
+            assert!(
+                found.contains(expected),
+                "{found:?} should say {expected:?}"
+            );
         }
     }
 

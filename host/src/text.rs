@@ -1,5 +1,6 @@
 //! Bytes shown to people and numbers written as text, one way each: peer bytes made safe for an
-//! ERROR message or a log line, hexadecimal, and decimal digits written without allocating.
+//! ERROR message or a log line, hexadecimal, decimal digits written without allocating, and
+//! the constant-time comparison of secrets.
 
 /// Peer bytes made safe for an error message that quotes them exactly: lossy UTF-8, control
 /// characters escaped (`\n`, `\u{1b}`), cut after `max_chars` with `...`.
@@ -60,6 +61,14 @@ pub fn hex_byte(b: u8) -> [u8; 2] {
     [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
+/// Compares secrets without an early exit on the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The decimal digits of a `u64`, formatted without allocating.
 pub struct Decimal {
     buf: [u8; 20],
@@ -104,6 +113,13 @@ mod tests {
         assert_eq!(text.chars().count(), SHOWN_CHARS + 1);
         assert!(text.ends_with('…'));
         assert_eq!(shown(&long[..SHOWN_CHARS]).chars().count(), SHOWN_CHARS);
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

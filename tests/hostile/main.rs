@@ -7,4 +7,5 @@
 #[path = "../e2e/harness.rs"]
 mod harness;
 
+mod admin;
 mod crash;

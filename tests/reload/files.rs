@@ -121,7 +121,9 @@ async fn adding_reordering_and_removing_plugins_applies_live() {
 
     // Router removed (on purpose: a removal is refused without the flag): region=eu stays
     // where it was sent.
-    setup.write(&format!("[reload]\nallow_weaker_policy = true\n\n{filtering}"));
+    setup.write(&format!(
+        "[reload]\nallow_weaker_policy = true\n\n{filtering}"
+    ));
     let status = broker.wait_generation_change(3, RELOAD_T).await;
     assert_eq!(status["plugins"]["loaded"].as_array().unwrap().len(), 1);
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, IN);

@@ -28,7 +28,11 @@ async fn an_empty_config_file_is_refused_and_the_plugins_keep_serving() {
     // An editor that truncates the file before writing it: an empty file, in place.
     write_in_place(&setup.config, b"");
     let status = broker.wait_failures(1, RELOAD_T).await;
-    assert!(last_error(&status).contains("empty"), "{}", last_error(&status));
+    assert!(
+        last_error(&status).contains("empty"),
+        "{}",
+        last_error(&status)
+    );
     assert_eq!(generation(&status), 1);
     assert_eq!(routed_to(&mut tx, &mut rx, IN, "eu").await, A);
 
@@ -69,7 +73,11 @@ async fn dropping_the_authenticator_is_refused_unless_allowed_in_the_same_edit()
         1,
     ));
     let status = broker.wait_failures(2, RELOAD_T).await;
-    assert!(last_error(&status).contains("fail open"), "{}", last_error(&status));
+    assert!(
+        last_error(&status).contains("fail open"),
+        "{}",
+        last_error(&status)
+    );
 
     // On purpose: the flag in the same edit.
     setup.write(&format!(

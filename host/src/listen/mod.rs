@@ -23,11 +23,14 @@ impl Listeners {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let admin = match config.admin_listen {
-            Some(address) => Some(
-                TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("binding the status endpoint {address}"))?,
-            ),
+            Some(address) => {
+                crate::admin::check_access(address, config.admin_token.as_deref())?;
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("binding the status endpoint {address}"))?,
+                )
+            }
             None => None,
         };
         Ok(Listeners { stomp, admin })

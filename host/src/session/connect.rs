@@ -128,7 +128,7 @@ pub async fn authenticate(
     }
     let matches = |user: &crate::config::UserConfig| {
         login.is_some_and(|l| l.as_ref() == user.login.as_bytes())
-            && passcode.is_some_and(|p| constant_time_eq(p, user.passcode.as_bytes()))
+            && passcode.is_some_and(|p| crate::text::constant_time_eq(p, user.passcode.as_bytes()))
     };
     match config.users.iter().find(|u| matches(u)) {
         Some(user) => Ok(Principal::named(user.login.clone())),
@@ -140,14 +140,6 @@ pub async fn authenticate(
             ),
         })),
     }
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The CONNECTED frame.
@@ -223,12 +215,5 @@ mod tests {
         let n = negotiate(&connect(&[("heart-beat", "10,10")]), &config).unwrap();
         assert_eq!(n.version, Version::V1_0);
         assert!(n.send_every.is_none());
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }
