@@ -76,6 +76,9 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "slow_consumer_disconnects": stats.slow_consumer_disconnects.load(Relaxed),
             "heartbeat_timeouts": stats.heartbeat_timeouts.load(Relaxed),
             "session_panics": stats.session_panics.load(Relaxed),
+            "address_limit_refusals": stats.address_limit_refusals.load(Relaxed),
+            "failed_logins": stats.failed_logins.load(Relaxed),
+            "idle_closes": stats.idle_closes.load(Relaxed),
         },
         "destinations": { "queues": queues, "topics": topics },
         "store": broker.router.store().map(|store| {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use tracing::info;
 
 use crate::config::Config;
+use crate::limits::AddressTable;
 use crate::plugin::PluginHost;
 use crate::policy::{PluginFile, Policy};
 use crate::router::Router;
@@ -27,6 +28,12 @@ pub struct BrokerStats {
     /// Session tasks that panicked (a broker bug; their connections were closed and what they
     /// held was handed back).
     pub session_panics: AtomicU64,
+    /// Connections refused because their address had too many.
+    pub address_limit_refusals: AtomicU64,
+    /// CONNECTs refused by authentication.
+    pub failed_logins: AtomicU64,
+    /// Connections closed for being idle without subscriptions.
+    pub idle_closes: AtomicU64,
 }
 
 /// Everything sessions share.
@@ -38,6 +45,8 @@ pub struct Broker {
     pub stats: BrokerStats,
     /// Makes session ids unique across broker restarts.
     pub instance: String,
+    /// Connections and failed logins per source address.
+    pub addresses: Arc<AddressTable>,
 }
 
 impl Broker {
@@ -52,6 +61,10 @@ impl Broker {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         Broker {
+            addresses: Arc::new(AddressTable::new(
+                config.limits.max_connections_per_address,
+                Duration::from_millis(config.limits.failed_login_delay_max_ms),
+            )),
             router: Router::with_store(config.flow.clone(), config.dead_letter.clone(), store),
             config,
             policy,

@@ -80,6 +80,17 @@ impl Default for Config {
 pub struct LimitsConfig {
     /// Maximum simultaneous client connections; further connections wait in the accept backlog.
     pub max_connections: usize,
+    /// Most simultaneous connections from one source address; more get an ERROR and a close.
+    pub max_connections_per_address: usize,
+    /// Largest frame a client may send before it is authenticated (the CONNECT frame), bytes:
+    /// an anonymous connection holds little until it proved who it is.
+    pub max_connect_frame_bytes: usize,
+    /// After failed logins from an address, its next attempts wait before they are checked:
+    /// 100 ms, doubling per failure, up to this many ms (0: no waiting).
+    pub failed_login_delay_max_ms: u64,
+    /// A connection that holds no subscription and has sent nothing (not even a heart-beat)
+    /// for this long gets an ERROR and is closed, in ms (0: never).
+    pub idle_timeout_ms: u64,
     /// A new connection must send CONNECT/STOMP within this many milliseconds.
     pub connect_timeout_ms: u64,
     /// Largest whole frame (command + headers + body), in bytes.
@@ -106,6 +117,10 @@ impl Default for LimitsConfig {
         let codec = Limits::default();
         LimitsConfig {
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            max_connect_frame_bytes: 64 * 1024,
+            idle_timeout_ms: 600_000,
+            failed_login_delay_max_ms: 5_000,
             connect_timeout_ms: 10_000,
             // Room for the headers of a maximum-size body.
             max_frame_bytes: codec.max_body_bytes + 256 * 1024,
@@ -121,6 +136,17 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The codec's limits before CONNECT succeeded: the CONNECT frame is small.
+    pub fn connect_codec_limits(&self) -> Limits {
+        let frame = self.max_connect_frame_bytes.min(self.max_frame_bytes);
+        Limits {
+            max_frame_bytes: frame,
+            max_headers: self.max_headers.min(64),
+            max_header_line_bytes: self.max_header_line_bytes.min(frame),
+            max_body_bytes: 0,
+        }
+    }
+
     /// The codec's view of these limits.
     pub fn codec_limits(&self) -> Limits {
         Limits {
@@ -347,6 +373,14 @@ impl Config {
         anyhow::ensure!(
             self.limits.max_connections >= 1,
             "limits.max_connections must be >= 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections_per_address >= 1,
+            "limits.max_connections_per_address must be >= 1"
+        );
+        anyhow::ensure!(
+            self.limits.max_connect_frame_bytes >= 1024,
+            "limits.max_connect_frame_bytes must be at least 1024"
         );
         anyhow::ensure!(
             self.dead_letter.prefix.starts_with("/queue/")

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod broker;
 pub mod codec;
 pub mod config;
+pub mod limits;
 pub mod listen;
 pub mod memory;
 pub mod plugin;

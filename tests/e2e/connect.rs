@@ -216,7 +216,11 @@ async fn second_connect_is_an_error() {
     by.check().await;
 }
 
+// Failed logins in a row slow an address down (tests/hostile/slots.rs): kept short here.
 const USERS: &str = r#"
+[limits]
+failed_login_delay_max_ms = 20
+
 [[users]]
 login = "alice"
 passcode = "secret"

@@ -9,3 +9,4 @@ mod harness;
 
 mod admin;
 mod crash;
+mod slots;

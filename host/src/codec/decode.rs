@@ -175,6 +175,11 @@ impl Decoder {
         self.version = version;
     }
 
+    /// Changes the limits; call it between frames.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     pub fn version(&self) -> Version {
         self.version
     }

@@ -52,6 +52,12 @@ impl FrameReader {
         }
     }
 
+    /// Limits for the frames from now on (a connection's limits grow once it is
+    /// authenticated). Call it between frames.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.decoder.set_limits(limits);
+    }
+
     /// The negotiated version (see [`Decoder::set_version`]).
     pub fn set_version(&mut self, version: Version) {
         self.decoder.set_version(version);

@@ -1,5 +1,5 @@
 //! The plain TCP listener's accept loop: caps concurrent connections with a semaphore taken
-//! *before* `accept` (so excess clients wait in the backlog instead of costing memory), spawns
+//! *before* `accept`, and connections per source address (refused with an ERROR) (so excess clients wait in the backlog instead of costing memory), spawns
 //! a session per connection, and on shutdown stops accepting and gives open sessions a grace
 //! period to flush and close. A session task that panics is reaped like any other (logged and
 //! counted); the session's own teardown has released what it held.
@@ -49,8 +49,27 @@ pub async fn serve(
         number += 1;
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let Some(slot) = broker.addresses.connect(peer.ip()) else {
+            // Over the per-address cap: told so, and closed (on a task of its own, so that a
+            // client that does not read cannot hold up the accept loop).
+            broker
+                .stats
+                .address_limit_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let limit = broker.config.limits.max_connections_per_address;
+            tokio::spawn(session::refuse(
+                stream,
+                format!(
+                    "too many connections from {}: the limit is {limit} per address",
+                    peer.ip()
+                ),
+            ));
+            drop(permit);
+            continue;
+        };
         sessions.spawn(async move {
             session::serve(stream, peer, broker, number, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }

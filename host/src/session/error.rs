@@ -25,6 +25,9 @@ pub enum SessionError {
     /// The client stopped heart-beating.
     #[error("no heart-beat from the client for {0} ms: connection considered dead")]
     HeartbeatTimeout(u64),
+    /// The connection held no subscription and sent nothing for the idle limit.
+    #[error("idle: nothing received for {0} ms and no subscription held: connection closed")]
+    Idle(u64),
     /// The client did not send CONNECT in time.
     #[error("no CONNECT frame within {0} ms")]
     ConnectTimeout(u64),

@@ -99,7 +99,8 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = broker.config.clone();
-    let mut reader = FrameReader::new(config.limits.codec_limits());
+    // Until it is authenticated, a connection may only send a small CONNECT frame.
+    let mut reader = FrameReader::new(config.limits.connect_codec_limits());
 
     // AwaitingConnect.
     let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
@@ -128,17 +129,13 @@ async fn run(
         Err(err) => {
             report(broker, &err);
             if let Some(frame) = err.to_frame() {
-                let mut out = BytesMut::new();
-                encode_frame(&frame, Version::V1_0, &mut out);
-                let _ = tokio::time::timeout(LINGER, stream.write_all(&out)).await;
-                let _ = stream.shutdown().await;
-                let (reader, _writer) = stream.into_split();
-                linger(reader).await;
+                send_error_and_close(stream, &frame).await;
             }
             return;
         }
     };
     reader.set_version(negotiated.version);
+    reader.set_limits(config.limits.codec_limits());
     info!(session = %session_id, principal = %principal.name, version = negotiated.version.as_str(), "connected");
 
     // Connected.
@@ -184,7 +181,8 @@ async fn run(
     drop(outcome);
 }
 
-/// Validates the first frame and authenticates.
+/// Validates the first frame and authenticates. An address with recent failed logins waits
+/// before its attempt is checked (100 ms doubling per failure, up to a configured maximum).
 async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
@@ -198,9 +196,41 @@ async fn accept_connect(
         .with_receipt(frame.get(b"receipt")));
     }
     let negotiated = connect::negotiate(frame, &broker.config)?;
+    let delay = broker.addresses.login_delay(peer.ip());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let plugins = broker.policy.host();
-    let principal = connect::authenticate(frame, &broker.config, &plugins, peer).await?;
-    Ok((negotiated, principal))
+    match connect::authenticate(frame, &broker.config, &plugins, peer).await {
+        Ok(principal) => {
+            broker.addresses.login_succeeded(peer.ip());
+            Ok((negotiated, principal))
+        }
+        Err(err) => {
+            broker.addresses.login_failed(peer.ip());
+            broker.stats.failed_logins.fetch_add(1, Ordering::Relaxed);
+            Err(err)
+        }
+    }
+}
+
+/// Refuses a connection before any session: an ERROR with `message`, then a close.
+pub async fn refuse(stream: TcpStream, message: String) {
+    let frame = error::client_error(message)
+        .to_frame()
+        .expect("a client error has a frame");
+    send_error_and_close(stream, &frame).await;
+}
+
+/// Writes an ERROR (1.0 framing: nothing was negotiated), closes, and lingers briefly so the
+/// ERROR is not destroyed by a reset.
+async fn send_error_and_close(mut stream: TcpStream, frame: &Frame) {
+    let mut out = BytesMut::new();
+    encode_frame(frame, Version::V1_0, &mut out);
+    let _ = tokio::time::timeout(LINGER, stream.write_all(&out)).await;
+    let _ = stream.shutdown().await;
+    let (reader, _writer) = stream.into_split();
+    linger(reader).await;
 }
 
 /// Reads until one frame is decoded; `None` on a clean EOF before any frame.
@@ -287,6 +317,10 @@ fn report(broker: &Broker, err: &SessionError) {
                 .fetch_add(1, Ordering::Relaxed);
             info!("disconnected as a slow consumer");
         }
+        SessionError::Idle(_) => {
+            broker.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
+            info!(%err, "idle connection closed");
+        }
         SessionError::HeartbeatTimeout(_) => {
             broker
                 .stats
@@ -346,6 +380,9 @@ impl Session {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         let outbox = self.outbox.clone();
+        let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
         // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
         let mut next: Option<Result<Option<Frame>, crate::codec::DecodeError>> = None;
         let result: Result<Option<Bytes>, SessionError> = loop {
@@ -382,13 +419,24 @@ impl Session {
                 Ok(None) => {}
                 Err(err) => break Err(err.into()),
             }
+            // Without heart-beats from the client, a connection that holds no subscription is
+            // closed once it has been silent for the idle limit.
+            let idle = (receive_deadline.is_none() && self.conn.subscription_count() == 0)
+                .then_some(idle_limit)
+                .flatten();
             let read = async {
-                match receive_deadline {
-                    Some(limit) => tokio::time::timeout(limit, reader.read_from(&mut socket))
+                match (receive_deadline, idle) {
+                    (Some(limit), _) => tokio::time::timeout(limit, reader.read_from(&mut socket))
                         .await
                         .map_err(|_| SessionError::HeartbeatTimeout(limit.as_millis() as u64))?
                         .map_err(SessionError::from),
-                    None => reader
+                    (None, Some(limit)) => {
+                        tokio::time::timeout(limit, reader.read_from(&mut socket))
+                            .await
+                            .map_err(|_| SessionError::Idle(limit.as_millis() as u64))?
+                            .map_err(SessionError::from)
+                    }
+                    (None, None) => reader
                         .read_from(&mut socket)
                         .await
                         .map_err(SessionError::from),
@@ -425,10 +473,7 @@ impl Session {
                 // held is released, and only then its RECEIPT goes out: a client that
                 // reconnects after it finds its durable subscriptions free and its unacked
                 // messages back in their queues.
-                let (reached, drained) = tokio::sync::oneshot::channel();
-                outbox.push(Outgoing::Drain(reached));
-                let _ = tokio::time::timeout(write_timeout, drained).await;
-                self.release();
+                self.drain_and_release(write_timeout).await;
                 if let Some(receipt) = receipt.clone() {
                     outbox.push(handlers::receipt_frame(receipt));
                 }
@@ -446,6 +491,10 @@ impl Session {
                     outbox.push(Outgoing::Close);
                     self.writer.finish(LINGER).await;
                 } else if let Some(frame) = err.to_frame() {
+                    // As for DISCONNECT: what the session held is released before the ERROR
+                    // goes out, so whoever reacts to it finds the messages back in place. A
+                    // client that does not read gets a short wait only.
+                    self.drain_and_release(LINGER).await;
                     outbox.push(Outgoing::Frame(frame));
                     outbox.push(Outgoing::Close);
                     self.writer.finish(write_timeout).await;
@@ -475,6 +524,15 @@ impl Session {
         // Anything the writer never took is dropped; queue deliveries among it were requeued
         // above with their subscriptions.
         drop(self.outbox.drain());
+    }
+
+    /// Waits (up to `wait`) until the writer has written everything queued so far, then
+    /// releases what the session held (deliveries queued meanwhile are not written).
+    async fn drain_and_release(&mut self, wait: Duration) {
+        let (reached, drained) = tokio::sync::oneshot::channel();
+        self.outbox.push(Outgoing::Drain(reached));
+        let _ = tokio::time::timeout(wait, drained).await;
+        self.release();
     }
 
     /// Aborts the open transactions and releases the router's state of this connection
