@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
+use crate::budget::MemoryBudget;
 use crate::config::Config;
 use crate::limits::AddressTable;
 use crate::plugin::PluginHost;
 use crate::policy::{PluginFile, Policy};
-use crate::router::Router;
+use crate::router::{Router, RouterSettings};
 use crate::store::{Store, StoreSettings};
 
 /// Counters for the whole broker.
@@ -65,7 +66,11 @@ impl Broker {
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            router: Router::with_store(config.flow.clone(), config.dead_letter.clone(), store),
+            router: Router::with_store(
+                RouterSettings::from_config(&config),
+                store,
+                MemoryBudget::new(config.memory_budget()),
+            ),
             config,
             policy,
             stats: BrokerStats::default(),

@@ -34,6 +34,8 @@ pub struct Config {
     pub flow: FlowConfig,
     /// Dead-letter queues for messages delivered too often or expired.
     pub dead_letter: DeadLetterConfig,
+    /// Durable topic subscriptions: how many, how full, how long unused.
+    pub durable: DurableConfig,
     /// The message store behind `persistent:true`.
     pub store: StoreConfig,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
@@ -63,6 +65,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             flow: FlowConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            durable: DurableConfig::default(),
             store: StoreConfig::default(),
             users: Vec::new(),
             plugins: Vec::new(),
@@ -78,6 +81,11 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// The broker-wide memory budget, in bytes: messages (in queues, outboxes, transactions,
+    /// dead-letter queues), frames being read and retained SUBSCRIBE headers are charged to it;
+    /// producers are paused (TCP backpressure, nothing dropped) when it is reached and resume
+    /// below 95 % of it. 0: 40 % of the machine's memory (or of its cgroup limit).
+    pub max_memory_bytes: u64,
     /// Maximum simultaneous client connections; further connections wait in the accept backlog.
     pub max_connections: usize,
     /// Most simultaneous connections from one source address; more get an ERROR and a close.
@@ -103,6 +111,16 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Most subscriptions one connection may hold at once.
     pub max_subscriptions_per_connection: usize,
+    /// Most bytes of headers in one SUBSCRIBE (they are kept for the message plugins as long
+    /// as the subscription lives).
+    pub max_subscribe_header_bytes: usize,
+    /// Most temporary queues one connection may hold (`/temp-queue/...`, `reply-to`).
+    pub max_temp_queues_per_connection: usize,
+    /// Most queues and topics in the broker; a SEND or SUBSCRIBE that would create one more
+    /// gets an ERROR. Empty destinations nobody uses are removed within a few seconds.
+    pub max_destinations: usize,
+    /// New destinations one connection may create per second (bursts of ten times as many).
+    pub destinations_created_per_second: u32,
     /// Most open transactions one connection may hold at once.
     pub max_transactions_per_connection: usize,
     /// Most SEND/ACK/NACK frames one transaction may hold before COMMIT.
@@ -116,6 +134,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         let codec = Limits::default();
         LimitsConfig {
+            max_memory_bytes: 0,
             max_connections: 10_000,
             max_connections_per_address: 256,
             max_connect_frame_bytes: 64 * 1024,
@@ -128,6 +147,10 @@ impl Default for LimitsConfig {
             max_header_line_bytes: codec.max_header_line_bytes,
             max_body_bytes: codec.max_body_bytes,
             max_subscriptions_per_connection: 1_024,
+            max_subscribe_header_bytes: 16 * 1024,
+            max_temp_queues_per_connection: 256,
+            max_destinations: 100_000,
+            destinations_created_per_second: 100,
             max_transactions_per_connection: 64,
             max_transaction_frames: 10_000,
             write_timeout_ms: 30_000,
@@ -208,9 +231,11 @@ pub struct FlowConfig {
     /// Most frames waiting in one connection's outbound queue before the slow-consumer policy
     /// applies to topic deliveries and the connection's own reads pause.
     pub outbound_queue_frames: usize,
-    /// Most messages waiting in one queue; producers to a full queue are paused (TCP
-    /// backpressure) until consumers make room.
+    /// Most messages one queue holds (waiting, and delivered but not yet acknowledged);
+    /// producers to a full queue are paused (TCP backpressure) until consumers make room.
     pub queue_max_messages: usize,
+    /// Most bytes one queue holds, counted the same way.
+    pub queue_max_bytes: u64,
     /// Policy for topic subscribers that cannot keep up.
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// How long (ms) a topic publisher waits for a subscriber whose outbound queue is full
@@ -227,6 +252,7 @@ impl Default for FlowConfig {
             auto_ack_window: 1_000,
             outbound_queue_frames: 4_096,
             queue_max_messages: 100_000,
+            queue_max_bytes: 512 * 1024 * 1024,
             slow_consumer_policy: SlowConsumerPolicy::Disconnect,
             slow_consumer_patience_ms: 1_000,
         }
@@ -245,6 +271,10 @@ pub struct DeadLetterConfig {
     pub expired: bool,
     /// Prefix of the dead-letter queue names.
     pub prefix: String,
+    /// A message filter that fails on a message (a trap, a timeout; not a decline) this many
+    /// times dead-letters it with `dlq-reason:filter-failed` (dropped when dead-lettering is
+    /// off, as without a dead-letter queue).
+    pub max_filter_failures: u32,
 }
 
 impl Default for DeadLetterConfig {
@@ -253,6 +283,7 @@ impl Default for DeadLetterConfig {
             max_deliveries: 0,
             expired: false,
             prefix: "/queue/DLQ.".to_string(),
+            max_filter_failures: crate::router::queue::MAX_FILTER_FAILURES,
         }
     }
 }
@@ -261,6 +292,32 @@ impl DeadLetterConfig {
     /// Whether any queue gets a dead-letter queue.
     pub fn enabled(&self) -> bool {
         self.max_deliveries > 0 || self.expired
+    }
+}
+
+/// Durable topic subscriptions. Each one's queue holds at most `flow.queue_max_messages` and
+/// `flow.queue_max_bytes`, like any queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurableConfig {
+    /// What a full durable subscription does with one more message: `drop-oldest` (default),
+    /// `drop-new`, or `block` (the topic's publishers wait, as for a full queue). An offline
+    /// subscriber must not hold live publishers hostage, hence not `block` by default.
+    pub overflow: crate::router::queue::Overflow,
+    /// Most durable subscriptions one principal may have.
+    pub max_per_principal: usize,
+    /// A durable subscription without a subscriber for this long is removed with its
+    /// messages, in ms (0: never).
+    pub expire_after_ms: u64,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig {
+            overflow: crate::router::queue::Overflow::DropOldest,
+            max_per_principal: 100,
+            expire_after_ms: 30 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -332,6 +389,14 @@ pub struct UserConfig {
 }
 
 impl Config {
+    /// The memory budget in bytes (`limits.max_memory_bytes`, or its default).
+    pub fn memory_budget(&self) -> u64 {
+        match self.limits.max_memory_bytes {
+            0 => crate::budget::default_limit(),
+            bytes => bytes,
+        }
+    }
+
     /// Reads and validates a TOML config file.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         use anyhow::Context;

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod limits;

@@ -155,6 +155,8 @@ pub struct DeliveryFilter {
     slot: Mutex<FilterSlot>,
     principal: Principal,
     info: SubscriptionInfo,
+    /// The SUBSCRIBE's share of the memory budget (its headers are kept here).
+    _charge: crate::budget::Charge,
 }
 
 /// A prepared filter chain (none when no message plugin applies) and its generation.
@@ -170,6 +172,7 @@ impl DeliveryFilter {
         policy: &Policy,
         principal: &Principal,
         info: SubscriptionInfo,
+        charge: crate::budget::Charge,
     ) -> Result<DeliveryFilter, String> {
         let set = policy.current();
         let filter = set
@@ -183,6 +186,7 @@ impl DeliveryFilter {
             }),
             principal: principal.clone(),
             info,
+            _charge: charge,
         })
     }
 
@@ -195,6 +199,7 @@ impl DeliveryFilter {
             }),
             principal,
             info,
+            _charge: Default::default(),
         }
     }
 

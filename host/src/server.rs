@@ -91,6 +91,10 @@ impl Server {
             tokio::spawn(crate::admin::serve(admin, broker.clone(), shutdown.clone()));
         }
         tokio::spawn(crate::memory::release_periodically(shutdown.clone()));
+        {
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            tokio::spawn(async move { broker.router.sweep_periodically(shutdown).await });
+        }
         info!(
             address = %listeners.stomp.local_addr()?,
             plugins = broker.config.plugins.len(),

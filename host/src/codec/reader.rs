@@ -8,11 +8,20 @@
 //! allocated fallibly, so an allocation failure is an error for this connection, not an abort
 //! of the broker.
 //!
+//! Every byte read is charged to the broker's memory budget as it arrives; a completed frame
+//! takes its bytes' charge with it ([`FrameReader::next_charged`]). A connection in the middle
+//! of a large frame stops reading while the budget is over its limit (small frames, such as a
+//! consumer's ACKs, are always read).
+//!
 //! The same reader serves any byte stream (a TCP socket, or the payloads of WebSocket messages
 //! appended with [`FrameReader::extend`]).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::budget::{Charge, MemoryBudget};
 
 use super::decode::{DecodeError, Decoder, Limits};
 use super::frame::{Frame, Version};
@@ -41,6 +50,10 @@ pub enum ReadBufferError {
 pub struct FrameReader {
     decoder: Decoder,
     buf: BytesMut,
+    /// Charged for every byte read.
+    budget: Option<Arc<MemoryBudget>>,
+    /// The charge of the bytes in `buf`.
+    charge: Charge,
 }
 
 impl FrameReader {
@@ -49,6 +62,20 @@ impl FrameReader {
         FrameReader {
             decoder: Decoder::new(limits),
             buf: BytesMut::new(),
+            budget: None,
+            charge: Charge::default(),
+        }
+    }
+
+    /// Charges the bytes read to `budget`.
+    pub fn charged_to(mut self, budget: Arc<MemoryBudget>) -> FrameReader {
+        self.budget = Some(budget);
+        self
+    }
+
+    fn charge_read(&mut self, bytes: usize) {
+        if let Some(budget) = &self.budget {
+            self.charge.merge(budget.charge(bytes as u64));
         }
     }
 
@@ -69,7 +96,16 @@ impl FrameReader {
 
     /// The next frame already buffered, if a whole one is (see [`Decoder::decode`]).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        self.decoder.decode(&mut self.buf)
+        self.next_charged().map(|next| next.map(|(frame, _)| frame))
+    }
+
+    /// [`next_frame`](Self::next_frame), with the charge of the frame's bytes.
+    pub fn next_charged(&mut self) -> Result<Option<(Frame, Charge)>, DecodeError> {
+        let before = self.buf.len();
+        let decoded = self.decoder.decode(&mut self.buf);
+        let consumed = (before - self.buf.len()) as u64;
+        let charge = self.charge.split(consumed);
+        Ok(decoded?.map(|frame| (frame, charge)))
     }
 
     /// Bytes buffered and not yet decoded.
@@ -140,12 +176,23 @@ impl FrameReader {
     }
 
     /// Makes room and reads once from `source`; `Ok(0)` at end of stream.
+    ///
+    /// In the middle of a frame larger than a chunk, while the memory budget is over its
+    /// limit, it first waits until the budget has room (the peer is paused by TCP
+    /// backpressure). Cancel-safe.
     pub async fn read_from<R: AsyncRead + Unpin>(
         &mut self,
         source: &mut R,
     ) -> Result<usize, ReadError> {
+        if self.buf.len() > CHUNK {
+            if let Some(budget) = &self.budget {
+                budget.wait_for_room().await;
+            }
+        }
         self.reserve()?;
-        Ok(source.read_buf(&mut self.buf).await?)
+        let n = source.read_buf(&mut self.buf).await?;
+        self.charge_read(n);
+        Ok(n)
     }
 
     /// Copies as much of `bytes` as fits in the spare room (as one socket read would, after
@@ -153,6 +200,7 @@ impl FrameReader {
     pub fn fill(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.spare());
         self.buf.extend_from_slice(&bytes[..n]);
+        self.charge_read(n);
         n
     }
 
@@ -179,6 +227,7 @@ impl FrameReader {
         } else {
             self.buf.extend_from_slice(bytes);
         }
+        self.charge_read(bytes.len());
         Ok(())
     }
 }
@@ -302,6 +351,24 @@ mod tests {
                 "read {read}: {most}"
             );
         }
+    }
+
+    #[test]
+    fn bytes_read_are_charged_and_frames_take_their_charge() {
+        let budget = MemoryBudget::new(1 << 20);
+        let mut reader = FrameReader::new(limits(1024)).charged_to(budget.clone());
+        reader
+            .extend(b"\nSEND\ndestination:/q\n\nhi\0SEND\ndesti")
+            .unwrap();
+        assert_eq!(budget.used(), 35);
+        let (frame, charge) = reader.next_charged().unwrap().unwrap();
+        assert_eq!(frame.body.as_ref(), b"hi");
+        assert_eq!(charge.bytes(), 25, "the heart-beat before it and the frame");
+        assert!(reader.next_charged().unwrap().is_none());
+        drop(charge);
+        assert_eq!(budget.used(), 10, "the partial frame");
+        drop(reader);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -32,7 +32,14 @@ pub struct Connection {
     pub(super) by_wire_id: HashMap<Bytes, u32>,
     /// The next connection-local subscription key to try.
     next_key: u32,
+    /// Destinations this connection may still create now (a token bucket).
+    creations: f64,
+    /// When `creations` was last refilled.
+    refilled: std::time::Instant,
 }
+
+/// A connection may create this many seconds' worth of destinations at once.
+const CREATION_BURST_SECONDS: f64 = 10.0;
 
 impl Connection {
     /// The router's state for a new connection whose session id is `id`.
@@ -44,6 +51,25 @@ impl Connection {
             subscriptions: HashMap::new(),
             by_wire_id: HashMap::new(),
             next_key: 0,
+            creations: f64::INFINITY,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes one destination creation from the connection's allowance of `per_second`
+    /// (bursts of ten seconds' worth); false when it is used up.
+    pub(super) fn take_creation(&mut self, per_second: u32) -> bool {
+        let rate = f64::from(per_second);
+        let burst = rate * CREATION_BURST_SECONDS;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.creations = (self.creations + elapsed * rate).min(burst);
+        self.refilled = now;
+        if self.creations >= 1.0 {
+            self.creations -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -119,5 +145,20 @@ pub fn table_key(wire_id: Option<&Bytes>, destination: &Bytes) -> Bytes {
             key.extend_from_slice(destination);
             key.freeze()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creations_are_allowed_in_bursts_then_at_the_rate() {
+        let mut conn = Connection::new(Arc::from("c"));
+        let allowed = (0..2000).filter(|_| conn.take_creation(10)).count();
+        assert_eq!(allowed, 100, "a burst of ten seconds' worth");
+        conn.refilled -= std::time::Duration::from_millis(500);
+        let allowed = (0..100).filter(|_| conn.take_creation(10)).count();
+        assert_eq!(allowed, 5, "half a second at 10 per second");
     }
 }

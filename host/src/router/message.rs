@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
 use crate::codec::Header;
 
 use super::subscription::Subscription;
@@ -26,7 +27,14 @@ pub struct Message {
     pub expires_at: Option<u64>,
     /// `persistent:true` on SEND: journaled in queues when the store is on.
     pub persistent: bool,
+    /// Its share of the memory budget, released when the last copy is dropped.
+    pub charge: Charge,
 }
+
+/// What a message costs beyond its bytes: the `Arc`, the `Message`, its place in a queue.
+const MESSAGE_OVERHEAD: u64 = 256;
+/// What a header costs beyond its bytes (two `Bytes` handles).
+const HEADER_OVERHEAD: u64 = 64;
 
 /// Milliseconds since the unix epoch.
 pub fn now_ms() -> u64 {
@@ -37,6 +45,20 @@ pub fn now_ms() -> u64 {
 }
 
 impl Message {
+    /// About how much memory the message takes: its bytes and the structures around them.
+    pub fn size(&self) -> u64 {
+        Message::size_of(&self.destination, &self.headers, &self.body)
+    }
+
+    /// [`Message::size`] of a message with these parts.
+    pub fn size_of(destination: &[u8], headers: &[Header], body: &[u8]) -> u64 {
+        let headers: u64 = headers
+            .iter()
+            .map(|(n, v)| (n.len() + v.len()) as u64 + HEADER_OVERHEAD)
+            .sum();
+        MESSAGE_OVERHEAD + destination.len() as u64 + headers + body.len() as u64
+    }
+
     /// Whether the message has expired at `now` (unix ms).
     pub fn is_expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -100,6 +122,7 @@ mod tests {
             id_seq: 99,
             expires_at: None,
             persistent: false,
+            charge: Charge::default(),
         };
         let mut out = bytes::BytesMut::new();
         msg.write_id(&mut out);

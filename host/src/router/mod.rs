@@ -21,8 +21,8 @@
 //! share a lock; connections also cache what they resolved, so the per-message path takes no
 //! shared lock at all.
 //!
-//! Lock order (never taken the other way round): durable turns → name shard; queue → its DLQ
-//! queue → store inbox; topic subscriber list (held only to clone an `Arc`); topic consumer
+//! Lock order (never taken the other way round): durable turns → name shard → queue (the
+//! sweep); queue → its DLQ queue → store inbox; topic subscriber list (held only to clone an `Arc`); topic consumer
 //! window → outbox. No lock is held across an `.await`.
 
 pub mod connection;
@@ -36,13 +36,14 @@ pub mod topic;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::config::{DeadLetterConfig, FlowConfig};
+use crate::budget::MemoryBudget;
+use crate::config::{Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig};
 use crate::plugin::Principal;
 use crate::policy::DeliveryFilter;
 use crate::store::record::Enqueue;
@@ -53,7 +54,7 @@ pub use connection::{table_key, Connection};
 pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
-pub use queue::{AckTarget, DeadLetter, NotPending, Queue};
+pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
 pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
@@ -80,6 +81,12 @@ pub enum RouteError {
     UnknownPrefix(String),
     #[error("destination '{0}' has an empty name after its prefix")]
     EmptyName(String),
+    #[error("too many temporary queues: the limit is {0} per connection")]
+    TooManyTempQueues(usize),
+    #[error("'{0}' cannot be created: the broker holds the maximum of {1} destinations")]
+    TooManyDestinations(String, usize),
+    #[error("'{0}' cannot be created: this connection creates new destinations too fast (at most {1} per second)")]
+    CreatingTooFast(String, u32),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -95,6 +102,8 @@ pub enum SubscribeError {
     DurableActive(String),
     #[error("durable subscription {0} is on topic '{1}', which this login may not read: it cannot be moved")]
     DurableMoveRefused(String, String),
+    #[error("'{0}' has the maximum of {1} durable subscriptions")]
+    TooManyDurables(String, usize),
 }
 
 /// Why a durable subscription could not be removed.
@@ -142,11 +151,34 @@ pub enum Destination {
 }
 
 /// Publishes a message to a resolved destination. A full queue pauses this producer until
-/// there is room; a topic subscriber that is behind holds it up for up to `patience`.
+/// there is room (or applies its overflow policy); a topic subscriber that is behind holds it
+/// up for up to `patience`.
 pub async fn publish(destination: &Destination, message: Arc<Message>, patience: Duration) {
     match destination {
-        Destination::Queue(queue) => queue.publish(message).await,
+        Destination::Queue(queue) => {
+            queue.publish(message).await;
+        }
         Destination::Topic(topic) => topic.publish(&message, patience).await,
+    }
+}
+
+/// What the router needs of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RouterSettings {
+    pub flow: FlowConfig,
+    pub dead_letter: DeadLetterConfig,
+    pub durable: DurableConfig,
+    pub limits: LimitsConfig,
+}
+
+impl RouterSettings {
+    pub fn from_config(config: &Config) -> RouterSettings {
+        RouterSettings {
+            flow: config.flow.clone(),
+            dead_letter: config.dead_letter.clone(),
+            durable: config.durable.clone(),
+            limits: config.limits.clone(),
+        }
     }
 }
 
@@ -205,11 +237,14 @@ struct Shard {
 #[derive(Debug)]
 pub struct Router {
     shards: Vec<Mutex<Shard>>,
-    flow: FlowConfig,
-    dead_letter: DeadLetterConfig,
+    settings: RouterSettings,
     store: Option<Arc<Store>>,
-    /// Serialises creating, moving and removing durable subscriptions.
-    durable_turns: Mutex<()>,
+    budget: Arc<MemoryBudget>,
+    /// Queues and topics in the name table.
+    destinations: AtomicUsize,
+    /// Serialises creating, moving and removing durable subscriptions; counts them per owner.
+    durable_turns: Mutex<HashMap<String, usize>>,
+    pub stats: RouterStats,
     /// Consumer ids: unique for the broker's life, so no ACK of one connection can ever name
     /// another's deliveries.
     next_consumer: AtomicU64,
@@ -218,23 +253,39 @@ pub struct Router {
     legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
 }
 
+/// Counters of the name table.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    /// Empty queues and topics nobody used, removed by the sweep.
+    pub swept: AtomicU64,
+    /// Durable subscriptions removed for being unused too long.
+    pub durables_expired: AtomicU64,
+}
+
+/// How often the sweep looks for unused destinations and abandoned durable subscriptions.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 impl Router {
-    pub fn new(flow: FlowConfig, dead_letter: DeadLetterConfig) -> Router {
-        Router::with_store(flow, dead_letter, None)
+    /// A router with default settings, no store and no memory limit (tests).
+    pub fn new(settings: RouterSettings) -> Router {
+        Router::with_store(settings, None, MemoryBudget::new(u64::MAX))
     }
 
-    /// A router whose queues journal persistent messages in `store`.
+    /// A router whose queues journal persistent messages in `store` and charge the messages
+    /// they make to `budget`.
     pub fn with_store(
-        flow: FlowConfig,
-        dead_letter: DeadLetterConfig,
+        settings: RouterSettings,
         store: Option<Arc<Store>>,
+        budget: Arc<MemoryBudget>,
     ) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            flow,
-            dead_letter,
+            settings,
             store,
-            durable_turns: Mutex::new(()),
+            budget,
+            destinations: AtomicUsize::new(0),
+            durable_turns: Mutex::default(),
+            stats: RouterStats::default(),
             next_consumer: AtomicU64::new(1),
             legacy_durables: Mutex::default(),
         }
@@ -244,8 +295,21 @@ impl Router {
         self.store.as_ref()
     }
 
+    /// The memory budget messages are charged to.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
+    }
+
     pub fn flow(&self) -> &FlowConfig {
-        &self.flow
+        &self.settings.flow
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.settings.flow.queue_max_messages,
+            max_bytes: self.settings.flow.queue_max_bytes,
+            overflow: Overflow::Block,
+        }
     }
 
     fn shard(&self, name: &[u8]) -> std::sync::MutexGuard<'_, Shard> {
@@ -266,12 +330,12 @@ impl Router {
             return Ok(Some(found.clone()));
         }
         let found = match classify(name)? {
-            Kind::Queue => Destination::Queue(self.queue(name)),
+            Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::Topic => match self.existing_topic(name) {
                 Some(topic) => Destination::Topic(topic),
                 None => return Ok(None),
             },
-            Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name).1))),
+            Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name)?.1))),
             Kind::ReplyQueue => match self.existing_queue(name) {
                 Some(queue) => Destination::Queue(queue),
                 None => return Ok(None),
@@ -283,16 +347,30 @@ impl Router {
 
     /// The global reply name of `conn`'s temp queue `/temp-queue/NAME` (made on first use),
     /// for a `reply-to` header: whoever receives the message can answer to it.
-    pub fn reply_name(&self, conn: &mut Connection, local: &Bytes) -> Option<Bytes> {
-        (local.starts_with(TEMP_QUEUE_PREFIX) && local.len() > TEMP_QUEUE_PREFIX.len())
-            .then(|| self.temp_queue(conn, local).0)
+    pub fn reply_name(
+        &self,
+        conn: &mut Connection,
+        local: &Bytes,
+    ) -> Result<Option<Bytes>, RouteError> {
+        if !(local.starts_with(TEMP_QUEUE_PREFIX) && local.len() > TEMP_QUEUE_PREFIX.len()) {
+            return Ok(None);
+        }
+        Ok(Some(self.temp_queue(conn, local)?.0))
     }
 
     /// `conn`'s temp queue for `/temp-queue/NAME`, created (and registered under its global
-    /// reply name) on first use.
-    fn temp_queue(&self, conn: &mut Connection, local: &Bytes) -> (Bytes, Arc<Queue>) {
+    /// reply name) on first use, up to the per-connection limit.
+    fn temp_queue(
+        &self,
+        conn: &mut Connection,
+        local: &Bytes,
+    ) -> Result<(Bytes, Arc<Queue>), RouteError> {
         if let Some(found) = conn.temp_queue(local) {
-            return found.clone();
+            return Ok(found.clone());
+        }
+        let max = self.settings.limits.max_temp_queues_per_connection;
+        if conn.temp_queues.len() >= max {
+            return Err(RouteError::TooManyTempQueues(max));
         }
         let mut global = BytesMut::new();
         global.extend_from_slice(REPLY_QUEUE_PREFIX);
@@ -300,13 +378,15 @@ impl Router {
         global.extend_from_slice(b".");
         global.extend_from_slice(&local[TEMP_QUEUE_PREFIX.len()..]);
         let global = global.freeze();
-        let queue = Arc::new(Queue::new(global.clone(), self.flow.queue_max_messages));
+        let queue = Arc::new(
+            Queue::new(global.clone(), self.queue_limits()).charged_to(self.budget.clone()),
+        );
         self.shard(&global)
             .queues
             .insert(global.clone(), queue.clone());
         conn.temp_queues
             .insert(local.clone(), (global.clone(), queue.clone()));
-        (global, queue)
+        Ok((global, queue))
     }
 
     /// Resolves a SUBSCRIBE for `conn`: finds or makes its queue or topic, claims (and
@@ -324,14 +404,14 @@ impl Router {
         let name = &request.destination;
         let mut claim = Claim(None);
         let source = match classify(name)? {
-            Kind::Queue => Destination::Queue(self.queue(name)),
-            Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name).1),
+            Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
+            Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name)?.1),
             Kind::ReplyQueue => Destination::Queue(
                 conn.owns_reply_queue(name)
                     .ok_or_else(|| SubscribeError::NotOwner(shown(name)))?,
             ),
             Kind::Topic => {
-                let topic = self.topic(name);
+                let topic = self.topic_for(conn, name)?;
                 match &request.durable {
                     Some(key) => {
                         let queue = self.claim_durable(key, &topic, request.principal)?;
@@ -398,6 +478,43 @@ impl Router {
         subscription
     }
 
+    /// A queue for `conn` to send to or subscribe to: an existing one, or a new one within the
+    /// broker's and the connection's limits on creating destinations.
+    fn queue_for(&self, conn: &mut Connection, name: &Bytes) -> Result<Arc<Queue>, RouteError> {
+        if let Some(queue) = self.existing_queue(name) {
+            return Ok(queue);
+        }
+        self.may_create(conn, name)?;
+        Ok(self.queue(name))
+    }
+
+    /// A topic for `conn` to subscribe to, as [`Router::queue_for`].
+    fn topic_for(&self, conn: &mut Connection, name: &Bytes) -> Result<Arc<Topic>, RouteError> {
+        if let Some(topic) = self.existing_topic(name) {
+            return Ok(topic);
+        }
+        self.may_create(conn, name)?;
+        Ok(self.topic(name))
+    }
+
+    /// Whether `conn` may create destination `name` now.
+    fn may_create(&self, conn: &mut Connection, name: &[u8]) -> Result<(), RouteError> {
+        let limits = &self.settings.limits;
+        if self.destinations.load(Ordering::Relaxed) >= limits.max_destinations {
+            return Err(RouteError::TooManyDestinations(
+                shown(name),
+                limits.max_destinations,
+            ));
+        }
+        if !conn.take_creation(limits.destinations_created_per_second) {
+            return Err(RouteError::CreatingTooFast(
+                shown(name),
+                limits.destinations_created_per_second,
+            ));
+        }
+        Ok(())
+    }
+
     /// Ends `conn`'s subscription `key` (detaches it; a durable subscription keeps collecting
     /// messages). Its unacked queue messages go back to the queue for the other consumers.
     pub fn unsubscribe(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
@@ -438,19 +555,22 @@ impl Router {
         // The DLQ is made first, outside this name's shard lock (it may share the shard).
         let dead_letter = self.dead_letter_queue(name).map(|queue| DeadLetter {
             queue,
-            max_deliveries: self.dead_letter.max_deliveries,
-            expired: self.dead_letter.expired,
+            max_deliveries: self.settings.dead_letter.max_deliveries,
+            expired: self.settings.dead_letter.expired,
         });
-        let max = self.flow.queue_max_messages;
         self.shard(name)
             .queues
             .entry(name.clone())
             .or_insert_with(|| {
-                let queue = match dead_letter {
-                    Some(dead_letter) => Queue::with_dead_letter(name.clone(), max, dead_letter),
-                    None => Queue::new(name.clone(), max),
-                };
-                Arc::new(queue.journaled(self.store.clone()))
+                self.destinations.fetch_add(1, Ordering::Relaxed);
+                let mut queue = Queue::new(name.clone(), self.queue_limits())
+                    .journaled(self.store.clone())
+                    .charged_to(self.budget.clone())
+                    .with_max_filter_failures(self.settings.dead_letter.max_filter_failures);
+                if let Some(dead_letter) = dead_letter {
+                    queue = queue.with_dead_letter(dead_letter);
+                }
+                Arc::new(queue)
             })
             .clone()
     }
@@ -467,7 +587,7 @@ impl Router {
     ) -> Result<Arc<Queue>, SubscribeError> {
         let name = key.queue_name();
         // Creating, moving and removing durable subscriptions take turns (they are rare).
-        let _turn = self.durable_lock();
+        let mut owners = self.durable_lock();
         let existing = self.shard(&name).queues.get(&name).cloned();
         if let Some(queue) = existing {
             let old_topic = queue.bound_topic().unwrap_or_default();
@@ -483,9 +603,13 @@ impl Router {
             if old_topic == topic.name {
                 return Ok(queue);
             }
-            self.remove_durable_queue(&name);
+            self.remove_durable_queue(&mut owners, &name);
         }
-        let queue = self.durable_queue(&name, topic);
+        let max = self.settings.durable.max_per_principal;
+        if owners.get(&key.owner).copied().unwrap_or(0) >= max {
+            return Err(SubscribeError::TooManyDurables(key.owner.clone(), max));
+        }
+        let queue = self.durable_queue(&mut owners, &name, topic);
         queue.claim();
         if let Some(store) = &self.store {
             store.durable_created(&name, &topic.name);
@@ -493,18 +617,31 @@ impl Router {
         Ok(queue)
     }
 
-    fn durable_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn durable_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.durable_turns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn durable_queue(&self, name: &Bytes, topic: &Arc<Topic>) -> Arc<Queue> {
+    fn durable_queue(
+        &self,
+        owners: &mut HashMap<String, usize>,
+        name: &Bytes,
+        topic: &Arc<Topic>,
+    ) -> Arc<Queue> {
+        let limits = QueueLimits {
+            overflow: self.settings.durable.overflow,
+            ..self.queue_limits()
+        };
         let queue = Arc::new(
-            Queue::new(name.clone(), self.flow.queue_max_messages)
+            Queue::new(name.clone(), limits)
                 .journaled(self.store.clone())
+                .charged_to(self.budget.clone())
                 .for_durable_subscription(topic.name.clone()),
         );
         self.shard(name).queues.insert(name.clone(), queue.clone());
         topic.bind_durable(queue.clone());
+        if let Some(key) = DurableKey::parse(name) {
+            *owners.entry(key.owner).or_insert(0) += 1;
+        }
         queue
     }
 
@@ -516,7 +653,7 @@ impl Router {
         principal: &Principal,
     ) -> Result<(), DurableError> {
         let name = key.queue_name();
-        let _turn = self.durable_lock();
+        let mut owners = self.durable_lock();
         let queue = self
             .shard(&name)
             .queues
@@ -530,7 +667,7 @@ impl Router {
         if !queue.claim() {
             return Err(DurableError::Active(key.describe()));
         }
-        self.remove_durable_queue(&name);
+        self.remove_durable_queue(&mut owners, &name);
         Ok(())
     }
 
@@ -538,18 +675,26 @@ impl Router {
     pub fn remove_detached_durable(&self, subscription: &Subscription) {
         if let Destination::Queue(queue) = &subscription.source {
             if queue.bound_topic().is_some() {
-                let _turn = self.durable_lock();
+                let mut owners = self.durable_lock();
                 if queue.claim() {
-                    self.remove_durable_queue(&queue.name);
+                    self.remove_durable_queue(&mut owners, &queue.name);
                 }
             }
         }
     }
 
-    fn remove_durable_queue(&self, name: &Bytes) -> bool {
+    fn remove_durable_queue(&self, owners: &mut HashMap<String, usize>, name: &Bytes) -> bool {
         let Some(queue) = self.shard(name).queues.remove(name) else {
             return false;
         };
+        if let Some(key) = DurableKey::parse(name) {
+            if let Some(count) = owners.get_mut(&key.owner) {
+                *count -= 1;
+                if *count == 0 {
+                    owners.remove(&key.owner);
+                }
+            }
+        }
         if let Some(topic) = queue.bound_topic().and_then(|t| self.existing_topic(&t)) {
             topic.unbind_durable(&queue);
         }
@@ -564,8 +709,9 @@ impl Router {
     /// before [`DurableKey`] is moved to its new name (journaled again, its messages with it).
     pub fn restore_durable(&self, name: &Bytes, topic: &Bytes) {
         let topic = self.topic(topic);
+        let mut owners = self.durable_lock();
         if DurableKey::parse(name).is_some() {
-            self.durable_queue(name, &topic);
+            self.durable_queue(&mut owners, name, &topic);
             return;
         }
         let Some(key) = DurableKey::from_legacy(name) else {
@@ -577,7 +723,7 @@ impl Router {
         };
         let renamed = key.queue_name();
         tracing::info!(from = %shown(name), to = %shown(&renamed), "durable subscription renamed");
-        self.durable_queue(&renamed, &topic);
+        self.durable_queue(&mut owners, &renamed, &topic);
         if let Some(store) = &self.store {
             store.durable_created(&renamed, &topic.name);
             store.durable_removed(name);
@@ -613,6 +759,7 @@ impl Router {
             }
             return;
         };
+        let size = Message::size_of(&enqueue.destination, &enqueue.headers, &enqueue.body);
         let message = Arc::new(Message {
             destination: enqueue.destination,
             headers: enqueue.headers,
@@ -621,6 +768,8 @@ impl Router {
             id_seq: enqueue.id_seq,
             expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
             persistent: true,
+            // Read back whatever the budget: producers wait until consumers catch up.
+            charge: self.budget.charge(size),
         });
         match renamed {
             // Journaled again under the new queue name, then settled under the old.
@@ -637,7 +786,7 @@ impl Router {
     /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs
     /// themselves have none).
     fn dead_letter_queue(&self, name: &Bytes) -> Option<Arc<Queue>> {
-        let config = &self.dead_letter;
+        let config = &self.settings.dead_letter;
         let prefix = config.prefix.as_bytes();
         if !config.enabled() || !name.starts_with(QUEUE_PREFIX) || name.starts_with(prefix) {
             return None;
@@ -659,7 +808,13 @@ impl Router {
         shard
             .topics
             .entry(name.clone())
-            .or_insert_with(|| Arc::new(Topic::new(name.clone(), self.flow.slow_consumer_policy)))
+            .or_insert_with(|| {
+                self.destinations.fetch_add(1, Ordering::Relaxed);
+                Arc::new(Topic::new(
+                    name.clone(),
+                    self.settings.flow.slow_consumer_policy,
+                ))
+            })
             .clone()
     }
 
@@ -667,6 +822,94 @@ impl Router {
     /// no-op and creates nothing).
     pub fn existing_topic(&self, name: &[u8]) -> Option<Arc<Topic>> {
         self.shard(name).topics.get(name).cloned()
+    }
+
+    /// Removes the queues and topics nobody uses (empty, no consumer, no subscriber, no
+    /// durable subscription, not held by any connection or subscription: the name table holds
+    /// the only reference, so nobody can be about to use it), and the durable subscriptions
+    /// without a subscriber for longer than `durable.expire_after_ms`.
+    pub fn sweep(&self) {
+        let mut swept = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.queues.retain(|name, queue| {
+                let unused = Arc::strong_count(queue) == 1
+                    && !name.starts_with(DURABLE_PREFIX)
+                    && queue.is_unused();
+                swept += usize::from(unused);
+                !unused
+            });
+            shard.topics.retain(|_, topic| {
+                let unused = Arc::strong_count(topic) == 1 && topic.is_unused();
+                swept += usize::from(unused);
+                !unused
+            });
+        }
+        if swept > 0 {
+            self.destinations.fetch_sub(swept, Ordering::Relaxed);
+            self.stats.swept.fetch_add(swept as u64, Ordering::Relaxed);
+        }
+        let expire_after = self.settings.durable.expire_after_ms;
+        if expire_after == 0 {
+            return;
+        }
+        let now = message::now_ms();
+        let abandoned: Vec<Bytes> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+                shard
+                    .queues
+                    .iter()
+                    .filter(|(name, queue)| {
+                        name.starts_with(DURABLE_PREFIX)
+                            && queue
+                                .detached_since()
+                                .is_some_and(|at| now.saturating_sub(at) >= expire_after)
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for name in abandoned {
+            let mut owners = self.durable_lock();
+            let Some(queue) = self.existing_queue(&name) else {
+                continue;
+            };
+            // Not if a subscriber is (about to be) attached.
+            if queue.claim() {
+                tracing::info!(queue = %shown(&name), "durable subscription expired: unused too long");
+                self.remove_durable_queue(&mut owners, &name);
+                self.stats.durables_expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs [`Router::sweep`] every [`SWEEP_EVERY`] until shutdown.
+    pub async fn sweep_periodically(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => self.sweep(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The plugin set changed: messages every consumer's filter declined are offered again.
+    pub fn filters_changed(&self) {
+        for shard in &self.shards {
+            let queues: Vec<Arc<Queue>> = shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .queues
+                .values()
+                .cloned()
+                .collect();
+            for queue in queues {
+                queue.filters_changed();
+            }
+        }
     }
 
     /// Number of queues and topics (for status output).

@@ -1,8 +1,18 @@
 //! A point-to-point queue: competing consumers served round-robin, each within its window;
 //! unacked deliveries tracked per consumer and put back (marked redelivered) on NACK, on
-//! UNSUBSCRIBE and when the consumer's connection ends. A full queue pauses its producers.
-//! With a store, persistent messages are journaled as they enter and settled as they leave
-//! (acked, expired, dead-lettered, dropped).
+//! UNSUBSCRIBE and when the consumer's connection ends. With a store, persistent messages are
+//! journaled as they enter and settled as they leave (acked, expired, dead-lettered, dropped).
+//!
+//! Bounds: a queue holds at most `max_messages` messages and `max_bytes` bytes, counting the
+//! ones waiting *and* the ones delivered but not yet acknowledged (a consumer with a large
+//! window that never reads cannot drain it past its limits). A full queue pauses its producers
+//! (`Overflow::Block`), or drops its oldest waiting message or the new one (the policies of a
+//! durable subscription's queue, which must not hold a topic's live publishers hostage).
+//!
+//! A message that every current consumer's filter declined is *parked*: it no longer sits in
+//! the way of the messages behind it, and is offered again when the consumers or their
+//! filters change. A filter that *fails* on a message is not a decline: the message is retried
+//! and, after `max_filter_failures` failed attempts, dead-lettered.
 //!
 //! All state sits behind one lock per queue: producers and consumers of *this* queue share it,
 //! nobody else does. The lock is never held across an `.await`.
@@ -14,11 +24,43 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::budget::MemoryBudget;
 use crate::store::Store;
 
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::Outgoing;
 use super::subscription::{AckMode, Subscription};
+
+/// What a full queue does with one more message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// The producer waits until there is room (TCP backpressure).
+    Block,
+    /// The oldest waiting (not delivered) message is dropped to make room.
+    DropOldest,
+    /// The new message is dropped.
+    DropNew,
+}
+
+/// A queue's size limits and what it does when they are reached.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: u64,
+    pub overflow: Overflow,
+}
+
+impl QueueLimits {
+    /// `max_messages` messages, no byte limit, producers wait.
+    pub fn messages(max_messages: usize) -> QueueLimits {
+        QueueLimits {
+            max_messages,
+            max_bytes: u64::MAX,
+            overflow: Overflow::Block,
+        }
+    }
+}
 
 /// A message waiting in the queue.
 #[derive(Debug)]
@@ -27,10 +69,14 @@ struct Pending {
     /// Arrival order in this queue: a message handed back (NACK, decline, a consumer leaving)
     /// returns to its place among the waiting ones, so FIFO order holds.
     order: u64,
+    /// What it counts against the queue's byte limit.
+    size: u64,
     /// How many times it was delivered (and handed back) so far.
     deliveries: u32,
     /// Consumers whose message filter declined it (empty, and unallocated, almost always).
     declined: Vec<u64>,
+    /// How often a message filter failed on it.
+    filter_failures: u32,
     /// Its journal id, 0 when it is not journaled.
     journal: u64,
 }
@@ -38,17 +84,20 @@ struct Pending {
 impl Pending {
     fn new(message: Arc<Message>, order: u64, journal: u64) -> Pending {
         Pending {
+            size: message.size(),
             message,
             order,
             deliveries: 0,
             declined: Vec::new(),
+            filter_failures: 0,
             journal,
         }
     }
 }
 
 /// How far past the head dispatch looks for a message some consumer will take, when the head
-/// was declined by every consumer with credit.
+/// is declined by the consumers that have credit (they are not stuck: the messages they
+/// declined go to the others as those make room, or get parked).
 const DECLINED_SCAN: usize = 256;
 
 /// A delivery the consumer has not settled yet.
@@ -69,11 +118,20 @@ struct Consumer {
 #[derive(Debug, Default)]
 struct State {
     pending: VecDeque<Pending>,
+    /// Declined by every consumer it was offered to: out of the way until they change.
+    parked: Vec<Pending>,
+    /// Messages in `pending` that some consumer declined (a scan is needed only when > 0).
+    declined_pending: usize,
     consumers: Vec<Consumer>,
     /// Round-robin cursor into `consumers`.
     cursor: usize,
     /// The next arrival number.
     next_order: u64,
+    /// Messages held (waiting, parked and delivered-unacknowledged) and their bytes.
+    held: usize,
+    bytes: u64,
+    /// Producers waiting for room.
+    waiting: usize,
     /// Set when a temporary queue's owner went away: messages are dropped from then on.
     deleted: bool,
 }
@@ -101,6 +159,10 @@ pub struct QueueStats {
     pub dropped: AtomicU64,
     pub expired: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages dropped by the overflow policy of a full queue.
+    pub overflowed: AtomicU64,
+    /// Message filter calls that failed on a message of this queue.
+    pub filter_failures: AtomicU64,
     /// Persistent messages put back from the journal at start-up.
     pub recovered: AtomicU64,
 }
@@ -112,11 +174,15 @@ pub struct Queue {
     state: Mutex<State>,
     /// Wakes producers paused on a full queue.
     room: Notify,
-    max_messages: usize,
+    limits: QueueLimits,
     /// Where messages go that were delivered too often or expired, if anywhere.
     dead_letter: Option<DeadLetter>,
+    /// Filter failures after which a message is dead-lettered (or dropped without a DLQ).
+    max_filter_failures: u32,
     /// Where persistent messages are journaled (none for temporary queues or without a store).
     store: Option<Arc<Store>>,
+    /// Charged for messages this queue makes itself (dead-letter copies).
+    budget: Option<Arc<MemoryBudget>>,
     /// For a durable subscription's queue, the topic it collects from. Its one consumer's
     /// filter declining a message means the subscription does not want it (dropped), as on a
     /// topic.
@@ -124,6 +190,9 @@ pub struct Queue {
     /// A durable subscription's queue is taken by one subscriber at a time: set by
     /// [`Queue::claim`] before that subscriber attaches, cleared when it leaves.
     claimed: AtomicBool,
+    /// When its last consumer left (unix ms; 0 while one is attached): abandoned durable
+    /// subscriptions expire.
+    detached_at: AtomicU64,
     pub stats: QueueStats,
 }
 
@@ -138,17 +207,32 @@ pub struct DeadLetter {
     pub expired: bool,
 }
 
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// It is in the queue.
+    Queued,
+    /// The queue dropped it (deleted, or full under `Overflow::DropNew`).
+    Dropped,
+}
+
+/// The default number of filter failures after which a message is dead-lettered.
+pub const MAX_FILTER_FAILURES: u32 = 5;
+
 impl Queue {
-    pub fn new(name: Bytes, max_messages: usize) -> Queue {
+    pub fn new(name: Bytes, limits: QueueLimits) -> Queue {
         Queue {
             name,
             state: Mutex::new(State::default()),
             room: Notify::new(),
-            max_messages,
+            limits,
             dead_letter: None,
+            max_filter_failures: MAX_FILTER_FAILURES,
             store: None,
+            budget: None,
             durable_topic: None,
             claimed: AtomicBool::new(false),
+            detached_at: AtomicU64::new(now_ms()),
             stats: QueueStats::default(),
         }
     }
@@ -156,6 +240,30 @@ impl Queue {
     /// Journals this queue's persistent messages in `store`.
     pub fn journaled(self, store: Option<Arc<Store>>) -> Queue {
         Queue { store, ..self }
+    }
+
+    /// Charges the messages this queue makes (dead-letter copies) to `budget`.
+    pub fn charged_to(self, budget: Arc<MemoryBudget>) -> Queue {
+        Queue {
+            budget: Some(budget),
+            ..self
+        }
+    }
+
+    /// Sends messages delivered too often or expired to a dead-letter queue.
+    pub fn with_dead_letter(self, dead_letter: DeadLetter) -> Queue {
+        Queue {
+            dead_letter: Some(dead_letter),
+            ..self
+        }
+    }
+
+    /// Dead-letters a message after this many failed filter calls.
+    pub fn with_max_filter_failures(self, max: u32) -> Queue {
+        Queue {
+            max_filter_failures: max.max(1),
+            ..self
+        }
     }
 
     /// Makes this the queue of a durable subscription to `topic`.
@@ -179,8 +287,22 @@ impl Queue {
         }
     }
 
+    /// Takes a message in (counted against the limits, journaled).
+    fn enter(&self, state: &mut State, message: Arc<Message>) -> Pending {
+        let order = state.next_order;
+        state.next_order += 1;
+        let journal = self.journal(&message);
+        let pending = Pending::new(message, order, journal);
+        state.held += 1;
+        state.bytes += pending.size;
+        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        pending
+    }
+
     /// Records that a message left the queue for good.
-    fn forget(&self, pending: &Pending) {
+    fn leave(&self, state: &mut State, pending: &Pending) {
+        state.held -= 1;
+        state.bytes -= pending.size;
         if pending.journal != 0 {
             if let Some(store) = &self.store {
                 store.settle(pending.journal);
@@ -188,12 +310,15 @@ impl Queue {
         }
     }
 
-    /// A queue with a dead-letter policy.
-    pub fn with_dead_letter(name: Bytes, max_messages: usize, dead_letter: DeadLetter) -> Queue {
-        Queue {
-            dead_letter: Some(dead_letter),
-            ..Queue::new(name, max_messages)
+    /// Wakes paused producers when there is room again.
+    fn notify_room(&self, state: &State) {
+        if state.waiting > 0 && self.has_room(state) {
+            self.room.notify_waiters();
         }
+    }
+
+    fn has_room(&self, state: &State) -> bool {
+        state.held < self.limits.max_messages && state.bytes < self.limits.max_bytes
     }
 
     /// Hands deliveries back, each at its arrival place, unless it was delivered as often as
@@ -205,7 +330,7 @@ impl Queue {
                     if dead_letter.max_deliveries > 0
                         && pending.deliveries >= dead_letter.max_deliveries =>
                 {
-                    self.dead_letter(dead_letter, &pending, "max-deliveries");
+                    self.dead_letter(state, &pending, "max-deliveries");
                 }
                 _ => reinsert(state, pending),
             }
@@ -213,18 +338,25 @@ impl Queue {
     }
 
     /// Drops an expired message, or dead-letters it when the policy says so.
-    fn expire(&self, pending: Pending) {
+    fn expire(&self, state: &mut State, pending: Pending) {
         self.stats.expired.fetch_add(1, Ordering::Relaxed);
         match &self.dead_letter {
             Some(dead_letter) if dead_letter.expired => {
-                self.dead_letter(dead_letter, &pending, "expired");
+                self.dead_letter(state, &pending, "expired");
             }
-            _ => self.forget(&pending),
+            _ => self.leave(state, &pending),
         }
     }
 
-    /// Sends a copy of the message to the dead-letter queue, saying why and from where.
-    fn dead_letter(&self, dead_letter: &DeadLetter, pending: &Pending, reason: &str) {
+    /// Sends a copy of the message to the dead-letter queue (when there is one; else it is
+    /// dropped, as a broker without a dead-letter exchange does), saying why and from where.
+    fn dead_letter(&self, state: &mut State, pending: &Pending, reason: &str) {
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let Some(dead_letter) = &self.dead_letter else {
+            tracing::warn!(queue = %crate::text::shown(&self.name), reason, "message dead-lettered without a dead-letter queue: dropped");
+            self.leave(state, pending);
+            return;
+        };
         let original = &pending.message;
         let mut headers = original.headers.clone();
         headers.push((
@@ -239,33 +371,35 @@ impl Queue {
             Bytes::from_static(b"dlq-delivery-count"),
             Bytes::from(pending.deliveries.to_string()),
         ));
+        let destination = dead_letter.queue.name.clone();
+        let size = Message::size_of(&destination, &headers, &original.body);
         let message = Arc::new(Message {
-            destination: dead_letter.queue.name.clone(),
+            destination,
             headers,
             body: original.body.clone(),
             id_prefix: original.id_prefix.clone(),
             id_seq: original.id_seq,
             expires_at: None,
             persistent: original.persistent,
+            charge: self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(size))
+                .unwrap_or_default(),
         });
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         // Journaled in the DLQ before it leaves this queue: a crash between the two records
         // keeps both copies, never neither.
         dead_letter.queue.push_dead(message);
-        self.forget(pending);
+        self.leave(state, pending);
     }
 
     /// Takes a dead-lettered message without waiting for room (a DLQ is fed under other
-    /// queues' locks, which must not wait; its growth is bounded by what they held).
+    /// queues' locks, which must not wait; its growth is bounded by what they held, and its
+    /// messages are charged to the memory budget).
     fn push_dead(&self, message: Arc<Message>) {
         let mut state = self.lock();
-        let order = state.next_order;
-        state.next_order += 1;
-        let journal = self.journal(&message);
-        state
-            .pending
-            .push_back(Pending::new(message, order, journal));
-        self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        let pending = self.enter(&mut state, message);
+        state.pending.push_back(pending);
         self.dispatch(&mut state);
     }
 
@@ -277,6 +411,8 @@ impl Queue {
         state.next_order += 1;
         let mut pending = Pending::new(message, order, journal);
         pending.deliveries = 1;
+        state.held += 1;
+        state.bytes += pending.size;
         state.pending.push_back(pending);
         self.stats.recovered.fetch_add(1, Ordering::Relaxed);
         self.dispatch(&mut state);
@@ -286,10 +422,7 @@ impl Queue {
     /// subscription renamed at start-up): journaled again here, as delivered once.
     pub fn restore_renamed(&self, message: Arc<Message>) {
         let mut state = self.lock();
-        let order = state.next_order;
-        state.next_order += 1;
-        let journal = self.journal(&message);
-        let mut pending = Pending::new(message, order, journal);
+        let mut pending = self.enter(&mut state, message);
         pending.deliveries = 1;
         state.pending.push_back(pending);
         self.stats.recovered.fetch_add(1, Ordering::Relaxed);
@@ -300,9 +433,10 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes a message, waiting while the queue is full (the producer's connection stops
-    /// being read meanwhile: TCP backpressure).
-    pub async fn publish(&self, message: Arc<Message>) {
+    /// Publishes a message. A full queue pauses this producer until there is room (the
+    /// producer's connection stops being read meanwhile: TCP backpressure), or applies its
+    /// overflow policy.
+    pub async fn publish(&self, message: Arc<Message>) -> Published {
         let mut message = Some(message);
         loop {
             let notified = self.room.notified();
@@ -312,21 +446,46 @@ impl Queue {
                 let mut state = self.lock();
                 if state.deleted {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return Published::Dropped;
                 }
-                if state.pending.len() < self.max_messages {
+                if !self.has_room(&state) {
+                    match self.limits.overflow {
+                        Overflow::Block => {}
+                        Overflow::DropNew => {
+                            self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                            return Published::Dropped;
+                        }
+                        Overflow::DropOldest => {
+                            // Room is made from the waiting messages only; when every message
+                            // is out with a consumer, the new one is dropped instead.
+                            while !self.has_room(&state) {
+                                let Some(oldest) = state.pending.pop_front() else {
+                                    break;
+                                };
+                                if !oldest.declined.is_empty() {
+                                    state.declined_pending -= 1;
+                                }
+                                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                                self.leave(&mut state, &oldest);
+                            }
+                            if !self.has_room(&state) {
+                                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                                return Published::Dropped;
+                            }
+                        }
+                    }
+                }
+                if self.has_room(&state) {
                     let message = message.take().expect("published once");
-                    let order = state.next_order;
-                    state.next_order += 1;
-                    let journal = self.journal(&message);
-                    state
-                        .pending
-                        .push_back(Pending::new(message, order, journal));
-                    self.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+                    let pending = self.enter(&mut state, message);
+                    state.pending.push_back(pending);
                     self.dispatch(&mut state);
-                    return;
+                    return Published::Queued;
                 }
+                state.waiting += 1;
             }
+            // Counted as waiting until this producer is done waiting (or dropped).
+            let _waiting = WaitingProducer(self);
             notified.await;
         }
     }
@@ -334,7 +493,6 @@ impl Queue {
     /// Hands waiting messages to consumers with credit, round-robin, skipping consumers that
     /// declined a message.
     fn dispatch(&self, state: &mut State) {
-        let before = state.pending.len();
         while !state.pending.is_empty() && state.consumers.iter().any(|c| c.credit > 0) {
             let Some((position, index)) = pick(state) else {
                 break;
@@ -343,8 +501,11 @@ impl Queue {
                 .pending
                 .remove(position)
                 .expect("picked from the queue");
+            if !pending.declined.is_empty() {
+                state.declined_pending -= 1;
+            }
             if pending.message.expires_at.is_some() && pending.message.is_expired(now_ms()) {
-                self.expire(pending);
+                self.expire(state, pending);
                 continue;
             }
             let n = state.consumers.len();
@@ -373,12 +534,10 @@ impl Queue {
                 .outbox
                 .push(Outgoing::Delivery(delivery));
         }
-        if state.pending.len() < before && state.pending.len() < self.max_messages {
-            self.room.notify_waiters();
-        }
+        self.notify_room(state);
     }
 
-    /// Adds a consumer and gives it waiting messages.
+    /// Adds a consumer and gives it waiting messages (parked ones too: it may take them).
     pub fn subscribe(&self, subscription: Arc<Subscription>) {
         let mut state = self.lock();
         let window = subscription.window.max(1);
@@ -388,6 +547,8 @@ impl Queue {
             next_seq: 0,
             unacked: VecDeque::new(),
         });
+        self.detached_at.store(0, Ordering::Relaxed);
+        unpark(&mut state, false);
         self.dispatch(&mut state);
     }
 
@@ -405,6 +566,7 @@ impl Queue {
         let consumer = state.consumers.remove(index);
         if state.consumers.is_empty() {
             self.claimed.store(false, Ordering::Release);
+            self.detached_at.store(now_ms(), Ordering::Relaxed);
         }
         if state.cursor > index {
             state.cursor -= 1;
@@ -415,32 +577,52 @@ impl Queue {
             state.cursor %= state.consumers.len();
         }
         self.hand_back(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
+        // Messages only that consumer had not declined are now declined by everyone left.
+        park_declined(&mut state);
+        self.dispatch(&mut state);
+    }
+
+    /// Offers the parked messages again, the consumers' earlier verdicts forgotten (their
+    /// filters changed: a plugin reload).
+    pub fn filters_changed(&self) {
+        let mut state = self.lock();
+        if state.parked.is_empty() && state.declined_pending == 0 {
+            return;
+        }
+        unpark(&mut state, true);
         self.dispatch(&mut state);
     }
 
     /// Settles auto-ack deliveries up to `seq` once the writer has put them on the socket.
     pub fn written(&self, consumer_id: u64, up_to_seq: u64) {
         let mut state = self.lock();
-        let Some(consumer) = find(&mut state, consumer_id) else {
+        let state = &mut *state;
+        let Some(consumer) = state
+            .consumers
+            .iter_mut()
+            .find(|c| c.subscription.consumer_id == consumer_id)
+        else {
             return;
         };
         let mut settled = 0;
-        let mut journaled = Vec::new();
+        let mut freed_bytes = 0;
         while consumer.unacked.front().is_some_and(|u| u.seq <= up_to_seq) {
             let unacked = consumer.unacked.pop_front().expect("checked above");
             if unacked.pending.journal != 0 {
-                journaled.push(unacked.pending);
+                if let Some(store) = &self.store {
+                    store.settle(unacked.pending.journal);
+                }
             }
+            freed_bytes += unacked.pending.size;
             settled += 1;
         }
         consumer.credit += settled;
-        for pending in &journaled {
-            self.forget(pending);
-        }
+        state.held -= settled as usize;
+        state.bytes -= freed_bytes;
         self.stats
             .acked
-            .fetch_add(settled as u64, Ordering::Relaxed);
-        self.dispatch(&mut state);
+            .fetch_add(u64::from(settled), Ordering::Relaxed);
+        self.dispatch(state);
     }
 
     /// Checks that an ACK/NACK names a delivery pending on this consumer, without settling it
@@ -480,64 +662,115 @@ impl Queue {
                 .acked
                 .fetch_add(settled.len() as u64, Ordering::Relaxed);
             for pending in &settled {
-                self.forget(pending);
+                self.leave(&mut state, pending);
             }
         }
         self.dispatch(&mut state);
         Ok(())
     }
 
-    /// A consumer's message filter declined a delivery: it goes back to the queue for the
-    /// other consumers (and stays there while nobody takes it), and the consumer gets its credit
-    /// back.
-    pub fn decline(&self, consumer_id: u64, seq: u64) {
-        let mut state = self.lock();
-        let Some(consumer) = find(&mut state, consumer_id) else {
-            return;
-        };
-        let Some(index) = consumer.unacked.iter().position(|u| u.seq == seq) else {
-            return;
-        };
+    /// Takes delivery `seq` back from the consumer without it counting as a delivery (it
+    /// never reached the client).
+    fn take_back(&self, state: &mut State, consumer_id: u64, seq: u64) -> Option<Pending> {
+        let consumer = find(state, consumer_id)?;
+        let index = consumer.unacked.iter().position(|u| u.seq == seq)?;
         let mut pending = consumer
             .unacked
             .remove(index)
             .expect("index is valid")
             .pending;
         consumer.credit += 1;
+        pending.deliveries = pending.deliveries.saturating_sub(1);
+        Some(pending)
+    }
+
+    /// A consumer's message filter declined a delivery: it goes back to the queue for the
+    /// other consumers (parked when every consumer declined it), and the consumer gets its
+    /// credit back. On a durable subscription's queue a decline drops it, as on a topic.
+    pub fn decline(&self, consumer_id: u64, seq: u64) {
+        let mut state = self.lock();
+        let Some(mut pending) = self.take_back(&mut state, consumer_id, seq) else {
+            return;
+        };
         if self.durable_topic.is_some() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            self.forget(&pending);
+            self.leave(&mut state, &pending);
             self.dispatch(&mut state);
             return;
         }
         pending.declined.push(consumer_id);
-        // It never reached the client: not a delivery that counts toward the dead-letter limit.
-        pending.deliveries = pending.deliveries.saturating_sub(1);
-        reinsert(&mut state, pending);
+        if declined_by_all(&state, &pending) {
+            state.parked.push(pending);
+        } else {
+            reinsert(&mut state, pending);
+        }
         self.dispatch(&mut state);
     }
 
-    /// Deletes a temporary queue: waiting messages are dropped and later publishes ignored.
+    /// A consumer's message filter failed on a delivery (a trap, a timeout, an answer the host
+    /// refused): not a decline. The message goes back to its place to be tried again, and is
+    /// dead-lettered after `max_filter_failures` failures.
+    pub fn filter_failed(&self, consumer_id: u64, seq: u64) {
+        let mut state = self.lock();
+        let Some(mut pending) = self.take_back(&mut state, consumer_id, seq) else {
+            return;
+        };
+        self.stats.filter_failures.fetch_add(1, Ordering::Relaxed);
+        pending.filter_failures += 1;
+        if pending.filter_failures >= self.max_filter_failures {
+            self.dead_letter(&mut state, &pending, "filter-failed");
+        } else {
+            reinsert(&mut state, pending);
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Deletes the queue: waiting messages are dropped and later publishes ignored.
     pub fn delete(&self) {
         let mut state = self.lock();
         state.deleted = true;
-        let dropped = state.pending.len() as u64;
-        for pending in std::mem::take(&mut state.pending) {
-            self.forget(&pending);
-        }
+        let mut gone: Vec<Pending> = std::mem::take(&mut state.pending).into();
+        gone.append(&mut state.parked);
         for consumer in &mut state.consumers {
-            for unacked in std::mem::take(&mut consumer.unacked) {
-                self.forget(&unacked.pending);
-            }
+            gone.extend(
+                std::mem::take(&mut consumer.unacked)
+                    .into_iter()
+                    .map(|u| u.pending),
+            );
         }
-        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.stats
+            .dropped
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        for pending in &gone {
+            self.leave(&mut state, pending);
+        }
+        state.declined_pending = 0;
         drop(state);
         self.room.notify_waiters();
     }
 
-    /// Messages waiting (not yet delivered).
+    /// Messages waiting (not yet delivered; parked ones included).
     pub fn depth(&self) -> usize {
-        self.lock().pending.len()
+        let state = self.lock();
+        state.pending.len() + state.parked.len()
+    }
+
+    /// Messages held (waiting or delivered and not yet acknowledged) and their bytes.
+    pub fn held(&self) -> (usize, u64) {
+        let state = self.lock();
+        (state.held, state.bytes)
+    }
+
+    /// Whether the queue is empty with no consumer and no waiting producer: nothing would be
+    /// lost if it went away (the router's sweep removes such queues nobody refers to).
+    pub fn is_unused(&self) -> bool {
+        let state = self.lock();
+        state.held == 0 && state.consumers.is_empty() && state.waiting == 0
+    }
+
+    /// When the last consumer left (unix ms), or `None` while one is attached.
+    pub fn detached_since(&self) -> Option<u64> {
+        Some(self.detached_at.load(Ordering::Relaxed)).filter(|&at| at != 0)
     }
 
     /// Takes a durable subscription's queue for one subscriber; false while another has it
@@ -555,11 +788,25 @@ impl Queue {
     }
 }
 
+/// A producer waiting for room, counted in `State::waiting` while it lives.
+struct WaitingProducer<'a>(&'a Queue);
+
+impl Drop for WaitingProducer<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
+    }
+}
+
 /// The first waiting message (from the head, within [`DECLINED_SCAN`]) and the next consumer
 /// in round-robin order that has credit and has not declined it.
 fn pick(state: &State) -> Option<(usize, usize)> {
     let n = state.consumers.len();
-    for (position, pending) in state.pending.iter().take(DECLINED_SCAN).enumerate() {
+    let scan = if state.declined_pending == 0 {
+        1
+    } else {
+        DECLINED_SCAN
+    };
+    for (position, pending) in state.pending.iter().take(scan).enumerate() {
         let found = (0..n).map(|i| (state.cursor + i) % n).find(|&i| {
             let consumer = &state.consumers[i];
             consumer.credit > 0
@@ -572,6 +819,49 @@ fn pick(state: &State) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// Whether every current consumer declined `pending`.
+fn declined_by_all(state: &State, pending: &Pending) -> bool {
+    !state.consumers.is_empty()
+        && state
+            .consumers
+            .iter()
+            .all(|c| pending.declined.contains(&c.subscription.consumer_id))
+}
+
+/// Parks the waiting messages every current consumer declined.
+fn park_declined(state: &mut State) {
+    if state.declined_pending == 0 || state.consumers.is_empty() {
+        return;
+    }
+    let mut kept = VecDeque::with_capacity(state.pending.len());
+    for pending in std::mem::take(&mut state.pending) {
+        if !pending.declined.is_empty() && declined_by_all(state, &pending) {
+            state.declined_pending -= 1;
+            state.parked.push(pending);
+        } else {
+            kept.push_back(pending);
+        }
+    }
+    state.pending = kept;
+}
+
+/// Puts parked messages back among the waiting ones; `forget` clears every consumer's earlier
+/// verdict (the filters changed).
+fn unpark(state: &mut State, forget: bool) {
+    if forget {
+        for pending in state.pending.iter_mut() {
+            pending.declined.clear();
+        }
+        state.declined_pending = 0;
+    }
+    for mut pending in std::mem::take(&mut state.parked) {
+        if forget {
+            pending.declined.clear();
+        }
+        reinsert(state, pending);
+    }
 }
 
 fn find(state: &mut State, consumer_id: u64) -> Option<&mut Consumer> {
@@ -593,6 +883,9 @@ fn position(consumer: &Consumer, target: AckTarget<'_>) -> Option<usize> {
 
 /// Inserts a handed-back message at its arrival place (waiting messages stay in order).
 fn reinsert(state: &mut State, pending: Pending) {
+    if !pending.declined.is_empty() {
+        state.declined_pending += 1;
+    }
     let at = state.pending.partition_point(|p| p.order < pending.order);
     state.pending.insert(at, pending);
 }

@@ -17,6 +17,7 @@ fn message(seq: u64) -> Arc<Message> {
         id_seq: seq,
         expires_at: None,
         persistent: false,
+        charge: Default::default(),
     })
 }
 
@@ -64,7 +65,10 @@ fn delivered(sub: &Subscription) -> Vec<(u64, u64, bool)> {
 }
 
 fn queue_pair(window: u32, mode: AckMode) -> (Arc<Queue>, Arc<Subscription>, Arc<Subscription>) {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(1, mode, window, Destination::Queue(queue.clone()));
     let b = subscription(2, mode, window, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
@@ -86,7 +90,10 @@ async fn queue_round_robins_between_consumers() {
 
 #[tokio::test]
 async fn window_limits_unacked_and_ack_refills_it() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(
         1,
         AckMode::ClientIndividual,
@@ -109,7 +116,10 @@ async fn window_limits_unacked_and_ack_refills_it() {
 
 #[tokio::test]
 async fn client_mode_ack_is_cumulative() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(1, AckMode::Client, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     for i in 0..5 {
@@ -126,7 +136,10 @@ async fn client_mode_ack_is_cumulative() {
 
 #[tokio::test]
 async fn nack_requeues_with_redelivered_flag() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(
         1,
         AckMode::ClientIndividual,
@@ -155,7 +168,10 @@ async fn unsubscribe_hands_unacked_to_the_others_in_order() {
 
 #[tokio::test]
 async fn auto_ack_settles_when_written() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(1, AckMode::Auto, 1, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
     queue.publish(message(0)).await;
@@ -167,7 +183,10 @@ async fn auto_ack_settles_when_written() {
 
 #[tokio::test]
 async fn a_full_queue_pauses_its_producer() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 2));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(2),
+    ));
     queue.publish(message(0)).await;
     queue.publish(message(1)).await;
     let blocked = tokio::time::timeout(Duration::from_millis(50), queue.publish(message(2))).await;
@@ -178,6 +197,13 @@ async fn a_full_queue_pauses_its_producer() {
     };
     let a = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
     queue.subscribe(a.clone());
+    // Delivered but not yet written: still held, the producer still waits.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !producer.is_finished(),
+        "in-flight messages count against the queue"
+    );
+    queue.written(1, 1);
     tokio::time::timeout(Duration::from_secs(2), producer)
         .await
         .expect("producer resumes")
@@ -185,8 +211,80 @@ async fn a_full_queue_pauses_its_producer() {
 }
 
 #[tokio::test]
+async fn a_consumer_that_never_reads_cannot_drain_a_queue_past_its_limit() {
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(3),
+    ));
+    let hoarder = subscription(
+        1,
+        AckMode::ClientIndividual,
+        1000,
+        Destination::Queue(queue.clone()),
+    );
+    queue.subscribe(hoarder.clone());
+    for i in 0..3 {
+        queue.publish(message(i)).await;
+    }
+    assert_eq!(queue.depth(), 0, "all three are out with the hoarder");
+    let blocked = tokio::time::timeout(Duration::from_millis(50), queue.publish(message(3))).await;
+    assert!(blocked.is_err(), "the window does not make room");
+    assert_eq!(queue.held(), (3, 3 * message(0).size()));
+}
+
+#[tokio::test]
+async fn a_byte_limit_pauses_producers_too() {
+    let size = message(0).size();
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits {
+            max_messages: 1000,
+            max_bytes: 2 * size,
+            overflow: Overflow::Block,
+        },
+    ));
+    queue.publish(message(0)).await;
+    queue.publish(message(1)).await;
+    let blocked = tokio::time::timeout(Duration::from_millis(50), queue.publish(message(2))).await;
+    assert!(blocked.is_err());
+}
+
+#[tokio::test]
+async fn a_full_durable_queue_drops_its_oldest_or_the_new_message_without_waiting() {
+    for (overflow, kept) in [(Overflow::DropOldest, [1, 2]), (Overflow::DropNew, [0, 1])] {
+        let queue = Arc::new(Queue::new(
+            Bytes::from_static(b"/queue/q"),
+            QueueLimits {
+                max_messages: 2,
+                max_bytes: u64::MAX,
+                overflow,
+            },
+        ));
+        for i in 0..3 {
+            tokio::time::timeout(Duration::from_millis(50), queue.publish(message(i)))
+                .await
+                .expect("never waits");
+        }
+        assert_eq!(
+            queue
+                .stats
+                .overflowed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let a = subscription(1, AckMode::Auto, 10, Destination::Queue(queue.clone()));
+        queue.subscribe(a.clone());
+        let ids: Vec<u64> = delivered(&a).iter().map(|d| d.0).collect();
+        assert_eq!(ids, kept, "{overflow:?}");
+    }
+}
+
+#[tokio::test]
 async fn deleted_queue_drops_publishes() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/temp-queue/x"), 2));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/temp-queue/x"),
+        QueueLimits::messages(2),
+    ));
     queue.delete();
     queue.publish(message(0)).await;
     assert_eq!(queue.depth(), 0);
@@ -315,7 +413,10 @@ async fn a_declined_message_goes_to_another_consumer_or_waits() {
 
 #[tokio::test]
 async fn handed_back_messages_keep_their_arrival_order() {
-    let queue = Arc::new(Queue::new(Bytes::from_static(b"/queue/q"), 100));
+    let queue = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/q"),
+        QueueLimits::messages(100),
+    ));
     let a = subscription(
         1,
         AckMode::ClientIndividual,
@@ -340,16 +441,19 @@ async fn handed_back_messages_keep_their_arrival_order() {
 }
 
 fn dead_letter_pair(max_deliveries: u32, expired: bool) -> (Arc<Queue>, Arc<Queue>) {
-    let dlq = Arc::new(Queue::new(Bytes::from_static(b"/queue/DLQ.q"), 100));
-    let queue = Arc::new(Queue::with_dead_letter(
-        Bytes::from_static(b"/queue/q"),
-        100,
-        DeadLetter {
-            queue: dlq.clone(),
-            max_deliveries,
-            expired,
-        },
+    let dlq = Arc::new(Queue::new(
+        Bytes::from_static(b"/queue/DLQ.q"),
+        QueueLimits::messages(100),
     ));
+    let queue = Arc::new(
+        Queue::new(Bytes::from_static(b"/queue/q"), QueueLimits::messages(100)).with_dead_letter(
+            DeadLetter {
+                queue: dlq.clone(),
+                max_deliveries,
+                expired,
+            },
+        ),
+    );
     (queue, dlq)
 }
 
@@ -459,7 +563,7 @@ fn reader_key(name: &str) -> DurableKey {
 
 #[tokio::test]
 async fn a_durable_subscription_is_taken_by_one_subscriber_at_a_time() {
-    let router = Router::new(FlowConfig::default(), DeadLetterConfig::default());
+    let router = Router::new(RouterSettings::default());
     let topic = router.topic(&Bytes::from_static(b"/topic/news"));
     let key = reader_key("reader");
     let principal = crate::plugin::Principal::named("app");
@@ -481,10 +585,7 @@ async fn a_durable_subscription_is_taken_by_one_subscriber_at_a_time() {
 
 #[test]
 fn racing_subscribers_make_one_durable_subscription() {
-    let router = Arc::new(Router::new(
-        FlowConfig::default(),
-        DeadLetterConfig::default(),
-    ));
+    let router = Arc::new(Router::new(RouterSettings::default()));
     let topic = router.topic(&Bytes::from_static(b"/topic/race"));
     let key = reader_key("race");
     let winners: usize = (0..8)
@@ -509,7 +610,7 @@ fn racing_subscribers_make_one_durable_subscription() {
 
 #[test]
 fn a_durable_subscription_is_removed_only_by_a_reader_of_its_topic_and_only_detached() {
-    let router = Router::new(FlowConfig::default(), DeadLetterConfig::default());
+    let router = Router::new(RouterSettings::default());
     let topic = router.topic(&Bytes::from_static(b"/topic/secret"));
     let key = reader_key("sub");
     let owner = crate::plugin::Principal::named("app");

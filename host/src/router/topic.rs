@@ -209,7 +209,8 @@ impl Topic {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // A durable subscription's queue that is full pauses the publisher, as any queue does.
+        // A durable subscription's queue that is full applies its overflow policy (by default
+        // it drops its oldest message: an offline subscriber does not hold publishers up).
         for queue in durables.iter() {
             queue.publish(message.clone()).await;
         }
@@ -295,6 +296,16 @@ impl Topic {
                 subscription.outbox.mark_slow();
             }
         }
+    }
+
+    /// Whether nobody subscribes to it and no durable subscription collects from it.
+    pub fn is_unused(&self) -> bool {
+        self.snapshot().is_empty()
+            && self
+                .durables
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     pub fn subscribe(&self, subscription: Arc<Subscription>) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
 use crate::codec::{Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
 use crate::router::{check_name, publish, Message, Outgoing, RouteError};
@@ -16,7 +17,7 @@ use crate::text::shown;
 use super::error::{client_error, SessionError};
 use super::subscribe::durable_name_header;
 use super::transaction::{Action, Transaction};
-use super::{Flow, Session};
+use super::{Charged, Flow, Session};
 
 /// Headers the broker owns on a MESSAGE; a client's values for them on SEND are not passed on.
 const SERVER_OWNED: [&[u8]; 8] = [
@@ -49,6 +50,8 @@ pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, Se
 pub(super) struct PreparedSend {
     transaction_id: Option<Bytes>,
     persistent: bool,
+    /// The SEND frame's share of the memory budget, passed on to the message.
+    charge: Charge,
 }
 
 /// The error of a SEND a plugin rejected.
@@ -62,19 +65,19 @@ pub(super) fn receipt_frame(receipt: Bytes) -> Outgoing {
 
 impl Session {
     /// [`handle`](Self::handle), with the frame's receipt on the error.
-    pub(super) async fn handle_one(&mut self, frame: Frame) -> Result<Flow, SessionError> {
-        let receipt = frame.get(b"receipt").cloned();
-        self.handle(frame)
+    pub(super) async fn handle_one(&mut self, charged: Charged) -> Result<Flow, SessionError> {
+        let receipt = charged.0.get(b"receipt").cloned();
+        self.handle(charged)
             .await
             .map_err(|err| err.with_receipt(receipt.as_ref()))
     }
 
     /// Handles one frame of a connected session.
-    pub(super) async fn handle(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+    pub(super) async fn handle(&mut self, (frame, charge): Charged) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
         let mark = (self.receipts.journals() && may_journal(&frame)).then(|| self.receipts.mark());
         let command = frame.command;
-        let flow = self.dispatch(frame, receipt.clone()).await;
+        let flow = self.dispatch(frame, receipt.clone(), charge).await;
         if let Some(mark) = mark {
             self.receipts.note(mark);
         }
@@ -94,12 +97,13 @@ impl Session {
         &mut self,
         frame: Frame,
         receipt: Option<Bytes>,
+        charge: Charge,
     ) -> Result<Flow, SessionError> {
         match frame.command {
-            Command::Send => self.on_send(frame).await?,
+            Command::Send => self.on_send(frame, charge).await?,
             Command::Subscribe => {
                 // Its RECEIPT must precede the subscription's first MESSAGE: sent inside.
-                self.on_subscribe(frame, receipt).await?;
+                self.on_subscribe(frame, receipt, charge).await?;
                 return Ok(Flow::Continue);
             }
             Command::Unsubscribe => self.on_unsubscribe(&frame)?,
@@ -150,8 +154,8 @@ impl Session {
         Ok(Some(transaction))
     }
 
-    async fn on_send(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let (send, message) = self.prepare_send(frame)?;
+    async fn on_send(&mut self, frame: Frame, charge: Charge) -> Result<(), SessionError> {
+        let (send, message) = self.prepare_send(frame, charge)?;
         // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
         let plugins = self.broker.policy.host();
         let routed = if plugins.intercepts_send(&message.destination) {
@@ -171,6 +175,7 @@ impl Session {
     pub(super) fn prepare_send(
         &mut self,
         frame: Frame,
+        charge: Charge,
     ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
         check_name(&destination)?;
@@ -187,10 +192,11 @@ impl Session {
         let Frame { headers, body, .. } = frame;
         let mut headers: Vec<Header> = headers;
         headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
-        self.rewrite_reply_to(&mut headers);
+        self.rewrite_reply_to(&mut headers)?;
         let send = PreparedSend {
             transaction_id,
             persistent,
+            charge,
         };
         let message = PluginMessage {
             destination,
@@ -210,8 +216,13 @@ impl Session {
         let PreparedSend {
             transaction_id,
             persistent,
+            charge,
         } = send;
         let expires_at = routed.first().and_then(|m| expiry(&m.headers));
+        // The frame's charge goes to the first copy (they share its body); further copies
+        // (a plugin's fan-out) are charged for what they add.
+        let mut charge = Some(charge);
+        let budget = self.broker.router.budget().clone();
         let mut plan = Vec::with_capacity(routed.len());
         for copy in routed {
             check_name(&copy.destination).map_err(|err| {
@@ -226,6 +237,9 @@ impl Session {
             else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
+            let charge = charge.take().unwrap_or_else(|| {
+                budget.charge(Message::size_of(&copy.destination, &copy.headers, &[]))
+            });
             let message = Arc::new(Message {
                 destination: copy.destination,
                 headers: copy.headers,
@@ -234,6 +248,7 @@ impl Session {
                 id_seq: self.next_message,
                 expires_at,
                 persistent,
+                charge,
             });
             self.next_message += 1;
             plan.push((target, message));
@@ -246,6 +261,9 @@ impl Session {
                     .map_err(|refused| client_error(refused.to_string()))?;
             }
         }
+        // Over the memory budget, the producer waits here (its connection is not read
+        // meanwhile) until consumers have made room: nothing is dropped.
+        budget.wait_for_room().await;
         if let Some(id) = transaction_id {
             if let Some(transaction) = self.transactions.get_mut(&id) {
                 transaction.actions.push(Action::Publish(plan));
@@ -266,14 +284,15 @@ impl Session {
 
     /// A `reply-to: /temp-queue/NAME` is rewritten to the temp queue's global reply name, so
     /// whoever receives the message can answer to it.
-    fn rewrite_reply_to(&mut self, headers: &mut [Header]) {
+    fn rewrite_reply_to(&mut self, headers: &mut [Header]) -> Result<(), RouteError> {
         for (name, value) in headers.iter_mut() {
             if name.as_ref() == b"reply-to" {
-                if let Some(global) = self.broker.router.reply_name(&mut self.conn, value) {
+                if let Some(global) = self.broker.router.reply_name(&mut self.conn, value)? {
                     *value = global;
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -100,7 +100,8 @@ async fn run(
 ) {
     let config = broker.config.clone();
     // Until it is authenticated, a connection may only send a small CONNECT frame.
-    let mut reader = FrameReader::new(config.limits.connect_codec_limits());
+    let mut reader = FrameReader::new(config.limits.connect_codec_limits())
+        .charged_to(broker.router.budget().clone());
 
     // AwaitingConnect.
     let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
@@ -364,6 +365,9 @@ impl Drop for Session {
     }
 }
 
+/// A frame and the charge of its bytes to the memory budget.
+pub(crate) type Charged = (Frame, crate::budget::Charge);
+
 /// What the loop does after a frame.
 enum Flow {
     Continue,
@@ -384,20 +388,20 @@ impl Session {
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
         // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
-        let mut next: Option<Result<Option<Frame>, crate::codec::DecodeError>> = None;
+        let mut next: Option<Result<Option<Charged>, crate::codec::DecodeError>> = None;
         let result: Result<Option<Bytes>, SessionError> = loop {
             // Frames already buffered first (many frames can arrive in one read).
-            match next.take().unwrap_or_else(|| reader.next_frame()) {
-                Ok(Some(frame)) => {
-                    let flow = match self.batch_plugins(&frame) {
+            match next.take().unwrap_or_else(|| reader.next_charged()) {
+                Ok(Some(charged)) => {
+                    let flow = match self.batch_plugins(&charged.0) {
                         // Consecutive intercepted SENDs already buffered go through the
                         // plugins together (see `send_batch`).
                         Some(plugins) => {
                             let frames =
-                                send_batch::take_batch(frame, &mut reader, &plugins, &mut next);
+                                send_batch::take_batch(charged, &mut reader, &plugins, &mut next);
                             self.handle_send_batch(&plugins, frames).await
                         }
-                        None => self.handle_one(frame).await,
+                        None => self.handle_one(charged).await,
                     };
                     match flow {
                         Ok(Flow::Continue) => {}

@@ -32,7 +32,7 @@ use crate::plugin::{PluginHost, PluginMessage, SendOutcome};
 
 use super::error::SessionError;
 use super::handlers::{is_persistent, receipt_frame, rejected, PreparedSend};
-use super::{Flow, Session};
+use super::{Charged, Flow, Session};
 
 /// Most SEND frames handled as one batch.
 pub(super) const MAX_SEND_BATCH: usize = 64;
@@ -40,15 +40,15 @@ pub(super) const MAX_SEND_BATCH: usize = 64;
 /// Takes the batchable frames that follow `first` in `buf` (up to [`MAX_SEND_BATCH`] in all);
 /// the first frame (or decoding error) that cannot join is left in `next`.
 pub(super) fn take_batch(
-    first: Frame,
+    first: Charged,
     reader: &mut FrameReader,
     plugins: &PluginHost,
-    next: &mut Option<Result<Option<Frame>, DecodeError>>,
-) -> Vec<Frame> {
+    next: &mut Option<Result<Option<Charged>, DecodeError>>,
+) -> Vec<Charged> {
     let mut frames = vec![first];
     while frames.len() < MAX_SEND_BATCH {
-        match reader.next_frame() {
-            Ok(Some(frame)) if batchable(&frame, plugins) => frames.push(frame),
+        match reader.next_charged() {
+            Ok(Some(charged)) if batchable(&charged.0, plugins) => frames.push(charged),
             Ok(None) => break,
             other => {
                 *next = Some(other);
@@ -93,11 +93,11 @@ impl Session {
     pub(super) async fn handle_send_batch(
         &mut self,
         plugins: &PluginHost,
-        mut frames: Vec<Frame>,
+        mut frames: Vec<Charged>,
     ) -> Result<Flow, SessionError> {
         if frames.len() == 1 {
-            let frame = frames.pop().expect("one frame");
-            return self.handle_one(frame).await;
+            let charged = frames.pop().expect("one frame");
+            return self.handle_one(charged).await;
         }
         self.run_send_batch(plugins, frames).await?;
         Ok(Flow::Continue)
@@ -106,16 +106,16 @@ impl Session {
     async fn run_send_batch(
         &mut self,
         plugins: &PluginHost,
-        frames: Vec<Frame>,
+        frames: Vec<Charged>,
     ) -> Result<(), SessionError> {
         let mut pending = Vec::with_capacity(frames.len());
         let mut messages: Vec<PluginMessage> = Vec::with_capacity(frames.len());
         // A frame that fails before the plugins ends the batch there: the ones before it run.
         let mut early: Option<SessionError> = None;
-        for frame in frames {
+        for (frame, charge) in frames {
             let receipt = frame.get(b"receipt").cloned();
             let journals = self.receipts.journals() && is_persistent(&frame);
-            match self.prepare_send(frame) {
+            match self.prepare_send(frame, charge) {
                 Ok((send, message)) => {
                     pending.push(Pending {
                         send,

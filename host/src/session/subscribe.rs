@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
 use crate::codec::{Frame, Version};
 use crate::plugin::SubscriptionInfo;
 use crate::policy::DeliveryFilter;
@@ -45,6 +46,7 @@ impl Session {
         &mut self,
         frame: Frame,
         receipt: Option<Bytes>,
+        charge: Charge,
     ) -> Result<(), SessionError> {
         // A durable subscription created below is journaled before the RECEIPT.
         let mark = self.receipts.mark();
@@ -54,7 +56,9 @@ impl Session {
             destination: parsed.destination.clone(),
             headers: frame.headers,
         };
-        let filter = DeliveryFilter::prepare(&self.broker.policy, &self.principal, info)
+        // The headers are kept (for the message plugins) as long as the subscription lives,
+        // and with them the frame's bytes and its charge.
+        let filter = DeliveryFilter::prepare(&self.broker.policy, &self.principal, info, charge)
             .await
             .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
         let durable = parsed
@@ -97,6 +101,13 @@ impl Session {
             ));
         }
         let limits = &self.broker.config.limits;
+        let header_bytes: usize = frame.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        if header_bytes > limits.max_subscribe_header_bytes {
+            return Err(client_error(format!(
+                "SUBSCRIBE headers of {header_bytes} bytes exceed the limit of {} bytes",
+                limits.max_subscribe_header_bytes
+            )));
+        }
         if self.conn.subscription_count() >= limits.max_subscriptions_per_connection {
             return Err(client_error(format!(
                 "too many subscriptions: the limit is {} per connection",

@@ -55,6 +55,7 @@ fn message(destination: &Bytes, n: u64) -> Arc<Message> {
         id_seq: n,
         expires_at: None,
         persistent: false,
+        charge: Default::default(),
     })
 }
 
@@ -87,6 +88,7 @@ async fn a_session_that_panics_hands_its_unacked_messages_back() {
         .on_subscribe(
             subscribe("s", "/queue/panicking", &[("prefetch-count", "2")]),
             None,
+            Default::default(),
         )
         .await
         .unwrap();
@@ -105,9 +107,13 @@ async fn a_session_that_panics_hands_its_unacked_messages_back() {
     // A live consumer now gets every message, in order (before the fix it saw m3 and m5 only:
     // the dead subscription's window kept taking messages).
     let mut live = session(&broker, 2);
-    live.on_subscribe(subscribe("s", "/queue/panicking", &[]), None)
-        .await
-        .unwrap();
+    live.on_subscribe(
+        subscribe("s", "/queue/panicking", &[]),
+        None,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let bodies: Vec<Bytes> = live
         .outbox
         .drain()
@@ -126,11 +132,19 @@ async fn a_session_that_panics_releases_its_durable_subscription_and_temp_queues
     let broker = broker();
     let mut doomed = session(&broker, 3);
     doomed
-        .on_subscribe(subscribe("d", "/topic/news", &[("durable", "true")]), None)
+        .on_subscribe(
+            subscribe("d", "/topic/news", &[("durable", "true")]),
+            None,
+            Default::default(),
+        )
         .await
         .unwrap();
     doomed
-        .on_subscribe(subscribe("t", "/temp-queue/replies", &[]), None)
+        .on_subscribe(
+            subscribe("t", "/temp-queue/replies", &[]),
+            None,
+            Default::default(),
+        )
         .await
         .unwrap();
     let global = doomed
@@ -153,7 +167,11 @@ async fn a_session_that_panics_releases_its_durable_subscription_and_temp_queues
     // The same principal can attach to the durable subscription again at once.
     let mut again = session(&broker, 4);
     again
-        .on_subscribe(subscribe("d", "/topic/news", &[("durable", "true")]), None)
+        .on_subscribe(
+            subscribe("d", "/topic/news", &[("durable", "true")]),
+            None,
+            Default::default(),
+        )
         .await
         .expect("the durable subscription is no longer claimed");
 }

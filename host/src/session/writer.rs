@@ -233,6 +233,8 @@ fn encode_delivery(
                 id_seq: delivery.message.id_seq,
                 expires_at: delivery.message.expires_at,
                 persistent: delivery.message.persistent,
+                // Only encoded, then dropped: the delivered message holds the charge.
+                charge: Default::default(),
             };
             encode_message(delivery, &message, version, out);
         }
