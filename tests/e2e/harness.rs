@@ -1,17 +1,12 @@
-//! Test harness: one real `plugboard` process per test (the shared launcher in
-//! `tests/common/broker.rs`), and the raw-STOMP client of `tests/common/stomp.rs`, re-exported
-//! here for the e2e modules.
+//! Test harness: one real `plugboard` process per test (the shared launcher,
+//! `plugboard_test_support::broker`), and the raw-STOMP client of `plugboard_test_support::stomp`,
+//! re-exported here for the e2e modules.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-// `tests/common` is mounted here rather than in `main.rs` because the interop test binary
-// includes this file as its harness too.
-#[path = "../common/mod.rs"]
-pub mod common;
-
-use common::broker::Launch;
-pub use common::stomp::*;
+use plugboard_test_support::broker::Launch;
+pub use plugboard_test_support::stomp::*;
 
 // ---------------------------------------------------------------------------------------------
 // Broker process
@@ -19,7 +14,7 @@ pub use common::stomp::*;
 
 /// A broker process started for one test on a config of its own; killed (and its log shown on
 /// failure) on drop.
-pub struct Broker(common::broker::Broker);
+pub struct Broker(plugboard_test_support::broker::Broker);
 
 impl Broker {
     /// Starts a broker with the default configuration.
@@ -30,7 +25,7 @@ impl Broker {
     /// Starts a broker with this TOML configuration (`listen` is always overridden).
     pub fn with_config(toml: &str) -> Broker {
         Broker(
-            Launch::config_text(toml)
+            Launch::config_text(env!("CARGO_BIN_EXE_plugboard"), toml)
                 .start_within(Duration::from_secs(30))
                 .start(),
         )
@@ -39,7 +34,7 @@ impl Broker {
     /// Starts a broker journaling into `data_dir` (to restart one on the same store).
     pub fn with_data_dir(toml: &str, data_dir: &std::path::Path) -> Broker {
         Broker(
-            Launch::config_text(toml)
+            Launch::config_text(env!("CARGO_BIN_EXE_plugboard"), toml)
                 .args(&[std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()])
                 .start_within(Duration::from_secs(30))
                 .start(),
@@ -53,7 +48,7 @@ impl Broker {
 }
 
 impl Deref for Broker {
-    type Target = common::broker::Broker;
+    type Target = plugboard_test_support::broker::Broker;
 
     fn deref(&self) -> &Self::Target {
         &self.0

@@ -1,6 +1,6 @@
 //! End-to-end tests of the plugin hooks over TCP: each test starts the real `plugboard` binary
 //! with the compiled sample plugins (built once per run by `cargo xtask plugins`, never
-//! skipped) and speaks raw STOMP to it through the shared client (`tests/common/`).
+//! skipped) and speaks raw STOMP to it through the shared client (`plugboard_test_support`).
 //!
 //! The demo tests run the broker on `examples/plugboard.toml` itself (its plugin paths are
 //! relative to that file). Other tests write temporary configs with absolute plugin paths.
@@ -14,9 +14,6 @@
 //!
 //! Run: `cargo test -p plugboard --test plugins_e2e`. `PLUGBOARD_TEST_LOG` sets the brokers'
 //! `RUST_LOG` (default `info`); a failing test prints the tail of its broker's log.
-
-#[path = "../common/mod.rs"]
-mod common;
 
 mod support;
 

@@ -8,9 +8,6 @@
 //! they are kept, not ignored, so the fix turns them green. `measure.rs` holds `#[ignore]`d
 //! measurements (see docs/reload.md and bench/reload.sh).
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod support;
 
 mod broken;

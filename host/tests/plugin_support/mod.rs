@@ -9,8 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use plugboard::plugin::{PluginHost, PluginMessage, PluginSpec, Principal};
 
-#[path = "../../../tests/common/plugins.rs"]
-mod components;
+use plugboard_test_support::plugins as components;
 
 pub use components::workspace_root;
 
