@@ -33,6 +33,8 @@
 //!
 //! Its test modules then `use crate::harness::*;`.
 
+#![warn(missing_docs)]
+
 pub mod broker;
 pub mod harness;
 pub mod plugins;
