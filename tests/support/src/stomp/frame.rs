@@ -325,3 +325,107 @@ pub fn send_frame(dest: &str, headers: &[(&str, &str)], body: &str) -> Frame {
     f.body(body.as_bytes().to_vec())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], version: Version) -> (Frame, usize) {
+        parse_frame(bytes, version)
+            .expect("valid frame")
+            .expect("a whole frame")
+    }
+
+    #[test]
+    fn a_frame_survives_encoding_in_every_version() {
+        let frame = Frame::new("SEND")
+            .h("destination", "/queue/a")
+            .h("k", "v1")
+            .h("k", "v2")
+            .body("hello");
+        for version in ALL_VERSIONS {
+            let bytes = frame.encode(version);
+            assert_eq!(
+                parse(&bytes, version),
+                (frame.clone(), bytes.len()),
+                "{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_are_escaped_per_version() {
+        let frame = Frame::new("MESSAGE").h("a:b", "x\\y\nz\r");
+        assert_eq!(
+            frame.encode(Version::V10),
+            b"MESSAGE\na:b:x\\y\nz\r\n\n\0".to_vec()
+        );
+        assert_eq!(
+            frame.encode(Version::V11),
+            b"MESSAGE\na\\cb:x\\\\y\\nz\r\n\n\0".to_vec()
+        );
+        let v12 = frame.encode(Version::V12);
+        assert_eq!(v12, b"MESSAGE\na\\cb:x\\\\y\\nz\\r\n\n\0".to_vec());
+        assert_eq!(parse(&v12, Version::V12).0, frame);
+    }
+
+    #[test]
+    fn connect_and_connected_headers_are_never_escaped() {
+        let connect = Frame::new("CONNECT").h("login", "a:b");
+        assert_eq!(
+            connect.encode(Version::V12),
+            b"CONNECT\nlogin:a:b\n\n\0".to_vec()
+        );
+        let (connected, _) = parse(b"CONNECTED\nserver:x\\cy\n\n\0", Version::V12);
+        assert_eq!(connected.get("server"), Some("x\\cy"));
+    }
+
+    #[test]
+    fn undefined_escapes_are_errors() {
+        assert!(parse_frame(b"MESSAGE\nk:a\\tb\n\n\0", Version::V12).is_err());
+        // `\r` is only defined from 1.2 on.
+        assert!(parse_frame(b"MESSAGE\nk:a\\rb\n\n\0", Version::V11).is_err());
+        assert_eq!(
+            parse(b"MESSAGE\nk:a\\tb\n\n\0", Version::V10).0.get("k"),
+            Some("a\\tb")
+        );
+    }
+
+    #[test]
+    fn content_length_bodies_may_hold_nuls() {
+        let bytes = b"MESSAGE\ncontent-length:3\n\na\0b\0";
+        let (frame, used) = parse(bytes, Version::V12);
+        assert_eq!(frame.body, b"a\0b");
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn one_trailing_eol_is_consumed() {
+        let (_, used) = parse(b"RECEIPT\n\n\0\n\n", Version::V12);
+        assert_eq!(used, 11);
+        let (_, used) = parse(b"RECEIPT\r\n\r\n\0\r\nX", Version::V12);
+        assert_eq!(used, 14);
+    }
+
+    #[test]
+    fn a_partial_frame_needs_more_bytes() {
+        let whole = b"MESSAGE\ncontent-length:5\n\nhello\0";
+        for end in 0..whole.len() {
+            assert_eq!(
+                parse_frame(&whole[..end], Version::V12),
+                Ok(None),
+                "{end} bytes"
+            );
+        }
+        assert_eq!(
+            parse_frame(b"MESSAGE\n\nno nul yet", Version::V12),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn bad_content_lengths_are_errors() {
+        assert!(parse_frame(b"MESSAGE\ncontent-length:x\n\n\0", Version::V12).is_err());
+        assert!(parse_frame(b"MESSAGE\ncontent-length:1\n\nab\0", Version::V12).is_err());
+        assert!(parse_frame(b"MESSAGE\nno colon\n\n\0", Version::V12).is_err());
+    }
+}
