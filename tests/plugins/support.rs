@@ -3,8 +3,6 @@
 //! `plugboard_test_support::broker`), `plugboard` commands run with a time bound, and clients with
 //! a login.
 
-#![allow(dead_code)] // each test module uses a different part of this module
-
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};

@@ -2,8 +2,6 @@
 //! endpoint (the launcher of `plugboard_test_support::broker`), reads `/status`, waits for
 //! reloads, and makes plugin component variants.
 
-#![allow(dead_code)] // each test module uses a different part of this module
-
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -129,11 +127,6 @@ impl Setup {
     /// Writes the config (header + `body`) atomically.
     pub fn write(&self, body: &str) {
         write_atomic(&self.config, Setup::text(body).as_bytes());
-    }
-
-    /// Overwrites the config (header + `body`) in place.
-    pub fn write_in_place(&self, body: &str) {
-        write_in_place(&self.config, Setup::text(body).as_bytes());
     }
 
     /// Writes the config and starts a broker on it, once its file watcher is live.
