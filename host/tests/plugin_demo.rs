@@ -4,9 +4,24 @@
 
 mod plugin_support;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use plugboard::plugin::{AuthOutcome, AuthRequest, FilterOutcome, SendOutcome, SubscriptionInfo};
+use plugboard::plugin::{
+    AuthOutcome, AuthRequest, FilterOutcome, PluginHost, SendOutcome, SubscriptionInfo,
+};
 use plugin_support::*;
+
+/// The demo set from examples/plugins.toml, exactly as users get it.
+async fn demo() -> Arc<PluginHost> {
+    plugins_dir();
+    let examples = workspace_root().join("examples");
+    let text =
+        std::fs::read_to_string(examples.join("plugins.toml")).expect("examples/plugins.toml");
+    PluginHost::load(&specs(&text), &examples, &cache_dir())
+        .await
+        .unwrap_or_else(|e| panic!("demo: {e}"))
+}
 
 fn connect(login: Option<&str>, passcode: Option<&str>) -> AuthRequest {
     let mut headers = vec![(

@@ -5,16 +5,21 @@
 //! parallel tests) and installs a pinned stomp.py into it. A missing python3, venv module or
 //! pip is a test failure with the reason, never a silent skip.
 
-#[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::Broker;
+/// The `plugboard` binary cargo built for this test run (cargo defines
+/// `CARGO_BIN_EXE_plugboard` only for this package's test targets, so the support crate is told).
+struct Plugboard;
+
+impl plugboard_test_support::BrokerBinary for Plugboard {
+    const PATH: &'static str = env!("CARGO_BIN_EXE_plugboard");
+}
+
+/// A broker process of this test run's `plugboard`, killed on drop.
+type Broker = plugboard_test_support::harness::Broker<Plugboard>;
 
 /// The stomp.py release the checks are written against (the newest on PyPI when pinned).
 const STOMP_PY: &str = "stomp.py==9.0.0";

@@ -1,8 +1,8 @@
 //! CONNECT (static-auth in the demo config) and the permissions the host enforces from the
 //! principal it returns.
 
-use crate::common::stomp::{unique, Client, Frame, QUIET};
 use crate::support::*;
+use plugboard_test_support::stomp::{unique, Client, Frame, QUIET};
 
 #[tokio::test]
 async fn demo_users_connect_with_their_passwords() {

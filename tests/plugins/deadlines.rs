@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::stomp::{Client, Frame};
 use crate::support::*;
+use plugboard_test_support::stomp::{Client, Frame};
 
 /// Stops and resumes a process (SIGSTOP for `stopped`, then SIGCONT, repeatedly) as a loaded
 /// machine does to it (CPU quota throttling, VM steal, an oversubscribed core), until dropped

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::stomp::{unique, Client, Frame, QUIET};
 use crate::support::*;
+use plugboard_test_support::stomp::{unique, Client, Frame, QUIET};
 
 /// A config with one hostile plugin `name` (component `component`) on `hook`, for
 /// `destinations`.

@@ -1,7 +1,7 @@
 //! SEND routing by header-router: the demo's region routes, and fan-out from a temp config.
 
-use crate::common::stomp::{Client, Frame, QUIET};
 use crate::support::*;
+use plugboard_test_support::stomp::{Client, Frame, QUIET};
 
 /// Alice subscribed (with a receipt) to each of the order queues.
 async fn order_subscribers(addr: std::net::SocketAddr) -> [Client; 3] {
@@ -365,7 +365,7 @@ to = ["/queue/pin.eu"]
     ));
     let data = tempfile::tempdir().expect("tempdir");
     let start = || {
-        crate::common::broker::Launch::config_file(&config.path)
+        plugboard_test_support::broker::Launch::config_file(broker_bin(), &config.path)
             .args(&[std::ffi::OsStr::new("--data-dir"), data.path().as_os_str()])
             .start()
     };

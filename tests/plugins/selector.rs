@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::stomp::{unique, Client, Frame, RecvError, QUIET};
 use crate::support::*;
+use plugboard_test_support::stomp::{unique, Client, Frame, RecvError, QUIET};
 
 /// A message of `/topic/t`-style tests: headers `type` and `n` (when given) and a body naming it.
 fn typed(dest: &str, i: usize, kind: Option<&str>, n: Option<&str>) -> Frame {

@@ -1,19 +1,19 @@
-//! Shared setup: the plugin components (built once, see `tests/common/plugins.rs`), temporary
-//! configs, broker processes on a config file (the launcher of `tests/common/broker.rs`),
-//! `plugboard` commands run with a time bound, and clients with a login.
-
-#![allow(dead_code)] // each test module uses a different part of this module
+//! Shared setup: the plugin components (built once, see `plugboard_test_support::plugins`),
+//! temporary configs, broker processes on a config file (the launcher of
+//! `plugboard_test_support::broker`), `plugboard` commands run with a time bound, and clients with
+//! a login.
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::broker::Broker;
-use crate::common::plugins::workspace_root;
-use crate::common::plugins::{component, IfBuildFails};
-pub use crate::common::stomp::send_frame;
-use crate::common::stomp::{Client, Frame, Version};
+use plugboard_test_support::broker::Broker;
+use plugboard_test_support::plugins::workspace_root;
+use plugboard_test_support::plugins::{component, IfBuildFails};
+pub use plugboard_test_support::stomp::send_frame;
+use plugboard_test_support::stomp::{Client, Frame, Version};
 
 /// Bound on a `plugboard --check-config` run or a broker that must refuse to start.
 pub const EXIT_T: Duration = Duration::from_secs(60);
@@ -21,7 +21,7 @@ pub const EXIT_T: Duration = Duration::from_secs(60);
 /// Builds every plugin component (once per test binary; a failed build fails the test) and
 /// returns `target/plugins`.
 pub fn plugins_dir() -> PathBuf {
-    crate::common::plugins::plugins_dir(IfBuildFails::Panic)
+    plugboard_test_support::plugins::plugins_dir(IfBuildFails::Panic)
 }
 
 /// Absolute path of a compiled plugin component (`NAME.wasm`), building them first.
@@ -56,9 +56,36 @@ pub fn temp_config(body: &str) -> TempConfig {
 // Broker process
 // ---------------------------------------------------------------------------------------------
 
+/// The broker binary cargo built for this test run (cargo defines `CARGO_BIN_EXE_plugboard` for
+/// this package's tests only, so the shared launcher is handed it).
+pub fn broker_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_plugboard"))
+}
+
 /// A broker process on a config file (`PluginBroker::start(CONFIG)`); its stderr goes to a log
 /// file that tests can read. Killed on drop (and its log shown when the test failed).
-pub type PluginBroker = Broker;
+pub struct PluginBroker(Broker);
+
+impl PluginBroker {
+    /// Starts `plugboard --listen 127.0.0.1:0 --config CONFIG` and waits for its address.
+    pub fn start(config: &Path) -> PluginBroker {
+        PluginBroker(Broker::start(broker_bin(), config))
+    }
+}
+
+impl Deref for PluginBroker {
+    type Target = Broker;
+
+    fn deref(&self) -> &Broker {
+        &self.0
+    }
+}
+
+impl DerefMut for PluginBroker {
+    fn deref_mut(&mut self) -> &mut Broker {
+        &mut self.0
+    }
+}
 
 /// What a finished `plugboard` run printed.
 pub struct Finished {
@@ -72,7 +99,7 @@ pub fn run_plugboard(args: &[&std::ffi::OsStr]) -> Finished {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plugboard"))
+    let mut child = Command::new(broker_bin())
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -174,7 +201,7 @@ pub async fn anonymous(addr: SocketAddr) -> Client {
 
 /// The ERROR `message` header, which the frame must have.
 pub fn error_message(f: &Frame) -> &str {
-    crate::common::stomp::assert_error_frame(f);
+    plugboard_test_support::stomp::assert_error_frame(f);
     f.must("message")
 }
 
@@ -184,14 +211,16 @@ pub fn error_message(f: &Frame) -> &str {
 
 /// A broker on `config` (which sets `admin_listen`) whose status endpoint tests can read.
 pub fn start_with_status(config: &Path) -> PluginBroker {
-    crate::common::broker::Launch::config_file(config)
-        .status_line()
-        .start()
+    PluginBroker(
+        plugboard_test_support::broker::Launch::config_file(broker_bin(), config)
+            .status_line()
+            .start(),
+    )
 }
 
 /// The `calls` counter of plugin `name`, from `GET /status`.
 pub async fn plugin_calls(broker: &PluginBroker, name: &str) -> u64 {
-    let status = crate::common::broker::fetch_status(broker.admin()).await;
+    let status = plugboard_test_support::broker::fetch_status(broker.admin()).await;
     status["plugins"]["loaded"]
         .as_array()
         .expect("plugins.loaded")

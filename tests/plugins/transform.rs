@@ -1,7 +1,7 @@
 //! SEND transform: the demo's redact plugin masks `card` on /queue/payments.
 
-use crate::common::stomp::{Frame, QUIET};
 use crate::support::*;
+use plugboard_test_support::stomp::{Frame, QUIET};
 
 const CARD: &str = "4111 1111 1111 1111";
 

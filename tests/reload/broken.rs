@@ -1,8 +1,8 @@
 //! A broken new plugin set is refused as a whole: the old one keeps serving, and the reason
 //! (naming the plugin) shows in `/status` and the log; fixing the file then reloads.
 
-use crate::common::stomp::Client;
 use crate::support::*;
+use plugboard_test_support::stomp::Client;
 
 const IN: &str = "/queue/rb.in";
 const A: &str = "/queue/rb.a";

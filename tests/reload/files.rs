@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::common::stomp::Client;
 use crate::support::*;
+use plugboard_test_support::stomp::Client;
 
 const IN: &str = "/queue/rf.in";
 const EU: &str = "/queue/rf.eu";

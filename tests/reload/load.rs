@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::stomp::{Client, Frame, RecvError};
 use crate::support::*;
+use plugboard_test_support::stomp::{Client, Frame, RecvError};
 
 const IN: &str = "/queue/rl.in";
 const A: &str = "/queue/rl.a";

@@ -8,9 +8,6 @@
 //! documents the behaviour as a regression test. `measure.rs` holds `#[ignore]`d measurements
 //! (see docs/reload.md and bench/reload.sh).
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod support;
 
 mod broken;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::common::stomp::{Client, Frame, RecvError};
 use crate::support::*;
+use plugboard_test_support::stomp::{Client, Frame, RecvError};
 
 const IN: &str = "/queue/rm.in";
 const A: &str = "/queue/rm.a";

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::common::stomp::Client;
 use crate::support::*;
+use plugboard_test_support::stomp::Client;
 
 const Q: &str = "/queue/rsel.q";
 const T: &str = "/topic/rsel.t";

@@ -1,8 +1,6 @@
 //! Shared setup: writes config files (atomically or in place), starts a broker with its status
-//! endpoint (the launcher of `tests/common/broker.rs`), reads `/status`, waits for reloads, and
-//! makes plugin component variants.
-
-#![allow(dead_code)] // each test module uses a different part of this module
+//! endpoint (the launcher of `plugboard_test_support::broker`), reads `/status`, waits for
+//! reloads, and makes plugin component variants.
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -11,11 +9,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use crate::common::broker::fetch_status;
-use crate::common::broker::{Broker, Launch, START_T};
-use crate::common::plugins::{component, workspace_root, IfBuildFails};
-pub use crate::common::stomp::send_frame;
-use crate::common::stomp::{Client, Version};
+pub use plugboard_test_support::broker::fetch_status;
+use plugboard_test_support::broker::{Broker, Launch, START_T};
+use plugboard_test_support::plugins::{component, workspace_root, IfBuildFails};
+pub use plugboard_test_support::stomp::send_frame;
+use plugboard_test_support::stomp::{Client, Version};
 
 /// Bound on waiting for a reload (generation change, refusal) that reuses cached compilations.
 pub const RELOAD_T: Duration = Duration::from_secs(10);
@@ -95,7 +93,7 @@ pub struct Setup {
 
 impl Setup {
     pub fn new() -> Setup {
-        crate::common::plugins::plugins_dir(IfBuildFails::UsePrebuilt);
+        plugboard_test_support::plugins::plugins_dir(IfBuildFails::UsePrebuilt);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("plugboard.toml");
         Setup { dir, config }
@@ -129,11 +127,6 @@ impl Setup {
     /// Writes the config (header + `body`) atomically.
     pub fn write(&self, body: &str) {
         write_atomic(&self.config, Setup::text(body).as_bytes());
-    }
-
-    /// Overwrites the config (header + `body`) in place.
-    pub fn write_in_place(&self, body: &str) {
-        write_in_place(&self.config, Setup::text(body).as_bytes());
     }
 
     /// Writes the config and starts a broker on it, once its file watcher is live.
@@ -197,8 +190,7 @@ impl ReloadBroker {
     /// reads `listening on ADDR` and `status on http://ADDR/status` from stdout.
     pub fn start(config: &Path, extra: &[&str]) -> ReloadBroker {
         ReloadBroker(
-            Launch::config_file(config)
-                .bin(broker_bin())
+            Launch::config_file(broker_bin(), config)
                 .listen_from_config()
                 .args(extra)
                 .status_line()
@@ -377,7 +369,7 @@ pub async fn routed_to(
     dest: &str,
     region: &str,
 ) -> String {
-    let body = crate::common::stomp::unique("probe");
+    let body = plugboard_test_support::stomp::unique("probe");
     sender
         .roundtrip(send_frame(dest, &[("region", region)], &body))
         .await;

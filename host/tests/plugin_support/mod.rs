@@ -1,16 +1,13 @@
 //! Shared setup of the plugin-host tests: builds the real components once (`cargo xtask
 //! plugins`, never skipped), loads plugin sets, and makes messages.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use plugboard::plugin::{PluginHost, PluginMessage, PluginSpec, Principal};
 
-#[path = "../../../tests/common/plugins.rs"]
-mod components;
+use plugboard_test_support::plugins as components;
 
 pub use components::workspace_root;
 
@@ -51,17 +48,6 @@ pub async fn try_load(toml_text: &str) -> Result<Arc<PluginHost>, plugboard::plu
     PluginHost::load(&specs(toml_text), &dir, &cache_dir()).await
 }
 
-/// The demo set from examples/plugins.toml, exactly as users get it.
-pub async fn demo() -> Arc<PluginHost> {
-    plugins_dir();
-    let examples = workspace_root().join("examples");
-    let text =
-        std::fs::read_to_string(examples.join("plugins.toml")).expect("examples/plugins.toml");
-    PluginHost::load(&specs(&text), &examples, &cache_dir())
-        .await
-        .unwrap_or_else(|e| panic!("demo: {e}"))
-}
-
 pub fn msg(destination: &str, headers: &[(&str, &str)], body: &str) -> PluginMessage {
     PluginMessage {
         destination: Bytes::copy_from_slice(destination.as_bytes()),
@@ -78,6 +64,7 @@ pub fn msg(destination: &str, headers: &[(&str, &str)], body: &str) -> PluginMes
     }
 }
 
+#[allow(dead_code)] // plugin_hostile reads no headers
 pub fn header<'a>(m: &'a PluginMessage, name: &str) -> Option<&'a [u8]> {
     m.headers
         .iter()

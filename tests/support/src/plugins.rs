@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The workspace root (this crate is `tests/support/` in it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ is in the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("tests/support/ is in the workspace")
         .to_path_buf()
 }
 

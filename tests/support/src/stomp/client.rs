@@ -1,14 +1,16 @@
-//! A small raw-STOMP client with a frame parser of its own (deliberately independent of the
-//! broker's codec), shared by the end-to-end test binaries.
+//! The raw STOMP client over TCP: writes [`Frame`]s or arbitrary bytes, reads frames with
+//! bounded waits (heart-beats recorded), and the round trips tests are made of (receipts,
+//! subscribe, ack, disconnect). Also the shared timeouts and [`unique`] names.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::frame::{assert_error_frame, parse_frame, Frame, Version};
 
 /// Default bound on every read that is expected to succeed.
 pub const T: Duration = Duration::from_secs(5);
@@ -28,288 +30,17 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-// ---------------------------------------------------------------------------------------------
-// Frames
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Version {
-    V10,
-    V11,
-    V12,
-}
-
-pub const ALL_VERSIONS: [Version; 3] = [Version::V10, Version::V11, Version::V12];
-
-impl Version {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::V10 => "1.0",
-            Version::V11 => "1.1",
-            Version::V12 => "1.2",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Version> {
-        match s {
-            "1.0" => Some(Version::V10),
-            "1.1" => Some(Version::V11),
-            "1.2" => Some(Version::V12),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A STOMP frame with decoded (unescaped) headers, in order, repeats kept.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub command: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.command)?;
-        for (k, v) in &self.headers {
-            write!(f, " [{k:?}: {v:?}]")?;
-        }
-        let body = String::from_utf8_lossy(&self.body);
-        let shown: String = body.chars().take(200).collect();
-        write!(f, " body({} bytes)={shown:?}", self.body.len())
-    }
-}
-
-impl Frame {
-    pub fn new(command: &str) -> Frame {
-        Frame {
-            command: command.to_string(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-
-    /// Adds a header (kept in order, repeats allowed).
-    pub fn h(mut self, name: &str, value: &str) -> Frame {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Frame {
-        self.body = body.into();
-        self
-    }
-
-    /// Sets the body and a matching `content-length` header.
-    pub fn body_cl(self, body: impl Into<Vec<u8>>) -> Frame {
-        let body = body.into();
-        let len = body.len().to_string();
-        self.h("content-length", &len).body(body)
-    }
-
-    /// The first value of a header.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of a header, in order.
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The first value of a header, which must be present.
-    pub fn must(&self, name: &str) -> &str {
-        self.get(name)
-            .unwrap_or_else(|| panic!("header {name:?} missing in {self:?}"))
-    }
-
-    pub fn body_str(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap_or_else(|_| panic!("body is not UTF-8 in {self:?}"))
-    }
-
-    pub fn is(&self, command: &str) -> bool {
-        self.command == command
-    }
-
-    /// Wire bytes for a session of `version` (CONNECT/STOMP are never escaped).
-    pub fn encode(&self, version: Version) -> Vec<u8> {
-        let escape =
-            version >= Version::V11 && self.command != "CONNECT" && self.command != "STOMP";
-        let mut out = Vec::with_capacity(64 + self.body.len());
-        out.extend_from_slice(self.command.as_bytes());
-        out.push(b'\n');
-        for (k, v) in &self.headers {
-            if escape {
-                escape_into(&mut out, k, version);
-                out.push(b':');
-                escape_into(&mut out, v, version);
-            } else {
-                out.extend_from_slice(k.as_bytes());
-                out.push(b':');
-                out.extend_from_slice(v.as_bytes());
-            }
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out.push(0);
-        out
-    }
-}
-
-fn escape_into(out: &mut Vec<u8>, s: &str, version: Version) {
-    for &b in s.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b':' => out.extend_from_slice(b"\\c"),
-            b'\r' if version >= Version::V12 => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
-}
-
-fn unescape(raw: &[u8], version: Version) -> Result<String, String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'\\' {
-            let next = raw.get(i + 1).copied();
-            match next {
-                Some(b'\\') => out.push(b'\\'),
-                Some(b'n') => out.push(b'\n'),
-                Some(b'c') => out.push(b':'),
-                Some(b'r') if version >= Version::V12 => out.push(b'\r'),
-                _ => {
-                    return Err(format!(
-                        "undefined escape in header {:?} (version {version})",
-                        String::from_utf8_lossy(raw)
-                    ))
-                }
-            }
-            i += 2;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| format!("header not UTF-8: {:?}", String::from_utf8_lossy(raw)))
-}
-
-/// Parses one frame from the front of `buf` (leading EOLs must already be skipped).
-/// Returns the frame and the bytes consumed (including one optional EOL after the NUL),
-/// `Ok(None)` when more bytes are needed.
-pub fn parse_frame(buf: &[u8], version: Version) -> Result<Option<(Frame, usize)>, String> {
-    let mut pos = 0;
-    let mut lines: Vec<&[u8]> = Vec::new();
-    loop {
-        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
-            return Ok(None);
-        };
-        let mut line = &buf[pos..pos + nl];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
-        }
-        pos += nl + 1;
-        if line.is_empty() {
-            if lines.is_empty() {
-                // Still an EOL before the command: callers skip these, be lenient.
-                continue;
-            }
-            break;
-        }
-        lines.push(line);
-    }
-    let command =
-        String::from_utf8(lines[0].to_vec()).map_err(|_| "command not UTF-8".to_string())?;
-    if command.bytes().any(|b| b == 0) {
-        return Err(format!("NUL in command {command:?}"));
-    }
-    let raw_headers = command != "CONNECTED" && command != "CONNECT";
-    let mut headers = Vec::new();
-    for line in &lines[1..] {
-        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| {
-            format!(
-                "header line without colon: {:?}",
-                String::from_utf8_lossy(line)
-            )
-        })?;
-        let (k, v) = (&line[..colon], &line[colon + 1..]);
-        let (k, v) = if raw_headers && version >= Version::V11 {
-            (unescape(k, version)?, unescape(v, version)?)
-        } else {
-            (
-                String::from_utf8(k.to_vec()).map_err(|_| "header not UTF-8".to_string())?,
-                String::from_utf8(v.to_vec()).map_err(|_| "header not UTF-8".to_string())?,
-            )
-        };
-        headers.push((k, v));
-    }
-    let content_length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.clone());
-    let (body, end) = match content_length {
-        Some(cl) => {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| format!("bad content-length {cl:?}"))?;
-            if buf.len() < pos + n + 1 {
-                return Ok(None);
-            }
-            if buf[pos + n] != 0 {
-                return Err(format!(
-                    "content-length {n} body not followed by NUL in {command}"
-                ));
-            }
-            (buf[pos..pos + n].to_vec(), pos + n + 1)
-        }
-        None => match buf[pos..].iter().position(|&b| b == 0) {
-            Some(z) => (buf[pos..pos + z].to_vec(), pos + z + 1),
-            None => return Ok(None),
-        },
-    };
-    let mut consumed = end;
-    if buf.get(consumed) == Some(&b'\n') {
-        consumed += 1;
-    } else if buf.get(consumed) == Some(&b'\r') && buf.get(consumed + 1) == Some(&b'\n') {
-        consumed += 2;
-    }
-    Ok(Some((
-        Frame {
-            command,
-            headers,
-            body,
-        },
-        consumed,
-    )))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client
-// ---------------------------------------------------------------------------------------------
-
 /// The start of the `RecvError::Protocol` text when the peer closed in the middle of a frame.
 pub const CLOSED_INSIDE_FRAME: &str = "connection closed inside a frame";
 
+/// Why [`Client::try_recv`] returned no frame.
 #[derive(Debug)]
 pub enum RecvError {
+    /// Nothing within the timeout.
     Timeout,
+    /// The connection is closed (between frames).
     Closed,
+    /// Bytes that are no frame, or a close inside a frame (see [`CLOSED_INSIDE_FRAME`]).
     Protocol(String),
 }
 
@@ -321,6 +52,7 @@ pub struct Client {
     pos: usize,
     pending: VecDeque<Frame>,
     eof: bool,
+    /// The session's version (frames are encoded and parsed for it).
     pub version: Version,
     /// Arrival times of heart-beat EOLs received between frames.
     pub beats: Vec<Instant>,
@@ -401,6 +133,7 @@ impl Client {
         (c, reply)
     }
 
+    /// Writes these bytes (bounded by `T`); panics when the write fails.
     pub async fn write_raw(&mut self, bytes: &[u8]) {
         tokio::time::timeout(T, self.stream.write_all(bytes))
             .await
@@ -413,6 +146,7 @@ impl Client {
         let _ = tokio::time::timeout(T, self.stream.write_all(bytes)).await;
     }
 
+    /// Writes `frame`, encoded for the session's version.
     pub async fn write(&mut self, frame: &Frame) {
         let bytes = frame.encode(self.version);
         self.write_raw(&bytes).await;
@@ -516,6 +250,7 @@ impl Client {
         self.recv_within(T).await
     }
 
+    /// Reads the next frame within `timeout`; panics on timeout, close or a parse error.
     pub async fn recv_within(&mut self, timeout: Duration) -> Frame {
         match self.try_recv(timeout).await {
             Ok(f) => f,
@@ -590,6 +325,7 @@ impl Client {
         f
     }
 
+    /// A receipt id not used before on this connection.
     pub fn next_receipt(&mut self) -> String {
         self.receipt_seq += 1;
         format!("rcpt-{}", self.receipt_seq)
@@ -630,6 +366,7 @@ impl Client {
             .await;
     }
 
+    /// SEND without a receipt.
     pub async fn send(&mut self, dest: &str, body: &str) {
         self.write(&Frame::new("SEND").h("destination", dest).body(body))
             .await;
@@ -670,6 +407,7 @@ impl Client {
         self.roundtrip(f).await;
     }
 
+    /// UNSUBSCRIBE with a receipt, waiting for it.
     pub async fn unsubscribe(&mut self, id: &str) {
         self.roundtrip(Frame::new("UNSUBSCRIBE").h("id", id)).await;
     }
@@ -692,6 +430,7 @@ impl Client {
         self.roundtrip(f).await;
     }
 
+    /// NACKs `msg` and waits for the receipt.
     pub async fn nack(&mut self, msg: &Frame) {
         let f = self.ack_frame("NACK", msg);
         self.roundtrip(f).await;
@@ -716,44 +455,4 @@ impl Client {
     pub fn drop_abruptly(self) {
         drop(self);
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Common checks and frames
-// ---------------------------------------------------------------------------------------------
-
-/// An ERROR frame as decided: a non-empty `message`, text/plain, content-length with a body.
-pub fn assert_error_frame(f: &Frame) {
-    assert!(f.is("ERROR"), "expected ERROR, got {f:?}");
-    assert!(
-        f.get("message").is_some_and(|m| !m.is_empty()),
-        "ERROR without message: {f:?}"
-    );
-    let ct = f.get("content-type").unwrap_or("");
-    assert!(
-        ct.starts_with("text/plain"),
-        "ERROR content-type should be text/plain: {f:?}"
-    );
-    if !f.body.is_empty() {
-        assert!(
-            f.get("content-length").is_some(),
-            "ERROR with a body has content-length: {f:?}"
-        );
-    }
-}
-
-/// `s` is non-empty and made only of `[A-Za-z0-9._-]`.
-pub fn is_safe_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// A SEND with these extra headers and a body.
-pub fn send_frame(dest: &str, headers: &[(&str, &str)], body: &str) -> Frame {
-    let mut f = Frame::new("SEND").h("destination", dest);
-    for (k, v) in headers {
-        f = f.h(k, v);
-    }
-    f.body(body.as_bytes().to_vec())
 }

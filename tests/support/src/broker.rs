@@ -1,6 +1,9 @@
 //! The one broker launcher: starts a real `plugboard` process for a test, reads its addresses
 //! from stdout, keeps its whole stderr in a log file the test can read, and kills it on drop
-//! (showing the log's tail when the test failed).
+//! (showing the log's tail when the test failed). Also reads the status endpoint.
+//!
+//! The broker binary is the caller's: each test binary passes its
+//! `env!("CARGO_BIN_EXE_plugboard")`, which cargo does not define for this crate.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -35,9 +38,9 @@ pub struct Launch {
 }
 
 impl Launch {
-    fn new(config: Config) -> Launch {
+    fn new(bin: PathBuf, config: Config) -> Launch {
         Launch {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_plugboard")),
+            bin,
             config,
             listen_arg: true,
             args: Vec::new(),
@@ -46,20 +49,15 @@ impl Launch {
         }
     }
 
-    /// A broker on this TOML text.
-    pub fn config_text(toml: &str) -> Launch {
-        Launch::new(Config::Text(toml.to_string()))
+    /// The broker binary `bin` (a test binary's `env!("CARGO_BIN_EXE_plugboard")`) on this TOML
+    /// text.
+    pub fn config_text(bin: impl Into<PathBuf>, toml: &str) -> Launch {
+        Launch::new(bin.into(), Config::Text(toml.to_string()))
     }
 
-    /// A broker on this config file.
-    pub fn config_file(path: &Path) -> Launch {
-        Launch::new(Config::File(path.to_path_buf()))
-    }
-
-    /// Another broker binary than the one cargo built for this test run.
-    pub fn bin(mut self, bin: PathBuf) -> Launch {
-        self.bin = bin;
-        self
+    /// The broker binary `bin` on this config file.
+    pub fn config_file(bin: impl Into<PathBuf>, path: &Path) -> Launch {
+        Launch::new(bin.into(), Config::File(path.to_path_buf()))
     }
 
     /// Leaves out `--listen 127.0.0.1:0`: the config file sets `listen`.
@@ -182,9 +180,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts `plugboard --listen 127.0.0.1:0 --config CONFIG` and waits for its address.
-    pub fn start(config: &Path) -> Broker {
-        Launch::config_file(config).start()
+    /// Starts `BIN --listen 127.0.0.1:0 --config CONFIG` and waits for its address.
+    pub fn start(bin: impl Into<PathBuf>, config: &Path) -> Broker {
+        Launch::config_file(bin, config).start()
     }
 
     /// The status endpoint's address (the broker was started with [`Launch::status_line`]).
@@ -193,6 +191,7 @@ impl Broker {
             .expect("broker started without reading its status line")
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

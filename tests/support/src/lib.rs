@@ -1,0 +1,47 @@
+//! Code shared by Plugboard's end-to-end test binaries (the `[[test]]` targets of the `plugboard`
+//! package under `tests/`, and the plugin-host tests in `host/tests/`). A dev-only crate: nothing
+//! here is part of the broker.
+//!
+//! - [`broker`]: starts a real `plugboard` process for a test and kills it on drop.
+//! - [`stomp`]: a raw STOMP client with a frame parser of its own.
+//! - [`plugins`]: builds the plugin components once per test binary.
+//! - [`harness`]: the e2e harness: a broker per test, the client, and the shared checks.
+//!
+//! # The broker binary
+//!
+//! Cargo defines `CARGO_BIN_EXE_plugboard` only while compiling the `plugboard` package's own
+//! test targets, never for this crate, so the broker binary always comes from the caller: the
+//! launcher takes its path, and [`harness::Broker`] is generic over a [`BrokerBinary`] that a
+//! test binary declares once in its `main.rs`:
+//!
+//! ```ignore
+//! /// The `plugboard` binary cargo built for this test run.
+//! pub struct Plugboard;
+//!
+//! impl plugboard_test_support::BrokerBinary for Plugboard {
+//!     const PATH: &'static str = env!("CARGO_BIN_EXE_plugboard");
+//! }
+//!
+//! /// The shared e2e harness, its `Broker` running [`Plugboard`].
+//! mod harness {
+//!     pub use plugboard_test_support::harness::*;
+//!
+//!     /// A broker process of this test run's `plugboard`.
+//!     pub type Broker = plugboard_test_support::harness::Broker<crate::Plugboard>;
+//! }
+//! ```
+//!
+//! Its test modules then `use crate::harness::*;`.
+
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod harness;
+pub mod plugins;
+pub mod stomp;
+
+/// The `plugboard` executable a test binary runs (see the crate docs).
+pub trait BrokerBinary {
+    /// Absolute path of the executable: the test binary's `env!("CARGO_BIN_EXE_plugboard")`.
+    const PATH: &'static str;
+}
