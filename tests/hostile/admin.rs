@@ -6,8 +6,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::common::broker::Launch;
+use plugboard_test_support::broker::Launch;
+use plugboard_test_support::BrokerBinary;
+
 use crate::harness::*;
+use crate::Plugboard;
 
 const TOKEN: &str = "0123456789abcdef-admin";
 
@@ -49,9 +52,10 @@ fn a_non_loopback_admin_listener_without_a_token_is_refused_at_start() {
 
 #[tokio::test]
 async fn with_a_token_every_request_needs_it_and_gets_the_paths() {
-    let broker = Launch::config_text(&format!(
-        "admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n"
-    ))
+    let broker = Launch::config_text(
+        Plugboard::PATH,
+        &format!("admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n"),
+    )
     .status_line()
     .start();
     for bad in [None, Some("wrong-token-of-enough-length"), Some("")] {
@@ -66,7 +70,7 @@ async fn with_a_token_every_request_needs_it_and_gets_the_paths() {
 
 #[tokio::test]
 async fn without_a_token_loopback_callers_get_no_paths() {
-    let broker = Launch::config_text("admin_listen = \"127.0.0.1:0\"\n")
+    let broker = Launch::config_text(Plugboard::PATH, "admin_listen = \"127.0.0.1:0\"\n")
         .status_line()
         .start();
     let (line, body) = get_status(broker.admin(), None).await;
@@ -78,7 +82,7 @@ async fn without_a_token_loopback_callers_get_no_paths() {
 
 #[tokio::test]
 async fn idle_connections_cannot_hold_more_than_the_cap() {
-    let broker = Launch::config_text("admin_listen = \"127.0.0.1:0\"\n")
+    let broker = Launch::config_text(Plugboard::PATH, "admin_listen = \"127.0.0.1:0\"\n")
         .status_line()
         .start();
     let mut idle = Vec::new();
