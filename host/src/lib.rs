@@ -21,6 +21,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod memory;
+pub mod password;
 pub mod plugin;
 pub mod policy;
 pub mod reload;
