@@ -26,6 +26,7 @@ pub mod config;
 pub mod limits;
 pub mod listen;
 pub mod memory;
+pub mod password;
 pub mod plugin;
 pub mod policy;
 pub mod reload;

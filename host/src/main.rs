@@ -52,6 +52,20 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
+    /// Read a password from stdin (one line; a trailing line break is dropped) and print its
+    /// argon2id PHC string, for `password_hash` in the static-auth plugin's users. Never pass
+    /// the password as an argument: pipe it in, e.g. `plugboard hash-password < file`.
+    HashPassword {
+        /// Memory cost m, KiB (at least 8192, static-auth's floor).
+        #[arg(short = 'm', long, value_name = "KIB", default_value_t = plugboard::password::DEFAULT_M_KIB)]
+        memory_kib: u32,
+        /// Time cost t: passes over the memory.
+        #[arg(short = 't', long, value_name = "T", default_value_t = plugboard::password::DEFAULT_T)]
+        passes: u32,
+        /// Parallelism p: lanes (the plugin computes them one after the other).
+        #[arg(short = 'p', long, value_name = "P", default_value_t = plugboard::password::DEFAULT_P)]
+        lanes: u32,
+    },
     /// Plugin authoring: check a component, start a new plugin project.
     Plugin {
         #[command(subcommand)]
@@ -92,6 +106,19 @@ enum PluginCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword {
+        memory_kib,
+        passes,
+        lanes,
+    }) = cli.command
+    {
+        let cost = plugboard::password::Cost {
+            m_kib: memory_kib,
+            t: passes,
+            p: lanes,
+        };
+        return hash_password(cost);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -205,6 +232,22 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `plugboard hash-password`: the password from stdin, its PHC string on stdout.
+fn hash_password(cost: plugboard::password::Cost) -> anyhow::Result<()> {
+    use plugboard::password;
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let at_terminal = stdin.is_terminal();
+    if at_terminal {
+        eprint!("password (it shows as you type; end with Enter): ");
+    }
+    let password =
+        password::read_password(stdin.lock(), at_terminal).map_err(anyhow::Error::msg)?;
+    let phc = password::hash(&password, cost).map_err(anyhow::Error::msg)?;
+    println!("{phc}");
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! CONNECT (static-auth in the demo config) and the permissions the host enforces from the
-//! principal it returns.
+//! principal it returns; `plugboard hash-password` and the argon2id hashes static-auth checks.
 
 use crate::support::*;
 use plugboard_test_support::stomp::{unique, Client, Frame, QUIET};
@@ -173,4 +173,118 @@ async fn the_stomp_command_is_authenticated_too() {
         Client::connect_with(broker.addr, stomp(Some("bob"), Some("bob-secret"))).await;
     assert!(reply.is("CONNECTED"), "{reply:?}");
     c.disconnect().await;
+}
+
+#[test]
+fn hash_password_output_verifies_in_static_auth() {
+    let password = "correct horse battery staple";
+    for (args, prefix) in [
+        (&[][..], "$argon2id$v=19$m=19456,t=2,p=1$"),
+        (
+            &["--memory-kib", "8192", "--passes", "3", "--lanes", "2"][..],
+            "$argon2id$v=19$m=8192,t=3,p=2$",
+        ),
+        (
+            &["-m", "9216", "-t", "4"][..],
+            "$argon2id$v=19$m=9216,t=4,p=1$",
+        ),
+    ] {
+        // As `echo` would send it: the line break is not part of the password.
+        let phc = phc_of(&format!("{password}\n"), args);
+        assert!(phc.starts_with(prefix), "{args:?}: {phc}");
+        let json = serde_json::json!({ "users": [{ "name": "erin", "password_hash": phc }] });
+        let config = static_auth::parse_config(&json.to_string()).expect("static-auth accepts it");
+        let user = static_auth::check(&config, Some("erin"), Some(password));
+        assert_eq!(user.map(|u| u.name.as_str()), Ok("erin"), "{args:?}");
+        for wrong in [
+            "correct horse battery stapl",
+            "correct horse battery staple\n",
+            "Correct horse battery staple",
+            "",
+        ] {
+            assert_eq!(
+                static_auth::check(&config, Some("erin"), Some(wrong)).err(),
+                Some(static_auth::Refusal::Invalid),
+                "{wrong:?}"
+            );
+        }
+    }
+    // A fresh salt each time: the same password never gives the same string.
+    assert_ne!(phc_of(password, &[]), phc_of(password, &[]));
+}
+
+#[test]
+fn hash_password_refuses_what_static_auth_could_not_use() {
+    for (input, args, reason) in [
+        ("pw", &["--memory-kib", "4096"][..], "8192"),
+        ("pw", &["--passes", "0"][..], "argon2 parameters"),
+        ("two\nlines\n", &[][..], "one line"),
+        ("", &[][..], "no password"),
+        ("\n", &[][..], "no password"),
+    ] {
+        let run = hash_password(input, args);
+        assert!(!run.status.success(), "{input:?} {args:?}: {}", run.stdout);
+        assert!(run.stdout.is_empty(), "nothing on stdout: {:?}", run.stdout);
+        assert!(
+            run.stderr.contains(reason),
+            "{input:?} {args:?}: {}",
+            run.stderr
+        );
+    }
+    // The password has no command-line argument to go in.
+    let run = hash_password("pw", &["pw"]);
+    assert!(
+        !run.status.success() && run.stdout.is_empty(),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_password_hashed_by_plugboard_connects_and_a_wrong_one_is_refused() {
+    let phc = phc_of("erin-secret\n", &[]);
+    let config = temp_config(&format!(
+        "admin_listen = \"127.0.0.1:0\"\n{}",
+        static_auth_plugin(&format!(
+            "\n[[plugins.config.users]]\nname = \"erin\"\npassword_hash = '{phc}'\n\
+             may_send = [\"*\"]\nmay_subscribe = [\"*\"]\n"
+        ))
+    ));
+    let broker = start_with_status(&config.path);
+    let (c, reply) = try_login(broker.addr, Some("erin"), Some("erin-secret")).await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    c.disconnect().await;
+    for (user, pass) in [
+        ("erin", Some("erin-secreT")),
+        ("erin", Some("erin-secret ")),
+        ("erin", Some("")),
+        ("erin", None),
+        ("frank", Some("erin-secret")),
+    ] {
+        let (mut c, reply) = try_login(broker.addr, Some(user), pass).await;
+        let message = error_message(&reply);
+        assert!(
+            message.contains("access refused"),
+            "{user}/{pass:?}: ERROR should say access refused: {reply:?}"
+        );
+        assert!(
+            !message.contains("erin-secret"),
+            "the ERROR must not echo the passcode: {reply:?}"
+        );
+        c.expect_closed().await;
+    }
+    // Still admitted after the refusals.
+    let (c, reply) = try_login(broker.addr, Some("erin"), Some("erin-secret")).await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    c.disconnect().await;
+    // Every verification ran to the end in one instance: the sandbox fits the hash.
+    assert_eq!(plugin_counter(&broker, "auth", "calls").await, 7);
+    for counter in ["timeouts", "memory_limit", "traps", "recycled", "busy"] {
+        assert_eq!(
+            plugin_counter(&broker, "auth", counter).await,
+            0,
+            "{counter}: {}",
+            broker.log_tail()
+        );
+    }
 }

@@ -110,26 +110,111 @@ value = "eu"
     assert_refused(&config, "incomplete-router", &["to"]);
 }
 
-/// A static-auth plugin `auth` with one user, `carol`, whose other keys are `fields`.
+/// A static-auth plugin `auth` (with the sample config's `memory_mb`) with one user, `carol`,
+/// whose other keys are `fields`.
 fn static_auth_user(fields: &str) -> TempConfig {
+    static_auth_user_in(32, fields)
+}
+
+/// [`static_auth_user`] in an instance of `memory_mb`.
+fn static_auth_user_in(memory_mb: u32, fields: &str) -> TempConfig {
     one_plugin(
         "auth",
         &plugin("static-auth"),
         "authenticate",
-        &format!("\n[[plugins.config.users]]\nname = \"carol\"\n{fields}"),
+        &format!("memory_mb = {memory_mb}\n\n[[plugins.config.users]]\nname = \"carol\"\n{fields}"),
     )
 }
 
 #[test]
 fn a_static_auth_user_without_a_password_hash_is_refused() {
-    let config = static_auth_user("salt = \"abc\"\nmay_send = [\"*\"]\n");
-    assert_refused(&config, "auth", &["password_sha256"]);
+    let config = static_auth_user("may_send = [\"*\"]\n");
+    assert_refused(
+        &config,
+        "auth",
+        &[
+            "carol",
+            "missing `password_hash`",
+            "plugboard hash-password",
+        ],
+    );
 }
 
 #[test]
-fn a_static_auth_plain_text_password_is_refused() {
-    let config = static_auth_user("salt = \"abc\"\npassword_sha256 = \"carol-secret\"\n");
-    assert_refused(&config, "auth", &["carol", "64 hex"]);
+fn the_old_salted_sha256_scheme_is_refused_with_directions() {
+    // alice's entry as the sample config had it, under carol's name: no silent fallback.
+    let config = static_auth_user(
+        "salt = \"7c1f3e2a9d\"\n\
+         password_sha256 = \"1c31747a779a587aad2b33f2396bba30cf5caec49ac995d3798621d7de081e05\"\n",
+    );
+    assert_refused(
+        &config,
+        "auth",
+        &[
+            "carol",
+            "password_sha256",
+            "no longer accepted",
+            "password_hash",
+            "plugboard hash-password",
+        ],
+    );
+}
+
+#[test]
+fn a_static_auth_plain_text_password_is_refused_without_echoing_it() {
+    let config = static_auth_user("password_hash = \"carol-secret\"\n");
+    assert_refused(
+        &config,
+        "auth",
+        &["carol", "not a PHC string", "plugboard hash-password"],
+    );
+    let check = check_config(&config.path);
+    assert!(
+        !check.stderr.contains("carol-secret"),
+        "the error must not repeat what was in password_hash: {:?}",
+        check.stderr
+    );
+}
+
+#[test]
+fn static_auth_hashes_that_are_not_argon2id_or_too_cheap_are_refused() {
+    // Well-formed PHC strings (init checks them without hashing anything).
+    let tail = "c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    for (hash, reason) in [
+        (
+            format!("$argon2i$v=19$m=19456,t=2,p=1${tail}"),
+            "only argon2id",
+        ),
+        (
+            format!("$argon2d$v=19$m=19456,t=2,p=1${tail}"),
+            "only argon2id",
+        ),
+        (format!("$argon2id$v=16$m=19456,t=2,p=1${tail}"), "v=19"),
+        (format!("$argon2id$v=19$m=4096,t=3,p=1${tail}"), "too cheap"),
+        (
+            format!("$argon2id$v=19$m=19456,t=2,p=1,q=5${tail}"),
+            "bad parameters",
+        ),
+        (
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ".to_string(),
+            "no salt or no hash",
+        ),
+    ] {
+        let config = static_auth_user(&format!("password_hash = '{hash}'\n"));
+        assert_refused(&config, "auth", &["carol", "password_hash", reason]);
+    }
+}
+
+#[test]
+fn a_memory_cap_too_small_for_the_hash_is_refused_at_start() {
+    // The default cap (16 MiB) cannot hold m = 19 MiB: a start-up error, not failed logins.
+    let phc = phc_of("carol-secret", &[]);
+    let config = static_auth_user_in(16, &format!("password_hash = '{phc}'\n"));
+    assert_refused(&config, "auth", &["carol", "19456 KiB", "memory_mb"]);
+    // Nor does a hostile m make the plugin try to allocate it at the first login.
+    let huge = "$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let config = static_auth_user(&format!("password_hash = '{huge}'\n"));
+    assert_refused(&config, "auth", &["carol", "memory_mb"]);
 }
 
 #[test]

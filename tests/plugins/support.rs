@@ -96,6 +96,11 @@ pub struct Finished {
 
 /// Runs `plugboard ARGS` to completion, killing it (and failing) after `EXIT_T`.
 pub fn run_plugboard(args: &[&std::ffi::OsStr]) -> Finished {
+    run_plugboard_with_input(args, None)
+}
+
+/// [`run_plugboard`] with `input` on its stdin (none: stdin is /dev/null).
+pub fn run_plugboard_with_input(args: &[&std::ffi::OsStr], input: Option<&[u8]>) -> Finished {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
@@ -103,11 +108,17 @@ pub fn run_plugboard(args: &[&std::ffi::OsStr]) -> Finished {
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+        .stdin(input.map_or_else(Stdio::null, |_| Stdio::piped()))
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("spawn plugboard");
+    if let Some(input) = input {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // A refusal may exit before reading it all: a broken pipe is its answer, not ours.
+        let _ = stdin.write_all(input);
+    }
     let deadline = Instant::now() + EXIT_T;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -138,6 +149,37 @@ pub fn check_config(config: &Path) -> Finished {
         "--config".as_ref(),
         config.as_os_str(),
     ])
+}
+
+/// `plugboard hash-password ARGS` with `password` on stdin.
+pub fn hash_password(password: &str, args: &[&str]) -> Finished {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["hash-password".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    run_plugboard_with_input(&all, Some(password.as_bytes()))
+}
+
+/// The PHC string `plugboard hash-password ARGS` prints for `password` (which must succeed).
+pub fn phc_of(password: &str, args: &[&str]) -> String {
+    let run = hash_password(password, args);
+    assert!(
+        run.status.success(),
+        "hash-password {args:?}: {}; stderr: {}",
+        run.status,
+        run.stderr
+    );
+    let phc = run.stdout.trim_end_matches('\n');
+    assert!(!phc.contains('\n'), "one line on stdout: {:?}", run.stdout);
+    phc.to_string()
+}
+
+/// A static-auth plugin `auth` with the sandbox the sample config gives it (see
+/// examples/plugboard.toml), then `rest` (its users).
+pub fn static_auth_plugin(rest: &str) -> String {
+    format!(
+        "\n[[plugins]]\nname = \"auth\"\nfile = \"{}\"\nhooks = [\"authenticate\"]\n\
+         memory_mb = 32\ndeadline_ms = 500\n{rest}",
+        plugin("static-auth")
+    )
 }
 
 /// `plugboard --listen 127.0.0.1:0 --config FILE`, for a config the broker must refuse: it has
@@ -220,12 +262,18 @@ pub fn start_with_status(config: &Path) -> PluginBroker {
 
 /// The `calls` counter of plugin `name`, from `GET /status`.
 pub async fn plugin_calls(broker: &PluginBroker, name: &str) -> u64 {
+    plugin_counter(broker, name, "calls").await
+}
+
+/// The counter `counter` (`calls`, `timeouts`, `recycled`, ...) of plugin `name`, from
+/// `GET /status`.
+pub async fn plugin_counter(broker: &PluginBroker, name: &str, counter: &str) -> u64 {
     let status = plugboard_test_support::broker::fetch_status(broker.admin()).await;
     status["plugins"]["loaded"]
         .as_array()
         .expect("plugins.loaded")
         .iter()
         .find(|p| p["name"] == name)
-        .and_then(|p| p["calls"].as_u64())
-        .unwrap_or_else(|| panic!("no calls counter for {name}: {status}"))
+        .and_then(|p| p[counter].as_u64())
+        .unwrap_or_else(|| panic!("no {counter} counter for {name}: {status}"))
 }

@@ -1,88 +1,292 @@
 //! `static-auth`: authenticates CONNECTs against users listed in the plugin's config.
 //!
-//! Passwords are never stored in plain text: each user has a `salt` and `password_sha256`, the
-//! lowercase hex SHA-256 of `salt + password` (e.g. `printf '%s' "$salt$password" | sha256sum`).
+//! Passwords are never stored in plain text: each user has a `password_hash`, an argon2id PHC
+//! string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), which `plugboard hash-password`
+//! prints for a password read from stdin. A slow, memory-hard hash is what keeps a leaked config
+//! from giving away the passwords: the old scheme (`salt` + `password_sha256`, one SHA-256) is
+//! refused at `init`, as are hashes that are not argon2id v=19 or whose parameters are below
+//! [`MIN_M_KIB`] / [`MIN_T`].
+//!
+//! Verification recomputes the hash with the string's own parameters and compares in constant
+//! time (`argon2`'s `verify_password`). A login that names no user is hashed too, against a dummy
+//! hash with the parameters most users have, so that the time a refusal takes does not tell
+//! which logins exist.
+//!
+//! Sandbox: one verification needs `m` KiB of guest memory on top of the plugin's own ~1 MiB,
+//! and the host replaces an instance that grew past 3/4 of its `memory_mb` after every call. So
+//! `memory_mb` should be at least 4/3 × (m + 2 MiB): 32 for the default m = 19 MiB. `init`
+//! reserves that memory once, so a cap that is too small fails at start-up rather than at the
+//! first login. The default parameters take tens of milliseconds per CONNECT in the plugin, so
+//! give `deadline_ms` room (the sample configs use 500).
+//!
 //! The principal it returns carries the user's groups and send/subscribe patterns, which the host
 //! enforces.
 
+use argon2::password_hash::phc::{Output, PasswordHash, Salt};
+use argon2::{Argon2, Params, PasswordVerifier, ARGON2ID_IDENT};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 
 wit_bindgen::generate!({ world: "authenticator", path: "../../wit" });
 
 use exports::plugboard::plugin::authenticate::{AuthRequest, AuthResult, Guest as Authenticate};
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
+use plugboard::plugin::log::{log, Level};
 use plugboard::plugin::types::{HeaderNeed, Manifest, Needs, Principal};
 
-/// The plugin's config table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Smallest accepted memory cost, KiB (8 MiB). A floor, not a recommendation: it refuses the toy
+/// values that examples and tests use (m = 4096 and below). OWASP's lightest argon2id setting
+/// is 7 MiB with t = 5; its minimum with t = 2 is the 19 MiB `plugboard hash-password` uses.
+pub const MIN_M_KIB: u32 = 8 * 1024;
+/// Smallest accepted number of passes.
+pub const MIN_T: u32 = 1;
+/// The only argon2 version accepted (0x13, the current one; written `v=19`).
+const VERSION: u32 = 0x13;
+/// Salt of the dummy hash that unknown logins are verified against.
+const DUMMY_SALT: &[u8] = b"static-auth: no such user";
+
+/// How to make a `password_hash`, for the errors that ask for one.
+const HOW_TO_HASH: &str =
+    "make one with `plugboard hash-password` (it reads the password on stdin and prints the string)";
+
+/// The plugin's config, checked.
+#[derive(Debug)]
 pub struct Config {
     /// The known users.
     pub users: Vec<User>,
+    /// What a login that names no user is verified against (never matches).
+    dummy: PasswordHash,
 }
 
 /// One user.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct User {
     /// Login name.
     pub name: String,
-    /// Salt prepended to the password before hashing.
-    pub salt: String,
-    /// Lowercase hex SHA-256 of `salt + password`.
-    pub password_sha256: String,
+    /// The argon2id hash of the password, parsed and checked.
+    pub password_hash: PasswordHash,
     /// Groups reported in the principal.
-    #[serde(default)]
     pub groups: Vec<String>,
     /// Destination patterns the user may send to (none by default).
-    #[serde(default)]
     pub may_send: Vec<String>,
     /// Destination patterns the user may subscribe to (none by default).
-    #[serde(default)]
     pub may_subscribe: Vec<String>,
+}
+
+/// The config table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    users: Vec<RawUser>,
+}
+
+/// One user as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    /// The argon2id PHC string.
+    #[serde(default)]
+    password_hash: Option<String>,
+    /// The retired SHA-256 scheme's keys: read only to refuse them with a useful message.
+    #[serde(default)]
+    salt: Option<IgnoredAny>,
+    #[serde(default)]
+    password_sha256: Option<IgnoredAny>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    may_send: Vec<String>,
+    #[serde(default)]
+    may_subscribe: Vec<String>,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 /// Parses and checks the config.
 pub fn parse_config(json: &str) -> Result<Config, String> {
-    let config: Config = serde_json::from_str(json).map_err(|e| format!("config: {e}"))?;
-    for user in &config.users {
-        let hash = &user.password_sha256;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "config: user `{}`: password_sha256 must be 64 hex digits",
-                user.name
-            ));
+    let raw: RawConfig = serde_json::from_str(json).map_err(|e| format!("config: {e}"))?;
+    let mut users = Vec::with_capacity(raw.users.len());
+    for user in raw.users {
+        let name = user.name;
+        let fail = |reason: String| format!("config: user `{name}`: {reason}");
+        if user.salt.is_some() || user.password_sha256.is_some() {
+            return Err(fail(format!(
+                "`salt` and `password_sha256` (one salted SHA-256) are no longer accepted: a fast \
+                 hash is brute-forced quickly from a leaked config. Replace them with \
+                 `password_hash`, an argon2id PHC string; {HOW_TO_HASH}"
+            )));
         }
+        let Some(phc) = user.password_hash else {
+            return Err(fail(format!(
+                "missing `password_hash` (an argon2id PHC string); {HOW_TO_HASH}"
+            )));
+        };
+        let password_hash = check_hash(&phc).map_err(|e| fail(format!("password_hash: {e}")))?;
+        users.push(User {
+            name,
+            password_hash,
+            groups: user.groups,
+            may_send: user.may_send,
+            may_subscribe: user.may_subscribe,
+        });
     }
-    Ok(config)
+    let dummy = dummy_hash(&users)?;
+    Ok(Config { users, dummy })
 }
 
-/// Lowercase hex SHA-256 of `salt + password`.
-pub fn hash_password(salt: &str, password: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(salt.as_bytes())
-        .chain_update(password.as_bytes())
-        .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// Parses a PHC string and checks that it is argon2id v=19 with parameters at or above the floor.
+/// The errors never quote the string (it may be a password pasted in the wrong place).
+pub fn check_hash(phc: &str) -> Result<PasswordHash, String> {
+    const SHAPE: &str = "`$argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<hash>`";
+    let hash = PasswordHash::new(phc)
+        .map_err(|e| format!("not a PHC string ({e}); expected {SHAPE}; {HOW_TO_HASH}"))?;
+    if hash.algorithm != ARGON2ID_IDENT {
+        return Err(format!(
+            "the algorithm is `{}`, only argon2id is accepted; {HOW_TO_HASH}",
+            hash.algorithm
+        ));
+    }
+    if hash.version != Some(VERSION) {
+        return Err(format!(
+            "only argon2 version 19 (`v=19`) is accepted; {HOW_TO_HASH}"
+        ));
+    }
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err(format!("no salt or no hash in it; expected {SHAPE}"));
+    }
+    let params = Params::try_from(&hash).map_err(|e| format!("bad parameters: {e}"))?;
+    if params.m_cost() < MIN_M_KIB || params.t_cost() < MIN_T {
+        return Err(format!(
+            "m={} KiB, t={} is too cheap to slow down a brute force: at least m={MIN_M_KIB} \
+             (8 MiB) and t={MIN_T}; {HOW_TO_HASH}",
+            params.m_cost(),
+            params.t_cost()
+        ));
+    }
+    Ok(hash)
 }
+
+/// The dummy hash unknown logins are verified against: the parameters most users have (ties: the
+/// first user's; none: the crate's defaults, which `plugboard hash-password` uses too), a fixed
+/// salt and an all-zero output, which no password produces in practice.
+fn dummy_hash(users: &[User]) -> Result<PasswordHash, String> {
+    // Each distinct cost with its number of users, in order of first appearance (usually one).
+    let mut costs: Vec<(&PasswordHash, usize)> = Vec::new();
+    for user in users {
+        match costs
+            .iter_mut()
+            .find(|(h, _)| same_cost(h, &user.password_hash))
+        {
+            Some((_, count)) => *count += 1,
+            None => costs.push((&user.password_hash, 1)),
+        }
+    }
+    let common = costs.iter().fold(
+        None,
+        |best: Option<(&PasswordHash, usize)>, &(hash, count)| match best {
+            Some((_, most)) if most >= count => best,
+            _ => Some((hash, count)),
+        },
+    );
+    let (params, output_len) = match common {
+        Some((hash, _)) => (
+            hash.params.clone(),
+            hash.hash
+                .as_ref()
+                .map_or(Params::DEFAULT_OUTPUT_LEN, Output::len),
+        ),
+        None => (
+            (&Params::DEFAULT)
+                .try_into()
+                .map_err(|e| format!("dummy hash: {e}"))?,
+            Params::DEFAULT_OUTPUT_LEN,
+        ),
+    };
+    let zeros = [0u8; Output::MAX_LENGTH];
+    Ok(PasswordHash {
+        algorithm: ARGON2ID_IDENT,
+        version: Some(VERSION),
+        params,
+        salt: Some(Salt::new(DUMMY_SALT).map_err(|e| format!("dummy hash: {e}"))?),
+        hash: Some(
+            Output::new(&zeros[..output_len.min(Output::MAX_LENGTH)])
+                .map_err(|e| format!("dummy hash: {e}"))?,
+        ),
+    })
+}
+
+/// Whether two checked hashes cost the same to verify.
+fn same_cost(a: &PasswordHash, b: &PasswordHash) -> bool {
+    a.params == b.params && a.hash.as_ref().map(Output::len) == b.hash.as_ref().map(Output::len)
+}
+
+/// Grows the heap once to the most memory any verification of `config` needs, so that a memory
+/// cap too small for the parameters is an `init` error instead of failed logins later.
+fn reserve_hash_memory(config: &Config) -> Result<(), String> {
+    let blocks = |h: &PasswordHash| Params::try_from(h).map_or(0, |p| p.block_count());
+    // The first of the costliest users; the dummy only matters when there are none (with
+    // users, it has the parameters of one of them).
+    let mut most: Option<(String, usize)> = None;
+    for user in &config.users {
+        let n = blocks(&user.password_hash);
+        if most.as_ref().is_none_or(|&(_, best)| n > best) {
+            most = Some((format!("user `{}`", user.name), n));
+        }
+    }
+    let (who, blocks) = most.unwrap_or_else(|| {
+        (
+            "the dummy hash for unknown logins".into(),
+            blocks(&config.dummy),
+        )
+    });
+    let bytes = blocks.saturating_mul(argon2::Block::SIZE);
+    let mut heap: Vec<u8> = Vec::new();
+    if heap.try_reserve_exact(bytes).is_err() {
+        return Err(format!(
+            "config: {who}: verifying its password_hash needs {} KiB of memory, more than the \
+             plugin may have: raise the plugin's `memory_mb` (to 4/3 × (m + 2 MiB), e.g. 32 for \
+             m = 19 MiB) or use a smaller m",
+            bytes / 1024
+        ));
+    }
+    // Keep the allocation from being optimised away.
+    std::hint::black_box(&mut heap);
+    Ok(())
+}
+
+/// Why [`check`] refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No login, an unknown login, no passcode or the wrong one.
+    Invalid,
+    /// The hash could not be computed (e.g. out of memory): the operator's problem, not the
+    /// client's.
+    Failed(String),
+}
+
+/// What the client is told on any refusal: nothing about which part was wrong.
+pub const REFUSED: &str = "invalid login or passcode";
 
 /// Checks a login and passcode against the config.
 pub fn check<'a>(
     config: &'a Config,
     login: Option<&str>,
     passcode: Option<&str>,
-) -> Result<&'a User, String> {
-    let login = login.ok_or("login required")?;
+) -> Result<&'a User, Refusal> {
+    let login = login.ok_or(Refusal::Invalid)?;
     let user = config.users.iter().find(|u| u.name == login);
-    // Hash even for unknown users so that timing does not tell which logins exist.
-    let computed = hash_password(user.map_or("", |u| u.salt.as_str()), passcode.unwrap_or(""));
-    match user {
-        Some(u) if passcode.is_some() && computed.eq_ignore_ascii_case(&u.password_sha256) => Ok(u),
-        _ => Err("invalid login or passcode".to_string()),
+    // Hash even for unknown users and missing passcodes, with the same parameters, so that
+    // timing does not tell which logins exist.
+    let hash = user.map_or(&config.dummy, |u| &u.password_hash);
+    let verified = Argon2::default().verify_password(passcode.unwrap_or("").as_bytes(), hash);
+    match (user, verified) {
+        (Some(user), Ok(())) if passcode.is_some() => Ok(user),
+        (_, Err(argon2::password_hash::Error::PasswordInvalid)) | (_, Ok(())) => {
+            Err(Refusal::Invalid)
+        }
+        (_, Err(e)) => Err(Refusal::Failed(e.to_string())),
     }
 }
 
@@ -91,6 +295,7 @@ struct Plugin;
 impl Lifecycle for Plugin {
     fn init(config: String) -> Result<Manifest, String> {
         let parsed = parse_config(&config)?;
+        reserve_hash_memory(&parsed)?;
         let _ = CONFIG.set(parsed);
         let none = Needs {
             headers: HeaderNeed::None,
@@ -119,7 +324,14 @@ impl Authenticate for Plugin {
                 may_send: user.may_send.clone(),
                 may_subscribe: user.may_subscribe.clone(),
             }),
-            Err(reason) => AuthResult::Deny(reason),
+            Err(Refusal::Invalid) => AuthResult::Deny(REFUSED.into()),
+            Err(Refusal::Failed(reason)) => {
+                log(
+                    Level::Error,
+                    &format!("could not verify a password: {reason}"),
+                );
+                AuthResult::Deny(REFUSED.into())
+            }
         }
     }
 }
@@ -129,32 +341,253 @@ export!(Plugin);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::{Algorithm, PasswordHasher, Version};
+
+    /// An argon2id PHC string of `password` with m = 8 MiB (the floor), t = 1, p = 1.
+    fn phc(password: &str, salt: &[u8]) -> String {
+        phc_with(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            MIN_M_KIB,
+            1,
+            password,
+            salt,
+        )
+    }
+
+    fn phc_with(
+        algorithm: Algorithm,
+        version: Version,
+        m: u32,
+        t: u32,
+        password: &str,
+        salt: &[u8],
+    ) -> String {
+        let params = Params::new(m, t, 1, None).unwrap();
+        Argon2::new(algorithm, version, params)
+            .hash_password_with_salt(password.as_bytes(), salt)
+            .unwrap()
+            .to_string()
+    }
+
+    fn user(name: &str, fields: &str) -> String {
+        format!(r#"{{"users":[{{"name":"{name}",{fields}}}]}}"#)
+    }
 
     fn config() -> Config {
-        let hash = hash_password("s1", "pw");
-        parse_config(&format!(
-            r#"{{"users":[{{"name":"a","salt":"s1","password_sha256":"{hash}"}}]}}"#
-        ))
-        .unwrap()
+        let hash = phc("pw", b"salt-of-a");
+        parse_config(&user("a", &format!(r#""password_hash":"{hash}""#))).unwrap()
     }
 
     #[test]
     fn accepts_right_password_only() {
         let c = config();
-        assert!(check(&c, Some("a"), Some("pw")).is_ok());
-        assert!(check(&c, Some("a"), Some("px")).is_err());
-        assert!(check(&c, Some("a"), None).is_err());
-        assert!(check(&c, None, Some("pw")).is_err());
-        assert!(check(&c, Some("b"), Some("pw")).is_err());
+        assert_eq!(check(&c, Some("a"), Some("pw")).unwrap().name, "a");
+        assert_eq!(
+            check(&c, Some("a"), Some("px")).unwrap_err(),
+            Refusal::Invalid
+        );
+        assert_eq!(
+            check(&c, Some("a"), Some("pw ")).unwrap_err(),
+            Refusal::Invalid
+        );
+        assert_eq!(
+            check(&c, Some("a"), Some("")).unwrap_err(),
+            Refusal::Invalid
+        );
+        assert_eq!(check(&c, Some("a"), None).unwrap_err(), Refusal::Invalid);
+        assert_eq!(check(&c, None, Some("pw")).unwrap_err(), Refusal::Invalid);
+        assert_eq!(
+            check(&c, Some("b"), Some("pw")).unwrap_err(),
+            Refusal::Invalid
+        );
     }
 
     #[test]
-    fn rejects_bad_hash_and_unknown_keys() {
-        assert!(
-            parse_config(r#"{"users":[{"name":"a","salt":"","password_sha256":"xyz"}]}"#)
-                .unwrap_err()
-                .contains("64 hex")
+    fn huge_login_or_passcode_is_just_refused() {
+        let c = config();
+        let huge = "x".repeat(1 << 20);
+        assert_eq!(
+            check(&c, Some(&huge), Some("pw")).unwrap_err(),
+            Refusal::Invalid
         );
+        assert_eq!(
+            check(&c, Some("a"), Some(&huge)).unwrap_err(),
+            Refusal::Invalid
+        );
+    }
+
+    #[test]
+    fn unknown_logins_are_hashed_with_the_users_parameters() {
+        let c = config();
+        assert!(same_cost(&c.dummy, &c.users[0].password_hash));
+        assert_eq!(c.dummy.algorithm, ARGON2ID_IDENT);
+        // Verifying against the dummy fails like a wrong password, not with another error.
+        assert_eq!(
+            Argon2::default().verify_password(b"pw", &c.dummy),
+            Err(argon2::password_hash::Error::PasswordInvalid)
+        );
+        // With no users, the defaults (what `plugboard hash-password` uses).
+        let empty = parse_config(r#"{"users":[]}"#).unwrap();
+        let params = Params::try_from(&empty.dummy).unwrap();
+        assert_eq!(
+            (params.m_cost(), params.t_cost(), params.p_cost()),
+            (19 * 1024, 2, 1)
+        );
+    }
+
+    #[test]
+    fn the_dummy_takes_the_most_common_parameters() {
+        let cheap = phc("pw", b"salt-of-a");
+        let dear = phc_with(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            MIN_M_KIB,
+            2,
+            "pw",
+            b"salt-of-b",
+        );
+        let json = format!(
+            r#"{{"users":[{{"name":"a","password_hash":"{cheap}"}},{{"name":"b","password_hash":"{dear}"}},{{"name":"c","password_hash":"{dear}"}}]}}"#
+        );
+        let c = parse_config(&json).unwrap();
+        assert!(same_cost(&c.dummy, &c.users[1].password_hash));
+        assert!(!same_cost(&c.dummy, &c.users[0].password_hash));
+    }
+
+    #[test]
+    fn the_old_sha256_keys_are_refused_with_directions() {
+        for fields in [
+            r#""salt":"s1","password_sha256":"00""#,
+            r#""password_sha256":"00""#,
+            r#""salt":"s1""#,
+        ] {
+            let e = parse_config(&user("carol", fields)).unwrap_err();
+            assert!(e.contains("`carol`"), "{e}");
+            assert!(e.contains("password_sha256"), "{e}");
+            assert!(e.contains("plugboard hash-password"), "{e}");
+        }
+        // Not even next to a good hash.
+        let hash = phc("pw", b"salt-of-a");
+        let e = parse_config(&user(
+            "carol",
+            &format!(r#""password_hash":"{hash}","salt":"s1""#),
+        ))
+        .unwrap_err();
+        assert!(e.contains("no longer accepted"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_or_malformed_hash_is_refused_without_quoting_it() {
+        let e = parse_config(&user("carol", r#""groups":[]"#)).unwrap_err();
+        assert!(
+            e.contains("`carol`") && e.contains("missing `password_hash`"),
+            "{e}"
+        );
+        for bad in [
+            "carol-secret",
+            "",
+            "$",
+            "$argon2id",
+            "$argon2id$v=19$m=19456,t=2,p=1",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ",
+            "$argon2id$v=19$m=19456,t=2,p=1$!!!!$!!!!",
+            "$argon2id$v=19$m=99999999999999999999,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=19456,t=0,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=19456,t=2,p=0$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=19456,t=2,p=1,x=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
+        ] {
+            let json = user("carol", &format!(r#""password_hash":"{bad}""#));
+            let e = parse_config(&json).unwrap_err();
+            assert!(
+                e.contains("`carol`") && e.contains("password_hash"),
+                "{bad}: {e}"
+            );
+            if !bad.is_empty() && !bad.starts_with('$') {
+                assert!(!e.contains(bad), "the error must not quote the value: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn weak_variants_and_parameters_are_refused() {
+        let cases = [
+            (
+                phc_with(
+                    Algorithm::Argon2i,
+                    Version::V0x13,
+                    MIN_M_KIB,
+                    2,
+                    "pw",
+                    b"saltsalt",
+                ),
+                "only argon2id",
+            ),
+            (
+                phc_with(
+                    Algorithm::Argon2d,
+                    Version::V0x13,
+                    MIN_M_KIB,
+                    2,
+                    "pw",
+                    b"saltsalt",
+                ),
+                "only argon2id",
+            ),
+            (
+                phc_with(
+                    Algorithm::Argon2id,
+                    Version::V0x10,
+                    MIN_M_KIB,
+                    2,
+                    "pw",
+                    b"saltsalt",
+                ),
+                "v=19",
+            ),
+            (
+                phc_with(
+                    Algorithm::Argon2id,
+                    Version::V0x13,
+                    MIN_M_KIB - 1,
+                    4,
+                    "pw",
+                    b"saltsalt",
+                ),
+                "too cheap",
+            ),
+            (phc("pw", b"saltsalt").replace("$v=19$", "$"), "v=19"),
+            (
+                "$scrypt$ln=15,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".to_string(),
+                "only argon2id",
+            ),
+        ];
+        for (hash, why) in cases {
+            let e =
+                parse_config(&user("dave", &format!(r#""password_hash":"{hash}""#))).unwrap_err();
+            assert!(e.contains("`dave`") && e.contains(why), "{hash}: {e}");
+        }
+        // The floor itself is fine.
+        let ok = phc_with(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            MIN_M_KIB,
+            MIN_T,
+            "pw",
+            b"saltsalt",
+        );
+        assert!(parse_config(&user("dave", &format!(r#""password_hash":"{ok}""#))).is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
         assert!(parse_config(r#"{"userz":[]}"#).is_err());
+        let hash = phc("pw", b"salt-of-a");
+        let e = parse_config(&user(
+            "a",
+            &format!(r#""password_hash":"{hash}","pasword":"x""#),
+        ))
+        .unwrap_err();
+        assert!(e.contains("pasword"), "{e}");
     }
 }
