@@ -23,6 +23,7 @@ pub mod config;
 pub mod memory;
 pub mod plugin;
 pub mod policy;
+pub mod private_fs;
 pub mod reload;
 pub mod router;
 pub mod server;
