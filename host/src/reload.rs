@@ -72,7 +72,10 @@ pub async fn reload(
         debug!("reload: the plugin set did not change");
         return Outcome::Unchanged;
     }
-    match PluginHost::load(&new.plugins, &new.base_dir, &new.plugin_cache_dir()).await {
+    // The running broker's cache: `plugin_cache_dir` only changes with a restart (reported
+    // above), and its default follows `--data-dir`, which the re-read file does not carry.
+    let cache_dir = broker.config.plugin_cache_dir();
+    match PluginHost::load(&new.plugins, &new.base_dir, &cache_dir).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);

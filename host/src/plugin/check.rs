@@ -740,8 +740,9 @@ pub fn new_project(
 }
 
 /// The compiled-artifact cache of `plugin check`: `$XDG_CACHE_HOME/plugboard/check` or
-/// `$HOME/.cache/plugboard/check`. Loading an artifact trusts its contents, so never a shared
-/// directory such as /tmp: without a home, a fresh directory of this process is used.
+/// `$HOME/.cache/plugboard/check`, created with mode 0700 and used only while it is private (as
+/// the broker's). Never a shared directory such as /tmp: without a home, a fresh directory of
+/// this process is used.
 pub fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
