@@ -144,6 +144,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         config.store.enabled = true;
     }
     let config = Arc::new(config);
+    // An unsafe data directory stops the broker before plugins compile into its cache.
+    if config.store.enabled {
+        plugboard::store::check_data_dir(&config.data_dir())
+            .context("opening the message store")?;
+    }
     let host = if config.plugins.is_empty() {
         PluginHost::empty()
     } else {
