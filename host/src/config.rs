@@ -255,7 +255,8 @@ pub struct StoreConfig {
     /// Journal persistent messages. When false, `persistent:true` is accepted and ignored.
     pub enabled: bool,
     /// Directory of the journal (relative to this file). `--data-dir` overrides it. Default:
-    /// `plugboard-data` in the working directory.
+    /// `plugboard-data` in the working directory. Created 0700; refused at start if another user
+    /// owns it, group or others can write it, or it is a symlink.
     pub data_dir: Option<PathBuf>,
     /// `batch` (default), `interval` or `never`.
     pub fsync: FsyncPolicy,
