@@ -127,8 +127,12 @@ impl Broker {
 }
 
 /// Loads the plugin set the configuration names (compiling or reading the compiled-plugin
-/// cache); any failure names the plugin.
+/// cache); any failure names the plugin. An unsafe data directory is refused first, before
+/// plugins compile into the cache in it.
 pub async fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+    if config.store.enabled {
+        crate::store::check_data_dir(&config.data_dir()).context("opening the message store")?;
+    }
     let host = if config.plugins.is_empty() {
         PluginHost::empty()
     } else {

@@ -46,6 +46,9 @@ pub struct Config {
     /// Live reload of the plugin set.
     pub reload: ReloadConfig,
     /// Directory for compiled-plugin artifacts (relative paths are relative to the config file).
+    /// Default: `plugin-cache` in the data directory. It must be private (owned by the broker's
+    /// user, not writable by group or others, not a symlink); one that is not is logged and not
+    /// used (plugins are then compiled at every load).
     pub plugin_cache_dir: Option<PathBuf>,
     /// Graceful shutdown: how long open connections get to flush after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
@@ -343,7 +346,8 @@ pub struct StoreConfig {
     /// Journal persistent messages. When false, `persistent:true` is accepted and ignored.
     pub enabled: bool,
     /// Directory of the journal (relative to this file). `--data-dir` overrides it. Default:
-    /// `plugboard-data` in the working directory.
+    /// `plugboard-data` in the working directory. Created 0700; refused at start if another user
+    /// owns it, group or others can write it, or it is a symlink.
     pub data_dir: Option<PathBuf>,
     /// `batch` (default), `interval` or `never`.
     pub fsync: FsyncPolicy,
@@ -472,11 +476,13 @@ impl Config {
         }
     }
 
-    /// Where compiled plugins are cached.
+    /// Where compiled plugins are cached: `plugin_cache_dir` against the config file's
+    /// directory, or `plugin-cache` in the data directory (private to the broker's user, never
+    /// a shared directory such as /tmp that another user could create first).
     pub fn plugin_cache_dir(&self) -> PathBuf {
         match &self.plugin_cache_dir {
             Some(dir) => self.base_dir.join(dir),
-            None => std::env::temp_dir().join("plugboard-plugin-cache"),
+            None => self.data_dir().join("plugin-cache"),
         }
     }
 }
@@ -490,6 +496,23 @@ mod tests {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.listen, Config::default().listen);
         assert_eq!(config.heartbeat.grace_factor, 2.0);
+    }
+
+    #[test]
+    fn the_plugin_cache_defaults_to_the_data_directory() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.plugin_cache_dir(),
+            Path::new("plugboard-data").join("plugin-cache")
+        );
+        config.base_dir = PathBuf::from("/etc/plugboard");
+        config.store.data_dir = Some(PathBuf::from("data"));
+        assert_eq!(
+            config.plugin_cache_dir(),
+            Path::new("/etc/plugboard/data/plugin-cache")
+        );
+        config.plugin_cache_dir = Some(PathBuf::from("cache"));
+        assert_eq!(config.plugin_cache_dir(), Path::new("/etc/plugboard/cache"));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod memory;
 pub mod password;
 pub mod plugin;
 pub mod policy;
+pub mod private_fs;
 pub mod reload;
 pub mod router;
 pub mod server;

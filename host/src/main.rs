@@ -35,6 +35,10 @@ struct Cli {
     /// `store.data_dir`; default `plugboard-data` in the working directory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory of the compiled-plugin cache, overriding `plugin_cache_dir` (default:
+    /// `plugin-cache` in the data directory). It must be private to the broker's user.
+    #[arg(long, value_name = "DIR")]
+    plugin_cache_dir: Option<PathBuf>,
     /// Validate the configuration and load its plugins, then exit without serving.
     #[arg(long)]
     check_config: bool,
@@ -161,14 +165,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let overrides = plugboard::reload::Overrides {
         listen: cli.listen,
         admin_listen: cli.admin_listen,
-        data_dir: match &cli.data_dir {
-            Some(dir) => Some(
-                std::env::current_dir()
-                    .context("reading the working directory")?
-                    .join(dir),
-            ),
-            None => None,
-        },
+        data_dir: absolute(cli.data_dir.as_deref())?,
+        plugin_cache_dir: absolute(cli.plugin_cache_dir.as_deref())?,
     };
     overrides.apply(&mut config);
     if cli.check_config {
@@ -198,6 +196,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     server.run().await
+}
+
+/// A command-line path made absolute against the working directory.
+fn absolute(path: Option<&std::path::Path>) -> anyhow::Result<Option<PathBuf>> {
+    path.map(|path| {
+        Ok(std::env::current_dir()
+            .context("reading the working directory")?
+            .join(path))
+    })
+    .transpose()
 }
 
 async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {

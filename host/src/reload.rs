@@ -87,7 +87,10 @@ pub async fn reload(
             ));
         }
     }
-    match PluginHost::load(&new.plugins, &new.base_dir, &new.plugin_cache_dir()).await {
+    // The running broker's cache: `plugin_cache_dir` only changes with a restart (reported
+    // above), and its default follows `--data-dir`, which the re-read file does not carry.
+    let cache_dir = broker.config.plugin_cache_dir();
+    match PluginHost::load(&new.plugins, &new.base_dir, &cache_dir).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
@@ -293,6 +296,8 @@ pub struct Overrides {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// An absolute directory (`--data-dir`, resolved against the working directory).
     pub data_dir: Option<PathBuf>,
+    /// An absolute directory (`--plugin-cache-dir`).
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -307,6 +312,9 @@ impl Overrides {
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = Some(dir.clone());
             config.store.enabled = true;
+        }
+        if let Some(dir) = &self.plugin_cache_dir {
+            config.plugin_cache_dir = Some(dir.clone());
         }
     }
 }

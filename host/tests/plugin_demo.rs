@@ -471,12 +471,21 @@ async fn compiled_components_are_cached_by_content_hash() {
         .await
         .unwrap();
     let cold = cold.elapsed();
-    let files: Vec<_> = std::fs::read_dir(&cache)
+    let mut files: Vec<String> = std::fs::read_dir(&cache)
         .unwrap()
         .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(files.len(), 1, "one artifact");
-    assert!(files[0].file_name().to_string_lossy().ends_with(".cwasm"));
+    files.sort();
+    assert_eq!(
+        files.len(),
+        2,
+        "one artifact and the cache's key: {files:?}"
+    );
+    assert!(
+        files[0].ends_with(".cwasm") && files[1] == "key",
+        "{files:?}"
+    );
     let warm = std::time::Instant::now();
     plugboard::plugin::PluginHost::load(&specs, &dir, &cache)
         .await
@@ -487,4 +496,97 @@ async fn compiled_components_are_cached_by_content_hash() {
         warm < cold,
         "cached load ({warm:?}) should beat compiling ({cold:?})"
     );
+}
+
+/// The cache's only artifact file (`*.cwasm`) in `dir`.
+fn only_artifact(dir: &std::path::Path) -> std::path::PathBuf {
+    let artifacts: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    artifacts.into_iter().next().unwrap()
+}
+
+/// The demo's static-auth plugin alone (its users config), with `examples/` as base directory.
+fn static_auth() -> (Vec<plugboard::plugin::PluginSpec>, std::path::PathBuf) {
+    plugins_dir();
+    let examples = workspace_root().join("examples");
+    let text = std::fs::read_to_string(examples.join("plugins.toml")).unwrap();
+    let auth = specs(&text)
+        .into_iter()
+        .filter(|s| s.name == "auth")
+        .collect();
+    (auth, examples)
+}
+
+/// The attack the security review confirmed: another plugin's compiled artifact put under
+/// static-auth's cache name (the probe admits every login). The cache must not run it.
+#[tokio::test]
+async fn another_plugins_artifact_under_this_plugins_name_is_not_run() {
+    let (auth, examples) = static_auth();
+    let auth_cache = tempfile::tempdir().unwrap();
+    PluginHost::load(&auth, &examples, auth_cache.path())
+        .await
+        .unwrap();
+    let auth_artifact = only_artifact(auth_cache.path());
+
+    let probe_cache = tempfile::tempdir().unwrap();
+    let probe =
+        specs("[[plugins]]\nname = \"auth\"\nfile = \"probe.wasm\"\nhooks = [\"authenticate\"]\n");
+    PluginHost::load(&probe, &plugins_dir(), probe_cache.path())
+        .await
+        .unwrap();
+    let probe_artifact = std::fs::read(only_artifact(probe_cache.path())).unwrap();
+
+    std::fs::write(&auth_artifact, &probe_artifact).unwrap();
+    let host = PluginHost::load(&auth, &examples, auth_cache.path())
+        .await
+        .expect("static-auth loads (recompiled)");
+    assert!(matches!(
+        host.authenticate(connect(Some("eve"), Some("x"))).await,
+        AuthOutcome::Deny(_)
+    ));
+    assert!(matches!(
+        host.authenticate(connect(Some("alice"), Some("alice-secret")))
+            .await,
+        AuthOutcome::Allow(_)
+    ));
+    assert_ne!(
+        std::fs::read(&auth_artifact).unwrap(),
+        probe_artifact,
+        "the swapped artifact is replaced"
+    );
+}
+
+/// A cache directory that others may write to (or a symlink to one) is not used: plugins still
+/// load, compiled without it, and nothing is written there.
+#[tokio::test]
+async fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let (auth, examples) = static_auth();
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let link = dir.path().join("link");
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    for cache in [&open, &link] {
+        let host = PluginHost::load(&auth, &examples, cache)
+            .await
+            .expect("plugins load without the cache");
+        assert!(matches!(
+            host.authenticate(connect(Some("alice"), Some("alice-secret")))
+                .await,
+            AuthOutcome::Allow(_)
+        ));
+    }
+    for d in [&open, &private] {
+        let entries: Vec<_> = std::fs::read_dir(d).unwrap().collect();
+        assert!(entries.is_empty(), "{}: {entries:?}", d.display());
+    }
 }

@@ -439,6 +439,29 @@ async fn a_second_broker_on_the_same_data_directory_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn a_data_directory_others_can_write_stops_the_broker() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "never listened");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = format!(
+        "data directory {} is not safe to use",
+        data.path().display()
+    );
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(stderr.contains("0777"), "{stderr}");
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
 async fn without_data_dir_the_journal_lives_in_the_working_directory() {
     let cwd = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
@@ -474,6 +497,12 @@ async fn without_data_dir_the_journal_lives_in_the_working_directory() {
     let segment = newest_segment(&cwd.path().join("plugboard-data"));
     let journal = std::fs::read(segment).unwrap();
     assert!(journal.windows(4).any(|w| w == b"here"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cwd.path().join("plugboard-data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "created private");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod support;
 
 mod auth;
 mod bad_config;
+mod cache;
 mod deadlines;
 mod hostile;
 mod routing;

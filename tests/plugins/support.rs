@@ -36,6 +36,18 @@ pub fn demo_config() -> PathBuf {
     workspace_root().join("examples").join("plugboard.toml")
 }
 
+/// The `[[plugins]]` section of the demo's static-auth plugin (alice and bob, with their
+/// permissions), its component named by absolute path.
+pub fn demo_auth() -> String {
+    let demo = std::fs::read_to_string(demo_config()).expect("demo config");
+    let start = demo.find("[[plugins]]").expect("demo plugins");
+    let end = demo[start..]
+        .find("# SEND on /queue/orders")
+        .map(|i| start + i)
+        .expect("the auth section ends before the router's");
+    demo[start..end].replace("../target/plugins/static-auth.wasm", &plugin("static-auth"))
+}
+
 /// A temporary config file: `body` (which names plugins by absolute path, see [`plugin`])
 /// with a compiled-plugin cache shared by these tests.
 pub struct TempConfig {

@@ -102,14 +102,7 @@ async fn json_with_a_charset_is_masked_other_content_is_untouched() {
 #[tokio::test]
 async fn deliver_mode_masks_per_subscriber_except_exempt_groups() {
     // The demo's users, and redact on MESSAGE for /topic/public.* with `admins` exempt.
-    let demo = std::fs::read_to_string(demo_config()).expect("demo config");
-    let start = demo.find("[[plugins]]").expect("demo plugins");
-    let end = demo[start..]
-        .find("# SEND on /queue/orders")
-        .map(|i| start + i)
-        .expect("the auth section ends before the router's");
-    let auth =
-        demo[start..end].replace("../target/plugins/static-auth.wasm", &plugin("static-auth"));
+    let auth = demo_auth();
     let config = temp_config(&format!(
         r#"{auth}
 [[plugins]]

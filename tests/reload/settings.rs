@@ -120,3 +120,53 @@ async fn command_line_overrides_are_not_reported_as_changes() {
         "neither listen nor admin_listen changed in the file"
     );
 }
+
+/// Without `plugin_cache_dir`, compiled plugins are cached in `plugin-cache` of the data
+/// directory: the one `--data-dir` names, for reloads as for the start (the re-read file does
+/// not carry `--data-dir`; a reload once cached into `plugboard-data` of the working directory).
+#[tokio::test]
+async fn reloads_cache_in_the_data_directory_of_the_command_line() {
+    let setup = Setup::new();
+    let original = std::fs::read(plugin("header-router")).expect("header-router component");
+    let file = setup.path("router.wasm");
+    let variant = |tag: &str| with_custom_section(&original, tag);
+    let text =
+        |body: &str| format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n{body}");
+    write_atomic(&file, &variant("data-dir-cache-1"));
+    write_atomic(
+        &setup.config,
+        text(&router(&file, IN, &[("eu", A)])).as_bytes(),
+    );
+    let data = setup.path("data");
+    let broker = ReloadBroker::start(&setup.config, &["--data-dir", data.to_str().unwrap()]);
+    broker.wait_watching(&setup.config);
+    let cached = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(data.join("plugin-cache"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".cwasm"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let first = sha256_hex(&variant("data-dir-cache-1"));
+    assert!(
+        cached().iter().any(|n| n.starts_with(&first)),
+        "{:?}",
+        cached()
+    );
+
+    let generation = broker.generation().await;
+    let second = variant("data-dir-cache-2");
+    write_atomic(&file, &second);
+    broker.wait_generation_change(generation, COMPILE_T).await;
+    let second = sha256_hex(&second);
+    assert!(
+        cached().iter().any(|n| n.starts_with(&second)),
+        "the reload cached into the data directory: {:?}",
+        cached()
+    );
+}

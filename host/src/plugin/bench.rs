@@ -168,7 +168,8 @@ pub async fn raw_send_costs(
     iterations: u32,
 ) -> Result<RawCosts, String> {
     let bytes = std::fs::read(wasm).map_err(|e| e.to_string())?;
-    let (component, _) = engine::load_component(&bytes, cache_dir)?;
+    let cache = super::cache::ArtifactCache::open_or_log(cache_dir);
+    let (component, _) = engine::load_component(&bytes, cache.as_ref())?;
     let linker = engine::linker_for(&component)?;
     let pre = linker
         .instantiate_pre(&component)

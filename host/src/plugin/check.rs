@@ -99,6 +99,8 @@ struct Inspection {
     hooks: Vec<Hook>,
     lines: Vec<String>,
     cached: bool,
+    /// Why the cache directory was not used, if it was not.
+    cache_refused: Option<String>,
 }
 
 /// Reads and compiles the component, checks its imports and which hooks it exports with the
@@ -120,7 +122,11 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         _ => return Err("not a WebAssembly file (no `\\0asm` header)".into()),
     }
     let mut lines = vec![format!("file: {} ({} bytes)", wasm.display(), bytes.len())];
-    let (component, cached): (Component, bool) = engine::load_component(&bytes, cache_dir)?;
+    let (cache, cache_refused) = match super::cache::ArtifactCache::open(cache_dir) {
+        Ok(cache) => (Some(cache), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let (component, cached): (Component, bool) = engine::load_component(&bytes, cache.as_ref())?;
     let engine = engine::engine();
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
@@ -189,6 +195,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         hooks,
         lines,
         cached,
+        cache_refused,
     })
 }
 
@@ -422,10 +429,10 @@ async fn run_check(
         out,
         "load: OK in {} ms ({}; instantiate + init with {} config)",
         started.elapsed().as_millis(),
-        if inspection.cached {
-            "compiled artifact from the cache"
-        } else {
-            "compiled now"
+        match (&inspection.cache_refused, inspection.cached) {
+            (Some(why), _) => format!("compiled now; cache not used: {why}"),
+            (None, true) => "compiled artifact from the cache".to_string(),
+            (None, false) => "compiled now".to_string(),
         },
         if spec.config.is_empty() {
             "an empty"
@@ -733,8 +740,9 @@ pub fn new_project(
 }
 
 /// The compiled-artifact cache of `plugin check`: `$XDG_CACHE_HOME/plugboard/check` or
-/// `$HOME/.cache/plugboard/check`. Loading an artifact trusts its contents, so never a shared
-/// directory such as /tmp: without a home, a fresh directory of this process is used.
+/// `$HOME/.cache/plugboard/check`, created with mode 0700 and used only while it is private (as
+/// the broker's). Never a shared directory such as /tmp: without a home, a fresh directory of
+/// this process is used.
 pub fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())

@@ -9,7 +9,6 @@
 //! guest call holds a [`Running`] guard, which wakes it first.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::log;
+use super::cache::{self, ArtifactCache, Authenticated};
 use super::pool::State;
 
 /// Epoch tick: the granularity of deadlines and of the guest's yields back to tokio.
@@ -147,53 +147,142 @@ fn insecure_seed() -> (u64, u64) {
     })
 }
 
-/// Compiles `wasm`, or loads it from `cache_dir` where it is stored under the sha256 of the
-/// bytes and a hash of the engine's configuration and version. Blocking: call it off the runtime.
-pub fn load_component(wasm: &[u8], cache_dir: &Path) -> Result<(Component, bool), String> {
+/// Compiles `wasm`, or loads it from `cache` where it is stored under the sha256 of the bytes
+/// and a hash of the engine's configuration and version, authenticated (see [`super::cache`]).
+/// An artifact that does not verify or deserialize is ignored (with a warning), and the
+/// component compiled and stored again. Blocking: call it off the runtime.
+pub fn load_component(
+    wasm: &[u8],
+    cache: Option<&ArtifactCache>,
+) -> Result<(Component, bool), String> {
     let engine = engine();
-    let path = cache_path(wasm, cache_dir);
-    if path.is_file() {
-        match deserialize(&path) {
+    let Some(cache) = cache else {
+        let component = Component::new(engine, wasm).map_err(|e| format!("compiling: {e:#}"))?;
+        return Ok((component, false));
+    };
+    let name = cache_name(wasm);
+    let path = cache.path(&name);
+    match cache.read(&name) {
+        Ok(Some(artifact)) => match deserialize(&artifact) {
             Ok(component) => return Ok((component, true)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring unusable cached plugin: {e:#}")
             }
-        }
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            "ignoring cached plugin: {e}; compiling it again"
+        ),
     }
     let component = Component::new(engine, wasm).map_err(|e| format!("compiling: {e:#}"))?;
-    if let Err(e) = store_cached(&component, &path) {
+    let stored = component
+        .serialize()
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| cache.write(&name, &bytes));
+    if let Err(e) = stored {
         tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
     }
     Ok((component, false))
 }
 
-fn cache_path(wasm: &[u8], cache_dir: &Path) -> PathBuf {
+/// The cache name of `wasm` for this engine.
+fn cache_name(wasm: &[u8]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine()
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
-    let digest = Sha256::digest(wasm);
-    let hex = crate::text::hex(&digest);
-    cache_dir.join(format!("{hex}-{:016x}.cwasm", engine_hash.finish()))
-}
-
-fn store_cached(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename: a concurrent loader never sees half an artifact.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    cache::name(&Sha256::digest(wasm), engine_hash.finish())
 }
 
 #[allow(unsafe_code)]
-fn deserialize(path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: wasmtime requires that the file was produced by `Component::serialize` with a
-    // compatible engine and has not been tampered with. This file is only ever written by
-    // `store_cached` above, under a name that contains the engine's compatibility hash (and
-    // wasmtime checks its own version/config header again). The cache directory is the broker's
-    // own; docs/plugins.md says it must not be writable by anyone else.
-    unsafe { Component::deserialize_file(engine(), path) }
+fn deserialize(artifact: &Authenticated) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires bytes produced by `Component::serialize` with a compatible
+    // engine and not tampered with since. These bytes are in memory (no file that could change
+    // after the check), and `Authenticated` is only made by `ArtifactCache::read` once their
+    // HMAC-SHA256 tag verified under the cache's key for exactly this cache name: so this
+    // broker's user wrote them with `ArtifactCache::write`, from `Component::serialize`, for
+    // these wasm bytes (the name holds their sha256) and this engine's compatibility hash
+    // (wasmtime checks its own version and configuration header again). The key is 32 random
+    // bytes in a file of mode 0600 that only this user can read, in a directory that only this
+    // user can write (both checked when the cache is opened).
+    unsafe { Component::deserialize(engine(), artifact.bytes()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest component (no imports, no exports) with a custom section `tag`, so that
+    /// each `tag` is a different component (and a different cache name).
+    fn component(tag: &str) -> Vec<u8> {
+        let mut wasm = b"\0asm\x0d\x00\x01\x00".to_vec();
+        let payload_len = 1 + tag.len();
+        assert!(payload_len < 0x80 && tag.len() < 0x80);
+        wasm.extend([0, payload_len as u8, tag.len() as u8]);
+        wasm.extend(tag.as_bytes());
+        wasm
+    }
+
+    fn artifact(cache: &ArtifactCache, wasm: &[u8]) -> std::path::PathBuf {
+        cache.path(&cache_name(wasm))
+    }
+
+    #[test]
+    fn a_compiled_component_is_cached_and_loaded_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(tmp.path()).unwrap();
+        let a = component("a");
+        assert!(!load_component(&a, Some(&cache)).unwrap().1, "compiled");
+        assert!(artifact(&cache, &a).is_file());
+        assert!(
+            load_component(&a, Some(&cache)).unwrap().1,
+            "from the cache"
+        );
+        assert!(!load_component(&a, None).unwrap().1, "no cache: compiled");
+    }
+
+    #[test]
+    fn a_tampered_artifact_is_not_loaded_and_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(tmp.path()).unwrap();
+        let a = component("a");
+        load_component(&a, Some(&cache)).unwrap();
+        let path = artifact(&cache, &a);
+        let good = std::fs::read(&path).unwrap();
+        let mut tampered = good.clone();
+        let middle = tampered.len() / 2;
+        tampered[middle] ^= 0xff;
+        std::fs::write(&path, &tampered).unwrap();
+        let (_, cached) = load_component(&a, Some(&cache)).unwrap();
+        assert!(!cached, "the tampered artifact is not deserialized");
+        assert_eq!(std::fs::read(&path).unwrap(), good, "replaced");
+        assert!(load_component(&a, Some(&cache)).unwrap().1);
+    }
+
+    #[test]
+    fn an_artifact_under_another_components_name_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(tmp.path()).unwrap();
+        let (a, b) = (component("a"), component("b"));
+        load_component(&a, Some(&cache)).unwrap();
+        let a_file = std::fs::read(artifact(&cache, &a)).unwrap();
+        std::fs::write(artifact(&cache, &b), &a_file).unwrap();
+        let (_, cached) = load_component(&b, Some(&cache)).unwrap();
+        assert!(!cached, "a's artifact is not run as b");
+        let b_file = std::fs::read(artifact(&cache, &b)).unwrap();
+        assert_ne!(b_file, a_file, "replaced by b's own");
+        assert!(load_component(&b, Some(&cache)).unwrap().1);
+    }
+
+    #[test]
+    fn an_unauthenticated_artifact_from_before_tags_is_recompiled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(tmp.path()).unwrap();
+        let a = component("a");
+        let untagged = Component::new(engine(), &a).unwrap().serialize().unwrap();
+        std::fs::write(artifact(&cache, &a), &untagged).unwrap();
+        assert!(!load_component(&a, Some(&cache)).unwrap().1);
+        assert!(load_component(&a, Some(&cache)).unwrap().1);
+    }
 }

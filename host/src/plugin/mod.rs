@@ -9,6 +9,7 @@
 //! and swaps the `Arc` (e.g. in an `ArcSwap`); calls in flight finish on the set they started on.
 
 mod bindings;
+mod cache;
 pub mod check;
 mod convert;
 mod engine;
@@ -316,13 +317,23 @@ impl PluginHost {
     }
 
     /// Compiles (or loads from the on-disk cache `cache_dir`, keyed by content hash), instantiates
-    /// and inits every plugin; any failure names the plugin and the reason.
+    /// and inits every plugin; any failure names the plugin and the reason. A cache directory
+    /// that is not private is not used (the reason is logged) and every plugin is compiled.
     pub async fn load(
         specs: &[PluginSpec],
         base_dir: &Path,
         cache_dir: &Path,
     ) -> Result<Arc<PluginHost>, PluginError> {
         let mut plugins = Vec::with_capacity(specs.len());
+        let cache = if specs.is_empty() {
+            None
+        } else {
+            let dir = cache_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || cache::ArtifactCache::open_or_log(&dir))
+                .await
+                .unwrap_or(None)
+        };
+        let cache = Arc::new(cache);
         for (i, spec) in specs.iter().enumerate() {
             let invalid = |reason: &str| PluginError::Spec {
                 plugin: spec.name.clone(),
@@ -340,7 +351,7 @@ impl PluginHost {
             if spec.hooks.contains(&Hook::Authenticate) && auth_before {
                 return Err(invalid("only one plugin may serve the `authenticate` hook"));
             }
-            plugins.push(Arc::new(load_one(spec, base_dir, cache_dir).await?));
+            plugins.push(Arc::new(load_one(spec, base_dir, cache.clone()).await?));
         }
         Ok(Arc::new(PluginHost { plugins }))
     }
@@ -388,15 +399,15 @@ fn optional_export(
 async fn load_one(
     spec: &PluginSpec,
     base_dir: &Path,
-    cache_dir: &Path,
+    cache: Arc<Option<cache::ArtifactCache>>,
 ) -> Result<Plugin, PluginError> {
     let plugin = spec.name.clone();
     let path = base_dir.join(&spec.file);
-    let (file, cache) = (path.clone(), cache_dir.to_path_buf());
+    let file = path.clone();
     // Reading and compiling take milliseconds to seconds of CPU and a deep stack: not on a worker.
     let compiled = tokio::task::spawn_blocking(move || {
         let wasm = std::fs::read(&file)?;
-        Ok(engine::load_component(&wasm, &cache))
+        Ok(engine::load_component(&wasm, cache.as_ref().as_ref()))
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))

@@ -9,8 +9,9 @@
 //! Sessions hold back a RECEIPT until the sequence number current when its frame was handled
 //! is durable: a RECEIPT for a persistent SEND means "on disk".
 //!
-//! At start-up [`Store::open`] locks the data directory and reads the journal back
-//! ([`journal`]); the broker puts the unsettled messages back into their queues.
+//! At start-up [`Store::open`] checks that the data directory is private (see
+//! [`crate::private_fs`]; created with mode 0700 when missing), locks it and reads the journal
+//! back ([`journal`]); the broker puts the unsettled messages back into their queues.
 
 pub mod journal;
 pub mod record;
@@ -51,6 +52,11 @@ pub struct StoreSettings {
 pub enum OpenError {
     #[error("data directory {0} is in use by another broker (its LOCK file is held)")]
     Locked(PathBuf),
+    #[error("data directory {} is not safe to use: {reason}", dir.display())]
+    NotPrivate {
+        dir: PathBuf,
+        reason: crate::private_fs::NotPrivate,
+    },
     #[error("opening the message store in {dir}: {source}")]
     Io {
         dir: PathBuf,
@@ -126,14 +132,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Locks `settings.dir`, reads the journal back and starts the writer thread.
+    /// Checks that `settings.dir` is private (creating it, mode 0700, if it is missing), locks
+    /// it, reads the journal back and starts the writer thread.
     pub fn open(settings: &StoreSettings) -> Result<(Arc<Store>, Recovered), OpenError> {
         let dir = settings.dir.clone();
         let io = |source| OpenError::Io {
             dir: dir.clone(),
             source,
         };
-        std::fs::create_dir_all(&dir).map_err(io)?;
+        private_data_dir(&dir, crate::private_fs::private_dir)?;
         let lock = lock_dir(&dir)?;
         let sync_files = settings.fsync != FsyncPolicy::Never;
         let (journal, recovered) =
@@ -315,18 +322,46 @@ fn frame(record: &Record) -> Bytes {
     out.freeze()
 }
 
-/// Takes the data directory's lock, so two brokers never share a journal.
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
-    let path = dir.join("LOCK");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| OpenError::Io {
+/// Refuses a data directory that exists and is not private (before anything else reads or
+/// writes there, e.g. plugins compiling into the cache in it); a missing one is fine.
+pub fn check_data_dir(dir: &Path) -> Result<(), OpenError> {
+    private_data_dir(dir, crate::private_fs::check_existing_dir)
+}
+
+fn private_data_dir(
+    dir: &Path,
+    check: fn(&Path) -> Result<(), crate::private_fs::DirError>,
+) -> Result<(), OpenError> {
+    use crate::private_fs::DirError;
+    check(dir).map_err(|e| match e {
+        DirError::NotPrivate(reason) => OpenError::NotPrivate {
+            dir: dir.to_path_buf(),
+            reason,
+        },
+        DirError::Io(source) => OpenError::Io {
             dir: dir.to_path_buf(),
             source,
-        })?;
+        },
+    })
+}
+
+/// Takes the data directory's lock, so two brokers never share a journal.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("LOCK");
+    // Never through a symbolic link: it would lock (and truncate) a file elsewhere.
+    let mut file = crate::private_fs::no_follow(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+    )
+    .open(&path)
+    .map_err(|source| OpenError::Io {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_path_buf())),

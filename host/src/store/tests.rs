@@ -327,3 +327,75 @@ fn interval_and_never_policies_release_receipts_without_a_sync_per_batch() {
         assert_eq!(recovered.messages.len(), 50, "{fsync:?}");
     }
 }
+
+#[test]
+fn a_data_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Store::open(&settings(dir.path())).unwrap_err();
+    assert!(matches!(err, OpenError::NotPrivate { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(text.contains("0777") && text.contains("write"), "{text}");
+    assert!(check_data_dir(dir.path()).is_err());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written in it"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+    assert!(
+        Store::open(&settings(dir.path())).is_err(),
+        "group-writable"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Store::open(&settings(dir.path())).unwrap();
+}
+
+#[test]
+fn a_missing_data_directory_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new").join("data");
+    assert!(check_data_dir(&dir).is_ok(), "missing is fine");
+    let (_store, _) = Store::open(&settings(&dir)).unwrap();
+    for d in [tmp.path().join("new"), dir.clone()] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+    }
+    let lock = std::fs::metadata(dir.join("LOCK")).unwrap();
+    assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_linked_data_directory_or_lock_file_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = Store::open(&settings(&link)).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::write(&elsewhere, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("LOCK")).unwrap();
+    assert!(Store::open(&settings(&dir)).is_err());
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"keep me");
+}
+
+/// Owned by another user, for real: possible when the tests run as root.
+#[test]
+fn a_data_directory_of_another_user_is_refused() {
+    if crate::private_fs::euid() != 0 {
+        return; // private_fs's judge tests cover the rule
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+    let err = Store::open(&settings(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+}

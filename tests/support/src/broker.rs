@@ -107,6 +107,11 @@ impl Launch {
         if !self.args.iter().any(|a| a == "--data-dir") {
             command.arg("--data-dir").arg(dir.path().join("data"));
         }
+        // Compiled plugins are cached once for every test broker (its default, inside each
+        // broker's own data directory, would compile every plugin again for every test).
+        if !self.args.iter().any(|a| a == "--plugin-cache-dir") {
+            command.arg("--plugin-cache-dir").arg(shared_plugin_cache());
+        }
         let mut child = command
             .arg("--config")
             .arg(&config_path)
@@ -339,4 +344,18 @@ pub async fn fetch_status(admin: SocketAddr) -> serde_json::Value {
     let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.0 200"), "status answered {head}");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("status JSON: {e}: {body}"))
+}
+
+/// The compiled-plugin cache every test broker shares: `target/test-plugin-cache`, private
+/// (0700) as the broker requires.
+pub fn shared_plugin_cache() -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = crate::plugins::workspace_root()
+        .join("target")
+        .join("test-plugin-cache");
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    dir
 }
