@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::broker::Launch;
 use crate::support::*;
+use plugboard_test_support::broker::Launch;
 
 /// The `*.cwasm` files in `dir`.
 fn artifacts(dir: &Path) -> Vec<PathBuf> {
@@ -22,7 +22,7 @@ fn artifacts(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `eve` (unknown to static-auth, admitted by the probe) gets an ERROR.
-async fn eve_is_refused(broker: &PluginBroker) {
+async fn eve_is_refused(broker: &plugboard_test_support::broker::Broker) {
     let (_c, reply) = try_login(broker.addr, Some("eve"), Some("x")).await;
     assert!(
         error_message(&reply).contains("access refused"),
@@ -45,7 +45,9 @@ async fn a_cache_directory_others_can_write_is_reported_and_not_used() {
     );
     std::fs::write(&config, text).unwrap();
 
-    let broker = PluginBroker::start(&config);
+    let broker = Launch::config_file(broker_bin(), &config)
+        .own_plugin_cache()
+        .start();
     alice(broker.addr).await.disconnect().await;
     eve_is_refused(&broker).await;
     let record = broker.wait_log_line(
@@ -81,7 +83,8 @@ async fn another_plugins_artifact_in_the_default_cache_is_not_run() {
     std::fs::write(&probe_config, probe).unwrap();
     let (data, probe_data) = (dir.path().join("data"), dir.path().join("probe-data"));
     let start = |config: &Path, data: &Path| {
-        Launch::config_file(config)
+        Launch::config_file(broker_bin(), config)
+            .own_plugin_cache()
             .args(&["--data-dir".as_ref(), data.as_os_str()])
             .start()
     };

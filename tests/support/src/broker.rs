@@ -35,6 +35,8 @@ pub struct Launch {
     args: Vec<OsString>,
     status_line: bool,
     start_within: Duration,
+    /// Passes `--plugin-cache-dir` with the cache all test brokers share.
+    shared_plugin_cache: bool,
 }
 
 impl Launch {
@@ -46,6 +48,7 @@ impl Launch {
             args: Vec::new(),
             status_line: false,
             start_within: START_T,
+            shared_plugin_cache: true,
         }
     }
 
@@ -70,6 +73,13 @@ impl Launch {
     pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: &[S]) -> Launch {
         self.args
             .extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Lets the broker use the plugin cache its config (or default) names, instead of the cache
+    /// all test brokers share.
+    pub fn own_plugin_cache(mut self) -> Launch {
+        self.shared_plugin_cache = false;
         self
     }
 
@@ -109,7 +119,7 @@ impl Launch {
         }
         // Compiled plugins are cached once for every test broker (its default, inside each
         // broker's own data directory, would compile every plugin again for every test).
-        if !self.args.iter().any(|a| a == "--plugin-cache-dir") {
+        if self.shared_plugin_cache && !self.args.iter().any(|a| a == "--plugin-cache-dir") {
             command.arg("--plugin-cache-dir").arg(shared_plugin_cache());
         }
         let mut child = command
