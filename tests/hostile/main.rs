@@ -23,3 +23,4 @@ mod harness {
 mod admin;
 mod crash;
 mod slots;
+mod store;

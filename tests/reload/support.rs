@@ -190,7 +190,10 @@ impl ReloadBroker {
     /// reads `listening on ADDR` and `status on http://ADDR/status` from stdout.
     pub fn start(config: &Path, extra: &[&str]) -> ReloadBroker {
         ReloadBroker(
+            // The cache the file names (or the default in the data directory): reloads are
+            // watched using it.
             Launch::config_file(broker_bin(), config)
+                .own_plugin_cache()
                 .listen_from_config()
                 .args(extra)
                 .status_line()

@@ -298,6 +298,14 @@ impl Topic {
         }
     }
 
+    /// How many durable subscriptions collect from it (each journals every persistent message).
+    pub fn durable_count(&self) -> usize {
+        self.durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     /// Whether nobody subscribes to it and no durable subscription collects from it.
     pub fn is_unused(&self) -> bool {
         self.snapshot().is_empty()

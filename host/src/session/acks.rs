@@ -140,10 +140,12 @@ impl Session {
         let patience = self.slow_consumer_patience();
         for action in transaction.actions {
             match action {
-                Action::Publish(plan) => {
+                Action::Publish { plan, reservation } => {
                     for (destination, message) in plan {
                         publish(&destination, message, patience).await;
                     }
+                    // Journaled now: the records count, the reservation is released.
+                    drop(reservation);
                 }
                 Action::Settle {
                     key,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::{Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
-use crate::router::{check_name, publish, Message, Outgoing, RouteError};
+use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -253,20 +253,35 @@ impl Session {
             self.next_message += 1;
             plan.push((target, message));
         }
-        if persistent {
-            if let Some(store) = self.broker.router.store() {
-                let bytes = plan.iter().map(|(_, m)| record_size(m)).sum::<usize>();
-                store
-                    .admit(bytes)
-                    .map_err(|refused| client_error(refused.to_string()))?;
+        // Room in the store for every copy that will be journaled, held until it is.
+        let reservation = match self.broker.router.store() {
+            Some(store) if persistent => {
+                let bytes: u64 = plan
+                    .iter()
+                    .map(|(destination, message)| {
+                        let copies = match destination {
+                            Destination::Queue(_) => 1,
+                            Destination::Topic(topic) => topic.durable_count() as u64,
+                        };
+                        record_size(message) as u64 * copies
+                    })
+                    .sum();
+                Some(
+                    store
+                        .reserve(bytes)
+                        .map_err(|refused| client_error(refused.to_string()))?,
+                )
             }
-        }
+            _ => None,
+        };
         // Over the memory budget, the producer waits here (its connection is not read
         // meanwhile) until consumers have made room: nothing is dropped.
         budget.wait_for_room().await;
         if let Some(id) = transaction_id {
             if let Some(transaction) = self.transactions.get_mut(&id) {
-                transaction.actions.push(Action::Publish(plan));
+                transaction
+                    .actions
+                    .push(Action::Publish { plan, reservation });
             }
             return Ok(());
         }
@@ -274,6 +289,7 @@ impl Session {
         for (destination, message) in plan {
             publish(&destination, message, patience).await;
         }
+        drop(reservation);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::router::{AckTarget, Connection, Destination, Message};
+use crate::store::Reservation;
 
 /// An ACK/NACK target that outlives the frame.
 #[derive(Debug, Clone)]
@@ -27,8 +28,12 @@ impl OwnedTarget {
 /// One deferred operation.
 #[derive(Debug)]
 pub enum Action {
-    /// A SEND, already routed (plugins ran at SEND time) to one or more destinations.
-    Publish(Vec<(Destination, Arc<Message>)>),
+    /// A SEND, already routed (plugins ran at SEND time) to one or more destinations, with the
+    /// room its persistent copies hold in the message store until COMMIT or ABORT.
+    Publish {
+        plan: Vec<(Destination, Arc<Message>)>,
+        reservation: Option<Reservation>,
+    },
     /// An ACK (`requeue == false`) or NACK (`requeue == true`) of a subscription's delivery.
     Settle {
         key: u32,

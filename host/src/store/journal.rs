@@ -119,6 +119,19 @@ pub struct Journal {
     pub live_bytes: u64,
     /// The pieces of the batch being written (one vectored write).
     chunks: Vec<Bytes>,
+    /// Bytes of the head segment known to be on disk (synced).
+    synced: u64,
+    /// What was written to the head since it was last synced: written again if a sync fails
+    /// (after a failed fsync the kernel may have dropped those pages). Kept only when the
+    /// journal is synced at all.
+    unsynced: Vec<Bytes>,
+    /// An append that did not reach the file (the disk was full...): written at recovery.
+    unwritten: Vec<Bytes>,
+    /// A sync failed: `unsynced` must be written again before the head can be trusted.
+    resync: bool,
+    /// Fails the next operations (tests of recovery).
+    #[cfg(test)]
+    pub(crate) inject: Option<Inject>,
     scratch: BytesMut,
     /// Deletes dead segment files off the writer thread.
     reaper: std::sync::mpsc::Sender<PathBuf>,
@@ -251,6 +264,12 @@ impl Journal {
             durables: durables.into_iter().map(|(q, (l, _))| (q, l)).collect(),
             live_bytes,
             chunks: Vec::new(),
+            synced: MAGIC.len() as u64,
+            unsynced: Vec::new(),
+            unwritten: Vec::new(),
+            resync: false,
+            #[cfg(test)]
+            inject: None,
             scratch: BytesMut::new(),
             reaper: start_reaper(dir.to_path_buf(), sync_files)?,
         };
@@ -259,7 +278,14 @@ impl Journal {
     }
 
     /// Appends a batch to the head segment in one write (not synced: see [`Journal::sync`]).
-    pub fn append(&mut self, ops: Vec<Op>) -> std::io::Result<Appended> {
+    /// The batch is taken out of `ops` once nothing can fail before the records are placed
+    /// (starting a new segment can): after an error, `ops` is either untouched (append it
+    /// again) or empty, its records waiting for [`Journal::recover`].
+    pub fn append(&mut self, ops: &mut Vec<Op>) -> std::io::Result<Appended> {
+        if self.segments[&self.head].size >= self.segment_bytes {
+            self.roll()?;
+        }
+        let ops = std::mem::take(ops);
         let mut done = Appended::default();
         // An enqueue settled within the same batch is written by neither record.
         let mut in_batch: IdMap<usize> = IdMap::default();
@@ -278,9 +304,6 @@ impl Journal {
                 }
                 _ => {}
             }
-        }
-        if self.segments[&self.head].size >= self.segment_bytes {
-            self.roll()?;
         }
         let head = self.head;
         let mut offset = self.segments[&head].size;
@@ -334,13 +357,64 @@ impl Journal {
             done.records += 1;
         }
         if !self.chunks.is_empty() {
-            write_all_chunks(&mut self.head_file, &self.chunks)?;
+            if let Err(err) = self.write_head() {
+                // The index already points at where these records go: they are written there
+                // by `recover` (after cutting off whatever part of them reached the file).
+                self.unwritten = std::mem::take(&mut self.chunks);
+                return Err(err);
+            }
             let head_size = &mut self.segments.get_mut(&head).expect("head exists").size;
             done.bytes = offset - *head_size;
             *head_size = offset;
+            if self.sync_files {
+                self.unsynced.append(&mut self.chunks);
+            }
             self.chunks.clear();
         }
         Ok(done)
+    }
+
+    fn write_head(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.inject.as_mut().is_some_and(|i| i.fails(Inject::WRITE)) {
+            // A partial write, as on a full disk.
+            let half = &self.chunks[0][..self.chunks[0].len() / 2];
+            self.head_file.write_all(half)?;
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        write_all_chunks(&mut self.head_file, &self.chunks)
+    }
+
+    /// Whether a failed write or sync is waiting for [`Journal::recover`].
+    pub fn needs_recovery(&self) -> bool {
+        !self.unwritten.is_empty() || self.resync
+    }
+
+    /// After a failed write or sync: cuts the head back to what is known good, writes again
+    /// what may not have reached the disk, and syncs. Until it succeeds nothing else is
+    /// appended; the index keeps pointing where the records will be.
+    pub fn recover(&mut self) -> std::io::Result<()> {
+        let head_size = self.segments[&self.head].size;
+        let keep = if self.resync { self.synced } else { head_size };
+        self.head_file.set_len(keep)?;
+        self.chunks.clear();
+        if self.resync {
+            self.chunks.extend(self.unsynced.iter().cloned());
+        }
+        self.chunks.extend(self.unwritten.iter().cloned());
+        if !self.chunks.is_empty() {
+            self.write_head()?;
+        }
+        let written: u64 = self.unwritten.iter().map(|c| c.len() as u64).sum();
+        self.segments.get_mut(&self.head).expect("head exists").size = head_size + written;
+        if self.sync_files {
+            self.unsynced.append(&mut self.unwritten);
+        }
+        self.unwritten.clear();
+        self.chunks.clear();
+        self.sync()?;
+        self.resync = false;
+        Ok(())
     }
 
     fn add_live(&mut self, segment: u64, len: usize) {
@@ -358,18 +432,32 @@ impl Journal {
         self.live_bytes = self.live_bytes.saturating_sub(location.len);
     }
 
-    /// Makes everything appended so far durable.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.head_file.sync_data()
+    /// Makes everything appended so far durable. When it fails, what was written since the
+    /// last sync is written again by [`Journal::recover`].
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.inject.as_mut().is_some_and(|i| i.fails(Inject::SYNC)) {
+            self.resync = true;
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        if let Err(err) = self.head_file.sync_data() {
+            self.resync = true;
+            return Err(err);
+        }
+        self.synced = self.segments[&self.head].size;
+        self.unsynced.clear();
+        Ok(())
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
         if self.sync_files {
-            self.head_file.sync_data()?;
+            self.sync()?;
         }
         let next = self.head + 1;
         self.head_file = create_segment(&self.dir, next, self.sync_files)?;
         self.head = next;
+        self.synced = MAGIC.len() as u64;
+        self.unsynced.clear();
         self.segments.insert(
             next,
             Segment {
@@ -386,6 +474,11 @@ impl Journal {
     /// deletes it. Returns the number of records moved.
     pub fn compact(&mut self, sync: bool) -> std::io::Result<u64> {
         self.delete_dead_segments()?;
+        // A new segment, if one is due, before the index is changed below: starting it is what
+        // can fail before the relocated records are placed.
+        if self.segments[&self.head].size >= self.segment_bytes {
+            self.roll()?;
+        }
         let disk = self.disk_bytes();
         let worth_it =
             self.segments.len() >= 3 && disk > 2 * self.live_bytes + 2 * self.segment_bytes;
@@ -429,7 +522,7 @@ impl Journal {
             }
             moved += 1;
         }
-        self.append(ops)?;
+        self.append(&mut ops)?;
         if sync {
             self.sync()?;
         }
@@ -490,6 +583,33 @@ fn create_segment(dir: &Path, number: u64, sync: bool) -> std::io::Result<File> 
         sync_dir(dir)?;
     }
     Ok(file)
+}
+
+/// Failures to inject in tests of recovery: the next `writes` writes and `syncs` syncs fail.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Inject {
+    pub writes: u32,
+    pub syncs: u32,
+}
+
+#[cfg(test)]
+impl Inject {
+    const WRITE: bool = true;
+    const SYNC: bool = false;
+
+    fn fails(&mut self, write: bool) -> bool {
+        let left = if write {
+            &mut self.writes
+        } else {
+            &mut self.syncs
+        };
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
+    }
 }
 
 /// Writes every chunk, in order, with as few vectored writes as the kernel allows.
@@ -597,4 +717,104 @@ fn read_records(
         at += RECORD_HEADER + payload_len;
     }
     at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::EnqueueRef;
+
+    fn enqueue(id: u64, body: &'static [u8]) -> Op {
+        let record = EnqueueRef {
+            id,
+            queue: &Bytes::from_static(b"/queue/q"),
+            destination: &Bytes::from_static(b"/queue/q"),
+            headers: &[],
+            body: &Bytes::from_static(body),
+            id_prefix: b"s",
+            id_seq: id,
+            expires_at: 0,
+        };
+        let (framed, body) = record.encode_split();
+        Op::Enqueue { id, framed, body }
+    }
+
+    fn recovered_bodies(dir: &Path) -> Vec<Vec<u8>> {
+        let (_, recovered) = Journal::open(dir, 1 << 20, true).unwrap();
+        recovered.messages.iter().map(|m| m.body.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_failed_write_is_written_again_in_place_by_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut journal, _) = Journal::open(dir.path(), 1 << 20, true).unwrap();
+            journal.append(&mut vec![enqueue(1, b"one")]).unwrap();
+            journal.sync().unwrap();
+            journal.inject = Some(Inject {
+                writes: 2,
+                syncs: 0,
+            });
+            let mut batch = vec![enqueue(2, b"two"), enqueue(3, b"three")];
+            assert!(
+                journal.append(&mut batch).is_err(),
+                "half of it reached the file"
+            );
+            assert!(batch.is_empty() && journal.needs_recovery());
+            assert!(journal.recover().is_err(), "still failing");
+            journal.recover().unwrap();
+            assert!(!journal.needs_recovery());
+            journal.append(&mut vec![enqueue(4, b"four")]).unwrap();
+            journal.sync().unwrap();
+        }
+        let bodies = recovered_bodies(dir.path());
+        assert_eq!(
+            bodies,
+            [&b"one"[..], b"two", b"three", b"four"],
+            "no torn record, nothing twice"
+        );
+    }
+
+    #[test]
+    fn what_a_failed_sync_covered_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut journal, _) = Journal::open(dir.path(), 1 << 20, true).unwrap();
+            journal.append(&mut vec![enqueue(1, b"one")]).unwrap();
+            journal.sync().unwrap();
+            journal.append(&mut vec![enqueue(2, b"two")]).unwrap();
+            journal.inject = Some(Inject {
+                writes: 0,
+                syncs: 1,
+            });
+            assert!(journal.sync().is_err());
+            assert!(journal.needs_recovery());
+            journal.recover().unwrap();
+        }
+        assert_eq!(recovered_bodies(dir.path()), [&b"one"[..], b"two"]);
+    }
+
+    #[test]
+    fn a_segment_that_cannot_start_leaves_the_batch_to_append_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(dir.path(), 64, true).unwrap();
+        journal
+            .append(&mut vec![enqueue(1, b"fills the first segment")])
+            .unwrap();
+        // The next append starts a new segment; make its creation fail.
+        let blocker = segment_path(dir.path(), journal.head + 1);
+        std::fs::write(&blocker, b"in the way").unwrap();
+        let mut batch = vec![enqueue(2, b"two")];
+        assert!(journal.append(&mut batch).is_err());
+        assert_eq!(batch.len(), 1, "not taken: append it again");
+        assert!(!journal.needs_recovery());
+        std::fs::remove_file(&blocker).unwrap();
+        journal.append(&mut batch).unwrap();
+        journal.sync().unwrap();
+        drop(journal);
+        assert_eq!(
+            recovered_bodies(dir.path()),
+            [&b"fills the first segment"[..], b"two"]
+        );
+    }
 }

@@ -20,13 +20,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::FsyncPolicy;
 use crate::router::Message;
@@ -69,7 +69,7 @@ pub enum OpenError {
 pub enum Refused {
     #[error("the message store is full ({used} of {limit} bytes in use): persistent messages are refused until consumers catch up")]
     Full { used: u64, limit: u64 },
-    #[error("the message store failed and accepts no persistent messages: {0}")]
+    #[error("the message store cannot write ({0}): persistent messages are refused until it can")]
     Failed(String),
 }
 
@@ -88,6 +88,19 @@ pub struct StoreStats {
     pub live_bytes: AtomicU64,
     pub disk_bytes: AtomicU64,
     pub segments: AtomicU64,
+}
+
+/// Room in the store held for records about to be journaled (see [`Store::reserve`]).
+#[derive(Debug)]
+pub struct Reservation {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Records waiting for the writer.
@@ -110,12 +123,26 @@ struct Shared {
     /// that may journal).
     appended: AtomicU64,
     stats: StoreStats,
-    failed: OnceLock<String>,
+    /// Why the store cannot write now, while it cannot.
+    failed: Mutex<Option<String>>,
+    /// Bytes admitted by [`Store::reserve`] and not journaled yet.
+    reserved: AtomicU64,
 }
 
 impl Shared {
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_failure(&self, reason: Option<String>) {
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 }
 
@@ -159,7 +186,8 @@ impl Store {
             durable,
             appended: AtomicU64::new(0),
             stats: StoreStats::default(),
-            failed: OnceLock::new(),
+            failed: Mutex::new(None),
+            reserved: AtomicU64::new(0),
         });
         publish_gauges(&shared.stats, &journal);
         let writer = {
@@ -190,25 +218,36 @@ impl Store {
         &self.shared.stats
     }
 
-    /// Why the store stopped accepting persistent messages, if it did.
+    /// Why the store does not accept persistent messages now, if it does not.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failed.get().cloned()
+        self.shared.failure()
     }
 
-    /// Refuses a persistent message of about `bytes` when the store is full or failed.
-    pub fn admit(&self, bytes: usize) -> Result<(), Refused> {
-        if let Some(reason) = self.shared.failed.get() {
-            return Err(Refused::Failed(reason.clone()));
+    /// Reserves room for persistent records of about `bytes` (every copy a message will be
+    /// journaled as: one per queue, one per durable subscription of a topic), or refuses when
+    /// the store is full or cannot write. The room is held until the reservation is dropped:
+    /// after the records were appended (they then count as journaled), or when a transaction
+    /// holding them is aborted.
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, Refused> {
+        if let Some(reason) = self.shared.failure() {
+            return Err(Refused::Failed(reason));
         }
+        let reserved = self.shared.reserved.fetch_add(bytes, Ordering::AcqRel);
         let used = self.shared.stats.live_bytes.load(Ordering::Relaxed)
-            + self.shared.inbox().pending_bytes;
-        if used + bytes as u64 > self.max_bytes {
+            + self.shared.inbox().pending_bytes
+            + reserved;
+        let reservation = Reservation {
+            shared: self.shared.clone(),
+            bytes,
+        };
+        if used + bytes > self.max_bytes {
+            drop(reservation);
             return Err(Refused::Full {
                 used,
                 limit: self.max_bytes,
             });
         }
-        Ok(())
+        Ok(reservation)
     }
 
     /// Records a persistent message entering `queue`; returns its journal id.
@@ -392,12 +431,57 @@ fn publish_gauges(stats: &StoreStats, journal: &Journal) {
         .store(journal.segment_count() as u64, Ordering::Relaxed);
 }
 
-/// The writer thread: group commit until closed.
+/// How often a store that cannot write tries again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer thread: group commit until closed. When writing or syncing fails (a full disk,
+/// an I/O error) the store stops taking persistent messages and tries again every
+/// [`RETRY_EVERY`], writing again whatever may not have reached the disk; RECEIPTs waiting
+/// for those records go out once it succeeds. Nothing already receipted depends on it.
 fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interval: Duration) {
     let mut last_sync = Instant::now();
     let mut unsynced = false;
+    // A batch that could not be placed at all (a new segment could not be started).
+    let mut retry: Vec<Op> = Vec::new();
+    // While failing: the durable sequence number to publish once the store can write again.
+    let mut failing: Option<u64> = None;
     loop {
-        let (ops, upto, closing) = {
+        if let Some(upto) = failing {
+            let closing = wait_for_retry(shared);
+            let recovered = if journal.needs_recovery() {
+                journal.recover()
+            } else {
+                Ok(())
+            }
+            .and_then(|()| {
+                write_batch(
+                    &mut journal,
+                    shared,
+                    &mut retry,
+                    FsyncPolicy::Batch,
+                    interval,
+                    &mut last_sync,
+                    &mut unsynced,
+                )
+            });
+            match recovered {
+                Ok(()) => {
+                    info!("message store writes again: persistent messages are accepted");
+                    failing = None;
+                    shared.set_failure(None);
+                    shared.durable.send_replace(upto);
+                }
+                Err(err) => {
+                    shared.set_failure(Some(err.to_string()));
+                    if closing {
+                        error!(%err, "message store closed while it could not write");
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        let (mut ops, upto, closing) = {
             let mut inbox = shared.inbox();
             while inbox.ops.is_empty() && !inbox.closing {
                 if fsync == FsyncPolicy::Interval && unsynced {
@@ -421,33 +505,38 @@ fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interva
                 inbox.closing,
             )
         };
-        if shared.failed.get().is_some() {
-            if closing {
-                break;
-            }
-            continue; // nothing more is written; receipts for persistent frames never come
-        }
         let result = write_batch(
             &mut journal,
             shared,
-            ops,
+            &mut ops,
             fsync,
             interval,
             &mut last_sync,
             &mut unsynced,
         );
-        // RECEIPTs first, then housekeeping (deleting and moving segments).
-        let result = result
-            .inspect(|()| {
+        match result {
+            Ok(()) => {
+                // RECEIPTs first, then housekeeping (deleting and moving segments).
                 shared.durable.send_replace(upto);
-            })
-            .and_then(|()| compact(&mut journal, shared, fsync));
-        if let Err(err) = result {
-            error!(%err, "message store write failed: persistent messages are refused from now on");
-            let _ = shared.failed.set(err.to_string());
+                if let Err(err) = compact(&mut journal, shared, fsync) {
+                    if journal.needs_recovery() {
+                        error!(%err, "message store write failed while compacting: persistent messages are refused until it can write again");
+                        shared.set_failure(Some(err.to_string()));
+                        failing = Some(upto);
+                    } else {
+                        warn!(%err, "message store compaction failed; it is tried again later");
+                    }
+                }
+            }
+            Err(err) => {
+                error!(%err, "message store write failed: persistent messages are refused until it can write again");
+                shared.set_failure(Some(err.to_string()));
+                retry = ops;
+                failing = Some(upto);
+            }
         }
         publish_gauges(&shared.stats, &journal);
-        if closing && shared.inbox().ops.is_empty() {
+        if closing && failing.is_none() && shared.inbox().ops.is_empty() {
             if unsynced && fsync != FsyncPolicy::Never {
                 let _ = journal.sync();
             }
@@ -456,10 +545,23 @@ fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interva
     }
 }
 
+/// Waits [`RETRY_EVERY`] (less when the store is closing); returns whether it is closing.
+fn wait_for_retry(shared: &Shared) -> bool {
+    let inbox = shared.inbox();
+    if inbox.closing {
+        return true;
+    }
+    let (inbox, _) = shared
+        .wake
+        .wait_timeout_while(inbox, RETRY_EVERY, |inbox| !inbox.closing)
+        .unwrap_or_else(|e| e.into_inner());
+    inbox.closing
+}
+
 fn write_batch(
     journal: &mut Journal,
     shared: &Shared,
-    ops: Vec<Op>,
+    ops: &mut Vec<Op>,
     fsync: FsyncPolicy,
     interval: Duration,
     last_sync: &mut Instant,

@@ -277,11 +277,11 @@ fn a_full_store_refuses_and_reopens_room_when_settled() {
     };
     let (store, _) = Store::open(&settings).unwrap();
     let body = "y".repeat(800);
-    assert!(store.admit(900).is_ok());
+    assert!(store.reserve(900).is_ok());
     let a = store.enqueue(&Q, &message(1, &body));
     let _b = store.enqueue(&Q, &message(2, &body));
     wait_durable(&store);
-    let refused = store.admit(900).unwrap_err();
+    let refused = store.reserve(900).unwrap_err();
     assert!(
         matches!(refused, Refused::Full { limit: 2_000, .. }),
         "{refused}"
@@ -290,7 +290,26 @@ fn a_full_store_refuses_and_reopens_room_when_settled() {
     store.settle(a);
     store.enqueue(&Q, &message(3, "z")); // a turn of the writer after the settle
     wait_durable(&store);
-    assert!(store.admit(900).is_ok());
+    assert!(store.reserve(900).is_ok());
+}
+
+#[test]
+fn reservations_hold_room_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = StoreSettings {
+        max_bytes: 2_000,
+        ..settings(dir.path())
+    };
+    let (store, _) = Store::open(&settings).unwrap();
+    // A transaction's persistent SENDs (or a topic message's copies for its durable
+    // subscriptions) hold their room from admission on, before anything is journaled.
+    let first = store.reserve(900).unwrap();
+    let second = store.reserve(900).unwrap();
+    assert!(matches!(store.reserve(900), Err(Refused::Full { .. })));
+    drop(first); // aborted
+    let third = store.reserve(900).unwrap();
+    drop((second, third));
+    assert!(store.reserve(1_900).is_ok());
 }
 
 #[test]
