@@ -128,6 +128,9 @@ pub struct LimitsConfig {
     pub max_transactions_per_connection: usize,
     /// Most SEND/ACK/NACK frames one transaction may hold before COMMIT.
     pub max_transaction_frames: usize,
+    /// Most bytes of messages the open transactions of one connection may hold (they are
+    /// charged to the memory budget too; this keeps one connection from taking all of it).
+    pub max_transaction_bytes_per_connection: u64,
     /// A connection whose socket accepts no bytes for this long while output is pending is
     /// closed (a peer that stopped reading).
     pub write_timeout_ms: u64,
@@ -156,6 +159,7 @@ impl Default for LimitsConfig {
             destinations_created_per_second: 100,
             max_transactions_per_connection: 64,
             max_transaction_frames: 10_000,
+            max_transaction_bytes_per_connection: 64 * 1024 * 1024,
             write_timeout_ms: 30_000,
         }
     }

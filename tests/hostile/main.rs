@@ -22,5 +22,7 @@ mod harness {
 
 mod admin;
 mod crash;
+mod durables;
+mod memory;
 mod slots;
 mod store;

@@ -31,7 +31,7 @@ pub struct Connection {
     /// SUBSCRIBE `id` → key. 1.0 subscriptions without an id are keyed by destination here.
     pub(super) by_wire_id: HashMap<Bytes, u32>,
     /// The next connection-local subscription key to try.
-    next_key: u32,
+    pub(super) next_key: u32,
     /// Destinations this connection may still create now (a token bucket).
     creations: f64,
     /// When `creations` was last refilled.

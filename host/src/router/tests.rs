@@ -633,3 +633,59 @@ fn a_durable_subscription_is_removed_only_by_a_reader_of_its_topic_and_only_deta
         DurableError::Unknown(key.describe())
     );
 }
+
+fn subscribe_request(destination: &str, outbox: &Arc<Outbox>) -> SubscribeRequest<'static> {
+    static PRINCIPAL: std::sync::OnceLock<crate::plugin::Principal> = std::sync::OnceLock::new();
+    SubscribeRequest {
+        wire_id: None,
+        destination: Bytes::copy_from_slice(destination.as_bytes()),
+        ack_mode: AckMode::Auto,
+        window: 10,
+        durable: None,
+        principal: PRINCIPAL.get_or_init(crate::plugin::Principal::anonymous),
+        outbox: outbox.clone(),
+        filter: DeliveryFilter::none(
+            crate::plugin::Principal::anonymous(),
+            crate::plugin::SubscriptionInfo {
+                id: Bytes::new(),
+                destination: Bytes::new(),
+                headers: vec![],
+            },
+        ),
+    }
+}
+
+/// Consumer ids are unique across connections whatever their keys (they were
+/// `(connection << 24) ^ key`, which collided after ~16.8M SUBSCRIBEs on one connection), and a
+/// connection's keys skip the ones still in use when they wrap around.
+#[test]
+fn consumer_ids_never_collide_and_keys_skip_those_in_use() {
+    let router = Router::new(RouterSettings::default());
+    let outbox = Arc::new(Outbox::new(64));
+    let mut ids = std::collections::HashSet::new();
+    for c in 0..3 {
+        let mut conn = Connection::new(Arc::from(format!("c{c}")));
+        for n in 0..50 {
+            let request = subscribe_request(&format!("/queue/ids.{n}"), &outbox);
+            let prepared = router.prepare_subscription(&mut conn, request).unwrap();
+            let sub = router.attach(&mut conn, prepared);
+            assert!(ids.insert(sub.consumer_id), "consumer id reused");
+        }
+    }
+    let mut conn = Connection::new(Arc::from("wrap"));
+    let first = {
+        let prepared = router
+            .prepare_subscription(&mut conn, subscribe_request("/queue/keep", &outbox))
+            .unwrap();
+        router.attach(&mut conn, prepared)
+    };
+    assert_eq!(first.key(), 0);
+    conn.next_key = u32::MAX;
+    for destination in ["/queue/w1", "/queue/w2"] {
+        let prepared = router
+            .prepare_subscription(&mut conn, subscribe_request(destination, &outbox))
+            .unwrap();
+        let sub = router.attach(&mut conn, prepared);
+        assert_ne!(sub.key(), 0, "key 0 is still in use");
+    }
+}

@@ -278,7 +278,20 @@ impl Session {
         // meanwhile) until consumers have made room: nothing is dropped.
         budget.wait_for_room().await;
         if let Some(id) = transaction_id {
+            let bytes: u64 = plan.iter().map(|(_, m)| m.size()).sum();
+            let max = self
+                .broker
+                .config
+                .limits
+                .max_transaction_bytes_per_connection;
+            let held: u64 = self.transactions.values().map(|t| t.bytes).sum();
+            if held + bytes > max {
+                return Err(client_error(format!(
+                    "transactions hold {held} bytes of messages: {bytes} more would exceed the limit of {max} bytes per connection"
+                )));
+            }
             if let Some(transaction) = self.transactions.get_mut(&id) {
+                transaction.bytes += bytes;
                 transaction
                     .actions
                     .push(Action::Publish { plan, reservation });

@@ -46,6 +46,8 @@ pub enum Action {
 #[derive(Debug, Default)]
 pub struct Transaction {
     pub actions: Vec<Action>,
+    /// Bytes of the messages its SENDs hold.
+    pub bytes: u64,
 }
 
 impl Transaction {
