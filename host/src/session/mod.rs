@@ -369,6 +369,7 @@ impl Drop for Session {
 pub(crate) type Charged = (Frame, crate::budget::Charge);
 
 /// What the loop does after a frame.
+#[derive(Debug)]
 enum Flow {
     Continue,
     /// DISCONNECT (with its `receipt`): flush, release, answer, close.

@@ -1,4 +1,5 @@
-//! Session state handed back however the session ends.
+//! Session logic without sockets: what a session hands back however it ends, ACK and NACK
+//! per ack mode, ACKs inside transactions, and RECEIPT ordering behind the message store.
 
 use std::sync::Arc;
 
@@ -174,4 +175,178 @@ async fn a_session_that_panics_releases_its_durable_subscription_and_temp_queues
         )
         .await
         .expect("the durable subscription is no longer claimed");
+}
+
+/// Runs one frame through the session as the connection loop would.
+async fn handle(session: &mut Session, frame: Frame) -> Result<Flow, SessionError> {
+    session.handle_one((frame, Default::default())).await
+}
+
+fn send(destination: &str, body: &str) -> Frame {
+    Frame::new(Command::Send)
+        .header("destination", destination.to_string())
+        .body(body.to_string())
+}
+
+/// The frames queued for the client: (command, `ack` or `receipt-id`, body).
+fn sent(session: &Session) -> Vec<(Command, String, String)> {
+    session
+        .outbox
+        .drain()
+        .into_iter()
+        .map(|item| match item {
+            Outgoing::Frame(f) => (
+                f.command,
+                f.get(b"receipt-id")
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .unwrap_or_default(),
+                String::new(),
+            ),
+            Outgoing::Delivery(d) => (
+                Command::Message,
+                format!("{}.{}", d.subscription.key(), d.seq),
+                String::from_utf8_lossy(&d.message.body).into_owned(),
+            ),
+            _ => (Command::Error, String::new(), String::new()),
+        })
+        .collect()
+}
+
+fn subscribe_client(id: &str, destination: &str) -> Frame {
+    Frame::new(Command::Subscribe)
+        .header("id", id.to_string())
+        .header("destination", destination.to_string())
+        .header("ack", "client")
+}
+
+fn ack(id: &str) -> Frame {
+    Frame::new(Command::Ack).header("id", id.to_string())
+}
+
+#[tokio::test]
+async fn a_cumulative_ack_settles_every_earlier_delivery_and_a_nack_hands_back() {
+    let broker = broker();
+    let mut s = session(&broker, 10);
+    let q = "/queue/acks";
+    handle(&mut s, subscribe_client("c", q)).await.unwrap();
+    for n in 0..4 {
+        handle(&mut s, send(q, &format!("m{n}"))).await.unwrap();
+    }
+    let acks: Vec<String> = sent(&s)
+        .into_iter()
+        .filter(|(c, ..)| *c == Command::Message)
+        .map(|(_, ack, _)| ack)
+        .collect();
+    assert_eq!(acks.len(), 4);
+    // `client` mode: the ACK of the third covers the first three.
+    handle(&mut s, ack(&acks[2])).await.unwrap();
+    let err = handle(&mut s, ack(&acks[0])).await.unwrap_err();
+    assert!(
+        err.to_string().contains("names no unacknowledged message"),
+        "{err}"
+    );
+    drop(s);
+    let mut s = session(&broker, 11);
+    handle(&mut s, subscribe_client("c", q)).await.unwrap();
+    // The fourth was still out with the first session, which is gone with its subscription:
+    // it came back, redelivered.
+    let got = sent(&s);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].2, "m3");
+    // A NACK hands it back again, to the same (only) consumer.
+    let nack = Frame::new(Command::Nack).header("id", got[0].1.clone());
+    handle(&mut s, nack).await.unwrap();
+    assert_eq!(sent(&s)[0].2, "m3");
+}
+
+#[tokio::test]
+async fn acks_in_a_transaction_apply_at_commit_and_come_back_at_abort() {
+    let broker = broker();
+    let mut s = session(&broker, 12);
+    let q = "/queue/tx-acks";
+    handle(&mut s, subscribe("c", q, &[])).await.unwrap();
+    handle(&mut s, send(q, "one")).await.unwrap();
+    let (_, first, _) = sent(&s).pop().unwrap();
+    let begin = |t: &str| Frame::new(Command::Begin).header("transaction", t.to_string());
+    handle(&mut s, begin("t1")).await.unwrap();
+    handle(&mut s, ack(&first).header("transaction", "t1"))
+        .await
+        .unwrap();
+    // An ACK of nothing pending is refused at once, not at COMMIT.
+    let err = handle(&mut s, ack("0.99").header("transaction", "t1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("names no unacknowledged"), "{err}");
+    handle(
+        &mut s,
+        Frame::new(Command::Abort).header("transaction", "t1"),
+    )
+    .await
+    .unwrap();
+    // Aborted: the message comes back to the queue, redelivered to this consumer.
+    let again = sent(&s);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].2, "one");
+    handle(&mut s, begin("t2")).await.unwrap();
+    handle(&mut s, ack(&again[0].1).header("transaction", "t2"))
+        .await
+        .unwrap();
+    handle(
+        &mut s,
+        Frame::new(Command::Commit).header("transaction", "t2"),
+    )
+    .await
+    .unwrap();
+    assert!(sent(&s).is_empty(), "settled at COMMIT: nothing comes back");
+    drop(s);
+    let mut other = session(&broker, 13);
+    handle(&mut other, subscribe("c", q, &[])).await.unwrap();
+    assert!(sent(&other).is_empty(), "acknowledged for good");
+}
+
+#[tokio::test]
+async fn receipts_wait_for_what_earlier_frames_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::store::StoreSettings {
+        dir: dir.path().join("data"),
+        fsync: crate::config::FsyncPolicy::Batch,
+        fsync_interval: Duration::from_millis(10),
+        max_bytes: 1 << 20,
+        segment_bytes: 1 << 20,
+    };
+    let (store, _) = crate::store::Store::open(&settings).unwrap();
+    let outbox = Arc::new(Outbox::new(64));
+    let mut receipts = Receipts::new(outbox.clone(), Some(store.clone()));
+    let receipt = |id: &str| handlers::receipt_frame(Bytes::from(id.to_string()));
+    // Nothing journaled: at once.
+    receipts.send(receipt("r1"));
+    assert_eq!(outbox.len(), 1);
+    // A frame that journaled: its RECEIPT, and every later one, waits for the store.
+    let mark = receipts.mark();
+    store.enqueue(
+        &Bytes::from_static(b"/queue/q"),
+        &message(&Bytes::from_static(b"/queue/q"), 1),
+    );
+    receipts.note(mark);
+    receipts.send(receipt("r2"));
+    receipts.send(receipt("r3"));
+    let durable_now = store.durable() >= store.appended();
+    assert!(durable_now || receipts.holding());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        receipts.flush(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = outbox
+        .drain()
+        .into_iter()
+        .filter_map(|item| match item {
+            Outgoing::Frame(f) => f
+                .get(b"receipt-id")
+                .map(|r| String::from_utf8_lossy(r).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["r1", "r2", "r3"], "in order");
 }
