@@ -69,7 +69,10 @@ impl Broker {
             router: Router::with_store(
                 RouterSettings::from_config(&config),
                 store,
-                MemoryBudget::new(config.memory_budget()),
+                MemoryBudget::new(
+                    config.memory_budget(),
+                    config.limits.max_memory_bytes_per_principal,
+                ),
             ),
             config,
             policy,

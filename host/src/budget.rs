@@ -1,35 +1,44 @@
-//! The broker-wide memory budget, in bytes (`[limits] max_memory_bytes`).
+//! The broker-wide memory budget, in bytes (`[limits] max_memory_bytes`), and each principal's
+//! share of it (`max_memory_bytes_per_principal`).
 //!
 //! What clients make the broker hold is charged to one [`MemoryBudget`]: every byte a
 //! connection reads is charged as it arrives; when a frame is complete its charge moves to the
 //! frame, and from a SEND's frame to the message it becomes, which may then sit in queues,
 //! outboxes, transactions and dead-letter queues: the charge lives as long as the message and
-//! is released when its last copy is gone. A [`Charge`] releases its bytes when dropped.
+//! is released when its last copy is gone. A [`Charge`] releases its bytes when dropped. Once a
+//! connection is authenticated its charges also count against its principal's [`Account`], so
+//! that one principal filling queues nobody reads cannot take the whole budget.
 //!
-//! Producers are paused before the budget is exceeded, with nothing dropped: a SEND that
-//! arrives while the broker is over its limit waits (its connection stops being read: TCP
-//! backpressure on the producer) until the broker is back below the resume mark, and so does a
-//! connection in the middle of a large frame. Consumers are never paused, so the ACKs that free
-//! memory keep flowing. RabbitMQ's memory high watermark and ActiveMQ's `memoryUsage` are the
-//! peers' equivalents.
+//! Producers are paused before a limit is exceeded, with nothing dropped: a SEND that arrives
+//! while the broker (or the sender's principal) is over its limit waits (its connection stops
+//! being read: TCP backpressure on the producer) until usage is back below the resume mark,
+//! and so does a connection in the middle of a large frame. Consumers are never paused, so the
+//! ACKs that free memory keep flowing. RabbitMQ's memory high watermark and ActiveMQ's
+//! `memoryUsage` are the peers' broker-wide equivalents.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
-/// Producers paused at the limit resume once usage is below this fraction of it (hysteresis,
+/// Producers paused at a limit resume once usage is below this fraction of it (hysteresis,
 /// so a broker at its limit does not pause and resume producers on every message).
 const RESUME_PERCENT: u64 = 95;
 /// The default budget, as a share of the machine's memory (or of the cgroup's limit when it is
 /// lower): RabbitMQ's default high watermark has been 0.4 and 0.6 of RAM.
 const DEFAULT_PERCENT: u64 = 40;
+/// The default share of the budget one principal may hold.
+const DEFAULT_PRINCIPAL_PERCENT: u64 = 50;
 /// When the machine's memory cannot be read.
 const FALLBACK_BYTES: u64 = 1 << 30;
+/// The account table is pruned of accounts nobody holds once it has this many entries more
+/// than at the last pruning.
+const PRUNE_EVERY: usize = 1024;
 
-/// The broker-wide memory budget.
+/// Bytes used against a limit, with the pause/resume state.
 #[derive(Debug)]
-pub struct MemoryBudget {
+struct Meter {
     limit: u64,
     resume: u64,
     used: AtomicU64,
@@ -37,46 +46,117 @@ pub struct MemoryBudget {
     over: AtomicBool,
     /// Wakes paused producers.
     room: Notify,
-    /// Producers waiting now (a gauge) and pauses so far.
-    pub paused: AtomicU64,
-    pub pauses: AtomicU64,
 }
 
-/// Bytes charged to a budget, released when dropped (or merged into another charge).
-#[derive(Debug, Default)]
-pub struct Charge {
-    budget: Option<Arc<MemoryBudget>>,
-    bytes: u64,
-}
-
-impl MemoryBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: u64) -> Arc<MemoryBudget> {
+impl Meter {
+    fn new(limit: u64) -> Meter {
         let limit = limit.max(1);
-        Arc::new(MemoryBudget {
+        Meter {
             limit,
             resume: limit / 100 * RESUME_PERCENT,
             used: AtomicU64::new(0),
             over: AtomicBool::new(false),
             room: Notify::new(),
+        }
+    }
+
+    /// Adds `bytes`; true when this made it cross its limit.
+    fn add(&self, bytes: u64) -> bool {
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        used >= self.limit && !self.over.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes `bytes` off; true when this brought it below its resume mark.
+    fn sub(&self, bytes: u64) -> bool {
+        let used = self.used.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        if used < self.resume
+            && self.over.load(Ordering::Relaxed)
+            && self.over.swap(false, Ordering::AcqRel)
+        {
+            self.room.notify_waiters();
+            return true;
+        }
+        false
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
+    }
+}
+
+/// The broker-wide memory budget.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    total: Meter,
+    per_principal: u64,
+    accounts: Mutex<Accounts>,
+    /// Producers waiting now (a gauge) and pauses so far.
+    pub paused: AtomicU64,
+    pub pauses: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Accounts {
+    by_name: HashMap<String, Weak<Account>>,
+    pruned_at: usize,
+}
+
+/// One principal's share of the budget.
+#[derive(Debug)]
+pub struct Account {
+    name: String,
+    meter: Meter,
+    budget: Arc<MemoryBudget>,
+}
+
+/// Bytes charged to a budget (and maybe an account), released when dropped (or merged into
+/// another charge).
+#[derive(Debug, Default)]
+pub struct Charge {
+    budget: Option<Arc<MemoryBudget>>,
+    account: Option<Arc<Account>>,
+    bytes: u64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, of which one principal may hold `per_principal` (0: half).
+    pub fn new(limit: u64, per_principal: u64) -> Arc<MemoryBudget> {
+        let per_principal = match per_principal {
+            0 => limit / 100 * DEFAULT_PRINCIPAL_PERCENT,
+            bytes => bytes,
+        };
+        Arc::new(MemoryBudget {
+            total: Meter::new(limit),
+            per_principal,
+            accounts: Mutex::default(),
             paused: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
         })
     }
 
+    /// A budget that never pauses anyone (tests).
+    pub fn unlimited() -> Arc<MemoryBudget> {
+        MemoryBudget::new(u64::MAX, u64::MAX)
+    }
+
     /// The limit in bytes.
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.total.limit
+    }
+
+    /// What one principal may hold.
+    pub fn per_principal(&self) -> u64 {
+        self.per_principal
     }
 
     /// Bytes charged now.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.total.used.load(Ordering::Relaxed)
     }
 
     /// Whether producers are to be paused now.
     pub fn is_over(&self) -> bool {
-        self.over.load(Ordering::Acquire)
+        self.total.is_over()
     }
 
     /// Charges `bytes` whatever the usage (the caller has already been admitted, or cannot
@@ -85,52 +165,101 @@ impl MemoryBudget {
         if bytes == 0 {
             return Charge::default();
         }
-        let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if used >= self.limit && !self.over.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                used,
-                limit = self.limit,
-                "memory budget reached: producers are paused until consumers catch up"
-            );
-        }
+        self.add(bytes);
         Charge {
             budget: Some(self.clone()),
+            account: None,
             bytes,
         }
     }
 
-    fn release(&self, bytes: u64) {
-        let used = self.used.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        if used < self.resume
-            && self.over.load(Ordering::Relaxed)
-            && self.over.swap(false, Ordering::AcqRel)
-        {
-            tracing::info!(
-                used,
-                limit = self.limit,
-                "memory below the resume mark: producers resume"
+    fn add(&self, bytes: u64) {
+        if self.total.add(bytes) {
+            tracing::warn!(
+                used = self.used(),
+                limit = self.limit(),
+                "memory budget reached: producers are paused until consumers catch up"
             );
-            self.room.notify_waiters();
         }
     }
 
-    /// Waits while the budget is over its limit (a producer paused by backpressure).
-    pub async fn wait_for_room(&self) {
-        if !self.is_over() {
+    fn release(&self, bytes: u64) {
+        if self.total.sub(bytes) {
+            tracing::info!(
+                used = self.used(),
+                limit = self.limit(),
+                "memory below the resume mark: producers resume"
+            );
+        }
+    }
+
+    /// The account of principal `name` (the one all its connections share).
+    pub fn account(self: &Arc<Self>, name: &str) -> Arc<Account> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(account) = accounts.by_name.get(name).and_then(Weak::upgrade) {
+            return account;
+        }
+        if accounts.by_name.len() >= accounts.pruned_at + PRUNE_EVERY {
+            accounts.by_name.retain(|_, weak| weak.strong_count() > 0);
+            accounts.pruned_at = accounts.by_name.len();
+        }
+        let account = Arc::new(Account {
+            name: name.to_string(),
+            meter: Meter::new(self.per_principal),
+            budget: self.clone(),
+        });
+        accounts
+            .by_name
+            .insert(name.to_string(), Arc::downgrade(&account));
+        account
+    }
+
+    /// Waits while the budget, or `account`, is over its limit (a producer paused by
+    /// backpressure).
+    pub async fn wait_for_room(&self, account: Option<&Account>) {
+        let over = || self.is_over() || account.is_some_and(|a| a.meter.is_over());
+        if !over() {
             return;
         }
         self.paused.fetch_add(1, Ordering::Relaxed);
         self.pauses.fetch_add(1, Ordering::Relaxed);
         loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.is_over() {
+            let total = self.total.room.notified();
+            tokio::pin!(total);
+            total.as_mut().enable();
+            let own = account.map(|a| a.meter.room.notified());
+            tokio::pin!(own);
+            if let Some(own) = own.as_mut().as_pin_mut() {
+                own.enable();
+            }
+            if !over() {
                 break;
             }
-            notified.await;
+            match own.as_mut().as_pin_mut() {
+                Some(own) => {
+                    tokio::select! {
+                        _ = total => {}
+                        _ = own => {}
+                    }
+                }
+                None => total.await,
+            }
         }
         self.paused.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Account {
+    /// Charges `bytes` to the budget and to this account.
+    pub fn charge(self: &Arc<Self>, bytes: u64) -> Charge {
+        let mut charge = self.budget.charge(bytes);
+        charge.assign(self);
+        charge
+    }
+
+    /// Bytes this principal holds now.
+    pub fn used(&self) -> u64 {
+        self.meter.used.load(Ordering::Relaxed)
     }
 }
 
@@ -140,22 +269,62 @@ impl Charge {
         self.bytes
     }
 
+    /// Counts these bytes against `account` too (a charge made before the principal was
+    /// known); a charge already on an account keeps it.
+    pub fn assign(&mut self, account: &Arc<Account>) {
+        if self.account.is_some() || self.bytes == 0 {
+            if self.bytes == 0 {
+                self.account = Some(account.clone());
+            }
+            return;
+        }
+        if account.meter.add(self.bytes) {
+            tracing::info!(
+                principal = %account.name,
+                limit = account.meter.limit,
+                "a principal reached its share of the memory budget: its producers are paused"
+            );
+        }
+        self.account = Some(account.clone());
+    }
+
     /// Takes `bytes` (at most all it holds) off this charge into a charge of its own.
     pub fn split(&mut self, bytes: u64) -> Charge {
         let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
         Charge {
             budget: self.budget.clone(),
+            account: self.account.clone(),
             bytes,
         }
     }
 
-    /// Adds another charge of the same budget to this one.
+    /// Adds another charge to this one. Both must be on the same account, or `other` on none
+    /// (it is then counted against this one's account).
     pub fn merge(&mut self, mut other: Charge) {
+        debug_assert!(
+            match (&self.account, &other.account) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => true,
+            },
+            "charges of two accounts merged"
+        );
         if self.budget.is_none() {
             self.budget = other.budget.take();
-        } else {
-            other.budget = None;
+        }
+        match (&self.account, &other.account) {
+            (Some(mine), None) if other.bytes > 0 => {
+                mine.meter.add(other.bytes);
+            }
+            (None, Some(theirs)) => {
+                // Keep counting all of it against that account.
+                let theirs = theirs.clone();
+                if self.bytes > 0 {
+                    theirs.meter.add(self.bytes);
+                }
+                self.account = Some(theirs);
+            }
+            _ => {}
         }
         self.bytes += std::mem::take(&mut other.bytes);
         // `other` was emptied: dropping it releases nothing.
@@ -164,10 +333,16 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if self.bytes > 0 {
-            if let Some(budget) = &self.budget {
-                budget.release(self.bytes);
+        if self.bytes == 0 {
+            return;
+        }
+        if let Some(account) = &self.account {
+            if account.meter.sub(self.bytes) {
+                tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
             }
+        }
+        if let Some(budget) = &self.budget {
+            budget.release(self.bytes);
         }
     }
 }
@@ -211,7 +386,7 @@ mod tests {
 
     #[test]
     fn charges_are_released_when_dropped_split_or_merged() {
-        let budget = MemoryBudget::new(1000);
+        let budget = MemoryBudget::new(1000, 0);
         let mut a = budget.charge(300);
         let b = a.split(100);
         assert_eq!((a.bytes(), b.bytes(), budget.used()), (200, 100, 300));
@@ -224,16 +399,34 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
+    #[test]
+    fn a_principals_charges_count_against_its_account_too() {
+        let budget = MemoryBudget::new(1000, 400);
+        let account = budget.account("mallory");
+        assert!(Arc::ptr_eq(&account, &budget.account("mallory")));
+        // Bytes read before the login are counted once the principal is known.
+        let mut early = budget.charge(100);
+        early.assign(&account);
+        let mut later = account.charge(50);
+        later.merge(budget.charge(25));
+        assert_eq!((account.used(), budget.used()), (175, 175));
+        let part = later.split(70);
+        drop(later);
+        assert_eq!(account.used(), 170);
+        drop((early, part));
+        assert_eq!((account.used(), budget.used()), (0, 0));
+    }
+
     #[tokio::test]
     async fn producers_pause_at_the_limit_and_resume_below_the_mark() {
-        let budget = MemoryBudget::new(1000);
+        let budget = MemoryBudget::new(1000, 0);
         let held = budget.charge(990);
-        budget.wait_for_room().await; // under the limit: no wait
+        budget.wait_for_room(None).await; // under the limit: no wait
         let more = budget.charge(20);
         assert!(budget.is_over());
         let waiter = {
             let budget = budget.clone();
-            tokio::spawn(async move { budget.wait_for_room().await })
+            tokio::spawn(async move { budget.wait_for_room(None).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
@@ -249,10 +442,39 @@ mod tests {
         assert_eq!(budget.paused.load(Ordering::Relaxed), 0);
     }
 
+    #[tokio::test]
+    async fn a_principal_over_its_share_is_paused_alone() {
+        let budget = MemoryBudget::new(1000, 300);
+        let greedy = budget.account("greedy");
+        let honest = budget.account("honest");
+        let hoard = greedy.charge(310);
+        assert!(!budget.is_over());
+        // The honest principal is not paused...
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            budget.wait_for_room(Some(&honest)),
+        )
+        .await
+        .expect("not paused");
+        // ...the greedy one is, until its own messages are consumed.
+        let waiter = {
+            let (budget, greedy) = (budget.clone(), greedy.clone());
+            tokio::spawn(async move { budget.wait_for_room(Some(&greedy)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(hoard);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("resumed")
+            .unwrap();
+    }
+
     #[test]
     fn the_default_is_a_share_of_the_machine() {
         let limit = default_limit();
         assert!(limit >= 1 << 20, "{limit}");
         assert!(limit <= meminfo_total().unwrap_or(FALLBACK_BYTES));
+        assert_eq!(MemoryBudget::new(1000, 0).per_principal(), 500);
     }
 }

@@ -89,6 +89,9 @@ pub struct LimitsConfig {
     /// producers are paused (TCP backpressure, nothing dropped) when it is reached and resume
     /// below 95 % of it. 0: 40 % of the machine's memory (or of its cgroup limit).
     pub max_memory_bytes: u64,
+    /// What one principal's messages and frames may hold of that budget, in bytes; its
+    /// producers are paused beyond it, others carry on. 0: half of `max_memory_bytes`.
+    pub max_memory_bytes_per_principal: u64,
     /// Maximum simultaneous client connections; further connections wait in the accept backlog.
     pub max_connections: usize,
     /// Most simultaneous connections from one source address; more get an ERROR and a close.
@@ -141,6 +144,7 @@ impl Default for LimitsConfig {
         let codec = Limits::default();
         LimitsConfig {
             max_memory_bytes: 0,
+            max_memory_bytes_per_principal: 0,
             max_connections: 10_000,
             max_connections_per_address: 256,
             max_connect_frame_bytes: 64 * 1024,

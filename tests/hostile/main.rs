@@ -25,4 +25,5 @@ mod crash;
 mod durables;
 mod memory;
 mod slots;
+mod soak;
 mod store;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::budget::{Charge, MemoryBudget};
+use crate::budget::{Account, Charge, MemoryBudget};
 
 use super::decode::{DecodeError, Decoder, Limits};
 use super::frame::{Frame, Version};
@@ -52,6 +52,8 @@ pub struct FrameReader {
     buf: BytesMut,
     /// Charged for every byte read.
     budget: Option<Arc<MemoryBudget>>,
+    /// The connection's principal's account, once it is known.
+    account: Option<Arc<Account>>,
     /// The charge of the bytes in `buf`.
     charge: Charge,
 }
@@ -63,6 +65,7 @@ impl FrameReader {
             decoder: Decoder::new(limits),
             buf: BytesMut::new(),
             budget: None,
+            account: None,
             charge: Charge::default(),
         }
     }
@@ -73,10 +76,19 @@ impl FrameReader {
         self
     }
 
+    /// Charges what is read from now on (and what is buffered) to `account` too.
+    pub fn set_account(&mut self, account: Arc<Account>) {
+        self.charge.assign(&account);
+        self.account = Some(account);
+    }
+
     fn charge_read(&mut self, bytes: usize) {
-        if let Some(budget) = &self.budget {
-            self.charge.merge(budget.charge(bytes as u64));
-        }
+        let charge = match (&self.account, &self.budget) {
+            (Some(account), _) => account.charge(bytes as u64),
+            (None, Some(budget)) => budget.charge(bytes as u64),
+            (None, None) => return,
+        };
+        self.charge.merge(charge);
     }
 
     /// Limits for the frames from now on (a connection's limits grow once it is
@@ -186,7 +198,7 @@ impl FrameReader {
     ) -> Result<usize, ReadError> {
         if self.buf.len() > CHUNK {
             if let Some(budget) = &self.budget {
-                budget.wait_for_room().await;
+                budget.wait_for_room(self.account.as_deref()).await;
             }
         }
         self.reserve()?;
@@ -355,7 +367,7 @@ mod tests {
 
     #[test]
     fn bytes_read_are_charged_and_frames_take_their_charge() {
-        let budget = MemoryBudget::new(1 << 20);
+        let budget = MemoryBudget::new(1 << 20, 0);
         let mut reader = FrameReader::new(limits(1024)).charged_to(budget.clone());
         reader
             .extend(b"\nSEND\ndestination:/q\n\nhi\0SEND\ndesti")

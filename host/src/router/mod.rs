@@ -268,7 +268,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 impl Router {
     /// A router with default settings, no store and no memory limit (tests).
     pub fn new(settings: RouterSettings) -> Router {
-        Router::with_store(settings, None, MemoryBudget::new(u64::MAX))
+        Router::with_store(settings, None, MemoryBudget::unlimited())
     }
 
     /// A router whose queues journal persistent messages in `store` and charge the messages

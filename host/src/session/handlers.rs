@@ -238,7 +238,8 @@ impl Session {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
             let charge = charge.take().unwrap_or_else(|| {
-                budget.charge(Message::size_of(&copy.destination, &copy.headers, &[]))
+                self.account
+                    .charge(Message::size_of(&copy.destination, &copy.headers, &[]))
             });
             let message = Arc::new(Message {
                 destination: copy.destination,
@@ -274,9 +275,10 @@ impl Session {
             }
             _ => None,
         };
-        // Over the memory budget, the producer waits here (its connection is not read
-        // meanwhile) until consumers have made room: nothing is dropped.
-        budget.wait_for_room().await;
+        // Over the memory budget (or its principal's share of it), the producer waits here
+        // (its connection is not read meanwhile) until consumers have made room: nothing is
+        // dropped.
+        budget.wait_for_room(Some(&self.account)).await;
         if let Some(id) = transaction_id {
             let bytes: u64 = plan.iter().map(|(_, m)| m.size()).sum();
             let max = self

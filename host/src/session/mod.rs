@@ -137,6 +137,8 @@ async fn run(
     };
     reader.set_version(negotiated.version);
     reader.set_limits(config.limits.codec_limits());
+    let account = broker.router.budget().account(&principal.name);
+    reader.set_account(account.clone());
     info!(session = %session_id, principal = %principal.name, version = negotiated.version.as_str(), "connected");
 
     // Connected.
@@ -174,6 +176,7 @@ async fn run(
         next_message: 0,
         client_id,
         receipts: Receipts::new(outbox.clone(), broker.router.store().cloned()),
+        account,
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -354,6 +357,8 @@ pub(crate) struct Session {
     client_id: Option<Bytes>,
     /// RECEIPTs and the durability they wait for.
     receipts: Receipts,
+    /// The principal's share of the memory budget.
+    account: Arc<crate::budget::Account>,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its

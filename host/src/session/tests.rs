@@ -33,6 +33,7 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         next_message: 0,
         client_id: None,
         receipts: Receipts::new(outbox, None),
+        account: broker.router.budget().account("tester"),
     }
 }
 
