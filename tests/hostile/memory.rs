@@ -29,7 +29,8 @@ const OVERHEAD: u64 = 100 * MIB;
 async fn big_sends_to_nobody_pause_their_producer_within_the_budget() {
     let budget = 32 * MIB;
     let broker = Broker::with_config(&format!(
-        "[limits]\nmax_memory_bytes = {budget}\nmax_body_bytes = 8388608\nmax_frame_bytes = 8650752\n"
+        "[limits]\nmax_memory_bytes = {budget}\nmax_memory_bytes_per_principal = {budget}\n\
+         max_body_bytes = 8388608\nmax_frame_bytes = 8650752\n"
     ));
     let dest = format!("/queue/{}", unique("big"));
     let body = "b".repeat(8 * MIB as usize);
