@@ -21,7 +21,8 @@ pub fn printable(bytes: &[u8], max_chars: usize) -> String {
     out
 }
 
-/// Most characters of a name quoted by [`shown`].
+/// Most characters of a name quoted by [`shown`]: longer than any destination seen in practice,
+/// short enough that an ERROR quoting a hostile name stays one readable line.
 const SHOWN_CHARS: usize = 200;
 
 /// A name a client chose (a destination, a subscription id) as ERROR messages quote it: lossy

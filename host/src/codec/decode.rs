@@ -522,7 +522,8 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 }
 
 /// Most bytes searched for a `receipt` header when the frame failed before its header block
-/// was parsed.
+/// was parsed: four header lines of the default limit, enough for any real client's frame,
+/// and a bound on the work an error costs.
 const RECEIPT_SCAN: usize = 64 * 1024;
 
 /// Best effort for an error found before the header block was parsed (unknown command, bad

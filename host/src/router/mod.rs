@@ -225,6 +225,9 @@ impl Drop for Claim {
     }
 }
 
+/// Shards of the name table: enough that connections resolving different names rarely share
+/// a lock on a machine of a few cores (and they resolve a name once, then use their cache),
+/// few enough that a walk over all of them (status, the sweep) stays cheap.
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
@@ -262,7 +265,9 @@ pub struct RouterStats {
     pub durables_expired: AtomicU64,
 }
 
-/// How often the sweep looks for unused destinations and abandoned durable subscriptions.
+/// How often the sweep looks for unused destinations and abandoned durable subscriptions:
+/// often enough that a flood of names is gone within seconds, rarely enough that walking a
+/// table of 100,000 names costs nothing noticeable.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 impl Router {

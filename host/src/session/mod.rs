@@ -45,9 +45,10 @@ use receipts::Receipts;
 use transaction::Transaction;
 
 /// How long a closing connection keeps reading (and discarding) so that its last ERROR or
-/// RECEIPT is not destroyed by a TCP reset.
+/// RECEIPT is not destroyed by a TCP reset: a few round trips on any real network, short
+/// enough that a client that keeps sending cannot hold the connection.
 const LINGER: Duration = Duration::from_millis(500);
-/// At most this much is read and discarded while lingering.
+/// At most this much is read and discarded while lingering (a frame in flight, not a stream).
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves one client connection to the end.

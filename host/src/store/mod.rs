@@ -431,7 +431,8 @@ fn publish_gauges(stats: &StoreStats, journal: &Journal) {
         .store(journal.segment_count() as u64, Ordering::Relaxed);
 }
 
-/// How often a store that cannot write tries again.
+/// How often a store that cannot write tries again: a full disk is freed by a person or a
+/// cleanup job, so a second is prompt, and a failing attempt costs one write and one sync.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The writer thread: group commit until closed. When writing or syncing fails (a full disk,
