@@ -7,7 +7,7 @@
 //! `admin_token` set, every request must carry `Authorization: Bearer TOKEN` and gets the full
 //! document. A non-loopback `admin_listen` without a token is refused at start. At most
 //! [`MAX_CONNECTIONS`] requests are served at once (more are closed at once), each read within
-//! [`REQUEST_TIME`] and [`MAX_REQUEST`] bytes.
+//! 5 s and 8 KiB.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Caps on what one source of connections can take, in one place: connections per source
 //! address, and the back-off after failed logins from an address. (The broker-wide memory
-//! budget is [`crate::memory::Budget`]; per-connection caps are checked where the connection
+//! budget is [`crate::budget::MemoryBudget`]; per-connection caps are checked where the connection
 //! asks for the resource, against `[limits]`.)
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! (settle, check, decline, written), which act on its queue or topic without the caller having
 //! to know which it is.
 //!
-//! Made by [`Router::subscribe`](super::Router::subscribe); its fields are the router's.
+//! Made by [`Router::attach`](super::Router::attach); its fields are the router's.
 
 use std::sync::Arc;
 
