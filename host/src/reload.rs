@@ -94,6 +94,8 @@ pub async fn reload(
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
+            // Messages every consumer's filter declined are offered to the new filters.
+            broker.router.filters_changed();
             info!(
                 generation,
                 took_ms = took,

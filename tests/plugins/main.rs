@@ -14,6 +14,7 @@ mod auth;
 mod bad_config;
 mod cache;
 mod deadlines;
+mod declines;
 mod durable_owner;
 mod hostile;
 mod routing;
