@@ -121,9 +121,12 @@ done
 # Router: SENDs with bench-route:yes on the bench destinations move to DEST.routed (the bench's
 # consumers subscribe there with --consume-from). Filter: the selector plugin evaluates the
 # subscriber's `selector` header on every delivery.
-cp "$ROOT/examples/broker.toml" "$CONF/plain.toml"
+# The idle scenario opens 1000 connections from one address: above the default per-address cap.
+sed 's/^max_connections_per_address = .*/max_connections_per_address = 4096/' \
+  "$ROOT/examples/broker.toml" >"$CONF/broker.toml"
+cp "$CONF/broker.toml" "$CONF/plain.toml"
 {
-  cat "$ROOT/examples/broker.toml"
+  cat "$CONF/broker.toml"
   cat <<EOF
 
 [[plugins]]
@@ -144,7 +147,7 @@ EOF
   done
 } >"$CONF/router.toml"
 {
-  cat "$ROOT/examples/broker.toml"
+  cat "$CONF/broker.toml"
   cat <<EOF
 
 [[plugins]]
