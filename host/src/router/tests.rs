@@ -689,3 +689,47 @@ fn consumer_ids_never_collide_and_keys_skip_those_in_use() {
         assert_ne!(sub.key(), 0, "key 0 is still in use");
     }
 }
+
+#[tokio::test]
+async fn the_sweep_removes_only_destinations_nobody_uses() {
+    let router = Router::new(RouterSettings::default());
+    let outbox = Arc::new(Outbox::new(64));
+    let mut conn = Connection::new(Arc::from("sweep"));
+    let name = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    // Resolved (cached by the connection), one with a message in it, one with a consumer.
+    for q in ["/queue/empty", "/queue/full", "/queue/consumed"] {
+        router.resolve(&mut conn, &name(q)).unwrap();
+    }
+    let Some(Destination::Queue(full)) = router.resolve(&mut conn, &name("/queue/full")).unwrap()
+    else {
+        unreachable!()
+    };
+    full.publish(message(1)).await;
+    drop(full);
+    let prepared = router
+        .prepare_subscription(&mut conn, subscribe_request("/queue/consumed", &outbox))
+        .unwrap();
+    router.attach(&mut conn, prepared);
+    router.sweep();
+    assert_eq!(
+        router.counts().0,
+        3,
+        "the connection's cache still refers to them"
+    );
+    // The connection goes: its cache and subscription with it.
+    router.disconnect(&mut conn);
+    drop(conn);
+    router.sweep();
+    assert!(
+        router.existing_queue(b"/queue/empty").is_none(),
+        "empty and unused"
+    );
+    assert!(
+        router.existing_queue(b"/queue/consumed").is_none(),
+        "its consumer left"
+    );
+    assert!(
+        router.existing_queue(b"/queue/full").is_some(),
+        "it holds a message"
+    );
+}
