@@ -284,3 +284,123 @@ async fn instances_are_recycled_after_n_calls() {
     assert_eq!((s.calls, s.recycled), (6, 3), "{s:?}");
     assert!(s.instances_created >= 3, "{s:?}");
 }
+
+/// `hostile-puppet`'s send and message hooks (see plugins/hostile-puppet).
+fn puppet(extra: &str) -> String {
+    format!("[[plugins]]\nname = \"puppet\"\nfile = \"hostile-puppet.wasm\"\nhooks = [\"send\", \"message\"]\n{extra}\n")
+}
+
+/// The `log` import is rate limited per plugin: a flood is dropped and counted, the call still
+/// succeeds.
+#[tokio::test]
+async fn a_plugin_that_floods_the_log_is_rate_limited() {
+    let host = load(&puppet("deadline_ms = 5000")).await;
+    let m = msg("/queue/a", &[("log", "5000")], "x");
+    assert_eq!(
+        host.on_send(&alice(), m.clone()).await,
+        SendOutcome::Deliver(vec![m])
+    );
+    let s = stats(&host, "puppet");
+    // A burst of 200 lines, then 100 per second.
+    assert!(s.log_dropped >= 4000, "{s:?}");
+    assert_eq!(s.traps + s.timeouts, 0, "{s:?}");
+}
+
+/// After failures in a row, replacement instances are made at most one per back-off interval
+/// (doubling): callers wait their turn, or fail at once when it is too far away, rather than the
+/// broker instantiating in a loop. A successful call resets it.
+#[tokio::test]
+async fn re_instantiation_backs_off_after_failures_in_a_row() {
+    let host = load(&puppet("deadline_ms = 2000")).await;
+    let trap = || msg("/queue/a", &[("trap", "1")], "x");
+    let started = Instant::now();
+    for _ in 0..8 {
+        assert!(matches!(
+            host.on_send(&alice(), trap()).await,
+            SendOutcome::Reject(_)
+        ));
+    }
+    // The 3rd instance is made at once, the 4th to 8th 10, 20, 40, 80 and 160 ms after the one
+    // before.
+    let backed_off = started.elapsed();
+    assert!(backed_off >= Duration::from_millis(300), "{backed_off:?}");
+
+    // Many callers at once: a few wait their turn, the rest fail at once.
+    let before = stats(&host, "puppet");
+    let calls: Vec<_> = (0..30)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.on_send(&alice(), trap()).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(matches!(call.await.unwrap(), SendOutcome::Reject(_)));
+    }
+    let s = stats(&host, "puppet");
+    assert!(s.backoff > before.backoff, "{s:?}");
+    assert!(
+        s.instances_created - before.instances_created <= 10,
+        "30 failing calls must not make 30 instances: {s:?}"
+    );
+
+    // A success resets the back-off: the next failure and replacement cost no wait.
+    let ok = msg("/queue/a", &[], "x");
+    assert!(matches!(
+        host.on_send(&alice(), ok.clone()).await,
+        SendOutcome::Deliver(_)
+    ));
+    let started = Instant::now();
+    assert!(matches!(
+        host.on_send(&alice(), trap()).await,
+        SendOutcome::Reject(_)
+    ));
+    assert!(matches!(
+        host.on_send(&alice(), ok).await,
+        SendOutcome::Deliver(_)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// With every instance busy, a call waits for one (backpressure) even past its own deadline,
+/// instead of failing as `busy`.
+#[tokio::test]
+async fn a_busy_pool_is_backpressure_not_a_failure() {
+    let host = load(&puppet("max_instances = 1\ndeadline_ms = 500")).await;
+    // About 100 ms of guest work per call, whatever this machine's speed (the fastest of three
+    // calls: a call slowed down by the machine would make the others too short).
+    let spin = |millions: u64| msg("/queue/a", &[("spin", &millions.to_string())], "x");
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert!(matches!(
+            host.on_send(&alice(), spin(10)).await,
+            SendOutcome::Deliver(_)
+        ));
+        fastest = fastest.min(started.elapsed());
+    }
+    let millions = ((0.1 / (fastest.as_secs_f64() / 10.0)) as u64).clamp(1, 5000);
+
+    let started = Instant::now();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.on_send(&alice(), spin(millions)).await })
+        })
+        .collect();
+    for call in calls {
+        let out = call.await.unwrap();
+        assert!(matches!(out, SendOutcome::Deliver(_)), "{out:?}");
+    }
+    let took = started.elapsed();
+    let s = stats(&host, "puppet");
+    assert_eq!((s.busy, s.timeouts), (0, 0), "{s:?}");
+    assert!(s.busy_waits >= 9, "{s:?}");
+    assert!(
+        took > Duration::from_millis(500),
+        "the last call waited longer than its deadline ({took:?} for all)"
+    );
+}

@@ -375,3 +375,49 @@ async fn a_looping_authenticator_denies_connect_in_bounded_time() {
     assert!(broker.is_running(), "the broker must stay up");
     assert_logged(&broker, "loop-auth", "authenticate");
 }
+
+/// A plugin that logs in a loop is rate limited: the broker's log gets a burst of its lines and
+/// one summary of the lines dropped, not thousands of lines.
+#[tokio::test]
+async fn a_plugin_that_logs_in_a_loop_is_rate_limited() {
+    let config = temp_config(&format!(
+        r#"
+admin_listen = "127.0.0.1:0"
+
+[[plugins]]
+name = "chatty"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/chatty"]
+deadline_ms = 5000
+"#,
+        plugin("hostile-puppet")
+    ));
+    let broker = start_with_status(&config.path);
+    let mut c = anonymous(broker.addr).await;
+    c.roundtrip(send_frame("/queue/chatty", &[("log", "5000")], "x"))
+        .await;
+    // Once the bucket has refilled a little, the next line is written after the summary.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.roundtrip(send_frame("/queue/chatty", &[("log", "1")], "x"))
+        .await;
+    let summary = broker.wait_log_line(
+        &["plugin=\"chatty\"", "lines dropped"],
+        Duration::from_secs(5),
+    );
+    assert!(summary.contains("WARN"), "{summary}");
+    let written = broker
+        .log_records()
+        .iter()
+        .filter(|r| r.contains("hostile-puppet: line"))
+        .count();
+    assert!(
+        (200..=220).contains(&written),
+        "a burst of 200 lines, then about 100 per second: {written} written"
+    );
+    let status = crate::common::broker::fetch_status(broker.admin()).await;
+    let dropped = status["plugins"]["loaded"][0]["log_dropped"]
+        .as_u64()
+        .expect("log_dropped");
+    assert!(dropped >= 4700, "{status}");
+}

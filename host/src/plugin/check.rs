@@ -592,11 +592,12 @@ async fn run_check(
         + stats.memory_limit
         + stats.invalid_output
         + stats.oversize
-        + stats.busy;
+        + stats.busy
+        + stats.backoff;
     let _ = writeln!(
         out,
-        "calls: {} (traps {}, timeouts {}, memory cap {}, invalid output {}, oversize {}, busy {}); \
-         instances created {}, replaced {}",
+        "calls: {} (traps {}, timeouts {}, memory cap {}, invalid output {}, oversize {}, busy {}, \
+         back-off {}); instances created {}, replaced {}",
         stats.calls,
         stats.traps,
         stats.timeouts,
@@ -604,6 +605,7 @@ async fn run_check(
         stats.invalid_output,
         stats.oversize,
         stats.busy,
+        stats.backoff,
         stats.instances_created,
         stats.recycled
     );

@@ -40,15 +40,15 @@ const PACK_OVERHEAD: usize = 64;
 macro_rules! call {
     ($plugin:expr, $hook:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
         let plugin: &Plugin = $plugin;
-        let budget = plugin.deadline($hook);
-        match plugin.pool.checkout($hook, budget).await {
+        match plugin.pool.checkout($hook).await {
             Err(failure) => Err(failure),
             Ok(mut lease) => {
-                // The call gets its whole budget: instantiating a replacement instance during
-                // checkout (bounded by its own init deadline) is not charged to it; for a
-                // Python guest that alone takes more than a 5 ms filter deadline.
-                lease.warm.arm(budget);
-                let warm = &mut lease.warm;
+                // The call gets its whole budget: waiting for a busy pool and instantiating a
+                // replacement instance during checkout (bounded by their own limits) are not
+                // charged to it; for a Python guest instantiating alone takes more than a 5 ms
+                // filter deadline.
+                let warm = lease.warm();
+                warm.arm(plugin.deadline($hook));
                 let $g = warm
                     .guest
                     .$export

@@ -267,8 +267,15 @@ pub struct PluginStats {
     pub invalid_output: u64,
     /// Inputs refused before the call for being too large.
     pub oversize: u64,
-    /// Calls that found no free instance before their deadline.
+    /// Calls that waited for an instance of a busy pool (backpressure, not a failure).
+    pub busy_waits: u64,
+    /// Calls that found no free instance within the busy-pool wait limit (failures).
     pub busy: u64,
+    /// Calls that failed because, after failures in a row, no new instance could be made within
+    /// the back-off limit.
+    pub backoff: u64,
+    /// Lines of the `log` import dropped by the rate limit.
+    pub log_dropped: u64,
     pub instances_created: u64,
     /// Instances discarded (after a failure or `recycle_after_calls`).
     pub recycled: u64,
@@ -359,7 +366,10 @@ impl PluginHost {
                     memory_limit: c.memory.load(Relaxed),
                     invalid_output: c.invalid.load(Relaxed),
                     oversize: c.oversize.load(Relaxed),
+                    busy_waits: c.busy_waits.load(Relaxed),
                     busy: c.busy.load(Relaxed),
+                    backoff: c.backoff.load(Relaxed),
+                    log_dropped: p.pool.log.dropped.load(Relaxed),
                     instances_created: c.instances_created.load(Relaxed),
                     recycled: c.recycled.load(Relaxed),
                 }
