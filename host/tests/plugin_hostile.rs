@@ -87,9 +87,89 @@ async fn failure_open_lets_traffic_through() {
         .await
         .unwrap()
         .is_none());
-    assert!(
-        matches!(host.authenticate(auth_request()).await, AuthOutcome::Allow(p) if p.name == "mallory")
+    // Failing open admits the fixed fail-open principal, never the login the client claimed.
+    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+        panic!("fails open");
+    };
+    assert_eq!(p.name, "anonymous");
+    assert!(p.may_send.is_empty() && p.may_subscribe.is_empty(), "{p:?}");
+    assert!(!p.may_send(b"/queue/a") && !p.may_subscribe(b"/topic/t"));
+}
+
+#[tokio::test]
+async fn a_failing_open_authenticator_admits_its_configured_principal() {
+    let host = load(&spec(
+        "trap-open",
+        "hostile-trap.wasm",
+        "failure = \"open\"\nfail_open_principal = { name = \"guest\", may_subscribe = [\"/topic/public.*\"] }",
+    ))
+    .await;
+    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+        panic!("fails open");
+    };
+    assert_eq!(p.name, "guest");
+    assert!(p.may_send.is_empty(), "{p:?}");
+    assert_eq!(p.may_subscribe, ["/topic/public.*"]);
+}
+
+/// A client can make the authenticator fail on purpose: CONNECT headers larger than a small
+/// memory cap allows are refused before the call. Failing open must not then admit the login
+/// the client claimed (probe admits every login with every permission when it runs).
+#[tokio::test]
+async fn forcing_an_open_authenticator_to_fail_never_yields_the_claimed_login() {
+    let host = load("[[plugins]]\nname = \"probe\"\nfile = \"probe.wasm\"\nhooks = [\"authenticate\"]\nfailure = \"open\"\nmemory_mb = 2\n").await;
+    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+        panic!("probe admits everyone");
+    };
+    assert_eq!(
+        (p.name.as_str(), p.may_send(b"/queue/a")),
+        ("mallory", true)
     );
+    let mut oversize = auth_request();
+    let big = Bytes::from(vec![b'x'; 16 * 1024]);
+    for i in 0..40 {
+        oversize
+            .headers
+            .push((Bytes::from(format!("x-pad-{i}")), big.clone()));
+    }
+    let AuthOutcome::Allow(p) = host.authenticate(oversize).await else {
+        panic!("fails open");
+    };
+    assert_eq!(p.name, "anonymous", "{p:?}");
+    assert!(
+        !p.may_send(b"/queue/a") && !p.may_subscribe(b"/queue/a"),
+        "{p:?}"
+    );
+    assert_eq!(stats(&host, "probe").oversize, 1);
+}
+
+#[tokio::test]
+async fn fail_open_principal_is_checked_at_load() {
+    let one = |extra: &str| format!("[[plugins]]\nname = \"p\"\nfile = \"probe.wasm\"\n{extra}\n");
+    for (extra, expected) in [
+        (
+            "hooks = [\"send\"]\nfailure = \"open\"\nfail_open_principal = {}",
+            "only to an `authenticate` plugin",
+        ),
+        (
+            "hooks = [\"authenticate\"]\nfail_open_principal = {}",
+            "only with `failure = \"open\"`",
+        ),
+        (
+            "hooks = [\"authenticate\"]\nfailure = \"open\"\nfail_open_principal = { name = \"\" }",
+            "fail_open_principal: principal name",
+        ),
+    ] {
+        let err = try_load(&one(extra))
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains("`p`"),
+            "{extra}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

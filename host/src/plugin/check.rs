@@ -51,8 +51,8 @@ use wasmtime::component::Component;
 use super::bindings::types::{HeaderNeed, Needs};
 use super::bindings::{authenticate, deliver, lifecycle, send};
 use super::{
-    engine, AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, PluginHost,
-    PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
+    engine, AuthOutcome, AuthRequest, FailOpenPrincipal, FailurePolicy, FilterOutcome, Hook,
+    PluginHost, PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
@@ -204,6 +204,7 @@ struct SampleSpec {
     memory_mb: Option<u64>,
     max_instances: Option<usize>,
     recycle_after_calls: Option<u64>,
+    fail_open_principal: Option<FailOpenPrincipal>,
     #[serde(default)]
     config: toml::Table,
 }
@@ -412,6 +413,7 @@ async fn run_check(
         memory_mb: spec_in.memory_mb,
         max_instances: spec_in.max_instances,
         recycle_after_calls: spec_in.recycle_after_calls,
+        fail_open_principal: spec_in.fail_open_principal,
         config: spec_in.config,
     };
     let base = wasm.parent().unwrap_or(Path::new("."));

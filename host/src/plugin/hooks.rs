@@ -153,16 +153,11 @@ impl PluginHost {
                 )
             }
         };
+        // Failing open never admits the login the client claimed: a client can make the call
+        // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
         result.unwrap_or_else(|_| match plugin.failure {
             FailurePolicy::Closed => AuthOutcome::Deny("authentication is unavailable".into()),
-            FailurePolicy::Open => {
-                let name = req
-                    .login
-                    .as_deref()
-                    .map(convert::text)
-                    .unwrap_or_else(|| "anonymous".into());
-                AuthOutcome::Allow(Principal::named(name))
-            }
+            FailurePolicy::Open => AuthOutcome::Allow(plugin.fail_open.clone()),
         })
     }
 

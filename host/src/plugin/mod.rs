@@ -76,6 +76,9 @@ pub struct PluginSpec {
     pub max_instances: Option<usize>,
     /// Replace an instance after this many calls (default: never, only after a failure).
     pub recycle_after_calls: Option<u64>,
+    /// Who a client is when an authenticator with `failure = "open"` fails: by default
+    /// `anonymous`, who may send and subscribe nowhere (never the login the client claimed).
+    pub fail_open_principal: Option<FailOpenPrincipal>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -83,6 +86,35 @@ pub struct PluginSpec {
 
 fn all_destinations() -> Vec<String> {
     vec!["*".to_string()]
+}
+
+/// The principal an authenticator that fails open admits clients as (`fail_open_principal`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailOpenPrincipal {
+    /// Its name (default `anonymous`).
+    #[serde(default = "anonymous_name")]
+    pub name: String,
+    /// Destination patterns it may SEND to (default none).
+    #[serde(default)]
+    pub may_send: Vec<String>,
+    /// Destination patterns it may SUBSCRIBE to (default none).
+    #[serde(default)]
+    pub may_subscribe: Vec<String>,
+}
+
+impl Default for FailOpenPrincipal {
+    fn default() -> Self {
+        FailOpenPrincipal {
+            name: anonymous_name(),
+            may_send: Vec::new(),
+            may_subscribe: Vec::new(),
+        }
+    }
+}
+
+fn anonymous_name() -> String {
+    "anonymous".to_string()
 }
 
 /// A hook a plugin serves.
@@ -115,7 +147,8 @@ pub enum FailurePolicy {
     /// CONNECT denied, SEND rejected, MESSAGE skipped, SUBSCRIBE refused.
     #[default]
     Closed,
-    /// The plugin is ignored for that call (an authenticator admits the client as anonymous).
+    /// The plugin is ignored for that call (an authenticator admits the client as its
+    /// `fail_open_principal`: by default `anonymous`, with no rights).
     Open,
 }
 
@@ -287,6 +320,8 @@ struct Plugin {
     hooks: Vec<Hook>,
     destinations: Vec<String>,
     failure: FailurePolicy,
+    /// Who a client is when this authenticator fails open.
+    fail_open: Principal,
     deadline_override: Option<Duration>,
     manifest: Manifest,
     /// Largest input (bytes copied into the guest) a call may carry.
@@ -346,6 +381,18 @@ impl PluginHost {
                 .any(|s| s.hooks.contains(&Hook::Authenticate));
             if spec.hooks.contains(&Hook::Authenticate) && auth_before {
                 return Err(invalid("only one plugin may serve the `authenticate` hook"));
+            }
+            if spec.fail_open_principal.is_some() {
+                if !spec.hooks.contains(&Hook::Authenticate) {
+                    return Err(invalid(
+                        "`fail_open_principal` applies only to an `authenticate` plugin",
+                    ));
+                }
+                if spec.failure != FailurePolicy::Open {
+                    return Err(invalid(
+                        "`fail_open_principal` applies only with `failure = \"open\"`",
+                    ));
+                }
             }
             plugins.push(Arc::new(load_one(spec, base_dir, cache_dir).await?));
         }
@@ -469,10 +516,22 @@ async fn load_one(
             reason,
         })?;
     pool.put_back(warm);
+    let fail_open = spec.fail_open_principal.clone().unwrap_or_default();
+    let fail_open = convert::principal(bindings::types::Principal {
+        name: fail_open.name,
+        groups: Vec::new(),
+        may_send: fail_open.may_send,
+        may_subscribe: fail_open.may_subscribe,
+    })
+    .map_err(|reason| PluginError::Spec {
+        plugin: plugin.clone(),
+        reason: format!("fail_open_principal: {reason}"),
+    })?;
     if spec.failure == FailurePolicy::Open && spec.hooks.contains(&Hook::Authenticate) {
         tracing::warn!(
             plugin,
-            "failure = \"open\" on an authenticator admits clients as anonymous when it fails"
+            principal = fail_open.name,
+            "failure = \"open\" on an authenticator admits clients as this principal when it fails"
         );
     }
     Ok(Plugin {
@@ -480,6 +539,7 @@ async fn load_one(
         hooks: spec.hooks.clone(),
         destinations: spec.destinations.clone(),
         failure: spec.failure,
+        fail_open,
         deadline_override: spec.deadline_ms.map(Duration::from_millis),
         manifest,
         max_input,
