@@ -49,6 +49,7 @@ pub fn status(broker: &Broker) -> Value {
                 "busy_waits": counters.map(|c| c.busy_waits),
                 "busy": counters.map(|c| c.busy),
                 "backoff": counters.map(|c| c.backoff),
+                "routes_refused": counters.map(|c| c.routes_refused),
                 "log_dropped": counters.map(|c| c.log_dropped),
                 "instances_created": counters.map(|c| c.instances_created),
                 "recycled": counters.map(|c| c.recycled),

@@ -144,7 +144,7 @@ async fn forcing_an_open_authenticator_to_fail_never_yields_the_claimed_login() 
 }
 
 #[tokio::test]
-async fn fail_open_principal_is_checked_at_load() {
+async fn fail_open_principal_and_route_settings_are_checked_at_load() {
     let one = |extra: &str| format!("[[plugins]]\nname = \"p\"\nfile = \"probe.wasm\"\n{extra}\n");
     for (extra, expected) in [
         (
@@ -158,6 +158,10 @@ async fn fail_open_principal_is_checked_at_load() {
         (
             "hooks = [\"authenticate\"]\nfailure = \"open\"\nfail_open_principal = { name = \"\" }",
             "fail_open_principal: principal name",
+        ),
+        (
+            "hooks = [\"message\"]\nroutes_bypass_sender_rights = true",
+            "only to a `send` plugin",
         ),
     ] {
         let err = try_load(&one(extra))
@@ -368,6 +372,118 @@ async fn instances_are_recycled_after_n_calls() {
 /// `hostile-puppet`'s send and message hooks (see plugins/hostile-puppet).
 fn puppet(extra: &str) -> String {
     format!("[[plugins]]\nname = \"puppet\"\nfile = \"hostile-puppet.wasm\"\nhooks = [\"send\", \"message\"]\n{extra}\n")
+}
+
+fn principal(name: &str, may_send: &[&str]) -> plugboard::plugin::Principal {
+    plugboard::plugin::Principal {
+        name: name.into(),
+        groups: vec![],
+        may_send: may_send.iter().map(|s| s.to_string()).collect(),
+        may_subscribe: vec!["*".into()],
+    }
+}
+
+/// A templated route lets the client choose the final destination: it must be one the sender
+/// may send to, unless the plugin is configured as a trusted router.
+#[tokio::test]
+async fn routed_destinations_are_checked_against_the_senders_rights() {
+    let host = load(&puppet("")).await;
+    let carol = principal("carol", &["/queue/in", "/queue/out.*"]);
+    let routed = |to: &str| msg("/queue/in", &[("route-to", to)], "x");
+    let out = host.on_send(&carol, routed("/queue/secret")).await;
+    let SendOutcome::Reject(reason) = out else {
+        panic!("routed outside carol's rights: {out:?}");
+    };
+    assert!(
+        reason.contains("'/queue/secret'")
+            && reason.contains("'carol'")
+            && reason.contains("`puppet`"),
+        "the reason names the destination, the sender and the plugin: {reason}"
+    );
+    for to in ["/queue/out.eu", "/queue/in"] {
+        let SendOutcome::Deliver(out) = host.on_send(&carol, routed(to)).await else {
+            panic!("{to} is within carol's rights");
+        };
+        assert_eq!(&out[0].destination[..], to.as_bytes());
+    }
+    assert_eq!(stats(&host, "puppet").routes_refused, 1);
+
+    let trusted = load(&puppet("routes_bypass_sender_rights = true")).await;
+    let SendOutcome::Deliver(out) = trusted.on_send(&carol, routed("/queue/secret")).await else {
+        panic!("a trusted router may route anywhere");
+    };
+    assert_eq!(&out[0].destination[..], b"/queue/secret");
+}
+
+/// Every copy of a fan-out is checked; one outside the rights refuses the whole SEND.
+#[tokio::test]
+async fn every_fanned_out_destination_is_checked() {
+    let host = load("[[plugins]]\nname = \"router\"\nfile = \"header-router.wasm\"\nhooks = [\"send\"]\nconfig = { default = [\"/queue/out.a\", \"/queue/private\"] }\n").await;
+    let carol = principal("carol", &["/queue/in", "/queue/out.*"]);
+    let out = host.on_send(&carol, msg("/queue/in", &[], "x")).await;
+    assert!(
+        matches!(&out, SendOutcome::Reject(r) if r.contains("'/queue/private'")),
+        "{out:?}"
+    );
+    let dave = principal("dave", &["/queue/*"]);
+    let SendOutcome::Deliver(out) = host.on_send(&dave, msg("/queue/in", &[], "x")).await else {
+        panic!("within dave's rights");
+    };
+    assert_eq!(out.len(), 2);
+}
+
+/// A plugin cannot set the headers the broker owns (content-length would break the framing,
+/// message-id or subscription would impersonate the broker's); they are dropped, in any case.
+#[tokio::test]
+async fn plugin_edits_cannot_set_server_owned_headers() {
+    let host = load(&puppet("")).await;
+    let sets = [
+        ("set", "content-length=1"),
+        ("set", "Message-Id=forged"),
+        ("set", "subscription=0"),
+        ("set", "ack=1.1"),
+        ("set", "redelivered=true"),
+        ("set", "redelivery-count=9"),
+        ("set", "receipt-id=r"),
+        ("set", "destination=/queue/x"),
+        ("set", "content-type=text/x"),
+        ("set", "x-kept=1"),
+    ];
+    let SendOutcome::Deliver(out) = host.on_send(&alice(), msg("/queue/a", &sets, "body")).await
+    else {
+        panic!("a rewrite");
+    };
+    let set: Vec<(&[u8], &[u8])> = out[0]
+        .headers
+        .iter()
+        .filter(|(n, _)| &n[..] != b"set")
+        .map(|(n, v)| (&n[..], &v[..]))
+        .collect();
+    assert_eq!(
+        set,
+        [(&b"content-type"[..], &b"text/x"[..]), (b"x-kept", b"1")]
+    );
+    assert_eq!(
+        (&out[0].destination[..], &out[0].body[..]),
+        (&b"/queue/a"[..], &b"body"[..])
+    );
+
+    let mut sub = sub();
+    sub.headers = sets
+        .iter()
+        .map(|(n, v)| (Bytes::from(*n), Bytes::from(*v)))
+        .collect();
+    let filter = host
+        .prepare_subscription(&alice(), sub)
+        .await
+        .unwrap()
+        .expect("a plan");
+    let FilterOutcome::Rewrite(m) = filter.filter(&msg("/topic/t", &[("a", "1")], "body")).await
+    else {
+        panic!("a rewrite");
+    };
+    let names: Vec<&[u8]> = m.headers.iter().map(|(n, _)| &n[..]).collect();
+    assert_eq!(names, [&b"a"[..], b"content-type", b"x-kept"]);
 }
 
 /// The `log` import is rate limited per plugin: a flood is dropped and counted, the call still

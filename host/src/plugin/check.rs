@@ -206,6 +206,8 @@ struct SampleSpec {
     recycle_after_calls: Option<u64>,
     fail_open_principal: Option<FailOpenPrincipal>,
     #[serde(default)]
+    routes_bypass_sender_rights: bool,
+    #[serde(default)]
     config: toml::Table,
 }
 
@@ -414,6 +416,7 @@ async fn run_check(
         max_instances: spec_in.max_instances,
         recycle_after_calls: spec_in.recycle_after_calls,
         fail_open_principal: spec_in.fail_open_principal,
+        routes_bypass_sender_rights: spec_in.routes_bypass_sender_rights,
         config: spec_in.config,
     };
     let base = wasm.parent().unwrap_or(Path::new("."));

@@ -14,12 +14,13 @@
 //! message of the call.
 
 use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::bindings::authenticate::{AuthRequest as WitAuthRequest, AuthResult};
 use super::bindings::deliver::{FilterVerdict, Subscription};
 use super::bindings::send::SendVerdict;
-use super::bindings::types::{Needs, Principal as WitPrincipal};
+use super::bindings::types::{Edit, Needs, Principal as WitPrincipal};
 use super::convert::{self, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
 use super::{
@@ -83,18 +84,33 @@ fn failed(plugin: &Plugin) -> String {
     format!("plugin `{}` failed", plugin.name)
 }
 
-/// Applies a checked send verdict (see [`check_verdict`]) to the message it was given for,
-/// which the caller owns: the messages it becomes go to `push` (a single rewrite edits the
-/// message in place; a fan-out copies it per edit). `Some(reason)` when it was rejected.
+/// Applies a checked send verdict (see [`check_verdict`]) of `plugin` to the message it was
+/// given for, which the caller owns: the messages it becomes go to `push` (a single rewrite
+/// edits the message in place; a fan-out copies it per edit). `Some(reason)` when it was
+/// rejected: by the plugin, or because it routed the message to a destination the sender may
+/// not send to (see [`check_route`]; then nothing of it goes to `push`).
 fn apply_verdict(
+    plugin: &Plugin,
+    sender: &Principal,
     msg: PluginMessage,
     verdict: SendVerdict,
     mut push: impl FnMut(PluginMessage),
 ) -> Option<String> {
     match verdict {
         SendVerdict::Keep => push(msg),
-        SendVerdict::Rewrite(edit) => push(convert::apply_checked(msg, edit, true)),
+        SendVerdict::Rewrite(edit) => {
+            if let Err(reason) = check_route(plugin, sender, &msg, &edit) {
+                return Some(reason);
+            }
+            push(convert::apply_checked(msg, edit, true))
+        }
         SendVerdict::FanOut(mut edits) => {
+            if let Some(reason) = edits
+                .iter()
+                .find_map(|edit| check_route(plugin, sender, &msg, edit).err())
+            {
+                return Some(reason);
+            }
             let last = edits.pop();
             for edit in edits {
                 push(convert::apply_checked(msg.clone(), edit, true));
@@ -106,6 +122,31 @@ fn apply_verdict(
         SendVerdict::Reject(reason) => return Some(convert::reason(reason)),
     }
     None
+}
+
+/// Refuses an edit of send plugin `plugin` that routes `msg` to a destination its sender may not
+/// send to, unless the plugin is configured with `routes_bypass_sender_rights` (a templated route
+/// lets the client choose the destination; the SEND's own was checked before the plugins ran).
+fn check_route(
+    plugin: &Plugin,
+    sender: &Principal,
+    msg: &PluginMessage,
+    edit: &Edit,
+) -> Result<(), String> {
+    let Some(to) = edit.destination.as_deref() else {
+        return Ok(());
+    };
+    if plugin.routes_bypass_sender_rights
+        || to.as_bytes() == &msg.destination[..]
+        || sender.may_send(to.as_bytes())
+    {
+        return Ok(());
+    }
+    plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
+    Err(format!(
+        "plugin `{}` routed the message to '{to}', where '{}' may not send",
+        plugin.name, sender.name
+    ))
 }
 
 impl PluginHost {
@@ -241,7 +282,9 @@ impl PluginHost {
                     continue;
                 }
                 let mut reject = match results.next().expect("one result per applicable message") {
-                    Ok(verdict) => apply_verdict(msg, verdict, |m| next.push((i, m))),
+                    Ok(verdict) => {
+                        apply_verdict(plugin, principal, msg, verdict, |m| next.push((i, m)))
+                    }
                     Err(()) if plugin.failure == FailurePolicy::Open => {
                         next.push((i, msg));
                         None

@@ -79,6 +79,11 @@ pub struct PluginSpec {
     /// Who a client is when an authenticator with `failure = "open"` fails: by default
     /// `anonymous`, who may send and subscribe nowhere (never the login the client claimed).
     pub fail_open_principal: Option<FailOpenPrincipal>,
+    /// Whether destinations this send plugin routes messages to are exempt from the sender's
+    /// `may_send` patterns (default: every routed destination is checked, since a templated
+    /// route may let the client choose it). For routers whose targets the operator chose.
+    #[serde(default)]
+    pub routes_bypass_sender_rights: bool,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -307,6 +312,8 @@ pub struct PluginStats {
     /// Calls that failed because, after failures in a row, no new instance could be made within
     /// the back-off limit.
     pub backoff: u64,
+    /// Routes to a destination the sender may not send to, refused (send hook).
+    pub routes_refused: u64,
     /// Lines of the `log` import dropped by the rate limit.
     pub log_dropped: u64,
     pub instances_created: u64,
@@ -322,6 +329,8 @@ struct Plugin {
     failure: FailurePolicy,
     /// Who a client is when this authenticator fails open.
     fail_open: Principal,
+    /// Destinations this send plugin routes to are not checked against the sender's rights.
+    routes_bypass_sender_rights: bool,
     deadline_override: Option<Duration>,
     manifest: Manifest,
     /// Largest input (bytes copied into the guest) a call may carry.
@@ -394,6 +403,11 @@ impl PluginHost {
                     ));
                 }
             }
+            if spec.routes_bypass_sender_rights && !spec.hooks.contains(&Hook::Send) {
+                return Err(invalid(
+                    "`routes_bypass_sender_rights` applies only to a `send` plugin",
+                ));
+            }
             plugins.push(Arc::new(load_one(spec, base_dir, cache_dir).await?));
         }
         Ok(Arc::new(PluginHost { plugins }))
@@ -416,6 +430,7 @@ impl PluginHost {
                     busy_waits: c.busy_waits.load(Relaxed),
                     busy: c.busy.load(Relaxed),
                     backoff: c.backoff.load(Relaxed),
+                    routes_refused: c.routes_refused.load(Relaxed),
                     log_dropped: p.pool.log.dropped.load(Relaxed),
                     instances_created: c.instances_created.load(Relaxed),
                     recycled: c.recycled.load(Relaxed),
@@ -540,6 +555,7 @@ async fn load_one(
         destinations: spec.destinations.clone(),
         failure: spec.failure,
         fail_open,
+        routes_bypass_sender_rights: spec.routes_bypass_sender_rights,
         deadline_override: spec.deadline_ms.map(Duration::from_millis),
         manifest,
         max_input,

@@ -409,6 +409,8 @@ pub struct Counters {
     pub backoff: AtomicU64,
     /// Calls that waited for a busy pool (and then got an instance or failed as `busy`).
     pub busy_waits: AtomicU64,
+    /// Routes to destinations the sender may not send to, refused (send hook).
+    pub routes_refused: AtomicU64,
     pub instances_created: AtomicU64,
     pub recycled: AtomicU64,
 }
