@@ -16,9 +16,6 @@ mod glob;
 mod hooks;
 mod pool;
 
-#[doc(hidden)]
-pub mod bench;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

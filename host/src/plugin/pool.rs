@@ -127,11 +127,12 @@ fn ticks_for(budget: Duration) -> u64 {
     u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+#[cfg(test)]
 impl State {
-    /// A state without limits or deadline, for the raw-call benchmark.
-    pub(super) fn for_bench() -> State {
+    /// A state without limits or deadline, for unit tests.
+    fn for_test() -> State {
         State {
-            plugin: "bench".into(),
+            plugin: "test".into(),
             log: Arc::new(LogLimit::new()),
             max_memory: usize::MAX,
             memory_used: 0,
@@ -868,7 +869,7 @@ mod tests {
     #[test]
     fn the_memory_cap_applies_to_the_sum_of_a_stores_memories() {
         const MIB: usize = 1 << 20;
-        let mut state = State::for_bench();
+        let mut state = State::for_test();
         state.max_memory = 4 * MIB;
         // Two memories created at 2 MiB each: together at the cap.
         assert!(state.memory_growing(0, 2 * MIB, None).unwrap());
