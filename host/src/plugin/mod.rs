@@ -15,6 +15,7 @@ mod engine;
 mod glob;
 mod hooks;
 mod pool;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
