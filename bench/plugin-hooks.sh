@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Plugin hook cost through the real broker (docs/benchmarks.md, "Plugin hook cost").
 #
-# Starts a release `plugboard` once per case and round with a temporary config, runs
+# Starts a release `plugboard` once per case, broker build and round with a temporary config, runs
 #   plugboard-bench queue --producers 4 --consumers 4 --messages 200000 --size 128 --broker-pid PID
 # against it, and prints msg/s and broker CPU µs per message per run, then a table of medians
-# over the rounds with the ratio to the no-plugin case. Rounds are interleaved (every case once
-# per round) so that background load spreads over all cases.
+# over the rounds with the ratio to the no-plugin case of the same build. Rounds are interleaved
+# (every case with every build once per round) so that background load spreads over all of them.
+#
+# Before/after in one run: BROKERS="before=PATH after=PATH" runs every case with each of these
+# plugboard binaries, alternating (e.g. a release build of the base commit next to the current
+# one; the plugins in target/plugins serve both, the WIT being the same).
 #
 # Cases:
 #   none      no plugin
@@ -20,6 +24,7 @@
 # Usage: bench/plugin-hooks.sh            (builds first)
 # Environment: ROUNDS (3), MESSAGES (200000), SIZE (128), PRODUCERS (4), CONSUMERS (4),
 #   CASES ("none router selector redact"), SKIP_BUILD=1 (use the existing binaries),
+#   BROKERS ("label=PATH ...", default "current=$PLUGBOARD"),
 #   DEADLINE_MS (per-call plugin deadline, 1000; empty for the broker's defaults),
 #   PLUGBOARD / PLUGBOARD_BENCH (binary paths), OUT (raw JSON lines; default
 #   target/plugin-hooks.jsonl). Needs jq.
@@ -52,7 +57,13 @@ cleanup() {
 trap cleanup EXIT
 
 # Private copies: a concurrent `cargo build` must not swap the binaries between runs.
-cp "$PLUGBOARD" "$WORK/plugboard"
+BROKERS=${BROKERS:-"current=$PLUGBOARD"}
+LABELS=()
+for entry in $BROKERS; do
+    label=${entry%%=*}
+    cp "${entry#*=}" "$WORK/plugboard-$label"
+    LABELS+=("$label")
+done
 cp "$PLUGBOARD_BENCH" "$WORK/plugboard-bench"
 PLUGINS="$ROOT/target/plugins"
 CACHE="$WORK/plugin-cache"
@@ -129,12 +140,12 @@ case_args() {
     esac
 }
 
-# Starts the broker on config $1; sets BROKER_PID and BROKER_ADDR.
+# Starts the broker build $2 on config $1; sets BROKER_PID and BROKER_ADDR.
 start_broker() {
     local fifo="$WORK/stdout.fifo"
     rm -f "$fifo"
     mkfifo "$fifo"
-    RUST_LOG=warn NO_COLOR=1 "$WORK/plugboard" --listen 127.0.0.1:0 --config "$1" \
+    RUST_LOG=warn NO_COLOR=1 "$WORK/plugboard-$2" --listen 127.0.0.1:0 --config "$1" \
         > "$fifo" 2> "$WORK/broker.log" &
     BROKER_PID=$!
     local line=""
@@ -156,54 +167,55 @@ stop_broker() {
     BROKER_PID=""
 }
 
-echo "plugin-hooks: $ROUNDS round(s) of [$CASES], $MESSAGES messages of $SIZE B," \
+echo "plugin-hooks: $ROUNDS round(s) of [$CASES] x [${LABELS[*]}], $MESSAGES messages of $SIZE B," \
     "$PRODUCERS producers, $CONSUMERS consumers, plugin deadline_ms=${DEADLINE_MS:-default};" \
     "$(nproc) CPUs; raw results in $OUT" >&2
 : > "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
     for name in $CASES; do
-        start_broker "$WORK/$name.toml"
-        case_args "$name"
-        status=0
-        json=$("$WORK/plugboard-bench" queue --addr "$BROKER_ADDR" \
-            --producers "$PRODUCERS" --consumers "$CONSUMERS" \
-            --messages "$MESSAGES" --size "$SIZE" --broker-pid "$BROKER_PID" \
-            --rss-settle 0 ${ARGS[@]+"${ARGS[@]}"} | tail -n 1) || status=$?
-        stop_broker
-        failures=$(grep -c "plugin call failed" "$WORK/broker.log" || true)
-        if [ "$status" -ne 0 ]; then
-            echo "round $round, $name: plugboard-bench failed (exit $status): $json" >&2
-            cp "$WORK/broker.log" "$ROOT/target/plugin-hooks-broker.log"
-            echo "broker log (warnings and errors): target/plugin-hooks-broker.log; its tail:" >&2
-            tail -n 20 "$WORK/broker.log" >&2
-            exit 1
-        fi
-        echo "$json" | jq -c --arg case "$name" --argjson round "$round" \
-            --argjson failures "$failures" \
-            '{case: $case, round: $round, plugin_failures: $failures} + .' >> "$OUT"
-        echo "$json" | jq -r --arg case "$name" --argjson round "$round" \
-            --argjson failures "$failures" \
-            '"round \($round) \($case): \(.msgs_per_s) msg/s, \(.cpu_us_per_msg) CPU µs/msg, \($failures) failed plugin call(s)"'
+        for label in "${LABELS[@]}"; do
+            start_broker "$WORK/$name.toml" "$label"
+            case_args "$name"
+            status=0
+            json=$("$WORK/plugboard-bench" queue --addr "$BROKER_ADDR" \
+                --producers "$PRODUCERS" --consumers "$CONSUMERS" \
+                --messages "$MESSAGES" --size "$SIZE" --broker-pid "$BROKER_PID" \
+                --rss-settle 0 ${ARGS[@]+"${ARGS[@]}"} | tail -n 1) || status=$?
+            stop_broker
+            failures=$(grep -c "plugin call failed" "$WORK/broker.log" || true)
+            if [ "$status" -ne 0 ]; then
+                echo "round $round, $name ($label): plugboard-bench failed (exit $status): $json" >&2
+                cp "$WORK/broker.log" "$ROOT/target/plugin-hooks-broker.log"
+                echo "broker log (warnings and errors): target/plugin-hooks-broker.log; its tail:" >&2
+                tail -n 20 "$WORK/broker.log" >&2
+                exit 1
+            fi
+            echo "$json" | jq -c --arg case "$name" --arg broker "$label" \
+                --argjson round "$round" --argjson failures "$failures" \
+                '{case: $case, broker: $broker, round: $round, plugin_failures: $failures} + .' >> "$OUT"
+            echo "$json" | jq -r --arg case "$name" --arg broker "$label" \
+                --argjson round "$round" --argjson failures "$failures" \
+                '"round \($round) \($case) (\($broker)): \(.msgs_per_s) msg/s, \(.cpu_us_per_msg) CPU µs/msg, \($failures) failed plugin call(s)"'
+        done
     done
 done
 
-# Medians over the rounds, and the ratio to the no-plugin case.
+# Medians over the rounds, and the ratio to the no-plugin case of the same build.
 jq -rs '
   def median: sort | if length % 2 == 1 then .[length / 2 | floor]
                      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  (group_by(.case) | map({key: .[0].case, value: {
+  (group_by([.broker, .case]) | map({broker: .[0].broker, case: .[0].case,
       rate: (map(.msgs_per_s) | median),
       cpu: (map(.cpu_us_per_msg) | median),
       rates: (map(.msgs_per_s | round) | join(", ")),
       cpus: (map(.cpu_us_per_msg * 100 | round / 100) | join(", ")),
-      failed: (map(.plugin_failures) | add)}})
-   | from_entries) as $m
-  | ($m.none // null) as $base
-  | "| case | msg/s (median) | rounds | broker CPU µs/msg (median) | rounds | msg/s vs none | CPU µs/msg over none | failed calls |",
-    "|---|---|---|---|---|---|---|---|",
-    ($m | to_entries[] | .key as $k | .value |
-      "| \($k) | \(.rate | round) | \(.rates) | \(.cpu * 100 | round / 100) | \(.cpus) | " +
-      (if $base then "\(.rate / $base.rate * 100 | round / 100)" else "-" end) + " | " +
-      (if $base then "\((.cpu - $base.cpu) * 100 | round / 100)" else "-" end) +
-      " | \(.failed) |")
+      failed: (map(.plugin_failures) | add)})) as $rows
+  | "| build | case | msg/s (median) | rounds | broker CPU µs/msg (median) | rounds | msg/s vs none | CPU µs/msg over none | failed calls |",
+    "|---|---|---|---|---|---|---|---|---|",
+    ($rows[] | . as $r
+      | ($rows | map(select(.broker == $r.broker and .case == "none")) | first) as $base
+      | "| \(.broker) | \(.case) | \(.rate | round) | \(.rates) | \(.cpu * 100 | round / 100) | \(.cpus) | " +
+        (if $base then "\(.rate / $base.rate * 100 | round / 100)" else "-" end) + " | " +
+        (if $base then "\((.cpu - $base.cpu) * 100 | round / 100)" else "-" end) +
+        " | \(.failed) |")
 ' "$OUT"

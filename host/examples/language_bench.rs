@@ -17,14 +17,16 @@
 //!
 //! Not a test: the numbers depend on the machine (docs/writing-plugins.md has this machine's).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use plugboard::plugin::bench::{self, cache, load, msg, root, try_load};
 use plugboard::plugin::{PluginHost, Principal, SubscriptionInfo};
+use support::{cache, load, msg, root, try_load};
 
-/// Untimed calls before each measurement (at most; see `bench::time`).
+/// Untimed calls before each measurement (at most; see `support::time`).
 const WARMUP: u32 = 500;
 
 /// Anonymous memory of this process, in KiB.
@@ -168,7 +170,7 @@ async fn main() {
         let host = load(&spec(s, "p", "memory_mb = 64")).await;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
         let filter = plan(&host, s).await;
-        let per_call = bench::time(
+        let per_call = support::time(
             WARMUP,
             if matches!(s.file, "header-router.wasm" | "selector.wasm") {
                 20_000
@@ -181,7 +183,7 @@ async fn main() {
 
         let fresh_host = load(&spec(s, "fresh", "memory_mb = 64\nrecycle_after_calls = 1")).await;
         let fresh_filter = plan(&fresh_host, s).await;
-        let fresh = bench::time(WARMUP, 100, || {
+        let fresh = support::time(WARMUP, 100, || {
             one_call(&fresh_host, s, fresh_filter.as_deref())
         })
         .await;

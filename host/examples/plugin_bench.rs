@@ -8,20 +8,22 @@
 //! probe plugin asks to be copied in), a fresh instance per call, and raw sync vs async calls.
 //! Not a test: numbers depend on the machine (docs/plugins.md has this machine's).
 
+mod support;
+
 use std::time::Instant;
 
 use bytes::Bytes;
-use plugboard::plugin::bench::{self, cache, load, msg, root, specs};
 use plugboard::plugin::{AuthRequest, PluginHost, Principal, SubscriptionInfo};
+use support::{cache, load, msg, root, specs};
 
-/// Untimed calls before each measurement (at most; see `bench::time`).
+/// Untimed calls before each measurement (at most; see `support::time`).
 const WARMUP: u32 = 1000;
 
 fn row(what: &str, us: f64) {
     println!("| {what} | {us:.2} | {:.0} |", 1e6 / us);
 }
 
-/// Times `f` in thread CPU time (see `bench::time_cpu`) and prints its row, unless [`wanted`] says to skip it.
+/// Times `f` in thread CPU time (see `support::time_cpu`) and prints its row, unless [`wanted`] says to skip it.
 async fn timed<F, Fut>(label: &str, n: u32, f: F)
 where
     F: FnMut() -> Fut,
@@ -37,7 +39,10 @@ where
     Fut: std::future::Future,
 {
     if wanted(label) {
-        row(label, bench::time_cpu(WARMUP, n, f).await / f64::from(per));
+        row(
+            label,
+            support::time_cpu(WARMUP, n, f).await / f64::from(per),
+        );
     }
 }
 
@@ -237,7 +242,7 @@ async fn main() {
         if !wanted(label) {
             continue;
         }
-        let costs = bench::raw_send_costs(&wasm, &cache, config, headers, body, n)
+        let costs = raw::send_costs(&wasm, config, headers, body, n)
             .await
             .unwrap();
         row(&format!("{label}: sync `call`"), costs.sync_ns / 1000.0);
@@ -269,4 +274,110 @@ async fn load_rows() {
         t.elapsed().as_secs_f64() * 1e6,
     );
     std::fs::remove_dir_all(&fresh).ok();
+}
+
+/// One call into a warm instance with nothing of the host around it (no pool, projection or
+/// validation), made synchronously (`call`) and asynchronously (`call_async`, as the host
+/// does): the floor under the host's figures. It has its own engine, configured as the host's
+/// (host/src/plugin/engine.rs), and its own bindings of the WIT, since the host's are private.
+mod raw {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use wasmtime::component::{Component, HasSelf, Linker};
+    use wasmtime::{Config, Engine, Store};
+
+    wasmtime::component::bindgen!({
+        world: "full",
+        path: "../wit",
+        exports: { default: async },
+    });
+
+    use self::exports::plugboard::plugin::send::SendVerdict;
+    use self::plugboard::plugin::log;
+    use self::plugboard::plugin::types::{Header, Message, Principal};
+
+    /// The store's data: the `log` import discards every line.
+    struct Quiet;
+
+    impl log::Host for Quiet {
+        fn log(&mut self, _: log::Level, _: String) {}
+    }
+
+    /// Nanoseconds per call, synchronous and asynchronous.
+    #[derive(Debug, Clone, Copy)]
+    pub struct RawCosts {
+        pub sync_ns: f64,
+        pub async_ns: f64,
+    }
+
+    /// Times `on-send` of `wasm` (which must accept `config`) with a message of `headers` headers
+    /// and a `body_len`-byte body, `iterations` times each way. Call from a tokio runtime.
+    pub async fn send_costs(
+        wasm: &Path,
+        config: &str,
+        headers: usize,
+        body_len: usize,
+        iterations: u32,
+    ) -> wasmtime::Result<RawCosts> {
+        let mut engine_config = Config::new();
+        engine_config
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&engine_config)?;
+        let component = Component::from_file(&engine, wasm)?;
+        let mut linker = Linker::<Quiet>::new(&engine);
+        log::add_to_linker::<Quiet, HasSelf<Quiet>>(&mut linker, |q| q)?;
+        // Rust's std seeds its hash maps from here (the host grants it too).
+        linker
+            .instance("wasi:random/insecure-seed@0.2.6")?
+            .func_wrap("insecure-seed", |_, (): ()| Ok(((1u64, 2u64),)))?;
+        linker.define_unknown_imports_as_traps(&component)?;
+        let mut store = Store::new(&engine, Quiet);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let plugin = Full::instantiate_async(&mut store, &component, &linker).await?;
+        plugin
+            .plugboard_plugin_lifecycle()
+            .call_init(&mut store, config)
+            .await?
+            .map_err(wasmtime::Error::msg)?;
+        let send = plugin.plugboard_plugin_send();
+        let principal = Principal {
+            name: "bench".into(),
+            groups: vec![],
+            may_send: vec![],
+            may_subscribe: vec![],
+        };
+        let msg = Message {
+            destination: "/queue/bench".into(),
+            headers: (0..headers)
+                .map(|i| Header {
+                    name: format!("header-{i}"),
+                    value: format!("value-{i}"),
+                })
+                .collect(),
+            content_type: None,
+            body_len: body_len as u64,
+            body: Some(vec![b'x'; body_len]),
+        };
+        let func = send.func_on_send();
+        let start = Instant::now();
+        for _ in 0..iterations {
+            let (verdict,) = func.call(&mut store, (&principal, &msg))?;
+            std::hint::black_box(matches!(verdict, SendVerdict::Keep));
+        }
+        let sync = start.elapsed();
+        let start = Instant::now();
+        for _ in 0..iterations {
+            let verdict = send.call_on_send(&mut store, &principal, &msg).await?;
+            std::hint::black_box(matches!(verdict, SendVerdict::Keep));
+        }
+        let asynchronous = start.elapsed();
+        let per = |d: Duration| d.as_nanos() as f64 / f64::from(iterations);
+        Ok(RawCosts {
+            sync_ns: per(sync),
+            async_ns: per(asynchronous),
+        })
+    }
 }

@@ -59,7 +59,11 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
                 "timeouts": counters.map(|c| c.timeouts),
                 "memory_limit": counters.map(|c| c.memory_limit),
                 "invalid_output": counters.map(|c| c.invalid_output),
+                "busy_waits": counters.map(|c| c.busy_waits),
                 "busy": counters.map(|c| c.busy),
+                "backoff": counters.map(|c| c.backoff),
+                "routes_refused": counters.map(|c| c.routes_refused),
+                "log_dropped": counters.map(|c| c.log_dropped),
                 "instances_created": counters.map(|c| c.instances_created),
                 "recycled": counters.map(|c| c.recycled),
             })

@@ -98,7 +98,7 @@ enum PluginCommand {
         name: String,
         /// rust, js or python.
         #[arg(long, value_name = "LANG")]
-        lang: plugboard::plugin::check::Lang,
+        lang: plugboard::plugin::template::Lang,
         /// The directory to create the project in.
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
@@ -209,7 +209,7 @@ fn absolute(path: Option<&std::path::Path>) -> anyhow::Result<Option<PathBuf>> {
 }
 
 async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
-    use plugboard::plugin::check;
+    use plugboard::plugin::{check, template};
     match command {
         PluginCommand::Check {
             file,
@@ -231,9 +231,9 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
             dir,
             sdk,
         } => {
-            let sdk = sdk.unwrap_or_else(check::default_sdk_path);
+            let sdk = sdk.unwrap_or_else(template::default_sdk_path);
             let (root, files) =
-                check::new_project(&name, lang, &dir, &sdk).map_err(anyhow::Error::msg)?;
+                template::new_project(&name, lang, &dir, &sdk).map_err(anyhow::Error::msg)?;
             println!("created {}:", root.display());
             for f in files {
                 println!("  {}", f.display());

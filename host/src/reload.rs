@@ -446,6 +446,8 @@ mod tests {
             memory_mb: None,
             max_instances: None,
             recycle_after_calls: None,
+            fail_open_principal: None,
+            routes_bypass_sender_rights: false,
             config: Default::default(),
         }
     }

@@ -288,3 +288,68 @@ async fn a_password_hashed_by_plugboard_connects_and_a_wrong_one_is_refused() {
         );
     }
 }
+
+/// An authenticator with `failure = "open"` that a client makes fail on purpose (CONNECT headers
+/// larger than the plugin's input cap, or a trap) admits the client as `anonymous` with no
+/// rights, never under the login it claimed. probe admits every login with every permission
+/// when it runs; hostile-puppet traps on a `trap` header.
+#[tokio::test]
+async fn forcing_an_open_authenticator_to_fail_never_yields_the_claimed_login() {
+    for (component, force) in [("probe", "oversize"), ("hostile-puppet", "trap")] {
+        let config = temp_config(&format!(
+            r#"
+# CONNECT frames large enough to exceed the plugin's input cap (before authentication a
+# frame may only be 64 KiB by default).
+[limits]
+max_connect_frame_bytes = 1048576
+
+[[plugins]]
+name = "auth"
+file = "{}"
+hooks = ["authenticate"]
+failure = "open"
+memory_mb = 2
+"#,
+            plugin(component)
+        ));
+        let broker = PluginBroker::start(&config.path);
+        let forced = || {
+            let mut connect = connect_frame(Some("mallory"), Some("x"))
+                .h("x-may-send", "*")
+                .h("x-may-subscribe", "*");
+            if force == "trap" {
+                connect = connect.h("trap", "1");
+            } else {
+                // 40 headers of 15 KiB: more than a quarter of 2 MiB, the plugin's input cap.
+                let pad = "p".repeat(15 * 1024);
+                for i in 0..40 {
+                    connect = connect.h(&format!("x-pad-{i}"), &pad);
+                }
+            }
+            connect
+        };
+        let (mut c, reply) = Client::connect_with(broker.addr, forced()).await;
+        assert!(reply.is("CONNECTED"), "{component}: fails open: {reply:?}");
+        let queue = format!("/queue/{}", unique("mallory"));
+        c.write(&send_frame(&queue, &[], "as whom?").h("receipt", "s"))
+            .await;
+        let err = c.expect_error_close().await;
+        assert!(
+            err.must("message").contains("'anonymous' may not send"),
+            "{component}: the client is anonymous, without rights: {err:?}"
+        );
+        let (mut c, _) = Client::connect_with(broker.addr, forced()).await;
+        c.write(
+            &Frame::new("SUBSCRIBE")
+                .h("id", "0")
+                .h("destination", &queue)
+                .h("receipt", "sub"),
+        )
+        .await;
+        let err = c.expect_error_close().await;
+        assert!(
+            err.must("message").contains("may not subscribe"),
+            "{component}: {err:?}"
+        );
+    }
+}

@@ -375,3 +375,110 @@ async fn a_looping_authenticator_denies_connect_in_bounded_time() {
     assert!(broker.is_running(), "the broker must stay up");
     assert_logged(&broker, "loop-auth", "authenticate");
 }
+
+/// A plugin cannot break the MESSAGE framing or impersonate the broker: `content-length`,
+/// `message-id` and the other server-owned headers it sets (in a SEND rewrite or a per-subscriber
+/// rewrite) are dropped, so the subscriber reads the whole body, one `content-length` and the
+/// broker's own `message-id`.
+#[tokio::test]
+async fn plugin_rewrites_cannot_set_server_owned_headers() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "puppet"
+file = "{}"
+hooks = ["send", "message"]
+destinations = ["/queue/framed"]
+"#,
+        plugin("hostile-puppet")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let mut sub = anonymous(broker.addr).await;
+    sub.subscribe_with(
+        "s",
+        "/queue/framed",
+        "auto",
+        &[
+            ("set", "content-length=2"),
+            ("set", "message-id=forged-by-filter"),
+        ],
+    )
+    .await;
+    let mut sender = anonymous(broker.addr).await;
+    let body = "a body longer than one byte";
+    sender
+        .roundtrip(send_frame(
+            "/queue/framed",
+            &[
+                ("set", "content-length=1"),
+                ("set", "Content-Length=1"),
+                ("set", "subscription=forged"),
+                ("set", "x-kept=yes"),
+            ],
+            body,
+        ))
+        .await;
+    let m = sub.msg().await;
+    assert_eq!(m.body_str(), body, "{m:?}");
+    assert_eq!(
+        m.all("content-length"),
+        [body.len().to_string().as_str()],
+        "{m:?}"
+    );
+    assert_eq!(m.all("Content-Length"), Vec::<&str>::new(), "{m:?}");
+    assert_eq!(m.all("subscription"), ["s"], "{m:?}");
+    assert_eq!(m.all("message-id").len(), 1, "{m:?}");
+    assert!(!m.must("message-id").contains("forged"), "{m:?}");
+    assert_eq!(m.get("x-kept"), Some("yes"), "{m:?}");
+    // The connection still frames correctly: the next message arrives whole.
+    sender
+        .roundtrip(send_frame("/queue/framed", &[], "next"))
+        .await;
+    assert_eq!(sub.msg().await.body_str(), "next");
+}
+
+/// A plugin that logs in a loop is rate limited: the broker's log gets a burst of its lines and
+/// one summary of the lines dropped, not thousands of lines.
+#[tokio::test]
+async fn a_plugin_that_logs_in_a_loop_is_rate_limited() {
+    let config = temp_config(&format!(
+        r#"
+admin_listen = "127.0.0.1:0"
+
+[[plugins]]
+name = "chatty"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/chatty"]
+deadline_ms = 5000
+"#,
+        plugin("hostile-puppet")
+    ));
+    let broker = start_with_status(&config.path);
+    let mut c = anonymous(broker.addr).await;
+    c.roundtrip(send_frame("/queue/chatty", &[("log", "5000")], "x"))
+        .await;
+    // Once the bucket has refilled a little, the next line is written after the summary.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.roundtrip(send_frame("/queue/chatty", &[("log", "1")], "x"))
+        .await;
+    let summary = broker.wait_log_line(
+        &["plugin=\"chatty\"", "lines dropped"],
+        Duration::from_secs(5),
+    );
+    assert!(summary.contains("WARN"), "{summary}");
+    let written = broker
+        .log_records()
+        .iter()
+        .filter(|r| r.contains("hostile-puppet: line"))
+        .count();
+    assert!(
+        (200..=220).contains(&written),
+        "a burst of 200 lines, then about 100 per second: {written} written"
+    );
+    let status = plugboard_test_support::broker::fetch_status(broker.admin()).await;
+    let dropped = status["plugins"]["loaded"][0]["log_dropped"]
+        .as_u64()
+        .expect("log_dropped");
+    assert!(dropped >= 4700, "{status}");
+}

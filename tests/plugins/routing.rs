@@ -403,3 +403,69 @@ to = ["/queue/pin.eu"]
     assert_eq!(bodies, expected);
     c.expect_silence(QUIET).await;
 }
+
+/// A route the plugin lets the client choose (hostile-puppet's `route-to` header, which its
+/// authenticator pairs with the rights of the CONNECT's `x-may-send`) is checked against the
+/// sender's rights: outside them, the sender gets an ERROR naming the destination and nothing is
+/// delivered. A router configured with `routes_bypass_sender_rights` is trusted.
+#[tokio::test]
+async fn a_route_outside_the_senders_rights_is_refused_with_an_error_naming_it() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "puppet"
+file = "{0}"
+hooks = ["authenticate", "send"]
+destinations = ["/queue/in"]
+
+[[plugins]]
+name = "trusted"
+file = "{0}"
+hooks = ["send"]
+destinations = ["/queue/trusted"]
+routes_bypass_sender_rights = true
+"#,
+        plugin("hostile-puppet")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let connect = |may_send: &str| {
+        connect_frame(Some("carol"), Some("x"))
+            .h("x-may-send", may_send)
+            .h("x-may-subscribe", "*")
+    };
+    let (mut secret, _) = Client::connect_with(broker.addr, connect("")).await;
+    secret.subscribe("s", "/queue/secret", "auto").await;
+
+    let (mut carol, reply) = Client::connect_with(
+        broker.addr,
+        connect("/queue/in,/queue/trusted,/queue/out.*"),
+    )
+    .await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    carol
+        .roundtrip(send_frame(
+            "/queue/in",
+            &[("route-to", "/queue/out.a")],
+            "ok",
+        ))
+        .await;
+    carol
+        .roundtrip(send_frame(
+            "/queue/trusted",
+            &[("route-to", "/queue/secret")],
+            "trusted",
+        ))
+        .await;
+    assert_eq!(secret.msg().await.body_str(), "trusted");
+    carol
+        .write(&send_frame("/queue/in", &[("route-to", "/queue/secret")], "no").h("receipt", "r"))
+        .await;
+    let err = carol.expect_error_close().await;
+    let message = error_message(&err);
+    assert!(
+        message.contains("'/queue/secret'") && message.contains("may not send"),
+        "the ERROR names the destination: {err:?}"
+    );
+    assert_eq!(err.get("receipt-id"), Some("r"), "{err:?}");
+    secret.expect_silence(QUIET).await;
+}

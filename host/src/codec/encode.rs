@@ -1,14 +1,16 @@
 //! Frame and header encoding.
 //!
-//! The encoder owns `content-length`: any `content-length` in `Frame::headers` is ignored and the
-//! right one is written first (always on SEND, MESSAGE and ERROR, even for an empty body, P14;
-//! on other frames only when the body is not empty). Every frame ends with NUL plus one LF, which
+//! One encoder, [`encode_with`], writes every frame: [`encode_frame`] for a [`Frame`] and the
+//! connection writer for MESSAGE (with its server headers and a body it may keep by reference).
+//! It owns `content-length`: any `content-length` among the headers is ignored and the right one
+//! is written, first ([`encode_frame`]) or last (the writer's MESSAGE): always on SEND, MESSAGE
+//! and ERROR, even for an empty body, P14; on other frames only when the body is not empty. Every frame ends with NUL plus one LF, which
 //! clients expect (checklist §1.10, last row).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::escape::Escaping;
-use super::frame::{Frame, Version};
+use super::frame::{Command, Frame, Header, Version};
 
 const CONTENT_LENGTH: &[u8] = b"content-length";
 
@@ -30,42 +32,99 @@ pub fn encode_header(out: &mut BytesMut, name: &[u8], value: &[u8], escaping: Es
     true
 }
 
-/// Appends the wire form of `frame` for a session of `version`: command, headers (escaped per
-/// version, never for CONNECT/STOMP/CONNECTED), a blank line, the body, NUL and one LF.
+/// Where an encoded frame goes: its head (command and headers) is appended to a buffer; its
+/// body may be kept by reference instead (the connection writer sends large bodies from their
+/// own buffer, never copied).
+pub trait FrameSink {
+    /// The buffer the head is appended to.
+    fn buf(&mut self) -> &mut BytesMut;
+    /// Appends the body.
+    fn body(&mut self, body: &Bytes) {
+        self.buf().extend_from_slice(body);
+    }
+}
+
+impl FrameSink for BytesMut {
+    fn buf(&mut self) -> &mut BytesMut {
+        self
+    }
+}
+
+/// Where [`encode_with`] writes `content-length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthAt {
+    /// Right after the command line ([`encode_frame`]).
+    First,
+    /// After every other header (the connection writer's MESSAGE).
+    Last,
+}
+
+/// Appends the wire form of `frame` for a session of `version`: command, `content-length`
+/// (see the module docs), headers (escaped per version, never for CONNECT/STOMP/CONNECTED), a
+/// blank line, the body, NUL and one LF.
 ///
 /// Headers that cannot be carried (see [`encode_header`]) are dropped, e.g. a value containing
 /// LF sent to a 1.0 subscriber (checklist E-05).
 pub fn encode_frame(frame: &Frame, version: Version, out: &mut BytesMut) {
-    let escaping = Escaping::for_frame(frame.command, version);
-    let command = frame.command.as_bytes();
-    let headers_len: usize = frame
-        .headers
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 2)
-        .sum();
-    out.reserve(command.len() + headers_len + frame.body.len() + 40);
+    encode_with(
+        out,
+        frame.command,
+        version,
+        LengthAt::First,
+        |_, _| {},
+        &frame.headers,
+        &frame.body,
+    );
+}
 
-    out.extend_from_slice(command);
-    out.put_u8(b'\n');
-    if frame.command.may_have_body() || !frame.body.is_empty() {
-        out.extend_from_slice(b"content-length:");
-        out.extend_from_slice(crate::text::Decimal::new(frame.body.len() as u64).as_bytes());
-        out.put_u8(b'\n');
+/// The one frame encoder: command; `content-length` first or last (`length_at`; always on SEND,
+/// MESSAGE and ERROR, on other frames only for a non-empty body); the caller's own headers,
+/// which `head` appends (with the frame's escaping, e.g. through [`encode_header`]); `headers`
+/// escaped per version (any `content-length` among them is dropped: the encoder owns it); a
+/// blank line; the body (through the sink); NUL and one LF.
+pub fn encode_with<S: FrameSink + ?Sized>(
+    out: &mut S,
+    command: Command,
+    version: Version,
+    length_at: LengthAt,
+    head: impl FnOnce(&mut BytesMut, Escaping),
+    headers: &[Header],
+    body: &Bytes,
+) {
+    let escaping = Escaping::for_frame(command, version);
+    let name = command.as_bytes();
+    let headers_len: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    let length = command.may_have_body() || !body.is_empty();
+    let buf = out.buf();
+    buf.reserve(name.len() + headers_len + 128);
+    buf.extend_from_slice(name);
+    buf.put_u8(b'\n');
+    if length && length_at == LengthAt::First {
+        put_length(buf, body.len());
     }
-    for (name, value) in &frame.headers {
+    head(buf, escaping);
+    for (name, value) in headers {
         if name.as_ref() != CONTENT_LENGTH {
-            encode_header(out, name, value, escaping);
+            encode_header(buf, name, value, escaping);
         }
     }
+    if length && length_at == LengthAt::Last {
+        put_length(buf, body.len());
+    }
+    buf.put_u8(b'\n');
+    out.body(body);
+    out.buf().extend_from_slice(b"\0\n");
+}
+
+fn put_length(out: &mut BytesMut, len: usize) {
+    out.extend_from_slice(b"content-length:");
+    out.extend_from_slice(crate::text::Decimal::new(len as u64).as_bytes());
     out.put_u8(b'\n');
-    out.extend_from_slice(&frame.body);
-    out.extend_from_slice(b"\0\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::frame::Command;
 
     fn header(name: &[u8], value: &[u8], e: Escaping) -> Option<Vec<u8>> {
         let mut out = BytesMut::new();
@@ -136,6 +195,58 @@ mod tests {
         assert_eq!(
             frame(&r, Version::V1_2),
             b"RECEIPT\ncontent-length:1\n\nx\0\n"
+        );
+    }
+
+    /// A sink that keeps bodies by reference, as the connection writer's does for large ones.
+    #[derive(Default)]
+    struct Chunks {
+        head: BytesMut,
+        parts: Vec<Vec<u8>>,
+    }
+
+    impl FrameSink for Chunks {
+        fn buf(&mut self) -> &mut BytesMut {
+            &mut self.head
+        }
+
+        fn body(&mut self, body: &Bytes) {
+            self.parts.push(self.head.split().to_vec());
+            self.parts.push(body.to_vec());
+        }
+    }
+
+    #[test]
+    fn the_writers_message_form_has_its_headers_first_and_content_length_last() {
+        let headers = vec![
+            (Bytes::from_static(b"x"), Bytes::from_static(b"a:b")),
+            (
+                Bytes::from_static(b"content-length"),
+                Bytes::from_static(b"1"),
+            ),
+        ];
+        let mut out = Chunks::default();
+        let body = Bytes::from_static(b"hello");
+        encode_with(
+            &mut out,
+            Command::Message,
+            Version::V1_2,
+            LengthAt::Last,
+            |buf, escaping| {
+                encode_header(buf, b"destination", b"/q", escaping);
+                buf.extend_from_slice(b"message-id:m-1\n");
+            },
+            &headers,
+            &body,
+        );
+        out.parts.push(out.head.to_vec());
+        assert_eq!(
+            out.parts,
+            [
+                &b"MESSAGE\ndestination:/q\nmessage-id:m-1\nx:a\\cb\ncontent-length:5\n\n"[..],
+                b"hello",
+                b"\0\n"
+            ]
         );
     }
 }

@@ -137,6 +137,32 @@ impl Command {
     }
 }
 
+/// Headers that belong to the broker, not to a message: those it writes itself on a MESSAGE
+/// (`destination`, `message-id`, `subscription`, `ack`, `redelivered`, `redelivery-count`,
+/// `content-length`) and those that belong to one client frame (`receipt`, `receipt-id`,
+/// `transaction`). A client's SEND does not pass them on, and a plugin cannot set them.
+/// `content-type` is the message's own.
+pub const SERVER_OWNED: [&str; 10] = [
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "redelivery-count",
+    "content-length",
+    "receipt",
+    "receipt-id",
+    "transaction",
+];
+
+/// Whether `name` is one of [`SERVER_OWNED`], in any case (a reader that ignores case must not
+/// take a message's `Content-Length` for the broker's).
+pub fn is_server_owned(name: &[u8]) -> bool {
+    SERVER_OWNED
+        .iter()
+        .any(|owned| name.eq_ignore_ascii_case(owned.as_bytes()))
+}
+
 /// One header line, decoded (unescaped). Repeats are kept in order.
 pub type Header = (Bytes, Bytes);
 

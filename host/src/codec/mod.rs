@@ -22,9 +22,9 @@ mod frame;
 mod reader;
 
 pub use decode::{DecodeError, DecodeErrorKind, Decoder, Limits};
-pub use encode::{encode_frame, encode_header};
+pub use encode::{encode_frame, encode_header, encode_with, FrameSink, LengthAt};
 pub use escape::Escaping;
-pub use frame::{Command, Frame, Header, Version};
+pub use frame::{is_server_owned, Command, Frame, Header, Version, SERVER_OWNED};
 pub use reader::{FrameReader, ReadBufferError, ReadError};
 
 #[cfg(test)]

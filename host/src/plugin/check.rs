@@ -1,4 +1,4 @@
-//! `plugboard plugin check FILE.wasm [--samples FILE]` and `plugboard plugin new NAME --lang L`.
+//! `plugboard plugin check FILE.wasm [--samples FILE]` (`plugin new` is in `template.rs`).
 //!
 //! `check` tells a plugin author, before deploying, whether the broker would load a component:
 //! it inspects the file (a component? which imports? which hooks, typed against the current
@@ -35,8 +35,6 @@
 //! headers = { price = "12" }
 //! expect = "deliver"            # deliver | rewrite | skip
 //! ```
-//!
-//! `new` writes a project from the templates in `examples/templates/` (embedded in the binary).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,8 +49,8 @@ use wasmtime::component::Component;
 use super::bindings::types::{HeaderNeed, Needs};
 use super::bindings::{authenticate, deliver, lifecycle, send};
 use super::{
-    engine, AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, PluginHost,
-    PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
+    engine, AuthOutcome, AuthRequest, FailOpenPrincipal, FailurePolicy, FilterOutcome, Hook,
+    PluginHost, PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
@@ -211,6 +209,9 @@ struct SampleSpec {
     memory_mb: Option<u64>,
     max_instances: Option<usize>,
     recycle_after_calls: Option<u64>,
+    fail_open_principal: Option<FailOpenPrincipal>,
+    #[serde(default)]
+    routes_bypass_sender_rights: bool,
     #[serde(default)]
     config: toml::Table,
 }
@@ -419,6 +420,8 @@ async fn run_check(
         memory_mb: spec_in.memory_mb,
         max_instances: spec_in.max_instances,
         recycle_after_calls: spec_in.recycle_after_calls,
+        fail_open_principal: spec_in.fail_open_principal,
+        routes_bypass_sender_rights: spec_in.routes_bypass_sender_rights,
         config: spec_in.config,
     };
     let base = wasm.parent().unwrap_or(Path::new("."));
@@ -586,6 +589,7 @@ async fn run_check(
                 Some(f) => match f.filter(&msg).await {
                     FilterOutcome::Deliver => ("deliver", String::new()),
                     FilterOutcome::Skip => ("skip", String::new()),
+                    FilterOutcome::Failed => ("failed", String::new()),
                     FilterOutcome::Rewrite(new) => ("rewrite", changes(&msg, &new)),
                 },
             };
@@ -599,11 +603,12 @@ async fn run_check(
         + stats.memory_limit
         + stats.invalid_output
         + stats.oversize
-        + stats.busy;
+        + stats.busy
+        + stats.backoff;
     let _ = writeln!(
         out,
-        "calls: {} (traps {}, timeouts {}, memory cap {}, invalid output {}, oversize {}, busy {}); \
-         instances created {}, replaced {}",
+        "calls: {} (traps {}, timeouts {}, memory cap {}, invalid output {}, oversize {}, busy {}, \
+         back-off {}); instances created {}, replaced {}",
         stats.calls,
         stats.traps,
         stats.timeouts,
@@ -611,6 +616,7 @@ async fn run_check(
         stats.invalid_output,
         stats.oversize,
         stats.busy,
+        stats.backoff,
         stats.instances_created,
         stats.recycled
     );
@@ -638,107 +644,6 @@ async fn run_check(
     Ok(failed_calls == 0 && failures == 0)
 }
 
-// ---------------------------------------------------------------------------------------------
-// `plugboard plugin new`
-
-/// A plugin language `plugin new` can start a project in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    Rust,
-    Js,
-    Python,
-}
-
-impl std::str::FromStr for Lang {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Lang, String> {
-        match s {
-            "rust" => Ok(Lang::Rust),
-            "js" | "javascript" => Ok(Lang::Js),
-            "python" | "py" => Ok(Lang::Python),
-            other => Err(format!("unknown language `{other}`: rust, js or python")),
-        }
-    }
-}
-
-const WIT: &str = include_str!("../../../wit/plugin.wit");
-const RUST_CARGO: &str = include_str!("../../../examples/templates/rust/Cargo.toml.tmpl");
-const RUST_LIB: &str = include_str!("../../../examples/templates/rust/src/lib.rs");
-const JS_PLUGIN: &str = include_str!("../../../examples/templates/js/plugin.js");
-const JS_MANIFEST: &str = include_str!("../../../examples/templates/js/plugboard.toml");
-const PY_APP: &str = include_str!("../../../examples/templates/python/app.py");
-const PY_MANIFEST: &str = include_str!("../../../examples/templates/python/plugboard.toml");
-const SAMPLES: &str = include_str!("../../../examples/templates/samples.toml");
-const README: &str = include_str!("../../../examples/templates/README.md.tmpl");
-
-/// Writes a new plugin project `dir/name` (which must not exist) and returns its path and the
-/// files written. `sdk` is the path of the `plugboard-sdk` crate for Rust projects.
-pub fn new_project(
-    name: &str,
-    lang: Lang,
-    dir: &Path,
-    sdk: &Path,
-) -> Result<(PathBuf, Vec<PathBuf>), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid {
-        return Err(format!(
-            "`{name}`: a plugin name is lowercase letters, digits and `-`, starting with a letter"
-        ));
-    }
-    let root = dir.join(name);
-    if root.exists() {
-        return Err(format!("{} already exists", root.display()));
-    }
-    let fill = |t: &str| {
-        t.replace("{{name}}", name)
-            .replace("{{crate}}", &name.replace('-', "_"))
-            .replace("{{sdk}}", &sdk.display().to_string())
-            .replace(
-                "{{lang}}",
-                match lang {
-                    Lang::Rust => "rust",
-                    Lang::Js => "js",
-                    Lang::Python => "python",
-                },
-            )
-    };
-    let mut files: Vec<(PathBuf, String)> = vec![
-        (PathBuf::from("samples.toml"), fill(SAMPLES)),
-        (PathBuf::from("README.md"), fill(README)),
-    ];
-    match lang {
-        Lang::Rust => {
-            files.push(("Cargo.toml".into(), fill(RUST_CARGO)));
-            files.push(("src/lib.rs".into(), fill(RUST_LIB)));
-        }
-        Lang::Js => {
-            files.push(("plugin.js".into(), fill(JS_PLUGIN)));
-            files.push(("plugboard.toml".into(), JS_MANIFEST.to_string()));
-            files.push(("wit/plugin.wit".into(), WIT.to_string()));
-        }
-        Lang::Python => {
-            files.push(("app.py".into(), fill(PY_APP)));
-            files.push(("plugboard.toml".into(), PY_MANIFEST.to_string()));
-            files.push(("wit/plugin.wit".into(), WIT.to_string()));
-        }
-    }
-    let mut written = Vec::new();
-    for (path, text) in files {
-        let full = root.join(&path);
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&full, text).map_err(|e| format!("{}: {e}", full.display()))?;
-        written.push(full);
-    }
-    Ok((root, written))
-}
-
 /// The compiled-artifact cache of `plugin check`: `$XDG_CACHE_HOME/plugboard/check` or
 /// `$HOME/.cache/plugboard/check`, created with mode 0700 and used only while it is private (as
 /// the broker's). Never a shared directory such as /tmp: without a home, a fresh directory of
@@ -761,15 +666,5 @@ pub fn default_cache_dir() -> PathBuf {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         )),
-    }
-}
-
-/// Where the SDK crate is: next to the running binary's source tree when it was built from this
-/// repository, else `plugins/sdk` under the current directory.
-pub fn default_sdk_path() -> PathBuf {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
-    match built_from.canonicalize() {
-        Ok(path) => path,
-        Err(_) => PathBuf::from("plugins/sdk"),
     }
 }

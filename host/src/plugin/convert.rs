@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::bindings::types as wit;
 use super::{MessageRef, PluginMessage, Principal};
+use crate::codec::is_server_owned;
 
 /// Most messages one SEND may turn into (a larger fan-out is refused as invalid output).
 pub const MAX_FANOUT: usize = 64;
@@ -271,9 +272,13 @@ pub fn apply_checked(mut msg: PluginMessage, edit: wit::Edit, remove: bool) -> P
     if let Some(b) = edit.body {
         msg.body = Bytes::from(b);
     }
+    // Headers the broker owns (`content-length`, `message-id`, ...) are silently dropped: the
+    // broker writes its own, and a plugin's could break the framing or impersonate them.
     for h in edit.set_headers {
-        msg.headers
-            .push((Bytes::from(h.name), Bytes::from(h.value)));
+        if !is_server_owned(h.name.as_bytes()) {
+            msg.headers
+                .push((Bytes::from(h.name), Bytes::from(h.value)));
+        }
     }
     msg
 }

@@ -1,17 +1,26 @@
 //! The hook calls and their chains: authenticate (one authenticator), the send chain (config
 //! order, fan-out flows through later plugins), and per-subscription filter chains prepared at
-//! SUBSCRIBE. Every call goes through [`call!`]: check out an instance, arm the deadline, call,
-//! convert and validate the answer, hand the instance back; a failure applies the plugin's policy.
-//! A plugin that exports the optional fast paths (`send-packed`, `deliver-batch` in the WIT) is
-//! called through them: the message packed into one byte list, and a subscription's deliveries
-//! filtered a batch at a time ([`SubscriptionFilter::filter_batch`]).
+//! SUBSCRIBE.
+//!
+//! There is one chain for SEND ([`PluginHost::on_send_batch`]) and one for MESSAGE
+//! ([`SubscriptionFilter::filter_batch`]); a single message is a batch of one. Per plugin, a
+//! chain hands the messages it applies to to [`send_calls`] / [`filter_calls`], which split them
+//! into runs ([`next_run`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
+//! make one call per run through what the plugin exports: the batch exports (`send-batch`,
+//! `deliver-batch` in the WIT) for runs, `send-packed` for a single SEND, and the plain
+//! `send.on-send` / `deliver.filter` (one call per message) for a plugin that exports neither.
+//! Every call goes through [`call!`]: check out an instance, arm the deadline, call, convert and
+//! validate the answer, hand the instance back; a failure applies the plugin's policy to every
+//! message of the call.
 
+use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::bindings::authenticate::{AuthRequest as WitAuthRequest, AuthResult};
 use super::bindings::deliver::{FilterVerdict, Subscription};
 use super::bindings::send::SendVerdict;
-use super::bindings::types::{Needs, Principal as WitPrincipal};
+use super::bindings::types::{Edit, Needs, Principal as WitPrincipal};
 use super::convert::{self, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
 use super::{
@@ -23,6 +32,8 @@ use super::{
 const MAX_TOKEN: usize = 64 * 1024;
 /// Most deliveries passed to one `filter-batch` call, and messages to one `on-send-batch` call.
 const MAX_BATCH: usize = 64;
+/// Bytes counted per message of a batch on top of its projection (lengths and flags).
+const PACK_OVERHEAD: usize = 64;
 
 /// Calls one export of `plugin` under its limits. `$call` uses `$g` (the typed exports of the
 /// interface) and `$s` (the store); `$convert` turns the guest's answer into the host's or into
@@ -30,15 +41,15 @@ const MAX_BATCH: usize = 64;
 macro_rules! call {
     ($plugin:expr, $hook:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
         let plugin: &Plugin = $plugin;
-        let budget = plugin.deadline($hook);
-        match plugin.pool.checkout($hook, budget).await {
+        match plugin.pool.checkout($hook).await {
             Err(failure) => Err(failure),
             Ok(mut lease) => {
-                // The call gets its whole budget: instantiating a replacement instance during
-                // checkout (bounded by its own init deadline) is not charged to it; for a
-                // Python guest that alone takes more than a 5 ms filter deadline.
-                lease.warm.arm(budget);
-                let warm = &mut lease.warm;
+                // The call gets its whole budget: waiting for a busy pool and instantiating a
+                // replacement instance during checkout (bounded by their own limits) are not
+                // charged to it; for a Python guest instantiating alone takes more than a 5 ms
+                // filter deadline.
+                let warm = lease.warm();
+                warm.arm(plugin.deadline($hook));
                 let $g = warm
                     .guest
                     .$export
@@ -73,18 +84,33 @@ fn failed(plugin: &Plugin) -> String {
     format!("plugin `{}` failed", plugin.name)
 }
 
-/// Applies a checked send verdict (see [`check_verdict`]) to the message it was given for,
-/// which the caller owns: the messages it becomes go to `push` (a single rewrite edits the
-/// message in place; a fan-out copies it per edit). `Some(reason)` when it was rejected.
+/// Applies a checked send verdict (see [`check_verdict`]) of `plugin` to the message it was
+/// given for, which the caller owns: the messages it becomes go to `push` (a single rewrite
+/// edits the message in place; a fan-out copies it per edit). `Some(reason)` when it was
+/// rejected: by the plugin, or because it routed the message to a destination the sender may
+/// not send to (see [`check_route`]; then nothing of it goes to `push`).
 fn apply_verdict(
+    plugin: &Plugin,
+    sender: &Principal,
     msg: PluginMessage,
     verdict: SendVerdict,
     mut push: impl FnMut(PluginMessage),
 ) -> Option<String> {
     match verdict {
         SendVerdict::Keep => push(msg),
-        SendVerdict::Rewrite(edit) => push(convert::apply_checked(msg, edit, true)),
+        SendVerdict::Rewrite(edit) => {
+            if let Err(reason) = check_route(plugin, sender, &msg, &edit) {
+                return Some(reason);
+            }
+            push(convert::apply_checked(msg, edit, true))
+        }
         SendVerdict::FanOut(mut edits) => {
+            if let Some(reason) = edits
+                .iter()
+                .find_map(|edit| check_route(plugin, sender, &msg, edit).err())
+            {
+                return Some(reason);
+            }
             let last = edits.pop();
             for edit in edits {
                 push(convert::apply_checked(msg.clone(), edit, true));
@@ -96,6 +122,31 @@ fn apply_verdict(
         SendVerdict::Reject(reason) => return Some(convert::reason(reason)),
     }
     None
+}
+
+/// Refuses an edit of send plugin `plugin` that routes `msg` to a destination its sender may not
+/// send to, unless the plugin is configured with `routes_bypass_sender_rights` (a templated route
+/// lets the client choose the destination; the SEND's own was checked before the plugins ran).
+fn check_route(
+    plugin: &Plugin,
+    sender: &Principal,
+    msg: &PluginMessage,
+    edit: &Edit,
+) -> Result<(), String> {
+    let Some(to) = edit.destination.as_deref() else {
+        return Ok(());
+    };
+    if plugin.routes_bypass_sender_rights
+        || to.as_bytes() == &msg.destination[..]
+        || sender.may_send(to.as_bytes())
+    {
+        return Ok(());
+    }
+    plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
+    Err(format!(
+        "plugin `{}` routed the message to '{to}', where '{}' may not send",
+        plugin.name, sender.name
+    ))
 }
 
 impl PluginHost {
@@ -143,16 +194,11 @@ impl PluginHost {
                 )
             }
         };
+        // Failing open never admits the login the client claimed: a client can make the call
+        // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
         result.unwrap_or_else(|_| match plugin.failure {
             FailurePolicy::Closed => AuthOutcome::Deny("authentication is unavailable".into()),
-            FailurePolicy::Open => {
-                let name = req
-                    .login
-                    .as_deref()
-                    .map(convert::text)
-                    .unwrap_or_else(|| "anonymous".into());
-                AuthOutcome::Allow(Principal::named(name))
-            }
+            FailurePolicy::Open => AuthOutcome::Allow(plugin.fail_open.clone()),
         })
     }
 
@@ -163,48 +209,13 @@ impl PluginHost {
             .any(|p| p.applies_to(Hook::Send, destination))
     }
 
-    /// Runs the send chain in config order; each message a plugin produces goes on through the
-    /// later plugins whose destinations match it.
+    /// Runs the send chain for one message: [`on_send_batch`](Self::on_send_batch) with a batch
+    /// of one.
     pub async fn on_send(&self, principal: &Principal, msg: PluginMessage) -> SendOutcome {
-        // Converted for the first plugin that takes it unpacked (`send.on-send`), if any.
-        let mut sender: Option<WitPrincipal> = None;
-        let mut current = vec![msg];
-        for plugin in self
-            .plugins
-            .iter()
-            .filter(|p| p.hooks.contains(&Hook::Send))
-        {
-            let mut next = Vec::with_capacity(current.len());
-            for msg in current {
-                if !plugin.applies_to(Hook::Send, &msg.destination) {
-                    next.push(msg);
-                    continue;
-                }
-                let result = if plugin.pool.packs_send() {
-                    call_send_packed(plugin, principal, &msg).await
-                } else {
-                    let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
-                    call_send(plugin, sender, &msg).await
-                };
-                match result {
-                    Ok(verdict) => {
-                        if let Some(reason) = apply_verdict(msg, verdict, |m| next.push(m)) {
-                            return SendOutcome::Reject(reason);
-                        }
-                    }
-                    Err(_) if plugin.failure == FailurePolicy::Open => next.push(msg),
-                    Err(_) => return SendOutcome::Reject(failed(plugin)),
-                }
-                if next.len() > MAX_FANOUT {
-                    return SendOutcome::Reject(format!(
-                        "plugin `{}` fanned out to more than {MAX_FANOUT} messages",
-                        plugin.name
-                    ));
-                }
-            }
-            current = next;
-        }
-        SendOutcome::Deliver(current)
+        self.on_send_batch(principal, vec![msg])
+            .await
+            .pop()
+            .expect("one outcome for one message")
     }
 
     /// Whether some send plugin takes several messages per call (`send-batch`): then a
@@ -215,15 +226,15 @@ impl PluginHost {
             .any(|p| p.hooks.contains(&Hook::Send) && p.pool.batches_send())
     }
 
-    /// The send chain for several messages of one sender, as [`on_send`](Self::on_send) would
-    /// run it for each in turn, but with one call per plugin for the whole batch where the plugin
-    /// exports `send-batch` (chunks of at most 64 within its input cap; a failed call applies
-    /// its failure policy to every message of it). Each plugin sees the messages the previous
-    /// one produced, in order (a fan-out's copies included).
+    /// Runs the send chain in config order over several messages of one sender: each plugin
+    /// sees, in order, the messages the previous one produced (a fan-out's copies included) whose
+    /// destinations it matches, in as few calls as its exports allow ([`send_calls`]; a failed
+    /// call applies its failure policy to every message of it).
     ///
     /// The outcomes are those of a prefix of `msgs`: processing stops at the first message that
     /// is rejected, whose `Reject` is the last outcome (later plugins no longer see it or the
-    /// messages after it; plugins before the rejecting one already have).
+    /// messages after it; plugins before the rejecting one already have). One message always
+    /// gets exactly one outcome.
     pub async fn on_send_batch(
         &self,
         principal: &Principal,
@@ -256,8 +267,7 @@ impl PluginHost {
             if inputs.is_empty() {
                 continue;
             }
-            let mut results = Vec::with_capacity(inputs.len());
-            send_many(plugin, principal, &mut sender, &inputs, &mut results).await;
+            let results = send_calls(plugin, principal, &mut sender, &inputs).await;
             drop(inputs);
             let mut results = results.into_iter();
             let mut next: Vec<(usize, PluginMessage)> = Vec::with_capacity(current.len());
@@ -272,7 +282,9 @@ impl PluginHost {
                     continue;
                 }
                 let mut reject = match results.next().expect("one result per applicable message") {
-                    Ok(verdict) => apply_verdict(msg, verdict, |m| next.push((i, m))),
+                    Ok(verdict) => {
+                        apply_verdict(plugin, principal, msg, verdict, |m| next.push((i, m)))
+                    }
                     Err(()) if plugin.failure == FailurePolicy::Open => {
                         next.push((i, msg));
                         None
@@ -365,15 +377,79 @@ impl PluginHost {
     }
 }
 
-async fn call_send(
+/// The next run of `msgs` from `start` that one call takes: at most `max` messages whose
+/// projections by `needs` fit in the plugin's input cap together, and their size as counted
+/// for the cap. The first message always joins, so a message that alone exceeds the cap is a
+/// run of its own, which its call refuses before copying anything (`check_size`).
+fn next_run(
     plugin: &Plugin,
-    sender: &WitPrincipal,
-    msg: &PluginMessage,
-) -> Result<SendVerdict, Failure> {
-    call_send_ref(plugin, sender, msg.view()).await
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+) -> (Range<usize>, usize) {
+    next_run_with(plugin.max_input, msgs, start, needs, max)
 }
 
-async fn call_send_ref(
+/// [`next_run`] for an input cap of `cap` bytes.
+fn next_run_with(
+    cap: usize,
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+) -> (Range<usize>, usize) {
+    let (mut end, mut size) = (start, 0usize);
+    while end < msgs.len() && end - start < max {
+        let s = convert::input_size(msgs[end], needs) + PACK_OVERHEAD;
+        if end > start && size + s > cap {
+            break;
+        }
+        size += s;
+        end += 1;
+    }
+    (start..end, size)
+}
+
+/// Runs one send plugin over `msgs`: one result per message, in order, `Err` where its call
+/// failed. The calls follow what the plugin exports: runs of up to [`MAX_BATCH`] messages go
+/// through `send-batch`; a run of one goes through `send-packed`, else `send-batch`, else
+/// `send.on-send`. A plugin that exports neither fast path gets exactly one call per message.
+async fn send_calls(
+    plugin: &Plugin,
+    principal: &Principal,
+    sender: &mut Option<WitPrincipal>,
+    msgs: &[MessageRef<'_>],
+) -> Vec<Result<SendVerdict, ()>> {
+    let needs = &plugin.manifest.send;
+    let (packs, batches) = (plugin.pool.packs_send(), plugin.pool.batches_send());
+    let max = if batches { MAX_BATCH } else { 1 };
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut start = 0;
+    while start < msgs.len() {
+        let (run, size) = next_run(plugin, msgs, start, needs, max);
+        start = run.end;
+        if run.len() == 1 && (packs || !batches) {
+            let msg = msgs[run.start];
+            let result = if packs {
+                call_send_packed(plugin, principal, msg).await
+            } else {
+                let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
+                call_send(plugin, sender, msg).await
+            };
+            out.push(result.map_err(drop));
+            continue;
+        }
+        match call_send_batch(plugin, principal, &msgs[run.clone()], size).await {
+            Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
+            Err(_) => out.extend(run.map(|_| Err(()))),
+        }
+    }
+    out
+}
+
+/// One `send.on-send` call.
+async fn call_send(
     plugin: &Plugin,
     sender: &WitPrincipal,
     msg: MessageRef<'_>,
@@ -390,17 +466,9 @@ async fn call_send_ref(
     )
 }
 
-/// [`call_send`] through `send-packed.on-send-packed`: one byte list instead of a string per
-/// field, and no conversion of the principal.
+/// One `send-packed.on-send-packed` call: one byte list instead of a string per field, and no
+/// conversion of the principal.
 async fn call_send_packed(
-    plugin: &Plugin,
-    sender: &Principal,
-    msg: &PluginMessage,
-) -> Result<SendVerdict, Failure> {
-    call_send_packed_ref(plugin, sender, msg.view()).await
-}
-
-async fn call_send_packed_ref(
     plugin: &Plugin,
     sender: &Principal,
     msg: MessageRef<'_>,
@@ -420,72 +488,38 @@ async fn call_send_packed_ref(
     )
 }
 
-/// Runs one send plugin over `msgs`, pushing one result per message onto `out`: in
-/// `send-batch` calls when the plugin exports it, else one call each.
-async fn send_many(
-    plugin: &Plugin,
+/// Packs the input of `send-batch.on-send-batch`: the principal, a count, the messages.
+fn pack_send_batch(
     principal: &Principal,
-    sender: &mut Option<WitPrincipal>,
     msgs: &[MessageRef<'_>],
-    out: &mut Vec<Result<SendVerdict, ()>>,
-) {
-    let needs = &plugin.manifest.send;
-    let mut one = async |msg: MessageRef<'_>| {
-        let result = if plugin.pool.packs_send() {
-            call_send_packed_ref(plugin, principal, msg).await
-        } else {
-            let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
-            call_send_ref(plugin, sender, msg).await
-        };
-        result.map_err(drop)
-    };
-    if msgs.len() < 2 || !plugin.pool.batches_send() {
-        for &msg in msgs {
-            out.push(one(msg).await);
-        }
-        return;
-    }
-    // Chunks of at most MAX_BATCH messages within the plugin's input cap; a message that alone
-    // exceeds the cap fails on its own, as with `on-send`.
-    let mut start = 0;
-    while start < msgs.len() {
-        let mut end = start;
-        let mut size = 0usize;
-        while end < msgs.len() && end - start < MAX_BATCH {
-            let s = convert::input_size(msgs[end], needs) + 64;
-            if size + s > plugin.max_input {
-                break;
-            }
-            size += s;
-            end += 1;
-        }
-        if end == start {
-            out.push(one(msgs[start]).await);
-            start += 1;
-            continue;
-        }
-        match call_send_batch(plugin, principal, &msgs[start..end], size).await {
-            Ok(results) => out.extend(results.into_iter().map(Ok)),
-            Err(_) => out.extend((start..end).map(|_| Err(()))),
-        }
-        start = end;
+    needs: &Needs,
+    size: usize,
+) -> Vec<u8> {
+    let mut input = Vec::with_capacity(size + 132);
+    convert::pack_principal(principal, &mut input);
+    pack_messages(msgs, needs, &mut input);
+    input
+}
+
+/// Appends a `u32` count and that many packed messages: the batch framing of `on-send-batch`
+/// (after the principal) and of `filter-batch`'s `msgs`.
+fn pack_messages(msgs: &[MessageRef<'_>], needs: &Needs, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
+    for &msg in msgs {
+        convert::pack_message(msg, needs, out);
     }
 }
 
-/// One `send-batch` call for `msgs` (non-empty, within the input cap, `size` bytes projected).
+/// One `send-batch.on-send-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// counts them).
 async fn call_send_batch(
     plugin: &Plugin,
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
 ) -> Result<Vec<SendVerdict>, Failure> {
-    let needs = &plugin.manifest.send;
-    let mut input = Vec::with_capacity(size + 132);
-    convert::pack_principal(principal, &mut input);
-    input.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
-    for &msg in msgs {
-        convert::pack_message(msg, needs, &mut input);
-    }
+    check_size(plugin, Hook::Send, size)?;
+    let input = pack_send_batch(principal, msgs, &plugin.manifest.send, size);
     call!(
         plugin,
         Hook::Send,
@@ -531,135 +565,115 @@ struct Stage {
     needs: Needs,
 }
 
+/// What one stage decided for one delivery.
+#[derive(Debug)]
+enum StageVerdict {
+    /// Deliver it as it is so far.
+    Deliver,
+    /// Deliver this instead (the stage's edit applied).
+    Rewrite(PluginMessage),
+    /// Not for this subscriber.
+    Skip,
+}
+
+impl StageVerdict {
+    fn of(verdict: FilterVerdict, msg: MessageRef<'_>, max_body: usize) -> Result<Self, String> {
+        Ok(match verdict {
+            FilterVerdict::Deliver => StageVerdict::Deliver,
+            FilterVerdict::Skip => StageVerdict::Skip,
+            FilterVerdict::Rewrite(edit) => {
+                StageVerdict::Rewrite(convert::apply_edit(msg, edit, max_body)?)
+            }
+        })
+    }
+}
+
 /// The filters prepared for one subscription, run in config order for each delivery.
 pub struct SubscriptionFilter {
     stages: Vec<Stage>,
 }
 
 impl SubscriptionFilter {
-    /// Runs the chain for one delivery: skip wins, rewrites compose.
+    /// Runs the chain for one delivery: [`filter_batch`](Self::filter_batch) with a batch of one.
     pub async fn filter(&self, msg: &PluginMessage) -> FilterOutcome {
-        self.filter_one(msg.view()).await
+        self.filter_batch(&[msg.view()])
+            .await
+            .pop()
+            .expect("one outcome for one message")
     }
 
-    async fn filter_one(&self, msg: MessageRef<'_>) -> FilterOutcome {
-        let mut rewritten: Option<PluginMessage> = None;
-        for stage in &self.stages {
-            let current = rewritten.as_ref().map_or(msg, PluginMessage::view);
-            match call_filter(stage, current).await {
-                Ok(None) => {}
-                Ok(Some(Some(m))) => rewritten = Some(m),
-                Ok(Some(None)) => return FilterOutcome::Skip,
-                Err(_) if stage.plugin.failure == FailurePolicy::Open => {}
-                Err(_) => return FilterOutcome::Skip,
-            }
-        }
-        rewritten.map_or(FilterOutcome::Deliver, FilterOutcome::Rewrite)
-    }
-
-    /// Runs the chain for several deliveries of this subscription; one outcome per message, in
-    /// order, the same as [`filter`](Self::filter) would give each. A plugin that exports
-    /// `deliver-batch` gets them in as few calls as its input cap allows (a failed call then
-    /// applies its failure policy to every message of that call); others get one call each.
+    /// Runs the chain for several deliveries of this subscription: one outcome per message, in
+    /// order. Per message, the stages run in config order; skip wins and rewrites compose. Each
+    /// stage is called for the messages still to be delivered, in as few calls as its exports
+    /// allow ([`filter_calls`]; a failed call applies its failure policy to every message of it).
     pub async fn filter_batch(&self, msgs: &[MessageRef<'_>]) -> Vec<FilterOutcome> {
-        if let [msg] = msgs {
-            // The common case under light load: no bookkeeping for a batch.
-            return vec![self.filter_one(*msg).await];
-        }
-        // Per message: `None` once skipped, else the message as rewritten so far (if at all).
-        let mut state: Vec<Option<Option<PluginMessage>>> = vec![Some(None); msgs.len()];
+        // The outcome so far of each message; `alive` are those not skipped yet.
+        let mut outcomes: Vec<FilterOutcome> = vec![FilterOutcome::Deliver; msgs.len()];
         let mut alive: Vec<usize> = (0..msgs.len()).collect();
-        let mut verdicts = Vec::with_capacity(msgs.len());
         for stage in &self.stages {
-            alive.retain(|&i| state[i].is_some());
+            alive.retain(|&i| !matches!(outcomes[i], FilterOutcome::Skip | FilterOutcome::Failed));
             if alive.is_empty() {
                 break;
             }
             let current: Vec<MessageRef<'_>> = alive
                 .iter()
-                .map(|&i| match &state[i] {
-                    Some(Some(m)) => m.view(),
+                .map(|&i| match &outcomes[i] {
+                    FilterOutcome::Rewrite(m) => m.view(),
                     _ => msgs[i],
                 })
                 .collect();
-            verdicts.clear();
-            stage_many(stage, &current, &mut verdicts).await;
+            let verdicts = filter_calls(stage, &current).await;
             drop(current);
-            for (&i, verdict) in alive.iter().zip(verdicts.drain(..)) {
+            let open = stage.plugin.failure == FailurePolicy::Open;
+            for (&i, verdict) in alive.iter().zip(verdicts) {
                 match verdict {
-                    Ok(None) => {}
-                    Ok(Some(Some(m))) => state[i] = Some(Some(m)),
-                    Ok(Some(None)) => state[i] = None,
-                    Err(()) if stage.plugin.failure == FailurePolicy::Open => {}
-                    Err(()) => state[i] = None,
+                    Ok(StageVerdict::Deliver) => {}
+                    Ok(StageVerdict::Rewrite(m)) => outcomes[i] = FilterOutcome::Rewrite(m),
+                    Ok(StageVerdict::Skip) => outcomes[i] = FilterOutcome::Skip,
+                    Err(()) if open => {}
+                    Err(()) => outcomes[i] = FilterOutcome::Failed,
                 }
             }
         }
-        state
-            .into_iter()
-            .map(|s| match s {
-                None => FilterOutcome::Skip,
-                Some(None) => FilterOutcome::Deliver,
-                Some(Some(m)) => FilterOutcome::Rewrite(m),
-            })
-            .collect()
+        outcomes
     }
 }
 
-/// What one stage decided for one message (see [`call_filter`]); `Err` = the call failed.
-type StageVerdict = Result<Option<Option<PluginMessage>>, ()>;
-
-/// Runs one stage over `msgs`, pushing one verdict per message onto `out`.
-async fn stage_many(stage: &Stage, msgs: &[MessageRef<'_>], out: &mut Vec<StageVerdict>) {
+/// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call failed.
+/// A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages (a single
+/// delivery too) through `filter-batch`; others get one `deliver.filter` call per message.
+async fn filter_calls(stage: &Stage, msgs: &[MessageRef<'_>]) -> Vec<Result<StageVerdict, ()>> {
     let plugin = &*stage.plugin;
-    if msgs.len() < 2 || !plugin.pool.batches() {
-        for &msg in msgs {
-            out.push(call_filter(stage, msg).await.map_err(drop));
-        }
-        return;
-    }
-    // Chunks of at most MAX_BATCH messages within the plugin's input cap; a message that alone
-    // exceeds the cap fails on its own, as with `filter`.
+    let batches = plugin.pool.batches();
+    let max = if batches { MAX_BATCH } else { 1 };
+    let mut out = Vec::with_capacity(msgs.len());
     let mut start = 0;
     while start < msgs.len() {
-        let mut end = start;
-        let mut size = 0usize;
-        let mut oversize = false;
-        while end < msgs.len() && end - start < MAX_BATCH {
-            let s = convert::input_size(msgs[end], &stage.needs) + 64;
-            if size + s > plugin.max_input {
-                oversize = end == start;
-                break;
-            }
-            size += s;
-            end += 1;
-        }
-        if oversize {
-            // Refused by `check_size` there (or, right at the cap, called on its own).
-            out.push(call_filter(stage, msgs[start]).await.map_err(drop));
-            start += 1;
+        let (run, size) = next_run(plugin, msgs, start, &stage.needs, max);
+        start = run.end;
+        if !batches {
+            out.push(call_filter(stage, msgs[run.start]).await.map_err(drop));
             continue;
         }
-        match call_filter_batch(stage, &msgs[start..end], size).await {
+        match call_filter_batch(stage, &msgs[run.clone()], size).await {
             Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
-            Err(_) => out.extend((start..end).map(|_| Err(()))),
+            Err(_) => out.extend(run.map(|_| Err(()))),
         }
-        start = end;
     }
+    out
 }
 
-/// One `filter-batch` call for `msgs` (non-empty, within the input cap, `size` bytes projected).
+/// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// counts them).
 async fn call_filter_batch(
     stage: &Stage,
     msgs: &[MessageRef<'_>],
     size: usize,
-) -> Result<Vec<Option<Option<PluginMessage>>>, Failure> {
+) -> Result<Vec<StageVerdict>, Failure> {
     let plugin = &*stage.plugin;
+    check_size(plugin, Hook::Message, size)?;
     let mut packed = Vec::with_capacity(size + 4);
-    packed.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
-    for &msg in msgs {
-        convert::pack_message(msg, &stage.needs, &mut packed);
-    }
+    pack_messages(msgs, &stage.needs, &mut packed);
     let max_body = plugin.max_input;
     call!(
         plugin,
@@ -676,23 +690,14 @@ async fn call_filter_batch(
             verdicts
                 .into_iter()
                 .zip(msgs)
-                .map(|(verdict, &msg)| match verdict {
-                    FilterVerdict::Deliver => Ok(None),
-                    FilterVerdict::Skip => Ok(Some(None)),
-                    FilterVerdict::Rewrite(edit) => {
-                        convert::apply_edit(msg, edit, max_body).map(|m| Some(Some(m)))
-                    }
-                })
+                .map(|(verdict, &msg)| StageVerdict::of(verdict, msg, max_body))
                 .collect()
         }
     )
 }
 
-/// `Ok(None)`: deliver; `Ok(Some(None))`: skip; `Ok(Some(Some(m)))`: deliver `m` instead.
-async fn call_filter(
-    stage: &Stage,
-    msg: MessageRef<'_>,
-) -> Result<Option<Option<PluginMessage>>, Failure> {
+/// One `deliver.filter` call.
+async fn call_filter(stage: &Stage, msg: MessageRef<'_>) -> Result<StageVerdict, Failure> {
     let plugin = &*stage.plugin;
     check_size(
         plugin,
@@ -706,11 +711,277 @@ async fn call_filter(
         Hook::Message,
         deliver,
         |g, s| g.call_filter(s, &stage.token, &projected),
-        |verdict| match verdict {
-            FilterVerdict::Deliver => Ok(None),
-            FilterVerdict::Skip => Ok(Some(None)),
-            FilterVerdict::Rewrite(edit) =>
-                convert::apply_edit(msg, edit, max_body).map(|m| Some(Some(m))),
-        }
+        |verdict| StageVerdict::of(verdict, msg, max_body)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The host's packed encoding (`convert::pack_principal`, `convert::pack_message` and the
+    //! batch framing above) read back by the guest's reader (`plugboard-packed`): every message
+    //! must read as exactly the projection the typed path (`convert::project`) passes.
+
+    use bytes::Bytes;
+    use plugboard_packed::{MessageView, PrincipalView, Reader};
+    use proptest::prelude::*;
+
+    use super::super::bindings::types::{HeaderNeed, Message, Needs};
+    use super::*;
+
+    /// A message, as comparable values: destination, headers, content type, body length, body.
+    type Seen = (
+        String,
+        Vec<(String, String)>,
+        Option<String>,
+        u64,
+        Option<Vec<u8>>,
+    );
+
+    fn typed(msg: &PluginMessage, needs: &Needs) -> Seen {
+        let Message {
+            destination,
+            headers,
+            content_type,
+            body_len,
+            body,
+        } = convert::project(msg.view(), needs);
+        let headers = headers.into_iter().map(|h| (h.name, h.value)).collect();
+        (destination, headers, content_type, body_len, body)
+    }
+
+    fn read(view: &MessageView<'_>) -> Seen {
+        (
+            view.destination.to_string(),
+            view.headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            view.content_type.map(str::to_string),
+            view.body_len,
+            view.body.map(<[u8]>::to_vec),
+        )
+    }
+
+    fn principal_seen(p: &PrincipalView<'_>) -> (String, Vec<String>, Vec<String>, Vec<String>) {
+        let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        (
+            p.name.to_string(),
+            owned(&p.groups),
+            owned(&p.may_send),
+            owned(&p.may_subscribe),
+        )
+    }
+
+    fn expected_principal(p: &Principal) -> (String, Vec<String>, Vec<String>, Vec<String>) {
+        (
+            p.name.clone(),
+            p.groups.clone(),
+            p.may_send.clone(),
+            p.may_subscribe.clone(),
+        )
+    }
+
+    fn message(destination: &[u8], headers: &[(&[u8], &[u8])], body: &[u8]) -> PluginMessage {
+        PluginMessage {
+            destination: Bytes::copy_from_slice(destination),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
+                .collect(),
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn needs(headers: HeaderNeed, body: bool) -> Needs {
+        Needs { headers, body }
+    }
+
+    /// Every projection the tests pack with.
+    fn all_needs() -> Vec<Needs> {
+        let named =
+            |names: &[&str]| HeaderNeed::Named(names.iter().map(|n| n.to_string()).collect());
+        vec![
+            needs(HeaderNeed::None, false),
+            needs(HeaderNeed::None, true),
+            needs(HeaderNeed::All, false),
+            needs(HeaderNeed::All, true),
+            needs(named(&["x"]), false),
+            needs(named(&["x", "x", "content-type", "absent"]), true),
+            needs(named(&[]), true),
+        ]
+    }
+
+    /// The edge cases: empty, large, repeated headers, bytes that are not UTF-8.
+    fn edge_messages() -> Vec<PluginMessage> {
+        let big_value = vec![b'v'; 64 * 1024];
+        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..300)
+            .map(|i| {
+                (
+                    format!("h{}", i % 7).into_bytes(),
+                    format!("{i}").into_bytes(),
+                )
+            })
+            .collect();
+        let many: Vec<(&[u8], &[u8])> = many.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let mut big = message(b"/queue/big", &many, &vec![0xAB; 1 << 20]);
+        big.headers
+            .push((Bytes::from_static(b"x"), Bytes::from(big_value)));
+        vec![
+            message(b"", &[], b""),
+            message(b"/queue/a", &[(b"", b"")], b""),
+            message(
+                b"/queue/a",
+                &[
+                    (b"x", b"1"),
+                    (b"content-type", b"text/plain"),
+                    (b"x", b"2"),
+                    (b"content-type", b"application/json"),
+                    (b"y", b""),
+                    (b"x", b"3"),
+                ],
+                b"hello",
+            ),
+            message(
+                b"/queue/\xff\xfe",
+                &[
+                    (b"\xc3(", b"a\x80b"),
+                    (b"x", b"\xf0\x9f\x92"),
+                    (b"content-type", b"text/\xff"),
+                    (b"x", "caf\u{e9} \u{1f600}".as_bytes()),
+                ],
+                b"\x00\xff\xfe\x80 not utf-8",
+            ),
+            big,
+        ]
+    }
+
+    fn principals() -> Vec<Principal> {
+        vec![
+            Principal {
+                name: String::new(),
+                groups: vec![],
+                may_send: vec![],
+                may_subscribe: vec![],
+            },
+            Principal::named("alice"),
+            Principal {
+                name: "b\u{f6}b".into(),
+                groups: vec!["ops".into(), "".into(), "ops".into()],
+                may_send: (0..200).map(|i| format!("/queue/{i}.*")).collect(),
+                may_subscribe: vec!["*".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn a_packed_message_reads_as_its_projection() {
+        for needs in all_needs() {
+            for msg in edge_messages() {
+                let mut out = Vec::new();
+                convert::pack_message(msg.view(), &needs, &mut out);
+                let mut reader = Reader::new(&out);
+                let view = reader
+                    .message()
+                    .expect("the reader takes what the host packs");
+                assert_eq!(read(&view), typed(&msg, &needs), "needs {needs:?}");
+                assert!(reader.rest().is_empty(), "nothing left over");
+            }
+        }
+    }
+
+    #[test]
+    fn a_packed_principal_reads_back() {
+        for p in principals() {
+            let mut out = Vec::new();
+            convert::pack_principal(&p, &mut out);
+            let mut reader = Reader::new(&out);
+            let bytes = reader.skip_principal().expect("skips");
+            assert!(reader.rest().is_empty());
+            let view = Reader::new(bytes).principal().expect("reads");
+            assert_eq!(principal_seen(&view), expected_principal(&p));
+        }
+    }
+
+    #[test]
+    fn batches_read_as_their_messages_in_order() {
+        let msgs = edge_messages();
+        let views: Vec<MessageRef<'_>> = msgs.iter().map(PluginMessage::view).collect();
+        for needs in all_needs() {
+            let expected: Vec<Seen> = msgs.iter().map(|m| typed(m, &needs)).collect();
+            for p in principals() {
+                // on-send-batch: principal, count, messages.
+                let input = pack_send_batch(&p, &views, &needs, 0);
+                let mut reader = Reader::new(&input);
+                let principal = reader.principal().expect("principal first");
+                assert_eq!(principal_seen(&principal), expected_principal(&p));
+                let got = reader.each_message(read);
+                assert_eq!(got, expected);
+                assert!(reader.rest().is_empty());
+            }
+            // filter-batch: count, messages.
+            let mut input = Vec::new();
+            pack_messages(&views, &needs, &mut input);
+            let mut reader = Reader::new(&input);
+            assert_eq!(reader.each_message(read), expected);
+            assert!(reader.rest().is_empty());
+        }
+        // An empty batch is a zero count and nothing else.
+        let mut input = Vec::new();
+        pack_messages(&[], &needs(HeaderNeed::All, true), &mut input);
+        assert_eq!(input, 0u32.to_le_bytes());
+        assert!(Reader::new(&input).each_message(read).is_empty());
+    }
+
+    #[test]
+    fn runs_respect_the_batch_size_and_put_an_oversize_message_alone() {
+        let needs = needs(HeaderNeed::None, true);
+        let cap = 1000;
+        let sizes = [10usize, 10, 2000, 10, 800, 10];
+        let msgs: Vec<PluginMessage> = sizes
+            .iter()
+            .map(|&n| message(b"/q", &[], &vec![b'x'; n]))
+            .collect();
+        let views: Vec<MessageRef<'_>> = msgs.iter().map(PluginMessage::view).collect();
+        let runs = |max: usize| {
+            let mut runs = Vec::new();
+            let mut start = 0;
+            while start < views.len() {
+                let (run, _) = next_run_with(cap, &views, start, &needs, max);
+                start = run.end;
+                runs.push(run);
+            }
+            runs
+        };
+        assert_eq!(runs(64), [0..2, 2..3, 3..5, 5..6]);
+        assert_eq!(runs(1), [0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+    }
+
+    /// Bytes: mostly ASCII, sometimes bytes that are not UTF-8.
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![8 => b'a'..=b'e', 1 => Just(b'\xff'), 1 => Just(0xC3u8), 1 => Just(0x80u8)],
+            0..12,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_reads_as_its_projection(
+            destination in field(),
+            headers in prop::collection::vec((field(), field()), 0..8),
+            body in prop::collection::vec(any::<u8>(), 0..64),
+            need in 0usize..7,
+        ) {
+            let needs = all_needs().swap_remove(need);
+            let headers: Vec<(&[u8], &[u8])> =
+                headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            let msg = message(&destination, &headers, &body);
+            let mut out = Vec::new();
+            convert::pack_message(msg.view(), &needs, &mut out);
+            let mut reader = Reader::new(&out);
+            let view = reader.message().expect("reads");
+            prop_assert_eq!(read(&view), typed(&msg, &needs));
+            prop_assert!(reader.rest().is_empty());
+        }
+    }
 }

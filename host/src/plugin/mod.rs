@@ -16,9 +16,7 @@ mod engine;
 mod glob;
 mod hooks;
 mod pool;
-
-#[doc(hidden)]
-pub mod bench;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -77,6 +75,14 @@ pub struct PluginSpec {
     pub max_instances: Option<usize>,
     /// Replace an instance after this many calls (default: never, only after a failure).
     pub recycle_after_calls: Option<u64>,
+    /// Who a client is when an authenticator with `failure = "open"` fails: by default
+    /// `anonymous`, who may send and subscribe nowhere (never the login the client claimed).
+    pub fail_open_principal: Option<FailOpenPrincipal>,
+    /// Whether destinations this send plugin routes messages to are exempt from the sender's
+    /// `may_send` patterns (default: every routed destination is checked, since a templated
+    /// route may let the client choose it). For routers whose targets the operator chose.
+    #[serde(default)]
+    pub routes_bypass_sender_rights: bool,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -84,6 +90,35 @@ pub struct PluginSpec {
 
 fn all_destinations() -> Vec<String> {
     vec!["*".to_string()]
+}
+
+/// The principal an authenticator that fails open admits clients as (`fail_open_principal`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailOpenPrincipal {
+    /// Its name (default `anonymous`).
+    #[serde(default = "anonymous_name")]
+    pub name: String,
+    /// Destination patterns it may SEND to (default none).
+    #[serde(default)]
+    pub may_send: Vec<String>,
+    /// Destination patterns it may SUBSCRIBE to (default none).
+    #[serde(default)]
+    pub may_subscribe: Vec<String>,
+}
+
+impl Default for FailOpenPrincipal {
+    fn default() -> Self {
+        FailOpenPrincipal {
+            name: anonymous_name(),
+            may_send: Vec::new(),
+            may_subscribe: Vec::new(),
+        }
+    }
+}
+
+fn anonymous_name() -> String {
+    "anonymous".to_string()
 }
 
 /// A hook a plugin serves.
@@ -116,7 +151,8 @@ pub enum FailurePolicy {
     /// CONNECT denied, SEND rejected, MESSAGE skipped, SUBSCRIBE refused.
     #[default]
     Closed,
-    /// The plugin is ignored for that call (an authenticator admits the client as anonymous).
+    /// The plugin is ignored for that call (an authenticator admits the client as its
+    /// `fail_open_principal`: by default `anonymous`, with no rights).
     Open,
 }
 
@@ -251,7 +287,11 @@ pub struct SubscriptionInfo {
 pub enum FilterOutcome {
     Deliver,
     Rewrite(PluginMessage),
+    /// A filter declined it.
     Skip,
+    /// A filter failing closed could not judge it (trap, timeout, invalid answer): not a
+    /// decline; a queue tries it again, up to its limit.
+    Failed,
 }
 
 /// Counters of one plugin, for a status surface.
@@ -268,8 +308,17 @@ pub struct PluginStats {
     pub invalid_output: u64,
     /// Inputs refused before the call for being too large.
     pub oversize: u64,
-    /// Calls that found no free instance before their deadline.
+    /// Calls that waited for an instance of a busy pool (backpressure, not a failure).
+    pub busy_waits: u64,
+    /// Calls that found no free instance within the busy-pool wait limit (failures).
     pub busy: u64,
+    /// Calls that failed because, after failures in a row, no new instance could be made within
+    /// the back-off limit.
+    pub backoff: u64,
+    /// Routes to a destination the sender may not send to, refused (send hook).
+    pub routes_refused: u64,
+    /// Lines of the `log` import dropped by the rate limit.
+    pub log_dropped: u64,
     pub instances_created: u64,
     /// Instances discarded (after a failure or `recycle_after_calls`).
     pub recycled: u64,
@@ -281,6 +330,10 @@ struct Plugin {
     hooks: Vec<Hook>,
     destinations: Vec<String>,
     failure: FailurePolicy,
+    /// Who a client is when this authenticator fails open.
+    fail_open: Principal,
+    /// Destinations this send plugin routes to are not checked against the sender's rights.
+    routes_bypass_sender_rights: bool,
     deadline_override: Option<Duration>,
     manifest: Manifest,
     /// Largest input (bytes copied into the guest) a call may carry.
@@ -351,6 +404,23 @@ impl PluginHost {
             if spec.hooks.contains(&Hook::Authenticate) && auth_before {
                 return Err(invalid("only one plugin may serve the `authenticate` hook"));
             }
+            if spec.fail_open_principal.is_some() {
+                if !spec.hooks.contains(&Hook::Authenticate) {
+                    return Err(invalid(
+                        "`fail_open_principal` applies only to an `authenticate` plugin",
+                    ));
+                }
+                if spec.failure != FailurePolicy::Open {
+                    return Err(invalid(
+                        "`fail_open_principal` applies only with `failure = \"open\"`",
+                    ));
+                }
+            }
+            if spec.routes_bypass_sender_rights && !spec.hooks.contains(&Hook::Send) {
+                return Err(invalid(
+                    "`routes_bypass_sender_rights` applies only to a `send` plugin",
+                ));
+            }
             plugins.push(Arc::new(load_one(spec, base_dir, cache.clone()).await?));
         }
         Ok(Arc::new(PluginHost { plugins }))
@@ -370,7 +440,11 @@ impl PluginHost {
                     memory_limit: c.memory.load(Relaxed),
                     invalid_output: c.invalid.load(Relaxed),
                     oversize: c.oversize.load(Relaxed),
+                    busy_waits: c.busy_waits.load(Relaxed),
                     busy: c.busy.load(Relaxed),
+                    backoff: c.backoff.load(Relaxed),
+                    routes_refused: c.routes_refused.load(Relaxed),
+                    log_dropped: p.pool.log.dropped.load(Relaxed),
                     instances_created: c.instances_created.load(Relaxed),
                     recycled: c.recycled.load(Relaxed),
                 }
@@ -470,10 +544,22 @@ async fn load_one(
             reason,
         })?;
     pool.put_back(warm);
+    let fail_open = spec.fail_open_principal.clone().unwrap_or_default();
+    let fail_open = convert::principal(bindings::types::Principal {
+        name: fail_open.name,
+        groups: Vec::new(),
+        may_send: fail_open.may_send,
+        may_subscribe: fail_open.may_subscribe,
+    })
+    .map_err(|reason| PluginError::Spec {
+        plugin: plugin.clone(),
+        reason: format!("fail_open_principal: {reason}"),
+    })?;
     if spec.failure == FailurePolicy::Open && spec.hooks.contains(&Hook::Authenticate) {
         tracing::warn!(
             plugin,
-            "failure = \"open\" on an authenticator admits clients as anonymous when it fails"
+            principal = fail_open.name,
+            "failure = \"open\" on an authenticator admits clients as this principal when it fails"
         );
     }
     Ok(Plugin {
@@ -481,6 +567,8 @@ async fn load_one(
         hooks: spec.hooks.clone(),
         destinations: spec.destinations.clone(),
         failure: spec.failure,
+        fail_open,
+        routes_bypass_sender_rights: spec.routes_bypass_sender_rights,
         deadline_override: spec.deadline_ms.map(Duration::from_millis),
         manifest,
         max_input,

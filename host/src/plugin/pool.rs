@@ -1,17 +1,25 @@
 //! Warm instances of one plugin: the per-store state and limits, checkout/return, recycling after
-//! a failure or N calls, and the per-plugin counters.
+//! a failure or N calls, back-off of re-instantiation, and the per-plugin counters.
 //!
-//! A call checks an instance out (waiting for one of `max_instances` permits until its deadline),
-//! arms the deadline, calls with `call_async`, and hands the instance back. The epoch callback
-//! yields to tokio on every tick (so a running guest never holds a worker thread for more than one
-//! tick) and traps once the call has used up its deadline in ticks it was running for. Any failure discards the instance: wasmtime
-//! leaves an instance unusable after a trap, and a plugin that returned garbage is not trusted.
+//! A call checks an instance out (an idle one, or a new one while fewer than `max_instances`
+//! exist; when all are busy it waits, as backpressure, up to [`BUSY_WAIT`]), arms the deadline,
+//! calls with `call_async`, and hands the instance back. The epoch callback yields to tokio on
+//! every tick (so a running guest never holds a worker thread for more than one tick) and traps
+//! once the call has used up its deadline in ticks it was running for. Any failure discards the
+//! instance: wasmtime leaves an instance unusable after a trap, and a plugin that returned
+//! garbage is not trusted. After [`BACKOFF_AFTER`] failed calls in a row, replacement instances
+//! are made at most one per back-off interval (doubling up to [`BACKOFF_MAX`]): callers wait for
+//! their turn rather than the broker instantiating in a loop; a successful call resets it.
+//!
+//! Limits per store (one instance of the component): the sum of all its linear memories
+//! (`memory_mb`), and bounded counts of core instances, tables and memories ([`MAX_CORE_INSTANCES`],
+//! [`MAX_TABLES`], [`MAX_MEMORIES`]). The `log` import is rate limited per plugin ([`LogLimit`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::Notify;
 use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
@@ -23,12 +31,89 @@ use super::Hook;
 
 /// Longest log line a plugin may write.
 const MAX_LOG_LINE: usize = 2048;
+/// Log lines a plugin may write per second, over all its instances (more are dropped, counted
+/// and summed up in one line when logging resumes).
+const LOG_LINES_PER_SECOND: f64 = 100.0;
+/// Log lines a plugin may write in a burst (e.g. at start-up) before the rate applies.
+const LOG_BURST: f64 = 200.0;
 
-/// Per-store data: the plugin's name for logs, the memory limiter and the current deadline.
+/// Longest a call waits for an instance while all `max_instances` are busy. A busy pool is
+/// backpressure (the connection waits), not a failure: only a wait past this is one (`Busy`).
+/// Independent of the call's deadline, and generous: a pool whose every instance runs into its
+/// deadline (at most seconds) frees one long before.
+pub const BUSY_WAIT: Duration = Duration::from_secs(5);
+/// Failed calls in a row after which replacement instances are spaced out.
+pub const BACKOFF_AFTER: u32 = 2;
+/// The first spacing between replacement instances; it doubles with every further failure.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(10);
+/// The largest spacing, and the longest a caller waits for its turn to instantiate (a caller
+/// whose turn is further away fails as `Backoff` at once).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Most core instances one store (one instance of the component) may create; wasmtime's
+/// default is 10,000. Measured: the sample Python components (componentize-py: a dozen linked
+/// modules plus their shims) create 38, the JavaScript ones 4, Rust ones 3.
+pub const MAX_CORE_INSTANCES: usize = 64;
+/// Most tables one store may create (every sample component creates 2).
+pub const MAX_TABLES: usize = 16;
+/// Most linear memories one store may create (every sample component creates 1). Each reserves
+/// address space (4 GiB plus guard pages), whatever its size.
+pub const MAX_MEMORIES: usize = 4;
+/// Most elements of one table (wasmtime's default is unbounded).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The `log` import's rate limit of one plugin: a token bucket shared by its instances.
+pub struct LogLimit {
+    bucket: Mutex<Bucket>,
+    /// Lines dropped so far (monotonic).
+    pub dropped: AtomicU64,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Lines dropped since the last one written.
+    dropped: u64,
+}
+
+impl LogLimit {
+    fn new() -> LogLimit {
+        LogLimit {
+            bucket: Mutex::new(Bucket {
+                tokens: LOG_BURST,
+                last: Instant::now(),
+                dropped: 0,
+            }),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a token for one line: `Some(n)` when it may be written, `n` being the lines dropped
+    /// before it (to report once); `None` when it is dropped.
+    fn admit(&self) -> Option<u64> {
+        let mut bucket = self.bucket.lock().expect("log bucket lock");
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.last).as_secs_f64() * LOG_LINES_PER_SECOND;
+        bucket.tokens = (bucket.tokens + refill).min(LOG_BURST);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Some(std::mem::take(&mut bucket.dropped))
+        } else {
+            bucket.dropped += 1;
+            self.dropped.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// Per-store data: the plugin's name for logs, the limiter and the current deadline.
 pub struct State {
     plugin: Arc<str>,
+    log: Arc<LogLimit>,
     max_memory: usize,
-    /// Linear memory the guest has grown to (bytes), for the soft cap.
+    /// The sum of the sizes of every linear memory of the store (bytes): the cap applies to it,
+    /// and an instance grown past 3/4 of it is replaced.
     memory_used: usize,
     memory_hit: bool,
     /// Epoch ticks (1 ms each) the current call may still run for. Counting the ticks the
@@ -42,11 +127,13 @@ fn ticks_for(budget: Duration) -> u64 {
     u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+#[cfg(test)]
 impl State {
-    /// A state without limits or deadline, for the raw-call benchmark.
-    pub(super) fn for_bench() -> State {
+    /// A state without limits or deadline, for unit tests.
+    fn for_test() -> State {
         State {
-            plugin: "bench".into(),
+            plugin: "test".into(),
+            log: Arc::new(LogLimit::new()),
             max_memory: usize::MAX,
             memory_used: 0,
             memory_hit: false,
@@ -56,16 +143,22 @@ impl State {
 }
 
 impl ResourceLimiter for State {
+    /// Called for every new memory (`current` 0) and every growth of one: the cap applies to the
+    /// sum over all memories of the store. A growth allowed here that then fails anyway (beyond
+    /// the memory's own maximum) stays counted: conservative, and such an instance is replaced.
     fn memory_growing(
         &mut self,
-        _: usize,
+        current: usize,
         desired: usize,
         _: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.max_memory;
+        let total = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        let ok = total <= self.max_memory;
         self.memory_hit |= !ok;
         if ok {
-            self.memory_used = desired;
+            self.memory_used = total;
         }
         Ok(ok)
     }
@@ -76,12 +169,46 @@ impl ResourceLimiter for State {
         desired: usize,
         _: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
 impl log::Host for State {
     fn log(&mut self, level: log::Level, mut message: String) {
+        let enabled = match level {
+            log::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            log::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            log::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled {
+            return; // filtered out anyway: costs no token
+        }
+        let Some(dropped) = self.log.admit() else {
+            return;
+        };
+        let plugin = &*self.plugin;
+        if dropped > 0 {
+            tracing::warn!(
+                plugin,
+                dropped,
+                "plugin log rate limit ({LOG_LINES_PER_SECOND} lines/s, bursts of {LOG_BURST}): \
+                 {dropped} lines dropped"
+            );
+        }
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -89,7 +216,6 @@ impl log::Host for State {
             }
             message.truncate(cut);
         }
-        let plugin = &*self.plugin;
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -249,8 +375,10 @@ pub enum FailureKind {
     Invalid,
     /// The input was larger than the guest could take.
     Oversize,
-    /// Every instance stayed busy until the deadline.
+    /// Every instance stayed busy for [`BUSY_WAIT`].
     Busy,
+    /// After failures in a row, no replacement instance could be made within [`BACKOFF_MAX`].
+    Backoff,
 }
 
 /// A failed call: what happened, in detail for the log.
@@ -279,6 +407,11 @@ pub struct Counters {
     pub invalid: AtomicU64,
     pub oversize: AtomicU64,
     pub busy: AtomicU64,
+    pub backoff: AtomicU64,
+    /// Calls that waited for a busy pool (and then got an instance or failed as `busy`).
+    pub busy_waits: AtomicU64,
+    /// Routes to destinations the sender may not send to, refused (send hook).
+    pub routes_refused: AtomicU64,
     pub instances_created: AtomicU64,
     pub recycled: AtomicU64,
 }
@@ -291,6 +424,21 @@ pub struct Limits {
     pub init_deadline: Duration,
 }
 
+/// The instances of one plugin: idle ones, and how many exist.
+struct Slots {
+    // Boxed: an instance moves between this list and a lease on every call, and a `Warm` (the
+    // store and every typed export) is a few hundred bytes to copy each time.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Warm>>,
+    /// Instances that exist or are being made (idle, checked out, instantiating); at most
+    /// `max_instances`.
+    live: usize,
+    /// Failed calls in a row (reset by a successful call).
+    failures: u32,
+    /// While backing off: when the next replacement instance may be made.
+    next_instantiate: Option<Instant>,
+}
+
 /// The warm instances of one plugin.
 pub struct Pool {
     pub name: Arc<str>,
@@ -298,17 +446,39 @@ pub struct Pool {
     exports: Exports,
     config_json: String,
     pub limits: Limits,
-    idle: Mutex<Vec<Warm>>,
-    permits: Semaphore,
+    slots: Mutex<Slots>,
+    /// Signalled when an instance is handed back or one fewer exists.
+    freed: Notify,
+    pub log: Arc<LogLimit>,
     pub counters: Counters,
 }
 
-/// An instance checked out for one call.
+/// An instance checked out for one call; handed back by [`Pool::finish`], or discarded (and
+/// its slot freed) when dropped before, e.g. with a call cancelled mid-way.
 pub struct Lease<'a> {
-    pub warm: Warm,
-    _permit: SemaphorePermit<'a>,
+    /// Taken by [`Pool::finish`].
+    warm: Option<Box<Warm>>,
+    pool: &'a Pool,
     /// The epoch ticks while the lease lives (the call's deadline needs it).
     _running: Running,
+}
+
+impl Lease<'_> {
+    /// The instance.
+    pub fn warm(&mut self) -> &mut Warm {
+        self.warm
+            .as_mut()
+            .expect("a lease holds its instance until finished")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // An instance `finish` did not take (the call was cancelled): not trusted any more.
+        if let Some(warm) = self.warm.take() {
+            self.pool.discard(warm);
+        }
+    }
 }
 
 impl Pool {
@@ -319,25 +489,36 @@ impl Pool {
         config_json: String,
         limits: Limits,
     ) -> Pool {
-        let permits = Semaphore::new(limits.max_instances);
         Pool {
             name,
             pre,
             exports,
             config_json,
             limits,
-            idle: Mutex::new(Vec::new()),
-            permits,
+            slots: Mutex::new(Slots {
+                idle: Vec::new(),
+                live: 0,
+                failures: 0,
+                next_instantiate: None,
+            }),
+            freed: Notify::new(),
+            log: Arc::new(LogLimit::new()),
             counters: Counters::default(),
         }
     }
 
-    /// Instantiates and initialises a fresh instance; returns its manifest too.
-    pub async fn instantiate(&self) -> Result<(Warm, Manifest), String> {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().expect("pool lock")
+    }
+
+    /// Instantiates and initialises a fresh instance; returns its manifest too. The caller
+    /// accounts for it in `live` (see [`put_back`](Self::put_back) and `checkout`).
+    pub async fn instantiate(&self) -> Result<(Box<Warm>, Manifest), String> {
         // The component's start-up code runs under the init deadline.
         let _running = running();
         let state = State {
             plugin: self.name.clone(),
+            log: self.log.clone(),
             max_memory: self.limits.max_memory,
             memory_used: 0,
             memory_hit: false,
@@ -402,11 +583,11 @@ impl Pool {
             })
         };
         let guest = load(&mut store).map_err(|e| format!("{e:#}"))?;
-        let mut warm = Warm {
+        let mut warm = Box::new(Warm {
             store,
             guest,
             calls: 0,
-        };
+        });
         warm.arm(self.limits.init_deadline);
         let init = warm
             .guest
@@ -422,9 +603,11 @@ impl Pool {
         Ok((warm, manifest))
     }
 
-    /// Adds a fresh instance to the idle set.
-    pub fn put_back(&self, warm: Warm) {
-        self.idle.lock().expect("pool lock").push(warm);
+    /// Adds the instance made at load (by [`instantiate`](Self::instantiate)) to the idle set.
+    pub fn put_back(&self, warm: Box<Warm>) {
+        let mut slots = self.slots();
+        slots.live += 1;
+        slots.idle.push(warm);
     }
 
     /// Whether instances serve `send-packed.on-send-packed`.
@@ -442,41 +625,155 @@ impl Pool {
         self.exports.deliver_batch.is_some()
     }
 
-    /// Takes an idle instance (or makes one), waiting for a free slot for at most `budget`.
-    /// The common case (a free slot) reads no clock and arms no timer.
-    pub async fn checkout(&self, hook: Hook, budget: Duration) -> Result<Lease<'_>, Failure> {
-        let permit = match self.permits.try_acquire() {
-            Ok(permit) => permit,
-            Err(_) => tokio::time::timeout(budget, self.permits.acquire())
-                .await
-                .map_err(|_| {
-                    self.fail(
-                        hook,
-                        Failure::new(FailureKind::Busy, "no free instance before the deadline"),
-                    )
-                })?
-                .expect("the pool's semaphore is never closed"),
-        };
-        let idle = self.idle.lock().expect("pool lock").pop();
-        let warm = match idle {
-            Some(warm) => warm,
-            None => {
-                self.instantiate()
-                    .await
-                    .map_err(|e| {
-                        self.fail(
-                            hook,
-                            Failure::new(FailureKind::Trap, format!("instantiating: {e}")),
-                        )
-                    })?
-                    .0
+    /// Takes an idle instance, or makes one while fewer than `max_instances` exist (spaced out
+    /// after failures in a row), or waits for one to be handed back, up to [`BUSY_WAIT`]. The
+    /// common case (an idle instance) takes one lock and reads no clock.
+    pub async fn checkout(&self, hook: Hook) -> Result<Lease<'_>, Failure> {
+        let mut busy_since: Option<Instant> = None;
+        loop {
+            let turn = {
+                let mut slots = self.slots();
+                if let Some(warm) = slots.idle.pop() {
+                    drop(slots);
+                    return Ok(self.lease(warm));
+                }
+                if slots.live < self.limits.max_instances {
+                    slots.live += 1;
+                    Some(self.instantiation_turn(&mut slots))
+                } else {
+                    None
+                }
+            };
+            match turn {
+                Some(turn) => return self.make(hook, turn).await,
+                None => self.wait_for_instance(hook, &mut busy_since).await?,
+            }
+        }
+    }
+
+    fn lease(&self, warm: Box<Warm>) -> Lease<'_> {
+        Lease {
+            warm: Some(warm),
+            pool: self,
+            _running: running(),
+        }
+    }
+
+    /// When a new instance may be made: now, or (backing off after failures in a row) the
+    /// caller's turn, reserved here; `Err` when that turn is further away than [`BACKOFF_MAX`].
+    fn instantiation_turn(&self, slots: &mut Slots) -> Result<Option<Instant>, ()> {
+        if slots.failures < BACKOFF_AFTER {
+            return Ok(None);
+        }
+        let doublings = (slots.failures - BACKOFF_AFTER).min(16);
+        let spacing = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX);
+        let now = Instant::now();
+        let at = slots.next_instantiate.map_or(now, |at| at.max(now));
+        if at.duration_since(now) > BACKOFF_MAX {
+            return Err(());
+        }
+        slots.next_instantiate = Some(at + spacing);
+        Ok((at > now).then_some(at))
+    }
+
+    /// Makes an instance in a slot already counted in `live`, at its turn.
+    async fn make(
+        &self,
+        hook: Hook,
+        turn: Result<Option<Instant>, ()>,
+    ) -> Result<Lease<'_>, Failure> {
+        let at = match turn {
+            Ok(at) => at,
+            Err(()) => {
+                self.release_slot();
+                return Err(self.fail(
+                    hook,
+                    Failure::new(
+                        FailureKind::Backoff,
+                        "failing in a row: no new instance within the back-off limit",
+                    ),
+                ));
             }
         };
-        Ok(Lease {
-            warm,
-            _permit: permit,
-            _running: running(),
-        })
+        if let Some(at) = at {
+            tokio::time::sleep_until(at.into()).await;
+            // Someone may have handed an instance back meanwhile: take it rather than make one.
+            let idle = {
+                let mut slots = self.slots();
+                let warm = slots.idle.pop();
+                if warm.is_some() {
+                    slots.live -= 1;
+                }
+                warm
+            };
+            if let Some(warm) = idle {
+                return Ok(self.lease(warm));
+            }
+        }
+        match self.instantiate().await {
+            Ok((warm, _)) => Ok(self.lease(warm)),
+            Err(e) => {
+                self.release_slot();
+                self.note_failure();
+                Err(self.fail(
+                    hook,
+                    Failure::new(FailureKind::Trap, format!("instantiating: {e}")),
+                ))
+            }
+        }
+    }
+
+    /// Frees a slot that never got an instance.
+    fn release_slot(&self) {
+        self.slots().live -= 1;
+        self.freed.notify_one();
+    }
+
+    /// Waits until an instance may be free (backpressure), or fails as `Busy` once the pool has
+    /// stayed busy for [`BUSY_WAIT`] since the caller started waiting.
+    async fn wait_for_instance(
+        &self,
+        hook: Hook,
+        busy_since: &mut Option<Instant>,
+    ) -> Result<(), Failure> {
+        let since = *busy_since.get_or_insert_with(|| {
+            self.counters.busy_waits.fetch_add(1, Relaxed);
+            Instant::now()
+        });
+        let freed = self.freed.notified();
+        tokio::pin!(freed);
+        // Registered before looking again, so a hand-back in between is not missed.
+        freed.as_mut().enable();
+        {
+            let slots = self.slots();
+            if !slots.idle.is_empty() || slots.live < self.limits.max_instances {
+                return Ok(());
+            }
+        }
+        match tokio::time::timeout_at((since + BUSY_WAIT).into(), freed).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.fail(
+                hook,
+                Failure::new(
+                    FailureKind::Busy,
+                    format!("no free instance for {} s", BUSY_WAIT.as_secs()),
+                ),
+            )),
+        }
+    }
+
+    /// Discards an instance: one fewer exists.
+    fn discard(&self, warm: Box<Warm>) {
+        self.counters.recycled.fetch_add(1, Relaxed);
+        // Dropping a store takes microseconds: not under the lock.
+        drop(warm);
+        self.release_slot();
+    }
+
+    /// Counts a failed call towards the back-off.
+    fn note_failure(&self) {
+        let mut slots = self.slots();
+        slots.failures = slots.failures.saturating_add(1);
     }
 
     /// Ends a call: returns the instance to the pool on success, discards it on failure (logged
@@ -484,29 +781,42 @@ impl Pool {
     pub fn finish<T>(
         &self,
         hook: Hook,
-        lease: Lease<'_>,
+        mut lease: Lease<'_>,
         result: Result<T, Failure>,
     ) -> Result<T, Failure> {
         self.counters.calls.fetch_add(1, Relaxed);
-        let mut warm = lease.warm;
+        let mut warm = lease.warm.take().expect("a lease is finished once");
+        drop(lease);
         match result {
             Ok(value) => {
                 warm.calls += 1;
                 // Guest heaps rarely shrink: replace an instance that grew past 3/4 of its cap
                 // before it fails a call, and one that served its configured number of calls.
                 let grown = warm.store.data().memory_used > self.limits.max_memory / 4 * 3;
-                if grown || self.limits.recycle_after.is_some_and(|n| warm.calls >= n) {
-                    self.counters.recycled.fetch_add(1, Relaxed);
+                let worn = self.limits.recycle_after.is_some_and(|n| warm.calls >= n);
+                if grown || worn {
+                    self.succeeded(None);
+                    self.discard(warm);
                 } else {
-                    self.idle.lock().expect("pool lock").push(warm);
+                    self.succeeded(Some(warm));
+                    self.freed.notify_one();
                 }
                 Ok(value)
             }
             Err(failure) => {
-                self.counters.recycled.fetch_add(1, Relaxed);
+                self.note_failure();
+                self.discard(warm);
                 Err(self.fail(hook, failure))
             }
         }
+    }
+
+    /// After a successful call: resets the back-off and hands `warm` back.
+    fn succeeded(&self, warm: Option<Box<Warm>>) {
+        let mut slots = self.slots();
+        slots.failures = 0;
+        slots.next_instantiate = None;
+        slots.idle.extend(warm);
     }
 
     /// Classifies an error that came out of wasm.
@@ -531,6 +841,7 @@ impl Pool {
             FailureKind::Invalid => &c.invalid,
             FailureKind::Oversize => &c.oversize,
             FailureKind::Busy => &c.busy,
+            FailureKind::Backoff => &c.backoff,
         };
         counter.fetch_add(1, Relaxed);
         tracing::error!(plugin = &*self.name, hook = hook.as_str(), kind = ?failure.kind, "plugin call failed: {}", failure.detail);
@@ -548,5 +859,46 @@ fn describe(store: &Store<State>, error: &wasmtime::Error) -> String {
         "deadline exceeded".to_string()
     } else {
         format!("{error:#}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_applies_to_the_sum_of_a_stores_memories() {
+        const MIB: usize = 1 << 20;
+        let mut state = State::for_test();
+        state.max_memory = 4 * MIB;
+        // Two memories created at 2 MiB each: together at the cap.
+        assert!(state.memory_growing(0, 2 * MIB, None).unwrap());
+        assert!(state.memory_growing(0, 2 * MIB, None).unwrap());
+        assert_eq!(state.memory_used, 4 * MIB);
+        // Growing either by one page goes over it.
+        assert!(!state
+            .memory_growing(2 * MIB, 2 * MIB + 65536, None)
+            .unwrap());
+        assert!(state.memory_hit);
+        assert_eq!(
+            state.memory_used,
+            4 * MIB,
+            "a refused growth is not counted"
+        );
+        assert_eq!(state.memories(), MAX_MEMORIES);
+    }
+
+    #[test]
+    fn the_log_bucket_admits_a_burst_then_the_rate_and_reports_what_it_dropped() {
+        let limit = LogLimit::new();
+        let burst = LOG_BURST as usize;
+        assert!((0..burst).all(|_| limit.admit() == Some(0)));
+        assert_eq!(limit.admit(), None);
+        assert_eq!(limit.admit(), None);
+        assert_eq!(limit.dropped.load(Relaxed), 2);
+        // After a refill, the next line written carries the count of those dropped before it.
+        limit.bucket.lock().unwrap().tokens = 1.0;
+        assert_eq!(limit.admit(), Some(2));
+        assert_eq!(limit.dropped.load(Relaxed), 2);
     }
 }

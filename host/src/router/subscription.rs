@@ -158,6 +158,16 @@ impl Subscription {
         }
     }
 
+    /// The filter failed on delivery `seq` (not a decline): a queue retries it and
+    /// dead-letters it after `dead_letter.max_filter_failures`; a topic subscriber does not see
+    /// it.
+    pub fn filter_failed(self: &Arc<Self>, seq: u64) {
+        match &self.source {
+            Destination::Queue(queue) => queue.filter_failed(self.consumer_id, seq),
+            Destination::Topic(_) => self.decline(seq),
+        }
+    }
+
     /// Auto-ack deliveries up to `seq` were handed to the socket: they count as consumed.
     pub fn written(&self, seq: u64) {
         if let Destination::Queue(queue) = &self.source {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::budget::Charge;
-use crate::codec::{Command, Frame, Header, Version};
+use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
 use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError};
 use crate::text::shown;
@@ -18,18 +18,6 @@ use super::error::{client_error, SessionError};
 use super::subscribe::durable_name_header;
 use super::transaction::{Action, Transaction};
 use super::{Charged, Flow, Session};
-
-/// Headers the broker owns on a MESSAGE; a client's values for them on SEND are not passed on.
-const SERVER_OWNED: [&[u8]; 8] = [
-    b"destination",
-    b"message-id",
-    b"subscription",
-    b"ack",
-    b"content-length",
-    b"transaction",
-    b"receipt",
-    b"redelivered",
-];
 
 impl From<RouteError> for SessionError {
     fn from(err: RouteError) -> SessionError {
@@ -191,7 +179,8 @@ impl Session {
         let persistent = is_persistent(&frame);
         let Frame { headers, body, .. } = frame;
         let mut headers: Vec<Header> = headers;
-        headers.retain(|(name, _)| !SERVER_OWNED.contains(&name.as_ref()));
+        // The broker's own headers (codec::SERVER_OWNED) are not passed on.
+        headers.retain(|(name, _)| !is_server_owned(name));
         self.rewrite_reply_to(&mut headers)?;
         let send = PreparedSend {
             transaction_id,

@@ -14,7 +14,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::codec::{encode_frame, encode_header, Escaping, Version};
+use crate::codec::{
+    encode_frame, encode_header, encode_with, Command, Escaping, FrameSink, LengthAt, Version,
+};
 use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
 use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Subscription};
@@ -55,6 +57,16 @@ impl OutBuf {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.current.is_empty()
+    }
+}
+
+impl FrameSink for OutBuf {
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.current
+    }
+
     fn body(&mut self, body: &Bytes) {
         if body.len() >= ZERO_COPY_BODY {
             self.seal();
@@ -62,10 +74,6 @@ impl OutBuf {
         } else {
             self.current.extend_from_slice(body);
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.current.is_empty()
     }
 }
 
@@ -238,6 +246,10 @@ fn encode_delivery(
             };
             encode_message(delivery, &message, version, out);
         }
+        FilterOutcome::Failed => {
+            delivery.subscription.filter_failed(delivery.seq);
+            return false;
+        }
         FilterOutcome::Skip => {
             delivery.subscription.decline(delivery.seq);
             return false;
@@ -246,39 +258,41 @@ fn encode_delivery(
     true
 }
 
-/// Encodes one MESSAGE frame.
+/// Encodes one MESSAGE frame: the broker's headers (destination, message-id, subscription,
+/// ack, redelivery) first, then the message's own, `content-length` last; a large body is kept
+/// by reference.
 fn encode_message(delivery: &Delivery, message: &Message, version: Version, out: &mut OutBuf) {
-    let escaping = Escaping::from(version);
-    let buf = &mut out.current;
-    buf.extend_from_slice(b"MESSAGE\n");
-    encode_header(buf, b"destination", &message.destination, escaping);
-    buf.extend_from_slice(b"message-id:");
-    message.write_id(buf);
-    buf.extend_from_slice(b"\n");
     let subscription = &delivery.subscription;
-    if let Some(id) = subscription.wire_id() {
-        encode_header(buf, b"subscription", id, escaping);
-    }
-    if version == Version::V1_2 && subscription.ack_mode().needs_ack() {
-        buf.extend_from_slice(b"ack:");
-        buf.extend_from_slice(Decimal::new(u64::from(subscription.key())).as_bytes());
-        buf.extend_from_slice(b".");
-        buf.extend_from_slice(Decimal::new(delivery.seq).as_bytes());
+    let head = |buf: &mut BytesMut, escaping: Escaping| {
+        encode_header(buf, b"destination", &message.destination, escaping);
+        buf.extend_from_slice(b"message-id:");
+        message.write_id(buf);
         buf.extend_from_slice(b"\n");
-    }
-    if delivery.redeliveries > 0 {
-        buf.extend_from_slice(b"redelivered:true\nredelivery-count:");
-        buf.extend_from_slice(Decimal::new(u64::from(delivery.redeliveries)).as_bytes());
-        buf.extend_from_slice(b"\n");
-    }
-    for (name, value) in &message.headers {
-        encode_header(buf, name, value, escaping);
-    }
-    buf.extend_from_slice(b"content-length:");
-    buf.extend_from_slice(Decimal::new(message.body.len() as u64).as_bytes());
-    buf.extend_from_slice(b"\n\n");
-    out.body(&message.body);
-    out.current.extend_from_slice(b"\0\n");
+        if let Some(id) = subscription.wire_id() {
+            encode_header(buf, b"subscription", id, escaping);
+        }
+        if version == Version::V1_2 && subscription.ack_mode().needs_ack() {
+            buf.extend_from_slice(b"ack:");
+            buf.extend_from_slice(Decimal::new(u64::from(subscription.key())).as_bytes());
+            buf.extend_from_slice(b".");
+            buf.extend_from_slice(Decimal::new(delivery.seq).as_bytes());
+            buf.extend_from_slice(b"\n");
+        }
+        if delivery.redeliveries > 0 {
+            buf.extend_from_slice(b"redelivered:true\nredelivery-count:");
+            buf.extend_from_slice(Decimal::new(u64::from(delivery.redeliveries)).as_bytes());
+            buf.extend_from_slice(b"\n");
+        }
+    };
+    encode_with(
+        out,
+        Command::Message,
+        version,
+        LengthAt::Last,
+        head,
+        &message.headers,
+        &message.body,
+    );
 }
 
 /// Writes every chunk, many per syscall.
