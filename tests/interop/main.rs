@@ -10,16 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The `plugboard` binary cargo built for this test run (cargo defines
-/// `CARGO_BIN_EXE_plugboard` only for this package's test targets, so the support crate is told).
-struct Plugboard;
+plugboard_test_support::broker_binary!();
 
-impl plugboard_test_support::BrokerBinary for Plugboard {
-    const PATH: &'static str = env!("CARGO_BIN_EXE_plugboard");
-}
-
-/// A broker process of this test run's `plugboard`, killed on drop.
-type Broker = plugboard_test_support::harness::Broker<Plugboard>;
+use harness::Broker;
 
 /// The stomp.py release the checks are written against (the newest on PyPI when pinned).
 const STOMP_PY: &str = "stomp.py==9.0.0";

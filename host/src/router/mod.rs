@@ -486,20 +486,27 @@ impl Router {
     /// A queue for `conn` to send to or subscribe to: an existing one, or a new one within the
     /// broker's and the connection's limits on creating destinations.
     fn queue_for(&self, conn: &mut Connection, name: &Bytes) -> Result<Arc<Queue>, RouteError> {
-        if let Some(queue) = self.existing_queue(name) {
-            return Ok(queue);
-        }
-        self.may_create(conn, name)?;
-        Ok(self.queue(name))
+        self.found_or_created(conn, name, self.existing_queue(name), || self.queue(name))
     }
 
     /// A topic for `conn` to subscribe to, as [`Router::queue_for`].
     fn topic_for(&self, conn: &mut Connection, name: &Bytes) -> Result<Arc<Topic>, RouteError> {
-        if let Some(topic) = self.existing_topic(name) {
-            return Ok(topic);
+        self.found_or_created(conn, name, self.existing_topic(name), || self.topic(name))
+    }
+
+    /// `existing`, or what `create` makes when `conn` may create `name` now.
+    fn found_or_created<T>(
+        &self,
+        conn: &mut Connection,
+        name: &Bytes,
+        existing: Option<Arc<T>>,
+        create: impl FnOnce() -> Arc<T>,
+    ) -> Result<Arc<T>, RouteError> {
+        if let Some(found) = existing {
+            return Ok(found);
         }
         self.may_create(conn, name)?;
-        Ok(self.topic(name))
+        Ok(create())
     }
 
     /// Whether `conn` may create destination `name` now.

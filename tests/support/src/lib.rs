@@ -12,26 +12,14 @@
 //! Cargo defines `CARGO_BIN_EXE_plugboard` only while compiling the `plugboard` package's own
 //! test targets, never for this crate, so the broker binary always comes from the caller: the
 //! launcher takes its path, and [`harness::Broker`] is generic over a [`BrokerBinary`] that a
-//! test binary declares once in its `main.rs`:
+//! test binary declares once in its `main.rs`, with [`broker_binary!`]:
 //!
 //! ```ignore
-//! /// The `plugboard` binary cargo built for this test run.
-//! pub struct Plugboard;
-//!
-//! impl plugboard_test_support::BrokerBinary for Plugboard {
-//!     const PATH: &'static str = env!("CARGO_BIN_EXE_plugboard");
-//! }
-//!
-//! /// The shared e2e harness, its `Broker` running [`Plugboard`].
-//! mod harness {
-//!     pub use plugboard_test_support::harness::*;
-//!
-//!     /// A broker process of this test run's `plugboard`.
-//!     pub type Broker = plugboard_test_support::harness::Broker<crate::Plugboard>;
-//! }
+//! plugboard_test_support::broker_binary!();
 //! ```
 //!
-//! Its test modules then `use crate::harness::*;`.
+//! which defines `Plugboard` (the binary) and a `harness` module whose `Broker` runs it; test
+//! modules then `use crate::harness::*;`.
 
 #![warn(missing_docs)]
 
@@ -44,4 +32,30 @@ pub mod stomp;
 pub trait BrokerBinary {
     /// Absolute path of the executable: the test binary's `env!("CARGO_BIN_EXE_plugboard")`.
     const PATH: &'static str;
+}
+
+/// Declares, in a test binary's `main.rs`, `Plugboard` (the [`BrokerBinary`] cargo built for
+/// this test run) and `mod harness` (everything of [`harness`], with `Broker` running
+/// `Plugboard`). `env!` expands in the test binary, where cargo defines the path.
+#[macro_export]
+macro_rules! broker_binary {
+    () => {
+        /// The `plugboard` binary cargo built for this test run (cargo defines
+        /// `CARGO_BIN_EXE_plugboard` only for this package's test targets).
+        pub struct Plugboard;
+
+        impl $crate::BrokerBinary for Plugboard {
+            const PATH: &'static str = env!("CARGO_BIN_EXE_plugboard");
+        }
+
+        /// The shared harness, its `Broker` running [`Plugboard`]: test modules
+        /// `use crate::harness::*;`.
+        #[allow(unused_imports)]
+        mod harness {
+            pub use $crate::harness::*;
+
+            /// A broker process of this test run's `plugboard`, killed on drop.
+            pub type Broker = $crate::harness::Broker<super::Plugboard>;
+        }
+    };
 }
