@@ -21,10 +21,16 @@ use crate::store::{Store, StoreSettings};
 /// Counters for the whole broker.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
+    /// Connections served since start (not those refused for their address).
     pub connections_total: AtomicU64,
+    /// Connections being served now.
     pub connections_open: AtomicU64,
+    /// Sessions ended by the client's doing: a frame that did not decode or was refused (a
+    /// refused login included), no CONNECT in time, a frame the read buffer could not take.
     pub client_errors: AtomicU64,
+    /// Connections closed as slow consumers (a topic's `disconnect` policy).
     pub slow_consumer_disconnects: AtomicU64,
+    /// Connections closed because the client's heart-beats stopped.
     pub heartbeat_timeouts: AtomicU64,
     /// Session tasks that panicked (a broker bug; their connections were closed and what they
     /// held was handed back).
@@ -39,10 +45,13 @@ pub struct BrokerStats {
 
 /// Everything sessions share.
 pub struct Broker {
+    /// The configuration the broker started with (a reload swaps the plugin set, not this).
     pub config: Arc<Config>,
+    /// Every queue, topic and durable subscription, and the message store.
     pub router: Router,
     /// The plugin set in force (swapped on reload).
     pub policy: Policy,
+    /// Broker-wide counters, for status output.
     pub stats: BrokerStats,
     /// Makes session ids unique across broker restarts.
     pub instance: String,

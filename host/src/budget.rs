@@ -90,8 +90,9 @@ pub struct MemoryBudget {
     total: Meter,
     per_principal: u64,
     accounts: Mutex<Accounts>,
-    /// Producers waiting now (a gauge) and pauses so far.
+    /// Producers waiting now (a gauge).
     pub paused: AtomicU64,
+    /// Producer pauses since start (a counter).
     pub pauses: AtomicU64,
 }
 

@@ -396,7 +396,10 @@ pub struct ReloadConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
+    /// The CONNECT `login`; also the principal's name once authenticated.
     pub login: String,
+    /// The CONNECT `passcode`, in plain text, compared byte for byte (the static-auth plugin
+    /// takes password hashes instead).
     pub passcode: String,
 }
 

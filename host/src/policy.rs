@@ -18,7 +18,9 @@ use crate::plugin::{PluginHost, PluginSpec, Principal, SubscriptionFilter, Subsc
 pub struct PluginSet {
     /// Starts at 1 and grows by one with every successful reload.
     pub generation: u64,
+    /// The loaded plugins every hook call goes through.
     pub host: Arc<PluginHost>,
+    /// When this set was swapped in (or the broker started, for generation 1).
     pub loaded_at: SystemTime,
     /// The specs it was loaded from (to tell whether a reload changes anything).
     pub specs: Vec<PluginSpec>,
@@ -29,8 +31,12 @@ pub struct PluginSet {
 /// A plugin's component file as loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginFile {
+    /// The plugin's `name` in its `[[plugins]]` entry.
     pub name: String,
+    /// The entry's `file`, resolved against the config's `base_dir`.
     pub path: PathBuf,
+    /// The SHA-256 of the file's content in lowercase hex, or `unreadable: ERROR` when it could
+    /// not be read.
     pub sha256: String,
 }
 
@@ -77,6 +83,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The broker's first plugin set (generation 1), with no reload history.
     pub fn new(host: Arc<PluginHost>, specs: Vec<PluginSpec>, files: Vec<PluginFile>) -> Policy {
         Policy {
             current: ArcSwap::from_pointee(PluginSet {
@@ -139,6 +146,7 @@ impl Policy {
         self.lock_status().needs_restart = settings;
     }
 
+    /// A copy of the reload history.
     pub fn status(&self) -> ReloadStatus {
         self.lock_status().clone()
     }

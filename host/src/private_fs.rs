@@ -14,23 +14,42 @@ use std::path::Path;
 /// Why a directory or file is not private.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotPrivate {
+    /// The path is a symbolic link (never followed).
     #[error("it is a symbolic link (name the directory it points to instead)")]
     Symlink,
+    /// The path is not what was expected: the expected kind, as the message names it
+    /// (`directory`, `regular file`).
     #[error("it is not a {0}")]
     WrongKind(&'static str),
+    /// Another user owns it.
     #[error("it is owned by uid {owner}, not by this process's uid {euid}")]
-    Owner { owner: u32, euid: u32 },
+    Owner {
+        /// The uid that owns the path.
+        owner: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+    /// A directory its group or others may write to.
     #[error("its mode {mode:04o} lets group or others write to it (`chmod go-w` it)")]
-    Writable { mode: u32 },
+    Writable {
+        /// The permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
+    /// A secret file its group or others may read or write.
     #[error("its mode {mode:04o} lets group or others read or write it")]
-    Shared { mode: u32 },
+    Shared {
+        /// The permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
 }
 
 /// Why [`private_dir`] refused a directory.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
+    /// Looking at, creating, opening or reading the path failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The path exists but is not private.
     #[error("{0}")]
     NotPrivate(#[from] NotPrivate),
 }
@@ -38,9 +57,13 @@ pub enum DirError {
 /// What a path is, as `lstat` sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link (not followed).
     Symlink,
+    /// Anything else: a socket, a FIFO, a device.
     Other,
 }
 

@@ -294,7 +294,9 @@ fn absolute(path: &Path) -> PathBuf {
 /// Command-line settings that override the file (so they are not reported as changes).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// The STOMP listen address (`--listen`), replacing `listen`.
     pub listen: Option<std::net::SocketAddr>,
+    /// The status endpoint's address (`--admin-listen`), replacing `admin_listen`.
     pub admin_listen: Option<std::net::SocketAddr>,
     /// An absolute directory (`--data-dir`, resolved against the working directory).
     pub data_dir: Option<PathBuf>,

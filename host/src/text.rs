@@ -77,6 +77,7 @@ pub struct Decimal {
 }
 
 impl Decimal {
+    /// The digits of `n`, held on the stack.
     pub fn new(mut n: u64) -> Decimal {
         let mut buf = [0u8; 20];
         let mut i = buf.len();
@@ -91,6 +92,7 @@ impl Decimal {
         Decimal { buf, start: i }
     }
 
+    /// The ASCII digits, without leading zeros (`0` is one digit).
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }

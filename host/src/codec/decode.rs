@@ -45,6 +45,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct DecodeError {
+    /// What was wrong; its `Display` is the error's.
     pub kind: DecodeErrorKind,
     /// The offending frame's `receipt` header, when the error was found after its header block
     /// was read (for the ERROR frame's `receipt-id`).
@@ -54,28 +55,61 @@ pub struct DecodeError {
 /// What was wrong. The messages are single-line, printable and meant for the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeErrorKind {
+    /// The command line is not a STOMP command (a lowercase spelling is not); the line as
+    /// [`printable`] text, cut after 40 characters.
     #[error("unknown command \"{0}\" (commands are case-sensitive)")]
     UnknownCommand(String),
+    /// A header line or the command line exceeds [`Limits::max_header_line_bytes`].
     #[error("header line longer than the limit of {limit} bytes")]
-    HeaderLineTooLong { limit: usize },
+    HeaderLineTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The frame has more header lines than [`Limits::max_headers`].
     #[error("frame has more than the limit of {limit} headers")]
-    TooManyHeaders { limit: usize },
+    TooManyHeaders {
+        /// The limit, in header lines.
+        limit: usize,
+    },
+    /// The frame would exceed [`Limits::max_frame_bytes`].
     #[error("frame larger than the limit of {limit} bytes")]
-    FrameTooLarge { limit: usize },
+    FrameTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body (announced by `content-length`, or read so far) exceeds
+    /// [`Limits::max_body_bytes`].
     #[error("{}", body_too_large_message(*.size, *.limit))]
-    BodyTooLarge { size: Option<u64>, limit: usize },
+    BodyTooLarge {
+        /// The body's size in bytes when known (announced, or its NUL found); `None` when the
+        /// body was still being read without a `content-length`.
+        size: Option<u64>,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A header line has no `:`.
     #[error("header line without a ':' separator")]
     MissingColon,
+    /// A header line starts with `:`.
     #[error("header with an empty name")]
     EmptyHeaderName,
+    /// A backslash escape the negotiated version does not define (or a trailing backslash).
     #[error("undefined escape sequence \"{sequence}\" in a header")]
-    InvalidEscape { sequence: String },
+    InvalidEscape {
+        /// The offending sequence as quoted to the peer (`\t`, `\<0x01>`, `\<end of header>`).
+        sequence: String,
+    },
+    /// A CR inside a header line (1.2 only: earlier versions keep it in the value).
     #[error("bare CR not followed by LF in a header line")]
     BareCr,
+    /// The first `content-length` is not a decimal `u64`; its value as [`printable`] text, cut
+    /// after 40 characters.
     #[error("invalid content-length \"{0}\": expected a decimal number of bytes")]
     InvalidContentLength(String),
+    /// The byte `content-length` says ends the body is not NUL.
     #[error("frame body is not followed by a NUL byte where content-length says it ends")]
     MissingNul,
+    /// A frame that may not have a body has one (1.1 and later; 1.0 drops it).
     #[error("{} frames must not have a body", .0.as_str())]
     BodyNotAllowed(Command),
 }
@@ -180,10 +214,12 @@ impl Decoder {
         self.limits = limits;
     }
 
+    /// The version set by [`Decoder::set_version`] (1.2 until then).
     pub fn version(&self) -> Version {
         self.version
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
     }

@@ -7,8 +7,12 @@ use bytes::Bytes;
 /// The STOMP protocol versions the broker speaks, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Version {
+    /// STOMP 1.0: no header escaping, no NACK, a body on a frame that may not have one is
+    /// dropped.
     V1_0,
+    /// STOMP 1.1: header escaping (`\n \c \\`), NACK and heart-beats.
     V1_1,
+    /// STOMP 1.2: 1.1 plus `\r` escaping; a bare CR in a header line is an error.
     V1_2,
 }
 
@@ -40,21 +44,36 @@ impl Version {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
     // Client commands.
+    /// Opens a session: version negotiation, credentials, heart-beats.
     Connect,
+    /// CONNECT under the name 1.1 added for it (same meaning, headers never escaped).
     Stomp,
+    /// Publishes a message to a destination; may carry a body.
     Send,
+    /// Starts a subscription to a destination, under a client-chosen `id` (optional in 1.0).
     Subscribe,
+    /// Ends a subscription, named by its `id` (or, in 1.0, its destination).
     Unsubscribe,
+    /// Acknowledges a delivered message (client and client-individual ack modes).
     Ack,
+    /// Refuses a delivered message (1.1 and later).
     Nack,
+    /// Opens a transaction.
     Begin,
+    /// Applies a transaction's SENDs, ACKs and NACKs.
     Commit,
+    /// Discards a transaction's SENDs, ACKs and NACKs.
     Abort,
+    /// Ends the session, optionally asking for a RECEIPT first.
     Disconnect,
     // Server commands.
+    /// The broker's answer to CONNECT or STOMP.
     Connected,
+    /// A message delivered to a subscription; may carry a body.
     Message,
+    /// Confirms a client frame that had a `receipt` header.
     Receipt,
+    /// Reports a fatal error before the broker closes the connection; may carry a body.
     Error,
 }
 
@@ -131,6 +150,7 @@ impl Command {
         matches!(self, Command::Send | Command::Message | Command::Error)
     }
 
+    /// The wire spelling as text, for messages and logs.
     pub fn as_str(self) -> &'static str {
         // The spellings are ASCII.
         std::str::from_utf8(self.as_bytes()).unwrap_or("?")
@@ -169,12 +189,17 @@ pub type Header = (Bytes, Bytes);
 /// A decoded STOMP frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// What the frame asks for or reports.
     pub command: Command,
+    /// The header lines in wire order, unescaped, repeats kept (see [`Frame::get`]).
     pub headers: Vec<Header>,
+    /// The body without its terminating NUL; empty when the frame has none.
     pub body: Bytes,
 }
 
 impl Frame {
+    /// A frame with no headers and an empty body (add them with [`Frame::header`] and
+    /// [`Frame::body`]).
     pub fn new(command: Command) -> Frame {
         Frame {
             command,

@@ -39,10 +39,18 @@ const CHUNK: usize = 64 * 1024;
 pub enum ReadBufferError {
     /// The allocator refused the memory.
     #[error("the broker could not allocate {bytes} bytes to read this frame")]
-    OutOfMemory { bytes: usize },
+    OutOfMemory {
+        /// The buffer size asked for (`usize::MAX` when computing it overflowed).
+        bytes: usize,
+    },
     /// Bytes appended in one piece (a WebSocket message) would exceed the frame limit.
     #[error("{bytes} bytes arrived at once, more than a frame may hold (limit {limit} bytes)")]
-    TooLarge { bytes: usize, limit: usize },
+    TooLarge {
+        /// The size of the piece.
+        bytes: usize,
+        /// [`Limits::max_frame_bytes`].
+        limit: usize,
+    },
 }
 
 /// A connection's read buffer and decoder.
@@ -102,6 +110,7 @@ impl FrameReader {
         self.decoder.set_version(version);
     }
 
+    /// The limits in force (see [`FrameReader::set_limits`]).
     pub fn limits(&self) -> Limits {
         self.decoder.limits()
     }
@@ -247,8 +256,10 @@ impl FrameReader {
 /// Reading from the stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The buffer could not make room for the read.
     #[error(transparent)]
     Buffer(#[from] ReadBufferError),
+    /// The stream's read failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -22,6 +22,7 @@ pub struct Message {
     /// `message-id` = `<id_prefix>-<id_seq>`: the sender's session id and a per-session counter,
     /// so ids are unique without a counter shared by all connections.
     pub id_prefix: Arc<str>,
+    /// The per-session counter part of `message-id` (see `id_prefix`).
     pub id_seq: u64,
     /// When the message expires (unix ms), from `expires`, `ttl` or `expiration` on SEND.
     pub expires_at: Option<u64>,
@@ -99,7 +100,9 @@ pub fn parse_message_id(id: &[u8]) -> Option<(&[u8], u64)> {
 /// router; the connection's writer turns it into a MESSAGE frame.
 #[derive(Debug)]
 pub struct Delivery {
+    /// The message, shared with its other deliveries and the queue that holds it.
     pub message: Arc<Message>,
+    /// The subscription it is delivered to.
     pub subscription: Arc<Subscription>,
     /// Per-subscription delivery number; the 1.2 `ack` header is `<subscription key>.<seq>`.
     pub seq: u64,

@@ -58,9 +58,14 @@ pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, Q
 pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
+/// Destinations of shared queues (competing consumers) start with this.
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";
+/// Destinations of topics (fan-out to current subscribers) start with this.
 pub const TOPIC_PREFIX: &[u8] = b"/topic/";
+/// A connection's private temporary queues start with this (the name is local to it).
 pub const TEMP_QUEUE_PREFIX: &[u8] = b"/temp-queue/";
+/// The global names of temporary queues (`/reply-queue/SESSION.NAME`, for `reply-to`) start
+/// with this.
 pub const REPLY_QUEUE_PREFIX: &[u8] = b"/reply-queue/";
 /// Names of durable subscription queues start with this (no destination does).
 pub const DURABLE_PREFIX: &[u8] = b"durable:";
@@ -77,14 +82,22 @@ enum Kind {
 /// Why a destination was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
+    /// The destination starts with none of the known prefixes; its name as [`shown`].
     #[error("unknown destination '{0}': destinations must start with /queue/, /topic/, /temp-queue/ or /reply-queue/")]
     UnknownPrefix(String),
+    /// The destination is a bare prefix, such as `/queue/`; its name as [`shown`].
     #[error("destination '{0}' has an empty name after its prefix")]
     EmptyName(String),
+    /// The connection already has as many temporary queues as it may; the limit
+    /// (`limits.max_temp_queues_per_connection`).
     #[error("too many temporary queues: the limit is {0} per connection")]
     TooManyTempQueues(usize),
+    /// The broker already holds as many queues and topics as it may: the new name (as
+    /// [`shown`]) and the limit (`limits.max_destinations`).
     #[error("'{0}' cannot be created: the broker holds the maximum of {1} destinations")]
     TooManyDestinations(String, usize),
+    /// The connection used up its allowance for creating destinations: the new name (as
+    /// [`shown`]) and the rate (`limits.destinations_created_per_second`).
     #[error("'{0}' cannot be created: this connection creates new destinations too fast (at most {1} per second)")]
     CreatingTooFast(String, u32),
 }
@@ -92,16 +105,27 @@ pub enum RouteError {
 /// Why a SUBSCRIBE was refused by the router.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
+    /// The destination was refused.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// The connection already has a subscription with this `id` (for a 1.0 SUBSCRIBE without
+    /// one, on this destination); the id or destination as [`shown`].
     #[error("duplicate subscription id '{0}' on this connection")]
     DuplicateId(String),
+    /// The `/reply-queue/` destination is not one of this connection's temporary queues; its
+    /// name as [`shown`].
     #[error("'{0}' is another connection's reply queue; only its owner may subscribe")]
     NotOwner(String),
+    /// The durable subscription has another subscriber attached; it as
+    /// [`DurableKey::describe`] names it.
     #[error("durable subscription {0} already has an active subscriber")]
     DurableActive(String),
+    /// The durable subscription is on another topic, which the subscriber may not read, so it
+    /// cannot move: the subscription ([`DurableKey::describe`]) and that topic (as [`shown`]).
     #[error("durable subscription {0} is on topic '{1}', which this login may not read: it cannot be moved")]
     DurableMoveRefused(String, String),
+    /// The principal already owns as many durable subscriptions as it may: its name and the
+    /// limit (`durable.max_per_principal`).
     #[error("'{0}' has the maximum of {1} durable subscriptions")]
     TooManyDurables(String, usize),
 }
@@ -109,12 +133,17 @@ pub enum SubscribeError {
 /// Why a durable subscription could not be removed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DurableError {
+    /// No durable subscription has this key; the key as [`DurableKey::describe`] names it.
     #[error("no durable subscription {0}")]
     Unknown(String),
+    /// The durable subscription has a subscriber attached; it as [`DurableKey::describe`]
+    /// names it.
     #[error(
         "durable subscription {0} has an active subscriber: it cannot be removed while attached"
     )]
     Active(String),
+    /// The durable subscription is on a topic the principal may not read: the subscription
+    /// ([`DurableKey::describe`]) and the topic (as [`shown`]).
     #[error("durable subscription {0} is on topic '{1}', which this login may not read")]
     NotPermitted(String, String),
 }
@@ -146,7 +175,9 @@ fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
 /// topic. The one "queue or topic" type.
 #[derive(Debug, Clone)]
 pub enum Destination {
+    /// A `/queue/`, temporary, reply or durable subscription queue.
     Queue(Arc<Queue>),
+    /// A `/topic/`.
     Topic(Arc<Topic>),
 }
 
@@ -165,13 +196,19 @@ pub async fn publish(destination: &Destination, message: Arc<Message>, patience:
 /// What the router needs of the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct RouterSettings {
+    /// Queue bounds and the topics' slow-consumer policy.
     pub flow: FlowConfig,
+    /// Dead-lettering of `/queue/` messages: after how many deliveries or filter failures,
+    /// whether expired ones too, and the dead-letter queues' prefix.
     pub dead_letter: DeadLetterConfig,
+    /// Durable subscriptions: their overflow policy, how many per principal, when they expire.
     pub durable: DurableConfig,
+    /// The limits on destinations and temporary queues.
     pub limits: LimitsConfig,
 }
 
 impl RouterSettings {
+    /// The router's part of `config`.
     pub fn from_config(config: &Config) -> RouterSettings {
         RouterSettings {
             flow: config.flow.clone(),
@@ -184,8 +221,11 @@ impl RouterSettings {
 
 /// What a SUBSCRIBE asks for, as the session read it from the frame.
 pub struct SubscribeRequest<'a> {
+    /// The SUBSCRIBE `id`; `None` only for a 1.0 SUBSCRIBE without one (keyed by destination).
     pub wire_id: Option<Bytes>,
+    /// The SUBSCRIBE `destination`, as the client wrote it.
     pub destination: Bytes,
+    /// The SUBSCRIBE `ack` mode.
     pub ack_mode: AckMode,
     /// Unacked-message window.
     pub window: u32,
@@ -247,6 +287,7 @@ pub struct Router {
     destinations: AtomicUsize,
     /// Serialises creating, moving and removing durable subscriptions; counts them per owner.
     durable_turns: Mutex<HashMap<String, usize>>,
+    /// Sweep counters, for status output.
     pub stats: RouterStats,
     /// Consumer ids: unique for the broker's life, so no ACK of one connection can ever name
     /// another's deliveries.
@@ -296,6 +337,7 @@ impl Router {
         }
     }
 
+    /// The store persistent messages are journaled in; `None` when persistence is off.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
     }
@@ -305,6 +347,7 @@ impl Router {
         &self.budget
     }
 
+    /// The flow-control settings (windows, queue bounds, slow-consumer policy).
     pub fn flow(&self) -> &FlowConfig {
         &self.settings.flow
     }

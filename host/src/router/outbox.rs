@@ -78,6 +78,7 @@ impl std::fmt::Debug for Outbox {
 pub struct Full;
 
 impl Outbox {
+    /// An empty outbox; [`Outbox::try_push`] refuses once it holds `limit` items.
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
@@ -134,6 +135,7 @@ impl Outbox {
         self.lock().items.len()
     }
 
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

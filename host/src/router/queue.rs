@@ -46,8 +46,12 @@ pub enum Overflow {
 /// A queue's size limits and what it does when they are reached.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
+    /// Most messages held: waiting, parked, and delivered but not yet acknowledged.
     pub max_messages: usize,
+    /// Most bytes those messages take (by [`Message::size`]); `u64::MAX` for no limit. A
+    /// message is taken while the queue is below it.
     pub max_bytes: u64,
+    /// What a publish to a full queue does.
     pub overflow: Overflow,
 }
 
@@ -152,12 +156,22 @@ pub struct NotPending;
 /// Counters a status page can show.
 #[derive(Debug, Default)]
 pub struct QueueStats {
+    /// Messages taken in: published, or dead-lettered into it.
     pub enqueued: AtomicU64,
+    /// Deliveries to consumers, redeliveries included.
     pub delivered: AtomicU64,
+    /// Deliveries of a message delivered before (handed back, or recovered from the journal).
     pub redelivered: AtomicU64,
+    /// Deliveries settled by an ACK, or by being written to an `auto` consumer.
     pub acked: AtomicU64,
+    /// Messages discarded undelivered: the queue was deleted (a temporary queue whose owner
+    /// left), or a durable subscription's filter declined them.
     pub dropped: AtomicU64,
+    /// Messages found expired when their turn came (dropped, or dead-lettered with
+    /// `dead_letter.expired`).
     pub expired: AtomicU64,
+    /// Messages dead-lettered (too many deliveries, expired, too many filter failures),
+    /// including those dropped for want of a dead-letter queue.
     pub dead_lettered: AtomicU64,
     /// Messages dropped by the overflow policy of a full queue.
     pub overflowed: AtomicU64,
@@ -170,6 +184,9 @@ pub struct QueueStats {
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
+    /// The queue's name as clients write it (`/queue/orders`, a dead-letter queue's
+    /// `/queue/DLQ.orders`), a temporary queue's global `/reply-queue/...` name, or a durable
+    /// subscription's internal `durable:...` name.
     pub name: Bytes,
     state: Mutex<State>,
     /// Wakes producers paused on a full queue.
@@ -193,6 +210,7 @@ pub struct Queue {
     /// When its last consumer left (unix ms; 0 while one is attached): abandoned durable
     /// subscriptions expire.
     detached_at: AtomicU64,
+    /// Counters, for status output.
     pub stats: QueueStats,
 }
 
@@ -220,6 +238,8 @@ pub enum Published {
 pub const MAX_FILTER_FAILURES: u32 = 5;
 
 impl Queue {
+    /// An empty queue within `limits`: no journal, no dead-letter queue and no memory budget
+    /// until the builder methods below add them.
     pub fn new(name: Bytes, limits: QueueLimits) -> Queue {
         Queue {
             name,

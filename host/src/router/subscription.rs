@@ -28,6 +28,8 @@ pub enum AckMode {
 }
 
 impl AckMode {
+    /// Parses a SUBSCRIBE `ack` value (`auto`, `client`, `client-individual`); anything else is
+    /// `None`.
     pub fn parse(value: &[u8]) -> Option<AckMode> {
         match value {
             b"auto" => Some(AckMode::Auto),
@@ -101,6 +103,7 @@ impl Subscription {
         self.wire_id.as_ref().unwrap_or(&self.destination)
     }
 
+    /// The SUBSCRIBE `ack` mode.
     pub fn ack_mode(&self) -> AckMode {
         self.ack_mode
     }

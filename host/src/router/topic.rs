@@ -151,20 +151,27 @@ fn delivery(subscription: &Arc<Subscription>, message: &Arc<Message>, seq: u64) 
 /// Counters a status page can show.
 #[derive(Debug, Default)]
 pub struct TopicStats {
+    /// Messages published to it.
     pub published: AtomicU64,
+    /// Copies handed to subscribers (not counting durable subscriptions' queues).
     pub delivered: AtomicU64,
+    /// Copies dropped for a subscriber that could not keep up (the `drop` policy).
     pub slow_consumer_drops: AtomicU64,
+    /// Copies refused to a subscriber that could not keep up, which is then disconnected (the
+    /// `disconnect` policy).
     pub slow_consumer_disconnects: AtomicU64,
 }
 
 /// A topic.
 #[derive(Debug)]
 pub struct Topic {
+    /// The topic's destination as clients write it (`/topic/prices`).
     pub name: Bytes,
     subscribers: Mutex<Arc<Vec<Arc<Subscription>>>>,
     /// Queues of the durable subscriptions on this topic.
     durables: Mutex<Arc<Vec<Arc<Queue>>>>,
     policy: SlowConsumerPolicy,
+    /// Counters, for status output.
     pub stats: TopicStats,
 }
 
@@ -172,6 +179,7 @@ pub struct Topic {
 pub type SlowConsumers = Vec<Arc<Subscription>>;
 
 impl Topic {
+    /// A topic without subscribers; a subscriber that cannot keep up meets `policy`.
     pub fn new(name: Bytes, policy: SlowConsumerPolicy) -> Topic {
         Topic {
             name,
@@ -316,6 +324,7 @@ impl Topic {
                 .is_empty()
     }
 
+    /// Adds a subscriber: it gets a copy of every message published from now on.
     pub fn subscribe(&self, subscription: Arc<Subscription>) {
         let mut guard = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = Vec::clone(&guard);

@@ -17,9 +17,11 @@ pub enum SessionError {
     /// A well-formed frame the broker refuses.
     #[error("{message}")]
     Client {
+        /// The ERROR frame's `message` header: one line, meant for the client.
         message: String,
         /// Extra ERROR headers (e.g. `version` on a failed negotiation).
         headers: Vec<(Bytes, Bytes)>,
+        /// The offending frame's `receipt`, echoed as the ERROR's `receipt-id`.
         receipt: Option<Bytes>,
     },
     /// The client stopped heart-beating.

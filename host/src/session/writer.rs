@@ -30,8 +30,11 @@ const MAX_IOV: usize = 64;
 /// How the writer behaves for one connection.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
+    /// The negotiated version: how headers are escaped and whether a MESSAGE carries `ack`.
     pub version: Version,
+    /// A heart-beat (an EOL) is written after this long with nothing to send; `None`: never.
     pub heartbeat: Option<Duration>,
+    /// A write that takes longer (the peer stopped reading) fails and ends the connection.
     pub write_timeout: Duration,
 }
 

@@ -85,19 +85,32 @@ pub enum Op {
     /// An encoded enqueue record: `framed` then `body` (the message body, written from the
     /// message's own buffer, not copied).
     Enqueue {
+        /// The message's journal id.
         id: u64,
+        /// The record's framing and fields up to the body's length
+        /// ([`EnqueueRef::encode_split`](super::record::EnqueueRef::encode_split)).
         framed: Bytes,
+        /// The message body, the rest of the record.
         body: Bytes,
     },
+    /// Settles the message with this journal id (the writer encodes the record; nothing is
+    /// written for an id never journaled).
     Settle {
+        /// The enqueue's journal id.
         id: u64,
     },
+    /// An encoded [`Record::DurableCreate`].
     DurableCreate {
+        /// The subscription's queue name (the key of the live record).
         queue: Bytes,
+        /// The whole encoded record.
         framed: Bytes,
     },
+    /// An encoded [`Record::DurableRemove`].
     DurableRemove {
+        /// The subscription's queue name.
         queue: Bytes,
+        /// The whole encoded record.
         framed: Bytes,
     },
 }
@@ -140,7 +153,9 @@ pub struct Journal {
 /// What one call to [`Journal::append`] did.
 #[derive(Debug, Default)]
 pub struct Appended {
+    /// Records written.
     pub records: u64,
+    /// Bytes written to the head segment.
     pub bytes: u64,
     /// Enqueue records settled before they were written (neither is written).
     pub cancelled: u64,
@@ -556,10 +571,12 @@ impl Journal {
         self.segments.values().map(|s| s.size).sum()
     }
 
+    /// Segment files, the head included.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
 
+    /// Unsettled messages in the journal.
     pub fn live_messages(&self) -> usize {
         self.messages.len()
     }

@@ -38,8 +38,12 @@ use record::{EnqueueRef, Record};
 /// How the store is set up.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// The data directory: journal segments and the LOCK file. It must be private (see
+    /// [`crate::private_fs`]); it is created, mode 0700, when missing.
     pub dir: PathBuf,
+    /// When appended records are synced to disk.
     pub fsync: FsyncPolicy,
+    /// How often records are synced under [`FsyncPolicy::Interval`].
     pub fsync_interval: Duration,
     /// Most bytes of live records; persistent SENDs beyond it get an ERROR.
     pub max_bytes: u64,
@@ -50,16 +54,23 @@ pub struct StoreSettings {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Another broker holds the data directory's LOCK file; the directory.
     #[error("data directory {0} is in use by another broker (its LOCK file is held)")]
     Locked(PathBuf),
+    /// The data directory exists but is not private.
     #[error("data directory {} is not safe to use: {reason}", dir.display())]
     NotPrivate {
+        /// The data directory.
         dir: PathBuf,
+        /// What makes it unsafe.
         reason: crate::private_fs::NotPrivate,
     },
+    /// Creating, locking or reading the data directory, or starting the writer thread, failed.
     #[error("opening the message store in {dir}: {source}")]
     Io {
+        /// The data directory.
         dir: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
 }
@@ -67,8 +78,16 @@ pub enum OpenError {
 /// Why a persistent message was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refused {
+    /// The message would take the store past [`StoreSettings::max_bytes`].
     #[error("the message store is full ({used} of {limit} bytes in use): persistent messages are refused until consumers catch up")]
-    Full { used: u64, limit: u64 },
+    Full {
+        /// Bytes of live, queued and reserved records before this message.
+        used: u64,
+        /// [`StoreSettings::max_bytes`].
+        limit: u64,
+    },
+    /// The store cannot write now (a full disk, an I/O error); the reason. It retries every
+    /// second and accepts messages again once a write succeeds.
     #[error("the message store cannot write ({0}): persistent messages are refused until it can")]
     Failed(String),
 }
@@ -76,17 +95,28 @@ pub enum Refused {
 /// Counters and gauges for the status page.
 #[derive(Debug, Default)]
 pub struct StoreStats {
+    /// Records handed to the store: enqueues, settles, durable subscriptions made and removed.
     pub records_appended: AtomicU64,
+    /// Records the writer wrote (an enqueue settled in the same batch is never written, nor is
+    /// its settle).
     pub records_written: AtomicU64,
+    /// Bytes the writer appended for those records (compaction's moves not included).
     pub bytes_written: AtomicU64,
+    /// Batches written: each is one `write` (group commit).
     pub batches: AtomicU64,
+    /// Syncs of the journal, by the writer and by compaction.
     pub fsyncs: AtomicU64,
     /// Persistent messages settled before they reached the disk (never written).
     pub cancelled: AtomicU64,
+    /// Live records compaction moved out of old segments.
     pub relocated: AtomicU64,
+    /// Gauge: unsettled messages in the journal (updated after every batch).
     pub live_messages: AtomicU64,
+    /// Gauge: bytes of live records, what [`StoreSettings::max_bytes`] bounds.
     pub live_bytes: AtomicU64,
+    /// Gauge: bytes of segment files on disk.
     pub disk_bytes: AtomicU64,
+    /// Gauge: segment files on disk, the one being written included.
     pub segments: AtomicU64,
 }
 
@@ -210,10 +240,12 @@ impl Store {
         Ok((Arc::new(store), recovered))
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Counters and gauges for the status page.
     pub fn stats(&self) -> &StoreStats {
         &self.shared.stats
     }

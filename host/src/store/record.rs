@@ -32,10 +32,13 @@ pub struct Enqueue {
     pub queue: Bytes,
     /// The MESSAGE `destination` (differs from `queue` for durable subscriptions and DLQs).
     pub destination: Bytes,
+    /// The message's headers in the order sent, repeats kept (no server-owned ones).
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The message body.
     pub body: Bytes,
     /// `message-id` parts, so a recovered message keeps its id.
     pub id_prefix: Bytes,
+    /// The counter part of `message-id` (see `id_prefix`).
     pub id_seq: u64,
     /// Expiry (unix ms), 0 for none.
     pub expires_at: u64,
@@ -45,17 +48,26 @@ pub struct Enqueue {
 /// journaling a message copies neither its headers nor its body.
 #[derive(Debug, Clone, Copy)]
 pub struct EnqueueRef<'a> {
+    /// [`Enqueue::id`].
     pub id: u64,
+    /// [`Enqueue::queue`].
     pub queue: &'a [u8],
+    /// [`Enqueue::destination`].
     pub destination: &'a [u8],
+    /// [`Enqueue::headers`].
     pub headers: &'a [(Bytes, Bytes)],
+    /// [`Enqueue::body`]: shared with the written record, never copied.
     pub body: &'a Bytes,
+    /// [`Enqueue::id_prefix`].
     pub id_prefix: &'a [u8],
+    /// [`Enqueue::id_seq`].
     pub id_seq: u64,
+    /// [`Enqueue::expires_at`]: unix ms, 0 for none.
     pub expires_at: u64,
 }
 
 impl Enqueue {
+    /// The same fields borrowed, for encoding.
     pub fn as_ref(&self) -> EnqueueRef<'_> {
         EnqueueRef {
             id: self.id,
@@ -108,18 +120,24 @@ impl EnqueueRef<'_> {
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
+    /// A persistent message entered a queue; live until a [`Record::Settle`] with its id.
     Enqueue(Enqueue),
     /// The message with this journal id left its queue (acked, expired, dead-lettered...).
     Settle {
+        /// The [`Enqueue::id`] it settles.
         id: u64,
     },
     /// A durable topic subscription exists: its queue collects the topic's messages.
     DurableCreate {
+        /// The subscription's queue name (`durable:...`, see
+        /// [`DurableKey`](crate::router::DurableKey)).
         queue: Bytes,
+        /// The `/topic/` it collects from.
         topic: Bytes,
     },
     /// A durable subscription was removed (its messages were settled before this record).
     DurableRemove {
+        /// The subscription's queue name, as in its [`Record::DurableCreate`].
         queue: Bytes,
     },
 }
@@ -127,10 +145,13 @@ pub enum Record {
 /// Why a payload could not be read back.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// The payload ends inside a field.
     #[error("record ends early")]
     Truncated,
+    /// The kind byte (the value) is not one of the four record kinds.
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
+    /// This many bytes follow the record's last field.
     #[error("{0} bytes left over after the record")]
     Trailing(usize),
 }
@@ -224,7 +245,10 @@ impl Record {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Framed {
     /// A whole record whose checksum holds: its payload and its framed length.
-    Good { payload_len: usize },
+    Good {
+        /// The payload's length in bytes (the record is [`RECORD_HEADER`] bytes longer).
+        payload_len: usize,
+    },
     /// Fewer bytes than the framing promises (a torn write at the end).
     Incomplete,
     /// An impossible length or a checksum mismatch.
