@@ -11,15 +11,19 @@
 # plugboard binaries, alternating (e.g. a release build of the base commit next to the current
 # one; the plugins in target/plugins serve both, the WIT being the same).
 #
+# Every case sends the same messages (headers `region:eu` and `content-type:text/plain`, which
+# the plugins look at), so that the difference to `none` is what the plugin costs, not what
+# parsing, storing and encoding one more header costs.
+#
 # Cases:
 #   none      no plugin
 #   router    header-router on every SEND to /queue/bench (rule region=eu → /queue/bench.eu;
-#             the producers send `region:eu`, the consumers read /queue/bench.eu)
+#             the consumers read /queue/bench.eu)
 #   selector  selector on every MESSAGE: each consumer subscribes with `selector:p IS NOT NULL`,
 #             which every bench message (it carries `p`) matches
 #   redact    redact on every SEND to /queue/bench (`fields = ["card"]`). The bench's bodies are
-#             not JSON, so this is the call with the 128 B body copied into the guest and a
-#             content-type check, without JSON parsing or masking
+#             not JSON (text/plain), so this is the call with the 128 B body copied into the
+#             guest and a content-type check, without JSON parsing or masking
 #
 # Usage: bench/plugin-hooks.sh            (builds first)
 # Environment: ROUNDS (3), MESSAGES (200000), SIZE (128), PRODUCERS (4), CONSUMERS (4),
@@ -129,13 +133,13 @@ mode = "send"
 EOF
 } > "$WORK/redact.toml"
 
-# Extra plugboard-bench arguments per case, into the array ARGS.
+# plugboard-bench arguments per case, into the array ARGS: the same SEND headers for all.
 case_args() {
+    ARGS=(--header region:eu --header content-type:text/plain)
     case "$1" in
-        none) ARGS=() ;;
-        router) ARGS=(--header region:eu --consume-from /queue/bench.eu) ;;
-        selector) ARGS=(--subscribe-header "selector:p IS NOT NULL") ;;
-        redact) ARGS=(--header content-type:text/plain) ;;
+        none | redact) ;;
+        router) ARGS+=(--consume-from /queue/bench.eu) ;;
+        selector) ARGS+=(--subscribe-header "selector:p IS NOT NULL") ;;
         *) echo "unknown case $1" >&2; exit 2 ;;
     esac
 }
