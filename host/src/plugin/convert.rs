@@ -2,8 +2,13 @@
 //! needs, applying the edits a plugin returns, and refusing garbage (invalid destinations or
 //! headers, absurd sizes) before it reaches the broker.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use super::bindings::send::SendVerdict;
 use super::bindings::types as wit;
 use super::{MessageRef, PluginMessage, Principal};
 use crate::codec::is_server_owned;
@@ -43,8 +48,15 @@ fn wanted(needs: &wit::Needs, name: &[u8]) -> bool {
     match &needs.headers {
         wit::HeaderNeed::None => false,
         wit::HeaderNeed::All => true,
-        wit::HeaderNeed::Named(names) => names.iter().any(|n| n.as_bytes() == name),
+        wit::HeaderNeed::Named(names) => names.iter().any(|n| same(n.as_bytes(), name)),
     }
+}
+
+/// `a == b`, comparing the first bytes before calling `memcmp` (header names of the same length
+/// usually differ there: this runs for every header of every message a plugin sees).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a == b
 }
 
 /// How many bytes the projection of `msg` copies into the guest (checked against its cap first).
@@ -82,6 +94,12 @@ fn put_len(out: &mut Vec<u8>, n: usize) {
 
 /// Appends bytes as a packed string (invalid UTF-8 becomes U+FFFD, as for `text`).
 fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_ascii() {
+        // The usual case, and cheaper to tell than UTF-8 for the short strings of a message.
+        put_len(out, bytes.len());
+        out.extend_from_slice(bytes);
+        return;
+    }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
@@ -185,13 +203,22 @@ pub fn reason(mut text: String) -> String {
 }
 
 fn check_destination(d: &str) -> Result<(), String> {
-    if !d.starts_with('/')
-        || d.len() > MAX_DESTINATION
-        || d.chars().any(|c| c.is_control() || c == ':')
-    {
+    if !d.starts_with('/') || d.len() > MAX_DESTINATION || has_control_or_colon(d) {
         return Err(format!("invalid destination {:?}", truncate_for_log(d)));
     }
     Ok(())
+}
+
+/// Whether `s` has a `:` or a control character (`char::is_control`: C0, DEL and C1), by bytes:
+/// a C1 control U+0080..=U+009F is encoded as 0xC2 followed by 0x80..=0x9F.
+fn has_control_or_colon(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20
+            || c == 0x7f
+            || c == b':'
+            || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+    })
 }
 
 fn check_header(name: &str, value: &str) -> Result<(), String> {
@@ -207,11 +234,64 @@ fn truncate_for_log(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// A change a plugin returned, as the host applies it (from a typed `edit`, [`edit`]); checked
+/// by [`check_edit`] before it is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// Checked already, when the edit was made (by [`Destinations`]).
+    pub destination: Option<Bytes>,
+    pub remove_headers: Vec<Bytes>,
+    pub set_headers: Vec<(Bytes, Bytes)>,
+    pub body: Option<Bytes>,
+}
+
+/// A send verdict as the host applies it (the WIT's `send-verdict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Rewrite(Edit),
+    FanOut(Vec<Edit>),
+    Reject(String),
+}
+
+/// A typed edit as the host's (no copy: the strings become `Bytes`); refused when its
+/// destination is invalid.
+pub fn edit(edit: wit::Edit, destinations: &mut Destinations) -> Result<Edit, String> {
+    Ok(Edit {
+        destination: edit.destination.map(|d| destinations.get(d)).transpose()?,
+        remove_headers: edit.remove_headers.into_iter().map(Bytes::from).collect(),
+        set_headers: edit
+            .set_headers
+            .into_iter()
+            .map(|h| (Bytes::from(h.name), Bytes::from(h.value)))
+            .collect(),
+        body: edit.body.map(Bytes::from),
+    })
+}
+
+/// A typed send verdict as the host's; refused when an edit's destination is invalid.
+pub fn verdict(verdict: SendVerdict, destinations: &mut Destinations) -> Result<Verdict, String> {
+    Ok(match verdict {
+        SendVerdict::Keep => Verdict::Keep,
+        SendVerdict::Rewrite(e) => Verdict::Rewrite(edit(e, destinations)?),
+        SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
+            return Err(format!("fan-out to {} messages", edits.len()))
+        }
+        SendVerdict::FanOut(edits) => Verdict::FanOut(
+            edits
+                .into_iter()
+                .map(|e| edit(e, destinations))
+                .collect::<Result<_, _>>()?,
+        ),
+        SendVerdict::Reject(reason) => Verdict::Reject(reason),
+    })
+}
+
 /// Applies `edit` to `msg`; refuses an edit the broker could not honour. `max_body` bounds a
 /// replaced body.
 pub fn apply_edit(
     msg: MessageRef<'_>,
-    edit: wit::Edit,
+    edit: Edit,
     max_body: usize,
 ) -> Result<PluginMessage, String> {
     check_edit(&edit, max_body)?;
@@ -227,29 +307,30 @@ pub fn apply_edit(
         .filter(|(n, _)| !touched(n))
         .cloned()
         .collect();
-    Ok(apply_checked(
-        PluginMessage { headers, ..owned },
-        edit,
-        false,
-    ))
+    let mut msg = PluginMessage { headers, ..owned };
+    apply_checked(&mut msg, edit, false);
+    Ok(msg)
 }
 
 /// Whether `edit` removes or sets header `name`.
-fn touches(edit: &wit::Edit, name: &[u8]) -> bool {
-    edit.remove_headers.iter().any(|r| r.as_bytes() == name)
-        || edit.set_headers.iter().any(|s| s.name.as_bytes() == name)
+fn touches(edit: &Edit, name: &[u8]) -> bool {
+    edit.remove_headers.iter().any(|r| r[..] == *name)
+        || edit.set_headers.iter().any(|(n, _)| n[..] == *name)
 }
 
 /// Refuses an edit the broker could not honour (see [`apply_edit`]).
-pub fn check_edit(edit: &wit::Edit, max_body: usize) -> Result<(), String> {
+pub fn check_edit(edit: &Edit, max_body: usize) -> Result<(), String> {
     if edit.set_headers.len() > MAX_ITEMS || edit.remove_headers.len() > MAX_ITEMS {
         return Err(format!("edit touches more than {MAX_ITEMS} headers"));
     }
-    if let Some(d) = &edit.destination {
-        check_destination(d)?;
+    fn utf8<'b>(b: &'b Bytes, what: &str) -> Result<&'b str, String> {
+        std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
     }
-    for h in &edit.set_headers {
-        check_header(&h.name, &h.value)?;
+    for name in &edit.remove_headers {
+        utf8(name, "header name")?;
+    }
+    for (name, value) in &edit.set_headers {
+        check_header(utf8(name, "header name")?, utf8(value, "header value")?)?;
     }
     match &edit.body {
         Some(b) if b.len() > max_body => {
@@ -262,30 +343,121 @@ pub fn check_edit(edit: &wit::Edit, max_body: usize) -> Result<(), String> {
 /// Applies an edit that passed [`check_edit`] to a message the caller owns, in place (no copy
 /// of its headers). `remove` says whether the removed and replaced headers are still in
 /// `msg.headers` ([`apply_edit`] has dropped them already).
-pub fn apply_checked(mut msg: PluginMessage, edit: wit::Edit, remove: bool) -> PluginMessage {
+pub fn apply_checked(msg: &mut PluginMessage, edit: Edit, remove: bool) {
     if remove && !(edit.remove_headers.is_empty() && edit.set_headers.is_empty()) {
         msg.headers.retain(|(n, _)| !touches(&edit, n));
     }
     if let Some(d) = edit.destination {
-        msg.destination = Bytes::from(d);
+        msg.destination = d;
     }
     if let Some(b) = edit.body {
-        msg.body = Bytes::from(b);
+        msg.body = b;
     }
     // Headers the broker owns (`content-length`, `message-id`, ...) are silently dropped: the
     // broker writes its own, and a plugin's could break the framing or impersonate them.
-    for h in edit.set_headers {
-        if !is_server_owned(h.name.as_bytes()) {
-            msg.headers
-                .push((Bytes::from(h.name), Bytes::from(h.value)));
+    for (name, value) in edit.set_headers {
+        if !is_server_owned(&name) {
+            msg.headers.push((name, value));
         }
     }
-    msg
+}
+
+/// The destinations plugins routed messages to within one call, shared: a router sends most
+/// messages of a batch to the same few destinations. Each is checked once ([`check_destination`])
+/// and then comes from [`interned`], so the messages routed there carry a static `Bytes`: the
+/// threads that pass them on and drop them never touch a reference count or the allocator for
+/// it (a routed message is made on the sender's thread and dropped on whichever delivers it).
+#[derive(Debug, Default)]
+pub struct Destinations {
+    /// Seen in this call (a few: a lookup is a linear scan).
+    seen: Vec<Bytes>,
+}
+
+impl Destinations {
+    /// Most distinct destinations remembered per call.
+    const MAX: usize = 8;
+
+    /// An empty set (`batch` is a hint: nothing is kept for a single message's call).
+    pub fn new(batch: bool) -> Destinations {
+        Destinations {
+            seen: Vec::with_capacity(if batch { 2 } else { 0 }),
+        }
+    }
+
+    /// `destination` as `Bytes`; refused when it is not a valid destination.
+    pub fn get(&mut self, destination: String) -> Result<Bytes, String> {
+        if let Some(seen) = self.find(destination.as_bytes()) {
+            return Ok(seen);
+        }
+        check_destination(&destination)?;
+        Ok(self.remember(destination.as_bytes(), || Bytes::from(destination.clone())))
+    }
+
+    fn find(&self, destination: &[u8]) -> Option<Bytes> {
+        self.seen.iter().find(|b| same(b, destination)).cloned()
+    }
+
+    /// A checked destination, interned when there is room (else made by `owned`).
+    fn remember(&mut self, destination: &[u8], owned: impl FnOnce() -> Bytes) -> Bytes {
+        let bytes = interned(destination).unwrap_or_else(owned);
+        if self.seen.len() < Self::MAX {
+            self.seen.push(bytes.clone());
+        }
+        bytes
+    }
+}
+
+/// Most destinations [`interned`] for the life of the process.
+const MAX_INTERNED: usize = 4096;
+
+/// The routed destinations interned so far (checked ones only).
+static INTERNED: std::sync::OnceLock<ArcSwap<HashSet<&'static [u8]>>> = std::sync::OnceLock::new();
+
+/// `destination` as a static `Bytes`, interned for the life of the process: a deliberate,
+/// bounded leak (at most [`MAX_INTERNED`] destinations of at most 1 KiB each, typically a few
+/// short ones per router; a plugin set reloaded reuses them). `None` once the table is full.
+/// Lookups read the table without a lock; adding a destination copies it (rare).
+fn interned(destination: &[u8]) -> Option<Bytes> {
+    let table = INTERNED.get_or_init(|| ArcSwap::from_pointee(HashSet::new()));
+    let current = table.load();
+    if let Some(&known) = current.get(destination) {
+        return Some(Bytes::from_static(known));
+    }
+    if current.len() >= MAX_INTERNED {
+        return None;
+    }
+    drop(current);
+    let leaked: &'static [u8] = Box::leak(destination.into());
+    let mut result = leaked;
+    table.rcu(|current| {
+        if let Some(&known) = current.get(destination) {
+            // Interned by another thread meanwhile (ours stays unused: a few bytes, rarely).
+            result = known;
+            return Arc::clone(current);
+        }
+        result = leaked;
+        if current.len() >= MAX_INTERNED {
+            return Arc::clone(current);
+        }
+        let mut next = HashSet::clone(current);
+        next.insert(leaked);
+        Arc::new(next)
+    });
+    Some(Bytes::from_static(result))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Converts and applies a typed edit, as a filter's rewrite is.
+    fn apply(e: wit::Edit, max_body: usize) -> Result<PluginMessage, String> {
+        apply_edit(
+            msg().view(),
+            edit(e, &mut Destinations::default())?,
+            max_body,
+        )
+    }
 
     fn msg() -> PluginMessage {
         PluginMessage {
@@ -361,6 +533,54 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_scan_finds_what_char_is_control_finds() {
+        for s in [
+            "/queue/a",
+            "",
+            "a:b",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+            "\u{80}",
+            "\u{9f}",
+            "\u{a0}",
+            "\u{c2}",
+            "\u{e9}",
+            "x\u{85}y",
+            "\u{1f600}",
+        ] {
+            let expected = s.chars().any(|c| c.is_control() || c == ':');
+            assert_eq!(has_control_or_colon(s), expected, "{s:?}");
+        }
+        for c in (0..0x3000u32).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(
+                has_control_or_colon(&s),
+                c.is_control() || c == ':',
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn destinations_are_checked_once_and_interned() {
+        let mut batch = Destinations::new(true);
+        let a = batch.get("/queue/interned.a".into()).unwrap();
+        let b = batch.get("/queue/interned.a".into()).unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let other = batch.get("/queue/interned.b".into()).unwrap();
+        assert_ne!(other.as_ptr(), a.as_ptr());
+        // Another call (another plugin, a later batch) gets the same static bytes.
+        let mut single = Destinations::new(false);
+        assert_eq!(
+            single.get("/queue/interned.a".into()).unwrap().as_ptr(),
+            a.as_ptr()
+        );
+        // Checked when first seen.
+        assert!(batch.get("queue/x".into()).is_err());
+    }
+
+    #[test]
     fn edits_apply_and_garbage_is_refused() {
         let edit = wit::Edit {
             destination: Some("/queue/b".into()),
@@ -371,7 +591,7 @@ mod tests {
             }],
             body: None,
         };
-        let out = apply_edit(msg().view(), edit, 1024).unwrap();
+        let out = apply(edit, 1024).unwrap();
         assert_eq!(&out.destination[..], b"/queue/b");
         assert_eq!(
             out.headers,
@@ -384,7 +604,7 @@ mod tests {
                 set_headers: vec![],
                 body: None,
             };
-            assert!(apply_edit(msg().view(), edit, 1024).is_err(), "{bad:?}");
+            assert!(apply(edit, 1024).is_err(), "{bad:?}");
         }
         let edit = wit::Edit {
             destination: None,
@@ -395,13 +615,13 @@ mod tests {
             }],
             body: None,
         };
-        assert!(apply_edit(msg().view(), edit, 1024).is_err());
+        assert!(apply(edit, 1024).is_err());
         let edit = wit::Edit {
             destination: None,
             remove_headers: vec![],
             set_headers: vec![],
             body: Some(vec![0; 2000]),
         };
-        assert!(apply_edit(msg().view(), edit, 1024).is_err());
+        assert!(apply(edit, 1024).is_err());
     }
 }

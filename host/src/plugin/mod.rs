@@ -273,6 +273,18 @@ pub enum SendOutcome {
     Reject(String),
 }
 
+/// What the send chain made of a batch of SENDs ([`PluginHost::route_batch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutedBatch {
+    /// Every message to deliver, in the order of the SENDs they came from.
+    pub messages: Vec<PluginMessage>,
+    /// Per SEND that was not rejected, in order: how many of `messages` it became (none when a
+    /// plugin dropped it, several after a fan-out).
+    pub counts: Vec<usize>,
+    /// Why the SEND after those was rejected, when one was (the later SENDs were not run).
+    pub rejected: Option<String>,
+}
+
 /// A SUBSCRIBE, for the message hooks.
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
@@ -323,7 +335,7 @@ pub struct PluginStats {
 struct Plugin {
     name: Arc<str>,
     hooks: Vec<Hook>,
-    destinations: Vec<String>,
+    destinations: Vec<glob::Pattern>,
     failure: FailurePolicy,
     /// Who a client is when this authenticator fails open.
     fail_open: Principal,
@@ -346,7 +358,7 @@ impl Plugin {
     }
 
     fn applies_to(&self, hook: Hook, destination: &[u8]) -> bool {
-        self.hooks.contains(&hook) && glob::any_matches(&self.destinations, destination)
+        self.hooks.contains(&hook) && self.destinations.iter().any(|p| p.matches(destination))
     }
 }
 
@@ -550,7 +562,11 @@ async fn load_one(
     Ok(Plugin {
         name: plugin.as_str().into(),
         hooks: spec.hooks.clone(),
-        destinations: spec.destinations.clone(),
+        destinations: spec
+            .destinations
+            .iter()
+            .map(|d| glob::Pattern::new(d))
+            .collect(),
         failure: spec.failure,
         fail_open,
         routes_bypass_sender_rights: spec.routes_bypass_sender_rights,
