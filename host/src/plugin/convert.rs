@@ -234,8 +234,8 @@ fn truncate_for_log(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// A change a plugin returned, as the host applies it (from a typed `edit`, [`edit`]); checked
-/// by [`check_edit`] before it is applied.
+/// A change a plugin returned, as the host applies it: from a typed `edit` ([`edit`]) or from
+/// packed verdicts ([`read_verdicts`]); checked by [`check_edit`] before it is applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edit {
     /// Checked already, when the edit was made (by [`Destinations`]).
@@ -245,7 +245,7 @@ pub struct Edit {
     pub body: Option<Bytes>,
 }
 
-/// A send verdict as the host applies it (the WIT's `send-verdict`).
+/// A send verdict as the host applies it (the WIT's `send-verdict`, typed or packed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Keep,
@@ -285,6 +285,106 @@ pub fn verdict(verdict: SendVerdict, destinations: &mut Destinations) -> Result<
         ),
         SendVerdict::Reject(reason) => Verdict::Reject(reason),
     })
+}
+
+/// Reads the packed verdicts of `send-batch-packed.on-send-batch-packed` (format in the WIT):
+/// exactly `count` of them, and nothing after. Counts are checked against the output limits
+/// before anything is allocated for them; strings are checked later, by [`check_edit`].
+pub fn read_verdicts(
+    input: &[u8],
+    count: usize,
+    destinations: &mut Destinations,
+) -> Result<Vec<Verdict>, String> {
+    let mut r = Unpack(input);
+    let n = r.u32()? as usize;
+    if n != count {
+        return Err(format!("{n} packed verdicts for {count} messages"));
+    }
+    let mut verdicts = Vec::with_capacity(count);
+    for _ in 0..count {
+        verdicts.push(match r.u8()? {
+            0 => Verdict::Keep,
+            1 => Verdict::Rewrite(r.edit(destinations)?),
+            2 => {
+                let n = r.count(MAX_FANOUT, "fan-out")?;
+                let edits = (0..n)
+                    .map(|_| r.edit(destinations))
+                    .collect::<Result<_, _>>()?;
+                Verdict::FanOut(edits)
+            }
+            3 => Verdict::Reject(String::from_utf8_lossy(r.bytes()?).into_owned()),
+            tag => return Err(format!("packed verdict with tag {tag}")),
+        });
+    }
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the packed verdicts", r.0.len()));
+    }
+    Ok(verdicts)
+}
+
+/// A cursor over packed verdicts (see [`read_verdicts`]).
+struct Unpack<'a>(&'a [u8]);
+
+impl<'a> Unpack<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated packed verdicts".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    /// A count of at most `max` items of kind `what`.
+    fn count(&mut self, max: usize, what: &str) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(format!("{what} of {n} items"));
+        }
+        Ok(n)
+    }
+
+    fn edit(&mut self, destinations: &mut Destinations) -> Result<Edit, String> {
+        let destination = match self.u8()? {
+            0 => None,
+            _ => Some(destinations.get_bytes(self.bytes()?)?),
+        };
+        let n = self.count(MAX_ITEMS, "remove-headers")?;
+        let mut remove_headers = Vec::new();
+        for _ in 0..n {
+            remove_headers.push(Bytes::copy_from_slice(self.bytes()?));
+        }
+        let n = self.count(MAX_ITEMS, "set-headers")?;
+        let mut set_headers = Vec::new();
+        for _ in 0..n {
+            let name = Bytes::copy_from_slice(self.bytes()?);
+            set_headers.push((name, Bytes::copy_from_slice(self.bytes()?)));
+        }
+        let body = match self.u8()? {
+            0 => None,
+            _ => Some(Bytes::copy_from_slice(self.bytes()?)),
+        };
+        Ok(Edit {
+            destination,
+            remove_headers,
+            set_headers,
+            body,
+        })
+    }
 }
 
 /// Applies `edit` to `msg`; refuses an edit the broker could not honour. `max_body` bounds a
@@ -391,6 +491,17 @@ impl Destinations {
         }
         check_destination(&destination)?;
         Ok(self.remember(destination.as_bytes(), || Bytes::from(destination.clone())))
+    }
+
+    /// [`get`](Self::get) for bytes of packed output.
+    pub fn get_bytes(&mut self, destination: &[u8]) -> Result<Bytes, String> {
+        if let Some(seen) = self.find(destination) {
+            return Ok(seen);
+        }
+        let text =
+            std::str::from_utf8(destination).map_err(|_| "destination is not UTF-8".to_string())?;
+        check_destination(text)?;
+        Ok(self.remember(destination, || Bytes::copy_from_slice(destination)))
     }
 
     fn find(&self, destination: &[u8]) -> Option<Bytes> {
@@ -532,6 +643,108 @@ mod tests {
         assert!(with_body.ends_with(b"\x01\x05\0\0\0hello"));
     }
 
+    /// Packed verdicts as the guest's writer (plugins/packed) makes them read as the typed
+    /// verdicts they stand for; anything malformed is refused.
+    #[test]
+    fn packed_verdicts_read_as_the_typed_ones() {
+        use plugboard_packed::{EditView, VerdictView, Writer};
+        let full = EditView {
+            destination: Some("/queue/b"),
+            remove_headers: vec!["x"],
+            set_headers: vec![("k", "v"), ("k", "w")],
+            body: Some(b"\xffbody"),
+        };
+        let views = [
+            VerdictView::Keep,
+            VerdictView::Rewrite(EditView {
+                destination: Some("/queue/b"),
+                ..EditView::default()
+            }),
+            VerdictView::Rewrite(full.clone()),
+            VerdictView::FanOut(vec![]),
+            VerdictView::FanOut(vec![full, EditView::default()]),
+            VerdictView::Reject("no route \u{e9}"),
+        ];
+        let mut w = Writer::new();
+        w.u32(views.len() as u32);
+        for v in &views {
+            w.verdict(v);
+        }
+        let packed = w.finish();
+        let mut destinations = Destinations::new(true);
+        let got = read_verdicts(&packed, views.len(), &mut destinations).unwrap();
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let full = Edit {
+            destination: Some(b("/queue/b")),
+            remove_headers: vec![b("x")],
+            set_headers: vec![(b("k"), b("v")), (b("k"), b("w"))],
+            body: Some(Bytes::from_static(b"\xffbody")),
+        };
+        let to_b = Edit {
+            destination: Some(b("/queue/b")),
+            ..Edit::default()
+        };
+        assert_eq!(
+            got,
+            [
+                Verdict::Keep,
+                Verdict::Rewrite(to_b),
+                Verdict::Rewrite(full.clone()),
+                Verdict::FanOut(vec![]),
+                Verdict::FanOut(vec![full, Edit::default()]),
+                Verdict::Reject("no route \u{e9}".into()),
+            ]
+        );
+        // The destinations are shared within the batch.
+        let dests: Vec<*const u8> = got
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Rewrite(e) => e.destination.as_ref().map(|d| d.as_ptr()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dests[0], dests[1]);
+
+        // Malformed: wrong count, truncated, trailing bytes, unknown tag, absurd counts.
+        assert!(read_verdicts(&packed, 5, &mut destinations).is_err());
+        assert!(read_verdicts(&packed[..packed.len() - 1], 6, &mut destinations).is_err());
+        let mut trailing = packed.clone();
+        trailing.push(0);
+        assert!(read_verdicts(&trailing, 6, &mut destinations).is_err());
+        let one = |bytes: &[u8]| {
+            let mut input = 1u32.to_le_bytes().to_vec();
+            input.extend_from_slice(bytes);
+            read_verdicts(&input, 1, &mut Destinations::default())
+        };
+        assert!(one(&[9]).is_err(), "unknown tag");
+        assert!(
+            one(&[2, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "fan-out of 4 billion"
+        );
+        assert!(
+            one(&[1, 0, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "4 billion headers to remove"
+        );
+        assert!(
+            one(&[1, 1, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "a 4 GiB destination"
+        );
+        // Well-formed but not UTF-8: a destination is refused when read, a header when checked.
+        let mut w = Writer::new();
+        w.u32(1).u8(1).u8(1).bytes(b"/queue/\xff");
+        w.u32(0).u32(0).u8(0);
+        let bad = read_verdicts(&w.finish(), 1, &mut Destinations::default()).unwrap_err();
+        assert!(bad.contains("UTF-8"), "{bad}");
+        let mut w = Writer::new();
+        w.u32(1).u8(1).u8(0).u32(0);
+        w.u32(1).bytes(b"\xff").bytes(b"v").u8(0);
+        let ok = read_verdicts(&w.finish(), 1, &mut Destinations::default()).unwrap();
+        let Verdict::Rewrite(edit) = &ok[0] else {
+            panic!("{ok:?}")
+        };
+        assert!(check_edit(edit, 1024).unwrap_err().contains("UTF-8"));
+    }
+
     #[test]
     fn the_byte_scan_finds_what_char_is_control_finds() {
         for s in [
@@ -566,7 +779,7 @@ mod tests {
     fn destinations_are_checked_once_and_interned() {
         let mut batch = Destinations::new(true);
         let a = batch.get("/queue/interned.a".into()).unwrap();
-        let b = batch.get("/queue/interned.a".into()).unwrap();
+        let b = batch.get_bytes(b"/queue/interned.a").unwrap();
         assert_eq!(a.as_ptr(), b.as_ptr());
         let other = batch.get("/queue/interned.b".into()).unwrap();
         assert_ne!(other.as_ptr(), a.as_ptr());
@@ -578,6 +791,7 @@ mod tests {
         );
         // Checked when first seen.
         assert!(batch.get("queue/x".into()).is_err());
+        assert!(batch.get_bytes(b"/queue/\xff").is_err());
     }
 
     #[test]

@@ -243,12 +243,13 @@ impl PluginHost {
         outcomes
     }
 
-    /// Whether some send plugin takes several messages per call (`send-batch`): then a
+    /// Whether some send plugin takes several messages per call (`send-batch` or
+    /// `send-batch-packed`): then a
     /// session hands pipelined SENDs to [`on_send_batch`](Self::on_send_batch).
     pub fn batches_send(&self) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| p.hooks.contains(&Hook::Send) && p.pool.batches_send())
+        self.plugins.iter().any(|p| {
+            p.hooks.contains(&Hook::Send) && (p.pool.batches_send() || p.pool.batches_send_packed())
+        })
     }
 
     /// Runs the send chain in config order over several messages of one sender: each plugin
@@ -495,10 +496,10 @@ fn next_run_with(
 }
 
 /// Runs one send plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
-/// where its call failed. The calls follow what the plugin exports: runs of up to
-/// [`MAX_BATCH`] messages go through `send-batch`; a run of one goes through `send-packed`,
-/// else `send-batch`, else `send.on-send`. A plugin that exports neither fast path gets exactly
-/// one call per message.
+/// where its call failed. The calls follow what the plugin exports: every run of up to
+/// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise runs
+/// go through `send-batch`, and a run of one through `send-packed`, else `send-batch`, else
+/// `send.on-send`. A plugin that exports no fast path gets exactly one call per message.
 async fn send_calls(
     plugin: &Plugin,
     principal: &Principal,
@@ -507,13 +508,20 @@ async fn send_calls(
     out: &mut Vec<Result<Verdict, ()>>,
 ) {
     let needs = &plugin.manifest.send;
-    let (packs, batches) = (plugin.pool.packs_send(), plugin.pool.batches_send());
-    let max = if batches { MAX_BATCH } else { 1 };
+    let pool = &plugin.pool;
+    let (packs, batches, packed) = (
+        pool.packs_send(),
+        pool.batches_send(),
+        pool.batches_send_packed(),
+    );
+    let max = if batches || packed { MAX_BATCH } else { 1 };
     let mut start = 0;
     while start < msgs.len() {
         let (run, size) = next_run(plugin, msgs, start, needs, max);
         start = run.end;
-        if run.len() == 1 && (packs || !batches) {
+        let result = if packed {
+            call_send_batch_packed(plugin, principal, &msgs[run.clone()], size).await
+        } else if run.len() == 1 && (packs || !batches) {
             let msg = msgs[run.start];
             let result = if packs {
                 call_send_packed(plugin, principal, msg).await
@@ -523,8 +531,10 @@ async fn send_calls(
             };
             out.push(result.map_err(drop));
             continue;
-        }
-        match call_send_batch(plugin, principal, &msgs[run.clone()], size).await {
+        } else {
+            call_send_batch(plugin, principal, &msgs[run.clone()], size).await
+        };
+        match result {
             Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
             Err(_) => out.extend(run.map(|_| Err(()))),
         }
@@ -688,6 +698,33 @@ async fn call_send_batch(
                     convert::verdict(v, &mut destinations).and_then(|v| check_verdict(plugin, v))
                 })
                 .collect()
+        }
+    )
+}
+
+/// One `send-batch-packed.on-send-batch-packed` call for `msgs` (non-empty, `size` bytes as
+/// [`next_run`] counts them): the input of `on-send-batch`, the verdicts packed.
+async fn call_send_batch_packed(
+    plugin: &Plugin,
+    principal: &Principal,
+    msgs: &[MessageRef<'_>],
+    size: usize,
+) -> Result<Vec<Verdict>, Failure> {
+    check_size(plugin, Hook::Send, size)?;
+    let input = pack_send_batch(principal, msgs, &plugin.manifest.send, size);
+    call!(
+        plugin,
+        Hook::Send,
+        send_batch_packed,
+        |g, s| g.call(s, &input),
+        |output| {
+            let mut destinations = Destinations::new(msgs.len() > 1);
+            convert::read_verdicts(&output, msgs.len(), &mut destinations).and_then(|verdicts| {
+                verdicts
+                    .into_iter()
+                    .map(|v| check_verdict(plugin, v))
+                    .collect()
+            })
         }
     )
 }

@@ -45,6 +45,8 @@ pub const DEFAULT_MEMORY_MB: u64 = 16;
 const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
 const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.0";
+/// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.0";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
 const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
 /// Default cap on live instances (and so on concurrent calls) of one plugin.
@@ -515,6 +517,13 @@ async fn load_one(
         // Optional fast paths, used when the component exports them.
         send_packed: optional_export(&pre, spec, Hook::Send, SEND_PACKED, "on-send-packed"),
         send_batch: optional_export(&pre, spec, Hook::Send, SEND_BATCH, "on-send-batch"),
+        send_batch_packed: optional_export(
+            &pre,
+            spec,
+            Hook::Send,
+            SEND_BATCH_PACKED,
+            "on-send-batch-packed",
+        ),
         deliver_batch: optional_export(&pre, spec, Hook::Message, DELIVER_BATCH, "filter-batch"),
     };
     let config_json = serde_json::to_string(&spec.config).map_err(|e| PluginError::Spec {
