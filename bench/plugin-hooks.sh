@@ -7,24 +7,29 @@
 # over the rounds with the ratio to the no-plugin case of the same build. Rounds are interleaved
 # (every case with every build once per round) so that background load spreads over all of them.
 #
-# Before/after in one run: BROKERS="before=PATH after=PATH" runs every case with each of these
-# plugboard binaries, alternating (e.g. a release build of the base commit next to the current
-# one; the plugins in target/plugins serve both, the WIT being the same).
+# Before/after in one run: BROKERS="before=PATH,PLUGINS after=PATH" runs every case with each
+# of these plugboard binaries, alternating (e.g. a release build of the base commit next to the
+# current one). `,PLUGINS` is the directory of that build's plugin components (default
+# target/plugins): a base commit's broker is best run with the base commit's plugins.
+#
+# Every case sends the same messages (headers `region:eu` and `content-type:text/plain`, which
+# the plugins look at), so that the difference to `none` is what the plugin costs, not what
+# parsing, storing and encoding one more header costs.
 #
 # Cases:
 #   none      no plugin
 #   router    header-router on every SEND to /queue/bench (rule region=eu → /queue/bench.eu;
-#             the producers send `region:eu`, the consumers read /queue/bench.eu)
+#             the consumers read /queue/bench.eu)
 #   selector  selector on every MESSAGE: each consumer subscribes with `selector:p IS NOT NULL`,
 #             which every bench message (it carries `p`) matches
 #   redact    redact on every SEND to /queue/bench (`fields = ["card"]`). The bench's bodies are
-#             not JSON, so this is the call with the 128 B body copied into the guest and a
-#             content-type check, without JSON parsing or masking
+#             not JSON (text/plain), so this is the call with the 128 B body copied into the
+#             guest and a content-type check, without JSON parsing or masking
 #
 # Usage: bench/plugin-hooks.sh            (builds first)
 # Environment: ROUNDS (3), MESSAGES (200000), SIZE (128), PRODUCERS (4), CONSUMERS (4),
 #   CASES ("none router selector redact"), SKIP_BUILD=1 (use the existing binaries),
-#   BROKERS ("label=PATH ...", default "current=$PLUGBOARD"),
+#   BROKERS ("label=PATH[,PLUGINS] ...", default "current=$PLUGBOARD"),
 #   DEADLINE_MS (per-call plugin deadline, 1000; empty for the broker's defaults),
 #   PLUGBOARD / PLUGBOARD_BENCH (binary paths), OUT (raw JSON lines; default
 #   target/plugin-hooks.jsonl). Needs jq.
@@ -59,13 +64,19 @@ trap cleanup EXIT
 # Private copies: a concurrent `cargo build` must not swap the binaries between runs.
 BROKERS=${BROKERS:-"current=$PLUGBOARD"}
 LABELS=()
+declare -A PLUGIN_DIRS
 for entry in $BROKERS; do
     label=${entry%%=*}
-    cp "${entry#*=}" "$WORK/plugboard-$label"
+    spec=${entry#*=}
+    cp "${spec%%,*}" "$WORK/plugboard-$label"
+    if [ "$spec" != "${spec#*,}" ]; then
+        PLUGIN_DIRS[$label]=${spec#*,}
+    else
+        PLUGIN_DIRS[$label]=$ROOT/target/plugins
+    fi
     LABELS+=("$label")
 done
 cp "$PLUGBOARD_BENCH" "$WORK/plugboard-bench"
-PLUGINS="$ROOT/target/plugins"
 CACHE="$WORK/plugin-cache"
 
 # --- configs ------------------------------------------------------------------------------
@@ -84,10 +95,13 @@ limits() {
         printf 'deadline_ms = %s\n' "$DEADLINE_MS"
     fi
 }
-{ common; } > "$WORK/none.toml"
-{
-    common
-    cat <<EOF
+# The configs of build $1, whose plugins are in $2: $WORK/$1-CASE.toml.
+write_configs() {
+    local PLUGINS=$2
+    { common; } > "$WORK/$1-none.toml"
+    {
+        common
+        cat <<EOF
 [[plugins]]
 name = "router"
 file = "$PLUGINS/header-router.wasm"
@@ -101,10 +115,10 @@ header = "region"
 value = "eu"
 to = ["/queue/bench.eu"]
 EOF
-} > "$WORK/router.toml"
-{
-    common
-    cat <<EOF
+    } > "$WORK/$1-router.toml"
+    {
+        common
+        cat <<EOF
 [[plugins]]
 name = "selector"
 file = "$PLUGINS/selector.wasm"
@@ -112,10 +126,10 @@ hooks = ["message"]
 destinations = ["*"]
 $(limits)
 EOF
-} > "$WORK/selector.toml"
-{
-    common
-    cat <<EOF
+    } > "$WORK/$1-selector.toml"
+    {
+        common
+        cat <<EOF
 [[plugins]]
 name = "redact"
 file = "$PLUGINS/redact.wasm"
@@ -127,15 +141,19 @@ $(limits)
 fields = ["card"]
 mode = "send"
 EOF
-} > "$WORK/redact.toml"
+    } > "$WORK/$1-redact.toml"
+}
+for label in "${LABELS[@]}"; do
+    write_configs "$label" "${PLUGIN_DIRS[$label]}"
+done
 
-# Extra plugboard-bench arguments per case, into the array ARGS.
+# plugboard-bench arguments per case, into the array ARGS: the same SEND headers for all.
 case_args() {
+    ARGS=(--header region:eu --header content-type:text/plain)
     case "$1" in
-        none) ARGS=() ;;
-        router) ARGS=(--header region:eu --consume-from /queue/bench.eu) ;;
-        selector) ARGS=(--subscribe-header "selector:p IS NOT NULL") ;;
-        redact) ARGS=(--header content-type:text/plain) ;;
+        none | redact) ;;
+        router) ARGS+=(--consume-from /queue/bench.eu) ;;
+        selector) ARGS+=(--subscribe-header "selector:p IS NOT NULL") ;;
         *) echo "unknown case $1" >&2; exit 2 ;;
     esac
 }
@@ -174,7 +192,7 @@ echo "plugin-hooks: $ROUNDS round(s) of [$CASES] x [${LABELS[*]}], $MESSAGES mes
 for round in $(seq 1 "$ROUNDS"); do
     for name in $CASES; do
         for label in "${LABELS[@]}"; do
-            start_broker "$WORK/$name.toml" "$label"
+            start_broker "$WORK/$label-$name.toml" "$label"
             case_args "$name"
             status=0
             json=$("$WORK/plugboard-bench" queue --addr "$BROKER_ADDR" \

@@ -336,6 +336,53 @@ async fn a_batch_routes_as_message_by_message() {
         matches!(&got[2], SendOutcome::Reject(r) if r.contains("no route")),
         "{got:?}"
     );
+
+    // Without fan-outs in the batch, messages are edited in place; the reject still ends it.
+    let plain: Vec<_> = [
+        ("eu", "gold"),
+        ("eu", "basic"),
+        ("us", "gold"),
+        ("eu", "gold"),
+    ]
+    .iter()
+    .map(|(region, tier)| msg("/queue/orders", &[("region", region), ("tier", tier)], "b"))
+    .collect();
+    let got = strict.on_send_batch(&alice(), plain.clone()).await;
+    let mut singles = Vec::new();
+    for m in &plain[..3] {
+        singles.push(strict.on_send(&alice(), m.clone()).await);
+    }
+    assert_eq!(got, singles);
+    assert!(matches!(&got[2], SendOutcome::Reject(_)), "{got:?}");
+
+    // A later plugin rejects one of the copies an earlier one fanned out: the whole input
+    // message is rejected there, the messages before it are delivered.
+    let strict_tier = load(
+        &chain
+            .replace("REJECT", "")
+            .replace("config = { rules = [\n            { destination = \"/queue/orders.eu\"", "config = { reject_unmatched = true, rules = [\n            { destination = \"/queue/orders.eu\""),
+    )
+    .await;
+    let mixed: Vec<_> = [
+        ("all", "gold"),
+        ("us", "basic"),
+        ("all", "basic"),
+        ("eu", "gold"),
+    ]
+    .iter()
+    .map(|(region, tier)| msg("/queue/orders", &[("region", region), ("tier", tier)], "b"))
+    .collect();
+    let got = strict_tier.on_send_batch(&alice(), mixed.clone()).await;
+    let mut singles = Vec::new();
+    for m in &mixed[..3] {
+        singles.push(strict_tier.on_send(&alice(), m.clone()).await);
+    }
+    assert_eq!(got, singles);
+    assert_eq!(delivered(got[0].clone()).len(), 2, "{got:?}");
+    assert!(
+        matches!(&got[2], SendOutcome::Reject(r) if r.contains("no route")),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]

@@ -61,6 +61,10 @@ macro_rules! __export_glue {
         $crate::__export_plugboard_plugin_send_batch_0_1_0_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_batch);
     };
+    (@cabi send_batch_packed) => {
+        $crate::__export_plugboard_plugin_send_batch_packed_0_1_0_cabi!(
+            PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_batch_packed);
+    };
     (@cabi deliver_batch) => {
         $crate::__export_plugboard_plugin_deliver_batch_0_1_0_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::deliver_batch);

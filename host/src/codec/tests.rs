@@ -373,3 +373,23 @@ fn error_messages_are_single_line() {
         "SUBSCRIBE frames must not have a body"
     );
 }
+
+#[test]
+fn server_owned_headers_in_any_case_and_nothing_else() {
+    use super::{is_server_owned, SERVER_OWNED};
+    for name in SERVER_OWNED {
+        assert!(is_server_owned(name.as_bytes()), "{name}");
+        assert!(is_server_owned(name.to_uppercase().as_bytes()), "{name}");
+    }
+    for name in [
+        "content-type",
+        "reply-to",
+        "acks",
+        "x-destination",
+        "",
+        "receipts",
+        "persistent",
+    ] {
+        assert!(!is_server_owned(name.as_bytes()), "{name}");
+    }
+}

@@ -2,8 +2,13 @@
 //! needs, applying the edits a plugin returns, and refusing garbage (invalid destinations or
 //! headers, absurd sizes) before it reaches the broker.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use super::bindings::send::SendVerdict;
 use super::bindings::types as wit;
 use super::{MessageRef, PluginMessage, Principal};
 use crate::codec::is_server_owned;
@@ -43,8 +48,15 @@ fn wanted(needs: &wit::Needs, name: &[u8]) -> bool {
     match &needs.headers {
         wit::HeaderNeed::None => false,
         wit::HeaderNeed::All => true,
-        wit::HeaderNeed::Named(names) => names.iter().any(|n| n.as_bytes() == name),
+        wit::HeaderNeed::Named(names) => names.iter().any(|n| same(n.as_bytes(), name)),
     }
+}
+
+/// `a == b`, comparing the first bytes before calling `memcmp` (header names of the same length
+/// usually differ there: this runs for every header of every message a plugin sees).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a == b
 }
 
 /// How many bytes the projection of `msg` copies into the guest (checked against its cap first).
@@ -82,6 +94,12 @@ fn put_len(out: &mut Vec<u8>, n: usize) {
 
 /// Appends bytes as a packed string (invalid UTF-8 becomes U+FFFD, as for `text`).
 fn put_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_ascii() {
+        // The usual case, and cheaper to tell than UTF-8 for the short strings of a message.
+        put_len(out, bytes.len());
+        out.extend_from_slice(bytes);
+        return;
+    }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(bytes),
@@ -185,13 +203,22 @@ pub fn reason(mut text: String) -> String {
 }
 
 fn check_destination(d: &str) -> Result<(), String> {
-    if !d.starts_with('/')
-        || d.len() > MAX_DESTINATION
-        || d.chars().any(|c| c.is_control() || c == ':')
-    {
+    if !d.starts_with('/') || d.len() > MAX_DESTINATION || has_control_or_colon(d) {
         return Err(format!("invalid destination {:?}", truncate_for_log(d)));
     }
     Ok(())
+}
+
+/// Whether `s` has a `:` or a control character (`char::is_control`: C0, DEL and C1), by bytes:
+/// a C1 control U+0080..=U+009F is encoded as 0xC2 followed by 0x80..=0x9F.
+fn has_control_or_colon(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20
+            || c == 0x7f
+            || c == b':'
+            || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+    })
 }
 
 fn check_header(name: &str, value: &str) -> Result<(), String> {
@@ -207,11 +234,164 @@ fn truncate_for_log(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// A change a plugin returned, as the host applies it: from a typed `edit` ([`edit`]) or from
+/// packed verdicts ([`read_verdicts`]); checked by [`check_edit`] before it is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edit {
+    /// Checked already, when the edit was made (by [`Destinations`]).
+    pub destination: Option<Bytes>,
+    pub remove_headers: Vec<Bytes>,
+    pub set_headers: Vec<(Bytes, Bytes)>,
+    pub body: Option<Bytes>,
+}
+
+/// A send verdict as the host applies it (the WIT's `send-verdict`, typed or packed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    Rewrite(Edit),
+    FanOut(Vec<Edit>),
+    Reject(String),
+}
+
+/// A typed edit as the host's (no copy: the strings become `Bytes`); refused when its
+/// destination is invalid.
+pub fn edit(edit: wit::Edit, destinations: &mut Destinations) -> Result<Edit, String> {
+    Ok(Edit {
+        destination: edit.destination.map(|d| destinations.get(d)).transpose()?,
+        remove_headers: edit.remove_headers.into_iter().map(Bytes::from).collect(),
+        set_headers: edit
+            .set_headers
+            .into_iter()
+            .map(|h| (Bytes::from(h.name), Bytes::from(h.value)))
+            .collect(),
+        body: edit.body.map(Bytes::from),
+    })
+}
+
+/// A typed send verdict as the host's; refused when an edit's destination is invalid.
+pub fn verdict(verdict: SendVerdict, destinations: &mut Destinations) -> Result<Verdict, String> {
+    Ok(match verdict {
+        SendVerdict::Keep => Verdict::Keep,
+        SendVerdict::Rewrite(e) => Verdict::Rewrite(edit(e, destinations)?),
+        SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
+            return Err(format!("fan-out to {} messages", edits.len()))
+        }
+        SendVerdict::FanOut(edits) => Verdict::FanOut(
+            edits
+                .into_iter()
+                .map(|e| edit(e, destinations))
+                .collect::<Result<_, _>>()?,
+        ),
+        SendVerdict::Reject(reason) => Verdict::Reject(reason),
+    })
+}
+
+/// Reads the packed verdicts of `send-batch-packed.on-send-batch-packed` (format in the WIT):
+/// exactly `count` of them, and nothing after. Counts are checked against the output limits
+/// before anything is allocated for them; strings are checked later, by [`check_edit`].
+pub fn read_verdicts(
+    input: &[u8],
+    count: usize,
+    destinations: &mut Destinations,
+) -> Result<Vec<Verdict>, String> {
+    let mut r = Unpack(input);
+    let n = r.u32()? as usize;
+    if n != count {
+        return Err(format!("{n} packed verdicts for {count} messages"));
+    }
+    let mut verdicts = Vec::with_capacity(count);
+    for _ in 0..count {
+        verdicts.push(match r.u8()? {
+            0 => Verdict::Keep,
+            1 => Verdict::Rewrite(r.edit(destinations)?),
+            2 => {
+                let n = r.count(MAX_FANOUT, "fan-out")?;
+                let edits = (0..n)
+                    .map(|_| r.edit(destinations))
+                    .collect::<Result<_, _>>()?;
+                Verdict::FanOut(edits)
+            }
+            3 => Verdict::Reject(String::from_utf8_lossy(r.bytes()?).into_owned()),
+            tag => return Err(format!("packed verdict with tag {tag}")),
+        });
+    }
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the packed verdicts", r.0.len()));
+    }
+    Ok(verdicts)
+}
+
+/// A cursor over packed verdicts (see [`read_verdicts`]).
+struct Unpack<'a>(&'a [u8]);
+
+impl<'a> Unpack<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated packed verdicts".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    /// A count of at most `max` items of kind `what`.
+    fn count(&mut self, max: usize, what: &str) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(format!("{what} of {n} items"));
+        }
+        Ok(n)
+    }
+
+    fn edit(&mut self, destinations: &mut Destinations) -> Result<Edit, String> {
+        let destination = match self.u8()? {
+            0 => None,
+            _ => Some(destinations.get_bytes(self.bytes()?)?),
+        };
+        let n = self.count(MAX_ITEMS, "remove-headers")?;
+        let mut remove_headers = Vec::new();
+        for _ in 0..n {
+            remove_headers.push(Bytes::copy_from_slice(self.bytes()?));
+        }
+        let n = self.count(MAX_ITEMS, "set-headers")?;
+        let mut set_headers = Vec::new();
+        for _ in 0..n {
+            let name = Bytes::copy_from_slice(self.bytes()?);
+            set_headers.push((name, Bytes::copy_from_slice(self.bytes()?)));
+        }
+        let body = match self.u8()? {
+            0 => None,
+            _ => Some(Bytes::copy_from_slice(self.bytes()?)),
+        };
+        Ok(Edit {
+            destination,
+            remove_headers,
+            set_headers,
+            body,
+        })
+    }
+}
+
 /// Applies `edit` to `msg`; refuses an edit the broker could not honour. `max_body` bounds a
 /// replaced body.
 pub fn apply_edit(
     msg: MessageRef<'_>,
-    edit: wit::Edit,
+    edit: Edit,
     max_body: usize,
 ) -> Result<PluginMessage, String> {
     check_edit(&edit, max_body)?;
@@ -227,29 +407,30 @@ pub fn apply_edit(
         .filter(|(n, _)| !touched(n))
         .cloned()
         .collect();
-    Ok(apply_checked(
-        PluginMessage { headers, ..owned },
-        edit,
-        false,
-    ))
+    let mut msg = PluginMessage { headers, ..owned };
+    apply_checked(&mut msg, edit, false);
+    Ok(msg)
 }
 
 /// Whether `edit` removes or sets header `name`.
-fn touches(edit: &wit::Edit, name: &[u8]) -> bool {
-    edit.remove_headers.iter().any(|r| r.as_bytes() == name)
-        || edit.set_headers.iter().any(|s| s.name.as_bytes() == name)
+fn touches(edit: &Edit, name: &[u8]) -> bool {
+    edit.remove_headers.iter().any(|r| r[..] == *name)
+        || edit.set_headers.iter().any(|(n, _)| n[..] == *name)
 }
 
 /// Refuses an edit the broker could not honour (see [`apply_edit`]).
-pub fn check_edit(edit: &wit::Edit, max_body: usize) -> Result<(), String> {
+pub fn check_edit(edit: &Edit, max_body: usize) -> Result<(), String> {
     if edit.set_headers.len() > MAX_ITEMS || edit.remove_headers.len() > MAX_ITEMS {
         return Err(format!("edit touches more than {MAX_ITEMS} headers"));
     }
-    if let Some(d) = &edit.destination {
-        check_destination(d)?;
+    fn utf8<'b>(b: &'b Bytes, what: &str) -> Result<&'b str, String> {
+        std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
     }
-    for h in &edit.set_headers {
-        check_header(&h.name, &h.value)?;
+    for name in &edit.remove_headers {
+        utf8(name, "header name")?;
+    }
+    for (name, value) in &edit.set_headers {
+        check_header(utf8(name, "header name")?, utf8(value, "header value")?)?;
     }
     match &edit.body {
         Some(b) if b.len() > max_body => {
@@ -262,30 +443,132 @@ pub fn check_edit(edit: &wit::Edit, max_body: usize) -> Result<(), String> {
 /// Applies an edit that passed [`check_edit`] to a message the caller owns, in place (no copy
 /// of its headers). `remove` says whether the removed and replaced headers are still in
 /// `msg.headers` ([`apply_edit`] has dropped them already).
-pub fn apply_checked(mut msg: PluginMessage, edit: wit::Edit, remove: bool) -> PluginMessage {
+pub fn apply_checked(msg: &mut PluginMessage, edit: Edit, remove: bool) {
     if remove && !(edit.remove_headers.is_empty() && edit.set_headers.is_empty()) {
         msg.headers.retain(|(n, _)| !touches(&edit, n));
     }
     if let Some(d) = edit.destination {
-        msg.destination = Bytes::from(d);
+        msg.destination = d;
     }
     if let Some(b) = edit.body {
-        msg.body = Bytes::from(b);
+        msg.body = b;
     }
     // Headers the broker owns (`content-length`, `message-id`, ...) are silently dropped: the
     // broker writes its own, and a plugin's could break the framing or impersonate them.
-    for h in edit.set_headers {
-        if !is_server_owned(h.name.as_bytes()) {
-            msg.headers
-                .push((Bytes::from(h.name), Bytes::from(h.value)));
+    for (name, value) in edit.set_headers {
+        if !is_server_owned(&name) {
+            msg.headers.push((name, value));
         }
     }
-    msg
+}
+
+/// The destinations plugins routed messages to within one call, shared: a router sends most
+/// messages of a batch to the same few destinations. Each is checked once ([`check_destination`])
+/// and then comes from [`interned`], so the messages routed there carry a static `Bytes`: the
+/// threads that pass them on and drop them never touch a reference count or the allocator for
+/// it (a routed message is made on the sender's thread and dropped on whichever delivers it).
+#[derive(Debug, Default)]
+pub struct Destinations {
+    /// Seen in this call (a few: a lookup is a linear scan).
+    seen: Vec<Bytes>,
+}
+
+impl Destinations {
+    /// Most distinct destinations remembered per call.
+    const MAX: usize = 8;
+
+    /// An empty set (`batch` is a hint: nothing is kept for a single message's call).
+    pub fn new(batch: bool) -> Destinations {
+        Destinations {
+            seen: Vec::with_capacity(if batch { 2 } else { 0 }),
+        }
+    }
+
+    /// `destination` as `Bytes`; refused when it is not a valid destination.
+    pub fn get(&mut self, destination: String) -> Result<Bytes, String> {
+        if let Some(seen) = self.find(destination.as_bytes()) {
+            return Ok(seen);
+        }
+        check_destination(&destination)?;
+        Ok(self.remember(destination.as_bytes(), || Bytes::from(destination.clone())))
+    }
+
+    /// [`get`](Self::get) for bytes of packed output.
+    pub fn get_bytes(&mut self, destination: &[u8]) -> Result<Bytes, String> {
+        if let Some(seen) = self.find(destination) {
+            return Ok(seen);
+        }
+        let text =
+            std::str::from_utf8(destination).map_err(|_| "destination is not UTF-8".to_string())?;
+        check_destination(text)?;
+        Ok(self.remember(destination, || Bytes::copy_from_slice(destination)))
+    }
+
+    fn find(&self, destination: &[u8]) -> Option<Bytes> {
+        self.seen.iter().find(|b| same(b, destination)).cloned()
+    }
+
+    /// A checked destination, interned when there is room (else made by `owned`).
+    fn remember(&mut self, destination: &[u8], owned: impl FnOnce() -> Bytes) -> Bytes {
+        let bytes = interned(destination).unwrap_or_else(owned);
+        if self.seen.len() < Self::MAX {
+            self.seen.push(bytes.clone());
+        }
+        bytes
+    }
+}
+
+/// Most destinations [`interned`] for the life of the process.
+const MAX_INTERNED: usize = 4096;
+
+/// The routed destinations interned so far (checked ones only).
+static INTERNED: std::sync::OnceLock<ArcSwap<HashSet<&'static [u8]>>> = std::sync::OnceLock::new();
+
+/// `destination` as a static `Bytes`, interned for the life of the process: a deliberate,
+/// bounded leak (at most [`MAX_INTERNED`] destinations of at most 1 KiB each, typically a few
+/// short ones per router; a plugin set reloaded reuses them). `None` once the table is full.
+/// Lookups read the table without a lock; adding a destination copies it (rare).
+fn interned(destination: &[u8]) -> Option<Bytes> {
+    let table = INTERNED.get_or_init(|| ArcSwap::from_pointee(HashSet::new()));
+    let current = table.load();
+    if let Some(&known) = current.get(destination) {
+        return Some(Bytes::from_static(known));
+    }
+    if current.len() >= MAX_INTERNED {
+        return None;
+    }
+    drop(current);
+    let leaked: &'static [u8] = Box::leak(destination.into());
+    let mut result = leaked;
+    table.rcu(|current| {
+        if let Some(&known) = current.get(destination) {
+            // Interned by another thread meanwhile (ours stays unused: a few bytes, rarely).
+            result = known;
+            return Arc::clone(current);
+        }
+        result = leaked;
+        if current.len() >= MAX_INTERNED {
+            return Arc::clone(current);
+        }
+        let mut next = HashSet::clone(current);
+        next.insert(leaked);
+        Arc::new(next)
+    });
+    Some(Bytes::from_static(result))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Converts and applies a typed edit, as a filter's rewrite is.
+    fn apply(e: wit::Edit, max_body: usize) -> Result<PluginMessage, String> {
+        apply_edit(
+            msg().view(),
+            edit(e, &mut Destinations::default())?,
+            max_body,
+        )
+    }
 
     fn msg() -> PluginMessage {
         PluginMessage {
@@ -360,6 +643,157 @@ mod tests {
         assert!(with_body.ends_with(b"\x01\x05\0\0\0hello"));
     }
 
+    /// Packed verdicts as the guest's writer (plugins/packed) makes them read as the typed
+    /// verdicts they stand for; anything malformed is refused.
+    #[test]
+    fn packed_verdicts_read_as_the_typed_ones() {
+        use plugboard_packed::{EditView, VerdictView, Writer};
+        let full = EditView {
+            destination: Some("/queue/b"),
+            remove_headers: vec!["x"],
+            set_headers: vec![("k", "v"), ("k", "w")],
+            body: Some(b"\xffbody"),
+        };
+        let views = [
+            VerdictView::Keep,
+            VerdictView::Rewrite(EditView {
+                destination: Some("/queue/b"),
+                ..EditView::default()
+            }),
+            VerdictView::Rewrite(full.clone()),
+            VerdictView::FanOut(vec![]),
+            VerdictView::FanOut(vec![full, EditView::default()]),
+            VerdictView::Reject("no route \u{e9}"),
+        ];
+        let mut w = Writer::new();
+        w.u32(views.len() as u32);
+        for v in &views {
+            w.verdict(v);
+        }
+        let packed = w.finish();
+        let mut destinations = Destinations::new(true);
+        let got = read_verdicts(&packed, views.len(), &mut destinations).unwrap();
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let full = Edit {
+            destination: Some(b("/queue/b")),
+            remove_headers: vec![b("x")],
+            set_headers: vec![(b("k"), b("v")), (b("k"), b("w"))],
+            body: Some(Bytes::from_static(b"\xffbody")),
+        };
+        let to_b = Edit {
+            destination: Some(b("/queue/b")),
+            ..Edit::default()
+        };
+        assert_eq!(
+            got,
+            [
+                Verdict::Keep,
+                Verdict::Rewrite(to_b),
+                Verdict::Rewrite(full.clone()),
+                Verdict::FanOut(vec![]),
+                Verdict::FanOut(vec![full, Edit::default()]),
+                Verdict::Reject("no route \u{e9}".into()),
+            ]
+        );
+        // The destinations are shared within the batch.
+        let dests: Vec<*const u8> = got
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Rewrite(e) => e.destination.as_ref().map(|d| d.as_ptr()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dests[0], dests[1]);
+
+        // Malformed: wrong count, truncated, trailing bytes, unknown tag, absurd counts.
+        assert!(read_verdicts(&packed, 5, &mut destinations).is_err());
+        assert!(read_verdicts(&packed[..packed.len() - 1], 6, &mut destinations).is_err());
+        let mut trailing = packed.clone();
+        trailing.push(0);
+        assert!(read_verdicts(&trailing, 6, &mut destinations).is_err());
+        let one = |bytes: &[u8]| {
+            let mut input = 1u32.to_le_bytes().to_vec();
+            input.extend_from_slice(bytes);
+            read_verdicts(&input, 1, &mut Destinations::default())
+        };
+        assert!(one(&[9]).is_err(), "unknown tag");
+        assert!(
+            one(&[2, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "fan-out of 4 billion"
+        );
+        assert!(
+            one(&[1, 0, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "4 billion headers to remove"
+        );
+        assert!(
+            one(&[1, 1, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "a 4 GiB destination"
+        );
+        // Well-formed but not UTF-8: a destination is refused when read, a header when checked.
+        let mut w = Writer::new();
+        w.u32(1).u8(1).u8(1).bytes(b"/queue/\xff");
+        w.u32(0).u32(0).u8(0);
+        let bad = read_verdicts(&w.finish(), 1, &mut Destinations::default()).unwrap_err();
+        assert!(bad.contains("UTF-8"), "{bad}");
+        let mut w = Writer::new();
+        w.u32(1).u8(1).u8(0).u32(0);
+        w.u32(1).bytes(b"\xff").bytes(b"v").u8(0);
+        let ok = read_verdicts(&w.finish(), 1, &mut Destinations::default()).unwrap();
+        let Verdict::Rewrite(edit) = &ok[0] else {
+            panic!("{ok:?}")
+        };
+        assert!(check_edit(edit, 1024).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn the_byte_scan_finds_what_char_is_control_finds() {
+        for s in [
+            "/queue/a",
+            "",
+            "a:b",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+            "\u{80}",
+            "\u{9f}",
+            "\u{a0}",
+            "\u{c2}",
+            "\u{e9}",
+            "x\u{85}y",
+            "\u{1f600}",
+        ] {
+            let expected = s.chars().any(|c| c.is_control() || c == ':');
+            assert_eq!(has_control_or_colon(s), expected, "{s:?}");
+        }
+        for c in (0..0x3000u32).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(
+                has_control_or_colon(&s),
+                c.is_control() || c == ':',
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn destinations_are_checked_once_and_interned() {
+        let mut batch = Destinations::new(true);
+        let a = batch.get("/queue/interned.a".into()).unwrap();
+        let b = batch.get_bytes(b"/queue/interned.a").unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let other = batch.get("/queue/interned.b".into()).unwrap();
+        assert_ne!(other.as_ptr(), a.as_ptr());
+        // Another call (another plugin, a later batch) gets the same static bytes.
+        let mut single = Destinations::new(false);
+        assert_eq!(
+            single.get("/queue/interned.a".into()).unwrap().as_ptr(),
+            a.as_ptr()
+        );
+        // Checked when first seen.
+        assert!(batch.get("queue/x".into()).is_err());
+        assert!(batch.get_bytes(b"/queue/\xff").is_err());
+    }
+
     #[test]
     fn edits_apply_and_garbage_is_refused() {
         let edit = wit::Edit {
@@ -371,7 +805,7 @@ mod tests {
             }],
             body: None,
         };
-        let out = apply_edit(msg().view(), edit, 1024).unwrap();
+        let out = apply(edit, 1024).unwrap();
         assert_eq!(&out.destination[..], b"/queue/b");
         assert_eq!(
             out.headers,
@@ -384,7 +818,7 @@ mod tests {
                 set_headers: vec![],
                 body: None,
             };
-            assert!(apply_edit(msg().view(), edit, 1024).is_err(), "{bad:?}");
+            assert!(apply(edit, 1024).is_err(), "{bad:?}");
         }
         let edit = wit::Edit {
             destination: None,
@@ -395,13 +829,13 @@ mod tests {
             }],
             body: None,
         };
-        assert!(apply_edit(msg().view(), edit, 1024).is_err());
+        assert!(apply(edit, 1024).is_err());
         let edit = wit::Edit {
             destination: None,
             remove_headers: vec![],
             set_headers: vec![],
             body: Some(vec![0; 2000]),
         };
-        assert!(apply_edit(msg().view(), edit, 1024).is_err());
+        assert!(apply(edit, 1024).is_err());
     }
 }

@@ -19,13 +19,12 @@ use std::sync::Arc;
 
 use super::bindings::authenticate::{AuthRequest as WitAuthRequest, AuthResult};
 use super::bindings::deliver::{FilterVerdict, Subscription};
-use super::bindings::send::SendVerdict;
-use super::bindings::types::{Edit, Needs, Principal as WitPrincipal};
-use super::convert::{self, MAX_FANOUT};
+use super::bindings::types::{Needs, Principal as WitPrincipal};
+use super::convert::{self, Destinations, Edit, Verdict, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
 use super::{
     AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin, PluginHost,
-    PluginMessage, Principal, SendOutcome, SubscriptionInfo,
+    PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
 };
 
 /// Largest filter token a plugin may hand back from `prepare-subscription`.
@@ -92,19 +91,20 @@ fn failed(plugin: &Plugin) -> String {
 fn apply_verdict(
     plugin: &Plugin,
     sender: &Principal,
-    msg: PluginMessage,
-    verdict: SendVerdict,
+    mut msg: PluginMessage,
+    verdict: Verdict,
     mut push: impl FnMut(PluginMessage),
 ) -> Option<String> {
     match verdict {
-        SendVerdict::Keep => push(msg),
-        SendVerdict::Rewrite(edit) => {
+        Verdict::Keep => push(msg),
+        Verdict::Rewrite(edit) => {
             if let Err(reason) = check_route(plugin, sender, &msg, &edit) {
                 return Some(reason);
             }
-            push(convert::apply_checked(msg, edit, true))
+            convert::apply_checked(&mut msg, edit, true);
+            push(msg)
         }
-        SendVerdict::FanOut(mut edits) => {
+        Verdict::FanOut(mut edits) => {
             if let Some(reason) = edits
                 .iter()
                 .find_map(|edit| check_route(plugin, sender, &msg, edit).err())
@@ -113,13 +113,16 @@ fn apply_verdict(
             }
             let last = edits.pop();
             for edit in edits {
-                push(convert::apply_checked(msg.clone(), edit, true));
+                let mut copy = msg.clone();
+                convert::apply_checked(&mut copy, edit, true);
+                push(copy);
             }
             if let Some(edit) = last {
-                push(convert::apply_checked(msg, edit, true));
+                convert::apply_checked(&mut msg, edit, true);
+                push(msg);
             }
         }
-        SendVerdict::Reject(reason) => return Some(convert::reason(reason)),
+        Verdict::Reject(reason) => return Some(convert::reason(reason)),
     }
     None
 }
@@ -136,16 +139,15 @@ fn check_route(
     let Some(to) = edit.destination.as_deref() else {
         return Ok(());
     };
-    if plugin.routes_bypass_sender_rights
-        || to.as_bytes() == &msg.destination[..]
-        || sender.may_send(to.as_bytes())
-    {
+    if plugin.routes_bypass_sender_rights || *to == msg.destination[..] || sender.may_send(to) {
         return Ok(());
     }
     plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
     Err(format!(
-        "plugin `{}` routed the message to '{to}', where '{}' may not send",
-        plugin.name, sender.name
+        "plugin `{}` routed the message to '{}', where '{}' may not send",
+        plugin.name,
+        crate::text::shown(to),
+        sender.name
     ))
 }
 
@@ -209,21 +211,45 @@ impl PluginHost {
             .any(|p| p.applies_to(Hook::Send, destination))
     }
 
-    /// Runs the send chain for one message: [`on_send_batch`](Self::on_send_batch) with a batch
-    /// of one.
+    /// Runs the send chain for one message: [`route_batch`](Self::route_batch) with a batch of
+    /// one.
     pub async fn on_send(&self, principal: &Principal, msg: PluginMessage) -> SendOutcome {
-        self.on_send_batch(principal, vec![msg])
-            .await
-            .pop()
-            .expect("one outcome for one message")
+        let chain = self.run_chain(principal, vec![msg]).await;
+        match chain.rejected {
+            Some(reason) => SendOutcome::Reject(reason),
+            // Every message left came from the one input message.
+            None => SendOutcome::Deliver(chain.current),
+        }
     }
 
-    /// Whether some send plugin takes several messages per call (`send-batch`): then a
+    /// [`route_batch`](Self::route_batch), with one outcome per message: those of a prefix of
+    /// `msgs`, the last one a `Reject` when a message was rejected (see `route_batch`).
+    pub async fn on_send_batch(
+        &self,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> Vec<SendOutcome> {
+        let RoutedBatch {
+            messages,
+            counts,
+            rejected,
+        } = self.route_batch(principal, msgs).await;
+        let mut messages = messages.into_iter();
+        let mut outcomes: Vec<SendOutcome> = counts
+            .iter()
+            .map(|&n| SendOutcome::Deliver(messages.by_ref().take(n).collect()))
+            .collect();
+        outcomes.extend(rejected.map(SendOutcome::Reject));
+        outcomes
+    }
+
+    /// Whether some send plugin takes several messages per call (`send-batch` or
+    /// `send-batch-packed`): then a
     /// session hands pipelined SENDs to [`on_send_batch`](Self::on_send_batch).
     pub fn batches_send(&self) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| p.hooks.contains(&Hook::Send) && p.pool.batches_send())
+        self.plugins.iter().any(|p| {
+            p.hooks.contains(&Hook::Send) && (p.pool.batches_send() || p.pool.batches_send_packed())
+        })
     }
 
     /// Runs the send chain in config order over several messages of one sender: each plugin
@@ -231,62 +257,127 @@ impl PluginHost {
     /// destinations it matches, in as few calls as its exports allow ([`send_calls`]; a failed
     /// call applies its failure policy to every message of it).
     ///
-    /// The outcomes are those of a prefix of `msgs`: processing stops at the first message that
-    /// is rejected, whose `Reject` is the last outcome (later plugins no longer see it or the
-    /// messages after it; plugins before the rejecting one already have). One message always
-    /// gets exactly one outcome.
-    pub async fn on_send_batch(
+    /// The outcome is that of a prefix of `msgs`: processing stops at the first message that is
+    /// rejected, which is then [`RoutedBatch::rejected`] (later plugins no longer see it or the
+    /// messages after it; plugins before the rejecting one already have).
+    pub async fn route_batch(
         &self,
         principal: &Principal,
         msgs: Vec<PluginMessage>,
-    ) -> Vec<SendOutcome> {
-        // Every message as the chain so far made it, in order, with the index of the input
-        // message it came from; the input messages still in play are those before `alive`.
-        let mut alive = msgs.len();
-        let mut current: Vec<(usize, PluginMessage)> = msgs.into_iter().enumerate().collect();
-        let mut rejected: Option<String> = None;
+    ) -> RoutedBatch {
+        self.run_chain(principal, msgs).await.routed()
+    }
+
+    async fn run_chain(&self, principal: &Principal, msgs: Vec<PluginMessage>) -> Chain {
+        let mut chain = Chain {
+            alive: msgs.len(),
+            current: msgs,
+            origin: None,
+            rejected: None,
+        };
         let mut sender: Option<WitPrincipal> = None;
-        let mut applies: Vec<bool> = Vec::new();
+        let mut results = Vec::new();
         for plugin in self
             .plugins
             .iter()
             .filter(|p| p.hooks.contains(&Hook::Send))
         {
-            applies.clear();
-            applies.extend(
-                current
-                    .iter()
-                    .map(|(_, m)| plugin.applies_to(Hook::Send, &m.destination)),
-            );
-            let inputs: Vec<MessageRef<'_>> = current
-                .iter()
-                .zip(&applies)
-                .filter(|(_, &a)| a)
-                .map(|((_, m), _)| m.view())
-                .collect();
+            // Which messages the plugin applies to: usually all (no list made then).
+            let applies = |m: &PluginMessage| plugin.applies_to(Hook::Send, &m.destination);
+            let mask: Option<Vec<bool>> = match chain.current.iter().position(|m| !applies(m)) {
+                None => None,
+                Some(_) => Some(chain.current.iter().map(applies).collect()),
+            };
+            let one: [MessageRef<'_>; 1];
+            let many: Vec<MessageRef<'_>>;
+            let inputs: &[MessageRef<'_>] = match &mask {
+                None if chain.current.len() == 1 => {
+                    one = [chain.current[0].view()];
+                    &one
+                }
+                None => {
+                    many = chain.current.iter().map(PluginMessage::view).collect();
+                    &many
+                }
+                Some(mask) => {
+                    many = chain
+                        .current
+                        .iter()
+                        .zip(mask)
+                        .filter(|(_, &a)| a)
+                        .map(|(m, _)| m.view())
+                        .collect();
+                    &many
+                }
+            };
             if inputs.is_empty() {
                 continue;
             }
-            let results = send_calls(plugin, principal, &mut sender, &inputs).await;
-            drop(inputs);
-            let mut results = results.into_iter();
-            let mut next: Vec<(usize, PluginMessage)> = Vec::with_capacity(current.len());
+            results.clear();
+            send_calls(plugin, principal, &mut sender, inputs, &mut results).await;
+            let applies = |k: usize| mask.as_ref().is_none_or(|mask| mask[k]);
+            let open = plugin.failure == FailurePolicy::Open;
+            let one_to_one = results.iter().all(|r| match r {
+                Ok(Verdict::FanOut(_)) => false,
+                Ok(_) => true,
+                Err(()) => true,
+            });
+            let mut results = results.drain(..);
+            if one_to_one {
+                // Every message stays one message (kept, rewritten, or the chain stops at it):
+                // edited in place.
+                for k in 0..chain.current.len() {
+                    if !applies(k) {
+                        continue;
+                    }
+                    let reject = match results.next().expect("one result per message") {
+                        Ok(Verdict::Keep) => None,
+                        Ok(Verdict::Rewrite(edit)) => {
+                            let msg = &mut chain.current[k];
+                            match check_route(plugin, principal, msg, &edit) {
+                                Ok(()) => {
+                                    convert::apply_checked(msg, edit, true);
+                                    None
+                                }
+                                Err(reason) => Some(reason),
+                            }
+                        }
+                        Ok(Verdict::Reject(reason)) => Some(convert::reason(reason)),
+                        Ok(Verdict::FanOut(_)) => unreachable!("not one to one"),
+                        Err(()) if open => None,
+                        Err(()) => Some(failed(plugin)),
+                    };
+                    if let Some(reason) = reject {
+                        chain.reject_at(k, reason);
+                        break;
+                    }
+                }
+                continue;
+            }
+            // Some messages become several (or none): the list is rebuilt.
+            let origin = chain.origins();
+            let mut next = Vec::with_capacity(chain.current.len());
+            let mut next_origin = Vec::with_capacity(chain.current.len());
             // Where the copies of input message `at` start in `next`.
             let (mut at, mut start) = (usize::MAX, 0);
-            for ((i, msg), &applies) in current.into_iter().zip(&applies) {
+            let current = std::mem::take(&mut chain.current);
+            for (k, (msg, i)) in current.into_iter().zip(origin.iter().copied()).enumerate() {
                 if i != at {
                     (at, start) = (i, next.len());
                 }
-                if !applies {
-                    next.push((i, msg));
+                if !applies(k) {
+                    next.push(msg);
+                    next_origin.push(i);
                     continue;
                 }
-                let mut reject = match results.next().expect("one result per applicable message") {
-                    Ok(verdict) => {
-                        apply_verdict(plugin, principal, msg, verdict, |m| next.push((i, m)))
-                    }
-                    Err(()) if plugin.failure == FailurePolicy::Open => {
-                        next.push((i, msg));
+                let mut push = |m| {
+                    next.push(m);
+                    next_origin.push(i);
+                };
+                let mut reject = match results.next().expect("one result per message") {
+                    Ok(verdict) => apply_verdict(plugin, principal, msg, verdict, &mut push),
+                    Err(()) if open => {
+                        push(msg);
                         None
                     }
                     Err(()) => Some(failed(plugin)),
@@ -297,25 +388,18 @@ impl PluginHost {
                         plugin.name
                     ));
                 }
-                if reject.is_some() {
-                    // Nothing from this input message on goes further. A reject by an earlier
-                    // plugin was for a later message, so this one replaces it; later plugins
-                    // still see the messages before it (and may reject one of those).
+                if let Some(reason) = reject {
+                    // Nothing from this input message on goes further (see `reject_at`).
                     next.truncate(start);
-                    (rejected, alive) = (reject, i);
+                    next_origin.truncate(start);
+                    (chain.rejected, chain.alive) = (Some(reason), i);
                     break;
                 }
             }
-            current = next;
+            chain.current = next;
+            chain.origin = Some(next_origin);
         }
-        let mut outcomes: Vec<Vec<PluginMessage>> = (0..alive).map(|_| Vec::new()).collect();
-        for (i, msg) in current {
-            outcomes[i].push(msg);
-        }
-        let mut outcomes: Vec<SendOutcome> =
-            outcomes.into_iter().map(SendOutcome::Deliver).collect();
-        outcomes.extend(rejected.map(SendOutcome::Reject));
-        outcomes
+        chain
     }
 
     /// Called at SUBSCRIBE. Err(reason) = the SUBSCRIBE is refused (e.g. malformed selector,
@@ -411,25 +495,33 @@ fn next_run_with(
     (start..end, size)
 }
 
-/// Runs one send plugin over `msgs`: one result per message, in order, `Err` where its call
-/// failed. The calls follow what the plugin exports: runs of up to [`MAX_BATCH`] messages go
-/// through `send-batch`; a run of one goes through `send-packed`, else `send-batch`, else
-/// `send.on-send`. A plugin that exports neither fast path gets exactly one call per message.
+/// Runs one send plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
+/// where its call failed. The calls follow what the plugin exports: every run of up to
+/// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise runs
+/// go through `send-batch`, and a run of one through `send-packed`, else `send-batch`, else
+/// `send.on-send`. A plugin that exports no fast path gets exactly one call per message.
 async fn send_calls(
     plugin: &Plugin,
     principal: &Principal,
     sender: &mut Option<WitPrincipal>,
     msgs: &[MessageRef<'_>],
-) -> Vec<Result<SendVerdict, ()>> {
+    out: &mut Vec<Result<Verdict, ()>>,
+) {
     let needs = &plugin.manifest.send;
-    let (packs, batches) = (plugin.pool.packs_send(), plugin.pool.batches_send());
-    let max = if batches { MAX_BATCH } else { 1 };
-    let mut out = Vec::with_capacity(msgs.len());
+    let pool = &plugin.pool;
+    let (packs, batches, packed) = (
+        pool.packs_send(),
+        pool.batches_send(),
+        pool.batches_send_packed(),
+    );
+    let max = if batches || packed { MAX_BATCH } else { 1 };
     let mut start = 0;
     while start < msgs.len() {
         let (run, size) = next_run(plugin, msgs, start, needs, max);
         start = run.end;
-        if run.len() == 1 && (packs || !batches) {
+        let result = if packed {
+            call_send_batch_packed(plugin, principal, &msgs[run.clone()], size).await
+        } else if run.len() == 1 && (packs || !batches) {
             let msg = msgs[run.start];
             let result = if packs {
                 call_send_packed(plugin, principal, msg).await
@@ -439,13 +531,78 @@ async fn send_calls(
             };
             out.push(result.map_err(drop));
             continue;
-        }
-        match call_send_batch(plugin, principal, &msgs[run.clone()], size).await {
+        } else {
+            call_send_batch(plugin, principal, &msgs[run.clone()], size).await
+        };
+        match result {
             Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
             Err(_) => out.extend(run.map(|_| Err(()))),
         }
     }
-    out
+}
+
+/// The state of a send chain run (see [`PluginHost::on_send_batch`]).
+struct Chain {
+    /// Every message as the chain so far made it, in order.
+    current: Vec<PluginMessage>,
+    /// The index of the input message each of `current` came from; `None` while that is its
+    /// own index (no message became several or none yet).
+    origin: Option<Vec<usize>>,
+    /// The input messages still in play are those before this one.
+    alive: usize,
+    /// Why input message `alive` was rejected.
+    rejected: Option<String>,
+}
+
+impl Chain {
+    fn origins(&mut self) -> Vec<usize> {
+        self.origin
+            .take()
+            .unwrap_or_else(|| (0..self.current.len()).collect())
+    }
+
+    /// Rejects the input message `current[k]` came from: nothing from it on goes further. A
+    /// reject by an earlier plugin was for a later message, so this one replaces it; later
+    /// plugins still see the messages before it (and may reject one of those).
+    fn reject_at(&mut self, k: usize, reason: String) {
+        let (input, start) = match &self.origin {
+            None => (k, k),
+            Some(origin) => {
+                let input = origin[k];
+                (input, origin.partition_point(|&o| o < input))
+            }
+        };
+        self.current.truncate(start);
+        if let Some(origin) = &mut self.origin {
+            origin.truncate(start);
+        }
+        (self.rejected, self.alive) = (Some(reason), input);
+    }
+
+    /// What the chain made of the batch.
+    fn routed(self) -> RoutedBatch {
+        let Chain {
+            current,
+            origin,
+            alive,
+            rejected,
+        } = self;
+        let counts = match origin {
+            None => vec![1; alive],
+            Some(origin) => {
+                let mut counts = vec![0; alive];
+                for i in origin {
+                    counts[i] += 1;
+                }
+                counts
+            }
+        };
+        RoutedBatch {
+            messages: current,
+            counts,
+            rejected,
+        }
+    }
 }
 
 /// One `send.on-send` call.
@@ -453,7 +610,7 @@ async fn call_send(
     plugin: &Plugin,
     sender: &WitPrincipal,
     msg: MessageRef<'_>,
-) -> Result<SendVerdict, Failure> {
+) -> Result<Verdict, Failure> {
     let needs = &plugin.manifest.send;
     check_size(plugin, Hook::Send, convert::input_size(msg, needs))?;
     let projected = convert::project(msg, needs);
@@ -462,7 +619,8 @@ async fn call_send(
         Hook::Send,
         send,
         |g, s| g.call_on_send(s, sender, &projected),
-        |verdict| check_verdict(plugin, verdict)
+        |verdict| convert::verdict(verdict, &mut Destinations::new(false))
+            .and_then(|verdict| check_verdict(plugin, verdict))
     )
 }
 
@@ -472,7 +630,7 @@ async fn call_send_packed(
     plugin: &Plugin,
     sender: &Principal,
     msg: MessageRef<'_>,
-) -> Result<SendVerdict, Failure> {
+) -> Result<Verdict, Failure> {
     let needs = &plugin.manifest.send;
     let size = convert::input_size(msg, needs);
     check_size(plugin, Hook::Send, size)?;
@@ -484,7 +642,8 @@ async fn call_send_packed(
         Hook::Send,
         send_packed,
         |g, s| g.call(s, &input),
-        |verdict| check_verdict(plugin, verdict)
+        |verdict| convert::verdict(verdict, &mut Destinations::new(false))
+            .and_then(|verdict| check_verdict(plugin, verdict))
     )
 }
 
@@ -517,7 +676,7 @@ async fn call_send_batch(
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
-) -> Result<Vec<SendVerdict>, Failure> {
+) -> Result<Vec<Verdict>, Failure> {
     check_size(plugin, Hook::Send, size)?;
     let input = pack_send_batch(principal, msgs, &plugin.manifest.send, size);
     call!(
@@ -532,24 +691,54 @@ async fn call_send_batch(
                 msgs.len()
             ))
         } else {
+            let mut destinations = Destinations::new(msgs.len() > 1);
             verdicts
                 .into_iter()
-                .map(|verdict| check_verdict(plugin, verdict))
+                .map(|v| {
+                    convert::verdict(v, &mut destinations).and_then(|v| check_verdict(plugin, v))
+                })
                 .collect()
         }
     )
 }
 
+/// One `send-batch-packed.on-send-batch-packed` call for `msgs` (non-empty, `size` bytes as
+/// [`next_run`] counts them): the input of `on-send-batch`, the verdicts packed.
+async fn call_send_batch_packed(
+    plugin: &Plugin,
+    principal: &Principal,
+    msgs: &[MessageRef<'_>],
+    size: usize,
+) -> Result<Vec<Verdict>, Failure> {
+    check_size(plugin, Hook::Send, size)?;
+    let input = pack_send_batch(principal, msgs, &plugin.manifest.send, size);
+    call!(
+        plugin,
+        Hook::Send,
+        send_batch_packed,
+        |g, s| g.call(s, &input),
+        |output| {
+            let mut destinations = Destinations::new(msgs.len() > 1);
+            convert::read_verdicts(&output, msgs.len(), &mut destinations).and_then(|verdicts| {
+                verdicts
+                    .into_iter()
+                    .map(|v| check_verdict(plugin, v))
+                    .collect()
+            })
+        }
+    )
+}
+
 /// Checks a send verdict (its edits are applied by [`apply_verdict`]).
-fn check_verdict(plugin: &Plugin, verdict: SendVerdict) -> Result<SendVerdict, String> {
+fn check_verdict(plugin: &Plugin, verdict: Verdict) -> Result<Verdict, String> {
     let max_body = plugin.max_input;
     match &verdict {
-        SendVerdict::Keep | SendVerdict::Reject(_) => {}
-        SendVerdict::Rewrite(edit) => convert::check_edit(edit, max_body)?,
-        SendVerdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
+        Verdict::Keep | Verdict::Reject(_) => {}
+        Verdict::Rewrite(edit) => convert::check_edit(edit, max_body)?,
+        Verdict::FanOut(edits) if edits.len() > MAX_FANOUT => {
             return Err(format!("fan-out to {} messages", edits.len()))
         }
-        SendVerdict::FanOut(edits) => {
+        Verdict::FanOut(edits) => {
             for edit in edits {
                 convert::check_edit(edit, max_body)?;
             }
@@ -582,6 +771,7 @@ impl StageVerdict {
             FilterVerdict::Deliver => StageVerdict::Deliver,
             FilterVerdict::Skip => StageVerdict::Skip,
             FilterVerdict::Rewrite(edit) => {
+                let edit = convert::edit(edit, &mut Destinations::new(false))?;
                 StageVerdict::Rewrite(convert::apply_edit(msg, edit, max_body)?)
             }
         })
@@ -607,32 +797,50 @@ impl SubscriptionFilter {
     /// stage is called for the messages still to be delivered, in as few calls as its exports
     /// allow ([`filter_calls`]; a failed call applies its failure policy to every message of it).
     pub async fn filter_batch(&self, msgs: &[MessageRef<'_>]) -> Vec<FilterOutcome> {
-        // The outcome so far of each message; `alive` are those not skipped yet.
+        // The outcome so far of each message.
         let mut outcomes: Vec<FilterOutcome> = vec![FilterOutcome::Deliver; msgs.len()];
-        let mut alive: Vec<usize> = (0..msgs.len()).collect();
+        // The messages not skipped yet; `None` while no stage changed anything (then they are
+        // `msgs` themselves: no list made).
+        let mut alive: Option<Vec<usize>> = None;
+        let mut verdicts = Vec::new();
         for stage in &self.stages {
-            alive.retain(|&i| !matches!(outcomes[i], FilterOutcome::Skip | FilterOutcome::Failed));
-            if alive.is_empty() {
-                break;
-            }
-            let current: Vec<MessageRef<'_>> = alive
-                .iter()
-                .map(|&i| match &outcomes[i] {
-                    FilterOutcome::Rewrite(m) => m.view(),
-                    _ => msgs[i],
-                })
-                .collect();
-            let verdicts = filter_calls(stage, &current).await;
-            drop(current);
-            let open = stage.plugin.failure == FailurePolicy::Open;
-            for (&i, verdict) in alive.iter().zip(verdicts) {
-                match verdict {
-                    Ok(StageVerdict::Deliver) => {}
-                    Ok(StageVerdict::Rewrite(m)) => outcomes[i] = FilterOutcome::Rewrite(m),
-                    Ok(StageVerdict::Skip) => outcomes[i] = FilterOutcome::Skip,
-                    Err(()) if open => {}
-                    Err(()) => outcomes[i] = FilterOutcome::Failed,
+            verdicts.clear();
+            match &mut alive {
+                None => filter_calls(stage, msgs, &mut verdicts).await,
+                Some(alive) => {
+                    alive.retain(|&i| {
+                        !matches!(outcomes[i], FilterOutcome::Skip | FilterOutcome::Failed)
+                    });
+                    if alive.is_empty() {
+                        break;
+                    }
+                    let current: Vec<MessageRef<'_>> = alive
+                        .iter()
+                        .map(|&i| match &outcomes[i] {
+                            FilterOutcome::Rewrite(m) => m.view(),
+                            _ => msgs[i],
+                        })
+                        .collect();
+                    filter_calls(stage, &current, &mut verdicts).await;
                 }
+            }
+            let open = stage.plugin.failure == FailurePolicy::Open;
+            let mut changed = false;
+            for (k, verdict) in verdicts.drain(..).enumerate() {
+                let i = alive.as_ref().map_or(k, |alive| alive[k]);
+                let outcome = match verdict {
+                    Ok(StageVerdict::Deliver) => continue,
+                    Err(()) if open => continue,
+                    Ok(StageVerdict::Rewrite(m)) => FilterOutcome::Rewrite(m),
+                    Ok(StageVerdict::Skip) => FilterOutcome::Skip,
+                    // Failing closed: not a decline (a queue tries the message again).
+                    Err(()) => FilterOutcome::Failed,
+                };
+                outcomes[i] = outcome;
+                changed = true;
+            }
+            if changed && alive.is_none() {
+                alive = Some((0..msgs.len()).collect());
             }
         }
         outcomes
@@ -642,11 +850,14 @@ impl SubscriptionFilter {
 /// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call failed.
 /// A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages (a single
 /// delivery too) through `filter-batch`; others get one `deliver.filter` call per message.
-async fn filter_calls(stage: &Stage, msgs: &[MessageRef<'_>]) -> Vec<Result<StageVerdict, ()>> {
+async fn filter_calls(
+    stage: &Stage,
+    msgs: &[MessageRef<'_>],
+    out: &mut Vec<Result<StageVerdict, ()>>,
+) {
     let plugin = &*stage.plugin;
     let batches = plugin.pool.batches();
     let max = if batches { MAX_BATCH } else { 1 };
-    let mut out = Vec::with_capacity(msgs.len());
     let mut start = 0;
     while start < msgs.len() {
         let (run, size) = next_run(plugin, msgs, start, &stage.needs, max);
@@ -660,7 +871,6 @@ async fn filter_calls(stage: &Stage, msgs: &[MessageRef<'_>]) -> Vec<Result<Stag
             Err(_) => out.extend(run.map(|_| Err(()))),
         }
     }
-    out
 }
 
 /// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]

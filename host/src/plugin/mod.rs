@@ -46,6 +46,8 @@ pub const DEFAULT_MEMORY_MB: u64 = 16;
 const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
 const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.0";
+/// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.0";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
 const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
 /// Default cap on live instances (and so on concurrent calls) of one plugin.
@@ -274,6 +276,18 @@ pub enum SendOutcome {
     Reject(String),
 }
 
+/// What the send chain made of a batch of SENDs ([`PluginHost::route_batch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutedBatch {
+    /// Every message to deliver, in the order of the SENDs they came from.
+    pub messages: Vec<PluginMessage>,
+    /// Per SEND that was not rejected, in order: how many of `messages` it became (none when a
+    /// plugin dropped it, several after a fan-out).
+    pub counts: Vec<usize>,
+    /// Why the SEND after those was rejected, when one was (the later SENDs were not run).
+    pub rejected: Option<String>,
+}
+
 /// A SUBSCRIBE, for the message hooks.
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
@@ -328,7 +342,7 @@ pub struct PluginStats {
 struct Plugin {
     name: Arc<str>,
     hooks: Vec<Hook>,
-    destinations: Vec<String>,
+    destinations: Vec<glob::Pattern>,
     failure: FailurePolicy,
     /// Who a client is when this authenticator fails open.
     fail_open: Principal,
@@ -351,7 +365,7 @@ impl Plugin {
     }
 
     fn applies_to(&self, hook: Hook, destination: &[u8]) -> bool {
-        self.hooks.contains(&hook) && glob::any_matches(&self.destinations, destination)
+        self.hooks.contains(&hook) && self.destinations.iter().any(|p| p.matches(destination))
     }
 }
 
@@ -518,6 +532,13 @@ async fn load_one(
         // Optional fast paths, used when the component exports them.
         send_packed: optional_export(&pre, spec, Hook::Send, SEND_PACKED, "on-send-packed"),
         send_batch: optional_export(&pre, spec, Hook::Send, SEND_BATCH, "on-send-batch"),
+        send_batch_packed: optional_export(
+            &pre,
+            spec,
+            Hook::Send,
+            SEND_BATCH_PACKED,
+            "on-send-batch-packed",
+        ),
         deliver_batch: optional_export(&pre, spec, Hook::Message, DELIVER_BATCH, "filter-batch"),
     };
     let config_json = serde_json::to_string(&spec.config).map_err(|e| PluginError::Spec {
@@ -565,7 +586,11 @@ async fn load_one(
     Ok(Plugin {
         name: plugin.as_str().into(),
         hooks: spec.hooks.clone(),
-        destinations: spec.destinations.clone(),
+        destinations: spec
+            .destinations
+            .iter()
+            .map(|d| glob::Pattern::new(d))
+            .collect(),
         failure: spec.failure,
         fail_open,
         routes_bypass_sender_rights: spec.routes_bypass_sender_rights,

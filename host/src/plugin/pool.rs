@@ -236,6 +236,8 @@ pub struct Exports {
     pub send_packed: Option<ComponentExportIndex>,
     /// `send-batch.on-send-batch`, when the component exports it (optional).
     pub send_batch: Option<ComponentExportIndex>,
+    /// `send-batch-packed.on-send-batch-packed`, when the component exports it (optional).
+    pub send_batch_packed: Option<ComponentExportIndex>,
     /// `deliver-batch.filter-batch`, when the component exports it (optional).
     pub deliver_batch: Option<ComponentExportIndex>,
 }
@@ -248,6 +250,7 @@ pub struct Guest {
     pub deliver: Option<deliver::Guest>,
     pub send_packed: Option<PackedSend>,
     pub send_batch: Option<BatchSend>,
+    pub send_batch_packed: Option<PackedBatchSend>,
     pub deliver_batch: Option<BatchFilter>,
 }
 
@@ -310,6 +313,35 @@ impl BatchSend {
         let typed: SendBatchSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
         let (verdicts,) = typed.call_async(store, (input,)).await?;
         Ok(verdicts)
+    }
+}
+
+/// The parameters and results of `send-batch-packed.on-send-batch-packed`: packed input, packed
+/// verdicts.
+type PackedBatchSignature<'a> = TypedFunc<(&'a [u8],), (Vec<u8>,)>;
+
+/// `send-batch-packed.on-send-batch-packed` of one instance, its type checked when the instance
+/// was made.
+pub struct PackedBatchSend(Func);
+
+impl PackedBatchSend {
+    fn load(
+        store: &mut Store<State>,
+        instance: &wasmtime::component::Instance,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<PackedBatchSend> {
+        let typed: PackedBatchSignature<'_> = instance.get_typed_func(store, index)?;
+        Ok(PackedBatchSend(*typed.func()))
+    }
+
+    /// Calls `on-send-batch-packed(input)`.
+    pub async fn call(&self, store: &mut Store<State>, input: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        // SAFETY: `load` checked the function against exactly this signature (`get_typed_func`);
+        // only the lifetime of the borrowed parameter differs, which does not change the type.
+        #[allow(unsafe_code)]
+        let typed: PackedBatchSignature<'_> = unsafe { TypedFunc::new_unchecked(self.0) };
+        let (output,) = typed.call_async(store, (input,)).await?;
+        Ok(output)
     }
 }
 
@@ -575,6 +607,11 @@ impl Pool {
                     .as_ref()
                     .map(|i| BatchSend::load(&mut *store, &instance, i))
                     .transpose()?,
+                send_batch_packed: e
+                    .send_batch_packed
+                    .as_ref()
+                    .map(|i| PackedBatchSend::load(&mut *store, &instance, i))
+                    .transpose()?,
                 deliver_batch: e
                     .deliver_batch
                     .as_ref()
@@ -618,6 +655,11 @@ impl Pool {
     /// Whether instances serve `send-batch.on-send-batch`.
     pub fn batches_send(&self) -> bool {
         self.exports.send_batch.is_some()
+    }
+
+    /// Whether instances serve `send-batch-packed.on-send-batch-packed`.
+    pub fn batches_send_packed(&self) -> bool {
+        self.exports.send_batch_packed.is_some()
     }
 
     /// Whether instances serve `deliver-batch.filter-batch`.

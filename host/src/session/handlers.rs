@@ -146,15 +146,13 @@ impl Session {
         let (send, message) = self.prepare_send(frame, charge)?;
         // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
         let plugins = self.broker.policy.host();
-        let routed = if plugins.intercepts_send(&message.destination) {
-            match plugins.on_send(&self.principal, message).await {
-                SendOutcome::Deliver(messages) => messages,
-                SendOutcome::Reject(reason) => return Err(rejected(&reason)),
-            }
-        } else {
-            vec![message]
-        };
-        self.finish_send(send, routed).await
+        if !plugins.intercepts_send(&message.destination) {
+            return self.finish_send(send, std::iter::once(message)).await;
+        }
+        match plugins.on_send(&self.principal, message).await {
+            SendOutcome::Deliver(messages) => self.finish_send(send, messages.into_iter()).await,
+            SendOutcome::Reject(reason) => Err(rejected(&reason)),
+        }
     }
 
     /// The part of a SEND before the send plugins: validation, permission, the transaction's
@@ -200,20 +198,23 @@ impl Session {
     pub(super) async fn finish_send(
         &mut self,
         send: PreparedSend,
-        routed: Vec<PluginMessage>,
+        routed: impl ExactSizeIterator<Item = PluginMessage>,
     ) -> Result<(), SessionError> {
         let PreparedSend {
             transaction_id,
             persistent,
             charge,
         } = send;
-        let expires_at = routed.first().and_then(|m| expiry(&m.headers));
         // The frame's charge goes to the first copy (they share its body); further copies
         // (a plugin's fan-out) are charged for what they add.
         let mut charge = Some(charge);
         let budget = self.broker.router.budget().clone();
         let mut plan = Vec::with_capacity(routed.len());
-        for copy in routed {
+        let mut expires_at = None;
+        for (i, copy) in routed.enumerate() {
+            if i == 0 {
+                expires_at = expiry(&copy.headers);
+            }
             check_name(&copy.destination).map_err(|err| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"

@@ -3,7 +3,7 @@
 //! A plugin call has a fixed cost (about 1.5 us) that dwarfs what a router does per message, so
 //! when the read buffer already holds several consecutive SEND frames that the send plugins
 //! intercept, the session decodes up to [`MAX_SEND_BATCH`] of them and runs the send chain once
-//! per plugin over all of them ([`PluginHost::on_send_batch`]; one `send-batch` call per plugin
+//! per plugin over all of them ([`PluginHost::route_batch`]; one `send-batch` call per plugin
 //! that exports it). Everything else stays per frame and in order, as [`Session::handle`] does
 //! it: validation and permissions, then (after the plugins) destination checks, expiry, store
 //! admission, publishing, and the RECEIPT (held, like every RECEIPT, until what the frame
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::codec::{Command, DecodeError, Frame, FrameReader};
-use crate::plugin::{PluginHost, PluginMessage, SendOutcome};
+use crate::plugin::{PluginHost, PluginMessage, RoutedBatch};
 
 use super::error::SessionError;
 use super::handlers::{is_persistent, receipt_frame, rejected, PreparedSend};
@@ -45,7 +45,8 @@ pub(super) fn take_batch(
     plugins: &PluginHost,
     next: &mut Option<Result<Option<Charged>, DecodeError>>,
 ) -> Vec<Charged> {
-    let mut frames = vec![first];
+    let mut frames = Vec::with_capacity(MAX_SEND_BATCH);
+    frames.push(first);
     while frames.len() < MAX_SEND_BATCH {
         match reader.next_charged() {
             Ok(Some(charged)) if batchable(&charged.0, plugins) => frames.push(charged),
@@ -130,16 +131,28 @@ impl Session {
                 }
             }
         }
-        let outcomes = if messages.is_empty() {
-            Vec::new()
+        let routed = if messages.is_empty() {
+            RoutedBatch::default()
         } else {
-            plugins.on_send_batch(&self.principal, messages).await
+            plugins.route_batch(&self.principal, messages).await
         };
-        for (frame, outcome) in pending.into_iter().zip(outcomes) {
+        let mut outcomes = routed
+            .counts
+            .iter()
+            .map(Ok)
+            .chain(routed.rejected.iter().map(Err));
+        let mut messages = routed.messages.into_iter();
+        for frame in pending {
+            let Some(outcome) = outcomes.next() else {
+                break; // after a rejected frame
+            };
             let mark = self.receipts.mark();
             let result = match outcome {
-                SendOutcome::Deliver(routed) => self.finish_send(frame.send, routed).await,
-                SendOutcome::Reject(reason) => Err(rejected(&reason)),
+                Ok(&n) => {
+                    let routed = messages.by_ref().take(n);
+                    self.finish_send(frame.send, routed).await
+                }
+                Err(reason) => Err(rejected(reason)),
             };
             if frame.journals {
                 self.receipts.note(mark);

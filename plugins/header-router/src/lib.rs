@@ -6,7 +6,7 @@
 //! else the message is rejected when `reject_unmatched` is true, else it stays where it was sent.
 //! The plugin only asks the host for the headers its rules name, never for the body.
 
-use plugboard_sdk::packed::MessageView;
+use plugboard_sdk::packed::{MessageView, Writer};
 use plugboard_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -139,6 +139,24 @@ impl Router for HeaderRouter {
     fn on_send_view(&self, _sender: &Principal, msg: &MessageView<'_>) -> SendVerdict {
         self.verdict(msg.destination, |name| msg.header(name))
     }
+
+    // `send-batch-packed`: the same decision, written straight from the config (no verdict built).
+    fn on_send_packed(&self, _sender: &Principal, msg: &MessageView<'_>, out: &mut Writer) {
+        let (no_removes, no_sets) = (std::iter::empty, std::iter::empty);
+        match route(&self.0, msg.destination, |name| msg.header(name)) {
+            Route::Stay => out.keep(),
+            Route::To([one]) if one == msg.destination => out.keep(),
+            Route::To([one]) => out.rewrite(Some(one), no_removes(), no_sets(), None),
+            Route::To(many) => {
+                out.fan_out(many.len());
+                for to in many {
+                    out.edit(Some(to), no_removes(), no_sets(), None);
+                }
+                out
+            }
+            Route::Reject(reason) => out.reject(&reason),
+        };
+    }
 }
 
 plugboard_sdk::export_router!(HeaderRouter);
@@ -167,6 +185,33 @@ mod tests {
         assert!(matches!(route(&c, "/queue/orders", lookup(&all)), Route::To(t) if t.len() == 2));
         assert_eq!(route(&c, "/queue/orders", lookup(&[])), Route::Stay);
         assert_eq!(route(&c, "/queue/other", lookup(&eu)), Route::Stay);
+    }
+
+    /// The packed answer (`send-batch-packed`) reads back as the typed one (`send-batch`).
+    #[test]
+    fn packed_verdicts_are_the_typed_ones() {
+        use plugboard_sdk::packed::{Reader, VerdictView};
+        let plugin = HeaderRouter(parse_config(CONFIG).unwrap());
+        let sender = Principal::named("alice");
+        for region in ["eu", "all", "us"] {
+            let msg = MessageView {
+                destination: "/queue/orders",
+                headers: vec![("region", region)],
+                ..MessageView::default()
+            };
+            let mut typed = Writer::new();
+            plugboard_sdk::packed::write_verdict(&mut typed, &plugin.on_send_view(&sender, &msg));
+            let mut packed = Writer::new();
+            plugin.on_send_packed(&sender, &msg, &mut packed);
+            let (typed, packed) = (typed.finish(), packed.finish());
+            assert_eq!(packed, typed, "{region}");
+            assert!(Reader::new(&packed)
+                .verdict()
+                .is_some_and(|v| match region {
+                    "us" => v == VerdictView::Keep,
+                    _ => v != VerdictView::Keep,
+                }));
+        }
     }
 
     #[test]

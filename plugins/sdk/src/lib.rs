@@ -114,6 +114,18 @@ pub trait Router: Plugin {
     fn on_send_view(&self, sender: &Principal, msg: &packed::MessageView<'_>) -> SendVerdict {
         self.on_send(sender, &packed::to_message(msg))
     }
+
+    /// The same, answering with a packed verdict (`send-batch-packed`, per message). The default
+    /// packs what [`Router::on_send_view`] returns; override it to write a verdict without
+    /// building one, e.g. a destination borrowed from the plugin's config.
+    fn on_send_packed(
+        &self,
+        sender: &Principal,
+        msg: &packed::MessageView<'_>,
+        out: &mut packed::Writer,
+    ) {
+        packed::write_verdict(out, &self.on_send_view(sender, msg));
+    }
 }
 
 /// The `authenticate` hook: decide who a connecting client is.
@@ -507,6 +519,34 @@ where
     }
 }
 
+impl<G: Instance> ex::send_batch_packed::Guest for G
+where
+    G::P: Router,
+{
+    fn on_send_batch_packed(input: Vec<u8>) -> Vec<u8> {
+        let mut reader = packed::Reader::new(&input);
+        let mut out = packed::Writer::new();
+        let Some(sender) = packed_principal(&mut reader) else {
+            // Malformed input: no count at all tells the host so.
+            return Vec::new();
+        };
+        let plugin = G::get();
+        let Some(count) = reader.u32() else {
+            return Vec::new();
+        };
+        out.out.reserve(4 + count as usize * 32);
+        out.u32(count);
+        let mut view = packed::MessageView::default();
+        for _ in 0..count {
+            if reader.message_into(&mut view).is_none() {
+                return Vec::new();
+            }
+            plugin.on_send_packed(&sender, &view, &mut out);
+        }
+        out.finish()
+    }
+}
+
 thread_local! {
     /// The last principal read from packed input, with its packed bytes: consecutive SENDs
     /// usually come from the same connection, so it is decoded once, not per call.
@@ -573,15 +613,17 @@ include!(concat!(env!("OUT_DIR"), "/glue.rs"));
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;
 
-/// Exports a [`Router`] as a component of world `fast-router` (hook `send`, plus its packed
-/// and batched fast paths, which call [`Router::on_send_view`] per message).
+/// Exports a [`Router`] as a component of world `packed-router` (hook `send`, plus its packed
+/// and batched fast paths, which call [`Router::on_send_view`] or [`Router::on_send_packed`]
+/// per message).
 #[macro_export]
 macro_rules! export_router {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "fast-router", [lifecycle, send, send_packed, send_batch], {
+        $crate::__export_glue!($ty, "packed-router", [lifecycle, send, send_packed, send_batch, send_batch_packed], {
             "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
             "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
             "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
         });
     };
 }
@@ -606,15 +648,16 @@ macro_rules! export_message_filter {
     };
 }
 
-/// Exports a [`Router`] + [`Filter`] as a component of world `fast-transformer` (send and
+/// Exports a [`Router`] + [`Filter`] as a component of world `packed-transformer` (send and
 /// message, plus every fast path).
 #[macro_export]
 macro_rules! export_transformer {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "fast-transformer", [lifecycle, send, send_packed, send_batch, deliver, deliver_batch], {
+        $crate::__export_glue!($ty, "packed-transformer", [lifecycle, send, send_packed, send_batch, send_batch_packed, deliver, deliver_batch], {
             "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
             "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
             "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
             "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
             "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });

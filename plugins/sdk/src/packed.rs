@@ -5,9 +5,9 @@
 //! the fast paths for every [`Router`](crate::Router) and [`Filter`](crate::Filter); a plugin
 //! that wants to avoid even the copies into [`Message`] can read [`MessageView`]s itself.
 
-pub use plugboard_packed::{MessageView, PrincipalView, Reader, Writer};
+pub use plugboard_packed::{EditView, MessageView, PrincipalView, Reader, VerdictView, Writer};
 
-use crate::{Header, Message, Principal};
+use crate::{Edit, Header, Message, Principal, SendVerdict};
 
 /// The owned [`Message`] of a view.
 pub fn to_message(view: &MessageView<'_>) -> Message {
@@ -77,6 +77,45 @@ pub fn pack_batch(principal: &Principal, msgs: &[Message]) -> Vec<u8> {
         w.message(&view_of(msg));
     }
     w.finish()
+}
+
+/// Packs `verdict` (the answer format of `send-batch-packed`).
+pub fn write_verdict(out: &mut Writer, verdict: &SendVerdict) {
+    match verdict {
+        SendVerdict::Keep => {
+            out.keep();
+        }
+        SendVerdict::Rewrite(edit) => {
+            out.rewrite(
+                edit.destination.as_deref(),
+                edit.remove_headers.iter().map(String::as_str),
+                edit.set_headers
+                    .iter()
+                    .map(|h| (h.name.as_str(), h.value.as_str())),
+                edit.body.as_deref(),
+            );
+        }
+        SendVerdict::FanOut(edits) => {
+            out.fan_out(edits.len());
+            for edit in edits {
+                write_edit(out, edit);
+            }
+        }
+        SendVerdict::Reject(reason) => {
+            out.reject(reason);
+        }
+    }
+}
+
+fn write_edit(out: &mut Writer, edit: &Edit) {
+    out.edit(
+        edit.destination.as_deref(),
+        edit.remove_headers.iter().map(String::as_str),
+        edit.set_headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str())),
+        edit.body.as_deref(),
+    );
 }
 
 #[cfg(test)]
