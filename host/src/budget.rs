@@ -22,14 +22,11 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
+use crate::config::defaults;
+
 /// Producers paused at a limit resume once usage is below this fraction of it (hysteresis,
 /// so a broker at its limit does not pause and resume producers on every message).
 const RESUME_PERCENT: u64 = 95;
-/// The default budget, as a share of the machine's memory (or of the cgroup's limit when it is
-/// lower): RabbitMQ's default high watermark has been 0.4 and 0.6 of RAM.
-const DEFAULT_PERCENT: u64 = 40;
-/// The default share of the budget one principal may hold.
-const DEFAULT_PRINCIPAL_PERCENT: u64 = 50;
 /// When the machine's memory cannot be read.
 const FALLBACK_BYTES: u64 = 1 << 30;
 /// The account table is pruned of accounts nobody holds once it has this many entries more
@@ -123,7 +120,7 @@ impl MemoryBudget {
     /// A budget of `limit` bytes, of which one principal may hold `per_principal` (0: half).
     pub fn new(limit: u64, per_principal: u64) -> Arc<MemoryBudget> {
         let per_principal = match per_principal {
-            0 => limit / 100 * DEFAULT_PRINCIPAL_PERCENT,
+            0 => limit / 100 * defaults::PRINCIPAL_MEMORY_PERCENT,
             bytes => bytes,
         };
         Arc::new(MemoryBudget {
@@ -353,7 +350,7 @@ impl Drop for Charge {
 pub fn default_limit() -> u64 {
     let machine = meminfo_total().unwrap_or(FALLBACK_BYTES);
     let available = cgroup_limit().map_or(machine, |cgroup| cgroup.min(machine));
-    available / 100 * DEFAULT_PERCENT
+    available / 100 * defaults::MEMORY_PERCENT
 }
 
 fn meminfo_total() -> Option<u64> {

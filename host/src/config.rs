@@ -12,6 +12,32 @@ use serde::Deserialize;
 use crate::codec::Limits;
 use crate::plugin::PluginSpec;
 
+/// Defaults that are not a literal in one of the `Default` impls below: those of the optional
+/// keys of a `[[plugins]]` entry, and the shares from which memory limits are computed.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `deadline_ms` of an authenticate hook: one call per CONNECT, which is rare, and a
+    /// password hash may be deliberately slow.
+    pub const PLUGIN_AUTH_DEADLINE: Duration = Duration::from_millis(100);
+    /// `deadline_ms` of a send hook (one call per SEND, or per batch of them).
+    pub const PLUGIN_SEND_DEADLINE: Duration = Duration::from_millis(10);
+    /// `deadline_ms` of a message hook (one `filter` call per delivery, or per batch, and
+    /// `prepare-subscription`).
+    pub const PLUGIN_MESSAGE_DEADLINE: Duration = Duration::from_millis(5);
+    /// `memory_mb` of a plugin instance.
+    pub const PLUGIN_MEMORY_MB: u64 = 16;
+    /// `max_instances` of a plugin (and so its concurrent calls).
+    pub const PLUGIN_MAX_INSTANCES: usize = 16;
+    /// `limits.max_memory_bytes` when 0: this share of the machine's memory (or of the cgroup's
+    /// limit when lower); RabbitMQ's default high watermark has been 0.4 and 0.6 of RAM.
+    pub const MEMORY_PERCENT: u64 = 40;
+    /// `limits.max_memory_bytes_per_principal` when 0: this share of the memory budget.
+    pub const PRINCIPAL_MEMORY_PERCENT: u64 = 50;
+    /// `dead_letter.max_filter_failures`.
+    pub const MAX_FILTER_FAILURES: u32 = 5;
+}
+
 /// The whole broker configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -294,7 +320,7 @@ impl Default for DeadLetterConfig {
             max_deliveries: 0,
             expired: false,
             prefix: "/queue/DLQ.".to_string(),
-            max_filter_failures: crate::router::queue::MAX_FILTER_FAILURES,
+            max_filter_failures: defaults::MAX_FILTER_FAILURES,
         }
     }
 }

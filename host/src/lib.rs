@@ -29,7 +29,6 @@ pub mod limits;
 pub mod listen;
 pub mod memory;
 pub mod password;
-#[allow(missing_docs)] // documented separately (in progress)
 pub mod plugin;
 pub mod policy;
 pub mod private_fs;

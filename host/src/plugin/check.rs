@@ -65,7 +65,9 @@ const HOOK_EXPORTS: [(Hook, &str); 3] = [
 /// every sample ran as expected).
 #[derive(Debug)]
 pub struct CheckReport {
+    /// Whether the component loads and every sample ran as expected.
     pub ok: bool,
+    /// The report, one line per check or sample.
     pub text: String,
 }
 
@@ -626,7 +628,8 @@ async fn run_check(
             out,
             "warning: {regrown} instance(s) were replaced for growing past 3/4 of the memory cap \
              ({} MiB): set `memory_mb` higher (interpreted languages start at 10-20 MiB)",
-            spec.memory_mb.unwrap_or(super::DEFAULT_MEMORY_MB)
+            spec.memory_mb
+                .unwrap_or(crate::config::defaults::PLUGIN_MEMORY_MB)
         );
     }
     if failed_calls > 0 {

@@ -254,7 +254,7 @@ impl PluginHost {
 
     /// Runs the send chain in config order over several messages of one sender: each plugin
     /// sees, in order, the messages the previous one produced (a fan-out's copies included) whose
-    /// destinations it matches, in as few calls as its exports allow ([`send_calls`]; a failed
+    /// destinations it matches, in as few calls as its exports allow (batched when it exports a batch entry point; a failed
     /// call applies its failure policy to every message of it).
     ///
     /// The outcome is that of a prefix of `msgs`: processing stops at the first message that is
@@ -795,7 +795,7 @@ impl SubscriptionFilter {
     /// Runs the chain for several deliveries of this subscription: one outcome per message, in
     /// order. Per message, the stages run in config order; skip wins and rewrites compose. Each
     /// stage is called for the messages still to be delivered, in as few calls as its exports
-    /// allow ([`filter_calls`]; a failed call applies its failure policy to every message of it).
+    /// allow (batched when it exports a batch entry point; a failed call applies its failure policy to every message of it).
     pub async fn filter_batch(&self, msgs: &[MessageRef<'_>]) -> Vec<FilterOutcome> {
         // The outcome so far of each message.
         let mut outcomes: Vec<FilterOutcome> = vec![FilterOutcome::Deliver; msgs.len()];

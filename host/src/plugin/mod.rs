@@ -26,22 +26,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::config::defaults;
+
 use bindings::types::Manifest;
 use bindings::{authenticate, deliver, lifecycle, send};
 use pool::{Exports, Limits, Pool};
 
 pub use hooks::SubscriptionFilter;
 
-/// Default deadline of one `authenticate` call (CONNECT is rare; hashing may be slow).
-pub const DEFAULT_AUTH_DEADLINE: Duration = Duration::from_millis(100);
-/// Default deadline of one `on-send` call.
-pub const DEFAULT_SEND_DEADLINE: Duration = Duration::from_millis(10);
-/// Default deadline of one `filter` call (per delivery) and of `prepare-subscription`.
-pub const DEFAULT_MESSAGE_DEADLINE: Duration = Duration::from_millis(5);
-/// Deadline of instantiating and `init` of one instance.
+/// Deadline of instantiating and `init` of one instance: long enough for a plugin that parses
+/// a large config or builds tables at start, short enough that a looping `init` does not hold
+/// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
-/// Default memory cap of one instance.
-pub const DEFAULT_MEMORY_MB: u64 = 16;
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
 const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
@@ -50,8 +46,6 @@ const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.0";
 const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.0";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
 const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
-/// Default cap on live instances (and so on concurrent calls) of one plugin.
-pub const DEFAULT_MAX_INSTANCES: usize = 16;
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,32 +157,52 @@ pub enum FailurePolicy {
 pub enum PluginError {
     /// The `[[plugins]]` entry is inconsistent.
     #[error("plugin `{plugin}`: {reason}")]
-    Spec { plugin: String, reason: String },
+    Spec {
+        /// The plugin's `name`.
+        plugin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The component file could not be read.
     #[error("plugin `{plugin}`: reading {}: {source}", path.display())]
     Read {
+        /// The plugin's `name`.
         plugin: String,
+        /// The component file.
         path: PathBuf,
+        /// Why reading it failed.
         source: std::io::Error,
     },
     /// The file is not a usable component.
     #[error("plugin `{plugin}`: {} is not a usable plugin component: {reason}", path.display())]
     Compile {
+        /// The plugin's `name`.
         plugin: String,
+        /// The component file.
         path: PathBuf,
+        /// What wasmtime or the host's checks refused.
         reason: String,
     },
     /// Instantiating or `init` failed (e.g. the plugin refused its config).
     #[error("plugin `{plugin}`: {reason}")]
-    Init { plugin: String, reason: String },
+    Init {
+        /// The plugin's `name`.
+        plugin: String,
+        /// The plugin's own message, or the limit it hit.
+        reason: String,
+    },
 }
 
 /// What a CONNECT presented, for the authenticator.
 #[derive(Debug, Clone)]
 pub struct AuthRequest {
+    /// The `login` header, when sent.
     pub login: Option<Bytes>,
+    /// The `passcode` header, when sent.
     pub passcode: Option<Bytes>,
+    /// The `host` header, when sent.
     pub host: Option<Bytes>,
+    /// The client's address, as the listener saw it.
     pub client_addr: std::net::SocketAddr,
     /// Every CONNECT header exactly as sent.
     pub headers: Vec<(Bytes, Bytes)>,
@@ -197,6 +211,7 @@ pub struct AuthRequest {
 /// The outcome of authentication.
 #[derive(Debug, Clone)]
 pub enum AuthOutcome {
+    /// The client is this principal.
     Allow(Principal),
     /// The reason goes into the ERROR frame.
     Deny(String),
@@ -205,9 +220,13 @@ pub enum AuthOutcome {
 /// An authenticated client and what it may do (destination patterns, `*` matches anything).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// Who the client is (the owner of its durable subscriptions and memory account).
     pub name: String,
+    /// Groups the authenticator reported, passed on to the other hooks.
     pub groups: Vec<String>,
+    /// Destination patterns it may SEND to.
     pub may_send: Vec<String>,
+    /// Destination patterns it may SUBSCRIBE to.
     pub may_subscribe: Vec<String>,
 }
 
@@ -241,9 +260,11 @@ impl Principal {
 /// A message as the send and message hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginMessage {
+    /// Where the message goes (or was sent).
     pub destination: Bytes,
     /// Ordered, repeats kept.
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The body, unchanged bytes.
     pub body: Bytes,
 }
 
@@ -261,9 +282,11 @@ impl PluginMessage {
 /// A message borrowed from wherever the broker keeps it (see [`SubscriptionFilter::filter_batch`]).
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRef<'a> {
+    /// Where the message was sent.
     pub destination: &'a Bytes,
     /// Ordered, repeats kept.
     pub headers: &'a [(Bytes, Bytes)],
+    /// The body.
     pub body: &'a Bytes,
 }
 
@@ -291,15 +314,20 @@ pub struct RoutedBatch {
 /// A SUBSCRIBE, for the message hooks.
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
+    /// The SUBSCRIBE's `id`.
     pub id: Bytes,
+    /// The destination subscribed to.
     pub destination: Bytes,
+    /// Every SUBSCRIBE header exactly as sent (selectors read theirs from here).
     pub headers: Vec<(Bytes, Bytes)>,
 }
 
 /// The outcome of a subscription's filter chain for one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterOutcome {
+    /// Deliver the message as it is.
     Deliver,
+    /// Deliver this rewritten copy to this subscriber instead.
     Rewrite(PluginMessage),
     /// A filter declined it.
     Skip,
@@ -311,10 +339,13 @@ pub enum FilterOutcome {
 /// Counters of one plugin, for a status surface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginStats {
+    /// The plugin's `name`.
     pub name: String,
     /// Calls made (including failed ones, excluding refused oversize/busy).
     pub calls: u64,
+    /// Calls that trapped.
     pub traps: u64,
+    /// Calls stopped at their deadline.
     pub timeouts: u64,
     /// Calls that hit the memory cap.
     pub memory_limit: u64,
@@ -333,6 +364,7 @@ pub struct PluginStats {
     pub routes_refused: u64,
     /// Lines of the `log` import dropped by the rate limit.
     pub log_dropped: u64,
+    /// Instances made (the first ones and every replacement).
     pub instances_created: u64,
     /// Instances discarded (after a failure or `recycle_after_calls`).
     pub recycled: u64,
@@ -358,9 +390,9 @@ struct Plugin {
 impl Plugin {
     fn deadline(&self, hook: Hook) -> Duration {
         self.deadline_override.unwrap_or(match hook {
-            Hook::Authenticate => DEFAULT_AUTH_DEADLINE,
-            Hook::Send => DEFAULT_SEND_DEADLINE,
-            Hook::Message => DEFAULT_MESSAGE_DEADLINE,
+            Hook::Authenticate => defaults::PLUGIN_AUTH_DEADLINE,
+            Hook::Send => defaults::PLUGIN_SEND_DEADLINE,
+            Hook::Message => defaults::PLUGIN_MESSAGE_DEADLINE,
         })
     }
 
@@ -547,11 +579,14 @@ async fn load_one(
     })?;
     let memory = spec
         .memory_mb
-        .unwrap_or(DEFAULT_MEMORY_MB)
+        .unwrap_or(defaults::PLUGIN_MEMORY_MB)
         .saturating_mul(1024 * 1024);
     let limits = Limits {
         max_memory: usize::try_from(memory).unwrap_or(usize::MAX),
-        max_instances: spec.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES).max(1),
+        max_instances: spec
+            .max_instances
+            .unwrap_or(defaults::PLUGIN_MAX_INSTANCES)
+            .max(1),
         recycle_after: spec.recycle_after_calls.filter(|&n| n > 0),
         init_deadline: INIT_DEADLINE,
     };

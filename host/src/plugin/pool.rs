@@ -16,7 +16,7 @@
 //! [`MAX_TABLES`], [`MAX_MEMORIES`]). The `log` import is rate limited per plugin ([`LogLimit`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -91,7 +91,8 @@ impl LogLimit {
     /// Takes a token for one line: `Some(n)` when it may be written, `n` being the lines dropped
     /// before it (to report once); `None` when it is dropped.
     fn admit(&self) -> Option<u64> {
-        let mut bucket = self.bucket.lock().expect("log bucket lock");
+        // The broker's lock policy: a poisoned lock is used as it is (see `router` module docs).
+        let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let refill = now.duration_since(bucket.last).as_secs_f64() * LOG_LINES_PER_SECOND;
         bucket.tokens = (bucket.tokens + refill).min(LOG_BURST);
@@ -540,7 +541,9 @@ impl Pool {
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
-        self.slots.lock().expect("pool lock")
+        // Slots are only changed in place by short, non-panicking code; a poisoned lock still
+        // holds a consistent table.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Instantiates and initialises a fresh instance; returns its manifest too. The caller

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 /// A plugin language `plugin new` can start a project in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
+    /// A cargo project for `wasm32-wasip2` using the plugin SDK.
     Rust,
+    /// A JavaScript module componentized with componentize-js.
     Js,
+    /// A Python module componentized with componentize-py.
     Python,
 }
 

@@ -22,8 +22,12 @@
 //! shared lock at all.
 //!
 //! Lock order (never taken the other way round): durable turns → name shard → queue (the
-//! sweep); queue → its DLQ queue → store inbox; topic subscriber list (held only to clone an `Arc`); topic consumer
-//! window → outbox. No lock is held across an `.await`.
+//! sweep); queue → its DLQ queue → store inbox; topic subscriber list (held only to clone an
+//! `Arc`); topic consumer window → outbox. No lock is held across an `.await`.
+//!
+//! Poisoned locks, here and everywhere in the broker, are used as they are
+//! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
+//! panics while holding a lock, and a panicking session must not take the broker down with it.
 
 pub mod connection;
 pub mod durable;

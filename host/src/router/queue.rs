@@ -234,9 +234,6 @@ pub enum Published {
     Dropped,
 }
 
-/// The default number of filter failures after which a message is dead-lettered.
-pub const MAX_FILTER_FAILURES: u32 = 5;
-
 impl Queue {
     /// An empty queue within `limits`: no journal, no dead-letter queue and no memory budget
     /// until the builder methods below add them.
@@ -247,7 +244,7 @@ impl Queue {
             room: Notify::new(),
             limits,
             dead_letter: None,
-            max_filter_failures: MAX_FILTER_FAILURES,
+            max_filter_failures: crate::config::defaults::MAX_FILTER_FAILURES,
             store: None,
             budget: None,
             durable_topic: None,
