@@ -111,12 +111,9 @@ impl Server {
         let Ok(address) = self.local_addr() else {
             return;
         };
-        if address.ip().is_loopback() {
-            return;
-        }
         let authenticated =
             self.broker.policy.host().has_authenticator() || !self.broker.config.users.is_empty();
-        if !authenticated {
+        if exposed_without_authentication(address, authenticated) {
             warn!(
                 %address,
                 "THE BROKER LISTENS BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach \
@@ -124,5 +121,30 @@ impl Server {
                  (or [[users]]), or listen on 127.0.0.1."
             );
         }
+    }
+}
+
+/// Whether a STOMP listener on `address` admits anyone from other machines: it is not on
+/// loopback and nothing authenticates (then the broker warns loudly at start).
+fn exposed_without_authentication(address: SocketAddr, authenticated: bool) -> bool {
+    !address.ip().is_loopback() && !authenticated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_listener_beyond_loopback_without_authentication_is_exposed() {
+        let exposed = |address: &str, authenticated| {
+            exposed_without_authentication(address.parse().unwrap(), authenticated)
+        };
+        assert!(exposed("0.0.0.0:61613", false));
+        assert!(exposed("[::]:61613", false));
+        assert!(exposed("192.0.2.7:61613", false));
+        assert!(!exposed("0.0.0.0:61613", true));
+        assert!(!exposed("127.0.0.1:61613", false));
+        assert!(!exposed("127.0.0.2:61613", false));
+        assert!(!exposed("[::1]:61613", false));
     }
 }

@@ -15,7 +15,9 @@ use std::sync::Once;
 
 use bytes::Bytes;
 use plugboard::plugin::{FilterOutcome, SendOutcome, SubscriptionInfo};
-use plugin_support::{alice, cache_dir, header, load, msg, plugins_dir, workspace_root};
+use plugin_support::{
+    alice, cache_dir, header, header_list, load, msg, plugins_dir, workspace_root,
+};
 
 const JSON_ROUTER: &str = r#"
 [[plugins]]
@@ -147,15 +149,7 @@ fn subscription(headers: &[(&str, &str)]) -> SubscriptionInfo {
     SubscriptionInfo {
         id: Bytes::from_static(b"sub-1"),
         destination: Bytes::from_static(b"/topic/prices"),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    Bytes::copy_from_slice(n.as_bytes()),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
-            .collect(),
+        headers: header_list(headers),
     }
 }
 

@@ -423,16 +423,21 @@ async fn a_full_store_refuses_persistent_sends_with_an_error_and_others_carry_on
     again.roundtrip(persistent_send(&dest, &body)).await;
 }
 
+/// Runs the broker on `data` until it exits by itself (these tests expect it to refuse to start).
+fn run_to_exit(data: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_second_broker_on_the_same_data_directory_refuses_to_start() {
     let data = tempfile::tempdir().unwrap();
     let _first = Broker::with_data_dir("", data.path());
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let output = run_to_exit(data.path());
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("in use by another broker"), "{stderr}");
@@ -443,12 +448,7 @@ async fn a_data_directory_others_can_write_stops_the_broker() {
     use std::os::unix::fs::PermissionsExt;
     let data = tempfile::tempdir().unwrap();
     std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let output = run_to_exit(data.path());
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "never listened");
     let stderr = String::from_utf8_lossy(&output.stderr);

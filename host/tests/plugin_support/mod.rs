@@ -51,17 +51,22 @@ pub async fn try_load(toml_text: &str) -> Result<Arc<PluginHost>, plugboard::plu
 pub fn msg(destination: &str, headers: &[(&str, &str)], body: &str) -> PluginMessage {
     PluginMessage {
         destination: Bytes::copy_from_slice(destination.as_bytes()),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    Bytes::copy_from_slice(n.as_bytes()),
-                    Bytes::copy_from_slice(v.as_bytes()),
-                )
-            })
-            .collect(),
+        headers: header_list(headers),
         body: Bytes::copy_from_slice(body.as_bytes()),
     }
+}
+
+/// Headers as the plugin host takes them.
+pub fn header_list(headers: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                Bytes::copy_from_slice(n.as_bytes()),
+                Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
+        .collect()
 }
 
 #[allow(dead_code)] // plugin_hostile reads no headers
