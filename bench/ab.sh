@@ -6,6 +6,8 @@
 #
 #   bench/ab.sh BASE_REV            # BASE_REV built in target/ab/ (a worktree), HEAD as checked out
 #   ROUNDS=3 bench/ab.sh 09cff79
+#   SCALE=5 ROUNDS=9 bench/ab.sh 09cff79   # 5x the messages per run: CPU is read in 10 ms
+#                                          # ticks, so longer runs resolve smaller differences
 #
 # Both brokers run their own examples/broker.toml (the defaults), on loopback ports 61633
 # (base) and 61634 (head), each with a data directory of its own. Raw results:
@@ -16,6 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BASE_REV=${1:?usage: bench/ab.sh BASE_REV}
 ROUNDS=${ROUNDS:-5}
+SCALE=${SCALE:-1}
 WORK=$ROOT/target/ab
 BASE_SRC=$WORK/base-src
 RESULTS=$WORK/results.jsonl
@@ -56,10 +59,10 @@ done
 
 scenario_args() {
   case $1 in
-    queue) ARGS=(queue --producers 4 --consumers 4 --messages 200000 --size 128 --destination /queue/ab.q) ;;
-    topic) ARGS=(topic --producers 1 --subscribers 4 --messages 50000 --size 128 --destination /topic/ab.t) ;;
-    acked) ARGS=(queue --producers 4 --consumers 4 --messages 100000 --size 128 --ack client-individual --destination /queue/ab.acked) ;;
-    16k) ARGS=(queue --producers 4 --consumers 4 --messages 20000 --size 16384 --destination /queue/ab.16k) ;;
+    queue) ARGS=(queue --producers 4 --consumers 4 --messages $((200000 * SCALE)) --size 128 --destination /queue/ab.q) ;;
+    topic) ARGS=(topic --producers 1 --subscribers 4 --messages $((50000 * SCALE)) --size 128 --destination /topic/ab.t) ;;
+    acked) ARGS=(queue --producers 4 --consumers 4 --messages $((100000 * SCALE)) --size 128 --ack client-individual --destination /queue/ab.acked) ;;
+    16k) ARGS=(queue --producers 4 --consumers 4 --messages $((20000 * SCALE)) --size 16384 --destination /queue/ab.16k) ;;
     latency) ARGS=(latency --rate 1000 --seconds 10 --size 128 --destination /queue/ab.latency) ;;
   esac
   ARGS+=(--timeout 300)
@@ -88,7 +91,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
-python3 - "$RESULTS" "$BASE_REV" "$(git -C "$ROOT" describe --always --dirty)" <<'EOF'
+python3 - "$RESULTS" "$BASE_REV" "$(git -C "$ROOT" describe --always --dirty)" "$SCALE" <<'EOF'
 import json, statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
@@ -99,7 +102,7 @@ for line in open(sys.argv[1]):
 def med(b, s, f):
     v = [r[f] for r in runs[(b, s)] if r.get(f) is not None]
     return statistics.median(v) if v else None
-print(f"base {sys.argv[2]} vs head {sys.argv[3]}; medians of {max(len(v) for v in runs.values())} rounds")
+print(f"base {sys.argv[2]} vs head {sys.argv[3]}; medians of {max(len(v) for v in runs.values())} rounds, message counts x{sys.argv[4]}")
 print("| scenario | base µs/msg | head µs/msg | head/base | base msg/s | head msg/s | lost/dup (all runs) |")
 print("|---|---|---|---|---|---|---|")
 for s in ["queue", "topic", "acked", "16k", "latency"]:
