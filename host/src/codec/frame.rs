@@ -178,21 +178,37 @@ pub const SERVER_OWNED: [&str; 10] = [
 /// Whether `name` is one of [`SERVER_OWNED`], in any case (a reader that ignores case must not
 /// take a message's `Content-Length` for the broker's).
 pub fn is_server_owned(name: &[u8]) -> bool {
-    // By length first: this runs for every header of every SEND, and most names have none of
-    // these lengths.
-    let candidates: &[&str] = match name.len() {
-        3 => &["ack"],
-        7 => &["receipt"],
-        10 => &["message-id", "receipt-id"],
-        11 => &["destination", "redelivered", "transaction"],
-        12 => &["subscription"],
-        14 => &["content-length"],
-        16 => &["redelivery-count"],
-        _ => return false,
+    // This runs for every header of every SEND: by length first (most names have none of
+    // these lengths), then one branch-free comparison per candidate.
+    match name.len() {
+        3 => same_name(name, b"ack"),
+        7 => same_name(name, b"receipt"),
+        10 => same_name(name, b"message-id") || same_name(name, b"receipt-id"),
+        11 => {
+            same_name(name, b"destination")
+                || same_name(name, b"redelivered")
+                || same_name(name, b"transaction")
+        }
+        12 => same_name(name, b"subscription"),
+        14 => same_name(name, b"content-length"),
+        16 => same_name(name, b"redelivery-count"),
+        _ => false,
+    }
+}
+
+/// Whether `name` is `owned` (lower-case letters and `-`) in any case. A letter's case is its
+/// 0x20 bit: setting it on the name's byte must give the letter (so only the letter and its
+/// upper case match); a `-` is compared exactly.
+fn same_name<const N: usize>(name: &[u8], owned: &[u8; N]) -> bool {
+    let Ok(name) = <&[u8; N]>::try_from(name) else {
+        return false;
     };
-    candidates
-        .iter()
-        .any(|owned| name.eq_ignore_ascii_case(owned.as_bytes()))
+    let mut diff = 0;
+    for (&b, &o) in name.iter().zip(owned) {
+        let fold = (o & 0x40) >> 1; // 0x20 for a letter, 0 for '-'
+        diff |= (b | fold) ^ o;
+    }
+    diff == 0
 }
 
 /// One header line, decoded (unescaped). Repeats are kept in order.

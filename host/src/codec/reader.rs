@@ -91,6 +91,9 @@ impl FrameReader {
     }
 
     fn charge_read(&mut self, bytes: usize) {
+        if bytes == 0 || self.charge.grow(bytes as u64) {
+            return;
+        }
         let charge = match (&self.account, &self.budget) {
             (Some(account), _) => account.charge(bytes as u64),
             (None, Some(budget)) => budget.charge(bytes as u64),
