@@ -208,7 +208,6 @@ impl Session {
         // The frame's charge goes to the first copy (they share its body); further copies
         // (a plugin's fan-out) are charged for what they add.
         let mut charge = Some(charge);
-        let budget = self.broker.router.budget().clone();
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
         for (i, copy) in routed.enumerate() {
@@ -268,7 +267,11 @@ impl Session {
         // Over the memory budget (or its principal's share of it), the producer waits here
         // (its connection is not read meanwhile) until consumers have made room: nothing is
         // dropped.
-        budget.wait_for_room(Some(&self.account)).await;
+        self.broker
+            .router
+            .budget()
+            .wait_for_room(Some(&self.account))
+            .await;
         if let Some(id) = transaction_id {
             let bytes: u64 = plan.iter().map(|(_, m)| m.size()).sum();
             let max = self
