@@ -125,13 +125,114 @@ pub struct Charge {
     bytes: u64,
 }
 
-/// What a charge counts against: the budget alone, or an account (and so its budget too). One
-/// `Arc` either way: every frame read takes a charge, so each clone and drop of a shared
-/// reference count is paid per message.
+/// What a charge counts against: the budget alone, or an account (and so its budget too); or,
+/// for a frame, the read buffer it is a slice of, which holds the bytes itself.
 #[derive(Debug, Clone)]
 enum Holder {
     Budget(Arc<MemoryBudget>),
     Account(Arc<Account>),
+    Buffer(Arc<BufferCharge>),
+}
+
+impl Holder {
+    fn add(&self, bytes: u64) {
+        match self {
+            Holder::Budget(budget) => budget.add(bytes),
+            Holder::Account(account) => {
+                account.budget.add(bytes);
+                account.add(bytes);
+            }
+            Holder::Buffer(buffer) => buffer.grow(bytes),
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        match self {
+            Holder::Budget(budget) => budget.release(bytes),
+            Holder::Account(account) => {
+                if account.meter.sub(bytes) {
+                    tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
+                }
+                account.budget.release(bytes);
+            }
+            Holder::Buffer(_) => debug_assert!(false, "a buffer's bytes are released by it"),
+        }
+    }
+}
+
+/// The bytes read into one read buffer, charged as they arrive and released together when the
+/// buffer's memory is freed: when the reader has moved on to another buffer and the last frame
+/// that is a slice of it is gone. That is the memory the buffer really holds (a frame kept in a
+/// queue keeps its whole buffer), and it keeps the shared counters off the per-message path:
+/// each frame holds the buffer's charge by one reference, local to its connection, and the
+/// budget and the account are written once per read and once per buffer.
+#[derive(Debug)]
+pub struct BufferCharge {
+    /// The budget, or the principal's account.
+    holder: Holder,
+    bytes: AtomicU64,
+}
+
+impl BufferCharge {
+    /// A buffer charged to the budget alone (its principal not known yet).
+    pub fn to_budget(budget: &Arc<MemoryBudget>, bytes: u64) -> Arc<BufferCharge> {
+        BufferCharge::new(Holder::Budget(budget.clone()), bytes)
+    }
+
+    /// A buffer charged to `account` (and the budget).
+    pub fn to_account(account: &Arc<Account>, bytes: u64) -> Arc<BufferCharge> {
+        BufferCharge::new(Holder::Account(account.clone()), bytes)
+    }
+
+    fn new(holder: Holder, bytes: u64) -> Arc<BufferCharge> {
+        if bytes > 0 {
+            holder.add(bytes);
+        }
+        Arc::new(BufferCharge {
+            holder,
+            bytes: AtomicU64::new(bytes),
+        })
+    }
+
+    /// Charges `bytes` more read into this buffer.
+    pub fn grow(&self, bytes: u64) {
+        self.holder.add(bytes);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The buffer is reused in place (nothing else refers to it): only its `bytes` remain
+    /// charged.
+    pub fn reset(&mut self, bytes: u64) {
+        let held = self.bytes.get_mut();
+        if *held > bytes {
+            self.holder.release(*held - bytes);
+        } else if bytes > *held {
+            self.holder.add(bytes - *held);
+        }
+        *held = bytes;
+    }
+
+    /// Bytes charged.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A frame's share: a reference to this buffer's charge.
+    pub fn share(self: &Arc<Self>) -> Charge {
+        Charge {
+            holder: Some(Holder::Buffer(self.clone())),
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for BufferCharge {
+    fn drop(&mut self) {
+        let bytes = *self.bytes.get_mut();
+        if bytes > 0 {
+            self.holder.release(bytes);
+        }
+    }
 }
 
 impl MemoryBudget {
@@ -295,78 +396,10 @@ impl Account {
 }
 
 impl Charge {
-    /// Bytes held.
+    /// Bytes held by this charge itself (a frame's share of its read buffer holds none: the
+    /// buffer's charge holds them).
     pub fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// Counts these bytes against `account` too (a charge made before the principal was
-    /// known); a charge already on an account keeps it.
-    pub fn assign(&mut self, account: &Arc<Account>) {
-        match &self.holder {
-            Some(Holder::Account(_)) if self.bytes > 0 => {}
-            _ => {
-                if self.bytes > 0 {
-                    account.add(self.bytes);
-                }
-                self.holder = Some(Holder::Account(account.clone()));
-            }
-        }
-    }
-
-    /// Charges `bytes` more to what this charge counts against (no new reference to it); false,
-    /// charging nothing, when it counts against nothing yet.
-    pub fn grow(&mut self, bytes: u64) -> bool {
-        match &self.holder {
-            Some(Holder::Account(account)) => {
-                account.budget.add(bytes);
-                account.add(bytes);
-            }
-            Some(Holder::Budget(budget)) => budget.add(bytes),
-            None => return false,
-        }
-        self.bytes += bytes;
-        true
-    }
-
-    /// Takes `bytes` (at most all it holds) off this charge into a charge of its own.
-    pub fn split(&mut self, bytes: u64) -> Charge {
-        let bytes = bytes.min(self.bytes);
-        if bytes == 0 {
-            return Charge::default();
-        }
-        self.bytes -= bytes;
-        Charge {
-            holder: self.holder.clone(),
-            bytes,
-        }
-    }
-
-    /// Adds another charge to this one. Both must be on the same account, or `other` on none
-    /// (it is then counted against this one's account).
-    pub fn merge(&mut self, mut other: Charge) {
-        match (&self.holder, other.holder.take()) {
-            (_, None) => {}
-            (None, theirs) => self.holder = theirs,
-            (Some(Holder::Account(mine)), Some(Holder::Account(theirs))) => {
-                debug_assert!(Arc::ptr_eq(mine, &theirs), "charges of two accounts merged");
-            }
-            (Some(Holder::Account(mine)), Some(Holder::Budget(_))) => {
-                if other.bytes > 0 {
-                    mine.add(other.bytes);
-                }
-            }
-            (Some(Holder::Budget(_)), Some(Holder::Account(theirs))) => {
-                // Keep counting all of it against that account.
-                if self.bytes > 0 {
-                    theirs.add(self.bytes);
-                }
-                self.holder = Some(Holder::Account(theirs));
-            }
-            (Some(Holder::Budget(_)), Some(Holder::Budget(_))) => {}
-        }
-        self.bytes += std::mem::take(&mut other.bytes);
-        // `other` was emptied: dropping it releases nothing.
     }
 }
 
@@ -376,13 +409,7 @@ impl Drop for Charge {
             return;
         }
         match &self.holder {
-            Some(Holder::Account(account)) => {
-                if account.meter.sub(self.bytes) {
-                    tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
-                }
-                account.budget.release(self.bytes);
-            }
-            Some(Holder::Budget(budget)) => budget.release(self.bytes),
+            Some(holder) => holder.release(self.bytes),
             None => debug_assert!(false, "bytes charged to nobody"),
         }
     }
@@ -426,18 +453,16 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn charges_are_released_when_dropped_split_or_merged() {
+    fn charges_are_released_when_dropped() {
         let budget = MemoryBudget::new(1000, 0);
-        let mut a = budget.charge(300);
-        let b = a.split(100);
-        assert_eq!((a.bytes(), b.bytes(), budget.used()), (200, 100, 300));
+        let a = budget.charge(300);
+        let b = budget.charge(100);
+        assert_eq!((a.bytes(), b.bytes(), budget.used()), (300, 100, 400));
         drop(b);
-        assert_eq!(budget.used(), 200);
-        let mut c = Charge::default();
-        c.merge(a);
-        assert_eq!((c.bytes(), budget.used()), (200, 200));
-        drop(c);
+        assert_eq!(budget.used(), 300);
+        drop(a);
         assert_eq!(budget.used(), 0);
+        assert_eq!(budget.charge(0).bytes(), 0);
     }
 
     #[test]
@@ -445,44 +470,36 @@ mod tests {
         let budget = MemoryBudget::new(1000, 400);
         let account = budget.account("mallory");
         assert!(Arc::ptr_eq(&account, &budget.account("mallory")));
-        // Bytes read before the login are counted once the principal is known.
-        let mut early = budget.charge(100);
-        early.assign(&account);
-        let mut later = account.charge(50);
-        later.merge(budget.charge(25));
-        assert_eq!((account.used(), budget.used()), (175, 175));
-        let part = later.split(70);
-        drop(later);
-        assert_eq!(account.used(), 170);
-        drop((early, part));
+        let charge = account.charge(50);
+        let other = budget.charge(25);
+        assert_eq!((account.used(), budget.used()), (50, 75));
+        drop((charge, other));
         assert_eq!((account.used(), budget.used()), (0, 0));
     }
 
     #[test]
-    fn a_charge_grows_on_what_it_counts_against() {
+    fn a_buffer_is_released_when_its_last_frame_is_gone() {
         let budget = MemoryBudget::new(1000, 400);
         let account = budget.account("carol");
-        assert!(!Charge::default().grow(10), "counts against nothing");
-        assert_eq!(budget.used(), 0);
-        let mut reads = budget.charge(10);
-        assert!(reads.grow(20));
-        assert_eq!((reads.bytes(), budget.used(), account.used()), (30, 30, 0));
-        reads.assign(&account);
-        assert!(reads.grow(5));
-        assert_eq!((budget.used(), account.used()), (35, 35));
-        // A budget-only charge merged into an account's is counted against the account.
-        let mut theirs = budget.charge(7);
-        theirs.merge(reads);
-        assert!(theirs.grow(3));
-        assert_eq!(
-            (theirs.bytes(), budget.used(), account.used()),
-            (45, 45, 45)
-        );
-        // Splitting off nothing holds no reference and releases nothing.
-        let none = theirs.split(0);
-        assert_eq!(none.bytes(), 0);
-        drop(none);
-        drop(theirs);
+        let early = BufferCharge::to_budget(&budget, 10);
+        early.grow(20);
+        assert_eq!((early.bytes(), budget.used(), account.used()), (30, 30, 0));
+        let buffer = BufferCharge::to_account(&account, 5);
+        buffer.grow(15);
+        assert_eq!((budget.used(), account.used()), (50, 20));
+        // Frames hold shares; the buffer's bytes stay charged while one of them lives.
+        let (first, second) = (buffer.share(), buffer.share());
+        assert_eq!(first.bytes(), 0);
+        drop(first);
+        let mut reader_only = buffer.clone();
+        drop(buffer);
+        assert_eq!((budget.used(), account.used()), (50, 20));
+        drop(second);
+        assert_eq!(account.used(), 20, "the reader still holds it");
+        // Reused in place: only what is still buffered stays charged.
+        Arc::get_mut(&mut reader_only).unwrap().reset(4);
+        assert_eq!((budget.used(), account.used()), (34, 4));
+        drop((early, reader_only));
         assert_eq!((budget.used(), account.used()), (0, 0));
     }
 

@@ -8,8 +8,11 @@
 //! allocated fallibly, so an allocation failure is an error for this connection, not an abort
 //! of the broker.
 //!
-//! Every byte read is charged to the broker's memory budget as it arrives; a completed frame
-//! takes its bytes' charge with it ([`FrameReader::next_charged`]). A connection in the middle
+//! Every byte read is charged to the broker's memory budget as it arrives, to the buffer it was
+//! read into ([`BufferCharge`]); each completed frame, a slice of that buffer, holds a share of
+//! its charge ([`FrameReader::next_charged`]), and the buffer's bytes are released when its
+//! memory is: once the reader has moved to another buffer (or reuses it in place) and the last
+//! frame of it is gone. A connection in the middle
 //! of a large frame stops reading while the budget is over its limit (small frames, such as a
 //! consumer's ACKs, are always read).
 //!
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::budget::{Account, Charge, MemoryBudget};
+use crate::budget::{Account, BufferCharge, Charge, MemoryBudget};
 
 use super::decode::{DecodeError, Decoder, Limits};
 use super::frame::{Frame, Version};
@@ -62,8 +65,8 @@ pub struct FrameReader {
     budget: Option<Arc<MemoryBudget>>,
     /// The connection's principal's account, once it is known.
     account: Option<Arc<Account>>,
-    /// The charge of the bytes in `buf`.
-    charge: Charge,
+    /// The charge of the bytes read into `buf`'s memory (none before the first read).
+    charge: Option<Arc<BufferCharge>>,
 }
 
 impl FrameReader {
@@ -74,7 +77,7 @@ impl FrameReader {
             buf: BytesMut::new(),
             budget: None,
             account: None,
-            charge: Charge::default(),
+            charge: None,
         }
     }
 
@@ -86,20 +89,32 @@ impl FrameReader {
 
     /// Charges what is read from now on (and what is buffered) to `account` too.
     pub fn set_account(&mut self, account: Arc<Account>) {
-        self.charge.assign(&account);
         self.account = Some(account);
+        self.new_charge();
+    }
+
+    /// Starts a new buffer charge for what `buf` holds now: after its memory was replaced, or
+    /// when the account changes (the frames of the previous memory keep its charge).
+    fn new_charge(&mut self) {
+        let bytes = self.buf.len() as u64;
+        self.charge = match (&self.account, &self.budget) {
+            (Some(account), _) => Some(BufferCharge::to_account(account, bytes)),
+            (None, Some(budget)) => Some(BufferCharge::to_budget(budget, bytes)),
+            (None, None) => None,
+        };
     }
 
     fn charge_read(&mut self, bytes: usize) {
-        if bytes == 0 || self.charge.grow(bytes as u64) {
+        if bytes == 0 {
             return;
         }
-        let charge = match (&self.account, &self.budget) {
-            (Some(account), _) => account.charge(bytes as u64),
-            (None, Some(budget)) => budget.charge(bytes as u64),
-            (None, None) => return,
-        };
-        self.charge.merge(charge);
+        match &self.charge {
+            Some(charge) => charge.grow(bytes as u64),
+            None => {
+                // The first read: `buf` holds just these bytes.
+                self.new_charge();
+            }
+        }
     }
 
     /// Limits for the frames from now on (a connection's limits grow once it is
@@ -125,11 +140,11 @@ impl FrameReader {
 
     /// [`next_frame`](Self::next_frame), with the charge of the frame's bytes.
     pub fn next_charged(&mut self) -> Result<Option<(Frame, Charge)>, DecodeError> {
-        let before = self.buf.len();
-        let decoded = self.decoder.decode(&mut self.buf);
-        let consumed = (before - self.buf.len()) as u64;
-        let charge = self.charge.split(consumed);
-        Ok(decoded?.map(|frame| (frame, charge)))
+        let Some(frame) = self.decoder.decode(&mut self.buf)? else {
+            return Ok(None);
+        };
+        let charge = self.charge.as_ref().map(BufferCharge::share);
+        Ok(Some((frame, charge.unwrap_or_default())))
     }
 
     /// Bytes buffered and not yet decoded.
@@ -177,6 +192,12 @@ impl FrameReader {
         // A buffer whose frames are all gone is reused in place (the partial frame moved to
         // the front).
         if self.buf.try_reclaim(additional) {
+            // No frame refers to this memory any more: only what it still holds stays charged
+            // (a frame that outlived its bytes, e.g. rewritten by a plugin, keeps the old charge).
+            match self.charge.as_mut().and_then(Arc::get_mut) {
+                Some(charge) => charge.reset(len as u64),
+                None => self.new_charge(),
+            }
             return Ok(());
         }
         let bytes = len
@@ -191,6 +212,7 @@ impl FrameReader {
         // `Bytes` keeps the vector's whole capacity (its length is below it: `additional` > 0),
         // and so does the unique `BytesMut` made from it.
         self.buf = BytesMut::from(Bytes::from(fresh));
+        self.new_charge();
         Ok(())
     }
 
@@ -246,11 +268,10 @@ impl FrameReader {
                 .try_reserve_exact(total.max(MIN_SPARE))
                 .map_err(|_| ReadBufferError::OutOfMemory { bytes: total })?;
             grown.extend_from_slice(&self.buf);
-            grown.extend_from_slice(bytes);
             self.buf = BytesMut::from(Bytes::from(grown));
-        } else {
-            self.buf.extend_from_slice(bytes);
+            self.new_charge();
         }
+        self.buf.extend_from_slice(bytes);
         self.charge_read(bytes.len());
         Ok(())
     }
@@ -389,11 +410,49 @@ mod tests {
         assert_eq!(budget.used(), 35);
         let (frame, charge) = reader.next_charged().unwrap().unwrap();
         assert_eq!(frame.body.as_ref(), b"hi");
-        assert_eq!(charge.bytes(), 25, "the heart-beat before it and the frame");
         assert!(reader.next_charged().unwrap().is_none());
-        drop(charge);
-        assert_eq!(budget.used(), 10, "the partial frame");
+        // The buffer's bytes stay charged while the reader or a frame of it lives.
         drop(reader);
+        assert_eq!(budget.used(), 35, "the frame still holds its buffer");
+        drop((frame, charge));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_buffer_moved_from_stays_charged_while_a_frame_of_it_lives() {
+        let budget = MemoryBudget::new(1 << 20, 0);
+        let mut reader = FrameReader::new(limits(1024)).charged_to(budget.clone());
+        // A 24-byte frame and 7 bytes of the next.
+        reader
+            .extend(b"SEND\ndestination:/q\n\nhi\0SEND\nde")
+            .unwrap();
+        let kept = reader.next_charged().unwrap().unwrap();
+        assert!(reader.next_charged().unwrap().is_none());
+        reader.reserve().unwrap(); // a new buffer: the partial frame moves
+        assert_eq!(
+            budget.used(),
+            31 + 7,
+            "the old buffer, held by its frame, and the new one"
+        );
+        drop(kept);
+        assert_eq!(budget.used(), 7);
+        // Once its frames are gone a buffer is reused in place, charged for what it holds.
+        reader.extend(b"stination:/q\n\nhi\0").unwrap();
+        let frame = reader.next_charged().unwrap().unwrap();
+        drop(frame);
+        assert_eq!(budget.used(), 24);
+        reader.reserve().unwrap();
+        assert_eq!(
+            budget.used(),
+            24,
+            "room left: charged up to the buffer's size"
+        );
+        for _ in 0..62 {
+            reader.extend(&[b'\n'; 1000]).unwrap(); // heart-beats
+            assert!(reader.next_charged().unwrap().is_none());
+        }
+        assert_eq!(budget.used(), 62_024);
+        reader.reserve().unwrap(); // little room left: reused in place
         assert_eq!(budget.used(), 0);
     }
 
