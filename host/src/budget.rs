@@ -117,45 +117,52 @@ pub struct Account {
     budget: Arc<MemoryBudget>,
 }
 
-/// Bytes charged to a budget (and maybe an account), released when dropped (or merged into
-/// another charge). Invariant: a charge that holds bytes has a holder.
+/// Memory held against the budget, released when dropped: bytes charged directly (a
+/// plugin's fan-out copy, a dead-letter copy, a recovered message), or a frame's share of the
+/// read buffer it is a slice of.
 #[derive(Debug, Default)]
-pub struct Charge {
-    holder: Option<Holder>,
-    bytes: u64,
+pub struct Charge(Option<Held>);
+
+#[derive(Debug)]
+enum Held {
+    Bytes {
+        payer: Payer,
+        bytes: u64,
+    },
+    /// Held for its drop: the buffer is released when its last share goes.
+    Buffer {
+        _buffer: Arc<BufferCharge>,
+    },
 }
 
-/// What a charge counts against: the budget alone, or an account (and so its budget too); or,
-/// for a frame, the read buffer it is a slice of, which holds the bytes itself.
-#[derive(Debug, Clone)]
-enum Holder {
+/// What bytes count against: the budget alone, or a principal's account (and so the budget
+/// too).
+#[derive(Debug)]
+enum Payer {
     Budget(Arc<MemoryBudget>),
     Account(Arc<Account>),
-    Buffer(Arc<BufferCharge>),
 }
 
-impl Holder {
+impl Payer {
     fn add(&self, bytes: u64) {
         match self {
-            Holder::Budget(budget) => budget.add(bytes),
-            Holder::Account(account) => {
+            Payer::Budget(budget) => budget.add(bytes),
+            Payer::Account(account) => {
                 account.budget.add(bytes);
                 account.add(bytes);
             }
-            Holder::Buffer(buffer) => buffer.grow(bytes),
         }
     }
 
     fn release(&self, bytes: u64) {
         match self {
-            Holder::Budget(budget) => budget.release(bytes),
-            Holder::Account(account) => {
+            Payer::Budget(budget) => budget.release(bytes),
+            Payer::Account(account) => {
                 if account.meter.sub(bytes) {
                     tracing::info!(principal = %account.name, "a principal is below its share of the memory budget: its producers resume");
                 }
                 account.budget.release(bytes);
             }
-            Holder::Buffer(_) => debug_assert!(false, "a buffer's bytes are released by it"),
         }
     }
 }
@@ -168,35 +175,34 @@ impl Holder {
 /// budget and the account are written once per read and once per buffer.
 #[derive(Debug)]
 pub struct BufferCharge {
-    /// The budget, or the principal's account.
-    holder: Holder,
+    payer: Payer,
     bytes: AtomicU64,
 }
 
 impl BufferCharge {
     /// A buffer charged to the budget alone (its principal not known yet).
     pub fn to_budget(budget: &Arc<MemoryBudget>, bytes: u64) -> Arc<BufferCharge> {
-        BufferCharge::new(Holder::Budget(budget.clone()), bytes)
+        BufferCharge::new(Payer::Budget(budget.clone()), bytes)
     }
 
     /// A buffer charged to `account` (and the budget).
     pub fn to_account(account: &Arc<Account>, bytes: u64) -> Arc<BufferCharge> {
-        BufferCharge::new(Holder::Account(account.clone()), bytes)
+        BufferCharge::new(Payer::Account(account.clone()), bytes)
     }
 
-    fn new(holder: Holder, bytes: u64) -> Arc<BufferCharge> {
+    fn new(payer: Payer, bytes: u64) -> Arc<BufferCharge> {
         if bytes > 0 {
-            holder.add(bytes);
+            payer.add(bytes);
         }
         Arc::new(BufferCharge {
-            holder,
+            payer,
             bytes: AtomicU64::new(bytes),
         })
     }
 
     /// Charges `bytes` more read into this buffer.
     pub fn grow(&self, bytes: u64) {
-        self.holder.add(bytes);
+        self.payer.add(bytes);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
@@ -205,9 +211,9 @@ impl BufferCharge {
     pub fn reset(&mut self, bytes: u64) {
         let held = self.bytes.get_mut();
         if *held > bytes {
-            self.holder.release(*held - bytes);
+            self.payer.release(*held - bytes);
         } else if bytes > *held {
-            self.holder.add(bytes - *held);
+            self.payer.add(bytes - *held);
         }
         *held = bytes;
     }
@@ -219,10 +225,9 @@ impl BufferCharge {
 
     /// A frame's share: a reference to this buffer's charge.
     pub fn share(self: &Arc<Self>) -> Charge {
-        Charge {
-            holder: Some(Holder::Buffer(self.clone())),
-            bytes: 0,
-        }
+        Charge(Some(Held::Buffer {
+            _buffer: self.clone(),
+        }))
     }
 }
 
@@ -230,7 +235,7 @@ impl Drop for BufferCharge {
     fn drop(&mut self) {
         let bytes = *self.bytes.get_mut();
         if bytes > 0 {
-            self.holder.release(bytes);
+            self.payer.release(bytes);
         }
     }
 }
@@ -282,11 +287,9 @@ impl MemoryBudget {
         if bytes == 0 {
             return Charge::default();
         }
-        self.add(bytes);
-        Charge {
-            holder: Some(Holder::Budget(self.clone())),
-            bytes,
-        }
+        let payer = Payer::Budget(self.clone());
+        payer.add(bytes);
+        Charge(Some(Held::Bytes { payer, bytes }))
     }
 
     fn add(&self, bytes: u64) {
@@ -368,14 +371,12 @@ impl MemoryBudget {
 impl Account {
     /// Charges `bytes` to the budget and to this account.
     pub fn charge(self: &Arc<Self>, bytes: u64) -> Charge {
-        if bytes > 0 {
-            self.budget.add(bytes);
-            self.add(bytes);
+        if bytes == 0 {
+            return Charge::default();
         }
-        Charge {
-            holder: Some(Holder::Account(self.clone())),
-            bytes,
-        }
+        let payer = Payer::Account(self.clone());
+        payer.add(bytes);
+        Charge(Some(Held::Bytes { payer, bytes }))
     }
 
     /// Adds `bytes` to this principal's meter (not to the budget's).
@@ -399,18 +400,18 @@ impl Charge {
     /// Bytes held by this charge itself (a frame's share of its read buffer holds none: the
     /// buffer's charge holds them).
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        match &self.0 {
+            Some(Held::Bytes { bytes, .. }) => *bytes,
+            Some(Held::Buffer { .. }) | None => 0,
+        }
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        match &self.holder {
-            Some(holder) => holder.release(self.bytes),
-            None => debug_assert!(false, "bytes charged to nobody"),
+        // A buffer's share releases nothing itself: the buffer does when its last share goes.
+        if let Some(Held::Bytes { payer, bytes }) = &self.0 {
+            payer.release(*bytes);
         }
     }
 }
