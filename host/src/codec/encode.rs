@@ -116,17 +116,10 @@ pub fn encode_with<S: FrameSink + ?Sized>(
     out.buf().extend_from_slice(b"\0\n");
 }
 
-/// Writes the `content-length` line with one copy (it is on every MESSAGE).
 fn put_length(out: &mut BytesMut, len: usize) {
-    const NAME: &[u8] = b"content-length:";
-    let digits = crate::text::Decimal::new(len as u64);
-    let digits = digits.as_bytes();
-    let mut line = [0u8; NAME.len() + 21];
-    line[..NAME.len()].copy_from_slice(NAME);
-    let end = NAME.len() + digits.len();
-    line[NAME.len()..end].copy_from_slice(digits);
-    line[end] = b'\n';
-    out.extend_from_slice(&line[..=end]);
+    out.extend_from_slice(b"content-length:");
+    out.extend_from_slice(crate::text::Decimal::new(len as u64).as_bytes());
+    out.put_u8(b'\n');
 }
 
 #[cfg(test)]

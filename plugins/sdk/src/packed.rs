@@ -86,14 +86,8 @@ pub fn write_verdict(out: &mut Writer, verdict: &SendVerdict) {
             out.keep();
         }
         SendVerdict::Rewrite(edit) => {
-            out.rewrite(
-                edit.destination.as_deref(),
-                edit.remove_headers.iter().map(String::as_str),
-                edit.set_headers
-                    .iter()
-                    .map(|h| (h.name.as_str(), h.value.as_str())),
-                edit.body.as_deref(),
-            );
+            let (destination, remove, set, body) = edit_parts(edit);
+            out.rewrite(destination, remove, set, body);
         }
         SendVerdict::FanOut(edits) => {
             out.fan_out(edits.len());
@@ -108,14 +102,28 @@ pub fn write_verdict(out: &mut Writer, verdict: &SendVerdict) {
 }
 
 fn write_edit(out: &mut Writer, edit: &Edit) {
-    out.edit(
+    let (destination, remove, set, body) = edit_parts(edit);
+    out.edit(destination, remove, set, body);
+}
+
+/// An edit's fields as the packed writer takes them.
+#[allow(clippy::type_complexity)] // the writer's four parameters, in order
+fn edit_parts(
+    edit: &Edit,
+) -> (
+    Option<&str>,
+    impl ExactSizeIterator<Item = &str>,
+    impl ExactSizeIterator<Item = (&str, &str)>,
+    Option<&[u8]>,
+) {
+    (
         edit.destination.as_deref(),
         edit.remove_headers.iter().map(String::as_str),
         edit.set_headers
             .iter()
             .map(|h| (h.name.as_str(), h.value.as_str())),
         edit.body.as_deref(),
-    );
+    )
 }
 
 #[cfg(test)]
