@@ -1,8 +1,11 @@
-//! Listeners: each turns accepted connections into sessions of the one session engine. Today
-//! plain TCP ([`tcp`]); the sockets are bound by the caller (so it can print the addresses it
+//! Listeners: each turns accepted connections into sessions of the one session engine (a
+//! [`Transport`] and a [`Peer`], see [`transport`]). Today plain TCP ([`tcp`]); the sockets are bound by the caller (so it can print the addresses it
 //! got) and handed over in [`Listeners`].
 
 pub mod tcp;
+pub mod transport;
+
+pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
 
 use tokio::net::TcpListener;
 

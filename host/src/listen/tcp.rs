@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
+use crate::listen::Peer;
 use crate::session;
 
 /// Accepts connections until `shutdown` fires, then drains.
@@ -67,8 +68,9 @@ pub async fn serve(
             drop(permit);
             continue;
         };
+        let _ = stream.set_nodelay(true);
         sessions.spawn(async move {
-            session::serve(stream, peer, broker, number, shutdown).await;
+            session::serve(stream, Peer::tcp(peer), broker, number, shutdown).await;
             drop(slot);
             drop(permit);
         });

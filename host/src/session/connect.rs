@@ -103,8 +103,9 @@ pub async fn authenticate(
     frame: &Frame,
     config: &Config,
     plugins: &PluginHost,
-    client_addr: std::net::SocketAddr,
+    peer: &crate::listen::Peer,
 ) -> Result<Principal, SessionError> {
+    let client_addr = peer.address;
     let login = frame.get(b"login");
     let passcode = frame.get(b"passcode");
     if plugins.has_authenticator() {

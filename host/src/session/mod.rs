@@ -21,20 +21,18 @@ mod transaction;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tracing::{debug, info, Instrument};
 
 use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
+use crate::listen::{FrameWriter, Peer, Transport};
 use crate::plugin::Principal;
 use crate::router::{Connection, Outbox, Outgoing};
 
@@ -51,15 +49,16 @@ const LINGER: Duration = Duration::from_millis(500);
 /// At most this much is read and discarded while lingering (a frame in flight, not a stream).
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves one client connection to the end.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Serves one client connection to the end, whichever listener accepted it.
+pub async fn serve<T: Transport>(
+    stream: T,
+    peer: Peer,
     broker: Arc<Broker>,
     number: u64,
     shutdown: watch::Receiver<bool>,
 ) {
-    let span = tracing::info_span!("conn", n = number, %peer);
+    let span =
+        tracing::info_span!("conn", n = number, peer = %peer.address, via = peer.listener.as_str());
     async move {
         broker
             .stats
@@ -67,7 +66,6 @@ pub async fn serve(
             .fetch_add(1, Ordering::Relaxed);
         // Counted down when the session ends, however it ends (a panic included).
         let _open = OpenConnection::count(&broker.stats);
-        let _ = stream.set_nodelay(true);
         debug!("accepted");
         run(stream, peer, &broker, number, shutdown).await;
         debug!("closed");
@@ -92,14 +90,15 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-async fn run(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+async fn run<T: Transport>(
+    stream: T,
+    peer: Peer,
     broker: &Arc<Broker>,
     number: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = broker.config.clone();
+    let (mut socket, write_half) = stream.split();
     // Until it is authenticated, a connection may only send a small CONNECT frame.
     let mut reader = FrameReader::new(config.limits.connect_codec_limits())
         .charged_to(broker.router.budget().clone());
@@ -107,7 +106,7 @@ async fn run(
     // AwaitingConnect.
     let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
     let first = tokio::select! {
-        first = tokio::time::timeout(connect_timeout, read_frame(&mut stream, &mut reader)) => {
+        first = tokio::time::timeout(connect_timeout, read_frame(&mut socket, &mut reader)) => {
             match first {
                 Ok(Ok(Some(frame))) => Ok(frame),
                 Ok(Ok(None)) => return,
@@ -122,7 +121,7 @@ async fn run(
     let connected = match first {
         Ok(frame) => {
             client_id = frame.get(b"client-id").cloned();
-            accept_connect(&frame, broker, peer).await
+            accept_connect(&frame, broker, &peer).await
         }
         Err(err) => Err(err),
     };
@@ -131,7 +130,7 @@ async fn run(
         Err(err) => {
             report(broker, &err);
             if let Some(frame) = err.to_frame() {
-                send_error_and_close(stream, &frame).await;
+                send_error_and_close(socket, write_half, &frame).await;
             }
             return;
         }
@@ -149,7 +148,6 @@ async fn run(
         &session_id,
         &config,
     )));
-    let (socket, write_half) = stream.into_split();
     let writer_config = writer::WriterConfig {
         version: negotiated.version,
         // Beat at half the promised interval: a beat delayed by a busy machine still arrives
@@ -191,7 +189,7 @@ async fn run(
 async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Result<(connect::Negotiated, Principal), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(format!(
@@ -201,18 +199,19 @@ async fn accept_connect(
         .with_receipt(frame.get(b"receipt")));
     }
     let negotiated = connect::negotiate(frame, &broker.config)?;
-    let delay = broker.addresses.login_delay(peer.ip());
+    let ip = peer.address.ip();
+    let delay = broker.addresses.login_delay(ip);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let plugins = broker.policy.host();
     match connect::authenticate(frame, &broker.config, &plugins, peer).await {
         Ok(principal) => {
-            broker.addresses.login_succeeded(peer.ip());
+            broker.addresses.login_succeeded(ip);
             Ok((negotiated, principal))
         }
         Err(err) => {
-            broker.addresses.login_failed(peer.ip());
+            broker.addresses.login_failed(ip);
             broker.stats.failed_logins.fetch_add(1, Ordering::Relaxed);
             Err(err)
         }
@@ -220,27 +219,37 @@ async fn accept_connect(
 }
 
 /// Refuses a connection before any session: an ERROR with `message`, then a close.
-pub async fn refuse(stream: TcpStream, message: String) {
+pub async fn refuse<T: Transport>(stream: T, message: String) {
     let frame = error::client_error(message)
         .to_frame()
         .expect("a client error has a frame");
-    send_error_and_close(stream, &frame).await;
+    let (reader, writer) = stream.split();
+    send_error_and_close(reader, writer, &frame).await;
 }
 
 /// Writes an ERROR (1.0 framing: nothing was negotiated), closes, and lingers briefly so the
 /// ERROR is not destroyed by a reset.
-async fn send_error_and_close(mut stream: TcpStream, frame: &Frame) {
+async fn send_error_and_close<R: AsyncRead + Unpin, W: FrameWriter>(
+    reader: R,
+    mut writer: W,
+    frame: &Frame,
+) {
     let mut out = BytesMut::new();
     encode_frame(frame, Version::V1_0, &mut out);
-    let _ = tokio::time::timeout(LINGER, stream.write_all(&out)).await;
-    let _ = stream.shutdown().await;
-    let (reader, _writer) = stream.into_split();
+    let mut chunks = vec![out.freeze()];
+    let ends = if W::MESSAGE_PER_FRAME {
+        vec![1]
+    } else {
+        Vec::new()
+    };
+    let _ = tokio::time::timeout(LINGER, writer.write_frames(&mut chunks, &ends)).await;
+    let _ = tokio::time::timeout(LINGER, writer.close()).await;
     linger(reader).await;
 }
 
 /// Reads until one frame is decoded; `None` on a clean EOF before any frame.
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
     reader: &mut FrameReader,
 ) -> Result<Option<Frame>, SessionError> {
     loop {
@@ -298,7 +307,7 @@ impl WriterTask {
 }
 
 /// Reads and discards until EOF, a time limit or a byte limit.
-async fn linger(mut reader: OwnedReadHalf) {
+async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
     let mut scratch = vec![0u8; 16 * 1024];
     let mut total = 0;
     let deadline = tokio::time::Instant::now() + LINGER;
@@ -383,9 +392,9 @@ enum Flow {
 }
 
 impl Session {
-    async fn connected_loop(
+    async fn connected_loop<R: AsyncRead + Unpin>(
         &mut self,
-        mut socket: OwnedReadHalf,
+        mut socket: R,
         mut reader: FrameReader,
         receive_deadline: Option<Duration>,
         shutdown: &mut watch::Receiver<bool>,

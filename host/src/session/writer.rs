@@ -6,17 +6,15 @@
 //! socket, signals `Outgoing::Drain` once everything before it is written, and closes the
 //! socket (FIN after the last frame) on `Outgoing::Close`.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use bytes::{Bytes, BytesMut};
 
 use crate::codec::{
     encode_frame, encode_header, encode_with, Command, Escaping, FrameSink, LengthAt, Version,
 };
+use crate::listen::FrameWriter;
 use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
 use crate::router::{AckMode, Delivery, Message, Outbox, Outgoing, Subscription};
@@ -24,8 +22,6 @@ use crate::text::Decimal;
 
 /// Bodies at least this large are written from their own buffer instead of being copied.
 const ZERO_COPY_BODY: usize = 8 * 1024;
-/// Most buffers handed to one vectored write.
-const MAX_IOV: usize = 64;
 
 /// How the writer behaves for one connection.
 #[derive(Debug, Clone)]
@@ -47,16 +43,31 @@ pub enum WriterExit {
     Failed(std::io::Error),
 }
 
-/// Output being assembled: a list of ready chunks plus the small-frame buffer.
+/// Output being assembled: a list of ready chunks plus the small-frame buffer, and where
+/// each frame ends when the transport sends a message per frame.
 struct OutBuf {
     chunks: Vec<Bytes>,
     current: BytesMut,
+    /// Whether frame ends are kept ([`FrameWriter::MESSAGE_PER_FRAME`]).
+    per_frame: bool,
+    /// Indexes into `chunks` where each frame ends (only with `per_frame`).
+    ends: Vec<usize>,
 }
 
 impl OutBuf {
     fn seal(&mut self) {
         if !self.current.is_empty() {
             self.chunks.push(self.current.split().freeze());
+        }
+    }
+
+    /// Marks the end of a frame (if anything was written since the last one).
+    fn end_frame(&mut self) {
+        if self.per_frame {
+            self.seal();
+            if self.ends.last().copied().unwrap_or(0) != self.chunks.len() {
+                self.ends.push(self.chunks.len());
+            }
         }
     }
 
@@ -81,8 +92,8 @@ impl FrameSink for OutBuf {
 }
 
 /// Runs until `Outgoing::Close` or a socket failure.
-pub async fn run(
-    mut socket: OwnedWriteHalf,
+pub async fn run<W: FrameWriter>(
+    mut socket: W,
     outbox: Arc<Outbox>,
     config: WriterConfig,
     broker: Arc<crate::broker::Broker>,
@@ -91,6 +102,8 @@ pub async fn run(
     let mut out = OutBuf {
         chunks: Vec::new(),
         current: BytesMut::with_capacity(16 * 1024),
+        per_frame: W::MESSAGE_PER_FRAME,
+        ends: Vec::new(),
     };
     let mut settle: Vec<(Arc<Subscription>, u64)> = Vec::new();
     let mut filtered: Vec<FilterOutcome> = Vec::with_capacity(64);
@@ -102,6 +115,7 @@ pub async fn run(
         if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await
         {
             out.current.extend_from_slice(b"\n");
+            out.end_frame();
         }
         filter_all(&items, &broker.policy, &mut filtered, &mut groups).await;
         let mut close = false;
@@ -112,11 +126,15 @@ pub async fn run(
                 continue;
             }
             match item {
-                Outgoing::Frame(frame) => encode_frame(&frame, config.version, &mut out.current),
+                Outgoing::Frame(frame) => {
+                    encode_frame(&frame, config.version, &mut out.current);
+                    out.end_frame();
+                }
                 // After a drain, deliveries go back to their queues with the subscriptions.
                 Outgoing::Delivery(_) if draining => {}
                 Outgoing::Delivery(delivery) => {
                     let written = encode_delivery(&delivery, outcome, config.version, &mut out);
+                    out.end_frame();
                     if written && delivery.subscription.ack_mode() == AckMode::Auto {
                         note_written(&mut settle, &delivery);
                     }
@@ -136,9 +154,9 @@ pub async fn run(
         }
         if !out.is_empty() {
             out.seal();
-            let write = write_chunks(&mut socket, &mut out.chunks);
+            let write = socket.write_frames(&mut out.chunks, &out.ends);
             match tokio::time::timeout(config.write_timeout, write).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => out.ends.clear(),
                 Ok(Err(err)) => return WriterExit::Failed(err),
                 Err(_) => {
                     return WriterExit::Failed(std::io::Error::new(
@@ -152,7 +170,7 @@ pub async fn run(
             let _ = reached.send(());
         }
         if close {
-            let _ = tokio::time::timeout(config.write_timeout, socket.shutdown()).await;
+            let _ = tokio::time::timeout(config.write_timeout, socket.close()).await;
             return WriterExit::Closed;
         }
     }
@@ -296,30 +314,4 @@ fn encode_message(delivery: &Delivery, message: &Message, version: Version, out:
         &message.headers,
         &message.body,
     );
-}
-
-/// Writes every chunk, many per syscall.
-async fn write_chunks(socket: &mut OwnedWriteHalf, chunks: &mut Vec<Bytes>) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < chunks.len() {
-        let end = (start + MAX_IOV).min(chunks.len());
-        let slices: Vec<IoSlice<'_>> = chunks[start..end].iter().map(|c| IoSlice::new(c)).collect();
-        let mut written = socket.write_vectored(&slices).await?;
-        drop(slices);
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let chunk = &mut chunks[start];
-            if written >= chunk.len() {
-                written -= chunk.len();
-                start += 1;
-            } else {
-                chunk.advance(written);
-                written = 0;
-            }
-        }
-    }
-    chunks.clear();
-    Ok(())
 }
