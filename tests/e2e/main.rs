@@ -17,6 +17,7 @@ mod heartbeat;
 mod load;
 mod persistence;
 mod queues;
+mod selectors;
 mod stomp10;
 mod temp_queues;
 mod topics;

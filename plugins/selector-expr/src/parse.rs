@@ -12,14 +12,32 @@
 //! cmp       := "=" | "<>" | "<" | ">" | "<=" | ">="
 //! ```
 //! Errors say at which column (1-based, in characters) the selector is wrong.
+//!
+//! AND and OR chains are parsed into flat lists, so only NOT and parentheses nest; they may
+//! nest [`MAX_NESTING`] deep. The LIKE patterns of one selector have at most
+//! [`MAX_LIKE_CHARS`] characters in all. Identifiers are header names, except the JMS header
+//! names ActiveMQ maps STOMP headers to, which name those headers here ([`JMS_HEADERS`]).
 
 use std::fmt;
+
+use crate::{MAX_LIKE_CHARS, MAX_NESTING};
+
+/// The JMS header names a selector may use for the STOMP headers ActiveMQ maps them from.
+pub const JMS_HEADERS: [(&str, &str); 5] = [
+    ("JMSCorrelationID", "correlation-id"),
+    ("JMSExpiration", "expires"),
+    ("JMSPriority", "priority"),
+    ("JMSReplyTo", "reply-to"),
+    ("JMSType", "type"),
+];
 
 /// A parsed selector.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    Or(Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
+    /// True when any is true (two or more).
+    Or(Vec<Expr>),
+    /// True when all are true (two or more).
+    And(Vec<Expr>),
     Not(Box<Expr>),
     Cmp(Value, Op, Value),
     In {
@@ -238,6 +256,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         tokens,
         pos: 0,
         depth: 0,
+        like_chars: 0,
     };
     if p.peek() == &Tok::End {
         return err(1, "empty selector");
@@ -255,7 +274,10 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 struct Parser {
     tokens: Vec<(Tok, usize)>,
     pos: usize,
+    /// Open parentheses and NOTs around the current token.
     depth: usize,
+    /// LIKE pattern characters so far.
+    like_chars: usize,
 }
 
 impl Parser {
@@ -296,34 +318,55 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while self.eat(&Tok::Kw("OR")) {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        let first = self.and()?;
+        if self.peek() != &Tok::Kw("OR") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut any = vec![first];
+        while self.eat(&Tok::Kw("OR")) {
+            any.push(self.and()?);
+        }
+        Ok(Expr::Or(any))
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.not()?;
-        while self.eat(&Tok::Kw("AND")) {
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        let first = self.not()?;
+        if self.peek() != &Tok::Kw("AND") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut all = vec![first];
+        while self.eat(&Tok::Kw("AND")) {
+            all.push(self.not()?);
+        }
+        Ok(Expr::And(all))
+    }
+
+    /// Enters a NOT or a parenthesis, refusing to nest deeper than [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return err(
+                self.col(),
+                format!("parentheses and NOT nested too deeply (the limit is {MAX_NESTING})"),
+            );
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr, ParseError> {
-        if self.eat(&Tok::Kw("NOT")) {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        if self.peek() == &Tok::Kw("NOT") {
+            self.enter()?;
+            self.next();
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.predicate()
     }
 
     fn predicate(&mut self) -> Result<Expr, ParseError> {
         if self.peek() == &Tok::Sym("(") {
-            self.depth += 1;
-            if self.depth > 64 {
-                return err(self.col(), "parentheses nested too deeply");
-            }
+            self.enter()?;
             self.next();
             let inner = self.or()?;
             self.expect(Tok::Sym(")"), "`)`")?;
@@ -377,6 +420,13 @@ impl Parser {
                     column: pattern_col,
                     message: m,
                 })?;
+                self.like_chars += pattern.len();
+                if self.like_chars > MAX_LIKE_CHARS {
+                    return err(
+                        pattern_col,
+                        format!("LIKE patterns longer than {MAX_LIKE_CHARS} characters in all"),
+                    );
+                }
                 Ok(Expr::Like {
                     value,
                     pattern,
@@ -426,7 +476,13 @@ impl Parser {
     fn value(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
         match self.next() {
-            Tok::Ident(s) | Tok::Quoted(s) => Ok(Value::Header(s)),
+            Tok::Ident(s) => Ok(Value::Header(
+                match JMS_HEADERS.iter().find(|(j, _)| *j == s) {
+                    Some((_, header)) => header.to_string(),
+                    None => s,
+                },
+            )),
+            Tok::Quoted(s) => Ok(Value::Header(s)),
             Tok::Str(s) => Ok(Value::Str(s)),
             Tok::Num(n) => Ok(Value::Num(n)),
             Tok::Kw("TRUE") => Ok(Value::Bool(true)),
@@ -476,9 +532,10 @@ pub fn headers_used(expr: &Expr, out: &mut Vec<String>) {
         }
     };
     match expr {
-        Expr::Or(a, b) | Expr::And(a, b) => {
-            headers_used(a, out);
-            headers_used(b, out);
+        Expr::Or(list) | Expr::And(list) => {
+            for e in list {
+                headers_used(e, out);
+            }
         }
         Expr::Not(a) => headers_used(a, out),
         Expr::Cmp(a, _, b) => {
