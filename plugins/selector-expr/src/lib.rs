@@ -16,6 +16,8 @@ pub mod eval;
 pub mod parse;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
