@@ -125,7 +125,7 @@ async fn selector_syntax_and_header_spellings() {
     let broker = Broker::start();
     let t = format!("/topic/{}", unique("syn"));
     // Each selector with the messages (by body) it must receive.
-    let selectors: [(&str, &[&str]); 8] = [
+    let selectors: [(&str, &[&str]); 10] = [
         ("JMSType = 'order' AND JMSPriority >= 5", &["a"]),
         ("JMSCorrelationID LIKE 'c-%'", &["a", "b"]),
         ("\"content-type\" = 'application/json'", &["b"]),
@@ -134,6 +134,8 @@ async fn selector_syntax_and_header_spellings() {
         ("code LIKE 'A\\_%' ESCAPE '\\'", &["c"]),
         ("type <> 'order' OR qty = 2", &["b", "c"]),
         ("flag", &["c"]),
+        ("JMSPriority = 4", &["b", "c"]), // no `priority`: JMS's default 4
+        ("JMSDeliveryMode = 'PERSISTENT'", &["a"]),
     ];
     let mut subs = Vec::new();
     for (i, (selector, _)) in selectors.iter().enumerate() {
@@ -152,6 +154,7 @@ async fn selector_syntax_and_header_spellings() {
                 ("correlation-id", "c-1"),
                 ("price", "12.5"),
                 ("region", "eu"),
+                ("persistent", "true"),
             ],
         ),
         (

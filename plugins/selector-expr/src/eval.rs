@@ -20,6 +20,14 @@ enum Val<'a> {
 fn resolve<'a>(v: &'a Value, header: &impl Fn(&str) -> Option<&'a str>) -> Option<Val<'a>> {
     match v {
         Value::Header(name) => header(name).map(|s| Val::Str(s, true)),
+        Value::Priority => Some(header("priority").map_or(Val::Num(4.0), |s| Val::Str(s, true))),
+        Value::DeliveryMode => Some(Val::Str(
+            match header("persistent") {
+                Some(p) if p.eq_ignore_ascii_case("true") => "PERSISTENT",
+                _ => "NON_PERSISTENT",
+            },
+            true,
+        )),
         Value::Str(s) => Some(Val::Str(s, false)),
         Value::Num(n) => Some(Val::Num(*n)),
         Value::Bool(b) => Some(Val::Bool(*b)),

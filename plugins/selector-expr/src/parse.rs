@@ -16,17 +16,18 @@
 //! AND and OR chains are parsed into flat lists, so only NOT and parentheses nest; they may
 //! nest [`MAX_NESTING`] deep. The LIKE patterns of one selector have at most
 //! [`MAX_LIKE_CHARS`] characters in all. Identifiers are header names, except the JMS header
-//! names ActiveMQ maps STOMP headers to, which name those headers here ([`JMS_HEADERS`]).
+//! names ActiveMQ maps STOMP headers to, which name those headers here ([`JMS_HEADERS`],
+//! [`Value::Priority`], [`Value::DeliveryMode`]).
 
 use std::fmt;
 
 use crate::{MAX_LIKE_CHARS, MAX_NESTING};
 
-/// The JMS header names a selector may use for the STOMP headers ActiveMQ maps them from.
-pub const JMS_HEADERS: [(&str, &str); 5] = [
+/// The JMS header names a selector may use for the STOMP headers ActiveMQ maps them from, read
+/// as they are (`JMSPriority` and `JMSDeliveryMode` are [`Value`]s of their own).
+pub const JMS_HEADERS: [(&str, &str); 4] = [
     ("JMSCorrelationID", "correlation-id"),
     ("JMSExpiration", "expires"),
-    ("JMSPriority", "priority"),
     ("JMSReplyTo", "reply-to"),
     ("JMSType", "type"),
 ];
@@ -68,6 +69,11 @@ pub enum Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Header(String),
+    /// `JMSPriority`: the `priority` header, or JMS's default 4 when the message has none.
+    Priority,
+    /// `JMSDeliveryMode`: `'PERSISTENT'` when the `persistent` header is `true` (any case),
+    /// else `'NON_PERSISTENT'`.
+    DeliveryMode,
     Str(String),
     Num(f64),
     Bool(bool),
@@ -468,7 +474,9 @@ impl Parser {
     fn literal(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
         match self.value()? {
-            Value::Header(_) => err(col, "expected a literal in the IN list"),
+            Value::Header(_) | Value::Priority | Value::DeliveryMode => {
+                err(col, "expected a literal in the IN list")
+            }
             v => Ok(v),
         }
     }
@@ -476,6 +484,8 @@ impl Parser {
     fn value(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
         match self.next() {
+            Tok::Ident(s) if s == "JMSPriority" => Ok(Value::Priority),
+            Tok::Ident(s) if s == "JMSDeliveryMode" => Ok(Value::DeliveryMode),
             Tok::Ident(s) => Ok(Value::Header(
                 match JMS_HEADERS.iter().find(|(j, _)| *j == s) {
                     Some((_, header)) => header.to_string(),
@@ -525,10 +535,14 @@ fn like_pattern(pattern: &str, escape: Option<char>) -> Result<Vec<LikePart>, St
 /// The header names a selector reads (the plugin asks the host for exactly these).
 pub fn headers_used(expr: &Expr, out: &mut Vec<String>) {
     let mut add = |v: &Value| {
-        if let Value::Header(h) = v {
-            if !out.contains(h) {
-                out.push(h.clone());
-            }
+        let name = match v {
+            Value::Header(h) => h.as_str(),
+            Value::Priority => "priority",
+            Value::DeliveryMode => "persistent",
+            Value::Str(_) | Value::Num(_) | Value::Bool(_) => return,
+        };
+        if !out.iter().any(|h| h == name) {
+            out.push(name.to_string());
         }
     };
     match expr {

@@ -130,7 +130,30 @@ fn jms_header_names_read_the_stomp_headers() {
         !matches("\"JMSType\" = 'order'", &h),
         "a quoted name is the header of that name"
     );
-    assert!(!matches("JMSPriority > 4", &[]), "no priority header: NULL");
+    assert!(
+        matches("JMSPriority = 4", &[]),
+        "no priority header: JMS's default 4"
+    );
+    assert!(
+        !matches("JMSPriority > 4", &[("priority", "x")]),
+        "not a number: unknown"
+    );
+    assert!(matches("JMSPriority IS NOT NULL", &[]));
+    assert!(matches(
+        "JMSDeliveryMode = 'PERSISTENT'",
+        &[("persistent", "TRUE")]
+    ));
+    assert!(matches(
+        "JMSDeliveryMode = 'NON_PERSISTENT'",
+        &[("persistent", "false")]
+    ));
+    assert!(matches("JMSDeliveryMode = 'NON_PERSISTENT'", &[]));
+    let used = Selector::compile("JMSDeliveryMode = 'PERSISTENT' OR JMSPriority = 4")
+        .unwrap()
+        .headers_used()
+        .to_vec();
+    assert_eq!(used, ["persistent", "priority"]);
+    assert!(error("JMSPriority").contains("expected a comparison"));
 }
 
 #[test]
