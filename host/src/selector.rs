@@ -4,7 +4,7 @@
 //!
 //! The syntax and its bounds are those of the crate `plugboard-selector`, which the `selector`
 //! plugin runs too (JMS/ActiveMQ: comparisons, `AND OR NOT`, `IN`, `LIKE … ESCAPE`, `BETWEEN`,
-//! `IS [NOT] NULL`; at most [`MAX_SELECTOR_BYTES`] bytes; the JMS header names ActiveMQ maps
+//! `IS [NOT] NULL`; at most [`MAX_SELECTOR_BYTES`] bytes and [`MAX_OPERANDS`] operands; the JMS header names ActiveMQ maps
 //! STOMP headers to, such as `JMSType` and `JMSPriority`, read those headers). A message is
 //! judged on its own headers, first occurrence of a repeated one; a value that is not UTF-8
 //! counts as absent. A declined delivery is a filter's `Skip`: a queue offers the message to its
@@ -12,7 +12,9 @@
 //! subscription, durable or not, does without it.
 
 use bytes::Bytes;
-pub use plugboard_selector::{Selector, MAX_LIKE_CHARS, MAX_NESTING, MAX_SELECTOR_BYTES};
+pub use plugboard_selector::{
+    Selector, MAX_LIKE_CHARS, MAX_NESTING, MAX_OPERANDS, MAX_SELECTOR_BYTES,
+};
 
 use crate::router::Message;
 

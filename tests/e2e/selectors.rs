@@ -201,6 +201,10 @@ async fn a_malformed_selector_refuses_the_subscribe_and_says_where() {
             &*format!("a = '{}'", "x".repeat(5000)),
             "longer than 4096 bytes",
         ),
+        (
+            &*format!("a IN ({})", vec!["1"; 256].join(",")),
+            "more than 256 operands",
+        ),
     ];
     for (selector, want) in cases {
         let mut c = broker.client(Version::V12).await;

@@ -5,8 +5,9 @@
 //! delivery is then judged against the message's headers ([`Selector::matches`]), which reads
 //! only the headers the selector names and allocates nothing.
 //!
-//! Bounds (hostile subscribers): a selector is at most [`MAX_SELECTOR_BYTES`] bytes; NOT and
-//! parentheses nest at most [`MAX_NESTING`] deep, so parsing and evaluation recurse a bounded
+//! Bounds (hostile subscribers): a selector is at most [`MAX_SELECTOR_BYTES`] bytes and
+//! [`MAX_OPERANDS`] operands (so its parsed form stays small); NOT and parentheses nest at most
+//! [`MAX_NESTING`] deep, so parsing and evaluation recurse a bounded
 //! number of times (AND and OR chains are flat lists, not nested); the LIKE patterns of one
 //! selector have at most [`MAX_LIKE_CHARS`] characters in all, and a LIKE reads its value at
 //! most once per pattern character, so one evaluation costs at most a few hundred passes over
@@ -28,6 +29,9 @@ pub const MAX_SELECTOR_BYTES: usize = 4096;
 pub const MAX_NESTING: usize = 32;
 /// Most characters in all the LIKE patterns of one selector.
 pub const MAX_LIKE_CHARS: usize = 256;
+/// Most operands (header names and literals, IN list items included) in one selector: this
+/// bounds the parsed form to about 16 KiB, whatever the text.
+pub const MAX_OPERANDS: usize = 256;
 
 /// Why a selector was refused. Its `Display` is what the subscriber sees:
 /// `selector: column N: ...` (1-based, in characters) or `selector: longer than ...`.

@@ -14,14 +14,14 @@
 //! Errors say at which column (1-based, in characters) the selector is wrong.
 //!
 //! AND and OR chains are parsed into flat lists, so only NOT and parentheses nest; they may
-//! nest [`MAX_NESTING`] deep. The LIKE patterns of one selector have at most
-//! [`MAX_LIKE_CHARS`] characters in all. Identifiers are header names, except the JMS header
+//! nest [`MAX_NESTING`] deep. A selector has at most [`MAX_OPERANDS`] operands (header names
+//! and literals) and its LIKE patterns at most [`MAX_LIKE_CHARS`] characters in all. Identifiers are header names, except the JMS header
 //! names ActiveMQ maps STOMP headers to, which name those headers here ([`JMS_HEADERS`],
 //! [`Value::Priority`], [`Value::DeliveryMode`]).
 
 use std::fmt;
 
-use crate::{MAX_LIKE_CHARS, MAX_NESTING};
+use crate::{MAX_LIKE_CHARS, MAX_NESTING, MAX_OPERANDS};
 
 /// The JMS header names a selector may use for the STOMP headers ActiveMQ maps them from, read
 /// as they are (`JMSPriority` and `JMSDeliveryMode` are [`Value`]s of their own).
@@ -263,6 +263,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         pos: 0,
         depth: 0,
         like_chars: 0,
+        operands: 0,
     };
     if p.peek() == &Tok::End {
         return err(1, "empty selector");
@@ -284,6 +285,8 @@ struct Parser {
     depth: usize,
     /// LIKE pattern characters so far.
     like_chars: usize,
+    /// Operands (header names and literals) so far.
+    operands: usize,
 }
 
 impl Parser {
@@ -483,6 +486,13 @@ impl Parser {
 
     fn value(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
+        self.operands += 1;
+        if self.operands > MAX_OPERANDS {
+            return err(
+                col,
+                format!("more than {MAX_OPERANDS} operands (header names and literals)"),
+            );
+        }
         match self.next() {
             Tok::Ident(s) if s == "JMSPriority" => Ok(Value::Priority),
             Tok::Ident(s) if s == "JMSDeliveryMode" => Ok(Value::DeliveryMode),
