@@ -35,7 +35,15 @@ async fn a_queue_keeps_what_a_selector_declines_for_other_consumers() {
     // The declined messages waited on the queue, in order, for a consumer that takes them.
     let mut rest = broker.client(Version::V12).await;
     rest.subscribe("all", &q, "auto").await;
-    assert_eq!(bodies(&rest.msgs(2).await), ["blue0", "green2"]);
+    let kept = rest.msgs(2).await;
+    assert_eq!(bodies(&kept), ["blue0", "green2"]);
+    for m in &kept {
+        assert_eq!(
+            m.get("redelivered"),
+            None,
+            "a decline is not a delivery: {m:?}"
+        );
+    }
     rest.expect_silence(QUIET).await;
 
     // Both consumers at once: each message goes to a consumer that wants it.
