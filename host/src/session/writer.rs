@@ -2,9 +2,9 @@
 //! subscription's native selector first, then one `filter_batch` per subscription and batch, so
 //! a plugin that takes batches is called once for all of them), encodes frames, and writes them
 //! with as few syscalls as possible (small frames coalesced into one buffer, large bodies passed
-//! as their own `Bytes` in a vectored write, never copied). Sends heart-beats when idle, settles auto-ack queue deliveries as they go to the
-//! socket, signals `Outgoing::Drain` once everything before it is written, and closes the
-//! socket (FIN after the last frame) on `Outgoing::Close`.
+//! as their own `Bytes` in a vectored write, never copied). Sends heart-beats when idle, settles
+//! auto-ack queue deliveries as they go to the socket, signals `Outgoing::Drain` once everything
+//! before it is written, and closes the socket (FIN after the last frame) on `Outgoing::Close`.
 
 use std::io::IoSlice;
 use std::sync::Arc;
