@@ -4,12 +4,12 @@
 //!
 //! The syntax and its bounds are those of the crate `plugboard-selector`, which the `selector`
 //! plugin runs too (JMS/ActiveMQ: comparisons, `AND OR NOT`, `IN`, `LIKE … ESCAPE`, `BETWEEN`,
-//! `IS [NOT] NULL`; at most [`MAX_SELECTOR_BYTES`] bytes and [`MAX_OPERANDS`] operands; the JMS header names ActiveMQ maps
-//! STOMP headers to, such as `JMSType` and `JMSPriority`, read those headers). A message is
-//! judged on its own headers, first occurrence of a repeated one; a value that is not UTF-8
-//! counts as absent. A declined delivery is a filter's `Skip`: a queue offers the message to its
-//! other consumers (and keeps it for a later one when every consumer declined it); a topic
-//! subscription, durable or not, does without it.
+//! `IS [NOT] NULL`; at most [`MAX_SELECTOR_BYTES`] bytes and [`MAX_OPERANDS`] operands; the JMS
+//! header names ActiveMQ maps STOMP headers to, such as `JMSType` and `JMSPriority`, read those
+//! headers). A message is judged on its own headers, first occurrence of a repeated one; a value
+//! that is not UTF-8 counts as absent. A declined delivery is a filter's `Skip`: a queue offers
+//! the message to its other consumers (and keeps it for a later one when every consumer declined
+//! it); a topic subscription, durable or not, does without it.
 
 use bytes::Bytes;
 pub use plugboard_selector::{

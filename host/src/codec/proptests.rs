@@ -94,6 +94,21 @@ fn expected(frame: &Frame, version: Version) -> Option<Frame> {
     })
 }
 
+/// Spaces and tabs, one per byte of `b` (an even byte is a space).
+fn blanks(b: &[u8]) -> Vec<u8> {
+    b.iter()
+        .map(|&c| if c % 2 == 0 { b' ' } else { b'\t' })
+        .collect()
+}
+
+/// `b` without the bytes that end, split or escape a header (so every version reads it as is).
+fn clean(b: &[u8]) -> Vec<u8> {
+    b.iter()
+        .copied()
+        .filter(|c| !b"\n\r:\\\0".contains(c))
+        .collect()
+}
+
 /// Feeds `chunks` one after the other, decoding all that can be decoded after each.
 fn feed<'a>(
     version: Version,
@@ -178,8 +193,6 @@ proptest! {
             (field(8), field(8), field(3), field(3), field(3), field(3)), 1..5),
         command in prop::sample::select(vec![Command::Send, Command::Subscribe, Command::Ack]),
     ) {
-        let blanks = |b: &[u8]| b.iter().map(|&c| if c % 2 == 0 { b' ' } else { b'\t' }).collect::<Vec<u8>>();
-        let clean = |b: &[u8]| b.iter().copied().filter(|c| !b"\n\r:\\\0".contains(c)).collect::<Vec<u8>>();
         let mut wire = command.as_bytes().to_vec();
         wire.push(b'\n');
         for (name, value, a, b, c, d) in &headers {
@@ -194,13 +207,15 @@ proptest! {
         trimmed.trim_header_blanks();
         for (name, value) in &trimmed.headers {
             for field in [name, value] {
-                prop_assert!(!field.starts_with(b" ") && !field.starts_with(b"\t"), "{:?}", field);
-                prop_assert!(!field.ends_with(b" ") && !field.ends_with(b"\t"), "{:?}", field);
+                let edges = [field.first(), field.last()];
+                let blank = edges.into_iter().flatten().any(|b| b" \t".contains(b));
+                prop_assert!(!blank, "{:?}", field);
             }
         }
         for split in [1, wire.len() / 2, wire.len() - 1] {
             let (a, b) = wire.split_at(split);
-            prop_assert_eq!(&feed(Version::V1_0, Limits::default(), [a, b]).unwrap(), &vec![trimmed.clone()]);
+            let decoded = feed(Version::V1_0, Limits::default(), [a, b]).unwrap();
+            prop_assert_eq!(&decoded, &vec![trimmed.clone()]);
         }
     }
 }

@@ -15,9 +15,10 @@
 //!
 //! AND and OR chains are parsed into flat lists, so only NOT and parentheses nest; they may
 //! nest [`MAX_NESTING`] deep. A selector has at most [`MAX_OPERANDS`] operands (header names
-//! and literals) and its LIKE patterns at most [`MAX_LIKE_CHARS`] characters in all. Identifiers are header names, except the JMS header
-//! names ActiveMQ maps STOMP headers to, which name those headers here ([`JMS_HEADERS`],
-//! [`Value::Priority`], [`Value::DeliveryMode`]).
+//! and literals) and its LIKE patterns at most [`MAX_LIKE_CHARS`] characters in all.
+//! Identifiers are header names, except the JMS header names ActiveMQ maps STOMP headers to,
+//! which name those headers here ([`JMS_HEADERS`], [`Value::Priority`],
+//! [`Value::DeliveryMode`]).
 
 use std::fmt;
 

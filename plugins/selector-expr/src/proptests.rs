@@ -70,8 +70,9 @@ proptest! {
                 let _ = selector.matches(|name| {
                     headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
                 });
-                for name in selector.headers_used() {
-                    prop_assert_eq!(selector.headers_used().iter().filter(|n| *n == name).count(), 1);
+                let used = selector.headers_used();
+                for name in used {
+                    prop_assert_eq!(used.iter().filter(|n| *n == name).count(), 1);
                 }
             }
             Err(e) => {
