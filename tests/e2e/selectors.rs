@@ -259,3 +259,44 @@ async fn a_stomp_1_0_client_selects_with_spaces_after_the_colons() {
     assert_eq!(c.msg().await.body_str(), "r");
     c.expect_silence(QUIET).await;
 }
+
+/// A durable subscription's selector judges what it collected while away when the subscriber
+/// comes back: what it declines is dropped (a topic subscription does without it), not kept.
+#[tokio::test]
+async fn a_durable_subscription_drops_what_its_selector_declines() {
+    let broker = Broker::start();
+    let t = format!("/topic/{}", unique("seld"));
+    let durable = [
+        ("activemq.subscriptionName", "reds"),
+        ("selector", "color = 'red'"),
+    ];
+    let connect = || async {
+        let frame = Client::connect_frame(Version::V12).h("client-id", "sel-app");
+        let (c, reply) = Client::connect_with(broker.addr, frame).await;
+        assert!(reply.is("CONNECTED"), "{reply:?}");
+        c
+    };
+    let mut reader = connect().await;
+    reader.subscribe_with("s", &t, "client", &durable).await;
+    reader.disconnect().await;
+    let mut tx = broker.client(Version::V12).await;
+    for (i, color) in ["blue", "red", "blue", "red"].iter().enumerate() {
+        tx.roundtrip(colored(&t, color, &format!("{color}{i}")))
+            .await;
+    }
+    let mut reader = connect().await;
+    reader.subscribe_with("s", &t, "client", &durable).await;
+    let got = reader.msgs(2).await;
+    assert_eq!(bodies(&got), ["red1", "red3"]);
+    reader.ack(&got[1]).await;
+    reader.expect_silence(QUIET).await;
+    reader.disconnect().await;
+    // Back without a selector: the blue messages are gone.
+    let mut reader = connect().await;
+    reader
+        .subscribe_with("s", &t, "client", &durable[..1])
+        .await;
+    reader.expect_silence(QUIET).await;
+    tx.roundtrip(colored(&t, "blue", "blue after")).await;
+    assert_eq!(reader.msg().await.body_str(), "blue after");
+}
