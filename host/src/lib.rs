@@ -34,6 +34,7 @@ pub mod policy;
 pub mod private_fs;
 pub mod reload;
 pub mod router;
+pub mod selector;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -3,7 +3,8 @@
 //! Every hook call takes the set that is current when it starts and finishes on it, so a message
 //! is handled by exactly one version. [`Policy`] also keeps what a status page shows: each
 //! plugin's content hash, when the set was loaded, and the outcome of the last reload.
-//! [`DeliveryFilter`] is a subscription's filter chain, prepared again after a swap.
+//! [`DeliveryFilter`] is a subscription's filter chain, prepared again after a swap, with the
+//! subscription's native selector ([`crate::selector`]) in front of it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -160,6 +161,8 @@ impl Policy {
 /// what it was prepared from, and prepared again (lazily, before the next delivery) once a
 /// reload swapped the set. To the router it is one opaque value a subscription carries.
 pub struct DeliveryFilter {
+    /// The SUBSCRIBE's `selector`, compiled: judged before the plugins, whatever they are.
+    selector: Option<crate::selector::Selector>,
     slot: Mutex<FilterSlot>,
     principal: Principal,
     info: SubscriptionInfo,
@@ -175,19 +178,22 @@ struct FilterSlot {
 
 impl DeliveryFilter {
     /// Prepares the filter for a new subscription under the set in force now; `Err(reason)`
-    /// when a plugin refuses the SUBSCRIBE.
+    /// when its `selector` is malformed (`selector: column N: ...`, before any plugin is
+    /// asked) or a plugin refuses the SUBSCRIBE.
     pub async fn prepare(
         policy: &Policy,
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
     ) -> Result<DeliveryFilter, String> {
+        let selector = crate::selector::from_subscribe(&info.headers)?;
         let set = policy.current();
         let filter = set
             .host
             .prepare_subscription(principal, info.clone())
             .await?;
         Ok(DeliveryFilter {
+            selector,
             slot: Mutex::new(FilterSlot {
                 generation: set.generation,
                 filter,
@@ -201,6 +207,7 @@ impl DeliveryFilter {
     /// A filter that lets everything through, whatever the plugins (tests).
     pub fn none(principal: Principal, info: SubscriptionInfo) -> DeliveryFilter {
         DeliveryFilter {
+            selector: None,
             slot: Mutex::new(FilterSlot {
                 generation: u64::MAX,
                 filter: None,
@@ -209,6 +216,11 @@ impl DeliveryFilter {
             info,
             _charge: Default::default(),
         }
+    }
+
+    /// The subscription's native selector, if its SUBSCRIBE had one.
+    pub fn selector(&self) -> Option<&crate::selector::Selector> {
+        self.selector.as_ref()
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, FilterSlot> {

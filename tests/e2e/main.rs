@@ -17,6 +17,8 @@ mod heartbeat;
 mod load;
 mod persistence;
 mod queues;
+mod selectors;
+mod stomp10;
 mod temp_queues;
 mod topics;
 mod transactions;

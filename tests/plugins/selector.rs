@@ -339,3 +339,65 @@ async fn on_a_topic_skipped_messages_do_not_use_up_a_client_ack_window() {
     picky.ack(&m).await;
     picky.expect_silence(QUIET).await;
 }
+
+/// With the selector plugin loaded, the broker's native selector judges each delivery first:
+/// a message it declines never reaches the plugin, and what it lets through the plugin judges
+/// again (the same code, so the same answer); a selector both refuse is refused by the broker,
+/// before the plugin is asked.
+#[tokio::test]
+async fn with_the_plugin_loaded_the_native_selector_judges_first() {
+    let config = temp_config(&format!(
+        r#"
+admin_listen = "127.0.0.1:0"
+
+[[plugins]]
+name = "selector"
+file = "{}"
+hooks = ["message"]
+destinations = ["*"]
+"#,
+        plugin("selector")
+    ));
+    let broker = start_with_status(&config.path);
+    let queue = format!("/queue/{}", unique("both"));
+    let mut c = anonymous(broker.addr).await;
+    c.subscribe_with("s", &queue, "auto", &[("selector", "type = 'a'")])
+        .await;
+    // `prepare-subscription` was one call.
+    let base = plugin_calls(&broker, "selector").await;
+    assert!(base >= 1);
+    let mut sender = anonymous(broker.addr).await;
+    for i in 0..5 {
+        sender.roundtrip(typed(&queue, i, Some("b"), None)).await;
+    }
+    c.expect_silence(QUIET).await;
+    assert_eq!(
+        plugin_calls(&broker, "selector").await,
+        base,
+        "declined by the native selector: the plugin was not called"
+    );
+    sender.roundtrip(typed(&queue, 5, Some("a"), None)).await;
+    assert_eq!(c.msg().await.body_str(), "m5");
+    assert_eq!(
+        plugin_calls(&broker, "selector").await,
+        base + 1,
+        "what the native selector lets through, the plugin judges too"
+    );
+
+    // A malformed selector: the broker's refusal (the plugin's `prepare-subscription` is not
+    // called; it would count as a call).
+    let mut bad = anonymous(broker.addr).await;
+    bad.write(
+        &Frame::new("SUBSCRIBE")
+            .h("id", "x")
+            .h("destination", &queue)
+            .h("selector", "type = "),
+    )
+    .await;
+    let err = bad.expect_error_close().await;
+    assert!(
+        err.must("message").contains("selector: column 8"),
+        "{err:?}"
+    );
+    assert_eq!(plugin_calls(&broker, "selector").await, base + 1);
+}

@@ -1,5 +1,7 @@
 //! A subscription with a selector, made before reloads, keeps filtering after reloads that
-//! change the selector plugin's destinations, its spec, its position and its component file.
+//! change the selector plugin's destinations, its spec, its position and its component file
+//! (the broker's native selector runs first; the plugin's filter is prepared again under each
+//! new set and judges what the native selector let through).
 
 use std::time::Duration;
 
@@ -95,11 +97,13 @@ async fn selector_subscription_survives_reloads() {
     only_red(&mut tx, &mut qc, Q, 3).await;
     only_red(&mut tx, &mut tc, T, 3).await;
 
-    // The filtering was done by the current set's selector (its counters start at zero).
+    // The current set's selector filtered too (its counters start at zero). The broker's
+    // native selector judges first, so the plugin sees only what it let through: the two red
+    // messages of round 3.
     let status = broker.status().await;
     let calls = loaded(&status, "selector")["calls"].as_u64().unwrap_or(0);
     assert!(
-        calls >= 4,
+        calls >= 2,
         "the re-prepared filters must run on generation 4's selector: {}",
         loaded(&status, "selector")
     );

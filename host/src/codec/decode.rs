@@ -246,7 +246,10 @@ impl Decoder {
                     Field::Raw(range) => Bytes::copy_from_slice(&buf[range.clone()]),
                     Field::Decoded(bytes) => bytes.clone(),
                 }),
-                _ => raw_receipt(buf),
+                _ => raw_receipt(buf).map(|raw| match self.version {
+                    Version::V1_0 => raw.slice(super::frame::blank_trimmed(&raw)),
+                    _ => raw,
+                }),
             };
             let err = DecodeError { kind, receipt };
             self.failed = Some(err.clone());
@@ -363,7 +366,12 @@ impl Decoder {
                 self.content_length = match self.content_length_at {
                     None => None,
                     Some(i) => {
-                        let value = self.headers[i].1.bytes(buf);
+                        let mut value = self.headers[i].1.bytes(buf);
+                        if self.command.is_never_escaped() {
+                            // A CONNECT is read before its version is known: a 1.0 client's
+                            // `content-length: 0` must not fail it.
+                            value = &value[super::frame::blank_trimmed(value)];
+                        }
                         let n = parse_decimal(value).ok_or_else(|| {
                             DecodeErrorKind::InvalidContentLength(printable(value, 40))
                         })?;
@@ -413,12 +421,22 @@ impl Decoder {
                 .iter()
                 .position(|&b| b == b':')
                 .ok_or(DecodeErrorKind::MissingColon)?;
-        if colon == line.start {
+        let (name, value) = if self.version == Version::V1_0 {
+            // 1.0 clients write `name: value`: spaces and tabs around both are not part of
+            // them (as ActiveMQ and RabbitMQ read them). 1.1+ keep every byte.
+            (
+                trim_blanks(buf, line.start..colon),
+                trim_blanks(buf, colon + 1..line.end),
+            )
+        } else {
+            (line.start..colon, colon + 1..line.end)
+        };
+        if name.is_empty() {
             return Err(DecodeErrorKind::EmptyHeaderName);
         }
         let escaping = Escaping::for_frame(self.command, self.version);
-        let name = decode_field(escaping, buf, line.start..colon)?;
-        let value = decode_field(escaping, buf, colon + 1..line.end)?;
+        let name = decode_field(escaping, buf, name)?;
+        let value = decode_field(escaping, buf, value)?;
         let index = self.headers.len();
         match name.bytes(buf) {
             b"content-length" if self.content_length_at.is_none() => {
@@ -537,6 +555,12 @@ fn leading_eols(buf: &[u8]) -> usize {
             _ => return i,
         }
     }
+}
+
+/// `range` of `buf` without the spaces and tabs at either end (STOMP 1.0 headers).
+fn trim_blanks(buf: &[u8], range: Range<usize>) -> Range<usize> {
+    let inner = super::frame::blank_trimmed(&buf[range.clone()]);
+    range.start + inner.start..range.start + inner.end
 }
 
 /// A line without the one CR that may precede its LF (accepted in every version).
@@ -714,6 +738,74 @@ mod tests {
             assert!(buf.is_empty());
             assert!(decoder.examined <= 2 * wire.len(), "{}", decoder.examined);
         }
+    }
+
+    #[test]
+    fn stomp_1_0_headers_lose_the_blanks_around_names_and_values() {
+        let wire =
+            b"SUBSCRIBE\ndestination: /queue/x\n ack :\tclient \r\nid:\t\nreceipt: r 1 \n\n\0";
+        let mut decoder = Decoder::default();
+        decoder.set_version(Version::V1_0);
+        let frame = decoder
+            .decode(&mut BytesMut::from(&wire[..]))
+            .unwrap()
+            .unwrap();
+        let headers: Vec<(&[u8], &[u8])> = frame
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                (&b"destination"[..], &b"/queue/x"[..]),
+                (b"ack", b"client"),
+                (b"id", b""),
+                (b"receipt", b"r 1"),
+            ]
+        );
+        // 1.1 and 1.2 keep every byte (a bare CR is an error in 1.2, hence no CR here).
+        for version in [Version::V1_1, Version::V1_2] {
+            let mut decoder = Decoder::default();
+            decoder.set_version(version);
+            let wire = b"SEND\ndestination: /queue/x \n k\t:\tv \n\n\0";
+            let frame = decoder
+                .decode(&mut BytesMut::from(&wire[..]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.get(b"destination").unwrap().as_ref(), b" /queue/x ");
+            assert_eq!(frame.headers[1].0.as_ref(), b" k\t", "{version:?}");
+            assert_eq!(frame.headers[1].1.as_ref(), b"\tv ", "{version:?}");
+        }
+    }
+
+    #[test]
+    fn stomp_1_0_blanks_do_not_make_a_name_or_hide_a_content_length() {
+        let mut decoder = Decoder::default();
+        decoder.set_version(Version::V1_0);
+        let mut buf = BytesMut::from(&b"SEND\n \t:v\n\n\0"[..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::EmptyHeaderName);
+        let mut decoder = Decoder::default();
+        decoder.set_version(Version::V1_0);
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length: 3 \n\na\0b\0"[..]);
+        let frame = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.body.as_ref(), b"a\0b");
+        // A CONNECT is read before its version is known: its content-length may have blanks.
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::from(&b"CONNECT\ncontent-length: 0\nlogin: a\n\n\0"[..]);
+        let frame = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            frame.get(b"login").unwrap().as_ref(),
+            b" a",
+            "trimmed by the session"
+        );
+        // An error's receipt-id is trimmed in 1.0 too.
+        let mut decoder = Decoder::default();
+        decoder.set_version(Version::V1_0);
+        let mut buf = BytesMut::from(&b"SEND\nreceipt: r-9 \nbad\n\n\0"[..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err.receipt.as_deref(), Some(&b"r-9"[..]));
     }
 
     #[test]

@@ -260,4 +260,27 @@ impl Frame {
     pub fn get_str(&self, name: &[u8]) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
+
+    /// Removes the spaces and tabs around every header name and value, as a STOMP 1.0 session
+    /// reads them (`name: value`). The decoder does this itself for frames read in 1.0; this is
+    /// for the CONNECT/STOMP frame, read before its version is known, once it negotiated 1.0.
+    /// The trimmed headers stay slices of the same bytes (nothing is copied). A header whose
+    /// name is only blanks keeps an empty name (no session header has one).
+    pub fn trim_header_blanks(&mut self) {
+        for (name, value) in &mut self.headers {
+            *name = name.slice(blank_trimmed(name));
+            *value = value.slice(blank_trimmed(value));
+        }
+    }
+}
+
+/// The part of `bytes` between its leading and trailing spaces and tabs, as a range.
+pub(crate) fn blank_trimmed(bytes: &[u8]) -> std::ops::Range<usize> {
+    let blank = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    start..end
 }

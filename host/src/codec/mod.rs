@@ -6,6 +6,9 @@
 //!   version; EOLs between frames (heart-beats) are skipped;
 //! - `content-length`: the first occurrence is honoured on input; on output the encoder writes
 //!   the correct one itself;
+//! - STOMP 1.0's `name: value`: in 1.0 the spaces and tabs around header names and values are
+//!   dropped as the line is split (no extra pass; 1.1+ keep every byte), and
+//!   [`Frame::trim_header_blanks`] does the same to a CONNECT once it negotiated 1.0;
 //! - header escaping per version (none in 1.0 and on CONNECT/STOMP/CONNECTED, `\n \c \\` in 1.1,
 //!   plus `\r` in 1.2), decoded in a single pass;
 //! - size limits ([`Limits`]), enforced before the bytes they bound are buffered, and the read

@@ -44,6 +44,17 @@ pub fn negotiate_version(frame: &Frame) -> Result<Version, SessionError> {
         })
 }
 
+/// The CONNECT/STOMP frame as its session reads it: a frame that negotiates 1.0 (no
+/// `accept-version`, or only 1.0 in it) has the spaces and tabs around its header names and
+/// values removed, as every later frame of a 1.0 session has (the decoder does that once the
+/// version is set); 1.1 and 1.2 keep every byte.
+pub fn trimmed_if_1_0(mut frame: Frame) -> Frame {
+    if matches!(negotiate_version(&frame), Ok(Version::V1_0)) {
+        frame.trim_header_blanks();
+    }
+    frame
+}
+
 /// Parses a `heart-beat` value `cx,cy` (spaces around the numbers are tolerated).
 pub fn parse_heartbeat(value: &[u8]) -> Result<(u64, u64), SessionError> {
     let bad = || {
@@ -182,6 +193,19 @@ mod tests {
         let err = negotiate_version(&connect(&[("accept-version", "2.0,3.0")])).unwrap_err();
         let frame = err.to_frame().unwrap();
         assert_eq!(frame.get(b"version").unwrap().as_ref(), b"1.0,1.1,1.2");
+    }
+
+    #[test]
+    fn only_a_connect_that_negotiates_1_0_is_trimmed() {
+        let trimmed = trimmed_if_1_0(connect(&[("login", " guest\t"), (" host ", " vh ")]));
+        assert_eq!(trimmed.get(b"login").unwrap().as_ref(), b"guest");
+        assert_eq!(trimmed.get(b"host").unwrap().as_ref(), b"vh");
+        let trimmed = trimmed_if_1_0(connect(&[("accept-version", " 1.0 "), ("login", " a ")]));
+        assert_eq!(trimmed.get(b"login").unwrap().as_ref(), b"a");
+        for accept in ["1.1", "1.0,1.2", "9.9"] {
+            let kept = trimmed_if_1_0(connect(&[("accept-version", accept), ("login", " a ")]));
+            assert_eq!(kept.get(b"login").unwrap().as_ref(), b" a ", "{accept}");
+        }
     }
 
     #[test]

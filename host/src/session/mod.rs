@@ -108,7 +108,7 @@ async fn run<T: Transport>(
     let first = tokio::select! {
         first = tokio::time::timeout(connect_timeout, read_frame(&mut socket, &mut reader)) => {
             match first {
-                Ok(Ok(Some(frame))) => Ok(frame),
+                Ok(Ok(Some(frame))) => Ok(connect::trimmed_if_1_0(frame)),
                 Ok(Ok(None)) => return,
                 Ok(Err(err)) => Err(err),
                 Err(_) => Err(SessionError::ConnectTimeout(config.limits.connect_timeout_ms)),

@@ -1,10 +1,10 @@
-//! The connection's writer task: drains the outbox in batches, runs message filters (one
-//! `filter_batch` per subscription and batch, so a plugin that takes batches is called once for
-//! all of them), encodes frames, and writes them with as few syscalls as possible (small frames
-//! coalesced into one buffer, large bodies passed as their own `Bytes` in a vectored write, never
-//! copied). Sends heart-beats when idle, settles auto-ack queue deliveries as they go to the
-//! socket, signals `Outgoing::Drain` once everything before it is written, and closes the
-//! socket (FIN after the last frame) on `Outgoing::Close`.
+//! The connection's writer task: drains the outbox in batches, runs message filters (a
+//! subscription's native selector first, then one `filter_batch` per subscription and batch, so
+//! a plugin that takes batches is called once for all of them), encodes frames, and writes them
+//! with as few syscalls as possible (small frames coalesced into one buffer, large bodies passed
+//! as their own `Bytes` in a vectored write, never copied). Sends heart-beats when idle, settles
+//! auto-ack queue deliveries as they go to the socket, signals `Outgoing::Drain` once everything
+//! before it is written, and closes the socket (FIN after the last frame) on `Outgoing::Close`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,10 +194,11 @@ struct Group {
     items: Vec<usize>,
 }
 
-/// Runs the message filters of every delivery in `items` up to the first `Close`, one
-/// `filter_batch` per subscription (a plugin that takes batches is then called once for all
-/// of them, which divides its per-call cost), and leaves one outcome per item in `outcomes`
-/// (`Deliver` for frames and unfiltered deliveries).
+/// Runs the message filters of every delivery in `items` up to the first `Close`: the
+/// subscription's native selector, then, for what it lets through, one `filter_batch` per
+/// subscription (a plugin that takes batches is then called once for all of them, which divides
+/// its per-call cost); leaves one outcome per item in `outcomes` (`Deliver` for frames and
+/// unfiltered deliveries, `Skip` for what a selector declined).
 async fn filter_all(
     items: &[Outgoing],
     policy: &Policy,
@@ -213,7 +214,14 @@ async fn filter_all(
             Outgoing::Close => break,
             Outgoing::Frame(_) | Outgoing::Drain(_) => continue,
         };
-        let Some(filter) = delivery.subscription.filter().current(policy).await else {
+        let filters = delivery.subscription.filter();
+        if let Some(selector) = filters.selector() {
+            if !crate::selector::matches(selector, &delivery.message) {
+                outcomes[i] = FilterOutcome::Skip;
+                continue;
+            }
+        }
+        let Some(filter) = filters.current(policy).await else {
             continue;
         };
         match groups.iter_mut().find(|g| Arc::ptr_eq(&g.filter, &filter)) {

@@ -3,11 +3,15 @@
 //! A SUBSCRIBE with a `selector` header gets a filter: at SUBSCRIBE the selector is parsed (a
 //! malformed one refuses the SUBSCRIBE with "selector: column N: ...") and the plugin asks the
 //! host for only the headers the selector names; each delivery is then evaluated against them.
-//! The parser ([`parse`]) and evaluator ([`eval`]) are plain Rust, tested natively.
+//! The parser and evaluator are the crate `plugboard-selector` (`plugins/selector-expr`), the
+//! same code the broker runs for its native selectors; they are plain Rust, tested natively.
+//!
+//! The broker evaluates `selector` itself before any message filter plugin (docs/plugins.md), so
+//! with this plugin loaded both judge each delivery the same way; it remains the reference
+//! example of a Rust message filter and of `filter-plan` tokens.
 
-pub mod eval;
 use plugboard_packed as packed;
-pub mod parse;
+pub use plugboard_selector::{eval, parse, Selector};
 
 #[cfg(test)]
 mod tests;
@@ -25,28 +29,24 @@ use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use plugboard::plugin::types::{HeaderNeed, Manifest, Message, Needs, Principal};
 
 /// Longest selector accepted.
-pub const MAX_SELECTOR: usize = 4096;
+pub const MAX_SELECTOR: usize = plugboard_selector::MAX_SELECTOR_BYTES;
 
 /// Parses a selector for a subscriber, with the error text the client sees.
-pub fn compile(selector: &str) -> Result<parse::Expr, String> {
-    if selector.len() > MAX_SELECTOR {
-        return Err(format!("selector: longer than {MAX_SELECTOR} bytes"));
-    }
-    parse::parse(selector).map_err(|e| format!("selector: {e}"))
+pub fn compile(selector: &str) -> Result<Selector, String> {
+    Selector::compile(selector).map_err(|e| e.to_string())
 }
 
 /// Whether a message with these headers (name, value; first occurrence wins) matches.
-pub fn matches(expr: &parse::Expr, headers: &[(&str, &str)]) -> bool {
-    let lookup = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-    eval::eval(expr, &lookup) == Some(true)
+pub fn matches(selector: &Selector, headers: &[(&str, &str)]) -> bool {
+    selector.matches(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
 }
 
 thread_local! {
     /// Parsed selectors of this instance, by token (instances are pooled: this is only a cache).
-    static CACHE: RefCell<Vec<(Vec<u8>, Rc<parse::Expr>)>> = const { RefCell::new(Vec::new()) };
+    static CACHE: RefCell<Vec<(Vec<u8>, Rc<Selector>)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn cached(token: &[u8]) -> Result<Rc<parse::Expr>, String> {
+fn cached(token: &[u8]) -> Result<Rc<Selector>, String> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some((_, expr)) = cache.iter().find(|(t, _)| t == token) {
@@ -88,9 +88,7 @@ impl Deliver for Plugin {
         let Some(selector) = sub.headers.iter().find(|h| h.name == "selector") else {
             return Ok(None);
         };
-        let expr = compile(&selector.value)?;
-        let mut names = Vec::new();
-        parse::headers_used(&expr, &mut names);
+        let names = compile(&selector.value)?.headers_used().to_vec();
         let token = selector.value.clone().into_bytes();
         Ok(Some(FilterPlan {
             token,

@@ -20,6 +20,14 @@ enum Val<'a> {
 fn resolve<'a>(v: &'a Value, header: &impl Fn(&str) -> Option<&'a str>) -> Option<Val<'a>> {
     match v {
         Value::Header(name) => header(name).map(|s| Val::Str(s, true)),
+        Value::Priority => Some(header("priority").map_or(Val::Num(4.0), |s| Val::Str(s, true))),
+        Value::DeliveryMode => Some(Val::Str(
+            match header("persistent") {
+                Some(p) if p.eq_ignore_ascii_case("true") => "PERSISTENT",
+                _ => "NON_PERSISTENT",
+            },
+            true,
+        )),
         Value::Str(s) => Some(Val::Str(s, false)),
         Value::Num(n) => Some(Val::Num(*n)),
         Value::Bool(b) => Some(Val::Bool(*b)),
@@ -55,12 +63,41 @@ fn compare(a: &Val<'_>, b: &Val<'_>) -> Option<Ordering> {
     }
 }
 
-fn like(text: &[char], pattern: &[LikePart]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((LikePart::Any, rest)) => (0..=text.len()).any(|i| like(&text[i..], rest)),
-        Some((LikePart::One, rest)) => !text.is_empty() && like(&text[1..], rest),
-        Some((LikePart::Char(c), rest)) => text.first() == Some(c) && like(&text[1..], rest),
+/// Whether `text` matches a LIKE pattern. Greedy with one restart point (the last `%` seen):
+/// no recursion, no allocation, at most one pass over `text` per pattern element.
+fn like(text: &str, pattern: &[LikePart]) -> bool {
+    let first = |at: usize| text[at..].chars().next();
+    let (mut t, mut p) = (0, 0);
+    // After the last `%`: the pattern index following it and where in `text` it resumes.
+    let mut restart: Option<(usize, usize)> = None;
+    loop {
+        let step = match pattern.get(p) {
+            Some(LikePart::Any) => {
+                restart = Some((p + 1, t));
+                p += 1;
+                continue;
+            }
+            Some(LikePart::One) => first(t).map(char::len_utf8),
+            Some(LikePart::Char(c)) => first(t).filter(|x| x == c).map(char::len_utf8),
+            None if t == text.len() => return true,
+            None => None,
+        };
+        match (step, restart) {
+            (Some(len), _) => {
+                t += len;
+                p += 1;
+            }
+            // Let the last `%` take one more character and try again from there.
+            (None, Some((after, from))) => match first(from) {
+                Some(c) => {
+                    let from = from + c.len_utf8();
+                    restart = Some((after, from));
+                    (t, p) = (from, after);
+                }
+                None => return false,
+            },
+            (None, None) => return false,
+        }
     }
 }
 
@@ -71,16 +108,29 @@ fn not(v: Option<bool>) -> Option<bool> {
 /// Evaluates `expr`; `header` returns a header's (first) value. `None` is SQL's unknown.
 pub fn eval<'a>(expr: &'a Expr, header: &impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
     match expr {
-        Expr::Or(a, b) => match (eval(a, header), eval(b, header)) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (Some(false), Some(false)) => Some(false),
-            _ => None,
-        },
-        Expr::And(a, b) => match (eval(a, header), eval(b, header)) {
-            (Some(false), _) | (_, Some(false)) => Some(false),
-            (Some(true), Some(true)) => Some(true),
-            _ => None,
-        },
+        // SQL's OR: true if any is true, else unknown if any is unknown; AND the same way round.
+        Expr::Or(any) => {
+            let mut result = Some(false);
+            for e in any {
+                match eval(e, header) {
+                    Some(true) => return Some(true),
+                    None => result = None,
+                    Some(false) => {}
+                }
+            }
+            result
+        }
+        Expr::And(all) => {
+            let mut result = Some(true);
+            for e in all {
+                match eval(e, header) {
+                    Some(false) => return Some(false),
+                    None => result = None,
+                    Some(true) => {}
+                }
+            }
+            result
+        }
         Expr::Not(a) => not(eval(a, header)),
         Expr::Cmp(a, op, b) => {
             let ord = compare(&resolve(a, header)?, &resolve(b, header)?)?;
@@ -112,8 +162,7 @@ pub fn eval<'a>(expr: &'a Expr, header: &impl Fn(&str) -> Option<&'a str>) -> Op
             let Val::Str(s, _) = resolve(value, header)? else {
                 return None;
             };
-            let chars: Vec<char> = s.chars().collect();
-            Some(like(&chars, pattern) != *negated)
+            Some(like(s, pattern) != *negated)
         }
         Expr::Between {
             value,

@@ -12,14 +12,34 @@
 //! cmp       := "=" | "<>" | "<" | ">" | "<=" | ">="
 //! ```
 //! Errors say at which column (1-based, in characters) the selector is wrong.
+//!
+//! AND and OR chains are parsed into flat lists, so only NOT and parentheses nest; they may
+//! nest [`MAX_NESTING`] deep. A selector has at most [`MAX_OPERANDS`] operands (header names
+//! and literals) and its LIKE patterns at most [`MAX_LIKE_CHARS`] characters in all.
+//! Identifiers are header names, except the JMS header names ActiveMQ maps STOMP headers to,
+//! which name those headers here ([`JMS_HEADERS`], [`Value::Priority`],
+//! [`Value::DeliveryMode`]).
 
 use std::fmt;
+
+use crate::{MAX_LIKE_CHARS, MAX_NESTING, MAX_OPERANDS};
+
+/// The JMS header names a selector may use for the STOMP headers ActiveMQ maps them from, read
+/// as they are (`JMSPriority` and `JMSDeliveryMode` are [`Value`]s of their own).
+pub const JMS_HEADERS: [(&str, &str); 4] = [
+    ("JMSCorrelationID", "correlation-id"),
+    ("JMSExpiration", "expires"),
+    ("JMSReplyTo", "reply-to"),
+    ("JMSType", "type"),
+];
 
 /// A parsed selector.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    Or(Box<Expr>, Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
+    /// True when any is true (two or more).
+    Or(Vec<Expr>),
+    /// True when all are true (two or more).
+    And(Vec<Expr>),
     Not(Box<Expr>),
     Cmp(Value, Op, Value),
     In {
@@ -50,6 +70,11 @@ pub enum Expr {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Header(String),
+    /// `JMSPriority`: the `priority` header, or JMS's default 4 when the message has none.
+    Priority,
+    /// `JMSDeliveryMode`: `'PERSISTENT'` when the `persistent` header is `true` (any case),
+    /// else `'NON_PERSISTENT'`.
+    DeliveryMode,
     Str(String),
     Num(f64),
     Bool(bool),
@@ -238,6 +263,8 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
         tokens,
         pos: 0,
         depth: 0,
+        like_chars: 0,
+        operands: 0,
     };
     if p.peek() == &Tok::End {
         return err(1, "empty selector");
@@ -255,7 +282,12 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 struct Parser {
     tokens: Vec<(Tok, usize)>,
     pos: usize,
+    /// Open parentheses and NOTs around the current token.
     depth: usize,
+    /// LIKE pattern characters so far.
+    like_chars: usize,
+    /// Operands (header names and literals) so far.
+    operands: usize,
 }
 
 impl Parser {
@@ -296,34 +328,55 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while self.eat(&Tok::Kw("OR")) {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        let first = self.and()?;
+        if self.peek() != &Tok::Kw("OR") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut any = vec![first];
+        while self.eat(&Tok::Kw("OR")) {
+            any.push(self.and()?);
+        }
+        Ok(Expr::Or(any))
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.not()?;
-        while self.eat(&Tok::Kw("AND")) {
-            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        let first = self.not()?;
+        if self.peek() != &Tok::Kw("AND") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut all = vec![first];
+        while self.eat(&Tok::Kw("AND")) {
+            all.push(self.not()?);
+        }
+        Ok(Expr::And(all))
+    }
+
+    /// Enters a NOT or a parenthesis, refusing to nest deeper than [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return err(
+                self.col(),
+                format!("parentheses and NOT nested too deeply (the limit is {MAX_NESTING})"),
+            );
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr, ParseError> {
-        if self.eat(&Tok::Kw("NOT")) {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        if self.peek() == &Tok::Kw("NOT") {
+            self.enter()?;
+            self.next();
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.predicate()
     }
 
     fn predicate(&mut self) -> Result<Expr, ParseError> {
         if self.peek() == &Tok::Sym("(") {
-            self.depth += 1;
-            if self.depth > 64 {
-                return err(self.col(), "parentheses nested too deeply");
-            }
+            self.enter()?;
             self.next();
             let inner = self.or()?;
             self.expect(Tok::Sym(")"), "`)`")?;
@@ -377,6 +430,13 @@ impl Parser {
                     column: pattern_col,
                     message: m,
                 })?;
+                self.like_chars += pattern.len();
+                if self.like_chars > MAX_LIKE_CHARS {
+                    return err(
+                        pattern_col,
+                        format!("LIKE patterns longer than {MAX_LIKE_CHARS} characters in all"),
+                    );
+                }
                 Ok(Expr::Like {
                     value,
                     pattern,
@@ -418,15 +478,32 @@ impl Parser {
     fn literal(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
         match self.value()? {
-            Value::Header(_) => err(col, "expected a literal in the IN list"),
+            Value::Header(_) | Value::Priority | Value::DeliveryMode => {
+                err(col, "expected a literal in the IN list")
+            }
             v => Ok(v),
         }
     }
 
     fn value(&mut self) -> Result<Value, ParseError> {
         let col = self.col();
+        self.operands += 1;
+        if self.operands > MAX_OPERANDS {
+            return err(
+                col,
+                format!("more than {MAX_OPERANDS} operands (header names and literals)"),
+            );
+        }
         match self.next() {
-            Tok::Ident(s) | Tok::Quoted(s) => Ok(Value::Header(s)),
+            Tok::Ident(s) if s == "JMSPriority" => Ok(Value::Priority),
+            Tok::Ident(s) if s == "JMSDeliveryMode" => Ok(Value::DeliveryMode),
+            Tok::Ident(s) => Ok(Value::Header(
+                match JMS_HEADERS.iter().find(|(j, _)| *j == s) {
+                    Some((_, header)) => header.to_string(),
+                    None => s,
+                },
+            )),
+            Tok::Quoted(s) => Ok(Value::Header(s)),
             Tok::Str(s) => Ok(Value::Str(s)),
             Tok::Num(n) => Ok(Value::Num(n)),
             Tok::Kw("TRUE") => Ok(Value::Bool(true)),
@@ -469,16 +546,21 @@ fn like_pattern(pattern: &str, escape: Option<char>) -> Result<Vec<LikePart>, St
 /// The header names a selector reads (the plugin asks the host for exactly these).
 pub fn headers_used(expr: &Expr, out: &mut Vec<String>) {
     let mut add = |v: &Value| {
-        if let Value::Header(h) = v {
-            if !out.contains(h) {
-                out.push(h.clone());
-            }
+        let name = match v {
+            Value::Header(h) => h.as_str(),
+            Value::Priority => "priority",
+            Value::DeliveryMode => "persistent",
+            Value::Str(_) | Value::Num(_) | Value::Bool(_) => return,
+        };
+        if !out.iter().any(|h| h == name) {
+            out.push(name.to_string());
         }
     };
     match expr {
-        Expr::Or(a, b) | Expr::And(a, b) => {
-            headers_used(a, out);
-            headers_used(b, out);
+        Expr::Or(list) | Expr::And(list) => {
+            for e in list {
+                headers_used(e, out);
+            }
         }
         Expr::Not(a) => headers_used(a, out),
         Expr::Cmp(a, _, b) => {
