@@ -638,6 +638,7 @@ impl Queue {
             let consumer_id = state.consumers[choice.consumer].subscription.consumer_id;
             if state.groups.assign(&group.id, consumer_id) {
                 self.stats.groups_evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(queue = %crate::text::shown(&self.name), "message group table full: least recently used group evicted");
             }
         } else {
             state.groups.touch(&group.id);
