@@ -40,7 +40,11 @@ async fn the_high_priority_consumer_gets_messages_while_it_has_window_space() {
         send_n(&mut p, &dest, 0..5).await;
         let to_high = high.msgs(3).await;
         assert_eq!(bodies(&to_high), ["m0", "m1", "m2"], "{header}");
-        assert_eq!(bodies(&low.msgs(2).await), ["m3", "m4"], "{header}: overflow");
+        assert_eq!(
+            bodies(&low.msgs(2).await),
+            ["m3", "m4"],
+            "{header}: overflow"
+        );
         high.expect_silence(QUIET).await;
         // Window space again: the next message goes to the high-priority consumer.
         high.ack(&to_high[0]).await;

@@ -85,7 +85,11 @@ async fn non_exclusive_consumers_wait_while_an_exclusive_one_is_attached() {
     plain.expect_silence(QUIET).await;
     exclusive.unsubscribe("x").await;
     send_n(&mut p, &dest, 6..8).await;
-    assert_eq!(bodies(&plain.msgs(2).await), numbered(6..8), "back to normal");
+    assert_eq!(
+        bodies(&plain.msgs(2).await),
+        numbered(6..8),
+        "back to normal"
+    );
 }
 
 #[tokio::test]

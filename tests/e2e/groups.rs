@@ -62,7 +62,10 @@ async fn each_group_sticks_to_one_consumer_in_order() {
         }
     }
     assert_eq!(from_a.len() + from_b.len(), 20);
-    assert!(!from_a.is_empty() && !from_b.is_empty(), "groups are spread");
+    assert!(
+        !from_a.is_empty() && !from_b.is_empty(),
+        "groups are spread"
+    );
     for g in groups {
         assert_eq!(seen[g], vec![0, 1, 2, 3, 4], "{g} in order");
     }
@@ -121,9 +124,16 @@ async fn a_nacked_group_message_is_redelivered_before_the_rest_of_its_group() {
     let again = owner.msg().await;
     assert_eq!(again.body_str(), "g-0");
     assert_eq!(again.get("redelivered"), Some("true"));
-    assert!(!first_for_consumer(&again), "the group did not move: {again:?}");
+    assert!(
+        !first_for_consumer(&again),
+        "the group did not move: {again:?}"
+    );
     for n in 0..3 {
-        let m = if n == 0 { again.clone() } else { owner.msg().await };
+        let m = if n == 0 {
+            again.clone()
+        } else {
+            owner.msg().await
+        };
         assert_eq!(m.body_str(), format!("g-{n}"));
         owner.ack(&m).await;
     }
@@ -186,7 +196,10 @@ async fn invalid_group_headers_are_errors() {
     let mut by = Bystander::new(&broker).await;
     let long = "g".repeat(257);
     let cases = [
-        (grouped(&dest, "g", "x").h("JMSXGroupSeq", "last"), "invalid JMSXGroupSeq 'last'"),
+        (
+            grouped(&dest, "g", "x").h("JMSXGroupSeq", "last"),
+            "invalid JMSXGroupSeq 'last'",
+        ),
         (grouped(&dest, &long, "x"), "JMSXGroupID of 257 bytes"),
     ];
     for (frame, expected) in cases {

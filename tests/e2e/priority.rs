@@ -86,7 +86,12 @@ async fn priorities_above_nine_count_as_nine_and_spaces_are_allowed() {
     c.subscribe("s", &dest, "auto").await;
     let got = c.msgs(5).await;
     assert_eq!(bodies(&got), ["nine", "fifteen", "big", "spaced", "eight"]);
-    assert_eq!(got[1].get("priority"), Some("15"), "sent as is: {:?}", got[1]);
+    assert_eq!(
+        got[1].get("priority"),
+        Some("15"),
+        "sent as is: {:?}",
+        got[1]
+    );
 }
 
 #[tokio::test]
@@ -179,7 +184,8 @@ async fn committed_transactions_keep_each_messages_priority() {
         p.write(&send_p(&dest, body, Some(priority)).h("transaction", "t"))
             .await;
     }
-    p.roundtrip(Frame::new("COMMIT").h("transaction", "t")).await;
+    p.roundtrip(Frame::new("COMMIT").h("transaction", "t"))
+        .await;
     let mut c = broker.client(Version::V12).await;
     c.subscribe("s", &dest, "auto").await;
     assert_eq!(bodies(&c.msgs(3).await), ["t9", "t5", "t3"]);
@@ -191,7 +197,13 @@ async fn persistent_messages_keep_their_priority_across_kill_9() {
     let dest = q("prio-restart");
     let mut broker = Broker::with_data_dir("", data.path());
     let mut p = broker.client(Version::V12).await;
-    for (body, priority) in [("p2", "2"), ("p9", "9"), ("p4", "4"), ("p7", "7"), ("q9", "9")] {
+    for (body, priority) in [
+        ("p2", "2"),
+        ("p9", "9"),
+        ("p4", "4"),
+        ("p7", "7"),
+        ("q9", "9"),
+    ] {
         p.roundtrip(send_p(&dest, body, Some(priority)).h("persistent", "true"))
             .await;
     }

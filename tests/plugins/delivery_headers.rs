@@ -61,8 +61,5 @@ async fn a_priority_a_plugin_made_invalid_is_an_error_to_the_sender() {
     let frame = send_frame("/queue/prio.bad", &[("priority", "urgent")], "x");
     let err = expect_refused(&mut sender, frame, "r2", "client priority").await;
     let message = error_message(&err);
-    assert!(
-        message.starts_with("invalid priority 'urgent'"),
-        "{err:?}"
-    );
+    assert!(message.starts_with("invalid priority 'urgent'"), "{err:?}");
 }

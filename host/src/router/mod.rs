@@ -829,9 +829,9 @@ impl Router {
             return;
         };
         let size = Message::size_of(&enqueue.destination, &enqueue.headers, &enqueue.body);
-        // The priority and group are read again from the journaled headers (checked when the
-        // message was sent): journals written before priorities existed load unchanged.
-        let props = Props::read(&enqueue.headers).unwrap_or_default();
+        // The priority and group are read again from the journaled headers: journals written
+        // before priorities existed load unchanged.
+        let props = Props::recovered(&enqueue.headers);
         let message = Arc::new(Message {
             destination: enqueue.destination,
             headers: enqueue.headers,

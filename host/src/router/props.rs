@@ -58,45 +58,76 @@ pub enum PropsError {
     GroupIdTooLong(usize),
 }
 
-impl Props {
-    /// Reads the delivery headers (the first of each name counts, as for every header).
-    /// One pass over the headers, by length first: most names have neither length.
-    pub fn read(headers: &[Header]) -> Result<Props, PropsError> {
-        let mut priority = None;
-        let mut group_id = None;
-        let mut group_seq = None;
+/// The delivery headers' values (the first of each name), not yet checked.
+struct Found<'h> {
+    priority: Option<&'h Bytes>,
+    group_id: Option<&'h Bytes>,
+    group_seq: Option<&'h Bytes>,
+}
+
+impl<'h> Found<'h> {
+    /// One pass over the headers, by length first: most names have none of these lengths.
+    fn scan(headers: &'h [Header]) -> Found<'h> {
+        let mut found = Found {
+            priority: None,
+            group_id: None,
+            group_seq: None,
+        };
         for (name, value) in headers {
-            match name.len() {
-                8 if name.as_ref() == b"priority" => {
-                    priority.get_or_insert(value);
-                }
-                11 if name.as_ref() == b"JMSXGroupID" => {
-                    group_id.get_or_insert(value);
-                }
-                12 if name.as_ref() == b"JMSXGroupSeq" => {
-                    group_seq.get_or_insert(value);
-                }
-                _ => {}
-            }
-        }
-        let mut props = Props::default();
-        if let Some(value) = priority {
-            props.priority = parse_priority(value)?;
-        }
-        if let Some(id) = group_id.filter(|id| !id.is_empty()) {
-            if id.len() > MAX_GROUP_ID_BYTES {
-                return Err(PropsError::GroupIdTooLong(id.len()));
-            }
-            let closes = match group_seq {
-                Some(seq) => number(seq).ok_or_else(|| PropsError::GroupSeq(shown(seq)))? == -1,
-                None => false,
+            let slot = match name.len() {
+                8 if name.as_ref() == b"priority" => &mut found.priority,
+                11 if name.as_ref() == b"JMSXGroupID" => &mut found.group_id,
+                12 if name.as_ref() == b"JMSXGroupSeq" => &mut found.group_seq,
+                _ => continue,
             };
-            props.group = Some(Group {
-                id: id.clone(),
-                closes,
-            });
+            slot.get_or_insert(value);
         }
-        Ok(props)
+        found
+    }
+
+    fn priority(&self) -> Result<u8, PropsError> {
+        self.priority
+            .map_or(Ok(DEFAULT_PRIORITY), |v| parse_priority(v))
+    }
+
+    fn group(&self) -> Result<Option<Group>, PropsError> {
+        let Some(id) = self.group_id.filter(|id| !id.is_empty()) else {
+            return Ok(None);
+        };
+        if id.len() > MAX_GROUP_ID_BYTES {
+            return Err(PropsError::GroupIdTooLong(id.len()));
+        }
+        let closes = match self.group_seq {
+            Some(seq) => number(seq).ok_or_else(|| PropsError::GroupSeq(shown(seq)))? == -1,
+            None => false,
+        };
+        Ok(Some(Group {
+            id: id.clone(),
+            closes,
+        }))
+    }
+}
+
+impl Props {
+    /// Reads and checks the delivery headers (the first of each name counts, as for every
+    /// header).
+    pub fn read(headers: &[Header]) -> Result<Props, PropsError> {
+        let found = Found::scan(headers);
+        Ok(Props {
+            priority: found.priority()?,
+            group: found.group()?,
+        })
+    }
+
+    /// Reads the delivery headers of a message recovered from the journal: what cannot be
+    /// read is left at its default, each property on its own (journals written before these
+    /// headers were checked may hold any value).
+    pub fn recovered(headers: &[Header]) -> Props {
+        let found = Found::scan(headers);
+        Props {
+            priority: found.priority().unwrap_or(DEFAULT_PRIORITY),
+            group: found.group().unwrap_or(None),
+        }
     }
 }
 
@@ -186,5 +217,29 @@ mod tests {
             read(&[("JMSXGroupID", &long)]),
             Err(PropsError::GroupIdTooLong(MAX_GROUP_ID_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn recovered_messages_keep_what_can_be_read() {
+        let headers = |pairs: &[(&'static str, &'static str)]| -> Vec<Header> {
+            pairs
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        Bytes::from_static(n.as_bytes()),
+                        Bytes::from_static(v.as_bytes()),
+                    )
+                })
+                .collect()
+        };
+        let props = Props::recovered(&headers(&[("priority", "urgent"), ("JMSXGroupID", "g")]));
+        assert_eq!(props.priority, DEFAULT_PRIORITY);
+        assert_eq!(props.group.map(|g| g.id), Some(Bytes::from_static(b"g")));
+        let props = Props::recovered(&headers(&[
+            ("priority", "7"),
+            ("JMSXGroupID", "g"),
+            ("JMSXGroupSeq", "end"),
+        ]));
+        assert_eq!((props.priority, props.group), (7, None));
     }
 }

@@ -986,3 +986,6 @@ fn reinsert(state: &mut State, pending: Pending) {
     }
     state.pending.requeue(pending);
 }
+
+#[cfg(test)]
+mod tests;

@@ -130,13 +130,16 @@ impl<T: Waiting> Ready<T> {
             .rev()
             .filter(move |&level| self.occupied & (1 << level) != 0)
             .flat_map(move |level| {
-                self.levels[level].iter().enumerate().map(move |(index, item)| {
-                    let slot = Slot {
-                        level: level as u8,
-                        index,
-                    };
-                    (slot, item)
-                })
+                self.levels[level]
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, item)| {
+                        let slot = Slot {
+                            level: level as u8,
+                            index,
+                        };
+                        (slot, item)
+                    })
             })
     }
 
@@ -176,7 +179,9 @@ mod tests {
     }
 
     fn drain(ready: &mut Ready<Item>) -> Vec<u64> {
-        std::iter::from_fn(|| ready.pop()).map(|item| item.1).collect()
+        std::iter::from_fn(|| ready.pop())
+            .map(|item| item.1)
+            .collect()
     }
 
     #[test]

@@ -56,9 +56,11 @@ mod tests {
     use crate::codec::Command;
 
     fn options(headers: &[(&'static str, &'static str)]) -> Result<ConsumerOptions, String> {
-        let frame = headers.iter().fold(Frame::new(Command::Subscribe), |f, (n, v)| {
-            f.header(*n, Bytes::from_static(v.as_bytes()))
-        });
+        let frame = headers
+            .iter()
+            .fold(Frame::new(Command::Subscribe), |f, (n, v)| {
+                f.header(*n, Bytes::from_static(v.as_bytes()))
+            });
         consumer_options(&frame).map_err(|e| e.to_string())
     }
 

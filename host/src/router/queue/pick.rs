@@ -41,18 +41,14 @@ pub(super) fn pick(state: &State) -> Option<Choice> {
     } else {
         DECLINED_SCAN
     };
-    state
-        .pending
-        .iter()
-        .take(scan)
-        .find_map(|(slot, pending)| {
-            let (consumer, claims_group) = consumer_for(state, pending)?;
-            Some(Choice {
-                slot,
-                consumer,
-                claims_group,
-            })
+    state.pending.iter().take(scan).find_map(|(slot, pending)| {
+        let (consumer, claims_group) = consumer_for(state, pending)?;
+        Some(Choice {
+            slot,
+            consumer,
+            claims_group,
         })
+    })
 }
 
 /// Whether `consumer` can take `pending` now: window space, and no earlier decline.
