@@ -242,4 +242,26 @@ mod tests {
         ]));
         assert_eq!((props.priority, props.group), (7, None));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_priority_value_is_read_or_refused_never_a_panic(value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24)) {
+            let headers = vec![(Bytes::from_static(b"priority"), Bytes::from(value.clone()))];
+            match Props::read(&headers) {
+                Ok(props) => {
+                    let text = std::str::from_utf8(&value).unwrap().trim();
+                    proptest::prop_assert!(text.bytes().all(|b| b.is_ascii_digit()));
+                    let expected = text.parse::<u64>().map_or(MAX_PRIORITY, |n| n.min(9) as u8);
+                    proptest::prop_assert_eq!(props.priority, expected);
+                }
+                Err(err) => proptest::prop_assert!(matches!(err, PropsError::Priority(_))),
+            }
+        }
+
+        #[test]
+        fn digit_strings_clamp_to_nine(n in proptest::prelude::any::<u64>()) {
+            let headers = vec![(Bytes::from_static(b"priority"), Bytes::from(n.to_string()))];
+            proptest::prop_assert_eq!(Props::read(&headers).unwrap().priority, n.min(9) as u8);
+        }
+    }
 }

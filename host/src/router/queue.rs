@@ -47,7 +47,8 @@ use groups::Groups;
 pub enum Overflow {
     /// The producer waits until there is room (TCP backpressure).
     Block,
-    /// The oldest waiting (not delivered) message is dropped to make room.
+    /// The oldest waiting (not delivered) message is dropped to make room: the head of the
+    /// queue, the next one it would deliver (of the highest priority waiting).
     DropOldest,
     /// The new message is dropped.
     DropNew,
@@ -125,7 +126,8 @@ impl Pending {
 
 /// How far past the head dispatch looks for a message some consumer will take, when the head
 /// is declined by the consumers that have credit (they are not stuck: the messages they
-/// declined go to the others as those make room, or get parked).
+/// declined go to the others as those make room, or get parked), or waits for its group's
+/// consumer to make room.
 const DECLINED_SCAN: usize = 256;
 
 /// A delivery the consumer has not settled yet.
@@ -575,8 +577,8 @@ impl Queue {
         }
     }
 
-    /// Hands waiting messages to consumers with credit, round-robin, skipping consumers that
-    /// declined a message.
+    /// Hands waiting messages to consumers with credit, in the order and to the consumers
+    /// `pick` chooses (priority, exclusive consumer, group, consumer priority, round-robin).
     fn dispatch(&self, state: &mut State) {
         while !state.pending.is_empty() && state.consumers.iter().any(|c| c.credit > 0) {
             let Some(choice) = pick::pick(state) else {
@@ -636,7 +638,12 @@ impl Queue {
             state.groups.close(&group.id);
         } else if choice.claims_group {
             let consumer_id = state.consumers[choice.consumer].subscription.consumer_id;
-            if state.groups.assign(&group.id, consumer_id) {
+            let charge = self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(groups::entry_bytes(&group.id)))
+                .unwrap_or_default();
+            if state.groups.assign(&group.id, consumer_id, charge) {
                 self.stats.groups_evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(queue = %crate::text::shown(&self.name), "message group table full: least recently used group evicted");
             }

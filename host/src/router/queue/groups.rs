@@ -5,17 +5,30 @@
 //! message (so an entry never keeps a frame's read buffer alive). A new group in a full table
 //! evicts the least recently used one, as ActiveMQ's group cache does: that group's next
 //! message is assigned afresh. A group ends when its consumer goes away, or with a message
-//! carrying `JMSXGroupSeq:-1`.
+//! carrying `JMSXGroupSeq:-1`. Each entry holds a [`Charge`] on the memory budget for what it
+//! takes ([`entry_bytes`]), so many queues full of groups pause producers like messages do.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
+
+/// About what one group takes besides its id: the id's copy and the two map entries.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// What an entry for group `id` is charged to the memory budget.
+pub(super) fn entry_bytes(id: &[u8]) -> u64 {
+    ENTRY_OVERHEAD + id.len() as u64
+}
+
 #[derive(Debug)]
 struct Entry {
     consumer: u64,
-    /// When it was last used (a tick of [`Groups::tick`]): its key in `by_use`.
+    /// When it was last used (a tick of `Groups::tick`): its key in `by_use`.
     used: u64,
+    /// Its share of the memory budget, released with it.
+    _charge: Charge,
 }
 
 /// Live groups and their consumers.
@@ -55,9 +68,10 @@ impl Groups {
         self.owners.get(id).map(|entry| entry.consumer)
     }
 
-    /// Pins group `id` to `consumer` (moving it if it was elsewhere). Returns true when a
-    /// full table evicted its least recently used group to make room.
-    pub(super) fn assign(&mut self, id: &[u8], consumer: u64) -> bool {
+    /// Pins group `id` to `consumer` (moving it if it was elsewhere); a new entry holds
+    /// `charge`. Returns true when a full table evicted its least recently used group to make
+    /// room.
+    pub(super) fn assign(&mut self, id: &[u8], consumer: u64, charge: Charge) -> bool {
         if self.bump(id, Some(consumer)) {
             return false;
         }
@@ -74,6 +88,7 @@ impl Groups {
             Entry {
                 consumer,
                 used: self.tick,
+                _charge: charge,
             },
         );
         self.by_use.insert(self.tick, key);
@@ -138,11 +153,11 @@ mod tests {
     fn assign_move_close_release() {
         let mut groups = Groups::new(10);
         assert!(groups.is_empty());
-        assert!(!groups.assign(b"a", 1));
-        assert!(!groups.assign(b"b", 1));
-        assert!(!groups.assign(b"c", 2));
+        assert!(!groups.assign(b"a", 1, Charge::default()));
+        assert!(!groups.assign(b"b", 1, Charge::default()));
+        assert!(!groups.assign(b"c", 2, Charge::default()));
         assert_eq!(groups.owner(b"a"), Some(1));
-        assert!(!groups.assign(b"a", 2));
+        assert!(!groups.assign(b"a", 2, Charge::default()));
         assert_eq!(groups.owner(b"a"), Some(2));
         groups.close(b"c");
         assert_eq!(groups.owner(b"c"), None);
@@ -156,13 +171,16 @@ mod tests {
     fn a_full_table_evicts_the_least_recently_used_group() {
         let mut groups = Groups::new(3);
         for id in [b"a", b"b", b"c"] {
-            assert!(!groups.assign(id, 1));
+            assert!(!groups.assign(id, 1, Charge::default()));
         }
         groups.touch(b"a");
-        assert!(groups.assign(b"d", 2), "b was used least recently");
+        assert!(
+            groups.assign(b"d", 2, Charge::default()),
+            "b was used least recently"
+        );
         assert_eq!(groups.owner(b"b"), None);
         assert_eq!(groups.len(), 3);
-        assert!(groups.assign(b"e", 2));
+        assert!(groups.assign(b"e", 2, Charge::default()));
         assert_eq!(groups.owner(b"c"), None);
         assert_eq!(groups.owner(b"a"), Some(1));
         assert_eq!(groups.by_use.len(), groups.len());
@@ -172,9 +190,26 @@ mod tests {
     fn ids_are_copied_out_of_the_message() {
         let mut groups = Groups::new(4);
         let frame = Bytes::from(vec![b'x'; 4096]);
-        groups.assign(&frame[..3], 1);
+        groups.assign(&frame[..3], 1, Charge::default());
         let (key, _) = groups.owners.iter().next().unwrap();
         assert_eq!(key.len(), 3);
         assert!(!std::ptr::eq(key.as_ptr(), frame.as_ptr()));
+    }
+
+    #[test]
+    fn entries_hold_their_charge_until_they_go() {
+        let budget = crate::budget::MemoryBudget::unlimited();
+        let charge = |id: &[u8]| budget.charge(entry_bytes(id));
+        let mut groups = Groups::new(2);
+        groups.assign(b"a", 1, charge(b"a"));
+        groups.assign(b"b", 2, charge(b"b"));
+        assert_eq!(budget.used(), 2 * entry_bytes(b"a"));
+        // A move keeps the entry's charge (the new one is dropped); an eviction frees one.
+        groups.assign(b"b", 1, charge(b"b"));
+        assert!(groups.assign(b"c", 1, charge(b"c")));
+        assert_eq!(budget.used(), 2 * entry_bytes(b"a"));
+        groups.close(b"c");
+        assert_eq!(groups.release(1), 1);
+        assert_eq!(budget.used(), 0);
     }
 }
