@@ -36,6 +36,8 @@ pub mod defaults {
     pub const PRINCIPAL_MEMORY_PERCENT: u64 = 50;
     /// `dead_letter.max_filter_failures`.
     pub const MAX_FILTER_FAILURES: u32 = 5;
+    /// `flow.max_groups_per_queue` (ActiveMQ's message group cache holds as many).
+    pub const MAX_GROUPS_PER_QUEUE: usize = 1024;
 }
 
 /// The whole broker configuration.
@@ -265,6 +267,11 @@ pub struct FlowConfig {
     /// Messages in flight to an `auto`-ack queue subscriber (written to its socket only when
     /// the previous ones are out).
     pub auto_ack_window: u32,
+    /// Most live message groups (`JMSXGroupID`) one queue pins to consumers; a new group in a
+    /// full table takes the place of the least recently used one (whose next message may then
+    /// go to another consumer). A group ends when its consumer leaves or with
+    /// `JMSXGroupSeq:-1`.
+    pub max_groups_per_queue: usize,
     /// Most frames waiting in one connection's outbound queue before the slow-consumer policy
     /// applies to topic deliveries and the connection's own reads pause.
     pub outbound_queue_frames: usize,
@@ -287,6 +294,7 @@ impl Default for FlowConfig {
             default_prefetch: 1_000,
             max_prefetch: 65_536,
             auto_ack_window: 1_000,
+            max_groups_per_queue: defaults::MAX_GROUPS_PER_QUEUE,
             outbound_queue_frames: 4_096,
             queue_max_messages: 100_000,
             queue_max_bytes: 512 * 1024 * 1024,

@@ -9,13 +9,17 @@ plugboard_test_support::broker_binary!();
 
 mod acks;
 mod connect;
+mod consumer_priority;
 mod dead_letter;
 mod errors;
+mod exclusive;
 mod flow;
 mod frames;
+mod groups;
 mod heartbeat;
 mod load;
 mod persistence;
+mod priority;
 mod queues;
 mod selectors;
 mod stomp10;

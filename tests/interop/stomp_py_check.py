@@ -6,7 +6,8 @@ Usage: stomp_py_check.py --port PORT --version {1.0,1.1,1.2} [--host 127.0.0.1]
 Checks, for the chosen protocol version: connect (STOMP and CONNECT frames), subscribe with
 auto and client-individual acks, send with user headers and a UTF-8 body, receive, ack,
 nack -> redelivered (1.1+; in 1.0 redelivery after a reconnect), topic fan-out, transactions
-(commit and abort), receipts, heart-beats (1.1+) and disconnect with a receipt.
+(commit and abort), message priorities (order, and an ERROR for a bad one), receipts,
+heart-beats (1.1+) and disconnect with a receipt.
 Exits 0 when everything holds, 1 with a "FAIL ..." line on stderr otherwise.
 """
 
@@ -271,6 +272,33 @@ def check_transactions(args, s):
     s.unsubscribe(dest, "sub-tx")
 
 
+def check_priorities(args, s):
+    """Message priority: waiting messages go out highest priority first, FIFO within one."""
+    dest = "/queue/" + unique("interop-prio")
+    for body, prio in [("low", "1"), ("default", None), ("high", "9"), ("mid", "6"), ("high2", "9")]:
+        headers = {} if prio is None else {"priority": prio}
+        s.send(dest, body, **headers)
+    s.subscribe(dest, "sub-prio")
+    got = s.rx.wait_messages(5, "messages of several priorities")
+    bodies = [m.body for m in got]
+    check(bodies == ["high", "high2", "mid", "default", "low"], "priority order %r" % bodies)
+    check(got[0].headers.get("priority") == "9", "priority header echoed: %r" % got[0].headers)
+    s.unsubscribe(dest, "sub-prio")
+
+    bad = Session(args, "bad-priority")
+    rid = bad.receipt()
+    bad.conn.send(dest, "x", headers={"priority": "urgent", "receipt": rid})
+    deadline = time.monotonic() + TIMEOUT
+    with bad.rx.cv:
+        while not bad.rx.errors and time.monotonic() < deadline:
+            bad.rx.cv.wait(deadline - time.monotonic())
+        errors = list(bad.rx.errors)
+    check(errors, "ERROR for priority:urgent")
+    message = errors[0].headers.get("message", "")
+    check("invalid priority" in message, "ERROR message %r" % message)
+    check(errors[0].headers.get("receipt-id") == rid, "ERROR receipt-id: %r" % errors[0].headers)
+
+
 def check_heartbeats(args):
     if args.version == "1.0":
         return
@@ -328,6 +356,8 @@ def main():
         check_topic(args, s)
         step = "transactions"
         check_transactions(args, s)
+        step = "message priorities"
+        check_priorities(args, s)
         step = "heart-beats"
         check_heartbeats(args)
         step = "disconnect"

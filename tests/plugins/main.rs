@@ -15,6 +15,7 @@ mod bad_config;
 mod cache;
 mod deadlines;
 mod declines;
+mod delivery_headers;
 mod durable_owner;
 mod hostile;
 mod routing;

@@ -159,10 +159,11 @@ impl Command {
 
 /// Headers that belong to the broker, not to a message: those it writes itself on a MESSAGE
 /// (`destination`, `message-id`, `subscription`, `ack`, `redelivered`, `redelivery-count`,
-/// `content-length`) and those that belong to one client frame (`receipt`, `receipt-id`,
+/// `content-length`, a message group's `JMSXGroupFirstForConsumer`, listed in lower case as
+/// every name here is compared ignoring case) and those that belong to one client frame (`receipt`, `receipt-id`,
 /// `transaction`). A client's SEND does not pass them on, and a plugin cannot set them.
 /// `content-type` is the message's own.
-pub const SERVER_OWNED: [&str; 10] = [
+pub const SERVER_OWNED: [&str; 11] = [
     "destination",
     "message-id",
     "subscription",
@@ -173,6 +174,7 @@ pub const SERVER_OWNED: [&str; 10] = [
     "receipt",
     "receipt-id",
     "transaction",
+    "jmsxgroupfirstforconsumer",
 ];
 
 /// Whether `name` is one of [`SERVER_OWNED`], in any case (a reader that ignores case must not
@@ -192,6 +194,7 @@ pub fn is_server_owned(name: &[u8]) -> bool {
         12 => same_name(name, b"subscription"),
         14 => same_name(name, b"content-length"),
         16 => same_name(name, b"redelivery-count"),
+        25 => same_name(name, b"jmsxgroupfirstforconsumer"),
         _ => false,
     }
 }

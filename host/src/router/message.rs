@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::Header;
 
+use super::props::Props;
 use super::subscription::Subscription;
 
 /// A message as published by a SEND (after plugins), shared by every delivery of it.
@@ -28,6 +29,8 @@ pub struct Message {
     pub expires_at: Option<u64>,
     /// `persistent:true` on SEND: journaled in queues when the store is on.
     pub persistent: bool,
+    /// Its priority and message group, as its headers give them (see [`Props::read`]).
+    pub props: Props,
     /// Its share of the memory budget, released when the last copy is dropped.
     pub charge: Charge,
 }
@@ -109,6 +112,9 @@ pub struct Delivery {
     /// How many times the message was delivered before this delivery (0: first delivery; the
     /// MESSAGE then carries `redelivered:true` and `redelivery-count`).
     pub redeliveries: u32,
+    /// The first message of its group this subscription gets (the group was just assigned to
+    /// it): the MESSAGE carries `JMSXGroupFirstForConsumer:true`.
+    pub first_in_group: bool,
 }
 
 #[cfg(test)]
@@ -125,6 +131,7 @@ mod tests {
             id_seq: 99,
             expires_at: None,
             persistent: false,
+            props: Props::default(),
             charge: Charge::default(),
         };
         let mut out = bytes::BytesMut::new();

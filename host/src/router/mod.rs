@@ -33,7 +33,9 @@ pub mod connection;
 pub mod durable;
 pub mod message;
 pub mod outbox;
+pub mod props;
 pub mod queue;
+pub mod ready;
 pub mod subscription;
 pub mod topic;
 
@@ -58,8 +60,9 @@ pub use connection::{table_key, Connection};
 pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
+pub use props::Props;
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
-pub use subscription::{AckMode, Subscription};
+pub use subscription::{AckMode, ConsumerOptions, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
 /// Destinations of shared queues (competing consumers) start with this.
@@ -233,6 +236,8 @@ pub struct SubscribeRequest<'a> {
     pub ack_mode: AckMode,
     /// Unacked-message window.
     pub window: u32,
+    /// Consumer priority and exclusivity (for a queue).
+    pub options: ConsumerOptions,
     /// For a topic: make, or attach to, this durable subscription.
     pub durable: Option<DurableKey>,
     /// Who subscribes (moving a durable subscription to another topic needs read rights on
@@ -252,6 +257,7 @@ pub struct PreparedSubscription {
     destination: Bytes,
     ack_mode: AckMode,
     window: u32,
+    options: ConsumerOptions,
     outbox: Arc<Outbox>,
     filter: DeliveryFilter,
     source: Destination,
@@ -479,6 +485,7 @@ impl Router {
             destination: request.destination,
             ack_mode: request.ack_mode,
             window: request.window,
+            options: request.options,
             outbox: request.outbox,
             filter: request.filter,
             source,
@@ -497,6 +504,7 @@ impl Router {
             destination,
             ack_mode,
             window,
+            options,
             outbox,
             filter,
             source,
@@ -513,6 +521,7 @@ impl Router {
             destination,
             ack_mode,
             window,
+            options,
             outbox,
             filter,
             source,
@@ -625,7 +634,8 @@ impl Router {
                 let mut queue = Queue::new(name.clone(), self.queue_limits())
                     .journaled(self.store.clone())
                     .charged_to(self.budget.clone())
-                    .with_max_filter_failures(self.settings.dead_letter.max_filter_failures);
+                    .with_max_filter_failures(self.settings.dead_letter.max_filter_failures)
+                    .with_max_groups(self.settings.flow.max_groups_per_queue);
                 if let Some(dead_letter) = dead_letter {
                     queue = queue.with_dead_letter(dead_letter);
                 }
@@ -819,6 +829,9 @@ impl Router {
             return;
         };
         let size = Message::size_of(&enqueue.destination, &enqueue.headers, &enqueue.body);
+        // The priority and group are read again from the journaled headers: journals written
+        // before priorities existed load unchanged.
+        let props = Props::recovered(&enqueue.headers);
         let message = Arc::new(Message {
             destination: enqueue.destination,
             headers: enqueue.headers,
@@ -827,6 +840,7 @@ impl Router {
             id_seq: enqueue.id_seq,
             expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
             persistent: true,
+            props,
             // Read back whatever the budget: producers wait until consumers catch up.
             charge: self.budget.charge(size),
         });

@@ -14,6 +14,10 @@
 //! filters change. A filter that *fails* on a message is not a decline: the message is retried
 //! and, after `max_filter_failures` failed attempts, dead-lettered.
 //!
+//! Waiting messages are kept by priority (see [`Ready`]); which consumer gets which message
+//! (exclusive consumers, message groups, consumer priority, round-robin) is decided in
+//! `pick`, and the live message groups are kept in `groups`.
+//!
 //! All state sits behind one lock per queue: producers and consumers of *this* queue share it,
 //! nobody else does. The lock is never held across an `.await`.
 
@@ -29,7 +33,13 @@ use crate::store::Store;
 
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::Outgoing;
+use super::ready::{Ready, Waiting};
 use super::subscription::{AckMode, Subscription};
+
+mod groups;
+mod pick;
+
+use groups::Groups;
 
 /// What a full queue does with one more message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -37,7 +47,8 @@ use super::subscription::{AckMode, Subscription};
 pub enum Overflow {
     /// The producer waits until there is room (TCP backpressure).
     Block,
-    /// The oldest waiting (not delivered) message is dropped to make room.
+    /// The oldest waiting (not delivered) message is dropped to make room: the head of the
+    /// queue, the next one it would deliver (of the highest priority waiting).
     DropOldest,
     /// The new message is dropped.
     DropNew,
@@ -85,6 +96,20 @@ struct Pending {
     journal: u64,
 }
 
+impl Waiting for Pending {
+    fn priority(&self) -> u8 {
+        self.message.props.priority
+    }
+
+    fn order(&self) -> u64 {
+        self.order
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 impl Pending {
     fn new(message: Arc<Message>, order: u64, journal: u64) -> Pending {
         Pending {
@@ -101,7 +126,8 @@ impl Pending {
 
 /// How far past the head dispatch looks for a message some consumer will take, when the head
 /// is declined by the consumers that have credit (they are not stuck: the messages they
-/// declined go to the others as those make room, or get parked).
+/// declined go to the others as those make room, or get parked), or waits for its group's
+/// consumer to make room.
 const DECLINED_SCAN: usize = 256;
 
 /// A delivery the consumer has not settled yet.
@@ -117,11 +143,16 @@ struct Consumer {
     credit: u32,
     next_seq: u64,
     unacked: VecDeque<Unacked>,
+    /// Consumer priority (`activemq.priority` / `x-priority`).
+    priority: i32,
+    /// Asked to be the queue's only active consumer.
+    exclusive: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    pending: VecDeque<Pending>,
+    /// Waiting messages, by priority then arrival.
+    pending: Ready<Pending>,
     /// Declined by every consumer it was offered to: out of the way until they change.
     parked: Vec<Pending>,
     /// Messages in `pending` that some consumer declined (a scan is needed only when > 0).
@@ -129,6 +160,12 @@ struct State {
     consumers: Vec<Consumer>,
     /// Round-robin cursor into `consumers`.
     cursor: usize,
+    /// In exclusive mode, the index in `consumers` of the one consumer delivered to.
+    active: Option<usize>,
+    /// The consumers' priorities differ.
+    ranked: bool,
+    /// Live message groups and their consumers.
+    groups: Groups,
     /// The next arrival number.
     next_order: u64,
     /// Messages held (waiting, parked and delivered-unacknowledged) and their bytes.
@@ -138,6 +175,26 @@ struct State {
     waiting: usize,
     /// Set when a temporary queue's owner went away: messages are dropped from then on.
     deleted: bool,
+}
+
+impl State {
+    fn new(max_groups: usize) -> State {
+        State {
+            pending: Ready::default(),
+            parked: Vec::new(),
+            declined_pending: 0,
+            consumers: Vec::new(),
+            cursor: 0,
+            active: None,
+            ranked: false,
+            groups: Groups::new(max_groups),
+            next_order: 0,
+            held: 0,
+            bytes: 0,
+            waiting: 0,
+            deleted: false,
+        }
+    }
 }
 
 /// Which deliveries an ACK or NACK names.
@@ -179,6 +236,9 @@ pub struct QueueStats {
     pub filter_failures: AtomicU64,
     /// Persistent messages put back from the journal at start-up.
     pub recovered: AtomicU64,
+    /// Message groups dropped from a full group table (`flow.max_groups_per_queue`) to make
+    /// room for a new one.
+    pub groups_evicted: AtomicU64,
 }
 
 /// A queue.
@@ -240,7 +300,7 @@ impl Queue {
     pub fn new(name: Bytes, limits: QueueLimits) -> Queue {
         Queue {
             name,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(crate::config::defaults::MAX_GROUPS_PER_QUEUE)),
             room: Notify::new(),
             limits,
             dead_letter: None,
@@ -281,6 +341,15 @@ impl Queue {
             max_filter_failures: max.max(1),
             ..self
         }
+    }
+
+    /// Keeps at most `max` live message groups (the least recently used one makes room).
+    pub fn with_max_groups(mut self, max: usize) -> Queue {
+        self.state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .groups = Groups::new(max);
+        self
     }
 
     /// Makes this the queue of a durable subscription to `topic`.
@@ -398,6 +467,7 @@ impl Queue {
             id_seq: original.id_seq,
             expires_at: None,
             persistent: original.persistent,
+            props: original.props.clone(),
             charge: self
                 .budget
                 .as_ref()
@@ -416,7 +486,7 @@ impl Queue {
     fn push_dead(&self, message: Arc<Message>) {
         let mut state = self.lock();
         let pending = self.enter(&mut state, message);
-        state.pending.push_back(pending);
+        state.pending.push(pending);
         self.dispatch(&mut state);
     }
 
@@ -430,7 +500,7 @@ impl Queue {
         pending.deliveries = 1;
         state.held += 1;
         state.bytes += pending.size;
-        state.pending.push_back(pending);
+        state.pending.push(pending);
         self.stats.recovered.fetch_add(1, Ordering::Relaxed);
         self.dispatch(&mut state);
     }
@@ -441,7 +511,7 @@ impl Queue {
         let mut state = self.lock();
         let mut pending = self.enter(&mut state, message);
         pending.deliveries = 1;
-        state.pending.push_back(pending);
+        state.pending.push(pending);
         self.stats.recovered.fetch_add(1, Ordering::Relaxed);
         self.dispatch(&mut state);
     }
@@ -476,7 +546,7 @@ impl Queue {
                             // Room is made from the waiting messages only; when every message
                             // is out with a consumer, the new one is dropped instead.
                             while !self.has_room(&state) {
-                                let Some(oldest) = state.pending.pop_front() else {
+                                let Some(oldest) = state.pending.pop() else {
                                     break;
                                 };
                                 if !oldest.declined.is_empty() {
@@ -495,7 +565,7 @@ impl Queue {
                 if self.has_room(&state) {
                     let message = message.take().expect("published once");
                     let pending = self.enter(&mut state, message);
-                    state.pending.push_back(pending);
+                    state.pending.push(pending);
                     self.dispatch(&mut state);
                     return Published::Queued;
                 }
@@ -507,16 +577,17 @@ impl Queue {
         }
     }
 
-    /// Hands waiting messages to consumers with credit, round-robin, skipping consumers that
-    /// declined a message.
+    /// Hands waiting messages to consumers with credit, in the order and to the consumers
+    /// `pick` chooses (priority, exclusive consumer, group, consumer priority, round-robin).
     fn dispatch(&self, state: &mut State) {
         while !state.pending.is_empty() && state.consumers.iter().any(|c| c.credit > 0) {
-            let Some((position, index)) = pick(state) else {
+            let Some(choice) = pick::pick(state) else {
                 break;
             };
+            let index = choice.consumer;
             let pending = state
                 .pending
-                .remove(position)
+                .remove(choice.slot)
                 .expect("picked from the queue");
             if !pending.declined.is_empty() {
                 state.declined_pending -= 1;
@@ -525,6 +596,7 @@ impl Queue {
                 self.expire(state, pending);
                 continue;
             }
+            let first_in_group = self.follow_group(state, &pending, choice);
             let n = state.consumers.len();
             state.cursor = (index + 1) % n;
             let consumer = &mut state.consumers[index];
@@ -536,6 +608,7 @@ impl Queue {
                 subscription: consumer.subscription.clone(),
                 seq,
                 redeliveries: pending.deliveries,
+                first_in_group,
             };
             if pending.deliveries > 0 {
                 self.stats.redelivered.fetch_add(1, Ordering::Relaxed);
@@ -554,16 +627,49 @@ impl Queue {
         self.notify_room(state);
     }
 
+    /// Keeps the message's group with the consumer chosen for it: pinned there when the
+    /// choice claims it, ended when the message closes it. True when the consumer gets its
+    /// first message of the group.
+    fn follow_group(&self, state: &mut State, pending: &Pending, choice: pick::Choice) -> bool {
+        let Some(group) = &pending.message.props.group else {
+            return false;
+        };
+        if group.closes {
+            state.groups.close(&group.id);
+        } else if choice.claims_group {
+            let consumer_id = state.consumers[choice.consumer].subscription.consumer_id;
+            let charge = self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(groups::entry_bytes(&group.id)))
+                .unwrap_or_default();
+            if state.groups.assign(&group.id, consumer_id, charge) {
+                self.stats.groups_evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(queue = %crate::text::shown(&self.name), "message group table full: least recently used group evicted");
+            }
+        } else {
+            state.groups.touch(&group.id);
+        }
+        choice.claims_group
+    }
+
     /// Adds a consumer and gives it waiting messages (parked ones too: it may take them).
     pub fn subscribe(&self, subscription: Arc<Subscription>) {
         let mut state = self.lock();
         let window = subscription.window.max(1);
+        let options = subscription.options;
         state.consumers.push(Consumer {
             subscription,
             credit: window,
             next_seq: 0,
             unacked: VecDeque::new(),
+            priority: options.priority,
+            exclusive: options.exclusive,
         });
+        state.ranked = pick::ranked(&state.consumers);
+        if state.active.is_none() {
+            state.active = pick::choose_active(&state.consumers);
+        }
         self.detached_at.store(0, Ordering::Relaxed);
         unpark(&mut state, false);
         self.dispatch(&mut state);
@@ -581,6 +687,13 @@ impl Queue {
             return;
         };
         let consumer = state.consumers.remove(index);
+        state.ranked = pick::ranked(&state.consumers);
+        state.active = match state.active {
+            Some(active) if active == index => pick::choose_active(&state.consumers),
+            Some(active) if active > index => Some(active - 1),
+            other => other,
+        };
+        state.groups.release(consumer.subscription.consumer_id);
         if state.consumers.is_empty() {
             self.claimed.store(false, Ordering::Release);
             self.detached_at.store(now_ms(), Ordering::Relaxed);
@@ -746,7 +859,7 @@ impl Queue {
     pub fn delete(&self) {
         let mut state = self.lock();
         state.deleted = true;
-        let mut gone: Vec<Pending> = std::mem::take(&mut state.pending).into();
+        let mut gone: Vec<Pending> = state.pending.take_all();
         gone.append(&mut state.parked);
         for consumer in &mut state.consumers {
             gone.extend(
@@ -814,30 +927,6 @@ impl Drop for WaitingProducer<'_> {
     }
 }
 
-/// The first waiting message (from the head, within [`DECLINED_SCAN`]) and the next consumer
-/// in round-robin order that has credit and has not declined it.
-fn pick(state: &State) -> Option<(usize, usize)> {
-    let n = state.consumers.len();
-    let scan = if state.declined_pending == 0 {
-        1
-    } else {
-        DECLINED_SCAN
-    };
-    for (position, pending) in state.pending.iter().take(scan).enumerate() {
-        let found = (0..n).map(|i| (state.cursor + i) % n).find(|&i| {
-            let consumer = &state.consumers[i];
-            consumer.credit > 0
-                && !pending
-                    .declined
-                    .contains(&consumer.subscription.consumer_id)
-        });
-        if let Some(index) = found {
-            return Some((position, index));
-        }
-    }
-    None
-}
-
 /// Whether every current consumer declined `pending`.
 fn declined_by_all(state: &State, pending: &Pending) -> bool {
     !state.consumers.is_empty()
@@ -852,16 +941,15 @@ fn park_declined(state: &mut State) {
     if state.declined_pending == 0 || state.consumers.is_empty() {
         return;
     }
-    let mut kept = VecDeque::with_capacity(state.pending.len());
-    for pending in std::mem::take(&mut state.pending) {
+    for pending in state.pending.take_all() {
         if !pending.declined.is_empty() && declined_by_all(state, &pending) {
             state.declined_pending -= 1;
             state.parked.push(pending);
         } else {
-            kept.push_back(pending);
+            // In delivery order: each priority's messages keep their order.
+            state.pending.push(pending);
         }
     }
-    state.pending = kept;
 }
 
 /// Puts parked messages back among the waiting ones; `forget` clears every consumer's earlier
@@ -903,6 +991,8 @@ fn reinsert(state: &mut State, pending: Pending) {
     if !pending.declined.is_empty() {
         state.declined_pending += 1;
     }
-    let at = state.pending.partition_point(|p| p.order < pending.order);
-    state.pending.insert(at, pending);
+    state.pending.requeue(pending);
 }
+
+#[cfg(test)]
+mod tests;

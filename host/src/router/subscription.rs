@@ -45,6 +45,17 @@ impl AckMode {
     }
 }
 
+/// How a queue consumer wants to be served, from its SUBSCRIBE (topics ignore it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// Consumer priority (`activemq.priority`, `x-priority`; 0 by default): a queue gives
+    /// messages to its highest-priority consumers while they have window space.
+    pub priority: i32,
+    /// `activemq.exclusive:true` or `x-single-active-consumer:true`: the queue delivers to one
+    /// such consumer at a time and fails over to the next when it goes away.
+    pub exclusive: bool,
+}
+
 /// One subscription of one connection. Shared by the session (acks), the router (dispatch) and
 /// the connection's writer (encoding the MESSAGE, settling auto acks).
 pub struct Subscription {
@@ -59,6 +70,8 @@ pub struct Subscription {
     pub(super) ack_mode: AckMode,
     /// Unacked-message window.
     pub(super) window: u32,
+    /// Consumer priority and exclusivity (queues only).
+    pub(super) options: ConsumerOptions,
     /// The connection's outbound queue.
     pub(super) outbox: Arc<Outbox>,
     /// The message plugins' filter (opaque to the router).
@@ -78,6 +91,7 @@ impl std::fmt::Debug for Subscription {
             .field("destination", &self.destination)
             .field("ack_mode", &self.ack_mode)
             .field("window", &self.window)
+            .field("options", &self.options)
             .finish()
     }
 }

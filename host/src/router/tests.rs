@@ -17,6 +17,7 @@ fn message(seq: u64) -> Arc<Message> {
         id_seq: seq,
         expires_at: None,
         persistent: false,
+        props: Default::default(),
         charge: Default::default(),
     })
 }
@@ -30,6 +31,7 @@ fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Destination) ->
         destination: Bytes::from_static(b"/queue/q"),
         ack_mode,
         window,
+        options: Default::default(),
         outbox: Arc::new(Outbox::new(64)),
         filter: DeliveryFilter::none(
             crate::plugin::Principal::anonymous(),
@@ -641,6 +643,7 @@ fn subscribe_request(destination: &str, outbox: &Arc<Outbox>) -> SubscribeReques
         destination: Bytes::copy_from_slice(destination.as_bytes()),
         ack_mode: AckMode::Auto,
         window: 10,
+        options: Default::default(),
         durable: None,
         principal: PRINCIPAL.get_or_init(crate::plugin::Principal::anonymous),
         outbox: outbox.clone(),

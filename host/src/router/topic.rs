@@ -145,6 +145,7 @@ fn delivery(subscription: &Arc<Subscription>, message: &Arc<Message>, seq: u64) 
         subscription: subscription.clone(),
         seq,
         redeliveries: 0,
+        first_in_group: false,
     }
 }
 

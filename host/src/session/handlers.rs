@@ -11,7 +11,8 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
-use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError};
+use crate::router::props::PropsError;
+use crate::router::{check_name, publish, Destination, Message, Outgoing, Props, RouteError};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -38,8 +39,28 @@ pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, Se
 pub(super) struct PreparedSend {
     transaction_id: Option<Bytes>,
     persistent: bool,
+    /// The SEND's priority and message group; `None` once send plugins may have rewritten
+    /// the headers (each routed copy is then read again).
+    props: Option<Props>,
     /// The SEND frame's share of the memory budget, passed on to the message.
     charge: Charge,
+}
+
+impl PreparedSend {
+    /// The send plugins ran: the routed copies' headers are read again for their priority
+    /// and group.
+    pub(super) fn through_plugins(self) -> PreparedSend {
+        PreparedSend {
+            props: None,
+            ..self
+        }
+    }
+}
+
+impl From<PropsError> for SessionError {
+    fn from(err: PropsError) -> SessionError {
+        client_error(err.to_string())
+    }
 }
 
 /// The error of a SEND a plugin rejected.
@@ -150,7 +171,10 @@ impl Session {
             return self.finish_send(send, std::iter::once(message)).await;
         }
         match plugins.on_send(&self.principal, message).await {
-            SendOutcome::Deliver(messages) => self.finish_send(send, messages.into_iter()).await,
+            SendOutcome::Deliver(messages) => {
+                self.finish_send(send.through_plugins(), messages.into_iter())
+                    .await
+            }
             SendOutcome::Reject(reason) => Err(rejected(&reason)),
         }
     }
@@ -180,9 +204,11 @@ impl Session {
         // The broker's own headers (codec::SERVER_OWNED) are not passed on.
         headers.retain(|(name, _)| !is_server_owned(name));
         self.rewrite_reply_to(&mut headers)?;
+        let props = Props::read(&headers)?;
         let send = PreparedSend {
             transaction_id,
             persistent,
+            props: Some(props),
             charge,
         };
         let message = PluginMessage {
@@ -203,6 +229,7 @@ impl Session {
         let PreparedSend {
             transaction_id,
             persistent,
+            props,
             charge,
         } = send;
         // The frame's charge goes to the first copy (they share its body); further copies
@@ -226,6 +253,12 @@ impl Session {
             else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
+            let props = match &props {
+                Some(props) => props.clone(),
+                None => Props::read(&copy.headers).map_err(|err| {
+                    client_error(format!("a plugin set an invalid delivery header: {err}"))
+                })?,
+            };
             let charge = charge.take().unwrap_or_else(|| {
                 self.account
                     .charge(Message::size_of(&copy.destination, &copy.headers, &[]))
@@ -238,6 +271,7 @@ impl Session {
                 id_seq: self.next_message,
                 expires_at,
                 persistent,
+                props,
                 charge,
             });
             self.next_message += 1;

@@ -12,6 +12,7 @@
 
 mod acks;
 mod connect;
+mod consumer_headers;
 mod error;
 mod handlers;
 mod receipts;

@@ -150,7 +150,7 @@ impl Session {
             let result = match outcome {
                 Ok(&n) => {
                     let routed = messages.by_ref().take(n);
-                    self.finish_send(frame.send, routed).await
+                    self.finish_send(frame.send.through_plugins(), routed).await
                 }
                 Err(reason) => Err(rejected(reason)),
             };

@@ -12,10 +12,11 @@ use crate::codec::{Frame, Version};
 use crate::plugin::SubscriptionInfo;
 use crate::policy::DeliveryFilter;
 use crate::router::{
-    table_key, AckMode, DurableError, DurableKey, SubscribeError, SubscribeRequest,
+    table_key, AckMode, ConsumerOptions, DurableError, DurableKey, SubscribeError, SubscribeRequest,
 };
 use crate::text::shown;
 
+use super::consumer_headers::consumer_options;
 use super::error::{client_error, SessionError};
 use super::handlers::{header_is_true, receipt_frame, required};
 use super::Session;
@@ -38,6 +39,7 @@ struct Parsed {
     destination: Bytes,
     ack_mode: AckMode,
     window: u32,
+    options: ConsumerOptions,
     durable: Option<DurableName>,
 }
 
@@ -69,6 +71,7 @@ impl Session {
             destination: parsed.destination,
             ack_mode: parsed.ack_mode,
             window: parsed.window,
+            options: parsed.options,
             durable,
             principal: &self.principal,
             outbox: self.outbox.clone(),
@@ -137,6 +140,7 @@ impl Session {
             (None, AckMode::Auto) => flow.auto_ack_window,
             (None, _) => flow.default_prefetch,
         };
+        let options = consumer_options(frame)?;
         let durable = match durable_name_header(frame) {
             Some(_) if !destination.starts_with(crate::router::TOPIC_PREFIX) => None,
             Some(DurableName::ById) if wire_id.is_none() => {
@@ -151,6 +155,7 @@ impl Session {
             destination,
             ack_mode,
             window,
+            options,
             durable,
         })
     }

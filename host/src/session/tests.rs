@@ -57,6 +57,7 @@ fn message(destination: &Bytes, n: u64) -> Arc<Message> {
         id_seq: n,
         expires_at: None,
         persistent: false,
+        props: Default::default(),
         charge: Default::default(),
     })
 }

@@ -270,6 +270,7 @@ fn encode_delivery(
                 id_seq: delivery.message.id_seq,
                 expires_at: delivery.message.expires_at,
                 persistent: delivery.message.persistent,
+                props: delivery.message.props.clone(),
                 // Only encoded, then dropped: the delivered message holds the charge.
                 charge: Default::default(),
             };
@@ -311,6 +312,9 @@ fn encode_message(delivery: &Delivery, message: &Message, version: Version, out:
             buf.extend_from_slice(b"redelivered:true\nredelivery-count:");
             buf.extend_from_slice(Decimal::new(u64::from(delivery.redeliveries)).as_bytes());
             buf.extend_from_slice(b"\n");
+        }
+        if delivery.first_in_group {
+            buf.extend_from_slice(b"JMSXGroupFirstForConsumer:true\n");
         }
     };
     encode_with(

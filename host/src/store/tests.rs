@@ -30,6 +30,7 @@ fn message(seq: u64, body: &str) -> Message {
         id_seq: seq,
         expires_at: None,
         persistent: true,
+        props: Default::default(),
         charge: Default::default(),
     }
 }
