@@ -179,6 +179,8 @@ pub struct QueueStats {
     pub filter_failures: AtomicU64,
     /// Persistent messages put back from the journal at start-up.
     pub recovered: AtomicU64,
+    /// `dead_lettered` by reason.
+    pub dead_letter_reasons: super::census::DeadLetterReasons,
 }
 
 /// A queue.
@@ -369,6 +371,7 @@ impl Queue {
     /// dropped, as a broker without a dead-letter exchange does), saying why and from where.
     fn dead_letter(&self, state: &mut State, pending: &Pending, reason: &str) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.stats.dead_letter_reasons.count(reason);
         let Some(dead_letter) = &self.dead_letter else {
             tracing::warn!(queue = %crate::text::shown(&self.name), reason, "message dead-lettered without a dead-letter queue: dropped");
             self.leave(state, pending);
@@ -770,6 +773,11 @@ impl Queue {
     pub fn depth(&self) -> usize {
         let state = self.lock();
         state.pending.len() + state.parked.len()
+    }
+
+    /// Consumers attached now.
+    pub fn consumer_count(&self) -> usize {
+        self.lock().consumers.len()
     }
 
     /// Messages held (waiting or delivered and not yet acknowledged) and their bytes.
