@@ -76,7 +76,7 @@ pub async fn reload(
     let files = PluginFile::hash_all(&new.plugins, &new.base_dir);
     let current = policy.current();
     if current.specs == new.plugins && current.files == files {
-        debug!("reload: the plugin set did not change");
+        info!("reload: the plugin set did not change");
         return Outcome::Unchanged;
     }
     if !new.reload.allow_weaker_policy {

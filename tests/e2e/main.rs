@@ -15,6 +15,7 @@ mod flow;
 mod frames;
 mod heartbeat;
 mod load;
+mod metrics;
 mod persistence;
 mod queues;
 mod temp_queues;

@@ -17,6 +17,7 @@ mod deadlines;
 mod declines;
 mod durable_owner;
 mod hostile;
+mod metrics;
 mod routing;
 mod selector;
 mod transform;

@@ -235,6 +235,7 @@ async fn accept_connect(
 
 /// Refuses a connection before any session: an ERROR with `message`, then a close.
 pub async fn refuse<T: Transport>(stream: T, message: String) {
+    info!(kind = "refused-connection", error = %message, "ERROR sent");
     let frame = error::client_error(message)
         .to_frame()
         .expect("a client error has a frame");
@@ -339,7 +340,7 @@ fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReas
     let (reason, error) = classify(err, login_refused);
     if let Some(kind) = error {
         broker.stats.connections.error_sent(kind);
-        info!(kind = kind.as_str(), message = %err, "ERROR sent");
+        info!(kind = kind.as_str(), error = %err, "ERROR sent");
     }
     match err {
         SessionError::Io(err) => debug!(%err, "connection failed"),
