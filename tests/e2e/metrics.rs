@@ -61,10 +61,7 @@ async fn queue_series_follow_sends_deliveries_and_acks() {
         queue_value(&scrape, "plugboard_queue_messages_published_total", &dest),
         10.0
     );
-    assert_eq!(
-        queue_value(&scrape, "plugboard_queue_messages_bytes", &dest) > 0.0,
-        true
-    );
+    assert!(queue_value(&scrape, "plugboard_queue_messages_bytes", &dest) > 0.0);
     assert_eq!(
         queue_value(&scrape, "plugboard_queue_consumers", &dest),
         0.0
@@ -355,4 +352,36 @@ async fn json_logs_are_one_object_per_line_with_connection_events() {
     assert!(error["fields"]["error"].is_string(), "{error}");
     let closed = find("connection closed");
     assert_eq!(closed["fields"]["reason"], "error", "{closed}");
+}
+
+#[tokio::test]
+async fn the_docs_and_the_dashboard_name_only_metrics_that_exist() {
+    let broker = broker("");
+    let scrape = scrape(broker.admin(), None).await;
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("valid dashboard JSON");
+    let operations = std::fs::read_to_string(docs.join("operations.md")).unwrap();
+    let mut named = 0;
+    for text in [&dashboard, &operations] {
+        for start in text.match_indices("plugboard_").map(|(i, _)| i) {
+            let name: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            if family == "plugboard_" || family.ends_with('_') {
+                continue; // the prefix itself, in prose
+            }
+            assert!(
+                scrape.types.contains_key(family),
+                "{name} is named in the docs or dashboard but not served"
+            );
+            named += 1;
+        }
+    }
+    assert!(named > 50, "{named}");
 }

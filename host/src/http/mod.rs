@@ -1,5 +1,5 @@
 //! The admin surface: a minimal HTTP/1.0 server on `admin_listen`. It answers `GET /status`
-//! with JSON ([`status`]; `plugboard status` prints it) and `GET /metrics` with Prometheus /
+//! with JSON ([`mod@status`]; `plugboard status` prints it) and `GET /metrics` with Prometheus /
 //! OpenMetrics text ([`metrics`]). It exposes no control, only state.
 //!
 //! Access, the same for every path: on a loopback address it answers anyone on the machine

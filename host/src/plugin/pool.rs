@@ -409,9 +409,9 @@ pub enum FailureKind {
     Invalid,
     /// The input was larger than the guest could take.
     Oversize,
-    /// Every instance stayed busy for [`BUSY_WAIT`].
+    /// Every instance stayed busy for the busy-pool wait (5 s).
     Busy,
-    /// After failures in a row, no replacement instance could be made within [`BACKOFF_MAX`].
+    /// After failures in a row, no replacement instance could be made within the back-off limit.
     Backoff,
 }
 
@@ -702,7 +702,7 @@ impl Pool {
     }
 
     fn lease(&self, warm: Box<Warm>) -> Lease<'_> {
-        let timed = warm.calls % LATENCY_SAMPLE_EVERY == 0;
+        let timed = warm.calls.is_multiple_of(LATENCY_SAMPLE_EVERY);
         Lease {
             started: timed.then(Instant::now),
             warm: Some(warm),

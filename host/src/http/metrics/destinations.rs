@@ -18,6 +18,9 @@ pub const OTHER: &str = "other";
 /// Reasons in [`crate::router::DeadLetterReasons::read`] order.
 const REASONS: usize = DEAD_LETTER_REASONS.len() + 1;
 
+/// A family drawn from rows: its name, help, and the value it takes from a row.
+type Column<R> = (&'static str, &'static str, fn(&R) -> u64);
+
 /// One queue's numbers at the scrape.
 #[derive(Debug, Default)]
 struct QueueRow {
@@ -172,7 +175,7 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
         Gauge(count),
     )?;
     let labels = |row: &QueueRow| [("vhost", VHOST.to_string()), ("queue", row.name.clone())];
-    let gauges: [(&str, &str, fn(&QueueRow) -> u64); 4] = [
+    let gauges: [Column<QueueRow>; 4] = [
         (
             "plugboard_queue_messages_ready",
             "Messages waiting to be delivered.",
@@ -200,7 +203,7 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
             rows.iter().map(|row| (labels(row), Gauge(value(row)))),
         )?;
     }
-    let counters: [(&str, &str, fn(&QueueRow) -> u64); 5] = [
+    let counters: [Column<QueueRow>; 5] = [
         (
             "plugboard_queue_messages_published",
             "Messages that entered the queue (published, or dead-lettered into it).",
@@ -283,7 +286,7 @@ pub fn encode_topics(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
         "Subscribers (durable subscriptions' queues not included).",
         rows.iter().map(|row| (labels(row), Gauge(row.subscribers))),
     )?;
-    let counters: [(&str, &str, fn(&TopicRow) -> u64); 4] = [
+    let counters: [Column<TopicRow>; 4] = [
         (
             "plugboard_topic_messages_published",
             "Messages published to the topic.",
