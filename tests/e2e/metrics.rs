@@ -243,6 +243,31 @@ async fn connections_are_counted_by_listener_and_closes_by_reason() {
 }
 
 #[tokio::test]
+async fn a_silent_client_is_closed_for_its_heart_beats() {
+    let broker =
+        broker("[heartbeat]\nsend_min_ms = 100\nreceive_min_ms = 150\ngrace_factor = 2.0\n");
+    let connect = Client::connect_frame(Version::V12).h("heart-beat", "100,0");
+    let (mut silent, reply) = Client::connect_with(broker.addr, connect).await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    silent.expect_closed().await;
+    let scrape = eventually(&broker, "closed", |s| {
+        s.value(
+            "plugboard_connections_closed_total",
+            &[("reason", "heart-beat")],
+        ) == 1.0
+    })
+    .await;
+    assert_eq!(
+        scrape.value("plugboard_errors_total", &[("kind", "heart-beat")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value("plugboard_connections_closed_total", &[("reason", "error")]),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn destinations_past_the_cap_are_summed_into_other() {
     let broker = broker("[metrics]\nmax_labelled_destinations = 2\n");
     let prefix = unique("cap");
