@@ -41,6 +41,8 @@ pub struct BrokerStats {
     pub failed_logins: AtomicU64,
     /// Connections closed for being idle without subscriptions.
     pub idle_closes: AtomicU64,
+    /// Connections per listener, closes by reason, ERRORs by kind, bytes in and out.
+    pub connections: crate::connection_stats::ConnectionCounters,
 }
 
 /// Everything sessions share.

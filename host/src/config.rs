@@ -80,6 +80,11 @@ pub struct Config {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Graceful shutdown: how long open connections get to flush after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Log lines: `text` (for people) or `json` (one JSON object per line, for log
+    /// collectors). `--log-format` overrides it.
+    pub log_format: LogFormat,
+    /// The admin listener's `GET /metrics`.
+    pub metrics: MetricsConfig,
     /// Directory that relative paths in this config resolve against (set by the loader).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -103,6 +108,8 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             plugin_cache_dir: None,
             shutdown_grace_ms: 5_000,
+            log_format: LogFormat::Text,
+            metrics: MetricsConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -424,6 +431,47 @@ pub struct ReloadConfig {
     /// half-edited file is refused instead of switching authentication off. Read from the new
     /// file: set it in the same edit that removes the plugin.
     pub allow_weaker_policy: bool,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`,
+    /// and the connection's `span` (`n`, `peer`, `via`) where there is one.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: text or json")),
+        }
+    }
+}
+
+/// `GET /metrics` on the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Most queues with series of their own, and most topics (each counted apart); the others
+    /// are summed into one series labelled `queue="other"` (`topic="other"`). Bounds what a
+    /// flood of destination names costs Prometheus. Queues and topics are taken in name order.
+    pub max_labelled_destinations: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_labelled_destinations: 1000,
+        }
+    }
 }
 
 /// A user of the built-in authenticator.

@@ -13,18 +13,20 @@
 //! ```
 //!
 //! The plugin set is a [`policy::Policy`], swapped atomically by [`reload`] when the config or a
-//! component file changes; [`admin`] serves its status.
+//! component file changes; [`http`] serves its status and metrics.
 //!
 //! [`Server`] assembles a broker ([`broker`]) and serves its [`listen`]ers; [`run`] is both in
 //! one call.
 
 #![warn(missing_docs)]
 
-pub mod admin;
 pub mod broker;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod connection_stats;
+pub mod histogram;
+pub mod http;
 pub mod limits;
 pub mod listen;
 pub mod memory;

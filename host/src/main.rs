@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::info;
 
+use plugboard::config::LogFormat;
 use plugboard::{Config, Listeners, ReloadSource, Server};
 
 /// glibc's allocator with large freed blocks (read buffers) kept for reuse: see `memory`.
@@ -42,6 +43,9 @@ struct Cli {
     /// Validate the configuration and load its plugins, then exit without serving.
     #[arg(long)]
     check_config: bool,
+    /// Log lines as `text` or `json` (one JSON object per line), overriding `log_format`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -123,27 +127,43 @@ fn main() -> anyhow::Result<()> {
         };
         return hash_password(cost);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The configuration is read before logging starts: it says how to log.
+    let config = match (&cli.command, &cli.config) {
+        (Some(Command::Plugin { .. }), _) => None,
+        (_, Some(path)) => Some(Config::from_file(path)?),
+        (_, None) => Some(Config::default()),
+    };
+    let format = cli
+        .log_format
+        .or(config.as_ref().map(|config| config.log_format))
+        .unwrap_or(LogFormat::Text);
+    init_logging(format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(async_main(cli))
+    runtime.block_on(async_main(cli, config))
 }
 
-async fn async_main(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Plugin { command }) = cli.command {
-        return plugin_command(command).await;
+/// Logs to stderr, at `RUST_LOG`'s levels (default `info`), as text or as JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
     }
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+}
+
+async fn async_main(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
+    let Some(mut config) = config else {
+        let Some(Command::Plugin { command }) = cli.command else {
+            unreachable!("only plugin commands run without a configuration")
+        };
+        return plugin_command(command).await;
     };
     if let Some(Command::Status { admin }) = cli.command {
         let address = admin.or(config.admin_listen).context(
@@ -152,7 +172,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         let token = std::env::var("PLUGBOARD_ADMIN_TOKEN")
             .ok()
             .or(config.admin_token.clone());
-        let status = plugboard::admin::fetch(address, token.as_deref()).await?;
+        let status = plugboard::http::fetch(address, token.as_deref()).await?;
         // A closed pipe (`| head`) is not an error worth a panic.
         use std::io::Write;
         let _ = writeln!(
@@ -167,6 +187,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         admin_listen: cli.admin_listen,
         data_dir: absolute(cli.data_dir.as_deref())?,
         plugin_cache_dir: absolute(cli.plugin_cache_dir.as_deref())?,
+        log_format: cli.log_format,
     };
     overrides.apply(&mut config);
     if cli.check_config {

@@ -76,7 +76,7 @@ pub async fn reload(
     let files = PluginFile::hash_all(&new.plugins, &new.base_dir);
     let current = policy.current();
     if current.specs == new.plugins && current.files == files {
-        debug!("reload: the plugin set did not change");
+        info!("reload: the plugin set did not change");
         return Outcome::Unchanged;
     }
     if !new.reload.allow_weaker_policy {
@@ -268,6 +268,16 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", running.dead_letter),
         format!("{:?}", new.dead_letter),
     );
+    check(
+        "log_format",
+        format!("{:?}", running.log_format),
+        format!("{:?}", new.log_format),
+    );
+    check(
+        "metrics",
+        format!("{:?}", running.metrics),
+        format!("{:?}", new.metrics),
+    );
     changed
 }
 
@@ -302,6 +312,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// An absolute directory (`--plugin-cache-dir`).
     pub plugin_cache_dir: Option<PathBuf>,
+    /// `--log-format`, replacing `log_format`.
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 impl Overrides {
@@ -312,6 +324,9 @@ impl Overrides {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
         }
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = Some(dir.clone());

@@ -88,7 +88,7 @@ impl Server {
             shutdown,
         } = self;
         if let Some(admin) = listeners.admin {
-            tokio::spawn(crate::admin::serve(admin, broker.clone(), shutdown.clone()));
+            tokio::spawn(crate::http::serve(admin, broker.clone(), shutdown.clone()));
         }
         tokio::spawn(crate::memory::release_periodically(shutdown.clone()));
         {

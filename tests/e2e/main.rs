@@ -18,6 +18,7 @@ mod frames;
 mod groups;
 mod heartbeat;
 mod load;
+mod metrics;
 mod persistence;
 mod priority;
 mod queues;

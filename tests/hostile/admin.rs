@@ -69,6 +69,33 @@ async fn with_a_token_every_request_needs_it_and_gets_the_paths() {
 }
 
 #[tokio::test]
+async fn metrics_follow_the_same_access_rules() {
+    use plugboard_test_support::metrics::{get, scrape};
+    let broker = Launch::config_text(
+        Plugboard::PATH,
+        &format!("admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n"),
+    )
+    .status_line()
+    .start();
+    for bad in [None, Some("wrong-token-of-enough-length"), Some("")] {
+        let (line, _, body) = get(broker.admin(), "/metrics", bad).await;
+        assert!(line.contains("401"), "{bad:?}: {line}");
+        assert!(!body.contains("plugboard_"), "{body}");
+    }
+    let metrics = scrape(broker.admin(), Some(TOKEN)).await;
+    assert_eq!(metrics.value("plugboard_queues", &[]), 0.0);
+    // Only GET, and unknown paths are not found (behind the token too).
+    let (line, _, _) = get(broker.admin(), "/nothing", Some(TOKEN)).await;
+    assert!(line.contains("404"), "{line}");
+
+    let open = Launch::config_text(Plugboard::PATH, "admin_listen = \"127.0.0.1:0\"\n")
+        .status_line()
+        .start();
+    let metrics = scrape(open.admin(), None).await;
+    assert_eq!(metrics.value("plugboard_topics", &[]), 0.0);
+}
+
+#[tokio::test]
 async fn without_a_token_loopback_callers_get_no_paths() {
     let broker = Launch::config_text(Plugboard::PATH, "admin_listen = \"127.0.0.1:0\"\n")
         .status_line()

@@ -18,6 +18,7 @@ mod declines;
 mod delivery_headers;
 mod durable_owner;
 mod hostile;
+mod metrics;
 mod routing;
 mod selector;
 mod transform;

@@ -27,7 +27,7 @@ impl Listeners {
             .with_context(|| format!("binding {}", config.listen))?;
         let admin = match config.admin_listen {
             Some(address) => {
-                crate::admin::check_access(address, config.admin_token.as_deref())?;
+                crate::http::check_access(address, config.admin_token.as_deref())?;
                 Some(
                     TcpListener::bind(address)
                         .await

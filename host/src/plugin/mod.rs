@@ -14,6 +14,7 @@ pub mod check;
 mod convert;
 mod engine;
 mod glob;
+mod hook_stats;
 mod hooks;
 mod pool;
 pub mod template;
@@ -32,7 +33,9 @@ use bindings::types::Manifest;
 use bindings::{authenticate, deliver, lifecycle, send};
 use pool::{Exports, Limits, Pool};
 
+pub use hook_stats::{HookStats, FAILURE_KINDS, HOOKS, LATENCY_SAMPLE_EVERY};
 pub use hooks::SubscriptionFilter;
+pub use pool::FailureKind;
 
 /// Deadline of instantiating and `init` of one instance: long enough for a plugin that parses
 /// a large config or builds tables at start, short enough that a looping `init` does not hold
@@ -480,7 +483,7 @@ impl PluginHost {
                 let c = &p.pool.counters;
                 PluginStats {
                     name: p.name.to_string(),
-                    calls: c.calls.load(Relaxed),
+                    calls: c.hooks.iter().map(|h| h.calls.load(Relaxed)).sum(),
                     traps: c.traps.load(Relaxed),
                     timeouts: c.timeouts.load(Relaxed),
                     memory_limit: c.memory.load(Relaxed),

@@ -27,6 +27,7 @@ use super::bindings::deliver::FilterVerdict;
 use super::bindings::send::SendVerdict;
 use super::bindings::{authenticate, deliver, lifecycle, log, send, types::Manifest};
 use super::engine::{engine, running, Running};
+use super::hook_stats::{HookCounters, LATENCY_SAMPLE_EVERY};
 use super::Hook;
 
 /// Longest log line a plugin may write.
@@ -408,9 +409,9 @@ pub enum FailureKind {
     Invalid,
     /// The input was larger than the guest could take.
     Oversize,
-    /// Every instance stayed busy for [`BUSY_WAIT`].
+    /// Every instance stayed busy for the busy-pool wait (5 s).
     Busy,
-    /// After failures in a row, no replacement instance could be made within [`BACKOFF_MAX`].
+    /// After failures in a row, no replacement instance could be made within the back-off limit.
     Backoff,
 }
 
@@ -433,7 +434,9 @@ impl Failure {
 /// Counters of one plugin (monotonic).
 #[derive(Default)]
 pub struct Counters {
-    pub calls: AtomicU64,
+    /// Calls and failures per hook (indexed by `Hook as usize`); the plugin's calls are their
+    /// sum.
+    pub hooks: [HookCounters; 3],
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory: AtomicU64,
@@ -494,6 +497,8 @@ pub struct Lease<'a> {
     pool: &'a Pool,
     /// The epoch ticks while the lease lives (the call's deadline needs it).
     _running: Running,
+    /// When the call began, for the one call in [`LATENCY_SAMPLE_EVERY`] that is timed.
+    started: Option<Instant>,
 }
 
 impl Lease<'_> {
@@ -697,7 +702,9 @@ impl Pool {
     }
 
     fn lease(&self, warm: Box<Warm>) -> Lease<'_> {
+        let timed = warm.calls.is_multiple_of(LATENCY_SAMPLE_EVERY);
         Lease {
+            started: timed.then(Instant::now),
             warm: Some(warm),
             pool: self,
             _running: running(),
@@ -829,7 +836,13 @@ impl Pool {
         mut lease: Lease<'_>,
         result: Result<T, Failure>,
     ) -> Result<T, Failure> {
-        self.counters.calls.fetch_add(1, Relaxed);
+        let counters = &self.counters.hooks[hook as usize];
+        counters.calls.fetch_add(1, Relaxed);
+        if let Some(started) = lease.started {
+            counters
+                .latency_ns
+                .observe(started.elapsed().as_nanos() as u64);
+        }
         let mut warm = lease.warm.take().expect("a lease is finished once");
         drop(lease);
         match result {
@@ -889,6 +902,7 @@ impl Pool {
             FailureKind::Backoff => &c.backoff,
         };
         counter.fetch_add(1, Relaxed);
+        c.hooks[hook as usize].failures[failure.kind as usize].fetch_add(1, Relaxed);
         tracing::error!(plugin = &*self.name, hook = hook.as_str(), kind = ?failure.kind, "plugin call failed: {}", failure.detail);
         failure
     }

@@ -29,6 +29,7 @@
 //! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
+mod census;
 pub mod connection;
 pub mod durable;
 pub mod message;
@@ -56,6 +57,7 @@ use crate::store::record::Enqueue;
 use crate::store::Store;
 use crate::text::shown;
 
+pub use census::{DeadLetterReasons, DEAD_LETTER_REASONS};
 pub use connection::{table_key, Connection};
 pub use durable::DurableKey;
 pub use message::{Delivery, Message};

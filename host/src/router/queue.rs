@@ -239,6 +239,8 @@ pub struct QueueStats {
     /// Message groups dropped from a full group table (`flow.max_groups_per_queue`) to make
     /// room for a new one.
     pub groups_evicted: AtomicU64,
+    /// `dead_lettered` by reason.
+    pub dead_letter_reasons: super::census::DeadLetterReasons,
 }
 
 /// A queue.
@@ -438,6 +440,7 @@ impl Queue {
     /// dropped, as a broker without a dead-letter exchange does), saying why and from where.
     fn dead_letter(&self, state: &mut State, pending: &Pending, reason: &str) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.stats.dead_letter_reasons.count(reason);
         let Some(dead_letter) = &self.dead_letter else {
             tracing::warn!(queue = %crate::text::shown(&self.name), reason, "message dead-lettered without a dead-letter queue: dropped");
             self.leave(state, pending);
@@ -883,6 +886,11 @@ impl Queue {
     pub fn depth(&self) -> usize {
         let state = self.lock();
         state.pending.len() + state.parked.len()
+    }
+
+    /// Consumers attached now.
+    pub fn consumer_count(&self) -> usize {
+        self.lock().consumers.len()
     }
 
     /// Messages held (waiting or delivered and not yet acknowledged) and their bytes.

@@ -315,6 +315,11 @@ impl Topic {
             .len()
     }
 
+    /// Subscribers now (durable subscriptions' queues not included).
+    pub fn subscriber_count(&self) -> usize {
+        self.snapshot().len()
+    }
+
     /// Whether nobody subscribes to it and no durable subscription collects from it.
     pub fn is_unused(&self) -> bool {
         self.snapshot().is_empty()

@@ -33,6 +33,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
+use crate::connection_stats::{classify, ByteMeter, CloseReason};
 use crate::listen::{FrameWriter, Peer, Transport};
 use crate::plugin::Principal;
 use crate::router::{Connection, Outbox, Outgoing};
@@ -66,28 +67,39 @@ pub async fn serve<T: Transport>(
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         // Counted down when the session ends, however it ends (a panic included).
-        let _open = OpenConnection::count(&broker.stats);
-        debug!("accepted");
-        run(stream, peer, &broker, number, shutdown).await;
-        debug!("closed");
+        let mut open = OpenConnection::count(&broker.stats, peer.listener.as_str());
+        info!("connection opened");
+        open.reason = run(stream, peer, &broker, number, shutdown).await;
+        info!(reason = open.reason.as_str(), "connection closed");
     }
     .instrument(span)
     .await
 }
 
-/// One open connection in [`BrokerStats::connections_open`], for as long as it lives.
-struct OpenConnection<'a>(&'a BrokerStats);
+/// One open connection in [`BrokerStats::connections_open`] and its listener's count, for as
+/// long as it lives; counted as closed for `reason` (an error, if the session panicked).
+struct OpenConnection<'a> {
+    stats: &'a BrokerStats,
+    listener: &'static str,
+    reason: CloseReason,
+}
 
 impl<'a> OpenConnection<'a> {
-    fn count(stats: &'a BrokerStats) -> OpenConnection<'a> {
+    fn count(stats: &'a BrokerStats, listener: &'static str) -> OpenConnection<'a> {
         stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(stats)
+        stats.connections.opened(listener);
+        OpenConnection {
+            stats,
+            listener,
+            reason: CloseReason::Error,
+        }
     }
 }
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.connections.closed(self.listener, self.reason);
     }
 }
 
@@ -97,7 +109,7 @@ async fn run<T: Transport>(
     broker: &Arc<Broker>,
     number: u64,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> CloseReason {
     let config = broker.config.clone();
     let (mut socket, write_half) = stream.split();
     // Until it is authenticated, a connection may only send a small CONNECT frame.
@@ -110,7 +122,7 @@ async fn run<T: Transport>(
         first = tokio::time::timeout(connect_timeout, read_frame(&mut socket, &mut reader)) => {
             match first {
                 Ok(Ok(Some(frame))) => Ok(connect::trimmed_if_1_0(frame)),
-                Ok(Ok(None)) => return,
+                Ok(Ok(None)) => return CloseReason::Client,
                 Ok(Err(err)) => Err(err),
                 Err(_) => Err(SessionError::ConnectTimeout(config.limits.connect_timeout_ms)),
             }
@@ -119,21 +131,22 @@ async fn run<T: Transport>(
     };
     let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
     let mut client_id = None;
+    let mut login_refused = false;
     let connected = match first {
         Ok(frame) => {
             client_id = frame.get(b"client-id").cloned();
-            accept_connect(&frame, broker, &peer).await
+            accept_connect(&frame, broker, &peer, &mut login_refused).await
         }
         Err(err) => Err(err),
     };
     let (negotiated, principal) = match connected {
         Ok(ok) => ok,
         Err(err) => {
-            report(broker, &err);
+            let reason = report(broker, &err, login_refused);
             if let Some(frame) = err.to_frame() {
                 send_error_and_close(socket, write_half, &frame).await;
             }
-            return;
+            return reason;
         }
     };
     reader.set_version(negotiated.version);
@@ -182,7 +195,7 @@ async fn run<T: Transport>(
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
         .await;
     drop(session);
-    drop(outcome);
+    outcome.map_or_else(|err| classify(&err, false).0, |()| CloseReason::Client)
 }
 
 /// Validates the first frame and authenticates. An address with recent failed logins waits
@@ -191,6 +204,7 @@ async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
     peer: &Peer,
+    login_refused: &mut bool,
 ) -> Result<(connect::Negotiated, Principal), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(format!(
@@ -214,6 +228,7 @@ async fn accept_connect(
         Err(err) => {
             broker.addresses.login_failed(ip);
             broker.stats.failed_logins.fetch_add(1, Ordering::Relaxed);
+            *login_refused = true;
             Err(err)
         }
     }
@@ -221,6 +236,7 @@ async fn accept_connect(
 
 /// Refuses a connection before any session: an ERROR with `message`, then a close.
 pub async fn refuse<T: Transport>(stream: T, message: String) {
+    info!(kind = "refused-connection", error = %message, "ERROR sent");
     let frame = error::client_error(message)
         .to_frame()
         .expect("a client error has a frame");
@@ -320,8 +336,13 @@ async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
     }
 }
 
-/// Logs and counts a session-ending error.
-fn report(broker: &Broker, err: &SessionError) {
+/// Logs and counts a session-ending error; returns why the connection ends.
+fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReason {
+    let (reason, error) = classify(err, login_refused);
+    if let Some(kind) = error {
+        broker.stats.connections.error_sent(kind);
+        info!(kind = kind.as_str(), error = %err, "ERROR sent");
+    }
     match err {
         SessionError::Io(err) => debug!(%err, "connection failed"),
         SessionError::Shutdown => debug!("closed for shutdown"),
@@ -348,6 +369,7 @@ fn report(broker: &Broker, err: &SessionError) {
             debug!(%err, "client error");
         }
     }
+    reason
 }
 
 /// The state of one connected session.
@@ -401,6 +423,8 @@ impl Session {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         let outbox = self.outbox.clone();
+        let broker = self.broker.clone();
+        let mut received = ByteMeter::new(&broker.stats.connections.bytes_in);
         let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
@@ -466,7 +490,7 @@ impl Session {
             tokio::select! {
                 read = read => match read {
                     Ok(0) => break Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                    Ok(_) => {}
+                    Ok(n) => received.add(n),
                     Err(err) => break Err(err),
                 },
                 _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
@@ -502,7 +526,7 @@ impl Session {
                 self.writer.finish(write_timeout).await;
             }
             Err(err) => {
-                report(&self.broker, err);
+                report(&self.broker, err, false);
                 if matches!(err, SessionError::SlowConsumer) {
                     // The ERROR queues behind everything the client did not read yet: it gets
                     // a short time to get through, then the connection is cut.

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{
     encode_frame, encode_header, encode_with, Command, Escaping, FrameSink, LengthAt, Version,
 };
+use crate::connection_stats::ByteMeter;
 use crate::listen::FrameWriter;
 use crate::plugin::{FilterOutcome, MessageRef, SubscriptionFilter};
 use crate::policy::Policy;
@@ -110,6 +111,7 @@ pub async fn run<W: FrameWriter>(
     let mut groups: Vec<Group> = Vec::new();
     let mut draining = false;
     let mut drained = Vec::new();
+    let mut sent = ByteMeter::new(&broker.stats.connections.bytes_out);
     loop {
         items.clear();
         if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await
@@ -154,9 +156,13 @@ pub async fn run<W: FrameWriter>(
         }
         if !out.is_empty() {
             out.seal();
+            let bytes: usize = out.chunks.iter().map(Bytes::len).sum();
             let write = socket.write_frames(&mut out.chunks, &out.ends);
             match tokio::time::timeout(config.write_timeout, write).await {
-                Ok(Ok(())) => out.ends.clear(),
+                Ok(Ok(())) => {
+                    out.ends.clear();
+                    sent.add(bytes);
+                }
                 Ok(Err(err)) => return WriterExit::Failed(err),
                 Err(_) => {
                     return WriterExit::Failed(std::io::Error::new(

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::FsyncPolicy;
+use crate::histogram::{self, Histogram};
 use crate::router::Message;
 
 pub use journal::Recovered;
@@ -93,7 +94,7 @@ pub enum Refused {
 }
 
 /// Counters and gauges for the status page.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreStats {
     /// Records handed to the store: enqueues, settles, durable subscriptions made and removed.
     pub records_appended: AtomicU64,
@@ -118,6 +119,33 @@ pub struct StoreStats {
     pub disk_bytes: AtomicU64,
     /// Gauge: segment files on disk, the one being written included.
     pub segments: AtomicU64,
+    /// How long the writer's syncs of the journal took, ns (only the writer observes it).
+    pub fsync_ns: Histogram,
+    /// Records written between two syncs of the writer.
+    pub records_per_fsync: Histogram,
+    /// Records written since the writer's last sync (the writer's own count).
+    records_unsynced: AtomicU64,
+}
+
+impl Default for StoreStats {
+    fn default() -> StoreStats {
+        StoreStats {
+            records_appended: AtomicU64::default(),
+            records_written: AtomicU64::default(),
+            bytes_written: AtomicU64::default(),
+            batches: AtomicU64::default(),
+            fsyncs: AtomicU64::default(),
+            cancelled: AtomicU64::default(),
+            relocated: AtomicU64::default(),
+            live_messages: AtomicU64::default(),
+            live_bytes: AtomicU64::default(),
+            disk_bytes: AtomicU64::default(),
+            segments: AtomicU64::default(),
+            fsync_ns: Histogram::new(histogram::DURATION_BOUNDS_NS),
+            records_per_fsync: Histogram::new(histogram::COUNT_BOUNDS),
+            records_unsynced: AtomicU64::default(),
+        }
+    }
 }
 
 /// Room in the store held for records about to be journaled (see [`Store::reserve`]).
@@ -608,6 +636,9 @@ fn write_batch(
             .records_written
             .fetch_add(appended.records, Ordering::Relaxed);
         stats
+            .records_unsynced
+            .fetch_add(appended.records, Ordering::Relaxed);
+        stats
             .bytes_written
             .fetch_add(appended.bytes, Ordering::Relaxed);
         stats
@@ -621,7 +652,12 @@ fn write_batch(
         FsyncPolicy::Never => false,
     };
     if sync_now {
+        let started = Instant::now();
         journal.sync()?;
+        stats.fsync_ns.observe(started.elapsed().as_nanos() as u64);
+        stats
+            .records_per_fsync
+            .observe(stats.records_unsynced.swap(0, Ordering::Relaxed));
         stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         *last_sync = Instant::now();
         *unsynced = false;

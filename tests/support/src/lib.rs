@@ -5,6 +5,7 @@
 //! - [`broker`]: starts a real `plugboard` process for a test and kills it on drop.
 //! - [`stomp`]: a raw STOMP client with a frame parser of its own.
 //! - [`plugins`]: builds the plugin components once per test binary.
+//! - [`metrics`]: `GET /metrics` and a strict parser of the OpenMetrics text it answers.
 //! - [`harness`]: the e2e harness: a broker per test, the client, and the shared checks.
 //!
 //! # The broker binary
@@ -25,6 +26,7 @@
 
 pub mod broker;
 pub mod harness;
+pub mod metrics;
 pub mod plugins;
 pub mod stomp;
 
