@@ -64,6 +64,7 @@ mod tests {
             expires_at: None,
             persistent: false,
             charge: Default::default(),
+            props: Default::default(),
         }
     }
 
