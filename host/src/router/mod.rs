@@ -36,6 +36,7 @@ pub mod outbox;
 pub mod queue;
 pub mod subscription;
 pub mod topic;
+pub mod wildcard;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
