@@ -15,7 +15,8 @@
 //! | `durable:OWNER/CLIENT/NAME` | a durable topic subscription's queue (internal, see [`durable`]) |
 //!
 //! Any other destination is refused with an ERROR naming these prefixes, as ActiveMQ and
-//! RabbitMQ do.
+//! RabbitMQ do. A `/topic/` SUBSCRIBE may be a wildcard pattern (see [`wildcard`]); a SEND
+//! may not, and neither may a queue's name.
 //!
 //! The name table is split into shards so that connections resolving different names do not
 //! share a lock; connections also cache what they resolved, so the per-message path takes no
@@ -62,6 +63,9 @@ pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
 pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
+pub use wildcard::PatternError;
+
+use topic::Patterns;
 
 /// Destinations of shared queues (competing consumers) start with this.
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";
@@ -105,6 +109,16 @@ pub enum RouteError {
     /// [`shown`]) and the rate (`limits.destinations_created_per_second`).
     #[error("'{0}' cannot be created: this connection creates new destinations too fast (at most {1} per second)")]
     CreatingTooFast(String, u32),
+    /// A SEND to a wildcard pattern (as ActiveMQ, the broker refuses it); the name as
+    /// [`shown`].
+    #[error("cannot send to '{0}': it is a wildcard pattern ('*', '#' or '>' as a segment); send to a concrete topic")]
+    WildcardSend(String),
+    /// A wildcard pattern on something other than a topic; the name as [`shown`].
+    #[error("'{0}' is a wildcard pattern: wildcard subscriptions are supported on /topic/ destinations only")]
+    WildcardNotTopic(String),
+    /// A wildcard pattern that is not well formed; the name as [`shown`].
+    #[error("invalid wildcard pattern '{0}': {1}")]
+    BadPattern(String, PatternError),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -133,6 +147,10 @@ pub enum SubscribeError {
     /// limit (`durable.max_per_principal`).
     #[error("'{0}' has the maximum of {1} durable subscriptions")]
     TooManyDurables(String, usize),
+    /// A durable wildcard subscription whose pattern can match topics the principal may not
+    /// read: the principal and the pattern (as [`shown`]).
+    #[error("'{0}' may not make a durable subscription to '{1}': its read rights do not cover every topic the pattern can match")]
+    DurablePatternNotCovered(String, String),
 }
 
 /// Why a durable subscription could not be removed.
@@ -156,6 +174,52 @@ pub enum DurableError {
 /// Checks that `destination` names something a client may address.
 pub fn check_name(destination: &[u8]) -> Result<(), RouteError> {
     classify(destination).map(|_| ())
+}
+
+/// Checks that `destination` names something a client may SEND to: a known prefix, and no
+/// wildcard pattern.
+pub fn check_send_name(destination: &[u8]) -> Result<(), RouteError> {
+    check_name(destination)?;
+    if wildcard_name(destination).is_some() {
+        return Err(RouteError::WildcardSend(shown(destination)));
+    }
+    Ok(())
+}
+
+/// Whether `destination` is a wildcard pattern (a segment of its name is `*`, `#` or `>`).
+pub fn is_wildcard(destination: &[u8]) -> bool {
+    wildcard_name(destination).is_some()
+}
+
+/// The name after the prefix, when it is a wildcard pattern.
+fn wildcard_name(destination: &[u8]) -> Option<&[u8]> {
+    let name = [
+        QUEUE_PREFIX,
+        TOPIC_PREFIX,
+        TEMP_QUEUE_PREFIX,
+        REPLY_QUEUE_PREFIX,
+    ]
+    .iter()
+    .find_map(|prefix| destination.strip_prefix(*prefix))?;
+    wildcard::is_pattern(name).then_some(name)
+}
+
+/// Whether `principal` may read every topic `destination` names: a concrete topic by its
+/// read rights; a pattern only when one of them covers every topic the pattern can match
+/// (checked conservatively, see [`wildcard::glob_covers`]).
+pub fn may_read_all(principal: &Principal, destination: &[u8]) -> bool {
+    let Some(name) = destination
+        .strip_prefix(TOPIC_PREFIX)
+        .filter(|name| wildcard::is_pattern(name))
+    else {
+        return principal.may_subscribe(destination);
+    };
+    let mut glob = TOPIC_PREFIX.to_vec();
+    glob.extend_from_slice(&wildcard::covering_glob(name));
+    principal
+        .may_subscribe
+        .iter()
+        .any(|right| right == "*" || wildcard::glob_covers(right.as_bytes(), &glob))
 }
 
 fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
@@ -257,6 +321,7 @@ pub struct PreparedSubscription {
     filter: DeliveryFilter,
     source: Destination,
     claim: Claim,
+    topic_rights: Option<Box<[String]>>,
 }
 
 /// A durable subscription's queue claimed for one subscriber that has not attached yet.
@@ -300,6 +365,9 @@ pub struct Router {
     /// Durable subscriptions of the journal before the current naming, read back under
     /// their new name: journal name → new name (used while the journal is read back).
     legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
+    /// The pattern topics of wildcard subscriptions, by pattern (they are in the name table
+    /// too, under their full name).
+    patterns: Arc<Patterns>,
 }
 
 /// Counters of the name table.
@@ -339,6 +407,7 @@ impl Router {
             stats: RouterStats::default(),
             next_consumer: AtomicU64::new(1),
             legacy_durables: Mutex::default(),
+            patterns: Arc::default(),
         }
     }
 
@@ -384,9 +453,14 @@ impl Router {
         }
         let found = match classify(name)? {
             Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
+            _ if wildcard_name(name).is_some() => {
+                return Err(RouteError::WildcardSend(shown(name)))
+            }
             Kind::Topic => match self.existing_topic(name) {
                 Some(topic) => Destination::Topic(topic),
-                None => return Ok(None),
+                // Nobody subscribes to it by name: a wildcard subscriber may still want it
+                // (a stand-in topic, not cached: the patterns are matched at each publish).
+                None => return Ok(self.unnamed_topic(name).map(Destination::Topic)),
             },
             Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name)?.1))),
             Kind::ReplyQueue => match self.existing_queue(name) {
@@ -456,6 +530,23 @@ impl Router {
         }
         let name = &request.destination;
         let mut claim = Claim(None);
+        let mut topic_rights = None;
+        if let Some(pattern) = wildcard_name(name) {
+            if classify(name)? != Kind::Topic {
+                return Err(RouteError::WildcardNotTopic(shown(name)).into());
+            }
+            wildcard::check_pattern(pattern, self.settings.limits.max_pattern_segments)
+                .map_err(|err| RouteError::BadPattern(shown(name), err))?;
+            if !may_read_all(request.principal, name) {
+                if request.durable.is_some() {
+                    return Err(SubscribeError::DurablePatternNotCovered(
+                        request.principal.name.clone(),
+                        shown(name),
+                    ));
+                }
+                topic_rights = Some(request.principal.may_subscribe.clone().into_boxed_slice());
+            }
+        }
         let source = match classify(name)? {
             Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name)?.1),
@@ -484,6 +575,7 @@ impl Router {
             filter: request.filter,
             source,
             claim,
+            topic_rights,
         })
     }
 
@@ -502,6 +594,7 @@ impl Router {
             filter,
             source,
             mut claim,
+            topic_rights,
         } = prepared;
         // The claim passes to the attached subscriber (released when it unsubscribes).
         claim.0 = None;
@@ -518,6 +611,7 @@ impl Router {
             filter,
             source,
             topic_window,
+            topic_rights,
         });
         conn.by_wire_id.insert(
             table_key(subscription.wire_id.as_ref(), &subscription.destination),
@@ -651,7 +745,7 @@ impl Router {
         let existing = self.shard(&name).queues.get(&name).cloned();
         if let Some(queue) = existing {
             let old_topic = queue.bound_topic().unwrap_or_default();
-            if old_topic != topic.name && !principal.may_subscribe(&old_topic) {
+            if old_topic != topic.name && !may_read_all(principal, &old_topic) {
                 return Err(SubscribeError::DurableMoveRefused(
                     key.describe(),
                     shown(&old_topic),
@@ -721,7 +815,7 @@ impl Router {
             .cloned()
             .ok_or_else(|| DurableError::Unknown(key.describe()))?;
         let topic = queue.bound_topic().unwrap_or_default();
-        if !principal.may_subscribe(&topic) {
+        if !may_read_all(principal, &topic) {
             return Err(DurableError::NotPermitted(key.describe(), shown(&topic)));
         }
         if !queue.claim() {
@@ -862,7 +956,9 @@ impl Router {
         self.shard(name).queues.get(name).cloned()
     }
 
-    /// The named topic, created if missing (on SUBSCRIBE).
+    /// The named topic, created if missing (on SUBSCRIBE). A wildcard pattern's topic is
+    /// registered in the pattern index too (under the name table's shard lock, so the sweep
+    /// sees both or neither).
     fn topic(&self, name: &Bytes) -> Arc<Topic> {
         let mut shard = self.shard(name);
         shard
@@ -870,12 +966,33 @@ impl Router {
             .entry(name.clone())
             .or_insert_with(|| {
                 self.destinations.fetch_add(1, Ordering::Relaxed);
-                Arc::new(Topic::new(
-                    name.clone(),
-                    self.settings.flow.slow_consumer_policy,
-                ))
+                let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
+                match wildcard_name(name) {
+                    Some(pattern) => {
+                        let topic = Arc::new(topic);
+                        self.patterns.insert(pattern, topic.clone());
+                        topic
+                    }
+                    None => Arc::new(topic.with_patterns(self.patterns.clone())),
+                }
             })
             .clone()
+    }
+
+    /// A stand-in for a topic nobody subscribes to by name, when some wildcard subscription
+    /// matches it (`None` otherwise, and always without wildcard subscriptions).
+    fn unnamed_topic(&self, name: &Bytes) -> Option<Arc<Topic>> {
+        let bare = name.strip_prefix(TOPIC_PREFIX)?;
+        if self.patterns.is_empty() || !self.patterns.any_match(bare) {
+            return None;
+        }
+        let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
+        Some(Arc::new(topic.with_patterns(self.patterns.clone())))
+    }
+
+    /// How many wildcard patterns are subscribed to (for status output and tests).
+    pub fn pattern_count(&self) -> usize {
+        self.patterns.len()
     }
 
     /// The named topic if anyone ever subscribed to it (publishing to an unknown topic is a
@@ -899,8 +1016,14 @@ impl Router {
                 swept += usize::from(unused);
                 !unused
             });
-            shard.topics.retain(|_, topic| {
-                let unused = Arc::strong_count(topic) == 1 && topic.is_unused();
+            shard.topics.retain(|name, topic| {
+                // A pattern topic is also held by the pattern index.
+                let pattern = wildcard_name(name);
+                let owners = if pattern.is_some() { 2 } else { 1 };
+                let unused = Arc::strong_count(topic) == owners && topic.is_unused();
+                if let (true, Some(pattern)) = (unused, pattern) {
+                    self.patterns.remove(pattern, |t| Arc::ptr_eq(t, topic));
+                }
                 swept += usize::from(unused);
                 !unused
             });

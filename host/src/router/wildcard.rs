@@ -88,7 +88,9 @@ pub fn matches(pattern: &[u8], topic: &[u8]) -> bool {
 fn matches_from(pattern: &[Segment<'_>], topic: &[&[u8]]) -> bool {
     match pattern.split_first() {
         None => topic.is_empty(),
-        Some((Segment::Many, rest)) => (0..=topic.len()).any(|skip| matches_from(rest, &topic[skip..])),
+        Some((Segment::Many, rest)) => {
+            (0..=topic.len()).any(|skip| matches_from(rest, &topic[skip..]))
+        }
         Some((first, rest)) => match topic.split_first() {
             None => false,
             Some((head, tail)) => {
@@ -173,7 +175,10 @@ impl<T> Node<T> {
     }
 
     fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.literal.is_empty() && self.one.is_none() && self.many.is_none()
+        self.values.is_empty()
+            && self.literal.is_empty()
+            && self.one.is_none()
+            && self.many.is_none()
     }
 }
 
@@ -360,10 +365,18 @@ mod tests {
             ("a.*.c", "a..c", true),
         ];
         for &(pattern, topic, expected) in cases {
-            assert_eq!(matches(pattern.as_bytes(), topic.as_bytes()), expected, "{pattern} {topic}");
+            assert_eq!(
+                matches(pattern.as_bytes(), topic.as_bytes()),
+                expected,
+                "{pattern} {topic}"
+            );
             let index = WildcardIndex::default();
             index.insert(pattern.as_bytes(), 1);
-            assert_eq!(index.any_match(topic.as_bytes()), expected, "index: {pattern} {topic}");
+            assert_eq!(
+                index.any_match(topic.as_bytes()),
+                expected,
+                "index: {pattern} {topic}"
+            );
         }
     }
 
@@ -374,8 +387,14 @@ mod tests {
         assert!(is_pattern(b"a.>"));
         assert!(!is_pattern(b"a*.b"));
         assert!(!is_pattern(b"prices"));
-        assert_eq!(check_pattern(b"a.>.b", 32), Err(PatternError::GreaterNotLast));
-        assert_eq!(check_pattern(b"a.b.c", 2), Err(PatternError::TooManySegments(3, 2)));
+        assert_eq!(
+            check_pattern(b"a.>.b", 32),
+            Err(PatternError::GreaterNotLast)
+        );
+        assert_eq!(
+            check_pattern(b"a.b.c", 2),
+            Err(PatternError::TooManySegments(3, 2))
+        );
         assert_eq!(check_pattern(b"a.*.>", 32), Ok(()));
     }
 
@@ -406,13 +425,19 @@ mod tests {
         assert!(glob_covers(b"/topic/a.*", b"/topic/a.*"));
         assert!(glob_covers(b"/topic/*", b"/topic/a*"));
         assert!(glob_covers(b"*", b"/topic/a*.b"));
-        assert!(!glob_covers(b"/topic/a.*", b"/topic/a*"), "a.# also matches a");
+        assert!(
+            !glob_covers(b"/topic/a.*", b"/topic/a*"),
+            "a.# also matches a"
+        );
         assert!(!glob_covers(b"/topic/a.b", b"/topic/a.*"));
         assert!(!glob_covers(b"/topic/a.*.x", b"/topic/a.*"));
     }
 
     fn topic_strategy() -> impl Strategy<Value = Vec<String>> {
-        proptest::collection::vec((0usize..4).prop_map(|i| ["a", "b", "c", ""][i].to_string()), 0..6)
+        proptest::collection::vec(
+            (0usize..4).prop_map(|i| ["a", "b", "c", ""][i].to_string()),
+            0..6,
+        )
     }
 
     fn pattern_strategy() -> impl Strategy<Value = Vec<String>> {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
-use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError};
+use crate::router::{check_send_name, publish, Destination, Message, Outgoing, RouteError};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -164,7 +164,7 @@ impl Session {
         charge: Charge,
     ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
-        check_name(&destination)?;
+        check_send_name(&destination)?;
         if !self.principal.may_send(&destination) {
             return Err(client_error(format!(
                 "'{}' may not send to '{}'",
@@ -214,7 +214,7 @@ impl Session {
             if i == 0 {
                 expires_at = expiry(&copy.headers);
             }
-            check_name(&copy.destination).map_err(|err| {
+            check_send_name(&copy.destination).map_err(|err| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"
                 ))

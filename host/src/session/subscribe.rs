@@ -124,7 +124,9 @@ impl Session {
             })?,
         };
         crate::router::check_name(&destination)?;
-        if !self.principal.may_subscribe(&destination) {
+        // A wildcard pattern's rights are checked by the router (per delivered topic).
+        if !crate::router::is_wildcard(&destination) && !self.principal.may_subscribe(&destination)
+        {
             return Err(client_error(format!(
                 "'{}' may not subscribe to '{}'",
                 self.principal.name,
