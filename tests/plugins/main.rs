@@ -20,3 +20,4 @@ mod hostile;
 mod routing;
 mod selector;
 mod transform;
+mod wildcard_rights;
