@@ -139,7 +139,8 @@ fn check_route(
     let Some(to) = edit.destination.as_deref() else {
         return Ok(());
     };
-    if plugin.routes_bypass_sender_rights || *to == msg.destination[..] || sender.may_send(to) {
+    if plugin.routes_bypass_sender_rights || *to == msg.destination[..] || may_send_all(sender, to)
+    {
         return Ok(());
     }
     plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
@@ -149,6 +150,15 @@ fn check_route(
         crate::text::shown(to),
         sender.name
     ))
+}
+
+/// Whether `sender` may send to `to`, to each part when it is a composite destination.
+fn may_send_all(sender: &Principal, to: &[u8]) -> bool {
+    if !crate::router::is_composite(to) {
+        return sender.may_send(to);
+    }
+    crate::router::composite_parts(&bytes::Bytes::copy_from_slice(to), usize::MAX)
+        .is_ok_and(|parts| parts.iter().all(|part| sender.may_send(part)))
 }
 
 impl PluginHost {

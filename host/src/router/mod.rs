@@ -30,6 +30,7 @@
 //! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
+pub mod composite;
 pub mod connection;
 pub mod durable;
 pub mod message;
@@ -56,6 +57,7 @@ use crate::store::record::Enqueue;
 use crate::store::Store;
 use crate::text::shown;
 
+pub use composite::{is_composite, parts as composite_parts};
 pub use connection::{table_key, Connection};
 pub use durable::DurableKey;
 pub use message::{Delivery, Message};
@@ -119,6 +121,13 @@ pub enum RouteError {
     /// A wildcard pattern that is not well formed; the name as [`shown`].
     #[error("invalid wildcard pattern '{0}': {1}")]
     BadPattern(String, PatternError),
+    /// A composite destination with an empty part (`/queue/a,,/queue/b`); it as [`shown`].
+    #[error("composite destination '{0}' has an empty part")]
+    EmptyPart(String),
+    /// A composite destination with too many parts: it (as [`shown`]), how many, the limit
+    /// (`limits.max_composite_parts`).
+    #[error("composite destination '{0}' has {1} parts: at most {2} are allowed")]
+    TooManyParts(String, usize, usize),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -670,8 +679,19 @@ impl Router {
     }
 
     /// Ends `conn`'s subscription `key` (detaches it; a durable subscription keeps collecting
-    /// messages). Its unacked queue messages go back to the queue for the other consumers.
+    /// messages), every part of it for a composite one. Its unacked queue messages go back to
+    /// the queue for the other consumers.
     pub fn unsubscribe(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
+        if let Some((name, parts)) = conn.composites.remove(&key) {
+            conn.by_wire_id.remove(&name);
+            for part in parts.into_iter().filter(|&part| part != key) {
+                self.unsubscribe_one(conn, part);
+            }
+        }
+        self.unsubscribe_one(conn, key)
+    }
+
+    fn unsubscribe_one(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
         let subscription = conn.subscriptions.remove(&key)?;
         conn.by_wire_id.remove(&table_key(
             subscription.wire_id.as_ref(),

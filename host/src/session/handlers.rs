@@ -164,14 +164,7 @@ impl Session {
         charge: Charge,
     ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
-        check_send_name(&destination)?;
-        if !self.principal.may_send(&destination) {
-            return Err(client_error(format!(
-                "'{}' may not send to '{}'",
-                self.principal.name,
-                shown(&destination)
-            )));
-        }
+        self.check_send_target(&destination)?;
         let transaction_id = frame.get(b"transaction").cloned();
         self.transaction_mut(&frame)?;
         let persistent = is_persistent(&frame);
@@ -210,15 +203,19 @@ impl Session {
         let mut charge = Some(charge);
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
-        for (i, copy) in routed.enumerate() {
-            if i == 0 {
-                expires_at = expiry(&copy.headers);
-            }
-            check_send_name(&copy.destination).map_err(|err| {
+        // A composite destination becomes a copy per part.
+        let max_parts = self.broker.config.limits.max_composite_parts;
+        for (i, copy) in super::composite::expand(routed, max_parts).enumerate() {
+            let invalid = |err: RouteError| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"
                 ))
-            })?;
+            };
+            let copy = copy.map_err(invalid)?;
+            if i == 0 {
+                expires_at = expiry(&copy.headers);
+            }
+            check_send_name(&copy.destination).map_err(invalid)?;
             let Some(target) = self
                 .broker
                 .router
