@@ -1204,4 +1204,30 @@ mod tests {
             prop_assert!(reader.rest().is_empty());
         }
     }
+
+    #[test]
+    fn a_composite_route_needs_rights_on_every_part() {
+        let mut sender = Principal::named("s");
+        sender.may_send = vec!["/queue/orders.*".to_string()];
+        assert!(super::may_send_all(
+            &sender,
+            b"/queue/orders.eu,/queue/orders.us"
+        ));
+        assert!(
+            super::may_send_all(&sender, b"/queue/orders.eu,orders.us"),
+            "inherited prefix"
+        );
+        assert!(!super::may_send_all(
+            &sender,
+            b"/queue/orders.eu,/queue/secret"
+        ));
+        assert!(
+            !super::may_send_all(&sender, b"/queue/orders.eu,,x"),
+            "malformed"
+        );
+        assert!(
+            sender.may_send(b"/queue/orders.eu,/queue/secret"),
+            "the glob alone would allow it"
+        );
+    }
 }
