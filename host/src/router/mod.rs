@@ -1126,3 +1126,5 @@ impl Router {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wildcard_tests;
