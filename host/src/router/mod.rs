@@ -461,10 +461,10 @@ impl Router {
             return Ok(Some(found.clone()));
         }
         let found = match classify(name)? {
-            Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             _ if wildcard_name(name).is_some() => {
                 return Err(RouteError::WildcardSend(shown(name)))
             }
+            Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::Topic => match self.existing_topic(name) {
                 Some(topic) => Destination::Topic(topic),
                 // Nobody subscribes to it by name: a wildcard subscriber may still want it

@@ -1,8 +1,10 @@
 //! The session's side of composite destinations (`/queue/a,/topic/b`, see
 //! `router::composite`) and of wildcard patterns: the checks of a SEND's or SUBSCRIBE's
-//! destination part by part (rights apply to each part), the split of a SEND's routed copies
-//! into one copy per part (after the send plugins, so a routing plugin may name a composite
-//! too), and a composite SUBSCRIBE: one subscription per part under the one `id`.
+//! destination part by part (rights apply to each part), a composite SEND split into one
+//! message per part *before* the send plugins (each part meets the plugins that serve it, as a
+//! SEND to it alone would: a plugin on `/queue/payments` is not bypassed by
+//! `/queue/payments,/queue/x`), the split of routed copies whose destination a routing plugin
+//! made a composite, and a composite SUBSCRIBE: one subscription per part under the one `id`.
 //!
 //! A composite SUBSCRIBE may not be durable, and may not use `ack:client`: a cumulative ACK
 //! names "this message and every earlier one", which is not defined across several queues
@@ -14,7 +16,7 @@ use bytes::Bytes;
 
 use crate::budget::Charge;
 use crate::codec::Header;
-use crate::plugin::{PluginMessage, SubscriptionInfo};
+use crate::plugin::{PluginHost, PluginMessage, SendOutcome, SubscriptionInfo};
 use crate::policy::DeliveryFilter;
 use crate::router::{
     check_name, check_send_name, composite_parts, is_composite, is_wildcard, AckMode, RouteError,
@@ -23,7 +25,7 @@ use crate::router::{
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
-use super::handlers::receipt_frame;
+use super::handlers::{receipt_frame, rejected, PreparedSend};
 use super::receipts::Mark;
 use super::subscribe::Parsed;
 use super::Session;
@@ -52,6 +54,36 @@ impl Session {
             )));
         }
         Ok(())
+    }
+
+    /// A SEND to a composite destination (checked by `prepare_send`): each part through the
+    /// send plugins that serve it, then all the copies published together (a part a plugin
+    /// rejects rejects the whole SEND, before anything is published).
+    pub(super) async fn send_composite(
+        &mut self,
+        plugins: &PluginHost,
+        send: PreparedSend,
+        message: PluginMessage,
+    ) -> Result<(), SessionError> {
+        let max = self.broker.config.limits.max_composite_parts;
+        let parts = composite_parts(&message.destination, max)?;
+        let mut routed = Vec::with_capacity(parts.len());
+        for part in parts {
+            let copy = PluginMessage {
+                destination: part,
+                headers: message.headers.clone(),
+                body: message.body.clone(),
+            };
+            if !plugins.intercepts_send(&copy.destination) {
+                routed.push(copy);
+                continue;
+            }
+            match plugins.on_send(&self.principal, copy).await {
+                SendOutcome::Deliver(messages) => routed.extend(messages),
+                SendOutcome::Reject(reason) => return Err(rejected(&reason)),
+            }
+        }
+        self.finish_send(send, routed.into_iter()).await
     }
 
     /// Checks a SUBSCRIBE destination (each part of a composite one): a known name, and one

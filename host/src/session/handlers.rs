@@ -146,6 +146,9 @@ impl Session {
         let (send, message) = self.prepare_send(frame, charge)?;
         // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
         let plugins = self.broker.policy.host();
+        if crate::router::is_composite(&message.destination) {
+            return self.send_composite(&plugins, send, message).await;
+        }
         if !plugins.intercepts_send(&message.destination) {
             return self.finish_send(send, std::iter::once(message)).await;
         }
