@@ -323,3 +323,46 @@ async fn durable_wildcard_subscriptions_collect_while_away_in_both_spellings() {
         c.ack(&m).await;
     }
 }
+
+#[tokio::test]
+async fn a_durable_wildcard_subscription_survives_a_restart_and_keeps_collecting() {
+    let data = tempfile::tempdir().unwrap();
+    let r = root("restart");
+    let pattern = format!("/topic/{r}.#");
+    let connect = Client::connect_frame(Version::V12).h("client-id", "restart-app");
+    let durable = [("activemq.subscriptionName", "wild")];
+    let mut broker = Broker::with_data_dir("", data.path());
+    let (mut c, _) = Client::connect_with(broker.addr, connect.clone()).await;
+    c.subscribe_with("d", &pattern, "client-individual", &durable)
+        .await;
+    c.disconnect().await;
+    let mut p = broker.client(Version::V12).await;
+    p.roundtrip(
+        Frame::new("SEND")
+            .h("destination", &format!("/topic/{r}.before"))
+            .h("persistent", "true")
+            .body("before"),
+    )
+    .await;
+    broker.kill_hard();
+    let broker = Broker::with_data_dir("", data.path());
+    let mut p = broker.client(Version::V12).await;
+    p.send_r(&format!("/topic/{r}.after.restart"), "after")
+        .await;
+    let (mut c, _) = Client::connect_with(broker.addr, connect).await;
+    c.subscribe_with("d", &pattern, "client-individual", &durable)
+        .await;
+    let got: Vec<(String, String)> = c
+        .msgs(2)
+        .await
+        .iter()
+        .map(|m| (m.must("destination").to_string(), m.body_str().to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (format!("/topic/{r}.before"), "before".to_string()),
+            (format!("/topic/{r}.after.restart"), "after".to_string()),
+        ]
+    );
+}

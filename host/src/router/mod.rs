@@ -65,9 +65,10 @@ pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
 pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
-pub use wildcard::PatternError;
+pub use wildcard::{check_send_name, is_wildcard, may_read_all, PatternError};
 
 use topic::Patterns;
+use wildcard::wildcard_name;
 
 /// Destinations of shared queues (competing consumers) start with this.
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";
@@ -183,52 +184,6 @@ pub enum DurableError {
 /// Checks that `destination` names something a client may address.
 pub fn check_name(destination: &[u8]) -> Result<(), RouteError> {
     classify(destination).map(|_| ())
-}
-
-/// Checks that `destination` names something a client may SEND to: a known prefix, and no
-/// wildcard pattern.
-pub fn check_send_name(destination: &[u8]) -> Result<(), RouteError> {
-    check_name(destination)?;
-    if wildcard_name(destination).is_some() {
-        return Err(RouteError::WildcardSend(shown(destination)));
-    }
-    Ok(())
-}
-
-/// Whether `destination` is a wildcard pattern (a segment of its name is `*`, `#` or `>`).
-pub fn is_wildcard(destination: &[u8]) -> bool {
-    wildcard_name(destination).is_some()
-}
-
-/// The name after the prefix, when it is a wildcard pattern.
-fn wildcard_name(destination: &[u8]) -> Option<&[u8]> {
-    let name = [
-        QUEUE_PREFIX,
-        TOPIC_PREFIX,
-        TEMP_QUEUE_PREFIX,
-        REPLY_QUEUE_PREFIX,
-    ]
-    .iter()
-    .find_map(|prefix| destination.strip_prefix(*prefix))?;
-    wildcard::is_pattern(name).then_some(name)
-}
-
-/// Whether `principal` may read every topic `destination` names: a concrete topic by its
-/// read rights; a pattern only when one of them covers every topic the pattern can match
-/// (checked conservatively, see [`wildcard::glob_covers`]).
-pub fn may_read_all(principal: &Principal, destination: &[u8]) -> bool {
-    let Some(name) = destination
-        .strip_prefix(TOPIC_PREFIX)
-        .filter(|name| wildcard::is_pattern(name))
-    else {
-        return principal.may_subscribe(destination);
-    };
-    let mut glob = TOPIC_PREFIX.to_vec();
-    glob.extend_from_slice(&wildcard::covering_glob(name));
-    principal
-        .may_subscribe
-        .iter()
-        .any(|right| right == "*" || wildcard::glob_covers(right.as_bytes(), &glob))
 }
 
 fn classify(destination: &[u8]) -> Result<Kind, RouteError> {
@@ -539,23 +494,7 @@ impl Router {
         }
         let name = &request.destination;
         let mut claim = Claim(None);
-        let mut topic_rights = None;
-        if let Some(pattern) = wildcard_name(name) {
-            if classify(name)? != Kind::Topic {
-                return Err(RouteError::WildcardNotTopic(shown(name)).into());
-            }
-            wildcard::check_pattern(pattern, self.settings.limits.max_pattern_segments)
-                .map_err(|err| RouteError::BadPattern(shown(name), err))?;
-            if !may_read_all(request.principal, name) {
-                if request.durable.is_some() {
-                    return Err(SubscribeError::DurablePatternNotCovered(
-                        request.principal.name.clone(),
-                        shown(name),
-                    ));
-                }
-                topic_rights = Some(request.principal.may_subscribe.clone().into_boxed_slice());
-            }
-        }
+        let topic_rights = self.pattern_rights(&request)?;
         let source = match classify(name)? {
             Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name)?.1),
@@ -997,22 +936,6 @@ impl Router {
                 }
             })
             .clone()
-    }
-
-    /// A stand-in for a topic nobody subscribes to by name, when some wildcard subscription
-    /// matches it (`None` otherwise, and always without wildcard subscriptions).
-    fn unnamed_topic(&self, name: &Bytes) -> Option<Arc<Topic>> {
-        let bare = name.strip_prefix(TOPIC_PREFIX)?;
-        if self.patterns.is_empty() || !self.patterns.any_match(bare) {
-            return None;
-        }
-        let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
-        Some(Arc::new(topic.with_patterns(self.patterns.clone())))
-    }
-
-    /// How many wildcard patterns are subscribed to (for status output and tests).
-    pub fn pattern_count(&self) -> usize {
-        self.patterns.len()
     }
 
     /// The named topic if anyone ever subscribed to it (publishing to an unknown topic is a

@@ -13,12 +13,21 @@
 //! patterns that share its prefix, not with the number of patterns. A broker without wildcard
 //! subscriptions never takes the index's lock: [`WildcardIndex::is_empty`] is one relaxed load
 //! of a counter written only when a pattern is added or removed.
+//!
+//! It also holds the router's rules for wildcard destinations: a SEND may not name one
+//! ([`check_send_name`]), a SUBSCRIBE may only on `/topic/`, and which rights a wildcard
+//! subscription checks per delivered topic ([`may_read_all`], `Router::pattern_rights`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 use bytes::Bytes;
+
+use crate::plugin::Principal;
+use crate::text::shown;
+
+use super::{RouteError, QUEUE_PREFIX, REPLY_QUEUE_PREFIX, TEMP_QUEUE_PREFIX, TOPIC_PREFIX};
 
 /// Segments of topic names are separated by this byte.
 pub const SEPARATOR: u8 = b'.';
@@ -150,6 +159,102 @@ pub fn glob_covers(outer: &[u8], inner: &[u8]) -> bool {
         covered = next;
     }
     covered[inner.len()]
+}
+
+/// Checks that `destination` names something a client may SEND to: a known prefix, and no
+/// wildcard pattern.
+pub fn check_send_name(destination: &[u8]) -> Result<(), RouteError> {
+    super::check_name(destination)?;
+    if wildcard_name(destination).is_some() {
+        return Err(RouteError::WildcardSend(shown(destination)));
+    }
+    Ok(())
+}
+
+/// Whether `destination` is a wildcard pattern (a segment of its name is `*`, `#` or `>`).
+pub fn is_wildcard(destination: &[u8]) -> bool {
+    wildcard_name(destination).is_some()
+}
+
+/// The name after the prefix, when it is a wildcard pattern.
+pub(super) fn wildcard_name(destination: &[u8]) -> Option<&[u8]> {
+    let name = [
+        QUEUE_PREFIX,
+        TOPIC_PREFIX,
+        TEMP_QUEUE_PREFIX,
+        REPLY_QUEUE_PREFIX,
+    ]
+    .iter()
+    .find_map(|prefix| destination.strip_prefix(*prefix))?;
+    is_pattern(name).then_some(name)
+}
+
+/// Whether `principal` may read every topic `destination` names: a concrete topic by its
+/// read rights; a pattern only when one of them covers every topic the pattern can match
+/// (checked conservatively, see [`glob_covers`]).
+pub fn may_read_all(principal: &Principal, destination: &[u8]) -> bool {
+    let Some(name) = destination
+        .strip_prefix(TOPIC_PREFIX)
+        .filter(|name| is_pattern(name))
+    else {
+        return principal.may_subscribe(destination);
+    };
+    let mut glob = TOPIC_PREFIX.to_vec();
+    glob.extend_from_slice(&covering_glob(name));
+    principal
+        .may_subscribe
+        .iter()
+        .any(|right| right == "*" || glob_covers(right.as_bytes(), &glob))
+}
+
+impl super::Router {
+    /// For a wildcard SUBSCRIBE: the pattern checked (a topic, well formed) and the rights its
+    /// subscription must check per delivered topic (`None` when the principal's rights cover
+    /// the whole pattern, or for a SUBSCRIBE by name). A durable one must be covered.
+    pub(super) fn pattern_rights(
+        &self,
+        request: &super::SubscribeRequest<'_>,
+    ) -> Result<Option<Box<[String]>>, super::SubscribeError> {
+        let name = &request.destination;
+        let Some(pattern) = wildcard_name(name) else {
+            return Ok(None);
+        };
+        if !name.starts_with(TOPIC_PREFIX) {
+            return Err(RouteError::WildcardNotTopic(shown(name)).into());
+        }
+        check_pattern(pattern, self.settings.limits.max_pattern_segments)
+            .map_err(|err| RouteError::BadPattern(shown(name), err))?;
+        if may_read_all(request.principal, name) {
+            return Ok(None);
+        }
+        if request.durable.is_some() {
+            return Err(super::SubscribeError::DurablePatternNotCovered(
+                request.principal.name.clone(),
+                shown(name),
+            ));
+        }
+        Ok(Some(
+            request.principal.may_subscribe.clone().into_boxed_slice(),
+        ))
+    }
+
+    /// A stand-in for a topic nobody subscribes to by name, when some wildcard subscription
+    /// matches it (`None` otherwise, and always without wildcard subscriptions).
+    pub(super) fn unnamed_topic(&self, name: &Bytes) -> Option<std::sync::Arc<super::Topic>> {
+        let bare = name.strip_prefix(TOPIC_PREFIX)?;
+        if self.patterns.is_empty() || !self.patterns.any_match(bare) {
+            return None;
+        }
+        let topic = super::Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
+        Some(std::sync::Arc::new(
+            topic.with_patterns(self.patterns.clone()),
+        ))
+    }
+
+    /// How many wildcard patterns are subscribed to (for status output and tests).
+    pub fn pattern_count(&self) -> usize {
+        self.patterns.len()
+    }
 }
 
 #[derive(Debug)]
