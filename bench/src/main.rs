@@ -7,7 +7,7 @@
 //! plugboard-bench queue --addr 127.0.0.1:61613 --producers 4 --consumers 4 \
 //!     --messages 100000 --size 128 [--ack auto|client|client-individual] [--window 1000] \
 //!     [--login L --passcode P] [--destination /queue/bench] [--broker-pid PID] [--timeout 120]
-//! plugboard-bench topic --subscribers 4 --messages 50000 [same options]
+//! plugboard-bench topic --subscribers 4 --messages 50000 [--idle-patterns 10000] [same options]
 //! plugboard-bench latency --rate 1000 --seconds 10 [--size 128] [same options]
 //! plugboard-bench idle --connections 1000 --broker-pid PID [--addr, --login, --passcode]
 //! plugboard-bench relay --listen 127.0.0.1:61626    # the floor to compare brokers with
@@ -47,6 +47,7 @@
 mod codec;
 mod conn;
 mod idle;
+mod patterns;
 mod relay;
 mod report;
 mod run;
@@ -188,6 +189,10 @@ struct Common {
     /// runs where a routing plugin moves the messages.
     #[arg(long)]
     consume_from: Option<String>,
+    /// Wildcard topic subscriptions that match nothing of the run, held open on connections
+    /// of their own during it (see `patterns.rs`): the cost of unmatched patterns.
+    #[arg(long, default_value_t = 0)]
+    idle_patterns: usize,
     /// Broker process id, for CPU time and memory readings from /proc.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -254,6 +259,7 @@ fn plan(scenario: Scenario) -> Plan {
         prefetch: common.prefetch,
         send_headers: common.headers,
         subscribe_headers: common.subscribe_headers,
+        idle_patterns: common.idle_patterns,
         rate: rate.map(|(r, _)| r),
         broker_pid: common.broker_pid,
         rss_settle: Duration::from_secs_f64(common.rss_settle.max(0.0)),

@@ -50,6 +50,8 @@ pub struct Plan {
     pub send_headers: Vec<(String, String)>,
     /// Extra headers on every SUBSCRIBE.
     pub subscribe_headers: Vec<(String, String)>,
+    /// Non-matching wildcard subscriptions held open during the run.
+    pub idle_patterns: usize,
     /// Fixed sending rate (messages/s) of the latency scenario; `None`: as fast as the window
     /// allows.
     pub rate: Option<u64>,
@@ -88,6 +90,8 @@ pub async fn run(plan: Plan) -> Report {
 
     // Consumers first: all subscribed (receipt seen) before any producer connects.
     let setup = async {
+        let patterns =
+            crate::patterns::hold(&plan.endpoint, &plan.destination, plan.idle_patterns).await?;
         let mut consumers = Vec::new();
         for c in 0..plan.consumers {
             let mut conn = Conn::connect(&plan.endpoint).await?;
@@ -116,9 +120,10 @@ pub async fn run(plan: Plan) -> Report {
         for _ in 0..plan.producers {
             producers.push(Conn::connect(&plan.endpoint).await?);
         }
-        anyhow::Ok((consumers, producers))
+        anyhow::Ok((consumers, producers, patterns))
     };
-    let (consumers, producer_conns) = match tokio::time::timeout_at(deadline, setup).await {
+    let (consumers, producer_conns, patterns) = match tokio::time::timeout_at(deadline, setup).await
+    {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             report.errors.push(format!("setup: {e:#}"));
@@ -199,6 +204,8 @@ pub async fn run(plan: Plan) -> Report {
 
     tokio::time::sleep(SETTLE).await;
     let _ = stop_tx.send(true);
+    // Held open until the measured part is over.
+    drop(patterns);
     for handle in producers.into_iter().chain(consumers) {
         let abort = handle.abort_handle();
         if tokio::time::timeout(Duration::from_secs(3), handle)

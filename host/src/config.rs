@@ -157,6 +157,10 @@ pub struct LimitsConfig {
     pub max_subscribe_header_bytes: usize,
     /// Most temporary queues one connection may hold (`/temp-queue/...`, `reply-to`).
     pub max_temp_queues_per_connection: usize,
+    /// Most `.`-separated segments in a wildcard topic pattern (`/topic/a.*.c` has three).
+    pub max_pattern_segments: usize,
+    /// Most destinations in one composite destination (`/queue/a,/topic/b` has two).
+    pub max_composite_parts: usize,
     /// Most queues and topics in the broker; a SEND or SUBSCRIBE that would create one more
     /// gets an ERROR. Empty destinations nobody uses are removed within a few seconds.
     pub max_destinations: usize,
@@ -194,6 +198,8 @@ impl Default for LimitsConfig {
             max_subscriptions_per_connection: 1_024,
             max_subscribe_header_bytes: 16 * 1024,
             max_temp_queues_per_connection: 256,
+            max_pattern_segments: 32,
+            max_composite_parts: 16,
             max_destinations: 100_000,
             destinations_created_per_second: 100,
             max_transactions_per_connection: 64,

@@ -8,6 +8,7 @@
 plugboard_test_support::broker_binary!();
 
 mod acks;
+mod composites;
 mod connect;
 mod consumer_priority;
 mod dead_letter;
@@ -27,3 +28,4 @@ mod stomp10;
 mod temp_queues;
 mod topics;
 mod transactions;
+mod wildcards;

@@ -248,6 +248,25 @@ def check_topic(args, s):
     s.unsubscribe(dest, "t1")
 
 
+def check_wildcards(args, s):
+    """ActiveMQ's * and >, RabbitMQ's #: each MESSAGE names the concrete topic and the pattern's id."""
+    root = unique("interop-wild")
+    patterns = {"star": "/topic/%s.*" % root, "hash": "/topic/%s.#" % root, "gt": "/topic/%s.>" % root}
+    for sub_id, pattern in patterns.items():
+        s.subscribe(pattern, sub_id)
+    one, two = "/topic/%s.a" % root, "/topic/%s.a.b" % root
+    s.send(one, "one segment")
+    s.send(two, "two segments")
+    got = sorted((m.headers.get("subscription"), m.headers.get("destination"), m.body)
+                 for m in s.rx.wait_messages(5, "wildcard copies"))
+    want = sorted([("star", one, "one segment"), ("hash", one, "one segment"), ("gt", one, "one segment"),
+                   ("hash", two, "two segments"), ("gt", two, "two segments")])
+    check(got == want, "wildcard deliveries %r, want %r" % (got, want))
+    s.rx.expect_nothing("nothing more for the wildcard subscriptions")
+    for sub_id, pattern in patterns.items():
+        s.unsubscribe(pattern, sub_id)
+
+
 def check_transactions(args, s):
     dest = "/queue/" + unique("interop-tx")
     s.subscribe(dest, "sub-tx")
@@ -354,6 +373,8 @@ def main():
         s = check_client_individual(args, s)
         step = "topic fan-out"
         check_topic(args, s)
+        step = "wildcard topic subscriptions"
+        check_wildcards(args, s)
         step = "transactions"
         check_transactions(args, s)
         step = "message priorities"

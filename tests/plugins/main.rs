@@ -22,3 +22,4 @@ mod metrics;
 mod routing;
 mod selector;
 mod transform;
+mod wildcard_rights;

@@ -469,3 +469,97 @@ routes_bypass_sender_rights = true
     assert_eq!(err.get("receipt-id"), Some("r"), "{err:?}");
     secret.expect_silence(QUIET).await;
 }
+
+/// A route may name a composite destination (a copy per part) and a topic only wildcard
+/// subscribers listen to; a composite route needs the sender's rights on every part.
+#[tokio::test]
+async fn a_route_to_a_composite_reaches_each_part_and_wildcard_subscribers() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "composite-router"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/in"]
+
+[[plugins.config.rules]]
+destination = "/queue/in"
+header = "kind"
+value = "split"
+to = ["/queue/split.a,/topic/split.b"]
+"#,
+        plugin("header-router")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let mut a = anonymous(broker.addr).await;
+    a.subscribe("a", "/queue/split.a", "auto").await;
+    let mut wild = anonymous(broker.addr).await;
+    wild.subscribe("w", "/topic/split.*", "auto").await;
+    let mut sender = anonymous(broker.addr).await;
+    sender
+        .roundtrip(send_frame("/queue/in", &[("kind", "split")], "parts"))
+        .await;
+    let ma = a.msg().await;
+    assert_eq!(
+        (ma.must("destination"), ma.body_str()),
+        ("/queue/split.a", "parts")
+    );
+    let mw = wild.msg().await;
+    assert_eq!(
+        (
+            mw.must("destination"),
+            mw.must("subscription"),
+            mw.body_str()
+        ),
+        ("/topic/split.b", "w", "parts")
+    );
+    a.expect_silence(QUIET).await;
+    wild.expect_silence(QUIET).await;
+}
+
+/// Each part of a composite SEND meets the send plugins that serve it, as a SEND to that part
+/// alone would (a plugin on one destination is not bypassed by naming it in a composite).
+#[tokio::test]
+async fn each_part_of_a_composite_send_goes_through_its_own_plugins() {
+    let config = temp_config(&format!(
+        r#"
+[[plugins]]
+name = "part-router"
+file = "{}"
+hooks = ["send"]
+destinations = ["/queue/guarded"]
+
+[[plugins.config.rules]]
+destination = "/queue/guarded"
+header = "kind"
+value = "move"
+to = ["/queue/moved"]
+"#,
+        plugin("header-router")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let mut clients = Vec::new();
+    for dest in ["/queue/guarded", "/queue/moved", "/queue/plain"] {
+        let mut c = anonymous(broker.addr).await;
+        c.subscribe("s", dest, "auto").await;
+        clients.push(c);
+    }
+    let mut sender = anonymous(broker.addr).await;
+    sender
+        .roundtrip(send_frame(
+            "/queue/guarded,/queue/plain",
+            &[("kind", "move")],
+            "split",
+        ))
+        .await;
+    let moved = clients[1].msg().await;
+    assert_eq!(
+        (moved.must("destination"), moved.body_str()),
+        ("/queue/moved", "split")
+    );
+    let plain = clients[2].msg().await;
+    assert_eq!(plain.must("destination"), "/queue/plain");
+    for c in &mut clients {
+        c.expect_silence(QUIET).await;
+    }
+}

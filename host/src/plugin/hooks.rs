@@ -139,7 +139,8 @@ fn check_route(
     let Some(to) = edit.destination.as_deref() else {
         return Ok(());
     };
-    if plugin.routes_bypass_sender_rights || *to == msg.destination[..] || sender.may_send(to) {
+    if plugin.routes_bypass_sender_rights || *to == msg.destination[..] || may_send_all(sender, to)
+    {
         return Ok(());
     }
     plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
@@ -149,6 +150,15 @@ fn check_route(
         crate::text::shown(to),
         sender.name
     ))
+}
+
+/// Whether `sender` may send to `to`, to each part when it is a composite destination.
+fn may_send_all(sender: &Principal, to: &[u8]) -> bool {
+    if !crate::router::is_composite(to) {
+        return sender.may_send(to);
+    }
+    crate::router::composite_parts(&bytes::Bytes::copy_from_slice(to), usize::MAX)
+        .is_ok_and(|parts| parts.iter().all(|part| sender.may_send(part)))
 }
 
 impl PluginHost {
@@ -1193,5 +1203,31 @@ mod tests {
             prop_assert_eq!(read(&view), typed(&msg, &needs));
             prop_assert!(reader.rest().is_empty());
         }
+    }
+
+    #[test]
+    fn a_composite_route_needs_rights_on_every_part() {
+        let mut sender = Principal::named("s");
+        sender.may_send = vec!["/queue/orders.*".to_string()];
+        assert!(super::may_send_all(
+            &sender,
+            b"/queue/orders.eu,/queue/orders.us"
+        ));
+        assert!(
+            super::may_send_all(&sender, b"/queue/orders.eu,orders.us"),
+            "inherited prefix"
+        );
+        assert!(!super::may_send_all(
+            &sender,
+            b"/queue/orders.eu,/queue/secret"
+        ));
+        assert!(
+            !super::may_send_all(&sender, b"/queue/orders.eu,,x"),
+            "malformed"
+        );
+        assert!(
+            sender.may_send(b"/queue/orders.eu,/queue/secret"),
+            "the glob alone would allow it"
+        );
     }
 }

@@ -13,7 +13,7 @@ mod cache;
 pub mod check;
 mod convert;
 mod engine;
-mod glob;
+pub(crate) mod glob;
 mod hook_stats;
 mod hooks;
 mod pool;

@@ -30,6 +30,9 @@ pub struct Connection {
     pub(super) subscriptions: HashMap<u32, Arc<Subscription>>,
     /// SUBSCRIBE `id` → key. 1.0 subscriptions without an id are keyed by destination here.
     pub(super) by_wire_id: HashMap<Bytes, u32>,
+    /// Composite subscriptions: the first part's key → its `by_wire_id` key and every part's
+    /// key (see `composite`).
+    pub(super) composites: HashMap<u32, (Bytes, Vec<u32>)>,
     /// The next connection-local subscription key to try.
     pub(super) next_key: u32,
     /// Destinations this connection may still create now (a token bucket).
@@ -50,6 +53,7 @@ impl Connection {
             resolved: HashMap::new(),
             subscriptions: HashMap::new(),
             by_wire_id: HashMap::new(),
+            composites: HashMap::new(),
             next_key: 0,
             creations: f64::INFINITY,
             refilled: std::time::Instant::now(),
@@ -96,6 +100,25 @@ impl Connection {
         self.by_wire_id
             .get(id)
             .and_then(|key| self.subscriptions.get(key))
+    }
+
+    /// The part of subscription `key` that has `message_id` pending: `key` itself unless it
+    /// is a composite subscription and another part delivered that message.
+    pub fn part_holding(&self, key: u32, message_id: &[u8]) -> u32 {
+        let Some((_, parts)) = self.composites.get(&key) else {
+            return key;
+        };
+        parts
+            .iter()
+            .copied()
+            .find(|part| {
+                self.subscriptions.get(part).is_some_and(|subscription| {
+                    subscription
+                        .check(super::AckTarget::MessageId(message_id))
+                        .is_ok()
+                })
+            })
+            .unwrap_or(key)
     }
 
     /// Every subscription of this connection.

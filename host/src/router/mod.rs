@@ -15,7 +15,8 @@
 //! | `durable:OWNER/CLIENT/NAME` | a durable topic subscription's queue (internal, see [`durable`]) |
 //!
 //! Any other destination is refused with an ERROR naming these prefixes, as ActiveMQ and
-//! RabbitMQ do.
+//! RabbitMQ do. A `/topic/` SUBSCRIBE may be a wildcard pattern (see [`wildcard`]); a SEND
+//! may not, and neither may a queue's name.
 //!
 //! The name table is split into shards so that connections resolving different names do not
 //! share a lock; connections also cache what they resolved, so the per-message path takes no
@@ -30,6 +31,7 @@
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
 mod census;
+pub mod composite;
 pub mod connection;
 pub mod durable;
 pub mod message;
@@ -39,6 +41,7 @@ pub mod queue;
 pub mod ready;
 pub mod subscription;
 pub mod topic;
+pub mod wildcard;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -58,6 +61,7 @@ use crate::store::Store;
 use crate::text::shown;
 
 pub use census::{DeadLetterReasons, DEAD_LETTER_REASONS};
+pub use composite::{is_composite, parts as composite_parts};
 pub use connection::{table_key, Connection};
 pub use durable::DurableKey;
 pub use message::{Delivery, Message};
@@ -66,6 +70,10 @@ pub use props::Props;
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
 pub use subscription::{AckMode, ConsumerOptions, Subscription};
 pub use topic::{Topic, TopicConsumer};
+pub use wildcard::{check_send_name, is_wildcard, may_read_all, PatternError};
+
+use topic::Patterns;
+use wildcard::wildcard_name;
 
 /// Destinations of shared queues (competing consumers) start with this.
 pub const QUEUE_PREFIX: &[u8] = b"/queue/";
@@ -109,6 +117,23 @@ pub enum RouteError {
     /// [`shown`]) and the rate (`limits.destinations_created_per_second`).
     #[error("'{0}' cannot be created: this connection creates new destinations too fast (at most {1} per second)")]
     CreatingTooFast(String, u32),
+    /// A SEND to a wildcard pattern (as ActiveMQ, the broker refuses it); the name as
+    /// [`shown`].
+    #[error("cannot send to '{0}': it is a wildcard pattern ('*', '#' or '>' as a segment); send to a concrete topic")]
+    WildcardSend(String),
+    /// A wildcard pattern on something other than a topic; the name as [`shown`].
+    #[error("'{0}' is a wildcard pattern: wildcard subscriptions are supported on /topic/ destinations only")]
+    WildcardNotTopic(String),
+    /// A wildcard pattern that is not well formed; the name as [`shown`].
+    #[error("invalid wildcard pattern '{0}': {1}")]
+    BadPattern(String, PatternError),
+    /// A composite destination with an empty part (`/queue/a,,/queue/b`); it as [`shown`].
+    #[error("composite destination '{0}' has an empty part")]
+    EmptyPart(String),
+    /// A composite destination with too many parts: it (as [`shown`]), how many, the limit
+    /// (`limits.max_composite_parts`).
+    #[error("composite destination '{0}' has {1} parts: at most {2} are allowed")]
+    TooManyParts(String, usize, usize),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -137,6 +162,10 @@ pub enum SubscribeError {
     /// limit (`durable.max_per_principal`).
     #[error("'{0}' has the maximum of {1} durable subscriptions")]
     TooManyDurables(String, usize),
+    /// A durable wildcard subscription whose pattern can match topics the principal may not
+    /// read: the principal and the pattern (as [`shown`]).
+    #[error("'{0}' may not make a durable subscription to '{1}': its read rights do not cover every topic the pattern can match")]
+    DurablePatternNotCovered(String, String),
 }
 
 /// Why a durable subscription could not be removed.
@@ -264,6 +293,7 @@ pub struct PreparedSubscription {
     filter: DeliveryFilter,
     source: Destination,
     claim: Claim,
+    topic_rights: Option<Box<[String]>>,
 }
 
 /// A durable subscription's queue claimed for one subscriber that has not attached yet.
@@ -307,6 +337,9 @@ pub struct Router {
     /// Durable subscriptions of the journal before the current naming, read back under
     /// their new name: journal name → new name (used while the journal is read back).
     legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
+    /// The pattern topics of wildcard subscriptions, by pattern (they are in the name table
+    /// too, under their full name).
+    patterns: Arc<Patterns>,
 }
 
 /// Counters of the name table.
@@ -346,6 +379,7 @@ impl Router {
             stats: RouterStats::default(),
             next_consumer: AtomicU64::new(1),
             legacy_durables: Mutex::default(),
+            patterns: Arc::default(),
         }
     }
 
@@ -390,10 +424,15 @@ impl Router {
             return Ok(Some(found.clone()));
         }
         let found = match classify(name)? {
+            _ if wildcard_name(name).is_some() => {
+                return Err(RouteError::WildcardSend(shown(name)))
+            }
             Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::Topic => match self.existing_topic(name) {
                 Some(topic) => Destination::Topic(topic),
-                None => return Ok(None),
+                // Nobody subscribes to it by name: a wildcard subscriber may still want it
+                // (a stand-in topic, not cached: the patterns are matched at each publish).
+                None => return Ok(self.unnamed_topic(name).map(Destination::Topic)),
             },
             Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name)?.1))),
             Kind::ReplyQueue => match self.existing_queue(name) {
@@ -463,6 +502,7 @@ impl Router {
         }
         let name = &request.destination;
         let mut claim = Claim(None);
+        let topic_rights = self.pattern_rights(&request)?;
         let source = match classify(name)? {
             Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
             Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name)?.1),
@@ -492,6 +532,7 @@ impl Router {
             filter: request.filter,
             source,
             claim,
+            topic_rights,
         })
     }
 
@@ -511,6 +552,7 @@ impl Router {
             filter,
             source,
             mut claim,
+            topic_rights,
         } = prepared;
         // The claim passes to the attached subscriber (released when it unsubscribes).
         claim.0 = None;
@@ -528,6 +570,7 @@ impl Router {
             filter,
             source,
             topic_window,
+            topic_rights,
         });
         conn.by_wire_id.insert(
             table_key(subscription.wire_id.as_ref(), &subscription.destination),
@@ -586,8 +629,19 @@ impl Router {
     }
 
     /// Ends `conn`'s subscription `key` (detaches it; a durable subscription keeps collecting
-    /// messages). Its unacked queue messages go back to the queue for the other consumers.
+    /// messages), every part of it for a composite one. Its unacked queue messages go back to
+    /// the queue for the other consumers.
     pub fn unsubscribe(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
+        if let Some((name, parts)) = conn.composites.remove(&key) {
+            conn.by_wire_id.remove(&name);
+            for part in parts.into_iter().filter(|&part| part != key) {
+                self.unsubscribe_one(conn, part);
+            }
+        }
+        self.unsubscribe_one(conn, key)
+    }
+
+    fn unsubscribe_one(&self, conn: &mut Connection, key: u32) -> Option<Arc<Subscription>> {
         let subscription = conn.subscriptions.remove(&key)?;
         conn.by_wire_id.remove(&table_key(
             subscription.wire_id.as_ref(),
@@ -662,7 +716,7 @@ impl Router {
         let existing = self.shard(&name).queues.get(&name).cloned();
         if let Some(queue) = existing {
             let old_topic = queue.bound_topic().unwrap_or_default();
-            if old_topic != topic.name && !principal.may_subscribe(&old_topic) {
+            if old_topic != topic.name && !may_read_all(principal, &old_topic) {
                 return Err(SubscribeError::DurableMoveRefused(
                     key.describe(),
                     shown(&old_topic),
@@ -732,7 +786,7 @@ impl Router {
             .cloned()
             .ok_or_else(|| DurableError::Unknown(key.describe()))?;
         let topic = queue.bound_topic().unwrap_or_default();
-        if !principal.may_subscribe(&topic) {
+        if !may_read_all(principal, &topic) {
             return Err(DurableError::NotPermitted(key.describe(), shown(&topic)));
         }
         if !queue.claim() {
@@ -877,7 +931,9 @@ impl Router {
         self.shard(name).queues.get(name).cloned()
     }
 
-    /// The named topic, created if missing (on SUBSCRIBE).
+    /// The named topic, created if missing (on SUBSCRIBE). A wildcard pattern's topic is
+    /// registered in the pattern index too (under the name table's shard lock, so the sweep
+    /// sees both or neither).
     fn topic(&self, name: &Bytes) -> Arc<Topic> {
         let mut shard = self.shard(name);
         shard
@@ -885,10 +941,15 @@ impl Router {
             .entry(name.clone())
             .or_insert_with(|| {
                 self.destinations.fetch_add(1, Ordering::Relaxed);
-                Arc::new(Topic::new(
-                    name.clone(),
-                    self.settings.flow.slow_consumer_policy,
-                ))
+                let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
+                match wildcard_name(name) {
+                    Some(pattern) => {
+                        let topic = Arc::new(topic);
+                        self.patterns.insert(pattern, topic.clone());
+                        topic
+                    }
+                    None => Arc::new(topic.with_patterns(self.patterns.clone())),
+                }
             })
             .clone()
     }
@@ -914,8 +975,14 @@ impl Router {
                 swept += usize::from(unused);
                 !unused
             });
-            shard.topics.retain(|_, topic| {
-                let unused = Arc::strong_count(topic) == 1 && topic.is_unused();
+            shard.topics.retain(|name, topic| {
+                // A pattern topic is also held by the pattern index.
+                let pattern = wildcard_name(name);
+                let owners = if pattern.is_some() { 2 } else { 1 };
+                let unused = Arc::strong_count(topic) == owners && topic.is_unused();
+                if let (true, Some(pattern)) = (unused, pattern) {
+                    self.patterns.remove(pattern, |t| Arc::ptr_eq(t, topic));
+                }
                 swept += usize::from(unused);
                 !unused
             });
@@ -998,3 +1065,5 @@ impl Router {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wildcard_tests;

@@ -80,6 +80,9 @@ pub struct Subscription {
     pub(super) source: Destination,
     /// A topic subscription's delivery numbering and client-ack window (none for queues).
     pub(super) topic_window: Option<TopicConsumer>,
+    /// A wildcard subscription whose read rights do not cover its whole pattern: those
+    /// rights (destination globs), checked against each message's topic.
+    pub(super) topic_rights: Option<Box<[String]>>,
 }
 
 impl std::fmt::Debug for Subscription {

@@ -7,6 +7,13 @@
 //!
 //! The subscriber list is copy-on-write behind a per-topic lock held only to clone an `Arc`,
 //! so publishers to one topic do not serialise on each other's deliveries.
+//!
+//! Wildcard subscriptions (`/topic/prices.*`) subscribe to a *pattern topic*, a topic whose
+//! name is the pattern, kept in the router's [`WildcardIndex`]. A message published to a
+//! concrete topic goes to its own subscribers, then to every pattern topic the index finds
+//! for its name (only when the index is not empty: without wildcard subscriptions this is one
+//! relaxed load). A wildcard subscriber whose read rights do not cover the whole pattern
+//! carries them, and sees only the messages of topics it may read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +28,11 @@ use super::message::{Delivery, Message};
 use super::outbox::Outgoing;
 use super::queue::{AckTarget, NotPending, Queue};
 use super::subscription::{AckMode, Subscription};
+use super::wildcard::WildcardIndex;
+use super::TOPIC_PREFIX;
+
+/// The router's pattern topics, by pattern (without `/topic/`).
+pub type Patterns = WildcardIndex<Arc<Topic>>;
 
 /// Per-subscription state of a topic consumer: delivery numbering and, in client modes, the
 /// deliveries not yet acknowledged plus the copies waiting for the window to open (topic
@@ -172,6 +184,8 @@ pub struct Topic {
     /// Queues of the durable subscriptions on this topic.
     durables: Mutex<Arc<Vec<Arc<Queue>>>>,
     policy: SlowConsumerPolicy,
+    /// For a concrete topic: the pattern topics to publish to as well.
+    patterns: Option<Arc<Patterns>>,
     /// Counters, for status output.
     pub stats: TopicStats,
 }
@@ -187,8 +201,26 @@ impl Topic {
             subscribers: Mutex::new(Arc::new(Vec::new())),
             durables: Mutex::new(Arc::new(Vec::new())),
             policy,
+            patterns: None,
             stats: TopicStats::default(),
         }
+    }
+
+    /// A concrete topic whose messages also go to the matching pattern topics in `patterns`.
+    pub fn with_patterns(mut self, patterns: Arc<Patterns>) -> Topic {
+        self.patterns = Some(patterns);
+        self
+    }
+
+    /// The pattern topics whose pattern matches this topic's name (none without wildcard
+    /// subscriptions, and then without taking any lock).
+    fn matching_patterns(&self) -> Vec<Arc<Topic>> {
+        let mut found = Vec::new();
+        if let Some(patterns) = self.patterns.as_ref().filter(|p| !p.is_empty()) {
+            let name = self.name.strip_prefix(TOPIC_PREFIX).unwrap_or(&self.name);
+            patterns.matching(name, &mut found);
+        }
+        found
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Subscription>>> {
@@ -202,7 +234,17 @@ impl Topic {
     /// client-ack window) is full holds this publisher up (TCP backpressure on the producer)
     /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
     /// policy, and is not waited for again until it drains.
+    /// Then the same for every matching pattern topic (wildcard subscriptions).
     pub async fn publish(&self, message: &Arc<Message>, patience: Duration) {
+        self.publish_here(message, patience).await;
+        if self.patterns.as_ref().is_some_and(|p| !p.is_empty()) {
+            for pattern in self.matching_patterns() {
+                pattern.publish_here(message, patience).await;
+            }
+        }
+    }
+
+    async fn publish_here(&self, message: &Arc<Message>, patience: Duration) {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let mut blocked = Vec::new();
         for subscription in self.snapshot().iter() {
@@ -252,6 +294,12 @@ impl Topic {
         let Some(consumer) = &subscription.topic_window else {
             return true;
         };
+        // A wildcard subscriber sees only the topics it may read.
+        if let Some(rights) = &subscription.topic_rights {
+            if !crate::plugin::glob::any_matches(rights, &message.destination) {
+                return true;
+            }
+        }
         if consumer.offer(subscription, message).is_err() {
             if subscription.outbox.is_stalled() {
                 self.slow(subscription);
@@ -307,12 +355,19 @@ impl Topic {
         }
     }
 
-    /// How many durable subscriptions collect from it (each journals every persistent message).
+    /// How many durable subscriptions collect from it, those on matching patterns included
+    /// (each journals every persistent message).
     pub fn durable_count(&self) -> usize {
-        self.durables
+        let own = self
+            .durables
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .len();
+        own + self
+            .matching_patterns()
+            .iter()
+            .map(|pattern| pattern.durable_count())
+            .sum::<usize>()
     }
 
     /// Subscribers now (durable subscriptions' queues not included).

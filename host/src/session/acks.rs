@@ -73,6 +73,8 @@ impl Session {
                             shown(subscription)
                         ))
                     })?;
+                // A composite subscription: the part that delivered the message.
+                let key = self.conn.part_holding(key, message_id);
                 Ok((key, OwnedTarget::MessageId(message_id.clone())))
             }
             (Some(message_id), None) if self.version == Version::V1_0 => {

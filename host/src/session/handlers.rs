@@ -12,7 +12,9 @@ use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
 use crate::router::props::PropsError;
-use crate::router::{check_name, publish, Destination, Message, Outgoing, Props, RouteError};
+use crate::router::{
+    check_send_name, publish, Destination, Message, Outgoing, Props, RouteError,
+};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -167,6 +169,9 @@ impl Session {
         let (send, message) = self.prepare_send(frame, charge)?;
         // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
         let plugins = self.broker.policy.host();
+        if crate::router::is_composite(&message.destination) {
+            return self.send_composite(&plugins, send, message).await;
+        }
         if !plugins.intercepts_send(&message.destination) {
             return self.finish_send(send, std::iter::once(message)).await;
         }
@@ -188,14 +193,7 @@ impl Session {
         charge: Charge,
     ) -> Result<(PreparedSend, PluginMessage), SessionError> {
         let destination = required(&frame, "destination")?.clone();
-        check_name(&destination)?;
-        if !self.principal.may_send(&destination) {
-            return Err(client_error(format!(
-                "'{}' may not send to '{}'",
-                self.principal.name,
-                shown(&destination)
-            )));
-        }
+        self.check_send_target(&destination)?;
         let transaction_id = frame.get(b"transaction").cloned();
         self.transaction_mut(&frame)?;
         let persistent = is_persistent(&frame);
@@ -237,15 +235,19 @@ impl Session {
         let mut charge = Some(charge);
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
-        for (i, copy) in routed.enumerate() {
-            if i == 0 {
-                expires_at = expiry(&copy.headers);
-            }
-            check_name(&copy.destination).map_err(|err| {
+        // A composite destination becomes a copy per part.
+        let max_parts = self.broker.config.limits.max_composite_parts;
+        for (i, copy) in super::composite::expand(routed, max_parts).enumerate() {
+            let invalid = |err: RouteError| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"
                 ))
-            })?;
+            };
+            let copy = copy.map_err(invalid)?;
+            if i == 0 {
+                expires_at = expiry(&copy.headers);
+            }
+            check_send_name(&copy.destination).map_err(invalid)?;
             let Some(target) = self
                 .broker
                 .router

@@ -11,6 +11,7 @@
 //! temporary queues, whatever the reason it ended.
 
 mod acks;
+mod composite;
 mod connect;
 mod consumer_headers;
 mod error;

@@ -60,13 +60,14 @@ pub(super) fn take_batch(
     frames
 }
 
-/// Whether `frame` may join a batch of SENDs for `plugins`.
+/// Whether `frame` may join a batch of SENDs for `plugins` (not one to a composite destination:
+/// its parts go through the plugins one by one, see `composite.rs`).
 pub(super) fn batchable(frame: &Frame, plugins: &PluginHost) -> bool {
     frame.command == Command::Send
         && frame.get(b"transaction").is_none()
         && frame
             .get(b"destination")
-            .is_some_and(|d| plugins.intercepts_send(d))
+            .is_some_and(|d| !crate::router::is_composite(d) && plugins.intercepts_send(d))
 }
 
 /// One frame of a batch, between its two halves.

@@ -34,13 +34,13 @@ impl From<DurableError> for SessionError {
 }
 
 /// A SUBSCRIBE as read from its frame.
-struct Parsed {
-    wire_id: Option<Bytes>,
-    destination: Bytes,
-    ack_mode: AckMode,
-    window: u32,
-    options: ConsumerOptions,
-    durable: Option<DurableName>,
+pub(super) struct Parsed {
+    pub(super) wire_id: Option<Bytes>,
+    pub(super) destination: Bytes,
+    pub(super) ack_mode: AckMode,
+    pub(super) window: u32,
+    pub(super) options: ConsumerOptions,
+    pub(super) durable: Option<DurableName>,
 }
 
 impl Session {
@@ -53,6 +53,11 @@ impl Session {
         // A durable subscription created below is journaled before the RECEIPT.
         let mark = self.receipts.mark();
         let parsed = self.parse_subscribe(&frame)?;
+        if crate::router::is_composite(&parsed.destination) {
+            return self
+                .subscribe_composite(parsed, frame.headers, receipt, charge, mark)
+                .await;
+        }
         let info = SubscriptionInfo {
             id: parsed.wire_id.clone().unwrap_or_default(),
             destination: parsed.destination.clone(),
@@ -126,14 +131,7 @@ impl Session {
                 ))
             })?,
         };
-        crate::router::check_name(&destination)?;
-        if !self.principal.may_subscribe(&destination) {
-            return Err(client_error(format!(
-                "'{}' may not subscribe to '{}'",
-                self.principal.name,
-                shown(&destination)
-            )));
-        }
+        self.check_subscribe_target(&destination)?;
         let flow = &self.broker.config.flow;
         let window = match (prefetch(frame)?, ack_mode) {
             (Some(n), _) => n.min(flow.max_prefetch),
