@@ -23,6 +23,7 @@ fn message(destination: &str) -> Arc<Message> {
         expires_at: None,
         persistent: false,
         charge: Default::default(),
+        props: Default::default(),
     })
 }
 
@@ -38,6 +39,7 @@ fn subscribe(
         destination: name(destination),
         ack_mode: AckMode::Auto,
         window: 10,
+        options: Default::default(),
         durable: None,
         principal,
         outbox: outbox.clone(),

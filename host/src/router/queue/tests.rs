@@ -58,6 +58,7 @@ fn consumer(
             },
         ),
         source: Destination::Queue(queue.clone()),
+        topic_rights: None,
         topic_window: None,
     });
     queue.subscribe(subscription.clone());
