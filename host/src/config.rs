@@ -64,6 +64,8 @@ pub struct Config {
     pub durable: DurableConfig,
     /// The message store behind `persistent:true`.
     pub store: StoreConfig,
+    /// Scheduled delivery (`AMQ_SCHEDULED_DELAY`, `x-delay`, ...): caps and bounds.
+    pub schedule: ScheduleConfig,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
     /// An authenticate plugin takes this over when one is configured.
     pub users: Vec<UserConfig>,
@@ -96,6 +98,7 @@ impl Default for Config {
             dead_letter: DeadLetterConfig::default(),
             durable: DurableConfig::default(),
             store: StoreConfig::default(),
+            schedule: ScheduleConfig::default(),
             users: Vec::new(),
             plugins: Vec::new(),
             reload: ReloadConfig::default(),
@@ -403,6 +406,35 @@ impl Default for StoreConfig {
             fsync_interval_ms: 100,
             max_bytes: 1 << 30,
             segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Scheduled delivery: messages sent with a delay, an absolute time or a period wait in the
+/// broker's scheduler (outside their queue) until due. Each cap hit gives the SEND an ERROR.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Most messages waiting in the scheduler, broker-wide.
+    pub max_messages: usize,
+    /// Most messages one principal may have waiting in the scheduler.
+    pub max_per_principal: usize,
+    /// Longest delay accepted, in ms (an absolute time further ahead is refused too).
+    pub max_delay_ms: u64,
+    /// Shortest `AMQ_SCHEDULED_PERIOD` accepted for a repeating message, in ms.
+    pub min_period_ms: u64,
+    /// Largest `AMQ_SCHEDULED_REPEAT` accepted (repeat N means N + 1 deliveries).
+    pub max_repeat: u32,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            max_messages: 2_000_000,
+            max_per_principal: 1_000_000,
+            max_delay_ms: 90 * 24 * 3600 * 1000,
+            min_period_ms: 100,
+            max_repeat: 10_000,
         }
     }
 }

@@ -17,6 +17,7 @@ mod heartbeat;
 mod load;
 mod persistence;
 mod queues;
+mod scheduled;
 mod temp_queues;
 mod topics;
 mod transactions;

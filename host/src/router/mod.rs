@@ -34,6 +34,8 @@ pub mod durable;
 pub mod message;
 pub mod outbox;
 pub mod queue;
+pub mod schedule;
+pub mod schedule_headers;
 pub mod subscription;
 pub mod topic;
 
@@ -47,7 +49,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::budget::MemoryBudget;
-use crate::config::{Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig};
+use crate::config::{
+    Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig, ScheduleConfig,
+};
 use crate::plugin::Principal;
 use crate::policy::DeliveryFilter;
 use crate::store::record::Enqueue;
@@ -59,6 +63,8 @@ pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
+pub use schedule::Scheduler;
+pub use schedule_headers::{Schedule, ScheduleError};
 pub use subscription::{AckMode, Subscription};
 pub use topic::{Topic, TopicConsumer};
 
@@ -209,6 +215,8 @@ pub struct RouterSettings {
     pub durable: DurableConfig,
     /// The limits on destinations and temporary queues.
     pub limits: LimitsConfig,
+    /// Scheduled delivery's caps and bounds.
+    pub schedule: ScheduleConfig,
 }
 
 impl RouterSettings {
@@ -219,6 +227,7 @@ impl RouterSettings {
             dead_letter: config.dead_letter.clone(),
             durable: config.durable.clone(),
             limits: config.limits.clone(),
+            schedule: config.schedule.clone(),
         }
     }
 }
@@ -299,6 +308,8 @@ pub struct Router {
     /// Durable subscriptions of the journal before the current naming, read back under
     /// their new name: journal name → new name (used while the journal is read back).
     legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
+    /// Messages waiting for their delivery time.
+    scheduler: Arc<Scheduler>,
 }
 
 /// Counters of the name table.
@@ -330,6 +341,11 @@ impl Router {
     ) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            scheduler: Arc::new(Scheduler::new(
+                settings.schedule.clone(),
+                store.clone(),
+                budget.clone(),
+            )),
             settings,
             store,
             budget,
@@ -344,6 +360,11 @@ impl Router {
     /// The store persistent messages are journaled in; `None` when persistence is off.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// The scheduler of delayed and repeated deliveries.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     /// The memory budget messages are charged to.
@@ -795,7 +816,10 @@ impl Router {
 
     /// Puts back a persistent message read from the journal into its queue. A message whose
     /// queue is gone (a durable subscription removed meanwhile) is settled and dropped.
-    pub fn restore_message(&self, enqueue: Enqueue) {
+    pub fn restore_message(&self, mut enqueue: Enqueue) {
+        if let Some(fields) = enqueue.schedule.take() {
+            return self.restore_scheduled(enqueue, fields);
+        }
         let renamed = self
             .legacy_durables
             .lock()

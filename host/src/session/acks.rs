@@ -140,7 +140,21 @@ impl Session {
         let patience = self.slow_consumer_patience();
         for action in transaction.actions {
             match action {
-                Action::Publish { plan, reservation } => {
+                Action::Publish {
+                    plan,
+                    reservation,
+                    schedule: Some(schedule),
+                } => {
+                    // Admitted at SEND: the caps were checked then.
+                    let scheduler = self.broker.router.scheduler();
+                    let _ = scheduler.schedule(plan, schedule, &self.principal.name, false);
+                    drop(reservation);
+                }
+                Action::Publish {
+                    plan,
+                    reservation,
+                    schedule: None,
+                } => {
                     for (destination, message) in plan {
                         publish(&destination, message, patience).await;
                     }

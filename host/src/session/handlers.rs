@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
-use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError};
+use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError, Schedule};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -210,20 +210,24 @@ impl Session {
         let mut charge = Some(charge);
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
+        let mut schedule = None;
         for (i, copy) in routed.enumerate() {
             if i == 0 {
                 expires_at = expiry(&copy.headers);
+                schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
+                    .map_err(|err| client_error(err.to_string()))?;
             }
             check_name(&copy.destination).map_err(|err| {
                 client_error(format!(
                     "a plugin routed the message to an invalid destination: {err}"
                 ))
             })?;
-            let Some(target) = self
-                .broker
-                .router
-                .resolve(&mut self.conn, &copy.destination)?
-            else {
+            let router = &self.broker.router;
+            let resolved = match schedule {
+                None => router.resolve(&mut self.conn, &copy.destination)?,
+                Some(_) => router.resolve_scheduled(&mut self.conn, &copy.destination)?,
+            };
+            let Some(target) = resolved else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
             let charge = charge.take().unwrap_or_else(|| {
@@ -285,12 +289,31 @@ impl Session {
                     "transactions hold {held} bytes of messages: {bytes} more would exceed the limit of {max} bytes per connection"
                 )));
             }
+            if schedule.is_some() {
+                self.broker
+                    .router
+                    .scheduler()
+                    .check_room(&self.principal.name, plan.len())
+                    .map_err(|err| client_error(err.to_string()))?;
+            }
             if let Some(transaction) = self.transactions.get_mut(&id) {
                 transaction.bytes += bytes;
-                transaction
-                    .actions
-                    .push(Action::Publish { plan, reservation });
+                transaction.actions.push(Action::Publish {
+                    plan,
+                    reservation,
+                    schedule,
+                });
             }
+            return Ok(());
+        }
+        if let Some(schedule) = schedule {
+            // Journaled (when persistent) by now: the RECEIPT means "scheduled and stored".
+            self.broker
+                .router
+                .scheduler()
+                .schedule(plan, schedule, &self.principal.name, true)
+                .map_err(|err| client_error(err.to_string()))?;
+            drop(reservation);
             return Ok(());
         }
         let patience = self.slow_consumer_patience();

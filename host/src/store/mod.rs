@@ -284,6 +284,27 @@ impl Store {
 
     /// Records a persistent message entering `queue`; returns its journal id.
     pub fn enqueue(&self, queue: &Bytes, message: &Message) -> u64 {
+        self.append_enqueue(queue, message, None)
+    }
+
+    /// Records a persistent message waiting in the scheduler for `target` (a `/queue/` or
+    /// `/topic/`) under `schedule`; returns its journal id (settled when it is delivered for
+    /// the last time, or replaced by the record of its next repeat).
+    pub fn enqueue_scheduled(
+        &self,
+        target: &Bytes,
+        message: &Message,
+        schedule: &record::ScheduledFields,
+    ) -> u64 {
+        self.append_enqueue(target, message, Some(schedule))
+    }
+
+    fn append_enqueue(
+        &self,
+        queue: &Bytes,
+        message: &Message,
+        schedule: Option<&record::ScheduledFields>,
+    ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = EnqueueRef {
             id,
@@ -294,6 +315,7 @@ impl Store {
             id_prefix: message.id_prefix.as_bytes(),
             id_seq: message.id_seq,
             expires_at: message.expires_at.unwrap_or(0),
+            schedule,
         };
         // The body is not copied: the writer writes it from the message's own buffer.
         let (framed, body) = record.encode_split();
