@@ -66,6 +66,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// Scheduled delivery (`AMQ_SCHEDULED_DELAY`, `x-delay`, ...): caps and bounds.
     pub schedule: ScheduleConfig,
+    /// Queue arguments by destination pattern (`[[queues]]`): the first entry whose pattern
+    /// matches a new `/queue/` gives its limits, overflow policy and message TTL.
+    pub queues: Vec<QueuePolicy>,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
     /// An authenticate plugin takes this over when one is configured.
     pub users: Vec<UserConfig>,
@@ -99,6 +102,7 @@ impl Default for Config {
             durable: DurableConfig::default(),
             store: StoreConfig::default(),
             schedule: ScheduleConfig::default(),
+            queues: Vec::new(),
             users: Vec::new(),
             plugins: Vec::new(),
             reload: ReloadConfig::default(),
@@ -437,6 +441,26 @@ impl Default for ScheduleConfig {
             max_repeat: 10_000,
         }
     }
+}
+
+/// Queue arguments for the `/queue/` destinations matching `pattern` (`*` matches any run of
+/// characters), as the `x-` headers of a creating SEND or SUBSCRIBE give them (those override
+/// these key by key). Every queue stays within `flow.queue_max_messages` and
+/// `flow.queue_max_bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// The queue names it applies to, e.g. `/queue/orders.*`.
+    pub pattern: String,
+    /// Most messages held (`x-max-length`).
+    pub max_length: Option<u64>,
+    /// Most bytes of messages held (`x-max-length-bytes`).
+    pub max_length_bytes: Option<u64>,
+    /// When full: `drop-head` (default with a length limit), `reject-publish` or
+    /// `reject-publish-dlx` (`x-overflow`).
+    pub overflow: Option<crate::router::queue_args::ArgOverflow>,
+    /// Messages expire this many ms after they were sent, at the latest (`x-message-ttl`).
+    pub message_ttl_ms: Option<u64>,
 }
 
 /// Live reload of the plugin set (see `reload`).

@@ -16,6 +16,7 @@ mod frames;
 mod heartbeat;
 mod load;
 mod persistence;
+mod queue_limits;
 mod queues;
 mod scheduled;
 mod temp_queues;

@@ -13,7 +13,7 @@ mod cache;
 pub mod check;
 mod convert;
 mod engine;
-mod glob;
+pub(crate) mod glob;
 mod hooks;
 mod pool;
 pub mod template;

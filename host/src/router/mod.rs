@@ -34,6 +34,7 @@ pub mod durable;
 pub mod message;
 pub mod outbox;
 pub mod queue;
+pub mod queue_args;
 pub mod schedule;
 pub mod schedule_headers;
 pub mod subscription;
@@ -50,7 +51,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::budget::MemoryBudget;
 use crate::config::{
-    Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig, ScheduleConfig,
+    Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig, QueuePolicy, ScheduleConfig,
 };
 use crate::plugin::Principal;
 use crate::policy::DeliveryFilter;
@@ -63,6 +64,7 @@ pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
+pub use queue_args::{QueueArgs, QueueArgsError};
 pub use schedule::Scheduler;
 pub use schedule_headers::{Schedule, ScheduleError};
 pub use subscription::{AckMode, Subscription};
@@ -110,6 +112,9 @@ pub enum RouteError {
     /// [`shown`]) and the rate (`limits.destinations_created_per_second`).
     #[error("'{0}' cannot be created: this connection creates new destinations too fast (at most {1} per second)")]
     CreatingTooFast(String, u32),
+    /// The frame's queue arguments were refused.
+    #[error(transparent)]
+    Arguments(#[from] QueueArgsError),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -192,14 +197,19 @@ pub enum Destination {
 }
 
 /// Publishes a message to a resolved destination. A full queue pauses this producer until
-/// there is room (or applies its overflow policy); a topic subscriber that is behind holds it
-/// up for up to `patience`.
-pub async fn publish(destination: &Destination, message: Arc<Message>, patience: Duration) {
+/// there is room (or applies its overflow policy: [`Published::Rejected`] when it refuses
+/// the message); a topic subscriber that is behind holds it up for up to `patience`.
+pub async fn publish(
+    destination: &Destination,
+    message: Arc<Message>,
+    patience: Duration,
+) -> Published {
     match destination {
-        Destination::Queue(queue) => {
-            queue.publish(message).await;
+        Destination::Queue(queue) => queue.publish(message).await,
+        Destination::Topic(topic) => {
+            topic.publish(&message, patience).await;
+            Published::Queued
         }
-        Destination::Topic(topic) => topic.publish(&message, patience).await,
     }
 }
 
@@ -217,6 +227,8 @@ pub struct RouterSettings {
     pub limits: LimitsConfig,
     /// Scheduled delivery's caps and bounds.
     pub schedule: ScheduleConfig,
+    /// Queue arguments by destination pattern.
+    pub queues: Vec<QueuePolicy>,
 }
 
 impl RouterSettings {
@@ -228,6 +240,7 @@ impl RouterSettings {
             durable: config.durable.clone(),
             limits: config.limits.clone(),
             schedule: config.schedule.clone(),
+            queues: config.queues.clone(),
         }
     }
 }
@@ -629,6 +642,11 @@ impl Router {
     /// The named queue, created if missing (`/queue/...` names), with its dead-letter queue
     /// when dead-lettering is on.
     fn queue(&self, name: &Bytes) -> Arc<Queue> {
+        self.queue_with(name, None)
+    }
+
+    /// [`Router::queue`], a new queue made with the arguments `declared` (see [`queue_args`]).
+    fn queue_with(&self, name: &Bytes, declared: Option<&QueueArgs>) -> Arc<Queue> {
         if let Some(queue) = self.shard(name).queues.get(name) {
             return queue.clone();
         }
@@ -643,7 +661,9 @@ impl Router {
             .entry(name.clone())
             .or_insert_with(|| {
                 self.destinations.fetch_add(1, Ordering::Relaxed);
-                let mut queue = Queue::new(name.clone(), self.queue_limits())
+                let (limits, arguments) = self.queue_settings(name, declared);
+                let mut queue = Queue::new(name.clone(), limits)
+                    .with_arguments(arguments)
                     .journaled(self.store.clone())
                     .charged_to(self.budget.clone())
                     .with_max_filter_failures(self.settings.dead_letter.max_filter_failures);

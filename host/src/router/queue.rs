@@ -41,6 +41,12 @@ pub enum Overflow {
     DropOldest,
     /// The new message is dropped.
     DropNew,
+    /// The new message is refused ([`Published::Rejected`]): `x-overflow: reject-publish`.
+    #[serde(skip)]
+    Reject,
+    /// The new message is refused and dead-lettered: `x-overflow: reject-publish-dlx`.
+    #[serde(skip)]
+    RejectDeadLetter,
 }
 
 /// A queue's size limits and what it does when they are reached.
@@ -212,6 +218,8 @@ pub struct Queue {
     detached_at: AtomicU64,
     /// Counters, for status output.
     pub stats: QueueStats,
+    /// Its arguments (`x-message-ttl`, and what a declaring frame must match).
+    arguments: super::queue_args::QueueArguments,
 }
 
 /// A queue's dead-letter policy.
@@ -232,6 +240,9 @@ pub enum Published {
     Queued,
     /// The queue dropped it (deleted, or full under `Overflow::DropNew`).
     Dropped,
+    /// The queue is full and refuses it (`Overflow::Reject`, `Overflow::RejectDeadLetter`):
+    /// its producer is told.
+    Rejected,
 }
 
 impl Queue {
@@ -251,7 +262,18 @@ impl Queue {
             claimed: AtomicBool::new(false),
             detached_at: AtomicU64::new(now_ms()),
             stats: QueueStats::default(),
+            arguments: Default::default(),
         }
+    }
+
+    /// Gives the queue its arguments (see [`queue_args`](super::queue_args)).
+    pub fn with_arguments(self, arguments: super::queue_args::QueueArguments) -> Queue {
+        Queue { arguments, ..self }
+    }
+
+    /// The queue's arguments.
+    pub fn arguments(&self) -> &super::queue_args::QueueArguments {
+        &self.arguments
     }
 
     /// Journals this queue's persistent messages in `store`.
@@ -446,6 +468,25 @@ impl Queue {
         self.dispatch(&mut state);
     }
 
+    /// Counts a message a full queue refused; under `Overflow::RejectDeadLetter` a copy goes
+    /// to the dead-letter queue, when there is one.
+    fn reject(&self, message: Arc<Message>) {
+        self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+        if self.limits.overflow != Overflow::RejectDeadLetter {
+            return;
+        }
+        if let Some(dead_letter) = &self.dead_letter {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let charge = self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(message.size()))
+                .unwrap_or_default();
+            let copy = super::queue_args::rejected_copy(dead_letter, &message, charge);
+            dead_letter.queue.push_dead(copy);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -471,6 +512,12 @@ impl Queue {
                         Overflow::DropNew => {
                             self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
                             return Published::Dropped;
+                        }
+                        Overflow::Reject | Overflow::RejectDeadLetter => {
+                            let message = message.take().expect("published once");
+                            drop(state);
+                            self.reject(message);
+                            return Published::Rejected;
                         }
                         Overflow::DropOldest => {
                             // Room is made from the waiting messages only; when every message

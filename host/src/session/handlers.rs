@@ -11,7 +11,10 @@ use bytes::Bytes;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
-use crate::router::{check_name, publish, Destination, Message, Outgoing, RouteError, Schedule};
+use crate::router::queue_args::expiry_in;
+use crate::router::{
+    check_name, publish, Destination, Message, Outgoing, Published, QueueArgs, RouteError, Schedule,
+};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -211,10 +214,13 @@ impl Session {
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
         let mut schedule = None;
+        let mut queue_args = None;
         for (i, copy) in routed.enumerate() {
             if i == 0 {
                 expires_at = expiry(&copy.headers);
                 schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
+                    .map_err(|err| client_error(err.to_string()))?;
+                queue_args = QueueArgs::from_headers(&copy.headers)
                     .map_err(|err| client_error(err.to_string()))?;
             }
             check_name(&copy.destination).map_err(|err| {
@@ -223,9 +229,15 @@ impl Session {
                 ))
             })?;
             let router = &self.broker.router;
-            let resolved = match schedule {
-                None => router.resolve(&mut self.conn, &copy.destination)?,
-                Some(_) => router.resolve_scheduled(&mut self.conn, &copy.destination)?,
+            let resolved = if schedule.is_none() && queue_args.is_none() {
+                router.resolve(&mut self.conn, &copy.destination)?
+            } else {
+                router.resolve_declaring(
+                    &mut self.conn,
+                    &copy.destination,
+                    queue_args.as_ref(),
+                    schedule.is_some(),
+                )?
             };
             let Some(target) = resolved else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
@@ -240,7 +252,7 @@ impl Session {
                 body: copy.body,
                 id_prefix: self.id.clone(),
                 id_seq: self.next_message,
-                expires_at,
+                expires_at: expiry_in(&target, expires_at),
                 persistent,
                 charge,
             });
@@ -317,11 +329,17 @@ impl Session {
             return Ok(());
         }
         let patience = self.slow_consumer_patience();
+        let mut rejected = None;
         for (destination, message) in plan {
-            publish(&destination, message, patience).await;
+            if publish(&destination, message, patience).await == Published::Rejected {
+                rejected = Some(destination);
+            }
         }
         drop(reservation);
-        Ok(())
+        match rejected {
+            Some(queue) => Err(full_queue_error(&queue)),
+            None => Ok(()),
+        }
     }
 
     /// How long a publisher waits for a topic subscriber that is behind.
@@ -356,6 +374,17 @@ fn expiry(headers: &[Header]) -> Option<u64> {
     number(b"ttl")
         .or_else(|| number(b"expiration"))
         .map(|ttl| crate::router::message::now_ms().saturating_add(ttl))
+}
+
+/// The ERROR of a SEND a full queue refused (`x-overflow: reject-publish`).
+pub(super) fn full_queue_error(destination: &Destination) -> SessionError {
+    let name = match destination {
+        Destination::Queue(queue) => shown(&queue.name),
+        Destination::Topic(topic) => shown(&topic.name),
+    };
+    client_error(format!(
+        "message rejected: queue '{name}' is full (x-overflow reject-publish)"
+    ))
 }
 
 /// About how many bytes a message takes in the journal.

@@ -51,6 +51,13 @@ impl Session {
         // A durable subscription created below is journaled before the RECEIPT.
         let mark = self.receipts.mark();
         let parsed = self.parse_subscribe(&frame)?;
+        // Queue arguments create the queue with them, or must match those it has.
+        if let Some(args) = crate::router::QueueArgs::from_headers(&frame.headers)
+            .map_err(|err| client_error(err.to_string()))?
+        {
+            let router = &self.broker.router;
+            router.declare_queue(&mut self.conn, &parsed.destination, &args)?;
+        }
         let info = SubscriptionInfo {
             id: parsed.wire_id.clone().unwrap_or_default(),
             destination: parsed.destination.clone(),
