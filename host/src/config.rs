@@ -170,6 +170,9 @@ pub struct LimitsConfig {
     /// A connection whose socket accepts no bytes for this long while output is pending is
     /// closed (a peer that stopped reading).
     pub write_timeout_ms: u64,
+    /// Most messages one queue browse (`browser:true`) shows, the oldest first, before its
+    /// `browser:end` (ActiveMQ's `maxBrowsePageSize` is 400 too).
+    pub max_browse_messages: usize,
 }
 
 impl Default for LimitsConfig {
@@ -198,6 +201,7 @@ impl Default for LimitsConfig {
             max_transaction_frames: 10_000,
             max_transaction_bytes_per_connection: 64 * 1024 * 1024,
             write_timeout_ms: 30_000,
+            max_browse_messages: 400,
         }
     }
 }

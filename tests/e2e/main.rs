@@ -8,6 +8,7 @@
 plugboard_test_support::broker_binary!();
 
 mod acks;
+mod browsing;
 mod connect;
 mod dead_letter;
 mod errors;

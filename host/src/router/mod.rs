@@ -29,6 +29,7 @@
 //! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
+pub mod browse;
 pub mod connection;
 pub mod durable;
 pub mod message;

@@ -819,6 +819,22 @@ impl Queue {
         state.pending.len() + state.parked.len()
     }
 
+    /// Up to `max` of the messages waiting (parked ones after the others), oldest first,
+    /// skipping expired ones: what a queue browser sees (the lock is held only to copy the
+    /// `Arc`s).
+    pub fn waiting_messages(&self, max: usize) -> Vec<Arc<Message>> {
+        let state = self.lock();
+        let now = now_ms();
+        state
+            .pending
+            .iter()
+            .chain(state.parked.iter())
+            .filter(|p| !p.message.is_expired(now))
+            .take(max)
+            .map(|p| p.message.clone())
+            .collect()
+    }
+
     /// Messages held (waiting or delivered and not yet acknowledged) and their bytes.
     pub fn held(&self) -> (usize, u64) {
         let state = self.lock();
