@@ -362,3 +362,23 @@ async fn a_persistent_repeating_message_keeps_its_remaining_repeats_across_a_res
     let got = drain(&broker, &dest, Duration::from_millis(2500)).await;
     assert_eq!(got, ["tick", "tick"], "the two repeats left, once each");
 }
+
+#[tokio::test]
+async fn the_status_page_counts_scheduled_messages() {
+    use plugboard_test_support::broker::{fetch_status, Launch};
+    use plugboard_test_support::BrokerBinary;
+    let broker = Launch::config_text(crate::Plugboard::PATH, "admin_listen = \"127.0.0.1:0\"\n")
+        .status_line()
+        .start();
+    let dest = q("status");
+    let mut c = Client::connect(broker.addr, Version::V12).await;
+    c.subscribe("s", &dest, "auto").await;
+    c.roundtrip(send(&dest, "far").h("x-delay", "600000")).await;
+    c.roundtrip(send(&dest, "soon").h("x-delay", "10")).await;
+    assert_eq!(c.recv_within(DUE).await.body_str(), "soon");
+    let status = fetch_status(broker.admin()).await;
+    let scheduler = &status["scheduler"];
+    assert_eq!(scheduler["waiting"], 1, "{status}");
+    assert_eq!(scheduler["scheduled"], 2, "{status}");
+    assert_eq!(scheduler["delivered"], 1, "{status}");
+}
