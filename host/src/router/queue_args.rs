@@ -385,6 +385,47 @@ mod tests {
     }
 
     #[test]
+    fn settings_merge_the_pattern_and_stay_within_the_global_caps() {
+        use crate::config::{FlowConfig, QueuePolicy};
+        let router = super::super::Router::new(super::super::RouterSettings {
+            flow: FlowConfig {
+                queue_max_messages: 100,
+                ..FlowConfig::default()
+            },
+            queues: vec![QueuePolicy {
+                pattern: "/queue/orders.*".into(),
+                max_length: Some(10),
+                max_length_bytes: None,
+                overflow: Some(ArgOverflow::RejectPublish),
+                message_ttl_ms: Some(5000),
+            }],
+            ..Default::default()
+        });
+        let (limits, arguments) = router.queue_settings(b"/queue/orders.eu", None);
+        assert_eq!(limits.max_messages, 10);
+        assert_eq!(limits.overflow, Overflow::Reject);
+        assert_eq!(arguments.message_ttl_ms, Some(5000));
+        assert_eq!(arguments.declared, None);
+        let declared = QueueArgs {
+            max_length: Some(1_000),
+            overflow: Some(ArgOverflow::DropHead),
+            ..QueueArgs::default()
+        };
+        let (limits, arguments) = router.queue_settings(b"/queue/orders.eu", Some(&declared));
+        assert_eq!(
+            limits.max_messages, 100,
+            "lowered to flow.queue_max_messages"
+        );
+        assert_eq!(limits.overflow, Overflow::DropOldest);
+        assert_eq!(arguments.message_ttl_ms, Some(5000), "from the pattern");
+        assert_eq!(arguments.declared, Some(declared));
+        let (limits, arguments) = router.queue_settings(b"/queue/other", None);
+        assert_eq!(limits.max_messages, 100);
+        assert_eq!(limits.overflow, Overflow::Block, "no arguments: as before");
+        assert_eq!(arguments.message_ttl_ms, None);
+    }
+
+    #[test]
     fn frame_arguments_override_the_policy_key_by_key() {
         let policy = QueueArgs {
             max_length: Some(5),
