@@ -13,7 +13,7 @@ use crate::harness::*;
 
 /// Long enough that a message sent right after a scheduled one arrives first on a loaded
 /// machine.
-const DELAY_MS: u64 = 1500;
+const DELAY_MS: u64 = 2500;
 /// Bound on waiting for a scheduled message.
 const DUE: Duration = Duration::from_secs(30);
 

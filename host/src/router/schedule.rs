@@ -17,9 +17,11 @@
 //! the queue's record and the settle can deliver it twice, never not at all.
 //!
 //! Repeats (`AMQ_SCHEDULED_PERIOD` + `AMQ_SCHEDULED_REPEAT`, as ActiveMQ: repeat N means N + 1
-//! deliveries) re-enter the heap one period after the previous due time (or after now, when
-//! the broker was down meanwhile: missed repeats are not delivered in a burst). Each repeat is
-//! a copy with its own `message-id` (`<id>` then `<prefix>.r<k>-<seq>`).
+//! deliveries) re-enter the heap once the previous delivery is published, due one period after
+//! the previous due time (or after now, when the broker was down meanwhile: missed repeats are
+//! not delivered in a burst); a persistent one's record is replaced by the next one's in the
+//! same journal batch. Each repeat is a copy with its own `message-id` (`<id>` then
+//! `<prefix>.r<k>-<seq>`).
 //!
 //! A due message goes to its queue without waiting when the queue has room; a full queue (or a
 //! topic, whose slow subscribers may hold a publisher up) gets it from a task of its own, so
@@ -270,48 +272,79 @@ impl Scheduler {
         store.enqueue_scheduled(name, message, fields)
     }
 
-    /// Pops the messages due at `now` (at most `max`); a repeating one goes back in for its
-    /// next delivery. Returns what to deliver now and when the next one is due.
+    /// Pops the messages due at `now` (at most `max`). Returns what to deliver now and when
+    /// the next one is due. A repeating message leaves the heap until its delivery is
+    /// published ([`Scheduler::delivered`] puts it back for the next one); it stays counted
+    /// against its principal meanwhile.
     fn take_due(&self, now: u64, max: usize) -> (Vec<Due>, Option<u64>) {
         let mut state = self.lock();
         let mut due = Vec::new();
         while due.len() < max && state.heap.peek().is_some_and(|e| e.due <= now) {
             let entry = state.heap.pop().expect("peeked");
             let message = self.copy_for(&entry);
-            due.push(Due {
-                target: entry.target.clone(),
-                message,
-                settle: entry.journal,
-            });
-            if entry.repeats_left == 0 {
+            let target = entry.target.clone();
+            let settle = entry.journal;
+            let next = if entry.repeats_left == 0 {
                 release(&mut state, &entry.owner);
-                continue;
-            }
-            let next = entry.due.saturating_add(entry.period_ms);
-            let mut fields = ScheduledFields {
-                deliver_at: if next > now {
-                    next
-                } else {
-                    now + entry.period_ms
-                },
-                period_ms: entry.period_ms,
-                repeats_left: entry.repeats_left - 1,
-                delivered: entry.delivered + 1,
-                owner: Bytes::new(),
+                None
+            } else {
+                Some(entry)
             };
-            let journal = self.journal(&entry.target, &entry.message, &mut fields, &entry.owner);
-            release(&mut state, &entry.owner);
-            self.push(
-                &mut state,
-                entry.target,
-                entry.message,
-                &fields,
-                journal,
-                entry.owner,
-            );
+            due.push(Due {
+                target,
+                message,
+                settle,
+                next,
+            });
         }
         let next = state.heap.peek().map(|e| e.due);
         (due, next)
+    }
+
+    /// A due message was published: its scheduled record is settled, or, when repeats are
+    /// left, replaced by the record of the next one in the same journal batch (so a crash
+    /// leaves either the old record, delivered once more after a restart, or the new one:
+    /// never both, never neither), and the message goes back into the heap.
+    fn delivered(&self, settle: u64, next: Option<Entry>, now: u64) {
+        let Some(entry) = next else {
+            if let Some(store) = self.store.as_ref().filter(|_| settle != 0) {
+                store.settle(settle);
+            }
+            return;
+        };
+        let after = entry.due.saturating_add(entry.period_ms);
+        let fields = ScheduledFields {
+            deliver_at: if after > now {
+                after
+            } else {
+                now.saturating_add(entry.period_ms)
+            },
+            period_ms: entry.period_ms,
+            repeats_left: entry.repeats_left - 1,
+            delivered: entry.delivered + 1,
+            owner: Bytes::copy_from_slice(entry.owner.as_bytes()),
+        };
+        let journal = match self.store.as_ref().filter(|_| settle != 0) {
+            Some(store) => {
+                store.replace_scheduled(settle, target_name(&entry.target), &entry.message, &fields)
+            }
+            None => 0,
+        };
+        let mut state = self.lock();
+        let earliest = state.heap.peek().map(|e| e.due);
+        release(&mut state, &entry.owner);
+        self.push(
+            &mut state,
+            entry.target,
+            entry.message,
+            &fields,
+            journal,
+            entry.owner,
+        );
+        drop(state);
+        if earliest.is_none_or(|at| fields.deliver_at < at) {
+            self.wake.notify_one();
+        }
     }
 
     /// The message of an entry's next delivery: the one sent, then copies with their own id.
@@ -360,24 +393,25 @@ impl Scheduler {
     }
 
     /// Publishes one due message: at once when its queue has room, else from a task of its
-    /// own; its scheduled record is settled once it is published.
-    fn deliver(&self, due: Due, patience: Duration) {
+    /// own; then [`Scheduler::delivered`] settles or replaces its scheduled record.
+    fn deliver(self: &Arc<Self>, due: Due, patience: Duration) {
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        let store = self.store.clone().filter(|_| due.settle != 0);
-        let settle = move || {
-            if let Some(store) = store {
-                store.settle(due.settle);
-            }
-        };
-        if let Destination::Queue(queue) = &due.target {
-            if poll_once(queue.publish(due.message.clone())).is_some() {
-                settle();
+        let Due {
+            target,
+            message,
+            settle,
+            next,
+        } = due;
+        if let Destination::Queue(queue) = &target {
+            if poll_once(queue.publish(message.clone())).is_some() {
+                self.delivered(settle, next, now_ms());
                 return;
             }
         }
+        let scheduler = self.clone();
         tokio::spawn(async move {
-            publish(&due.target, due.message, patience).await;
-            settle();
+            publish(&target, message, patience).await;
+            scheduler.delivered(settle, next, now_ms());
         });
     }
 }
@@ -386,8 +420,10 @@ impl Scheduler {
 struct Due {
     target: Destination,
     message: Arc<Message>,
-    /// The scheduled record to settle once it is published (0: none).
+    /// The scheduled record to settle (or replace) once it is published (0: none).
     settle: u64,
+    /// A repeating message's entry, to go back into the heap for its next delivery.
+    next: Option<Entry>,
 }
 
 fn check_room(

@@ -299,12 +299,55 @@ impl Store {
         self.append_enqueue(target, message, Some(schedule))
     }
 
+    /// Replaces the scheduled record `old` with one for the same message under `schedule`
+    /// (its next repeat): both records go to the writer together, in one batch. Returns the
+    /// new record's journal id.
+    pub fn replace_scheduled(
+        &self,
+        old: u64,
+        target: &Bytes,
+        message: &Message,
+        schedule: &record::ScheduledFields,
+    ) -> u64 {
+        let (id, op, len) = self.enqueue_op(target, message, Some(schedule));
+        let mut inbox = self.shared.inbox();
+        let wake = inbox.ops.is_empty();
+        inbox.ops.push(op);
+        inbox.ops.push(Op::Settle { id: old });
+        inbox.appended += 2;
+        inbox.pending_bytes += len;
+        self.shared
+            .appended
+            .store(inbox.appended, Ordering::Release);
+        drop(inbox);
+        self.shared
+            .stats
+            .records_appended
+            .fetch_add(2, Ordering::Relaxed);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        id
+    }
+
     fn append_enqueue(
         &self,
         queue: &Bytes,
         message: &Message,
         schedule: Option<&record::ScheduledFields>,
     ) -> u64 {
+        let (id, op, len) = self.enqueue_op(queue, message, schedule);
+        self.push(op, len);
+        id
+    }
+
+    /// An enqueue record (its id, the op, its length), not handed to the writer yet.
+    fn enqueue_op(
+        &self,
+        queue: &Bytes,
+        message: &Message,
+        schedule: Option<&record::ScheduledFields>,
+    ) -> (u64, Op, u64) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = EnqueueRef {
             id,
@@ -320,8 +363,7 @@ impl Store {
         // The body is not copied: the writer writes it from the message's own buffer.
         let (framed, body) = record.encode_split();
         let len = (framed.len() + body.len()) as u64;
-        self.push(Op::Enqueue { id, framed, body }, len);
-        id
+        (id, Op::Enqueue { id, framed, body }, len)
     }
 
     /// Records that the message with journal id `id` left its queue.
