@@ -245,3 +245,36 @@ async fn bad_queue_arguments_get_an_error() {
     }
     assert_healthy(&broker).await;
 }
+
+#[tokio::test]
+async fn a_commit_whose_message_a_full_queue_refuses_gets_the_error_after_the_others() {
+    let broker = Broker::start();
+    let full = q("tx-full");
+    let other = q("tx-other");
+    let mut c = broker.client(Version::V12).await;
+    c.roundtrip(
+        send(&full, "m0")
+            .h("x-max-length", "1")
+            .h("x-overflow", "reject-publish"),
+    )
+    .await;
+    c.roundtrip(Frame::new("BEGIN").h("transaction", "t")).await;
+    c.roundtrip(send(&full, "refused").h("transaction", "t"))
+        .await;
+    c.roundtrip(send(&other, "kept").h("transaction", "t"))
+        .await;
+    let err = expect_refused(
+        &mut c,
+        Frame::new("COMMIT").h("transaction", "t"),
+        "commit",
+        "COMMIT into a full queue",
+    )
+    .await;
+    assert!(err.must("message").contains("is full"), "{err:?}");
+    assert_eq!(drain(&broker, &full).await, ["m0"]);
+    assert_eq!(
+        drain(&broker, &other).await,
+        ["kept"],
+        "the rest was committed"
+    );
+}
