@@ -11,6 +11,7 @@
 //! plugboard-bench latency --rate 1000 --seconds 10 [--size 128] [same options]
 //! plugboard-bench idle --connections 1000 --broker-pid PID [--addr, --login, --passcode]
 //! plugboard-bench relay --listen 127.0.0.1:61626    # the floor to compare brokers with
+//! plugboard-bench schedule --background 1000000 --due 100000 --broker-pid PID
 //! ```
 //!
 //! * `queue`: N producers → one queue → M competing consumers; together the consumers must
@@ -22,6 +23,8 @@
 //!   end-to-end p50/p99/p99.9/max in µs. Loss and duplicates are checked as for `queue`.
 //! * `idle`: opens `--connections` idle connected sessions and reports the broker's VmRSS
 //!   growth per connection.
+//! * `schedule`: scheduled delivery at scale (see `schedule.rs`): memory per scheduled
+//!   message, idle CPU while holding them, broker CPU per delivered scheduled message.
 //!
 //! Every SUBSCRIBE carries both flow-window aliases, `prefetch-count` (RabbitMQ) and
 //! `activemq.prefetchSize` (ActiveMQ), set to `--prefetch` (Plugboard understands both), so the
@@ -51,6 +54,7 @@ mod patterns;
 mod relay;
 mod report;
 mod run;
+mod schedule;
 mod stats;
 mod tracker;
 
@@ -137,6 +141,37 @@ enum Scenario {
         #[arg(long)]
         passcode: Option<String>,
         /// Broker process id (required: the point is its memory).
+        #[arg(long)]
+        broker_pid: u32,
+    },
+    /// Scheduled delivery at scale: memory per scheduled message, the scheduler's idle CPU
+    /// while holding them, broker CPU per delivered scheduled message.
+    Schedule {
+        /// Messages scheduled far ahead (never due during the run).
+        #[arg(long, default_value_t = 1_000_000)]
+        background: u64,
+        /// Messages scheduled for one instant and consumed.
+        #[arg(long, default_value_t = 100_000)]
+        due: u64,
+        /// Producer connections.
+        #[arg(long, default_value_t = 4)]
+        producers: usize,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds of idle CPU reading with the background scheduled.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+        /// Broker address.
+        #[arg(long, default_value = "127.0.0.1:61613")]
+        addr: String,
+        /// CONNECT login.
+        #[arg(long)]
+        login: Option<String>,
+        /// CONNECT passcode.
+        #[arg(long)]
+        passcode: Option<String>,
+        /// Broker process id (required: the point is its memory and CPU).
         #[arg(long)]
         broker_pid: u32,
     },
@@ -230,7 +265,9 @@ fn plan(scenario: Scenario) -> Plan {
             seconds,
             common,
         } => ("latency", 1, 1, false, Some((rate, seconds)), common),
-        Scenario::Idle { .. } | Scenario::Relay { .. } => unreachable!("no plan to run"),
+        Scenario::Idle { .. } | Scenario::Relay { .. } | Scenario::Schedule { .. } => {
+            unreachable!("no plan to run")
+        }
     };
     if let Some((rate, seconds)) = rate {
         common.messages = rate * seconds;
@@ -300,6 +337,39 @@ async fn main() -> std::process::ExitCode {
                 report.print();
                 std::process::ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    if let Scenario::Schedule {
+        background,
+        due,
+        producers,
+        size,
+        idle,
+        addr,
+        login,
+        passcode,
+        broker_pid,
+    } = scenario
+    {
+        let plan = schedule::SchedulePlan {
+            endpoint: Endpoint {
+                addr,
+                login,
+                passcode,
+            },
+            background,
+            due,
+            producers,
+            size,
+            idle: Duration::from_secs(idle),
+            broker_pid,
+        };
+        return match schedule::run(plan).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 std::process::ExitCode::from(2)

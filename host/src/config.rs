@@ -66,6 +66,11 @@ pub struct Config {
     pub durable: DurableConfig,
     /// The message store behind `persistent:true`.
     pub store: StoreConfig,
+    /// Scheduled delivery (`AMQ_SCHEDULED_DELAY`, `x-delay`, ...): caps and bounds.
+    pub schedule: ScheduleConfig,
+    /// Queue arguments by destination pattern (`[[queues]]`): the first entry whose pattern
+    /// matches a new `/queue/` gives its limits, overflow policy and message TTL.
+    pub queues: Vec<QueuePolicy>,
     /// Users allowed to connect. When empty (the default), any login is accepted (anonymous).
     /// An authenticate plugin takes this over when one is configured.
     pub users: Vec<UserConfig>,
@@ -103,6 +108,8 @@ impl Default for Config {
             dead_letter: DeadLetterConfig::default(),
             durable: DurableConfig::default(),
             store: StoreConfig::default(),
+            schedule: ScheduleConfig::default(),
+            queues: Vec::new(),
             users: Vec::new(),
             plugins: Vec::new(),
             reload: ReloadConfig::default(),
@@ -176,6 +183,9 @@ pub struct LimitsConfig {
     /// A connection whose socket accepts no bytes for this long while output is pending is
     /// closed (a peer that stopped reading).
     pub write_timeout_ms: u64,
+    /// Most messages one queue browse (`browser:true`) shows, the oldest first, before its
+    /// `browser:end` (ActiveMQ's `maxBrowsePageSize` is 400 too).
+    pub max_browse_messages: usize,
 }
 
 impl Default for LimitsConfig {
@@ -206,6 +216,7 @@ impl Default for LimitsConfig {
             max_transaction_frames: 10_000,
             max_transaction_bytes_per_connection: 64 * 1024 * 1024,
             write_timeout_ms: 30_000,
+            max_browse_messages: 400,
         }
     }
 }
@@ -426,6 +437,55 @@ impl Default for StoreConfig {
             segment_bytes: 64 << 20,
         }
     }
+}
+
+/// Scheduled delivery: messages sent with a delay, an absolute time or a period wait in the
+/// broker's scheduler (outside their queue) until due. Each cap hit gives the SEND an ERROR.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Most messages waiting in the scheduler, broker-wide.
+    pub max_messages: usize,
+    /// Most messages one principal may have waiting in the scheduler.
+    pub max_per_principal: usize,
+    /// Longest delay accepted, in ms (an absolute time further ahead is refused too).
+    pub max_delay_ms: u64,
+    /// Shortest `AMQ_SCHEDULED_PERIOD` accepted for a repeating message, in ms.
+    pub min_period_ms: u64,
+    /// Largest `AMQ_SCHEDULED_REPEAT` accepted (repeat N means N + 1 deliveries).
+    pub max_repeat: u32,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            max_messages: 2_000_000,
+            max_per_principal: 1_000_000,
+            max_delay_ms: 90 * 24 * 3600 * 1000,
+            min_period_ms: 100,
+            max_repeat: 10_000,
+        }
+    }
+}
+
+/// Queue arguments for the `/queue/` destinations matching `pattern` (`*` matches any run of
+/// characters), as the `x-` headers of a creating SEND or SUBSCRIBE give them (those override
+/// these key by key). Every queue stays within `flow.queue_max_messages` and
+/// `flow.queue_max_bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// The queue names it applies to, e.g. `/queue/orders.*`.
+    pub pattern: String,
+    /// Most messages held (`x-max-length`).
+    pub max_length: Option<u64>,
+    /// Most bytes of messages held (`x-max-length-bytes`).
+    pub max_length_bytes: Option<u64>,
+    /// When full: `drop-head` (default with a length limit), `reject-publish` or
+    /// `reject-publish-dlx` (`x-overflow`).
+    pub overflow: Option<crate::router::queue_args::ArgOverflow>,
+    /// Messages expire this many ms after they were sent, at the latest (`x-message-ttl`).
+    pub message_ttl_ms: Option<u64>,
 }
 
 /// Live reload of the plugin set (see `reload`).

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -94,6 +95,11 @@ impl Server {
         {
             let (broker, shutdown) = (broker.clone(), shutdown.clone());
             tokio::spawn(async move { broker.router.sweep_periodically(shutdown).await });
+        }
+        {
+            let scheduler = broker.router.scheduler().clone();
+            let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);
+            tokio::spawn(scheduler.run(patience, shutdown.clone()));
         }
         info!(
             address = %listeners.stomp.local_addr()?,

@@ -8,6 +8,7 @@
 plugboard_test_support::broker_binary!();
 
 mod acks;
+mod browsing;
 mod composites;
 mod connect;
 mod consumer_priority;
@@ -22,7 +23,9 @@ mod load;
 mod metrics;
 mod persistence;
 mod priority;
+mod queue_limits;
 mod queues;
+mod scheduled;
 mod selectors;
 mod stomp10;
 mod temp_queues;

@@ -64,6 +64,12 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "idle_closes": stats.idle_closes.load(Relaxed),
         },
         "destinations": { "queues": queues, "topics": topics },
+        "scheduler": {
+            "waiting": broker.router.scheduler().len(),
+            "scheduled": broker.router.scheduler().stats.scheduled.load(Relaxed),
+            "delivered": broker.router.scheduler().stats.delivered.load(Relaxed),
+            "recovered": broker.router.scheduler().stats.recovered.load(Relaxed),
+        },
         "store": broker.router.store().map(|store| {
             let s = store.stats();
             json!({

@@ -32,6 +32,7 @@
 
 mod census;
 pub mod composite;
+pub mod browse;
 pub mod connection;
 pub mod durable;
 pub mod message;
@@ -39,6 +40,9 @@ pub mod outbox;
 pub mod props;
 pub mod queue;
 pub mod ready;
+pub mod queue_args;
+pub mod schedule;
+pub mod schedule_headers;
 pub mod subscription;
 pub mod topic;
 pub mod wildcard;
@@ -53,7 +57,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::budget::MemoryBudget;
-use crate::config::{Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig};
+use crate::config::{
+    Config, DeadLetterConfig, DurableConfig, FlowConfig, LimitsConfig, QueuePolicy, ScheduleConfig,
+};
 use crate::plugin::Principal;
 use crate::policy::DeliveryFilter;
 use crate::store::record::Enqueue;
@@ -68,6 +74,9 @@ pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use props::Props;
 pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
+pub use queue_args::{QueueArgs, QueueArgsError};
+pub use schedule::Scheduler;
+pub use schedule_headers::{Schedule, ScheduleError};
 pub use subscription::{AckMode, ConsumerOptions, Subscription};
 pub use topic::{Topic, TopicConsumer};
 pub use wildcard::{check_send_name, is_wildcard, may_read_all, PatternError};
@@ -134,6 +143,9 @@ pub enum RouteError {
     /// (`limits.max_composite_parts`).
     #[error("composite destination '{0}' has {1} parts: at most {2} are allowed")]
     TooManyParts(String, usize, usize),
+    /// The frame's queue arguments were refused.
+    #[error(transparent)]
+    Arguments(#[from] QueueArgsError),
 }
 
 /// Why a SUBSCRIBE was refused by the router.
@@ -220,14 +232,19 @@ pub enum Destination {
 }
 
 /// Publishes a message to a resolved destination. A full queue pauses this producer until
-/// there is room (or applies its overflow policy); a topic subscriber that is behind holds it
-/// up for up to `patience`.
-pub async fn publish(destination: &Destination, message: Arc<Message>, patience: Duration) {
+/// there is room (or applies its overflow policy: [`Published::Rejected`] when it refuses
+/// the message); a topic subscriber that is behind holds it up for up to `patience`.
+pub async fn publish(
+    destination: &Destination,
+    message: Arc<Message>,
+    patience: Duration,
+) -> Published {
     match destination {
-        Destination::Queue(queue) => {
-            queue.publish(message).await;
+        Destination::Queue(queue) => queue.publish(message).await,
+        Destination::Topic(topic) => {
+            topic.publish(&message, patience).await;
+            Published::Queued
         }
-        Destination::Topic(topic) => topic.publish(&message, patience).await,
     }
 }
 
@@ -243,6 +260,10 @@ pub struct RouterSettings {
     pub durable: DurableConfig,
     /// The limits on destinations and temporary queues.
     pub limits: LimitsConfig,
+    /// Scheduled delivery's caps and bounds.
+    pub schedule: ScheduleConfig,
+    /// Queue arguments by destination pattern.
+    pub queues: Vec<QueuePolicy>,
 }
 
 impl RouterSettings {
@@ -253,6 +274,8 @@ impl RouterSettings {
             dead_letter: config.dead_letter.clone(),
             durable: config.durable.clone(),
             limits: config.limits.clone(),
+            schedule: config.schedule.clone(),
+            queues: config.queues.clone(),
         }
     }
 }
@@ -340,6 +363,8 @@ pub struct Router {
     /// The pattern topics of wildcard subscriptions, by pattern (they are in the name table
     /// too, under their full name).
     patterns: Arc<Patterns>,
+    /// Messages waiting for their delivery time.
+    scheduler: Arc<Scheduler>,
 }
 
 /// Counters of the name table.
@@ -371,6 +396,11 @@ impl Router {
     ) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            scheduler: Arc::new(Scheduler::new(
+                settings.schedule.clone(),
+                store.clone(),
+                budget.clone(),
+            )),
             settings,
             store,
             budget,
@@ -386,6 +416,11 @@ impl Router {
     /// The store persistent messages are journaled in; `None` when persistence is off.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// The scheduler of delayed and repeated deliveries.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 
     /// The memory budget messages are charged to.
@@ -673,6 +708,11 @@ impl Router {
     /// The named queue, created if missing (`/queue/...` names), with its dead-letter queue
     /// when dead-lettering is on.
     fn queue(&self, name: &Bytes) -> Arc<Queue> {
+        self.queue_with(name, None)
+    }
+
+    /// [`Router::queue`], a new queue made with the arguments `declared` (see [`queue_args`]).
+    fn queue_with(&self, name: &Bytes, declared: Option<&QueueArgs>) -> Arc<Queue> {
         if let Some(queue) = self.shard(name).queues.get(name) {
             return queue.clone();
         }
@@ -687,7 +727,9 @@ impl Router {
             .entry(name.clone())
             .or_insert_with(|| {
                 self.destinations.fetch_add(1, Ordering::Relaxed);
-                let mut queue = Queue::new(name.clone(), self.queue_limits())
+                let (limits, arguments) = self.queue_settings(name, declared);
+                let mut queue = Queue::new(name.clone(), limits)
+                    .with_arguments(arguments)
                     .journaled(self.store.clone())
                     .charged_to(self.budget.clone())
                     .with_max_filter_failures(self.settings.dead_letter.max_filter_failures)
@@ -861,7 +903,10 @@ impl Router {
 
     /// Puts back a persistent message read from the journal into its queue. A message whose
     /// queue is gone (a durable subscription removed meanwhile) is settled and dropped.
-    pub fn restore_message(&self, enqueue: Enqueue) {
+    pub fn restore_message(&self, mut enqueue: Enqueue) {
+        if let Some(fields) = enqueue.schedule.take() {
+            return self.restore_scheduled(enqueue, fields);
+        }
         let renamed = self
             .legacy_durables
             .lock()

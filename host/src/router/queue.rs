@@ -52,6 +52,12 @@ pub enum Overflow {
     DropOldest,
     /// The new message is dropped.
     DropNew,
+    /// The new message is refused ([`Published::Rejected`]): `x-overflow: reject-publish`.
+    #[serde(skip)]
+    Reject,
+    /// The new message is refused and dead-lettered: `x-overflow: reject-publish-dlx`.
+    #[serde(skip)]
+    RejectDeadLetter,
 }
 
 /// A queue's size limits and what it does when they are reached.
@@ -274,6 +280,8 @@ pub struct Queue {
     detached_at: AtomicU64,
     /// Counters, for status output.
     pub stats: QueueStats,
+    /// Its arguments (`x-message-ttl`, and what a declaring frame must match).
+    arguments: super::queue_args::QueueArguments,
 }
 
 /// A queue's dead-letter policy.
@@ -294,6 +302,9 @@ pub enum Published {
     Queued,
     /// The queue dropped it (deleted, or full under `Overflow::DropNew`).
     Dropped,
+    /// The queue is full and refuses it (`Overflow::Reject`, `Overflow::RejectDeadLetter`):
+    /// its producer is told.
+    Rejected,
 }
 
 impl Queue {
@@ -313,7 +324,18 @@ impl Queue {
             claimed: AtomicBool::new(false),
             detached_at: AtomicU64::new(now_ms()),
             stats: QueueStats::default(),
+            arguments: Default::default(),
         }
+    }
+
+    /// Gives the queue its arguments (see [`queue_args`](super::queue_args)).
+    pub fn with_arguments(self, arguments: super::queue_args::QueueArguments) -> Queue {
+        Queue { arguments, ..self }
+    }
+
+    /// The queue's arguments.
+    pub fn arguments(&self) -> &super::queue_args::QueueArguments {
+        &self.arguments
     }
 
     /// Journals this queue's persistent messages in `store`.
@@ -519,6 +541,25 @@ impl Queue {
         self.dispatch(&mut state);
     }
 
+    /// Counts a message a full queue refused; under `Overflow::RejectDeadLetter` a copy goes
+    /// to the dead-letter queue, when there is one.
+    fn reject(&self, message: Arc<Message>) {
+        self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+        if self.limits.overflow != Overflow::RejectDeadLetter {
+            return;
+        }
+        if let Some(dead_letter) = &self.dead_letter {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            let charge = self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(message.size()))
+                .unwrap_or_default();
+            let copy = super::queue_args::rejected_copy(dead_letter, &message, charge);
+            dead_letter.queue.push_dead(copy);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -544,6 +585,12 @@ impl Queue {
                         Overflow::DropNew => {
                             self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
                             return Published::Dropped;
+                        }
+                        Overflow::Reject | Overflow::RejectDeadLetter => {
+                            let message = message.take().expect("published once");
+                            drop(state);
+                            self.reject(message);
+                            return Published::Rejected;
                         }
                         Overflow::DropOldest => {
                             // Room is made from the waiting messages only; when every message
@@ -891,6 +938,23 @@ impl Queue {
     /// Consumers attached now.
     pub fn consumer_count(&self) -> usize {
         self.lock().consumers.len()
+    }
+
+    /// Up to `max` of the messages waiting (parked ones after the others), in delivery order,
+    /// skipping expired ones: what a queue browser sees (the lock is held only to copy the
+    /// `Arc`s).
+    pub fn waiting_messages(&self, max: usize) -> Vec<Arc<Message>> {
+        let state = self.lock();
+        let now = now_ms();
+        state
+            .pending
+            .iter()
+            .map(|(_, pending)| pending)
+            .chain(state.parked.iter())
+            .filter(|p| !p.message.is_expired(now))
+            .take(max)
+            .map(|p| p.message.clone())
+            .collect()
     }
 
     /// Messages held (waiting or delivered and not yet acknowledged) and their bytes.

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::codec::{Frame, Version};
 use crate::router::AckMode;
 
-use crate::router::publish;
+use crate::router::{publish, Published};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -140,11 +140,29 @@ impl Session {
             client_error(format!("COMMIT of unknown transaction '{}'", shown(id)))
         })?;
         let patience = self.slow_consumer_patience();
+        // A message a full queue refused does not undo the others: COMMIT gets the ERROR.
+        let mut rejected = None;
         for action in transaction.actions {
             match action {
-                Action::Publish { plan, reservation } => {
+                Action::Publish {
+                    plan,
+                    reservation,
+                    schedule: Some(schedule),
+                } => {
+                    // Admitted at SEND: the caps were checked then.
+                    let scheduler = self.broker.router.scheduler();
+                    let _ = scheduler.schedule(plan, schedule, &self.principal.name, false);
+                    drop(reservation);
+                }
+                Action::Publish {
+                    plan,
+                    reservation,
+                    schedule: None,
+                } => {
                     for (destination, message) in plan {
-                        publish(&destination, message, patience).await;
+                        if publish(&destination, message, patience).await == Published::Rejected {
+                            rejected = Some(destination);
+                        }
                     }
                     // Journaled now: the records count, the reservation is released.
                     drop(reservation);
@@ -161,7 +179,10 @@ impl Session {
                 }
             }
         }
-        Ok(())
+        match rejected {
+            Some(queue) => Err(super::handlers::full_queue_error(&queue)),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn on_abort(&mut self, frame: &Frame) -> Result<(), SessionError> {

@@ -12,8 +12,10 @@ use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
 use crate::router::props::PropsError;
+use crate::router::queue_args::expiry_in;
 use crate::router::{
-    check_send_name, publish, Destination, Message, Outgoing, Props, RouteError,
+    check_send_name, publish, Destination, Message, Outgoing, Props, Published, QueueArgs,
+    RouteError, Schedule,
 };
 use crate::text::shown;
 
@@ -235,6 +237,8 @@ impl Session {
         let mut charge = Some(charge);
         let mut plan = Vec::with_capacity(routed.len());
         let mut expires_at = None;
+        let mut schedule = None;
+        let mut queue_args = None;
         // A composite destination becomes a copy per part.
         let max_parts = self.broker.config.limits.max_composite_parts;
         for (i, copy) in super::composite::expand(routed, max_parts).enumerate() {
@@ -246,13 +250,24 @@ impl Session {
             let copy = copy.map_err(invalid)?;
             if i == 0 {
                 expires_at = expiry(&copy.headers);
+                schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
+                    .map_err(|err| client_error(err.to_string()))?;
+                queue_args = QueueArgs::from_headers(&copy.headers)
+                    .map_err(|err| client_error(err.to_string()))?;
             }
             check_send_name(&copy.destination).map_err(invalid)?;
-            let Some(target) = self
-                .broker
-                .router
-                .resolve(&mut self.conn, &copy.destination)?
-            else {
+            let router = &self.broker.router;
+            let resolved = if schedule.is_none() && queue_args.is_none() {
+                router.resolve(&mut self.conn, &copy.destination)?
+            } else {
+                router.resolve_declaring(
+                    &mut self.conn,
+                    &copy.destination,
+                    queue_args.as_ref(),
+                    schedule.is_some(),
+                )?
+            };
+            let Some(target) = resolved else {
                 continue; // a topic nobody listens to, or a reply queue that is gone
             };
             let props = match &props {
@@ -271,7 +286,7 @@ impl Session {
                 body: copy.body,
                 id_prefix: self.id.clone(),
                 id_seq: self.next_message,
-                expires_at,
+                expires_at: expiry_in(&target, expires_at),
                 persistent,
                 props,
                 charge,
@@ -321,20 +336,45 @@ impl Session {
                     "transactions hold {held} bytes of messages: {bytes} more would exceed the limit of {max} bytes per connection"
                 )));
             }
+            if schedule.is_some() {
+                self.broker
+                    .router
+                    .scheduler()
+                    .check_room(&self.principal.name, plan.len())
+                    .map_err(|err| client_error(err.to_string()))?;
+            }
             if let Some(transaction) = self.transactions.get_mut(&id) {
                 transaction.bytes += bytes;
-                transaction
-                    .actions
-                    .push(Action::Publish { plan, reservation });
+                transaction.actions.push(Action::Publish {
+                    plan,
+                    reservation,
+                    schedule,
+                });
             }
             return Ok(());
         }
+        if let Some(schedule) = schedule {
+            // Journaled (when persistent) by now: the RECEIPT means "scheduled and stored".
+            self.broker
+                .router
+                .scheduler()
+                .schedule(plan, schedule, &self.principal.name, true)
+                .map_err(|err| client_error(err.to_string()))?;
+            drop(reservation);
+            return Ok(());
+        }
         let patience = self.slow_consumer_patience();
+        let mut rejected = None;
         for (destination, message) in plan {
-            publish(&destination, message, patience).await;
+            if publish(&destination, message, patience).await == Published::Rejected {
+                rejected = Some(destination);
+            }
         }
         drop(reservation);
-        Ok(())
+        match rejected {
+            Some(queue) => Err(full_queue_error(&queue)),
+            None => Ok(()),
+        }
     }
 
     /// How long a publisher waits for a topic subscriber that is behind.
@@ -369,6 +409,17 @@ fn expiry(headers: &[Header]) -> Option<u64> {
     number(b"ttl")
         .or_else(|| number(b"expiration"))
         .map(|ttl| crate::router::message::now_ms().saturating_add(ttl))
+}
+
+/// The ERROR of a SEND a full queue refused (`x-overflow: reject-publish`).
+pub(super) fn full_queue_error(destination: &Destination) -> SessionError {
+    let name = match destination {
+        Destination::Queue(queue) => shown(&queue.name),
+        Destination::Topic(topic) => shown(&topic.name),
+    };
+    client_error(format!(
+        "message rejected: queue '{name}' is full (x-overflow reject-publish)"
+    ))
 }
 
 /// About how many bytes a message takes in the journal.

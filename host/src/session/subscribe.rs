@@ -12,7 +12,8 @@ use crate::codec::{Frame, Version};
 use crate::plugin::SubscriptionInfo;
 use crate::policy::DeliveryFilter;
 use crate::router::{
-    table_key, AckMode, ConsumerOptions, DurableError, DurableKey, SubscribeError, SubscribeRequest,
+    table_key, AckMode, ConsumerOptions, DurableError, DurableKey, Outgoing, PreparedSubscription,
+    SubscribeError, SubscribeRequest,
 };
 use crate::text::shown;
 
@@ -53,10 +54,32 @@ impl Session {
         // A durable subscription created below is journaled before the RECEIPT.
         let mark = self.receipts.mark();
         let parsed = self.parse_subscribe(&frame)?;
+        let browser = header_is_true(&frame, b"browser");
+        let queue_args = crate::router::QueueArgs::from_headers(&frame.headers)
+            .map_err(|err| client_error(err.to_string()))?;
         if crate::router::is_composite(&parsed.destination) {
+            // Each part would need its own snapshot or declaration: refused rather than
+            // applied to some parts or ignored.
+            if browser || queue_args.is_some() {
+                return Err(client_error(format!(
+                    "'{}' is a composite destination: browser:true and queue arguments (x-max-length, x-overflow, x-message-ttl, ...) need a single queue",
+                    shown(&parsed.destination)
+                )));
+            }
             return self
                 .subscribe_composite(parsed, frame.headers, receipt, charge, mark)
                 .await;
+        }
+        if browser && !parsed.destination.starts_with(crate::router::QUEUE_PREFIX) {
+            return Err(client_error(format!(
+                "browser:true applies to /queue/ destinations only, not '{}'",
+                shown(&parsed.destination)
+            )));
+        }
+        // Queue arguments create the queue with them, or must match those it has.
+        if let Some(args) = queue_args {
+            let router = &self.broker.router;
+            router.declare_queue(&mut self.conn, &parsed.destination, &args)?;
         }
         let info = SubscriptionInfo {
             id: parsed.wire_id.clone().unwrap_or_default(),
@@ -95,7 +118,31 @@ impl Session {
                 .send_in_place(receipt_frame(receipt), wait)
                 .await;
         }
+        if browser {
+            return self.browse(prepared).await;
+        }
         self.broker.router.attach(&mut self.conn, prepared);
+        Ok(())
+    }
+
+    /// Shows a browser subscription its queue's waiting messages, then `browser:end` (see
+    /// [`crate::router::browse`]): pushed as the writer makes room, no lock held.
+    async fn browse(&mut self, prepared: PreparedSubscription) -> Result<(), SessionError> {
+        let Some(browse) = self.broker.router.attach_browser(&mut self.conn, prepared) else {
+            return Ok(());
+        };
+        let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
+        let outbox = self.outbox.clone();
+        for delivery in browse.deliveries() {
+            let mut item = Outgoing::Delivery(delivery);
+            while let Err((_, back)) = outbox.try_push(item) {
+                item = back;
+                tokio::time::timeout(wait, outbox.wait_for_room())
+                    .await
+                    .map_err(|_| client_error("browse abandoned: the client stopped reading"))?;
+            }
+        }
+        outbox.push(Outgoing::Frame(browse.end_marker()));
         Ok(())
     }
 

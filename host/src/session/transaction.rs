@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::router::{AckTarget, Connection, Destination, Message};
+use crate::router::{AckTarget, Connection, Destination, Message, Schedule};
 use crate::store::Reservation;
 
 /// An ACK/NACK target that outlives the frame.
@@ -33,6 +33,8 @@ pub enum Action {
     Publish {
         plan: Vec<(Destination, Arc<Message>)>,
         reservation: Option<Reservation>,
+        /// Set for a scheduled SEND: the plan goes to the scheduler at COMMIT.
+        schedule: Option<Schedule>,
     },
     /// An ACK (`requeue == false`) or NACK (`requeue == true`) of a subscription's delivery.
     Settle {

@@ -709,6 +709,10 @@ fn read_records(
                         .collect(),
                     body: Bytes::copy_from_slice(&enqueue.body),
                     id_prefix: Bytes::copy_from_slice(&enqueue.id_prefix),
+                    schedule: enqueue.schedule.map(|s| super::record::ScheduledFields {
+                        owner: Bytes::copy_from_slice(&s.owner),
+                        ..s
+                    }),
                     ..enqueue
                 };
                 messages.insert(enqueue.id, (location, enqueue));
@@ -751,6 +755,7 @@ mod tests {
             id_prefix: b"s",
             id_seq: id,
             expires_at: 0,
+            schedule: None,
         };
         let (framed, body) = record.encode_split();
         Op::Enqueue { id, framed, body }

@@ -312,6 +312,70 @@ impl Store {
 
     /// Records a persistent message entering `queue`; returns its journal id.
     pub fn enqueue(&self, queue: &Bytes, message: &Message) -> u64 {
+        self.append_enqueue(queue, message, None)
+    }
+
+    /// Records a persistent message waiting in the scheduler for `target` (a `/queue/` or
+    /// `/topic/`) under `schedule`; returns its journal id (settled when it is delivered for
+    /// the last time, or replaced by the record of its next repeat).
+    pub fn enqueue_scheduled(
+        &self,
+        target: &Bytes,
+        message: &Message,
+        schedule: &record::ScheduledFields,
+    ) -> u64 {
+        self.append_enqueue(target, message, Some(schedule))
+    }
+
+    /// Replaces the scheduled record `old` with one for the same message under `schedule`
+    /// (its next repeat): both records go to the writer together, in one batch. Returns the
+    /// new record's journal id.
+    pub fn replace_scheduled(
+        &self,
+        old: u64,
+        target: &Bytes,
+        message: &Message,
+        schedule: &record::ScheduledFields,
+    ) -> u64 {
+        let (id, op, len) = self.enqueue_op(target, message, Some(schedule));
+        let mut inbox = self.shared.inbox();
+        let wake = inbox.ops.is_empty();
+        inbox.ops.push(op);
+        inbox.ops.push(Op::Settle { id: old });
+        inbox.appended += 2;
+        inbox.pending_bytes += len;
+        self.shared
+            .appended
+            .store(inbox.appended, Ordering::Release);
+        drop(inbox);
+        self.shared
+            .stats
+            .records_appended
+            .fetch_add(2, Ordering::Relaxed);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        id
+    }
+
+    fn append_enqueue(
+        &self,
+        queue: &Bytes,
+        message: &Message,
+        schedule: Option<&record::ScheduledFields>,
+    ) -> u64 {
+        let (id, op, len) = self.enqueue_op(queue, message, schedule);
+        self.push(op, len);
+        id
+    }
+
+    /// An enqueue record (its id, the op, its length), not handed to the writer yet.
+    fn enqueue_op(
+        &self,
+        queue: &Bytes,
+        message: &Message,
+        schedule: Option<&record::ScheduledFields>,
+    ) -> (u64, Op, u64) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = EnqueueRef {
             id,
@@ -322,12 +386,12 @@ impl Store {
             id_prefix: message.id_prefix.as_bytes(),
             id_seq: message.id_seq,
             expires_at: message.expires_at.unwrap_or(0),
+            schedule,
         };
         // The body is not copied: the writer writes it from the message's own buffer.
         let (framed, body) = record.encode_split();
         let len = (framed.len() + body.len()) as u64;
-        self.push(Op::Enqueue { id, framed, body }, len);
-        id
+        (id, Op::Enqueue { id, framed, body }, len)
     }
 
     /// Records that the message with journal id `id` left its queue.

@@ -8,6 +8,11 @@
 //!
 //! Integers are little-endian; byte strings are a `u32` length and the bytes. A record whose
 //! length or checksum does not hold marks the end of the good part of a segment.
+//!
+//! A scheduled message (one waiting in the scheduler, not yet in its queue) is an enqueue
+//! record of its own kind (5): the kind-1 fields with the schedule between `expires_at` and
+//! the headers. Journals written before scheduling existed hold no kind 5 and load as they
+//! did; a kind-1 record is laid out exactly as before.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,6 +27,22 @@ const KIND_ENQUEUE: u8 = 1;
 const KIND_SETTLE: u8 = 2;
 const KIND_DURABLE_CREATE: u8 = 3;
 const KIND_DURABLE_REMOVE: u8 = 4;
+const KIND_ENQUEUE_SCHEDULED: u8 = 5;
+
+/// The schedule of a message journaled while it waits in the scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScheduledFields {
+    /// When it is due next (unix ms).
+    pub deliver_at: u64,
+    /// Time between repeated deliveries, in ms (0: no repeats).
+    pub period_ms: u64,
+    /// Deliveries still to come after the next one.
+    pub repeats_left: u32,
+    /// Deliveries made so far (a repeat's `message-id` says which one it is).
+    pub delivered: u32,
+    /// The principal whose scheduled-message allowance it counts against.
+    pub owner: Bytes,
+}
 
 /// A persistent message placed in a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +63,9 @@ pub struct Enqueue {
     pub id_seq: u64,
     /// Expiry (unix ms), 0 for none.
     pub expires_at: u64,
+    /// Set for a message waiting in the scheduler: `queue` then names its target (a `/queue/`
+    /// or `/topic/`), and it enters it when due.
+    pub schedule: Option<ScheduledFields>,
 }
 
 /// An enqueue record's fields borrowed from wherever they live (a queued message), so that
@@ -64,6 +88,8 @@ pub struct EnqueueRef<'a> {
     pub id_seq: u64,
     /// [`Enqueue::expires_at`]: unix ms, 0 for none.
     pub expires_at: u64,
+    /// [`Enqueue::schedule`].
+    pub schedule: Option<&'a ScheduledFields>,
 }
 
 impl Enqueue {
@@ -78,6 +104,7 @@ impl Enqueue {
             id_prefix: &self.id_prefix,
             id_seq: self.id_seq,
             expires_at: self.expires_at,
+            schedule: self.schedule.as_ref(),
         }
     }
 }
@@ -85,13 +112,23 @@ impl Enqueue {
 impl EnqueueRef<'_> {
     /// The payload up to and including the body's length (the body follows it).
     fn put_head(&self, out: &mut BytesMut) {
-        out.put_u8(KIND_ENQUEUE);
+        out.put_u8(match self.schedule {
+            None => KIND_ENQUEUE,
+            Some(_) => KIND_ENQUEUE_SCHEDULED,
+        });
         out.put_u64_le(self.id);
         put_bytes(out, self.queue);
         put_bytes(out, self.destination);
         put_bytes(out, self.id_prefix);
         out.put_u64_le(self.id_seq);
         out.put_u64_le(self.expires_at);
+        if let Some(schedule) = self.schedule {
+            out.put_u64_le(schedule.deliver_at);
+            out.put_u64_le(schedule.period_ms);
+            out.put_u32_le(schedule.repeats_left);
+            out.put_u32_le(schedule.delivered);
+            put_bytes(out, &schedule.owner);
+        }
         out.put_u32_le(self.headers.len() as u32);
         for (name, value) in self.headers {
             put_bytes(out, name);
@@ -200,13 +237,24 @@ impl Record {
             at: 0,
         };
         let record = match reader.u8()? {
-            KIND_ENQUEUE => {
+            kind @ (KIND_ENQUEUE | KIND_ENQUEUE_SCHEDULED) => {
                 let id = reader.u64()?;
                 let queue = reader.bytes()?;
                 let destination = reader.bytes()?;
                 let id_prefix = reader.bytes()?;
                 let id_seq = reader.u64()?;
                 let expires_at = reader.u64()?;
+                let schedule = if kind == KIND_ENQUEUE_SCHEDULED {
+                    Some(ScheduledFields {
+                        deliver_at: reader.u64()?,
+                        period_ms: reader.u64()?,
+                        repeats_left: reader.u32()?,
+                        delivered: reader.u32()?,
+                        owner: reader.bytes()?,
+                    })
+                } else {
+                    None
+                };
                 let count = reader.u32()? as usize;
                 let mut headers = Vec::with_capacity(count.min(1024));
                 for _ in 0..count {
@@ -222,6 +270,7 @@ impl Record {
                     id_prefix,
                     id_seq,
                     expires_at,
+                    schedule,
                 })
             }
             KIND_SETTLE => Record::Settle { id: reader.u64()? },
@@ -339,13 +388,71 @@ mod tests {
             id_prefix: Bytes::from_static(b"abc-1"),
             id_seq: 3,
             expires_at: 0,
+            schedule: None,
         })
+    }
+
+    fn scheduled_sample() -> Record {
+        let Record::Enqueue(enqueue) = sample() else {
+            unreachable!("sample() is an enqueue")
+        };
+        Record::Enqueue(Enqueue {
+            schedule: Some(ScheduledFields {
+                deliver_at: 1_700_000_000_000,
+                period_ms: 500,
+                repeats_left: 2,
+                delivered: 1,
+                owner: Bytes::from_static(b"alice"),
+            }),
+            ..enqueue
+        })
+    }
+
+    /// A kind-1 record exactly as journals before scheduling wrote it: it still loads, and an
+    /// unscheduled enqueue is still written this way (old and new brokers read each other's
+    /// journals as long as nothing is scheduled).
+    #[test]
+    fn an_enqueue_record_of_the_old_layout_loads() {
+        let mut payload = vec![1u8];
+        payload.extend_from_slice(&7u64.to_le_bytes());
+        for field in [&b"/queue/a"[..], b"/queue/a", b"abc-1"] {
+            payload.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            payload.extend_from_slice(field);
+        }
+        payload.extend_from_slice(&3u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        for field in [&b"k"[..], b"v:1", b"hello\0world"] {
+            payload.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            payload.extend_from_slice(field);
+        }
+        assert_eq!(
+            Record::decode(&Bytes::from(payload.clone())).unwrap(),
+            sample()
+        );
+        let mut out = BytesMut::new();
+        sample().encode(&mut out);
+        assert_eq!(&out[RECORD_HEADER..], &payload[..]);
+    }
+
+    #[test]
+    fn a_truncated_scheduled_record_is_refused() {
+        let mut out = BytesMut::new();
+        scheduled_sample().encode(&mut out);
+        let payload = payload_of(&out);
+        for cut in 1..payload.len() {
+            assert!(
+                Record::decode(&payload.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
     fn every_kind_round_trips() {
         for record in [
             sample(),
+            scheduled_sample(),
             Record::Settle { id: u64::MAX },
             Record::DurableCreate {
                 queue: Bytes::from_static(b"durable:c/n"),
@@ -368,14 +475,15 @@ mod tests {
 
     #[test]
     fn split_encoding_is_the_same_bytes() {
-        let record = sample();
-        let mut whole = BytesMut::new();
-        record.encode(&mut whole);
-        let Record::Enqueue(enqueue) = &record else {
-            unreachable!("sample() is an enqueue")
-        };
-        let (head, body) = enqueue.as_ref().encode_split();
-        assert_eq!([&head[..], &body[..]].concat(), &whole[..]);
+        for record in [sample(), scheduled_sample()] {
+            let mut whole = BytesMut::new();
+            record.encode(&mut whole);
+            let Record::Enqueue(enqueue) = &record else {
+                unreachable!("the samples are enqueues")
+            };
+            let (head, body) = enqueue.as_ref().encode_split();
+            assert_eq!([&head[..], &body[..]].concat(), &whole[..]);
+        }
     }
 
     #[test]
@@ -423,6 +531,7 @@ mod tests {
                 id_prefix: Bytes::from_static(b"p"),
                 id_seq: id / 2,
                 expires_at,
+                schedule: None,
             });
             let mut out = BytesMut::new();
             record.encode(&mut out);

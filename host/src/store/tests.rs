@@ -419,3 +419,28 @@ fn a_data_directory_of_another_user_is_refused() {
     let err = Store::open(&settings(dir.path())).unwrap_err();
     assert!(err.to_string().contains("owned by uid 65534"), "{err}");
 }
+
+#[test]
+fn a_scheduled_record_comes_back_with_its_schedule_and_a_replaced_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let schedule = |delivered: u32| record::ScheduledFields {
+        deliver_at: 5_000 + u64::from(delivered) * 100,
+        period_ms: 100,
+        repeats_left: 3 - delivered,
+        delivered,
+        owner: Bytes::from_static(b"alice"),
+    };
+    {
+        let (store, _) = Store::open(&settings(dir.path())).unwrap();
+        let first = store.enqueue_scheduled(&Q, &message(1, "tick"), &schedule(0));
+        wait_durable(&store);
+        store.replace_scheduled(first, &Q, &message(1, "tick"), &schedule(1));
+        store.enqueue(&Q, &message(2, "plain"));
+        wait_durable(&store);
+        store.close();
+    }
+    let (_store, recovered) = Store::open(&settings(dir.path())).unwrap();
+    assert_eq!(bodies(&recovered), ["tick", "plain"]);
+    assert_eq!(recovered.messages[0].schedule, Some(schedule(1)));
+    assert_eq!(recovered.messages[1].schedule, None);
+}

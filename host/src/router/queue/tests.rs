@@ -203,6 +203,7 @@ fn priorities_come_back_from_journaled_headers() {
         id_prefix: Bytes::from_static(b"old"),
         id_seq: id,
         expires_at: 0,
+        schedule: None,
     };
     // As an older broker journaled them: no priority field, the header among the others (one
     // of them a value that broker did not check).
