@@ -30,17 +30,17 @@
 //! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
+pub mod browse;
 mod census;
 pub mod composite;
-pub mod browse;
 pub mod connection;
 pub mod durable;
 pub mod message;
 pub mod outbox;
 pub mod props;
 pub mod queue;
-pub mod ready;
 pub mod queue_args;
+pub mod ready;
 pub mod schedule;
 pub mod schedule_headers;
 pub mod subscription;
