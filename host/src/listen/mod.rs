@@ -2,9 +2,11 @@
 //! [`Transport`] and a [`Peer`], see [`transport`]). Today plain TCP ([`tcp`]); the sockets are bound by the caller (so it can print the addresses it
 //! got) and handed over in [`Listeners`].
 
+pub mod identity;
 pub mod tcp;
 pub mod transport;
 
+pub use identity::{ClientCertificate, UpgradeCredentials};
 pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
 
 use tokio::net::TcpListener;
