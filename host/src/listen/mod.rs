@@ -1,10 +1,15 @@
 //! Listeners: each turns accepted connections into sessions of the one session engine (a
-//! [`Transport`] and a [`Peer`], see [`transport`]). Today plain TCP ([`tcp`]); the sockets are bound by the caller (so it can print the addresses it
-//! got) and handed over in [`Listeners`].
+//! [`Transport`] and a [`Peer`], see [`transport`]): plain TCP ([`tcp`]) and STOMP over TLS
+//! ([`tls`]), sharing one accept loop and its caps ([`accept`]). The sockets are bound by the
+//! caller (so it can print the addresses it got) and handed over in [`Listeners`].
 
+pub mod accept;
+pub mod identity;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 
+pub use identity::{ClientCertificate, UpgradeCredentials};
 pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
 
 use tokio::net::TcpListener;
@@ -12,8 +17,10 @@ use tokio::net::TcpListener;
 /// The sockets a broker serves on, bound by the caller.
 #[derive(Debug)]
 pub struct Listeners {
-    /// STOMP over TCP.
-    pub stomp: TcpListener,
+    /// STOMP over TCP, unless `listen` is off.
+    pub stomp: Option<TcpListener>,
+    /// STOMP over TLS, when `[tls] listen` is set.
+    pub tls: Option<TcpListener>,
     /// The admin surface (`GET /status`), when configured.
     pub admin: Option<TcpListener>,
 }
@@ -22,20 +29,24 @@ impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &crate::Config) -> anyhow::Result<Listeners> {
         use anyhow::Context;
-        let stomp = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let bind = |address: Option<std::net::SocketAddr>, what: &'static str| async move {
+            match address {
+                None => Ok(None),
+                Some(address) => TcpListener::bind(address)
+                    .await
+                    .map(Some)
+                    .with_context(|| format!("binding {what}{address}")),
+            }
+        };
+        let stomp = bind(config.listen, "").await?;
+        let tls = bind(config.tls.listen, "the TLS listener ").await?;
         let admin = match config.admin_listen {
             Some(address) => {
                 crate::http::check_access(address, config.admin_token.as_deref())?;
-                Some(
-                    TcpListener::bind(address)
-                        .await
-                        .with_context(|| format!("binding the status endpoint {address}"))?,
-                )
+                bind(Some(address), "the status endpoint ").await?
             }
             None => None,
         };
-        Ok(Listeners { stomp, admin })
+        Ok(Listeners { stomp, tls, admin })
     }
 }

@@ -29,6 +29,7 @@ pub mod harness;
 pub mod metrics;
 pub mod plugins;
 pub mod stomp;
+pub mod tls;
 
 /// The `plugboard` executable a test binary runs (see the crate docs).
 pub trait BrokerBinary {
