@@ -78,6 +78,8 @@ pub struct Config {
     pub plugin_cache_dir: Option<PathBuf>,
     /// Graceful shutdown: how long open connections get to flush after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// STOMP over WebSocket (browsers): off unless `listen` is set. See docs/websocket.md.
+    pub websocket: WebSocketConfig,
     /// Directory that relative paths in this config resolve against (set by the loader).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -101,6 +103,7 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             plugin_cache_dir: None,
             shutdown_grace_ms: 5_000,
+            websocket: WebSocketConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -429,6 +432,90 @@ pub struct UserConfig {
     pub passcode: String,
 }
 
+/// The port examples and docs use for the WebSocket listener (RabbitMQ Web-STOMP's).
+pub const WEBSOCKET_PORT: u16 = 15674;
+
+/// STOMP over WebSocket (`[websocket]`): one STOMP frame per WebSocket message out, a byte
+/// stream across messages in. What a browser may do is decided here (its `Origin`); what a
+/// principal may do is the authenticate hook's, as on every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Address the WebSocket listener binds (`--ws-listen` overrides it); off when absent.
+    /// The usual port is 15674 (RabbitMQ Web-STOMP's).
+    pub listen: Option<SocketAddr>,
+    /// The HTTP path the upgrade must ask for (RabbitMQ's default, `/ws`); any other path
+    /// gets 404.
+    pub path: String,
+    /// Origins a browser page may connect from: exact `scheme://host[:port]` values, `null`
+    /// (pages opened from disk, sandboxed frames) or `*` (any). Empty (the default): on a
+    /// loopback `listen` address, pages from loopback origins (`localhost`, `127.0.0.0/8`,
+    /// `[::1]`); a listener on any other address must name its origins (the broker refuses
+    /// to start otherwise). A request without `Origin` (not a browser) is always accepted.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IP addresses). A connection from
+    /// one of them is counted, logged and authenticated as the nearest address in that header
+    /// that is not itself a trusted proxy; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How STOMP frames go out: `auto` (a text message when the frame is valid UTF-8, binary
+    /// otherwise, as RabbitMQ does) or `binary` (always binary).
+    pub message_type: WebSocketMessageType,
+    /// The HTTP upgrade must arrive (and be answered) within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP upgrade request (request line and headers), bytes; larger gets 431.
+    pub max_request_bytes: usize,
+}
+
+/// How STOMP frames are sent as WebSocket messages (`[websocket] message_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSocketMessageType {
+    /// Text when the frame is valid UTF-8, binary otherwise.
+    Auto,
+    /// Always binary.
+    Binary,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            listen: None,
+            path: "/ws".to_string(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            message_type: WebSocketMessageType::Auto,
+            handshake_timeout_ms: 10_000,
+            max_request_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.path.starts_with('/') && !self.path.contains(['?', '#', ' ']),
+            "websocket.path must start with / and hold no query, fragment or space"
+        );
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024,
+            "websocket.max_request_bytes must be at least 1024"
+        );
+        for origin in &self.allowed_origins {
+            crate::listen::ws::origin::check_pattern(origin)
+                .map_err(|why| anyhow::anyhow!("websocket.allowed_origins: {why}"))?;
+        }
+        if let Some(address) = self.listen {
+            anyhow::ensure!(
+                address.ip().is_loopback() || !self.allowed_origins.is_empty(),
+                "websocket.listen {address} is reachable from other machines: set \
+                 websocket.allowed_origins to the origins of the pages that may connect \
+                 (or [\"*\"] to allow any, knowingly)"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The memory budget in bytes (`limits.max_memory_bytes`, or its default).
     pub fn memory_budget(&self) -> u64 {
@@ -501,6 +588,7 @@ impl Config {
             self.store.fsync_interval_ms >= 1,
             "store.fsync_interval_ms must be at least 1"
         );
+        self.websocket.validate()?;
         Ok(())
     }
 

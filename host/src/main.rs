@@ -31,6 +31,10 @@ struct Cli {
     /// Address of the status endpoint, overriding `admin_listen`.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Address of the STOMP over WebSocket listener, overriding `[websocket] listen` (usual
+    /// port 15674; the path is `[websocket] path`, `/ws` by default).
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<SocketAddr>,
     /// Directory of the message store (journal of persistent messages), overriding
     /// `store.data_dir`; default `plugboard-data` in the working directory.
     #[arg(long, value_name = "DIR")]
@@ -165,6 +169,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     let overrides = plugboard::reload::Overrides {
         listen: cli.listen,
         admin_listen: cli.admin_listen,
+        ws_listen: cli.ws_listen,
         data_dir: absolute(cli.data_dir.as_deref())?,
         plugin_cache_dir: absolute(cli.plugin_cache_dir.as_deref())?,
     };
@@ -187,6 +192,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
     // The first stdout line: tests and scripts read the bound address from it. Live reload is
     // in place by now: from here on a SIGHUP or an edit of the files is never missed.
     println!("listening on {}", server.local_addr()?);
+    if let Some(ws) = server.websocket_addr() {
+        println!(
+            "listening on ws://{ws}{}",
+            server.broker().config.websocket.path
+        );
+    }
     if let Some(admin) = server.admin_addr() {
         println!("status on http://{admin}/status");
     }

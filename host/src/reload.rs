@@ -234,6 +234,11 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         new.shutdown_grace_ms.to_string(),
     );
     check(
+        "websocket",
+        format!("{:?}", running.websocket),
+        format!("{:?}", new.websocket),
+    );
+    check(
         "plugin_cache_dir",
         format!("{:?}", running.plugin_cache_dir),
         format!("{:?}", new.plugin_cache_dir),
@@ -298,6 +303,8 @@ pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     /// The status endpoint's address (`--admin-listen`), replacing `admin_listen`.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// The WebSocket listener's address (`--ws-listen`), replacing `websocket.listen`.
+    pub ws_listen: Option<std::net::SocketAddr>,
     /// An absolute directory (`--data-dir`, resolved against the working directory).
     pub data_dir: Option<PathBuf>,
     /// An absolute directory (`--plugin-cache-dir`).
@@ -312,6 +319,9 @@ impl Overrides {
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
+        }
+        if let Some(ws) = self.ws_listen {
+            config.websocket.listen = Some(ws);
         }
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = Some(dir.clone());
@@ -511,5 +521,7 @@ mod tests {
         new.listen = "127.0.0.1:1".parse().unwrap();
         new.flow.default_prefetch = 7;
         assert_eq!(changed_settings(&running, &new), vec!["listen", "flow"]);
+        new.websocket.path = "/stomp".to_string();
+        assert!(changed_settings(&running, &new).contains(&"websocket".to_string()));
     }
 }

@@ -79,6 +79,14 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The WebSocket listener's address, when it has one.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .websocket
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until the shutdown signal, then lets connections flush within the grace period
     /// and makes the journal durable.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -100,7 +108,18 @@ impl Server {
             plugins = broker.config.plugins.len(),
             "plugboard started"
         );
-        listen::tcp::serve(listeners.stomp, broker.clone(), shutdown).await?;
+        let websocket = async {
+            match listeners.websocket {
+                Some((listener, settings)) => {
+                    listen::ws::serve(listener, settings, broker.clone(), shutdown.clone()).await
+                }
+                None => Ok(()),
+            }
+        };
+        let stomp = listen::tcp::serve(listeners.stomp, broker.clone(), shutdown.clone());
+        let (stomp, websocket) = tokio::join!(stomp, websocket);
+        stomp?;
+        websocket?;
         broker.close();
         info!("stopped");
         Ok(())

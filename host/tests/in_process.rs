@@ -15,7 +15,11 @@ async fn a_broker_runs_in_process_and_stops_on_shutdown() {
     config.shutdown_grace_ms = 1_000;
     let stomp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = stomp.local_addr().unwrap();
-    let listeners = plugboard::Listeners { stomp, admin: None };
+    let listeners = plugboard::Listeners {
+        stomp,
+        admin: None,
+        websocket: None,
+    };
     let (stop, shutdown) = watch::channel(false);
     let broker = tokio::spawn(plugboard::run(listeners, config, shutdown));
 

@@ -20,3 +20,4 @@ mod queues;
 mod temp_queues;
 mod topics;
 mod transactions;
+mod websocket;

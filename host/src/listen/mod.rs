@@ -1,9 +1,11 @@
 //! Listeners: each turns accepted connections into sessions of the one session engine (a
-//! [`Transport`] and a [`Peer`], see [`transport`]). Today plain TCP ([`tcp`]); the sockets are bound by the caller (so it can print the addresses it
+//! [`Transport`] and a [`Peer`], see [`transport`]). Plain TCP ([`tcp`]) and WebSocket ([`ws`]) share one accept loop ([`accept`]); the sockets are bound by the caller (so it can print the addresses it
 //! got) and handed over in [`Listeners`].
 
+pub mod accept;
 pub mod tcp;
 pub mod transport;
+pub mod ws;
 
 pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
 
@@ -16,6 +18,8 @@ pub struct Listeners {
     pub stomp: TcpListener,
     /// The admin surface (`GET /status`), when configured.
     pub admin: Option<TcpListener>,
+    /// STOMP over WebSocket, when configured.
+    pub websocket: Option<(TcpListener, ws::Settings)>,
 }
 
 impl Listeners {
@@ -36,6 +40,20 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { stomp, admin })
+        let websocket = match config.websocket.listen {
+            Some(address) => {
+                let settings = ws::Settings::new(config, address)?;
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the WebSocket listener {address}"))?;
+                Some((listener, settings))
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            stomp,
+            admin,
+            websocket,
+        })
     }
 }

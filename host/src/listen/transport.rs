@@ -25,6 +25,8 @@ const MAX_IOV: usize = 64;
 pub enum ListenerKind {
     /// STOMP over plain TCP.
     Tcp,
+    /// STOMP over WebSocket.
+    WebSocket,
 }
 
 impl ListenerKind {
@@ -32,6 +34,7 @@ impl ListenerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerKind::Tcp => "tcp",
+            ListenerKind::WebSocket => "ws",
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Launch {
     listen_arg: bool,
     args: Vec<OsString>,
     status_line: bool,
+    websocket: bool,
     start_within: Duration,
     /// Passes `--plugin-cache-dir` with the cache all test brokers share.
     shared_plugin_cache: bool,
@@ -47,6 +48,7 @@ impl Launch {
             listen_arg: true,
             args: Vec::new(),
             status_line: false,
+            websocket: false,
             start_within: START_T,
             shared_plugin_cache: true,
         }
@@ -89,6 +91,14 @@ impl Launch {
         self
     }
 
+    /// Also starts the WebSocket listener on a free port (`--ws-listen 127.0.0.1:0`) and reads
+    /// its line, `listening on ws://ADDR/PATH` (printed after the STOMP line, before the status
+    /// line).
+    pub fn websocket(mut self) -> Launch {
+        self.websocket = true;
+        self
+    }
+
     /// How long the broker may take to print its addresses.
     pub fn start_within(mut self, within: Duration) -> Launch {
         self.start_within = within;
@@ -122,6 +132,9 @@ impl Launch {
         if self.shared_plugin_cache && !self.args.iter().any(|a| a == "--plugin-cache-dir") {
             command.arg("--plugin-cache-dir").arg(shared_plugin_cache());
         }
+        if self.websocket {
+            command.arg("--ws-listen").arg("127.0.0.1:0");
+        }
         let mut child = command
             .arg("--config")
             .arg(&config_path)
@@ -137,7 +150,7 @@ impl Launch {
             .spawn()
             .expect("spawn plugboard");
         let stdout = child.stdout.take().expect("stdout");
-        let lines = if self.status_line { 2 } else { 1 };
+        let lines = 1 + usize::from(self.status_line) + usize::from(self.websocket);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -154,11 +167,12 @@ impl Launch {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
+            ws: None,
             log_path,
             _dir: dir,
         };
         let within = self.start_within;
-        let next = |prefix: &str| -> SocketAddr {
+        let next_line = |prefix: &str| -> String {
             let line = rx.recv_timeout(within).unwrap_or_else(|_| {
                 panic!(
                     "broker printed no `{prefix}ADDR` line within {within:?}\n{}",
@@ -171,15 +185,23 @@ impl Launch {
                     broker.log_tail()
                 );
             };
+            rest.to_string()
+        };
+        let next = |prefix: &str| -> SocketAddr {
+            let rest = next_line(prefix);
             let token = rest.trim_end_matches("/status");
             token
                 .parse()
-                .unwrap_or_else(|e| panic!("bad address {token:?} in {line:?}: {e}"))
+                .unwrap_or_else(|e| panic!("bad address {token:?} after {prefix:?}: {e}"))
         };
         let addr = next("listening on ");
+        let ws = self
+            .websocket
+            .then(|| format!("ws://{}", next_line("listening on ws://")));
         let admin = self.status_line.then(|| next("status on http://"));
         broker.addr = addr;
         broker.admin = admin;
+        broker.ws = ws;
         broker
     }
 }
@@ -190,6 +212,7 @@ pub struct Broker {
     /// The STOMP listener.
     pub addr: SocketAddr,
     admin: Option<SocketAddr>,
+    ws: Option<String>,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -204,6 +227,22 @@ impl Broker {
     pub fn admin(&self) -> SocketAddr {
         self.admin
             .expect("broker started without reading its status line")
+    }
+
+    /// The WebSocket endpoint, `ws://ADDR/PATH` (the broker was started with
+    /// [`Launch::websocket`]).
+    pub fn ws_url(&self) -> &str {
+        self.ws
+            .as_deref()
+            .expect("broker started without its WebSocket listener")
+    }
+
+    /// The WebSocket listener's address.
+    pub fn ws_addr(&self) -> SocketAddr {
+        let url = self.ws_url();
+        let rest = url.trim_start_matches("ws://");
+        let end = rest.find('/').unwrap_or(rest.len());
+        rest[..end].parse().expect("ws address")
     }
 
     /// The process id.

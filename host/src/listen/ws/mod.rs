@@ -1,0 +1,227 @@
+//! STOMP over WebSocket (`[websocket]`, RabbitMQ Web-STOMP's model): the shared accept loop
+//! ([`accept`](super::accept)) hands each connection to [`WebSocket`], whose task reads and
+//! answers the HTTP upgrade ([`handshake`]) within `handshake_timeout_ms`, then serves a
+//! session over the upgraded socket ([`stream`]).
+//!
+//! Every limit of the plain listener applies: the connection semaphore and per-address cap
+//! are taken before the upgrade is read (behind a trusted proxy, the per-address cap counts
+//! the forwarded address once the request names it), and STOMP frames are decoded by the same
+//! reader with the same limits and memory charges, the WebSocket layer buffering nothing but
+//! a frame header.
+
+pub mod decode;
+pub mod handshake;
+pub mod origin;
+pub mod stream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::broker::Broker;
+use crate::config::{Config, WebSocketMessageType};
+use crate::listen::accept::{self, Accepted, Protocol};
+use crate::listen::{ListenerKind, Peer};
+use crate::session;
+
+use handshake::{ReadFailure, Refusal};
+use origin::OriginRule;
+use stream::WsConnection;
+
+/// A refusal is written within this long (the client may not read it).
+const REFUSAL_WRITE: Duration = Duration::from_secs(2);
+
+/// The WebSocket listener's settings, from `[websocket]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The upgrade path.
+    pub path: String,
+    /// Which origins may connect.
+    pub origins: OriginRule,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Every frame as a binary message.
+    pub binary_only: bool,
+    /// Bound on reading and answering the upgrade.
+    pub handshake_timeout: Duration,
+    /// Largest upgrade request.
+    pub max_request_bytes: usize,
+    /// Largest WebSocket message (the largest STOMP frame).
+    pub max_message_bytes: usize,
+}
+
+impl Settings {
+    /// The settings of `config` for a listener bound to `address`: one beyond loopback must
+    /// name its allowed origins.
+    pub fn new(config: &Config, address: SocketAddr) -> anyhow::Result<Settings> {
+        let ws = &config.websocket;
+        anyhow::ensure!(
+            address.ip().is_loopback() || !ws.allowed_origins.is_empty(),
+            "the WebSocket listener {address} is reachable from other machines: set \
+             [websocket] allowed_origins to the origins of the pages that may connect \
+             (or [\"*\"] to allow any, knowingly)"
+        );
+        Ok(Settings {
+            path: ws.path.clone(),
+            origins: OriginRule::new(&ws.allowed_origins),
+            trusted_proxies: ws.trusted_proxies.clone(),
+            binary_only: ws.message_type == WebSocketMessageType::Binary,
+            handshake_timeout: Duration::from_millis(ws.handshake_timeout_ms),
+            max_request_bytes: ws.max_request_bytes,
+            max_message_bytes: config.limits.max_frame_bytes,
+        })
+    }
+}
+
+/// The WebSocket listener's way with connections.
+#[derive(Debug)]
+pub struct WebSocket {
+    settings: Settings,
+}
+
+impl Protocol for WebSocket {
+    async fn serve(
+        self: Arc<Self>,
+        accepted: Accepted,
+        broker: Arc<Broker>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let Accepted {
+            mut stream,
+            address,
+            slot,
+            number,
+        } = accepted;
+        let upgrade = tokio::select! {
+            upgrade = tokio::time::timeout(
+                self.settings.handshake_timeout,
+                self.upgrade(&mut stream, address, &broker),
+            ) => upgrade,
+            _ = shutdown.changed() => return,
+        };
+        let (upgrade, rest, forwarded_slot) = match upgrade {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(Some(refusal))) => {
+                debug!(peer = %address, status = refusal.status.as_u16(), reason = %refusal.reason, "WebSocket upgrade refused");
+                write_refusal(stream, &refusal).await;
+                return;
+            }
+            Ok(Err(None)) => return,
+            Err(_) => {
+                debug!(peer = %address, "WebSocket upgrade timed out");
+                return;
+            }
+        };
+        debug!(peer = %address, client = %upgrade.client, protocol = upgrade.protocol.unwrap_or("-"), "WebSocket upgraded");
+        let connection = WsConnection::new(
+            stream,
+            rest,
+            self.settings.max_message_bytes,
+            self.settings.binary_only,
+        );
+        let peer = Peer {
+            address: upgrade.client,
+            listener: ListenerKind::WebSocket,
+        };
+        session::serve(connection, peer, broker, number, shutdown).await;
+        drop(slot);
+        drop(forwarded_slot);
+    }
+
+    async fn refuse(self: Arc<Self>, mut stream: TcpStream, message: String) {
+        // The request is read first, so that closing does not reset the answer away.
+        let read = handshake::read_request(&mut stream, self.settings.max_request_bytes);
+        if let Ok(Ok(_)) = tokio::time::timeout(REFUSAL_WRITE, read).await {
+            let refusal = Refusal {
+                status: tungstenite::http::StatusCode::TOO_MANY_REQUESTS,
+                reason: message,
+            };
+            write_refusal(stream, &refusal).await;
+        }
+    }
+
+    fn exempt(&self, address: IpAddr) -> bool {
+        self.settings.trusted_proxies.contains(&address)
+    }
+}
+
+/// What a successful upgrade leaves: the checked request, the bytes after it, and the
+/// forwarded client's slot under the per-address cap (behind a trusted proxy).
+type Upgraded = (
+    handshake::Upgrade,
+    bytes::Bytes,
+    Option<crate::limits::AddressSlot>,
+);
+
+impl WebSocket {
+    /// The listener for `settings`.
+    pub fn new(settings: Settings) -> WebSocket {
+        WebSocket { settings }
+    }
+
+    /// Reads, checks and answers the upgrade. `Err(None)`: the connection failed.
+    async fn upgrade(
+        &self,
+        stream: &mut TcpStream,
+        address: SocketAddr,
+        broker: &Broker,
+    ) -> Result<Upgraded, Option<Refusal>> {
+        let (request, rest) =
+            match handshake::read_request(stream, self.settings.max_request_bytes).await {
+                Ok(read) => read,
+                Err(ReadFailure::Io(_)) => return Err(None),
+                Err(ReadFailure::Refused(refusal)) => return Err(Some(refusal)),
+            };
+        let upgrade = handshake::check(&request, address, &self.settings).map_err(Some)?;
+        // A trusted proxy's connections skipped the per-address cap: it applies to the
+        // client the proxy names.
+        let slot = if self.exempt(address.ip()) {
+            match broker.addresses.connect(upgrade.client.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Some(Refusal {
+                        status: tungstenite::http::StatusCode::TOO_MANY_REQUESTS,
+                        reason: accept::over_cap(broker, upgrade.client.ip()),
+                    }))
+                }
+            }
+        } else {
+            None
+        };
+        stream
+            .write_all(&upgrade.response)
+            .await
+            .map_err(|_| None)?;
+        Ok((upgrade, rest, slot))
+    }
+}
+
+/// Writes an HTTP refusal and closes.
+async fn write_refusal(mut stream: TcpStream, refusal: &Refusal) {
+    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+        stream.write_all(&refusal.response()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Serves the WebSocket listener until `shutdown` fires, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    accept::serve(
+        listener,
+        Arc::new(WebSocket::new(settings)),
+        broker,
+        shutdown,
+    )
+    .await
+}

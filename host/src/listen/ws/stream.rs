@@ -1,0 +1,388 @@
+//! A WebSocket connection as the session engine's [`Transport`]: the reader yields the payload
+//! bytes of data messages as one stream ([`decode`](super::decode)); the writer sends one
+//! message per STOMP frame (text when the frame is valid UTF-8 and `message_type = "auto"`,
+//! binary otherwise), heart-beats included (a `"\n"` message each).
+//!
+//! Control frames the reader must answer (a pong for a ping, the close handshake, a close with
+//! 1002/1007/1009 after a violation) are written by a short task of their own through the
+//! same lock as the writer's frames, so they never land inside a data message; at most one
+//! pong waits (a newer ping replaces it), so a ping flood costs no memory. After a close frame
+//! no data frame goes out.
+
+use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::decode::{code, Control, Decoder, Utf8Stream};
+use crate::listen::transport::write_vectored_all;
+use crate::listen::{FrameWriter, Transport};
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
+
+/// A control frame is written within this long, or the connection is cut.
+const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An upgraded connection, ready for a session.
+#[derive(Debug)]
+pub struct WsConnection {
+    stream: TcpStream,
+    /// Bytes read with the upgrade request that belong to the WebSocket stream.
+    rest: Bytes,
+    max_message: usize,
+    binary_only: bool,
+}
+
+impl WsConnection {
+    /// Wraps an upgraded socket. `rest`: bytes already read past the request; messages larger
+    /// than `max_message` bytes are refused (1009); `binary_only`: every frame goes out as a
+    /// binary message.
+    pub fn new(
+        stream: TcpStream,
+        rest: Bytes,
+        max_message: usize,
+        binary_only: bool,
+    ) -> WsConnection {
+        WsConnection {
+            stream,
+            rest,
+            max_message,
+            binary_only,
+        }
+    }
+}
+
+impl Transport for WsConnection {
+    type Reader = WsReader;
+    type Writer = WsWriter;
+
+    fn split(self) -> (WsReader, WsWriter) {
+        let (read, write) = self.stream.into_split();
+        let shared = Arc::new(Shared {
+            socket: tokio::sync::Mutex::new(Socket {
+                write,
+                closed: false,
+            }),
+            pong: Mutex::new(None),
+            close: Mutex::new(None),
+            control_running: AtomicBool::new(false),
+        });
+        let reader = WsReader {
+            socket: read,
+            rest: self.rest,
+            decoder: Decoder::new(self.max_message),
+            shared: shared.clone(),
+            eof: false,
+        };
+        let writer = WsWriter {
+            shared,
+            binary_only: self.binary_only,
+            heads: BytesMut::new(),
+            out: Vec::new(),
+        };
+        (reader, writer)
+    }
+}
+
+/// The socket's write half, and whether the close frame went out.
+#[derive(Debug)]
+struct Socket {
+    write: OwnedWriteHalf,
+    closed: bool,
+}
+
+/// What the reader and the writer share.
+#[derive(Debug)]
+struct Shared {
+    socket: tokio::sync::Mutex<Socket>,
+    /// The pong to send (the latest ping's payload).
+    pong: Mutex<Option<Vec<u8>>>,
+    /// The close to send on the reader's behalf (code, reason).
+    close: Mutex<Option<(u16, &'static str)>>,
+    /// A control task is running.
+    control_running: AtomicBool,
+}
+
+impl Shared {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the control task unless one runs; it writes what is pending, then ends.
+    fn kick(self: &Arc<Self>) {
+        if self.control_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let pong = Self::lock(&shared.pong).take();
+                let close = Self::lock(&shared.close).take();
+                if pong.is_none() && close.is_none() {
+                    shared.control_running.store(false, Ordering::Release);
+                    // A frame queued after the check and before the flag cleared: go again.
+                    let pending =
+                        Self::lock(&shared.pong).is_some() || Self::lock(&shared.close).is_some();
+                    if pending && !shared.control_running.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    return;
+                }
+                let write = async {
+                    let mut socket = shared.socket.lock().await;
+                    if socket.closed {
+                        return Ok(());
+                    }
+                    if let Some(pong) = pong {
+                        let frame = control_frame(OP_PONG, &pong);
+                        socket.write.write_all(&frame).await?;
+                    }
+                    if let Some((code, reason)) = close {
+                        socket.closed = true;
+                        let frame = close_frame(code, reason);
+                        socket.write.write_all(&frame).await?;
+                        socket.write.shutdown().await?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                };
+                if !matches!(
+                    tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write).await,
+                    Ok(Ok(()))
+                ) {
+                    // The peer does not read: the session's own write timeout ends it.
+                    shared.control_running.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
+    fn send_pong(self: &Arc<Self>, payload: Vec<u8>) {
+        *Self::lock(&self.pong) = Some(payload);
+        self.kick();
+    }
+
+    fn send_close(self: &Arc<Self>, code: u16, reason: &'static str) {
+        *Self::lock(&self.close) = Some((code, reason));
+        self.kick();
+    }
+}
+
+/// The reading half: payload bytes of data messages, as one stream.
+#[derive(Debug)]
+pub struct WsReader {
+    socket: OwnedReadHalf,
+    rest: Bytes,
+    decoder: Decoder,
+    shared: Arc<Shared>,
+    /// The client's close frame arrived or the socket ended.
+    eof: bool,
+}
+
+impl AsyncRead for WsReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.eof || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let start = buf.filled().len();
+            if this.rest.has_remaining() {
+                let n = this.rest.len().min(buf.remaining());
+                buf.put_slice(&this.rest[..n]);
+                this.rest.advance(n);
+            } else {
+                ready!(Pin::new(&mut this.socket).poll_read(cx, buf))?;
+                if buf.filled().len() == start {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let decoded = this.decoder.process(&mut buf.filled_mut()[start..]);
+            for answer in this.decoder.take_answers() {
+                match answer {
+                    Control::Ping(payload) => this.shared.send_pong(payload),
+                    Control::Close(code) => this.shared.send_close(code, ""),
+                }
+            }
+            match decoded {
+                Ok(n) => {
+                    buf.set_filled(start + n);
+                    if this.decoder.closed() {
+                        this.eof = true;
+                    }
+                    if n > 0 || this.eof {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Err(violation) => {
+                    buf.set_filled(start);
+                    this.eof = true;
+                    this.shared.send_close(violation.code, violation.reason);
+                    return Poll::Ready(Err(std::io::Error::new(
+                        ErrorKind::InvalidData,
+                        violation,
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The writing half: one message per STOMP frame.
+#[derive(Debug)]
+pub struct WsWriter {
+    shared: Arc<Shared>,
+    binary_only: bool,
+    /// Message headers of the batch being written.
+    heads: BytesMut,
+    out: Vec<Bytes>,
+}
+
+impl FrameWriter for WsWriter {
+    const MESSAGE_PER_FRAME: bool = true;
+
+    async fn write_frames(
+        &mut self,
+        chunks: &mut Vec<Bytes>,
+        frame_ends: &[usize],
+    ) -> std::io::Result<()> {
+        self.out.clear();
+        let mut start = 0;
+        let mut frames = chunks.drain(..);
+        for &end in frame_ends {
+            let frame: Vec<Bytes> = frames.by_ref().take(end - start).collect();
+            start = end;
+            let length: usize = frame.iter().map(Bytes::len).sum();
+            let opcode = if !self.binary_only && is_utf8(&frame) {
+                OP_TEXT
+            } else {
+                OP_BINARY
+            };
+            put_header(&mut self.heads, opcode, length);
+            self.out.push(self.heads.split().freeze());
+            self.out.extend(frame);
+        }
+        // Anything after the last end (never, by the writer's contract) is one more message.
+        let tail: Vec<Bytes> = frames.collect();
+        if !tail.is_empty() {
+            let length = tail.iter().map(Bytes::len).sum();
+            put_header(&mut self.heads, OP_BINARY, length);
+            self.out.push(self.heads.split().freeze());
+            self.out.extend(tail);
+        }
+        let mut socket = self.shared.socket.lock().await;
+        if socket.closed {
+            self.out.clear();
+            return Err(ErrorKind::BrokenPipe.into());
+        }
+        let written = write_vectored_all(&mut socket.write, &mut self.out).await;
+        self.out.clear();
+        written
+    }
+
+    async fn close(&mut self) -> std::io::Result<()> {
+        let mut socket = self.shared.socket.lock().await;
+        if socket.closed {
+            return Ok(());
+        }
+        socket.closed = true;
+        socket
+            .write
+            .write_all(&close_frame(code::NORMAL, ""))
+            .await?;
+        socket.write.shutdown().await
+    }
+}
+
+/// Whether the frame's chunks together are UTF-8.
+fn is_utf8(chunks: &[Bytes]) -> bool {
+    match chunks {
+        [one] => std::str::from_utf8(one).is_ok(),
+        _ => {
+            let mut check = Utf8Stream::default();
+            chunks.iter().all(|c| check.feed(c)) && check.finish()
+        }
+    }
+}
+
+/// A server (unmasked) frame header with FIN set.
+fn put_header(out: &mut BytesMut, opcode: u8, length: usize) {
+    out.put_u8(0x80 | opcode);
+    if length < 126 {
+        out.put_u8(length as u8);
+    } else if length <= usize::from(u16::MAX) {
+        out.put_u8(126);
+        out.put_u16(length as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(length as u64);
+    }
+}
+
+fn control_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(125)];
+    let mut out = BytesMut::with_capacity(2 + payload.len());
+    put_header(&mut out, opcode, payload.len());
+    out.extend_from_slice(payload);
+    out.to_vec()
+}
+
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    // A close payload holds at most 125 bytes; reasons here are short ASCII.
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+    control_frame(OP_CLOSE, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_text_only_when_their_chunks_together_are_utf8() {
+        let chunks = |parts: &[&[u8]]| {
+            parts
+                .iter()
+                .map(|p| Bytes::copy_from_slice(p))
+                .collect::<Vec<_>>()
+        };
+        assert!(is_utf8(&chunks(&[b"MESSAGE\n\nh\xc3\xa9llo\0"])));
+        // A two-byte sequence split between the head and the body chunk.
+        assert!(is_utf8(&chunks(&[b"MESSAGE\n\nh\xc3", b"\xa9llo\0"])));
+        assert!(is_utf8(&chunks(&[b"a\xf0\x9f", b"\x98", b"\x80z"])));
+        assert!(!is_utf8(&chunks(&[b"MESSAGE\n\n\xff\0"])));
+        assert!(!is_utf8(&chunks(&[b"a\xc3", b"(b"])));
+        assert!(!is_utf8(&chunks(&[b"a\xc3"])));
+        assert!(!is_utf8(&chunks(&[b"a", b"\xe2\x82"])));
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        let header = |len| {
+            let mut out = BytesMut::new();
+            put_header(&mut out, OP_TEXT, len);
+            out.to_vec()
+        };
+        assert_eq!(header(1), [0x81, 1]);
+        assert_eq!(header(125), [0x81, 125]);
+        assert_eq!(header(126), [0x81, 126, 0, 126]);
+        assert_eq!(header(65535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(header(65536), [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(close_frame(1002, "x"), [0x88, 3, 0x03, 0xea, b'x']);
+    }
+}
