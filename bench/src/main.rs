@@ -52,6 +52,7 @@ mod report;
 mod run;
 mod stats;
 mod tracker;
+mod ws;
 
 use std::time::Duration;
 
@@ -150,7 +151,7 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Broker address.
+    /// Broker address: HOST:PORT, or ws://HOST:PORT/PATH for STOMP over WebSocket.
     #[arg(long, default_value = "127.0.0.1:61613")]
     addr: String,
     /// Messages in total (split evenly over the producers).
