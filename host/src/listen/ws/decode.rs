@@ -265,11 +265,25 @@ impl Decoder {
         Ok(1)
     }
 
+    /// Unmasks `bytes` (continuing where the previous piece of the frame stopped), eight
+    /// bytes at a time.
     fn unmask(&mut self, bytes: &mut [u8]) {
-        for byte in bytes {
-            *byte ^= self.mask[self.mask_at];
-            self.mask_at = (self.mask_at + 1) & 3;
+        let at = self.mask_at;
+        let m = [
+            self.mask[at],
+            self.mask[(at + 1) & 3],
+            self.mask[(at + 2) & 3],
+            self.mask[(at + 3) & 3],
+        ];
+        let wide = u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);
+        let (words, rest) = bytes.as_chunks_mut::<8>();
+        for word in words {
+            *word = (u64::from_ne_bytes(*word) ^ wide).to_ne_bytes();
         }
+        for (i, byte) in rest.iter_mut().enumerate() {
+            *byte ^= m[i & 3];
+        }
+        self.mask_at = (at + bytes.len()) & 3;
     }
 
     fn end_data_frame(&mut self, fin: bool) -> Result<(), Violation> {

@@ -30,6 +30,9 @@ const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PONG: u8 = 0xA;
 
+/// Frames at least this large are written from their own buffers, behind a header of their
+/// own; smaller ones are copied behind their header into one buffer.
+const ZERO_COPY: usize = 8 * 1024;
 /// A control frame is written within this long, or the connection is cut.
 const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -263,28 +266,37 @@ impl FrameWriter for WsWriter {
     ) -> std::io::Result<()> {
         self.out.clear();
         let mut start = 0;
-        let mut frames = chunks.drain(..);
-        for &end in frame_ends {
-            let frame: Vec<Bytes> = frames.by_ref().take(end - start).collect();
+        let ends = frame_ends
+            .iter()
+            .copied()
+            // Anything after the last end (never, by the writer's contract) is one more message.
+            .chain(
+                (frame_ends.last().copied().unwrap_or(0) < chunks.len()).then_some(chunks.len()),
+            );
+        for end in ends {
+            let frame = &chunks[start..end];
             start = end;
             let length: usize = frame.iter().map(Bytes::len).sum();
-            let opcode = if !self.binary_only && is_utf8(&frame) {
+            let opcode = if !self.binary_only && is_utf8(frame) {
                 OP_TEXT
             } else {
                 OP_BINARY
             };
             put_header(&mut self.heads, opcode, length);
-            self.out.push(self.heads.split().freeze());
-            self.out.extend(frame);
+            if length < ZERO_COPY {
+                // Small frames are copied behind their header: one buffer for many messages.
+                for chunk in frame {
+                    self.heads.extend_from_slice(chunk);
+                }
+            } else {
+                self.out.push(self.heads.split().freeze());
+                self.out.extend(frame.iter().cloned());
+            }
         }
-        // Anything after the last end (never, by the writer's contract) is one more message.
-        let tail: Vec<Bytes> = frames.collect();
-        if !tail.is_empty() {
-            let length = tail.iter().map(Bytes::len).sum();
-            put_header(&mut self.heads, OP_BINARY, length);
+        if !self.heads.is_empty() {
             self.out.push(self.heads.split().freeze());
-            self.out.extend(tail);
         }
+        chunks.clear();
         let mut socket = self.shared.socket.lock().await;
         if socket.closed {
             self.out.clear();
