@@ -81,7 +81,7 @@ impl Transport for WsConnection {
             control_running: AtomicBool::new(false),
         });
         let reader = WsReader {
-            socket: read,
+            socket: Some(read),
             rest: self.rest,
             decoder: Decoder::new(self.max_message),
             shared: shared.clone(),
@@ -104,14 +104,30 @@ struct Socket {
     closed: bool,
 }
 
+impl Socket {
+    /// Sends the close frame, ends the output, and (after a violation) drains the input for a
+    /// moment on a task of its own.
+    async fn send_close(&mut self, close: Close) -> std::io::Result<()> {
+        self.closed = true;
+        self.write
+            .write_all(&close_frame(close.code, close.reason))
+            .await?;
+        let shut = self.write.shutdown().await;
+        if let Some(read) = close.linger {
+            tokio::spawn(discard(read));
+        }
+        shut
+    }
+}
+
 /// What the reader and the writer share.
 #[derive(Debug)]
 struct Shared {
     socket: tokio::sync::Mutex<Socket>,
     /// The pong to send (the latest ping's payload).
     pong: Mutex<Option<Vec<u8>>>,
-    /// The close to send on the reader's behalf (code, reason).
-    close: Mutex<Option<(u16, &'static str)>>,
+    /// The close to send on the reader's behalf.
+    close: Mutex<Option<Close>>,
     /// A control task is running.
     control_running: AtomicBool,
 }
@@ -129,42 +145,46 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             loop {
-                let pong = Self::lock(&shared.pong).take();
-                let close = Self::lock(&shared.close).take();
-                if pong.is_none() && close.is_none() {
-                    shared.control_running.store(false, Ordering::Release);
-                    // A frame queued after the check and before the flag cleared: go again.
-                    let pending =
-                        Self::lock(&shared.pong).is_some() || Self::lock(&shared.close).is_some();
-                    if pending && !shared.control_running.swap(true, Ordering::AcqRel) {
-                        continue;
-                    }
-                    return;
-                }
                 let write = async {
+                    // What is pending is taken under the socket's lock, so that a close the
+                    // writer sends (it takes a pending one the same way) is never overtaken.
                     let mut socket = shared.socket.lock().await;
+                    let pong = Self::lock(&shared.pong).take();
+                    let close = Self::lock(&shared.close).take();
+                    if pong.is_none() && close.is_none() {
+                        return Ok(false);
+                    }
                     if socket.closed {
-                        return Ok(());
+                        return Ok(true);
                     }
                     if let Some(pong) = pong {
-                        let frame = control_frame(OP_PONG, &pong);
-                        socket.write.write_all(&frame).await?;
+                        socket
+                            .write
+                            .write_all(&control_frame(OP_PONG, &pong))
+                            .await?;
                     }
-                    if let Some((code, reason)) = close {
-                        socket.closed = true;
-                        let frame = close_frame(code, reason);
-                        socket.write.write_all(&frame).await?;
-                        socket.write.shutdown().await?;
+                    if let Some(close) = close {
+                        socket.send_close(close).await?;
                     }
-                    Ok::<(), std::io::Error>(())
+                    Ok::<bool, std::io::Error>(true)
                 };
-                if !matches!(
-                    tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write).await,
-                    Ok(Ok(()))
-                ) {
+                match tokio::time::timeout(CONTROL_WRITE_TIMEOUT, write).await {
+                    Ok(Ok(true)) => continue,
+                    Ok(Ok(false)) => {
+                        shared.control_running.store(false, Ordering::Release);
+                        // Something queued after the look and before the flag cleared: go on.
+                        let pending = Self::lock(&shared.pong).is_some()
+                            || Self::lock(&shared.close).is_some();
+                        if pending && !shared.control_running.swap(true, Ordering::AcqRel) {
+                            continue;
+                        }
+                        return;
+                    }
                     // The peer does not read: the session's own write timeout ends it.
-                    shared.control_running.store(false, Ordering::Release);
-                    return;
+                    _ => {
+                        shared.control_running.store(false, Ordering::Release);
+                        return;
+                    }
                 }
             }
         });
@@ -175,16 +195,59 @@ impl Shared {
         self.kick();
     }
 
-    fn send_close(self: &Arc<Self>, code: u16, reason: &'static str) {
-        *Self::lock(&self.close) = Some((code, reason));
+    fn send_close(
+        self: &Arc<Self>,
+        code: u16,
+        reason: &'static str,
+        linger: Option<OwnedReadHalf>,
+    ) {
+        *Self::lock(&self.close) = Some(Close {
+            code,
+            reason,
+            linger,
+        });
         self.kick();
     }
 }
 
+/// Reads and discards until EOF, [`LINGER`] or [`LINGER_BYTES`].
+async fn discard(mut read: OwnedReadHalf) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(
+            deadline,
+            tokio::io::AsyncReadExt::read(&mut read, &mut scratch),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
+/// A close frame the reader asked for.
+#[derive(Debug)]
+struct Close {
+    code: u16,
+    reason: &'static str,
+    /// After a violation the reader gives up its socket: it is read and discarded for a
+    /// moment after the close frame, so that the client's unread bytes do not make the kernel
+    /// reset the connection and destroy the close frame before the client reads it.
+    linger: Option<OwnedReadHalf>,
+}
+
+/// How long, and how much, a violating client is read after its close frame went out.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
 /// The reading half: payload bytes of data messages, as one stream.
 #[derive(Debug)]
 pub struct WsReader {
-    socket: OwnedReadHalf,
+    /// `None` once given up after a violation.
+    socket: Option<OwnedReadHalf>,
     rest: Bytes,
     decoder: Decoder,
     shared: Arc<Shared>,
@@ -209,7 +272,10 @@ impl AsyncRead for WsReader {
                 buf.put_slice(&this.rest[..n]);
                 this.rest.advance(n);
             } else {
-                ready!(Pin::new(&mut this.socket).poll_read(cx, buf))?;
+                let Some(socket) = this.socket.as_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                ready!(Pin::new(socket).poll_read(cx, buf))?;
                 if buf.filled().len() == start {
                     this.eof = true;
                     return Poll::Ready(Ok(()));
@@ -219,7 +285,7 @@ impl AsyncRead for WsReader {
             for answer in this.decoder.take_answers() {
                 match answer {
                     Control::Ping(payload) => this.shared.send_pong(payload),
-                    Control::Close(code) => this.shared.send_close(code, ""),
+                    Control::Close(code) => this.shared.send_close(code, "", None),
                 }
             }
             match decoded {
@@ -235,7 +301,8 @@ impl AsyncRead for WsReader {
                 Err(violation) => {
                     buf.set_filled(start);
                     this.eof = true;
-                    this.shared.send_close(violation.code, violation.reason);
+                    this.shared
+                        .send_close(violation.code, violation.reason, this.socket.take());
                     return Poll::Ready(Err(std::io::Error::new(
                         ErrorKind::InvalidData,
                         violation,
@@ -312,12 +379,13 @@ impl FrameWriter for WsWriter {
         if socket.closed {
             return Ok(());
         }
-        socket.closed = true;
-        socket
-            .write
-            .write_all(&close_frame(code::NORMAL, ""))
-            .await?;
-        socket.write.shutdown().await
+        // A close the reader asked for (a violation, the client's close) wins over ours.
+        let close = Shared::lock(&self.shared.close).take().unwrap_or(Close {
+            code: code::NORMAL,
+            reason: "",
+            linger: None,
+        });
+        socket.send_close(close).await
     }
 }
 
