@@ -1,5 +1,5 @@
 //! The plain TCP listener: STOMP straight on the socket, served by the shared accept loop
-//! ([`accept`](super::accept)); a client over the per-address cap gets an ERROR and a close.
+//! ([`accept`]); a client over the per-address cap gets an ERROR and a close.
 
 use std::sync::Arc;
 
