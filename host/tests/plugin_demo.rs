@@ -42,6 +42,9 @@ fn connect(login: Option<&str>, passcode: Option<&str>) -> AuthRequest {
         host: Some(Bytes::from_static(b"/")),
         client_addr: "127.0.0.1:4000".parse().unwrap(),
         headers,
+        listener: plugboard::listen::ListenerKind::Tcp,
+        client_certificate: None,
+        upgrade: None,
     }
 }
 

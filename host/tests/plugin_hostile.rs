@@ -31,6 +31,9 @@ fn auth_request() -> AuthRequest {
         host: None,
         client_addr: "127.0.0.1:1".parse().unwrap(),
         headers: vec![],
+        listener: plugboard::listen::ListenerKind::Tcp,
+        client_certificate: None,
+        upgrade: None,
     }
 }
 

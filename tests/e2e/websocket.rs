@@ -489,3 +489,58 @@ async fn a_silent_upgrade_times_out() {
     assert!(read.is_ok(), "the broker kept a silent upgrade open");
     assert_healthy(&broker).await;
 }
+
+/// Opens a WebSocket with extra request headers and a path suffix (a query).
+async fn open_with(
+    broker: &Broker,
+    query: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, WsError> {
+    let mut request = format!("{}{query}", broker.ws_url()).into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    let stream = TcpStream::connect(broker.ws_addr()).await.expect("connect");
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("handshake timed out")?;
+    Ok(ws)
+}
+
+#[tokio::test]
+async fn basic_credentials_of_the_upgrade_log_in_when_connect_has_none() {
+    let broker = Broker::with_websocket("[[users]]\nlogin = \"alice\"\npasscode = \"s3cret\"\n");
+    // "alice:s3cret" and "alice:wrong" in base64.
+    let good = [("authorization", "Basic YWxpY2U6czNjcmV0")];
+    let bad = [("authorization", "Basic YWxpY2U6d3Jvbmc=")];
+    let mut ws = open_with(&broker, "", &good).await.unwrap();
+    send_text(&mut ws, "CONNECT\naccept-version:1.2\n\n\0").await;
+    assert_eq!(recv_frame(&mut ws).await.0, "CONNECTED");
+    let mut ws = open_with(&broker, "", &bad).await.unwrap();
+    send_text(&mut ws, "CONNECT\naccept-version:1.2\n\n\0").await;
+    let (command, headers, _) = recv_frame(&mut ws).await;
+    assert_eq!(command, "ERROR");
+    assert!(
+        header(&headers, "message")
+            .unwrap()
+            .contains("access refused"),
+        "{headers:?}"
+    );
+    // CONNECT's own login wins over the upgrade's.
+    let mut ws = open_with(&broker, "", &bad).await.unwrap();
+    send_text(
+        &mut ws,
+        "CONNECT\naccept-version:1.2\nlogin:alice\npasscode:s3cret\n\n\0",
+    )
+    .await;
+    assert_eq!(recv_frame(&mut ws).await.0, "CONNECTED");
+    // A bearer token means nothing to the built-in users (only a plugin can check one).
+    let mut ws = open_with(&broker, "?access_token=abc", &[]).await.unwrap();
+    send_text(&mut ws, "CONNECT\naccept-version:1.2\n\n\0").await;
+    assert_eq!(recv_frame(&mut ws).await.0, "ERROR");
+    // Malformed credentials are refused at the upgrade.
+    match open_with(&broker, "", &[("authorization", "Basic !!!")]).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 400),
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+}

@@ -353,3 +353,32 @@ memory_mb = 2
         );
     }
 }
+
+/// A plugin built against WIT 0.1.0 (before `authenticate-peer`) still loads, is called through
+/// its 0.1.0 `authenticate` export, and the rights of the principal it returns are enforced.
+#[tokio::test]
+async fn a_plugin_built_against_wit_0_1_0_still_authenticates() {
+    let config = temp_config(&format!(
+        "[[plugins]]\nname = \"legacy\"\nfile = {:?}\nhooks = [\"authenticate\"]\n",
+        plugin("legacy-auth")
+    ));
+    let broker = PluginBroker::start(&config.path);
+    let (mut refused, reply) = try_login(broker.addr, Some("legacy"), Some("wrong")).await;
+    assert!(
+        error_message(&reply).contains("legacy-auth knows only"),
+        "{reply:?}"
+    );
+    refused.expect_closed().await;
+
+    let mut c = login(broker.addr, "legacy", "old-plugin").await;
+    c.send_r("/queue/legacy.in", "hi").await;
+    c.write(
+        &Frame::new("SEND")
+            .h("destination", "/queue/elsewhere")
+            .h("receipt", "no")
+            .body("hi"),
+    )
+    .await;
+    let err = c.expect_error_close().await;
+    assert!(err.must("message").contains("may not send"), "{err:?}");
+}

@@ -3,10 +3,12 @@
 //! got) and handed over in [`Listeners`].
 
 pub mod accept;
+pub mod identity;
 pub mod tcp;
 pub mod transport;
 pub mod ws;
 
+pub use identity::{ClientCertificate, UpgradeCredentials};
 pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
 
 use tokio::net::TcpListener;

@@ -11,11 +11,14 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use super::identity::{ClientCertificate, UpgradeCredentials};
 
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
@@ -25,8 +28,12 @@ const MAX_IOV: usize = 64;
 pub enum ListenerKind {
     /// STOMP over plain TCP.
     Tcp,
+    /// STOMP over TLS.
+    Tls,
     /// STOMP over WebSocket.
     WebSocket,
+    /// STOMP over WebSocket over TLS.
+    SecureWebSocket,
 }
 
 impl ListenerKind {
@@ -34,27 +41,54 @@ impl ListenerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerKind::Tcp => "tcp",
+            ListenerKind::Tls => "tls",
             ListenerKind::WebSocket => "ws",
+            ListenerKind::SecureWebSocket => "wss",
         }
     }
 }
 
-/// What is known of the other end of a connection before it sends anything.
+/// What is known of the other end of a connection before it sends anything: what the
+/// authenticate step (and an authenticate plugin) gets beside the CONNECT frame.
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address (from the socket).
     pub address: SocketAddr,
     /// The listener that accepted it.
     pub listener: ListenerKind,
+    /// The client certificate, when the connection is TLS and the client presented one the
+    /// broker verified against its `client_ca` (never an unverified one).
+    pub tls: Option<Arc<ClientCertificate>>,
+    /// Credentials from a WebSocket HTTP upgrade, when it carried any.
+    pub upgrade: Option<UpgradeCredentials>,
 }
 
 impl Peer {
-    /// A client on plain TCP.
-    pub fn tcp(address: SocketAddr) -> Peer {
+    /// A client of `listener` at `address`, nothing else known yet.
+    pub fn new(address: SocketAddr, listener: ListenerKind) -> Peer {
         Peer {
             address,
-            listener: ListenerKind::Tcp,
+            listener,
+            tls: None,
+            upgrade: None,
         }
+    }
+
+    /// A client on plain TCP.
+    pub fn tcp(address: SocketAddr) -> Peer {
+        Peer::new(address, ListenerKind::Tcp)
+    }
+
+    /// With the verified client certificate of its TLS handshake.
+    pub fn with_certificate(mut self, certificate: Option<Arc<ClientCertificate>>) -> Peer {
+        self.tls = certificate;
+        self
+    }
+
+    /// With the credentials of its WebSocket upgrade.
+    pub fn with_upgrade(mut self, upgrade: Option<UpgradeCredentials>) -> Peer {
+        self.upgrade = upgrade;
+        self
     }
 }
 

@@ -1,14 +1,15 @@
 //! The only `bindgen!` in the broker: host-side types and calls generated from `wit/`.
 //!
-//! One world (`full`) generates every interface's types; each plugin then loads only the
-//! interfaces of the hooks it serves (`GuestIndices` per exported interface), so a component
-//! built for a smaller world (`authenticator`, `router`, ...) links as well.
+//! One world (`host`: every hook, both forms of authenticate) generates every interface's types;
+//! each plugin then loads only the interfaces of the hooks it serves (`GuestIndices` per exported
+//! interface), so a component built for a smaller world (`authenticator`, `router`, ...) links
+//! as well.
 
 wasmtime::component::bindgen!({
-    world: "full",
+    world: "host",
     path: "../wit",
     exports: { default: async },
 });
 
 pub use self::plugboard::plugin::{log, types};
-pub use exports::plugboard::plugin::{authenticate, deliver, lifecycle, send};
+pub use exports::plugboard::plugin::{authenticate, authenticate_peer, deliver, lifecycle, send};

@@ -47,19 +47,38 @@ use serde::Deserialize;
 use wasmtime::component::Component;
 
 use super::bindings::types::{HeaderNeed, Needs};
-use super::bindings::{authenticate, deliver, lifecycle, send};
+use super::bindings::{deliver, lifecycle, send};
 use super::{
     engine, AuthOutcome, AuthRequest, FailOpenPrincipal, FailurePolicy, FilterOutcome, Hook,
     PluginHost, PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
-const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.0";
+const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.1";
 const HOOK_EXPORTS: [(Hook, &str); 3] = [
-    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.0"),
-    (Hook::Send, "plugboard:plugin/send@0.1.0"),
-    (Hook::Message, "plugboard:plugin/deliver@0.1.0"),
+    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.1"),
+    (Hook::Send, "plugboard:plugin/send@0.1.1"),
+    (Hook::Message, "plugboard:plugin/deliver@0.1.1"),
 ];
+
+/// Whether export name `name` is `interface` at a semver-compatible version (a plugin built
+/// against 0.1.0 exports `...@0.1.0`, which the host finds when it looks up `...@0.1.1`).
+fn same_interface(name: &str, interface: &str) -> bool {
+    let track = |n: &str| -> Option<(String, String)> {
+        let (base, version) = n.rsplit_once('@')?;
+        let mut parts = version.split('.');
+        let major = parts.next()?;
+        let minor = parts.next()?;
+        // 0.x versions are compatible within a minor version, others within a major one.
+        let track = if major == "0" {
+            format!("0.{minor}")
+        } else {
+            major.to_string()
+        };
+        Some((base.to_string(), track))
+    };
+    name == interface || (track(name).is_some() && track(name) == track(interface))
+}
 
 /// What `check` found: its printed report and whether the broker would load the component (and
 /// every sample ran as expected).
@@ -154,12 +173,12 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         .instantiate_pre(&component)
         .map_err(|e| format!("linking: {e:#}"))?;
     if let Err(e) = lifecycle::GuestIndices::new(&pre) {
-        return Err(if exports.iter().any(|n| n == LIFECYCLE) {
+        return Err(if exports.iter().any(|n| same_interface(n, LIFECYCLE)) {
             format!("exports {LIFECYCLE}, but not as the current WIT defines it: {e:#}")
         } else {
             format!(
                 "does not export {LIFECYCLE}, so it is not a Plugboard plugin (of \
-                 plugboard:plugin@0.1.0); its exports: {}",
+                 plugboard:plugin@0.1.1); its exports: {}",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -171,16 +190,25 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
     let mut hooks = Vec::new();
     for (hook, interface) in HOOK_EXPORTS {
         let typed = match hook {
-            Hook::Authenticate => authenticate::GuestIndices::new(&pre).map(drop),
-            Hook::Send => send::GuestIndices::new(&pre).map(drop),
-            Hook::Message => deliver::GuestIndices::new(&pre).map(drop),
+            Hook::Authenticate => super::auth::AuthIndices::new(&pre).map(|i| match i {
+                super::auth::AuthIndices::Peer(_) => super::auth::AUTHENTICATE_PEER,
+                super::auth::AuthIndices::Plain(_) => interface,
+            }),
+            Hook::Send => send::GuestIndices::new(&pre).map(|_| interface),
+            Hook::Message => deliver::GuestIndices::new(&pre).map(|_| interface),
         };
         match typed {
-            Ok(()) => {
+            Ok(used) => {
                 hooks.push(hook);
-                lines.push(format!("hook {}: implemented ({interface})", hook.as_str()));
+                lines.push(format!("hook {}: implemented ({used})", hook.as_str()));
             }
-            Err(e) if exports.iter().any(|n| n == interface) => {
+            Err(e)
+                if exports.iter().any(|n| {
+                    same_interface(n, interface)
+                        || (hook == Hook::Authenticate
+                            && same_interface(n, super::auth::AUTHENTICATE_PEER))
+                }) =>
+            {
                 return Err(format!(
                     "exports {interface}, but not as the current WIT defines it: {e:#}"
                 ))
@@ -484,6 +512,9 @@ async fn run_check(
             host: c.host.clone().map(Bytes::from),
             client_addr: "127.0.0.1:50000".parse().expect("a valid address"),
             headers: c.headers.to_bytes(),
+            listener: crate::listen::ListenerKind::Tcp,
+            client_certificate: None,
+            upgrade: None,
         };
         let (got, detail) = match host.authenticate(req).await {
             AuthOutcome::Allow(p) => (

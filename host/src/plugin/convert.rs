@@ -24,6 +24,56 @@ const MAX_ITEMS: usize = 256;
 /// Longest reason (denial, rejection) passed on to a client; longer ones are cut.
 const MAX_REASON: usize = 512;
 
+/// The 0.1.0 `authenticate` request: the CONNECT frame and the client's address.
+pub fn auth_request(req: &super::AuthRequest) -> super::bindings::authenticate::AuthRequest {
+    super::bindings::authenticate::AuthRequest {
+        login: req.login.as_deref().map(text),
+        passcode: req.passcode.as_deref().map(text),
+        host: req.host.as_deref().map(text),
+        client_addr: req.client_addr.to_string(),
+        headers: wit_headers(&req.headers),
+    }
+}
+
+/// The 0.1.1 `authenticate-peer` request: the CONNECT frame and what the listener knows of
+/// the client (listener kind, verified client certificate, upgrade credentials).
+pub fn peer_auth_request(
+    req: &super::AuthRequest,
+) -> super::bindings::authenticate_peer::PeerAuthRequest {
+    use crate::listen::{ListenerKind, UpgradeCredentials};
+    super::bindings::authenticate_peer::PeerAuthRequest {
+        login: req.login.as_deref().map(text),
+        passcode: req.passcode.as_deref().map(text),
+        host: req.host.as_deref().map(text),
+        client_addr: req.client_addr.to_string(),
+        headers: wit_headers(&req.headers),
+        listener: match req.listener {
+            ListenerKind::Tcp => wit::ListenerKind::Tcp,
+            ListenerKind::Tls => wit::ListenerKind::Tls,
+            ListenerKind::WebSocket => wit::ListenerKind::WebSocket,
+            ListenerKind::SecureWebSocket => wit::ListenerKind::SecureWebSocket,
+        },
+        client_certificate: req
+            .client_certificate
+            .as_ref()
+            .map(|c| wit::ClientCertificate {
+                subject: c.subject.clone(),
+                common_name: c.common_name.clone(),
+                subject_alt_names: c.subject_alt_names.clone(),
+                der: c.der.to_vec(),
+            }),
+        upgrade: req.upgrade.as_ref().map(|u| match u {
+            UpgradeCredentials::Basic { login, passcode } => {
+                wit::UpgradeCredentials::Basic(wit::BasicCredentials {
+                    login: login.clone(),
+                    passcode: passcode.clone(),
+                })
+            }
+            UpgradeCredentials::Bearer(token) => wit::UpgradeCredentials::Bearer(token.clone()),
+        }),
+    }
+}
+
 /// Bytes as text for the guest (invalid UTF-8 becomes U+FFFD).
 pub fn text(bytes: &[u8]) -> String {
     // `from_utf8` first: it is much faster than the lossy path on the (usual) valid input.

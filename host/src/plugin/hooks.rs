@@ -17,7 +17,6 @@ use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::bindings::authenticate::{AuthRequest as WitAuthRequest, AuthResult};
 use super::bindings::deliver::{FilterVerdict, Subscription};
 use super::bindings::types::{Needs, Principal as WitPrincipal};
 use super::convert::{self, Destinations, Edit, Verdict, MAX_FANOUT};
@@ -169,29 +168,17 @@ impl PluginHost {
             return AuthOutcome::Allow(Principal::anonymous());
         };
         let hook = Hook::Authenticate;
-        let size: usize = req
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 16)
-            .sum();
-        let result = match check_size(plugin, hook, size) {
+        let result = match check_size(plugin, hook, req.size()) {
             Err(f) => Err(f),
             Ok(()) => {
-                let request = WitAuthRequest {
-                    login: req.login.as_deref().map(convert::text),
-                    passcode: req.passcode.as_deref().map(convert::text),
-                    host: req.host.as_deref().map(convert::text),
-                    client_addr: req.client_addr.to_string(),
-                    headers: convert::wit_headers(&req.headers),
-                };
                 call!(
                     plugin,
                     hook,
                     auth,
-                    |g, s| g.call_authenticate(s, &request),
+                    |g, s| g.call(s, &req),
                     |answer| match answer {
-                        AuthResult::Allow(p) => convert::principal(p).map(AuthOutcome::Allow),
-                        AuthResult::Deny(reason) => Ok(AuthOutcome::Deny(convert::reason(reason))),
+                        Ok(p) => convert::principal(p).map(AuthOutcome::Allow),
+                        Err(reason) => Ok(AuthOutcome::Deny(convert::reason(reason))),
                     }
                 )
             }

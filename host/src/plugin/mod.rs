@@ -8,6 +8,7 @@
 //! `bindgen!` in `bindings.rs`. A loaded [`PluginHost`] is immutable: a reload builds a new one
 //! and swaps the `Arc` (e.g. in an `ArcSwap`); calls in flight finish on the set they started on.
 
+mod auth;
 mod bindings;
 mod cache;
 pub mod check;
@@ -29,7 +30,7 @@ use serde::Deserialize;
 use crate::config::defaults;
 
 use bindings::types::Manifest;
-use bindings::{authenticate, deliver, lifecycle, send};
+use bindings::{deliver, lifecycle, send};
 use pool::{Exports, Limits, Pool};
 
 pub use hooks::SubscriptionFilter;
@@ -39,13 +40,13 @@ pub use hooks::SubscriptionFilter;
 /// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
-const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.0";
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.1";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
-const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.0";
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.1";
 /// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
-const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.0";
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.1";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
-const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.0";
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.1";
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -206,6 +207,33 @@ pub struct AuthRequest {
     pub client_addr: std::net::SocketAddr,
     /// Every CONNECT header exactly as sent.
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The listener that accepted the connection.
+    pub listener: crate::listen::ListenerKind,
+    /// The verified TLS client certificate, when there is one.
+    pub client_certificate: Option<Arc<crate::listen::ClientCertificate>>,
+    /// Credentials from a WebSocket upgrade, when there were any.
+    pub upgrade: Option<crate::listen::UpgradeCredentials>,
+}
+
+impl AuthRequest {
+    /// Bytes the request copies into a plugin, roughly (for the plugin's input cap).
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 16)
+            .sum();
+        let certificate = self.client_certificate.as_ref().map_or(0, |c| {
+            c.der.len()
+                + c.subject.len()
+                + c.common_name.as_ref().map_or(0, String::len)
+                + c.subject_alt_names
+                    .iter()
+                    .map(|n| n.len() + 8)
+                    .sum::<usize>()
+        });
+        headers + certificate + self.upgrade.as_ref().map_or(0, |u| u.len() + 16)
+    }
 }
 
 /// The outcome of authentication.
@@ -553,7 +581,7 @@ async fn load_one(
     let exports = Exports {
         lifecycle: lifecycle::GuestIndices::new(&pre).map_err(|e| missing("init", e))?,
         auth: (spec.hooks.contains(&Hook::Authenticate))
-            .then(|| authenticate::GuestIndices::new(&pre).map_err(|e| missing("authenticate", e)))
+            .then(|| auth::AuthIndices::new(&pre).map_err(|e| missing("authenticate", e)))
             .transpose()?,
         send: (spec.hooks.contains(&Hook::Send))
             .then(|| send::GuestIndices::new(&pre).map_err(|e| missing("send", e)))

@@ -23,9 +23,10 @@ use tokio::sync::Notify;
 use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
+use super::auth::{AuthGuest, AuthIndices};
 use super::bindings::deliver::FilterVerdict;
 use super::bindings::send::SendVerdict;
-use super::bindings::{authenticate, deliver, lifecycle, log, send, types::Manifest};
+use super::bindings::{deliver, lifecycle, log, send, types::Manifest};
 use super::engine::{engine, running, Running};
 use super::Hook;
 
@@ -230,7 +231,7 @@ impl log::Host for State {
 /// Export lookups done once per plugin, before any instance exists.
 pub struct Exports {
     pub lifecycle: lifecycle::GuestIndices,
-    pub auth: Option<authenticate::GuestIndices>,
+    pub auth: Option<AuthIndices>,
     pub send: Option<send::GuestIndices>,
     pub deliver: Option<deliver::GuestIndices>,
     /// `send-packed.on-send-packed`, when the component exports it (optional).
@@ -246,7 +247,7 @@ pub struct Exports {
 /// The typed exports of one instance.
 pub struct Guest {
     pub lifecycle: lifecycle::Guest,
-    pub auth: Option<authenticate::Guest>,
+    pub auth: Option<AuthGuest>,
     pub send: Option<send::Guest>,
     pub deliver: Option<deliver::Guest>,
     pub send_packed: Option<PackedSend>,

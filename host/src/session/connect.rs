@@ -97,8 +97,14 @@ pub fn negotiate(frame: &Frame, config: &Config) -> Result<Negotiated, SessionEr
     })
 }
 
-/// Authenticates a CONNECT: the authenticate plugin when one is loaded, else the configured
-/// users, else anonymous.
+/// Authenticates a CONNECT: the authenticate plugin when one is loaded (it gets the frame and
+/// everything the listener knows of the client: listener kind, verified TLS client certificate,
+/// WebSocket upgrade credentials), else the configured users, else anonymous.
+///
+/// Without a plugin, Basic credentials from a WebSocket upgrade count as CONNECT's `login` and
+/// `passcode` when CONNECT carries no `login`; when it does, CONNECT's pair is the one checked
+/// (the frame is the client's explicit statement for this session; a browser may resend cached
+/// HTTP credentials). A bearer token needs a plugin to check it.
 pub async fn authenticate(
     frame: &Frame,
     config: &Config,
@@ -106,21 +112,23 @@ pub async fn authenticate(
     peer: &crate::listen::Peer,
 ) -> Result<Principal, SessionError> {
     let client_addr = peer.address;
-    let login = frame.get(b"login");
-    let passcode = frame.get(b"passcode");
     if plugins.has_authenticator() {
         let request = AuthRequest {
-            login: login.cloned(),
-            passcode: passcode.cloned(),
+            login: frame.get(b"login").cloned(),
+            passcode: frame.get(b"passcode").cloned(),
             host: frame.get(b"host").cloned(),
             client_addr,
             headers: frame.headers.clone(),
+            listener: peer.listener,
+            client_certificate: peer.tls.clone(),
+            upgrade: peer.upgrade.clone(),
         };
         return match plugins.authenticate(request).await {
             AuthOutcome::Allow(principal) => Ok(principal),
             AuthOutcome::Deny(reason) => Err(client_error(format!("access refused: {reason}"))),
         };
     }
+    let (login, passcode) = builtin_credentials(frame, peer);
     if config.users.is_empty() {
         return Ok(match login {
             Some(login) => Principal::named(String::from_utf8_lossy(login).into_owned()),
@@ -128,7 +136,7 @@ pub async fn authenticate(
         });
     }
     let matches = |user: &crate::config::UserConfig| {
-        login.is_some_and(|l| l.as_ref() == user.login.as_bytes())
+        login.is_some_and(|l| l == user.login.as_bytes())
             && passcode.is_some_and(|p| crate::text::constant_time_eq(p, user.passcode.as_bytes()))
     };
     match config.users.iter().find(|u| matches(u)) {
@@ -140,6 +148,25 @@ pub async fn authenticate(
                 String::from_utf8_lossy(login)
             ),
         })),
+    }
+}
+
+/// The login and passcode the built-in authentication checks: CONNECT's when it carries a
+/// `login`, else the Basic credentials of the WebSocket upgrade (see [`authenticate`]).
+fn builtin_credentials<'a>(
+    frame: &'a Frame,
+    peer: &'a crate::listen::Peer,
+) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    let login = frame.get(b"login");
+    if login.is_some() {
+        return (
+            login.map(|l| &l[..]),
+            frame.get(b"passcode").map(|p| &p[..]),
+        );
+    }
+    match peer.upgrade.as_ref().and_then(|u| u.basic()) {
+        Some((login, passcode)) => (Some(login.as_bytes()), Some(passcode.as_bytes())),
+        None => (None, frame.get(b"passcode").map(|p| &p[..])),
     }
 }
 
@@ -216,5 +243,51 @@ mod tests {
         let n = negotiate(&connect(&[("heart-beat", "10,10")]), &config).unwrap();
         assert_eq!(n.version, Version::V1_0);
         assert!(n.send_every.is_none());
+    }
+
+    fn with_basic(login: &str, passcode: &str) -> crate::listen::Peer {
+        crate::listen::Peer::new(
+            "127.0.0.1:5".parse().unwrap(),
+            crate::listen::ListenerKind::WebSocket,
+        )
+        .with_upgrade(Some(crate::listen::UpgradeCredentials::Basic {
+            login: login.into(),
+            passcode: passcode.into(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn upgrade_basic_credentials_count_when_connect_has_no_login() {
+        let mut config = Config::default();
+        config.users = vec![crate::config::UserConfig {
+            login: "alice".into(),
+            passcode: "pw".into(),
+        }];
+        let plugins = crate::plugin::PluginHost::empty();
+        let run = |frame: Frame, peer: crate::listen::Peer| {
+            let config = config.clone();
+            let plugins = plugins.clone();
+            async move { authenticate(&frame, &config, &plugins, &peer).await }
+        };
+        // Upgrade credentials alone.
+        let p = run(connect(&[]), with_basic("alice", "pw")).await.unwrap();
+        assert_eq!(p.name, "alice");
+        assert!(run(connect(&[]), with_basic("alice", "bad")).await.is_err());
+        // CONNECT's login wins when it carries one: its pair is the one checked.
+        let frame = connect(&[("login", "alice"), ("passcode", "pw")]);
+        let p = run(frame, with_basic("mallory", "x")).await.unwrap();
+        assert_eq!(p.name, "alice");
+        let frame = connect(&[("login", "alice"), ("passcode", "bad")]);
+        assert!(run(frame, with_basic("alice", "pw")).await.is_err());
+        // A bearer token proves nothing without a plugin.
+        let bearer = crate::listen::Peer::tcp("127.0.0.1:5".parse().unwrap())
+            .with_upgrade(Some(crate::listen::UpgradeCredentials::Bearer("t".into())));
+        assert!(run(connect(&[]), bearer).await.is_err());
+        // Without configured users, the upgrade's login names the (unchecked) principal.
+        config.users.clear();
+        let p = authenticate(&connect(&[]), &config, &plugins, &with_basic("bob", ""))
+            .await
+            .unwrap();
+        assert_eq!(p.name, "bob");
     }
 }

@@ -64,9 +64,13 @@ pub mod bindings {
 use bindings::exports::plugboard::plugin as ex;
 
 pub use bindings::plugboard::plugin::types::{
+    BasicCredentials, ClientCertificate, ListenerKind, UpgradeCredentials,
+};
+pub use bindings::plugboard::plugin::types::{
     Edit, Header, HeaderNeed, Manifest, Message, Needs, Principal,
 };
 pub use ex::authenticate::{AuthRequest, AuthResult};
+pub use ex::authenticate_peer::{AuthResult as PeerAuthResult, PeerAuthRequest};
 pub use ex::deliver::{FilterPlan, FilterVerdict, Subscription};
 pub use ex::send::SendVerdict;
 
@@ -132,6 +136,14 @@ pub trait Router: Plugin {
 pub trait Authenticator: Plugin {
     /// Called for every CONNECT.
     fn authenticate(&self, request: &AuthRequest) -> AuthResult;
+}
+
+/// The `authenticate` hook in its 0.1.1 form (`authenticate-peer`): the CONNECT frame plus what
+/// the listener knows of the client (listener kind, verified TLS client certificate, WebSocket
+/// upgrade credentials).
+pub trait PeerAuthenticator: Plugin {
+    /// Called for every CONNECT.
+    fn authenticate_peer(&self, request: &PeerAuthRequest) -> PeerAuthResult;
 }
 
 /// The `message` hook: per-subscriber filters and transforms.
@@ -588,6 +600,15 @@ where
     }
 }
 
+impl<G: Instance> ex::authenticate_peer::Guest for G
+where
+    G::P: PeerAuthenticator,
+{
+    fn authenticate(request: PeerAuthRequest) -> PeerAuthResult {
+        G::get().authenticate_peer(&request)
+    }
+}
+
 impl<G: Instance> ex::deliver::Guest for G
 where
     G::P: Filter,
@@ -620,10 +641,10 @@ pub use wit_bindgen as __wit_bindgen;
 macro_rules! export_router {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-router", [lifecycle, send, send_packed, send_batch, send_batch_packed], {
-            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
         });
     };
 }
@@ -632,7 +653,16 @@ macro_rules! export_router {
 #[macro_export]
 macro_rules! export_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+    };
+}
+
+/// Exports a [`PeerAuthenticator`] as a component of world `peer-authenticator` (hook
+/// `authenticate`, in its 0.1.1 form `authenticate-peer`).
+#[macro_export]
+macro_rules! export_peer_authenticator {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
     };
 }
 
@@ -642,8 +672,8 @@ macro_rules! export_authenticator {
 macro_rules! export_message_filter {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "fast-message-filter", [lifecycle, deliver, deliver_batch], {
-            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -654,12 +684,12 @@ macro_rules! export_message_filter {
 macro_rules! export_transformer {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-transformer", [lifecycle, send, send_packed, send_batch, send_batch_packed, deliver, deliver_batch], {
-            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
-            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -669,9 +699,9 @@ macro_rules! export_transformer {
 macro_rules! export_full {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "full", [lifecycle, authenticate, send, deliver], {
-            "plugboard:plugin/authenticate@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
-            "plugboard:plugin/send@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/deliver@0.1.0": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/authenticate@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
         });
     };
 }

@@ -19,33 +19,10 @@ use tungstenite::handshake::server::{create_response, Request};
 use tungstenite::http::{HeaderMap, StatusCode};
 
 use super::Settings;
+use crate::listen::UpgradeCredentials as Credentials;
 
 /// The STOMP subprotocols, best first.
 pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
-
-/// Credentials carried by the upgrade request.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// `Authorization: Basic` (login and passcode).
-    Basic {
-        /// The login.
-        login: String,
-        /// The passcode.
-        passcode: String,
-    },
-    /// `Authorization: Bearer`, or the `access_token` query parameter.
-    Bearer(String),
-}
-
-impl std::fmt::Debug for Credentials {
-    // Never print a secret.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credentials::Basic { login, .. } => write!(f, "Basic({login:?}, ***)"),
-            Credentials::Bearer(_) => f.write_str("Bearer(***)"),
-        }
-    }
-}
 
 /// An accepted upgrade.
 #[derive(Debug)]

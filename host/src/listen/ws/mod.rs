@@ -124,10 +124,8 @@ impl Protocol for WebSocket {
             self.settings.max_message_bytes,
             self.settings.binary_only,
         );
-        let peer = Peer {
-            address: upgrade.client,
-            listener: ListenerKind::WebSocket,
-        };
+        let peer =
+            Peer::new(upgrade.client, ListenerKind::WebSocket).with_upgrade(upgrade.credentials);
         session::serve(connection, peer, broker, number, shutdown).await;
         drop(slot);
         drop(forwarded_slot);
