@@ -57,6 +57,9 @@ pub struct Broker {
     pub instance: String,
     /// Connections and failed logins per source address.
     pub addresses: Arc<AddressTable>,
+    /// The TLS certificates and handshake in force, when `[tls]` has a listener (reloaded with
+    /// the plugin set); the WebSocket listener's `wss` uses it too.
+    pub tls: Option<Arc<crate::listen::tls::Acceptor>>,
 }
 
 impl Broker {
@@ -87,14 +90,17 @@ impl Broker {
             policy,
             stats: BrokerStats::default(),
             instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
+            tls: None,
         }
     }
 
     /// Assembles a broker from its configuration: loads the plugins, opens the message store
     /// and reads its journal back.
     pub async fn start(config: Arc<Config>) -> anyhow::Result<Arc<Broker>> {
+        let tls = crate::listen::tls::Acceptor::from_config(&config)?;
         let policy = load_policy(&config).await?;
-        let broker = Broker::open(config, policy).context("opening the message store")?;
+        let mut broker = Broker::open(config, policy).context("opening the message store")?;
+        broker.tls = tls;
         Ok(Arc::new(broker))
     }
 

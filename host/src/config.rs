@@ -42,8 +42,12 @@ pub mod defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the STOMP listener binds. `--listen` overrides it.
-    pub listen: SocketAddr,
+    /// Address the plain STOMP (TCP) listener binds, or `"off"` for none (a TLS-only broker;
+    /// `--no-tcp` does the same). `--listen` overrides it.
+    #[serde(deserialize_with = "address_or_off")]
+    pub listen: Option<SocketAddr>,
+    /// STOMP over TLS (`[tls]`): off unless `tls.listen` is set.
+    pub tls: TlsConfig,
     /// Address of the status endpoint (HTTP `GET /status`, JSON), off when absent. Loopback
     /// only, unless `admin_token` is set.
     pub admin_listen: Option<SocketAddr>,
@@ -88,7 +92,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 61613))),
+            tls: TlsConfig::default(),
             admin_listen: None,
             admin_token: None,
             server_name: "plugboard".to_string(),
@@ -421,6 +426,68 @@ pub struct ReloadConfig {
     pub allow_weaker_policy: bool,
 }
 
+/// STOMP over TLS (`[tls]`, see docs/tls.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address the TLS listener binds (61614 is the usual port); absent or `"off"`: no TLS
+    /// listener. `--tls-listen` overrides it.
+    #[serde(deserialize_with = "address_or_off")]
+    pub listen: Option<SocketAddr>,
+    /// The server's certificate chain, PEM (leaf first). Required with `listen`. Re-read on
+    /// reload (a renewed certificate applies to new connections; open ones keep theirs).
+    pub cert: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1). Required with `listen`.
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against: mutual TLS. Absent:
+    /// clients are not asked for a certificate.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `"required"` (default; a client without a valid certificate fails the
+    /// handshake) or `"optional"` (one without a certificate connects and authenticates as
+    /// usual; a certificate it does present must still verify).
+    pub client_auth: ClientAuth,
+    /// A TLS handshake must complete within this many milliseconds, else the connection is
+    /// closed (it holds a connection slot meanwhile).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: None,
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Required,
+            handshake_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Whether a TLS client must present a certificate (with `tls.client_ca`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The handshake fails without a valid client certificate.
+    Required,
+    /// A client may present none; one it presents must verify.
+    Optional,
+}
+
+/// A socket address, or `"off"` for none.
+fn address_or_off<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (an address or \"off\")")))
+}
+
 /// A user of the built-in authenticator.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -589,6 +656,25 @@ impl Config {
             "store.fsync_interval_ms must be at least 1"
         );
         self.websocket.validate()?;
+        self.check_listeners()
+    }
+
+    /// At least one STOMP listener (plain, TLS or WebSocket), and a TLS listener has its certificate and key.
+    pub fn check_listeners(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.listen.is_some() || self.tls.listen.is_some() || self.websocket.listen.is_some(),
+            "no STOMP listener: `listen` is off and neither [tls] nor [websocket] has a `listen`"
+        );
+        if self.tls.listen.is_some() {
+            anyhow::ensure!(
+                self.tls.cert.is_some() && self.tls.key.is_some(),
+                "[tls] listen needs `cert` and `key` (PEM files)"
+            );
+        }
+        anyhow::ensure!(
+            self.tls.handshake_timeout_ms >= 1,
+            "tls.handshake_timeout_ms must be at least 1"
+        );
         Ok(())
     }
 
@@ -620,6 +706,7 @@ mod tests {
     fn empty_toml_is_the_default() {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.listen, Config::default().listen);
+        assert_eq!(config.tls, TlsConfig::default());
         assert_eq!(config.heartbeat.grace_factor, 2.0);
     }
 

@@ -28,6 +28,23 @@ struct Cli {
     /// Address to listen on, overriding the configuration (`127.0.0.1:0` picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// No plain STOMP listener (as `listen = "off"`): e.g. a TLS-only broker.
+    #[arg(long)]
+    no_tcp: bool,
+    /// Address of the STOMP-over-TLS listener, overriding `tls.listen` (61614 is the usual
+    /// port). Needs a certificate and key (`--tls-cert`, `--tls-key` or `[tls]`).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// The TLS server certificate chain (PEM), overriding `tls.cert`.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS server private key (PEM), overriding `tls.key`.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to (mutual TLS), overriding
+    /// `tls.client_ca`; `tls.client_auth` says whether a certificate is required (default).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Address of the status endpoint, overriding `admin_listen`.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
@@ -172,8 +189,14 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         ws_listen: cli.ws_listen,
         data_dir: absolute(cli.data_dir.as_deref())?,
         plugin_cache_dir: absolute(cli.plugin_cache_dir.as_deref())?,
+        no_tcp: cli.no_tcp,
+        tls_listen: cli.tls_listen,
+        tls_cert: absolute(cli.tls_cert.as_deref())?,
+        tls_key: absolute(cli.tls_key.as_deref())?,
+        tls_client_ca: absolute(cli.tls_client_ca.as_deref())?,
     };
     overrides.apply(&mut config);
+    config.check_listeners()?;
     if cli.check_config {
         plugboard::broker::load_policy(&config).await?;
         println!(
@@ -189,14 +212,21 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .map(|path| ReloadSource { path, overrides });
     let server = Server::start(config, listeners, reload, shutdown).await?;
-    // The first stdout line: tests and scripts read the bound address from it. Live reload is
-    // in place by now: from here on a SIGHUP or an edit of the files is never missed.
-    println!("listening on {}", server.local_addr()?);
+    // The first stdout line: tests and scripts read the bound address from it (the plain
+    // listener's; when that is off, the first line is the next listener's), then one line per
+    // listener in a fixed order: ws, stomp+ssl. Live reload is in place by now: from here on a
+    // SIGHUP or an edit of the files is never missed.
+    if let Some(address) = server.local_addr() {
+        println!("listening on {address}");
+    }
     if let Some(ws) = server.websocket_addr() {
         println!(
             "listening on ws://{ws}{}",
             server.broker().config.websocket.path
         );
+    }
+    if let Some(address) = server.tls_addr() {
+        println!("listening on stomp+ssl://{address}");
     }
     if let Some(admin) = server.admin_addr() {
         println!("status on http://{admin}/status");

@@ -49,6 +49,12 @@ pub async fn reload(
     noticed: Instant,
 ) -> Outcome {
     let policy = &broker.policy;
+    // Certificates first, whatever becomes of the config file: a renewed certificate applies
+    // even when the plugin set did not change (a bad one is refused and logged, the old one
+    // kept serving; see listen::tls).
+    if let Some(tls) = &broker.tls {
+        let _ = tls.reload();
+    }
     let refuse = |reason: String| {
         // wasmtime's and toml's messages span lines; a status line should not.
         let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -213,6 +219,11 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.listen),
     );
     check(
+        "tls",
+        format!("{:?}", running.tls),
+        format!("{:?}", new.tls),
+    );
+    check(
         "admin_listen",
         format!("{:?}", running.admin_listen),
         format!("{:?}", new.admin_listen),
@@ -284,6 +295,10 @@ fn watched_files(config_path: &Path, broker: &Broker) -> BTreeSet<PathBuf> {
     for file in &broker.policy.current().files {
         files.insert(absolute(&file.path));
     }
+    // A renewed certificate (or key, or client CA) reloads like a changed plugin.
+    for file in broker.tls.iter().flat_map(|tls| tls.files()) {
+        files.insert(absolute(&file));
+    }
     if let Ok(config) = Config::from_file(config_path) {
         for spec in &config.plugins {
             files.insert(absolute(&config.base_dir.join(&spec.file)));
@@ -309,13 +324,38 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// An absolute directory (`--plugin-cache-dir`).
     pub plugin_cache_dir: Option<PathBuf>,
+    /// `--no-tcp`: no plain STOMP listener (`listen = "off"`).
+    pub no_tcp: bool,
+    /// The TLS listener's address (`--tls-listen`), replacing `tls.listen`.
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// Absolute PEM file paths (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls_cert: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// See `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Overrides {
     /// Puts the command line's settings over the file's.
     pub fn apply(&self, config: &mut Config) {
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            config.listen = Some(listen);
+        }
+        if self.no_tcp {
+            config.listen = None;
+        }
+        if let Some(listen) = self.tls_listen {
+            config.tls.listen = Some(listen);
+        }
+        for (set, path) in [
+            (&mut config.tls.cert, &self.tls_cert),
+            (&mut config.tls.key, &self.tls_key),
+            (&mut config.tls.client_ca, &self.tls_client_ca),
+        ] {
+            if let Some(path) = path {
+                *set = Some(path.clone());
+            }
         }
         if let Some(admin) = self.admin_listen {
             config.admin_listen = Some(admin);
@@ -518,7 +558,7 @@ mod tests {
         let running = Config::default();
         let mut new = Config::default();
         assert!(changed_settings(&running, &new).is_empty());
-        new.listen = "127.0.0.1:1".parse().unwrap();
+        new.listen = Some("127.0.0.1:1".parse().unwrap());
         new.flow.default_prefetch = 7;
         assert_eq!(changed_settings(&running, &new), vec!["listen", "flow"]);
         new.websocket.path = "/stomp".to_string();

@@ -66,9 +66,20 @@ impl Server {
         &self.broker
     }
 
-    /// The STOMP listener's address.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listeners.stomp.local_addr()
+    /// The plain STOMP listener's address, unless it is off.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .stomp
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The STOMP-over-TLS listener's address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .tls
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The admin surface's address, when it has one.
@@ -104,22 +115,43 @@ impl Server {
             tokio::spawn(async move { broker.router.sweep_periodically(shutdown).await });
         }
         info!(
-            address = %listeners.stomp.local_addr()?,
+            address = ?listeners.stomp.as_ref().and_then(|l| l.local_addr().ok()),
+            tls = ?listeners.tls.as_ref().and_then(|l| l.local_addr().ok()),
             plugins = broker.config.plugins.len(),
             "plugboard started"
         );
-        let websocket = async {
-            match listeners.websocket {
-                Some((listener, settings)) => {
-                    listen::ws::serve(listener, settings, broker.clone(), shutdown.clone()).await
-                }
-                None => Ok(()),
-            }
-        };
-        let stomp = listen::tcp::serve(listeners.stomp, broker.clone(), shutdown.clone());
-        let (stomp, websocket) = tokio::join!(stomp, websocket);
-        stomp?;
-        websocket?;
+        // One connection cap over every listener.
+        let gate = listen::accept::Gate::new(broker.config.limits.max_connections);
+        let mut serving = tokio::task::JoinSet::new();
+        if let Some(stomp) = listeners.stomp {
+            serving.spawn(listen::tcp::serve(
+                stomp,
+                broker.clone(),
+                shutdown.clone(),
+                gate.clone(),
+            ));
+        }
+        if let (Some(tls), Some(acceptor)) = (listeners.tls, broker.tls.clone()) {
+            serving.spawn(listen::tls::serve(
+                tls,
+                broker.clone(),
+                shutdown.clone(),
+                gate.clone(),
+                acceptor,
+            ));
+        }
+        if let Some((listener, settings)) = listeners.websocket {
+            serving.spawn(listen::ws::serve(
+                listener,
+                settings,
+                broker.clone(),
+                shutdown.clone(),
+                gate.clone(),
+            ));
+        }
+        while let Some(served) = serving.join_next().await {
+            served??;
+        }
         broker.close();
         info!("stopped");
         Ok(())
@@ -127,12 +159,12 @@ impl Server {
 
     /// A listener reachable from other machines without an authenticator admits anyone.
     fn warn_if_exposed(&self) {
-        let Ok(address) = self.local_addr() else {
-            return;
-        };
         let authenticated =
             self.broker.policy.host().has_authenticator() || !self.broker.config.users.is_empty();
-        if exposed_without_authentication(address, authenticated) {
+        for address in [self.local_addr(), self.tls_addr()].into_iter().flatten() {
+            if !exposed_without_authentication(address, authenticated) {
+                continue;
+            }
             warn!(
                 %address,
                 "THE BROKER LISTENS BEYOND LOOPBACK WITHOUT AUTHENTICATION: anyone who can reach \

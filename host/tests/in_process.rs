@@ -16,7 +16,8 @@ async fn a_broker_runs_in_process_and_stops_on_shutdown() {
     let stomp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = stomp.local_addr().unwrap();
     let listeners = plugboard::Listeners {
-        stomp,
+        stomp: Some(stomp),
+        tls: None,
         admin: None,
         websocket: None,
     };

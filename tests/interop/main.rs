@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod tls;
+
 plugboard_test_support::broker_binary!();
 
 mod websocket;

@@ -1,17 +1,19 @@
-//! The accept loop every TCP-based listener shares (plain STOMP, WebSocket): caps concurrent
-//! connections with a semaphore taken *before* `accept` (so excess clients wait in the backlog
-//! instead of costing memory), counts connections per source address (over the cap: refused
-//! the listener's way), spawns a task per connection, and on shutdown stops accepting and
-//! gives open connections a grace period to flush and close. A connection task that panics is
-//! reaped like any other (logged and counted); the session's own teardown has released what
-//! it held.
+//! The accept loop every TCP-based listener shares (plain STOMP, STOMP over TLS, WebSocket):
+//! caps concurrent connections with a semaphore taken *before* `accept` (so excess clients wait
+//! in the backlog instead of costing memory; one semaphore for all listeners, see [`Gate`]),
+//! caps connections per source address (over the cap the [`Handler`] refuses the connection),
+//! spawns a task per connection, and on shutdown stops accepting and gives open sessions a grace
+//! period to flush and close. A session task that panics is reaped like any other (logged and
+//! counted); the session's own teardown has released what it held.
 //!
-//! What a listener does with a connection is its [`Protocol`]: everything it does before the
-//! session starts (a WebSocket upgrade) runs inside the connection's task, never in this loop,
-//! and counts against the same caps.
+//! What a listener does with an accepted socket is its [`Handler`]: the plain listener starts a
+//! session on it; the TLS listener first runs the handshake, inside the connection's own task
+//! and holding its connection slot and address slot, so a slow handshake never holds up the
+//! accept loop and every handshake in progress counts against the same caps.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,58 +23,67 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::limits::AddressSlot;
 
-/// One accepted connection, with what it counts against.
+/// What all listeners of a broker share: the connection cap (`limits.max_connections`) and the
+/// numbering of connections (for logs).
+#[derive(Debug)]
+pub struct Gate {
+    connections: Arc<Semaphore>,
+    numbers: AtomicU64,
+}
+
+impl Gate {
+    /// A gate letting `max_connections` connections in at a time, over all listeners.
+    pub fn new(max_connections: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            connections: Arc::new(Semaphore::new(max_connections)),
+            numbers: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A connection the accept loop took, handed to its listener's [`Handler`].
 pub struct Accepted {
     /// The socket.
     pub stream: TcpStream,
-    /// The address the socket connected from.
+    /// The client's address.
     pub address: SocketAddr,
-    /// Its place under the per-address cap (`None` when the listener exempted the address:
-    /// a trusted proxy, whose clients are counted once their address is known).
-    pub slot: Option<AddressSlot>,
-    /// The connection's number (for logs and session ids).
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// The connection's number (unique over all listeners, for logs).
     pub number: u64,
+    /// Fires at shutdown.
+    pub shutdown: watch::Receiver<bool>,
 }
 
-/// What a listener does with its connections.
-pub trait Protocol: Send + Sync + 'static {
-    /// Serves one connection to its end (inside its own task).
-    fn serve(
-        self: Arc<Self>,
-        accepted: Accepted,
-        broker: Arc<Broker>,
-        shutdown: watch::Receiver<bool>,
-    ) -> impl Future<Output = ()> + Send;
+/// What a listener does with the connections its accept loop takes.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Serves one connection, in its own task (a TLS handshake runs here, bounded in time).
+    fn serve(self, connection: Accepted) -> impl Future<Output = ()> + Send;
 
-    /// Turns away a connection over the per-address cap, telling the client `message`.
-    fn refuse(
-        self: Arc<Self>,
-        stream: TcpStream,
-        message: String,
-    ) -> impl Future<Output = ()> + Send;
+    /// Turns away a connection over the per-address cap with `message` (in its own task, so a
+    /// client that does not read cannot hold up the accept loop).
+    fn refuse(self, stream: TcpStream, message: String) -> impl Future<Output = ()> + Send;
 
-    /// Whether connections from `address` skip the per-address cap at accept (the listener
-    /// then applies it itself).
+    /// Whether connections from `address` skip the per-address cap here: a trusted reverse
+    /// proxy, whose clients the handler counts by the address the proxy names.
     fn exempt(&self, _address: IpAddr) -> bool {
         false
     }
 }
 
-/// Accepts connections until `shutdown` fires, then drains.
-pub async fn serve<P: Protocol>(
+/// Accepts connections on `listener` until `shutdown` fires, then drains.
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    protocol: Arc<P>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
+    gate: Arc<Gate>,
+    handler: H,
 ) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(broker.config.limits.max_connections));
     let mut sessions = JoinSet::new();
-    let mut number: u64 = 0;
     loop {
         let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = gate.connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
@@ -92,37 +103,33 @@ pub async fn serve<P: Protocol>(
                 continue;
             }
         };
-        number += 1;
-        let slot = if protocol.exempt(address.ip()) {
+        let number = gate.numbers.fetch_add(1, Relaxed) + 1;
+        let slot = if handler.exempt(address.ip()) {
             None
+        } else if let Some(slot) = broker.addresses.connect(address.ip()) {
+            Some(slot)
         } else {
-            match broker.addresses.connect(address.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    // Over the per-address cap: told so, and closed (on a task of its own, so
-                    // that a client that does not read cannot hold up the accept loop).
-                    tokio::spawn(
-                        protocol
-                            .clone()
-                            .refuse(stream, over_cap(&broker, address.ip())),
-                    );
-                    drop(permit);
-                    continue;
-                }
-            }
+            broker.stats.address_limit_refusals.fetch_add(1, Relaxed);
+            let limit = broker.config.limits.max_connections_per_address;
+            let message = format!(
+                "too many connections from {}: the limit is {limit} per address",
+                address.ip()
+            );
+            tokio::spawn(handler.clone().refuse(stream, message));
+            drop(permit);
+            continue;
         };
-        let _ = stream.set_nodelay(true);
-        let accepted = Accepted {
+        let connection = Accepted {
             stream,
             address,
-            slot,
+            broker: broker.clone(),
             number,
+            shutdown: shutdown.clone(),
         };
-        let task = protocol
-            .clone()
-            .serve(accepted, broker.clone(), shutdown.clone());
+        let handler = handler.clone();
         sessions.spawn(async move {
-            task.await;
+            handler.serve(connection).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -146,26 +153,13 @@ pub async fn serve<P: Protocol>(
     Ok(())
 }
 
-/// Counts a refusal under the per-address cap and says why, for the client.
-pub fn over_cap(broker: &Broker, address: IpAddr) -> String {
-    broker
-        .stats
-        .address_limit_refusals
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let limit = broker.config.limits.max_connections_per_address;
-    format!("too many connections from {address}: the limit is {limit} per address")
-}
-
 /// Notes how a session task ended. A session that panicked has already handed back what it
 /// held (its state is dropped with the task); the panic is logged and counted, and the broker
 /// carries on.
 fn reaped(ended: Result<(), tokio::task::JoinError>, broker: &Broker) {
     if let Err(err) = ended {
         if err.is_panic() {
-            broker
-                .stats
-                .session_panics
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            broker.stats.session_panics.fetch_add(1, Relaxed);
             tracing::error!("a session task panicked; its connection was closed and what it held was handed back");
         }
     }

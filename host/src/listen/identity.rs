@@ -231,6 +231,34 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_gives_its_subject_cn_and_alternative_names() {
+        use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+        let mut params = CertificateParams::new(vec!["sensor.example".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "sensor-7");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Example, Inc");
+        params.subject_alt_names.push(SanType::Rfc822Name(
+            "sensor@example.com".try_into().unwrap(),
+        ));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("192.0.2.7".parse().unwrap()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let parsed = ClientCertificate::from_der(cert.der()).unwrap();
+        assert_eq!(parsed.subject, "O=Example\\, Inc,CN=sensor-7");
+        assert_eq!(parsed.common_name.as_deref(), Some("sensor-7"));
+        assert_eq!(
+            parsed.subject_alt_names,
+            ["sensor.example", "sensor@example.com", "192.0.2.7"]
+        );
+        assert_eq!(&parsed.der[..], &cert.der()[..]);
+    }
+
+    #[test]
     fn garbage_is_not_a_certificate() {
         assert!(ClientCertificate::from_der(b"not a certificate").is_err());
         assert!(ClientCertificate::from_der(&[]).is_err());

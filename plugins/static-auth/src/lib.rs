@@ -21,6 +21,14 @@
 //!
 //! The principal it returns carries the user's groups and send/subscribe patterns, which the host
 //! enforces.
+//!
+//! Client certificates (RabbitMQ's `ssl_cert_login`): `certificates` lists subjects that log in
+//! by their TLS client certificate alone, no passcode. An entry matches a certificate by its CN
+//! (`common_name`) or its whole subject DN (`subject`, RFC 4514 as the broker passes it, e.g.
+//! `CN=sensor-7,O=Example`); the principal is `name` (default: the CN, else the DN). It applies
+//! only when the connection came through a TLS listener and the broker verified the certificate
+//! against its `client_ca` (the broker passes no other certificate). A CONNECT `login` naming
+//! someone else is refused; a certificate no entry matches falls back to login and passcode.
 
 use argon2::password_hash::phc::{Output, PasswordHash, Salt};
 use argon2::{Argon2, Params, PasswordVerifier, ARGON2ID_IDENT};
@@ -28,12 +36,16 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::sync::OnceLock;
 
-wit_bindgen::generate!({ world: "authenticator", path: "../../wit" });
+wit_bindgen::generate!({ world: "peer-authenticator", path: "../../wit" });
 
-use exports::plugboard::plugin::authenticate::{AuthRequest, AuthResult, Guest as Authenticate};
+use exports::plugboard::plugin::authenticate_peer::{
+    AuthResult, Guest as Authenticate, PeerAuthRequest,
+};
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use plugboard::plugin::log::{log, Level};
-use plugboard::plugin::types::{HeaderNeed, Manifest, Needs, Principal};
+use plugboard::plugin::types::{
+    ClientCertificate, HeaderNeed, ListenerKind, Manifest, Needs, Principal,
+};
 
 /// Smallest accepted memory cost, KiB (8 MiB). A floor, not a recommendation: it refuses the toy
 /// values that examples and tests use (m = 4096 and below). OWASP's lightest argon2id setting
@@ -55,8 +67,51 @@ const HOW_TO_HASH: &str =
 pub struct Config {
     /// The known users.
     pub users: Vec<User>,
+    /// Client certificate subjects that log in without a passcode.
+    pub certificates: Vec<CertificateUser>,
     /// What a login that names no user is verified against (never matches).
     dummy: PasswordHash,
+}
+
+/// A client certificate subject that logs in as a principal (`ssl_cert_login`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUser {
+    /// The principal's name (default: `common_name`, else `subject`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Matches a certificate whose subject CN is exactly this.
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// Matches a certificate whose subject DN (RFC 4514) is exactly this.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Groups reported in the principal.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Destination patterns it may send to (none by default).
+    #[serde(default)]
+    pub may_send: Vec<String>,
+    /// Destination patterns it may subscribe to (none by default).
+    #[serde(default)]
+    pub may_subscribe: Vec<String>,
+}
+
+impl CertificateUser {
+    /// Whether this entry names the certificate.
+    fn matches(&self, cert: &ClientCertificate) -> bool {
+        self.subject.as_deref() == Some(cert.subject.as_str())
+            || (self.common_name.is_some() && self.common_name == cert.common_name)
+    }
+
+    /// The principal's name.
+    fn principal_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.common_name.as_deref())
+            .or(self.subject.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// One user.
@@ -78,7 +133,10 @@ pub struct User {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    certificates: Vec<CertificateUser>,
 }
 
 /// One user as written.
@@ -132,8 +190,22 @@ pub fn parse_config(json: &str) -> Result<Config, String> {
             may_subscribe: user.may_subscribe,
         });
     }
+    for (i, cert) in raw.certificates.iter().enumerate() {
+        if cert.common_name.is_none() && cert.subject.is_none() {
+            return Err(format!(
+                "config: certificates[{i}]: give `common_name` or `subject` (the DN) to match"
+            ));
+        }
+        if cert.principal_name().is_empty() {
+            return Err(format!("config: certificates[{i}]: empty name"));
+        }
+    }
     let dummy = dummy_hash(&users)?;
-    Ok(Config { users, dummy })
+    Ok(Config {
+        users,
+        certificates: raw.certificates,
+        dummy,
+    })
 }
 
 /// Parses a PHC string and checks that it is argon2id v=19 with parameters at or above the floor.
@@ -290,6 +362,26 @@ pub fn check<'a>(
     }
 }
 
+/// The principal a verified client certificate logs in as: `None` when there is no
+/// certificate (or the connection is not TLS) or no entry matches it (then login and passcode
+/// decide); `Some(Err)` when CONNECT's `login` names someone else.
+pub fn check_certificate<'a>(
+    config: &'a Config,
+    listener: ListenerKind,
+    certificate: Option<&ClientCertificate>,
+    login: Option<&str>,
+) -> Option<Result<&'a CertificateUser, Refusal>> {
+    if !matches!(listener, ListenerKind::Tls | ListenerKind::SecureWebSocket) {
+        return None;
+    }
+    let cert = certificate?;
+    let entry = config.certificates.iter().find(|e| e.matches(cert))?;
+    match login {
+        Some(login) if login != entry.principal_name() => Some(Err(Refusal::Invalid)),
+        _ => Some(Ok(entry)),
+    }
+}
+
 struct Plugin;
 
 impl Lifecycle for Plugin {
@@ -309,10 +401,31 @@ impl Lifecycle for Plugin {
 }
 
 impl Authenticate for Plugin {
-    fn authenticate(request: AuthRequest) -> AuthResult {
+    fn authenticate(request: PeerAuthRequest) -> AuthResult {
         let Some(config) = CONFIG.get() else {
             return AuthResult::Deny("not initialised".into());
         };
+        match check_certificate(
+            config,
+            request.listener,
+            request.client_certificate.as_ref(),
+            request.login.as_deref(),
+        ) {
+            Some(Ok(entry)) => {
+                return AuthResult::Allow(Principal {
+                    name: entry.principal_name().to_string(),
+                    groups: entry.groups.clone(),
+                    may_send: entry.may_send.clone(),
+                    may_subscribe: entry.may_subscribe.clone(),
+                })
+            }
+            Some(Err(_)) => {
+                return AuthResult::Deny(
+                    "the client certificate logs in as someone other than `login`".into(),
+                )
+            }
+            None => {}
+        }
         match check(
             config,
             request.login.as_deref(),
@@ -377,6 +490,49 @@ mod tests {
     fn config() -> Config {
         let hash = phc("pw", b"salt-of-a");
         parse_config(&user("a", &format!(r#""password_hash":"{hash}""#))).unwrap()
+    }
+
+    fn cert(subject: &str, cn: Option<&str>) -> ClientCertificate {
+        ClientCertificate {
+            subject: subject.into(),
+            common_name: cn.map(str::to_string),
+            subject_alt_names: Vec::new(),
+            der: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_verified_certificate_logs_in_by_cn_or_dn_over_tls_only() {
+        let c = parse_config(
+            r#"{"certificates":[
+                {"common_name":"sensor-7","may_send":["/queue/readings"]},
+                {"subject":"CN=ops,O=Example","name":"operator"}]}"#,
+        )
+        .unwrap();
+        let sensor = cert("CN=sensor-7,O=Example", Some("sensor-7"));
+        let by_cn = check_certificate(&c, ListenerKind::Tls, Some(&sensor), None);
+        assert_eq!(by_cn.unwrap().unwrap().principal_name(), "sensor-7");
+        let ops = cert("CN=ops,O=Example", Some("ops"));
+        let by_dn = check_certificate(&c, ListenerKind::SecureWebSocket, Some(&ops), None);
+        assert_eq!(by_dn.unwrap().unwrap().principal_name(), "operator");
+        // The same DN's CN alone does not match an entry that names the whole DN.
+        let other = cert("CN=ops,O=Elsewhere", Some("ops"));
+        assert!(check_certificate(&c, ListenerKind::Tls, Some(&other), None).is_none());
+        // Not over TLS, or no certificate: login and passcode decide.
+        assert!(check_certificate(&c, ListenerKind::Tcp, Some(&sensor), None).is_none());
+        assert!(check_certificate(&c, ListenerKind::WebSocket, Some(&sensor), None).is_none());
+        assert!(check_certificate(&c, ListenerKind::Tls, None, None).is_none());
+        // A login naming someone else is refused; naming the same principal is fine.
+        let other_login = check_certificate(&c, ListenerKind::Tls, Some(&sensor), Some("alice"));
+        assert_eq!(other_login.unwrap().unwrap_err(), Refusal::Invalid);
+        let same = check_certificate(&c, ListenerKind::Tls, Some(&sensor), Some("sensor-7"));
+        assert!(same.unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_certificate_entry_must_match_something() {
+        let err = parse_config(r#"{"certificates":[{"name":"x"}]}"#).unwrap_err();
+        assert!(err.contains("common_name"), "{err}");
     }
 
     #[test]

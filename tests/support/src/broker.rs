@@ -34,6 +34,7 @@ pub struct Launch {
     listen_arg: bool,
     args: Vec<OsString>,
     status_line: bool,
+    tls_line: bool,
     websocket: bool,
     start_within: Duration,
     /// Passes `--plugin-cache-dir` with the cache all test brokers share.
@@ -48,6 +49,7 @@ impl Launch {
             listen_arg: true,
             args: Vec::new(),
             status_line: false,
+            tls_line: false,
             websocket: false,
             start_within: START_T,
             shared_plugin_cache: true,
@@ -92,10 +94,18 @@ impl Launch {
     }
 
     /// Also starts the WebSocket listener on a free port (`--ws-listen 127.0.0.1:0`) and reads
-    /// its line, `listening on ws://ADDR/PATH` (printed after the STOMP line, before the status
-    /// line).
+    /// its line, `listening on ws://ADDR/PATH` (printed after the plain STOMP line, before the
+    /// TLS and status lines); its URL is [`Broker::ws_url`].
     pub fn websocket(mut self) -> Launch {
         self.websocket = true;
+        self
+    }
+
+    /// Also reads the line `listening on stomp+ssl://ADDR` (a `[tls]` listener is configured);
+    /// its address is [`Broker::tls_addr`]. With `--no-tcp` among the arguments there is no
+    /// plain `listening on ADDR` line and [`Broker::addr`] stays unset (port 0).
+    pub fn tls_line(mut self) -> Launch {
+        self.tls_line = true;
         self
     }
 
@@ -150,7 +160,11 @@ impl Launch {
             .spawn()
             .expect("spawn plugboard");
         let stdout = child.stdout.take().expect("stdout");
-        let lines = 1 + usize::from(self.status_line) + usize::from(self.websocket);
+        let plain_line = !self.args.iter().any(|a| a == "--no-tcp");
+        let lines = usize::from(plain_line)
+            + usize::from(self.websocket)
+            + usize::from(self.tls_line)
+            + usize::from(self.status_line);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -167,12 +181,20 @@ impl Launch {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
+            tls: None,
             ws: None,
             log_path,
             _dir: dir,
         };
         let within = self.start_within;
-        let next_line = |prefix: &str| -> String {
+        // The lines in the order the broker prints them; each is told apart by its prefix.
+        let expected = [
+            (plain_line, "listening on "),
+            (self.websocket, "listening on ws://"),
+            (self.tls_line, "listening on stomp+ssl://"),
+            (self.status_line, "status on http://"),
+        ];
+        for (_, prefix) in expected.iter().filter(|(wanted, _)| *wanted) {
             let line = rx.recv_timeout(within).unwrap_or_else(|_| {
                 panic!(
                     "broker printed no `{prefix}ADDR` line within {within:?}\n{}",
@@ -185,23 +207,20 @@ impl Launch {
                     broker.log_tail()
                 );
             };
-            rest.to_string()
-        };
-        let next = |prefix: &str| -> SocketAddr {
-            let rest = next_line(prefix);
+            if *prefix == "listening on ws://" {
+                broker.ws = Some(format!("ws://{rest}"));
+                continue;
+            }
             let token = rest.trim_end_matches("/status");
-            token
+            let address: SocketAddr = token
                 .parse()
-                .unwrap_or_else(|e| panic!("bad address {token:?} after {prefix:?}: {e}"))
-        };
-        let addr = next("listening on ");
-        let ws = self
-            .websocket
-            .then(|| format!("ws://{}", next_line("listening on ws://")));
-        let admin = self.status_line.then(|| next("status on http://"));
-        broker.addr = addr;
-        broker.admin = admin;
-        broker.ws = ws;
+                .unwrap_or_else(|e| panic!("bad address {token:?} in {line:?}: {e}"));
+            match *prefix {
+                "listening on " => broker.addr = address,
+                "listening on stomp+ssl://" => broker.tls = Some(address),
+                _ => broker.admin = Some(address),
+            }
+        }
         broker
     }
 }
@@ -212,6 +231,7 @@ pub struct Broker {
     /// The STOMP listener.
     pub addr: SocketAddr,
     admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     ws: Option<String>,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -221,6 +241,12 @@ impl Broker {
     /// Starts `BIN --listen 127.0.0.1:0 --config CONFIG` and waits for its address.
     pub fn start(bin: impl Into<PathBuf>, config: &Path) -> Broker {
         Launch::config_file(bin, config).start()
+    }
+
+    /// The STOMP-over-TLS listener's address (the broker was started with
+    /// [`Launch::tls_line`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("started with Launch::tls_line")
     }
 
     /// The status endpoint's address (the broker was started with [`Launch::status_line`]).

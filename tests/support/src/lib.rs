@@ -27,6 +27,7 @@ pub mod broker;
 pub mod harness;
 pub mod plugins;
 pub mod stomp;
+pub mod tls;
 
 /// The `plugboard` executable a test binary runs (see the crate docs).
 pub trait BrokerBinary {

@@ -1,5 +1,5 @@
 //! STOMP over WebSocket (`[websocket]`, RabbitMQ Web-STOMP's model): the shared accept loop
-//! ([`accept`]) hands each connection to [`WebSocket`], whose task reads and
+//! ([`accept`](super::accept)) hands each connection to [`WebSocket`], whose task reads and
 //! answers the HTTP upgrade ([`handshake`]) within `handshake_timeout_ms`, then serves a
 //! session over the upgraded socket ([`stream`]).
 //!
@@ -25,13 +25,14 @@ use tracing::debug;
 
 use crate::broker::Broker;
 use crate::config::{Config, WebSocketMessageType};
-use crate::listen::accept::{self, Accepted, Protocol};
+use crate::listen::accept::{self, Accepted, Gate, Handler};
 use crate::listen::{ListenerKind, Peer};
 use crate::session;
 
 use handshake::{ReadFailure, Refusal};
 use origin::OriginRule;
 use stream::WsConnection;
+use tungstenite::http::StatusCode;
 
 /// A refusal is written within this long (the client may not read it).
 const REFUSAL_WRITE: Duration = Duration::from_secs(2);
@@ -79,23 +80,19 @@ impl Settings {
 }
 
 /// The WebSocket listener's way with connections.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WebSocket {
-    settings: Settings,
+    settings: Arc<Settings>,
 }
 
-impl Protocol for WebSocket {
-    async fn serve(
-        self: Arc<Self>,
-        accepted: Accepted,
-        broker: Arc<Broker>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+impl Handler for WebSocket {
+    async fn serve(self, accepted: Accepted) {
         let Accepted {
             mut stream,
             address,
-            slot,
+            broker,
             number,
+            mut shutdown,
         } = accepted;
         let upgrade = tokio::select! {
             upgrade = tokio::time::timeout(
@@ -118,6 +115,7 @@ impl Protocol for WebSocket {
             }
         };
         debug!(peer = %address, client = %upgrade.client, protocol = upgrade.protocol.unwrap_or("-"), "WebSocket upgraded");
+        let _ = stream.set_nodelay(true);
         let connection = WsConnection::new(
             stream,
             rest,
@@ -127,16 +125,15 @@ impl Protocol for WebSocket {
         let peer =
             Peer::new(upgrade.client, ListenerKind::WebSocket).with_upgrade(upgrade.credentials);
         session::serve(connection, peer, broker, number, shutdown).await;
-        drop(slot);
         drop(forwarded_slot);
     }
 
-    async fn refuse(self: Arc<Self>, mut stream: TcpStream, message: String) {
+    async fn refuse(self, mut stream: TcpStream, message: String) {
         // The request is read first, so that closing does not reset the answer away.
         let read = handshake::read_request(&mut stream, self.settings.max_request_bytes);
         if let Ok(Ok(_)) = tokio::time::timeout(REFUSAL_WRITE, read).await {
             let refusal = Refusal {
-                status: tungstenite::http::StatusCode::TOO_MANY_REQUESTS,
+                status: StatusCode::TOO_MANY_REQUESTS,
                 reason: message,
             };
             write_refusal(stream, &refusal).await;
@@ -159,7 +156,9 @@ type Upgraded = (
 impl WebSocket {
     /// The listener for `settings`.
     pub fn new(settings: Settings) -> WebSocket {
-        WebSocket { settings }
+        WebSocket {
+            settings: Arc::new(settings),
+        }
     }
 
     /// Reads, checks and answers the upgrade. `Err(None)`: the connection failed.
@@ -179,13 +178,21 @@ impl WebSocket {
         // A trusted proxy's connections skipped the per-address cap: it applies to the
         // client the proxy names.
         let slot = if self.exempt(address.ip()) {
-            match broker.addresses.connect(upgrade.client.ip()) {
+            let client = upgrade.client.ip();
+            match broker.addresses.connect(client) {
                 Some(slot) => Some(slot),
                 None => {
+                    broker
+                        .stats
+                        .address_limit_refusals
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let limit = broker.config.limits.max_connections_per_address;
                     return Err(Some(Refusal {
-                        status: tungstenite::http::StatusCode::TOO_MANY_REQUESTS,
-                        reason: accept::over_cap(broker, upgrade.client.ip()),
-                    }))
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        reason: format!(
+                            "too many connections from {client}: the limit is {limit} per address"
+                        ),
+                    }));
                 }
             }
         } else {
@@ -214,12 +221,7 @@ pub async fn serve(
     settings: Settings,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
+    gate: Arc<Gate>,
 ) -> std::io::Result<()> {
-    accept::serve(
-        listener,
-        Arc::new(WebSocket::new(settings)),
-        broker,
-        shutdown,
-    )
-    .await
+    accept::serve(listener, broker, shutdown, gate, WebSocket::new(settings)).await
 }

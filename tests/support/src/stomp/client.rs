@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::frame::{assert_error_frame, parse_frame, Frame, Version};
@@ -44,9 +44,14 @@ pub enum RecvError {
     Protocol(String),
 }
 
-/// A raw STOMP client over TCP.
+/// A byte stream a [`Client`] runs on: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Io for S {}
+
+/// A raw STOMP client over TCP (or any other byte stream, see [`Client::from_io`]).
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
     /// Start of the unparsed bytes in `buf`.
     pos: usize,
@@ -84,8 +89,13 @@ impl Client {
 
     fn from_stream(stream: TcpStream) -> Client {
         stream.set_nodelay(true).ok();
+        Client::from_io(stream)
+    }
+
+    /// A client on an established byte stream (e.g. a TLS connection), no STOMP traffic yet.
+    pub fn from_io(stream: impl Io + 'static) -> Client {
         Client {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::with_capacity(64 * 1024),
             pos: 0,
             pending: VecDeque::new(),
