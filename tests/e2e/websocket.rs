@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::harness::*;
+use plugboard_test_support::broker::{Broker as Process, Launch};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -21,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Opens a WebSocket to the broker, offering `protocols`, with `origin` if given.
 async fn open(
-    broker: &Broker,
+    broker: &Process,
     protocols: &str,
     origin: Option<&str>,
 ) -> Result<(Ws, Option<String>), WsError> {
@@ -49,7 +50,7 @@ async fn open(
 }
 
 /// A connected STOMP 1.2 session over WebSocket.
-async fn connected(broker: &Broker) -> Ws {
+async fn connected(broker: &Process) -> Ws {
     let (mut ws, protocol) = open(broker, "v10.stomp, v11.stomp, v12.stomp", None)
         .await
         .expect("upgrade");
@@ -330,7 +331,7 @@ async fn a_message_larger_than_a_frame_may_be_closes_with_1009() {
 }
 
 /// A raw upgraded socket (no client library in the way).
-async fn raw_upgrade(broker: &Broker, extra: &str) -> (TcpStream, String) {
+async fn raw_upgrade(broker: &Process, extra: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(broker.ws_addr()).await.unwrap();
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -492,7 +493,7 @@ async fn a_silent_upgrade_times_out() {
 
 /// Opens a WebSocket with extra request headers and a path suffix (a query).
 async fn open_with(
-    broker: &Broker,
+    broker: &Process,
     query: &str,
     headers: &[(&'static str, &str)],
 ) -> Result<Ws, WsError> {
@@ -543,4 +544,25 @@ async fn basic_credentials_of_the_upgrade_log_in_when_connect_has_none() {
         Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 400),
         other => panic!("expected 400, got {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test]
+async fn a_websocket_only_broker_serves_without_its_tcp_listener() {
+    let broker = Launch::config_text(env!("CARGO_BIN_EXE_plugboard"), "")
+        .args(&["--no-tcp"])
+        .websocket()
+        .start_within(Duration::from_secs(30))
+        .start();
+    assert_eq!(broker.addr.port(), 0, "no plain listener line");
+    let mut ws = connected(&broker).await;
+    send_text(&mut ws, "SUBSCRIBE\nid:s\ndestination:/queue/ws-only\n\n\0").await;
+    send_text(&mut ws, "SEND\ndestination:/queue/ws-only\n\nalone\0").await;
+    assert_eq!(recv_frame(&mut ws).await.2, b"alone");
+    // Without any listener the broker refuses to start.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_plugboard"))
+        .args(["--no-tcp", "--check-config"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no STOMP listener"));
 }
