@@ -520,6 +520,9 @@ pub struct WebSocketConfig {
     /// `[::1]`); a listener on any other address must name its origins (the broker refuses
     /// to start otherwise). A request without `Origin` (not a browser) is always accepted.
     pub allowed_origins: Vec<String>,
+    /// Address of the WSS listener (STOMP over WebSocket over TLS, with `[tls]`'s `cert`, `key`
+    /// and `client_ca`); `--wss-listen` overrides it. Off when absent; usual port 15673.
+    pub tls_listen: Option<SocketAddr>,
     /// Reverse proxies whose `X-Forwarded-For` is believed (IP addresses). A connection from
     /// one of them is counted, logged and authenticated as the nearest address in that header
     /// that is not itself a trusted proxy; from anyone else the header is ignored.
@@ -547,6 +550,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
             listen: None,
+            tls_listen: None,
             path: "/ws".to_string(),
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -571,7 +575,7 @@ impl WebSocketConfig {
             crate::listen::ws::origin::check_pattern(origin)
                 .map_err(|why| anyhow::anyhow!("websocket.allowed_origins: {why}"))?;
         }
-        if let Some(address) = self.listen {
+        for address in self.listen.iter().chain(&self.tls_listen) {
             anyhow::ensure!(
                 address.ip().is_loopback() || !self.allowed_origins.is_empty(),
                 "websocket.listen {address} is reachable from other machines: set \
@@ -662,13 +666,16 @@ impl Config {
     /// At least one STOMP listener (plain, TLS or WebSocket), and a TLS listener has its certificate and key.
     pub fn check_listeners(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.listen.is_some() || self.tls.listen.is_some() || self.websocket.listen.is_some(),
+            self.listen.is_some()
+                || self.tls.listen.is_some()
+                || self.websocket.listen.is_some()
+                || self.websocket.tls_listen.is_some(),
             "no STOMP listener: `listen` is off and neither [tls] nor [websocket] has a `listen`"
         );
-        if self.tls.listen.is_some() {
+        if self.tls.listen.is_some() || self.websocket.tls_listen.is_some() {
             anyhow::ensure!(
                 self.tls.cert.is_some() && self.tls.key.is_some(),
-                "[tls] listen needs `cert` and `key` (PEM files)"
+                "[tls] listen and [websocket] tls_listen need [tls] `cert` and `key` (PEM files)"
             );
         }
         anyhow::ensure!(

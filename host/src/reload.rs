@@ -320,6 +320,8 @@ pub struct Overrides {
     pub admin_listen: Option<std::net::SocketAddr>,
     /// The WebSocket listener's address (`--ws-listen`), replacing `websocket.listen`.
     pub ws_listen: Option<std::net::SocketAddr>,
+    /// The WSS listener's address (`--wss-listen`), replacing `websocket.tls_listen`.
+    pub wss_listen: Option<std::net::SocketAddr>,
     /// An absolute directory (`--data-dir`, resolved against the working directory).
     pub data_dir: Option<PathBuf>,
     /// An absolute directory (`--plugin-cache-dir`).
@@ -362,6 +364,9 @@ impl Overrides {
         }
         if let Some(ws) = self.ws_listen {
             config.websocket.listen = Some(ws);
+        }
+        if let Some(wss) = self.wss_listen {
+            config.websocket.tls_listen = Some(wss);
         }
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = Some(dir.clone());

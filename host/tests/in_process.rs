@@ -20,6 +20,7 @@ async fn a_broker_runs_in_process_and_stops_on_shutdown() {
         tls: None,
         admin: None,
         websocket: None,
+        secure_websocket: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let broker = tokio::spawn(plugboard::run(listeners, config, shutdown));

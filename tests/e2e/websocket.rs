@@ -566,3 +566,76 @@ async fn a_websocket_only_broker_serves_without_its_tcp_listener() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no STOMP listener"));
 }
+
+#[tokio::test]
+async fn wss_serves_stomp_over_websocket_over_tls_with_the_tls_certificates() {
+    use plugboard_test_support::tls::{open as open_tls, ClientOptions, Pki};
+    let pki = Pki::new();
+    // A WSS listener alone: the [tls] section gives the certificates, no STOMP-over-TLS port.
+    let toml = pki
+        .tls_section("")
+        .replace("listen = \"127.0.0.1:0\"\n", "");
+    let toml = format!("{toml}\n[websocket]\ntls_listen = \"127.0.0.1:0\"\n");
+    let broker = Launch::config_text(env!("CARGO_BIN_EXE_plugboard"), &toml)
+        .wss_line()
+        .start_within(Duration::from_secs(60))
+        .start();
+    assert!(broker.wss_url().starts_with("wss://127.0.0.1:") && broker.wss_url().ends_with("/ws"));
+    let tls = open_tls(broker.wss_addr(), &ClientOptions::trusting(&pki.ca.pem))
+        .await
+        .expect("TLS handshake");
+    let mut request = broker.wss_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "v12.stomp".parse().unwrap());
+    let (mut ws, response) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, tls))
+            .await
+            .expect("upgrade timed out")
+            .expect("upgrade");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        "v12.stomp"
+    );
+    ws.send(Message::text("CONNECT\naccept-version:1.2\n\n\0"))
+        .await
+        .unwrap();
+    assert!(next_text(&mut ws).await.starts_with("CONNECTED\n"));
+    ws.send(Message::text(
+        "SUBSCRIBE\nid:s\ndestination:/queue/wss\n\n\0SEND\ndestination:/queue/wss\n\nsecure\0",
+    ))
+    .await
+    .unwrap();
+    let message = next_text(&mut ws).await;
+    assert!(
+        message.starts_with("MESSAGE\n") && message.contains("\n\nsecure\0"),
+        "{message:?}"
+    );
+    // A client that does not trust the broker's CA gets no session.
+    let stranger = Pki::new();
+    assert!(open_tls(
+        broker.wss_addr(),
+        &ClientOptions::trusting(&stranger.ca.pem)
+    )
+    .await
+    .is_err());
+}
+
+/// The next text message that is not a heart-beat, on any stream (WSS included).
+async fn next_text<S>(ws: &mut WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) if t.as_str() == "\n" => continue,
+            Message::Text(t) => return t.as_str().to_string(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// STOMP over WebSocket, when configured.
     pub websocket: Option<(TcpListener, ws::Settings)>,
+    /// STOMP over WebSocket over TLS (WSS), when configured.
+    pub secure_websocket: Option<(TcpListener, ws::Settings)>,
 }
 
 impl Listeners {
@@ -59,11 +61,20 @@ impl Listeners {
             }
             None => None,
         };
+        let secure_websocket = match config.websocket.tls_listen {
+            Some(address) => {
+                let settings = ws::Settings::new(config, address)?;
+                let listener = bind(Some(address), "the WSS listener ").await?;
+                listener.map(|listener| (listener, settings))
+            }
+            None => None,
+        };
         Ok(Listeners {
             stomp,
             tls,
             admin,
             websocket,
+            secure_websocket,
         })
     }
 }

@@ -36,6 +36,7 @@ pub struct Launch {
     status_line: bool,
     tls_line: bool,
     websocket: bool,
+    wss_line: bool,
     start_within: Duration,
     /// Passes `--plugin-cache-dir` with the cache all test brokers share.
     shared_plugin_cache: bool,
@@ -51,6 +52,7 @@ impl Launch {
             status_line: false,
             tls_line: false,
             websocket: false,
+            wss_line: false,
             start_within: START_T,
             shared_plugin_cache: true,
         }
@@ -98,6 +100,13 @@ impl Launch {
     /// TLS and status lines); its URL is [`Broker::ws_url`].
     pub fn websocket(mut self) -> Launch {
         self.websocket = true;
+        self
+    }
+
+    /// Also reads the line `listening on wss://ADDR/PATH` (`[websocket] tls_listen` is set; it
+    /// comes after the ws line and before the TLS one); its URL is [`Broker::wss_url`].
+    pub fn wss_line(mut self) -> Launch {
+        self.wss_line = true;
         self
     }
 
@@ -163,6 +172,7 @@ impl Launch {
         let plain_line = !self.args.iter().any(|a| a == "--no-tcp");
         let lines = usize::from(plain_line)
             + usize::from(self.websocket)
+            + usize::from(self.wss_line)
             + usize::from(self.tls_line)
             + usize::from(self.status_line);
         let (tx, rx) = mpsc::channel();
@@ -183,6 +193,7 @@ impl Launch {
             admin: None,
             tls: None,
             ws: None,
+            wss: None,
             log_path,
             _dir: dir,
         };
@@ -191,6 +202,7 @@ impl Launch {
         let expected = [
             (plain_line, "listening on "),
             (self.websocket, "listening on ws://"),
+            (self.wss_line, "listening on wss://"),
             (self.tls_line, "listening on stomp+ssl://"),
             (self.status_line, "status on http://"),
         ];
@@ -209,6 +221,10 @@ impl Launch {
             };
             if *prefix == "listening on ws://" {
                 broker.ws = Some(format!("ws://{rest}"));
+                continue;
+            }
+            if *prefix == "listening on wss://" {
+                broker.wss = Some(format!("wss://{rest}"));
                 continue;
             }
             let token = rest.trim_end_matches("/status");
@@ -233,6 +249,7 @@ pub struct Broker {
     admin: Option<SocketAddr>,
     tls: Option<SocketAddr>,
     ws: Option<String>,
+    wss: Option<String>,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -269,6 +286,20 @@ impl Broker {
         let rest = url.trim_start_matches("ws://");
         let end = rest.find('/').unwrap_or(rest.len());
         rest[..end].parse().expect("ws address")
+    }
+
+    /// The WSS endpoint, `wss://ADDR/PATH` (started with [`Launch::wss_line`]).
+    pub fn wss_url(&self) -> &str {
+        self.wss
+            .as_deref()
+            .expect("broker started without reading its WSS line")
+    }
+
+    /// The WSS listener's address.
+    pub fn wss_addr(&self) -> SocketAddr {
+        let rest = self.wss_url().trim_start_matches("wss://");
+        let end = rest.find('/').unwrap_or(rest.len());
+        rest[..end].parse().expect("wss address")
     }
 
     /// The process id.

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
@@ -29,9 +29,10 @@ use crate::listen::accept::{self, Accepted, Gate, Handler};
 use crate::listen::{ListenerKind, Peer};
 use crate::session;
 
+use crate::listen::tls::Acceptor;
 use handshake::{ReadFailure, Refusal};
 use origin::OriginRule;
-use stream::WsConnection;
+use stream::{Halves, WsConnection};
 use tungstenite::http::StatusCode;
 
 /// A refusal is written within this long (the client may not read it).
@@ -79,21 +80,113 @@ impl Settings {
     }
 }
 
-/// The WebSocket listener's way with connections.
+/// The WebSocket listener's way with connections (over TLS, with `tls`: WSS).
 #[derive(Debug, Clone)]
 pub struct WebSocket {
     settings: Arc<Settings>,
+    tls: Option<Arc<Acceptor>>,
 }
 
 impl Handler for WebSocket {
     async fn serve(self, accepted: Accepted) {
         let Accepted {
-            mut stream,
+            stream,
+            address,
+            broker,
+            number,
+            shutdown,
+        } = accepted;
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            address,
+            broker,
+            number,
+            shutdown,
+        };
+        let Some(acceptor) = self.tls.clone() else {
+            return self
+                .serve_stream(stream, connection, ListenerKind::WebSocket, None)
+                .await;
+        };
+        // The TLS handshake first (bounded by [tls] handshake_timeout_ms), then the upgrade.
+        let Ok(stream) = acceptor.accept(stream).await else {
+            return;
+        };
+        let Ok(certificate) = crate::listen::tls::client_certificate(&stream) else {
+            return;
+        };
+        self.serve_stream(
+            stream,
+            connection,
+            ListenerKind::SecureWebSocket,
+            certificate,
+        )
+        .await;
+    }
+
+    async fn refuse(self, mut stream: TcpStream, message: String) {
+        if self.tls.is_some() {
+            // An HTTP answer would be garbage before a TLS handshake: just closed.
+            debug!(%message, "WSS connection refused");
+            return;
+        }
+        // The request is read first, so that closing does not reset the answer away.
+        let read = handshake::read_request(&mut stream, self.settings.max_request_bytes);
+        if let Ok(Ok(_)) = tokio::time::timeout(REFUSAL_WRITE, read).await {
+            let refusal = Refusal {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                reason: message,
+            };
+            write_refusal(stream, &refusal).await;
+        }
+    }
+
+    fn exempt(&self, address: IpAddr) -> bool {
+        self.settings.trusted_proxies.contains(&address)
+    }
+}
+
+/// What the accept loop gave a connection, besides its stream.
+struct Connection {
+    address: SocketAddr,
+    broker: Arc<Broker>,
+    number: u64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// What a successful upgrade leaves: the checked request, the bytes after it, and the
+/// forwarded client's slot under the per-address cap (behind a trusted proxy).
+type Upgraded = (
+    handshake::Upgrade,
+    bytes::Bytes,
+    Option<crate::limits::AddressSlot>,
+);
+
+impl WebSocket {
+    /// The listener for `settings`; over TLS with `tls` (WSS).
+    pub fn new(settings: Settings, tls: Option<Arc<Acceptor>>) -> WebSocket {
+        WebSocket {
+            settings: Arc::new(settings),
+            tls,
+        }
+    }
+
+    /// The upgrade, then a session on the upgraded stream.
+    async fn serve_stream<S>(
+        &self,
+        mut stream: S,
+        connection: Connection,
+        kind: ListenerKind,
+        certificate: Option<Arc<crate::listen::ClientCertificate>>,
+    ) where
+        S: Halves + AsyncRead + AsyncWrite + Unpin,
+    {
+        let Connection {
             address,
             broker,
             number,
             mut shutdown,
-        } = accepted;
+        } = connection;
         let upgrade = tokio::select! {
             upgrade = tokio::time::timeout(
                 self.settings.handshake_timeout,
@@ -115,56 +208,23 @@ impl Handler for WebSocket {
             }
         };
         debug!(peer = %address, client = %upgrade.client, protocol = upgrade.protocol.unwrap_or("-"), "WebSocket upgraded");
-        let _ = stream.set_nodelay(true);
         let connection = WsConnection::new(
             stream,
             rest,
             self.settings.max_message_bytes,
             self.settings.binary_only,
         );
-        let peer =
-            Peer::new(upgrade.client, ListenerKind::WebSocket).with_upgrade(upgrade.credentials);
+        let peer = Peer::new(upgrade.client, kind)
+            .with_certificate(certificate)
+            .with_upgrade(upgrade.credentials);
         session::serve(connection, peer, broker, number, shutdown).await;
         drop(forwarded_slot);
     }
 
-    async fn refuse(self, mut stream: TcpStream, message: String) {
-        // The request is read first, so that closing does not reset the answer away.
-        let read = handshake::read_request(&mut stream, self.settings.max_request_bytes);
-        if let Ok(Ok(_)) = tokio::time::timeout(REFUSAL_WRITE, read).await {
-            let refusal = Refusal {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                reason: message,
-            };
-            write_refusal(stream, &refusal).await;
-        }
-    }
-
-    fn exempt(&self, address: IpAddr) -> bool {
-        self.settings.trusted_proxies.contains(&address)
-    }
-}
-
-/// What a successful upgrade leaves: the checked request, the bytes after it, and the
-/// forwarded client's slot under the per-address cap (behind a trusted proxy).
-type Upgraded = (
-    handshake::Upgrade,
-    bytes::Bytes,
-    Option<crate::limits::AddressSlot>,
-);
-
-impl WebSocket {
-    /// The listener for `settings`.
-    pub fn new(settings: Settings) -> WebSocket {
-        WebSocket {
-            settings: Arc::new(settings),
-        }
-    }
-
     /// Reads, checks and answers the upgrade. `Err(None)`: the connection failed.
-    async fn upgrade(
+    async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         address: SocketAddr,
         broker: &Broker,
     ) -> Result<Upgraded, Option<Refusal>> {
@@ -207,7 +267,7 @@ impl WebSocket {
 }
 
 /// Writes an HTTP refusal and closes.
-async fn write_refusal(mut stream: TcpStream, refusal: &Refusal) {
+async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, refusal: &Refusal) {
     let _ = tokio::time::timeout(REFUSAL_WRITE, async {
         stream.write_all(&refusal.response()).await?;
         stream.shutdown().await
@@ -215,13 +275,21 @@ async fn write_refusal(mut stream: TcpStream, refusal: &Refusal) {
     .await;
 }
 
-/// Serves the WebSocket listener until `shutdown` fires, then drains.
+/// Serves a WebSocket listener (WSS with `tls`) until `shutdown` fires, then drains.
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
     gate: Arc<Gate>,
+    tls: Option<Arc<Acceptor>>,
 ) -> std::io::Result<()> {
-    accept::serve(listener, broker, shutdown, gate, WebSocket::new(settings)).await
+    accept::serve(
+        listener,
+        broker,
+        shutdown,
+        gate,
+        WebSocket::new(settings, tls),
+    )
+    .await
 }

@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -36,26 +36,50 @@ const ZERO_COPY: usize = 8 * 1024;
 /// A control frame is written within this long, or the connection is cut.
 const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A stream a WebSocket runs on, split in two halves: plain TCP (without a lock) or TLS (WSS).
+pub trait Halves: Send + 'static {
+    /// The reading half.
+    type Read: AsyncRead + Unpin + Send + 'static;
+    /// The writing half.
+    type Write: AsyncWrite + Unpin + Send + 'static;
+
+    /// Splits the stream.
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+impl Halves for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Halves for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// An upgraded connection, ready for a session.
 #[derive(Debug)]
-pub struct WsConnection {
-    stream: TcpStream,
+pub struct WsConnection<S> {
+    stream: S,
     /// Bytes read with the upgrade request that belong to the WebSocket stream.
     rest: Bytes,
     max_message: usize,
     binary_only: bool,
 }
 
-impl WsConnection {
+impl<S> WsConnection<S> {
     /// Wraps an upgraded socket. `rest`: bytes already read past the request; messages larger
     /// than `max_message` bytes are refused (1009); `binary_only`: every frame goes out as a
     /// binary message.
-    pub fn new(
-        stream: TcpStream,
-        rest: Bytes,
-        max_message: usize,
-        binary_only: bool,
-    ) -> WsConnection {
+    pub fn new(stream: S, rest: Bytes, max_message: usize, binary_only: bool) -> WsConnection<S> {
         WsConnection {
             stream,
             rest,
@@ -65,12 +89,12 @@ impl WsConnection {
     }
 }
 
-impl Transport for WsConnection {
-    type Reader = WsReader;
-    type Writer = WsWriter;
+impl<S: Halves> Transport for WsConnection<S> {
+    type Reader = WsReader<S::Read, S::Write>;
+    type Writer = WsWriter<S::Read, S::Write>;
 
-    fn split(self) -> (WsReader, WsWriter) {
-        let (read, write) = self.stream.into_split();
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (read, write) = self.stream.halves();
         let shared = Arc::new(Shared {
             socket: tokio::sync::Mutex::new(Socket {
                 write,
@@ -99,15 +123,18 @@ impl Transport for WsConnection {
 
 /// The socket's write half, and whether the close frame went out.
 #[derive(Debug)]
-struct Socket {
-    write: OwnedWriteHalf,
+struct Socket<W> {
+    write: W,
     closed: bool,
 }
 
-impl Socket {
+impl<W: AsyncWrite + Unpin> Socket<W> {
     /// Sends the close frame, ends the output, and (after a violation) drains the input for a
     /// moment on a task of its own.
-    async fn send_close(&mut self, close: Close) -> std::io::Result<()> {
+    async fn send_close<R: AsyncRead + Unpin + Send + 'static>(
+        &mut self,
+        close: Close<R>,
+    ) -> std::io::Result<()> {
         self.closed = true;
         self.write
             .write_all(&close_frame(close.code, close.reason))
@@ -122,17 +149,21 @@ impl Socket {
 
 /// What the reader and the writer share.
 #[derive(Debug)]
-struct Shared {
-    socket: tokio::sync::Mutex<Socket>,
+struct Shared<R, W> {
+    socket: tokio::sync::Mutex<Socket<W>>,
     /// The pong to send (the latest ping's payload).
     pong: Mutex<Option<Vec<u8>>>,
     /// The close to send on the reader's behalf.
-    close: Mutex<Option<Close>>,
+    close: Mutex<Option<Close<R>>>,
     /// A control task is running.
     control_running: AtomicBool,
 }
 
-impl Shared {
+impl<R, W> Shared<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -195,12 +226,7 @@ impl Shared {
         self.kick();
     }
 
-    fn send_close(
-        self: &Arc<Self>,
-        code: u16,
-        reason: &'static str,
-        linger: Option<OwnedReadHalf>,
-    ) {
+    fn send_close(self: &Arc<Self>, code: u16, reason: &'static str, linger: Option<R>) {
         *Self::lock(&self.close) = Some(Close {
             code,
             reason,
@@ -211,7 +237,7 @@ impl Shared {
 }
 
 /// Reads and discards until EOF, [`LINGER`] or [`LINGER_BYTES`].
-async fn discard(mut read: OwnedReadHalf) {
+async fn discard<R: AsyncRead + Unpin>(mut read: R) {
     let mut scratch = vec![0u8; 16 * 1024];
     let mut total = 0;
     let deadline = tokio::time::Instant::now() + LINGER;
@@ -230,13 +256,13 @@ async fn discard(mut read: OwnedReadHalf) {
 
 /// A close frame the reader asked for.
 #[derive(Debug)]
-struct Close {
+struct Close<R> {
     code: u16,
     reason: &'static str,
     /// After a violation the reader gives up its socket: it is read and discarded for a
     /// moment after the close frame, so that the client's unread bytes do not make the kernel
     /// reset the connection and destroy the close frame before the client reads it.
-    linger: Option<OwnedReadHalf>,
+    linger: Option<R>,
 }
 
 /// How long, and how much, a violating client is read after its close frame went out.
@@ -245,17 +271,21 @@ const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The reading half: payload bytes of data messages, as one stream.
 #[derive(Debug)]
-pub struct WsReader {
+pub struct WsReader<R, W> {
     /// `None` once given up after a violation.
-    socket: Option<OwnedReadHalf>,
+    socket: Option<R>,
     rest: Bytes,
     decoder: Decoder,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<R, W>>,
     /// The client's close frame arrived or the socket ended.
     eof: bool,
 }
 
-impl AsyncRead for WsReader {
+impl<R, W> AsyncRead for WsReader<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -315,15 +345,19 @@ impl AsyncRead for WsReader {
 
 /// The writing half: one message per STOMP frame.
 #[derive(Debug)]
-pub struct WsWriter {
-    shared: Arc<Shared>,
+pub struct WsWriter<R, W> {
+    shared: Arc<Shared<R, W>>,
     binary_only: bool,
     /// Message headers of the batch being written.
     heads: BytesMut,
     out: Vec<Bytes>,
 }
 
-impl FrameWriter for WsWriter {
+impl<R, W> FrameWriter for WsWriter<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     const MESSAGE_PER_FRAME: bool = true;
 
     async fn write_frames(
@@ -380,11 +414,13 @@ impl FrameWriter for WsWriter {
             return Ok(());
         }
         // A close the reader asked for (a violation, the client's close) wins over ours.
-        let close = Shared::lock(&self.shared.close).take().unwrap_or(Close {
-            code: code::NORMAL,
-            reason: "",
-            linger: None,
-        });
+        let close = Shared::<R, W>::lock(&self.shared.close)
+            .take()
+            .unwrap_or(Close {
+                code: code::NORMAL,
+                reason: "",
+                linger: None,
+            });
         socket.send_close(close).await
     }
 }
