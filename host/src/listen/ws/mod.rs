@@ -1,5 +1,5 @@
 //! STOMP over WebSocket (`[websocket]`, RabbitMQ Web-STOMP's model): the shared accept loop
-//! ([`accept`](super::accept)) hands each connection to [`WebSocket`], whose task reads and
+//! ([`accept`]) hands each connection to [`WebSocket`], whose task reads and
 //! answers the HTTP upgrade ([`handshake`]) within `handshake_timeout_ms`, then serves a
 //! session over the upgraded socket ([`stream`]).
 //!
