@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
 use crate::codec::{self, Frame};
@@ -17,20 +18,53 @@ use crate::codec::{self, Frame};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Credentials and address shared by every connection of a run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     pub addr: String,
     pub login: Option<String>,
     pub passcode: Option<String>,
+    /// STOMP over TLS, trusting this connector's roots (`--tls-ca`).
+    pub tls: Option<Arc<tokio_rustls::TlsConnector>>,
 }
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("login", &self.login)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TLS connector trusting the CA certificates of the PEM file `ca` (`--tls-ca`).
+pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<Arc<tokio_rustls::TlsConnector>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("PEM in {}", ca.display()))?)?;
+    }
+    #[allow(deprecated)] // the ring provider, as the broker uses (no post-quantum key exchange)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// A connected STOMP 1.2 session.
 pub struct Conn {
-    reader: OwnedReadHalf,
+    reader: Reader,
     rbuf: BytesMut,
     /// Over WebSocket: raw bytes read and not yet stripped of their message framing.
     ws_raw: Option<BytesMut>,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: BufWriter<Writer>,
     scratch: Vec<u8>,
     /// Frames queued with [`Conn::send`] since the last flush.
     pub unflushed: usize,
@@ -49,15 +83,41 @@ impl Conn {
             .with_context(|| format!("connecting to {} timed out", ep.addr))?
             .with_context(|| format!("connecting to {}", ep.addr))?;
         stream.set_nodelay(true)?;
-        if let Some((host, path)) = &ws {
-            tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                crate::ws::upgrade(&mut stream, host, path),
-            )
-            .await
-            .context("WebSocket upgrade timed out")??;
-        }
-        let (reader, writer) = stream.into_split();
+        let (reader, writer): (Reader, Writer) = match &ep.tls {
+            None => {
+                if let Some((host, path)) = &ws {
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        crate::ws::upgrade(&mut stream, host, path),
+                    )
+                    .await
+                    .context("WebSocket upgrade timed out")??;
+                }
+                let (reader, writer) = stream.into_split();
+                (Box::new(reader), Box::new(writer))
+            }
+            Some(connector) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .with_context(|| format!("TLS server name {host}"))?;
+                let mut tls =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                        .await
+                        .context("TLS handshake timed out")?
+                        .context("TLS handshake")?;
+                // wss:// is ws:// with --tls-ca.
+                if let Some((host, path)) = &ws {
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        crate::ws::upgrade(&mut tls, host, path),
+                    )
+                    .await
+                    .context("WebSocket upgrade timed out")??;
+                }
+                let (reader, writer) = tokio::io::split(tls);
+                (Box::new(reader), Box::new(writer))
+            }
+        };
         let mut conn = Conn {
             reader,
             rbuf: BytesMut::with_capacity(128 * 1024),

@@ -189,6 +189,10 @@ struct Common {
     /// runs where a routing plugin moves the messages.
     #[arg(long)]
     consume_from: Option<String>,
+    /// STOMP over TLS: the CA certificate(s) (PEM) the broker's certificate chains to; the
+    /// server name is the host part of --addr.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Broker process id, for CPU time and memory readings from /proc.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -242,6 +246,12 @@ fn plan(scenario: Scenario) -> Plan {
             addr: common.addr,
             login: common.login,
             passcode: common.passcode,
+            tls: common.tls_ca.as_deref().map(|ca| {
+                conn::tls_connector(ca).unwrap_or_else(|e| {
+                    eprintln!("error: --tls-ca: {e:#}");
+                    std::process::exit(2)
+                })
+            }),
         },
         destination,
         consume_from,
@@ -288,6 +298,7 @@ async fn main() -> std::process::ExitCode {
             addr,
             login,
             passcode,
+            tls: None,
         };
         let hold = Duration::from_secs(hold);
         return match idle::run(&endpoint, connections, hold, broker_pid).await {

@@ -6,8 +6,7 @@
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The mask of every client frame (any value will do; masking costs the client, not the broker).
 const MASK: [u8; 4] = [0x5a, 0x13, 0xc7, 0x2e];
@@ -23,7 +22,11 @@ pub fn parse_url(addr: &str) -> Option<(String, String)> {
 }
 
 /// Sends the upgrade request and reads the 101 answer.
-pub async fn upgrade(stream: &mut TcpStream, host: &str, path: &str) -> anyhow::Result<()> {
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<()> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\

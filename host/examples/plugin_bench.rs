@@ -86,6 +86,9 @@ async fn main() {
         passcode: Some(Bytes::from_static(b"alice-secret")),
         host: Some(Bytes::from_static(b"/")),
         client_addr: "127.0.0.1:5000".parse().unwrap(),
+        listener: plugboard::listen::ListenerKind::Tcp,
+        client_certificate: None,
+        upgrade: None,
         headers: vec![
             (
                 Bytes::from_static(b"accept-version"),

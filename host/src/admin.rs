@@ -84,6 +84,16 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "failed_logins": stats.failed_logins.load(Relaxed),
             "idle_closes": stats.idle_closes.load(Relaxed),
         },
+        "tls": broker.tls.as_ref().map(|tls| {
+            let s = &tls.stats;
+            json!({
+                "handshakes": s.handshakes.load(Relaxed),
+                "handshake_failures": s.handshake_failures.load(Relaxed),
+                "handshake_timeouts": s.handshake_timeouts.load(Relaxed),
+                "certificate_reloads": s.reloads.load(Relaxed),
+                "certificate_reload_failures": s.reload_failures.load(Relaxed),
+            })
+        }),
         "destinations": { "queues": queues, "topics": topics },
         "store": broker.router.store().map(|store| {
             let s = store.stats();

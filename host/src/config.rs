@@ -660,10 +660,16 @@ impl Config {
             "store.fsync_interval_ms must be at least 1"
         );
         self.websocket.validate()?;
-        self.check_listeners()
+        anyhow::ensure!(
+            self.tls.handshake_timeout_ms >= 1,
+            "tls.handshake_timeout_ms must be at least 1"
+        );
+        Ok(())
     }
 
-    /// At least one STOMP listener (plain, TLS or WebSocket), and a TLS listener has its certificate and key.
+    /// At least one STOMP listener (plain, TLS, WebSocket or WSS), and a TLS or WSS listener
+    /// has its certificate and key. Checked once the command line's settings are in
+    /// (`--no-tcp`, `--tls-cert`, ... complete or change the file's), not when a file is parsed.
     pub fn check_listeners(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.listen.is_some()
@@ -678,10 +684,6 @@ impl Config {
                 "[tls] listen and [websocket] tls_listen need [tls] `cert` and `key` (PEM files)"
             );
         }
-        anyhow::ensure!(
-            self.tls.handshake_timeout_ms >= 1,
-            "tls.handshake_timeout_ms must be at least 1"
-        );
         Ok(())
     }
 
@@ -774,5 +776,27 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         assert!(Config::from_toml("[heartbeat]\ngrace_factor = 0.5").is_err());
+    }
+
+    #[test]
+    fn listeners_can_be_off_and_tls_needs_its_files() {
+        let config = Config::from_toml("listen = \"off\"\n").unwrap();
+        assert_eq!(config.listen, None);
+        assert!(config.check_listeners().is_err(), "no listener at all");
+        let tls = "listen = \"off\"\n[tls]\nlisten = \"127.0.0.1:61614\"\n";
+        let config = Config::from_toml(tls).unwrap();
+        let err = config.check_listeners().unwrap_err().to_string();
+        assert!(err.contains("cert"), "{err}");
+        let config =
+            Config::from_toml(&format!("{tls}cert = \"c.pem\"\nkey = \"k.pem\"\n")).unwrap();
+        config.check_listeners().unwrap();
+        assert_eq!(config.tls.client_auth, ClientAuth::Required);
+        assert_eq!(config.tls.handshake_timeout_ms, 5_000);
+        let off =
+            Config::from_toml("[tls]\nlisten = \"off\"\nclient_auth = \"optional\"\n").unwrap();
+        assert_eq!(off.tls.listen, None);
+        assert_eq!(off.tls.client_auth, ClientAuth::Optional);
+        assert!(Config::from_toml("listen = \"nowhere\"\n").is_err());
+        assert!(Config::from_toml("[tls]\nclient_auth = \"sometimes\"\n").is_err());
     }
 }

@@ -164,3 +164,69 @@ async fn the_tls_listener_is_configured_from_the_command_line() {
     let without = ClientOptions::trusting(&pki.ca.pem);
     super::mutual::expect_refused(&broker, &without).await;
 }
+
+/// Slow handshakes hold their connection's address slot: over `max_connections_per_address` a
+/// connection is closed at once, on the TLS port and the plain one alike (one cap over all
+/// listeners); the handshakes that never finished are counted in the status.
+#[tokio::test]
+async fn slow_handshakes_count_against_the_per_address_cap() {
+    use plugboard_test_support::broker::fetch_status;
+    let pki = Pki::new();
+    let toml = format!(
+        "admin_listen = \"127.0.0.1:0\"\n{}\n[limits]\nmax_connections_per_address = 2\n",
+        pki.tls_section("handshake_timeout_ms = 120000")
+    );
+    let broker = Launch::config_text(Path::new(env!("CARGO_BIN_EXE_plugboard")), &toml)
+        .tls_line()
+        .status_line()
+        .start();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(broker.tls_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    // A third connection from the same address, mid-handshake or not, is closed at once.
+    let mut third = tokio::net::TcpStream::connect(broker.tls_addr())
+        .await
+        .unwrap();
+    third.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    assert!(read_until_closed(&mut third).await.is_empty());
+    // The plain listener shares the cap: its refusal is a STOMP ERROR.
+    let (mut plain, reply) =
+        Client::connect_with(broker.addr, Client::connect_frame(Version::V12)).await;
+    assert!(
+        reply.is("ERROR") && reply.must("message").contains("too many connections"),
+        "{reply:?}"
+    );
+    plain.expect_closed().await;
+    let status = fetch_status(broker.admin()).await;
+    assert!(
+        status["connections"]["address_limit_refusals"].as_u64() >= Some(2),
+        "{status}"
+    );
+
+    // Once the silent clients go, their slots come back (their handshakes fail and are counted).
+    drop(silent);
+    let options = ClientOptions::trusting(&pki.ca.pem);
+    let deadline = std::time::Instant::now() + CLOSE_WITHIN;
+    loop {
+        if let Ok((mut client, _, _)) = connect(broker.tls_addr(), &options).await {
+            if stomp_connect(&mut client, &[]).await.is("CONNECTED") {
+                client.disconnect().await;
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = fetch_status(broker.admin()).await;
+    let tls = &status["tls"];
+    assert!(tls["handshake_failures"].as_u64() >= Some(2), "{status}");
+    assert!(tls["handshakes"].as_u64() >= Some(1), "{status}");
+}
