@@ -10,7 +10,7 @@
 #
 # A throwaway CA and server certificate are made with openssl in target/tls-bench/ (nothing
 # secret is kept). The broker runs examples/broker.toml on loopback ports 61643 (plain) and
-# 61644 (TLS; TLS 1.3 is negotiated, AES-128-GCM or ChaCha20 as the CPU prefers). Raw results:
+# 61644 (TLS; TLS 1.3 with AES-GCM is negotiated). Raw results:
 # target/tls-bench/results.jsonl. Not part of `cargo test`; the release build takes about 8
 # minutes here.
 set -euo pipefail
