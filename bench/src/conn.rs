@@ -62,6 +62,8 @@ type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 pub struct Conn {
     reader: Reader,
     rbuf: BytesMut,
+    /// Over WebSocket: raw bytes read and not yet stripped of their message framing.
+    ws_raw: Option<BytesMut>,
     writer: BufWriter<Writer>,
     scratch: Vec<u8>,
     /// Frames queued with [`Conn::send`] since the last flush.
@@ -70,25 +72,48 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a TCP connection (TCP_NODELAY), sends CONNECT and waits for CONNECTED.
+    /// An address `ws://HOST:PORT/PATH` speaks STOMP over WebSocket.
     pub async fn connect(ep: &Endpoint) -> anyhow::Result<Conn> {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&ep.addr))
+        let ws = crate::ws::parse_url(&ep.addr);
+        let addr = ws
+            .as_ref()
+            .map_or(ep.addr.as_str(), |(host, _)| host.as_str());
+        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
             .await
             .with_context(|| format!("connecting to {} timed out", ep.addr))?
             .with_context(|| format!("connecting to {}", ep.addr))?;
         stream.set_nodelay(true)?;
         let (reader, writer): (Reader, Writer) = match &ep.tls {
             None => {
+                if let Some((host, path)) = &ws {
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        crate::ws::upgrade(&mut stream, host, path),
+                    )
+                    .await
+                    .context("WebSocket upgrade timed out")??;
+                }
                 let (reader, writer) = stream.into_split();
                 (Box::new(reader), Box::new(writer))
             }
             Some(connector) => {
-                let host = ep.addr.rsplit_once(':').map_or(&ep.addr[..], |(h, _)| h);
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
                 let name = rustls::pki_types::ServerName::try_from(host.to_string())
                     .with_context(|| format!("TLS server name {host}"))?;
-                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                let mut tls =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                        .await
+                        .context("TLS handshake timed out")?
+                        .context("TLS handshake")?;
+                // wss:// is ws:// with --tls-ca.
+                if let Some((host, path)) = &ws {
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        crate::ws::upgrade(&mut tls, host, path),
+                    )
                     .await
-                    .context("TLS handshake timed out")?
-                    .context("TLS handshake")?;
+                    .context("WebSocket upgrade timed out")??;
+                }
                 let (reader, writer) = tokio::io::split(tls);
                 (Box::new(reader), Box::new(writer))
             }
@@ -96,6 +121,7 @@ impl Conn {
         let mut conn = Conn {
             reader,
             rbuf: BytesMut::with_capacity(128 * 1024),
+            ws_raw: ws.map(|_| BytesMut::with_capacity(128 * 1024)),
             writer: BufWriter::with_capacity(64 * 1024, writer),
             scratch: Vec::with_capacity(4096),
             unflushed: 0,
@@ -136,6 +162,11 @@ impl Conn {
     ) -> anyhow::Result<()> {
         self.scratch.clear();
         codec::encode(&mut self.scratch, command, headers, body);
+        if self.ws_raw.is_some() {
+            let mut message = Vec::with_capacity(self.scratch.len() + 14);
+            crate::ws::encode(&mut message, &self.scratch);
+            self.scratch = message;
+        }
         self.writer
             .write_all(&self.scratch)
             .await
@@ -166,14 +197,18 @@ impl Conn {
             if let Some(frame) = codec::decode(&mut self.rbuf)? {
                 return Ok(frame);
             }
-            self.rbuf.reserve(64 * 1024);
+            let buf = self.ws_raw.as_mut().unwrap_or(&mut self.rbuf);
+            buf.reserve(64 * 1024);
             let n = self
                 .reader
-                .read_buf(&mut self.rbuf)
+                .read_buf(buf)
                 .await
                 .context("reading from the broker")?;
             if n == 0 {
                 bail!("broker closed the connection");
+            }
+            if let Some(raw) = &mut self.ws_raw {
+                crate::ws::decode(raw, &mut self.rbuf)?;
             }
         }
     }

@@ -57,6 +57,7 @@ mod run;
 mod schedule;
 mod stats;
 mod tracker;
+mod ws;
 
 use std::time::Duration;
 
@@ -186,7 +187,7 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Broker address.
+    /// Broker address: HOST:PORT, or ws://HOST:PORT/PATH for STOMP over WebSocket.
     #[arg(long, default_value = "127.0.0.1:61613")]
     addr: String,
     /// Messages in total (split evenly over the producers).

@@ -94,6 +94,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The admin listener's `GET /metrics`.
     pub metrics: MetricsConfig,
+    /// STOMP over WebSocket (browsers): off unless `listen` is set. See docs/websocket.md.
+    pub websocket: WebSocketConfig,
     /// Directory that relative paths in this config resolve against (set by the loader).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -122,6 +124,7 @@ impl Default for Config {
             shutdown_grace_ms: 5_000,
             log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
+            websocket: WebSocketConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -618,6 +621,94 @@ pub struct UserConfig {
     pub passcode: String,
 }
 
+/// The port examples and docs use for the WebSocket listener (RabbitMQ Web-STOMP's).
+pub const WEBSOCKET_PORT: u16 = 15674;
+
+/// STOMP over WebSocket (`[websocket]`): one STOMP frame per WebSocket message out, a byte
+/// stream across messages in. What a browser may do is decided here (its `Origin`); what a
+/// principal may do is the authenticate hook's, as on every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Address the WebSocket listener binds (`--ws-listen` overrides it); off when absent.
+    /// The usual port is 15674 (RabbitMQ Web-STOMP's).
+    pub listen: Option<SocketAddr>,
+    /// The HTTP path the upgrade must ask for (RabbitMQ's default, `/ws`); any other path
+    /// gets 404.
+    pub path: String,
+    /// Origins a browser page may connect from: exact `scheme://host[:port]` values, `null`
+    /// (pages opened from disk, sandboxed frames) or `*` (any). Empty (the default): on a
+    /// loopback `listen` address, pages from loopback origins (`localhost`, `127.0.0.0/8`,
+    /// `[::1]`); a listener on any other address must name its origins (the broker refuses
+    /// to start otherwise). A request without `Origin` (not a browser) is always accepted.
+    pub allowed_origins: Vec<String>,
+    /// Address of the WSS listener (STOMP over WebSocket over TLS, with `[tls]`'s `cert`, `key`
+    /// and `client_ca`); `--wss-listen` overrides it. Off when absent; usual port 15673.
+    pub tls_listen: Option<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IP addresses). A connection from
+    /// one of them is counted, logged and authenticated as the nearest address in that header
+    /// that is not itself a trusted proxy; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How STOMP frames go out: `auto` (a text message when the frame is valid UTF-8, binary
+    /// otherwise, as RabbitMQ does) or `binary` (always binary).
+    pub message_type: WebSocketMessageType,
+    /// The HTTP upgrade must arrive (and be answered) within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP upgrade request (request line and headers), bytes; larger gets 431.
+    pub max_request_bytes: usize,
+}
+
+/// How STOMP frames are sent as WebSocket messages (`[websocket] message_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebSocketMessageType {
+    /// Text when the frame is valid UTF-8, binary otherwise.
+    Auto,
+    /// Always binary.
+    Binary,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            listen: None,
+            tls_listen: None,
+            path: "/ws".to_string(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            message_type: WebSocketMessageType::Auto,
+            handshake_timeout_ms: 10_000,
+            max_request_bytes: 8 * 1024,
+        }
+    }
+}
+
+impl WebSocketConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.path.starts_with('/') && !self.path.contains(['?', '#', ' ']),
+            "websocket.path must start with / and hold no query, fragment or space"
+        );
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024,
+            "websocket.max_request_bytes must be at least 1024"
+        );
+        for origin in &self.allowed_origins {
+            crate::listen::ws::origin::check_pattern(origin)
+                .map_err(|why| anyhow::anyhow!("websocket.allowed_origins: {why}"))?;
+        }
+        for address in self.listen.iter().chain(&self.tls_listen) {
+            anyhow::ensure!(
+                address.ip().is_loopback() || !self.allowed_origins.is_empty(),
+                "websocket.listen {address} is reachable from other machines: set \
+                 websocket.allowed_origins to the origins of the pages that may connect \
+                 (or [\"*\"] to allow any, knowingly)"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The memory budget in bytes (`limits.max_memory_bytes`, or its default).
     pub fn memory_budget(&self) -> u64 {
@@ -690,6 +781,7 @@ impl Config {
             self.store.fsync_interval_ms >= 1,
             "store.fsync_interval_ms must be at least 1"
         );
+        self.websocket.validate()?;
         anyhow::ensure!(
             self.tls.handshake_timeout_ms >= 1,
             "tls.handshake_timeout_ms must be at least 1"
@@ -697,18 +789,21 @@ impl Config {
         Ok(())
     }
 
-    /// At least one STOMP listener, and a TLS listener has its certificate and key. Checked
-    /// once the command line's settings are in (`--no-tcp`, `--tls-cert`, ... complete or
-    /// change the file's), not when a file is parsed.
+    /// At least one STOMP listener (plain, TLS, WebSocket or WSS), and a TLS or WSS listener
+    /// has its certificate and key. Checked once the command line's settings are in
+    /// (`--no-tcp`, `--tls-cert`, ... complete or change the file's), not when a file is parsed.
     pub fn check_listeners(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.listen.is_some() || self.tls.listen.is_some(),
-            "no STOMP listener: `listen` is off and [tls] has no `listen`"
+            self.listen.is_some()
+                || self.tls.listen.is_some()
+                || self.websocket.listen.is_some()
+                || self.websocket.tls_listen.is_some(),
+            "no STOMP listener: `listen` is off and neither [tls] nor [websocket] has a `listen`"
         );
-        if self.tls.listen.is_some() {
+        if self.tls.listen.is_some() || self.websocket.tls_listen.is_some() {
             anyhow::ensure!(
                 self.tls.cert.is_some() && self.tls.key.is_some(),
-                "[tls] listen needs `cert` and `key` (PEM files)"
+                "[tls] listen and [websocket] tls_listen need [tls] `cert` and `key` (PEM files)"
             );
         }
         Ok(())

@@ -49,6 +49,14 @@ struct Cli {
     /// Address of the status endpoint, overriding `admin_listen`.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
+    /// Address of the STOMP over WebSocket listener, overriding `[websocket] listen` (usual
+    /// port 15674; the path is `[websocket] path`, `/ws` by default).
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<SocketAddr>,
+    /// Address of the WSS listener (WebSocket over TLS with the `[tls]` certificates, also
+    /// `--tls-cert`/`--tls-key`), overriding `[websocket] tls_listen` (usual port 15673).
+    #[arg(long, value_name = "ADDR")]
+    wss_listen: Option<SocketAddr>,
     /// Directory of the message store (journal of persistent messages), overriding
     /// `store.data_dir`; default `plugboard-data` in the working directory.
     #[arg(long, value_name = "DIR")]
@@ -202,6 +210,8 @@ async fn async_main(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
     let overrides = plugboard::reload::Overrides {
         listen: cli.listen,
         admin_listen: cli.admin_listen,
+        ws_listen: cli.ws_listen,
+        wss_listen: cli.wss_listen,
         data_dir: absolute(cli.data_dir.as_deref())?,
         plugin_cache_dir: absolute(cli.plugin_cache_dir.as_deref())?,
         log_format: cli.log_format,
@@ -229,10 +239,23 @@ async fn async_main(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
         .map(|path| ReloadSource { path, overrides });
     let server = Server::start(config, listeners, reload, shutdown).await?;
     // The first stdout line: tests and scripts read the bound address from it (the plain
-    // listener's; when that is off, the first line is the TLS one). Live reload is in place by
-    // now: from here on a SIGHUP or an edit of the files is never missed.
+    // listener's; when that is off, the first line is the next listener's), then one line per
+    // listener in a fixed order: ws, wss, stomp+ssl. Live reload is in place by now: from here on a
+    // SIGHUP or an edit of the files is never missed.
     if let Some(address) = server.local_addr() {
         println!("listening on {address}");
+    }
+    if let Some(ws) = server.websocket_addr() {
+        println!(
+            "listening on ws://{ws}{}",
+            server.broker().config.websocket.path
+        );
+    }
+    if let Some(wss) = server.secure_websocket_addr() {
+        println!(
+            "listening on wss://{wss}{}",
+            server.broker().config.websocket.path
+        );
     }
     if let Some(address) = server.tls_addr() {
         println!("listening on stomp+ssl://{address}");

@@ -245,6 +245,11 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         new.shutdown_grace_ms.to_string(),
     );
     check(
+        "websocket",
+        format!("{:?}", running.websocket),
+        format!("{:?}", new.websocket),
+    );
+    check(
         "plugin_cache_dir",
         format!("{:?}", running.plugin_cache_dir),
         format!("{:?}", new.plugin_cache_dir),
@@ -323,6 +328,10 @@ pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     /// The status endpoint's address (`--admin-listen`), replacing `admin_listen`.
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// The WebSocket listener's address (`--ws-listen`), replacing `websocket.listen`.
+    pub ws_listen: Option<std::net::SocketAddr>,
+    /// The WSS listener's address (`--wss-listen`), replacing `websocket.tls_listen`.
+    pub wss_listen: Option<std::net::SocketAddr>,
     /// An absolute directory (`--data-dir`, resolved against the working directory).
     pub data_dir: Option<PathBuf>,
     /// An absolute directory (`--plugin-cache-dir`).
@@ -367,6 +376,12 @@ impl Overrides {
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
+        }
+        if let Some(ws) = self.ws_listen {
+            config.websocket.listen = Some(ws);
+        }
+        if let Some(wss) = self.wss_listen {
+            config.websocket.tls_listen = Some(wss);
         }
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = Some(dir.clone());
@@ -566,5 +581,7 @@ mod tests {
         new.listen = Some("127.0.0.1:1".parse().unwrap());
         new.flow.default_prefetch = 7;
         assert_eq!(changed_settings(&running, &new), vec!["listen", "flow"]);
+        new.websocket.path = "/stomp".to_string();
+        assert!(changed_settings(&running, &new).contains(&"websocket".to_string()));
     }
 }

@@ -91,6 +91,22 @@ impl Server {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// The WebSocket listener's address, when it has one.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .websocket
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The WSS listener's address, when it has one.
+    pub fn secure_websocket_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .secure_websocket
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until the shutdown signal, then lets connections flush within the grace period
     /// and makes the journal durable.
     pub async fn run(self) -> anyhow::Result<()> {
@@ -136,6 +152,28 @@ impl Server {
                 shutdown.clone(),
                 gate.clone(),
                 acceptor,
+            ));
+        }
+        if let Some((listener, settings)) = listeners.websocket {
+            serving.spawn(listen::ws::serve(
+                listener,
+                settings,
+                broker.clone(),
+                shutdown.clone(),
+                gate.clone(),
+                None,
+            ));
+        }
+        if let (Some((listener, settings)), Some(acceptor)) =
+            (listeners.secure_websocket, broker.tls.clone())
+        {
+            serving.spawn(listen::ws::serve(
+                listener,
+                settings,
+                broker.clone(),
+                shutdown.clone(),
+                gate.clone(),
+                Some(acceptor),
             ));
         }
         while let Some(served) = serving.join_next().await {

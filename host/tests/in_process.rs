@@ -19,6 +19,8 @@ async fn a_broker_runs_in_process_and_stops_on_shutdown() {
         stomp: Some(stomp),
         tls: None,
         admin: None,
+        websocket: None,
+        secure_websocket: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let broker = tokio::spawn(plugboard::run(listeners, config, shutdown));

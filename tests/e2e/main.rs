@@ -31,4 +31,5 @@ mod stomp10;
 mod temp_queues;
 mod topics;
 mod transactions;
+mod websocket;
 mod wildcards;

@@ -14,6 +14,8 @@ mod tls;
 
 plugboard_test_support::broker_binary!();
 
+mod websocket;
+
 use harness::Broker;
 
 /// The stomp.py release the checks are written against (the newest on PyPI when pinned).
@@ -85,18 +87,25 @@ impl Drop for DirLock {
 
 /// The venv's python, with stomp.py installed; created on first use.
 fn venv_python() -> PathBuf {
+    venv("interop-venv", &[STOMP_PY])
+}
+
+/// `target/NAME/bin/python` of a virtualenv with `requirements` (pinned pip specs) installed;
+/// created on first use, and again when the requirements change.
+fn venv(name: &str, requirements: &[&str]) -> PathBuf {
     let _guard = VENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let target = target_dir();
     std::fs::create_dir_all(&target).expect("create target dir");
-    let venv = target.join("interop-venv");
+    let venv = target.join(name);
     let python = venv.join("bin").join("python");
     let marker = venv.join(".plugboard-ready");
+    let wanted = requirements.join("\n");
     let ready =
-        || std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == STOMP_PY) && python.exists();
+        || std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == wanted) && python.exists();
     if ready() {
         return python;
     }
-    let _lock = DirLock::acquire(target.join("interop-venv.lock"));
+    let _lock = DirLock::acquire(target.join(format!("{name}.lock")));
     if ready() {
         return python;
     }
@@ -118,22 +127,76 @@ fn venv_python() -> PathBuf {
         ),
     }
     run(
-        "creating the interop virtualenv (needs the python3 venv module: apt-get install python3-venv)",
+        "creating a test virtualenv (needs the python3 venv module: apt-get install python3-venv)",
         Command::new(&base).arg("-m").arg("venv").arg(&venv),
     );
     run(
-        "installing stomp.py into the interop virtualenv (needs pip and access to PyPI)",
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--quiet",
-            STOMP_PY,
-        ]),
+        &format!(
+            "installing {} into {name} (needs pip and access to PyPI)",
+            requirements.join(" ")
+        ),
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
+            .args(requirements),
     );
-    std::fs::write(&marker, STOMP_PY).expect("write venv marker");
+    std::fs::write(&marker, wanted).expect("write venv marker");
     python
+}
+
+/// Runs `python script ARGS`, bounded by `within`; panics with its output when it fails.
+fn run_script(
+    what: &str,
+    python: &Path,
+    script: &Path,
+    args: &[String],
+    within: Duration,
+) -> String {
+    let mut child = Command::new(python)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    // Drain both pipes while waiting, so a chatty script never blocks on a full pipe.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    match status {
+        Some(s) if s.success() => stdout,
+        Some(s) => panic!("{what} failed ({s})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
+        None => panic!("{what} hung (killed after {within:?})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
+    }
 }
 
 const CONFIG: &str = "[heartbeat]\nsend_min_ms = 100\nreceive_min_ms = 100\n";

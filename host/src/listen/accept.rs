@@ -12,7 +12,7 @@
 //! accept loop and every handshake in progress counts against the same caps.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +64,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Turns away a connection over the per-address cap with `message` (in its own task, so a
     /// client that does not read cannot hold up the accept loop).
     fn refuse(self, stream: TcpStream, message: String) -> impl Future<Output = ()> + Send;
+
+    /// Whether connections from `address` skip the per-address cap here: a trusted reverse
+    /// proxy, whose clients the handler counts by the address the proxy names.
+    fn exempt(&self, _address: IpAddr) -> bool {
+        false
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` fires, then drains.
@@ -98,7 +104,11 @@ pub async fn serve<H: Handler>(
             }
         };
         let number = gate.numbers.fetch_add(1, Relaxed) + 1;
-        let Some(slot) = broker.addresses.connect(address.ip()) else {
+        let slot = if handler.exempt(address.ip()) {
+            None
+        } else if let Some(slot) = broker.addresses.connect(address.ip()) {
+            Some(slot)
+        } else {
             broker.stats.address_limit_refusals.fetch_add(1, Relaxed);
             let limit = broker.config.limits.max_connections_per_address;
             let message = format!(

@@ -1,13 +1,15 @@
 //! Listeners: each turns accepted connections into sessions of the one session engine (a
-//! [`Transport`] and a [`Peer`], see [`transport`]): plain TCP ([`tcp`]) and STOMP over TLS
-//! ([`tls`]), sharing one accept loop and its caps ([`accept`]). The sockets are bound by the
-//! caller (so it can print the addresses it got) and handed over in [`Listeners`].
+//! [`Transport`] and a [`Peer`], see [`transport`]): plain TCP ([`tcp`]), STOMP over TLS
+//! ([`tls`]) and STOMP over WebSocket ([`ws`]), sharing one accept loop and its caps
+//! ([`accept`]). The sockets are bound by the caller (so it can print the addresses it got) and
+//! handed over in [`Listeners`].
 
 pub mod accept;
 pub mod identity;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
+pub mod ws;
 
 pub use identity::{ClientCertificate, UpgradeCredentials};
 pub use transport::{ByteStream, FrameWriter, ListenerKind, Peer, Transport};
@@ -23,6 +25,10 @@ pub struct Listeners {
     pub tls: Option<TcpListener>,
     /// The admin surface (`GET /status`), when configured.
     pub admin: Option<TcpListener>,
+    /// STOMP over WebSocket, when configured.
+    pub websocket: Option<(TcpListener, ws::Settings)>,
+    /// STOMP over WebSocket over TLS (WSS), when configured.
+    pub secure_websocket: Option<(TcpListener, ws::Settings)>,
 }
 
 impl Listeners {
@@ -47,6 +53,28 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { stomp, tls, admin })
+        let websocket = match config.websocket.listen {
+            Some(address) => {
+                let settings = ws::Settings::new(config, address)?;
+                let listener = bind(Some(address), "the WebSocket listener ").await?;
+                listener.map(|listener| (listener, settings))
+            }
+            None => None,
+        };
+        let secure_websocket = match config.websocket.tls_listen {
+            Some(address) => {
+                let settings = ws::Settings::new(config, address)?;
+                let listener = bind(Some(address), "the WSS listener ").await?;
+                listener.map(|listener| (listener, settings))
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            stomp,
+            tls,
+            admin,
+            websocket,
+            secure_websocket,
+        })
     }
 }

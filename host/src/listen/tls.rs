@@ -115,11 +115,11 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// The TLS state `config` asks for: `None` without a `[tls]` listener; an error when its
-    /// files do not load.
+    /// The TLS state `config` asks for: `None` without a `[tls]` listener or a WSS listener
+    /// (`[websocket] tls_listen`, on the same certificates); an error when its files do not load.
     pub fn from_config(config: &Config) -> Result<Option<Arc<Acceptor>>, TlsError> {
         let tls = &config.tls;
-        if tls.listen.is_none() {
+        if tls.listen.is_none() && config.websocket.tls_listen.is_none() {
             return Ok(None);
         }
         let resolve = |path: &Option<PathBuf>| path.as_ref().map(|p| config.base_dir.join(p));

@@ -35,6 +35,8 @@ pub struct Launch {
     args: Vec<OsString>,
     status_line: bool,
     tls_line: bool,
+    websocket: bool,
+    wss_line: bool,
     start_within: Duration,
     /// Passes `--plugin-cache-dir` with the cache all test brokers share.
     shared_plugin_cache: bool,
@@ -49,6 +51,8 @@ impl Launch {
             args: Vec::new(),
             status_line: false,
             tls_line: false,
+            websocket: false,
+            wss_line: false,
             start_within: START_T,
             shared_plugin_cache: true,
         }
@@ -88,6 +92,21 @@ impl Launch {
     /// Also reads the second stdout line, `status on http://ADDR/status` (`admin_listen` set).
     pub fn status_line(mut self) -> Launch {
         self.status_line = true;
+        self
+    }
+
+    /// Also starts the WebSocket listener on a free port (`--ws-listen 127.0.0.1:0`) and reads
+    /// its line, `listening on ws://ADDR/PATH` (printed after the plain STOMP line, before the
+    /// TLS and status lines); its URL is [`Broker::ws_url`].
+    pub fn websocket(mut self) -> Launch {
+        self.websocket = true;
+        self
+    }
+
+    /// Also reads the line `listening on wss://ADDR/PATH` (`[websocket] tls_listen` is set; it
+    /// comes after the ws line and before the TLS one); its URL is [`Broker::wss_url`].
+    pub fn wss_line(mut self) -> Launch {
+        self.wss_line = true;
         self
     }
 
@@ -132,6 +151,9 @@ impl Launch {
         if self.shared_plugin_cache && !self.args.iter().any(|a| a == "--plugin-cache-dir") {
             command.arg("--plugin-cache-dir").arg(shared_plugin_cache());
         }
+        if self.websocket {
+            command.arg("--ws-listen").arg("127.0.0.1:0");
+        }
         let mut child = command
             .arg("--config")
             .arg(&config_path)
@@ -148,8 +170,11 @@ impl Launch {
             .expect("spawn plugboard");
         let stdout = child.stdout.take().expect("stdout");
         let plain_line = !self.args.iter().any(|a| a == "--no-tcp");
-        let lines =
-            usize::from(plain_line) + usize::from(self.tls_line) + usize::from(self.status_line);
+        let lines = usize::from(plain_line)
+            + usize::from(self.websocket)
+            + usize::from(self.wss_line)
+            + usize::from(self.tls_line)
+            + usize::from(self.status_line);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -167,6 +192,8 @@ impl Launch {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
             tls: None,
+            ws: None,
+            wss: None,
             log_path,
             _dir: dir,
         };
@@ -174,6 +201,8 @@ impl Launch {
         // The lines in the order the broker prints them; each is told apart by its prefix.
         let expected = [
             (plain_line, "listening on "),
+            (self.websocket, "listening on ws://"),
+            (self.wss_line, "listening on wss://"),
             (self.tls_line, "listening on stomp+ssl://"),
             (self.status_line, "status on http://"),
         ];
@@ -190,6 +219,14 @@ impl Launch {
                     broker.log_tail()
                 );
             };
+            if *prefix == "listening on ws://" {
+                broker.ws = Some(format!("ws://{rest}"));
+                continue;
+            }
+            if *prefix == "listening on wss://" {
+                broker.wss = Some(format!("wss://{rest}"));
+                continue;
+            }
             let token = rest.trim_end_matches("/status");
             let address: SocketAddr = token
                 .parse()
@@ -211,6 +248,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     admin: Option<SocketAddr>,
     tls: Option<SocketAddr>,
+    ws: Option<String>,
+    wss: Option<String>,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -231,6 +270,36 @@ impl Broker {
     pub fn admin(&self) -> SocketAddr {
         self.admin
             .expect("broker started without reading its status line")
+    }
+
+    /// The WebSocket endpoint, `ws://ADDR/PATH` (the broker was started with
+    /// [`Launch::websocket`]).
+    pub fn ws_url(&self) -> &str {
+        self.ws
+            .as_deref()
+            .expect("broker started without its WebSocket listener")
+    }
+
+    /// The WebSocket listener's address.
+    pub fn ws_addr(&self) -> SocketAddr {
+        let url = self.ws_url();
+        let rest = url.trim_start_matches("ws://");
+        let end = rest.find('/').unwrap_or(rest.len());
+        rest[..end].parse().expect("ws address")
+    }
+
+    /// The WSS endpoint, `wss://ADDR/PATH` (started with [`Launch::wss_line`]).
+    pub fn wss_url(&self) -> &str {
+        self.wss
+            .as_deref()
+            .expect("broker started without reading its WSS line")
+    }
+
+    /// The WSS listener's address.
+    pub fn wss_addr(&self) -> SocketAddr {
+        let rest = self.wss_url().trim_start_matches("wss://");
+        let end = rest.find('/').unwrap_or(rest.len());
+        rest[..end].parse().expect("wss address")
     }
 
     /// The process id.

@@ -47,6 +47,16 @@ impl<B: BrokerBinary> Broker<B> {
         )
     }
 
+    /// Starts a broker with this TOML configuration and its WebSocket listener on a free port
+    /// ([`crate::broker::Broker::ws_url`]).
+    pub fn with_websocket(toml: &str) -> Self {
+        Self::launch(
+            Launch::config_text(Path::new(B::PATH), toml)
+                .websocket()
+                .start_within(Duration::from_secs(30)),
+        )
+    }
+
     fn launch(launch: Launch) -> Self {
         Broker(launch.start(), PhantomData)
     }

@@ -198,6 +198,22 @@ pub async fn connect(
     addr: SocketAddr,
     options: &ClientOptions<'_>,
 ) -> Result<(Client, ProtocolVersion, Vec<u8>), String> {
+    let stream = open(addr, options).await?;
+    let (_, connection) = stream.get_ref();
+    let version = connection.protocol_version().expect("negotiated version");
+    let server_cert = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    Ok((Client::from_io(stream), version, server_cert))
+}
+
+/// The TLS stream of [`connect`] itself, for a protocol on top of it (WSS).
+pub async fn open(
+    addr: SocketAddr,
+    options: &ClientOptions<'_>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(options.trust.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
@@ -233,16 +249,8 @@ pub async fn connect(
         .map_err(|e| format!("TCP connect: {e}"))?;
     tcp.set_nodelay(true).ok();
     let name = ServerName::try_from("127.0.0.1").expect("server name");
-    let stream = tokio::time::timeout(T, connector.connect(name, tcp))
+    tokio::time::timeout(T, connector.connect(name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS handshake: {e}"))?;
-    let (_, connection) = stream.get_ref();
-    let version = connection.protocol_version().expect("negotiated version");
-    let server_cert = connection
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    Ok((Client::from_io(stream), version, server_cert))
+        .map_err(|e| format!("TLS handshake: {e}"))
 }
