@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Queue, Router, Topic};
 
 /// The reasons a queue dead-letters a message for, as its `dlq-reason` header says them.
-pub const DEAD_LETTER_REASONS: [&str; 3] = ["max-deliveries", "expired", "filter-failed"];
+pub const DEAD_LETTER_REASONS: [&str; 4] = ["max-deliveries", "expired", "filter-failed", "maxlen"];
 
 /// Messages a queue dead-lettered, by reason (a reason not in [`DEAD_LETTER_REASONS`] counts
 /// as `other`).
@@ -69,6 +69,7 @@ mod tests {
         reasons.count("expired");
         reasons.count("expired");
         reasons.count("max-deliveries");
+        reasons.count("maxlen");
         reasons.count("something-new");
         let read: Vec<_> = reasons.read().collect();
         assert_eq!(
@@ -77,6 +78,7 @@ mod tests {
                 ("max-deliveries", 1),
                 ("expired", 2),
                 ("filter-failed", 0),
+                ("maxlen", 1),
                 ("other", 1)
             ]
         );

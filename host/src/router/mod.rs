@@ -929,11 +929,27 @@ impl Router {
             }
             return;
         };
+        let id = enqueue.id;
+        let message = self.journaled_message(enqueue);
+        match renamed {
+            // Journaled again under the new queue name, then settled under the old.
+            Some(_) => {
+                queue.restore_renamed(message);
+                if let Some(store) = &self.store {
+                    store.settle(id);
+                }
+            }
+            None => queue.restore(message, id),
+        }
+    }
+
+    /// The message a journal record holds, charged to the memory budget whatever its state
+    /// (producers wait until consumers catch up). The priority and group are read again from
+    /// the journaled headers: journals written before priorities existed load unchanged.
+    fn journaled_message(&self, enqueue: Enqueue) -> Arc<Message> {
         let size = Message::size_of(&enqueue.destination, &enqueue.headers, &enqueue.body);
-        // The priority and group are read again from the journaled headers: journals written
-        // before priorities existed load unchanged.
         let props = Props::recovered(&enqueue.headers);
-        let message = Arc::new(Message {
+        Arc::new(Message {
             destination: enqueue.destination,
             headers: enqueue.headers,
             body: enqueue.body,
@@ -942,19 +958,8 @@ impl Router {
             expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
             persistent: true,
             props,
-            // Read back whatever the budget: producers wait until consumers catch up.
             charge: self.budget.charge(size),
-        });
-        match renamed {
-            // Journaled again under the new queue name, then settled under the old.
-            Some(_) => {
-                queue.restore_renamed(message);
-                if let Some(store) = &self.store {
-                    store.settle(enqueue.id);
-                }
-            }
-            None => queue.restore(message, enqueue.id),
-        }
+        })
     }
 
     /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs

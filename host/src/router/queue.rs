@@ -468,37 +468,8 @@ impl Queue {
             self.leave(state, pending);
             return;
         };
-        let original = &pending.message;
-        let mut headers = original.headers.clone();
-        headers.push((
-            Bytes::from_static(b"dlq-reason"),
-            Bytes::from(reason.to_string()),
-        ));
-        headers.push((
-            Bytes::from_static(b"dlq-original-destination"),
-            original.destination.clone(),
-        ));
-        headers.push((
-            Bytes::from_static(b"dlq-delivery-count"),
-            Bytes::from(pending.deliveries.to_string()),
-        ));
-        let destination = dead_letter.queue.name.clone();
-        let size = Message::size_of(&destination, &headers, &original.body);
-        let message = Arc::new(Message {
-            destination,
-            headers,
-            body: original.body.clone(),
-            id_prefix: original.id_prefix.clone(),
-            id_seq: original.id_seq,
-            expires_at: None,
-            persistent: original.persistent,
-            props: original.props.clone(),
-            charge: self
-                .budget
-                .as_ref()
-                .map(|budget| budget.charge(size))
-                .unwrap_or_default(),
-        });
+        let message =
+            self.dead_letter_copy(dead_letter, &pending.message, reason, pending.deliveries);
         // Journaled in the DLQ before it leaves this queue: a crash between the two records
         // keeps both copies, never neither.
         dead_letter.queue.push_dead(message);
@@ -550,14 +521,52 @@ impl Queue {
         }
         if let Some(dead_letter) = &self.dead_letter {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            let charge = self
-                .budget
-                .as_ref()
-                .map(|budget| budget.charge(message.size()))
-                .unwrap_or_default();
-            let copy = super::queue_args::rejected_copy(dead_letter, &message, charge);
+            self.stats.dead_letter_reasons.count("maxlen");
+            let copy = self.dead_letter_copy(dead_letter, &message, "maxlen", 0);
             dead_letter.queue.push_dead(copy);
         }
+    }
+
+    /// The copy of `original` that goes to the dead-letter queue, with the headers every
+    /// dead-lettered message gets (`dlq-reason`, `dlq-original-destination`,
+    /// `dlq-delivery-count`), charged to the memory budget.
+    fn dead_letter_copy(
+        &self,
+        dead_letter: &DeadLetter,
+        original: &Message,
+        reason: &str,
+        deliveries: u32,
+    ) -> Arc<Message> {
+        let mut headers = original.headers.clone();
+        headers.push((
+            Bytes::from_static(b"dlq-reason"),
+            Bytes::from(reason.to_string()),
+        ));
+        headers.push((
+            Bytes::from_static(b"dlq-original-destination"),
+            original.destination.clone(),
+        ));
+        headers.push((
+            Bytes::from_static(b"dlq-delivery-count"),
+            Bytes::from(deliveries.to_string()),
+        ));
+        let destination = dead_letter.queue.name.clone();
+        let size = Message::size_of(&destination, &headers, &original.body);
+        Arc::new(Message {
+            destination,
+            headers,
+            body: original.body.clone(),
+            id_prefix: original.id_prefix.clone(),
+            id_seq: original.id_seq,
+            expires_at: None,
+            persistent: original.persistent,
+            props: original.props.clone(),
+            charge: self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(size))
+                .unwrap_or_default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -32,8 +32,7 @@ use crate::codec::Header;
 use crate::config::QueuePolicy;
 use crate::text::shown;
 
-use super::message::Message;
-use super::queue::{DeadLetter, Overflow, QueueLimits};
+use super::queue::{Overflow, QueueLimits};
 use super::{Destination, RouteError, QUEUE_PREFIX};
 
 /// What a full queue with arguments does with one more message.
@@ -215,39 +214,6 @@ pub fn expiry_in(target: &Destination, expires_at: Option<u64>) -> Option<u64> {
             Some(expires_at.map_or(by_queue, |at| at.min(by_queue)))
         }
     }
-}
-
-/// The copy of a message a full `reject-publish-dlx` queue sends to its dead-letter queue,
-/// with the headers every dead-lettered message gets (`dlq-reason:maxlen`).
-pub fn rejected_copy(
-    dead_letter: &DeadLetter,
-    original: &Message,
-    charge: crate::budget::Charge,
-) -> Arc<Message> {
-    let mut headers = original.headers.clone();
-    headers.push((
-        Bytes::from_static(b"dlq-reason"),
-        Bytes::from_static(b"maxlen"),
-    ));
-    headers.push((
-        Bytes::from_static(b"dlq-original-destination"),
-        original.destination.clone(),
-    ));
-    headers.push((
-        Bytes::from_static(b"dlq-delivery-count"),
-        Bytes::from_static(b"0"),
-    ));
-    Arc::new(Message {
-        destination: dead_letter.queue.name.clone(),
-        headers,
-        body: original.body.clone(),
-        id_prefix: original.id_prefix.clone(),
-        id_seq: original.id_seq,
-        expires_at: None,
-        persistent: original.persistent,
-        props: original.props.clone(),
-        charge,
-    })
 }
 
 impl super::Router {

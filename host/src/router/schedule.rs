@@ -511,24 +511,13 @@ impl super::Router {
                 return;
             }
         };
-        let size = Message::size_of(&enqueue.destination, &enqueue.headers, &enqueue.body);
-        let props = super::props::Props::recovered(&enqueue.headers);
-        let message = Arc::new(Message {
-            destination: enqueue.destination,
-            headers: enqueue.headers,
-            body: enqueue.body,
-            id_prefix: Arc::from(String::from_utf8_lossy(&enqueue.id_prefix).as_ref()),
-            id_seq: enqueue.id_seq,
-            expires_at: (enqueue.expires_at != 0).then_some(enqueue.expires_at),
-            persistent: true,
-            props,
-            charge: self.budget.charge(size),
-        });
+        let journal = enqueue.id;
+        let message = self.journaled_message(enqueue);
         self.scheduler.restore(Restored {
             target,
             message,
             fields,
-            journal: enqueue.id,
+            journal,
         });
     }
 }
