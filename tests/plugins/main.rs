@@ -21,5 +21,6 @@ mod hostile;
 mod metrics;
 mod routing;
 mod selector;
+mod tokens;
 mod transform;
 mod wildcard_rights;

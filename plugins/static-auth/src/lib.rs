@@ -29,6 +29,12 @@
 //! only when the connection came through a TLS listener and the broker verified the certificate
 //! against its `client_ca` (the broker passes no other certificate). A CONNECT `login` naming
 //! someone else is refused; a certificate no entry matches falls back to login and passcode.
+//!
+//! API tokens ([`tokens`]): `tokens` lists the SHA-256 of bearer tokens a WebSocket client may
+//! carry in its HTTP upgrade; when CONNECT has no `login`, the token logs in as its entry's
+//! `name`, and an unknown token is refused.
+
+pub mod tokens;
 
 use argon2::password_hash::phc::{Output, PasswordHash, Salt};
 use argon2::{Argon2, Params, PasswordVerifier, ARGON2ID_IDENT};
@@ -44,8 +50,9 @@ use exports::plugboard::plugin::authenticate_peer::{
 use exports::plugboard::plugin::lifecycle::Guest as Lifecycle;
 use plugboard::plugin::log::{log, Level};
 use plugboard::plugin::types::{
-    ClientCertificate, HeaderNeed, ListenerKind, Manifest, Needs, Principal,
+    ClientCertificate, HeaderNeed, ListenerKind, Manifest, Needs, Principal, UpgradeCredentials,
 };
+use tokens::{TokenUser, Tokens};
 
 /// Smallest accepted memory cost, KiB (8 MiB). A floor, not a recommendation: it refuses the toy
 /// values that examples and tests use (m = 4096 and below). OWASP's lightest argon2id setting
@@ -69,6 +76,8 @@ pub struct Config {
     pub users: Vec<User>,
     /// Client certificate subjects that log in without a passcode.
     pub certificates: Vec<CertificateUser>,
+    /// API tokens, by their SHA-256.
+    pub tokens: Tokens,
     /// What a login that names no user is verified against (never matches).
     dummy: PasswordHash,
 }
@@ -137,6 +146,8 @@ struct RawConfig {
     users: Vec<RawUser>,
     #[serde(default)]
     certificates: Vec<CertificateUser>,
+    #[serde(default)]
+    tokens: Vec<TokenUser>,
 }
 
 /// One user as written.
@@ -200,10 +211,12 @@ pub fn parse_config(json: &str) -> Result<Config, String> {
             return Err(format!("config: certificates[{i}]: empty name"));
         }
     }
+    let tokens = Tokens::new(raw.tokens)?;
     let dummy = dummy_hash(&users)?;
     Ok(Config {
         users,
         certificates: raw.certificates,
+        tokens,
         dummy,
     })
 }
@@ -382,6 +395,38 @@ pub fn check_certificate<'a>(
     }
 }
 
+/// The principal a bearer token from the WebSocket upgrade logs in as: `None` when CONNECT
+/// names a `login` (then login and passcode decide) or the upgrade carried no token;
+/// `Some(Err)` for a token no entry has (no fallback to anonymous).
+pub fn check_token<'a>(
+    config: &'a Config,
+    upgrade: Option<&UpgradeCredentials>,
+    login: Option<&str>,
+) -> Option<Result<&'a TokenUser, Refusal>> {
+    let Some(UpgradeCredentials::Bearer(token)) = upgrade else {
+        return None;
+    };
+    if login.is_some() {
+        return None;
+    }
+    Some(config.tokens.find(token).ok_or(Refusal::Invalid))
+}
+
+/// A principal with these rights (the same for users, certificates and tokens).
+fn principal(
+    name: &str,
+    groups: &[String],
+    may_send: &[String],
+    may_subscribe: &[String],
+) -> Principal {
+    Principal {
+        name: name.to_string(),
+        groups: groups.to_vec(),
+        may_send: may_send.to_vec(),
+        may_subscribe: may_subscribe.to_vec(),
+    }
+}
+
 struct Plugin;
 
 impl Lifecycle for Plugin {
@@ -412,12 +457,12 @@ impl Authenticate for Plugin {
             request.login.as_deref(),
         ) {
             Some(Ok(entry)) => {
-                return AuthResult::Allow(Principal {
-                    name: entry.principal_name().to_string(),
-                    groups: entry.groups.clone(),
-                    may_send: entry.may_send.clone(),
-                    may_subscribe: entry.may_subscribe.clone(),
-                })
+                return AuthResult::Allow(principal(
+                    entry.principal_name(),
+                    &entry.groups,
+                    &entry.may_send,
+                    &entry.may_subscribe,
+                ))
             }
             Some(Err(_)) => {
                 return AuthResult::Deny(
@@ -426,17 +471,29 @@ impl Authenticate for Plugin {
             }
             None => {}
         }
+        match check_token(config, request.upgrade.as_ref(), request.login.as_deref()) {
+            Some(Ok(entry)) => {
+                return AuthResult::Allow(principal(
+                    &entry.name,
+                    &entry.groups,
+                    &entry.may_send,
+                    &entry.may_subscribe,
+                ))
+            }
+            Some(Err(_)) => return AuthResult::Deny("unknown access token".into()),
+            None => {}
+        }
         match check(
             config,
             request.login.as_deref(),
             request.passcode.as_deref(),
         ) {
-            Ok(user) => AuthResult::Allow(Principal {
-                name: user.name.clone(),
-                groups: user.groups.clone(),
-                may_send: user.may_send.clone(),
-                may_subscribe: user.may_subscribe.clone(),
-            }),
+            Ok(user) => AuthResult::Allow(principal(
+                &user.name,
+                &user.groups,
+                &user.may_send,
+                &user.may_subscribe,
+            )),
             Err(Refusal::Invalid) => AuthResult::Deny(REFUSED.into()),
             Err(Refusal::Failed(reason)) => {
                 log(
@@ -527,6 +584,44 @@ mod tests {
         assert_eq!(other_login.unwrap().unwrap_err(), Refusal::Invalid);
         let same = check_certificate(&c, ListenerKind::Tls, Some(&sensor), Some("sensor-7"));
         assert!(same.unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_bearer_token_logs_in_when_connect_has_no_login() {
+        // `printf %s abc | sha256sum`
+        let c = parse_config(
+            r#"{"tokens":[{"token_sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                "name":"svc","may_send":["/queue/jobs"]}]}"#,
+        )
+        .unwrap();
+        let good = UpgradeCredentials::Bearer("abc".into());
+        let entry = check_token(&c, Some(&good), None).unwrap().unwrap();
+        assert_eq!(
+            (entry.name.as_str(), &entry.may_send[..]),
+            ("svc", &["/queue/jobs".to_string()][..])
+        );
+        let bad = UpgradeCredentials::Bearer("abd".into());
+        assert_eq!(
+            check_token(&c, Some(&bad), None).unwrap().unwrap_err(),
+            Refusal::Invalid
+        );
+        // A login in CONNECT, Basic credentials or no upgrade at all: not the token's business.
+        assert!(check_token(&c, Some(&good), Some("alice")).is_none());
+        let basic = UpgradeCredentials::Basic(plugboard::plugin::types::BasicCredentials {
+            login: "a".into(),
+            passcode: "abc".into(),
+        });
+        assert!(check_token(&c, Some(&basic), None).is_none());
+        assert!(check_token(&c, None, None).is_none());
+        // Config errors name the entry.
+        let e = parse_config(r#"{"tokens":[{"token_sha256":"00","name":"svc"}]}"#).unwrap_err();
+        assert!(
+            e.contains("tokens[0]") && e.contains("64 hex digits"),
+            "{e}"
+        );
+        let e = parse_config(r#"{"tokens":[{"token_sha256":"00","name":"svc","pasword":1}]}"#)
+            .unwrap_err();
+        assert!(e.contains("pasword"), "{e}");
     }
 
     #[test]
