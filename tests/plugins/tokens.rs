@@ -206,3 +206,37 @@ async fn a_connect_login_wins_over_the_token_and_tcp_has_no_token_path() {
     );
     c.expect_closed().await;
 }
+
+/// HTTP Basic credentials in the upgrade log a user in when CONNECT names no `login` (its
+/// rights enforced); a wrong password there is refused; CONNECT's own pair wins over them.
+#[tokio::test]
+async fn basic_credentials_in_the_upgrade_log_a_user_in_when_connect_names_none() {
+    let phc = phc_of("deploy-pass\n", &[]);
+    let auth = static_auth_plugin(&format!(
+        "\n[[plugins.config.users]]\nname = \"deployer\"\npassword_hash = '{phc}'\n\
+         may_send = [\"/queue/deploys\"]\nmay_subscribe = [\"/queue/deploys\"]\n"
+    ));
+    let broker = Launch::config_text(broker_bin(), &auth).websocket().start();
+    // base64("deployer:deploy-pass") and base64("deployer:wrong")
+    let good = "Basic ZGVwbG95ZXI6ZGVwbG95LXBhc3M=";
+    let bad = "Basic ZGVwbG95ZXI6d3Jvbmc=";
+    let ws = open(&broker, "", &[("authorization", good)]).await;
+    logs_in_as_deployer(ws).await;
+    let mut ws = open(&broker, "", &[("authorization", bad)]).await;
+    send(&mut ws, CONNECT).await;
+    let (command, headers) = recv(&mut ws).await;
+    assert_eq!(command, "ERROR", "{headers:?}");
+    assert!(
+        header(&headers, "message").contains("access refused"),
+        "{headers:?}"
+    );
+    // CONNECT's pair is the client's explicit statement: a wrong one is refused even with good
+    // Basic credentials in the upgrade.
+    let mut ws = open(&broker, "", &[("authorization", good)]).await;
+    send(
+        &mut ws,
+        "CONNECT\naccept-version:1.2\nlogin:deployer\npasscode:wrong\n\n\0",
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await.0, "ERROR");
+}

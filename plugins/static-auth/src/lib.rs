@@ -33,6 +33,10 @@
 //! API tokens ([`tokens`]): `tokens` lists the SHA-256 of bearer tokens a WebSocket client may
 //! carry in its HTTP upgrade; when CONNECT has no `login`, the token logs in as its entry's
 //! `name`, and an unknown token is refused.
+//!
+//! HTTP Basic credentials from a WebSocket upgrade count as login and passcode when CONNECT
+//! carries no `login` (as the broker's built-in users do): CONNECT's own pair, when present, is
+//! the client's explicit statement and wins.
 
 pub mod tokens;
 
@@ -412,6 +416,21 @@ pub fn check_token<'a>(
     Some(config.tokens.find(token).ok_or(Refusal::Invalid))
 }
 
+/// The login and passcode to check: CONNECT's, or when CONNECT names no `login`, HTTP Basic
+/// credentials from the WebSocket upgrade.
+pub fn login_and_passcode<'a>(
+    login: Option<&'a str>,
+    passcode: Option<&'a str>,
+    upgrade: Option<&'a UpgradeCredentials>,
+) -> (Option<&'a str>, Option<&'a str>) {
+    match (login, upgrade) {
+        (None, Some(UpgradeCredentials::Basic(basic))) => {
+            (Some(basic.login.as_str()), Some(basic.passcode.as_str()))
+        }
+        _ => (login, passcode),
+    }
+}
+
 /// A principal with these rights (the same for users, certificates and tokens).
 fn principal(
     name: &str,
@@ -483,11 +502,12 @@ impl Authenticate for Plugin {
             Some(Err(_)) => return AuthResult::Deny("unknown access token".into()),
             None => {}
         }
-        match check(
-            config,
+        let (login, passcode) = login_and_passcode(
             request.login.as_deref(),
             request.passcode.as_deref(),
-        ) {
+            request.upgrade.as_ref(),
+        );
+        match check(config, login, passcode) {
             Ok(user) => AuthResult::Allow(principal(
                 &user.name,
                 &user.groups,

@@ -330,3 +330,31 @@ fn unknown_keys_are_refused() {
     .unwrap_err();
     assert!(e.contains("pasword"), "{e}");
 }
+
+#[test]
+fn basic_upgrade_credentials_count_only_when_connect_names_no_login() {
+    let basic = UpgradeCredentials::Basic(plugboard::plugin::types::BasicCredentials {
+        login: "a".into(),
+        passcode: "pw".into(),
+    });
+    assert_eq!(
+        login_and_passcode(None, None, Some(&basic)),
+        (Some("a"), Some("pw"))
+    );
+    // CONNECT's own pair wins, passcode or not.
+    assert_eq!(
+        login_and_passcode(Some("b"), None, Some(&basic)),
+        (Some("b"), None)
+    );
+    assert_eq!(
+        login_and_passcode(Some("b"), Some("x"), Some(&basic)),
+        (Some("b"), Some("x"))
+    );
+    // A bearer token is not a password.
+    let bearer = UpgradeCredentials::Bearer("t".into());
+    assert_eq!(login_and_passcode(None, None, Some(&bearer)), (None, None));
+    assert_eq!(login_and_passcode(None, Some("p"), None), (None, Some("p")));
+    let c = config();
+    let (login, passcode) = login_and_passcode(None, None, Some(&basic));
+    assert_eq!(check(&c, login, passcode).unwrap().name, "a");
+}
