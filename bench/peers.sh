@@ -5,7 +5,9 @@
 #
 # Before sourcing, set LOG_TAG (the script's name in log lines) and WORK (a directory for
 # logs); `log MESSAGE...` and `die MESSAGE...` are defined here. Optional, with their defaults: RMQ_PORT (61614), AMQ_PORT (61615), LOGIN/PASSCODE
-# (guest/guest), AMQ_CONF (the Debian instance `main`).
+# (guest/guest), AMQ_CONF (the Debian instance `main`), RMQ_PLUGINS (the RabbitMQ plugins to
+# run, exactly these: `rabbitmq_stomp`), RMQ_EXTRA_CONF (lines appended to rabbitmq.conf, e.g.
+# more listeners; empty).
 #
 #   peers_install            # apt-get install what is missing (rabbitmq-server, activemq)
 #   start_rabbitmq           # writes /etc/rabbitmq/rabbitmq.conf, starts it detached
@@ -19,6 +21,8 @@
 : "${LOGIN:=guest}"
 : "${PASSCODE:=guest}"
 : "${AMQ_CONF:=/etc/activemq/instances-available/main/activemq.xml}"
+: "${RMQ_PLUGINS:=rabbitmq_stomp}"
+: "${RMQ_EXTRA_CONF:=}"
 
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "${LOG_TAG:-bench}" -1 "$*" >&2; }
 die() {
@@ -88,11 +92,14 @@ stop_activemq() {
   wait_gone "$AMQ_PORT" 15 || log "ActiveMQ still listening on $AMQ_PORT"
 }
 
-# RabbitMQ: STOMP plugin on 127.0.0.1:RMQ_PORT, LOGIN/PASSCODE, everything on loopback.
+# RabbitMQ: STOMP plugin on 127.0.0.1:RMQ_PORT, LOGIN/PASSCODE, everything on loopback; the
+# plugins RMQ_PLUGINS and only those (a plugin enabled by an earlier run does not linger), and
+# RMQ_EXTRA_CONF at the end of rabbitmq.conf.
 # Returns once `rabbitmq-server -detached` has returned; wait_port before using it.
 start_rabbitmq() {
   stop_rabbitmq
-  cat >/etc/rabbitmq/rabbitmq.conf <<EOF
+  {
+    cat <<EOF
 # Written by plugboard bench/peers.sh
 listeners.tcp.default = 127.0.0.1:5672
 stomp.listeners.tcp.1 = 127.0.0.1:$RMQ_PORT
@@ -100,9 +107,13 @@ stomp.default_user = $LOGIN
 stomp.default_pass = $PASSCODE
 loopback_users = none
 EOF
+    [[ -z $RMQ_EXTRA_CONF ]] || printf '%s\n' "$RMQ_EXTRA_CONF"
+  } >/etc/rabbitmq/rabbitmq.conf
   grep -q '^NODE_IP_ADDRESS=127.0.0.1' /etc/rabbitmq/rabbitmq-env.conf 2>/dev/null ||
     echo 'NODE_IP_ADDRESS=127.0.0.1' >>/etc/rabbitmq/rabbitmq-env.conf
-  rabbitmq-plugins enable --offline rabbitmq_stomp >"$WORK/rabbitmq-plugins.log" 2>&1
+  # shellcheck disable=SC2086 # a list of plugin names
+  rabbitmq-plugins set --offline $RMQ_PLUGINS >"$WORK/rabbitmq-plugins.log" 2>&1 ||
+    die "rabbitmq-plugins set $RMQ_PLUGINS failed: $(tail -n 5 "$WORK/rabbitmq-plugins.log")"
   log "starting RabbitMQ"
   # The same file-descriptor limit for every broker (ActiveMQ and Plugboard inherit ours).
   # Debian's rabbitmq-server wrapper goes through `su`, whose PAM session resets it to 1024 (too
