@@ -149,14 +149,21 @@ fn venv(name: &str, requirements: &[&str]) -> PathBuf {
     python
 }
 
-/// Runs `python script ARGS`, bounded by `within`; panics with its output when it fails.
-fn run_script(
-    what: &str,
+/// How a bounded script run ended: its exit status (`None`: it hung and was killed) and output.
+struct ScriptRun {
+    status: Option<std::process::ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `python script ARGS`, killed after `within`; both pipes are drained while waiting, so
+/// a chatty script never blocks on a full pipe.
+fn run_bounded(
     python: &Path,
     script: &Path,
-    args: &[String],
+    args: &[std::ffi::OsString],
     within: Duration,
-) -> String {
+) -> ScriptRun {
     let mut child = Command::new(python)
         .arg(script)
         .args(args)
@@ -165,7 +172,6 @@ fn run_script(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    // Drain both pipes while waiting, so a chatty script never blocks on a full pipe.
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out = std::thread::spawn(move || {
@@ -190,8 +196,28 @@ fn run_script(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
+    ScriptRun {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `python script ARGS`, bounded by `within`; its stdout, or a panic with its output
+/// when it fails or hangs.
+fn run_script(
+    what: &str,
+    python: &Path,
+    script: &Path,
+    args: &[String],
+    within: Duration,
+) -> String {
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let ScriptRun {
+        status,
+        stdout,
+        stderr,
+    } = run_bounded(python, script, &args, within);
     match status {
         Some(s) if s.success() => stdout,
         Some(s) => panic!("{what} failed ({s})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
@@ -205,41 +231,23 @@ fn stomp_py_check(version: &str) {
     let python = venv_python();
     let broker = Broker::with_config(CONFIG);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/stomp_py_check.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .arg("--host")
-        .arg(broker.addr.ip().to_string())
-        .arg("--port")
-        .arg(broker.addr.port().to_string())
-        .arg("--version")
-        .arg(version)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    // Bound the run: the script's own waits are short, 120 s means it hung.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().expect("script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match status {
-        Some(s) if s.success() => eprintln!("{}", stdout.trim()),
-        Some(s) => panic!(
-            "stomp.py check for STOMP {version} failed ({s})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        ),
-        None => panic!("stomp.py check for STOMP {version} hung (killed after 120 s)\n--- stderr ---\n{stderr}"),
-    }
+    let args = [
+        "--host".to_string(),
+        broker.addr.ip().to_string(),
+        "--port".to_string(),
+        broker.addr.port().to_string(),
+        "--version".to_string(),
+        version.to_string(),
+    ];
+    // The script's own waits are short: 120 s means it hung.
+    let stdout = run_script(
+        &format!("stomp.py check for STOMP {version}"),
+        &python,
+        &script,
+        &args,
+        Duration::from_secs(120),
+    );
+    eprintln!("{}", stdout.trim());
 }
 
 #[test]

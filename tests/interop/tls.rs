@@ -2,9 +2,9 @@
 //! broker on a CA and certificates made at run time; then with mutual TLS required, with the
 //! client certificate and without it.
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plugboard_test_support::broker::{Broker, Launch};
 use plugboard_test_support::tls::Pki;
@@ -26,46 +26,30 @@ fn stomp_py_tls(broker: &Broker, pki: &Pki, tls: &str, with_cert: bool) -> (bool
         std::fs::write(pki.path("client.pem"), &pki.sensor.cert_pem).unwrap();
         std::fs::write(pki.path("client.key"), &pki.sensor.key_pem).unwrap();
     }
-    let mut command = Command::new(&python);
-    command
-        .arg(&script)
-        .arg("--port")
-        .arg(broker.tls_addr().port().to_string())
-        .arg("--ca")
-        .arg(pki.path("ca.pem"))
-        .arg("--tls")
-        .arg(tls);
+    let mut args: Vec<OsString> = vec![
+        "--port".into(),
+        broker.tls_addr().port().to_string().into(),
+        "--ca".into(),
+        pki.path("ca.pem").into(),
+        "--tls".into(),
+        tls.into(),
+    ];
     if with_cert {
-        command
-            .arg("--cert")
-            .arg(pki.path("client.pem"))
-            .arg("--key")
-            .arg(pki.path("client.key"));
+        args.extend([
+            "--cert".into(),
+            pki.path("client.pem").into(),
+            "--key".into(),
+            pki.path("client.key").into(),
+        ]);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = child.wait_with_output().expect("script output");
+    let run = super::run_bounded(&python, &script, &args, Duration::from_secs(120));
     let text = format!(
         "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        run.stdout, run.stderr
     );
-    let status = status.unwrap_or_else(|| panic!("stomp.py over TLS hung (killed)\n{text}"));
+    let status = run
+        .status
+        .unwrap_or_else(|| panic!("stomp.py over TLS hung (killed)\n{text}"));
     (status.success(), text)
 }
 

@@ -80,6 +80,7 @@ impl Schedule {
         headers: &[Header],
         config: &ScheduleConfig,
     ) -> Result<Option<Schedule>, ScheduleError> {
+        // The clock is read only for a SEND that asks for a schedule.
         match Asked::read(headers)? {
             Some(asked) => asked.check(super::message::now_ms(), config),
             None => Ok(None),
