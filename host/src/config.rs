@@ -456,7 +456,8 @@ pub struct ScheduleConfig {
     pub max_messages: usize,
     /// Most messages one principal may have waiting in the scheduler.
     pub max_per_principal: usize,
-    /// Longest delay accepted, in ms (an absolute time further ahead is refused too).
+    /// Longest delay accepted, in ms (an absolute time further ahead, or a longer repeat
+    /// period, is refused too).
     pub max_delay_ms: u64,
     /// Shortest `AMQ_SCHEDULED_PERIOD` accepted for a repeating message, in ms.
     pub min_period_ms: u64,

@@ -33,8 +33,8 @@ pub enum ScheduleError {
     /// The header (named) does not hold a whole number; its value.
     #[error("header '{0}' must be a whole number of milliseconds, not '{1}'")]
     NotANumber(&'static str, String),
-    /// The first delivery is further ahead than `schedule.max_delay_ms`: the delay asked for
-    /// and the limit.
+    /// The first delivery (or a repeat's period) is further ahead than `schedule.max_delay_ms`:
+    /// the delay asked for and the limit.
     #[error("a delivery {0} ms ahead is beyond the limit of {1} ms (schedule.max_delay_ms)")]
     TooFar(u64, u64),
     /// `AMQ_SCHEDULED_REPEAT` without an `AMQ_SCHEDULED_PERIOD` of at least
@@ -145,6 +145,10 @@ impl Asked {
         if repeat > 0 && period < config.min_period_ms {
             return Err(ScheduleError::PeriodTooShort(period, config.min_period_ms));
         }
+        // Each repeat is that far ahead of the one before: the same bound as the first.
+        if repeat > 0 && period > config.max_delay_ms {
+            return Err(ScheduleError::TooFar(period, config.max_delay_ms));
+        }
         if repeat == 0 && ahead == 0 {
             return Ok(None);
         }
@@ -242,6 +246,13 @@ mod tests {
         assert_eq!(
             read(&[("x-delay", &(max + 1).to_string())]),
             Err(ScheduleError::TooFar(max + 1, max))
+        );
+        assert_eq!(
+            read(&[
+                ("AMQ_SCHEDULED_REPEAT", "2"),
+                ("AMQ_SCHEDULED_PERIOD", "4611686018427387904")
+            ]),
+            Err(ScheduleError::TooFar(1 << 62, max))
         );
         assert_eq!(
             read(&[("AMQ_SCHEDULED_REPEAT", "2")]),
