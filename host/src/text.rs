@@ -98,9 +98,49 @@ impl Decimal {
     }
 }
 
+/// Whether `field` holds any of the four `targets` (repeat one to look for fewer). Short
+/// fields are the rule here (header names and values, destinations), where a general byte
+/// search costs more in set-up than in search; this one looks at eight bytes per step: a byte of the word
+/// equals a target exactly when the same byte of `word ^ target-in-every-byte` is zero, and
+/// `(x - 0x01..01) & !x & 0x80..80` is non-zero exactly when some byte of `x` is zero.
+#[inline]
+pub fn has_any(field: &[u8], targets: [u8; 4]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let spread = targets.map(|t| u64::from(t) * ONES);
+    let mut words = field.chunks_exact(8);
+    for word in words.by_ref() {
+        let word = u64::from_ne_bytes(word.try_into().expect("chunks of eight"));
+        if spread.iter().any(|&t| has_zero_byte(word ^ t)) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|b| targets.contains(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_any_finds_a_target_at_every_position_and_length() {
+        let targets = [b'\n', b'\r', b':', b'\\'];
+        for len in 0..40 {
+            let plain = vec![b'a'; len];
+            assert!(!has_any(&plain, targets), "len {len}");
+            for at in 0..len {
+                for &t in &targets {
+                    let mut field = plain.clone();
+                    field[at] = t;
+                    assert!(has_any(&field, targets), "len {len} at {at} byte {t}");
+                }
+            }
+        }
+        // Bytes next to the targets, and high bytes, are not mistaken for them.
+        let near: Vec<u8> = (0..=255u8).filter(|b| !targets.contains(b)).collect();
+        assert!(!has_any(&near, targets));
+    }
 
     #[test]
     fn printable_escapes_and_cuts() {

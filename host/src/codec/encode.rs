@@ -32,6 +32,28 @@ pub fn encode_header(out: &mut BytesMut, name: &[u8], value: &[u8], escaping: Es
     true
 }
 
+/// [`encode_header`] for one of the broker's own header names (`destination`, `subscription`):
+/// `name` is given with its colon and is written as it is (no name of the broker's needs
+/// escaping), only the value is escaped.
+pub fn encode_broker_header(
+    out: &mut BytesMut,
+    name_colon: &'static [u8],
+    value: &[u8],
+    escaping: Escaping,
+) -> bool {
+    debug_assert!(
+        name_colon.ends_with(b":") && !name_colon[..name_colon.len() - 1].contains(&b':')
+    );
+    if !escaping.can_encode(value, true) {
+        return false;
+    }
+    out.reserve(name_colon.len() + value.len() + 1);
+    out.extend_from_slice(name_colon);
+    escaping.escape_into(out, value);
+    out.put_u8(b'\n');
+    true
+}
+
 /// Where an encoded frame goes: its head (command and headers) is appended to a buffer; its
 /// body may be kept by reference instead (the connection writer sends large bodies from their
 /// own buffer, never copied).
@@ -117,9 +139,24 @@ pub fn encode_with<S: FrameSink + ?Sized>(
 }
 
 fn put_length(out: &mut BytesMut, len: usize) {
-    out.extend_from_slice(b"content-length:");
-    out.extend_from_slice(crate::text::Decimal::new(len as u64).as_bytes());
-    out.put_u8(b'\n');
+    // On every MESSAGE: the line is built on the stack, digits first (from the end), then the
+    // name in front of them, and copied into the buffer once.
+    const NAME: &[u8] = b"content-length:";
+    let mut line = [0u8; NAME.len() + 20 + 1];
+    let mut at = line.len() - 1;
+    line[at] = b'\n';
+    let mut n = len as u64;
+    loop {
+        at -= 1;
+        line[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= NAME.len();
+    line[at..at + NAME.len()].copy_from_slice(NAME);
+    out.extend_from_slice(&line[at..]);
 }
 
 #[cfg(test)]

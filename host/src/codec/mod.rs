@@ -25,7 +25,9 @@ mod frame;
 mod reader;
 
 pub use decode::{DecodeError, DecodeErrorKind, Decoder, Limits};
-pub use encode::{encode_frame, encode_header, encode_with, FrameSink, LengthAt};
+pub use encode::{
+    encode_broker_header, encode_frame, encode_header, encode_with, FrameSink, LengthAt,
+};
 pub use escape::Escaping;
 pub use frame::{is_server_owned, Command, Frame, Header, Version, SERVER_OWNED};
 pub use reader::{FrameReader, ReadBufferError, ReadError};

@@ -28,7 +28,7 @@ pub const SEPARATOR: u8 = b',';
 
 /// Whether `destination` names several destinations.
 pub fn is_composite(destination: &[u8]) -> bool {
-    destination.contains(&SEPARATOR)
+    crate::text::has_any(destination, [SEPARATOR; 4])
 }
 
 /// The parts of a composite destination, in order, each once.

@@ -581,59 +581,79 @@ impl Queue {
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
+            // The common case, room at once, takes no wake-up registration (that locks the
+            // `Notify`'s waiter list); without room, register and look again before waiting,
+            // so a wake-up between the two looks is not missed.
+            let mut registered = false;
+            loop {
                 let mut state = self.lock();
-                if state.deleted {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Published::Dropped;
-                }
-                if !self.has_room(&state) {
-                    match self.limits.overflow {
-                        Overflow::Block => {}
-                        Overflow::DropNew => {
-                            self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                            return Published::Dropped;
-                        }
-                        Overflow::Reject | Overflow::RejectDeadLetter => {
-                            let message = message.take().expect("published once");
-                            drop(state);
-                            self.reject(message);
-                            return Published::Rejected;
-                        }
-                        Overflow::DropOldest => {
-                            // Room is made from the waiting messages only; when every message
-                            // is out with a consumer, the new one is dropped instead.
-                            while !self.has_room(&state) {
-                                let Some(oldest) = state.pending.pop() else {
-                                    break;
-                                };
-                                if !oldest.declined.is_empty() {
-                                    state.declined_pending -= 1;
-                                }
-                                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                                self.leave(&mut state, &oldest);
-                            }
-                            if !self.has_room(&state) {
-                                self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                                return Published::Dropped;
-                            }
-                        }
+                if let Some(published) = self.try_publish(&mut state, &mut message) {
+                    drop(state);
+                    if published == Published::Rejected {
+                        // Outside the lock: a dead-letter copy goes to another queue.
+                        self.reject(message.take().expect("published once"));
                     }
+                    return published;
                 }
-                if self.has_room(&state) {
-                    let message = message.take().expect("published once");
-                    let pending = self.enter(&mut state, message);
-                    state.pending.push(pending);
-                    self.dispatch(&mut state);
-                    return Published::Queued;
+                if registered {
+                    state.waiting += 1;
+                    break;
                 }
-                state.waiting += 1;
+                drop(state);
+                notified.as_mut().enable();
+                registered = true;
             }
             // Counted as waiting until this producer is done waiting (or dropped).
             let _waiting = WaitingProducer(self);
             notified.await;
         }
+    }
+
+    /// One attempt of [`publish`](Self::publish) under the queue's lock: the outcome, or
+    /// `None` when the producer must wait for room (the `block` policy). A message refused
+    /// by `reject-publish` is left in `message` for the caller to reject once unlocked.
+    fn try_publish(
+        &self,
+        state: &mut State,
+        message: &mut Option<Arc<Message>>,
+    ) -> Option<Published> {
+        if state.deleted {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Some(Published::Dropped);
+        }
+        if !self.has_room(state) {
+            match self.limits.overflow {
+                Overflow::Block => return None,
+                Overflow::DropNew => {
+                    self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                    return Some(Published::Dropped);
+                }
+                Overflow::Reject | Overflow::RejectDeadLetter => return Some(Published::Rejected),
+                Overflow::DropOldest => {
+                    // Room is made from the waiting messages only; when every message is out
+                    // with a consumer, the new one is dropped instead.
+                    while !self.has_room(state) {
+                        let Some(oldest) = state.pending.pop() else {
+                            break;
+                        };
+                        if !oldest.declined.is_empty() {
+                            state.declined_pending -= 1;
+                        }
+                        self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                        self.leave(state, &oldest);
+                    }
+                    if !self.has_room(state) {
+                        self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                        return Some(Published::Dropped);
+                    }
+                }
+            }
+        }
+        let message = message.take().expect("published once");
+        let pending = self.enter(state, message);
+        state.pending.push(pending);
+        self.dispatch(state);
+        Some(Published::Queued)
     }
 
     /// Hands waiting messages to consumers with credit, in the order and to the consumers

@@ -67,7 +67,10 @@ fn segment(raw: &[u8]) -> Segment<'_> {
 
 /// Whether a topic name (without its `/topic/` prefix) has a wildcard segment.
 pub fn is_pattern(name: &[u8]) -> bool {
-    segments(name).any(|s| matches!(s, b"*" | b"#" | b">"))
+    // Every SEND asks: a name without any of the three bytes (the usual case) is answered by
+    // one scan, before splitting it into segments.
+    crate::text::has_any(name, [b'*', b'#', b'>', b'>'])
+        && segments(name).any(|s| matches!(s, b"*" | b"#" | b">"))
 }
 
 /// Checks a pattern (without its `/topic/` prefix): `>` last if anywhere, at most

@@ -195,59 +195,61 @@ impl Session {
 }
 
 /// The routed copies of a SEND, each composite one split into a copy per part (same headers
-/// and body, the part as its destination); a plain copy passes through untouched.
-pub(super) fn expand(
-    routed: impl Iterator<Item = PluginMessage>,
-    max_parts: usize,
-) -> impl Iterator<Item = Result<PluginMessage, RouteError>> {
-    routed.flat_map(move |copy| Copies::of(copy, max_parts))
-}
-
-/// The copies one routed message becomes.
-enum Copies {
-    One(Option<PluginMessage>),
-    Parts {
-        headers: Vec<Header>,
-        body: Bytes,
-        parts: std::vec::IntoIter<Bytes>,
-    },
-    Refused(Option<RouteError>),
-}
-
-impl Copies {
-    fn of(copy: PluginMessage, max_parts: usize) -> Copies {
-        if !is_composite(&copy.destination) {
-            return Copies::One(Some(copy));
-        }
-        match composite_parts(&copy.destination, max_parts) {
-            Ok(parts) => Copies::Parts {
-                headers: copy.headers,
-                body: copy.body,
-                parts: parts.into_iter(),
-            },
-            Err(err) => Copies::Refused(Some(err)),
-        }
+/// and body, the part as its destination); a plain copy passes through untouched (moved as it
+/// is: this runs for every SEND, and the plain case is the common one).
+pub(super) fn expand<I: Iterator<Item = PluginMessage>>(routed: I, max_parts: usize) -> Expand<I> {
+    Expand {
+        routed,
+        max_parts,
+        parts: None,
     }
 }
 
-impl Iterator for Copies {
+/// The iterator of [`expand`].
+pub(super) struct Expand<I> {
+    routed: I,
+    max_parts: usize,
+    /// The composite copy being split: its headers, body and the parts still to give.
+    parts: Option<Parts>,
+}
+
+struct Parts {
+    headers: Vec<Header>,
+    body: Bytes,
+    rest: std::vec::IntoIter<Bytes>,
+}
+
+impl<I: Iterator<Item = PluginMessage>> Iterator for Expand<I> {
     type Item = Result<PluginMessage, RouteError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Copies::One(copy) => copy.take().map(Ok),
-            Copies::Parts {
-                headers,
-                body,
-                parts,
-            } => parts.next().map(|destination| {
-                Ok(PluginMessage {
-                    destination,
-                    headers: headers.clone(),
-                    body: body.clone(),
-                })
-            }),
-            Copies::Refused(err) => err.take().map(Err),
+        loop {
+            if let Some(parts) = &mut self.parts {
+                match parts.rest.next() {
+                    Some(destination) => {
+                        return Some(Ok(PluginMessage {
+                            destination,
+                            headers: parts.headers.clone(),
+                            body: parts.body.clone(),
+                        }))
+                    }
+                    None => self.parts = None,
+                }
+            }
+            let copy = self.routed.next()?;
+            if !is_composite(&copy.destination) {
+                return Some(Ok(copy));
+            }
+            match composite_parts(&copy.destination, self.max_parts) {
+                Ok(parts) => {
+                    self.parts = Some(Parts {
+                        headers: copy.headers,
+                        body: copy.body,
+                        rest: parts.into_iter(),
+                    })
+                }
+                Err(err) => return Some(Err(err)),
+            }
         }
     }
 }

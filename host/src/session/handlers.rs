@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::send_headers::Mentions;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, SendOutcome};
@@ -46,6 +47,8 @@ pub(super) struct PreparedSend {
     /// The SEND's priority and message group; `None` once send plugins may have rewritten
     /// the headers (each routed copy is then read again).
     props: Option<Props>,
+    /// The delivery headers the SEND carries; `None`, like `props`, once send plugins ran.
+    mentions: Option<Mentions>,
     /// The SEND frame's share of the memory budget, passed on to the message.
     charge: Charge,
 }
@@ -56,6 +59,7 @@ impl PreparedSend {
     pub(super) fn through_plugins(self) -> PreparedSend {
         PreparedSend {
             props: None,
+            mentions: None,
             ..self
         }
     }
@@ -204,11 +208,17 @@ impl Session {
         // The broker's own headers (codec::SERVER_OWNED) are not passed on.
         headers.retain(|(name, _)| !is_server_owned(name));
         self.rewrite_reply_to(&mut headers)?;
-        let props = Props::read(&headers)?;
+        let mentions = Mentions::of(&headers);
+        let props = if mentions.props {
+            Props::read(&headers)?
+        } else {
+            Props::default()
+        };
         let send = PreparedSend {
             transaction_id,
             persistent,
             props: Some(props),
+            mentions: Some(mentions),
             charge,
         };
         let message = PluginMessage {
@@ -230,6 +240,7 @@ impl Session {
             transaction_id,
             persistent,
             props,
+            mentions,
             charge,
         } = send;
         // The frame's charge goes to the first copy (they share its body); further copies
@@ -239,6 +250,8 @@ impl Session {
         let mut expires_at = None;
         let mut schedule = None;
         let mut queue_args = None;
+        // Without send plugins every part's name was checked by `prepare_send` already.
+        let names_checked = props.is_some();
         // A composite destination becomes a copy per part.
         let max_parts = self.broker.config.limits.max_composite_parts;
         for (i, copy) in super::composite::expand(routed, max_parts).enumerate() {
@@ -249,13 +262,22 @@ impl Session {
             };
             let copy = copy.map_err(invalid)?;
             if i == 0 {
-                expires_at = expiry(&copy.headers);
-                schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
-                    .map_err(|err| client_error(err.to_string()))?;
-                queue_args = QueueArgs::from_headers(&copy.headers)
-                    .map_err(|err| client_error(err.to_string()))?;
+                let mentions = mentions.unwrap_or_else(|| Mentions::of(&copy.headers));
+                if mentions.expiry {
+                    expires_at = expiry(&copy.headers);
+                }
+                if mentions.schedule {
+                    schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
+                        .map_err(|err| client_error(err.to_string()))?;
+                }
+                if mentions.queue_args {
+                    queue_args = QueueArgs::from_headers(&copy.headers)
+                        .map_err(|err| client_error(err.to_string()))?;
+                }
             }
-            check_send_name(&copy.destination).map_err(invalid)?;
+            if !names_checked {
+                check_send_name(&copy.destination).map_err(invalid)?;
+            }
             let router = &self.broker.router;
             let resolved = if schedule.is_none() && queue_args.is_none() {
                 router.resolve(&mut self.conn, &copy.destination)?
@@ -399,15 +421,25 @@ impl Session {
 /// When a message expires (unix ms): `expires` is absolute (ActiveMQ, JMS; 0 means never),
 /// `ttl` (Apollo) and `expiration` (RabbitMQ) are relative to now.
 fn expiry(headers: &[Header]) -> Option<u64> {
-    let number = |name: &[u8]| -> Option<u64> {
-        let (_, value) = headers.iter().find(|(n, _)| n.as_ref() == name)?;
-        std::str::from_utf8(value).ok()?.trim().parse().ok()
+    // One pass, by length first: this runs for every SEND and most carry none of these.
+    let (mut expires, mut ttl, mut expiration) = (None, None, None);
+    for (name, value) in headers {
+        let slot = match name.len() {
+            7 if name.as_ref() == b"expires" => &mut expires,
+            3 if name.as_ref() == b"ttl" => &mut ttl,
+            10 if name.as_ref() == b"expiration" => &mut expiration,
+            _ => continue,
+        };
+        slot.get_or_insert(value);
+    }
+    let number = |value: Option<&Bytes>| -> Option<u64> {
+        std::str::from_utf8(value?).ok()?.trim().parse().ok()
     };
-    if let Some(at) = number(b"expires") {
+    if let Some(at) = number(expires) {
         return (at > 0).then_some(at);
     }
-    number(b"ttl")
-        .or_else(|| number(b"expiration"))
+    number(ttl)
+        .or_else(|| number(expiration))
         .map(|ttl| crate::router::message::now_ms().saturating_add(ttl))
 }
 

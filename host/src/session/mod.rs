@@ -18,6 +18,7 @@ mod error;
 mod handlers;
 mod receipts;
 mod send_batch;
+mod send_headers;
 mod subscribe;
 mod transaction;
 pub mod writer;

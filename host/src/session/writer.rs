@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{
-    encode_frame, encode_header, encode_with, Command, Escaping, FrameSink, LengthAt, Version,
+    encode_broker_header, encode_frame, encode_with, Command, Escaping, FrameSink, LengthAt,
+    Version,
 };
 use crate::connection_stats::ByteMeter;
 use crate::listen::FrameWriter;
@@ -300,12 +301,12 @@ fn encode_delivery(
 fn encode_message(delivery: &Delivery, message: &Message, version: Version, out: &mut OutBuf) {
     let subscription = &delivery.subscription;
     let head = |buf: &mut BytesMut, escaping: Escaping| {
-        encode_header(buf, b"destination", &message.destination, escaping);
+        encode_broker_header(buf, b"destination:", &message.destination, escaping);
         buf.extend_from_slice(b"message-id:");
         message.write_id(buf);
         buf.extend_from_slice(b"\n");
         if let Some(id) = subscription.wire_id() {
-            encode_header(buf, b"subscription", id, escaping);
+            encode_broker_header(buf, b"subscription:", id, escaping);
         }
         if version == Version::V1_2 && subscription.ack_mode().needs_ack() {
             buf.extend_from_slice(b"ack:");
