@@ -41,6 +41,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod text;
+pub mod vhost;
 
 use tokio::sync::watch;
 
