@@ -793,11 +793,7 @@ impl Config {
             "store.fsync_interval_ms must be at least 1"
         );
         self.websocket.validate()?;
-        crate::vhost::config::validate(
-            &self.vhosts,
-            self.default_vhost.as_deref(),
-            &self.plugins,
-        )?;
+        crate::vhost::config::validate(&self.vhosts, self.default_vhost.as_deref(), &self.plugins)?;
         anyhow::ensure!(
             self.tls.handshake_timeout_ms >= 1,
             "tls.handshake_timeout_ms must be at least 1"

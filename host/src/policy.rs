@@ -141,7 +141,11 @@ impl Policy {
 
     /// Why a plugin set loaded from `specs` cannot be installed, if it cannot: a vhost selects
     /// a plugin it does not have (the vhost list is fixed until a restart).
-    pub fn check_vhost_plugins(&self, specs: &[PluginSpec], vhost_names: &[Arc<str>]) -> Result<(), String> {
+    pub fn check_vhost_plugins(
+        &self,
+        specs: &[PluginSpec],
+        vhost_names: &[Arc<str>],
+    ) -> Result<(), String> {
         for (index, names) in self.selection.iter().enumerate() {
             for name in names.iter().flatten() {
                 if !specs.iter().any(|s| &s.name == name) {
@@ -232,6 +236,8 @@ pub struct DeliveryFilter {
     info: SubscriptionInfo,
     /// The subscriber's vhost (its index): whose chains filter its messages.
     vhost: usize,
+    /// The subscriber's vhost's name, for the plugin calls made for it.
+    vhost_name: Arc<str>,
     /// The SUBSCRIBE's share of the memory budget (its headers are kept here).
     _charge: crate::budget::Charge,
 }
@@ -248,7 +254,7 @@ impl DeliveryFilter {
     /// asked) or a plugin refuses the SUBSCRIBE.
     pub async fn prepare(
         policy: &Policy,
-        vhost: usize,
+        vhost: &crate::vhost::Vhost,
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
@@ -256,7 +262,7 @@ impl DeliveryFilter {
         let selector = crate::selector::from_subscribe(&info.headers)?;
         let set = policy.current();
         let filter = set
-            .for_vhost(vhost)
+            .for_vhost(vhost.index)
             .prepare_subscription(principal, info.clone())
             .await?;
         Ok(DeliveryFilter {
@@ -267,7 +273,8 @@ impl DeliveryFilter {
             }),
             principal: principal.clone(),
             info,
-            vhost,
+            vhost: vhost.index,
+            vhost_name: vhost.name.clone(),
             _charge: charge,
         })
     }
@@ -283,8 +290,14 @@ impl DeliveryFilter {
             principal,
             info,
             vhost: 0,
+            vhost_name: Arc::from(crate::vhost::DEFAULT_NAME),
             _charge: Default::default(),
         }
+    }
+
+    /// The name of the subscriber's virtual host (what its filter calls are made for).
+    pub fn vhost(&self) -> &Arc<str> {
+        &self.vhost_name
     }
 
     /// The subscription's native selector, if its SUBSCRIBE had one.

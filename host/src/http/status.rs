@@ -65,7 +65,11 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
         })
         .collect();
     let scheduler = |read: fn(&crate::router::Scheduler) -> u64| -> u64 {
-        broker.vhosts.iter().map(|v| read(v.router.scheduler())).sum()
+        broker
+            .vhosts
+            .iter()
+            .map(|v| read(v.router.scheduler()))
+            .sum()
     };
     let stats = &broker.stats;
     json!({

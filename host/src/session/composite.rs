@@ -154,7 +154,7 @@ impl Session {
             };
             let filter = DeliveryFilter::prepare(
                 &self.broker.policy,
-                self.vhost.index,
+                &self.vhost,
                 &self.principal,
                 info,
                 charge.take().unwrap_or_default(),

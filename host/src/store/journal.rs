@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
-use super::record::{
-    check_framing, scoped_key, Enqueue, Framed, Record, MAGIC, RECORD_HEADER,
-};
+use super::record::{check_framing, scoped_key, Enqueue, Framed, Record, MAGIC, RECORD_HEADER};
 
 /// Journal ids are sequential numbers: SipHash would be wasted work on them.
 #[derive(Debug, Default)]
@@ -276,8 +274,10 @@ impl Journal {
         }
         found.sort_unstable_by_key(|e| e.id);
         recovered.messages = found;
-        let mut subs: Vec<RecoveredDurable> =
-            durables.values().map(|(_, durable)| durable.clone()).collect();
+        let mut subs: Vec<RecoveredDurable> = durables
+            .values()
+            .map(|(_, durable)| durable.clone())
+            .collect();
         subs.sort();
         recovered.durables = subs;
         let mut journal = Journal {

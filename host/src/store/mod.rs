@@ -32,8 +32,8 @@ use crate::config::FsyncPolicy;
 use crate::histogram::{self, Histogram};
 use crate::router::Message;
 
-pub use journal::{Recovered, RecoveredDurable};
 use journal::{Journal, Op};
+pub use journal::{Recovered, RecoveredDurable};
 use record::{EnqueueRef, Record};
 
 /// How the store is set up.
@@ -372,11 +372,13 @@ impl Store {
         inbox.ops.push(Op::Settle { id: old });
         inbox.appended += 2;
         inbox.pending_bytes += len;
-        self.core.shared
+        self.core
+            .shared
             .appended
             .store(inbox.appended, Ordering::Release);
         drop(inbox);
-        self.core.shared
+        self.core
+            .shared
             .stats
             .records_appended
             .fetch_add(2, Ordering::Relaxed);
@@ -465,11 +467,13 @@ impl Store {
         inbox.ops.push(op);
         inbox.appended += 1;
         inbox.pending_bytes += bytes;
-        self.core.shared
+        self.core
+            .shared
             .appended
             .store(inbox.appended, Ordering::Release);
         drop(inbox);
-        self.core.shared
+        self.core
+            .shared
             .stats
             .records_appended
             .fetch_add(1, Ordering::Relaxed);

@@ -279,7 +279,9 @@ impl Record {
             KIND_IN_VHOST => {
                 let vhost = reader.bytes()?;
                 match reader.u8()? {
-                    KIND_SETTLE | KIND_IN_VHOST => return Err(DecodeError::UnknownKind(KIND_IN_VHOST)),
+                    KIND_SETTLE | KIND_IN_VHOST => {
+                        return Err(DecodeError::UnknownKind(KIND_IN_VHOST))
+                    }
                     kind => (vhost, kind),
                 }
             }

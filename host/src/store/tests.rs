@@ -131,7 +131,10 @@ fn records_come_back_into_their_vhost() {
         .iter()
         .map(|m| (&m.vhost[..], &m.body[..]))
         .collect();
-    assert_eq!(placed, [(&b""[..], &b"default"[..]), (b"tenant", b"tenant")]);
+    assert_eq!(
+        placed,
+        [(&b""[..], &b"default"[..]), (b"tenant", b"tenant")]
+    );
     let durables: Vec<(&[u8], &[u8])> = recovered
         .durables
         .iter()

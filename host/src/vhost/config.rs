@@ -84,7 +84,8 @@ pub fn validate(
 mod tests {
     use crate::config::Config;
 
-    const PLUGINS: &str = "[[plugins]]\nname = \"redact\"\nfile = \"r.wasm\"\nhooks = [\"message\"]\n";
+    const PLUGINS: &str =
+        "[[plugins]]\nname = \"redact\"\nfile = \"r.wasm\"\nhooks = [\"message\"]\n";
 
     fn error(toml: &str) -> String {
         format!("{:#}", Config::from_toml(toml).unwrap_err())
@@ -109,15 +110,24 @@ mod tests {
         let dup = error("[[vhosts]]\nname = \"a\"\n[[vhosts]]\nname = \"a\"\n");
         assert!(dup.contains("listed twice"), "{dup}");
         let unknown = error("[[vhosts]]\nname = \"a\"\nplugins = [\"nope\"]\n");
-        assert!(unknown.contains("\"nope\" is not a [[plugins]] entry"), "{unknown}");
+        assert!(
+            unknown.contains("\"nope\" is not a [[plugins]] entry"),
+            "{unknown}"
+        );
         let twice = error(&format!(
             "{PLUGINS}[[vhosts]]\nname = \"a\"\nplugins = [\"redact\", \"redact\"]\n"
         ));
         assert!(twice.contains("listed twice"), "{twice}");
         let bad_default = error("default_vhost = \"c\"\n[[vhosts]]\nname = \"a\"\n");
-        assert!(bad_default.contains("not the name of a [[vhosts]]"), "{bad_default}");
+        assert!(
+            bad_default.contains("not the name of a [[vhosts]]"),
+            "{bad_default}"
+        );
         let lonely_default = error("default_vhost = \"/\"\n");
-        assert!(lonely_default.contains("needs [[vhosts]]"), "{lonely_default}");
+        assert!(
+            lonely_default.contains("needs [[vhosts]]"),
+            "{lonely_default}"
+        );
         let empty = error("[[vhosts]]\nname = \"\"\n");
         assert!(empty.contains("1 to 255 bytes"), "{empty}");
         let control = error("[[vhosts]]\nname = \"a\\nb\"\n");

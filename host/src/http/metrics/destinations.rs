@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::{family, single, Counter, Gauge};
-use crate::vhost::Vhosts;
 use crate::router::DEAD_LETTER_REASONS;
+use crate::vhost::Vhosts;
 
 /// The label of the series that sums the destinations past the cap (a destination name always
 /// starts with `/`, so no destination is called this).
@@ -160,7 +160,9 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, vhosts: &Vhosts, cap: usiz
         .iter()
         .flat_map(|vhost| {
             let queues = vhost.router.queues();
-            queues.into_iter().map(move |queue| (vhost.name.clone(), queue))
+            queues
+                .into_iter()
+                .map(move |queue| (vhost.name.clone(), queue))
         })
         .map(|(vhost, queue)| {
             let ready = queue.depth() as u64;
@@ -286,7 +288,9 @@ pub fn encode_topics(encoder: &mut DescriptorEncoder, vhosts: &Vhosts, cap: usiz
         .iter()
         .flat_map(|vhost| {
             let topics = vhost.router.topics();
-            topics.into_iter().map(move |topic| (vhost.name.clone(), topic))
+            topics
+                .into_iter()
+                .map(move |topic| (vhost.name.clone(), topic))
         })
         .map(|(vhost, topic)| TopicRow {
             vhost: vhost.to_string(),
@@ -398,7 +402,10 @@ mod tests {
             vec![("a", "/topic/y", 2), ("a", OTHER, 1), ("b", OTHER, 12)]
         );
         // The same name in two vhosts is two series.
-        let rows = capped(vec![in_vhost("a", "/topic/t", 1), in_vhost("b", "/topic/t", 1)], 9);
+        let rows = capped(
+            vec![in_vhost("a", "/topic/t", 1), in_vhost("b", "/topic/t", 1)],
+            9,
+        );
         assert_eq!(rows.len(), 2);
     }
 
