@@ -351,3 +351,35 @@ impl std::fmt::Debug for DeliveryFilter {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(names: &[&str]) -> Vec<PluginSpec> {
+        let toml: String = names
+            .iter()
+            .map(|n| {
+                format!("[[plugins]]\nname = \"{n}\"\nfile = \"x.wasm\"\nhooks = [\"send\"]\n")
+            })
+            .collect();
+        crate::config::Config::from_toml(&toml).unwrap().plugins
+    }
+
+    #[test]
+    fn a_reload_may_not_drop_a_plugin_a_vhost_selects() {
+        let policy = Policy::new(PluginHost::empty(), specs(&["a", "b"]), Vec::new())
+            .with_vhosts(vec![None, Some(vec!["b".into()]), Some(Vec::new())]);
+        let names: Vec<Arc<str>> = ["/", "tenant", "bare"].map(Arc::from).to_vec();
+        assert_eq!(policy.current().vhosts.len(), 3);
+        assert!(policy.check_vhost_plugins(&specs(&["b"]), &names).is_ok());
+        let err = policy
+            .check_vhost_plugins(&specs(&["a"]), &names)
+            .unwrap_err();
+        assert!(err.contains("\"tenant\" selects plugin `b`"), "{err}");
+        // Installing a set keeps one chain per vhost.
+        policy.install(PluginHost::empty(), specs(&["b"]), Vec::new(), 1);
+        assert_eq!(policy.current().vhosts.len(), 3);
+        assert!(policy.host_for(1).names().is_empty());
+    }
+}
