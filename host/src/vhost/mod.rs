@@ -183,11 +183,12 @@ impl Vhosts {
     /// vhost is configured again), and counted in the returned [`Restored`].
     pub fn restore(&self, recovered: Recovered) -> Restored {
         let mut restored = Restored::default();
-        let by_journal_name = |name: &Bytes| {
-            self.list
-                .iter()
-                .find(|v| Vhost::journal_name(&v.name) == *name)
-        };
+        let journal_names: HashMap<Bytes, &Arc<Vhost>> = self
+            .list
+            .iter()
+            .map(|vhost| (Vhost::journal_name(&vhost.name), vhost))
+            .collect();
+        let by_journal_name = |name: &Bytes| journal_names.get(name).copied();
         for durable in &recovered.durables {
             match by_journal_name(&durable.vhost) {
                 Some(vhost) => {
