@@ -113,7 +113,7 @@ pub enum Op {
     /// An encoded [`Record::DurableCreate`].
     DurableCreate {
         /// The subscription's key: its queue name scoped by its vhost
-        /// ([`scoped_key`](super::record::scoped_key)), the key of the live record.
+        /// ([`scoped_key`]), the key of the live record.
         queue: Bytes,
         /// The whole encoded record.
         framed: Bytes,
