@@ -57,6 +57,7 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             let (queues, topics) = vhost.router.counts();
             json!({
                 "name": &*vhost.name,
+                "connections": vhost.connections(),
                 "queues": queues,
                 "topics": topics,
                 "scheduled": vhost.router.scheduler().len(),

@@ -192,6 +192,7 @@ async fn run<T: Transport>(
         client_id,
         receipts: Receipts::new(outbox.clone(), vhost.router.store().cloned()),
         account,
+        _member: crate::vhost::Member::enter(&vhost),
         vhost,
     };
     let outcome = session
@@ -413,6 +414,8 @@ pub(crate) struct Session {
     /// names, its plugin chains (`vhost.index`) judge its frames, and its name
     /// (`vhost.name`) is what plugins are told.
     vhost: Arc<Vhost>,
+    /// Counts this connection in its vhost while the session lives.
+    _member: crate::vhost::Member,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its

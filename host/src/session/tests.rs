@@ -40,6 +40,7 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         receipts: Receipts::new(outbox, None),
         account: broker.vhosts.budget().account("tester"),
         vhost: broker.vhosts.select(None).unwrap().clone(),
+        _member: crate::vhost::Member::enter(broker.vhosts.select(None).unwrap()),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod config;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -33,6 +34,33 @@ pub struct Vhost {
     pub index: usize,
     /// Its destinations.
     pub router: Router,
+    /// Connections in it now (see [`Member`]).
+    connections: AtomicU64,
+}
+
+impl Vhost {
+    /// Connections in it now.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection counted in its vhost's [`Vhost::connections`] for as long as it lives.
+#[derive(Debug)]
+pub struct Member(Arc<Vhost>);
+
+impl Member {
+    /// Counts a connection into `vhost`.
+    pub fn enter(vhost: &Arc<Vhost>) -> Member {
+        vhost.connections.fetch_add(1, Ordering::Relaxed);
+        Member(vhost.clone())
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Vhost {
@@ -96,6 +124,7 @@ impl Vhosts {
                         budget.clone(),
                         shared.clone(),
                     ),
+                    connections: AtomicU64::new(0),
                 })
             })
             .collect();
