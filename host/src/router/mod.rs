@@ -1,4 +1,5 @@
-//! Destinations and delivery: the [`Router`] owns every queue and topic by name, resolves a
+//! Destinations and delivery: the [`Router`] owns every queue and topic of one virtual host
+//! by name (the broker has one router per vhost, see [`crate::vhost`]), resolves a
 //! STOMP `destination` to one of them, and makes and ends subscriptions. Its operations are its
 //! whole API: a session resolves and publishes ([`Router::resolve`], [`publish`]), subscribes
 //! and unsubscribes ([`Router::prepare_subscription`], [`Router::attach`],
