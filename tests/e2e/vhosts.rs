@@ -232,7 +232,7 @@ async fn drain(addr: std::net::SocketAddr, host: &str, dest: &str) -> Vec<String
 }
 
 #[tokio::test]
-async fn persistent_messages_and_durables_come_back_into_their_vhost_after_kill_9() {
+async fn persistent_scheduled_and_durable_messages_come_back_into_their_vhost_after_kill_9() {
     let data = tempfile::tempdir().unwrap();
     let queue = format!("/queue/{}", unique("kept"));
     let topic = format!("/topic/{}", unique("kept"));
@@ -247,11 +247,20 @@ async fn persistent_messages_and_durables_come_back_into_their_vhost_after_kill_
     let mut b = client_in(broker.addr, "b").await;
     b.roundtrip(persistent_send(&queue, "in b")).await;
     b.roundtrip(persistent_send(&topic, "topic in b")).await;
+    let later = format!("/queue/{}", unique("later"));
+    b.roundtrip(persistent_send(&later, "scheduled in b").h("AMQ_SCHEDULED_DELAY", "1000"))
+        .await;
     broker.kill_hard();
 
     let broker = Broker::with_data_dir(TWO, data.path());
+    let mut a_later = client_in(broker.addr, "a").await;
+    a_later.subscribe("l", &later, "auto").await;
+    let mut b_later = client_in(broker.addr, "b").await;
+    b_later.subscribe("l", &later, "auto").await;
     assert_eq!(drain(broker.addr, "a", &queue).await, ["in a"]);
     assert_eq!(drain(broker.addr, "b", &queue).await, ["in b"]);
+    assert_eq!(b_later.msg().await.body_str(), "scheduled in b");
+    a_later.expect_silence(QUIET).await;
     let mut in_a = client_with_id(broker.addr, "a", "app").await;
     in_a.subscribe_with("s", &topic, "auto", &durable).await;
     in_a.expect_silence(QUIET).await;
