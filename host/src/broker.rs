@@ -1,6 +1,6 @@
-//! The broker's shared state and how it is assembled: the configuration, the router with its
-//! message store (the journal read back at start), the plugin set in force and the broker-wide
-//! counters. Every connection's session holds an `Arc<Broker>`; listeners, the reload watcher
+//! The broker's shared state and how it is assembled: the configuration, the virtual hosts
+//! (each with its router) and the message store they share (the journal read back at start),
+//! the plugin set in force and the broker-wide counters. Every connection's session holds an `Arc<Broker>`; listeners, the reload watcher
 //! and the admin surface reach the state only through it.
 
 use std::sync::atomic::AtomicU64;
@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::limits::AddressTable;
 use crate::plugin::PluginHost;
 use crate::policy::{PluginFile, Policy};
-use crate::router::{Router, RouterSettings};
 use crate::store::{Store, StoreSettings};
+use crate::vhost::Vhosts;
 
 /// Counters for the whole broker.
 #[derive(Debug, Default)]
@@ -49,8 +49,9 @@ pub struct BrokerStats {
 pub struct Broker {
     /// The configuration the broker started with (a reload swaps the plugin set, not this).
     pub config: Arc<Config>,
-    /// Every queue, topic and durable subscription, and the message store.
-    pub router: Router,
+    /// The virtual hosts, each with its queues, topics and durable subscriptions; the memory
+    /// budget and the message store they share.
+    pub vhosts: Vhosts,
     /// The plugin set in force (swapped on reload).
     pub policy: Policy,
     /// Broker-wide counters, for status output.
@@ -80,8 +81,8 @@ impl Broker {
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            router: Router::with_store(
-                RouterSettings::from_config(&config),
+            vhosts: Vhosts::build(
+                &config,
                 store,
                 MemoryBudget::new(
                     config.memory_budget(),
@@ -121,18 +122,20 @@ impl Broker {
         };
         let (store, recovered) = Store::open(&settings)?;
         let broker = Broker::with_store(config, policy, Some(store));
-        for (queue, topic) in &recovered.durables {
-            broker.router.restore_durable(queue, topic);
-        }
-        let messages = recovered.messages.len();
-        for message in recovered.messages {
-            broker.router.restore_message(message);
-        }
-        if messages > 0 || !recovered.durables.is_empty() {
+        let restored = broker.vhosts.restore(recovered);
+        if restored.messages > 0 || restored.durables > 0 {
             info!(
-                messages,
-                durable_subscriptions = recovered.durables.len(),
+                messages = restored.messages,
+                durable_subscriptions = restored.durables,
                 "recovered from the journal"
+            );
+        }
+        if restored.skipped_messages > 0 || restored.skipped_durables > 0 {
+            tracing::warn!(
+                messages = restored.skipped_messages,
+                durable_subscriptions = restored.skipped_durables,
+                "the journal holds messages of virtual hosts not configured now: they stay in \
+                 the journal and come back when their vhost is configured again"
             );
         }
         Ok(broker)
@@ -140,7 +143,7 @@ impl Broker {
 
     /// Makes everything journaled durable and stops the store (at shutdown).
     pub fn close(&self) {
-        if let Some(store) = self.router.store() {
+        if let Some(store) = self.vhosts.store() {
             store.close();
         }
     }
@@ -165,5 +168,14 @@ pub async fn load_policy(config: &Config) -> anyhow::Result<Policy> {
         .context("loading plugins")?
     };
     let files = PluginFile::hash_all(&config.plugins, &config.base_dir);
-    Ok(Policy::new(host, config.plugins.clone(), files))
+    Ok(Policy::new(host, config.plugins.clone(), files).with_vhosts(vhost_plugins(config)))
+}
+
+/// Which plugins apply in each vhost, in vhost order (`None`: every plugin); one entry, `None`,
+/// without `[[vhosts]]`.
+pub fn vhost_plugins(config: &Config) -> Vec<Option<Vec<String>>> {
+    if config.vhosts.is_empty() {
+        return vec![None];
+    }
+    config.vhosts.iter().map(|v| v.plugins.clone()).collect()
 }

@@ -80,6 +80,14 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Wasm plugins, in chain order.
     pub plugins: Vec<PluginSpec>,
+    /// Virtual hosts (`[[vhosts]]`): a CONNECT's `host` header names one, and each has its own
+    /// destinations and plugin chains. None (the default): one vhost `/` that any `host`
+    /// enters. Fixed while the broker runs (a change needs a restart). See
+    /// docs/protocol.md#virtual-hosts.
+    pub vhosts: Vec<crate::vhost::VhostConfig>,
+    /// The `[[vhosts]]` entry a CONNECT enters when its `host` names none (or it has no
+    /// `host`); absent: such a CONNECT gets an ERROR.
+    pub default_vhost: Option<String>,
     /// Live reload of the plugin set.
     pub reload: ReloadConfig,
     /// Directory for compiled-plugin artifacts (relative paths are relative to the config file).
@@ -119,6 +127,8 @@ impl Default for Config {
             queues: Vec::new(),
             users: Vec::new(),
             plugins: Vec::new(),
+            vhosts: Vec::new(),
+            default_vhost: None,
             reload: ReloadConfig::default(),
             plugin_cache_dir: None,
             shutdown_grace_ms: 5_000,
@@ -783,6 +793,7 @@ impl Config {
             "store.fsync_interval_ms must be at least 1"
         );
         self.websocket.validate()?;
+        crate::vhost::config::validate(&self.vhosts, self.default_vhost.as_deref(), &self.plugins)?;
         anyhow::ensure!(
             self.tls.handshake_timeout_ms >= 1,
             "tls.handshake_timeout_ms must be at least 1"

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! TcpStream ─► codec::Decoder (bytes → Frame, size limits)
-//!    ─► session (one task per connection: CONNECT → auth hook → Principal → CONNECTED)
+//!    ─► session (one task per connection: CONNECT → vhost::Vhosts::select (`host`) → auth hook
+//!               → Principal → CONNECTED; the session routes through its vhost's router)
 //!         SEND ─► plugin send hook ─► router::Queue::publish / Topic::publish
 //!         SUBSCRIBE / UNSUBSCRIBE / ACK / NACK / BEGIN / COMMIT / ABORT ─► router, transactions
 //!    router ─► store (persistent messages journaled; RECEIPTs wait until they are durable)
@@ -41,6 +42,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod text;
+pub mod vhost;
 
 use tokio::sync::watch;
 

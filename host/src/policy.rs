@@ -19,14 +19,24 @@ use crate::plugin::{PluginHost, PluginSpec, Principal, SubscriptionFilter, Subsc
 pub struct PluginSet {
     /// Starts at 1 and grows by one with every successful reload.
     pub generation: u64,
-    /// The loaded plugins every hook call goes through.
+    /// Every loaded plugin (what status and metrics report).
     pub host: Arc<PluginHost>,
+    /// The chains of each virtual host, by vhost index: the plugins its `[[vhosts]]` entry
+    /// selects out of `host` (the same instances: counters and limits are the plugin's).
+    pub vhosts: Vec<Arc<PluginHost>>,
     /// When this set was swapped in (or the broker started, for generation 1).
     pub loaded_at: SystemTime,
     /// The specs it was loaded from (to tell whether a reload changes anything).
     pub specs: Vec<PluginSpec>,
     /// Each plugin's component file and the sha256 of its content, in config order.
     pub files: Vec<PluginFile>,
+}
+
+impl PluginSet {
+    /// The chains of vhost `vhost` (its index); all of `host` for an index it does not know.
+    pub fn for_vhost(&self, vhost: usize) -> &Arc<PluginHost> {
+        self.vhosts.get(vhost).unwrap_or(&self.host)
+    }
 }
 
 /// A plugin's component file as loaded.
@@ -81,6 +91,20 @@ pub struct ReloadStatus {
 pub struct Policy {
     current: ArcSwap<PluginSet>,
     status: Mutex<ReloadStatus>,
+    /// The plugins each vhost selects (`None`: all), by vhost index; fixed while the broker
+    /// runs, applied to every set installed.
+    selection: Vec<Option<Vec<String>>>,
+}
+
+/// The chains of each vhost: `host`'s plugins that `selection` names (every one for `None`).
+fn vhost_hosts(host: &Arc<PluginHost>, selection: &[Option<Vec<String>>]) -> Vec<Arc<PluginHost>> {
+    selection
+        .iter()
+        .map(|names| match names {
+            None => host.clone(),
+            Some(names) => host.subset(names),
+        })
+        .collect()
 }
 
 impl Policy {
@@ -89,13 +113,51 @@ impl Policy {
         Policy {
             current: ArcSwap::from_pointee(PluginSet {
                 generation: 1,
+                vhosts: vec![host.clone()],
                 host,
                 loaded_at: SystemTime::now(),
                 specs,
                 files,
             }),
             status: Mutex::new(ReloadStatus::default()),
+            selection: vec![None],
         }
+    }
+
+    /// The same policy with the plugins of each vhost selected by `selection` (by vhost
+    /// index; `None`: every plugin), for this set and every one a reload installs.
+    pub fn with_vhosts(self, selection: Vec<Option<Vec<String>>>) -> Policy {
+        let set = self.current.load_full();
+        self.current.store(Arc::new(PluginSet {
+            generation: set.generation,
+            host: set.host.clone(),
+            vhosts: vhost_hosts(&set.host, &selection),
+            loaded_at: set.loaded_at,
+            specs: set.specs.clone(),
+            files: set.files.clone(),
+        }));
+        Policy { selection, ..self }
+    }
+
+    /// Why a plugin set loaded from `specs` cannot be installed, if it cannot: a vhost selects
+    /// a plugin it does not have (the vhost list is fixed until a restart).
+    pub fn check_vhost_plugins(
+        &self,
+        specs: &[PluginSpec],
+        vhost_names: &[Arc<str>],
+    ) -> Result<(), String> {
+        for (index, names) in self.selection.iter().enumerate() {
+            for name in names.iter().flatten() {
+                if !specs.iter().any(|s| &s.name == name) {
+                    let vhost = vhost_names.get(index).map_or("?", |v| v);
+                    return Err(format!(
+                        "virtual host {vhost:?} selects plugin `{name}`, which the new config no \
+                         longer has (the [[vhosts]] section applies only after a restart)"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The set in force now. Hold the `Arc` for the whole of a hook call.
@@ -108,9 +170,14 @@ impl Policy {
         self.current.load().generation
     }
 
-    /// The plugin host in force now.
+    /// The plugin host in force now: every plugin, whatever the vhost.
     pub fn host(&self) -> Arc<PluginHost> {
         self.current.load().host.clone()
+    }
+
+    /// The plugin chains in force now for the connections of vhost `vhost` (its index).
+    pub fn host_for(&self, vhost: usize) -> Arc<PluginHost> {
+        self.current.load().for_vhost(vhost).clone()
     }
 
     /// Swaps in a newly loaded set; calls in flight finish on the old one.
@@ -124,6 +191,7 @@ impl Policy {
         let generation = self.generation() + 1;
         self.current.store(Arc::new(PluginSet {
             generation,
+            vhosts: vhost_hosts(&host, &self.selection),
             host,
             loaded_at: SystemTime::now(),
             specs,
@@ -166,6 +234,10 @@ pub struct DeliveryFilter {
     slot: Mutex<FilterSlot>,
     principal: Principal,
     info: SubscriptionInfo,
+    /// The subscriber's vhost (its index): whose chains filter its messages.
+    vhost: usize,
+    /// The subscriber's vhost's name, for the plugin calls made for it.
+    vhost_name: Arc<str>,
     /// The SUBSCRIBE's share of the memory budget (its headers are kept here).
     _charge: crate::budget::Charge,
 }
@@ -182,6 +254,7 @@ impl DeliveryFilter {
     /// asked) or a plugin refuses the SUBSCRIBE.
     pub async fn prepare(
         policy: &Policy,
+        vhost: &crate::vhost::Vhost,
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
@@ -189,7 +262,7 @@ impl DeliveryFilter {
         let selector = crate::selector::from_subscribe(&info.headers)?;
         let set = policy.current();
         let filter = set
-            .host
+            .for_vhost(vhost.index)
             .prepare_subscription(principal, info.clone())
             .await?;
         Ok(DeliveryFilter {
@@ -200,6 +273,8 @@ impl DeliveryFilter {
             }),
             principal: principal.clone(),
             info,
+            vhost: vhost.index,
+            vhost_name: vhost.name.clone(),
             _charge: charge,
         })
     }
@@ -214,8 +289,15 @@ impl DeliveryFilter {
             }),
             principal,
             info,
+            vhost: 0,
+            vhost_name: Arc::from(crate::vhost::DEFAULT_NAME),
             _charge: Default::default(),
         }
+    }
+
+    /// The name of the subscriber's virtual host (what its filter calls are made for).
+    pub fn vhost(&self) -> &Arc<str> {
+        &self.vhost_name
     }
 
     /// The subscription's native selector, if its SUBSCRIBE had one.
@@ -240,7 +322,7 @@ impl DeliveryFilter {
         }
         let set = policy.current();
         let prepared = set
-            .host
+            .for_vhost(self.vhost)
             .prepare_subscription(&self.principal, self.info.clone())
             .await;
         let mut slot = self.slot();
@@ -267,5 +349,37 @@ impl std::fmt::Debug for DeliveryFilter {
         f.debug_struct("DeliveryFilter")
             .field("generation", &self.generation())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(names: &[&str]) -> Vec<PluginSpec> {
+        let toml: String = names
+            .iter()
+            .map(|n| {
+                format!("[[plugins]]\nname = \"{n}\"\nfile = \"x.wasm\"\nhooks = [\"send\"]\n")
+            })
+            .collect();
+        crate::config::Config::from_toml(&toml).unwrap().plugins
+    }
+
+    #[test]
+    fn a_reload_may_not_drop_a_plugin_a_vhost_selects() {
+        let policy = Policy::new(PluginHost::empty(), specs(&["a", "b"]), Vec::new())
+            .with_vhosts(vec![None, Some(vec!["b".into()]), Some(Vec::new())]);
+        let names: Vec<Arc<str>> = ["/", "tenant", "bare"].map(Arc::from).to_vec();
+        assert_eq!(policy.current().vhosts.len(), 3);
+        assert!(policy.check_vhost_plugins(&specs(&["b"]), &names).is_ok());
+        let err = policy
+            .check_vhost_plugins(&specs(&["a"]), &names)
+            .unwrap_err();
+        assert!(err.contains("\"tenant\" selects plugin `b`"), "{err}");
+        // Installing a set keeps one chain per vhost.
+        policy.install(PluginHost::empty(), specs(&["b"]), Vec::new(), 1);
+        assert_eq!(policy.current().vhosts.len(), 3);
+        assert!(policy.host_for(1).names().is_empty());
     }
 }

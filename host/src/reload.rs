@@ -96,12 +96,18 @@ pub async fn reload(
     // The running broker's cache: `plugin_cache_dir` only changes with a restart (reported
     // above), and its default follows `--data-dir`, which the re-read file does not carry.
     let cache_dir = broker.config.plugin_cache_dir();
+    let vhost_names: Vec<_> = broker.vhosts.iter().map(|v| v.name.clone()).collect();
+    if let Err(reason) = policy.check_vhost_plugins(&new.plugins, &vhost_names) {
+        return refuse(reason);
+    }
     match PluginHost::load(&new.plugins, &new.base_dir, &cache_dir).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
             // Messages every consumer's filter declined are offered to the new filters.
-            broker.router.filters_changed();
+            for vhost in broker.vhosts.iter() {
+                vhost.router.filters_changed();
+            }
             info!(
                 generation,
                 took_ms = took,
@@ -273,6 +279,16 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         "users",
         format!("{:?}", running.users),
         format!("{:?}", new.users),
+    );
+    check(
+        "vhosts",
+        format!("{:?}", running.vhosts),
+        format!("{:?}", new.vhosts),
+    );
+    check(
+        "default_vhost",
+        format!("{:?}", running.default_vhost),
+        format!("{:?}", new.default_vhost),
     );
     check(
         "store",

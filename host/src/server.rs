@@ -119,12 +119,12 @@ impl Server {
             tokio::spawn(crate::http::serve(admin, broker.clone(), shutdown.clone()));
         }
         tokio::spawn(crate::memory::release_periodically(shutdown.clone()));
-        {
-            let (broker, shutdown) = (broker.clone(), shutdown.clone());
-            tokio::spawn(async move { broker.router.sweep_periodically(shutdown).await });
+        for vhost in broker.vhosts.iter() {
+            let (vhost, shutdown) = (vhost.clone(), shutdown.clone());
+            tokio::spawn(async move { vhost.router.sweep_periodically(shutdown).await });
         }
-        {
-            let scheduler = broker.router.scheduler().clone();
+        for vhost in broker.vhosts.iter() {
+            let scheduler = vhost.router.scheduler().clone();
             let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);
             tokio::spawn(scheduler.run(patience, shutdown.clone()));
         }
@@ -186,8 +186,11 @@ impl Server {
 
     /// A listener reachable from other machines without an authenticator admits anyone.
     fn warn_if_exposed(&self) {
-        let authenticated =
-            self.broker.policy.host().has_authenticator() || !self.broker.config.users.is_empty();
+        // Every vhost must authenticate: one whose plugins leave the authenticator out admits
+        // anyone when there are no [[users]].
+        let authenticated = !self.broker.config.users.is_empty()
+            || (0..self.broker.vhosts.len())
+                .all(|vhost| self.broker.policy.host_for(vhost).has_authenticator());
         for address in [self.local_addr(), self.tls_addr()].into_iter().flatten() {
             if !exposed_without_authentication(address, authenticated) {
                 continue;

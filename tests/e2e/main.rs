@@ -31,5 +31,6 @@ mod stomp10;
 mod temp_queues;
 mod topics;
 mod transactions;
+mod vhosts;
 mod websocket;
 mod wildcards;

@@ -23,4 +23,5 @@ mod routing;
 mod selector;
 mod tokens;
 mod transform;
+mod vhosts;
 mod wildcard_rights;

@@ -19,4 +19,5 @@ mod selector;
 mod settings;
 mod signal;
 mod startup;
+mod vhosts;
 mod weaker;

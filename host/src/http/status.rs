@@ -1,6 +1,7 @@
 //! The status document of `GET /status` (and `plugboard status`): loaded plugins with their
 //! content hashes, load time, call/trap/timeout counters, the last reload error, settings
-//! waiting for a restart, connection and destination counts, the store.
+//! waiting for a restart, connection and destination counts (with each virtual host's), the
+//! store.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,7 +49,29 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             })
         })
         .collect();
-    let (queues, topics) = broker.router.counts();
+    let (queues, topics) = broker.vhosts.counts();
+    let vhosts: Vec<Value> = broker
+        .vhosts
+        .iter()
+        .map(|vhost| {
+            let (queues, topics) = vhost.router.counts();
+            json!({
+                "name": &*vhost.name,
+                "connections": vhost.connections(),
+                "queues": queues,
+                "topics": topics,
+                "scheduled": vhost.router.scheduler().len(),
+                "plugins": set.for_vhost(vhost.index).names(),
+            })
+        })
+        .collect();
+    let scheduler = |read: fn(&crate::router::Scheduler) -> u64| -> u64 {
+        broker
+            .vhosts
+            .iter()
+            .map(|v| read(v.router.scheduler()))
+            .sum()
+    };
     let stats = &broker.stats;
     json!({
         "server": format!("{}/{}", broker.config.server_name, env!("CARGO_PKG_VERSION")),
@@ -74,13 +97,14 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             })
         }),
         "destinations": { "queues": queues, "topics": topics },
+        "vhosts": vhosts,
         "scheduler": {
-            "waiting": broker.router.scheduler().len(),
-            "scheduled": broker.router.scheduler().stats.scheduled.load(Relaxed),
-            "delivered": broker.router.scheduler().stats.delivered.load(Relaxed),
-            "recovered": broker.router.scheduler().stats.recovered.load(Relaxed),
+            "waiting": broker.vhosts.scheduled(),
+            "scheduled": scheduler(|s| s.stats.scheduled.load(Relaxed)),
+            "delivered": scheduler(|s| s.stats.delivered.load(Relaxed)),
+            "recovered": scheduler(|s| s.stats.recovered.load(Relaxed)),
         },
-        "store": broker.router.store().map(|store| {
+        "store": broker.vhosts.store().map(|store| {
             let s = store.stats();
             json!({
                 "data_dir": path(store.dir()),

@@ -503,6 +503,24 @@ impl PluginHost {
         Ok(Arc::new(PluginHost { plugins }))
     }
 
+    /// A host with the plugins of this one named in `names` (the same instances, in this
+    /// host's order): the chains of a virtual host that selects them.
+    pub fn subset(&self, names: &[String]) -> Arc<PluginHost> {
+        Arc::new(PluginHost {
+            plugins: self
+                .plugins
+                .iter()
+                .filter(|p| names.iter().any(|n| **n == *p.name))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// The names of its plugins, in chain order.
+    pub fn names(&self) -> Vec<String> {
+        self.plugins.iter().map(|p| p.name.to_string()).collect()
+    }
+
     /// Counters of every plugin, in config order.
     pub fn stats(&self) -> Vec<PluginStats> {
         self.plugins

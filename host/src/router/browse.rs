@@ -85,7 +85,7 @@ impl Router {
         let key = conn.free_key();
         let subscription = Arc::new(Subscription {
             key,
-            consumer_id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+            consumer_id: self.shared.next_consumer.fetch_add(1, Ordering::Relaxed),
             wire_id,
             destination,
             ack_mode: AckMode::Auto,

@@ -1,4 +1,5 @@
-//! Destinations and delivery: the [`Router`] owns every queue and topic by name, resolves a
+//! Destinations and delivery: the [`Router`] owns every queue and topic of one virtual host
+//! by name (the broker has one router per vhost, see [`crate::vhost`]), resolves a
 //! STOMP `destination` to one of them, and makes and ends subscriptions. Its operations are its
 //! whole API: a session resolves and publishes ([`Router::resolve`], [`publish`]), subscribes
 //! and unsubscribes ([`Router::prepare_subscription`], [`Router::attach`],
@@ -341,22 +342,40 @@ struct Shard {
     topics: HashMap<Bytes, Arc<Topic>>,
 }
 
-/// The broker's destinations.
+/// What the routers of every virtual host share (one router holds one vhost's destinations):
+/// the count behind the broker-wide `limits.max_destinations`, and the consumer id sequence.
+#[derive(Debug)]
+pub struct RouterShared {
+    /// Queues and topics in the name tables of every router sharing this.
+    destinations: AtomicUsize,
+    /// Consumer ids: unique for the broker's life, so no ACK of one connection can ever name
+    /// another's deliveries.
+    next_consumer: AtomicU64,
+}
+
+impl Default for RouterShared {
+    fn default() -> RouterShared {
+        RouterShared {
+            destinations: AtomicUsize::new(0),
+            next_consumer: AtomicU64::new(1),
+        }
+    }
+}
+
+/// The destinations of one virtual host (the broker has one router per vhost; with no
+/// `[[vhosts]]` configured, one for `/`).
 #[derive(Debug)]
 pub struct Router {
     shards: Vec<Mutex<Shard>>,
     settings: RouterSettings,
     store: Option<Arc<Store>>,
     budget: Arc<MemoryBudget>,
-    /// Queues and topics in the name table.
-    destinations: AtomicUsize,
+    /// The destination count and consumer ids shared with the other vhosts' routers.
+    shared: Arc<RouterShared>,
     /// Serialises creating, moving and removing durable subscriptions; counts them per owner.
     durable_turns: Mutex<HashMap<String, usize>>,
     /// Sweep counters, for status output.
     pub stats: RouterStats,
-    /// Consumer ids: unique for the broker's life, so no ACK of one connection can ever name
-    /// another's deliveries.
-    next_consumer: AtomicU64,
     /// Durable subscriptions of the journal before the current naming, read back under
     /// their new name: journal name → new name (used while the journal is read back).
     legacy_durables: Mutex<HashMap<Bytes, Bytes>>,
@@ -394,6 +413,18 @@ impl Router {
         store: Option<Arc<Store>>,
         budget: Arc<MemoryBudget>,
     ) -> Router {
+        Router::sharing(settings, store, budget, Arc::default())
+    }
+
+    /// A router of one virtual host among several: `store` is the handle that journals under
+    /// that vhost ([`Store::in_vhost`]), and `shared` (the destination count and consumer ids)
+    /// is the other vhosts' routers' too, so broker-wide limits stay broker-wide.
+    pub fn sharing(
+        settings: RouterSettings,
+        store: Option<Arc<Store>>,
+        budget: Arc<MemoryBudget>,
+        shared: Arc<RouterShared>,
+    ) -> Router {
         Router {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             scheduler: Arc::new(Scheduler::new(
@@ -404,10 +435,9 @@ impl Router {
             settings,
             store,
             budget,
-            destinations: AtomicUsize::new(0),
+            shared,
             durable_turns: Mutex::default(),
             stats: RouterStats::default(),
-            next_consumer: AtomicU64::new(1),
             legacy_durables: Mutex::default(),
             patterns: Arc::default(),
         }
@@ -595,7 +625,7 @@ impl Router {
         let topic_window = matches!(source, Destination::Topic(_)).then(TopicConsumer::default);
         let subscription = Arc::new(Subscription {
             key,
-            consumer_id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+            consumer_id: self.shared.next_consumer.fetch_add(1, Ordering::Relaxed),
             wire_id,
             destination,
             ack_mode,
@@ -648,7 +678,7 @@ impl Router {
     /// Whether `conn` may create destination `name` now.
     fn may_create(&self, conn: &mut Connection, name: &[u8]) -> Result<(), RouteError> {
         let limits = &self.settings.limits;
-        if self.destinations.load(Ordering::Relaxed) >= limits.max_destinations {
+        if self.shared.destinations.load(Ordering::Relaxed) >= limits.max_destinations {
             return Err(RouteError::TooManyDestinations(
                 shown(name),
                 limits.max_destinations,
@@ -726,7 +756,7 @@ impl Router {
             .queues
             .entry(name.clone())
             .or_insert_with(|| {
-                self.destinations.fetch_add(1, Ordering::Relaxed);
+                self.shared.destinations.fetch_add(1, Ordering::Relaxed);
                 let (limits, arguments) = self.queue_settings(name, declared);
                 let mut queue = Queue::new(name.clone(), limits)
                     .with_arguments(arguments)
@@ -990,7 +1020,7 @@ impl Router {
             .topics
             .entry(name.clone())
             .or_insert_with(|| {
-                self.destinations.fetch_add(1, Ordering::Relaxed);
+                self.shared.destinations.fetch_add(1, Ordering::Relaxed);
                 let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy);
                 match wildcard_name(name) {
                     Some(pattern) => {
@@ -1038,7 +1068,7 @@ impl Router {
             });
         }
         if swept > 0 {
-            self.destinations.fetch_sub(swept, Ordering::Relaxed);
+            self.shared.destinations.fetch_sub(swept, Ordering::Relaxed);
             self.stats.swept.fetch_add(swept as u64, Ordering::Relaxed);
         }
         let expire_after = self.settings.durable.expire_after_ms;

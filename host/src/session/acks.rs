@@ -150,7 +150,7 @@ impl Session {
                     schedule: Some(schedule),
                 } => {
                     // Admitted at SEND: the caps were checked then.
-                    let scheduler = self.broker.router.scheduler();
+                    let scheduler = self.vhost.router.scheduler();
                     let _ = scheduler.schedule(plan, schedule, &self.principal.name, false);
                     drop(reservation);
                 }

@@ -154,6 +154,7 @@ impl Session {
             };
             let filter = DeliveryFilter::prepare(
                 &self.broker.policy,
+                &self.vhost,
                 &self.principal,
                 info,
                 charge.take().unwrap_or_default(),
@@ -172,7 +173,7 @@ impl Session {
                 filter,
             };
             prepared.push(
-                self.broker
+                self.vhost
                     .router
                     .prepare_subscription(&mut self.conn, request)?,
             );
@@ -184,7 +185,7 @@ impl Session {
                 .send_in_place(receipt_frame(receipt), wait)
                 .await;
         }
-        self.broker.router.attach_composite(
+        self.vhost.router.attach_composite(
             &mut self.conn,
             parsed.wire_id.as_ref(),
             &parsed.destination,

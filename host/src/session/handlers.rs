@@ -174,7 +174,7 @@ impl Session {
     async fn on_send(&mut self, frame: Frame, charge: Charge) -> Result<(), SessionError> {
         let (send, message) = self.prepare_send(frame, charge)?;
         // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
-        let plugins = self.broker.policy.host();
+        let plugins = self.broker.policy.host_for(self.vhost.index);
         if crate::router::is_composite(&message.destination) {
             return self.send_composite(&plugins, send, message).await;
         }
@@ -278,7 +278,7 @@ impl Session {
             if !names_checked {
                 check_send_name(&copy.destination).map_err(invalid)?;
             }
-            let router = &self.broker.router;
+            let router = &self.vhost.router;
             let resolved = if schedule.is_none() && queue_args.is_none() {
                 router.resolve(&mut self.conn, &copy.destination)?
             } else {
@@ -317,7 +317,7 @@ impl Session {
             plan.push((target, message));
         }
         // Room in the store for every copy that will be journaled, held until it is.
-        let reservation = match self.broker.router.store() {
+        let reservation = match self.vhost.router.store() {
             Some(store) if persistent => {
                 let bytes: u64 = plan
                     .iter()
@@ -340,7 +340,7 @@ impl Session {
         // Over the memory budget (or its principal's share of it), the producer waits here
         // (its connection is not read meanwhile) until consumers have made room: nothing is
         // dropped.
-        self.broker
+        self.vhost
             .router
             .budget()
             .wait_for_room(Some(&self.account))
@@ -359,7 +359,7 @@ impl Session {
                 )));
             }
             if schedule.is_some() {
-                self.broker
+                self.vhost
                     .router
                     .scheduler()
                     .check_room(&self.principal.name, plan.len())
@@ -377,7 +377,7 @@ impl Session {
         }
         if let Some(schedule) = schedule {
             // Journaled (when persistent) by now: the RECEIPT means "scheduled and stored".
-            self.broker
+            self.vhost
                 .router
                 .scheduler()
                 .schedule(plan, schedule, &self.principal.name, true)
@@ -409,7 +409,7 @@ impl Session {
     fn rewrite_reply_to(&mut self, headers: &mut [Header]) -> Result<(), RouteError> {
         for (name, value) in headers.iter_mut() {
             if name.as_ref() == b"reply-to" {
-                if let Some(global) = self.broker.router.reply_name(&mut self.conn, value)? {
+                if let Some(global) = self.vhost.router.reply_name(&mut self.conn, value)? {
                     *value = global;
                 }
             }

@@ -39,6 +39,7 @@ use crate::connection_stats::{classify, ByteMeter, CloseReason};
 use crate::listen::{FrameWriter, Peer, Transport};
 use crate::plugin::Principal;
 use crate::router::{Connection, Outbox, Outgoing};
+use crate::vhost::Vhost;
 
 pub use error::SessionError;
 
@@ -116,7 +117,7 @@ async fn run<T: Transport>(
     let (mut socket, write_half) = stream.split();
     // Until it is authenticated, a connection may only send a small CONNECT frame.
     let mut reader = FrameReader::new(config.limits.connect_codec_limits())
-        .charged_to(broker.router.budget().clone());
+        .charged_to(broker.vhosts.budget().clone());
 
     // AwaitingConnect.
     let connect_timeout = Duration::from_millis(config.limits.connect_timeout_ms);
@@ -141,7 +142,7 @@ async fn run<T: Transport>(
         }
         Err(err) => Err(err),
     };
-    let (negotiated, principal) = match connected {
+    let (negotiated, principal, vhost) = match connected {
         Ok(ok) => ok,
         Err(err) => {
             let reason = report(broker, &err, login_refused);
@@ -153,9 +154,9 @@ async fn run<T: Transport>(
     };
     reader.set_version(negotiated.version);
     reader.set_limits(config.limits.codec_limits());
-    let account = broker.router.budget().account(&principal.name);
+    let account = broker.vhosts.budget().account(&principal.name);
     reader.set_account(account.clone());
-    info!(session = %session_id, principal = %principal.name, version = negotiated.version.as_str(), "connected");
+    info!(session = %session_id, principal = %principal.name, vhost = %vhost.name, version = negotiated.version.as_str(), "connected");
 
     // Connected.
     let outbox = Arc::new(Outbox::new(config.flow.outbound_queue_frames));
@@ -190,8 +191,10 @@ async fn run<T: Transport>(
         transactions: HashMap::new(),
         next_message: 0,
         client_id,
-        receipts: Receipts::new(outbox.clone(), broker.router.store().cloned()),
+        receipts: Receipts::new(outbox.clone(), vhost.router.store().cloned()),
         account,
+        _member: crate::vhost::Member::enter(&vhost),
+        vhost,
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -200,14 +203,16 @@ async fn run<T: Transport>(
     outcome.map_or_else(|err| classify(&err, false).0, |()| CloseReason::Client)
 }
 
-/// Validates the first frame and authenticates. An address with recent failed logins waits
-/// before its attempt is checked (100 ms doubling per failure, up to a configured maximum).
+/// Validates the first frame, selects its virtual host (from `host`) and authenticates with
+/// that vhost's plugins. An address with recent failed logins waits before its attempt is
+/// checked (100 ms doubling per failure, up to a configured maximum); an unknown vhost counts
+/// as a failed login.
 async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
     peer: &Peer,
     login_refused: &mut bool,
-) -> Result<(connect::Negotiated, Principal), SessionError> {
+) -> Result<(connect::Negotiated, Principal, Arc<Vhost>), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(format!(
             "expected CONNECT or STOMP as the first frame, got {}",
@@ -221,11 +226,23 @@ async fn accept_connect(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let plugins = broker.policy.host();
-    match connect::authenticate(frame, &broker.config, &plugins, peer).await {
-        Ok(principal) => {
+    let selected = broker
+        .vhosts
+        .select(frame.get(b"host").map(|h| &h[..]))
+        .map_err(|err| client_error(err.to_string()));
+    let authenticated = match selected {
+        Ok(vhost) => {
+            let plugins = broker.policy.host_for(vhost.index);
+            connect::authenticate(frame, &broker.config, &plugins, peer)
+                .await
+                .map(|principal| (principal, vhost.clone()))
+        }
+        Err(err) => Err(err),
+    };
+    match authenticated {
+        Ok((principal, vhost)) => {
             broker.addresses.login_succeeded(ip);
-            Ok((negotiated, principal))
+            Ok((negotiated, principal, vhost))
         }
         Err(err) => {
             broker.addresses.login_failed(ip);
@@ -394,6 +411,12 @@ pub(crate) struct Session {
     receipts: Receipts,
     /// The principal's share of the memory budget.
     account: Arc<crate::budget::Account>,
+    /// The virtual host CONNECT selected: its router holds every destination this session
+    /// names, its plugin chains (`vhost.index`) judge its frames, and its name
+    /// (`vhost.name`) is what plugins are told.
+    vhost: Arc<Vhost>,
+    /// Counts this connection in its vhost while the session lives.
+    _member: crate::vhost::Member,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its
@@ -588,7 +611,7 @@ impl Session {
         for (_, transaction) in self.transactions.drain() {
             transaction.abort(&self.conn);
         }
-        self.broker.router.disconnect(&mut self.conn);
+        self.vhost.router.disconnect(&mut self.conn);
     }
 }
 

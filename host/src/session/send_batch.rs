@@ -85,7 +85,7 @@ impl Session {
         if frame.command != Command::Send {
             return None;
         }
-        let plugins = self.broker.policy.host();
+        let plugins = self.broker.policy.host_for(self.vhost.index);
         (plugins.batches_send() && batchable(frame, &plugins)).then_some(plugins)
     }
 

@@ -78,7 +78,7 @@ impl Session {
         }
         // Queue arguments create the queue with them, or must match those it has.
         if let Some(args) = queue_args {
-            let router = &self.broker.router;
+            let router = &self.vhost.router;
             router.declare_queue(&mut self.conn, &parsed.destination, &args)?;
         }
         let info = SubscriptionInfo {
@@ -88,9 +88,15 @@ impl Session {
         };
         // The headers are kept (for the message plugins) as long as the subscription lives,
         // and with them the frame's bytes and its charge.
-        let filter = DeliveryFilter::prepare(&self.broker.policy, &self.principal, info, charge)
-            .await
-            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+        let filter = DeliveryFilter::prepare(
+            &self.broker.policy,
+            &self.vhost,
+            &self.principal,
+            info,
+            charge,
+        )
+        .await
+        .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
         let durable = parsed
             .durable
             .map(|name| self.durable_key(name, parsed.wire_id.as_ref()));
@@ -106,7 +112,7 @@ impl Session {
             filter,
         };
         let prepared = self
-            .broker
+            .vhost
             .router
             .prepare_subscription(&mut self.conn, request)?;
         // The RECEIPT goes out before the subscription can receive anything (and, like every
@@ -121,14 +127,14 @@ impl Session {
         if browser {
             return self.browse(prepared).await;
         }
-        self.broker.router.attach(&mut self.conn, prepared);
+        self.vhost.router.attach(&mut self.conn, prepared);
         Ok(())
     }
 
     /// Shows a browser subscription its queue's waiting messages, then `browser:end` (see
     /// [`crate::router::browse`]): pushed as the writer makes room, no lock held.
     async fn browse(&mut self, prepared: PreparedSubscription) -> Result<(), SessionError> {
-        let Some(browse) = self.broker.router.attach_browser(&mut self.conn, prepared) else {
+        let Some(browse) = self.vhost.router.attach_browser(&mut self.conn, prepared) else {
             return Ok(());
         };
         let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
@@ -227,7 +233,7 @@ impl Session {
                 .is_some_and(|id| self.conn.by_wire_id(id).is_some());
             if !attached {
                 let key = self.durable_key(DurableName::Named(name.clone()), None);
-                self.broker.router.remove_durable(&key, &self.principal)?;
+                self.vhost.router.remove_durable(&key, &self.principal)?;
                 return Ok(());
             }
         }
@@ -263,11 +269,11 @@ impl Session {
                 ))
             }
         };
-        let detached = self.broker.router.unsubscribe(&mut self.conn, key);
+        let detached = self.vhost.router.unsubscribe(&mut self.conn, key);
         // Without a durable header UNSUBSCRIBE only detaches: the subscription keeps
         // collecting messages until it is removed this way.
         if let (Some(subscription), Some(_)) = (detached, durable) {
-            self.broker.router.remove_detached_durable(&subscription);
+            self.vhost.router.remove_detached_durable(&subscription);
         }
         Ok(())
     }

@@ -16,6 +16,11 @@ fn broker() -> Arc<Broker> {
     Arc::new(Broker::new(Arc::new(Config::default()), policy))
 }
 
+/// The router of the broker's one vhost.
+fn router(broker: &Broker) -> &crate::router::Router {
+    &broker.vhosts.select(None).unwrap().router
+}
+
 /// A connected session whose writer never writes (its outbox just fills).
 fn session(broker: &Arc<Broker>, number: u64) -> Session {
     let outbox = Arc::new(Outbox::new(broker.config.flow.outbound_queue_frames));
@@ -33,7 +38,9 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         next_message: 0,
         client_id: None,
         receipts: Receipts::new(outbox, None),
-        account: broker.router.budget().account("tester"),
+        account: broker.vhosts.budget().account("tester"),
+        vhost: broker.vhosts.select(None).unwrap().clone(),
+        _member: crate::vhost::Member::enter(broker.vhosts.select(None).unwrap()),
     }
 }
 
@@ -82,7 +89,7 @@ async fn a_session_that_panics_hands_its_unacked_messages_back() {
     let name = Bytes::from_static(b"/queue/panicking");
     let mut scratch = Connection::new(Arc::from("scratch"));
     let Some(crate::router::Destination::Queue(queue)) =
-        broker.router.resolve(&mut scratch, &name).unwrap()
+        router(&broker).resolve(&mut scratch, &name).unwrap()
     else {
         unreachable!("a /queue/ name resolves to a queue")
     };
@@ -160,11 +167,11 @@ async fn a_session_that_panics_releases_its_durable_subscription_and_temp_queues
             Bytes::from(name)
         })
         .unwrap();
-    assert!(broker.router.existing_queue(&global).is_some());
+    assert!(router(&broker).existing_queue(&global).is_some());
 
     panic_holding(doomed).await;
     assert!(
-        broker.router.existing_queue(&global).is_none(),
+        router(&broker).existing_queue(&global).is_none(),
         "the temp queue is removed"
     );
     // The same principal can attach to the durable subscription again at once.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
-use super::record::{check_framing, Enqueue, Framed, Record, MAGIC, RECORD_HEADER};
+use super::record::{check_framing, scoped_key, Enqueue, Framed, Record, MAGIC, RECORD_HEADER};
 
 /// Journal ids are sequential numbers: SipHash would be wasted work on them.
 #[derive(Debug, Default)]
@@ -67,8 +67,8 @@ struct Segment {
 pub struct Recovered {
     /// Unsettled messages, in journal-id (arrival) order.
     pub messages: Vec<Enqueue>,
-    /// Durable subscriptions: (queue, topic).
-    pub durables: Vec<(Bytes, Bytes)>,
+    /// Durable subscriptions.
+    pub durables: Vec<RecoveredDurable>,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
     /// Bytes skipped in older segments after a corrupt record.
@@ -77,6 +77,17 @@ pub struct Recovered {
     pub segments: usize,
     /// The highest journal id seen (ids continue after it).
     pub max_id: u64,
+}
+
+/// A durable subscription read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecoveredDurable {
+    /// Its virtual host as journaled (empty for the default `/`).
+    pub vhost: Bytes,
+    /// The subscription's queue name.
+    pub queue: Bytes,
+    /// The `/topic/` it collects from.
+    pub topic: Bytes,
 }
 
 /// A record the writer is asked to append.
@@ -101,14 +112,15 @@ pub enum Op {
     },
     /// An encoded [`Record::DurableCreate`].
     DurableCreate {
-        /// The subscription's queue name (the key of the live record).
+        /// The subscription's key: its queue name scoped by its vhost
+        /// ([`scoped_key`]), the key of the live record.
         queue: Bytes,
         /// The whole encoded record.
         framed: Bytes,
     },
     /// An encoded [`Record::DurableRemove`].
     DurableRemove {
-        /// The subscription's queue name.
+        /// The subscription's key, as in its [`Op::DurableCreate`].
         queue: Bytes,
         /// The whole encoded record.
         framed: Bytes,
@@ -194,7 +206,7 @@ impl Journal {
         };
         let mut segments = BTreeMap::new();
         let mut messages: HashMap<u64, (Location, Enqueue)> = HashMap::new();
-        let mut durables: HashMap<Bytes, (Location, Bytes)> = HashMap::new();
+        let mut durables: HashMap<Bytes, (Location, RecoveredDurable)> = HashMap::new();
         let last = numbers.last().copied();
         for &number in &numbers {
             let path = segment_path(dir, number);
@@ -262,9 +274,9 @@ impl Journal {
         }
         found.sort_unstable_by_key(|e| e.id);
         recovered.messages = found;
-        let mut subs: Vec<(Bytes, Bytes)> = durables
-            .iter()
-            .map(|(queue, (_, topic))| (queue.clone(), topic.clone()))
+        let mut subs: Vec<RecoveredDurable> = durables
+            .values()
+            .map(|(_, durable)| durable.clone())
             .collect();
         subs.sort();
         recovered.durables = subs;
@@ -681,7 +693,7 @@ fn read_records(
     segment: u64,
     recovered: &mut Recovered,
     messages: &mut HashMap<u64, (Location, Enqueue)>,
-    durables: &mut HashMap<Bytes, (Location, Bytes)>,
+    durables: &mut HashMap<Bytes, (Location, RecoveredDurable)>,
 ) -> usize {
     let mut at = MAGIC.len();
     while at < data.len() {
@@ -700,6 +712,7 @@ fn read_records(
                 recovered.max_id = recovered.max_id.max(enqueue.id);
                 // Byte strings were slices of the whole segment: copy what stays alive.
                 let enqueue = Enqueue {
+                    vhost: Bytes::copy_from_slice(&enqueue.vhost),
                     queue: Bytes::copy_from_slice(&enqueue.queue),
                     destination: Bytes::copy_from_slice(&enqueue.destination),
                     headers: enqueue
@@ -721,14 +734,20 @@ fn read_records(
                 recovered.max_id = recovered.max_id.max(id);
                 messages.remove(&id);
             }
-            Ok(Record::DurableCreate { queue, topic }) => {
-                durables.insert(
-                    Bytes::copy_from_slice(&queue),
-                    (location, Bytes::copy_from_slice(&topic)),
-                );
+            Ok(Record::DurableCreate {
+                vhost,
+                queue,
+                topic,
+            }) => {
+                let durable = RecoveredDurable {
+                    vhost: Bytes::copy_from_slice(&vhost),
+                    queue: Bytes::copy_from_slice(&queue),
+                    topic: Bytes::copy_from_slice(&topic),
+                };
+                durables.insert(scoped_key(&vhost, &queue), (location, durable));
             }
-            Ok(Record::DurableRemove { queue }) => {
-                durables.remove(&queue);
+            Ok(Record::DurableRemove { vhost, queue }) => {
+                durables.remove(&scoped_key(&vhost, &queue));
             }
             Err(err) => {
                 warn!(%err, offset = at, "journal: unreadable record");
@@ -748,6 +767,7 @@ mod tests {
     fn enqueue(id: u64, body: &'static [u8]) -> Op {
         let record = EnqueueRef {
             id,
+            vhost: b"",
             queue: &Bytes::from_static(b"/queue/q"),
             destination: &Bytes::from_static(b"/queue/q"),
             headers: &[],

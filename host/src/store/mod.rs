@@ -32,8 +32,8 @@ use crate::config::FsyncPolicy;
 use crate::histogram::{self, Histogram};
 use crate::router::Message;
 
-pub use journal::Recovered;
 use journal::{Journal, Op};
+pub use journal::{Recovered, RecoveredDurable};
 use record::{EnqueueRef, Record};
 
 /// How the store is set up.
@@ -204,9 +204,19 @@ impl Shared {
     }
 }
 
-/// The store of one broker.
+/// The store of one broker, as one virtual host writes to it: every handle of every vhost
+/// shares one journal, one writer and one id sequence ([`Store::in_vhost`]); a handle only
+/// says which vhost the records it appends belong to.
 #[derive(Debug)]
 pub struct Store {
+    core: Arc<Core>,
+    /// The vhost its records are journaled under (empty for the default `/`).
+    vhost: Bytes,
+}
+
+/// What every handle of a store shares; the writer stops when the last handle is gone.
+#[derive(Debug)]
+struct Core {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     next_id: AtomicU64,
@@ -257,7 +267,7 @@ impl Store {
                 .spawn(move || write_loop(journal, &shared, fsync, interval))
                 .map_err(io)?
         };
-        let store = Store {
+        let store = Core {
             shared,
             writer: Mutex::new(Some(writer)),
             next_id: AtomicU64::new(recovered.max_id + 1),
@@ -265,22 +275,40 @@ impl Store {
             dir,
             _lock: lock,
         };
+        let store = Store {
+            core: Arc::new(store),
+            vhost: Bytes::new(),
+        };
         Ok((Arc::new(store), recovered))
+    }
+
+    /// A handle on the same store whose records belong to virtual host `vhost` (as journal
+    /// records name it: empty for the default `/`).
+    pub fn in_vhost(&self, vhost: Bytes) -> Arc<Store> {
+        Arc::new(Store {
+            core: self.core.clone(),
+            vhost,
+        })
+    }
+
+    /// The vhost this handle journals under (empty for the default `/`).
+    pub fn vhost(&self) -> &Bytes {
+        &self.vhost
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.core.dir
     }
 
     /// Counters and gauges for the status page.
     pub fn stats(&self) -> &StoreStats {
-        &self.shared.stats
+        &self.core.shared.stats
     }
 
     /// Why the store does not accept persistent messages now, if it does not.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure()
+        self.core.shared.failure()
     }
 
     /// Reserves room for persistent records of about `bytes` (every copy a message will be
@@ -289,22 +317,22 @@ impl Store {
     /// after the records were appended (they then count as journaled), or when a transaction
     /// holding them is aborted.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, Refused> {
-        if let Some(reason) = self.shared.failure() {
+        if let Some(reason) = self.core.shared.failure() {
             return Err(Refused::Failed(reason));
         }
-        let reserved = self.shared.reserved.fetch_add(bytes, Ordering::AcqRel);
-        let used = self.shared.stats.live_bytes.load(Ordering::Relaxed)
-            + self.shared.inbox().pending_bytes
+        let reserved = self.core.shared.reserved.fetch_add(bytes, Ordering::AcqRel);
+        let used = self.core.shared.stats.live_bytes.load(Ordering::Relaxed)
+            + self.core.shared.inbox().pending_bytes
             + reserved;
         let reservation = Reservation {
-            shared: self.shared.clone(),
+            shared: self.core.shared.clone(),
             bytes,
         };
-        if used + bytes > self.max_bytes {
+        if used + bytes > self.core.max_bytes {
             drop(reservation);
             return Err(Refused::Full {
                 used,
-                limit: self.max_bytes,
+                limit: self.core.max_bytes,
             });
         }
         Ok(reservation)
@@ -338,22 +366,24 @@ impl Store {
         schedule: &record::ScheduledFields,
     ) -> u64 {
         let (id, op, len) = self.enqueue_op(target, message, Some(schedule));
-        let mut inbox = self.shared.inbox();
+        let mut inbox = self.core.shared.inbox();
         let wake = inbox.ops.is_empty();
         inbox.ops.push(op);
         inbox.ops.push(Op::Settle { id: old });
         inbox.appended += 2;
         inbox.pending_bytes += len;
-        self.shared
+        self.core
+            .shared
             .appended
             .store(inbox.appended, Ordering::Release);
         drop(inbox);
-        self.shared
+        self.core
+            .shared
             .stats
             .records_appended
             .fetch_add(2, Ordering::Relaxed);
         if wake {
-            self.shared.wake.notify_one();
+            self.core.shared.wake.notify_one();
         }
         id
     }
@@ -376,9 +406,10 @@ impl Store {
         message: &Message,
         schedule: Option<&record::ScheduledFields>,
     ) -> (u64, Op, u64) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.core.next_id.fetch_add(1, Ordering::Relaxed);
         let record = EnqueueRef {
             id,
+            vhost: &self.vhost,
             queue,
             destination: &message.destination,
             headers: &message.headers,
@@ -402,12 +433,13 @@ impl Store {
     /// Records a durable subscription's queue and the topic it collects from.
     pub fn durable_created(&self, queue: &Bytes, topic: &Bytes) {
         let framed = frame(&Record::DurableCreate {
+            vhost: self.vhost.clone(),
             queue: queue.clone(),
             topic: topic.clone(),
         });
         self.push(
             Op::DurableCreate {
-                queue: queue.clone(),
+                queue: record::scoped_key(&self.vhost, queue),
                 framed,
             },
             0,
@@ -417,11 +449,12 @@ impl Store {
     /// Records that a durable subscription is gone (settle its messages first).
     pub fn durable_removed(&self, queue: &Bytes) {
         let framed = frame(&Record::DurableRemove {
+            vhost: self.vhost.clone(),
             queue: queue.clone(),
         });
         self.push(
             Op::DurableRemove {
-                queue: queue.clone(),
+                queue: record::scoped_key(&self.vhost, queue),
                 framed,
             },
             0,
@@ -429,41 +462,50 @@ impl Store {
     }
 
     fn push(&self, op: Op, bytes: u64) {
-        let mut inbox = self.shared.inbox();
+        let mut inbox = self.core.shared.inbox();
         let wake = inbox.ops.is_empty();
         inbox.ops.push(op);
         inbox.appended += 1;
         inbox.pending_bytes += bytes;
-        self.shared
+        self.core
+            .shared
             .appended
             .store(inbox.appended, Ordering::Release);
         drop(inbox);
-        self.shared
+        self.core
+            .shared
             .stats
             .records_appended
             .fetch_add(1, Ordering::Relaxed);
         if wake {
-            self.shared.wake.notify_one();
+            self.core.shared.wake.notify_one();
         }
     }
 
     /// Sequence number of the last record appended.
     pub fn appended(&self) -> u64 {
-        self.shared.appended.load(Ordering::Acquire)
+        self.core.shared.appended.load(Ordering::Acquire)
     }
 
     /// Sequence number up to which records are durable.
     pub fn durable(&self) -> u64 {
-        *self.shared.durable.borrow()
+        *self.core.shared.durable.borrow()
     }
 
     /// Watches the durable sequence number.
     pub fn watch_durable(&self) -> watch::Receiver<u64> {
-        self.shared.durable.subscribe()
+        self.core.shared.durable.subscribe()
     }
 
-    /// Writes and syncs what is queued, then stops the writer (at shutdown).
+    /// Writes and syncs what is queued, then stops the writer (at shutdown; every handle of
+    /// the store is then closed).
     pub fn close(&self) {
+        self.core.close();
+    }
+}
+
+impl Core {
+    fn close(&self) {
         self.shared.inbox().closing = true;
         self.shared.wake.notify_one();
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -473,7 +515,7 @@ impl Store {
     }
 }
 
-impl Drop for Store {
+impl Drop for Core {
     fn drop(&mut self) {
         self.close();
     }

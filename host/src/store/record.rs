@@ -13,6 +13,11 @@
 //! record of its own kind (5): the kind-1 fields with the schedule between `expires_at` and
 //! the headers. Journals written before scheduling existed hold no kind 5 and load as they
 //! did; a kind-1 record is laid out exactly as before.
+//!
+//! A record of a virtual host other than the default `/` is prefixed with its vhost: kind 6,
+//! the vhost's name, then the record's own payload (kind 1, 3, 4 or 5 and its fields). Records
+//! of `/` carry no prefix, so journals written before virtual hosts existed load into `/` and a
+//! broker with no `[[vhosts]]` writes exactly the bytes it wrote before.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -28,6 +33,24 @@ const KIND_SETTLE: u8 = 2;
 const KIND_DURABLE_CREATE: u8 = 3;
 const KIND_DURABLE_REMOVE: u8 = 4;
 const KIND_ENQUEUE_SCHEDULED: u8 = 5;
+const KIND_IN_VHOST: u8 = 6;
+
+/// The name the journal gives the default virtual host's records: none (see the module doc).
+pub const DEFAULT_VHOST: &[u8] = b"";
+
+/// The journal's key for `queue` of virtual host `vhost` (as its records name it, empty for
+/// `/`): the queue name itself in `/`, else a byte 0, the vhost's length and name, then the
+/// queue name (no queue name starts with a byte 0, so keys of different vhosts never meet).
+pub fn scoped_key(vhost: &[u8], queue: &[u8]) -> Bytes {
+    if vhost.is_empty() {
+        return Bytes::copy_from_slice(queue);
+    }
+    let mut key = BytesMut::with_capacity(5 + vhost.len() + queue.len());
+    key.put_u8(0);
+    put_bytes(&mut key, vhost);
+    key.extend_from_slice(queue);
+    key.freeze()
+}
 
 /// The schedule of a message journaled while it waits in the scheduler.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,6 +72,8 @@ pub struct ScheduledFields {
 pub struct Enqueue {
     /// Journal id: unique across the store's life, in arrival order.
     pub id: u64,
+    /// The virtual host of its queue; empty for the default `/` ([`DEFAULT_VHOST`]).
+    pub vhost: Bytes,
     /// The queue it waits in (a `/queue/` name, a DLQ or a durable subscription's queue).
     pub queue: Bytes,
     /// The MESSAGE `destination` (differs from `queue` for durable subscriptions and DLQs).
@@ -74,6 +99,8 @@ pub struct Enqueue {
 pub struct EnqueueRef<'a> {
     /// [`Enqueue::id`].
     pub id: u64,
+    /// [`Enqueue::vhost`].
+    pub vhost: &'a [u8],
     /// [`Enqueue::queue`].
     pub queue: &'a [u8],
     /// [`Enqueue::destination`].
@@ -97,6 +124,7 @@ impl Enqueue {
     pub fn as_ref(&self) -> EnqueueRef<'_> {
         EnqueueRef {
             id: self.id,
+            vhost: &self.vhost,
             queue: &self.queue,
             destination: &self.destination,
             headers: &self.headers,
@@ -112,6 +140,7 @@ impl Enqueue {
 impl EnqueueRef<'_> {
     /// The payload up to and including the body's length (the body follows it).
     fn put_head(&self, out: &mut BytesMut) {
+        put_vhost(out, self.vhost);
         out.put_u8(match self.schedule {
             None => KIND_ENQUEUE,
             Some(_) => KIND_ENQUEUE_SCHEDULED,
@@ -166,6 +195,8 @@ pub enum Record {
     },
     /// A durable topic subscription exists: its queue collects the topic's messages.
     DurableCreate {
+        /// Its virtual host; empty for the default `/` ([`DEFAULT_VHOST`]).
+        vhost: Bytes,
         /// The subscription's queue name (`durable:...`, see
         /// [`DurableKey`](crate::router::DurableKey)).
         queue: Bytes,
@@ -174,6 +205,8 @@ pub enum Record {
     },
     /// A durable subscription was removed (its messages were settled before this record).
     DurableRemove {
+        /// Its virtual host, as in its [`Record::DurableCreate`].
+        vhost: Bytes,
         /// The subscription's queue name, as in its [`Record::DurableCreate`].
         queue: Bytes,
     },
@@ -207,12 +240,18 @@ impl Record {
                 out.put_u8(KIND_SETTLE);
                 out.put_u64_le(*id);
             }
-            Record::DurableCreate { queue, topic } => {
+            Record::DurableCreate {
+                vhost,
+                queue,
+                topic,
+            } => {
+                put_vhost(out, vhost);
                 out.put_u8(KIND_DURABLE_CREATE);
                 put_bytes(out, queue);
                 put_bytes(out, topic);
             }
-            Record::DurableRemove { queue } => {
+            Record::DurableRemove { vhost, queue } => {
+                put_vhost(out, vhost);
                 out.put_u8(KIND_DURABLE_REMOVE);
                 put_bytes(out, queue);
             }
@@ -236,7 +275,19 @@ impl Record {
             bytes: payload,
             at: 0,
         };
-        let record = match reader.u8()? {
+        let (vhost, kind) = match reader.u8()? {
+            KIND_IN_VHOST => {
+                let vhost = reader.bytes()?;
+                match reader.u8()? {
+                    KIND_SETTLE | KIND_IN_VHOST => {
+                        return Err(DecodeError::UnknownKind(KIND_IN_VHOST))
+                    }
+                    kind => (vhost, kind),
+                }
+            }
+            kind => (Bytes::new(), kind),
+        };
+        let record = match kind {
             kind @ (KIND_ENQUEUE | KIND_ENQUEUE_SCHEDULED) => {
                 let id = reader.u64()?;
                 let queue = reader.bytes()?;
@@ -263,6 +314,7 @@ impl Record {
                 let body = reader.bytes()?;
                 Record::Enqueue(Enqueue {
                     id,
+                    vhost,
                     queue,
                     destination,
                     headers,
@@ -275,10 +327,12 @@ impl Record {
             }
             KIND_SETTLE => Record::Settle { id: reader.u64()? },
             KIND_DURABLE_CREATE => Record::DurableCreate {
+                vhost,
                 queue: reader.bytes()?,
                 topic: reader.bytes()?,
             },
             KIND_DURABLE_REMOVE => Record::DurableRemove {
+                vhost,
                 queue: reader.bytes()?,
             },
             other => return Err(DecodeError::UnknownKind(other)),
@@ -321,6 +375,14 @@ pub fn check_framing(data: &[u8]) -> Framed {
         return Framed::Corrupt;
     }
     Framed::Good { payload_len: len }
+}
+
+/// The prefix of a record of virtual host `vhost` (nothing for the default `/`).
+fn put_vhost(out: &mut BytesMut, vhost: &[u8]) {
+    if !vhost.is_empty() {
+        out.put_u8(KIND_IN_VHOST);
+        put_bytes(out, vhost);
+    }
 }
 
 fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
@@ -381,6 +443,7 @@ mod tests {
     fn sample() -> Record {
         Record::Enqueue(Enqueue {
             id: 7,
+            vhost: Bytes::new(),
             queue: Bytes::from_static(b"/queue/a"),
             destination: Bytes::from_static(b"/queue/a"),
             headers: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v:1"))],
@@ -455,10 +518,23 @@ mod tests {
             scheduled_sample(),
             Record::Settle { id: u64::MAX },
             Record::DurableCreate {
+                vhost: Bytes::new(),
                 queue: Bytes::from_static(b"durable:c/n"),
                 topic: Bytes::from_static(b"/topic/t"),
             },
             Record::DurableRemove {
+                vhost: Bytes::new(),
+                queue: Bytes::from_static(b"durable:c/n"),
+            },
+            in_vhost(sample()),
+            in_vhost(scheduled_sample()),
+            Record::DurableCreate {
+                vhost: Bytes::from_static(b"tenant-a"),
+                queue: Bytes::from_static(b"durable:c/n"),
+                topic: Bytes::from_static(b"/topic/t"),
+            },
+            Record::DurableRemove {
+                vhost: Bytes::from_static(b"tenant-a"),
                 queue: Bytes::from_static(b"durable:c/n"),
             },
         ] {
@@ -473,9 +549,53 @@ mod tests {
         }
     }
 
+    fn in_vhost(record: Record) -> Record {
+        let Record::Enqueue(enqueue) = record else {
+            unreachable!("the samples are enqueues")
+        };
+        Record::Enqueue(Enqueue {
+            vhost: Bytes::from_static(b"tenant-a"),
+            ..enqueue
+        })
+    }
+
+    /// A vhost's record is the record of `/` behind a kind-6 prefix naming the vhost.
+    #[test]
+    fn a_vhost_record_is_the_default_record_with_a_prefix() {
+        let mut plain = BytesMut::new();
+        sample().encode(&mut plain);
+        let mut scoped = BytesMut::new();
+        in_vhost(sample()).encode(&mut scoped);
+        let mut expected = vec![6u8];
+        expected.extend_from_slice(&8u32.to_le_bytes());
+        expected.extend_from_slice(b"tenant-a");
+        expected.extend_from_slice(&plain[RECORD_HEADER..]);
+        assert_eq!(&scoped[RECORD_HEADER..], &expected[..]);
+        // A prefix must hold a record of a kind that belongs to a vhost.
+        for inner in [2u8, 6] {
+            let mut payload = vec![6u8, 1, 0, 0, 0, b'v', inner];
+            payload.extend_from_slice(&9u64.to_le_bytes());
+            assert!(Record::decode(&Bytes::from(payload)).is_err(), "{inner}");
+        }
+    }
+
+    #[test]
+    fn scoped_keys_keep_vhosts_apart() {
+        let q = b"durable:a/b/c";
+        assert_eq!(&scoped_key(DEFAULT_VHOST, q)[..], &q[..]);
+        assert_ne!(scoped_key(b"a", q), scoped_key(b"b", q));
+        assert_ne!(scoped_key(b"a", b"bc"), scoped_key(b"ab", b"c"));
+        assert_ne!(scoped_key(b"a", q), scoped_key(DEFAULT_VHOST, q));
+    }
+
     #[test]
     fn split_encoding_is_the_same_bytes() {
-        for record in [sample(), scheduled_sample()] {
+        for record in [
+            sample(),
+            scheduled_sample(),
+            in_vhost(sample()),
+            in_vhost(scheduled_sample()),
+        ] {
             let mut whole = BytesMut::new();
             record.encode(&mut whole);
             let Record::Enqueue(enqueue) = &record else {
@@ -521,6 +641,7 @@ mod tests {
         ) {
             let record = Record::Enqueue(Enqueue {
                 id,
+                vhost: Bytes::new(),
                 queue: Bytes::from_static(b"/queue/q"),
                 destination: Bytes::from_static(b"/topic/t"),
                 headers: headers

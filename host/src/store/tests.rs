@@ -92,13 +92,62 @@ fn unsettled_messages_and_durable_subscriptions_come_back() {
     assert_eq!(m.headers.len(), 1);
     assert_eq!(
         recovered.durables,
-        [(
-            Bytes::from_static(b"durable:c/s"),
-            Bytes::from_static(b"/topic/t")
-        )]
+        [RecoveredDurable {
+            vhost: Bytes::new(),
+            queue: Bytes::from_static(b"durable:c/s"),
+            topic: Bytes::from_static(b"/topic/t")
+        }]
     );
     // Ids continue after the recovered ones.
     assert!(store.enqueue(&Q, &message(4, "d")) > first_ids.1);
+}
+
+/// Handles of two vhosts write to one journal; what each wrote comes back under its vhost,
+/// and a durable subscription of the same name in two vhosts is two subscriptions (removing
+/// one leaves the other).
+#[test]
+fn records_come_back_into_their_vhost() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = Bytes::from_static(b"durable:c/s");
+    let topic = Bytes::from_static(b"/topic/t");
+    {
+        let (store, _) = Store::open(&settings(dir.path())).unwrap();
+        let tenant = store.in_vhost(Bytes::from_static(b"tenant"));
+        store.enqueue(&Q, &message(1, "default"));
+        tenant.enqueue(&Q, &message(2, "tenant"));
+        store.durable_created(&durable, &topic);
+        tenant.durable_created(&durable, &topic);
+        let gone = Bytes::from_static(b"durable:c/gone");
+        tenant.durable_created(&gone, &topic);
+        store.durable_created(&gone, &topic);
+        tenant.durable_removed(&gone);
+        drop(tenant);
+        wait_durable(&store);
+        store.close();
+    }
+    let (_store, recovered) = Store::open(&settings(dir.path())).unwrap();
+    let placed: Vec<(&[u8], &[u8])> = recovered
+        .messages
+        .iter()
+        .map(|m| (&m.vhost[..], &m.body[..]))
+        .collect();
+    assert_eq!(
+        placed,
+        [(&b""[..], &b"default"[..]), (b"tenant", b"tenant")]
+    );
+    let durables: Vec<(&[u8], &[u8])> = recovered
+        .durables
+        .iter()
+        .map(|d| (&d.vhost[..], &d.queue[..]))
+        .collect();
+    assert_eq!(
+        durables,
+        [
+            (&b""[..], &b"durable:c/gone"[..]),
+            (b"", b"durable:c/s"),
+            (b"tenant", b"durable:c/s")
+        ]
+    );
 }
 
 #[test]
@@ -106,8 +155,8 @@ fn a_message_settled_in_the_same_batch_is_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&settings(dir.path())).unwrap();
     // Both records go into the inbox under one lock, so they land in one batch.
-    let mut inbox = store.shared.inbox();
-    let id = store.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut inbox = store.core.shared.inbox();
+    let id = store.core.next_id.fetch_add(1, Ordering::Relaxed);
     inbox.ops.push(Op::Enqueue {
         id,
         framed: frame(&Record::Settle { id: 0 }),
@@ -116,11 +165,12 @@ fn a_message_settled_in_the_same_batch_is_never_written() {
     inbox.ops.push(Op::Settle { id });
     inbox.appended += 2;
     store
+        .core
         .shared
         .appended
         .store(inbox.appended, Ordering::Release);
     drop(inbox);
-    store.shared.wake.notify_one();
+    store.core.shared.wake.notify_one();
     wait_durable(&store);
     assert_eq!(store.stats().cancelled.load(Ordering::Relaxed), 1);
     assert_eq!(store.stats().bytes_written.load(Ordering::Relaxed), 0);

@@ -85,7 +85,7 @@ pub fn encode_connections(encoder: &mut DescriptorEncoder, broker: &Broker) -> f
 
 /// The memory budget and the producers it pauses.
 pub fn encode_memory(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::Result {
-    let budget = broker.router.budget();
+    let budget = broker.vhosts.budget();
     single(
         encoder,
         "plugboard_memory_used_bytes",
@@ -114,7 +114,7 @@ pub fn encode_memory(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::R
 
 /// The message store (nothing when persistence is off).
 pub fn encode_store(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::Result {
-    let Some(store) = broker.router.store() else {
+    let Some(store) = broker.vhosts.store() else {
         return Ok(());
     };
     let s = store.stats();

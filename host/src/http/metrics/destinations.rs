@@ -1,15 +1,15 @@
 //! Per-queue and per-topic families: each destination's gauges and counters read once per
-//! scrape, the first `cap` destinations by name labelled with their own name, the rest summed
-//! into one `other` series.
+//! scrape, labelled with its vhost and name; the first `cap` destinations by (vhost, name) have
+//! series of their own, the rest are summed into one `other` series per vhost.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::{family, single, Counter, Gauge, VHOST};
-use crate::router::Router;
+use super::{family, single, Counter, Gauge};
 use crate::router::DEAD_LETTER_REASONS;
+use crate::vhost::Vhosts;
 
 /// The label of the series that sums the destinations past the cap (a destination name always
 /// starts with `/`, so no destination is called this).
@@ -24,6 +24,7 @@ type Column<R> = (&'static str, &'static str, fn(&R) -> u64);
 /// One queue's numbers at the scrape.
 #[derive(Debug, Default)]
 struct QueueRow {
+    vhost: String,
     name: String,
     ready: u64,
     unacked: u64,
@@ -57,6 +58,7 @@ impl QueueRow {
 /// One topic's numbers at the scrape.
 #[derive(Debug, Default)]
 struct TopicRow {
+    vhost: String,
     name: String,
     subscribers: u64,
     published: u64,
@@ -77,17 +79,22 @@ impl TopicRow {
 
 /// A destination's numbers, summable.
 trait Row: Default {
+    fn vhost(&self) -> &str;
     fn name(&self) -> &str;
-    fn named(self, name: &str) -> Self;
+    fn named(self, vhost: &str, name: &str) -> Self;
     fn add(&mut self, other: &Self);
 }
 
 impl Row for QueueRow {
+    fn vhost(&self) -> &str {
+        &self.vhost
+    }
     fn name(&self) -> &str {
         &self.name
     }
-    fn named(self, name: &str) -> Self {
+    fn named(self, vhost: &str, name: &str) -> Self {
         QueueRow {
+            vhost: vhost.to_string(),
             name: name.to_string(),
             ..self
         }
@@ -98,11 +105,15 @@ impl Row for QueueRow {
 }
 
 impl Row for TopicRow {
+    fn vhost(&self) -> &str {
+        &self.vhost
+    }
     fn name(&self) -> &str {
         &self.name
     }
-    fn named(self, name: &str) -> Self {
+    fn named(self, vhost: &str, name: &str) -> Self {
         TopicRow {
+            vhost: vhost.to_string(),
             name: name.to_string(),
             ..self
         }
@@ -112,12 +123,13 @@ impl Row for TopicRow {
     }
 }
 
-/// Sorts `rows` by name, merges rows of one name (two names that are not UTF-8 can read the
-/// same), keeps the first `cap` and sums the rest into one row named [`OTHER`].
+/// Sorts `rows` by vhost and name, merges rows of one name in one vhost (two names that are
+/// not UTF-8 can read the same), keeps the first `cap` and sums the rest into one row named
+/// [`OTHER`] per vhost.
 fn capped<R: Row>(mut rows: Vec<R>, cap: usize) -> Vec<R> {
-    rows.sort_by(|a, b| a.name().cmp(b.name()));
+    rows.sort_by(|a, b| (a.vhost(), a.name()).cmp(&(b.vhost(), b.name())));
     rows.dedup_by(|later, kept| {
-        let same = later.name() == kept.name();
+        let same = later.vhost() == kept.vhost() && later.name() == kept.name();
         if same {
             kept.add(later);
         }
@@ -126,21 +138,33 @@ fn capped<R: Row>(mut rows: Vec<R>, cap: usize) -> Vec<R> {
     if rows.len() <= cap {
         return rows;
     }
-    let mut other = R::default().named(OTHER);
+    let mut others: Vec<R> = Vec::new();
     for row in &rows[cap..] {
-        other.add(row);
+        match others.last_mut() {
+            Some(other) if other.vhost() == row.vhost() => other.add(row),
+            _ => {
+                let mut other = R::default().named(row.vhost(), OTHER);
+                other.add(row);
+                others.push(other);
+            }
+        }
     }
     rows.truncate(cap);
-    rows.push(other);
+    rows.extend(others);
     rows
 }
 
 /// Writes the per-queue families.
-pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usize) -> fmt::Result {
-    let rows: Vec<QueueRow> = router
-        .queues()
+pub fn encode_queues(encoder: &mut DescriptorEncoder, vhosts: &Vhosts, cap: usize) -> fmt::Result {
+    let rows: Vec<QueueRow> = vhosts
         .iter()
-        .map(|queue| {
+        .flat_map(|vhost| {
+            let queues = vhost.router.queues();
+            queues
+                .into_iter()
+                .map(move |queue| (vhost.name.clone(), queue))
+        })
+        .map(|(vhost, queue)| {
             let ready = queue.depth() as u64;
             let (held, bytes) = queue.held();
             let stats = &queue.stats;
@@ -152,6 +176,7 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
                 *slot = read;
             }
             QueueRow {
+                vhost: vhost.to_string(),
                 name: String::from_utf8_lossy(&queue.name).into_owned(),
                 ready,
                 unacked: (held as u64).saturating_sub(ready),
@@ -174,7 +199,7 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
         "Queues that exist.",
         Gauge(count),
     )?;
-    let labels = |row: &QueueRow| [("vhost", VHOST.to_string()), ("queue", row.name.clone())];
+    let labels = |row: &QueueRow| [("vhost", row.vhost.clone()), ("queue", row.name.clone())];
     let gauges: [Column<QueueRow>; 4] = [
         (
             "plugboard_queue_messages_ready",
@@ -246,7 +271,7 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
             row.dead_lettered.iter().map(move |&(reason, count)| {
                 (
                     [
-                        ("vhost", VHOST.to_string()),
+                        ("vhost", row.vhost.clone()),
                         ("queue", row.name.clone()),
                         ("reason", reason.to_string()),
                     ],
@@ -258,11 +283,17 @@ pub fn encode_queues(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
 }
 
 /// Writes the per-topic families.
-pub fn encode_topics(encoder: &mut DescriptorEncoder, router: &Router, cap: usize) -> fmt::Result {
-    let rows: Vec<TopicRow> = router
-        .topics()
+pub fn encode_topics(encoder: &mut DescriptorEncoder, vhosts: &Vhosts, cap: usize) -> fmt::Result {
+    let rows: Vec<TopicRow> = vhosts
         .iter()
-        .map(|topic| TopicRow {
+        .flat_map(|vhost| {
+            let topics = vhost.router.topics();
+            topics
+                .into_iter()
+                .map(move |topic| (vhost.name.clone(), topic))
+        })
+        .map(|(vhost, topic)| TopicRow {
+            vhost: vhost.to_string(),
             name: String::from_utf8_lossy(&topic.name).into_owned(),
             subscribers: topic.subscriber_count() as u64,
             published: topic.stats.published.load(Relaxed),
@@ -279,7 +310,7 @@ pub fn encode_topics(encoder: &mut DescriptorEncoder, router: &Router, cap: usiz
         "Topics that exist.",
         Gauge(count),
     )?;
-    let labels = |row: &TopicRow| [("vhost", VHOST.to_string()), ("topic", row.name.clone())];
+    let labels = |row: &TopicRow| [("vhost", row.vhost.clone()), ("topic", row.name.clone())];
     family(
         encoder,
         "plugboard_topic_subscribers",
@@ -324,7 +355,12 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, published: u64) -> TopicRow {
+        in_vhost("/", name, published)
+    }
+
+    fn in_vhost(vhost: &str, name: &str, published: u64) -> TopicRow {
         TopicRow {
+            vhost: vhost.to_string(),
             name: name.to_string(),
             published,
             ..TopicRow::default()
@@ -346,6 +382,31 @@ mod tests {
         assert_eq!(shown, vec![("/topic/a", 1), (OTHER, 5)]);
         let rows = capped(vec![topic("/topic/a", 1)], 1);
         assert_eq!(rows.len(), 1);
+    }
+
+    #[test]
+    fn past_the_cap_each_vhost_gets_its_own_other() {
+        let rows = vec![
+            in_vhost("b", "/topic/a", 4),
+            in_vhost("a", "/topic/z", 1),
+            in_vhost("a", "/topic/y", 2),
+            in_vhost("b", "/topic/b", 8),
+        ];
+        let rows = capped(rows, 1);
+        let shown: Vec<_> = rows
+            .iter()
+            .map(|r| (r.vhost.as_str(), r.name.as_str(), r.published))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![("a", "/topic/y", 2), ("a", OTHER, 1), ("b", OTHER, 12)]
+        );
+        // The same name in two vhosts is two series.
+        let rows = capped(
+            vec![in_vhost("a", "/topic/t", 1), in_vhost("b", "/topic/t", 1)],
+            9,
+        );
+        assert_eq!(rows.len(), 2);
     }
 
     #[test]

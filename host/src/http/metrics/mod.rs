@@ -26,9 +26,6 @@ use crate::histogram::Snapshot;
 /// The content type of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The `vhost` label until virtual hosts exist.
-pub const VHOST: &str = "/";
-
 /// The registry `/metrics` encodes.
 pub struct Metrics {
     registry: Registry,
@@ -66,8 +63,8 @@ impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let broker = &self.0;
         let cap = broker.config.metrics.max_labelled_destinations;
-        destinations::encode_queues(&mut encoder, &broker.router, cap)?;
-        destinations::encode_topics(&mut encoder, &broker.router, cap)?;
+        destinations::encode_queues(&mut encoder, &broker.vhosts, cap)?;
+        destinations::encode_topics(&mut encoder, &broker.vhosts, cap)?;
         broker::encode_connections(&mut encoder, broker)?;
         broker::encode_memory(&mut encoder, broker)?;
         broker::encode_store(&mut encoder, broker)?;

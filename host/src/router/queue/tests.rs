@@ -189,6 +189,7 @@ fn priorities_come_back_from_journaled_headers() {
     let router = Router::new(RouterSettings::default());
     let enqueue = |id: u64, priority: Option<&'static str>| Enqueue {
         id,
+        vhost: Bytes::new(),
         queue: Bytes::from_static(b"/queue/restored"),
         destination: Bytes::from_static(b"/queue/restored"),
         headers: priority
