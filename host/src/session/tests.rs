@@ -34,6 +34,11 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         client_id: None,
         receipts: Receipts::new(outbox, None),
         account: broker.router.budget().account("tester"),
+        registered: Arc::new(crate::connection_registry::ConnectionInfo::new(
+            number,
+            "tcp",
+            "127.0.0.1:1".parse().unwrap(),
+        )),
     }
 }
 
