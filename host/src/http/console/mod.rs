@@ -127,7 +127,10 @@ mod tests {
         assert_eq!(PAGE.matches("<script").count(), 1);
         assert_eq!(PAGE.matches("<style").count(), 1);
         let without_svg_namespace = PAGE.replace("\"http://www.w3.org/2000/svg\"", "");
-        for forbidden in ["http:", "https:", "//", " on", "src=", "href=", "url(", "innerHTML"] {
+        for forbidden in [
+            "http:", "https:", "//", "src=", "href=", "url(", "innerHTML", "onclick", "onload",
+            "onerror", "eval(",
+        ] {
             let found = without_svg_namespace
                 .lines()
                 .find(|line| line.contains(forbidden) && !line.trim_start().starts_with("//"));
