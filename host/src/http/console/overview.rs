@@ -76,6 +76,7 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all.truncate(cap);
     let history: HashMap<String, Vec<Rate>> = rates.queues();
+    let dead_letter_prefix = broker.config.dead_letter.prefix.as_bytes();
     let rows = all
         .iter()
         .map(|queue| {
@@ -86,6 +87,8 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
             let stats = &queue.stats;
             json!({
                 "name": name,
+                "dead_letter_queue": !dead_letter_prefix.is_empty()
+                    && queue.name.starts_with(dead_letter_prefix),
                 "ready": ready,
                 "unacked": (held as u64).saturating_sub(ready),
                 "bytes": bytes,
