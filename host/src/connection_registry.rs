@@ -142,12 +142,7 @@ impl ConnectionRegistry {
     }
 
     /// Registers connection `id`, accepted by `listener` from `address`, until the guard drops.
-    pub fn register(
-        &self,
-        id: u64,
-        listener: &'static str,
-        address: SocketAddr,
-    ) -> Registered<'_> {
+    pub fn register(&self, id: u64, listener: &'static str, address: SocketAddr) -> Registered<'_> {
         let info = Arc::new(ConnectionInfo::new(id, listener, address));
         self.lock().insert(id, info.clone());
         Registered {

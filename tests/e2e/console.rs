@@ -84,7 +84,9 @@ async fn http(
         request.push_str("\r\n");
     }
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(admin).await.expect("connect");
+        let mut stream = tokio::net::TcpStream::connect(admin)
+            .await
+            .expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");
@@ -128,10 +130,7 @@ async fn overview_until(
 }
 
 fn queue<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
-    doc["queues"]
-        .as_array()?
-        .iter()
-        .find(|q| q["name"] == name)
+    doc["queues"].as_array()?.iter().find(|q| q["name"] == name)
 }
 
 async fn action(admin: SocketAddr, path: &str, body: &str) -> Answer {
@@ -143,7 +142,11 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
     let broker = broker(false, "", None);
     let page = http(broker.admin(), "GET", "/", None, None, None).await;
     assert_eq!(page.code(), 200, "{}", page.line);
-    assert!(page.headers.contains("content-type: text/html"), "{}", page.headers);
+    assert!(
+        page.headers.contains("content-type: text/html"),
+        "{}",
+        page.headers
+    );
     let csp = page
         .headers
         .lines()
@@ -159,10 +162,26 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
 
     // A name that is no address (DNS rebinding) gets nothing; an address or localhost does.
     for path in ["/", "/api/overview", "/status", "/metrics"] {
-        let rebound = http(broker.admin(), "GET", path, None, None, Some("evil.example:80")).await;
+        let rebound = http(
+            broker.admin(),
+            "GET",
+            path,
+            None,
+            None,
+            Some("evil.example:80"),
+        )
+        .await;
         assert_eq!(rebound.code(), 403, "{path}: {}", rebound.line);
     }
-    let local = http(broker.admin(), "GET", "/api/overview", None, None, Some("localhost")).await;
+    let local = http(
+        broker.admin(),
+        "GET",
+        "/api/overview",
+        None,
+        None,
+        Some("localhost"),
+    )
+    .await;
     assert_eq!(local.code(), 200, "{}", local.line);
 
     // With a token the page is served to anyone (it holds no data), the JSON is not.
@@ -262,7 +281,10 @@ async fn actions_need_a_configured_token_and_the_right_one() {
     for (path, body) in bodies {
         let answer = http(open.admin(), "POST", path, Some(TOKEN), Some(body), None).await;
         assert_eq!(answer.code(), 403, "{path}: {}", answer.line);
-        assert!(answer.json()["error"].as_str().unwrap().contains("admin_token"));
+        assert!(answer.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("admin_token"));
     }
     let guarded = broker(true, "", None);
     for (path, body) in bodies {
@@ -274,16 +296,31 @@ async fn actions_need_a_configured_token_and_the_right_one() {
         assert_eq!(get.code(), 405, "{path}: {}", get.line);
     }
     // Bodies: small JSON objects with known fields only.
-    let unknown = action(guarded.admin(), "/api/queues/purge", r#"{"queue":"/queue/a","x":1}"#).await;
+    let unknown = action(
+        guarded.admin(),
+        "/api/queues/purge",
+        r#"{"queue":"/queue/a","x":1}"#,
+    )
+    .await;
     assert_eq!(unknown.code(), 400, "{}", unknown.body);
     let not_json = action(guarded.admin(), "/api/queues/purge", "queue=/queue/a").await;
     assert_eq!(not_json.code(), 400, "{}", not_json.body);
     let big = format!(r#"{{"queue":"/queue/{}"}}"#, "a".repeat(8 * 1024));
     let too_big = action(guarded.admin(), "/api/queues/purge", &big).await;
     assert_eq!(too_big.code(), 413, "{}", too_big.body);
-    let missing = action(guarded.admin(), "/api/queues/purge", r#"{"queue":"/queue/none"}"#).await;
+    let missing = action(
+        guarded.admin(),
+        "/api/queues/purge",
+        r#"{"queue":"/queue/none"}"#,
+    )
+    .await;
     assert_eq!(missing.code(), 404, "{}", missing.body);
-    let topic = action(guarded.admin(), "/api/queues/move", r#"{"from":"/queue/none"}"#).await;
+    let topic = action(
+        guarded.admin(),
+        "/api/queues/move",
+        r#"{"from":"/queue/none"}"#,
+    )
+    .await;
     assert_eq!(topic.code(), 404, "{}", topic.body);
 }
 
@@ -303,7 +340,12 @@ async fn purge_removes_ready_messages_for_good_and_leaves_unacked_ones() {
     // One delivered and not acknowledged: not purged.
     let mut consumer = Client::connect(first.addr, Version::V12).await;
     consumer
-        .subscribe_with("s", &dest, "client-individual", &[("activemq.prefetchSize", "1")])
+        .subscribe_with(
+            "s",
+            &dest,
+            "client-individual",
+            &[("activemq.prefetchSize", "1")],
+        )
         .await;
     let held = consumer.msg().await;
     assert_eq!(held.body_str(), "m0");
@@ -321,12 +363,20 @@ async fn purge_removes_ready_messages_for_good_and_leaves_unacked_ones() {
     assert_eq!(answer.json()["purged"], 4);
     let doc = overview(first.admin(), Some(TOKEN)).await;
     let row = queue(&doc, &dest).unwrap();
-    assert_eq!((row["ready"].as_u64(), row["unacked"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (row["ready"].as_u64(), row["unacked"].as_u64()),
+        (Some(0), Some(1))
+    );
     consumer.expect_silence(QUIET).await;
     // A receipted persistent send after the purge: the journal has written what came before.
     let marker = format!("/queue/{}", unique("marker"));
     producer
-        .roundtrip(Frame::new("SEND").h("destination", &marker).h("persistent", "true").body("x"))
+        .roundtrip(
+            Frame::new("SEND")
+                .h("destination", &marker)
+                .h("persistent", "true")
+                .body("x"),
+        )
         .await;
     first.kill_hard();
     drop(first);
@@ -421,7 +471,12 @@ async fn a_closed_connection_gets_an_error_and_its_unacked_message_is_redelivere
     producer.send_r(&dest, "held").await;
     assert_eq!(victim.msg().await.body_str(), "held");
 
-    let session = victim.connected.as_ref().unwrap().must("session").to_string();
+    let session = victim
+        .connected
+        .as_ref()
+        .unwrap()
+        .must("session")
+        .to_string();
     let doc = overview(broker.admin(), Some(TOKEN)).await;
     let id = doc["connections"]
         .as_array()

@@ -53,6 +53,7 @@ fn console_in_headless_chromium() {
         screenshot.display()
     );
     if std::env::var_os("PLUGBOARD_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
-        std::fs::copy(&screenshot, root().join("docs/console.png")).expect("update docs/console.png");
+        std::fs::copy(&screenshot, root().join("docs/console.png"))
+            .expect("update docs/console.png");
     }
 }

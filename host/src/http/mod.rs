@@ -130,7 +130,10 @@ impl Response {
 
     /// A JSON error `{"error": message}`.
     fn error(code: &'static str, message: &str) -> Response {
-        Response::json(code, format!("{}\n", serde_json::json!({ "error": message })))
+        Response::json(
+            code,
+            format!("{}\n", serde_json::json!({ "error": message })),
+        )
     }
 
     fn value(code: &'static str, value: &Value) -> Response {
@@ -206,7 +209,10 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
             .is_some_and(|given| crate::text::constant_time_eq(given, token.as_bytes()))
     });
     if authorized == Some(false) {
-        return Response::error("401 Unauthorized", "send Authorization: Bearer <admin_token>");
+        return Response::error(
+            "401 Unauthorized",
+            "send Authorization: Bearer <admin_token>",
+        );
     }
     match (request.method, request.path) {
         (b"GET", b"/status") => {

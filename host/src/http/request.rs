@@ -90,7 +90,10 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Raw, R
 
 /// Where the head ends: just past its blank line.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
     let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -241,9 +244,10 @@ mod tests {
 
     #[test]
     fn query_and_host_are_read() {
-        let request =
-            Request::parse(b"GET /api/x?plugin=a&limit=5&flag HTTP/1.1\r\nHOST: 127.0.0.1:80\r\n\r\n")
-                .unwrap();
+        let request = Request::parse(
+            b"GET /api/x?plugin=a&limit=5&flag HTTP/1.1\r\nHOST: 127.0.0.1:80\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(request.path, b"/api/x");
         assert_eq!(request.param("plugin"), Some(&b"a"[..]));
         assert_eq!(request.param("limit"), Some(&b"5"[..]));
@@ -271,7 +275,10 @@ mod tests {
     #[tokio::test]
     async fn oversized_negative_or_chunked_bodies_are_refused_before_reading() {
         for head in [
-            format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1),
+            format!(
+                "POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                MAX_BODY + 1
+            ),
             "POST /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_string(),
             "POST /a HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_string(),
         ] {

@@ -93,12 +93,18 @@ fn purge(broker: &Broker, request: &PurgeRequest) -> Outcome {
         return refused("404 Not Found", format!("no queue {}", request.queue));
     };
     let purged = queue.purge();
-    ("200 OK", json!({ "queue": request.queue, "purged": purged }))
+    (
+        "200 OK",
+        json!({ "queue": request.queue, "purged": purged }),
+    )
 }
 
 fn close(broker: &Broker, request: &CloseRequest) -> Outcome {
     let Some(connection) = broker.registry.get(request.id) else {
-        return refused("404 Not Found", format!("no open connection {}", request.id));
+        return refused(
+            "404 Not Found",
+            format!("no open connection {}", request.id),
+        );
     };
     connection.request_close();
     ("200 OK", json!({ "closed": request.id }))
@@ -118,7 +124,11 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
     let Some(source) = router.existing_queue(request.from.as_bytes()) else {
         return refused("404 Not Found", format!("no queue {}", request.from));
     };
-    let fixed = match request.to.as_deref().map(|to| router.queue_for_admin(to.as_bytes())) {
+    let fixed = match request
+        .to
+        .as_deref()
+        .map(|to| router.queue_for_admin(to.as_bytes()))
+    {
         None => None,
         Some(Ok(queue)) if queue.name == source.name => {
             return refused("400 Bad Request", "`to` is the queue the messages are in")
@@ -197,7 +207,12 @@ mod tests {
             br#"["/queue/a"]"#,
         ] {
             let err = parse::<PurgeRequest>(bad).unwrap_err();
-            assert_eq!(err.0, "400 Bad Request", "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                err.0,
+                "400 Bad Request",
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let request = parse::<MoveRequest>(br#"{"from":"/queue/DLQ.a"}"#).unwrap();
         assert_eq!((request.to, request.max), (None, None));

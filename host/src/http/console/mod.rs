@@ -68,7 +68,9 @@ pub fn host_allowed(host: Option<&[u8]>) -> bool {
             Some((ip, "")) => ip.parse::<Ipv6Addr>().is_ok(),
             Some((ip, port)) => {
                 ip.parse::<Ipv6Addr>().is_ok()
-                    && port.strip_prefix(':').is_some_and(|p| !p.is_empty() && port_ok(p))
+                    && port
+                        .strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && port_ok(p))
             }
             None => false,
         };
@@ -128,8 +130,17 @@ mod tests {
         assert_eq!(PAGE.matches("<style").count(), 1);
         let without_svg_namespace = PAGE.replace("\"http://www.w3.org/2000/svg\"", "");
         for forbidden in [
-            "http:", "https:", "//", "src=", "href=", "url(", "innerHTML", "onclick", "onload",
-            "onerror", "eval(",
+            "http:",
+            "https:",
+            "//",
+            "src=",
+            "href=",
+            "url(",
+            "innerHTML",
+            "onclick",
+            "onload",
+            "onerror",
+            "eval(",
         ] {
             let found = without_svg_namespace
                 .lines()

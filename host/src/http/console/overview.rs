@@ -205,11 +205,8 @@ mod tests {
     use std::sync::Arc;
 
     fn broker() -> Arc<Broker> {
-        let policy = crate::policy::Policy::new(
-            crate::plugin::PluginHost::empty(),
-            Vec::new(),
-            Vec::new(),
-        );
+        let policy =
+            crate::policy::Policy::new(crate::plugin::PluginHost::empty(), Vec::new(), Vec::new());
         Arc::new(Broker::new(Arc::new(crate::Config::default()), policy))
     }
 
@@ -221,11 +218,13 @@ mod tests {
         let registered = broker
             .registry
             .register(9, "ws", "127.0.0.1:4000".parse().unwrap());
-        registered.info.set_login(crate::connection_registry::Login {
-            user: "alice".into(),
-            version: "1.2",
-            session: "x-9".into(),
-        });
+        registered
+            .info
+            .set_login(crate::connection_registry::Login {
+                user: "alice".into(),
+                version: "1.2",
+                session: "x-9".into(),
+            });
         let rates = Rates::default();
         rates.sample(&broker.router, 10);
         rates.sample(&broker.router, 10);

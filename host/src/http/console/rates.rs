@@ -147,7 +147,12 @@ impl Rates {
         self.lock()
             .queues
             .iter()
-            .map(|(name, ring)| (name.clone(), ring.rates().into_iter().map(|r| r.1).collect()))
+            .map(|(name, ring)| {
+                (
+                    name.clone(),
+                    ring.rates().into_iter().map(|r| r.1).collect(),
+                )
+            })
             .collect()
     }
 
@@ -184,8 +189,16 @@ mod tests {
     #[test]
     fn rates_are_per_second_between_samples_and_never_negative() {
         let rates = Rates::default();
-        rates.record(0, counts(0, 0, 0), vec![("/queue/a".into(), counts(0, 0, 0))]);
-        rates.record(5000, counts(50, 10, 5), vec![("/queue/a".into(), counts(50, 10, 5))]);
+        rates.record(
+            0,
+            counts(0, 0, 0),
+            vec![("/queue/a".into(), counts(0, 0, 0))],
+        );
+        rates.record(
+            5000,
+            counts(50, 10, 5),
+            vec![("/queue/a".into(), counts(50, 10, 5))],
+        );
         rates.record(10000, counts(40, 20, 5), vec![]);
         let broker = rates.broker();
         assert_eq!(broker.len(), 2);
@@ -199,14 +212,21 @@ mod tests {
             }
         );
         assert_eq!(broker[1].1.published, 0.0, "a counter that went down");
-        assert!(rates.queues().is_empty(), "a queue no longer sampled is forgotten");
+        assert!(
+            rates.queues().is_empty(),
+            "a queue no longer sampled is forgotten"
+        );
     }
 
     #[test]
     fn the_ring_keeps_ten_minutes_only() {
         let rates = Rates::default();
         for i in 0..(SAMPLES as u64 + 30) {
-            rates.record(i * 5000, counts(i, i, i), vec![("/queue/a".into(), counts(i, 0, 0))]);
+            rates.record(
+                i * 5000,
+                counts(i, i, i),
+                vec![("/queue/a".into(), counts(i, 0, 0))],
+            );
         }
         assert_eq!(rates.broker().len(), SAMPLES - 1);
         assert_eq!(rates.queues()["/queue/a"].len(), SAMPLES - 1);
