@@ -7,14 +7,16 @@
 //! and once when it closes (as [`crate::connection_stats::ConnectionCounters`] does), and by the
 //! console when it reads. Bytes are per-connection atomics that only the connection's own
 //! reader and writer store to, once per socket read or write (see
-//! [`crate::connection_stats::ByteMeter::with_connection`]).
+//! [`crate::connection_stats::ByteMeter::with_connection`]), and waiting for the close
+//! handle costs the session one atomic load per poll ([`Closed`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// What a connection said at CONNECT, once it was accepted.
 #[derive(Debug, Clone)]
@@ -45,7 +47,11 @@ pub struct ConnectionInfo {
     /// Bytes written to the client so far.
     pub bytes_out: AtomicU64,
     close_requested: AtomicBool,
-    close: Notify,
+    /// The session task's waker, set at its first wait for a close and then only read: waiting
+    /// costs the session one atomic load per poll, no lock.
+    waker: OnceLock<Waker>,
+    /// A waker of another task that waits (tests; never the session's steady state).
+    other_waker: Mutex<Option<Waker>>,
 }
 
 /// The virtual host shown for a connection that has none set (the only one, until virtual
@@ -65,7 +71,8 @@ impl ConnectionInfo {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             close_requested: AtomicBool::new(false),
-            close: Notify::new(),
+            waker: OnceLock::new(),
+            other_waker: Mutex::new(None),
         }
     }
 
@@ -92,8 +99,21 @@ impl ConnectionInfo {
     /// Asks the connection's session to end (it sends an ERROR and hands back what it holds).
     /// False when that was asked already.
     pub fn request_close(&self) -> bool {
-        let first = !self.close_requested.swap(true, Ordering::AcqRel);
-        self.close.notify_waiters();
+        let first = !self.close_requested.swap(true, Ordering::SeqCst);
+        // Pairs with the fence in `Closed::poll`: either it sees the flag, or this sees its
+        // waker.
+        fence(Ordering::SeqCst);
+        if let Some(waker) = self.waker.get() {
+            waker.wake_by_ref();
+        }
+        if let Some(waker) = self
+            .other_waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            waker.wake();
+        }
         first
     }
 
@@ -102,16 +122,39 @@ impl ConnectionInfo {
         self.close_requested.load(Ordering::Acquire)
     }
 
-    /// Resolves once a close is asked for (at once if it was already).
-    pub async fn closed(&self) {
-        loop {
-            let notified = self.close.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.close_requested() {
-                return;
-            }
-            notified.await;
+    /// Resolves once a close is asked for (at once if it was already). Meant to be pinned once
+    /// and polled by the session's own task.
+    pub fn closed(&self) -> Closed<'_> {
+        Closed { info: self }
+    }
+}
+
+/// The future of [`ConnectionInfo::closed`].
+#[derive(Debug)]
+pub struct Closed<'a> {
+    info: &'a ConnectionInfo,
+}
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let info = self.info;
+        if info.close_requested() {
+            return Poll::Ready(());
+        }
+        let registered = match info.waker.get() {
+            Some(waker) => waker.will_wake(cx.waker()),
+            None => info.waker.set(cx.waker().clone()).is_ok(),
+        };
+        if !registered {
+            *info.other_waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        }
+        fence(Ordering::SeqCst);
+        if info.close_requested.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -229,10 +272,40 @@ mod tests {
         let info = other.info.clone();
         let waiter = tokio::spawn(async move { info.closed().await });
         tokio::task::yield_now().await;
+        // A second task waiting too (the fallback waker).
+        let info = other.info.clone();
+        let second = tokio::spawn(async move { info.closed().await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         registry.get(4).unwrap().request_close();
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+        for task in [waiter, second] {
+            tokio::time::timeout(std::time::Duration::from_secs(1), task)
+                .await
+                .expect("woken")
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pinned_wait_polled_many_times_still_wakes() {
+        let info = Arc::new(ConnectionInfo::new(1, "tcp", address()));
+        let closer = info.clone();
+        let task = tokio::spawn(async move {
+            let closed = info.closed();
+            tokio::pin!(closed);
+            let mut ticks = 0;
+            loop {
+                tokio::select! {
+                    _ = &mut closed => return ticks,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => ticks += 1,
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        closer.request_close();
+        let ticks = tokio::time::timeout(std::time::Duration::from_secs(2), task)
             .await
             .expect("woken")
             .unwrap();
+        assert!(ticks > 0);
     }
 }

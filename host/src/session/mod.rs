@@ -446,7 +446,7 @@ impl Session {
         let registered = self.registered.clone();
         let mut received = ByteMeter::new(&broker.stats.connections.bytes_in)
             .with_connection(&registered.bytes_in);
-        // Pinned once: polling it again costs no new registration.
+        // Pinned once: each poll is then one atomic load.
         let closed_by_admin = registered.closed();
         tokio::pin!(closed_by_admin);
         let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)

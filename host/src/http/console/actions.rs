@@ -2,7 +2,7 @@
 //! `POST /api/connections/close`: each takes a small JSON object (unknown fields refused),
 //! does one thing, answers JSON, and is logged with who asked (the caller's address), what and
 //! the result. The access rules (a configured token, carried as a bearer token) are checked
-//! before anything here runs (see [`super::route`]).
+//! before anything here runs (see the [`http`](crate::http) module).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
