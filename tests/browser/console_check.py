@@ -5,8 +5,12 @@ must show a queue row with its depth, the broker-wide and per-queue sparklines, 
 Content-Security-Policy violation, and, once the admin token is entered, working action buttons
 (a purge through the page). Then the page is photographed.
 
+With `--router WASM` (the header-router sample) a send plugin routes European orders to their
+own queue, and the plugins panel must show its calls; it also asks for the plugin's recent
+decisions (`GET /api/plugins/traces`), which it must tolerate the broker not serving.
+
 Usage: console_check.py --broker BIN --chromium PATH --workdir DIR --screenshot FILE
-                        [--traffic-seconds 25]
+                        [--router WASM] [--traffic-seconds 25]
 """
 
 import argparse
@@ -31,14 +35,28 @@ ORDERS = "/queue/console.orders"
 INVOICES = "/queue/console.invoices"
 SCRATCH = "/queue/console.scratch"
 PRICES = "/topic/console.prices"
+ROUTER = """
+[[plugins]]
+name = "router"
+file = "{file}"
+hooks = ["send"]
+destinations = ["/queue/console.orders"]
+routes_bypass_sender_rights = true
+
+[[plugins.config.rules]]
+destination = "/queue/console.orders"
+header = "region"
+value = "eu"
+to = ["/queue/console.orders.eu"]
+"""
 
 
 class BrokerProcess:
     """The plugboard binary on loopback with its admin listener."""
 
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, router=None):
         config = workdir / "plugboard.toml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + (ROUTER.format(file=router) if router else ""))
         self.log_path = workdir / "broker.log"
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
@@ -154,8 +172,11 @@ def traffic(broker, seconds, stop):
     while not stop.is_set() and time.time() < deadline:
         # The rate rises and falls so the sparklines have a shape.
         burst = 5 + int(20 * abs(((n // 10) % 6) - 3) / 3)
-        for _ in range(burst):
-            producer.send(ORDERS, f"order {n}")
+        for i in range(burst):
+            if i % 4 == 0:
+                producer.send(ORDERS, f"order {n}", region="eu")
+            else:
+                producer.send(ORDERS, f"order {n}")
             producer.send(PRICES, f"price {n}")
         if n % 3 == 0:
             producer.send(INVOICES, f"invoice {n}")
@@ -166,7 +187,7 @@ def traffic(broker, seconds, stop):
     return [producer, consumer, listener, poison], invoices + 1
 
 
-def check_console(page, broker, invoices, screenshot):
+def check_console(page, broker, invoices, screenshot, router):
     violations = []
     page.on("console", lambda m: violations.append(m.text)
             if m.type == "error" and "Content Security Policy" in m.text else None)
@@ -202,6 +223,19 @@ def check_console(page, broker, invoices, screenshot):
     print("purge from the page: ok", flush=True)
     page.wait_for_selector('tr[data-queue="/queue/DLQ.console.payments"] button:text("Move back")',
                            timeout=20000)
+    if router:
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('#plugins tbody tr')].some(
+                 tr => tr.cells[0].textContent === 'router'
+                       && Number(tr.cells[2].textContent.replace(/,/g, '')) > 0)""",
+            timeout=20000)
+        page.wait_for_selector('tr[data-queue="/queue/console.orders.eu"]', timeout=20000)
+        # The page asked for the plugin's recent decisions and coped with the answer (404 on
+        # a broker without decision traces).
+        page.wait_for_function("() => tracesAvailable !== null", timeout=20000)
+        served = page.evaluate("() => tracesAvailable")
+        print(f"plugins panel: ok (decision traces {'shown' if served else 'not served'})",
+              flush=True)
     assert not violations, f"CSP violations or page errors: {violations}"
     print("no CSP violation: ok", flush=True)
     page.evaluate("() => { document.activeElement.blur(); window.scrollTo(0, 0); }")
@@ -215,11 +249,12 @@ def main():
     parser.add_argument("--chromium", required=True)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--screenshot", required=True)
+    parser.add_argument("--router")
     parser.add_argument("--traffic-seconds", type=int, default=25)
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = BrokerProcess(args.broker, workdir)
+    broker = BrokerProcess(args.broker, workdir, args.router)
     stop = threading.Event()
     clients = []
     try:
@@ -231,7 +266,7 @@ def main():
                 args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
             try:
                 page = browser.new_page()
-                check_console(page, broker, invoices, Path(args.screenshot))
+                check_console(page, broker, invoices, Path(args.screenshot), args.router)
             finally:
                 browser.close()
     except Exception:

@@ -1,7 +1,8 @@
 //! The live console in headless Chromium (`tests/browser/console_check.py`, Playwright for
 //! Python driving Debian's Chromium, set up as for the stompjs test in [`super::websocket`]):
 //! the page shows a queue row with its depth after traffic, its sparklines, no CSP violation,
-//! and purges a queue from a button once the admin token is entered.
+//! and purges a queue from a button once the admin token is entered. The header-router sample
+//! plugin is loaded, so the plugins panel shows its calls (and asks for its traces).
 //!
 //! The screenshot is written to `target/console.png`; with `PLUGBOARD_UPDATE_SCREENSHOTS=1`
 //! it is also copied to `docs/console.png` (the test never rewrites a tracked file otherwise).
@@ -16,6 +17,10 @@ use plugboard_test_support::BrokerBinary;
 fn console_in_headless_chromium() {
     let python = web_python();
     let chromium = chromium();
+    let router = plugboard_test_support::plugins::component(
+        "header-router",
+        plugboard_test_support::plugins::IfBuildFails::Panic,
+    );
     let work = tempfile::tempdir().expect("tempdir");
     let screenshot = target_dir().join("console.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -28,6 +33,8 @@ fn console_in_headless_chromium() {
         work.path().display().to_string(),
         "--screenshot".to_string(),
         screenshot.display().to_string(),
+        "--router".to_string(),
+        router.display().to_string(),
     ];
     let out = run_script(
         "the console browser check",
@@ -42,6 +49,7 @@ fn console_in_headless_chromium() {
         "sparklines: ok",
         "connections: ok",
         "purge from the page: ok",
+        "plugins panel: ok",
         "no CSP violation: ok",
         "console page: ok",
     ] {
