@@ -63,6 +63,8 @@ pub struct Broker {
     /// The TLS certificates and handshake in force, when `[tls]` has a listener (reloaded with
     /// the plugin set); the WebSocket listener's `wss` uses it too.
     pub tls: Option<Arc<crate::listen::tls::Acceptor>>,
+    /// The open connections (the console lists them and can close one).
+    pub registry: crate::connection_registry::ConnectionRegistry,
 }
 
 impl Broker {
@@ -94,6 +96,7 @@ impl Broker {
             stats: BrokerStats::default(),
             instance: format!("{:x}", (nanos as u64) & 0xffff_ffff),
             tls: None,
+            registry: Default::default(),
         }
     }
 

@@ -27,11 +27,13 @@ pub enum CloseReason {
     Idle,
     /// The broker shut down.
     Shutdown,
+    /// An administrator closed it (the console's "close connection" action).
+    Admin,
 }
 
 impl CloseReason {
     /// Every reason, in variant order.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 8] = [
         CloseReason::Client,
         CloseReason::Error,
         CloseReason::Heartbeat,
@@ -39,6 +41,7 @@ impl CloseReason {
         CloseReason::Auth,
         CloseReason::Idle,
         CloseReason::Shutdown,
+        CloseReason::Admin,
     ];
 
     /// The reason's name in metrics and logs.
@@ -51,6 +54,7 @@ impl CloseReason {
             CloseReason::Auth => "auth",
             CloseReason::Idle => "idle",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Admin => "admin",
         }
     }
 }
@@ -76,11 +80,13 @@ pub enum ErrorKind {
     ReadBuffer,
     /// The broker is shutting down.
     Shutdown,
+    /// An administrator closed the connection.
+    Admin,
 }
 
 impl ErrorKind {
     /// Every kind, in variant order.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Decode,
         ErrorKind::Refused,
         ErrorKind::Auth,
@@ -90,6 +96,7 @@ impl ErrorKind {
         ErrorKind::SlowConsumer,
         ErrorKind::ReadBuffer,
         ErrorKind::Shutdown,
+        ErrorKind::Admin,
     ];
 
     /// The kind's name in metrics and logs.
@@ -104,6 +111,7 @@ impl ErrorKind {
             ErrorKind::SlowConsumer => "slow-consumer",
             ErrorKind::ReadBuffer => "read-buffer",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::Admin => "admin",
         }
     }
 }
@@ -123,6 +131,7 @@ pub fn classify(err: &SessionError, login_refused: bool) -> (CloseReason, Option
         E::Idle(_) => (CloseReason::Idle, Some(ErrorKind::Idle)),
         E::SlowConsumer => (CloseReason::SlowConsumer, Some(ErrorKind::SlowConsumer)),
         E::Shutdown => (CloseReason::Shutdown, Some(ErrorKind::Shutdown)),
+        E::ClosedByAdmin => (CloseReason::Admin, Some(ErrorKind::Admin)),
     }
 }
 
@@ -197,21 +206,40 @@ impl ConnectionCounters {
 }
 
 /// Bytes one task reads or writes, added to a shared total every [`BYTES_STEP`] and when the
-/// meter is dropped.
+/// meter is dropped; optionally also stored, at each count, into a counter of the connection's
+/// own (which only this task writes: no shared cache line, no read-modify-write).
 #[derive(Debug)]
 pub struct ByteMeter<'a> {
     total: &'a AtomicU64,
     pending: u64,
+    connection: Option<&'a AtomicU64>,
+    counted: u64,
 }
 
 impl<'a> ByteMeter<'a> {
     /// A meter adding to `total`.
     pub fn new(total: &'a AtomicU64) -> ByteMeter<'a> {
-        ByteMeter { total, pending: 0 }
+        ByteMeter {
+            total,
+            pending: 0,
+            connection: None,
+            counted: 0,
+        }
+    }
+
+    /// Also keeps `connection` equal to the bytes this meter counted.
+    pub fn with_connection(mut self, connection: &'a AtomicU64) -> ByteMeter<'a> {
+        self.counted = connection.load(Relaxed);
+        self.connection = Some(connection);
+        self
     }
 
     /// Counts `bytes`.
     pub fn add(&mut self, bytes: usize) {
+        if let Some(connection) = self.connection {
+            self.counted += bytes as u64;
+            connection.store(self.counted, Relaxed);
+        }
         self.pending += bytes as u64;
         if self.pending >= BYTES_STEP {
             self.total.fetch_add(self.pending, Relaxed);
@@ -254,6 +282,16 @@ mod tests {
             meter.add(5);
         }
         assert_eq!(total.load(Relaxed), BYTES_STEP + 15);
+    }
+
+    #[test]
+    fn a_connection_counter_follows_every_count() {
+        let (total, own) = (AtomicU64::new(0), AtomicU64::new(0));
+        let mut meter = ByteMeter::new(&total).with_connection(&own);
+        meter.add(10);
+        meter.add(20);
+        assert_eq!(own.load(Relaxed), 30);
+        assert_eq!(total.load(Relaxed), 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod broker;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod connection_registry;
 pub mod connection_stats;
 pub mod histogram;
 pub mod http;

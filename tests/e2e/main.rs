@@ -11,6 +11,7 @@ mod acks;
 mod browsing;
 mod composites;
 mod connect;
+mod console;
 mod consumer_priority;
 mod dead_letter;
 mod errors;

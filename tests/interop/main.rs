@@ -14,6 +14,7 @@ mod tls;
 
 plugboard_test_support::broker_binary!();
 
+mod console;
 mod websocket;
 
 use harness::Broker;

@@ -23,14 +23,14 @@ const PLAYWRIGHT: &str = "playwright==1.64.1";
 /// The stompjs release browsers load in the test (the one RabbitMQ's Web-STOMP examples use).
 const STOMPJS: &str = "7.5.0";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
 }
 
-fn web_python() -> PathBuf {
+pub(crate) fn web_python() -> PathBuf {
     venv("web-venv", &[WEBSOCKETS, PLAYWRIGHT])
 }
 
@@ -68,7 +68,7 @@ fn stompjs_bundle() -> PathBuf {
 }
 
 /// Debian's Chromium, installed by the project's setup script when missing.
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     let _lock = DirLock::acquire(target_dir().join("chromium-setup.lock"));
     let out = run(
         "installing Chromium for the browser test (tests/browser/setup-chromium.sh)",

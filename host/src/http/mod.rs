@@ -1,14 +1,20 @@
 //! The admin surface: a minimal HTTP/1.0 server on `admin_listen`. It answers `GET /status`
-//! with JSON ([`mod@status`]; `plugboard status` prints it) and `GET /metrics` with Prometheus /
-//! OpenMetrics text ([`metrics`]). It exposes no control, only state.
+//! with JSON ([`mod@status`]; `plugboard status` prints it), `GET /metrics` with Prometheus /
+//! OpenMetrics text ([`metrics`]), and serves the live console ([`console`]): the page at
+//! `GET /`, its JSON at `GET /api/overview`, and its actions (`POST /api/...`).
 //!
-//! Access, the same for every path: on a loopback address it answers anyone on the machine
-//! (the status document then without file paths); with `admin_token` set, every request must
-//! carry `Authorization: Bearer TOKEN`. A non-loopback `admin_listen` without a token is
+//! Access: on a loopback address it answers anyone on the machine (the status document then
+//! without file paths), provided the `Host` header names it by an IP address or `localhost`
+//! (DNS-rebinding protection); with `admin_token` set, every request but the page itself (which
+//! holds no data) must carry `Authorization: Bearer TOKEN`. Actions are refused (403) unless a
+//! token is set, and then need it like everything else: a bearer header, never a cookie, so a
+//! page of another site cannot forge one. A non-loopback `admin_listen` without a token is
 //! refused at start. At most [`MAX_CONNECTIONS`] requests are served at once (more are closed
-//! at once), each head read within [`request::REQUEST_TIME`] and [`request::MAX_REQUEST`]
-//! bytes; one request per connection.
+//! at once), each read within [`request::REQUEST_TIME`], its head within
+//! [`request::MAX_REQUEST`] bytes and its body within [`request::MAX_BODY`]; one request per
+//! connection.
 
+pub mod console;
 pub mod metrics;
 pub mod request;
 pub mod status;
@@ -23,8 +29,10 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::broker::Broker;
+use console::rates::Rates;
 use metrics::Metrics;
 use request::Request;
+use std::net::SocketAddr;
 
 pub use status::status;
 
@@ -57,12 +65,18 @@ pub async fn serve(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let metrics = Arc::new(Metrics::new(broker.clone()));
+    let rates = Arc::new(Rates::default());
+    {
+        let (rates, broker, shutdown) = (rates.clone(), broker.clone(), shutdown.clone());
+        let cap = broker.config.metrics.max_labelled_destinations;
+        tokio::spawn(async move { rates.run(&broker.vhosts, cap, shutdown).await });
+    }
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => return,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -70,9 +84,15 @@ pub async fn serve(
             debug!("admin request refused: too many at once");
             continue; // dropped: closed at once
         };
-        let (broker, metrics) = (broker.clone(), metrics.clone());
+        let (broker, metrics, rates) = (broker.clone(), metrics.clone(), rates.clone());
         tokio::spawn(async move {
-            if let Err(err) = answer(stream, &broker, &metrics).await {
+            let shared = Shared {
+                broker: &broker,
+                metrics: &metrics,
+                rates: &rates,
+                peer,
+            };
+            if let Err(err) = answer(stream, shared).await {
                 debug!(%err, "admin request failed");
             }
             drop(slot);
@@ -80,10 +100,21 @@ pub async fn serve(
     }
 }
 
-/// A response: status line, content type and body.
+/// What every request of one listener shares, and who sent this one.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    broker: &'a Broker,
+    metrics: &'a Metrics,
+    rates: &'a Rates,
+    peer: SocketAddr,
+}
+
+/// A response: status line, content type, extra header lines and body.
 struct Response {
     code: &'static str,
     content_type: &'static str,
+    /// Extra header lines, each ending in CRLF.
+    headers: String,
     body: String,
 }
 
@@ -92,19 +123,44 @@ impl Response {
         Response {
             code,
             content_type: JSON,
+            headers: "cache-control: no-store\r\n".to_string(),
             body,
         }
     }
+
+    /// A JSON error `{"error": message}`.
+    fn error(code: &'static str, message: &str) -> Response {
+        Response::json(
+            code,
+            format!("{}\n", serde_json::json!({ "error": message })),
+        )
+    }
+
+    fn value(code: &'static str, value: &Value) -> Response {
+        let mut body = serde_json::to_string(value).unwrap_or_default();
+        body.push('\n');
+        Response::json(code, body)
+    }
 }
 
-async fn answer(mut stream: TcpStream, broker: &Broker, metrics: &Metrics) -> std::io::Result<()> {
-    let head = request::read_head(&mut stream).await?;
-    let response = route(Request::parse(&head), broker, metrics);
+async fn answer(mut stream: TcpStream, shared: Shared<'_>) -> std::io::Result<()> {
+    let response = match request::read_request(&mut stream).await {
+        Ok(raw) => route(Request::parse(&raw.head), &raw.body, shared).await,
+        Err(request::ReadError::Io(err)) => return Err(err),
+        Err(err @ request::ReadError::BadLength) => {
+            Response::error("413 Payload Too Large", &err.to_string())
+        }
+        Err(err @ request::ReadError::Encoded) => {
+            Response::error("411 Length Required", &err.to_string())
+        }
+    };
     let mut out = format!(
-        "HTTP/1.0 {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.0 {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nx-content-type-options: \
+         nosniff\r\n{}connection: close\r\n\r\n",
         response.code,
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        response.headers,
     )
     .into_bytes();
     out.extend_from_slice(response.body.as_bytes());
@@ -112,28 +168,54 @@ async fn answer(mut stream: TcpStream, broker: &Broker, metrics: &Metrics) -> st
     stream.shutdown().await
 }
 
-/// What a request gets: the access rule first, then the path.
-fn route(request: Option<Request<'_>>, broker: &Broker, metrics: &Metrics) -> Response {
+/// The console's actions.
+const ACTIONS: [&[u8]; 3] = [
+    b"/api/queues/purge",
+    b"/api/queues/move",
+    b"/api/connections/close",
+];
+
+/// What a request gets: the access rules first, then the path.
+async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) -> Response {
+    let broker = shared.broker;
     let Some(request) = request else {
-        return Response::json(
-            "400 Bad Request",
-            "{\"error\":\"malformed request line\"}\n".to_string(),
-        );
+        return Response::error("400 Bad Request", "malformed request line");
     };
+    let token = broker.config.admin_token.as_ref();
+    if token.is_none() && !console::host_allowed(request.host) {
+        return Response::error(
+            "403 Forbidden",
+            "the Host header must name this listener by IP address or localhost (DNS-rebinding \
+             protection; set admin_token to serve other names)",
+        );
+    }
+    if (request.method, request.path) == (&b"GET"[..], &b"/"[..]) {
+        // The console page holds no data: it asks for the token itself when one is needed.
+        return Response {
+            code: "200 OK",
+            content_type: "text/html; charset=utf-8",
+            headers: format!(
+                "content-security-policy: {}\r\nreferrer-policy: no-referrer\r\n\
+                 x-frame-options: DENY\r\ncache-control: no-store\r\n",
+                console::content_security_policy()
+            ),
+            body: console::page().to_string(),
+        };
+    }
     // None: no token configured (loopback only); else whether the request carries it.
-    let authorized = broker.config.admin_token.as_ref().map(|token| {
+    let authorized = token.map(|token| {
         request
             .bearer
             .is_some_and(|given| crate::text::constant_time_eq(given, token.as_bytes()))
     });
     if authorized == Some(false) {
-        return Response::json(
+        return Response::error(
             "401 Unauthorized",
-            "{\"error\":\"send Authorization: Bearer <admin_token>\"}\n".to_string(),
+            "send Authorization: Bearer <admin_token>",
         );
     }
     match (request.method, request.path) {
-        (b"GET", b"/status" | b"/") => {
+        (b"GET", b"/status") => {
             let document = status(broker, authorized == Some(true));
             let mut body = serde_json::to_string_pretty(&document).unwrap_or_default();
             body.push('\n');
@@ -142,15 +224,33 @@ fn route(request: Option<Request<'_>>, broker: &Broker, metrics: &Metrics) -> Re
         (b"GET", b"/metrics") => Response {
             code: "200 OK",
             content_type: metrics::CONTENT_TYPE,
-            body: metrics.render(),
+            headers: String::new(),
+            body: shared.metrics.render(),
         },
-        (_, b"/status" | b"/" | b"/metrics") => Response::json(
-            "405 Method Not Allowed",
-            "{\"error\":\"only GET\"}\n".to_string(),
+        (b"GET", b"/api/overview") => Response::value(
+            "200 OK",
+            &console::overview::overview(broker, shared.rates, token.is_some()),
         ),
-        _ => Response::json(
+        (b"POST", path) if ACTIONS.contains(&path) => {
+            if token.is_none() {
+                return Response::error(
+                    "403 Forbidden",
+                    "actions are disabled: set admin_token in the configuration and send it as \
+                     Authorization: Bearer <admin_token>",
+                );
+            }
+            let (code, value) = console::actions::run(path, body, broker, shared.peer).await;
+            Response::value(code, &value)
+        }
+        (_, path) if ACTIONS.contains(&path) => {
+            Response::error("405 Method Not Allowed", "only POST")
+        }
+        (_, b"/status" | b"/" | b"/metrics" | b"/api/overview") => {
+            Response::error("405 Method Not Allowed", "only GET")
+        }
+        _ => Response::error(
             "404 Not Found",
-            "{\"error\":\"try GET /status or GET /metrics\"}\n".to_string(),
+            "try GET / (the console), GET /status or GET /metrics",
         ),
     }
 }
@@ -167,7 +267,7 @@ pub async fn fetch(address: std::net::SocketAddr, token: Option<&str>) -> anyhow
         .unwrap_or_default();
     stream
         .write_all(
-            format!("GET /status HTTP/1.0\r\nhost: plugboard\r\n{authorization}\r\n").as_bytes(),
+            format!("GET /status HTTP/1.0\r\nhost: {address}\r\n{authorization}\r\n").as_bytes(),
         )
         .await?;
     let mut response = Vec::new();

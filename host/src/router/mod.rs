@@ -31,6 +31,7 @@
 //! (`unwrap_or_else(PoisonError::into_inner)`): no code changes shared state halfway and then
 //! panics while holding a lock, and a panicking session must not take the broker down with it.
 
+mod admin;
 pub mod browse;
 mod census;
 pub mod composite;
@@ -67,6 +68,7 @@ use crate::store::record::Enqueue;
 use crate::store::Store;
 use crate::text::shown;
 
+pub use admin::{NotAQueue, DEAD_LETTER_HEADERS};
 pub use census::{DeadLetterReasons, DEAD_LETTER_REASONS};
 pub use composite::{is_composite, parts as composite_parts};
 pub use connection::{table_key, Connection};
@@ -74,7 +76,9 @@ pub use durable::DurableKey;
 pub use message::{Delivery, Message};
 pub use outbox::{Outbox, Outgoing};
 pub use props::Props;
-pub use queue::{AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits};
+pub use queue::{
+    AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits, Taken,
+};
 pub use queue_args::{QueueArgs, QueueArgsError};
 pub use schedule::Scheduler;
 pub use schedule_headers::{Schedule, ScheduleError};

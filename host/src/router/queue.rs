@@ -36,8 +36,11 @@ use super::outbox::Outgoing;
 use super::ready::{Ready, Waiting};
 use super::subscription::{AckMode, Subscription};
 
+mod admin;
 mod groups;
 mod pick;
+
+pub use admin::Taken;
 
 use groups::Groups;
 

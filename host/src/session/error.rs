@@ -36,6 +36,9 @@ pub enum SessionError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     Shutdown,
+    /// An administrator closed the connection (the console's "close connection" action).
+    #[error("closed by the administrator")]
+    ClosedByAdmin,
     /// The connection could not keep up with its topic deliveries.
     #[error("slow consumer: the connection's outbound queue is full")]
     SlowConsumer,

@@ -35,6 +35,7 @@ use tracing::{debug, info, Instrument};
 
 use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
+use crate::connection_registry::{ConnectionInfo, Login};
 use crate::connection_stats::{classify, ByteMeter, CloseReason};
 use crate::listen::{FrameWriter, Peer, Transport};
 use crate::plugin::Principal;
@@ -71,8 +72,13 @@ pub async fn serve<T: Transport>(
             .fetch_add(1, Ordering::Relaxed);
         // Counted down when the session ends, however it ends (a panic included).
         let mut open = OpenConnection::count(&broker.stats, peer.listener.as_str());
+        // Listed for the console until then, too.
+        let registered = broker
+            .registry
+            .register(number, peer.listener.as_str(), peer.address);
         info!("connection opened");
-        open.reason = run(stream, peer, &broker, number, shutdown).await;
+        open.reason = run(stream, peer, &broker, number, &registered.info, shutdown).await;
+        drop(registered);
         info!(reason = open.reason.as_str(), "connection closed");
     }
     .instrument(span)
@@ -111,6 +117,7 @@ async fn run<T: Transport>(
     peer: Peer,
     broker: &Arc<Broker>,
     number: u64,
+    registered: &Arc<ConnectionInfo>,
     mut shutdown: watch::Receiver<bool>,
 ) -> CloseReason {
     let config = broker.config.clone();
@@ -131,6 +138,7 @@ async fn run<T: Transport>(
             }
         }
         _ = shutdown.changed() => Err(SessionError::Shutdown),
+        _ = registered.closed() => Err(SessionError::ClosedByAdmin),
     };
     let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
     let mut client_id = None;
@@ -157,6 +165,12 @@ async fn run<T: Transport>(
     let account = broker.vhosts.budget().account(&principal.name);
     reader.set_account(account.clone());
     info!(session = %session_id, principal = %principal.name, vhost = %vhost.name, version = negotiated.version.as_str(), "connected");
+    registered.set_vhost(vhost.name.to_string());
+    registered.set_login(Login {
+        user: principal.name.to_string(),
+        version: negotiated.version.as_str(),
+        session: session_id.to_string(),
+    });
 
     // Connected.
     let outbox = Arc::new(Outbox::new(config.flow.outbound_queue_frames));
@@ -171,6 +185,7 @@ async fn run<T: Transport>(
         // in time (clients tolerate little lateness: stomp.py allows x1.5).
         heartbeat: negotiated.send_every.map(|every| every / 2),
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
+        connection: Some(registered.clone()),
     };
     let writer = tokio::spawn(
         writer::run(write_half, outbox.clone(), writer_config, broker.clone()).in_current_span(),
@@ -195,6 +210,7 @@ async fn run<T: Transport>(
         account,
         _member: crate::vhost::Member::enter(&vhost),
         vhost,
+        registered: registered.clone(),
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -365,6 +381,7 @@ fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReas
     match err {
         SessionError::Io(err) => debug!(%err, "connection failed"),
         SessionError::Shutdown => debug!("closed for shutdown"),
+        SessionError::ClosedByAdmin => info!("closed by the administrator"),
         SessionError::SlowConsumer => {
             broker
                 .stats
@@ -417,6 +434,8 @@ pub(crate) struct Session {
     vhost: Arc<Vhost>,
     /// Counts this connection in its vhost while the session lives.
     _member: crate::vhost::Member,
+    /// Its entry in the broker's connection registry (bytes, the administrator's close).
+    registered: Arc<ConnectionInfo>,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its
@@ -449,7 +468,12 @@ impl Session {
     ) -> Result<(), SessionError> {
         let outbox = self.outbox.clone();
         let broker = self.broker.clone();
-        let mut received = ByteMeter::new(&broker.stats.connections.bytes_in);
+        let registered = self.registered.clone();
+        let mut received = ByteMeter::new(&broker.stats.connections.bytes_in)
+            .with_connection(&registered.bytes_in);
+        // Pinned once: each poll is then one atomic load.
+        let closed_by_admin = registered.closed();
+        tokio::pin!(closed_by_admin);
         let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
@@ -520,6 +544,7 @@ impl Session {
                 },
                 _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
                 _ = shutdown.changed() => break Err(SessionError::Shutdown),
+                _ = &mut closed_by_admin => break Err(SessionError::ClosedByAdmin),
                 _ = self.writer.ended() => {
                     break Err(SessionError::Io(std::io::ErrorKind::BrokenPipe.into()));
                 }

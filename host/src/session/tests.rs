@@ -41,6 +41,11 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         account: broker.vhosts.budget().account("tester"),
         vhost: broker.vhosts.select(None).unwrap().clone(),
         _member: crate::vhost::Member::enter(broker.vhosts.select(None).unwrap()),
+        registered: Arc::new(crate::connection_registry::ConnectionInfo::new(
+            number,
+            "tcp",
+            "127.0.0.1:1".parse().unwrap(),
+        )),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct WriterConfig {
     pub heartbeat: Option<Duration>,
     /// A write that takes longer (the peer stopped reading) fails and ends the connection.
     pub write_timeout: Duration,
+    /// The connection's registry entry, whose `bytes_out` follows what is written.
+    pub connection: Option<Arc<crate::connection_registry::ConnectionInfo>>,
 }
 
 /// Why the writer stopped.
@@ -112,7 +114,11 @@ pub async fn run<W: FrameWriter>(
     let mut groups: Vec<Group> = Vec::new();
     let mut draining = false;
     let mut drained = Vec::new();
+    let connection = config.connection.clone();
     let mut sent = ByteMeter::new(&broker.stats.connections.bytes_out);
+    if let Some(connection) = &connection {
+        sent = sent.with_connection(&connection.bytes_out);
+    }
     loop {
         items.clear();
         if let crate::router::outbox::Taken::Idle = outbox.take(&mut items, config.heartbeat).await

@@ -433,7 +433,7 @@ pub async fn fetch_status(admin: SocketAddr) -> serde_json::Value {
             .await
             .expect("connect to /status");
         stream
-            .write_all(b"GET /status HTTP/1.0\r\nhost: test\r\n\r\n")
+            .write_all(format!("GET /status HTTP/1.0\r\nhost: {admin}\r\n\r\n").as_bytes())
             .await
             .expect("write status request");
         let mut response = Vec::new();

@@ -19,7 +19,7 @@ pub async fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> (String,
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}\r\n").as_bytes())
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}\r\n").as_bytes())
             .await
             .expect("write request");
         let mut response = Vec::new();
