@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::plugin::{PluginHost, PluginSpec, Principal, SubscriptionFilter, SubscriptionInfo};
+use crate::plugin::{
+    CallContext, PluginHost, PluginSpec, Principal, SubscriptionFilter, SubscriptionInfo,
+};
 
 /// One loaded plugin set.
 pub struct PluginSet {
@@ -166,6 +168,8 @@ pub struct DeliveryFilter {
     slot: Mutex<FilterSlot>,
     principal: Principal,
     info: SubscriptionInfo,
+    /// The session that subscribed (its filter calls are made for it).
+    context: CallContext,
     /// The SUBSCRIBE's share of the memory budget (its headers are kept here).
     _charge: crate::budget::Charge,
 }
@@ -182,6 +186,7 @@ impl DeliveryFilter {
     /// asked) or a plugin refuses the SUBSCRIBE.
     pub async fn prepare(
         policy: &Policy,
+        context: &CallContext,
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
@@ -190,7 +195,7 @@ impl DeliveryFilter {
         let set = policy.current();
         let filter = set
             .host
-            .prepare_subscription(principal, info.clone())
+            .prepare_subscription_in(context, principal, info.clone())
             .await?;
         Ok(DeliveryFilter {
             selector,
@@ -200,6 +205,7 @@ impl DeliveryFilter {
             }),
             principal: principal.clone(),
             info,
+            context: context.clone(),
             _charge: charge,
         })
     }
@@ -214,6 +220,7 @@ impl DeliveryFilter {
             }),
             principal,
             info,
+            context: CallContext::detached(),
             _charge: Default::default(),
         }
     }
@@ -241,7 +248,7 @@ impl DeliveryFilter {
         let set = policy.current();
         let prepared = set
             .host
-            .prepare_subscription(&self.principal, self.info.clone())
+            .prepare_subscription_in(&self.context, &self.principal, self.info.clone())
             .await;
         let mut slot = self.slot();
         match prepared {

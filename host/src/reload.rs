@@ -96,7 +96,9 @@ pub async fn reload(
     // The running broker's cache: `plugin_cache_dir` only changes with a restart (reported
     // above), and its default follows `--data-dir`, which the re-read file does not carry.
     let cache_dir = broker.config.plugin_cache_dir();
-    match PluginHost::load(&new.plugins, &new.base_dir, &cache_dir).await {
+    // The traces of the set in force go on: a rate switched live survives the reload.
+    let traces = current.host.traces().clone();
+    match PluginHost::load_traced(&new.plugins, &new.base_dir, &cache_dir, traces).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
@@ -520,6 +522,8 @@ mod tests {
             recycle_after_calls: None,
             fail_open_principal: None,
             routes_bypass_sender_rights: false,
+            trace_sample: 0.0,
+            trace_keep: None,
             config: Default::default(),
         }
     }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::log;
+use super::bindings::{context, log};
 use super::cache::{self, ArtifactCache, Authenticated};
 use super::pool::State;
 
@@ -126,7 +126,7 @@ pub fn engine() -> &'static Engine {
     })
 }
 
-/// A linker for one component: the `log` import, and every other import (WASI that the
+/// A linker for one component: the `log` and `context` imports, and every other import (WASI that the
 /// guest's standard library links) defined as a trap, so the plugin has no filesystem, network,
 /// environment or clock. Imports outside `wasi:` and `plugboard:` refuse the component.
 pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
@@ -141,6 +141,8 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
     }
     let mut linker = Linker::<State>::new(engine);
     log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        .map_err(|e| format!("{e:#}"))?;
+    context::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
         .map_err(|e| format!("{e:#}"))?;
     // Rust's std seeds `HashMap` from `wasi:random/insecure-seed`: grant that one (it is not a
     // capability, just a per-process seed against hash flooding) so ordinary guests run.

@@ -21,9 +21,11 @@ use super::bindings::deliver::{FilterVerdict, Subscription};
 use super::bindings::types::{Needs, Principal as WitPrincipal};
 use super::convert::{self, Destinations, Edit, Verdict, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
+use super::summary;
+use super::trace::{self, Decision, Sample, Subject, TracedCall};
 use super::{
-    AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin, PluginHost,
-    PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
+    AuthOutcome, AuthRequest, CallContext, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin,
+    PluginHost, PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
 };
 
 /// Largest filter token a plugin may hand back from `prepare-subscription`.
@@ -33,12 +35,30 @@ const MAX_BATCH: usize = 64;
 /// Bytes counted per message of a batch on top of its projection (lengths and flags).
 const PACK_OVERHEAD: usize = 64;
 
-/// Calls one export of `plugin` under its limits. `$call` uses `$g` (the typed exports of the
-/// interface) and `$s` (the store); `$convert` turns the guest's answer into the host's or into
-/// an error string, which counts as invalid output.
+/// One call as the `context` import sees it: the virtual host, and the notes and start time
+/// while it is traced.
+struct Scope<'a> {
+    vhost: &'a Arc<str>,
+    traced: Option<TracedCall>,
+}
+
+impl<'a> Scope<'a> {
+    /// A call for `context`, traced when `traced` (only then is the clock read).
+    fn new(context: &'a CallContext, traced: bool) -> Scope<'a> {
+        Scope {
+            vhost: &context.vhost,
+            traced: traced.then(TracedCall::start),
+        }
+    }
+}
+
+/// Calls one export of `plugin` under its limits, for `$scope` (a [`Scope`]). `$call` uses `$g`
+/// (the typed exports of the interface) and `$s` (the store); `$convert` turns the guest's
+/// answer into the host's or into an error string, which counts as invalid output.
 macro_rules! call {
-    ($plugin:expr, $hook:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
+    ($plugin:expr, $hook:expr, $scope:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
         let plugin: &Plugin = $plugin;
+        let scope: &mut Scope<'_> = $scope;
         match plugin.pool.checkout($hook).await {
             Err(failure) => Err(failure),
             Ok(mut lease) => {
@@ -48,6 +68,7 @@ macro_rules! call {
                 // filter deadline.
                 let warm = lease.warm();
                 warm.arm(plugin.deadline($hook));
+                warm.enter(scope.vhost, scope.traced.is_some());
                 let $g = warm
                     .guest
                     .$export
@@ -58,6 +79,9 @@ macro_rules! call {
                     Ok($ok) => $convert.map_err(|e: String| Failure::new(FailureKind::Invalid, e)),
                     Err(e) => Err(plugin.pool.classify(warm, &e)),
                 };
+                if let Some(traced) = &mut scope.traced {
+                    traced.notes = warm.take_notes();
+                }
                 plugin.pool.finish($hook, lease, result)
             }
         }
@@ -168,8 +192,14 @@ impl PluginHost {
             .any(|p| p.hooks.contains(&Hook::Authenticate))
     }
 
-    /// Runs the authenticator (fails closed unless configured open).
+    /// Runs the authenticator (fails closed unless configured open), outside any session:
+    /// [`authenticate_in`](Self::authenticate_in) with [`CallContext::detached`].
     pub async fn authenticate(&self, req: AuthRequest) -> AuthOutcome {
+        self.authenticate_in(&CallContext::detached(), req).await
+    }
+
+    /// Runs the authenticator for a connection (fails closed unless configured open).
+    pub async fn authenticate_in(&self, context: &CallContext, req: AuthRequest) -> AuthOutcome {
         let Some(plugin) = self
             .plugins
             .iter()
@@ -178,12 +208,14 @@ impl PluginHost {
             return AuthOutcome::Allow(Principal::anonymous());
         };
         let hook = Hook::Authenticate;
+        let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
         let result = match check_size(plugin, hook, req.size()) {
             Err(f) => Err(f),
             Ok(()) => {
                 call!(
                     plugin,
                     hook,
+                    &mut scope,
                     auth,
                     |g, s| g.call(s, &req),
                     |answer| match answer {
@@ -193,6 +225,9 @@ impl PluginHost {
                 )
             }
         };
+        if let Some(call) = scope.traced {
+            trace_authentication(plugin, context, &req, &result, call);
+        }
         // Failing open never admits the login the client claimed: a client can make the call
         // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
         result.unwrap_or_else(|_| match plugin.failure {
@@ -211,7 +246,22 @@ impl PluginHost {
     /// Runs the send chain for one message: [`route_batch`](Self::route_batch) with a batch of
     /// one.
     pub async fn on_send(&self, principal: &Principal, msg: PluginMessage) -> SendOutcome {
-        let chain = self.run_chain(principal, vec![msg]).await;
+        self.on_send_in(&CallContext::detached(), 0, principal, msg)
+            .await
+    }
+
+    /// [`on_send`](Self::on_send) for a session (`context`) whose next published message gets
+    /// sequence number `next_message` (for decision traces).
+    pub async fn on_send_in(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msg: PluginMessage,
+    ) -> SendOutcome {
+        let chain = self
+            .run_chain(context, next_message, principal, vec![msg])
+            .await;
         match chain.rejected {
             Some(reason) => SendOutcome::Reject(reason),
             // Every message left came from the one input message.
@@ -262,10 +312,31 @@ impl PluginHost {
         principal: &Principal,
         msgs: Vec<PluginMessage>,
     ) -> RoutedBatch {
-        self.run_chain(principal, msgs).await.routed()
+        self.route_batch_in(&CallContext::detached(), 0, principal, msgs)
+            .await
     }
 
-    async fn run_chain(&self, principal: &Principal, msgs: Vec<PluginMessage>) -> Chain {
+    /// [`route_batch`](Self::route_batch) for a session (`context`) whose next published
+    /// message gets sequence number `next_message` (for decision traces).
+    pub async fn route_batch_in(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> RoutedBatch {
+        self.run_chain(context, next_message, principal, msgs)
+            .await
+            .routed()
+    }
+
+    async fn run_chain(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> Chain {
         let mut chain = Chain {
             alive: msgs.len(),
             current: msgs,
@@ -274,6 +345,9 @@ impl PluginHost {
         };
         let mut sender: Option<WitPrincipal> = None;
         let mut results = Vec::new();
+        // Traced decisions (only while some plugin traces): the input message each is about.
+        let mut traced: Vec<(usize, &Plugin, Decision)> = Vec::new();
+        let mut decisions: Vec<(usize, Decision)> = Vec::new();
         for plugin in self
             .plugins
             .iter()
@@ -311,7 +385,28 @@ impl PluginHost {
                 continue;
             }
             results.clear();
-            send_calls(plugin, principal, &mut sender, inputs, &mut results).await;
+            let sample = plugin.trace.sample(inputs.len());
+            let calls = SendCalls {
+                plugin,
+                context,
+                sample,
+                principal,
+            };
+            calls
+                .run(&mut sender, inputs, &mut results, &mut decisions)
+                .await;
+            // Input index `j` is `current[k]`, which came from input message `origin[k]`.
+            for (j, decision) in decisions.drain(..) {
+                let k = match &mask {
+                    None => j,
+                    Some(mask) => (0..mask.len())
+                        .filter(|&k| mask[k])
+                        .nth(j)
+                        .expect("one input per applying message"),
+                };
+                let i = chain.origin.as_ref().map_or(k, |origin| origin[k]);
+                traced.push((i, plugin, decision));
+            }
             let applies = |k: usize| mask.as_ref().is_none_or(|mask| mask[k]);
             let open = plugin.failure == FailurePolicy::Open;
             let one_to_one = results.iter().all(|r| match r {
@@ -396,13 +491,31 @@ impl PluginHost {
             chain.current = next;
             chain.origin = Some(next_origin);
         }
+        if !traced.is_empty() {
+            chain.record(traced, context, next_message);
+        }
         chain
     }
 
-    /// Called at SUBSCRIBE. Err(reason) = the SUBSCRIBE is refused (e.g. malformed selector,
-    /// reason says where). Ok(None) = no filter applies: deliveries pay nothing.
+    /// Called at SUBSCRIBE outside any session: [`prepare_subscription_in`] with
+    /// [`CallContext::detached`].
+    ///
+    /// [`prepare_subscription_in`]: Self::prepare_subscription_in
     pub async fn prepare_subscription(
         &self,
+        principal: &Principal,
+        sub: SubscriptionInfo,
+    ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
+        self.prepare_subscription_in(&CallContext::detached(), principal, sub)
+            .await
+    }
+
+    /// Called at SUBSCRIBE of session `context`. Err(reason) = the SUBSCRIBE is refused (e.g.
+    /// malformed selector, reason says where). Ok(None) = no filter applies: deliveries pay
+    /// nothing. The filter calls for its deliveries are made for `context` too.
+    pub async fn prepare_subscription_in(
+        &self,
+        context: &CallContext,
         principal: &Principal,
         sub: SubscriptionInfo,
     ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
@@ -428,11 +541,13 @@ impl PluginHost {
         let mut stages = Vec::new();
         for plugin in applicable {
             let hook = Hook::Message;
+            let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
             let result = match check_size(plugin, hook, size) {
                 Err(f) => Err(f),
                 Ok(()) => call!(
                     plugin,
                     hook,
+                    &mut scope,
                     deliver,
                     |g, s| g.call_prepare_subscription(s, &subscriber, &info),
                     |answer| match answer {
@@ -442,6 +557,9 @@ impl PluginHost {
                     }
                 ),
             };
+            if let Some(call) = scope.traced {
+                trace_subscription(plugin, context, principal, &sub, &result, call);
+            }
             match result {
                 Ok(Ok(Some(plan))) => stages.push(Stage {
                     plugin: plugin.clone(),
@@ -454,8 +572,84 @@ impl PluginHost {
                 Err(_) => return Err(failed(plugin)),
             }
         }
-        Ok((!stages.is_empty()).then(|| Arc::new(SubscriptionFilter { stages })))
+        Ok((!stages.is_empty()).then(|| {
+            Arc::new(SubscriptionFilter {
+                stages,
+                context: context.clone(),
+                subscription: crate::text::shown(&sub.id),
+                subscriber: principal.name.clone(),
+            })
+        }))
     }
+}
+
+/// Records a traced `authenticate` call.
+fn trace_authentication(
+    plugin: &Plugin,
+    context: &CallContext,
+    req: &AuthRequest,
+    result: &Result<AuthOutcome, Failure>,
+    call: TracedCall,
+) {
+    let claimed = || req.login.as_deref().map(crate::text::shown);
+    let (principal, verdict) = match result {
+        Ok(AuthOutcome::Allow(p)) => (Some(p.name.clone()), format!("authenticated {}", p.name)),
+        Ok(AuthOutcome::Deny(reason)) => (claimed(), format!("refused: {reason}")),
+        Err(failure) => {
+            let outcome = match plugin.failure {
+                FailurePolicy::Closed => "refused (failure = closed)".to_string(),
+                FailurePolicy::Open => {
+                    format!("admitted as {} (failure = open)", plugin.fail_open.name)
+                }
+            };
+            (claimed(), trace::failure_summary(failure, &outcome))
+        }
+    };
+    let subject = Subject {
+        principal,
+        ..Subject::default()
+    };
+    let decision = trace::decision(
+        &plugin.trace,
+        "authenticate",
+        context,
+        subject,
+        verdict,
+        call,
+    );
+    plugin.trace.record(decision);
+}
+
+/// Records a traced `prepare-subscription` call.
+fn trace_subscription(
+    plugin: &Plugin,
+    context: &CallContext,
+    principal: &Principal,
+    sub: &SubscriptionInfo,
+    result: &Result<Result<Option<super::bindings::deliver::FilterPlan>, String>, Failure>,
+    call: TracedCall,
+) {
+    let verdict = match result {
+        Ok(Ok(Some(plan))) => format!("filter ({} byte token)", plan.token.len()),
+        Ok(Ok(None)) => "no filter".to_string(),
+        Ok(Err(reason)) => format!("refused: {reason}"),
+        Err(failure) => trace::failure_summary(
+            failure,
+            match plugin.failure {
+                FailurePolicy::Closed => "refused (failure = closed)",
+                FailurePolicy::Open => "no filter (failure = open)",
+            },
+        ),
+    };
+    let subject = Subject {
+        principal: Some(principal.name.clone()),
+        subscription: Some(crate::text::shown(&sub.id)),
+        destination: Some(crate::text::shown(&sub.destination)),
+        ..Subject::default()
+    };
+    let hook = "prepare-subscription";
+    let decision = trace::decision(&plugin.trace, hook, context, subject, verdict, call);
+    plugin.trace.record(decision);
 }
 
 /// The next run of `msgs` from `start` that one call takes: at most `max` messages whose
@@ -492,50 +686,128 @@ fn next_run_with(
     (start..end, size)
 }
 
-/// Runs one send plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
-/// where its call failed. The calls follow what the plugin exports: every run of up to
-/// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise runs
-/// go through `send-batch`, and a run of one through `send-packed`, else `send-batch`, else
-/// `send.on-send`. A plugin that exports no fast path gets exactly one call per message.
-async fn send_calls(
-    plugin: &Plugin,
-    principal: &Principal,
-    sender: &mut Option<WitPrincipal>,
-    msgs: &[MessageRef<'_>],
-    out: &mut Vec<Result<Verdict, ()>>,
-) {
-    let needs = &plugin.manifest.send;
-    let pool = &plugin.pool;
-    let (packs, batches, packed) = (
-        pool.packs_send(),
-        pool.batches_send(),
-        pool.batches_send_packed(),
-    );
-    let max = if batches || packed { MAX_BATCH } else { 1 };
-    let mut start = 0;
-    while start < msgs.len() {
-        let (run, size) = next_run(plugin, msgs, start, needs, max);
-        start = run.end;
-        let result = if packed {
-            call_send_batch_packed(plugin, principal, &msgs[run.clone()], size).await
-        } else if run.len() == 1 && (packs || !batches) {
-            let msg = msgs[run.start];
-            let result = if packs {
-                call_send_packed(plugin, principal, msg).await
+/// One send plugin's part of a chain run: the plugin, who the calls are for, and which of the
+/// messages are traced.
+struct SendCalls<'a> {
+    plugin: &'a Plugin,
+    context: &'a CallContext,
+    sample: Sample,
+    principal: &'a Principal,
+}
+
+impl SendCalls<'_> {
+    /// Runs the plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
+    /// where its call failed, and a decision per traced message onto `decisions` (with its
+    /// index in `msgs`). The calls follow what the plugin exports: every run of up to
+    /// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise
+    /// runs go through `send-batch`, and a run of one through `send-packed`, else
+    /// `send-batch`, else `send.on-send`. A plugin that exports no fast path gets exactly one
+    /// call per message. A traced message is called alone, so that its notes are its own.
+    async fn run(
+        &self,
+        sender: &mut Option<WitPrincipal>,
+        msgs: &[MessageRef<'_>],
+        out: &mut Vec<Result<Verdict, ()>>,
+        decisions: &mut Vec<(usize, Decision)>,
+    ) {
+        let plugin = self.plugin;
+        let principal = self.principal;
+        let needs = &plugin.manifest.send;
+        let pool = &plugin.pool;
+        let (packs, batches, packed) = (
+            pool.packs_send(),
+            pool.batches_send(),
+            pool.batches_send_packed(),
+        );
+        let max = if batches || packed { MAX_BATCH } else { 1 };
+        let mut start = 0;
+        while start < msgs.len() {
+            let traced = self.sample.is(start);
+            let (run, size) = traced_run(plugin, msgs, start, needs, max, self.sample);
+            start = run.end;
+            let mut scope = Scope::new(self.context, traced);
+            let result = if packed {
+                call_send_batch_packed(plugin, &mut scope, principal, &msgs[run.clone()], size)
+                    .await
+            } else if run.len() == 1 && (packs || !batches) {
+                let msg = msgs[run.start];
+                let result = if packs {
+                    call_send_packed(plugin, &mut scope, principal, msg).await
+                } else {
+                    let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
+                    call_send(plugin, &mut scope, sender, msg).await
+                };
+                if let Some(call) = scope.traced {
+                    let verdict = result.as_ref().map(summary::send);
+                    decisions.push((run.start, self.decision(msg, verdict, call)));
+                }
+                out.push(result.map_err(drop));
+                continue;
             } else {
-                let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
-                call_send(plugin, sender, msg).await
+                call_send_batch(plugin, &mut scope, principal, &msgs[run.clone()], size).await
             };
-            out.push(result.map_err(drop));
-            continue;
-        } else {
-            call_send_batch(plugin, principal, &msgs[run.clone()], size).await
-        };
-        match result {
-            Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
-            Err(_) => out.extend(run.map(|_| Err(()))),
+            if let Some(call) = scope.traced {
+                // A traced run is one message.
+                let verdict = result.as_ref().map(|verdicts| summary::send(&verdicts[0]));
+                decisions.push((run.start, self.decision(msgs[run.start], verdict, call)));
+            }
+            match result {
+                Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
+                Err(_) => out.extend(run.map(|_| Err(()))),
+            }
         }
     }
+
+    /// The decision of a traced call about `msg` (its message id is filled in by the chain).
+    fn decision(
+        &self,
+        msg: MessageRef<'_>,
+        verdict: Result<String, &Failure>,
+        call: TracedCall,
+    ) -> Decision {
+        let verdict = verdict.unwrap_or_else(|failure| {
+            let outcome = match self.plugin.failure {
+                FailurePolicy::Closed => "rejected (failure = closed)",
+                FailurePolicy::Open => "ignored (failure = open)",
+            };
+            trace::failure_summary(failure, outcome)
+        });
+        let subject = Subject {
+            destination: Some(crate::text::shown(msg.destination)),
+            ..Subject::default()
+        };
+        trace::decision(
+            &self.plugin.trace,
+            "send",
+            self.context,
+            subject,
+            verdict,
+            call,
+        )
+    }
+}
+
+/// The next run of `msgs` from `start` ([`next_run`]), cut so that a sampled message is a run
+/// of its own: a traced call's notes are then about exactly one message.
+fn traced_run(
+    plugin: &Plugin,
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+    sample: Sample,
+) -> (Range<usize>, usize) {
+    if !sample.on() {
+        return next_run(plugin, msgs, start, needs, max);
+    }
+    if sample.is(start) {
+        return next_run(plugin, msgs, start, needs, 1);
+    }
+    let end = (start + max).min(msgs.len());
+    let max = sample
+        .next_in(start + 1, end)
+        .map_or(max, |next| next - start);
+    next_run(plugin, msgs, start, needs, max)
 }
 
 /// The state of a send chain run (see [`PluginHost::on_send_batch`]).
@@ -576,28 +848,53 @@ impl Chain {
         (self.rejected, self.alive) = (Some(reason), input);
     }
 
-    /// What the chain made of the batch.
-    fn routed(self) -> RoutedBatch {
-        let Chain {
-            current,
-            origin,
-            alive,
-            rejected,
-        } = self;
-        let counts = match origin {
-            None => vec![1; alive],
+    /// Per input message still in play: how many messages it became.
+    fn counts(&self) -> Vec<usize> {
+        match &self.origin {
+            None => vec![1; self.alive],
             Some(origin) => {
-                let mut counts = vec![0; alive];
-                for i in origin {
+                let mut counts = vec![0; self.alive];
+                for &i in origin {
                     counts[i] += 1;
                 }
                 counts
             }
-        };
+        }
+    }
+
+    /// Records the traced decisions of the run, each about input message `i`, with the
+    /// `message-id` that message's first copy is published under when the session publishes
+    /// what the chain made in order from sequence number `next_message` (none for a message
+    /// that was dropped or rejected).
+    fn record(
+        &self,
+        traced: Vec<(usize, &Plugin, Decision)>,
+        context: &CallContext,
+        next_message: u64,
+    ) {
+        let mut first = Vec::with_capacity(self.alive);
+        let mut seq = next_message;
+        for n in self.counts() {
+            first.push((n > 0).then_some(seq));
+            seq += n as u64;
+        }
+        for (i, plugin, mut decision) in traced {
+            decision.message_id = first
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|seq| format!("{}-{seq}", context.session));
+            plugin.trace.record(decision);
+        }
+    }
+
+    /// What the chain made of the batch.
+    fn routed(self) -> RoutedBatch {
+        let counts = self.counts();
         RoutedBatch {
-            messages: current,
+            messages: self.current,
             counts,
-            rejected,
+            rejected: self.rejected,
         }
     }
 }
@@ -605,6 +902,7 @@ impl Chain {
 /// One `send.on-send` call.
 async fn call_send(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     sender: &WitPrincipal,
     msg: MessageRef<'_>,
 ) -> Result<Verdict, Failure> {
@@ -614,6 +912,7 @@ async fn call_send(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send,
         |g, s| g.call_on_send(s, sender, &projected),
         |verdict| convert::verdict(verdict, &mut Destinations::new(false))
@@ -625,6 +924,7 @@ async fn call_send(
 /// conversion of the principal.
 async fn call_send_packed(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     sender: &Principal,
     msg: MessageRef<'_>,
 ) -> Result<Verdict, Failure> {
@@ -637,6 +937,7 @@ async fn call_send_packed(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_packed,
         |g, s| g.call(s, &input),
         |verdict| convert::verdict(verdict, &mut Destinations::new(false))
@@ -670,6 +971,7 @@ fn pack_messages(msgs: &[MessageRef<'_>], needs: &Needs, out: &mut Vec<u8>) {
 /// counts them).
 async fn call_send_batch(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
@@ -679,6 +981,7 @@ async fn call_send_batch(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_batch,
         |g, s| g.call(s, &input),
         |verdicts| if verdicts.len() != msgs.len() {
@@ -703,6 +1006,7 @@ async fn call_send_batch(
 /// [`next_run`] counts them): the input of `on-send-batch`, the verdicts packed.
 async fn call_send_batch_packed(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
@@ -712,6 +1016,7 @@ async fn call_send_batch_packed(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_batch_packed,
         |g, s| g.call(s, &input),
         |output| {
@@ -778,6 +1083,11 @@ impl StageVerdict {
 /// The filters prepared for one subscription, run in config order for each delivery.
 pub struct SubscriptionFilter {
     stages: Vec<Stage>,
+    /// The session that subscribed: the calls are made for it.
+    context: CallContext,
+    /// The subscription id and the subscriber, for traced decisions.
+    subscription: String,
+    subscriber: String,
 }
 
 impl SubscriptionFilter {
@@ -803,7 +1113,7 @@ impl SubscriptionFilter {
         for stage in &self.stages {
             verdicts.clear();
             match &mut alive {
-                None => filter_calls(stage, msgs, &mut verdicts).await,
+                None => self.filter_calls(stage, msgs, &mut verdicts).await,
                 Some(alive) => {
                     alive.retain(|&i| {
                         !matches!(outcomes[i], FilterOutcome::Skip | FilterOutcome::Failed)
@@ -818,7 +1128,7 @@ impl SubscriptionFilter {
                             _ => msgs[i],
                         })
                         .collect();
-                    filter_calls(stage, &current, &mut verdicts).await;
+                    self.filter_calls(stage, &current, &mut verdicts).await;
                 }
             }
             let open = stage.plugin.failure == FailurePolicy::Open;
@@ -844,29 +1154,92 @@ impl SubscriptionFilter {
     }
 }
 
-/// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call failed.
-/// A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages (a single
-/// delivery too) through `filter-batch`; others get one `deliver.filter` call per message.
-async fn filter_calls(
-    stage: &Stage,
-    msgs: &[MessageRef<'_>],
-    out: &mut Vec<Result<StageVerdict, ()>>,
-) {
-    let plugin = &*stage.plugin;
-    let batches = plugin.pool.batches();
-    let max = if batches { MAX_BATCH } else { 1 };
-    let mut start = 0;
-    while start < msgs.len() {
-        let (run, size) = next_run(plugin, msgs, start, &stage.needs, max);
-        start = run.end;
-        if !batches {
-            out.push(call_filter(stage, msgs[run.start]).await.map_err(drop));
-            continue;
+impl SubscriptionFilter {
+    /// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call
+    /// failed. A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages
+    /// (a single delivery too) through `filter-batch`; others get one `deliver.filter` call per
+    /// message. A traced message is called alone (its decision recorded here).
+    async fn filter_calls(
+        &self,
+        stage: &Stage,
+        msgs: &[MessageRef<'_>],
+        out: &mut Vec<Result<StageVerdict, ()>>,
+    ) {
+        let plugin = &*stage.plugin;
+        let batches = plugin.pool.batches();
+        let max = if batches { MAX_BATCH } else { 1 };
+        let sample = plugin.trace.sample(msgs.len());
+        let mut start = 0;
+        while start < msgs.len() {
+            let traced = sample.is(start);
+            let (run, size) = traced_run(plugin, msgs, start, &stage.needs, max, sample);
+            start = run.end;
+            let mut scope = Scope::new(&self.context, traced);
+            if !batches {
+                let result = call_filter(stage, &mut scope, msgs[run.start]).await;
+                self.trace_filter(stage, msgs[run.start], &result, scope.traced);
+                out.push(result.map_err(drop));
+                continue;
+            }
+            let result = call_filter_batch(stage, &mut scope, &msgs[run.clone()], size).await;
+            if scope.traced.is_some() {
+                // A traced run is one message.
+                let one = result.as_ref().map(|verdicts| &verdicts[0]);
+                self.trace_filter(stage, msgs[run.start], &one, scope.traced);
+            }
+            match result {
+                Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
+                Err(_) => out.extend(run.map(|_| Err(()))),
+            }
         }
-        match call_filter_batch(stage, &msgs[run.clone()], size).await {
-            Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
-            Err(_) => out.extend(run.map(|_| Err(()))),
-        }
+    }
+
+    /// Records the decision of a traced filter call about `msg` (nothing when not traced).
+    fn trace_filter<V: std::borrow::Borrow<StageVerdict>, F: std::borrow::Borrow<Failure>>(
+        &self,
+        stage: &Stage,
+        msg: MessageRef<'_>,
+        result: &Result<V, F>,
+        call: Option<TracedCall>,
+    ) {
+        let Some(call) = call else {
+            return;
+        };
+        let plugin = &*stage.plugin;
+        let verdict = match result {
+            Ok(v) => match v.borrow() {
+                StageVerdict::Deliver => "deliver".to_string(),
+                StageVerdict::Skip => "skip".to_string(),
+                StageVerdict::Rewrite(m) => summary::filter_rewrite(
+                    msg.destination,
+                    &m.destination,
+                    m.headers != msg.headers,
+                    m.body != *msg.body,
+                ),
+            },
+            Err(failure) => trace::failure_summary(
+                failure.borrow(),
+                match plugin.failure {
+                    FailurePolicy::Closed => "not delivered now (failure = closed)",
+                    FailurePolicy::Open => "delivered (failure = open)",
+                },
+            ),
+        };
+        let subject = Subject {
+            message_id: msg.id.map(|(prefix, seq)| format!("{prefix}-{seq}")),
+            principal: Some(self.subscriber.clone()),
+            subscription: Some(self.subscription.clone()),
+            destination: Some(crate::text::shown(msg.destination)),
+        };
+        let decision = trace::decision(
+            &plugin.trace,
+            "filter",
+            &self.context,
+            subject,
+            verdict,
+            call,
+        );
+        plugin.trace.record(decision);
     }
 }
 
@@ -874,6 +1247,7 @@ async fn filter_calls(
 /// counts them).
 async fn call_filter_batch(
     stage: &Stage,
+    scope: &mut Scope<'_>,
     msgs: &[MessageRef<'_>],
     size: usize,
 ) -> Result<Vec<StageVerdict>, Failure> {
@@ -885,6 +1259,7 @@ async fn call_filter_batch(
     call!(
         plugin,
         Hook::Message,
+        scope,
         deliver_batch,
         |g, s| g.call(s, &stage.token, &packed),
         |verdicts| if verdicts.len() != msgs.len() {
@@ -904,7 +1279,11 @@ async fn call_filter_batch(
 }
 
 /// One `deliver.filter` call.
-async fn call_filter(stage: &Stage, msg: MessageRef<'_>) -> Result<StageVerdict, Failure> {
+async fn call_filter(
+    stage: &Stage,
+    scope: &mut Scope<'_>,
+    msg: MessageRef<'_>,
+) -> Result<StageVerdict, Failure> {
     let plugin = &*stage.plugin;
     check_size(
         plugin,
@@ -916,6 +1295,7 @@ async fn call_filter(stage: &Stage, msg: MessageRef<'_>) -> Result<StageVerdict,
     call!(
         plugin,
         Hook::Message,
+        scope,
         deliver,
         |g, s| g.call_filter(s, &stage.token, &projected),
         |verdict| StageVerdict::of(verdict, msg, max_body)

@@ -36,7 +36,7 @@ use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
 use crate::connection_stats::{classify, ByteMeter, CloseReason};
 use crate::listen::{FrameWriter, Peer, Transport};
-use crate::plugin::Principal;
+use crate::plugin::{CallContext, Principal};
 use crate::router::{Connection, Outbox, Outgoing};
 
 pub use error::SessionError;
@@ -131,12 +131,14 @@ async fn run<T: Transport>(
         _ = shutdown.changed() => Err(SessionError::Shutdown),
     };
     let session_id: Arc<str> = Arc::from(format!("{}-{number}", broker.instance));
+    // The virtual host of the connection: the default one (virtual hosts set it here).
+    let plugin_context = CallContext::new(crate::plugin::default_vhost(), session_id.clone());
     let mut client_id = None;
     let mut login_refused = false;
     let connected = match first {
         Ok(frame) => {
             client_id = frame.get(b"client-id").cloned();
-            accept_connect(&frame, broker, &peer, &mut login_refused).await
+            accept_connect(&frame, broker, &peer, &plugin_context, &mut login_refused).await
         }
         Err(err) => Err(err),
     };
@@ -191,6 +193,7 @@ async fn run<T: Transport>(
         client_id,
         receipts: Receipts::new(outbox.clone(), broker.router.store().cloned()),
         account,
+        plugin_context,
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -205,6 +208,7 @@ async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
     peer: &Peer,
+    plugin_context: &CallContext,
     login_refused: &mut bool,
 ) -> Result<(connect::Negotiated, Principal), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
@@ -221,7 +225,7 @@ async fn accept_connect(
         tokio::time::sleep(delay).await;
     }
     let plugins = broker.policy.host();
-    match connect::authenticate(frame, &broker.config, &plugins, peer).await {
+    match connect::authenticate(frame, &broker.config, &plugins, peer, plugin_context).await {
         Ok(principal) => {
             broker.addresses.login_succeeded(ip);
             Ok((negotiated, principal))
@@ -393,6 +397,8 @@ pub(crate) struct Session {
     receipts: Receipts,
     /// The principal's share of the memory budget.
     account: Arc<crate::budget::Account>,
+    /// Who this session's plugin calls are for (virtual host, session id).
+    plugin_context: CallContext,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its

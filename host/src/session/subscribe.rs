@@ -88,9 +88,15 @@ impl Session {
         };
         // The headers are kept (for the message plugins) as long as the subscription lives,
         // and with them the frame's bytes and its charge.
-        let filter = DeliveryFilter::prepare(&self.broker.policy, &self.principal, info, charge)
-            .await
-            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+        let filter = DeliveryFilter::prepare(
+            &self.broker.policy,
+            &self.plugin_context,
+            &self.principal,
+            info,
+            charge,
+        )
+        .await
+        .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
         let durable = parsed
             .durable
             .map(|name| self.durable_key(name, parsed.wire_id.as_ref()));

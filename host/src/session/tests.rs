@@ -34,6 +34,7 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         client_id: None,
         receipts: Receipts::new(outbox, None),
         account: broker.router.budget().account("tester"),
+        plugin_context: crate::plugin::CallContext::detached(),
     }
 }
 
