@@ -1,6 +1,7 @@
 //! The admin surface: a minimal HTTP/1.0 server on `admin_listen`. It answers `GET /status`
 //! with JSON ([`mod@status`]; `plugboard status` prints it) and `GET /metrics` with Prometheus /
-//! OpenMetrics text ([`metrics`]). It exposes no control, only state.
+//! OpenMetrics text ([`metrics`]). Plugin decision traces are read and switched under
+//! `/api/plugins/` ([`traces`], with its own rule for actions).
 //!
 //! Access, the same for every path: on a loopback address it answers anyone on the machine
 //! (the status document then without file paths); with `admin_token` set, every request must
@@ -12,6 +13,7 @@
 pub mod metrics;
 pub mod request;
 pub mod status;
+pub mod traces;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +101,12 @@ impl Response {
 
 async fn answer(mut stream: TcpStream, broker: &Broker, metrics: &Metrics) -> std::io::Result<()> {
     let head = request::read_head(&mut stream).await?;
-    let response = route(Request::parse(&head), broker, metrics);
+    let response = match Request::parse(&head) {
+        Some(request) if traces::handles(request.path) => {
+            traces::answer(request, &head, &mut stream, broker).await
+        }
+        parsed => route(parsed, broker, metrics),
+    };
     let mut out = format!(
         "HTTP/1.0 {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         response.code,
