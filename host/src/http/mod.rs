@@ -10,6 +10,7 @@
 //! at once), each head read within [`request::REQUEST_TIME`] and [`request::MAX_REQUEST`]
 //! bytes; one request per connection.
 
+pub mod client;
 pub mod metrics;
 pub mod request;
 pub mod status;
