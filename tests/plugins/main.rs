@@ -22,5 +22,6 @@ mod metrics;
 mod routing;
 mod selector;
 mod tokens;
+mod traces;
 mod transform;
 mod wildcard_rights;
