@@ -797,17 +797,29 @@ fn traced_run(
     max: usize,
     sample: Sample,
 ) -> (Range<usize>, usize) {
+    traced_run_with(plugin.max_input, msgs, start, needs, max, sample)
+}
+
+/// [`traced_run`] for an input cap of `cap` bytes.
+fn traced_run_with(
+    cap: usize,
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+    sample: Sample,
+) -> (Range<usize>, usize) {
     if !sample.on() {
-        return next_run(plugin, msgs, start, needs, max);
+        return next_run_with(cap, msgs, start, needs, max);
     }
     if sample.is(start) {
-        return next_run(plugin, msgs, start, needs, 1);
+        return next_run_with(cap, msgs, start, needs, 1);
     }
     let end = (start + max).min(msgs.len());
     let max = sample
         .next_in(start + 1, end)
         .map_or(max, |next| next - start);
-    next_run(plugin, msgs, start, needs, max)
+    next_run_with(cap, msgs, start, needs, max)
 }
 
 /// The state of a send chain run (see [`PluginHost::on_send_batch`]).
@@ -1541,6 +1553,34 @@ mod tests {
         };
         assert_eq!(runs(64), [0..2, 2..3, 3..5, 5..6]);
         assert_eq!(runs(1), [0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+    }
+
+    #[test]
+    fn a_sampled_message_is_a_run_of_its_own() {
+        let needs = needs(HeaderNeed::None, false);
+        let msgs: Vec<PluginMessage> = (0..10).map(|_| message(b"/q", &[], b"x")).collect();
+        let views: Vec<MessageRef<'_>> = msgs.iter().map(PluginMessage::view).collect();
+        let runs = |sample: Sample| {
+            let mut runs = Vec::new();
+            let mut start = 0;
+            while start < views.len() {
+                let (run, _) = traced_run_with(1 << 20, &views, start, &needs, 64, sample);
+                start = run.end;
+                runs.push(run);
+            }
+            runs
+        };
+        assert_eq!(runs(Sample::OFF), [0..10], "untraced: one batch");
+        // One in 4, the counter at 2 before this batch: messages 2 and 6 are sampled.
+        assert_eq!(
+            runs(Sample::for_test(4, 2)),
+            [0..2, 2..3, 3..6, 6..7, 7..10]
+        );
+        assert_eq!(
+            runs(Sample::for_test(1, 0)).len(),
+            10,
+            "every message alone"
+        );
     }
 
     /// Bytes: mostly ASCII, sometimes bytes that are not UTF-8.

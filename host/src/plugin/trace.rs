@@ -242,6 +242,12 @@ impl Sample {
     /// Nothing sampled.
     pub const OFF: Sample = Sample { every: 0, base: 0 };
 
+    /// One call in `every`, the batch starting at call `base` (tests).
+    #[cfg(test)]
+    pub fn for_test(every: u64, base: u64) -> Sample {
+        Sample { every, base }
+    }
+
     /// Whether any call may be sampled.
     #[inline]
     pub fn on(&self) -> bool {
