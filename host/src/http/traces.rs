@@ -79,7 +79,7 @@ pub(super) fn check_action(request: &Request<'_>, broker: &Broker) -> Result<(),
 }
 
 /// The `Content-Length` of a request head: `Ok(None)` when absent, `Err` when malformed.
-pub fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
+pub(super) fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
     let head = &head[..head_end(head).unwrap_or(head.len())];
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -292,20 +292,17 @@ mod tests {
         let big = b"POST /x HTTP/1.0\r\nContent-Length: 100000\r\n\r\n";
         let refused = read_body(&mut &b""[..], big, 64)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(refused.code.starts_with("413"));
         let short = b"POST /x HTTP/1.0\r\nContent-Length: 10\r\n\r\n01";
         let refused = read_body(&mut &b"2"[..], short, 64)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(refused.code.starts_with("400"));
         let none = b"POST /x HTTP/1.0\r\n\r\n";
         let refused = read_body(&mut &b""[..], none, 64)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(refused.code.starts_with("411"));
     }
 

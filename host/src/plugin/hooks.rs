@@ -5,7 +5,7 @@
 //! There is one chain for SEND ([`PluginHost::on_send_batch`]) and one for MESSAGE
 //! ([`SubscriptionFilter::filter_batch`]); a single message is a batch of one. Per plugin, a
 //! chain hands the messages it applies to to [`send_calls`] / [`filter_calls`], which split them
-//! into runs ([`next_run`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
+//! into runs ([`next_run_with`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
 //! make one call per run through what the plugin exports: the batch exports (`send-batch`,
 //! `deliver-batch` in the WIT) for runs, `send-packed` for a single SEND, and the plain
 //! `send.on-send` / `deliver.filter` (one call per message) for a plugin that exports neither.
@@ -652,21 +652,10 @@ fn trace_subscription(
     plugin.trace.record(decision);
 }
 
-/// The next run of `msgs` from `start` that one call takes: at most `max` messages whose
-/// projections by `needs` fit in the plugin's input cap together, and their size as counted
-/// for the cap. The first message always joins, so a message that alone exceeds the cap is a
-/// run of its own, which its call refuses before copying anything (`check_size`).
-fn next_run(
-    plugin: &Plugin,
-    msgs: &[MessageRef<'_>],
-    start: usize,
-    needs: &Needs,
-    max: usize,
-) -> (Range<usize>, usize) {
-    next_run_with(plugin.max_input, msgs, start, needs, max)
-}
-
-/// [`next_run`] for an input cap of `cap` bytes.
+/// The next run of `msgs` from `start` that one call takes, for an input cap of `cap` bytes: at
+/// most `max` messages whose projections by `needs` fit in the cap together, and their size as
+/// counted for the cap. The first message always joins, so a message that alone exceeds the
+/// cap is a run of its own, which its call refuses before copying anything (`check_size`).
 fn next_run_with(
     cap: usize,
     msgs: &[MessageRef<'_>],
@@ -787,7 +776,7 @@ impl SendCalls<'_> {
     }
 }
 
-/// The next run of `msgs` from `start` ([`next_run`]), cut so that a sampled message is a run
+/// The next run of `msgs` from `start` ([`next_run_with`]), cut so that a sampled message is a run
 /// of its own: a traced call's notes are then about exactly one message.
 fn traced_run(
     plugin: &Plugin,
@@ -979,7 +968,7 @@ fn pack_messages(msgs: &[MessageRef<'_>], needs: &Needs, out: &mut Vec<u8>) {
     }
 }
 
-/// One `send-batch.on-send-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// One `send-batch.on-send-batch` call for `msgs` (non-empty, `size` bytes as [`next_run_with`]
 /// counts them).
 async fn call_send_batch(
     plugin: &Plugin,
@@ -1015,7 +1004,7 @@ async fn call_send_batch(
 }
 
 /// One `send-batch-packed.on-send-batch-packed` call for `msgs` (non-empty, `size` bytes as
-/// [`next_run`] counts them): the input of `on-send-batch`, the verdicts packed.
+/// [`next_run_with`] counts them): the input of `on-send-batch`, the verdicts packed.
 async fn call_send_batch_packed(
     plugin: &Plugin,
     scope: &mut Scope<'_>,
@@ -1255,7 +1244,7 @@ impl SubscriptionFilter {
     }
 }
 
-/// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run_with`]
 /// counts them).
 async fn call_filter_batch(
     stage: &Stage,
@@ -1570,7 +1559,8 @@ mod tests {
             }
             runs
         };
-        assert_eq!(runs(Sample::OFF), [0..10], "untraced: one batch");
+        let untraced = runs(Sample::OFF);
+        assert_eq!((untraced.len(), &untraced[0]), (1, &(0..10)), "one batch");
         // One in 4, the counter at 2 before this batch: messages 2 and 6 are sampled.
         assert_eq!(
             runs(Sample::for_test(4, 2)),

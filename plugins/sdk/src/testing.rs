@@ -116,6 +116,12 @@ pub fn apply(mut msg: Message, edit: &Edit) -> Message {
     msg
 }
 
+/// Runs `f` with its plugin calls traced (WIT `context.tracing` is true) and returns what it
+/// returned with the notes the calls wrote ([`crate::trace_note`], [`crate::context::note`]).
+pub fn traced<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    crate::context::traced_native(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,10 +205,4 @@ mod tests {
             vec![Header::new("x", "9"), Header::new("z", "0")]
         );
     }
-}
-
-/// Runs `f` with its plugin calls traced (WIT `context.tracing` is true) and returns what it
-/// returned with the notes the calls wrote ([`crate::trace_note`], [`crate::context::note`]).
-pub fn traced<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
-    crate::context::traced_native(f)
 }
