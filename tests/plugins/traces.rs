@@ -369,3 +369,20 @@ async fn the_cli_switches_and_prints_decisions() {
     assert!(!refused.status.success());
     assert!(refused.stderr.contains("between 0"), "{}", refused.stderr);
 }
+
+#[test]
+fn a_sample_rate_out_of_range_is_refused_at_start() {
+    let config = temp_config(&router_config(1.5, ""));
+    let run = run_plugboard(&[
+        "--check-config".as_ref(),
+        "--config".as_ref(),
+        config.path.as_os_str(),
+    ]);
+    assert!(!run.status.success(), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("plugin `router`: trace_sample: trace sample rate 1.5 is not between 0"),
+        "{}",
+        run.stderr
+    );
+}
