@@ -4,14 +4,16 @@
 //!
 //! There is one chain for SEND ([`PluginHost::on_send_batch`]) and one for MESSAGE
 //! ([`SubscriptionFilter::filter_batch`]); a single message is a batch of one. Per plugin, a
-//! chain hands the messages it applies to to [`send_calls`] / [`filter_calls`], which split them
+//! chain hands the messages it applies to to [`SendCalls::run`] /
+//! [`SubscriptionFilter::filter_calls`], which split them
 //! into runs ([`next_run_with`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
 //! make one call per run through what the plugin exports: the batch exports (`send-batch`,
 //! `deliver-batch` in the WIT) for runs, `send-packed` for a single SEND, and the plain
 //! `send.on-send` / `deliver.filter` (one call per message) for a plugin that exports neither.
 //! Every call goes through [`call!`]: check out an instance, arm the deadline, call, convert and
 //! validate the answer, hand the instance back; a failure applies the plugin's policy to every
-//! message of the call.
+//! message of the call. A call the plugin's decision trace samples ([`super::trace`]) is made
+//! for one message alone and recorded (see `traces.rs`).
 
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +24,7 @@ use super::bindings::types::{Needs, Principal as WitPrincipal};
 use super::convert::{self, Destinations, Edit, Verdict, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
 use super::summary;
-use super::trace::{self, Decision, Sample, Subject, TracedCall};
+use super::trace::{Decision, Sample, TracedCall};
 use super::{
     AuthOutcome, AuthRequest, CallContext, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin,
     PluginHost, PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
@@ -34,6 +36,8 @@ const MAX_TOKEN: usize = 64 * 1024;
 const MAX_BATCH: usize = 64;
 /// Bytes counted per message of a batch on top of its projection (lengths and flags).
 const PACK_OVERHEAD: usize = 64;
+
+mod traces;
 
 /// One call as the `context` import sees it: the virtual host, and the notes and start time
 /// while it is traced.
@@ -226,7 +230,7 @@ impl PluginHost {
             }
         };
         if let Some(call) = scope.traced {
-            trace_authentication(plugin, context, &req, &result, call);
+            traces::authentication(plugin, context, &req, &result, call);
         }
         // Failing open never admits the login the client claimed: a client can make the call
         // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
@@ -558,7 +562,7 @@ impl PluginHost {
                 ),
             };
             if let Some(call) = scope.traced {
-                trace_subscription(plugin, context, principal, &sub, &result, call);
+                traces::subscription(plugin, context, principal, &sub, &result, call);
             }
             match result {
                 Ok(Ok(Some(plan))) => stages.push(Stage {
@@ -581,75 +585,6 @@ impl PluginHost {
             })
         }))
     }
-}
-
-/// Records a traced `authenticate` call.
-fn trace_authentication(
-    plugin: &Plugin,
-    context: &CallContext,
-    req: &AuthRequest,
-    result: &Result<AuthOutcome, Failure>,
-    call: TracedCall,
-) {
-    let claimed = || req.login.as_deref().map(crate::text::shown);
-    let (principal, verdict) = match result {
-        Ok(AuthOutcome::Allow(p)) => (Some(p.name.clone()), format!("authenticated {}", p.name)),
-        Ok(AuthOutcome::Deny(reason)) => (claimed(), format!("refused: {reason}")),
-        Err(failure) => {
-            let outcome = match plugin.failure {
-                FailurePolicy::Closed => "refused (failure = closed)".to_string(),
-                FailurePolicy::Open => {
-                    format!("admitted as {} (failure = open)", plugin.fail_open.name)
-                }
-            };
-            (claimed(), trace::failure_summary(failure, &outcome))
-        }
-    };
-    let subject = Subject {
-        principal,
-        ..Subject::default()
-    };
-    let decision = trace::decision(
-        &plugin.trace,
-        "authenticate",
-        context,
-        subject,
-        verdict,
-        call,
-    );
-    plugin.trace.record(decision);
-}
-
-/// Records a traced `prepare-subscription` call.
-fn trace_subscription(
-    plugin: &Plugin,
-    context: &CallContext,
-    principal: &Principal,
-    sub: &SubscriptionInfo,
-    result: &Result<Result<Option<super::bindings::deliver::FilterPlan>, String>, Failure>,
-    call: TracedCall,
-) {
-    let verdict = match result {
-        Ok(Ok(Some(plan))) => format!("filter ({} byte token)", plan.token.len()),
-        Ok(Ok(None)) => "no filter".to_string(),
-        Ok(Err(reason)) => format!("refused: {reason}"),
-        Err(failure) => trace::failure_summary(
-            failure,
-            match plugin.failure {
-                FailurePolicy::Closed => "refused (failure = closed)",
-                FailurePolicy::Open => "no filter (failure = open)",
-            },
-        ),
-    };
-    let subject = Subject {
-        principal: Some(principal.name.clone()),
-        subscription: Some(crate::text::shown(&sub.id)),
-        destination: Some(crate::text::shown(&sub.destination)),
-        ..Subject::default()
-    };
-    let hook = "prepare-subscription";
-    let decision = trace::decision(&plugin.trace, hook, context, subject, verdict, call);
-    plugin.trace.record(decision);
 }
 
 /// The next run of `msgs` from `start` that one call takes, for an input cap of `cap` bytes: at
@@ -728,7 +663,10 @@ impl SendCalls<'_> {
                 };
                 if let Some(call) = scope.traced {
                     let verdict = result.as_ref().map(summary::send);
-                    decisions.push((run.start, self.decision(msg, verdict, call)));
+                    decisions.push((
+                        run.start,
+                        traces::send(self.plugin, self.context, msg, verdict, call),
+                    ));
                 }
                 out.push(result.map_err(drop));
                 continue;
@@ -738,41 +676,16 @@ impl SendCalls<'_> {
             if let Some(call) = scope.traced {
                 // A traced run is one message.
                 let verdict = result.as_ref().map(|verdicts| summary::send(&verdicts[0]));
-                decisions.push((run.start, self.decision(msgs[run.start], verdict, call)));
+                decisions.push((
+                    run.start,
+                    traces::send(self.plugin, self.context, msgs[run.start], verdict, call),
+                ));
             }
             match result {
                 Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
                 Err(_) => out.extend(run.map(|_| Err(()))),
             }
         }
-    }
-
-    /// The decision of a traced call about `msg` (its message id is filled in by the chain).
-    fn decision(
-        &self,
-        msg: MessageRef<'_>,
-        verdict: Result<String, &Failure>,
-        call: TracedCall,
-    ) -> Decision {
-        let verdict = verdict.unwrap_or_else(|failure| {
-            let outcome = match self.plugin.failure {
-                FailurePolicy::Closed => "rejected (failure = closed)",
-                FailurePolicy::Open => "ignored (failure = open)",
-            };
-            trace::failure_summary(failure, outcome)
-        });
-        let subject = Subject {
-            destination: Some(crate::text::shown(msg.destination)),
-            ..Subject::default()
-        };
-        trace::decision(
-            &self.plugin.trace,
-            "send",
-            self.context,
-            subject,
-            verdict,
-            call,
-        )
     }
 }
 
@@ -860,32 +773,6 @@ impl Chain {
                 }
                 counts
             }
-        }
-    }
-
-    /// Records the traced decisions of the run, each about input message `i`, with the
-    /// `message-id` that message's first copy is published under when the session publishes
-    /// what the chain made in order from sequence number `next_message` (none for a message
-    /// that was dropped or rejected).
-    fn record(
-        &self,
-        traced: Vec<(usize, &Plugin, Decision)>,
-        context: &CallContext,
-        next_message: u64,
-    ) {
-        let mut first = Vec::with_capacity(self.alive);
-        let mut seq = next_message;
-        for n in self.counts() {
-            first.push((n > 0).then_some(seq));
-            seq += n as u64;
-        }
-        for (i, plugin, mut decision) in traced {
-            decision.message_id = first
-                .get(i)
-                .copied()
-                .flatten()
-                .map(|seq| format!("{}-{seq}", context.session));
-            plugin.trace.record(decision);
         }
     }
 
@@ -1178,7 +1065,7 @@ impl SubscriptionFilter {
             let mut scope = Scope::new(&self.context, traced);
             if !batches {
                 let result = call_filter(stage, &mut scope, msgs[run.start]).await;
-                self.trace_filter(stage, msgs[run.start], &result, scope.traced);
+                traces::filter(self, stage, msgs[run.start], &result, scope.traced);
                 out.push(result.map_err(drop));
                 continue;
             }
@@ -1186,61 +1073,13 @@ impl SubscriptionFilter {
             if scope.traced.is_some() {
                 // A traced run is one message.
                 let one = result.as_ref().map(|verdicts| &verdicts[0]);
-                self.trace_filter(stage, msgs[run.start], &one, scope.traced);
+                traces::filter(self, stage, msgs[run.start], &one, scope.traced);
             }
             match result {
                 Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
                 Err(_) => out.extend(run.map(|_| Err(()))),
             }
         }
-    }
-
-    /// Records the decision of a traced filter call about `msg` (nothing when not traced).
-    fn trace_filter<V: std::borrow::Borrow<StageVerdict>, F: std::borrow::Borrow<Failure>>(
-        &self,
-        stage: &Stage,
-        msg: MessageRef<'_>,
-        result: &Result<V, F>,
-        call: Option<TracedCall>,
-    ) {
-        let Some(call) = call else {
-            return;
-        };
-        let plugin = &*stage.plugin;
-        let verdict = match result {
-            Ok(v) => match v.borrow() {
-                StageVerdict::Deliver => "deliver".to_string(),
-                StageVerdict::Skip => "skip".to_string(),
-                StageVerdict::Rewrite(m) => summary::filter_rewrite(
-                    msg.destination,
-                    &m.destination,
-                    m.headers != msg.headers,
-                    m.body != *msg.body,
-                ),
-            },
-            Err(failure) => trace::failure_summary(
-                failure.borrow(),
-                match plugin.failure {
-                    FailurePolicy::Closed => "not delivered now (failure = closed)",
-                    FailurePolicy::Open => "delivered (failure = open)",
-                },
-            ),
-        };
-        let subject = Subject {
-            message_id: msg.id.map(|(prefix, seq)| format!("{prefix}-{seq}")),
-            principal: Some(self.subscriber.clone()),
-            subscription: Some(self.subscription.clone()),
-            destination: Some(crate::text::shown(msg.destination)),
-        };
-        let decision = trace::decision(
-            &plugin.trace,
-            "filter",
-            &self.context,
-            subject,
-            verdict,
-            call,
-        );
-        plugin.trace.record(decision);
     }
 }
 
