@@ -83,7 +83,7 @@ fn notes(decision: &Value) -> Vec<&str> {
 #[tokio::test]
 async fn traced_router_decisions_name_the_rule_and_the_message_ids() {
     let config = temp_config(&router_config(1.0, ""));
-    let broker = start_with_status(&config.path);
+    let broker = start_with_status_args(&config.path, &["--log-format", "json"]);
     let mut eu = anonymous(broker.addr).await;
     eu.subscribe("eu", "/queue/orders.eu", "auto").await;
     let mut plain = anonymous(broker.addr).await;
@@ -135,9 +135,16 @@ async fn traced_router_decisions_name_the_rule_and_the_message_ids() {
         assert_eq!(field(decision, "message_id"), id, "{decision:#}");
         assert_eq!(notes(decision).len(), 1, "{decision:#}");
     }
-    // The same decisions are logged as events of target plugboard::trace.
-    let log = broker.wait_log_line(&["plugin decision", "rule 1"], Duration::from_secs(10));
-    assert!(log.contains("plugboard::trace"), "{log}");
+    // The same decisions are logged as events of target plugboard::trace, with their fields.
+    let line = broker.wait_log_line(&["plugin decision", "rule 1"], Duration::from_secs(10));
+    let event: Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["target"], "plugboard::trace", "{line}");
+    assert_eq!(event["level"], "INFO", "{line}");
+    let fields = &event["fields"];
+    assert_eq!(fields["plugin"], "router", "{line}");
+    assert_eq!(fields["hook"], "send", "{line}");
+    assert_eq!(fields["verdict"], "rewrite → /queue/orders.eu", "{line}");
+    assert_eq!(fields["message_id"], routed.must("message-id"), "{line}");
 }
 
 #[tokio::test]
