@@ -393,3 +393,60 @@ fn a_sample_rate_out_of_range_is_refused_at_start() {
         run.stderr
     );
 }
+
+/// The batched MESSAGE hook (`deliver-batch`, which the selector plugin exports): one traced
+/// decision per delivery, with the delivered message's id.
+#[tokio::test]
+async fn batched_filter_decisions_carry_the_delivered_message_ids() {
+    let config = temp_config(&format!(
+        r#"
+admin_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+
+[[plugins]]
+name = "selector"
+file = "{}"
+hooks = ["message"]
+trace_sample = 1.0
+"#,
+        plugin("selector")
+    ));
+    let broker = start_with_status(&config.path);
+    let mut consumer = anonymous(broker.addr).await;
+    consumer
+        .subscribe_with("sel", "/queue/typed", "auto", &[("selector", "type = 'a'")])
+        .await;
+    let mut sender = anonymous(broker.addr).await;
+    let burst: Vec<Frame> = (0..4)
+        .map(|i| {
+            send_frame("/queue/typed", &[("type", "a")], &format!("m{i}"))
+                .h("receipt", &format!("r{i}"))
+        })
+        .collect();
+    sender.write_all(&burst).await;
+    sender.wait_receipt("r3").await;
+    let ids: Vec<String> = consumer
+        .msgs(4)
+        .await
+        .iter()
+        .map(|m| m.must("message-id").to_string())
+        .collect();
+    let listed = decisions(&broker, "selector").await;
+    assert_eq!(
+        field(&listed[0], "hook"),
+        "prepare-subscription",
+        "{listed:#?}"
+    );
+    assert!(
+        field(&listed[0], "verdict").starts_with("filter ("),
+        "{listed:#?}"
+    );
+    let filters: Vec<&Value> = listed[1..].iter().collect();
+    assert_eq!(filters.len(), 4, "{listed:#?}");
+    for (decision, id) in filters.iter().zip(&ids) {
+        assert_eq!(field(decision, "hook"), "filter");
+        assert_eq!(field(decision, "verdict"), "deliver");
+        assert_eq!(field(decision, "message_id"), id);
+        assert_eq!(field(decision, "subscription"), "sel");
+    }
+}
