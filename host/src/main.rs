@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use plugboard::config::LogFormat;
+use plugboard::http::client::TraceSwitch;
 use plugboard::{Config, Listeners, ReloadSource, Server};
 
 /// glibc's allocator with large freed blocks (read buffers) kept for reuse: see `memory`.
@@ -121,6 +122,26 @@ enum PluginCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Show a running broker's recent decisions of plugin NAME (see "Plugin decision traces" in
+    /// docs/operations.md), after switching its tracing when `--sample` or `--off` says so.
+    /// The admin listener is `--admin` or `admin_listen` of `--config`; the token comes from
+    /// `$PLUGBOARD_ADMIN_TOKEN` or `admin_token` of `--config` (switching needs one).
+    Trace {
+        /// The plugin's name in its `[[plugins]]` entry.
+        name: String,
+        /// Trace this share of its calls from now on (0 to 1; 1 = every call).
+        #[arg(long, value_name = "RATE", conflicts_with = "off")]
+        sample: Option<f64>,
+        /// Stop tracing it (the decisions recorded stay listed).
+        #[arg(long)]
+        off: bool,
+        /// How many of the most recent decisions to print.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        last: usize,
+        /// The broker's admin listener.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+    },
     /// Start a plugin project NAME from a template.
     New {
         /// The plugin's name (lowercase letters, digits and `-`).
@@ -151,6 +172,14 @@ fn main() -> anyhow::Result<()> {
             p: lanes,
         };
         return hash_password(cost);
+    }
+    if let Some(Command::Plugin {
+        command: PluginCommand::Trace { .. },
+    }) = &cli.command
+    {
+        // The configuration only for the admin address and token.
+        let config = cli.config.as_deref().map(Config::from_file).transpose()?;
+        return trace_command(cli.command, config);
     }
     // The configuration is read before logging starts: it says how to log.
     let config = match (&cli.command, &cli.config) {
@@ -298,6 +327,7 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        PluginCommand::Trace { .. } => unreachable!("run before the runtime starts"),
         PluginCommand::New {
             name,
             lang,
@@ -313,6 +343,52 @@ async fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `plugboard plugin trace`: asks the admin listener (of `config` unless `--admin` names it).
+fn trace_command(command: Option<Command>, config: Option<Config>) -> anyhow::Result<()> {
+    let Some(Command::Plugin {
+        command:
+            PluginCommand::Trace {
+                name,
+                sample,
+                off,
+                last,
+                admin,
+            },
+    }) = command
+    else {
+        unreachable!("called for `plugin trace` only")
+    };
+    let address = admin
+        .or(config.as_ref().and_then(|c| c.admin_listen))
+        .context("no admin listener: pass --admin ADDR, or --config FILE with admin_listen set")?;
+    let token = std::env::var("PLUGBOARD_ADMIN_TOKEN")
+        .ok()
+        .or(config.and_then(|c| c.admin_token));
+    let switch = match (sample, off) {
+        (Some(rate), _) => {
+            plugboard::plugin::trace::check_rate(rate).map_err(anyhow::Error::msg)?;
+            TraceSwitch::Sample(rate)
+        }
+        (None, true) => TraceSwitch::Sample(0.0),
+        (None, false) => TraceSwitch::Keep,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let text = runtime.block_on(plugboard::http::client::plugin_trace(
+        address,
+        token.as_deref(),
+        &name,
+        switch,
+        last,
+    ))?;
+    // A closed pipe (`| head`) is not an error worth a panic.
+    use std::io::Write;
+    let _ = write!(std::io::stdout(), "{text}");
     Ok(())
 }
 

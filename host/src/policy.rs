@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::plugin::{PluginHost, PluginSpec, Principal, SubscriptionFilter, SubscriptionInfo};
+use crate::plugin::{
+    CallContext, PluginHost, PluginSpec, Principal, SubscriptionFilter, SubscriptionInfo,
+};
 
 /// One loaded plugin set.
 pub struct PluginSet {
@@ -236,8 +238,9 @@ pub struct DeliveryFilter {
     info: SubscriptionInfo,
     /// The subscriber's vhost (its index): whose chains filter its messages.
     vhost: usize,
-    /// The subscriber's vhost's name, for the plugin calls made for it.
-    vhost_name: Arc<str>,
+    /// The session that subscribed (its vhost's name and its id: its filter calls are made
+    /// for it).
+    context: CallContext,
     /// The SUBSCRIBE's share of the memory budget (its headers are kept here).
     _charge: crate::budget::Charge,
 }
@@ -255,6 +258,7 @@ impl DeliveryFilter {
     pub async fn prepare(
         policy: &Policy,
         vhost: &crate::vhost::Vhost,
+        context: &CallContext,
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
@@ -263,7 +267,7 @@ impl DeliveryFilter {
         let set = policy.current();
         let filter = set
             .for_vhost(vhost.index)
-            .prepare_subscription(principal, info.clone())
+            .prepare_subscription_in(context, principal, info.clone())
             .await?;
         Ok(DeliveryFilter {
             selector,
@@ -274,7 +278,7 @@ impl DeliveryFilter {
             principal: principal.clone(),
             info,
             vhost: vhost.index,
-            vhost_name: vhost.name.clone(),
+            context: context.clone(),
             _charge: charge,
         })
     }
@@ -290,14 +294,14 @@ impl DeliveryFilter {
             principal,
             info,
             vhost: 0,
-            vhost_name: Arc::from(crate::vhost::DEFAULT_NAME),
+            context: CallContext::detached(),
             _charge: Default::default(),
         }
     }
 
     /// The name of the subscriber's virtual host (what its filter calls are made for).
     pub fn vhost(&self) -> &Arc<str> {
-        &self.vhost_name
+        &self.context.vhost
     }
 
     /// The subscription's native selector, if its SUBSCRIBE had one.
@@ -323,7 +327,7 @@ impl DeliveryFilter {
         let set = policy.current();
         let prepared = set
             .for_vhost(self.vhost)
-            .prepare_subscription(&self.principal, self.info.clone())
+            .prepare_subscription_in(&self.context, &self.principal, self.info.clone())
             .await;
         let mut slot = self.slot();
         match prepared {
@@ -380,6 +384,6 @@ mod tests {
         // Installing a set keeps one chain per vhost.
         policy.install(PluginHost::empty(), specs(&["b"]), Vec::new(), 1);
         assert_eq!(policy.current().vhosts.len(), 3);
-        assert!(policy.host_for(1).names().is_empty());
+        assert_eq!(policy.host_for(1).names().count(), 0);
     }
 }

@@ -100,7 +100,9 @@ pub async fn reload(
     if let Err(reason) = policy.check_vhost_plugins(&new.plugins, &vhost_names) {
         return refuse(reason);
     }
-    match PluginHost::load(&new.plugins, &new.base_dir, &cache_dir).await {
+    // The traces of the set in force go on: a rate switched live survives the reload.
+    let traces = current.host.traces().clone();
+    match PluginHost::load_traced(&new.plugins, &new.base_dir, &cache_dir, traces).await {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
@@ -536,6 +538,8 @@ mod tests {
             recycle_after_calls: None,
             fail_open_principal: None,
             routes_bypass_sender_rights: false,
+            trace_sample: 0.0,
+            trace_keep: None,
             config: Default::default(),
         }
     }

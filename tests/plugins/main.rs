@@ -22,6 +22,7 @@ mod metrics;
 mod routing;
 mod selector;
 mod tokens;
+mod traces;
 mod transform;
 mod vhosts;
 mod wildcard_rights;

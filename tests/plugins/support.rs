@@ -265,8 +265,14 @@ pub fn error_message(f: &Frame) -> &str {
 
 /// A broker on `config` (which sets `admin_listen`) whose status endpoint tests can read.
 pub fn start_with_status(config: &Path) -> PluginBroker {
+    start_with_status_args(config, &[])
+}
+
+/// [`start_with_status`] with extra command-line arguments (e.g. `--log-format json`).
+pub fn start_with_status_args(config: &Path, args: &[&str]) -> PluginBroker {
     PluginBroker(
         plugboard_test_support::broker::Launch::config_file(broker_bin(), config)
+            .args(args)
             .status_line()
             .start(),
     )

@@ -2,6 +2,7 @@
 //! with JSON ([`mod@status`]; `plugboard status` prints it), `GET /metrics` with Prometheus /
 //! OpenMetrics text ([`metrics`]), and serves the live console ([`console`]): the page at
 //! `GET /`, its JSON at `GET /api/overview`, and its actions (`POST /api/...`).
+//! Plugin decision traces are read and switched under `/api/plugins/` ([`traces`]).
 //!
 //! Access: on a loopback address it answers anyone on the machine (the status document then
 //! without file paths), provided the `Host` header names it by an IP address or `localhost`
@@ -14,10 +15,12 @@
 //! [`request::MAX_REQUEST`] bytes and its body within [`request::MAX_BODY`]; one request per
 //! connection.
 
+pub mod client;
 pub mod console;
 pub mod metrics;
 pub mod request;
 pub mod status;
+pub mod traces;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,9 +245,21 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
             let (code, value) = console::actions::run(path, body, broker, shared.peer).await;
             Response::value(code, &value)
         }
-        (_, path) if ACTIONS.contains(&path) => {
+        (b"GET", traces::TRACES_PATH) => traces::list(broker, &request),
+        (b"POST", traces::TRACE_PATH) => {
+            if token.is_none() {
+                return Response::error(
+                    "403 Forbidden",
+                    "actions need admin_token in the configuration (sent as Authorization: \
+                     Bearer <admin_token>)",
+                );
+            }
+            traces::switch(broker, body)
+        }
+        (_, path) if ACTIONS.contains(&path) || path == traces::TRACE_PATH => {
             Response::error("405 Method Not Allowed", "only POST")
         }
+        (_, traces::TRACES_PATH) => Response::error("405 Method Not Allowed", "only GET"),
         (_, b"/status" | b"/" | b"/metrics" | b"/api/overview") => {
             Response::error("405 Method Not Allowed", "only GET")
         }

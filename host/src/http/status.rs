@@ -61,7 +61,7 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
                 "queues": queues,
                 "topics": topics,
                 "scheduled": vhost.router.scheduler().len(),
-                "plugins": set.for_vhost(vhost.index).names(),
+                "plugins": set.for_vhost(vhost.index).names().collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -11,5 +11,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::plugboard::plugin::{log, types};
+pub use self::plugboard::plugin::{context, log, types};
 pub use exports::plugboard::plugin::{authenticate, authenticate_peer, deliver, lifecycle, send};

@@ -54,15 +54,16 @@ use super::{
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
-const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.1";
+const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.2";
 const HOOK_EXPORTS: [(Hook, &str); 3] = [
-    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.1"),
-    (Hook::Send, "plugboard:plugin/send@0.1.1"),
-    (Hook::Message, "plugboard:plugin/deliver@0.1.1"),
+    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.2"),
+    (Hook::Send, "plugboard:plugin/send@0.1.2"),
+    (Hook::Message, "plugboard:plugin/deliver@0.1.2"),
 ];
 
 /// Whether export name `name` is `interface` at a semver-compatible version (a plugin built
-/// against 0.1.0 exports `...@0.1.0`, which the host finds when it looks up `...@0.1.1`).
+/// against 0.1.0 or 0.1.1 exports `...@0.1.0` or `...@0.1.1`, which the host finds when it
+/// looks up `...@0.1.2`).
 fn same_interface(name: &str, interface: &str) -> bool {
     let track = |n: &str| -> Option<(String, String)> {
         let (base, version) = n.rsplit_once('@')?;
@@ -178,7 +179,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         } else {
             format!(
                 "does not export {LIFECYCLE}, so it is not a Plugboard plugin (of \
-                 plugboard:plugin@0.1.1); its exports: {}",
+                 plugboard:plugin@0.1.2); its exports: {}",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -452,6 +453,8 @@ async fn run_check(
         recycle_after_calls: spec_in.recycle_after_calls,
         fail_open_principal: spec_in.fail_open_principal,
         routes_bypass_sender_rights: spec_in.routes_bypass_sender_rights,
+        trace_sample: 0.0,
+        trace_keep: None,
         config: spec_in.config,
     };
     let base = wasm.parent().unwrap_or(Path::new("."));

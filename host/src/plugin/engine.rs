@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::log;
+use super::bindings::{context, log};
 use super::cache::{self, ArtifactCache, Authenticated};
 use super::pool::State;
 
@@ -126,7 +126,7 @@ pub fn engine() -> &'static Engine {
     })
 }
 
-/// A linker for one component: the `log` import, and every other import (WASI that the
+/// A linker for one component: the `log` and `context` imports, and every other import (WASI that the
 /// guest's standard library links) defined as a trap, so the plugin has no filesystem, network,
 /// environment or clock. Imports outside `wasi:` and `plugboard:` refuse the component.
 pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
@@ -142,6 +142,11 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
     let mut linker = Linker::<State>::new(engine);
     log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
         .map_err(|e| format!("{e:#}"))?;
+    context::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        .map_err(|e| format!("{e:#}"))?;
+    for (name, _) in ty.imports(engine) {
+        define_older_import(&mut linker, name).map_err(|e| format!("{e:#}"))?;
+    }
     // Rust's std seeds `HashMap` from `wasi:random/insecure-seed`: grant that one (it is not a
     // capability, just a per-process seed against hash flooding) so ordinary guests run.
     let seed = insecure_seed();
@@ -153,6 +158,58 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
         .define_unknown_imports_as_traps(component)
         .map_err(|e| format!("{e:#}"))?;
     Ok(linker)
+}
+
+/// The host's version of the imports it defines (`log`, `context`).
+const IMPORTS_VERSION: &str = "0.1.2";
+
+/// Defines an import of `log` or `context` that a plugin built against an older 0.1.x WIT names
+/// with its own version (e.g. `plugboard:plugin/log@0.1.1`) under that exact name too.
+/// Instantiation would find the host's newer version by semver, but
+/// `define_unknown_imports_as_traps` looks names up exactly and would stub it as a trap first.
+fn define_older_import(linker: &mut Linker<State>, name: &str) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
+    let Some((interface, version)) = name
+        .strip_prefix("plugboard:plugin/")
+        .and_then(|rest| rest.split_once('@'))
+    else {
+        return Ok(());
+    };
+    if version == IMPORTS_VERSION || !version.starts_with("0.1.") {
+        return Ok(());
+    }
+    match interface {
+        "log" => {
+            linker.instance(name)?.func_wrap(
+                "log",
+                |mut store: StoreContextMut<'_, State>, (level, message): (log::Level, String)| {
+                    log::Host::log(store.data_mut(), level, message);
+                    Ok(())
+                },
+            )?;
+        }
+        "context" => {
+            let mut instance = linker.instance(name)?;
+            instance.func_wrap("vhost", |mut store: StoreContextMut<'_, State>, (): ()| {
+                Ok((context::Host::vhost(store.data_mut()),))
+            })?;
+            instance.func_wrap(
+                "tracing",
+                |mut store: StoreContextMut<'_, State>, (): ()| {
+                    Ok((context::Host::tracing(store.data_mut()),))
+                },
+            )?;
+            instance.func_wrap(
+                "note",
+                |mut store: StoreContextMut<'_, State>, (text,): (String,)| {
+                    context::Host::note(store.data_mut(), text);
+                    Ok(())
+                },
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn insecure_seed() -> (u64, u64) {
@@ -243,6 +300,12 @@ mod tests {
 
     fn artifact(cache: &ArtifactCache, wasm: &[u8]) -> std::path::PathBuf {
         cache.path(&cache_name(wasm))
+    }
+
+    #[test]
+    fn the_imports_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/plugin.wit");
+        assert!(wit.contains(&format!("package plugboard:plugin@{IMPORTS_VERSION};")));
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //!
 //! There is one chain for SEND ([`PluginHost::on_send_batch`]) and one for MESSAGE
 //! ([`SubscriptionFilter::filter_batch`]); a single message is a batch of one. Per plugin, a
-//! chain hands the messages it applies to to [`send_calls`] / [`filter_calls`], which split them
-//! into runs ([`next_run`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
+//! chain hands the messages it applies to to [`SendCalls::run`] /
+//! [`SubscriptionFilter::filter_calls`], which split them
+//! into runs ([`next_run_with`]: at most [`MAX_BATCH`] messages within the plugin's input cap) and
 //! make one call per run through what the plugin exports: the batch exports (`send-batch`,
 //! `deliver-batch` in the WIT) for runs, `send-packed` for a single SEND, and the plain
 //! `send.on-send` / `deliver.filter` (one call per message) for a plugin that exports neither.
 //! Every call goes through [`call!`]: check out an instance, arm the deadline, call, convert and
 //! validate the answer, hand the instance back; a failure applies the plugin's policy to every
-//! message of the call.
+//! message of the call. A call the plugin's decision trace samples ([`super::trace`]) is made
+//! for one message alone and recorded (see `traces.rs`).
 
 use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,9 +23,11 @@ use super::bindings::deliver::{FilterVerdict, Subscription};
 use super::bindings::types::{Needs, Principal as WitPrincipal};
 use super::convert::{self, Destinations, Edit, Verdict, MAX_FANOUT};
 use super::pool::{Failure, FailureKind};
+use super::summary;
+use super::trace::{Decision, Sample, TracedCall};
 use super::{
-    AuthOutcome, AuthRequest, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin, PluginHost,
-    PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
+    AuthOutcome, AuthRequest, CallContext, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin,
+    PluginHost, PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
 };
 
 /// Largest filter token a plugin may hand back from `prepare-subscription`.
@@ -33,12 +37,32 @@ const MAX_BATCH: usize = 64;
 /// Bytes counted per message of a batch on top of its projection (lengths and flags).
 const PACK_OVERHEAD: usize = 64;
 
-/// Calls one export of `plugin` under its limits. `$call` uses `$g` (the typed exports of the
-/// interface) and `$s` (the store); `$convert` turns the guest's answer into the host's or into
-/// an error string, which counts as invalid output.
+mod traces;
+
+/// One call as the `context` import sees it: the virtual host, and the notes and start time
+/// while it is traced.
+struct Scope<'a> {
+    vhost: &'a Arc<str>,
+    traced: Option<TracedCall>,
+}
+
+impl<'a> Scope<'a> {
+    /// A call for `context`, traced when `traced` (only then is the clock read).
+    fn new(context: &'a CallContext, traced: bool) -> Scope<'a> {
+        Scope {
+            vhost: &context.vhost,
+            traced: traced.then(TracedCall::start),
+        }
+    }
+}
+
+/// Calls one export of `plugin` under its limits, for `$scope` (a [`Scope`]). `$call` uses `$g`
+/// (the typed exports of the interface) and `$s` (the store); `$convert` turns the guest's
+/// answer into the host's or into an error string, which counts as invalid output.
 macro_rules! call {
-    ($plugin:expr, $hook:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
+    ($plugin:expr, $hook:expr, $scope:expr, $export:ident, |$g:ident, $s:ident| $call:expr, |$ok:ident| $convert:expr) => {{
         let plugin: &Plugin = $plugin;
+        let scope: &mut Scope<'_> = $scope;
         match plugin.pool.checkout($hook).await {
             Err(failure) => Err(failure),
             Ok(mut lease) => {
@@ -48,6 +72,7 @@ macro_rules! call {
                 // filter deadline.
                 let warm = lease.warm();
                 warm.arm(plugin.deadline($hook));
+                warm.enter(scope.vhost, scope.traced.is_some());
                 let $g = warm
                     .guest
                     .$export
@@ -58,6 +83,9 @@ macro_rules! call {
                     Ok($ok) => $convert.map_err(|e: String| Failure::new(FailureKind::Invalid, e)),
                     Err(e) => Err(plugin.pool.classify(warm, &e)),
                 };
+                if let Some(traced) = &mut scope.traced {
+                    traced.notes = warm.take_notes();
+                }
                 plugin.pool.finish($hook, lease, result)
             }
         }
@@ -168,8 +196,14 @@ impl PluginHost {
             .any(|p| p.hooks.contains(&Hook::Authenticate))
     }
 
-    /// Runs the authenticator (fails closed unless configured open).
+    /// Runs the authenticator (fails closed unless configured open), outside any session:
+    /// [`authenticate_in`](Self::authenticate_in) with [`CallContext::detached`].
     pub async fn authenticate(&self, req: AuthRequest) -> AuthOutcome {
+        self.authenticate_in(&CallContext::detached(), req).await
+    }
+
+    /// Runs the authenticator for a connection (fails closed unless configured open).
+    pub async fn authenticate_in(&self, context: &CallContext, req: AuthRequest) -> AuthOutcome {
         let Some(plugin) = self
             .plugins
             .iter()
@@ -178,12 +212,14 @@ impl PluginHost {
             return AuthOutcome::Allow(Principal::anonymous());
         };
         let hook = Hook::Authenticate;
+        let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
         let result = match check_size(plugin, hook, req.size()) {
             Err(f) => Err(f),
             Ok(()) => {
                 call!(
                     plugin,
                     hook,
+                    &mut scope,
                     auth,
                     |g, s| g.call(s, &req),
                     |answer| match answer {
@@ -193,6 +229,9 @@ impl PluginHost {
                 )
             }
         };
+        if let Some(call) = scope.traced {
+            traces::authentication(plugin, context, &req, &result, call);
+        }
         // Failing open never admits the login the client claimed: a client can make the call
         // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
         result.unwrap_or_else(|_| match plugin.failure {
@@ -211,7 +250,22 @@ impl PluginHost {
     /// Runs the send chain for one message: [`route_batch`](Self::route_batch) with a batch of
     /// one.
     pub async fn on_send(&self, principal: &Principal, msg: PluginMessage) -> SendOutcome {
-        let chain = self.run_chain(principal, vec![msg]).await;
+        self.on_send_in(&CallContext::detached(), 0, principal, msg)
+            .await
+    }
+
+    /// [`on_send`](Self::on_send) for a session (`context`) whose next published message gets
+    /// sequence number `next_message` (for decision traces).
+    pub async fn on_send_in(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msg: PluginMessage,
+    ) -> SendOutcome {
+        let chain = self
+            .run_chain(context, next_message, principal, vec![msg])
+            .await;
         match chain.rejected {
             Some(reason) => SendOutcome::Reject(reason),
             // Every message left came from the one input message.
@@ -262,10 +316,31 @@ impl PluginHost {
         principal: &Principal,
         msgs: Vec<PluginMessage>,
     ) -> RoutedBatch {
-        self.run_chain(principal, msgs).await.routed()
+        self.route_batch_in(&CallContext::detached(), 0, principal, msgs)
+            .await
     }
 
-    async fn run_chain(&self, principal: &Principal, msgs: Vec<PluginMessage>) -> Chain {
+    /// [`route_batch`](Self::route_batch) for a session (`context`) whose next published
+    /// message gets sequence number `next_message` (for decision traces).
+    pub async fn route_batch_in(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> RoutedBatch {
+        self.run_chain(context, next_message, principal, msgs)
+            .await
+            .routed()
+    }
+
+    async fn run_chain(
+        &self,
+        context: &CallContext,
+        next_message: u64,
+        principal: &Principal,
+        msgs: Vec<PluginMessage>,
+    ) -> Chain {
         let mut chain = Chain {
             alive: msgs.len(),
             current: msgs,
@@ -274,6 +349,9 @@ impl PluginHost {
         };
         let mut sender: Option<WitPrincipal> = None;
         let mut results = Vec::new();
+        // Traced decisions (only while some plugin traces): the input message each is about.
+        let mut traced: Vec<(usize, &Plugin, Decision)> = Vec::new();
+        let mut decisions: Vec<(usize, Decision)> = Vec::new();
         for plugin in self
             .plugins
             .iter()
@@ -311,7 +389,28 @@ impl PluginHost {
                 continue;
             }
             results.clear();
-            send_calls(plugin, principal, &mut sender, inputs, &mut results).await;
+            let sample = plugin.trace.sample(inputs.len());
+            let calls = SendCalls {
+                plugin,
+                context,
+                sample,
+                principal,
+            };
+            calls
+                .run(&mut sender, inputs, &mut results, &mut decisions)
+                .await;
+            // Input index `j` is `current[k]`, which came from input message `origin[k]`.
+            for (j, decision) in decisions.drain(..) {
+                let k = match &mask {
+                    None => j,
+                    Some(mask) => (0..mask.len())
+                        .filter(|&k| mask[k])
+                        .nth(j)
+                        .expect("one input per applying message"),
+                };
+                let i = chain.origin.as_ref().map_or(k, |origin| origin[k]);
+                traced.push((i, plugin, decision));
+            }
             let applies = |k: usize| mask.as_ref().is_none_or(|mask| mask[k]);
             let open = plugin.failure == FailurePolicy::Open;
             let one_to_one = results.iter().all(|r| match r {
@@ -396,13 +495,31 @@ impl PluginHost {
             chain.current = next;
             chain.origin = Some(next_origin);
         }
+        if !traced.is_empty() {
+            chain.record(traced, context, next_message);
+        }
         chain
     }
 
-    /// Called at SUBSCRIBE. Err(reason) = the SUBSCRIBE is refused (e.g. malformed selector,
-    /// reason says where). Ok(None) = no filter applies: deliveries pay nothing.
+    /// Called at SUBSCRIBE outside any session: [`prepare_subscription_in`] with
+    /// [`CallContext::detached`].
+    ///
+    /// [`prepare_subscription_in`]: Self::prepare_subscription_in
     pub async fn prepare_subscription(
         &self,
+        principal: &Principal,
+        sub: SubscriptionInfo,
+    ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
+        self.prepare_subscription_in(&CallContext::detached(), principal, sub)
+            .await
+    }
+
+    /// Called at SUBSCRIBE of session `context`. Err(reason) = the SUBSCRIBE is refused (e.g.
+    /// malformed selector, reason says where). Ok(None) = no filter applies: deliveries pay
+    /// nothing. The filter calls for its deliveries are made for `context` too.
+    pub async fn prepare_subscription_in(
+        &self,
+        context: &CallContext,
         principal: &Principal,
         sub: SubscriptionInfo,
     ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
@@ -428,11 +545,13 @@ impl PluginHost {
         let mut stages = Vec::new();
         for plugin in applicable {
             let hook = Hook::Message;
+            let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
             let result = match check_size(plugin, hook, size) {
                 Err(f) => Err(f),
                 Ok(()) => call!(
                     plugin,
                     hook,
+                    &mut scope,
                     deliver,
                     |g, s| g.call_prepare_subscription(s, &subscriber, &info),
                     |answer| match answer {
@@ -442,6 +561,9 @@ impl PluginHost {
                     }
                 ),
             };
+            if let Some(call) = scope.traced {
+                traces::subscription(plugin, context, principal, &sub, &result, call);
+            }
             match result {
                 Ok(Ok(Some(plan))) => stages.push(Stage {
                     plugin: plugin.clone(),
@@ -454,25 +576,21 @@ impl PluginHost {
                 Err(_) => return Err(failed(plugin)),
             }
         }
-        Ok((!stages.is_empty()).then(|| Arc::new(SubscriptionFilter { stages })))
+        Ok((!stages.is_empty()).then(|| {
+            Arc::new(SubscriptionFilter {
+                stages,
+                context: context.clone(),
+                subscription: crate::text::shown(&sub.id),
+                subscriber: principal.name.clone(),
+            })
+        }))
     }
 }
 
-/// The next run of `msgs` from `start` that one call takes: at most `max` messages whose
-/// projections by `needs` fit in the plugin's input cap together, and their size as counted
-/// for the cap. The first message always joins, so a message that alone exceeds the cap is a
-/// run of its own, which its call refuses before copying anything (`check_size`).
-fn next_run(
-    plugin: &Plugin,
-    msgs: &[MessageRef<'_>],
-    start: usize,
-    needs: &Needs,
-    max: usize,
-) -> (Range<usize>, usize) {
-    next_run_with(plugin.max_input, msgs, start, needs, max)
-}
-
-/// [`next_run`] for an input cap of `cap` bytes.
+/// The next run of `msgs` from `start` that one call takes, for an input cap of `cap` bytes: at
+/// most `max` messages whose projections by `needs` fit in the cap together, and their size as
+/// counted for the cap. The first message always joins, so a message that alone exceeds the
+/// cap is a run of its own, which its call refuses before copying anything (`check_size`).
 fn next_run_with(
     cap: usize,
     msgs: &[MessageRef<'_>],
@@ -492,50 +610,118 @@ fn next_run_with(
     (start..end, size)
 }
 
-/// Runs one send plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
-/// where its call failed. The calls follow what the plugin exports: every run of up to
-/// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise runs
-/// go through `send-batch`, and a run of one through `send-packed`, else `send-batch`, else
-/// `send.on-send`. A plugin that exports no fast path gets exactly one call per message.
-async fn send_calls(
-    plugin: &Plugin,
-    principal: &Principal,
-    sender: &mut Option<WitPrincipal>,
-    msgs: &[MessageRef<'_>],
-    out: &mut Vec<Result<Verdict, ()>>,
-) {
-    let needs = &plugin.manifest.send;
-    let pool = &plugin.pool;
-    let (packs, batches, packed) = (
-        pool.packs_send(),
-        pool.batches_send(),
-        pool.batches_send_packed(),
-    );
-    let max = if batches || packed { MAX_BATCH } else { 1 };
-    let mut start = 0;
-    while start < msgs.len() {
-        let (run, size) = next_run(plugin, msgs, start, needs, max);
-        start = run.end;
-        let result = if packed {
-            call_send_batch_packed(plugin, principal, &msgs[run.clone()], size).await
-        } else if run.len() == 1 && (packs || !batches) {
-            let msg = msgs[run.start];
-            let result = if packs {
-                call_send_packed(plugin, principal, msg).await
+/// One send plugin's part of a chain run: the plugin, who the calls are for, and which of the
+/// messages are traced.
+struct SendCalls<'a> {
+    plugin: &'a Plugin,
+    context: &'a CallContext,
+    sample: Sample,
+    principal: &'a Principal,
+}
+
+impl SendCalls<'_> {
+    /// Runs the plugin over `msgs`, pushing one result per message onto `out`, in order, `Err`
+    /// where its call failed, and a decision per traced message onto `decisions` (with its
+    /// index in `msgs`). The calls follow what the plugin exports: every run of up to
+    /// [`MAX_BATCH`] messages goes through `send-batch-packed` when it is exported; otherwise
+    /// runs go through `send-batch`, and a run of one through `send-packed`, else
+    /// `send-batch`, else `send.on-send`. A plugin that exports no fast path gets exactly one
+    /// call per message. A traced message is called alone, so that its notes are its own.
+    async fn run(
+        &self,
+        sender: &mut Option<WitPrincipal>,
+        msgs: &[MessageRef<'_>],
+        out: &mut Vec<Result<Verdict, ()>>,
+        decisions: &mut Vec<(usize, Decision)>,
+    ) {
+        let plugin = self.plugin;
+        let principal = self.principal;
+        let needs = &plugin.manifest.send;
+        let pool = &plugin.pool;
+        let (packs, batches, packed) = (
+            pool.packs_send(),
+            pool.batches_send(),
+            pool.batches_send_packed(),
+        );
+        let max = if batches || packed { MAX_BATCH } else { 1 };
+        let mut start = 0;
+        while start < msgs.len() {
+            let traced = self.sample.is(start);
+            let (run, size) = traced_run(plugin, msgs, start, needs, max, self.sample);
+            start = run.end;
+            let mut scope = Scope::new(self.context, traced);
+            let result = if packed {
+                call_send_batch_packed(plugin, &mut scope, principal, &msgs[run.clone()], size)
+                    .await
+            } else if run.len() == 1 && (packs || !batches) {
+                let msg = msgs[run.start];
+                let result = if packs {
+                    call_send_packed(plugin, &mut scope, principal, msg).await
+                } else {
+                    let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
+                    call_send(plugin, &mut scope, sender, msg).await
+                };
+                if let Some(call) = scope.traced {
+                    let verdict = result.as_ref().map(summary::send);
+                    decisions.push((
+                        run.start,
+                        traces::send(self.plugin, self.context, msg, verdict, call),
+                    ));
+                }
+                out.push(result.map_err(drop));
+                continue;
             } else {
-                let sender = sender.get_or_insert_with(|| convert::wit_principal(principal));
-                call_send(plugin, sender, msg).await
+                call_send_batch(plugin, &mut scope, principal, &msgs[run.clone()], size).await
             };
-            out.push(result.map_err(drop));
-            continue;
-        } else {
-            call_send_batch(plugin, principal, &msgs[run.clone()], size).await
-        };
-        match result {
-            Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
-            Err(_) => out.extend(run.map(|_| Err(()))),
+            if let Some(call) = scope.traced {
+                // A traced run is one message.
+                let verdict = result.as_ref().map(|verdicts| summary::send(&verdicts[0]));
+                decisions.push((
+                    run.start,
+                    traces::send(self.plugin, self.context, msgs[run.start], verdict, call),
+                ));
+            }
+            match result {
+                Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
+                Err(_) => out.extend(run.map(|_| Err(()))),
+            }
         }
     }
+}
+
+/// The next run of `msgs` from `start` ([`next_run_with`]), cut so that a sampled message is a run
+/// of its own: a traced call's notes are then about exactly one message.
+fn traced_run(
+    plugin: &Plugin,
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+    sample: Sample,
+) -> (Range<usize>, usize) {
+    traced_run_with(plugin.max_input, msgs, start, needs, max, sample)
+}
+
+/// [`traced_run`] for an input cap of `cap` bytes.
+fn traced_run_with(
+    cap: usize,
+    msgs: &[MessageRef<'_>],
+    start: usize,
+    needs: &Needs,
+    max: usize,
+    sample: Sample,
+) -> (Range<usize>, usize) {
+    if !sample.on() {
+        return next_run_with(cap, msgs, start, needs, max);
+    }
+    if sample.is(start) {
+        return next_run_with(cap, msgs, start, needs, 1);
+    }
+    let end = (start + max).min(msgs.len());
+    let max = sample
+        .next_in(start + 1, end)
+        .map_or(max, |next| next - start);
+    next_run_with(cap, msgs, start, needs, max)
 }
 
 /// The state of a send chain run (see [`PluginHost::on_send_batch`]).
@@ -576,28 +762,27 @@ impl Chain {
         (self.rejected, self.alive) = (Some(reason), input);
     }
 
-    /// What the chain made of the batch.
-    fn routed(self) -> RoutedBatch {
-        let Chain {
-            current,
-            origin,
-            alive,
-            rejected,
-        } = self;
-        let counts = match origin {
-            None => vec![1; alive],
+    /// Per input message still in play: how many messages it became.
+    fn counts(&self) -> Vec<usize> {
+        match &self.origin {
+            None => vec![1; self.alive],
             Some(origin) => {
-                let mut counts = vec![0; alive];
-                for i in origin {
+                let mut counts = vec![0; self.alive];
+                for &i in origin {
                     counts[i] += 1;
                 }
                 counts
             }
-        };
+        }
+    }
+
+    /// What the chain made of the batch.
+    fn routed(self) -> RoutedBatch {
+        let counts = self.counts();
         RoutedBatch {
-            messages: current,
+            messages: self.current,
             counts,
-            rejected,
+            rejected: self.rejected,
         }
     }
 }
@@ -605,6 +790,7 @@ impl Chain {
 /// One `send.on-send` call.
 async fn call_send(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     sender: &WitPrincipal,
     msg: MessageRef<'_>,
 ) -> Result<Verdict, Failure> {
@@ -614,6 +800,7 @@ async fn call_send(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send,
         |g, s| g.call_on_send(s, sender, &projected),
         |verdict| convert::verdict(verdict, &mut Destinations::new(false))
@@ -625,6 +812,7 @@ async fn call_send(
 /// conversion of the principal.
 async fn call_send_packed(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     sender: &Principal,
     msg: MessageRef<'_>,
 ) -> Result<Verdict, Failure> {
@@ -637,6 +825,7 @@ async fn call_send_packed(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_packed,
         |g, s| g.call(s, &input),
         |verdict| convert::verdict(verdict, &mut Destinations::new(false))
@@ -666,10 +855,11 @@ fn pack_messages(msgs: &[MessageRef<'_>], needs: &Needs, out: &mut Vec<u8>) {
     }
 }
 
-/// One `send-batch.on-send-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// One `send-batch.on-send-batch` call for `msgs` (non-empty, `size` bytes as [`next_run_with`]
 /// counts them).
 async fn call_send_batch(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
@@ -679,6 +869,7 @@ async fn call_send_batch(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_batch,
         |g, s| g.call(s, &input),
         |verdicts| if verdicts.len() != msgs.len() {
@@ -700,9 +891,10 @@ async fn call_send_batch(
 }
 
 /// One `send-batch-packed.on-send-batch-packed` call for `msgs` (non-empty, `size` bytes as
-/// [`next_run`] counts them): the input of `on-send-batch`, the verdicts packed.
+/// [`next_run_with`] counts them): the input of `on-send-batch`, the verdicts packed.
 async fn call_send_batch_packed(
     plugin: &Plugin,
+    scope: &mut Scope<'_>,
     principal: &Principal,
     msgs: &[MessageRef<'_>],
     size: usize,
@@ -712,6 +904,7 @@ async fn call_send_batch_packed(
     call!(
         plugin,
         Hook::Send,
+        scope,
         send_batch_packed,
         |g, s| g.call(s, &input),
         |output| {
@@ -778,6 +971,11 @@ impl StageVerdict {
 /// The filters prepared for one subscription, run in config order for each delivery.
 pub struct SubscriptionFilter {
     stages: Vec<Stage>,
+    /// The session that subscribed: the calls are made for it.
+    context: CallContext,
+    /// The subscription id and the subscriber, for traced decisions.
+    subscription: String,
+    subscriber: String,
 }
 
 impl SubscriptionFilter {
@@ -803,7 +1001,7 @@ impl SubscriptionFilter {
         for stage in &self.stages {
             verdicts.clear();
             match &mut alive {
-                None => filter_calls(stage, msgs, &mut verdicts).await,
+                None => self.filter_calls(stage, msgs, &mut verdicts).await,
                 Some(alive) => {
                     alive.retain(|&i| {
                         !matches!(outcomes[i], FilterOutcome::Skip | FilterOutcome::Failed)
@@ -818,7 +1016,7 @@ impl SubscriptionFilter {
                             _ => msgs[i],
                         })
                         .collect();
-                    filter_calls(stage, &current, &mut verdicts).await;
+                    self.filter_calls(stage, &current, &mut verdicts).await;
                 }
             }
             let open = stage.plugin.failure == FailurePolicy::Open;
@@ -844,36 +1042,52 @@ impl SubscriptionFilter {
     }
 }
 
-/// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call failed.
-/// A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages (a single
-/// delivery too) through `filter-batch`; others get one `deliver.filter` call per message.
-async fn filter_calls(
-    stage: &Stage,
-    msgs: &[MessageRef<'_>],
-    out: &mut Vec<Result<StageVerdict, ()>>,
-) {
-    let plugin = &*stage.plugin;
-    let batches = plugin.pool.batches();
-    let max = if batches { MAX_BATCH } else { 1 };
-    let mut start = 0;
-    while start < msgs.len() {
-        let (run, size) = next_run(plugin, msgs, start, &stage.needs, max);
-        start = run.end;
-        if !batches {
-            out.push(call_filter(stage, msgs[run.start]).await.map_err(drop));
-            continue;
-        }
-        match call_filter_batch(stage, &msgs[run.clone()], size).await {
-            Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
-            Err(_) => out.extend(run.map(|_| Err(()))),
+impl SubscriptionFilter {
+    /// Runs one stage over `msgs`: one verdict per message, in order, `Err` where its call
+    /// failed. A plugin that exports `deliver-batch` gets runs of up to [`MAX_BATCH`] messages
+    /// (a single delivery too) through `filter-batch`; others get one `deliver.filter` call per
+    /// message. A traced message is called alone (its decision recorded here).
+    async fn filter_calls(
+        &self,
+        stage: &Stage,
+        msgs: &[MessageRef<'_>],
+        out: &mut Vec<Result<StageVerdict, ()>>,
+    ) {
+        let plugin = &*stage.plugin;
+        let batches = plugin.pool.batches();
+        let max = if batches { MAX_BATCH } else { 1 };
+        let sample = plugin.trace.sample(msgs.len());
+        let mut start = 0;
+        while start < msgs.len() {
+            let traced = sample.is(start);
+            let (run, size) = traced_run(plugin, msgs, start, &stage.needs, max, sample);
+            start = run.end;
+            let mut scope = Scope::new(&self.context, traced);
+            if !batches {
+                let result = call_filter(stage, &mut scope, msgs[run.start]).await;
+                traces::filter(self, stage, msgs[run.start], &result, scope.traced);
+                out.push(result.map_err(drop));
+                continue;
+            }
+            let result = call_filter_batch(stage, &mut scope, &msgs[run.clone()], size).await;
+            if scope.traced.is_some() {
+                // A traced run is one message.
+                let one = result.as_ref().map(|verdicts| &verdicts[0]);
+                traces::filter(self, stage, msgs[run.start], &one, scope.traced);
+            }
+            match result {
+                Ok(verdicts) => out.extend(verdicts.into_iter().map(Ok)),
+                Err(_) => out.extend(run.map(|_| Err(()))),
+            }
         }
     }
 }
 
-/// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run`]
+/// One `deliver-batch.filter-batch` call for `msgs` (non-empty, `size` bytes as [`next_run_with`]
 /// counts them).
 async fn call_filter_batch(
     stage: &Stage,
+    scope: &mut Scope<'_>,
     msgs: &[MessageRef<'_>],
     size: usize,
 ) -> Result<Vec<StageVerdict>, Failure> {
@@ -885,6 +1099,7 @@ async fn call_filter_batch(
     call!(
         plugin,
         Hook::Message,
+        scope,
         deliver_batch,
         |g, s| g.call(s, &stage.token, &packed),
         |verdicts| if verdicts.len() != msgs.len() {
@@ -904,7 +1119,11 @@ async fn call_filter_batch(
 }
 
 /// One `deliver.filter` call.
-async fn call_filter(stage: &Stage, msg: MessageRef<'_>) -> Result<StageVerdict, Failure> {
+async fn call_filter(
+    stage: &Stage,
+    scope: &mut Scope<'_>,
+    msg: MessageRef<'_>,
+) -> Result<StageVerdict, Failure> {
     let plugin = &*stage.plugin;
     check_size(
         plugin,
@@ -916,6 +1135,7 @@ async fn call_filter(stage: &Stage, msg: MessageRef<'_>) -> Result<StageVerdict,
     call!(
         plugin,
         Hook::Message,
+        scope,
         deliver,
         |g, s| g.call_filter(s, &stage.token, &projected),
         |verdict| StageVerdict::of(verdict, msg, max_body)
@@ -1161,6 +1381,35 @@ mod tests {
         };
         assert_eq!(runs(64), [0..2, 2..3, 3..5, 5..6]);
         assert_eq!(runs(1), [0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+    }
+
+    #[test]
+    fn a_sampled_message_is_a_run_of_its_own() {
+        let needs = needs(HeaderNeed::None, false);
+        let msgs: Vec<PluginMessage> = (0..10).map(|_| message(b"/q", &[], b"x")).collect();
+        let views: Vec<MessageRef<'_>> = msgs.iter().map(PluginMessage::view).collect();
+        let runs = |sample: Sample| {
+            let mut runs = Vec::new();
+            let mut start = 0;
+            while start < views.len() {
+                let (run, _) = traced_run_with(1 << 20, &views, start, &needs, 64, sample);
+                start = run.end;
+                runs.push(run);
+            }
+            runs
+        };
+        let untraced = runs(Sample::OFF);
+        assert_eq!((untraced.len(), &untraced[0]), (1, &(0..10)), "one batch");
+        // One in 4, the counter at 2 before this batch: messages 2 and 6 are sampled.
+        assert_eq!(
+            runs(Sample::for_test(4, 2)),
+            [0..2, 2..3, 3..6, 6..7, 7..10]
+        );
+        assert_eq!(
+            runs(Sample::for_test(1, 0)).len(),
+            10,
+            "every message alone"
+        );
     }
 
     /// Bytes: mostly ASCII, sometimes bytes that are not UTF-8.

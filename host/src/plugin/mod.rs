@@ -18,7 +18,9 @@ pub(crate) mod glob;
 mod hook_stats;
 mod hooks;
 mod pool;
+mod summary;
 pub mod template;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,19 +39,51 @@ use pool::{Exports, Limits, Pool};
 pub use hook_stats::{HookStats, FAILURE_KINDS, HOOKS, LATENCY_SAMPLE_EVERY};
 pub use hooks::SubscriptionFilter;
 pub use pool::FailureKind;
+pub use trace::{Decision, PluginTrace, Traces};
+
+/// The virtual host of every connection until virtual hosts are configured.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// The shared [`DEFAULT_VHOST`] (one allocation per process: stores compare it by pointer).
+pub fn default_vhost() -> Arc<str> {
+    static VHOST: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    VHOST.get_or_init(|| Arc::from(DEFAULT_VHOST)).clone()
+}
+
+/// Who a plugin call is made for: what the WIT `context` import answers (`vhost`) and what a
+/// traced decision records. A session makes one and passes it to every hook call it makes.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The virtual host of the connection.
+    pub vhost: Arc<str>,
+    /// The session id (the CONNECTED frame's `session`; empty outside a session).
+    pub session: Arc<str>,
+}
+
+impl CallContext {
+    /// The context of calls for session `session` on virtual host `vhost`.
+    pub fn new(vhost: Arc<str>, session: Arc<str>) -> CallContext {
+        CallContext { vhost, session }
+    }
+
+    /// Calls outside any session (tests, `plugin check`): the default virtual host.
+    pub fn detached() -> CallContext {
+        CallContext::new(default_vhost(), Arc::from(""))
+    }
+}
 
 /// Deadline of instantiating and `init` of one instance: long enough for a plugin that parses
 /// a large config or builds tables at start, short enough that a looping `init` does not hold
 /// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
-const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.1";
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.2";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
-const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.1";
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.2";
 /// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
-const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.1";
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.2";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
-const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.1";
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.2";
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -83,6 +117,12 @@ pub struct PluginSpec {
     /// route may let the client choose it). For routers whose targets the operator chose.
     #[serde(default)]
     pub routes_bypass_sender_rights: bool,
+    /// Share of this plugin's calls whose decisions are traced, 0 (off, the default) to 1
+    /// (every call); switchable live through the admin surface. See [`trace`].
+    #[serde(default)]
+    pub trace_sample: f64,
+    /// How many traced decisions are kept (default 256, at most 10,000).
+    pub trace_keep: Option<usize>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -306,6 +346,7 @@ impl PluginMessage {
             destination: &self.destination,
             headers: &self.headers,
             body: &self.body,
+            id: None,
         }
     }
 }
@@ -319,6 +360,9 @@ pub struct MessageRef<'a> {
     pub headers: &'a [(Bytes, Bytes)],
     /// The body.
     pub body: &'a Bytes,
+    /// The message's `message-id` as its prefix and sequence number, when it has one yet (a
+    /// delivery does; decision traces record it).
+    pub id: Option<(&'a str, u64)>,
 }
 
 /// The outcome of the send chain.
@@ -416,6 +460,8 @@ struct Plugin {
     /// Largest input (bytes copied into the guest) a call may carry.
     max_input: usize,
     pool: Pool,
+    /// Its decision trace (sampling rate and recent decisions), shared across reloads.
+    trace: Arc<PluginTrace>,
 }
 
 impl Plugin {
@@ -436,6 +482,8 @@ impl Plugin {
 pub struct PluginHost {
     /// In config order, which is the order of every chain.
     plugins: Vec<Arc<Plugin>>,
+    /// The decision traces of its plugins, handed on to the set that replaces it.
+    traces: Arc<Traces>,
 }
 
 impl PluginHost {
@@ -443,7 +491,27 @@ impl PluginHost {
     pub fn empty() -> Arc<PluginHost> {
         Arc::new(PluginHost {
             plugins: Vec::new(),
+            traces: Arc::default(),
         })
+    }
+
+    /// The decision traces of this set's plugins (kept by the sets loaded after it with
+    /// [`load_traced`](Self::load_traced)).
+    pub fn traces(&self) -> &Arc<Traces> {
+        &self.traces
+    }
+
+    /// The trace of loaded plugin `name`.
+    pub fn trace(&self, name: &str) -> Option<&Arc<PluginTrace>> {
+        self.plugins
+            .iter()
+            .find(|p| &*p.name == name)
+            .map(|p| &p.trace)
+    }
+
+    /// The names of the loaded plugins, in config order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().map(|p| &*p.name)
     }
 
     /// Compiles (or loads from the on-disk cache `cache_dir`, keyed by content hash), instantiates
@@ -453,6 +521,18 @@ impl PluginHost {
         specs: &[PluginSpec],
         base_dir: &Path,
         cache_dir: &Path,
+    ) -> Result<Arc<PluginHost>, PluginError> {
+        Self::load_traced(specs, base_dir, cache_dir, Arc::default()).await
+    }
+
+    /// [`load`](Self::load), the plugins' decision traces taken from (and kept in) `traces`:
+    /// a reload passes the traces of the set it replaces, so that a rate switched live and the
+    /// decisions recorded survive it (see [`Traces::for_plugin`]).
+    pub async fn load_traced(
+        specs: &[PluginSpec],
+        base_dir: &Path,
+        cache_dir: &Path,
+        traces: Arc<Traces>,
     ) -> Result<Arc<PluginHost>, PluginError> {
         let mut plugins = Vec::with_capacity(specs.len());
         let cache = if specs.is_empty() {
@@ -498,9 +578,23 @@ impl PluginHost {
                     "`routes_bypass_sender_rights` applies only to a `send` plugin",
                 ));
             }
-            plugins.push(Arc::new(load_one(spec, base_dir, cache.clone()).await?));
+            let rate = trace::check_rate(spec.trace_sample)
+                .map_err(|reason| invalid(&format!("trace_sample: {reason}")))?;
+            let keep = trace::check_keep(spec.trace_keep.unwrap_or(trace::DEFAULT_TRACE_KEEP))
+                .map_err(|reason| invalid(&reason))?;
+            plugins.push((load_one(spec, base_dir, cache.clone()).await?, rate, keep));
         }
-        Ok(Arc::new(PluginHost { plugins }))
+        // Only a set that loaded whole touches the traces the set in force uses.
+        let plugins = plugins
+            .into_iter()
+            .map(|(mut plugin, rate, keep)| {
+                plugin.trace = traces.for_plugin(&plugin.name, rate, keep);
+                Arc::new(plugin)
+            })
+            .collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        traces.retain(&names);
+        Ok(Arc::new(PluginHost { plugins, traces }))
     }
 
     /// A host with the plugins of this one named in `names` (the same instances, in this
@@ -513,12 +607,8 @@ impl PluginHost {
                 .filter(|p| names.iter().any(|n| **n == *p.name))
                 .cloned()
                 .collect(),
+            traces: self.traces.clone(),
         })
-    }
-
-    /// The names of its plugins, in chain order.
-    pub fn names(&self) -> Vec<String> {
-        self.plugins.iter().map(|p| p.name.to_string()).collect()
     }
 
     /// Counters of every plugin, in config order.
@@ -682,5 +772,7 @@ async fn load_one(
         manifest,
         max_input,
         pool,
+        // Replaced by the set's shared trace (see `load_traced`).
+        trace: Arc::new(PluginTrace::off(&plugin)),
     })
 }

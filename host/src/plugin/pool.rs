@@ -26,9 +26,10 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use super::auth::{AuthGuest, AuthIndices};
 use super::bindings::deliver::FilterVerdict;
 use super::bindings::send::SendVerdict;
-use super::bindings::{deliver, lifecycle, log, send, types::Manifest};
+use super::bindings::{context, deliver, lifecycle, log, send, types::Manifest};
 use super::engine::{engine, running, Running};
 use super::hook_stats::{HookCounters, LATENCY_SAMPLE_EVERY};
+use super::trace::Notes;
 use super::Hook;
 
 /// Longest log line a plugin may write.
@@ -110,9 +111,14 @@ impl LogLimit {
     }
 }
 
-/// Per-store data: the plugin's name for logs, the limiter and the current deadline.
+/// Per-store data: the plugin's name for logs, the limiter, the current deadline and what the
+/// `context` import answers for the current call.
 pub struct State {
     plugin: Arc<str>,
+    /// The virtual host of the connection the current call is for (`context.vhost`).
+    vhost: Arc<str>,
+    /// The notes of the current call while it is traced (`context.tracing`, `context.note`).
+    notes: Option<Notes>,
     log: Arc<LogLimit>,
     max_memory: usize,
     /// The sum of the sizes of every linear memory of the store (bytes): the cap applies to it,
@@ -136,6 +142,8 @@ impl State {
     fn for_test() -> State {
         State {
             plugin: "test".into(),
+            vhost: super::default_vhost(),
+            notes: None,
             log: Arc::new(LogLimit::new()),
             max_memory: usize::MAX,
             memory_used: 0,
@@ -225,6 +233,22 @@ impl log::Host for State {
             log::Level::Info => tracing::info!(plugin, "{message}"),
             log::Level::Warn => tracing::warn!(plugin, "{message}"),
             log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl context::Host for State {
+    fn vhost(&mut self) -> String {
+        self.vhost.to_string()
+    }
+
+    fn tracing(&mut self) -> bool {
+        self.notes.is_some()
+    }
+
+    fn note(&mut self, text: String) {
+        if let Some(notes) = &mut self.notes {
+            notes.push(text);
         }
     }
 }
@@ -395,6 +419,22 @@ impl Warm {
         state.memory_hit = false;
         self.store.set_epoch_deadline(1);
     }
+
+    /// Sets what the `context` import answers for the next call: its virtual host (cloned only
+    /// when it differs from the last call's, so no shared counter is touched per call) and
+    /// whether it is traced.
+    pub fn enter(&mut self, vhost: &Arc<str>, traced: bool) {
+        let state = self.store.data_mut();
+        if !Arc::ptr_eq(&state.vhost, vhost) {
+            state.vhost = vhost.clone();
+        }
+        state.notes = traced.then(Notes::default);
+    }
+
+    /// The notes the call just made wrote (empty unless it was traced).
+    pub fn take_notes(&mut self) -> Notes {
+        self.store.data_mut().notes.take().unwrap_or_default()
+    }
 }
 
 /// Why a call did not produce a usable answer.
@@ -559,6 +599,8 @@ impl Pool {
         let _running = running();
         let state = State {
             plugin: self.name.clone(),
+            vhost: super::default_vhost(),
+            notes: None,
             log: self.log.clone(),
             max_memory: self.limits.max_memory,
             memory_used: 0,

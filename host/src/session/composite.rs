@@ -78,7 +78,11 @@ impl Session {
                 routed.push(copy);
                 continue;
             }
-            match plugins.on_send(&self.principal, copy).await {
+            let (context, next) = (&self.plugin_context, self.next_message);
+            match plugins
+                .on_send_in(context, next, &self.principal, copy)
+                .await
+            {
                 SendOutcome::Deliver(messages) => routed.extend(messages),
                 SendOutcome::Reject(reason) => return Err(rejected(&reason)),
             }
@@ -155,6 +159,7 @@ impl Session {
             let filter = DeliveryFilter::prepare(
                 &self.broker.policy,
                 &self.vhost,
+                &self.plugin_context,
                 &self.principal,
                 info,
                 charge.take().unwrap_or_default(),

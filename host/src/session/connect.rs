@@ -121,6 +121,7 @@ pub async fn authenticate(
     config: &Config,
     plugins: &PluginHost,
     peer: &crate::listen::Peer,
+    context: &crate::plugin::CallContext,
 ) -> Result<Principal, SessionError> {
     let client_addr = peer.address;
     if plugins.has_authenticator() {
@@ -134,7 +135,7 @@ pub async fn authenticate(
             client_certificate: peer.tls.clone(),
             upgrade: peer.upgrade.clone(),
         };
-        return match plugins.authenticate(request).await {
+        return match plugins.authenticate_in(context, request).await {
             AuthOutcome::Allow(principal) => Ok(principal),
             AuthOutcome::Deny(reason) => Err(client_error(format!("access refused: {reason}"))),
         };
@@ -200,6 +201,7 @@ pub fn connected_frame(negotiated: &Negotiated, session_id: &str, config: &Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::CallContext;
 
     fn connect(headers: &[(&str, &str)]) -> Frame {
         headers
@@ -291,7 +293,7 @@ mod tests {
         let run = |frame: Frame, peer: crate::listen::Peer| {
             let config = config.clone();
             let plugins = plugins.clone();
-            async move { authenticate(&frame, &config, &plugins, &peer).await }
+            async move { authenticate(&frame, &config, &plugins, &peer, &CallContext::detached()).await }
         };
         // Upgrade credentials alone.
         let p = run(connect(&[]), with_basic("alice", "pw")).await.unwrap();
@@ -309,9 +311,15 @@ mod tests {
         assert!(run(connect(&[]), bearer).await.is_err());
         // Without configured users, the upgrade's login names the (unchecked) principal.
         config.users.clear();
-        let p = authenticate(&connect(&[]), &config, &plugins, &with_basic("bob", ""))
-            .await
-            .unwrap();
+        let p = authenticate(
+            &connect(&[]),
+            &config,
+            &plugins,
+            &with_basic("bob", ""),
+            &CallContext::detached(),
+        )
+        .await
+        .unwrap();
         assert_eq!(p.name, "bob");
     }
 }

@@ -181,7 +181,11 @@ impl Session {
         if !plugins.intercepts_send(&message.destination) {
             return self.finish_send(send, std::iter::once(message)).await;
         }
-        match plugins.on_send(&self.principal, message).await {
+        let (context, next) = (&self.plugin_context, self.next_message);
+        match plugins
+            .on_send_in(context, next, &self.principal, message)
+            .await
+        {
             SendOutcome::Deliver(messages) => {
                 self.finish_send(send.through_plugins(), messages.into_iter())
                     .await

@@ -38,7 +38,7 @@ use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
 use crate::connection_registry::{ConnectionInfo, Login};
 use crate::connection_stats::{classify, ByteMeter, CloseReason};
 use crate::listen::{FrameWriter, Peer, Transport};
-use crate::plugin::Principal;
+use crate::plugin::{CallContext, Principal};
 use crate::router::{Connection, Outbox, Outgoing};
 use crate::vhost::Vhost;
 
@@ -146,11 +146,11 @@ async fn run<T: Transport>(
     let connected = match first {
         Ok(frame) => {
             client_id = frame.get(b"client-id").cloned();
-            accept_connect(&frame, broker, &peer, &mut login_refused).await
+            accept_connect(&frame, broker, &peer, &session_id, &mut login_refused).await
         }
         Err(err) => Err(err),
     };
-    let (negotiated, principal, vhost) = match connected {
+    let (negotiated, principal, vhost, plugin_context) = match connected {
         Ok(ok) => ok,
         Err(err) => {
             let reason = report(broker, &err, login_refused);
@@ -211,6 +211,7 @@ async fn run<T: Transport>(
         _member: crate::vhost::Member::enter(&vhost),
         vhost,
         registered: registered.clone(),
+        plugin_context,
     };
     let outcome = session
         .connected_loop(socket, reader, receive_deadline, &mut shutdown)
@@ -227,8 +228,9 @@ async fn accept_connect(
     frame: &Frame,
     broker: &Broker,
     peer: &Peer,
+    session_id: &Arc<str>,
     login_refused: &mut bool,
-) -> Result<(connect::Negotiated, Principal, Arc<Vhost>), SessionError> {
+) -> Result<(connect::Negotiated, Principal, Arc<Vhost>, CallContext), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(format!(
             "expected CONNECT or STOMP as the first frame, got {}",
@@ -248,17 +250,19 @@ async fn accept_connect(
         .map_err(|err| client_error(err.to_string()));
     let authenticated = match selected {
         Ok(vhost) => {
+            // Who the plugin calls of this session are for, from its authentication on.
+            let context = CallContext::new(vhost.name.clone(), session_id.clone());
             let plugins = broker.policy.host_for(vhost.index);
-            connect::authenticate(frame, &broker.config, &plugins, peer)
+            connect::authenticate(frame, &broker.config, &plugins, peer, &context)
                 .await
-                .map(|principal| (principal, vhost.clone()))
+                .map(|principal| (principal, vhost.clone(), context))
         }
         Err(err) => Err(err),
     };
     match authenticated {
-        Ok((principal, vhost)) => {
+        Ok((principal, vhost, context)) => {
             broker.addresses.login_succeeded(ip);
-            Ok((negotiated, principal, vhost))
+            Ok((negotiated, principal, vhost, context))
         }
         Err(err) => {
             broker.addresses.login_failed(ip);
@@ -430,12 +434,14 @@ pub(crate) struct Session {
     account: Arc<crate::budget::Account>,
     /// The virtual host CONNECT selected: its router holds every destination this session
     /// names, its plugin chains (`vhost.index`) judge its frames, and its name
-    /// (`vhost.name`) is what plugins are told.
+    /// (`vhost.name`) is what plugins are told (through `plugin_context`).
     vhost: Arc<Vhost>,
     /// Counts this connection in its vhost while the session lives.
     _member: crate::vhost::Member,
     /// Its entry in the broker's connection registry (bytes, the administrator's close).
     registered: Arc<ConnectionInfo>,
+    /// Who this session's plugin calls are for (virtual host, session id).
+    plugin_context: CallContext,
 }
 
 /// A session hands back what it held however it ends: returning normally, or dropped with its

@@ -135,7 +135,10 @@ impl Session {
         let routed = if messages.is_empty() {
             RoutedBatch::default()
         } else {
-            plugins.route_batch(&self.principal, messages).await
+            let (context, next) = (&self.plugin_context, self.next_message);
+            plugins
+                .route_batch_in(context, next, &self.principal, messages)
+                .await
         };
         let mut outcomes = routed
             .counts

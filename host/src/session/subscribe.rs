@@ -91,6 +91,7 @@ impl Session {
         let filter = DeliveryFilter::prepare(
             &self.broker.policy,
             &self.vhost,
+            &self.plugin_context,
             &self.principal,
             info,
             charge,

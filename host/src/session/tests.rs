@@ -46,6 +46,7 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
             "tcp",
             "127.0.0.1:1".parse().unwrap(),
         )),
+        plugin_context: crate::plugin::CallContext::detached(),
     }
 }
 

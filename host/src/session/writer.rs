@@ -254,6 +254,7 @@ async fn filter_all(
                     destination: &d.message.destination,
                     headers: &d.message.headers,
                     body: &d.message.body,
+                    id: Some((&d.message.id_prefix, d.message.id_seq)),
                 },
                 _ => unreachable!("groups hold deliveries only"),
             })

@@ -4,7 +4,9 @@
 //! whose `header` has the value `value` (first occurrence) sends the message to every destination
 //! in `to` (one: a rewrite, several: a fan-out). When no rule matches, `default` (if set) is used,
 //! else the message is rejected when `reject_unmatched` is true, else it stays where it was sent.
-//! The plugin only asks the host for the headers its rules name, never for the body.
+//! The plugin only asks the host for the headers its rules name, never for the body. When the
+//! operator traces it, each decision carries a note naming the rule that matched, e.g.
+//! `rule 1: /queue/orders → /queue/orders.eu (region = eu)`.
 
 use plugboard_sdk::packed::{MessageView, Writer};
 use plugboard_sdk::prelude::*;
@@ -80,16 +82,30 @@ pub fn route<'a, 'h>(
     destination: &str,
     header: impl Fn(&str) -> Option<&'h str>,
 ) -> Route<'a> {
-    for rule in &config.rules {
+    for (i, rule) in config.rules.iter().enumerate() {
         if rule.destination == destination && header(&rule.header) == Some(rule.value.as_str()) {
+            // Formatted only when the operator traces this call.
+            trace_note(|| {
+                format!(
+                    "rule {}: {} → {} ({} = {})",
+                    i + 1,
+                    rule.destination,
+                    rule.to.join(", "),
+                    rule.header,
+                    rule.value
+                )
+            });
             return Route::To(&rule.to);
         }
     }
     if !config.default.is_empty() {
+        trace_note(|| format!("no rule matched: default → {}", config.default.join(", ")));
         Route::To(&config.default)
     } else if config.reject_unmatched {
+        trace_note(|| "no rule matched: reject_unmatched".to_string());
         Route::Reject(format!("no route for this message on {destination}"))
     } else {
+        trace_note(|| "no rule matched: the message stays".to_string());
         Route::Stay
     }
 }
@@ -212,6 +228,26 @@ mod tests {
                     _ => v != VerdictView::Keep,
                 }));
         }
+    }
+
+    #[test]
+    fn a_traced_decision_names_the_rule_and_an_untraced_one_writes_nothing() {
+        let c = parse_config(CONFIG).unwrap();
+        let eu = [("region", "eu")];
+        let (routed, notes) =
+            plugboard_sdk::testing::traced(|| route(&c, "/queue/orders", lookup(&eu)));
+        assert!(matches!(routed, Route::To(_)));
+        assert_eq!(
+            notes,
+            ["rule 1: /queue/orders → /queue/orders.eu (region = eu)"]
+        );
+        let (_, notes) = plugboard_sdk::testing::traced(|| route(&c, "/queue/x", lookup(&[])));
+        assert_eq!(notes, ["no rule matched: the message stays"]);
+        let ((), notes) = plugboard_sdk::testing::traced(|| ());
+        assert!(notes.is_empty());
+        // Not traced: the note is never built.
+        let _ = route(&c, "/queue/orders", lookup(&eu));
+        assert!(!plugboard_sdk::context::tracing());
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Config: `headers` (`"none"`, `"all"` or a list of names) and `body` (bool) are its needs;
 //! `verdict` is `"keep"` (default), `"report"` (reject a SEND with a description of what it saw)
-//! or `"rewrite"` (set header `x-probe: seen`). Its filter always has a plan with the same needs
-//! and delivers (or rewrites); its authenticator admits every login with every permission.
+//! or `"rewrite"` (set header `x-probe: seen`), or `"context"` (WIT 0.1.2: set headers
+//! `x-probe-vhost` and `x-probe-traced` to what the `context` import answers, and note
+//! `probe: HOOK on VHOST` when the call is traced). Its filter always has a plan with the same
+//! needs and delivers (or rewrites, also with `"context"`); its authenticator admits every login
+//! with every permission.
 
 use serde::Deserialize;
 use std::sync::OnceLock;
@@ -74,6 +77,29 @@ fn probe_edit() -> Edit {
     }
 }
 
+/// The `"context"` verdict's edit: what the `context` import says of this call, noted too.
+fn context_edit(hook: &str) -> Edit {
+    use plugboard::plugin::context;
+    let vhost = context::vhost();
+    let traced = context::tracing();
+    if traced {
+        context::note(&format!("probe: {hook} on {vhost}"));
+    }
+    let header = |name: &str, value: String| Header {
+        name: name.into(),
+        value,
+    };
+    Edit {
+        destination: None,
+        remove_headers: Vec::new(),
+        set_headers: vec![
+            header("x-probe-vhost", vhost),
+            header("x-probe-traced", traced.to_string()),
+        ],
+        body: None,
+    }
+}
+
 struct Plugin;
 
 impl Lifecycle for Plugin {
@@ -121,6 +147,7 @@ impl Send for Plugin {
         match STATE.get().map(|s| s.verdict.as_str()) {
             Some("report") => SendVerdict::Reject(describe(&msg)),
             Some("rewrite") => SendVerdict::Rewrite(probe_edit()),
+            Some("context") => SendVerdict::Rewrite(context_edit("send")),
             _ => SendVerdict::Keep,
         }
     }
@@ -144,6 +171,7 @@ impl Deliver for Plugin {
     fn filter(_token: Vec<u8>, _msg: Message) -> FilterVerdict {
         match STATE.get().map(|s| s.verdict.as_str()) {
             Some("rewrite") => FilterVerdict::Rewrite(probe_edit()),
+            Some("context") => FilterVerdict::Rewrite(context_edit("filter")),
             _ => FilterVerdict::Deliver,
         }
     }

@@ -84,9 +84,9 @@ pub mod testing;
 /// Everything a plugin usually needs: `use plugboard_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        log, AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan, FilterVerdict,
-        Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig, Plugin, Principal, Router,
-        SendVerdict, Subscription,
+        context, log, trace_note, AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan,
+        FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig, Plugin,
+        Principal, Router, SendVerdict, Subscription,
     };
 }
 
@@ -436,6 +436,104 @@ impl AuthRequest {
     }
 }
 
+/// What the host knows of the current call (WIT `context`, since 0.1.2): the connection's
+/// virtual host, and notes that explain a traced decision (see the broker's decision traces).
+///
+/// Notes cost nothing unless the operator traces the plugin: write them with [`trace_note`] or
+/// [`trace_note!`](crate::trace_note), which format only when the call is traced. The host asks
+/// [`tracing`] once per call (the answer is cached for the rest of it), keeps at most 8 notes per
+/// call and cuts each to 256 bytes.
+///
+/// In native tests ([`crate::testing`]) the virtual host is `/` and a call is traced inside
+/// [`crate::testing::traced`], which returns the notes written.
+pub mod context {
+    use std::cell::{Cell, RefCell};
+
+    thread_local! {
+        /// Whether the current call is traced: unknown until asked (0), no (1), yes (2).
+        static TRACING: Cell<u8> = const { Cell::new(0) };
+        /// Native tests: whether calls are traced, and the notes written.
+        static NATIVE: RefCell<(bool, Vec<String>)> = const { RefCell::new((false, Vec::new())) };
+    }
+
+    /// Forgets whether the previous call was traced (every export calls it first).
+    #[doc(hidden)]
+    pub fn begin_call() {
+        TRACING.with(|t| t.set(0));
+    }
+
+    /// The virtual host of the connection the current call is for (`/` by default).
+    pub fn vhost() -> String {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::plugboard::plugin::context::vhost();
+        #[cfg(not(target_arch = "wasm32"))]
+        "/".to_string()
+    }
+
+    /// Whether the current call's decision is traced (asked of the host once per call).
+    pub fn tracing() -> bool {
+        TRACING.with(|t| match t.get() {
+            0 => {
+                let on = host_tracing();
+                t.set(if on { 2 } else { 1 });
+                on
+            }
+            known => known == 2,
+        })
+    }
+
+    fn host_tracing() -> bool {
+        #[cfg(target_arch = "wasm32")]
+        return crate::bindings::plugboard::plugin::context::tracing();
+        #[cfg(not(target_arch = "wasm32"))]
+        NATIVE.with(|n| n.borrow().0)
+    }
+
+    /// Attaches `text` to the current call's traced decision (ignored when it is not traced).
+    pub fn note(text: &str) {
+        if !tracing() {
+            return;
+        }
+        #[cfg(target_arch = "wasm32")]
+        crate::bindings::plugboard::plugin::context::note(text);
+        #[cfg(not(target_arch = "wasm32"))]
+        NATIVE.with(|n| n.borrow_mut().1.push(text.to_string()));
+    }
+
+    /// Native tests: traces the calls `f` makes and returns the notes they wrote.
+    pub(crate) fn traced_native<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+        NATIVE.with(|n| *n.borrow_mut() = (true, Vec::new()));
+        begin_call();
+        let result = f();
+        let notes = NATIVE.with(|n| std::mem::take(&mut *n.borrow_mut()).1);
+        begin_call();
+        (result, notes)
+    }
+}
+
+/// Attaches the note `make` builds to the current call's traced decision; `make` runs only
+/// when the call is traced, so an untraced call formats nothing.
+///
+/// ```ignore
+/// trace_note(|| format!("rule {}: {} → {}", i + 1, rule.destination, rule.to[0]));
+/// ```
+pub fn trace_note(make: impl FnOnce() -> String) {
+    if context::tracing() {
+        context::note(&make());
+    }
+}
+
+/// [`trace_note`] with `format!` arguments: `trace_note!("rule {}: matched", n)` formats only
+/// when the call is traced.
+#[macro_export]
+macro_rules! trace_note {
+    ($($arg:tt)*) => {
+        if $crate::context::tracing() {
+            $crate::context::note(&::std::format!($($arg)*));
+        }
+    };
+}
+
 /// Logging into the broker's log, tagged with the plugin's name (stderr in native tests).
 pub mod log {
     use crate::bindings::plugboard::plugin::log::Level;
@@ -496,6 +594,7 @@ where
     G::P: Router,
 {
     fn on_send(sender: Principal, msg: Message) -> SendVerdict {
+        context::begin_call();
         G::get().on_send(&sender, &msg)
     }
 }
@@ -505,6 +604,7 @@ where
     G::P: Router,
 {
     fn on_send_packed(input: Vec<u8>) -> SendVerdict {
+        context::begin_call();
         let mut reader = packed::Reader::new(&input);
         let Some(sender) = packed_principal(&mut reader) else {
             return SendVerdict::Reject("plugin: malformed packed input".into());
@@ -521,6 +621,7 @@ where
     G::P: Router,
 {
     fn on_send_batch(input: Vec<u8>) -> Vec<SendVerdict> {
+        context::begin_call();
         let mut reader = packed::Reader::new(&input);
         let Some(sender) = packed_principal(&mut reader) else {
             // Malformed input: the wrong number of verdicts tells the host.
@@ -536,6 +637,7 @@ where
     G::P: Router,
 {
     fn on_send_batch_packed(input: Vec<u8>) -> Vec<u8> {
+        context::begin_call();
         let mut reader = packed::Reader::new(&input);
         let mut out = packed::Writer::new();
         let Some(sender) = packed_principal(&mut reader) else {
@@ -586,6 +688,7 @@ where
     G::P: Filter,
 {
     fn filter_batch(token: Vec<u8>, msgs: Vec<u8>) -> Vec<FilterVerdict> {
+        context::begin_call();
         let plugin = G::get();
         packed::Reader::new(&msgs).each_message(|view| plugin.filter_view(&token, view))
     }
@@ -596,6 +699,7 @@ where
     G::P: Authenticator,
 {
     fn authenticate(request: AuthRequest) -> AuthResult {
+        context::begin_call();
         G::get().authenticate(&request)
     }
 }
@@ -605,6 +709,7 @@ where
     G::P: PeerAuthenticator,
 {
     fn authenticate(request: PeerAuthRequest) -> PeerAuthResult {
+        context::begin_call();
         G::get().authenticate_peer(&request)
     }
 }
@@ -617,10 +722,12 @@ where
         subscriber: Principal,
         sub: Subscription,
     ) -> Result<Option<FilterPlan>, String> {
+        context::begin_call();
         G::get().prepare_subscription(&subscriber, &sub)
     }
 
     fn filter(token: Vec<u8>, msg: Message) -> FilterVerdict {
+        context::begin_call();
         G::get().filter(&token, &msg)
     }
 }
@@ -641,10 +748,10 @@ pub use wit_bindgen as __wit_bindgen;
 macro_rules! export_router {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-router", [lifecycle, send, send_packed, send_batch, send_batch_packed], {
-            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
         });
     };
 }
@@ -653,7 +760,7 @@ macro_rules! export_router {
 #[macro_export]
 macro_rules! export_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
     };
 }
 
@@ -662,7 +769,7 @@ macro_rules! export_authenticator {
 #[macro_export]
 macro_rules! export_peer_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
+        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
     };
 }
 
@@ -672,8 +779,8 @@ macro_rules! export_peer_authenticator {
 macro_rules! export_message_filter {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "fast-message-filter", [lifecycle, deliver, deliver_batch], {
-            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -684,12 +791,12 @@ macro_rules! export_message_filter {
 macro_rules! export_transformer {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-transformer", [lifecycle, send, send_packed, send_batch, send_batch_packed, deliver, deliver_batch], {
-            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
-            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -699,9 +806,9 @@ macro_rules! export_transformer {
 macro_rules! export_full {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "full", [lifecycle, authenticate, send, deliver], {
-            "plugboard:plugin/authenticate@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
-            "plugboard:plugin/send@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/deliver@0.1.1": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/authenticate@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
         });
     };
 }

@@ -116,6 +116,12 @@ pub fn apply(mut msg: Message, edit: &Edit) -> Message {
     msg
 }
 
+/// Runs `f` with its plugin calls traced (WIT `context.tracing` is true) and returns what it
+/// returned with the notes the calls wrote ([`crate::trace_note`], [`crate::context::note`]).
+pub fn traced<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    crate::context::traced_native(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,7 +74,13 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
     let mut all: Vec<_> = broker
         .vhosts
         .iter()
-        .flat_map(|vhost| vhost.router.queues().into_iter().map(|q| (vhost.name.clone(), q)))
+        .flat_map(|vhost| {
+            vhost
+                .router
+                .queues()
+                .into_iter()
+                .map(|q| (vhost.name.clone(), q))
+        })
         .collect();
     let total = all.len();
     all.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
@@ -118,7 +124,13 @@ fn topics(broker: &Broker, cap: usize) -> (Vec<Value>, usize) {
     let mut all: Vec<_> = broker
         .vhosts
         .iter()
-        .flat_map(|vhost| vhost.router.topics().into_iter().map(|t| (vhost.name.clone(), t)))
+        .flat_map(|vhost| {
+            vhost
+                .router
+                .topics()
+                .into_iter()
+                .map(|t| (vhost.name.clone(), t))
+        })
         .collect();
     let total = all.len();
     all.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
@@ -223,8 +235,9 @@ mod tests {
     #[test]
     fn the_overview_lists_queues_topics_and_connections_with_totals() {
         let broker = broker();
-        broker.router.queue_for_admin(b"/queue/b").unwrap();
-        broker.router.queue_for_admin(b"/queue/a").unwrap();
+        let router = &broker.vhosts.get("/").unwrap().router;
+        router.queue_for_admin(b"/queue/b").unwrap();
+        router.queue_for_admin(b"/queue/a").unwrap();
         let registered = broker
             .registry
             .register(9, "ws", "127.0.0.1:4000".parse().unwrap());
@@ -236,11 +249,12 @@ mod tests {
                 session: "x-9".into(),
             });
         let rates = Rates::default();
-        rates.sample(&broker.router, 10);
-        rates.sample(&broker.router, 10);
+        rates.sample([("/", router)], 10);
+        rates.sample([("/", router)], 10);
         let doc = overview(&broker, &rates, false);
         assert_eq!(doc["queues_total"], 2);
         assert_eq!(doc["queues"][0]["name"], "/queue/a");
+        assert_eq!(doc["queues"][0]["vhost"], "/");
         assert_eq!(doc["queues"][0]["ready"], 0);
         assert_eq!(doc["queues"][0]["history"]["in"], json!([0.0]));
         assert_eq!(doc["connections_total"], 1);
