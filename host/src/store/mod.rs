@@ -683,7 +683,9 @@ fn write_loop(mut journal: Journal, shared: &Shared, fsync: FsyncPolicy, interva
         );
         match result {
             Ok(()) => {
-                // RECEIPTs first, then housekeeping (deleting and moving segments).
+                // The gauges, then RECEIPTs (a client that has its receipt and reads the metrics
+                // sees its message counted), then housekeeping (deleting and moving segments).
+                publish_gauges(&shared.stats, &journal);
                 shared.durable.send_replace(upto);
                 if let Err(err) = compact(&mut journal, shared, fsync) {
                     if journal.needs_recovery() {
