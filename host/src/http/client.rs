@@ -1,5 +1,6 @@
-//! A minimal client of the admin surface for the CLI (`plugboard plugin trace`): one HTTP/1.0
-//! request per connection, bounded in time and in the size of the answer it reads.
+//! A minimal client of the admin surface for the CLI (`plugboard status`, `plugboard plugin
+//! trace`): one HTTP/1.0 request per connection, bounded in time and in the size of the answer
+//! it reads.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +36,9 @@ pub async fn request(
         .await
         .context("connecting to the admin listener timed out")?
         .with_context(|| format!("connecting to the admin listener at {address}"))?;
-    let mut head = format!("{method} {target} HTTP/1.0\r\nhost: plugboard\r\n");
+    // The listener by its address: a loopback listener without a token answers only requests
+    // whose `Host` names it by IP address (DNS-rebinding protection).
+    let mut head = format!("{method} {target} HTTP/1.0\r\nhost: {address}\r\n");
     if let Some(token) = token {
         head.push_str(&format!("authorization: Bearer {token}\r\n"));
     }

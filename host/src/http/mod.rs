@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
@@ -272,32 +272,14 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
 
 /// Fetches the status document from a running broker (`plugboard status`).
 pub async fn fetch(address: std::net::SocketAddr, token: Option<&str>) -> anyhow::Result<Value> {
-    use anyhow::Context;
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
-        .await
-        .context("connecting to the status endpoint timed out")?
-        .with_context(|| format!("connecting to the status endpoint at {address}"))?;
-    let authorization = token
-        .map(|token| format!("authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(
-            format!("GET /status HTTP/1.0\r\nhost: {address}\r\n{authorization}\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
-        .await
-        .context("reading the status timed out")??;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed status response")?;
+    let answer = client::request(address, token, "GET", "/status", None).await?;
     anyhow::ensure!(
-        head.starts_with("HTTP/1.0 200"),
-        "status endpoint answered: {head}"
+        answer.code == 200,
+        "status endpoint answered {}: {}",
+        answer.code,
+        answer.body
     );
-    Ok(serde_json::from_str(body)?)
+    Ok(answer.body)
 }
 
 #[cfg(test)]

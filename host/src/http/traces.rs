@@ -19,8 +19,6 @@ use crate::plugin::trace::{check_rate, Decision, MAX_TRACE_KEEP};
 pub const TRACES_PATH: &[u8] = b"/api/plugins/traces";
 /// The path of the live switch.
 pub const TRACE_PATH: &[u8] = b"/api/plugins/trace";
-/// Largest request body read (the switch's body is a few dozen bytes).
-pub const MAX_BODY: usize = 4 * 1024;
 /// Decisions listed per plugin when the request names no `limit`.
 pub const DEFAULT_LIMIT: usize = 50;
 
