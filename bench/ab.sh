@@ -6,6 +6,7 @@
 #
 #   bench/ab.sh BASE_REV            # BASE_REV built in target/ab/ (a worktree), HEAD as checked out
 #   ROUNDS=3 bench/ab.sh 09cff79
+#   BASE_BIN=old/plugboard BASE_CONF=old/broker.toml bench/ab.sh 09cff79   # a base built before
 #   SCALE=5 ROUNDS=9 bench/ab.sh 09cff79   # 5x the messages per run: CPU is read in 10 ms
 #                                          # ticks, so longer runs resolve smaller differences
 #
@@ -28,19 +29,8 @@ mkdir -p "$WORK"
 source "$ROOT/bench/peers.sh"
 
 # ---- Builds: HEAD in the workspace's target/, BASE in a worktree with a target of its own.
-log "building HEAD (release)"
-(cd "$ROOT" && cargo build --release -p plugboard -p plugboard-bench) >"$WORK/build-head.log" 2>&1 \
-  || die "HEAD build failed: $(tail -n 20 "$WORK/build-head.log")"
-if [[ ! -d $BASE_SRC ]]; then
-  git -C "$ROOT" worktree add --detach "$BASE_SRC" "$BASE_REV" >/dev/null
-fi
-git -C "$BASE_SRC" checkout -q --detach "$BASE_REV"
-log "building $BASE_REV (release, log: $WORK/build-base.log)"
-(cd "$BASE_SRC" && CARGO_TARGET_DIR=$WORK/base-target cargo build --release -p plugboard) \
-  >"$WORK/build-base.log" 2>&1 || die "base build failed: $(tail -n 20 "$WORK/build-base.log")"
-BENCH=$ROOT/target/release/plugboard-bench
-declare -A BIN=([base]=$WORK/base-target/release/plugboard [head]=$ROOT/target/release/plugboard)
-declare -A CONF_SRC=([base]=$BASE_SRC/examples/broker.toml [head]=$ROOT/examples/broker.toml)
+# shellcheck source=bench/build_pair.sh
+source "$ROOT/bench/build_pair.sh"
 declare -A PORT=([base]=61633 [head]=61634)
 PIDS=()
 cleanup() {

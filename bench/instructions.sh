@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Before/after in instructions: the same scenarios as bench/ab.sh (smaller) against two release
+# builds, each broker run under callgrind, counting the instructions the broker executes per
+# delivered message (everything after a warm-up: all threads, user space). Unlike CPU time,
+# the count hardly moves with the machine's load (a run on a busy machine gives the same
+# figure within a fraction of a percent), so small differences can be measured while other
+# work runs; it does not see cache misses or system calls, which bench/ab.sh's CPU time does.
+#
+#   bench/instructions.sh BASE_REV            # BASE_REV built in target/ab/ (shared with ab.sh)
+#   ROUNDS=3 bench/instructions.sh 09cff79    # median of 3 runs per build and scenario
+#   BASE_BIN=old/plugboard BASE_CONF=old/broker.toml bench/instructions.sh 09cff79
+#
+# Needs valgrind (callgrind, callgrind_control): apt-get install valgrind. Prints a table of
+# instructions per delivered message, head/base. Not part of `cargo test`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BASE_REV=${1:?usage: bench/instructions.sh BASE_REV}
+ROUNDS=${ROUNDS:-1}
+WORK=$ROOT/target/ab
+BASE_SRC=$WORK/base-src
+LOG_TAG=instructions
+mkdir -p "$WORK"
+# shellcheck source=bench/peers.sh
+source "$ROOT/bench/peers.sh"
+command -v callgrind_control >/dev/null || die "needs valgrind: apt-get install valgrind"
+# shellcheck source=bench/build_pair.sh
+source "$ROOT/bench/build_pair.sh"
+PORT=61635
+listening "$PORT" && die "port $PORT is already taken"
+
+scenario_args() {
+  case $1 in
+    topic) ARGS=(topic --producers 1 --subscribers 4 --messages 20000 --size 128 --destination /topic/in.t) ;;
+    queue) ARGS=(queue --producers 4 --consumers 4 --messages 40000 --size 128 --destination /queue/in.q) ;;
+    acked) ARGS=(queue --producers 4 --consumers 4 --messages 40000 --size 128 --ack client-individual --destination /queue/in.acked) ;;
+  esac
+  ARGS+=(--timeout 300 --addr "127.0.0.1:$PORT")
+}
+
+# Instructions per delivered message of one run of scenario $2 against build $1.
+measure() {
+  local v=$1 s=$2 dir=$WORK/instructions-$1-$2 pid json delivered total
+  rm -rf "$dir" && mkdir -p "$dir/data"
+  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" \
+    "${BIN[$v]}" --config "${CONF_SRC[$v]}" --listen "127.0.0.1:$PORT" --data-dir "$dir/data" \
+    >"$dir/broker.out" 2>"$dir/broker.err" &
+  pid=$!
+  wait_port "$PORT" 120 "$v"
+  "$BENCH" queue --messages 2000 --destination /queue/in.warm --addr "127.0.0.1:$PORT" \
+    --timeout 120 >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  scenario_args "$s"
+  json=$("$BENCH" "${ARGS[@]}" 2>/dev/null | tail -n 1)
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  delivered=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["delivered"])' "$json")
+  # One broker process: its one dump, taken by callgrind_control -d above.
+  total=$(cat "$dir"/callgrind.*.1 | awk '/^(summary|totals):/ {print $2; exit}')
+  echo $((total / delivered))
+}
+
+declare -A RESULT=()
+for s in topic queue acked; do
+  for v in base head; do
+    runs=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+      runs+=("$(measure "$v" "$s")")
+      log "$s $v run $r: ${runs[-1]} instructions per delivered message"
+    done
+    RESULT[$v-$s]=$(printf '%s\n' "${runs[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  done
+done
+
+echo "base $BASE_REV vs head $(git -C "$ROOT" rev-parse --short HEAD); instructions per delivered message (callgrind), median of $ROUNDS"
+echo "| scenario | base | head | head/base |"
+echo "|---|---|---|---|"
+for s in topic queue acked; do
+  b=${RESULT[base-$s]} h=${RESULT[head-$s]}
+  python3 -c 'import sys; s, b, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); print(f"| {s} | {b} | {h} | {h / b:.3f} |")' "$s" "$b" "$h"
+done
