@@ -41,18 +41,11 @@ impl Router {
             .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(&name.as_ref()))
             .cloned()
             .collect();
-        let size = Message::size_of(&destination, &headers, &original.body);
-        Arc::new(Message {
-            destination,
-            headers,
-            body: original.body.clone(),
-            id_prefix: original.id_prefix.clone(),
-            id_seq: original.id_seq,
-            expires_at: original.expires_at,
-            persistent: original.persistent,
-            props: original.props.clone(),
-            charge: self.budget.charge(size),
-        })
+        Arc::new(
+            original.copy_as(destination, headers, original.expires_at, |size| {
+                self.budget.charge(size)
+            }),
+        )
     }
 }
 

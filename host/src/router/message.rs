@@ -49,6 +49,30 @@ pub fn now_ms() -> u64 {
 }
 
 impl Message {
+    /// The same message (id, body, persistence, priority and group) under another destination
+    /// and headers, and with its own expiry and budget charge (`charge` is given the copy's
+    /// [`size`](Self::size)): a dead-lettered or moved copy, or a subscriber's rewritten view.
+    pub fn copy_as(
+        &self,
+        destination: Bytes,
+        headers: Vec<Header>,
+        expires_at: Option<u64>,
+        charge: impl FnOnce(u64) -> Charge,
+    ) -> Message {
+        let charge = charge(Message::size_of(&destination, &headers, &self.body));
+        Message {
+            destination,
+            headers,
+            body: self.body.clone(),
+            id_prefix: self.id_prefix.clone(),
+            id_seq: self.id_seq,
+            expires_at,
+            persistent: self.persistent,
+            props: self.props.clone(),
+            charge,
+        }
+    }
+
     /// About how much memory the message takes: its bytes and the structures around them.
     pub fn size(&self) -> u64 {
         Message::size_of(&self.destination, &self.headers, &self.body)

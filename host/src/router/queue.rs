@@ -554,22 +554,12 @@ impl Queue {
             Bytes::from(deliveries.to_string()),
         ));
         let destination = dead_letter.queue.name.clone();
-        let size = Message::size_of(&destination, &headers, &original.body);
-        Arc::new(Message {
-            destination,
-            headers,
-            body: original.body.clone(),
-            id_prefix: original.id_prefix.clone(),
-            id_seq: original.id_seq,
-            expires_at: None,
-            persistent: original.persistent,
-            props: original.props.clone(),
-            charge: self
-                .budget
+        Arc::new(original.copy_as(destination, headers, None, |size| {
+            self.budget
                 .as_ref()
                 .map(|budget| budget.charge(size))
-                .unwrap_or_default(),
-        })
+                .unwrap_or_default()
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -276,18 +276,15 @@ fn encode_delivery(
     match outcome {
         FilterOutcome::Deliver => encode_message(delivery, &delivery.message, version, out),
         FilterOutcome::Rewrite(rewritten) => {
-            let message = Message {
-                destination: rewritten.destination,
-                headers: rewritten.headers,
-                body: rewritten.body,
-                id_prefix: delivery.message.id_prefix.clone(),
-                id_seq: delivery.message.id_seq,
-                expires_at: delivery.message.expires_at,
-                persistent: delivery.message.persistent,
-                props: delivery.message.props.clone(),
-                // Only encoded, then dropped: the delivered message holds the charge.
-                charge: Default::default(),
-            };
+            let original = &delivery.message;
+            // Only encoded, then dropped: the delivered message holds the charge.
+            let mut message = original.copy_as(
+                rewritten.destination,
+                rewritten.headers,
+                original.expires_at,
+                |_| Default::default(),
+            );
+            message.body = rewritten.body;
             encode_message(delivery, &message, version, out);
         }
         FilterOutcome::Failed => {
