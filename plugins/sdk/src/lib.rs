@@ -439,10 +439,11 @@ impl AuthRequest {
 /// What the host knows of the current call (WIT `context`, since 0.1.2): the connection's
 /// virtual host, and notes that explain a traced decision (see the broker's decision traces).
 ///
-/// Notes cost nothing unless the operator traces the plugin: write them with [`trace_note`] or
-/// [`trace_note!`](crate::trace_note), which format only when the call is traced. The host asks
-/// [`tracing`] once per call (the answer is cached for the rest of it), keeps at most 8 notes per
-/// call and cuts each to 256 bytes.
+/// Notes cost nothing unless the operator traces the plugin: write them with
+/// [`trace_note()`](crate::trace_note()) or [`trace_note!`](macro@crate::trace_note), which
+/// format only when the call is traced. The host asks [`tracing`](context::tracing) once per
+/// call (the answer is cached for the rest of it), keeps at most 8 notes per call and cuts each
+/// to 256 bytes.
 ///
 /// In native tests ([`crate::testing`]) the virtual host is `/` and a call is traced inside
 /// [`crate::testing::traced`], which returns the notes written.
@@ -523,7 +524,7 @@ pub fn trace_note(make: impl FnOnce() -> String) {
     }
 }
 
-/// [`trace_note`] with `format!` arguments: `trace_note!("rule {}: matched", n)` formats only
+/// [`trace_note()`] with `format!` arguments: `trace_note!("rule {}: matched", n)` formats only
 /// when the call is traced.
 #[macro_export]
 macro_rules! trace_note {

@@ -117,7 +117,7 @@ pub fn apply(mut msg: Message, edit: &Edit) -> Message {
 }
 
 /// Runs `f` with its plugin calls traced (WIT `context.tracing` is true) and returns what it
-/// returned with the notes the calls wrote ([`crate::trace_note`], [`crate::context::note`]).
+/// returned with the notes the calls wrote ([`crate::trace_note()`], [`crate::context::note`]).
 pub fn traced<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
     crate::context::traced_native(f)
 }
