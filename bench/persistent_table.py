@@ -26,6 +26,11 @@ HEAD = {
     "rabbitmq": "RabbitMQ durable",
     "activemq": "ActiveMQ KahaDB",
 }
+# The chart bench/charts.py draws from the same results (persistent.sh writes it beside the doc).
+CHART_ALT = (
+    "Chart of the table below: broker CPU time per message and throughput of persistent "
+    "messages per scenario, Plugboard beside RabbitMQ and ActiveMQ, log scales"
+)
 SCEN = {
     "128-auto": "128 B, ack auto",
     "128-ci": "128 B, client-individual",
@@ -76,7 +81,7 @@ def lat(fl):
 
 def table(meta, runs):
     scenarios = sorted({s for (_, s) in runs}, key=order)
-    out = [BEGIN, ""]
+    out = [BEGIN, "", f"![{CHART_ALT}](bench-persistent.svg)", ""]
     out.append(
         f"Run {meta.get('date', '?')}: {meta.get('rounds', '?')} rounds, {meta.get('messages', 0):,} messages "
         f"per run, receipt windows {meta.get('windows', '?')} per producer, sync calls counted with "
