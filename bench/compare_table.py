@@ -219,6 +219,7 @@ def section(meta, runs):
             "",
             "```sh",
             "sudo bench/compare.sh            # ROUNDS=5; raw JSON lines in target/compare/results.jsonl",
+            "python3 bench/charts.py compare target/compare/results.jsonl docs/bench-compare.svg  # redraw",
             "```",
             "",
             "Each round runs every scenario against Plugboard (no plugins, then with the "
