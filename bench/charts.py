@@ -180,7 +180,8 @@ def compare_data(meta, runs):
     caption = (
         f"bench/compare.sh, run {meta.get('date', '?')}: medians of {meta.get('rounds', '?')} "
         f"round(s), non-persistent messages, loopback; {meta.get('cores', '?')} cores "
-        f"({meta.get('cpu', '?')}, Linux {meta.get('kernel', '?')}) shared with the load tool. "
+        f"({meta.get('cpu', '?')}, Linux {meta.get('kernel', '?')}) shared with the load tool"
+        f"{compare_table.load_note(meta)}. "
         f"Plugboard {meta.get('plugboard', '?')} without plugins, RabbitMQ "
         f"{short_version(meta.get('rabbitmq'))} (rabbitmq_stomp), ActiveMQ Classic "
         f"{short_version(meta.get('activemq'))}. In brackets: Plugboard against the better of the two. Full table and method: docs/benchmarks.md.{quick}"
@@ -207,7 +208,8 @@ def persistent_data(meta, runs):
         f"round(s), {meta.get('messages', 0):,} persistent messages per run, 4 producers → 4 "
         f"consumers, each SEND's receipt after the broker's fsync; window = unconfirmed SENDs per "
         f"producer. {meta.get('cores', '?')} cores ({meta.get('cpu', '?')}, Linux "
-        f"{meta.get('kernel', '?')}), {meta.get('fs', '?')}; Plugboard {meta.get('plugboard', '?')}, "
+        f"{meta.get('kernel', '?')}){compare_table.load_note(meta)}, {meta.get('fs', '?')}; "
+        f"Plugboard {meta.get('plugboard', '?')}, "
         f"RabbitMQ {short_version(meta.get('rabbitmq'))}, ActiveMQ Classic "
         f"{short_version(meta.get('activemq'))}. In brackets: Plugboard against the better of the two. Full table: docs/benchmarks.md.{quick}"
     )

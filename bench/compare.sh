@@ -260,6 +260,9 @@ for b in plugboard rabbitmq activemq; do
     --login $LOGIN --passcode $PASSCODE --timeout 120 >/dev/null 2>&1 || log "warm-up topic on $b failed"
 done
 
+# The machine's 1-minute load average before and after the rounds: the table and the chart
+# say how busy it was (other processes compete with the brokers and the load tool).
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r of $ROUNDS"
   for s in "${SCENARIOS[@]}"; do
@@ -273,7 +276,8 @@ done
 
 # ---- 7. Versions, table, doc.
 {
-  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK"
+  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"load":"%s","load_end":"%s",' \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)"
   peer_versions_json
   printf ','
   printf '"plugins":"%s",' "$PLUGINS_NOTE"

@@ -209,7 +209,7 @@ def section(meta, runs):
             "",
             f"Run {meta.get('date', '?')}{quick} on {meta.get('cores', '?')} cores "
             f"({meta.get('cpu', '?')}, Linux {meta.get('kernel', '?')}), the load tool on the "
-            "same cores, loopback only. Versions: Plugboard "
+            f"same cores, loopback only{load_note(meta)}. Versions: Plugboard "
             f"`{meta.get('plugboard', '?')}` ({meta.get('rustc', '?')}; plugins "
             f"{meta.get('plugins', '?')}); RabbitMQ "
             f"{meta.get('rabbitmq', '?')} (Erlang {meta.get('erlang', '?')}, `rabbitmq_stomp`); "
@@ -252,6 +252,14 @@ def section(meta, runs):
             END,
         ]
     )
+
+
+def load_note(meta):
+    """`, load average 2.1 → 4.3 over the rounds` (1 minute, before → after), or nothing for
+    results from before the scripts recorded it."""
+    if not meta.get("load"):
+        return ""
+    return f", load average {meta['load']} → {meta.get('load_end', '?')} over the rounds"
 
 
 def splice(doc_path, section_path, begin=BEGIN, end=END, heading=""):

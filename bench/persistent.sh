@@ -260,6 +260,9 @@ for b in plugboard plugboard-never rabbitmq activemq; do
     log "warm-up on $b failed"
 done
 
+# The machine's 1-minute load average before and after the rounds: the table and the chart
+# say how busy it was (other processes compete with the brokers and the load tool).
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r of $ROUNDS"
   for w in "${WINDOWS[@]}"; do
@@ -275,8 +278,9 @@ log "fdatasync of a 4 KiB append in $DATA_PARENT after the runs: $FSYNC_LAT_END_
 
 # ---- 6. Versions, table, doc.
 {
-  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"windows":"%s","sync_counter":"%s",' \
-    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$MESSAGES" "${WINDOWS[*]}" "$SYNC_COUNTER"
+  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"windows":"%s","sync_counter":"%s","load":"%s","load_end":"%s",' \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$MESSAGES" "${WINDOWS[*]}" "$SYNC_COUNTER" \
+    "$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)"
   peer_versions_json
   printf ',"plugboard":"%s","rustc":"%s","cpu":"%s","cores":%d,"kernel":"%s","fs":"%s","fdatasync":%s,"fdatasync_end":%s}\n' \
     "$PLUGBOARD_REV" "$(cd "$ROOT" && rustc --version)" \

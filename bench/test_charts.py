@@ -101,6 +101,9 @@ class Data(unittest.TestCase):
                      "Plugboard abc1234", "RabbitMQ 3.10.8", "ActiveMQ Classic 5.17.2"):
             self.assertIn(part, caption)
         self.assertNotIn("QUICK", caption)
+        self.assertNotIn("load average", caption)  # results from before it was recorded
+        meta.update(load="1.52", load_end="3.07")
+        self.assertIn("load average 1.52 → 3.07 over the rounds", charts.compare_data(meta, runs)[2])
         meta["quick"] = 1
         self.assertIn("QUICK smoke-test counts", charts.compare_data(meta, runs)[2])
 
