@@ -145,13 +145,13 @@ def fmt_value(v, unit):
 
 def fmt_ratio(pb, peers, lower_is_better):
     """Plugboard against the better peer: `1/35` (a 35th of the cost), `×21` (21 times the
-    rate), `×1.2` (a cost 1.2 times the peer's); None without both figures."""
+    rate), `×0.82` or `×1.2` (a cost 0.82 or 1.2 times the peer's); None without both figures."""
     peers = [p for p in peers if p]
     if not pb or not peers:
         return None
     r = pb / (min(peers) if lower_is_better else max(peers))
     if lower_is_better and r < 1:
-        return f"1/{1 / r:.0f}" if r < 0.5 else f"{r:.2f}×"
+        return f"1/{1 / r:.0f}" if r < 0.5 else f"×{r:.2f}"
     return f"×{r:.0f}" if r >= 10 else f"×{r:.1f}"
 
 

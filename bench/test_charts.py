@@ -53,7 +53,7 @@ class Labels(unittest.TestCase):
     def test_ratios_against_the_better_peer(self):
         # Costs: against the lower peer; a 35th, or a share, or worse.
         self.assertEqual(charts.fmt_ratio(1.4, [80.5, 49.0], True), "1/35")
-        self.assertEqual(charts.fmt_ratio(700, [850, 1900], True), "0.82×")
+        self.assertEqual(charts.fmt_ratio(700, [850, 1900], True), "×0.82")
         self.assertEqual(charts.fmt_ratio(60, [50, None], True), "×1.2")
         # Rates: against the higher peer.
         self.assertEqual(charts.fmt_ratio(725_000, [20_000, 35_000], False), "×21")
