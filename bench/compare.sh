@@ -11,8 +11,10 @@
 #   bench/compare.sh                 # full run (5 rounds), writes docs/benchmarks.md
 #   ROUNDS=1 QUICK=1 NO_DOC=1 bench/compare.sh   # smoke test: small counts, no doc update
 #   KEEP_PEERS=1 bench/compare.sh    # leave RabbitMQ/ActiveMQ running afterwards
-#   SKIP_BUILD=1 PLUGBOARD=FILE BENCH=FILE PLUGINS_DIR=DIR PLUGBOARD_REV=REV bench/compare.sh
-#                                    # binaries built elsewhere (REV: what the table calls them)
+#   SKIP_BUILD=1 PLUGBOARD=FILE BENCH=FILE WASM_DIR=DIR PLUGBOARD_REV=REV bench/compare.sh
+#                                    # binaries built elsewhere (REV: what the table calls them;
+#                                    # WASM_DIR: header-router.wasm and selector.wasm. Not
+#                                    # PLUGINS_DIR: RabbitMQ's scripts read that one)
 #   CHARTS=0 bench/compare.sh        # the table without the chart
 #
 # Raw results (one JSON line per run) and logs: target/compare/. After the table it draws the
@@ -36,7 +38,7 @@ RMQ_PORT=61614 AMQ_PORT=61615 RELAY_PORT=61626
 LOGIN=guest PASSCODE=guest
 BENCH=${BENCH:-$ROOT/target/release/plugboard-bench}
 PLUGBOARD=${PLUGBOARD:-$ROOT/target/release/plugboard}
-PLUGINS_DIR=${PLUGINS_DIR:-$ROOT/target/plugins}
+WASM_DIR=${WASM_DIR:-$ROOT/target/plugins}
 PLUGBOARD_REV=${PLUGBOARD_REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')}
 AMQ_CONF=/etc/activemq/instances-available/main/activemq.xml
 
@@ -97,7 +99,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
   ) >"$WORK/build.log" 2>&1 &
   BUILD_PID=$!
 else
-  log "SKIP_BUILD=1: using $PLUGBOARD, $BENCH and the plugins in $PLUGINS_DIR as they are"
+  log "SKIP_BUILD=1: using $PLUGBOARD, $BENCH and the plugins in $WASM_DIR as they are"
   echo "SKIP_BUILD=1" >"$WORK/build.log"
 fi
 
@@ -131,8 +133,8 @@ fi
 CONF=$WORK/conf
 mkdir -p "$CONF"
 for p in header-router selector; do
-  [[ -f $PLUGINS_DIR/$p.wasm ]] || die "missing $PLUGINS_DIR/$p.wasm"
-  cp "$PLUGINS_DIR/$p.wasm" "$CONF/$p.wasm"
+  [[ -f $WASM_DIR/$p.wasm ]] || die "missing $WASM_DIR/$p.wasm"
+  cp "$WASM_DIR/$p.wasm" "$CONF/$p.wasm"
   PLUGINS_NOTE+=" $p.wasm:$(sha256sum "$CONF/$p.wasm" | cut -c1-12)"
 done
 
