@@ -11,8 +11,17 @@
 #   bench/compare.sh                 # full run (5 rounds), writes docs/benchmarks.md
 #   ROUNDS=1 QUICK=1 NO_DOC=1 bench/compare.sh   # smoke test: small counts, no doc update
 #   KEEP_PEERS=1 bench/compare.sh    # leave RabbitMQ/ActiveMQ running afterwards
+#   SKIP_BUILD=1 PLUGBOARD=FILE BENCH=FILE WASM_DIR=DIR PLUGBOARD_REV=REV bench/compare.sh
+#                                    # binaries built elsewhere (REV: what the table calls them;
+#                                    # WASM_DIR: header-router.wasm and selector.wasm. Not
+#                                    # PLUGINS_DIR: RabbitMQ's scripts read that one)
+#   CHARTS=0 bench/compare.sh        # the table without the chart
 #
-# Raw results (one JSON line per run) and logs: target/compare/.
+# Raw results (one JSON line per run) and logs: target/compare/. After the table it draws the
+# chart docs/bench-compare.svg (target/compare/chart.svg with NO_DOC=1) with bench/charts.py,
+# which installs matplotlib from PyPI into target/bench-venv on first use; if that fails the
+# run still ends with its table (a warning says why there is no chart). To redraw from saved
+# results: python3 bench/charts.py compare target/compare/results.jsonl docs/bench-compare.svg
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,13 +29,17 @@ ROUNDS=${ROUNDS:-5}
 QUICK=${QUICK:-0}
 NO_DOC=${NO_DOC:-0}
 KEEP_PEERS=${KEEP_PEERS:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+CHARTS=${CHARTS:-1}
 WORK=${WORK:-$ROOT/target/compare}
 DOC=$ROOT/docs/benchmarks.md
 PB_PORT=61623 PB_ROUTER_PORT=61624 PB_FILTER_PORT=61625
 RMQ_PORT=61614 AMQ_PORT=61615 RELAY_PORT=61626
 LOGIN=guest PASSCODE=guest
-BENCH=$ROOT/target/release/plugboard-bench
-PLUGBOARD=$ROOT/target/release/plugboard
+BENCH=${BENCH:-$ROOT/target/release/plugboard-bench}
+PLUGBOARD=${PLUGBOARD:-$ROOT/target/release/plugboard}
+WASM_DIR=${WASM_DIR:-$ROOT/target/plugins}
+PLUGBOARD_REV=${PLUGBOARD_REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')}
 AMQ_CONF=/etc/activemq/instances-available/main/activemq.xml
 
 # Message counts (QUICK=1: a smoke test that only checks that everything runs).
@@ -67,23 +80,28 @@ trap 'exit 130' INT TERM
 [[ $(id -u) == 0 ]] || die "run as root (installs and starts RabbitMQ and ActiveMQ)"
 
 # ---- 1. Build Plugboard, the bench and the plugins in the background (slow the first time).
-log "building plugboard, plugboard-bench and the plugins (log: $WORK/build.log)"
-# Others may be editing the workspace while this runs: retry a failed build a few times.
-(
-  cd "$ROOT"
-  for attempt in 1 2 3 4 5; do
-    if cargo build --release -p plugboard -p plugboard-bench; then
-      # The two plugins used here; if they do not build right now (a plugin being edited),
-      # components built earlier are used and the table says so.
-      cargo xtask plugins header-router selector || echo "PLUGINS-STALE: cargo xtask plugins failed"
-      exit 0
-    fi
-    echo "build attempt $attempt failed; retrying in 60 s"
-    sleep 60
-  done
-  exit 1
-) >"$WORK/build.log" 2>&1 &
-BUILD_PID=$!
+if [[ $SKIP_BUILD != 1 ]]; then
+  log "building plugboard, plugboard-bench and the plugins (log: $WORK/build.log)"
+  # Others may be editing the workspace while this runs: retry a failed build a few times.
+  (
+    cd "$ROOT"
+    for attempt in 1 2 3 4 5; do
+      if cargo build --release -p plugboard -p plugboard-bench; then
+        # The two plugins used here; if they do not build right now (a plugin being edited),
+        # components built earlier are used and the table says so.
+        cargo xtask plugins header-router selector || echo "PLUGINS-STALE: cargo xtask plugins failed"
+        exit 0
+      fi
+      echo "build attempt $attempt failed; retrying in 60 s"
+      sleep 60
+    done
+    exit 1
+  ) >"$WORK/build.log" 2>&1 &
+  BUILD_PID=$!
+else
+  log "SKIP_BUILD=1: using $PLUGBOARD, $BENCH and the plugins in $WASM_DIR as they are"
+  echo "SKIP_BUILD=1" >"$WORK/build.log"
+fi
 
 # ---- 2. Install the peers if missing (one apt-get update).
 peers_install
@@ -99,10 +117,13 @@ wait_port $AMQ_PORT 180 ActiveMQ
 RMQ_STARTED_AT=$SECONDS
 
 # ---- 5. Wait for the build, then start the three Plugboard instances.
-log "waiting for the build"
-wait "$BUILD_PID" || die "build failed: $(tail -n 20 "$WORK/build.log")"
+if [[ $SKIP_BUILD != 1 ]]; then
+  log "waiting for the build"
+  wait "$BUILD_PID" || die "build failed: $(tail -n 20 "$WORK/build.log")"
+fi
 [[ -x $BENCH && -x $PLUGBOARD ]] || die "missing $BENCH or $PLUGBOARD"
 PLUGINS_NOTE=fresh
+[[ $SKIP_BUILD == 1 ]] && PLUGINS_NOTE=prebuilt
 if grep -q '^PLUGINS-STALE' "$WORK/build.log"; then
   PLUGINS_NOTE=stale
   log "WARNING: the plugins did not build; using the components already in target/plugins"
@@ -112,8 +133,8 @@ fi
 CONF=$WORK/conf
 mkdir -p "$CONF"
 for p in header-router selector; do
-  [[ -f $ROOT/target/plugins/$p.wasm ]] || die "missing target/plugins/$p.wasm"
-  cp "$ROOT/target/plugins/$p.wasm" "$CONF/$p.wasm"
+  [[ -f $WASM_DIR/$p.wasm ]] || die "missing $WASM_DIR/$p.wasm"
+  cp "$WASM_DIR/$p.wasm" "$CONF/$p.wasm"
   PLUGINS_NOTE+=" $p.wasm:$(sha256sum "$CONF/$p.wasm" | cut -c1-12)"
 done
 
@@ -193,14 +214,14 @@ done
 scenario_args() {
   local s=$1 v=$2 dest
   case $s in
-    queue) ARGS=(queue --producers 4 --consumers 4 --messages $Q_N --size 128) dest=/queue/bench.q ;;
-    topic) ARGS=(topic --producers 1 --subscribers 4 --messages $T_N --size 128) dest=/topic/bench.t ;;
-    acked) ARGS=(queue --producers 4 --consumers 4 --messages $A_N --size 128 --ack client-individual) dest=/queue/bench.acked ;;
-    16k) ARGS=(queue --producers 4 --consumers 4 --messages $K_N --size 16384) dest=/queue/bench.16k ;;
-    1m) ARGS=(queue --producers 1 --consumers 1 --messages $M_N --size 1048576 --window 10 --prefetch 10) dest=/queue/bench.1m ;;
-    latency) ARGS=(latency --rate 1000 --seconds $LAT_S --size 128) dest=/queue/bench.latency ;;
+    queue) ARGS=(queue --producers 4 --consumers 4 --messages "$Q_N" --size 128) dest=/queue/bench.q ;;
+    topic) ARGS=(topic --producers 1 --subscribers 4 --messages "$T_N" --size 128) dest=/topic/bench.t ;;
+    acked) ARGS=(queue --producers 4 --consumers 4 --messages "$A_N" --size 128 --ack client-individual) dest=/queue/bench.acked ;;
+    16k) ARGS=(queue --producers 4 --consumers 4 --messages "$K_N" --size 16384) dest=/queue/bench.16k ;;
+    1m) ARGS=(queue --producers 1 --consumers 1 --messages "$M_N" --size 1048576 --window 10 --prefetch 10) dest=/queue/bench.1m ;;
+    latency) ARGS=(latency --rate 1000 --seconds "$LAT_S" --size 128) dest=/queue/bench.latency ;;
     idle)
-      ARGS=(idle --connections $IDLE_N)
+      ARGS=(idle --connections "$IDLE_N")
       return
       ;;
   esac
@@ -241,6 +262,9 @@ for b in plugboard rabbitmq activemq; do
     --login $LOGIN --passcode $PASSCODE --timeout 120 >/dev/null 2>&1 || log "warm-up topic on $b failed"
 done
 
+# The machine's 1-minute load average before and after the rounds: the table and the chart
+# say how busy it was (other processes compete with the brokers and the load tool).
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r of $ROUNDS"
   for s in "${SCENARIOS[@]}"; do
@@ -254,12 +278,13 @@ done
 
 # ---- 7. Versions, table, doc.
 {
-  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK"
+  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"load":"%s","load_end":"%s",' \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)"
   peer_versions_json
   printf ','
   printf '"plugins":"%s",' "$PLUGINS_NOTE"
   printf '"plugboard":"%s","rustc":"%s","cpu":"%s","cores":%d,"kernel":"%s","idle_rss_kib":{' \
-    "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')" "$(cd "$ROOT" && rustc --version)" \
+    "$PLUGBOARD_REV" "$(cd "$ROOT" && rustc --version)" \
     "$(sed -n '/^model name/{s/^model name\s*: //p;q}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)"
   first=1
   for b in "${!IDLE_RSS[@]}"; do
@@ -277,4 +302,17 @@ cat "$TABLE"
 if [[ $NO_DOC != 1 ]]; then
   python3 "$ROOT/bench/compare_table.py" --splice "$DOC" "$TABLE"
   log "wrote the comparison into $DOC"
+fi
+
+# ---- 8. The chart of the same medians (the doc's section shows docs/bench-compare.svg). A
+# missing plotting package (no python3-venv, no PyPI) costs the chart, not the run.
+if [[ $CHARTS == 1 ]]; then
+  if python3 "$ROOT/bench/charts.py" compare "$RESULTS" "$WORK/chart.svg"; then
+    if [[ $NO_DOC != 1 ]]; then
+      cp "$WORK/chart.svg" "$ROOT/docs/bench-compare.svg"
+      log "wrote the chart docs/bench-compare.svg"
+    fi
+  else
+    log "WARNING: no chart (bench/charts.py failed, see above); the table is complete without it"
+  fi
 fi

@@ -16,7 +16,9 @@
 # SCENARIOS ("128-auto 128-ci 4k-auto 4k-ci"), BROKERS ("plugboard plugboard-never
 # plugboard-transient rabbitmq activemq"), SYNC_COUNTER (perf or strace; default perf if its
 # syscall tracepoints work), DATA_PARENT (where the temporary data directories go; default
-# /var/tmp, on disk: a tmpfs would make fdatasync free), SKIP_BUILD=1, WORK (target/persistent).
+# /var/tmp, on disk: a tmpfs would make fdatasync free), SKIP_BUILD=1, PLUGBOARD and BENCH
+# (the binaries; default target/release/), PLUGBOARD_REV (what the table calls the broker;
+# default `git describe`), CHARTS (1: draw the chart, 0: not), WORK (target/persistent).
 #
 # Every run: plugboard-bench queue --producers 4 --consumers 4 --messages N --size 128|4096
 #   --ack auto|client-individual --window W --header persistent:true
@@ -26,7 +28,11 @@
 # run: `perf stat -e syscalls:sys_enter_fsync,... -p PID`, or with SYNC_COUNTER=strace
 # `strace -f -c -e trace=fsync,fdatasync,... -p TID...` (ptrace stops the broker on every
 # system call, so throughput under strace is lower).
-# Raw results (one JSON line per run) and logs: $WORK.
+# Raw results (one JSON line per run) and logs: $WORK. After the table it draws the chart
+# docs/bench-persistent.svg ($WORK/chart.svg with NO_DOC=1) with bench/charts.py, which installs
+# matplotlib from PyPI into target/bench-venv on first use; if that fails the run still ends with
+# its table. To redraw from saved results:
+#   python3 bench/charts.py persistent target/persistent/results.jsonl docs/bench-persistent.svg
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +41,7 @@ QUICK=${QUICK:-0}
 NO_DOC=${NO_DOC:-0}
 KEEP_PEERS=${KEEP_PEERS:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
+CHARTS=${CHARTS:-1}
 WORK=${WORK:-$ROOT/target/persistent}
 DOC=$ROOT/docs/benchmarks.md
 if [[ $QUICK == 1 ]]; then MESSAGES=${MESSAGES:-4000}; else MESSAGES=${MESSAGES:-100000}; fi
@@ -45,8 +52,9 @@ DATA_PARENT=${DATA_PARENT:-/var/tmp}
 PB_PORT=61633 PB_NEVER_PORT=61634
 RMQ_PORT=61614 AMQ_PORT=61615
 LOGIN=guest PASSCODE=guest
-BENCH=$ROOT/target/release/plugboard-bench
-PLUGBOARD=$ROOT/target/release/plugboard
+BENCH=${BENCH:-$ROOT/target/release/plugboard-bench}
+PLUGBOARD=${PLUGBOARD:-$ROOT/target/release/plugboard}
+PLUGBOARD_REV=${PLUGBOARD_REV:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')}
 SYNC_CALLS=(fsync fdatasync sync_file_range msync sync syncfs)
 
 mkdir -p "$WORK"
@@ -252,6 +260,9 @@ for b in plugboard plugboard-never rabbitmq activemq; do
     log "warm-up on $b failed"
 done
 
+# The machine's 1-minute load average before and after the rounds: the table and the chart
+# say how busy it was (other processes compete with the brokers and the load tool).
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
   log "round $r of $ROUNDS"
   for w in "${WINDOWS[@]}"; do
@@ -267,11 +278,12 @@ log "fdatasync of a 4 KiB append in $DATA_PARENT after the runs: $FSYNC_LAT_END_
 
 # ---- 6. Versions, table, doc.
 {
-  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"windows":"%s","sync_counter":"%s",' \
-    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$MESSAGES" "${WINDOWS[*]}" "$SYNC_COUNTER"
+  printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"windows":"%s","sync_counter":"%s","load":"%s","load_end":"%s",' \
+    "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$MESSAGES" "${WINDOWS[*]}" "$SYNC_COUNTER" \
+    "$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)"
   peer_versions_json
   printf ',"plugboard":"%s","rustc":"%s","cpu":"%s","cores":%d,"kernel":"%s","fs":"%s","fdatasync":%s,"fdatasync_end":%s}\n' \
-    "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')" "$(cd "$ROOT" && rustc --version)" \
+    "$PLUGBOARD_REV" "$(cd "$ROOT" && rustc --version)" \
     "$(sed -n '/^model name/{s/^model name\s*: //p;q}' /proc/cpuinfo)" "$(nproc)" "$(uname -r)" \
     "$FS_NOTE" "$FSYNC_LAT_JSON" "$FSYNC_LAT_END_JSON"
 } >>"$RESULTS"
@@ -282,4 +294,17 @@ cat "$TABLE"
 if [[ $NO_DOC != 1 ]]; then
   python3 "$ROOT/bench/persistent_table.py" --splice "$DOC" "$TABLE"
   log "wrote the table into $DOC"
+fi
+
+# ---- 7. The chart of the same medians (the doc's section shows docs/bench-persistent.svg). A
+# missing plotting package (no python3-venv, no PyPI) costs the chart, not the run.
+if [[ $CHARTS == 1 ]]; then
+  if python3 "$ROOT/bench/charts.py" persistent "$RESULTS" "$WORK/chart.svg"; then
+    if [[ $NO_DOC != 1 ]]; then
+      cp "$WORK/chart.svg" "$ROOT/docs/bench-persistent.svg"
+      log "wrote the chart docs/bench-persistent.svg"
+    fi
+  else
+    log "WARNING: no chart (bench/charts.py failed, see above); the table is complete without it"
+  fi
 fi

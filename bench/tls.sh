@@ -45,7 +45,7 @@ log "making a throwaway CA and server certificate"
 
 PLAIN=61643
 TLS=61644
-for port in $PLAIN $TLS; do listening $port && die "port $port is already taken"; done
+for port in $PLAIN $TLS; do listening "$port" && die "port $port is already taken"; done
 rm -rf "$WORK/data" && mkdir -p "$WORK/data"
 "$BROKER" --config "$ROOT/examples/broker.toml" --listen "127.0.0.1:$PLAIN" \
   --tls-listen "127.0.0.1:$TLS" --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key" \

@@ -43,7 +43,10 @@
 //! are reported. Throughput is measured from the producers' start to the last first delivery;
 //! MB/s counts body bytes only (1 MB = 10^6 bytes).
 //!
-//! Output: one human-readable line, then one JSON line (`{"scenario":"queue",...}`).
+//! Output: one human-readable line, then one JSON line (`{"scenario":"queue",...}`); with
+//! `--json` the JSON line alone. On a terminal, `queue`, `topic` and `latency` show live
+//! progress on stderr while they run (see `progress.rs`); never with `--json` or when stderr is
+//! not a terminal.
 //! Exit status: 0 success, 1 any message lost or duplicated, 2 any other failure (errors,
 //! stall, `--timeout` reached).
 
@@ -51,6 +54,7 @@ mod codec;
 mod conn;
 mod idle;
 mod patterns;
+mod progress;
 mod relay;
 mod report;
 mod run;
@@ -75,8 +79,10 @@ Examples:
   plugboard-bench latency --addr 127.0.0.1:61613 --rate 1000 --seconds 10
   plugboard-bench idle --addr 127.0.0.1:61613 --connections 1000 --broker-pid $(pgrep -n plugboard)
 
-Prints one summary line, then one JSON line ({\"scenario\":...}). Throughput runs from the
-producers' start to the last first delivery; MB/s counts body bytes (1 MB = 10^6 B).
+Prints one summary line, then one JSON line ({\"scenario\":...}); --json: the JSON line only.
+On a terminal, live progress (sent, received, rate, elapsed) is shown on stderr meanwhile,
+unless --json. Throughput runs from the producers' start to the last first delivery; MB/s
+counts body bytes (1 MB = 10^6 B).
 Exit status: 0 success, 1 a message lost (receipted but never delivered) or duplicated,
 2 any other failure (errors, stall, --timeout).";
 
@@ -243,6 +249,9 @@ struct Common {
     /// Overall time limit in seconds; reaching it fails the run.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Print only the JSON line on stdout (no summary line) and no live progress on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `NAME:VALUE` (split on the first colon).
@@ -312,6 +321,7 @@ fn plan(scenario: Scenario) -> Plan {
         broker_pid: common.broker_pid,
         rss_settle: Duration::from_secs_f64(common.rss_settle.max(0.0)),
         timeout: Duration::from_secs(common.timeout),
+        json_only: common.json,
     }
 }
 
@@ -394,8 +404,9 @@ async fn main() -> std::process::ExitCode {
         eprintln!("error: need at least one producer and one consumer");
         return std::process::ExitCode::from(2);
     }
+    let json_only = plan.json_only;
     let report = run::run(plan).await;
-    report.print();
+    report.print(json_only);
     if report.lost_or_duplicated() {
         std::process::ExitCode::from(1)
     } else if report.failed() {

@@ -116,8 +116,9 @@ impl Report {
         (self.delivered > 0).then(|| cpu * 1e6 / self.delivered as f64)
     }
 
-    /// Human summary on stdout (errors and loss examples on stderr), then the JSON line.
-    pub fn print(&self) {
+    /// Human summary on stdout (errors and loss examples on stderr), then the JSON line;
+    /// `json_only` (`--json`): the JSON line alone on stdout (errors still on stderr).
+    pub fn print(&self, json_only: bool) {
         for e in &self.errors {
             eprintln!("error: {e}");
         }
@@ -183,7 +184,9 @@ impl Report {
         };
         // Ignore a closed stdout (e.g. piped into `head`).
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line} => {verdict}");
+        if !json_only {
+            let _ = writeln!(out, "{line} => {verdict}");
+        }
         let _ = writeln!(out, "{}", self.json(rate, mb));
     }
 

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::Frame;
 use crate::conn::{self, Conn, Endpoint};
+use crate::progress::{Progress, Snapshot};
 use crate::report::Report;
 use crate::stats;
 use crate::tracker::{ConsumerView, Tracker};
@@ -59,6 +60,8 @@ pub struct Plan {
     /// After the connections closed, wait this long before the "settled" VmRSS reading.
     pub rss_settle: Duration,
     pub timeout: Duration,
+    /// `--json`: only the JSON line on stdout, no live progress on stderr.
+    pub json_only: bool,
 }
 
 /// Runs the plan; never fails as such: problems end up in the report's errors.
@@ -160,8 +163,14 @@ pub async fn run(plan: Plan) -> Report {
     let mut last_unique = 0;
     let mut last_progress = Instant::now();
     let mut producers_done_at: Option<Instant> = None;
+    // On a terminal: the counters above, on one line, 4 times a second (see progress.rs).
+    let mut progress = Progress::on_stderr(plan.scenario, plan.json_only);
     loop {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(progress) = progress.as_mut() {
+            let now = Instant::now();
+            progress.tick(now, || Snapshot::read(&tracker, now - start));
+        }
         let unique = tracker.unique.load(Ordering::Relaxed);
         if unique >= expected {
             break;
@@ -189,6 +198,9 @@ pub async fn run(plan: Plan) -> Report {
         }
     }
     let wall = start.elapsed();
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
     let cpu_after = plan.broker_pid.and_then(|pid| stats::cpu_ticks(pid).ok());
     if let Some(pid) = plan.broker_pid {
         match stats::memory_kib(pid) {
