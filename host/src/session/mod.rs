@@ -282,8 +282,9 @@ async fn accept_connect(
 
 /// Refuses a connection before any session: an ERROR with `message`, then a close.
 pub async fn refuse<T: Transport>(stream: T, message: String) {
-    info!(kind = "refused-connection", error = %message, "ERROR sent");
-    let frame = error::client_error(ErrorCode::LimitConnections, message)
+    let code = ErrorCode::LimitConnections;
+    info!(kind = "refused-connection", code = code.as_str(), error = %message, "ERROR sent");
+    let frame = error::client_error(code, message)
         .to_frame()
         .expect("a client error has a frame");
     let (reader, writer) = stream.split();
@@ -385,9 +386,11 @@ async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
 /// Logs and counts a session-ending error; returns why the connection ends.
 fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReason {
     let (reason, error) = classify(err, login_refused);
-    if let Some(kind) = error {
+    if let (Some(kind), Some(code)) = (error, err.code()) {
         broker.stats.connections.error_sent(kind);
-        info!(kind = kind.as_str(), error = %err, "ERROR sent");
+        broker.stats.connections.error_code_sent(code);
+        let code = err.wire_code().unwrap_or(code.as_str());
+        info!(kind = kind.as_str(), code, error = %err, "ERROR sent");
     }
     match err {
         SessionError::Io(err) => debug!(%err, "connection failed"),
