@@ -40,7 +40,7 @@ use pool::{Exports, Limits, Pool};
 pub use hook_stats::{HookStats, FAILURE_KINDS, HOOKS, LATENCY_SAMPLE_EVERY};
 pub use hooks::SubscriptionFilter;
 pub use pool::FailureKind;
-pub use rejection::{split_reason_code, RejectCause, Rejection, MAX_REASON_CODE};
+pub use rejection::{is_reason_code, split_reason_code, RejectCause, Rejection, MAX_REASON_CODE};
 pub use trace::{Decision, PluginTrace, Traces};
 
 /// The virtual host of every connection until virtual hosts are configured.
