@@ -65,6 +65,8 @@ pub struct Broker {
     pub tls: Option<Arc<crate::listen::tls::Acceptor>>,
     /// The open connections (the console lists them and can close one).
     pub registry: crate::connection_registry::ConnectionRegistry,
+    /// CONNECTED's `capabilities` value, built once (see [`crate::session::capabilities`]).
+    pub capabilities: bytes::Bytes,
 }
 
 impl Broker {
@@ -78,7 +80,9 @@ impl Broker {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
+        let capabilities = crate::session::capabilities(&config, store.is_some()).into();
         Broker {
+            capabilities,
             addresses: Arc::new(AddressTable::new(
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crate::session::SessionError;
+use crate::session::{ErrorCode, SessionError};
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,16 @@ pub fn classify(err: &SessionError, login_refused: bool) -> (CloseReason, Option
     }
 }
 
+/// A counter per [`ErrorCode`], indexed by the code's position in [`ErrorCode::ALL`].
+#[derive(Debug)]
+struct CodeCounts(Box<[AtomicU64]>);
+
+impl Default for CodeCounts {
+    fn default() -> CodeCounts {
+        CodeCounts(ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
 /// Bytes a connection counts locally before adding them to the broker's total.
 pub const BYTES_STEP: u64 = 64 * 1024;
 
@@ -153,6 +163,7 @@ pub struct ConnectionCounters {
     listeners: Mutex<BTreeMap<&'static str, ListenerCount>>,
     closes: [AtomicU64; CloseReason::ALL.len()],
     errors: [AtomicU64; ErrorKind::ALL.len()],
+    codes: CodeCounts,
     /// Bytes read from clients (after CONNECT).
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.
@@ -179,6 +190,19 @@ impl ConnectionCounters {
     /// An ERROR of `kind` was sent.
     pub fn error_sent(&self, kind: ErrorKind) {
         self.errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// An ERROR with `code` was sent (a plugin's own code counts as its generic code, so the
+    /// series stay the fixed set of [`ErrorCode::ALL`]).
+    pub fn error_code_sent(&self, code: ErrorCode) {
+        self.codes.0[code as usize].fetch_add(1, Relaxed);
+    }
+
+    /// ERRORs sent by code, every code listed.
+    pub fn error_codes(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
+        ErrorCode::ALL
+            .iter()
+            .map(|&code| (code, self.codes.0[code as usize].load(Relaxed)))
     }
 
     /// Connections per listener.
@@ -268,6 +292,9 @@ mod tests {
         for (index, kind) in ErrorKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, index);
         }
+        for (index, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, index);
+        }
     }
 
     #[test]
@@ -311,5 +338,11 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(errors, 1);
+        counters.error_code_sent(ErrorCode::FlowQueueFull);
+        let full = counters
+            .error_codes()
+            .find(|(c, _)| *c == ErrorCode::FlowQueueFull);
+        assert_eq!(full, Some((ErrorCode::FlowQueueFull, 1)));
+        assert_eq!(counters.error_codes().count(), ErrorCode::ALL.len());
     }
 }

@@ -245,6 +245,17 @@ pub struct DeliveryFilter {
     _charge: crate::budget::Charge,
 }
 
+/// Why a subscription's filter could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterRefusal {
+    /// Its `selector` is malformed (`selector: column N: ...`).
+    #[error("{0}")]
+    Selector(String),
+    /// A message plugin refused the SUBSCRIBE (or failed, failing closed).
+    #[error("{0}")]
+    Plugin(crate::plugin::Rejection),
+}
+
 /// A prepared filter chain (none when no message plugin applies) and its generation.
 struct FilterSlot {
     generation: u64,
@@ -262,13 +273,15 @@ impl DeliveryFilter {
         principal: &Principal,
         info: SubscriptionInfo,
         charge: crate::budget::Charge,
-    ) -> Result<DeliveryFilter, String> {
-        let selector = crate::selector::from_subscribe(&info.headers)?;
+    ) -> Result<DeliveryFilter, FilterRefusal> {
+        let selector =
+            crate::selector::from_subscribe(&info.headers).map_err(FilterRefusal::Selector)?;
         let set = policy.current();
         let filter = set
             .for_vhost(vhost.index)
             .prepare_subscription_in(context, principal, info.clone())
-            .await?;
+            .await
+            .map_err(FilterRefusal::Plugin)?;
         Ok(DeliveryFilter {
             selector,
             slot: Mutex::new(FilterSlot {

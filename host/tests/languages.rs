@@ -219,14 +219,15 @@ async fn python_filter_filters_per_subscriber() {
         .await
         .err()
         .unwrap();
-    assert!(err.starts_with("where: column "), "{err}");
+    assert!(err.reason.starts_with("where: column "), "{err}");
     let err = host
         .prepare_subscription(&me, subscription(&[("where", r#"__import__("os")"#)]))
         .await
         .err()
         .unwrap();
     assert!(
-        err.contains("only int, float, str, len, lower, upper may be called"),
+        err.reason
+            .contains("only int, float, str, len, lower, upper may be called"),
         "{err}"
     );
     let err = host
@@ -234,7 +235,7 @@ async fn python_filter_filters_per_subscriber() {
         .await
         .err()
         .unwrap();
-    assert!(err.contains("Attribute is not allowed"), "{err}");
+    assert!(err.reason.contains("Attribute is not allowed"), "{err}");
     let stats = &host.stats()[0];
     assert_eq!(
         stats.traps + stats.timeouts + stats.invalid_output,

@@ -234,7 +234,7 @@ async fn demo_selector_filters_and_refuses_malformed() {
         Err(e) => e,
         Ok(_) => panic!("malformed selector accepted"),
     };
-    assert!(err.contains("column 18"), "{err}");
+    assert!(err.reason.contains("column 18"), "{err}");
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn fan_out_default_and_reject_unmatched() {
         .on_send(&alice(), msg("/queue/orders", &[("region", "mars")], "b"))
         .await
     {
-        SendOutcome::Reject(reason) => assert!(reason.contains("no route"), "{reason}"),
+        SendOutcome::Reject(reason) => assert!(reason.reason.contains("no route"), "{reason}"),
         other => panic!("{other:?}"),
     }
 }
@@ -336,7 +336,7 @@ async fn a_batch_routes_as_message_by_message() {
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[..2], expected[..2]);
     assert!(
-        matches!(&got[2], SendOutcome::Reject(r) if r.contains("no route")),
+        matches!(&got[2], SendOutcome::Reject(r) if r.reason.contains("no route")),
         "{got:?}"
     );
 
@@ -383,7 +383,7 @@ async fn a_batch_routes_as_message_by_message() {
     assert_eq!(got, singles);
     assert_eq!(delivered(got[0].clone()).len(), 2, "{got:?}");
     assert!(
-        matches!(&got[2], SendOutcome::Reject(r) if r.contains("no route")),
+        matches!(&got[2], SendOutcome::Reject(r) if r.reason.contains("no route")),
         "{got:?}"
     );
 }
@@ -412,7 +412,7 @@ async fn only_declared_fields_reach_the_plugin() {
     );
     match host.on_send(&alice(), m).await {
         SendOutcome::Reject(r) => assert_eq!(
-            r,
+            r.reason,
             "saw dest=/queue/p headers=[a=1,a=3] body=none body_len=5"
         ),
         other => panic!("{other:?}"),

@@ -49,7 +49,7 @@ fn sub() -> SubscriptionInfo {
 async fn assert_fails_closed(host: &PluginHost, name: &str) {
     for _ in 0..2 {
         assert!(
-            matches!(host.on_send(&alice(), msg("/queue/a", &[], "x")).await, SendOutcome::Reject(r) if r.contains(name))
+            matches!(host.on_send(&alice(), msg("/queue/a", &[], "x")).await, SendOutcome::Reject(r) if r.reason.contains(name))
         );
     }
     assert!(matches!(
@@ -259,7 +259,7 @@ async fn garbage_answers_are_refused() {
             .on_send(&alice(), msg("/queue/a", &[("garbage", kind)], "x"))
             .await;
         assert!(
-            matches!(&out, SendOutcome::Reject(r) if r.contains("garbage")),
+            matches!(&out, SendOutcome::Reject(r) if r.reason.contains("garbage")),
             "{kind}: {out:?}"
         );
     }
@@ -399,9 +399,9 @@ async fn routed_destinations_are_checked_against_the_senders_rights() {
         panic!("routed outside carol's rights: {out:?}");
     };
     assert!(
-        reason.contains("'/queue/secret'")
-            && reason.contains("'carol'")
-            && reason.contains("`puppet`"),
+        reason.reason.contains("'/queue/secret'")
+            && reason.reason.contains("'carol'")
+            && reason.reason.contains("`puppet`"),
         "the reason names the destination, the sender and the plugin: {reason}"
     );
     for to in ["/queue/out.eu", "/queue/in"] {
@@ -426,7 +426,7 @@ async fn every_fanned_out_destination_is_checked() {
     let carol = principal("carol", &["/queue/in", "/queue/out.*"]);
     let out = host.on_send(&carol, msg("/queue/in", &[], "x")).await;
     assert!(
-        matches!(&out, SendOutcome::Reject(r) if r.contains("'/queue/private'")),
+        matches!(&out, SendOutcome::Reject(r) if r.reason.contains("'/queue/private'")),
         "{out:?}"
     );
     let dave = principal("dave", &["/queue/*"]);

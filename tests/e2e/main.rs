@@ -14,6 +14,7 @@ mod connect;
 mod console;
 mod consumer_priority;
 mod dead_letter;
+mod error_codes;
 mod errors;
 mod exclusive;
 mod flow;

@@ -236,6 +236,13 @@ async fn connections_are_counted_by_listener_and_closes_by_reason() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(errors, 1.0, "one ERROR in all");
+    assert_eq!(
+        scrape.value(
+            "plugboard_error_codes_total",
+            &[("code", "protocol.unknown-ack")]
+        ),
+        1.0
+    );
     assert!(scrape.value("plugboard_connection_incoming_bytes_total", &[]) > 0.0);
     assert!(scrape.value("plugboard_connection_outgoing_bytes_total", &[]) > 0.0);
     assert!(scrape.value("plugboard_memory_limit_bytes", &[]) > 0.0);

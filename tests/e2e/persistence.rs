@@ -409,6 +409,7 @@ async fn a_full_store_refuses_persistent_sends_with_an_error_and_others_carry_on
         accepted += 1;
     };
     assert!(error.must("message").contains("store is full"), "{error:?}");
+    assert_eq!(error.get("error-code"), Some("store.full"), "{error:?}");
     assert!(
         (10..=20).contains(&accepted),
         "{accepted} accepted before the limit"

@@ -17,6 +17,7 @@ async fn a_silent_connection_without_subscriptions_is_closed_when_idle() {
         .await;
     let err = silent.expect_error_close().await;
     assert!(err.must("message").contains("idle"), "{err:?}");
+    assert_eq!(err.get("error-code"), Some("flow.idle"), "{err:?}");
     // A subscriber waiting for messages is not idle.
     listening.expect_silence(Duration::from_millis(600)).await;
     listening.sync().await;
@@ -59,6 +60,7 @@ async fn one_address_cannot_take_more_than_its_connections() {
         err.must("message").contains("too many connections"),
         "{err:?}"
     );
+    assert_eq!(err.get("error-code"), Some("limit.connections"), "{err:?}");
     // One goes away: a new one fits (once its session has ended, a moment after the close).
     held.pop().unwrap().disconnect().await;
     let deadline = Instant::now() + T;

@@ -24,6 +24,7 @@ async fn connect_without_login_is_refused() {
         message.contains("access refused"),
         "ERROR should say access refused: {reply:?}"
     );
+    assert_eq!(reply.get("error-code"), Some("auth.denied"), "{reply:?}");
     c.expect_closed().await;
     // A login without a passcode is no better.
     let (mut c, reply) = try_login(broker.addr, Some("alice"), None).await;
@@ -77,6 +78,7 @@ async fn bob_may_not_send() {
             err.must("message").contains("may not send"),
             "bob SEND {dest}: {err:?}"
         );
+        assert_eq!(err.get("error-code"), Some("permission.send"), "{err:?}");
         assert_eq!(err.get("receipt-id"), Some("s1"), "{err:?}");
     }
 }
@@ -97,6 +99,11 @@ async fn bob_may_not_subscribe_outside_public_topics() {
         assert!(
             err.must("message").contains("may not subscribe"),
             "bob SUBSCRIBE {dest}: {err:?}"
+        );
+        assert_eq!(
+            err.get("error-code"),
+            Some("permission.subscribe"),
+            "{err:?}"
         );
         assert_eq!(err.get("receipt-id"), Some("sub"), "{err:?}");
     }

@@ -17,6 +17,7 @@ mod deadlines;
 mod declines;
 mod delivery_headers;
 mod durable_owner;
+mod error_codes;
 mod hostile;
 mod metrics;
 mod routing;

@@ -241,6 +241,17 @@ to = ["/queue/strict.eu"]
         err.must("message").contains("no route"),
         "the plugin's reason reaches the client: {err:?}"
     );
+    // header-router gives its refusal a code (`[no-route] ...`): the ERROR carries it, named
+    // after the plugin, and the message does not show the prefix.
+    assert_eq!(
+        err.get("error-code"),
+        Some("plugin.strict-router.no-route"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.must("message"),
+        "message rejected: no route for this message on /queue/strict"
+    );
     assert_eq!(err.get("receipt-id"), Some("r-mars"), "{err:?}");
     c.expect_silence(QUIET).await;
 }
@@ -314,6 +325,12 @@ to = ["/queue/burst.eu", "/queue/burst.all"]
     );
     assert!(error.is("ERROR"), "{error:?}");
     assert!(error.must("message").contains("no route"), "{error:?}");
+    // The batch path knows which plugin rejected, too.
+    assert_eq!(
+        error.get("error-code"),
+        Some("plugin.strict-router.no-route"),
+        "{error:?}"
+    );
     assert_eq!(error.get("receipt-id"), Some("r7"), "{error:?}");
 
     let bodies: Vec<String> = eu
@@ -465,6 +482,11 @@ routes_bypass_sender_rights = true
     assert!(
         message.contains("'/queue/secret'") && message.contains("may not send"),
         "the ERROR names the destination: {err:?}"
+    );
+    assert_eq!(
+        err.get("error-code"),
+        Some("plugin.route-refused"),
+        "{err:?}"
     );
     assert_eq!(err.get("receipt-id"), Some("r"), "{err:?}");
     secret.expect_silence(QUIET).await;

@@ -550,7 +550,7 @@ async fn run_check(
             ("keep", "no plugin destination matches".to_string())
         } else {
             match host.on_send(&sender, msg.clone()).await {
-                SendOutcome::Reject(reason) => ("reject", reason),
+                SendOutcome::Reject(rejection) => ("reject", rejection.reason),
                 SendOutcome::Deliver(list) if list.is_empty() => ("drop", String::new()),
                 SendOutcome::Deliver(list) if list.len() == 1 && list[0] == msg => {
                     ("keep", String::new())
@@ -582,8 +582,15 @@ async fn run_check(
         };
         let subscriber = principal(&s.subscriber, &s.groups);
         let filter = match host.prepare_subscription(&subscriber, info).await {
-            Err(reason) => {
-                verdict(out, &mut failures, &label, "refuse", &reason, &s.expect);
+            Err(rejection) => {
+                verdict(
+                    out,
+                    &mut failures,
+                    &label,
+                    "refuse",
+                    &rejection.reason,
+                    &s.expect,
+                );
                 continue;
             }
             Ok(None) => {

@@ -27,7 +27,8 @@ use super::summary;
 use super::trace::{Decision, Sample, TracedCall};
 use super::{
     AuthOutcome, AuthRequest, CallContext, FailurePolicy, FilterOutcome, Hook, MessageRef, Plugin,
-    PluginHost, PluginMessage, Principal, RoutedBatch, SendOutcome, SubscriptionInfo,
+    PluginHost, PluginMessage, Principal, RejectCause, Rejection, RoutedBatch, SendOutcome,
+    SubscriptionInfo,
 };
 
 /// Largest filter token a plugin may hand back from `prepare-subscription`.
@@ -106,8 +107,17 @@ fn check_size(plugin: &Plugin, hook: Hook, size: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-fn failed(plugin: &Plugin) -> String {
-    format!("plugin `{}` failed", plugin.name)
+fn failed(plugin: &Plugin) -> Rejection {
+    Rejection::new(
+        &plugin.name,
+        RejectCause::Failed,
+        format!("plugin `{}` failed", plugin.name),
+    )
+}
+
+/// `plugin`'s own refusal, with its reason cleaned and cut.
+fn refused(plugin: &Plugin, reason: String) -> Rejection {
+    Rejection::new(&plugin.name, RejectCause::Verdict, convert::reason(reason))
 }
 
 /// Applies a checked send verdict (see [`check_verdict`]) of `plugin` to the message it was
@@ -121,7 +131,7 @@ fn apply_verdict(
     mut msg: PluginMessage,
     verdict: Verdict,
     mut push: impl FnMut(PluginMessage),
-) -> Option<String> {
+) -> Option<Rejection> {
     match verdict {
         Verdict::Keep => push(msg),
         Verdict::Rewrite(edit) => {
@@ -149,7 +159,7 @@ fn apply_verdict(
                 push(msg);
             }
         }
-        Verdict::Reject(reason) => return Some(convert::reason(reason)),
+        Verdict::Reject(reason) => return Some(refused(plugin, reason)),
     }
     None
 }
@@ -162,7 +172,7 @@ fn check_route(
     sender: &Principal,
     msg: &PluginMessage,
     edit: &Edit,
-) -> Result<(), String> {
+) -> Result<(), Rejection> {
     let Some(to) = edit.destination.as_deref() else {
         return Ok(());
     };
@@ -171,12 +181,13 @@ fn check_route(
         return Ok(());
     }
     plugin.pool.counters.routes_refused.fetch_add(1, Relaxed);
-    Err(format!(
+    let reason = format!(
         "plugin `{}` routed the message to '{}', where '{}' may not send",
         plugin.name,
         crate::text::shown(to),
         sender.name
-    ))
+    );
+    Err(Rejection::new(&plugin.name, RejectCause::Route, reason))
 }
 
 /// Whether `sender` may send to `to`, to each part when it is a composite destination.
@@ -438,7 +449,7 @@ impl PluginHost {
                                 Err(reason) => Some(reason),
                             }
                         }
-                        Ok(Verdict::Reject(reason)) => Some(convert::reason(reason)),
+                        Ok(Verdict::Reject(reason)) => Some(refused(plugin, reason)),
                         Ok(Verdict::FanOut(_)) => unreachable!("not one to one"),
                         Err(()) if open => None,
                         Err(()) => Some(failed(plugin)),
@@ -479,10 +490,11 @@ impl PluginHost {
                     Err(()) => Some(failed(plugin)),
                 };
                 if reject.is_none() && next.len() - start > MAX_FANOUT {
-                    reject = Some(format!(
+                    let reason = format!(
                         "plugin `{}` fanned out to more than {MAX_FANOUT} messages",
                         plugin.name
-                    ));
+                    );
+                    reject = Some(Rejection::new(&plugin.name, RejectCause::FanOut, reason));
                 }
                 if let Some(reason) = reject {
                     // Nothing from this input message on goes further (see `reject_at`).
@@ -509,7 +521,7 @@ impl PluginHost {
         &self,
         principal: &Principal,
         sub: SubscriptionInfo,
-    ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
+    ) -> Result<Option<Arc<SubscriptionFilter>>, Rejection> {
         self.prepare_subscription_in(&CallContext::detached(), principal, sub)
             .await
     }
@@ -522,7 +534,7 @@ impl PluginHost {
         context: &CallContext,
         principal: &Principal,
         sub: SubscriptionInfo,
-    ) -> Result<Option<Arc<SubscriptionFilter>>, String> {
+    ) -> Result<Option<Arc<SubscriptionFilter>>, Rejection> {
         let applicable: Vec<&Arc<Plugin>> = self
             .plugins
             .iter()
@@ -571,7 +583,7 @@ impl PluginHost {
                     needs: plan.needs,
                 }),
                 Ok(Ok(None)) => {}
-                Ok(Err(reason)) => return Err(convert::reason(reason)),
+                Ok(Err(reason)) => return Err(refused(plugin, reason)),
                 Err(_) if plugin.failure == FailurePolicy::Open => {}
                 Err(_) => return Err(failed(plugin)),
             }
@@ -734,7 +746,7 @@ struct Chain {
     /// The input messages still in play are those before this one.
     alive: usize,
     /// Why input message `alive` was rejected.
-    rejected: Option<String>,
+    rejected: Option<Rejection>,
 }
 
 impl Chain {
@@ -747,7 +759,7 @@ impl Chain {
     /// Rejects the input message `current[k]` came from: nothing from it on goes further. A
     /// reject by an earlier plugin was for a later message, so this one replaces it; later
     /// plugins still see the messages before it (and may reject one of those).
-    fn reject_at(&mut self, k: usize, reason: String) {
+    fn reject_at(&mut self, k: usize, reason: Rejection) {
         let (input, start) = match &self.origin {
             None => (k, k),
             Some(origin) => {

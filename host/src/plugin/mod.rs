@@ -18,6 +18,7 @@ pub(crate) mod glob;
 mod hook_stats;
 mod hooks;
 mod pool;
+mod rejection;
 mod summary;
 pub mod template;
 pub mod trace;
@@ -39,6 +40,7 @@ use pool::{Exports, Limits, Pool};
 pub use hook_stats::{HookStats, FAILURE_KINDS, HOOKS, LATENCY_SAMPLE_EVERY};
 pub use hooks::SubscriptionFilter;
 pub use pool::FailureKind;
+pub use rejection::{is_reason_code, split_reason_code, RejectCause, Rejection, MAX_REASON_CODE};
 pub use trace::{Decision, PluginTrace, Traces};
 
 /// The virtual host of every connection until virtual hosts are configured.
@@ -370,8 +372,8 @@ pub struct MessageRef<'a> {
 pub enum SendOutcome {
     /// One message (kept or rewritten) or several (fan-out); none when a plugin dropped it.
     Deliver(Vec<PluginMessage>),
-    /// The sender gets an ERROR with this reason.
-    Reject(String),
+    /// The sender gets an ERROR for this refusal.
+    Reject(Rejection),
 }
 
 /// What the send chain made of a batch of SENDs ([`PluginHost::route_batch`]).
@@ -383,7 +385,7 @@ pub struct RoutedBatch {
     /// plugin dropped it, several after a fan-out).
     pub counts: Vec<usize>,
     /// Why the SEND after those was rejected, when one was (the later SENDs were not run).
-    pub rejected: Option<String>,
+    pub rejected: Option<Rejection>,
 }
 
 /// A SUBSCRIBE, for the message hooks.

@@ -12,6 +12,7 @@ use crate::text::shown;
 use super::error::{client_error, SessionError};
 use super::handlers::required;
 use super::transaction::{Action, OwnedTarget, Transaction};
+use super::ErrorCode;
 use super::Session;
 
 impl Session {
@@ -24,16 +25,22 @@ impl Session {
             .expect("ack_target found it");
         let verb = if requeue { "NACK" } else { "ACK" };
         if subscription.ack_mode() == AckMode::Auto {
-            return Err(client_error(format!(
-                "{verb} on subscription '{}', which is in auto ack mode",
-                shown(subscription.name())
-            )));
+            return Err(client_error(
+                ErrorCode::ProtocolAckNotExpected,
+                format!(
+                    "{verb} on subscription '{}', which is in auto ack mode",
+                    shown(subscription.name())
+                ),
+            ));
         }
         let not_pending = || {
-            client_error(format!(
-                "{verb} names no unacknowledged message of subscription '{}'",
-                shown(subscription.name())
-            ))
+            client_error(
+                ErrorCode::ProtocolUnknownAck,
+                format!(
+                    "{verb} names no unacknowledged message of subscription '{}'",
+                    shown(subscription.name())
+                ),
+            )
         };
         if let Some(transaction) = self.transaction_mut(frame)? {
             subscription
@@ -68,10 +75,13 @@ impl Session {
                     .by_wire_id(subscription)
                     .map(|s| s.key())
                     .ok_or_else(|| {
-                        client_error(format!(
-                            "{verb} names unknown subscription '{}'",
-                            shown(subscription)
-                        ))
+                        client_error(
+                            ErrorCode::ProtocolUnknownSubscription,
+                            format!(
+                                "{verb} names unknown subscription '{}'",
+                                shown(subscription)
+                            ),
+                        )
                     })?;
                 // A composite subscription: the part that delivered the message.
                 let key = self.conn.part_holding(key, message_id);
@@ -85,27 +95,38 @@ impl Session {
                     .find(|s| s.check(target.as_target()).is_ok())
                     .map(|s| (s.key(), target))
                     .ok_or_else(|| {
-                        client_error(format!(
-                            "{verb} names no unacknowledged message '{}'",
-                            shown(message_id)
-                        ))
+                        client_error(
+                            ErrorCode::ProtocolUnknownAck,
+                            format!(
+                                "{verb} names no unacknowledged message '{}'",
+                                shown(message_id)
+                            ),
+                        )
                     })
             }
-            _ => Err(client_error(match self.version {
-                Version::V1_2 => format!("{verb} frame is missing the required 'id' header"),
-                Version::V1_1 => format!(
+            _ => Err(client_error(
+                ErrorCode::ProtocolMissingHeader,
+                match self.version {
+                    Version::V1_2 => format!("{verb} frame is missing the required 'id' header"),
+                    Version::V1_1 => format!(
                     "{verb} frame needs both 'message-id' and 'subscription' headers in STOMP 1.1"
                 ),
-                Version::V1_0 => {
-                    format!("{verb} frame is missing the required 'message-id' header")
-                }
-            })),
+                    Version::V1_0 => {
+                        format!("{verb} frame is missing the required 'message-id' header")
+                    }
+                },
+            )),
         }
     }
 
     /// Parses a 1.2 `ack` value `<key>.<seq>`.
     fn parse_ack_id(&self, id: &Bytes, verb: &str) -> Result<(u32, OwnedTarget), SessionError> {
-        let unknown = || client_error(format!("{verb} names unknown ack id '{}'", shown(id)));
+        let unknown = || {
+            client_error(
+                ErrorCode::ProtocolUnknownAck,
+                format!("{verb} names unknown ack id '{}'", shown(id)),
+            )
+        };
         let text_id = std::str::from_utf8(id).map_err(|_| unknown())?;
         let (key, seq) = text_id.split_once('.').ok_or_else(unknown)?;
         let key: u32 = key.parse().map_err(|_| unknown())?;
@@ -119,16 +140,17 @@ impl Session {
     pub(super) fn on_begin(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?.clone();
         if self.transactions.contains_key(&id) {
-            return Err(client_error(format!(
-                "transaction '{}' is already open",
-                shown(&id)
-            )));
+            return Err(client_error(
+                ErrorCode::ProtocolDuplicateTransaction,
+                format!("transaction '{}' is already open", shown(&id)),
+            ));
         }
         let max = self.broker.config.limits.max_transactions_per_connection;
         if self.transactions.len() >= max {
-            return Err(client_error(format!(
-                "too many open transactions: the limit is {max} per connection"
-            )));
+            return Err(client_error(
+                ErrorCode::LimitTransactions,
+                format!("too many open transactions: the limit is {max} per connection"),
+            ));
         }
         self.transactions.insert(id, Transaction::default());
         Ok(())
@@ -137,7 +159,10 @@ impl Session {
     pub(super) async fn on_commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?;
         let transaction = self.transactions.remove(id).ok_or_else(|| {
-            client_error(format!("COMMIT of unknown transaction '{}'", shown(id)))
+            client_error(
+                ErrorCode::ProtocolUnknownTransaction,
+                format!("COMMIT of unknown transaction '{}'", shown(id)),
+            )
         })?;
         let patience = self.slow_consumer_patience();
         // A message a full queue refused does not undo the others: COMMIT gets the ERROR.
@@ -187,10 +212,12 @@ impl Session {
 
     pub(super) fn on_abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?;
-        let transaction = self
-            .transactions
-            .remove(id)
-            .ok_or_else(|| client_error(format!("ABORT of unknown transaction '{}'", shown(id))))?;
+        let transaction = self.transactions.remove(id).ok_or_else(|| {
+            client_error(
+                ErrorCode::ProtocolUnknownTransaction,
+                format!("ABORT of unknown transaction '{}'", shown(id)),
+            )
+        })?;
         transaction.abort(&self.conn);
         Ok(())
     }

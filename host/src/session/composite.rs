@@ -27,7 +27,9 @@ use crate::text::shown;
 use super::error::{client_error, SessionError};
 use super::handlers::{receipt_frame, rejected, PreparedSend};
 use super::receipts::Mark;
+use super::subscribe::filter_refused;
 use super::subscribe::Parsed;
+use super::ErrorCode;
 use super::Session;
 
 impl Session {
@@ -47,11 +49,14 @@ impl Session {
     fn check_send_part(&self, destination: &[u8]) -> Result<(), SessionError> {
         check_send_name(destination)?;
         if !self.principal.may_send(destination) {
-            return Err(client_error(format!(
-                "'{}' may not send to '{}'",
-                self.principal.name,
-                shown(destination)
-            )));
+            return Err(client_error(
+                ErrorCode::PermissionSend,
+                format!(
+                    "'{}' may not send to '{}'",
+                    self.principal.name,
+                    shown(destination)
+                ),
+            ));
         }
         Ok(())
     }
@@ -107,11 +112,14 @@ impl Session {
     fn check_subscribe_part(&self, destination: &[u8]) -> Result<(), SessionError> {
         check_name(destination)?;
         if !is_wildcard(destination) && !self.principal.may_subscribe(destination) {
-            return Err(client_error(format!(
-                "'{}' may not subscribe to '{}'",
-                self.principal.name,
-                shown(destination)
-            )));
+            return Err(client_error(
+                ErrorCode::PermissionSubscribe,
+                format!(
+                    "'{}' may not subscribe to '{}'",
+                    self.principal.name,
+                    shown(destination)
+                ),
+            ));
         }
         Ok(())
     }
@@ -130,20 +138,23 @@ impl Session {
         let limits = &self.broker.config.limits;
         let parts = composite_parts(&parsed.destination, limits.max_composite_parts)?;
         if parsed.durable.is_some() {
-            return Err(client_error(format!(
-                "'{}' is a composite destination: it cannot be a durable subscription",
-                shown(&parsed.destination)
-            )));
+            return Err(client_error(
+                ErrorCode::DestinationCompositeUnsupported,
+                format!(
+                    "'{}' is a composite destination: it cannot be a durable subscription",
+                    shown(&parsed.destination)
+                ),
+            ));
         }
         if parsed.ack_mode == AckMode::Client {
-            return Err(client_error(format!(
+            return Err(client_error(ErrorCode::DestinationCompositeUnsupported, format!(
                 "'{}' is a composite destination: use ack:client-individual (a cumulative ack is not defined across several destinations)",
                 shown(&parsed.destination)
             )));
         }
         let max = limits.max_subscriptions_per_connection;
         if self.conn.subscription_count() + parts.len() > max {
-            return Err(client_error(format!(
+            return Err(client_error(ErrorCode::LimitSubscriptions, format!(
                 "too many subscriptions: the limit is {max} per connection (each part of a composite destination counts)"
             )));
         }
@@ -165,7 +176,7 @@ impl Session {
                 charge.take().unwrap_or_default(),
             )
             .await
-            .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+            .map_err(filter_refused)?;
             let request = SubscribeRequest {
                 wire_id: parsed.wire_id.clone(),
                 destination: part,

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::plugin::{AuthOutcome, AuthRequest, PluginHost, Principal};
 
 use super::error::{client_error, SessionError};
+use super::ErrorCode;
 
 /// What CONNECT settled.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub fn negotiate_version(frame: &Frame) -> Result<Version, SessionError> {
         .filter_map(|token| Version::parse(token.trim_ascii()))
         .max()
         .ok_or_else(|| SessionError::Client {
+            code: ErrorCode::ProtocolVersion,
+            plugin_code: None,
             message: format!(
                 "no common protocol version: the client accepts '{}', this broker supports {SUPPORTED}",
                 String::from_utf8_lossy(accept)
@@ -58,10 +61,13 @@ pub fn trimmed_if_1_0(mut frame: Frame) -> Frame {
 /// Parses a `heart-beat` value `cx,cy` (spaces around the numbers are tolerated).
 pub fn parse_heartbeat(value: &[u8]) -> Result<(u64, u64), SessionError> {
     let bad = || {
-        client_error(format!(
-            "invalid heart-beat header '{}': expected two non-negative integers 'cx,cy'",
-            String::from_utf8_lossy(value)
-        ))
+        client_error(
+            ErrorCode::ProtocolInvalidHeader,
+            format!(
+                "invalid heart-beat header '{}': expected two non-negative integers 'cx,cy'",
+                String::from_utf8_lossy(value)
+            ),
+        )
     };
     let mut parts = value.split(|&b| b == b',');
     let mut number = || -> Result<u64, SessionError> {
@@ -137,7 +143,10 @@ pub async fn authenticate(
         };
         return match plugins.authenticate_in(context, request).await {
             AuthOutcome::Allow(principal) => Ok(principal),
-            AuthOutcome::Deny(reason) => Err(client_error(format!("access refused: {reason}"))),
+            AuthOutcome::Deny(reason) => Err(client_error(
+                ErrorCode::AuthDenied,
+                format!("access refused: {reason}"),
+            )),
         };
     }
     let (login, passcode) = builtin_credentials(frame, peer);
@@ -153,13 +162,16 @@ pub async fn authenticate(
     };
     match config.users.iter().find(|u| matches(u)) {
         Some(user) => Ok(Principal::named(user.login.clone())),
-        None => Err(client_error(match login {
-            None => "access refused: login and passcode required".to_string(),
-            Some(login) => format!(
-                "access refused: bad login or passcode for '{}'",
-                String::from_utf8_lossy(login)
-            ),
-        })),
+        None => Err(client_error(
+            ErrorCode::AuthDenied,
+            match login {
+                None => "access refused: login and passcode required".to_string(),
+                Some(login) => format!(
+                    "access refused: bad login or passcode for '{}'",
+                    String::from_utf8_lossy(login)
+                ),
+            },
+        )),
     }
 }
 
@@ -182,8 +194,45 @@ fn builtin_credentials<'a>(
     }
 }
 
-/// The CONNECTED frame.
-pub fn connected_frame(negotiated: &Negotiated, session_id: &str, config: &Config) -> Frame {
+/// The CONNECTED `capabilities` value: what this broker supports, as configured, comma
+/// separated (see docs/protocol.md, "Capabilities"). `persistent`: a message store is open.
+/// Built once at start ([`crate::broker::Broker::capabilities`]): the features it names need a
+/// restart to change.
+pub fn capabilities(config: &Config, persistent: bool) -> String {
+    let limits = &config.limits;
+    let features = [
+        (persistent, "persistent"),
+        (config.durable.max_per_principal > 0, "durable"),
+        (true, "wildcards"),
+        (limits.max_composite_parts > 1, "composite"),
+        (config.schedule.max_messages > 0, "scheduled"),
+        (true, "priority"),
+        (true, "selectors"),
+        (true, "exclusive"),
+        (true, "groups"),
+        (true, "browse"),
+        (true, "queue-limits"),
+        (true, "expiry"),
+        (limits.max_temp_queues_per_connection > 0, "temp-queues"),
+        (!config.vhosts.is_empty(), "vhosts"),
+        (true, "error-codes"),
+    ];
+    features
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The CONNECTED frame; `capabilities` as [`capabilities`] made it (sent in every version:
+/// its value needs no escaping and clients ignore headers they do not know).
+pub fn connected_frame(
+    negotiated: &Negotiated,
+    session_id: &str,
+    config: &Config,
+    capabilities: &Bytes,
+) -> Frame {
     let server = format!("{}/{}", config.server_name, env!("CARGO_PKG_VERSION"));
     let mut frame = Frame::new(Command::Connected);
     if negotiated.version != Version::V1_0 {
@@ -195,7 +244,7 @@ pub fn connected_frame(negotiated: &Negotiated, session_id: &str, config: &Confi
     if negotiated.version != Version::V1_0 {
         frame = frame.header("heart-beat", negotiated.heartbeat_header.clone());
     }
-    frame
+    frame.header("capabilities", capabilities.clone())
 }
 
 #[cfg(test)]
@@ -269,6 +318,42 @@ mod tests {
         let n = negotiate(&connect(&[("heart-beat", "10,10")]), &config).unwrap();
         assert_eq!(n.version, Version::V1_0);
         assert!(n.send_every.is_none());
+    }
+
+    #[test]
+    fn capabilities_follow_the_configuration() {
+        let mut config = Config::default();
+        let all = capabilities(&config, true);
+        let names: Vec<&str> = all.split(',').collect();
+        for name in [
+            "persistent",
+            "durable",
+            "wildcards",
+            "composite",
+            "scheduled",
+            "priority",
+            "selectors",
+            "exclusive",
+            "groups",
+            "browse",
+            "error-codes",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {all}");
+        }
+        assert!(!names.contains(&"vhosts"), "{all}");
+        assert!(!names.contains(&"reauth"), "{all}");
+        config.schedule.max_messages = 0;
+        config.durable.max_per_principal = 0;
+        let fewer = capabilities(&config, false);
+        for name in ["persistent", "scheduled", "durable"] {
+            assert!(!fewer.split(',').any(|n| n == name), "{fewer}");
+        }
+        let n = negotiate(&connect(&[("accept-version", "1.2")]), &config).unwrap();
+        let frame = connected_frame(&n, "s-1", &config, &Bytes::from(fewer.clone()));
+        assert_eq!(
+            frame.get(b"capabilities").unwrap().as_ref(),
+            fewer.as_bytes()
+        );
     }
 
     fn with_basic(login: &str, passcode: &str) -> crate::listen::Peer {

@@ -11,6 +11,7 @@ use crate::router::ConsumerOptions;
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
+use super::ErrorCode;
 
 /// Consumer priority headers, the first present counts.
 const PRIORITY: [&[u8]; 2] = [b"activemq.priority", b"x-priority"];
@@ -43,11 +44,14 @@ fn first_of<'f>(frame: &'f Frame, names: &[&'static [u8]]) -> Option<(&'static [
 }
 
 fn invalid(name: &[u8], value: &[u8], expected: &str) -> SessionError {
-    client_error(format!(
-        "invalid {} '{}': expected {expected}",
-        shown(name),
-        shown(value)
-    ))
+    client_error(
+        ErrorCode::ProtocolInvalidHeader,
+        format!(
+            "invalid {} '{}': expected {expected}",
+            shown(name),
+            shown(value)
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -3,10 +3,15 @@
 //! Client errors carry a clear, single-line `message` for the ERROR frame (and the offending
 //! frame's `receipt`, echoed as `receipt-id`); they are logged at debug level since they are the
 //! client's doing. I/O errors end the connection without an ERROR (the socket is gone).
+//!
+//! Every ERROR carries an `error-code` header: [`SessionError::code`] gives each error its
+//! [`ErrorCode`] by an exhaustive match, so a new kind of error cannot be added without one.
 
 use bytes::Bytes;
 
 use crate::codec::{Command, DecodeError, Frame, ReadBufferError, ReadError};
+
+use super::error_code::{self, ErrorCode};
 
 /// Why a session ends abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +22,10 @@ pub enum SessionError {
     /// A well-formed frame the broker refuses.
     #[error("{message}")]
     Client {
+        /// Why, for the ERROR's `error-code` header (and metrics).
+        code: ErrorCode,
+        /// A plugin's own code (`plugin.<name>.<code>`), sent instead of `code`.
+        plugin_code: Option<Box<str>>,
         /// The ERROR frame's `message` header: one line, meant for the client.
         message: String,
         /// Extra ERROR headers (e.g. `version` on a failed negotiation).
@@ -59,16 +68,63 @@ impl From<ReadError> for SessionError {
     }
 }
 
-/// Shorthand for a client error with a message.
-pub fn client_error(message: impl Into<String>) -> SessionError {
+/// Shorthand for a client error with its code and message.
+pub fn client_error(code: ErrorCode, message: impl Into<String>) -> SessionError {
     SessionError::Client {
+        code,
+        plugin_code: None,
         message: message.into(),
         headers: Vec::new(),
         receipt: None,
     }
 }
 
+/// A client error for a refusal of the plugin chain, `message` saying what was refused: its
+/// code is the plugin's own when its reason carries one (`[code] rest`, then `rest` is the
+/// reason shown), else the broker's code for how the plugin refused.
+pub fn plugin_error(
+    rejection: &crate::plugin::Rejection,
+    message: impl FnOnce(&str) -> String,
+) -> SessionError {
+    SessionError::Client {
+        code: error_code::rejection_code(rejection),
+        plugin_code: error_code::plugin_code(rejection).map(String::into_boxed_str),
+        message: message(rejection.message()),
+        headers: Vec::new(),
+        receipt: None,
+    }
+}
+
 impl SessionError {
+    /// The code of the ERROR this error sends; `None` when it sends none (the socket failed).
+    /// A plugin's own code is in [`wire_code`](Self::wire_code); this is the broker's.
+    pub fn code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            SessionError::Decode(err) => error_code::decode_code(&err.kind),
+            SessionError::Client { code, .. } => *code,
+            SessionError::HeartbeatTimeout(_) => ErrorCode::FlowHeartbeatTimeout,
+            SessionError::Idle(_) => ErrorCode::FlowIdle,
+            SessionError::ConnectTimeout(_) => ErrorCode::ProtocolConnectTimeout,
+            SessionError::Shutdown => ErrorCode::ServerShutdown,
+            SessionError::ClosedByAdmin => ErrorCode::ServerAdminClose,
+            SessionError::SlowConsumer => ErrorCode::FlowSlowConsumer,
+            SessionError::ReadBuffer(err) => error_code::read_buffer_code(err),
+            SessionError::Io(_) => return None,
+        })
+    }
+
+    /// The ERROR's `error-code` value: a plugin's own code when it gave one, else
+    /// [`code`](Self::code).
+    pub fn wire_code(&self) -> Option<&str> {
+        match self {
+            SessionError::Client {
+                plugin_code: Some(code),
+                ..
+            } => Some(code),
+            _ => self.code().map(ErrorCode::as_str),
+        }
+    }
+
     /// Attaches the offending frame's `receipt` so the ERROR carries `receipt-id`.
     pub fn with_receipt(mut self, receipt: Option<&Bytes>) -> SessionError {
         if let SessionError::Client { receipt: slot, .. } = &mut self {
@@ -81,6 +137,7 @@ impl SessionError {
 
     /// The ERROR frame for this error, or `None` when the socket cannot take one.
     pub fn to_frame(&self) -> Option<Frame> {
+        let code = self.wire_code()?.to_owned();
         let (receipt, extra): (Option<&Bytes>, &[(Bytes, Bytes)]) = match self {
             SessionError::Io(_) => return None,
             SessionError::Decode(err) => (err.receipt.as_ref(), &[]),
@@ -98,6 +155,7 @@ impl SessionError {
             frame = frame.header(name.clone(), value.clone());
         }
         frame = frame
+            .header("error-code", code)
             .header("message", message.clone())
             .header("content-type", "text/plain");
         Some(frame.body(message + "\n"))
@@ -118,7 +176,7 @@ mod tests {
     #[test]
     fn client_error_carries_receipt_and_message() {
         let receipt = Bytes::from_static(b"r-1");
-        let frame = client_error("bad\nthing")
+        let frame = client_error(ErrorCode::ProtocolInvalidHeader, "bad\nthing")
             .with_receipt(Some(&receipt))
             .to_frame()
             .unwrap();
@@ -126,6 +184,53 @@ mod tests {
         assert_eq!(frame.get(b"receipt-id").unwrap().as_ref(), b"r-1");
         assert_eq!(frame.get(b"message").unwrap().as_ref(), b"bad thing");
         assert_eq!(frame.get(b"content-type").unwrap().as_ref(), b"text/plain");
+        assert_eq!(
+            frame.get(b"error-code").unwrap().as_ref(),
+            b"protocol.invalid-header"
+        );
+    }
+
+    #[test]
+    fn every_error_that_sends_a_frame_has_a_code() {
+        let errors = [
+            SessionError::HeartbeatTimeout(1),
+            SessionError::Idle(1),
+            SessionError::ConnectTimeout(1),
+            SessionError::Shutdown,
+            SessionError::ClosedByAdmin,
+            SessionError::SlowConsumer,
+            SessionError::ReadBuffer(ReadBufferError::OutOfMemory { bytes: 1 }),
+        ];
+        for err in errors {
+            let frame = err.to_frame().unwrap();
+            let code = err.code().unwrap().as_str();
+            assert_eq!(frame.get(b"error-code").unwrap().as_ref(), code.as_bytes());
+        }
+        assert_eq!(
+            SessionError::SlowConsumer.code(),
+            Some(ErrorCode::FlowSlowConsumer)
+        );
+    }
+
+    #[test]
+    fn a_plugin_code_replaces_the_generic_one_on_the_wire_only() {
+        use crate::plugin::{RejectCause, Rejection};
+        let rejection = Rejection {
+            plugin: "router".into(),
+            cause: RejectCause::Verdict,
+            reason: "[no-route] nothing for 'xx'".into(),
+        };
+        let err = plugin_error(&rejection, |reason| format!("message rejected: {reason}"));
+        assert_eq!(err.code(), Some(ErrorCode::PluginRejected));
+        let frame = err.to_frame().unwrap();
+        assert_eq!(
+            frame.get(b"error-code").unwrap().as_ref(),
+            b"plugin.router.no-route"
+        );
+        assert_eq!(
+            frame.get(b"message").unwrap().as_ref(),
+            b"message rejected: nothing for 'xx'"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::send_headers::Mentions;
 use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
-use crate::plugin::{PluginMessage, SendOutcome};
+use crate::plugin::{PluginMessage, Rejection, SendOutcome};
 use crate::router::props::PropsError;
 use crate::router::queue_args::expiry_in;
 use crate::router::{
@@ -20,23 +20,27 @@ use crate::router::{
 };
 use crate::text::shown;
 
-use super::error::{client_error, SessionError};
+use super::error::{client_error, plugin_error, SessionError};
+use super::error_code::{self, ErrorCode};
 use super::subscribe::durable_name_header;
 use super::transaction::{Action, Transaction};
 use super::{Charged, Flow, Session};
 
 impl From<RouteError> for SessionError {
     fn from(err: RouteError) -> SessionError {
-        client_error(err.to_string())
+        client_error(error_code::route_code(&err), err.to_string())
     }
 }
 
 pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, SessionError> {
     frame.get(name.as_bytes()).ok_or_else(|| {
-        client_error(format!(
-            "{} frame is missing the required '{name}' header",
-            frame.command.as_str()
-        ))
+        client_error(
+            ErrorCode::ProtocolMissingHeader,
+            format!(
+                "{} frame is missing the required '{name}' header",
+                frame.command.as_str()
+            ),
+        )
     })
 }
 
@@ -67,13 +71,13 @@ impl PreparedSend {
 
 impl From<PropsError> for SessionError {
     fn from(err: PropsError) -> SessionError {
-        client_error(err.to_string())
+        client_error(ErrorCode::ProtocolInvalidHeader, err.to_string())
     }
 }
 
 /// The error of a SEND a plugin rejected.
-pub(super) fn rejected(reason: &str) -> SessionError {
-    client_error(format!("message rejected: {reason}"))
+pub(super) fn rejected(rejection: &Rejection) -> SessionError {
+    plugin_error(rejection, |reason| format!("message rejected: {reason}"))
 }
 
 pub(super) fn receipt_frame(receipt: Bytes) -> Outgoing {
@@ -127,7 +131,10 @@ impl Session {
             Command::Ack => self.on_ack(&frame, false)?,
             Command::Nack => {
                 if self.version == Version::V1_0 {
-                    return Err(client_error("NACK is not part of STOMP 1.0"));
+                    return Err(client_error(
+                        ErrorCode::ProtocolUnsupported,
+                        "NACK is not part of STOMP 1.0",
+                    ));
                 }
                 self.on_ack(&frame, true)?
             }
@@ -137,14 +144,18 @@ impl Session {
             Command::Disconnect => return Ok(Flow::Disconnect(receipt)),
             Command::Connect | Command::Stomp => {
                 return Err(client_error(
+                    ErrorCode::ProtocolAlreadyConnected,
                     "already connected: a second CONNECT is not allowed",
                 ))
             }
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
-                return Err(client_error(format!(
-                    "{} is a server frame; a client may not send it",
-                    frame.command.as_str()
-                )))
+                return Err(client_error(
+                    ErrorCode::ProtocolServerFrame,
+                    format!(
+                        "{} is a server frame; a client may not send it",
+                        frame.command.as_str()
+                    ),
+                ))
             }
         }
         Ok(Flow::Continue)
@@ -158,15 +169,20 @@ impl Session {
             return Ok(None);
         };
         let max = self.broker.config.limits.max_transaction_frames;
-        let transaction = self
-            .transactions
-            .get_mut(id)
-            .ok_or_else(|| client_error(format!("unknown transaction '{}'", shown(id))))?;
+        let transaction = self.transactions.get_mut(id).ok_or_else(|| {
+            client_error(
+                ErrorCode::ProtocolUnknownTransaction,
+                format!("unknown transaction '{}'", shown(id)),
+            )
+        })?;
         if transaction.actions.len() >= max {
-            return Err(client_error(format!(
-                "transaction '{}' holds the maximum of {max} frames",
-                shown(id)
-            )));
+            return Err(client_error(
+                ErrorCode::LimitTransactionSize,
+                format!(
+                    "transaction '{}' holds the maximum of {max} frames",
+                    shown(id)
+                ),
+            ));
         }
         Ok(Some(transaction))
     }
@@ -260,9 +276,10 @@ impl Session {
         let max_parts = self.broker.config.limits.max_composite_parts;
         for (i, copy) in super::composite::expand(routed, max_parts).enumerate() {
             let invalid = |err: RouteError| {
-                client_error(format!(
-                    "a plugin routed the message to an invalid destination: {err}"
-                ))
+                client_error(
+                    ErrorCode::PluginInvalidOutput,
+                    format!("a plugin routed the message to an invalid destination: {err}"),
+                )
             };
             let copy = copy.map_err(invalid)?;
             if i == 0 {
@@ -272,11 +289,14 @@ impl Session {
                 }
                 if mentions.schedule {
                     schedule = Schedule::from_headers(&copy.headers, &self.broker.config.schedule)
-                        .map_err(|err| client_error(err.to_string()))?;
+                        .map_err(|err| {
+                            client_error(error_code::schedule_code(&err), err.to_string())
+                        })?;
                 }
                 if mentions.queue_args {
-                    queue_args = QueueArgs::from_headers(&copy.headers)
-                        .map_err(|err| client_error(err.to_string()))?;
+                    queue_args = QueueArgs::from_headers(&copy.headers).map_err(|err| {
+                        client_error(error_code::queue_args_code(&err), err.to_string())
+                    })?;
                 }
             }
             if !names_checked {
@@ -299,7 +319,10 @@ impl Session {
             let props = match &props {
                 Some(props) => props.clone(),
                 None => Props::read(&copy.headers).map_err(|err| {
-                    client_error(format!("a plugin set an invalid delivery header: {err}"))
+                    client_error(
+                        ErrorCode::PluginInvalidOutput,
+                        format!("a plugin set an invalid delivery header: {err}"),
+                    )
                 })?,
             };
             let charge = charge.take().unwrap_or_else(|| {
@@ -333,11 +356,9 @@ impl Session {
                         record_size(message) as u64 * copies
                     })
                     .sum();
-                Some(
-                    store
-                        .reserve(bytes)
-                        .map_err(|refused| client_error(refused.to_string()))?,
-                )
+                Some(store.reserve(bytes).map_err(|refused| {
+                    client_error(error_code::store_code(&refused), refused.to_string())
+                })?)
             }
             _ => None,
         };
@@ -358,7 +379,7 @@ impl Session {
                 .max_transaction_bytes_per_connection;
             let held: u64 = self.transactions.values().map(|t| t.bytes).sum();
             if held + bytes > max {
-                return Err(client_error(format!(
+                return Err(client_error(ErrorCode::LimitTransactionSize, format!(
                     "transactions hold {held} bytes of messages: {bytes} more would exceed the limit of {max} bytes per connection"
                 )));
             }
@@ -367,7 +388,9 @@ impl Session {
                     .router
                     .scheduler()
                     .check_room(&self.principal.name, plan.len())
-                    .map_err(|err| client_error(err.to_string()))?;
+                    .map_err(|err| {
+                        client_error(error_code::schedule_code(&err), err.to_string())
+                    })?;
             }
             if let Some(transaction) = self.transactions.get_mut(&id) {
                 transaction.bytes += bytes;
@@ -385,7 +408,7 @@ impl Session {
                 .router
                 .scheduler()
                 .schedule(plan, schedule, &self.principal.name, true)
-                .map_err(|err| client_error(err.to_string()))?;
+                .map_err(|err| client_error(error_code::schedule_code(&err), err.to_string()))?;
             drop(reservation);
             return Ok(());
         }
@@ -453,9 +476,10 @@ pub(super) fn full_queue_error(destination: &Destination) -> SessionError {
         Destination::Queue(queue) => shown(&queue.name),
         Destination::Topic(topic) => shown(&topic.name),
     };
-    client_error(format!(
-        "message rejected: queue '{name}' is full (x-overflow reject-publish)"
-    ))
+    client_error(
+        ErrorCode::FlowQueueFull,
+        format!("message rejected: queue '{name}' is full (x-overflow reject-publish)"),
+    )
 }
 
 /// About how many bytes a message takes in the journal.

@@ -15,6 +15,7 @@ mod composite;
 mod connect;
 mod consumer_headers;
 mod error;
+mod error_code;
 mod handlers;
 mod receipts;
 mod send_batch;
@@ -42,7 +43,9 @@ use crate::plugin::{CallContext, Principal};
 use crate::router::{Connection, Outbox, Outgoing};
 use crate::vhost::Vhost;
 
+pub use connect::capabilities;
 pub use error::SessionError;
+pub use error_code::ErrorCode;
 
 use error::client_error;
 use receipts::Receipts;
@@ -178,6 +181,7 @@ async fn run<T: Transport>(
         &negotiated,
         &session_id,
         &config,
+        &broker.capabilities,
     )));
     let writer_config = writer::WriterConfig {
         version: negotiated.version,
@@ -232,10 +236,13 @@ async fn accept_connect(
     login_refused: &mut bool,
 ) -> Result<(connect::Negotiated, Principal, Arc<Vhost>, CallContext), SessionError> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
-        return Err(client_error(format!(
-            "expected CONNECT or STOMP as the first frame, got {}",
-            frame.command.as_str()
-        ))
+        return Err(client_error(
+            ErrorCode::ProtocolExpectedConnect,
+            format!(
+                "expected CONNECT or STOMP as the first frame, got {}",
+                frame.command.as_str()
+            ),
+        )
         .with_receipt(frame.get(b"receipt")));
     }
     let negotiated = connect::negotiate(frame, &broker.config)?;
@@ -247,7 +254,7 @@ async fn accept_connect(
     let selected = broker
         .vhosts
         .select(frame.get(b"host").map(|h| &h[..]))
-        .map_err(|err| client_error(err.to_string()));
+        .map_err(|err| client_error(ErrorCode::AuthUnknownVhost, err.to_string()));
     let authenticated = match selected {
         Ok(vhost) => {
             // Who the plugin calls of this session are for, from its authentication on.
@@ -275,8 +282,9 @@ async fn accept_connect(
 
 /// Refuses a connection before any session: an ERROR with `message`, then a close.
 pub async fn refuse<T: Transport>(stream: T, message: String) {
-    info!(kind = "refused-connection", error = %message, "ERROR sent");
-    let frame = error::client_error(message)
+    let code = ErrorCode::LimitConnections;
+    info!(kind = "refused-connection", code = code.as_str(), error = %message, "ERROR sent");
+    let frame = error::client_error(code, message)
         .to_frame()
         .expect("a client error has a frame");
     let (reader, writer) = stream.split();
@@ -378,9 +386,11 @@ async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
 /// Logs and counts a session-ending error; returns why the connection ends.
 fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReason {
     let (reason, error) = classify(err, login_refused);
-    if let Some(kind) = error {
+    if let (Some(kind), Some(code)) = (error, err.code()) {
         broker.stats.connections.error_sent(kind);
-        info!(kind = kind.as_str(), error = %err, "ERROR sent");
+        broker.stats.connections.error_code_sent(code);
+        let code = err.wire_code().unwrap_or(code.as_str());
+        info!(kind = kind.as_str(), code, error = %err, "ERROR sent");
     }
     match err {
         SessionError::Io(err) => debug!(%err, "connection failed"),

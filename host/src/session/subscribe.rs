@@ -18,19 +18,21 @@ use crate::router::{
 use crate::text::shown;
 
 use super::consumer_headers::consumer_options;
-use super::error::{client_error, SessionError};
+use super::error::{client_error, plugin_error, SessionError};
+use super::error_code::{self, ErrorCode};
 use super::handlers::{header_is_true, receipt_frame, required};
 use super::Session;
+use crate::policy::FilterRefusal;
 
 impl From<SubscribeError> for SessionError {
     fn from(err: SubscribeError) -> SessionError {
-        client_error(err.to_string())
+        client_error(error_code::subscribe_code(&err), err.to_string())
     }
 }
 
 impl From<DurableError> for SessionError {
     fn from(err: DurableError) -> SessionError {
-        client_error(err.to_string())
+        client_error(error_code::durable_code(&err), err.to_string())
     }
 }
 
@@ -56,12 +58,12 @@ impl Session {
         let parsed = self.parse_subscribe(&frame)?;
         let browser = header_is_true(&frame, b"browser");
         let queue_args = crate::router::QueueArgs::from_headers(&frame.headers)
-            .map_err(|err| client_error(err.to_string()))?;
+            .map_err(|err| client_error(error_code::queue_args_code(&err), err.to_string()))?;
         if crate::router::is_composite(&parsed.destination) {
             // Each part would need its own snapshot or declaration: refused rather than
             // applied to some parts or ignored.
             if browser || queue_args.is_some() {
-                return Err(client_error(format!(
+                return Err(client_error(ErrorCode::DestinationCompositeUnsupported, format!(
                     "'{}' is a composite destination: browser:true and queue arguments (x-max-length, x-overflow, x-message-ttl, ...) need a single queue",
                     shown(&parsed.destination)
                 )));
@@ -71,10 +73,13 @@ impl Session {
                 .await;
         }
         if browser && !parsed.destination.starts_with(crate::router::QUEUE_PREFIX) {
-            return Err(client_error(format!(
-                "browser:true applies to /queue/ destinations only, not '{}'",
-                shown(&parsed.destination)
-            )));
+            return Err(client_error(
+                ErrorCode::DestinationNotAQueue,
+                format!(
+                    "browser:true applies to /queue/ destinations only, not '{}'",
+                    shown(&parsed.destination)
+                ),
+            ));
         }
         // Queue arguments create the queue with them, or must match those it has.
         if let Some(args) = queue_args {
@@ -97,7 +102,7 @@ impl Session {
             charge,
         )
         .await
-        .map_err(|reason| client_error(format!("subscription refused: {reason}")))?;
+        .map_err(filter_refused)?;
         let durable = parsed
             .durable
             .map(|name| self.durable_key(name, parsed.wire_id.as_ref()));
@@ -146,7 +151,12 @@ impl Session {
                 item = back;
                 tokio::time::timeout(wait, outbox.wait_for_room())
                     .await
-                    .map_err(|_| client_error("browse abandoned: the client stopped reading"))?;
+                    .map_err(|_| {
+                        client_error(
+                            ErrorCode::FlowBrowseAbandoned,
+                            "browse abandoned: the client stopped reading",
+                        )
+                    })?;
             }
         }
         outbox.push(Outgoing::Frame(browse.end_marker()));
@@ -159,30 +169,40 @@ impl Session {
         let wire_id = frame.get(b"id").cloned();
         if wire_id.is_none() && self.version >= Version::V1_1 {
             return Err(client_error(
+                ErrorCode::ProtocolMissingHeader,
                 "SUBSCRIBE frame is missing the required 'id' header (required since STOMP 1.1)",
             ));
         }
         let limits = &self.broker.config.limits;
         let header_bytes: usize = frame.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
         if header_bytes > limits.max_subscribe_header_bytes {
-            return Err(client_error(format!(
-                "SUBSCRIBE headers of {header_bytes} bytes exceed the limit of {} bytes",
-                limits.max_subscribe_header_bytes
-            )));
+            return Err(client_error(
+                ErrorCode::LimitHeaderSize,
+                format!(
+                    "SUBSCRIBE headers of {header_bytes} bytes exceed the limit of {} bytes",
+                    limits.max_subscribe_header_bytes
+                ),
+            ));
         }
         if self.conn.subscription_count() >= limits.max_subscriptions_per_connection {
-            return Err(client_error(format!(
-                "too many subscriptions: the limit is {} per connection",
-                limits.max_subscriptions_per_connection
-            )));
+            return Err(client_error(
+                ErrorCode::LimitSubscriptions,
+                format!(
+                    "too many subscriptions: the limit is {} per connection",
+                    limits.max_subscriptions_per_connection
+                ),
+            ));
         }
         let ack_mode = match frame.get(b"ack") {
             None => AckMode::Auto,
             Some(value) => AckMode::parse(value).ok_or_else(|| {
-                client_error(format!(
-                    "invalid ack mode '{}': expected auto, client or client-individual",
-                    shown(value)
-                ))
+                client_error(
+                    ErrorCode::ProtocolInvalidHeader,
+                    format!(
+                        "invalid ack mode '{}': expected auto, client or client-individual",
+                        shown(value)
+                    ),
+                )
             })?,
         };
         self.check_subscribe_target(&destination)?;
@@ -197,6 +217,7 @@ impl Session {
             Some(_) if !destination.starts_with(crate::router::TOPIC_PREFIX) => None,
             Some(DurableName::ById) if wire_id.is_none() => {
                 return Err(client_error(
+                    ErrorCode::ProtocolMissingHeader,
                     "a durable subscription needs an 'id' or a subscription name header",
                 ))
             }
@@ -240,10 +261,10 @@ impl Session {
         }
         let key = match (frame.get(b"id"), frame.get(b"destination")) {
             (Some(id), _) => self.conn.by_wire_id(id).map(|s| s.key()).ok_or_else(|| {
-                client_error(format!(
-                    "no subscription '{}' on this connection",
-                    shown(id)
-                ))
+                client_error(
+                    ErrorCode::ProtocolUnknownSubscription,
+                    format!("no subscription '{}' on this connection", shown(id)),
+                )
             })?,
             // STOMP 1.0 may name the subscription by its destination instead.
             (None, Some(destination)) if self.version == Version::V1_0 => {
@@ -258,14 +279,18 @@ impl Session {
                     })
                     .map(|s| s.key())
                     .ok_or_else(|| {
-                        client_error(format!(
-                            "no subscription to '{}' on this connection",
-                            shown(destination)
-                        ))
+                        client_error(
+                            ErrorCode::ProtocolUnknownSubscription,
+                            format!(
+                                "no subscription to '{}' on this connection",
+                                shown(destination)
+                            ),
+                        )
                     })?
             }
             _ => {
                 return Err(client_error(
+                    ErrorCode::ProtocolMissingHeader,
                     "UNSUBSCRIBE frame is missing the required 'id' header",
                 ))
             }
@@ -294,11 +319,14 @@ fn prefetch(frame: &Frame) -> Result<Option<u32>, SessionError> {
         .filter(|&n| n >= 1)
         .map(Some)
         .ok_or_else(|| {
-            client_error(format!(
-                "invalid {} '{}': expected a whole number of at least 1",
-                shown(name),
-                shown(value)
-            ))
+            client_error(
+                ErrorCode::ProtocolInvalidHeader,
+                format!(
+                    "invalid {} '{}': expected a whole number of at least 1",
+                    shown(name),
+                    shown(value)
+                ),
+            )
         })
 }
 
@@ -332,4 +360,18 @@ pub(super) fn durable_name_header(frame: &Frame) -> Option<DurableName> {
     let flag = |header: &[u8]| header_is_true(frame, header);
     ((flag(b"durable") || flag(b"persistent")) && !flag(b"auto-delete"))
         .then_some(DurableName::ById)
+}
+
+/// The error of a SUBSCRIBE whose filter could not be prepared: a malformed selector, or a
+/// message plugin's refusal (its own code when its reason carries one).
+pub(super) fn filter_refused(refusal: FilterRefusal) -> SessionError {
+    match refusal {
+        FilterRefusal::Selector(reason) => client_error(
+            ErrorCode::ProtocolInvalidSelector,
+            format!("subscription refused: {reason}"),
+        ),
+        FilterRefusal::Plugin(rejection) => plugin_error(&rejection, |reason| {
+            format!("subscription refused: {reason}")
+        }),
+    }
 }

@@ -103,7 +103,12 @@ pub fn route<'a, 'h>(
         Route::To(&config.default)
     } else if config.reject_unmatched {
         trace_note(|| "no rule matched: reject_unmatched".to_string());
-        Route::Reject(format!("no route for this message on {destination}"))
+        // Coded, so that a client can tell "no route" from other refusals: the ERROR carries
+        // `error-code:plugin.<name>.no-route`.
+        Route::Reject(plugboard_sdk::coded_reason(
+            "no-route",
+            &format!("no route for this message on {destination}"),
+        ))
     } else {
         trace_note(|| "no rule matched: the message stays".to_string());
         Route::Stay
@@ -253,7 +258,12 @@ mod tests {
     #[test]
     fn default_and_reject() {
         let c = parse_config(r#"{"reject_unmatched":true}"#).unwrap();
-        assert!(matches!(route(&c, "/q", lookup(&[])), Route::Reject(_)));
+        match route(&c, "/q", lookup(&[])) {
+            Route::Reject(reason) => {
+                assert_eq!(reason, "[no-route] no route for this message on /q")
+            }
+            _ => panic!("not rejected"),
+        }
         let c = parse_config(r#"{"default":["/queue/dead"]}"#).unwrap();
         assert!(matches!(route(&c, "/q", lookup(&[])), Route::To(_)));
         assert!(parse_config(r#"{"default":["nope"]}"#)

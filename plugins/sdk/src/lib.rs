@@ -38,6 +38,8 @@
 //! - **Native tests**: [`testing::Harness`] runs a plugin without wasm, and passes it only what
 //!   its manifest asked for, as the host does.
 //! - **Logging**: [`log`] writes into the broker's log (to stderr in native tests).
+//! - **Reject codes**: [`coded_reason`] gives a reject reason a code the client receives as
+//!   `error-code:plugin.<plugin-name>.<code>`.
 //!
 //! The plugin value is created once per instance by `init` and shared by every call of that
 //! instance. Instances are pooled and interchangeable: keep no per-subscription state in it (use
@@ -79,14 +81,17 @@ pub use ex::send::SendVerdict;
 pub use std::sync::OnceLock as __OnceLock;
 
 pub mod packed;
+mod reason;
 pub mod testing;
+
+pub use reason::{coded_reason, is_valid_code};
 
 /// Everything a plugin usually needs: `use plugboard_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        context, log, trace_note, AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan,
-        FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig, Plugin,
-        Principal, Router, SendVerdict, Subscription,
+        coded_reason, context, log, trace_note, AuthRequest, AuthResult, Authenticator, Edit,
+        Filter, FilterPlan, FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message, Needs,
+        NoConfig, Plugin, Principal, Router, SendVerdict, Subscription,
     };
 }
 

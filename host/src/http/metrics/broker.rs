@@ -62,6 +62,15 @@ pub fn encode_connections(encoder: &mut DescriptorEncoder, broker: &Broker) -> f
             .errors()
             .map(|(kind, n)| ([("kind", kind.as_str())], Counter(n))),
     )?;
+    family(
+        encoder,
+        "plugboard_error_codes",
+        "ERROR frames sent to clients, by error-code (a plugin's own code counts as \
+         plugin.rejected).",
+        counters
+            .error_codes()
+            .map(|(code, n)| ([("code", code.as_str())], Counter(n))),
+    )?;
     single(
         encoder,
         "plugboard_session_panics",

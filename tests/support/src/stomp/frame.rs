@@ -289,12 +289,17 @@ pub fn parse_frame(buf: &[u8], version: Version) -> Result<Option<(Frame, usize)
 // Checks and builders
 // ---------------------------------------------------------------------------------------------
 
-/// An ERROR frame as decided: a non-empty `message`, text/plain, content-length with a body.
+/// An ERROR frame as decided: a non-empty `message`, a well-formed `error-code`, text/plain,
+/// content-length with a body.
 pub fn assert_error_frame(f: &Frame) {
     assert!(f.is("ERROR"), "expected ERROR, got {f:?}");
     assert!(
         f.get("message").is_some_and(|m| !m.is_empty()),
         "ERROR without message: {f:?}"
+    );
+    assert!(
+        f.get("error-code").is_some_and(is_error_code),
+        "ERROR without a well-formed error-code: {f:?}"
     );
     let ct = f.get("content-type").unwrap_or("");
     assert!(
@@ -307,6 +312,31 @@ pub fn assert_error_frame(f: &Frame) {
             "ERROR with a body has content-length: {f:?}"
         );
     }
+}
+
+/// `code` has the shape of an `error-code`: `namespace.name` (lower-case letters, digits, `-`,
+/// and more dots in a plugin's own `plugin.<name>.<code>`), in one of the documented
+/// namespaces.
+pub fn is_error_code(code: &str) -> bool {
+    const NAMESPACES: [&str; 9] = [
+        "auth",
+        "limit",
+        "protocol",
+        "destination",
+        "permission",
+        "plugin",
+        "store",
+        "flow",
+        "server",
+    ];
+    let Some((namespace, name)) = code.split_once('.') else {
+        return false;
+    };
+    NAMESPACES.contains(&namespace)
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'))
 }
 
 /// `s` is non-empty and made only of `[A-Za-z0-9._-]`.
