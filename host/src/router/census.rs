@@ -6,8 +6,15 @@ use std::sync::Arc;
 
 use super::{Queue, Router, Topic};
 
-/// The reasons a queue dead-letters a message for, as its `dlq-reason` header says them.
-pub const DEAD_LETTER_REASONS: [&str; 4] = ["max-deliveries", "expired", "filter-failed", "maxlen"];
+/// The reasons a queue dead-letters a message for, as its `dlq-reason` header says them
+/// (`plugin`: a redeliver plugin's verdict, whose `dlq-reason` is the plugin's own text).
+pub const DEAD_LETTER_REASONS: [&str; 5] = [
+    "max-deliveries",
+    "expired",
+    "filter-failed",
+    "maxlen",
+    "plugin",
+];
 
 /// Messages a queue dead-lettered, by reason (a reason not in [`DEAD_LETTER_REASONS`] counts
 /// as `other`).
