@@ -19,6 +19,7 @@ mod delivery_headers;
 mod durable_owner;
 mod hostile;
 mod metrics;
+mod redeliver;
 mod routing;
 mod selector;
 mod tokens;

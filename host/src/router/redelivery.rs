@@ -151,3 +151,6 @@ impl Redelivery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,9 +32,9 @@
 //! - **Config**: [`Plugin::Config`] is any `serde::Deserialize` type; the SDK parses the JSON the
 //!   host passes to `init` and reports errors as `config: ...`. Use [`NoConfig`] for none.
 //! - **One trait per hook**: [`Router`] (`send`), [`Authenticator`] (`authenticate`),
-//!   [`Filter`] (`message`); export with the macro of the matching world: [`export_router!`],
+//!   [`Filter`] (`message`), [`Redeliverer`] (`redeliver`); export with the macro of the matching world: [`export_router!`],
 //!   [`export_authenticator!`], [`export_message_filter!`], [`export_transformer!`] (send and
-//!   message) or [`export_full!`]. The component then exports exactly those hooks.
+//!   message), [`export_redeliverer!`] or [`export_full!`]. The component then exports exactly those hooks.
 //! - **Native tests**: [`testing::Harness`] runs a plugin without wasm, and passes it only what
 //!   its manifest asked for, as the host does.
 //! - **Logging**: [`log`] writes into the broker's log (to stderr in native tests).
@@ -72,6 +72,7 @@ pub use bindings::plugboard::plugin::types::{
 pub use ex::authenticate::{AuthRequest, AuthResult};
 pub use ex::authenticate_peer::{AuthResult as PeerAuthResult, PeerAuthRequest};
 pub use ex::deliver::{FilterPlan, FilterVerdict, Subscription};
+pub use ex::redeliver::{DeadLetterTarget, RedeliverEvent, RedeliverReason, RedeliverVerdict};
 pub use ex::send::SendVerdict;
 
 /// Re-exported for the export macros.
@@ -86,7 +87,8 @@ pub mod prelude {
     pub use crate::{
         context, log, trace_note, AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan,
         FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig, Plugin,
-        Principal, Router, SendVerdict, Subscription,
+        Principal, RedeliverEvent, RedeliverReason, RedeliverVerdict, Redeliverer, Router,
+        SendVerdict, Subscription,
     };
 }
 
@@ -164,6 +166,24 @@ pub trait Filter: Plugin {
     /// skip that copy.
     fn filter_view(&self, token: &[u8], msg: &packed::MessageView<'_>) -> FilterVerdict {
         self.filter(token, &packed::to_message(msg))
+    }
+}
+
+/// The `redeliver` hook (since WIT 0.1.3): what becomes of a queue's message that came back
+/// (NACKed, left by its consumer, expired). The event's message is projected as the manifest's
+/// `deliver` needs say.
+pub trait Redeliverer: Plugin {
+    /// Called for every message that comes back to a queue the plugin is configured for.
+    fn on_redeliver(&self, event: &RedeliverEvent) -> RedeliverVerdict;
+}
+
+impl RedeliverVerdict {
+    /// Dead-letter to `destination` (a `/queue/`) with `reason` as its `dlq-reason`.
+    pub fn dead_letter(destination: impl Into<String>, reason: impl Into<String>) -> Self {
+        RedeliverVerdict::DeadLetter(DeadLetterTarget {
+            destination: destination.into(),
+            reason: reason.into(),
+        })
     }
 }
 
@@ -732,6 +752,16 @@ where
     }
 }
 
+impl<G: Instance> ex::redeliver::Guest for G
+where
+    G::P: Redeliverer,
+{
+    fn on_redeliver(event: RedeliverEvent) -> RedeliverVerdict {
+        context::begin_call();
+        G::get().on_redeliver(&event)
+    }
+}
+
 // `__export_glue!`, written by build.rs: it carries wit/plugin.wit as a literal, because the
 // world's `generate!` must run in the plugin's crate (one world per component) and cannot read a
 // file of this crate from there.
@@ -797,6 +827,28 @@ macro_rules! export_transformer {
             "plugboard:plugin/send-batch-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
             "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
             "plugboard:plugin/deliver-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+        });
+    };
+}
+
+/// Exports a [`Redeliverer`] as a component of world `redeliverer` (hook `redeliver`).
+#[macro_export]
+macro_rules! export_redeliverer {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "redeliverer", [lifecycle, redeliver], {"plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,});
+    };
+}
+
+/// Exports a plugin that implements every hook, redeliver included (world
+/// `full-with-redeliver`).
+#[macro_export]
+macro_rules! export_full_with_redeliver {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "full-with-redeliver", [lifecycle, authenticate, send, deliver, redeliver], {
+            "plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,
         });
     };
 }
