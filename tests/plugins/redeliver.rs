@@ -46,7 +46,7 @@ async fn verdicts(broker: &PluginBroker, verdict: &str) -> f64 {
 #[tokio::test]
 async fn a_nacked_message_backs_off_then_goes_to_its_dlq_with_the_last_error() {
     let config = backoff_config("[1000, 300]", "");
-    let broker = PluginBroker::start(&config.path);
+    let broker = start_with_status(&config.path);
     let queue = format!("/queue/retry.{}", unique("nack"));
     let dlq = queue.replacen("/queue/", "/queue/DLQ.", 1);
     let mut consumer = anonymous(broker.addr).await;
@@ -91,7 +91,7 @@ const QUIET_TIME: Duration = plugboard_test_support::stomp::QUIET;
 #[tokio::test]
 async fn a_message_its_consumer_left_comes_back_after_the_delay() {
     let config = backoff_config("[800]", "");
-    let broker = PluginBroker::start(&config.path);
+    let broker = start_with_status(&config.path);
     let queue = format!("/queue/retry.{}", unique("gone"));
     let mut first = anonymous(broker.addr).await;
     first.subscribe("c", &queue, "client-individual").await;
@@ -114,7 +114,7 @@ async fn a_message_its_consumer_left_comes_back_after_the_delay() {
 async fn an_expired_message_goes_through_the_hook() {
     // The built-in policy would drop it (`expired = false`): the sample dead-letters it.
     let config = backoff_config("[1000]", "[dead_letter]\nexpired = false\n");
-    let broker = PluginBroker::start(&config.path);
+    let broker = start_with_status(&config.path);
     let queue = format!("/queue/retry.{}", unique("ttl"));
     let dlq = queue.replacen("/queue/", "/queue/DLQ.", 1);
     let mut sender = anonymous(broker.addr).await;
@@ -152,7 +152,7 @@ deadline_ms = 50
 "#,
             plugin(hostile)
         ));
-        let broker = PluginBroker::start(&config.path);
+        let broker = start_with_status(&config.path);
         let queue = format!("/queue/{}", unique("fallback"));
         let dlq = queue.replacen("/queue/", "/queue/DLQ.", 1);
         let mut consumer = anonymous(broker.addr).await;
@@ -181,7 +181,7 @@ deadline_ms = 50
 async fn without_a_redeliver_plugin_a_nack_redelivers_at_once() {
     // The backoff plugin serves only /queue/retry.*: other queues keep the built-in policy.
     let config = backoff_config("[5000]", "");
-    let broker = PluginBroker::start(&config.path);
+    let broker = start_with_status(&config.path);
     let queue = format!("/queue/{}", unique("plain"));
     let mut consumer = anonymous(broker.addr).await;
     consumer.subscribe("c", &queue, "client-individual").await;
