@@ -202,3 +202,32 @@ async fn without_a_redeliver_plugin_a_nack_redelivers_at_once() {
         assert_eq!(verdicts(&broker, verdict).await, 0.0, "{verdict}");
     }
 }
+
+/// A persistent message waiting out a redeliver plugin's delay stays journaled in its queue:
+/// after a kill -9 it is back, delivered at once (the delay is not journaled).
+#[tokio::test]
+async fn a_persistent_message_waiting_out_a_delay_survives_a_crash() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = backoff_config("[60000]", "");
+    let data_dir = data.path().to_str().expect("UTF-8 path");
+    let mut broker = start_with_status_args(&config.path, &["--data-dir", data_dir]);
+    let queue = format!("/queue/retry.{}", unique("crash"));
+    let mut consumer = anonymous(broker.addr).await;
+    consumer.subscribe("c", &queue, "client-individual").await;
+    let mut sender = anonymous(broker.addr).await;
+    sender
+        .roundtrip(send_frame(&queue, &[("persistent", "true")], "durable"))
+        .await;
+    let m = consumer.msg().await;
+    nack_with_error(&mut consumer, &m, "boom").await;
+    consumer.expect_silence(QUIET_TIME).await;
+    assert_eq!(verdicts(&broker, "redeliver_after").await, 1.0);
+    broker.kill_hard();
+
+    let broker = start_with_status_args(&config.path, &["--data-dir", data_dir]);
+    let mut consumer = anonymous(broker.addr).await;
+    consumer.subscribe("c", &queue, "client-individual").await;
+    let back = consumer.recv_within(DUE).await;
+    assert_eq!(back.body_str(), "durable");
+    assert_eq!(back.get("redelivered"), Some("true"), "{back:?}");
+}
