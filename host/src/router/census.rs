@@ -77,6 +77,7 @@ mod tests {
         reasons.count("expired");
         reasons.count("max-deliveries");
         reasons.count("maxlen");
+        reasons.count("plugin");
         reasons.count("something-new");
         let read: Vec<_> = reasons.read().collect();
         assert_eq!(
@@ -86,6 +87,7 @@ mod tests {
                 ("expired", 2),
                 ("filter-failed", 0),
                 ("maxlen", 1),
+                ("plugin", 1),
                 ("other", 1)
             ]
         );
