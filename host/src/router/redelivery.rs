@@ -8,7 +8,7 @@
 //! [`Decision`] goes, without waiting, into the vhost's bounded channel
 //! ([`MAX_PENDING_DECISIONS`]); a full channel means the built-in `[dead_letter]` behaviour
 //! applies at once. The vhost's redelivery task (`crate::redelivery`) calls the plugin, never
-//! under a queue lock, and hands the verdict back with [`Queue::resolve`]. A delayed
+//! under a queue lock, and hands the verdict back with [`Queue::resolve`](super::Queue::resolve). A delayed
 //! redelivery waits in the scheduler's heap ([`super::schedule::Scheduler::schedule_return`])
 //! while the message stays in the deciding set.
 
