@@ -508,16 +508,14 @@ impl Queue {
     /// The built-in policy for a delivery handed back: back to its arrival place, unless it
     /// was delivered as often as the dead-letter policy allows: then to the dead-letter queue.
     fn hand_back_builtin(&self, state: &mut State, pending: Pending) {
-        {
-            match &self.dead_letter {
-                Some(dead_letter)
-                    if dead_letter.max_deliveries > 0
-                        && pending.deliveries >= dead_letter.max_deliveries =>
-                {
-                    self.dead_letter(state, &pending, "max-deliveries");
-                }
-                _ => reinsert(state, pending),
+        match &self.dead_letter {
+            Some(dead_letter)
+                if dead_letter.max_deliveries > 0
+                    && pending.deliveries >= dead_letter.max_deliveries =>
+            {
+                self.dead_letter(state, &pending, "max-deliveries");
             }
+            _ => reinsert(state, pending),
         }
     }
 
@@ -1051,13 +1049,17 @@ impl Queue {
                 }
                 reinsert(&mut state, pending);
             }
-            Resolution::DeadLetter(queue, reason) => {
+            Resolution::DeadLetter(target, reason) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 self.stats.dead_letter_reasons.count("plugin");
                 let copy =
-                    self.dead_letter_copy(&queue, &pending.message, &reason, pending.deliveries);
-                // Journaled in the DLQ before it leaves this queue (as `dead_letter`).
-                queue.push_dead(copy);
+                    self.dead_letter_copy(&target, &pending.message, &reason, pending.deliveries);
+                // Outside this queue's lock: a plugin with `routes_bypass_sender_rights` may
+                // dead-letter two queues into each other. Journaled in the target before it
+                // leaves this queue (as `dead_letter`); still counted as held meanwhile.
+                drop(state);
+                target.push_dead(copy);
+                state = self.lock();
                 self.leave(&mut state, &pending);
             }
             Resolution::Drop => {
