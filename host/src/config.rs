@@ -25,6 +25,9 @@ pub mod defaults {
     /// `deadline_ms` of a message hook (one `filter` call per delivery, or per batch, and
     /// `prepare-subscription`).
     pub const PLUGIN_MESSAGE_DEADLINE: Duration = Duration::from_millis(5);
+    /// `deadline_ms` of a redeliver hook (one call per message NACKed, left by its consumer or
+    /// expired: rare, off the delivery path).
+    pub const PLUGIN_REDELIVER_DEADLINE: Duration = Duration::from_millis(50);
     /// `memory_mb` of a plugin instance.
     pub const PLUGIN_MEMORY_MB: u64 = 16;
     /// `max_instances` of a plugin (and so its concurrent calls).

@@ -36,6 +36,7 @@ pub mod password;
 pub mod plugin;
 pub mod policy;
 pub mod private_fs;
+pub mod redelivery;
 pub mod reload;
 pub mod router;
 pub mod selector;

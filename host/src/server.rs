@@ -123,6 +123,7 @@ impl Server {
             let (vhost, shutdown) = (vhost.clone(), shutdown.clone());
             tokio::spawn(async move { vhost.router.sweep_periodically(shutdown).await });
         }
+        crate::redelivery::start(&broker, &shutdown);
         for vhost in broker.vhosts.iter() {
             let scheduler = vhost.router.scheduler().clone();
             let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);

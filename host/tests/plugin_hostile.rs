@@ -164,7 +164,7 @@ async fn fail_open_principal_and_route_settings_are_checked_at_load() {
         ),
         (
             "hooks = [\"message\"]\nroutes_bypass_sender_rights = true",
-            "only to a `send` plugin",
+            "only to a `send` or `redeliver` plugin",
         ),
     ] {
         let err = try_load(&one(extra))

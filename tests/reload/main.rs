@@ -15,6 +15,7 @@ mod files;
 mod load;
 mod measure;
 mod rapid;
+mod redeliver;
 mod selector;
 mod settings;
 mod signal;

@@ -12,4 +12,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::plugboard::plugin::{context, log, types};
-pub use exports::plugboard::plugin::{authenticate, authenticate_peer, deliver, lifecycle, send};
+pub use exports::plugboard::plugin::{
+    authenticate, authenticate_peer, deliver, lifecycle, redeliver, send,
+};

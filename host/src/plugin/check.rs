@@ -47,23 +47,24 @@ use serde::Deserialize;
 use wasmtime::component::Component;
 
 use super::bindings::types::{HeaderNeed, Needs};
-use super::bindings::{deliver, lifecycle, send};
+use super::bindings::{deliver, lifecycle, redeliver, send};
 use super::{
     engine, AuthOutcome, AuthRequest, FailOpenPrincipal, FailurePolicy, FilterOutcome, Hook,
     PluginHost, PluginMessage, PluginSpec, Principal, SendOutcome, SubscriptionInfo,
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
-const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.2";
-const HOOK_EXPORTS: [(Hook, &str); 3] = [
-    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.2"),
-    (Hook::Send, "plugboard:plugin/send@0.1.2"),
-    (Hook::Message, "plugboard:plugin/deliver@0.1.2"),
+const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.3";
+const HOOK_EXPORTS: [(Hook, &str); 4] = [
+    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.3"),
+    (Hook::Send, "plugboard:plugin/send@0.1.3"),
+    (Hook::Message, "plugboard:plugin/deliver@0.1.3"),
+    (Hook::Redeliver, "plugboard:plugin/redeliver@0.1.3"),
 ];
 
 /// Whether export name `name` is `interface` at a semver-compatible version (a plugin built
 /// against 0.1.0 or 0.1.1 exports `...@0.1.0` or `...@0.1.1`, which the host finds when it
-/// looks up `...@0.1.2`).
+/// looks up `...@0.1.3`).
 fn same_interface(name: &str, interface: &str) -> bool {
     let track = |n: &str| -> Option<(String, String)> {
         let (base, version) = n.rsplit_once('@')?;
@@ -179,7 +180,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         } else {
             format!(
                 "does not export {LIFECYCLE}, so it is not a Plugboard plugin (of \
-                 plugboard:plugin@0.1.2); its exports: {}",
+                 plugboard:plugin@0.1.3); its exports: {}",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -197,6 +198,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
             }),
             Hook::Send => send::GuestIndices::new(&pre).map(|_| interface),
             Hook::Message => deliver::GuestIndices::new(&pre).map(|_| interface),
+            Hook::Redeliver => redeliver::GuestIndices::new(&pre).map(|_| interface),
         };
         match typed {
             Ok(used) => {

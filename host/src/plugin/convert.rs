@@ -252,7 +252,7 @@ pub fn reason(mut text: String) -> String {
     text
 }
 
-fn check_destination(d: &str) -> Result<(), String> {
+pub(super) fn check_destination(d: &str) -> Result<(), String> {
     if !d.starts_with('/') || d.len() > MAX_DESTINATION || has_control_or_colon(d) {
         return Err(format!("invalid destination {:?}", truncate_for_log(d)));
     }

@@ -10,7 +10,12 @@ use super::{Hook, PluginHost};
 use crate::histogram::{self, Histogram, Snapshot};
 
 /// Every hook, in the order of [`Hook`]'s variants (the index of a hook's counters).
-pub const HOOKS: [Hook; 3] = [Hook::Authenticate, Hook::Send, Hook::Message];
+pub const HOOKS: [Hook; 4] = [
+    Hook::Authenticate,
+    Hook::Send,
+    Hook::Message,
+    Hook::Redeliver,
+];
 
 /// Every failure kind, in the order of [`FailureKind`]'s variants.
 pub const FAILURE_KINDS: [FailureKind; 7] = [

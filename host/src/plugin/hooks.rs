@@ -40,6 +40,10 @@ const PACK_OVERHEAD: usize = 64;
 
 mod traces;
 
+pub use redeliver::{
+    RedeliverCause, RedeliverEvent, RedeliverVerdict, MAX_NACK_HEADERS, MAX_REDELIVER_DELAY,
+};
+
 /// One call as the `context` import sees it: the virtual host, and the notes and start time
 /// while it is traced.
 struct Scope<'a> {
@@ -92,6 +96,9 @@ macro_rules! call {
         }
     }};
 }
+
+// After `call!`, which it uses.
+mod redeliver;
 
 /// Refuses an input larger than the plugin's cap before anything is copied into it.
 fn check_size(plugin: &Plugin, hook: Hook, size: usize) -> Result<(), Failure> {

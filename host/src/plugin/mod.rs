@@ -34,11 +34,14 @@ use serde::Deserialize;
 use crate::config::defaults;
 
 use bindings::types::Manifest;
-use bindings::{deliver, lifecycle, send};
+use bindings::{deliver, lifecycle, redeliver, send};
 use pool::{Exports, Limits, Pool};
 
 pub use hook_stats::{HookStats, FAILURE_KINDS, HOOKS, LATENCY_SAMPLE_EVERY};
-pub use hooks::SubscriptionFilter;
+pub use hooks::{
+    RedeliverCause, RedeliverEvent, RedeliverVerdict, SubscriptionFilter, MAX_NACK_HEADERS,
+    MAX_REDELIVER_DELAY,
+};
 pub use pool::FailureKind;
 pub use rejection::{is_reason_code, split_reason_code, RejectCause, Rejection, MAX_REASON_CODE};
 pub use trace::{Decision, PluginTrace, Traces};
@@ -79,13 +82,13 @@ impl CallContext {
 /// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
-const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.2";
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.3";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
-const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.2";
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.3";
 /// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
-const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.2";
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.3";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
-const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.2";
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.3";
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -173,6 +176,9 @@ pub enum Hook {
     Send,
     /// SUBSCRIBE and MESSAGE: per-subscriber filters and transforms.
     Message,
+    /// A queue's message NACKed, left by its consumer or expired: redeliver, delay,
+    /// dead-letter or drop it.
+    Redeliver,
 }
 
 impl Hook {
@@ -182,6 +188,7 @@ impl Hook {
             Hook::Authenticate => "authenticate",
             Hook::Send => "send",
             Hook::Message => "message",
+            Hook::Redeliver => "redeliver",
         }
     }
 }
@@ -472,6 +479,7 @@ impl Plugin {
             Hook::Authenticate => defaults::PLUGIN_AUTH_DEADLINE,
             Hook::Send => defaults::PLUGIN_SEND_DEADLINE,
             Hook::Message => defaults::PLUGIN_MESSAGE_DEADLINE,
+            Hook::Redeliver => defaults::PLUGIN_REDELIVER_DEADLINE,
         })
     }
 
@@ -575,9 +583,12 @@ impl PluginHost {
                     ));
                 }
             }
-            if spec.routes_bypass_sender_rights && !spec.hooks.contains(&Hook::Send) {
+            if spec.routes_bypass_sender_rights
+                && !spec.hooks.contains(&Hook::Send)
+                && !spec.hooks.contains(&Hook::Redeliver)
+            {
                 return Err(invalid(
-                    "`routes_bypass_sender_rights` applies only to a `send` plugin",
+                    "`routes_bypass_sender_rights` applies only to a `send` or `redeliver` plugin",
                 ));
             }
             let rate = trace::check_rate(spec.trace_sample)
@@ -701,6 +712,9 @@ async fn load_one(
             .transpose()?,
         deliver: (spec.hooks.contains(&Hook::Message))
             .then(|| deliver::GuestIndices::new(&pre).map_err(|e| missing("message", e)))
+            .transpose()?,
+        redeliver: (spec.hooks.contains(&Hook::Redeliver))
+            .then(|| redeliver::GuestIndices::new(&pre).map_err(|e| missing("redeliver", e)))
             .transpose()?,
         // Optional fast paths, used when the component exports them.
         send_packed: optional_export(&pre, spec, Hook::Send, SEND_PACKED, "on-send-packed"),

@@ -26,7 +26,7 @@ use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use super::auth::{AuthGuest, AuthIndices};
 use super::bindings::deliver::FilterVerdict;
 use super::bindings::send::SendVerdict;
-use super::bindings::{context, deliver, lifecycle, log, send, types::Manifest};
+use super::bindings::{context, deliver, lifecycle, log, redeliver, send, types::Manifest};
 use super::engine::{engine, running, Running};
 use super::hook_stats::{HookCounters, LATENCY_SAMPLE_EVERY};
 use super::trace::Notes;
@@ -259,6 +259,7 @@ pub struct Exports {
     pub auth: Option<AuthIndices>,
     pub send: Option<send::GuestIndices>,
     pub deliver: Option<deliver::GuestIndices>,
+    pub redeliver: Option<redeliver::GuestIndices>,
     /// `send-packed.on-send-packed`, when the component exports it (optional).
     pub send_packed: Option<ComponentExportIndex>,
     /// `send-batch.on-send-batch`, when the component exports it (optional).
@@ -275,6 +276,7 @@ pub struct Guest {
     pub auth: Option<AuthGuest>,
     pub send: Option<send::Guest>,
     pub deliver: Option<deliver::Guest>,
+    pub redeliver: Option<redeliver::Guest>,
     pub send_packed: Option<PackedSend>,
     pub send_batch: Option<BatchSend>,
     pub send_batch_packed: Option<PackedBatchSend>,
@@ -477,7 +479,7 @@ impl Failure {
 pub struct Counters {
     /// Calls and failures per hook (indexed by `Hook as usize`); the plugin's calls are their
     /// sum.
-    pub hooks: [HookCounters; 3],
+    pub hooks: [HookCounters; 4],
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory: AtomicU64,
@@ -645,6 +647,11 @@ impl Pool {
                     .transpose()?,
                 deliver: e
                     .deliver
+                    .as_ref()
+                    .map(|i| i.load(&mut *store, &instance))
+                    .transpose()?,
+                redeliver: e
+                    .redeliver
                     .as_ref()
                     .map(|i| i.load(&mut *store, &instance))
                     .transpose()?,

@@ -6,8 +6,15 @@ use std::sync::Arc;
 
 use super::{Queue, Router, Topic};
 
-/// The reasons a queue dead-letters a message for, as its `dlq-reason` header says them.
-pub const DEAD_LETTER_REASONS: [&str; 4] = ["max-deliveries", "expired", "filter-failed", "maxlen"];
+/// The reasons a queue dead-letters a message for, as its `dlq-reason` header says them
+/// (`plugin`: a redeliver plugin's verdict, whose `dlq-reason` is the plugin's own text).
+pub const DEAD_LETTER_REASONS: [&str; 5] = [
+    "max-deliveries",
+    "expired",
+    "filter-failed",
+    "maxlen",
+    "plugin",
+];
 
 /// Messages a queue dead-lettered, by reason (a reason not in [`DEAD_LETTER_REASONS`] counts
 /// as `other`).
@@ -70,6 +77,7 @@ mod tests {
         reasons.count("expired");
         reasons.count("max-deliveries");
         reasons.count("maxlen");
+        reasons.count("plugin");
         reasons.count("something-new");
         let read: Vec<_> = reasons.read().collect();
         assert_eq!(
@@ -79,6 +87,7 @@ mod tests {
                 ("expired", 2),
                 ("filter-failed", 0),
                 ("maxlen", 1),
+                ("plugin", 1),
                 ("other", 1)
             ]
         );

@@ -43,6 +43,7 @@ pub mod props;
 pub mod queue;
 pub mod queue_args;
 pub mod ready;
+pub mod redelivery;
 pub mod schedule;
 pub mod schedule_headers;
 pub mod subscription;
@@ -80,6 +81,7 @@ pub use queue::{
     AckTarget, DeadLetter, NotPending, Overflow, Published, Queue, QueueLimits, Taken,
 };
 pub use queue_args::{QueueArgs, QueueArgsError};
+pub use redelivery::{Redelivery, Resolution};
 pub use schedule::Scheduler;
 pub use schedule_headers::{Schedule, ScheduleError};
 pub use subscription::{AckMode, ConsumerOptions, Subscription};
@@ -388,6 +390,8 @@ pub struct Router {
     patterns: Arc<Patterns>,
     /// Messages waiting for their delivery time.
     scheduler: Arc<Scheduler>,
+    /// Where this vhost's queues send messages that came back for the redeliver hook.
+    redelivery: Arc<Redelivery>,
 }
 
 /// Counters of the name table.
@@ -444,12 +448,38 @@ impl Router {
             stats: RouterStats::default(),
             legacy_durables: Mutex::default(),
             patterns: Arc::default(),
+            redelivery: Arc::default(),
         }
     }
 
     /// The store persistent messages are journaled in; `None` when persistence is off.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// The scheduler of delayed and repeated deliveries.
+    pub fn redelivery(&self) -> &Arc<Redelivery> {
+        &self.redelivery
+    }
+
+    /// The queue a redeliver plugin dead-letters to: `name` (a `/queue/` name), created if
+    /// missing.
+    pub fn dead_letter_target(&self, name: &Bytes) -> Arc<Queue> {
+        self.queue(name)
+    }
+
+    /// The name of the dead-letter queue of queue `name` by the `dead_letter.prefix`
+    /// convention, whether or not built-in dead-lettering is on (`None` when `name` is not a
+    /// `/queue/` or is a dead-letter queue itself).
+    pub fn dead_letter_name(&self, name: &[u8]) -> Option<Bytes> {
+        let prefix = self.settings.dead_letter.prefix.as_bytes();
+        if !name.starts_with(QUEUE_PREFIX) || name.starts_with(prefix) {
+            return None;
+        }
+        let mut dlq = Vec::with_capacity(prefix.len() + name.len());
+        dlq.extend_from_slice(prefix);
+        dlq.extend_from_slice(&name[QUEUE_PREFIX.len()..]);
+        Some(Bytes::from(dlq))
     }
 
     /// The scheduler of delayed and repeated deliveries.
@@ -767,7 +797,8 @@ impl Router {
                     .journaled(self.store.clone())
                     .charged_to(self.budget.clone())
                     .with_max_filter_failures(self.settings.dead_letter.max_filter_failures)
-                    .with_max_groups(self.settings.flow.max_groups_per_queue);
+                    .with_max_groups(self.settings.flow.max_groups_per_queue)
+                    .with_redelivery(self.redelivery.clone());
                 if let Some(dead_letter) = dead_letter {
                     queue = queue.with_dead_letter(dead_letter);
                 }
@@ -999,15 +1030,11 @@ impl Router {
     /// `/queue/NAME` → its dead-letter queue `<prefix>NAME`, when dead-lettering is on (DLQs
     /// themselves have none).
     fn dead_letter_queue(&self, name: &Bytes) -> Option<Arc<Queue>> {
-        let config = &self.settings.dead_letter;
-        let prefix = config.prefix.as_bytes();
-        if !config.enabled() || !name.starts_with(QUEUE_PREFIX) || name.starts_with(prefix) {
+        if !self.settings.dead_letter.enabled() {
             return None;
         }
-        let mut dlq = Vec::with_capacity(prefix.len() + name.len());
-        dlq.extend_from_slice(prefix);
-        dlq.extend_from_slice(&name[QUEUE_PREFIX.len()..]);
-        Some(self.queue(&Bytes::from(dlq)))
+        let dlq = self.dead_letter_name(name)?;
+        Some(self.queue(&dlq))
     }
 
     /// The named queue if it exists (`/reply-queue/...` names: never created by a sender).

@@ -18,10 +18,15 @@
 //! (exclusive consumers, message groups, consumer priority, round-robin) is decided in
 //! `pick`, and the live message groups are kept in `groups`.
 //!
+//! A message that comes back (NACK, its consumer gone, expired) to a queue a redeliver plugin
+//! serves leaves the delivery order into the *deciding* set until the plugin's verdict is
+//! applied ([`Queue::resolve`], see [`super::redelivery`]); without such a plugin the built-in
+//! `[dead_letter]` policy applies at once.
+//!
 //! All state sits behind one lock per queue: producers and consumers of *this* queue share it,
 //! nobody else does. The lock is never held across an `.await`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,11 +34,13 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::budget::MemoryBudget;
+use crate::plugin::{RedeliverCause, MAX_NACK_HEADERS};
 use crate::store::Store;
 
 use super::message::{now_ms, Delivery, Message};
 use super::outbox::Outgoing;
 use super::ready::{Ready, Waiting};
+use super::redelivery::{Decision, Redelivery, Resolution};
 use super::subscription::{AckMode, Subscription};
 
 mod admin;
@@ -184,6 +191,9 @@ struct State {
     waiting: usize,
     /// Set when a temporary queue's owner went away: messages are dropped from then on.
     deleted: bool,
+    /// Messages waiting for the redeliver hook's verdict or its delay, by their `order`
+    /// (still held and journaled).
+    deciding: HashMap<u64, Pending>,
 }
 
 impl State {
@@ -202,6 +212,7 @@ impl State {
             bytes: 0,
             waiting: 0,
             deleted: false,
+            deciding: HashMap::new(),
         }
     }
 }
@@ -285,6 +296,8 @@ pub struct Queue {
     pub stats: QueueStats,
     /// Its arguments (`x-message-ttl`, and what a declaring frame must match).
     arguments: super::queue_args::QueueArguments,
+    /// Where messages that came back go for the redeliver hook's verdict (its vhost's outlet).
+    redelivery: Option<Arc<Redelivery>>,
 }
 
 /// A queue's dead-letter policy.
@@ -328,6 +341,7 @@ impl Queue {
             detached_at: AtomicU64::new(now_ms()),
             stats: QueueStats::default(),
             arguments: Default::default(),
+            redelivery: None,
         }
     }
 
@@ -358,6 +372,15 @@ impl Queue {
     pub fn with_dead_letter(self, dead_letter: DeadLetter) -> Queue {
         Queue {
             dead_letter: Some(dead_letter),
+            ..self
+        }
+    }
+
+    /// Asks the redeliver hook (through its vhost's `outlet`) what becomes of messages that
+    /// come back.
+    pub fn with_redelivery(self, outlet: Arc<Redelivery>) -> Queue {
+        Queue {
+            redelivery: Some(outlet),
             ..self
         }
     }
@@ -434,25 +457,79 @@ impl Queue {
         state.held < self.limits.max_messages && state.bytes < self.limits.max_bytes
     }
 
-    /// Hands deliveries back, each at its arrival place, unless it was delivered as often as
-    /// the dead-letter policy allows: then it goes to the dead-letter queue.
-    fn hand_back(&self, state: &mut State, pendings: impl IntoIterator<Item = Pending>) {
+    /// Hands deliveries back (`cause`: NACKed with `nack` headers, or their consumer left):
+    /// each to the redeliver hook when a plugin serves this queue, else as the built-in
+    /// policy says ([`hand_back_builtin`](Self::hand_back_builtin)).
+    fn hand_back(
+        &self,
+        state: &mut State,
+        pendings: impl IntoIterator<Item = Pending>,
+        cause: RedeliverCause,
+        nack: &[(Bytes, Bytes)],
+    ) {
         for pending in pendings {
-            match &self.dead_letter {
-                Some(dead_letter)
-                    if dead_letter.max_deliveries > 0
-                        && pending.deliveries >= dead_letter.max_deliveries =>
-                {
-                    self.dead_letter(state, &pending, "max-deliveries");
-                }
-                _ => reinsert(state, pending),
+            if let Some(pending) = self.ask_plugin(state, pending, cause, nack) {
+                self.hand_back_builtin(state, pending);
             }
         }
     }
 
-    /// Drops an expired message, or dead-letters it when the policy says so.
+    /// Moves `pending` into the deciding set and asks the redeliver hook for a verdict, when a
+    /// plugin serves this queue and the vhost's outlet has room; else gives it back.
+    fn ask_plugin(
+        &self,
+        state: &mut State,
+        pending: Pending,
+        cause: RedeliverCause,
+        nack: &[(Bytes, Bytes)],
+    ) -> Option<Pending> {
+        let Some(outlet) = &self.redelivery else {
+            return Some(pending);
+        };
+        if state.deleted || !outlet.serves(&self.name) {
+            return Some(pending);
+        }
+        let token = pending.order;
+        let decision = Decision {
+            queue: self.name.clone(),
+            token,
+            message: pending.message.clone(),
+            cause,
+            deliveries: pending.deliveries,
+            nack_headers: nack.iter().take(MAX_NACK_HEADERS).cloned().collect(),
+        };
+        if !outlet.submit(decision) {
+            return Some(pending);
+        }
+        state.deciding.insert(token, pending);
+        None
+    }
+
+    /// The built-in policy for a delivery handed back: back to its arrival place, unless it
+    /// was delivered as often as the dead-letter policy allows: then to the dead-letter queue.
+    fn hand_back_builtin(&self, state: &mut State, pending: Pending) {
+        match &self.dead_letter {
+            Some(dead_letter)
+                if dead_letter.max_deliveries > 0
+                    && pending.deliveries >= dead_letter.max_deliveries =>
+            {
+                self.dead_letter(state, &pending, "max-deliveries");
+            }
+            _ => reinsert(state, pending),
+        }
+    }
+
+    /// An expired message: to the redeliver hook when a plugin serves this queue, else
+    /// dropped, or dead-lettered when the policy says so.
     fn expire(&self, state: &mut State, pending: Pending) {
         self.stats.expired.fetch_add(1, Ordering::Relaxed);
+        if let Some(pending) = self.ask_plugin(state, pending, RedeliverCause::Expired, &[]) {
+            self.expire_builtin(state, pending);
+        }
+    }
+
+    /// The built-in policy for an expired message.
+    fn expire_builtin(&self, state: &mut State, pending: Pending) {
         match &self.dead_letter {
             Some(dead_letter) if dead_letter.expired => {
                 self.dead_letter(state, &pending, "expired");
@@ -471,8 +548,12 @@ impl Queue {
             self.leave(state, pending);
             return;
         };
-        let message =
-            self.dead_letter_copy(dead_letter, &pending.message, reason, pending.deliveries);
+        let message = self.dead_letter_copy(
+            &dead_letter.queue,
+            &pending.message,
+            reason,
+            pending.deliveries,
+        );
         // Journaled in the DLQ before it leaves this queue: a crash between the two records
         // keeps both copies, never neither.
         dead_letter.queue.push_dead(message);
@@ -525,7 +606,7 @@ impl Queue {
         if let Some(dead_letter) = &self.dead_letter {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             self.stats.dead_letter_reasons.count("maxlen");
-            let copy = self.dead_letter_copy(dead_letter, &message, "maxlen", 0);
+            let copy = self.dead_letter_copy(&dead_letter.queue, &message, "maxlen", 0);
             dead_letter.queue.push_dead(copy);
         }
     }
@@ -535,7 +616,7 @@ impl Queue {
     /// `dlq-delivery-count`), charged to the memory budget.
     fn dead_letter_copy(
         &self,
-        dead_letter: &DeadLetter,
+        dead_letter_queue: &Queue,
         original: &Message,
         reason: &str,
         deliveries: u32,
@@ -553,7 +634,7 @@ impl Queue {
             Bytes::from_static(b"dlq-delivery-count"),
             Bytes::from(deliveries.to_string()),
         ));
-        let destination = dead_letter.queue.name.clone();
+        let destination = dead_letter_queue.name.clone();
         Arc::new(original.copy_as(destination, headers, None, |size| {
             self.budget
                 .as_ref()
@@ -778,7 +859,12 @@ impl Queue {
         } else {
             state.cursor %= state.consumers.len();
         }
-        self.hand_back(&mut state, consumer.unacked.into_iter().map(|u| u.pending));
+        self.hand_back(
+            &mut state,
+            consumer.unacked.into_iter().map(|u| u.pending),
+            RedeliverCause::ConsumerGone,
+            &[],
+        );
         // Messages only that consumer had not declined are now declined by everyone left.
         park_declined(&mut state);
         self.dispatch(&mut state);
@@ -843,6 +929,17 @@ impl Queue {
         target: AckTarget<'_>,
         requeue: bool,
     ) -> Result<(), NotPending> {
+        self.settle_with(consumer_id, target, requeue, &[])
+    }
+
+    /// [`settle`](Self::settle), a NACK's headers `nack` passed on to the redeliver hook.
+    pub fn settle_with(
+        &self,
+        consumer_id: u64,
+        target: AckTarget<'_>,
+        requeue: bool,
+        nack: &[(Bytes, Bytes)],
+    ) -> Result<(), NotPending> {
         let mut state = self.lock();
         let consumer = find(&mut state, consumer_id).ok_or(NotPending)?;
         let index = position(consumer, target).ok_or(NotPending)?;
@@ -858,7 +955,7 @@ impl Queue {
         };
         consumer.credit += settled.len() as u32;
         if requeue {
-            self.hand_back(&mut state, settled);
+            self.hand_back(&mut state, settled, RedeliverCause::Nacked, nack);
         } else {
             self.stats
                 .acked
@@ -927,12 +1024,79 @@ impl Queue {
         self.dispatch(&mut state);
     }
 
+    /// Applies the redeliver hook's verdict to message `token` of the deciding set (nothing
+    /// when it is no longer there: the queue was deleted meanwhile).
+    pub fn resolve(&self, token: u64, resolution: Resolution) {
+        let mut state = self.lock();
+        let Some(mut pending) = state.deciding.remove(&token) else {
+            return;
+        };
+        match resolution {
+            Resolution::Redeliver => {
+                if pending.message.is_expired(now_ms()) {
+                    // The plugin gave an expired message another chance: without its expiry.
+                    pending.message = self.unexpired_copy(&pending.message);
+                }
+                reinsert(&mut state, pending);
+            }
+            Resolution::DeadLetter(target, reason) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.stats.dead_letter_reasons.count("plugin");
+                let copy =
+                    self.dead_letter_copy(&target, &pending.message, &reason, pending.deliveries);
+                // Outside this queue's lock: a plugin with `routes_bypass_sender_rights` may
+                // dead-letter two queues into each other. Journaled in the target before it
+                // leaves this queue (as `dead_letter`); still counted as held meanwhile.
+                drop(state);
+                target.push_dead(copy);
+                state = self.lock();
+                self.leave(&mut state, &pending);
+            }
+            Resolution::Drop => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.leave(&mut state, &pending);
+            }
+            Resolution::Builtin(RedeliverCause::Expired) => {
+                self.expire_builtin(&mut state, pending)
+            }
+            Resolution::Builtin(_) => self.hand_back_builtin(&mut state, pending),
+        }
+        self.dispatch(&mut state);
+        drop(state);
+        self.room.notify_waiters();
+    }
+
+    /// Messages waiting for the redeliver hook's verdict or its delay.
+    pub fn deciding(&self) -> usize {
+        self.lock().deciding.len()
+    }
+
+    /// A copy of `message` that never expires (charged to the memory budget).
+    fn unexpired_copy(&self, message: &Message) -> Arc<Message> {
+        Arc::new(Message {
+            destination: message.destination.clone(),
+            headers: message.headers.clone(),
+            body: message.body.clone(),
+            id_prefix: message.id_prefix.clone(),
+            id_seq: message.id_seq,
+            expires_at: None,
+            persistent: message.persistent,
+            props: message.props.clone(),
+            charge: self
+                .budget
+                .as_ref()
+                .map(|budget| budget.charge(message.size()))
+                .unwrap_or_default(),
+        })
+    }
+
     /// Deletes the queue: waiting messages are dropped and later publishes ignored.
     pub fn delete(&self) {
         let mut state = self.lock();
         state.deleted = true;
         let mut gone: Vec<Pending> = state.pending.take_all();
         gone.append(&mut state.parked);
+        gone.extend(state.deciding.drain().map(|(_, pending)| pending));
         for consumer in &mut state.consumers {
             gone.extend(
                 std::mem::take(&mut consumer.unacked)

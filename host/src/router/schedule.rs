@@ -23,6 +23,10 @@
 //! same journal batch. Each repeat is a copy with its own `message-id` (`<id>` then
 //! `<prefix>.r<k>-<seq>`).
 //!
+//! The heap also times a redeliver plugin's delays ([`Scheduler::schedule_return`]): such an
+//! entry names a message that waits in its queue's deciding set (held, journaled there) and,
+//! when due, puts it back in its place; it is not counted against the scheduler's caps.
+//!
 //! A due message goes to its queue without waiting when the queue has room; a full queue (or a
 //! topic, whose slow subscribers may hold a publisher up) gets it from a task of its own, so
 //! one full queue never holds up the others' scheduled messages.
@@ -69,6 +73,8 @@ struct Entry {
     /// Its journal id (0: not journaled).
     journal: u64,
     owner: Arc<str>,
+    /// A redeliver plugin's delay: the token of the message in its queue's deciding set.
+    returns: Option<u64>,
 }
 
 impl PartialEq for Entry {
@@ -246,8 +252,41 @@ impl Scheduler {
             delivered: fields.delivered,
             journal,
             owner,
+            returns: None,
         });
         self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Puts message `token` of `queue`'s deciding set back in its place at `due` (unix ms):
+    /// a redeliver plugin's `redeliver-after`. O(log n); no cap applies (the queue holds and
+    /// counts the message meanwhile, within its own limits).
+    pub fn schedule_return(
+        &self,
+        queue: Arc<super::Queue>,
+        token: u64,
+        message: Arc<Message>,
+        due: u64,
+    ) {
+        let mut state = self.lock();
+        let earliest = state.heap.peek().map(|e| e.due);
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.heap.push(Entry {
+            due,
+            seq,
+            target: Destination::Queue(queue),
+            message,
+            period_ms: 0,
+            repeats_left: 0,
+            delivered: 0,
+            journal: 0,
+            owner: Arc::from(""),
+            returns: Some(token),
+        });
+        drop(state);
+        if earliest.is_none_or(|at| due < at) {
+            self.wake.notify_one();
+        }
     }
 
     /// Journals a persistent message bound for a `/queue/` or `/topic/` (temporary queues
@@ -281,6 +320,16 @@ impl Scheduler {
         let mut due = Vec::new();
         while due.len() < max && state.heap.peek().is_some_and(|e| e.due <= now) {
             let entry = state.heap.pop().expect("peeked");
+            if let Some(token) = entry.returns {
+                due.push(Due {
+                    target: entry.target,
+                    message: entry.message,
+                    settle: 0,
+                    next: None,
+                    returns: Some(token),
+                });
+                continue;
+            }
             let message = self.copy_for(&entry);
             let target = entry.target.clone();
             let settle = entry.journal;
@@ -295,6 +344,7 @@ impl Scheduler {
                 message,
                 settle,
                 next,
+                returns: None,
             });
         }
         let next = state.heap.peek().map(|e| e.due);
@@ -396,13 +446,18 @@ impl Scheduler {
     /// Publishes one due message: at once when its queue has room, else from a task of its
     /// own; then [`Scheduler::delivered`] settles or replaces its scheduled record.
     fn deliver(self: &Arc<Self>, due: Due, patience: Duration) {
-        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         let Due {
             target,
             message,
             settle,
             next,
+            returns,
         } = due;
+        if let (Some(token), Destination::Queue(queue)) = (returns, &target) {
+            queue.resolve(token, super::Resolution::Redeliver);
+            return;
+        }
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         if let Destination::Queue(queue) = &target {
             if poll_once(queue.publish(message.clone())).is_some() {
                 self.delivered(settle, next, now_ms());
@@ -425,6 +480,8 @@ struct Due {
     settle: u64,
     /// A repeating message's entry, to go back into the heap for its next delivery.
     next: Option<Entry>,
+    /// A redeliver plugin's delay that is over: the message's token in its queue.
+    returns: Option<u64>,
 }
 
 fn check_room(

@@ -155,6 +155,19 @@ impl Subscription {
         }
     }
 
+    /// NACK of a delivery: as [`settle`](Self::settle) with `requeue`, the NACK frame's own
+    /// headers `headers` passed on to a queue's redeliver hook.
+    pub fn nack(
+        self: &Arc<Self>,
+        target: AckTarget<'_>,
+        headers: &[(bytes::Bytes, bytes::Bytes)],
+    ) -> Result<(), NotPending> {
+        match &self.source {
+            Destination::Queue(queue) => queue.settle_with(self.consumer_id, target, true, headers),
+            Destination::Topic(_) => self.settle(target, true),
+        }
+    }
+
     /// Whether `target` names a delivery this subscription has not settled yet (an ACK or NACK
     /// inside a transaction is checked now and applied at COMMIT).
     pub fn check(self: &Arc<Self>, target: AckTarget<'_>) -> Result<(), NotPending> {

@@ -53,6 +53,11 @@ impl Session {
             });
             return Ok(());
         }
+        if requeue {
+            return subscription
+                .nack(target.as_target(), &nack_headers(frame))
+                .map_err(|_| not_pending());
+        }
         subscription
             .settle(target.as_target(), requeue)
             .map_err(|_| not_pending())
@@ -221,4 +226,24 @@ impl Session {
         transaction.abort(&self.conn);
         Ok(())
     }
+}
+
+/// A NACK frame's own headers (an `error` text, say), for a queue's redeliver hook: the
+/// protocol's (`id`, `subscription`, `message-id`, `transaction`, `receipt`) left out, at most
+/// [`MAX_NACK_HEADERS`](crate::plugin::MAX_NACK_HEADERS) of them.
+fn nack_headers(frame: &Frame) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    const PROTOCOL: [&[u8]; 5] = [
+        b"id",
+        b"subscription",
+        b"message-id",
+        b"transaction",
+        b"receipt",
+    ];
+    frame
+        .headers
+        .iter()
+        .filter(|(name, _)| !PROTOCOL.contains(&&name[..]))
+        .take(crate::plugin::MAX_NACK_HEADERS)
+        .cloned()
+        .collect()
 }

@@ -19,8 +19,8 @@ pub fn manifest() -> plugboard_sdk::Manifest {
 /// its hooks are the caller's to write and export (with `plugboard_sdk::export_full!`).
 ///
 /// `hostile_plugin!(struct Name, every_hook: f);` also makes every hook (authenticate, on-send,
-/// prepare-subscription, filter) return `f()`, where `f<T>() -> T` never returns normally, and
-/// exports `Name` as a component of world `full`.
+/// prepare-subscription, filter, on-redeliver) return `f()`, where `f<T>() -> T` never returns
+/// normally, and exports `Name` as a component of world `full-with-redeliver`.
 #[macro_export]
 macro_rules! hostile_plugin {
     (struct $name:ident) => {
@@ -76,6 +76,15 @@ macro_rules! hostile_plugin {
             }
         }
 
-        $crate::__sdk::export_full!($name);
+        impl $crate::__sdk::Redeliverer for $name {
+            fn on_redeliver(
+                &self,
+                _event: &$crate::__sdk::RedeliverEvent,
+            ) -> $crate::__sdk::RedeliverVerdict {
+                $hostile()
+            }
+        }
+
+        $crate::__sdk::export_full_with_redeliver!($name);
     };
 }

@@ -32,9 +32,9 @@
 //! - **Config**: [`Plugin::Config`] is any `serde::Deserialize` type; the SDK parses the JSON the
 //!   host passes to `init` and reports errors as `config: ...`. Use [`NoConfig`] for none.
 //! - **One trait per hook**: [`Router`] (`send`), [`Authenticator`] (`authenticate`),
-//!   [`Filter`] (`message`); export with the macro of the matching world: [`export_router!`],
+//!   [`Filter`] (`message`), [`Redeliverer`] (`redeliver`); export with the macro of the matching world: [`export_router!`],
 //!   [`export_authenticator!`], [`export_message_filter!`], [`export_transformer!`] (send and
-//!   message) or [`export_full!`]. The component then exports exactly those hooks.
+//!   message), [`export_redeliverer!`] or [`export_full!`]. The component then exports exactly those hooks.
 //! - **Native tests**: [`testing::Harness`] runs a plugin without wasm, and passes it only what
 //!   its manifest asked for, as the host does.
 //! - **Logging**: [`log`] writes into the broker's log (to stderr in native tests).
@@ -74,6 +74,7 @@ pub use bindings::plugboard::plugin::types::{
 pub use ex::authenticate::{AuthRequest, AuthResult};
 pub use ex::authenticate_peer::{AuthResult as PeerAuthResult, PeerAuthRequest};
 pub use ex::deliver::{FilterPlan, FilterVerdict, Subscription};
+pub use ex::redeliver::{DeadLetterTarget, RedeliverEvent, RedeliverReason, RedeliverVerdict};
 pub use ex::send::SendVerdict;
 
 /// Re-exported for the export macros.
@@ -91,7 +92,8 @@ pub mod prelude {
     pub use crate::{
         coded_reason, context, log, trace_note, AuthRequest, AuthResult, Authenticator, Edit,
         Filter, FilterPlan, FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message, Needs,
-        NoConfig, Plugin, Principal, Router, SendVerdict, Subscription,
+        NoConfig, Plugin, Principal, RedeliverEvent, RedeliverReason, RedeliverVerdict,
+        Redeliverer, Router, SendVerdict, Subscription,
     };
 }
 
@@ -169,6 +171,24 @@ pub trait Filter: Plugin {
     /// skip that copy.
     fn filter_view(&self, token: &[u8], msg: &packed::MessageView<'_>) -> FilterVerdict {
         self.filter(token, &packed::to_message(msg))
+    }
+}
+
+/// The `redeliver` hook (since WIT 0.1.3): what becomes of a queue's message that came back
+/// (NACKed, left by its consumer, expired). The event's message is projected as the manifest's
+/// `deliver` needs say.
+pub trait Redeliverer: Plugin {
+    /// Called for every message that comes back to a queue the plugin is configured for.
+    fn on_redeliver(&self, event: &RedeliverEvent) -> RedeliverVerdict;
+}
+
+impl RedeliverVerdict {
+    /// Dead-letter to `destination` (a `/queue/`) with `reason` as its `dlq-reason`.
+    pub fn dead_letter(destination: impl Into<String>, reason: impl Into<String>) -> Self {
+        RedeliverVerdict::DeadLetter(DeadLetterTarget {
+            destination: destination.into(),
+            reason: reason.into(),
+        })
     }
 }
 
@@ -738,6 +758,16 @@ where
     }
 }
 
+impl<G: Instance> ex::redeliver::Guest for G
+where
+    G::P: Redeliverer,
+{
+    fn on_redeliver(event: RedeliverEvent) -> RedeliverVerdict {
+        context::begin_call();
+        G::get().on_redeliver(&event)
+    }
+}
+
 // `__export_glue!`, written by build.rs: it carries wit/plugin.wit as a literal, because the
 // world's `generate!` must run in the plugin's crate (one world per component) and cannot read a
 // file of this crate from there.
@@ -754,10 +784,10 @@ pub use wit_bindgen as __wit_bindgen;
 macro_rules! export_router {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-router", [lifecycle, send, send_packed, send_batch, send_batch_packed], {
-            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
         });
     };
 }
@@ -766,7 +796,7 @@ macro_rules! export_router {
 #[macro_export]
 macro_rules! export_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
     };
 }
 
@@ -775,7 +805,7 @@ macro_rules! export_authenticator {
 #[macro_export]
 macro_rules! export_peer_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
+        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
     };
 }
 
@@ -785,8 +815,8 @@ macro_rules! export_peer_authenticator {
 macro_rules! export_message_filter {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "fast-message-filter", [lifecycle, deliver, deliver_batch], {
-            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -797,12 +827,34 @@ macro_rules! export_message_filter {
 macro_rules! export_transformer {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-transformer", [lifecycle, send, send_packed, send_batch, send_batch_packed, deliver, deliver_batch], {
-            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
-            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+        });
+    };
+}
+
+/// Exports a [`Redeliverer`] as a component of world `redeliverer` (hook `redeliver`).
+#[macro_export]
+macro_rules! export_redeliverer {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "redeliverer", [lifecycle, redeliver], {"plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,});
+    };
+}
+
+/// Exports a plugin that implements every hook, redeliver included (world
+/// `full-with-redeliver`).
+#[macro_export]
+macro_rules! export_full_with_redeliver {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "full-with-redeliver", [lifecycle, authenticate, send, deliver, redeliver], {
+            "plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,
         });
     };
 }
@@ -812,9 +864,9 @@ macro_rules! export_transformer {
 macro_rules! export_full {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "full", [lifecycle, authenticate, send, deliver], {
-            "plugboard:plugin/authenticate@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
-            "plugboard:plugin/send@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/deliver@0.1.2": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
         });
     };
 }

@@ -11,7 +11,8 @@
 
 use crate::{
     AuthRequest, AuthResult, Authenticator, Edit, Filter, FilterPlan, FilterVerdict, HeaderNeed,
-    Manifest, Message, Needs, Plugin, Principal, Router, SendVerdict, Subscription,
+    Manifest, Message, Needs, Plugin, Principal, RedeliverEvent, RedeliverVerdict, Redeliverer,
+    Router, SendVerdict, Subscription,
 };
 
 /// A plugin built from its config, with its manifest.
@@ -65,6 +66,18 @@ impl<P: Plugin> Harness<P> {
         P: Filter,
     {
         self.plugin.filter(&plan.token, &project(msg, &plan.needs))
+    }
+}
+
+impl<P: Plugin> Harness<P> {
+    /// Calls `on-redeliver` with the event's message projected by the manifest's `deliver`
+    /// needs.
+    pub fn redeliver(&self, mut event: RedeliverEvent) -> RedeliverVerdict
+    where
+        P: Redeliverer,
+    {
+        event.msg = project(event.msg, &self.manifest.deliver);
+        self.plugin.on_redeliver(&event)
     }
 }
 

@@ -291,3 +291,29 @@ pub fn encode_plugins(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
         Gauge(u64::from(!last_failed)),
     )
 }
+
+/// The redeliver hook's verdicts applied, per vhost (a fixed set of labels).
+pub fn encode_redelivery(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::Result {
+    let mut samples = Vec::new();
+    for vhost in broker.vhosts.iter() {
+        let stats = &vhost.router.redelivery().stats;
+        for (verdict, n) in stats.labelled() {
+            samples.push((
+                [
+                    ("vhost", vhost.name.to_string()),
+                    ("verdict", verdict.to_string()),
+                ],
+                Counter(n),
+            ));
+        }
+    }
+    family(
+        encoder,
+        "plugboard_redelivery_verdicts",
+        "Messages that came back (NACK, consumer gone, expired) to a queue a redeliver plugin \
+         serves, by what became of them: redeliver, redeliver_after, dead_letter, drop, \
+         fallback (the plugin failed: built-in [dead_letter] policy), overflow (too many \
+         decisions pending: built-in policy).",
+        samples,
+    )
+}

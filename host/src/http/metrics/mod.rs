@@ -68,7 +68,8 @@ impl Collector for BrokerCollector {
         broker::encode_connections(&mut encoder, broker)?;
         broker::encode_memory(&mut encoder, broker)?;
         broker::encode_store(&mut encoder, broker)?;
-        broker::encode_plugins(&mut encoder, broker)
+        broker::encode_plugins(&mut encoder, broker)?;
+        broker::encode_redelivery(&mut encoder, broker)
     }
 }
 
