@@ -463,6 +463,14 @@ impl Drop for Session {
     }
 }
 
+/// Which silence ends a connection: no heart-beat within the negotiated time, or (without
+/// heart-beats and subscriptions) the idle limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Silence {
+    Heartbeat,
+    Idle,
+}
+
 /// A frame and the charge of its bytes to the memory budget.
 pub(crate) type Charged = (Frame, crate::budget::Charge);
 
@@ -493,6 +501,12 @@ impl Session {
         let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
+        // The timer of the silence limits (see the wait below), and the limit it is set for.
+        let silence = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(silence);
+        let mut armed: Option<(Duration, Silence)> = None;
+        // When the current wait for bytes began (`None` between waits).
+        let mut waiting_since: Option<tokio::time::Instant> = None;
         // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
         let mut next: Option<Result<Option<Charged>, crate::codec::DecodeError>> = None;
         let result: Result<Option<Bytes>, SessionError> = loop {
@@ -534,30 +548,43 @@ impl Session {
             let idle = (receive_deadline.is_none() && self.conn.subscription_count() == 0)
                 .then_some(idle_limit)
                 .flatten();
-            let read = async {
-                match (receive_deadline, idle) {
-                    (Some(limit), _) => tokio::time::timeout(limit, reader.read_from(&mut socket))
-                        .await
-                        .map_err(|_| SessionError::HeartbeatTimeout(limit.as_millis() as u64))?
-                        .map_err(SessionError::from),
-                    (None, Some(limit)) => {
-                        tokio::time::timeout(limit, reader.read_from(&mut socket))
-                            .await
-                            .map_err(|_| SessionError::Idle(limit.as_millis() as u64))?
-                            .map_err(SessionError::from)
-                    }
-                    (None, None) => reader
-                        .read_from(&mut socket)
-                        .await
-                        .map_err(SessionError::from),
-                }
+            let limit = match (receive_deadline, idle) {
+                (Some(limit), _) => Some((limit, Silence::Heartbeat)),
+                (None, Some(limit)) => Some((limit, Silence::Idle)),
+                (None, None) => None,
             };
+            // The wait for the next bytes may last `limit`. One timer serves many waits: it is
+            // set again only when it fires early (the connection was busy meanwhile) or when
+            // the limit changed, so a busy connection does not register a timer per read.
+            // The wait starts now unless it is the same wait going on (the timer fired early).
+            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+            if limit != armed {
+                if let Some((limit, _)) = limit {
+                    silence.as_mut().reset(since + limit);
+                }
+                armed = limit;
+            }
             tokio::select! {
-                read = read => match read {
+                read = reader.read_from(&mut socket) => match read {
                     Ok(0) => break Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-                    Ok(n) => received.add(n),
-                    Err(err) => break Err(err),
+                    Ok(n) => {
+                        received.add(n);
+                        waiting_since = None;
+                    }
+                    Err(err) => break Err(err.into()),
                 },
+                () = &mut silence, if armed.is_some() => {
+                    let (limit, kind) = armed.expect("armed");
+                    let due = since + limit;
+                    if tokio::time::Instant::now() >= due {
+                        let ms = limit.as_millis() as u64;
+                        break Err(match kind {
+                            Silence::Heartbeat => SessionError::HeartbeatTimeout(ms),
+                            Silence::Idle => SessionError::Idle(ms),
+                        });
+                    }
+                    silence.as_mut().reset(due);
+                }
                 _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
                 _ = shutdown.changed() => break Err(SessionError::Shutdown),
                 _ = &mut closed_by_admin => break Err(SessionError::ClosedByAdmin),
