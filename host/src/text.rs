@@ -78,18 +78,25 @@ pub struct Decimal {
 
 impl Decimal {
     /// The digits of `n`, held on the stack.
-    pub fn new(mut n: u64) -> Decimal {
+    pub fn new(n: u64) -> Decimal {
         let mut buf = [0u8; 20];
-        let mut i = buf.len();
+        let start = Decimal::write_before(n, &mut buf);
+        Decimal { buf, start }
+    }
+
+    /// Writes the digits of `n` at the end of `out` (which must have room for them: 20 bytes
+    /// always do) and returns where they start: for callers that put text in front of them
+    /// in the same buffer.
+    pub fn write_before(mut n: u64, out: &mut [u8]) -> usize {
+        let mut i = out.len();
         loop {
             i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
+            out[i] = b'0' + (n % 10) as u8;
             n /= 10;
             if n == 0 {
-                break;
+                return i;
             }
         }
-        Decimal { buf, start: i }
     }
 
     /// The ASCII digits, without leading zeros (`0` is one digit).

@@ -143,17 +143,9 @@ fn put_length(out: &mut BytesMut, len: usize) {
     // name in front of them, and copied into the buffer once.
     const NAME: &[u8] = b"content-length:";
     let mut line = [0u8; NAME.len() + 20 + 1];
-    let mut at = line.len() - 1;
-    line[at] = b'\n';
-    let mut n = len as u64;
-    loop {
-        at -= 1;
-        line[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let end = line.len() - 1;
+    line[end] = b'\n';
+    let mut at = crate::text::Decimal::write_before(len as u64, &mut line[..end]);
     at -= NAME.len();
     line[at..at + NAME.len()].copy_from_slice(NAME);
     out.extend_from_slice(&line[at..]);
