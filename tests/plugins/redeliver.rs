@@ -231,3 +231,80 @@ async fn a_persistent_message_waiting_out_a_delay_survives_a_crash() {
     assert_eq!(back.body_str(), "durable");
     assert_eq!(back.get("redelivered"), Some("true"), "{back:?}");
 }
+
+/// A NACK inside a transaction reaches the hook at COMMIT with its own headers (the consumer's
+/// error becomes the `dlq-reason`), and a traced plugin records the redeliver decision.
+#[tokio::test]
+async fn a_transactional_nack_carries_its_headers_and_the_decision_is_traced() {
+    const TOKEN: &str = "redeliver-trace-token-0123456789";
+    let config = temp_config(&format!(
+        r#"admin_listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+[[plugins]]
+name = "backoff"
+file = "{}"
+hooks = ["redeliver"]
+destinations = ["/queue/retry.*"]
+trace_sample = 1.0
+[plugins.config]
+delays_ms = []
+"#,
+        plugin("backoff")
+    ));
+    let broker = start_with_status(&config.path);
+    let queue = format!("/queue/retry.{}", unique("txnack"));
+    let dlq = queue.replacen("/queue/", "/queue/DLQ.", 1);
+    let mut consumer = anonymous(broker.addr).await;
+    consumer.subscribe("c", &queue, "client-individual").await;
+    let mut sender = anonymous(broker.addr).await;
+    sender.send_r(&queue, "poison").await;
+    let m = consumer.msg().await;
+
+    consumer
+        .roundtrip(Frame::new("BEGIN").h("transaction", "tx"))
+        .await;
+    let nack = consumer
+        .ack_frame("NACK", &m)
+        .h("transaction", "tx")
+        .h("error", "bad payload");
+    consumer.write(&nack).await;
+    consumer
+        .roundtrip(Frame::new("COMMIT").h("transaction", "tx"))
+        .await;
+
+    let mut dead = anonymous(broker.addr).await;
+    dead.subscribe("d", &dlq, "auto").await;
+    let dead_letter = dead.recv_within(DUE).await;
+    assert_eq!(dead_letter.body_str(), "poison");
+    assert_eq!(
+        dead_letter.get("dlq-reason"),
+        Some("bad payload"),
+        "{dead_letter:?}"
+    );
+
+    let answer = plugboard::http::client::request(
+        broker.admin(),
+        Some(TOKEN),
+        "GET",
+        "/api/plugins/traces?plugin=backoff&limit=10",
+        None,
+    )
+    .await
+    .expect("the admin listener answers");
+    assert_eq!(answer.code, 200, "{:?}", answer.body);
+    let decisions = answer.body["plugins"][0]["decisions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let decision = &decisions[0];
+    assert_eq!(decision["hook"], "redeliver", "{decision}");
+    assert_eq!(decision["destination"], queue.as_str(), "{decision}");
+    let verdict = decision["verdict"].as_str().unwrap_or_default();
+    assert!(
+        verdict.starts_with("nacked, 1 deliveries: dead-letter to /queue/DLQ."),
+        "{verdict}"
+    );
+    assert!(verdict.ends_with("(bad payload)"), "{verdict}");
+    assert!(decision["message_id"].as_str().is_some(), "{decision}");
+}

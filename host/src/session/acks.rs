@@ -46,10 +46,16 @@ impl Session {
             subscription
                 .check(target.as_target())
                 .map_err(|_| not_pending())?;
+            let nack_headers = if requeue {
+                nack_headers(frame)
+            } else {
+                Vec::new()
+            };
             transaction.actions.push(Action::Settle {
                 key,
                 target,
                 requeue,
+                nack_headers,
             });
             return Ok(());
         }
@@ -201,10 +207,15 @@ impl Session {
                     key,
                     target,
                     requeue,
+                    nack_headers,
                 } => {
                     // The subscription may have ended since; its messages were redelivered.
                     if let Some(subscription) = self.conn.subscription(key) {
-                        let _ = subscription.settle(target.as_target(), requeue);
+                        let _ = if requeue {
+                            subscription.nack(target.as_target(), &nack_headers)
+                        } else {
+                            subscription.settle(target.as_target(), false)
+                        };
                     }
                 }
             }

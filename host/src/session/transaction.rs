@@ -41,6 +41,8 @@ pub enum Action {
         key: u32,
         target: OwnedTarget,
         requeue: bool,
+        /// A NACK's own headers, for the queue's redeliver hook (empty for an ACK).
+        nack_headers: Vec<(Bytes, Bytes)>,
     },
 }
 

@@ -139,15 +139,19 @@ async fn call_one(
         delivery_count: event.deliveries,
         nack_headers: convert::wit_headers(nack_headers),
     };
-    let mut scope = Scope::new(context, false);
-    call!(
+    let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
+    let result = call!(
         plugin,
         hook,
         &mut scope,
         redeliver,
         |g, s| g.call_on_redeliver(s, &wit_event),
         |answer| check_verdict(plugin, answer)
-    )
+    );
+    if let Some(call) = scope.traced {
+        super::traces::redelivery(plugin, context, event, &result, call);
+    }
+    result
 }
 
 /// The host's form of a plugin's verdict, or why it is refused (invalid output).

@@ -5,6 +5,7 @@ use super::super::trace::{self, Decision, Subject, TracedCall};
 use super::super::{summary, AuthOutcome, AuthRequest, CallContext, FailurePolicy, MessageRef};
 use super::super::{Plugin, Principal, SubscriptionInfo};
 use super::{Chain, Failure, Stage, StageVerdict, SubscriptionFilter};
+use super::{RedeliverEvent, RedeliverVerdict};
 
 /// Records a traced `authenticate` call.
 pub(super) fn authentication(
@@ -142,6 +143,47 @@ pub(super) fn filter<V: std::borrow::Borrow<StageVerdict>, F: std::borrow::Borro
         verdict,
         call,
     );
+    plugin.trace.record(decision);
+}
+
+/// Records a traced `redeliver` call: the verdict, or what a failed call falls back to.
+pub(super) fn redelivery(
+    plugin: &Plugin,
+    context: &CallContext,
+    event: RedeliverEvent<'_>,
+    result: &Result<RedeliverVerdict, Failure>,
+    call: TracedCall,
+) {
+    let why = format!("{}, {} deliveries", event.cause.as_str(), event.deliveries);
+    let verdict = match result {
+        Ok(RedeliverVerdict::Redeliver) => format!("{why}: redeliver now"),
+        Ok(RedeliverVerdict::After(delay)) => {
+            format!("{why}: redeliver after {} ms", delay.as_millis())
+        }
+        Ok(RedeliverVerdict::DeadLetter {
+            destination,
+            reason,
+            ..
+        }) => format!(
+            "{why}: dead-letter to {} ({reason})",
+            crate::text::shown(destination)
+        ),
+        Ok(RedeliverVerdict::Drop) => format!("{why}: drop"),
+        Ok(RedeliverVerdict::Fallback) => format!("{why}: built-in [dead_letter] behaviour"),
+        Err(failure) => trace::failure_summary(
+            failure,
+            &format!("{why}: built-in [dead_letter] behaviour applies"),
+        ),
+    };
+    let subject = Subject {
+        message_id: event
+            .message
+            .id
+            .map(|(prefix, seq)| format!("{prefix}-{seq}")),
+        destination: Some(crate::text::shown(event.queue)),
+        ..Subject::default()
+    };
+    let decision = trace::decision(&plugin.trace, "redeliver", context, subject, verdict, call);
     plugin.trace.record(decision);
 }
 
