@@ -7,6 +7,7 @@
 #   bench/ab.sh BASE_REV            # BASE_REV built in target/ab/ (a worktree), HEAD as checked out
 #   ROUNDS=3 bench/ab.sh 09cff79
 #   BASE_BIN=old/plugboard BASE_CONF=old/broker.toml bench/ab.sh 09cff79   # a base built before
+#   HEAD_BIN=new/plugboard bench/ab.sh 09cff79        # a head built before (other settings)
 #   SCALE=5 ROUNDS=9 bench/ab.sh 09cff79   # 5x the messages per run: CPU is read in 10 ms
 #                                          # ticks, so longer runs resolve smaller differences
 #
