@@ -46,15 +46,15 @@ pub(super) fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f Bytes, Se
 
 /// What a SEND carries past the send plugins (see [`Session::prepare_send`]).
 pub(super) struct PreparedSend {
-    transaction_id: Option<Bytes>,
-    persistent: bool,
+    pub(super) transaction_id: Option<Bytes>,
+    pub(super) persistent: bool,
     /// The SEND's priority and message group; `None` once send plugins may have rewritten
     /// the headers (each routed copy is then read again).
-    props: Option<Props>,
+    pub(super) props: Option<Props>,
     /// The delivery headers the SEND carries; `None`, like `props`, once send plugins ran.
-    mentions: Option<Mentions>,
+    pub(super) mentions: Option<Mentions>,
     /// The SEND frame's share of the memory budget, passed on to the message.
-    charge: Charge,
+    pub(super) charge: Charge,
 }
 
 impl PreparedSend {
@@ -195,6 +195,9 @@ impl Session {
             return self.send_composite(&plugins, send, message).await;
         }
         if !plugins.intercepts_send(&message.destination) {
+            if send.is_plain() {
+                return self.send_plain(send, message).await;
+            }
             return self.finish_send(send, std::iter::once(message)).await;
         }
         let (context, next) = (&self.plugin_context, self.next_message);
@@ -447,7 +450,7 @@ impl Session {
 
 /// When a message expires (unix ms): `expires` is absolute (ActiveMQ, JMS; 0 means never),
 /// `ttl` (Apollo) and `expiration` (RabbitMQ) are relative to now.
-fn expiry(headers: &[Header]) -> Option<u64> {
+pub(super) fn expiry(headers: &[Header]) -> Option<u64> {
     // One pass, by length first: this runs for every SEND and most carry none of these.
     let (mut expires, mut ttl, mut expiration) = (None, None, None);
     for (name, value) in headers {
@@ -483,7 +486,7 @@ pub(super) fn full_queue_error(destination: &Destination) -> SessionError {
 }
 
 /// About how many bytes a message takes in the journal.
-fn record_size(message: &Message) -> usize {
+pub(super) fn record_size(message: &Message) -> usize {
     let headers: usize = message
         .headers
         .iter()

@@ -20,6 +20,7 @@ mod handlers;
 mod receipts;
 mod send_batch;
 mod send_headers;
+mod send_plain;
 mod subscribe;
 mod transaction;
 pub mod writer;
