@@ -127,7 +127,21 @@ impl Broker {
             max_bytes: config.store.max_bytes,
             segment_bytes: config.store.segment_bytes,
         };
-        let (store, recovered) = Store::open(&settings)?;
+        let (store, mut recovered) = Store::open(&settings)?;
+        // Plugins' persisted kv entries go back into their stores before any call is made.
+        let kv = policy.current().host.kv().clone();
+        kv.attach(store.clone());
+        let configured: Vec<_> = crate::plugin::kv::configured(&config.plugins)
+            .into_iter()
+            .filter_map(|(name, settings)| Some((name, settings?)))
+            .collect();
+        let kv_entries = kv.restore(std::mem::take(&mut recovered.kv), &configured);
+        if kv_entries > 0 {
+            info!(
+                entries = kv_entries,
+                "plugin kv entries recovered from the journal"
+            );
+        }
         let broker = Broker::with_store(config, policy, Some(store));
         let restored = broker.vhosts.restore(recovered);
         if restored.messages > 0 || restored.durables > 0 {
