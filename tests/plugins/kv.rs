@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use plugboard_test_support::metrics::scrape;
 use plugboard_test_support::stomp::{send_frame, unique, Client, Frame};
 
 use crate::support::*;
@@ -280,4 +281,13 @@ async fn a_plugin_filling_its_store_hits_the_cap_and_the_broker_carries_on() {
     let mut other = anonymous(broker.addr).await;
     other.send_r("/queue/plain", "still serving").await;
     assert_eq!(plugin_counter(&broker, "capped", "traps").await, 0);
+    let metrics = scrape(broker.admin(), None).await;
+    let capped = [("plugin", "capped")];
+    assert_eq!(metrics.value("plugboard_plugin_kv_entries", &capped), 20.0);
+    assert!(metrics.value("plugboard_plugin_kv_bytes", &capped) > 20.0 * 1024.0);
+    // The first fill's refusal, the second's and the set's.
+    assert_eq!(
+        metrics.value("plugboard_plugin_kv_refused_total", &capped),
+        3.0
+    );
 }

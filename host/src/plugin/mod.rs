@@ -512,6 +512,14 @@ impl PluginHost {
         })
     }
 
+    /// The kv store gauges of this set's plugins that have a store, in config order.
+    pub fn kv_stats(&self) -> Vec<(String, kv::KvStats)> {
+        self.plugins
+            .iter()
+            .filter_map(|p| Some((p.name.to_string(), self.kv.stats(&p.name)?)))
+            .collect()
+    }
+
     /// The kv stores of this set's plugins (kept by the sets loaded after it with
     /// [`load_traced`](Self::load_traced)).
     pub fn kv(&self) -> &Arc<kv::Registry> {
