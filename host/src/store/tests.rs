@@ -531,7 +531,8 @@ fn kv_entries_survive_compaction_and_only_the_last_value_comes_back() {
         store.close();
     }
     let (_, recovered) = Store::open(&settings).unwrap();
-    let entries: Vec<(&[u8], &[u8], &[u8], u64)> = recovered
+    type Entry<'a> = (&'a [u8], &'a [u8], &'a [u8], u64);
+    let entries: Vec<Entry<'_>> = recovered
         .kv
         .iter()
         .map(|e| (&e.vhost[..], &e.key[..], &e.value[..], e.expires_at))

@@ -93,6 +93,11 @@ impl Space {
         self.entries.len()
     }
 
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Accounted bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
