@@ -118,6 +118,18 @@ impl Broker {
     /// durable subscriptions and unsettled persistent messages are in their queues again.
     pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
         if !config.store.enabled {
+            let persisting = crate::plugin::kv::configured(&config.plugins)
+                .into_iter()
+                .filter(|(_, settings)| settings.is_some_and(|s| s.persist))
+                .map(|(name, _)| name.to_string())
+                .collect::<Vec<_>>();
+            if !persisting.is_empty() {
+                tracing::warn!(
+                    plugins = ?persisting,
+                    "the message store is off: these plugins' kv stores are memory only \
+                     (their `persist = true` needs [store] enabled)"
+                );
+            }
             return Ok(Broker::new(config, policy));
         }
         let settings = StoreSettings {
