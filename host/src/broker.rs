@@ -81,20 +81,19 @@ impl Broker {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let capabilities = crate::session::capabilities(&config, store.is_some()).into();
+        let budget = MemoryBudget::new(
+            config.memory_budget(),
+            config.limits.max_memory_bytes_per_principal,
+        );
+        // The plugins' kv stores are held by the broker: their bytes count in its budget.
+        policy.current().host.kv().attach_budget(budget.clone());
         Broker {
             capabilities,
             addresses: Arc::new(AddressTable::new(
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            vhosts: Vhosts::build(
-                &config,
-                store,
-                MemoryBudget::new(
-                    config.memory_budget(),
-                    config.limits.max_memory_bytes_per_principal,
-                ),
-            ),
+            vhosts: Vhosts::build(&config, store, budget),
             config,
             policy,
             stats: BrokerStats::default(),

@@ -20,6 +20,11 @@
 //! [`crate::store::record`]); they are durable when the journal syncs them (its `fsync`
 //! policy), but a call does not wait for that. At start-up the entries are put back
 //! ([`Registry::restore`]).
+//!
+//! Memory: the stores live in the broker, outside the guests' memory caps, so their caps are
+//! what bounds them; their accounted bytes are also charged to the broker's memory budget
+//! ([`Registry::attach_budget`]): a broker whose plugins hold much state pauses producers
+//! sooner rather than growing past its budget.
 
 mod imports;
 pub mod space;
@@ -31,6 +36,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use crate::budget::{BufferCharge, MemoryBudget};
 use crate::store::{RecoveredKv, Store};
 
 use super::bindings::kv::KvError;
@@ -147,14 +153,38 @@ fn journal_vhost(vhost: &str) -> &[u8] {
     }
 }
 
-/// The journal, once the store is open (shared by the registry and every plugin's store).
-type JournalSlot = Arc<OnceLock<Arc<Store>>>;
+/// What the broker gives the stores once it exists (shared by the registry and every
+/// plugin's store): the journal, when the message store is on, and the memory budget.
+#[derive(Default)]
+struct Attached {
+    journal: OnceLock<Arc<Store>>,
+    budget: OnceLock<Arc<MemoryBudget>>,
+}
+
+/// Charges the space's accounted bytes to the broker's memory budget (adjusting its charge
+/// when they changed; released when the space is dropped).
+fn charge(space: &mut Space, budget: Option<&Arc<MemoryBudget>>) {
+    let Some(budget) = budget else {
+        return;
+    };
+    let bytes = space.bytes() as u64;
+    match &mut space.charge {
+        Some(charge) if charge.bytes() == bytes => {}
+        Some(charge) => match Arc::get_mut(charge) {
+            Some(charge) => charge.reset(bytes),
+            // Never shared; should it be, a new charge replaces it (the old one is released).
+            None => space.charge = Some(BufferCharge::to_budget(budget, bytes)),
+        },
+        None if bytes == 0 => {}
+        None => space.charge = Some(BufferCharge::to_budget(budget, bytes)),
+    }
+}
 
 /// Every plugin's store, by plugin name; shared by successive plugin sets.
 #[derive(Default)]
 pub struct Registry {
     plugins: Mutex<HashMap<Arc<str>, Arc<PluginKv>>>,
-    journal: JournalSlot,
+    attached: Arc<Attached>,
 }
 
 /// Gauges and counters of one plugin's store (for `/metrics`).
@@ -186,7 +216,7 @@ impl Registry {
                 Arc::new(PluginKv {
                     name: name.clone(),
                     spaces: Mutex::default(),
-                    journal: self.journal.clone(),
+                    attached: self.attached.clone(),
                     entries: AtomicUsize::new(0),
                     bytes: AtomicUsize::new(0),
                     refused: AtomicU64::new(0),
@@ -208,7 +238,20 @@ impl Registry {
 
     /// Journals persisted stores from now on (at start-up, once the store is open).
     pub fn attach(&self, store: Arc<Store>) {
-        let _ = self.journal.set(store);
+        let _ = self.attached.journal.set(store);
+    }
+
+    /// Charges every store's bytes to the broker's memory budget from now on (at start-up),
+    /// those restored from the journal included.
+    pub fn attach_budget(&self, budget: Arc<MemoryBudget>) {
+        let _ = self.attached.budget.set(budget);
+        let budget = self.attached.budget.get();
+        let plugins: Vec<_> = self.plugins().values().cloned().collect();
+        for plugin in plugins {
+            for space in plugin.spaces() {
+                charge(&mut lock(&space), budget);
+            }
+        }
     }
 
     /// Puts back the entries read from the journal for the plugins of `configured` (name and
@@ -221,7 +264,7 @@ impl Registry {
         configured: &[(Arc<str>, KvSettings)],
     ) -> usize {
         let now = now_ms();
-        let journal = self.journal.get();
+        let journal = self.attached.journal.get();
         let mut cleared: Vec<Vec<u8>> = Vec::new();
         let mut restored = 0;
         for entry in entries {
@@ -279,7 +322,7 @@ impl Registry {
     /// from the journal the stores that were persisted and no longer are, and journals every
     /// entry of those that just started to persist.
     pub fn retain(&self, configured: &[(Arc<str>, Option<KvSettings>)]) {
-        let journal = self.journal.get();
+        let journal = self.attached.journal.get();
         let mut plugins = self.plugins();
         plugins.retain(|name, plugin| {
             let settings = configured
@@ -322,7 +365,7 @@ fn lock(space: &Mutex<Space>) -> MutexGuard<'_, Space> {
 pub struct PluginKv {
     name: Arc<str>,
     spaces: Mutex<HashMap<Arc<str>, Arc<Mutex<Space>>>>,
-    journal: JournalSlot,
+    attached: Arc<Attached>,
     /// Gauges over every vhost (changed by the difference each operation makes).
     entries: AtomicUsize,
     bytes: AtomicUsize,
@@ -349,17 +392,24 @@ impl PluginKv {
             .fetch_add(after.1.wrapping_sub(before.1), Relaxed);
     }
 
-    /// Journals every live entry of every vhost (when persistence is switched on).
-    fn journal_all(&self, journal: &Store) {
-        let now = now_ms();
-        let spaces: Vec<_> = self
-            .spaces
+    /// Every vhost's space.
+    fn spaces(&self) -> Vec<Arc<Mutex<Space>>> {
+        self.vhost_spaces().into_iter().map(|(_, s)| s).collect()
+    }
+
+    fn vhost_spaces(&self) -> Vec<(Arc<str>, Arc<Mutex<Space>>)> {
+        self.spaces
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(v, s)| (v.clone(), s.clone()))
-            .collect();
-        for (vhost, space) in spaces {
+            .collect()
+    }
+
+    /// Journals every live entry of every vhost (when persistence is switched on).
+    fn journal_all(&self, journal: &Store) {
+        let now = now_ms();
+        for (vhost, space) in self.vhost_spaces() {
             let vhost = journal_vhost(&vhost);
             lock(&space).each_live(now, |key, value, expires_at| {
                 journal.kv_put(
@@ -433,7 +483,7 @@ impl CallKv {
         let journal = self
             .settings
             .persist
-            .then(|| self.plugin.journal.get())
+            .then(|| self.plugin.attached.journal.get())
             .flatten();
         let result = match journal {
             Some(store) => {
@@ -447,6 +497,7 @@ impl CallKv {
             None => op(&mut space, &self.settings, now, &mut Nowhere),
         };
         self.plugin.account(before, (space.len(), space.bytes()));
+        charge(&mut space, self.plugin.attached.budget.get());
         drop(space);
         result.map_err(|refusal| {
             let error = match refusal {

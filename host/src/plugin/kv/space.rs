@@ -67,6 +67,8 @@ pub struct Space {
     expiry: BTreeSet<(u64, String)>,
     /// Accounted bytes of every entry ([`cost`]).
     bytes: usize,
+    /// Those bytes charged to the broker's memory budget (see the `kv` module).
+    pub charge: Option<std::sync::Arc<crate::budget::BufferCharge>>,
 }
 
 /// The accounted size of an entry.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::budget::MemoryBudget;
 use crate::config::FsyncPolicy;
 use crate::store::StoreSettings;
 
@@ -206,4 +207,35 @@ fn a_plugin_no_longer_configured_loses_its_store() {
     registry.retain(&[]);
     assert!(registry.stats("a").is_none());
     assert_eq!(get(&mut handle(&registry, "a", false), &root, "k"), None);
+}
+
+#[test]
+fn the_stores_bytes_are_charged_to_the_memory_budget_and_released_with_them() {
+    let budget = MemoryBudget::unlimited();
+    let registry = Registry::new();
+    let root: Arc<str> = Arc::from("/");
+    let mut early = handle(&registry, "early", false);
+    set(&mut early, &root, "before", "attached").unwrap();
+    registry.attach_budget(budget.clone());
+    let held = registry.stats("early").unwrap().bytes;
+    assert_eq!(
+        budget.used(),
+        held,
+        "entries made before are charged at attach"
+    );
+    let mut kv = handle(&registry, "p", false);
+    set(&mut kv, &root, "k", &"v".repeat(1000)).unwrap();
+    let total = held + registry.stats("p").unwrap().bytes;
+    assert_eq!(budget.used(), total);
+    kv.run(&root, |space, s, now, sink| space.delete(s, "k", now, sink))
+        .unwrap();
+    assert_eq!(budget.used(), held, "released by the delete");
+    set(&mut kv, &root, "k", "v").unwrap();
+    registry.retain(&[(Arc::from("early"), Some(settings(false)))]);
+    drop(kv);
+    assert_eq!(
+        budget.used(),
+        held,
+        "released with the removed plugin's store"
+    );
 }
