@@ -1,22 +1,23 @@
 //! The host's key-value store and clock (WIT `kv` and `clock`, since 0.1.4), with in-memory
 //! stand-ins for native tests (see [`crate::testing::kv`]).
 
-/// The host's key-value store for this plugin in the call's virtual host (WIT `kv`).
-///
-/// Enabled by a `[plugins.kv]` table in the broker's config (caps, `persist`); without it every
-/// call returns [`KvError::Disabled`], and in `init` [`KvError::NotInCall`]. Every call is one
-/// atomic operation: [`increment`] and [`compare_and_swap`] read and write in one step, so
-/// pooled instances serving many connections at once never lose an update.
-///
-/// ```ignore
-/// // A counter per principal and second: over 10, reject.
-/// let window = clock::now_ms() / 1000;
-/// let n = kv::increment(&format!("{}/{window}", sender.name), 1, Some(2000))?;
-/// ```
-///
-/// In native tests the store is a map per test thread, with the caps' defaults on key and
-/// value lengths only; [`crate::testing::kv::reset`] empties it.
 pub mod kv {
+    //! The host's key-value store for this plugin in the call's virtual host (WIT `kv`).
+    //!
+    //! Enabled by a `[plugins.kv]` table in the broker's config (caps, `persist`); without it every
+    //! call returns [`KvError::Disabled`], and in `init` [`KvError::NotInCall`]. Every call is one
+    //! atomic operation: [`increment`] and [`compare_and_swap`] read and write in one step, so
+    //! pooled instances serving many connections at once never lose an update.
+    //!
+    //! ```ignore
+    //! // A counter per principal and second: over 10, reject.
+    //! let window = clock::now_ms() / 1000;
+    //! let n = kv::increment(&format!("{}/{window}", sender.name), 1, Some(2000))?;
+    //! ```
+    //!
+    //! In native tests the store is a map per test thread, with the caps' defaults on key and
+    //! value lengths only; [`crate::testing::kv::reset`] empties it.
+
     pub use crate::bindings::plugboard::plugin::kv::KvError;
 
     /// The value of `key` (`None`: absent or expired).
@@ -189,11 +190,12 @@ pub mod kv {
     }
 }
 
-/// The host's clocks (WIT `clock`).
-///
-/// In native tests the wall clock reads the system's until [`crate::testing::clock::set`]
-/// fixes it for the test thread (then [`crate::testing::clock::advance`] moves it).
 pub mod clock {
+    //! The host's clocks (WIT `clock`).
+    //!
+    //! In native tests the wall clock reads the system's until [`crate::testing::clock::set`]
+    //! fixes it for the test thread (then [`crate::testing::clock::advance`] moves it).
+
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub fn now_ms() -> u64 {
         #[cfg(target_arch = "wasm32")]
