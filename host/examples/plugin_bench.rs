@@ -140,6 +140,27 @@ async fn main() {
         || demo.on_send_batch(&alice, payments.clone()),
     )
     .await;
+    // The kv store (WIT 0.1.4): a token bucket read and written per SEND.
+    let limiter = |rate: u32| {
+        format!(
+            "[[plugins]]\nname = \"rate-limit\"\nfile = \"rate-limit.wasm\"\nhooks = [\"send\"]\n\
+             kv = {{}}\n[plugins.config]\nrate = {rate}\n"
+        )
+    };
+    let under = load(&limiter(1_000_000)).await;
+    timed(
+        "rate-limit: on-send, under the limit (kv get + compare-and-swap, clock)",
+        n,
+        || under.on_send(&alice, order.clone()),
+    )
+    .await;
+    let over = load(&limiter(1)).await;
+    timed(
+        "rate-limit: on-send, over the limit (kv get, reject)",
+        n,
+        || over.on_send(&alice, order.clone()),
+    )
+    .await;
     let other = b"/queue/unrouted";
     timed(
         "no plugin applies: intercepts_send() (ns-level)",

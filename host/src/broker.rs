@@ -81,20 +81,19 @@ impl Broker {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let capabilities = crate::session::capabilities(&config, store.is_some()).into();
+        let budget = MemoryBudget::new(
+            config.memory_budget(),
+            config.limits.max_memory_bytes_per_principal,
+        );
+        // The plugins' kv stores are held by the broker: their bytes count in its budget.
+        policy.current().host.kv().attach_budget(budget.clone());
         Broker {
             capabilities,
             addresses: Arc::new(AddressTable::new(
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            vhosts: Vhosts::build(
-                &config,
-                store,
-                MemoryBudget::new(
-                    config.memory_budget(),
-                    config.limits.max_memory_bytes_per_principal,
-                ),
-            ),
+            vhosts: Vhosts::build(&config, store, budget),
             config,
             policy,
             stats: BrokerStats::default(),
@@ -118,6 +117,18 @@ impl Broker {
     /// durable subscriptions and unsettled persistent messages are in their queues again.
     pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
         if !config.store.enabled {
+            let persisting = crate::plugin::kv::configured(&config.plugins)
+                .into_iter()
+                .filter(|(_, settings)| settings.is_some_and(|s| s.persist))
+                .map(|(name, _)| name.to_string())
+                .collect::<Vec<_>>();
+            if !persisting.is_empty() {
+                tracing::warn!(
+                    plugins = ?persisting,
+                    "the message store is off: these plugins' kv stores are memory only \
+                     (their `persist = true` needs [store] enabled)"
+                );
+            }
             return Ok(Broker::new(config, policy));
         }
         let settings = StoreSettings {
@@ -127,7 +138,21 @@ impl Broker {
             max_bytes: config.store.max_bytes,
             segment_bytes: config.store.segment_bytes,
         };
-        let (store, recovered) = Store::open(&settings)?;
+        let (store, mut recovered) = Store::open(&settings)?;
+        // Plugins' persisted kv entries go back into their stores before any call is made.
+        let kv = policy.current().host.kv().clone();
+        kv.attach(store.clone());
+        let configured: Vec<_> = crate::plugin::kv::configured(&config.plugins)
+            .into_iter()
+            .filter_map(|(name, settings)| Some((name, settings?)))
+            .collect();
+        let kv_entries = kv.restore(std::mem::take(&mut recovered.kv), &configured);
+        if kv_entries > 0 {
+            info!(
+                entries = kv_entries,
+                "plugin kv entries recovered from the journal"
+            );
+        }
         let broker = Broker::with_store(config, policy, Some(store));
         let restored = broker.vhosts.restore(recovered);
         if restored.messages > 0 || restored.durables > 0 {

@@ -102,10 +102,14 @@ pub async fn reload(
     }
     // The traces of the set in force go on: a rate switched live survives the reload.
     let traces = current.host.traces().clone();
-    match PluginHost::load_traced(&new.plugins, &new.base_dir, &cache_dir, traces).await {
+    let kv = current.host.kv().clone();
+    match PluginHost::load_traced(&new.plugins, &new.base_dir, &cache_dir, traces, kv.clone()).await
+    {
         Ok(host) => {
             let took = noticed.elapsed().as_millis() as u64;
             let generation = policy.install(host, new.plugins.clone(), files, took);
+            // Stores of plugins gone (or no longer persisted) go; a plugin kept keeps its own.
+            kv.retain(&crate::plugin::kv::configured(&new.plugins));
             // Messages every consumer's filter declined are offered to the new filters.
             for vhost in broker.vhosts.iter() {
                 vhost.router.filters_changed();
@@ -540,6 +544,7 @@ mod tests {
             routes_bypass_sender_rights: false,
             trace_sample: 0.0,
             trace_keep: None,
+            kv: None,
             config: Default::default(),
         }
     }

@@ -19,6 +19,7 @@ mod delivery_headers;
 mod durable_owner;
 mod error_codes;
 mod hostile;
+mod kv;
 mod metrics;
 mod redeliver;
 mod routing;

@@ -12,6 +12,7 @@ mod support;
 
 mod broken;
 mod files;
+mod kv;
 mod load;
 mod measure;
 mod rapid;

@@ -14,7 +14,7 @@ use super::pool::State;
 use super::AuthRequest;
 
 /// The interface of the 0.1.1 hook, as a component names its export.
-pub const AUTHENTICATE_PEER: &str = "plugboard:plugin/authenticate-peer@0.1.3";
+pub const AUTHENTICATE_PEER: &str = "plugboard:plugin/authenticate-peer@0.1.4";
 
 /// The authenticate export of a component, looked up once per plugin.
 pub enum AuthIndices {

@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::plugboard::plugin::{context, log, types};
+pub use self::plugboard::plugin::{clock, context, kv, log, types};
 pub use exports::plugboard::plugin::{
     authenticate, authenticate_peer, deliver, lifecycle, redeliver, send,
 };

@@ -54,17 +54,17 @@ use super::{
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
-const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.3";
+const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.4";
 const HOOK_EXPORTS: [(Hook, &str); 4] = [
-    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.3"),
-    (Hook::Send, "plugboard:plugin/send@0.1.3"),
-    (Hook::Message, "plugboard:plugin/deliver@0.1.3"),
-    (Hook::Redeliver, "plugboard:plugin/redeliver@0.1.3"),
+    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.4"),
+    (Hook::Send, "plugboard:plugin/send@0.1.4"),
+    (Hook::Message, "plugboard:plugin/deliver@0.1.4"),
+    (Hook::Redeliver, "plugboard:plugin/redeliver@0.1.4"),
 ];
 
 /// Whether export name `name` is `interface` at a semver-compatible version (a plugin built
 /// against 0.1.0 or 0.1.1 exports `...@0.1.0` or `...@0.1.1`, which the host finds when it
-/// looks up `...@0.1.3`).
+/// looks up `...@0.1.4`).
 fn same_interface(name: &str, interface: &str) -> bool {
     let track = |n: &str| -> Option<(String, String)> {
         let (base, version) = n.rsplit_once('@')?;
@@ -180,7 +180,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         } else {
             format!(
                 "does not export {LIFECYCLE}, so it is not a Plugboard plugin (of \
-                 plugboard:plugin@0.1.3); its exports: {}",
+                 plugboard:plugin@0.1.4); its exports: {}",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -457,6 +457,8 @@ async fn run_check(
         routes_bypass_sender_rights: spec_in.routes_bypass_sender_rights,
         trace_sample: 0.0,
         trace_keep: None,
+        // A plugin that uses the kv store gets one (memory only, default caps) for the check.
+        kv: Some(super::kv::KvSpec::default()),
         config: spec_in.config,
     };
     let base = wasm.parent().unwrap_or(Path::new("."));

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{context, log};
+use super::bindings::{clock, context, kv, log};
 use super::cache::{self, ArtifactCache, Authenticated};
 use super::pool::State;
 
@@ -126,9 +126,9 @@ pub fn engine() -> &'static Engine {
     })
 }
 
-/// A linker for one component: the `log` and `context` imports, and every other import (WASI that the
-/// guest's standard library links) defined as a trap, so the plugin has no filesystem, network,
-/// environment or clock. Imports outside `wasi:` and `plugboard:` refuse the component.
+/// A linker for one component: the `log`, `context`, `kv` and `clock` imports, and every other
+/// import (WASI that the guest's standard library links) defined as a trap, so the plugin has no
+/// filesystem, network or environment (and no clock but `clock`). Imports outside `wasi:` and `plugboard:` refuse the component.
 pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
     let engine = engine();
     let ty = component.component_type();
@@ -143,6 +143,9 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
     log::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
         .map_err(|e| format!("{e:#}"))?;
     context::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        .map_err(|e| format!("{e:#}"))?;
+    kv::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s).map_err(|e| format!("{e:#}"))?;
+    clock::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
         .map_err(|e| format!("{e:#}"))?;
     for (name, _) in ty.imports(engine) {
         define_older_import(&mut linker, name).map_err(|e| format!("{e:#}"))?;
@@ -161,7 +164,7 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
 }
 
 /// The host's version of the imports it defines (`log`, `context`).
-const IMPORTS_VERSION: &str = "0.1.3";
+const IMPORTS_VERSION: &str = "0.1.4";
 
 /// Defines an import of `log` or `context` that a plugin built against an older 0.1.x WIT names
 /// with its own version (e.g. `plugboard:plugin/log@0.1.1`) under that exact name too.

@@ -17,6 +17,7 @@ mod engine;
 pub(crate) mod glob;
 mod hook_stats;
 mod hooks;
+pub mod kv;
 mod pool;
 mod rejection;
 mod summary;
@@ -82,13 +83,13 @@ impl CallContext {
 /// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
-const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.3";
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.4";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
-const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.3";
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.4";
 /// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
-const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.3";
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.4";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
-const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.3";
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.4";
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -128,6 +129,9 @@ pub struct PluginSpec {
     pub trace_sample: f64,
     /// How many traced decisions are kept (default 256, at most 10,000).
     pub trace_keep: Option<usize>,
+    /// The plugin's key-value store (WIT `kv`): present, it enables one, with these caps per
+    /// vhost and persistence (see [`kv`]).
+    pub kv: Option<kv::KvSpec>,
     /// The plugin's own configuration, passed to its `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
@@ -494,6 +498,8 @@ pub struct PluginHost {
     plugins: Vec<Arc<Plugin>>,
     /// The decision traces of its plugins, handed on to the set that replaces it.
     traces: Arc<Traces>,
+    /// The plugins' kv stores, handed on to the set that replaces it.
+    kv: Arc<kv::Registry>,
 }
 
 impl PluginHost {
@@ -502,7 +508,22 @@ impl PluginHost {
         Arc::new(PluginHost {
             plugins: Vec::new(),
             traces: Arc::default(),
+            kv: kv::Registry::new(),
         })
+    }
+
+    /// The kv store gauges of this set's plugins that have a store, in config order.
+    pub fn kv_stats(&self) -> Vec<(String, kv::KvStats)> {
+        self.plugins
+            .iter()
+            .filter_map(|p| Some((p.name.to_string(), self.kv.stats(&p.name)?)))
+            .collect()
+    }
+
+    /// The kv stores of this set's plugins (kept by the sets loaded after it with
+    /// [`load_traced`](Self::load_traced)).
+    pub fn kv(&self) -> &Arc<kv::Registry> {
+        &self.kv
     }
 
     /// The decision traces of this set's plugins (kept by the sets loaded after it with
@@ -532,17 +553,27 @@ impl PluginHost {
         base_dir: &Path,
         cache_dir: &Path,
     ) -> Result<Arc<PluginHost>, PluginError> {
-        Self::load_traced(specs, base_dir, cache_dir, Arc::default()).await
+        Self::load_traced(
+            specs,
+            base_dir,
+            cache_dir,
+            Arc::default(),
+            kv::Registry::new(),
+        )
+        .await
     }
 
     /// [`load`](Self::load), the plugins' decision traces taken from (and kept in) `traces`:
     /// a reload passes the traces of the set it replaces, so that a rate switched live and the
-    /// decisions recorded survive it (see [`Traces::for_plugin`]).
+    /// decisions recorded survive it (see [`Traces::for_plugin`]). So with the plugins' kv
+    /// stores in `kv`: a plugin keeps its entries across a reload (the set in force calls
+    /// [`kv::Registry::retain`] once it took over).
     pub async fn load_traced(
         specs: &[PluginSpec],
         base_dir: &Path,
         cache_dir: &Path,
         traces: Arc<Traces>,
+        kv: Arc<kv::Registry>,
     ) -> Result<Arc<PluginHost>, PluginError> {
         let mut plugins = Vec::with_capacity(specs.len());
         let cache = if specs.is_empty() {
@@ -595,7 +626,19 @@ impl PluginHost {
                 .map_err(|reason| invalid(&format!("trace_sample: {reason}")))?;
             let keep = trace::check_keep(spec.trace_keep.unwrap_or(trace::DEFAULT_TRACE_KEEP))
                 .map_err(|reason| invalid(&reason))?;
-            plugins.push((load_one(spec, base_dir, cache.clone()).await?, rate, keep));
+            let kv_settings = spec
+                .kv
+                .as_ref()
+                .map(kv::KvSpec::settings)
+                .transpose()
+                .map_err(|reason| invalid(&reason))?;
+            let store =
+                kv_settings.map(|settings| (kv.plugin(&Arc::from(spec.name.as_str())), settings));
+            plugins.push((
+                load_one(spec, base_dir, cache.clone(), store).await?,
+                rate,
+                keep,
+            ));
         }
         // Only a set that loaded whole touches the traces the set in force uses.
         let plugins = plugins
@@ -607,7 +650,11 @@ impl PluginHost {
             .collect();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         traces.retain(&names);
-        Ok(Arc::new(PluginHost { plugins, traces }))
+        Ok(Arc::new(PluginHost {
+            plugins,
+            traces,
+            kv,
+        }))
     }
 
     /// A host with the plugins of this one named in `names` (the same instances, in this
@@ -621,6 +668,7 @@ impl PluginHost {
                 .cloned()
                 .collect(),
             traces: self.traces.clone(),
+            kv: self.kv.clone(),
         })
     }
 
@@ -672,6 +720,7 @@ async fn load_one(
     spec: &PluginSpec,
     base_dir: &Path,
     cache: Arc<Option<cache::ArtifactCache>>,
+    kv: Option<(Arc<kv::PluginKv>, kv::KvSettings)>,
 ) -> Result<Plugin, PluginError> {
     let plugin = spec.name.clone();
     let path = base_dir.join(&spec.file);
@@ -746,7 +795,10 @@ async fn load_one(
         init_deadline: INIT_DEADLINE,
     };
     let max_input = limits.max_memory / 4;
-    let pool = Pool::new(plugin.as_str().into(), pre, exports, config_json, limits);
+    let mut pool = Pool::new(plugin.as_str().into(), pre, exports, config_json, limits);
+    if let Some((store, settings)) = kv {
+        pool = pool.with_kv(store, settings);
+    }
     let (warm, manifest) = pool
         .instantiate()
         .await

@@ -29,6 +29,7 @@ use super::bindings::send::SendVerdict;
 use super::bindings::{context, deliver, lifecycle, log, redeliver, send, types::Manifest};
 use super::engine::{engine, running, Running};
 use super::hook_stats::{HookCounters, LATENCY_SAMPLE_EVERY};
+use super::kv::{CallKv, KvSettings, PluginKv};
 use super::trace::Notes;
 use super::Hook;
 
@@ -116,7 +117,7 @@ impl LogLimit {
 pub struct State {
     plugin: Arc<str>,
     /// The virtual host of the connection the current call is for (`context.vhost`).
-    vhost: Arc<str>,
+    pub(super) vhost: Arc<str>,
     /// The notes of the current call while it is traced (`context.tracing`, `context.note`).
     notes: Option<Notes>,
     log: Arc<LogLimit>,
@@ -129,6 +130,10 @@ pub struct State {
     /// guest itself observes, not wall time, means a broker that the OS deschedules for a
     /// while does not fail short calls that happened to span the pause.
     ticks_left: u64,
+    /// The plugin's kv store (`kv` import), when its config enables one.
+    pub(super) kv: Option<CallKv>,
+    /// A hook call is running (false during `init`): what `kv` needs a vhost for.
+    pub(super) in_call: bool,
 }
 
 /// The tick budget of a call that may run for `budget` (no clock read: a tick is 1 ms).
@@ -149,6 +154,8 @@ impl State {
             memory_used: 0,
             memory_hit: false,
             ticks_left: u64::MAX,
+            kv: None,
+            in_call: true,
         }
     }
 }
@@ -431,6 +438,7 @@ impl Warm {
             state.vhost = vhost.clone();
         }
         state.notes = traced.then(Notes::default);
+        state.in_call = true;
     }
 
     /// The notes the call just made wrote (empty unless it was traced).
@@ -530,6 +538,8 @@ pub struct Pool {
     freed: Notify,
     pub log: Arc<LogLimit>,
     pub counters: Counters,
+    /// The plugin's kv store and this version's settings, when its config enables one.
+    kv: Option<(Arc<PluginKv>, KvSettings)>,
 }
 
 /// An instance checked out for one call; handed back by [`Pool::finish`], or discarded (and
@@ -585,7 +595,14 @@ impl Pool {
             freed: Notify::new(),
             log: Arc::new(LogLimit::new()),
             counters: Counters::default(),
+            kv: None,
         }
+    }
+
+    /// Gives every instance made from now on the kv store `plugin` under `settings`.
+    pub fn with_kv(mut self, plugin: Arc<PluginKv>, settings: KvSettings) -> Pool {
+        self.kv = Some((plugin, settings));
+        self
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
@@ -608,6 +625,11 @@ impl Pool {
             memory_used: 0,
             memory_hit: false,
             ticks_left: ticks_for(self.limits.init_deadline),
+            kv: self
+                .kv
+                .as_ref()
+                .map(|(plugin, settings)| CallKv::new(plugin.clone(), *settings)),
+            in_call: false,
         };
         let mut store = Store::new(engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);

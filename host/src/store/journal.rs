@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
-use super::record::{check_framing, scoped_key, Enqueue, Framed, Record, MAGIC, RECORD_HEADER};
+use super::record::{
+    check_framing, kv_key, kv_plugin_prefix, scoped_key, Enqueue, Framed, Record, MAGIC,
+    RECORD_HEADER,
+};
 
 /// Journal ids are sequential numbers: SipHash would be wasted work on them.
 #[derive(Debug, Default)]
@@ -69,6 +72,8 @@ pub struct Recovered {
     pub messages: Vec<Enqueue>,
     /// Durable subscriptions.
     pub durables: Vec<RecoveredDurable>,
+    /// Plugins' persisted kv entries (expired ones included: the owner drops those).
+    pub kv: Vec<RecoveredKv>,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
     /// Bytes skipped in older segments after a corrupt record.
@@ -88,6 +93,21 @@ pub struct RecoveredDurable {
     pub queue: Bytes,
     /// The `/topic/` it collects from.
     pub topic: Bytes,
+}
+
+/// A plugin's kv entry read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecoveredKv {
+    /// The vhost of its store as journaled (empty for the default `/`).
+    pub vhost: Bytes,
+    /// The plugin's configured name.
+    pub plugin: Bytes,
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
+    /// When it expires (unix ms), 0 for never.
+    pub expires_at: u64,
 }
 
 /// A record the writer is asked to append.
@@ -125,6 +145,27 @@ pub enum Op {
         /// The whole encoded record.
         framed: Bytes,
     },
+    /// An encoded [`Record::KvPut`].
+    KvPut {
+        /// The entry's [`kv_key`], the key of the live record.
+        key: Bytes,
+        /// The whole encoded record.
+        framed: Bytes,
+    },
+    /// An encoded [`Record::KvDelete`].
+    KvDelete {
+        /// The entry's [`kv_key`].
+        key: Bytes,
+        /// The whole encoded record.
+        framed: Bytes,
+    },
+    /// An encoded [`Record::KvClear`].
+    KvClear {
+        /// The plugin's [`kv_plugin_prefix`].
+        prefix: Bytes,
+        /// The whole encoded record.
+        framed: Bytes,
+    },
 }
 
 /// The journal as the writer thread owns it.
@@ -140,6 +181,8 @@ pub struct Journal {
     sync_files: bool,
     messages: IdMap<Location>,
     durables: HashMap<Bytes, Location>,
+    /// Live kv entries by [`kv_key`].
+    kvs: HashMap<Bytes, Location>,
     /// Bytes of live records.
     pub live_bytes: u64,
     /// The pieces of the batch being written (one vectored write).
@@ -207,6 +250,7 @@ impl Journal {
         let mut segments = BTreeMap::new();
         let mut messages: HashMap<u64, (Location, Enqueue)> = HashMap::new();
         let mut durables: HashMap<Bytes, (Location, RecoveredDurable)> = HashMap::new();
+        let mut kvs: HashMap<Bytes, (Location, RecoveredKv)> = HashMap::new();
         let last = numbers.last().copied();
         for &number in &numbers {
             let path = segment_path(dir, number);
@@ -218,7 +262,12 @@ impl Journal {
                 warn!(segment = %path.display(), "journal segment without a valid header: ignored");
                 0
             } else {
-                read_records(&data, number, &mut recovered, &mut messages, &mut durables)
+                let mut live = Live {
+                    messages: &mut messages,
+                    durables: &mut durables,
+                    kvs: &mut kvs,
+                };
+                read_records(&data, number, &mut recovered, &mut live)
             };
             let bad = data.len() as u64 - good_end as u64;
             if bad > 0 && good_end > 0 {
@@ -249,7 +298,11 @@ impl Journal {
             }
             live_bytes += location.len;
         }
-        for (location, _) in durables.values() {
+        let live_locations = durables
+            .values()
+            .map(|(l, _)| l)
+            .chain(kvs.values().map(|(l, _)| l));
+        for location in live_locations {
             if let Some(segment) = segments.get_mut(&location.segment) {
                 segment.live += 1;
             }
@@ -280,6 +333,9 @@ impl Journal {
             .collect();
         subs.sort();
         recovered.durables = subs;
+        let mut entries: Vec<RecoveredKv> = kvs.values().map(|(_, kv)| kv.clone()).collect();
+        entries.sort();
+        recovered.kv = entries;
         let mut journal = Journal {
             dir: dir.to_path_buf(),
             segments,
@@ -289,6 +345,7 @@ impl Journal {
             sync_files,
             messages: locations,
             durables: durables.into_iter().map(|(q, (l, _))| (q, l)).collect(),
+            kvs: kvs.into_iter().map(|(k, (l, _))| (k, l)).collect(),
             live_bytes,
             chunks: Vec::new(),
             synced: MAGIC.len() as u64,
@@ -376,6 +433,36 @@ impl Journal {
                 Op::DurableRemove { queue, framed } => {
                     if let Some(old) = self.durables.remove(&queue) {
                         self.drop_live(old);
+                    }
+                    offset += framed.len() as u64;
+                    self.chunks.push(framed);
+                }
+                Op::KvPut { key, framed } => {
+                    self.add_live(head, framed.len());
+                    if let Some(old) = self.kvs.insert(key, location(framed.len())) {
+                        self.drop_live(old);
+                    }
+                    offset += framed.len() as u64;
+                    self.chunks.push(framed);
+                }
+                Op::KvDelete { key, framed } => {
+                    if let Some(old) = self.kvs.remove(&key) {
+                        self.drop_live(old);
+                    }
+                    offset += framed.len() as u64;
+                    self.chunks.push(framed);
+                }
+                Op::KvClear { prefix, framed } => {
+                    let gone: Vec<Bytes> = self
+                        .kvs
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        if let Some(old) = self.kvs.remove(&key) {
+                            self.drop_live(old);
+                        }
                     }
                     offset += framed.len() as u64;
                     self.chunks.push(framed);
@@ -533,6 +620,14 @@ impl Journal {
                 });
             }
         }
+        for (key, location) in &self.kvs {
+            if location.segment == oldest {
+                ops.push(Op::KvPut {
+                    key: key.clone(),
+                    framed: read_at(&file, location)?,
+                });
+            }
+        }
         ops.sort_by_key(|op| match op {
             Op::Enqueue { id, .. } => *id,
             _ => 0,
@@ -542,6 +637,7 @@ impl Journal {
             let old = match op {
                 Op::Enqueue { id, .. } => self.messages.remove(id),
                 Op::DurableCreate { queue, .. } => self.durables.remove(queue),
+                Op::KvPut { key, .. } => self.kvs.remove(key),
                 _ => None,
             };
             if let Some(old) = old {
@@ -591,6 +687,11 @@ impl Journal {
     /// Unsettled messages in the journal.
     pub fn live_messages(&self) -> usize {
         self.messages.len()
+    }
+
+    /// Live plugin kv entries in the journal.
+    pub fn live_kv_entries(&self) -> usize {
+        self.kvs.len()
     }
 }
 
@@ -687,14 +788,25 @@ fn start_reaper(dir: PathBuf, sync: bool) -> std::io::Result<std::sync::mpsc::Se
     Ok(send)
 }
 
+/// What recovery has found live so far, with where each record is.
+struct Live<'a> {
+    messages: &'a mut HashMap<u64, (Location, Enqueue)>,
+    durables: &'a mut HashMap<Bytes, (Location, RecoveredDurable)>,
+    kvs: &'a mut HashMap<Bytes, (Location, RecoveredKv)>,
+}
+
 /// Applies the records of one segment; returns where its good part ends.
 fn read_records(
     data: &Bytes,
     segment: u64,
     recovered: &mut Recovered,
-    messages: &mut HashMap<u64, (Location, Enqueue)>,
-    durables: &mut HashMap<Bytes, (Location, RecoveredDurable)>,
+    live: &mut Live<'_>,
 ) -> usize {
+    let Live {
+        messages,
+        durables,
+        kvs,
+    } = live;
     let mut at = MAGIC.len();
     while at < data.len() {
         let payload_len = match check_framing(&data[at..]) {
@@ -748,6 +860,29 @@ fn read_records(
             }
             Ok(Record::DurableRemove { vhost, queue }) => {
                 durables.remove(&scoped_key(&vhost, &queue));
+            }
+            Ok(Record::KvPut {
+                vhost,
+                plugin,
+                key,
+                value,
+                expires_at,
+            }) => {
+                let entry = RecoveredKv {
+                    vhost: Bytes::copy_from_slice(&vhost),
+                    plugin: Bytes::copy_from_slice(&plugin),
+                    key: Bytes::copy_from_slice(&key),
+                    value: Bytes::copy_from_slice(&value),
+                    expires_at,
+                };
+                kvs.insert(kv_key(&vhost, &plugin, &key), (location, entry));
+            }
+            Ok(Record::KvDelete { vhost, plugin, key }) => {
+                kvs.remove(&kv_key(&vhost, &plugin, &key));
+            }
+            Ok(Record::KvClear { plugin }) => {
+                let prefix = kv_plugin_prefix(&plugin);
+                kvs.retain(|k, _| !k.starts_with(&prefix));
             }
             Err(err) => {
                 warn!(%err, offset = at, "journal: unreadable record");

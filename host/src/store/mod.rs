@@ -33,7 +33,7 @@ use crate::histogram::{self, Histogram};
 use crate::router::Message;
 
 use journal::{Journal, Op};
-pub use journal::{Recovered, RecoveredDurable};
+pub use journal::{Recovered, RecoveredDurable, RecoveredKv};
 use record::{EnqueueRef, Record};
 
 /// How the store is set up.
@@ -459,6 +459,41 @@ impl Store {
             },
             0,
         );
+    }
+
+    /// Records plugin `plugin`'s kv entry `key` of vhost `vhost` (as journal records name it:
+    /// empty for `/`), replacing its earlier record. Not held back for: a plugin's entries are
+    /// as durable as the journal's fsync policy makes them once the next batch is written.
+    pub fn kv_put(&self, vhost: &[u8], plugin: &[u8], key: &[u8], value: &[u8], expires_at: u64) {
+        let framed = frame(&Record::KvPut {
+            vhost: Bytes::copy_from_slice(vhost),
+            plugin: Bytes::copy_from_slice(plugin),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            expires_at,
+        });
+        let key = record::kv_key(vhost, plugin, key);
+        self.push(Op::KvPut { key, framed }, 0);
+    }
+
+    /// Records that plugin `plugin`'s kv entry `key` of vhost `vhost` is gone.
+    pub fn kv_delete(&self, vhost: &[u8], plugin: &[u8], key: &[u8]) {
+        let framed = frame(&Record::KvDelete {
+            vhost: Bytes::copy_from_slice(vhost),
+            plugin: Bytes::copy_from_slice(plugin),
+            key: Bytes::copy_from_slice(key),
+        });
+        let key = record::kv_key(vhost, plugin, key);
+        self.push(Op::KvDelete { key, framed }, 0);
+    }
+
+    /// Records that every kv entry of plugin `plugin` (in every vhost) is gone.
+    pub fn kv_clear(&self, plugin: &[u8]) {
+        let framed = frame(&Record::KvClear {
+            plugin: Bytes::copy_from_slice(plugin),
+        });
+        let prefix = record::kv_plugin_prefix(plugin);
+        self.push(Op::KvClear { prefix, framed }, 0);
     }
 
     fn push(&self, op: Op, bytes: u64) {

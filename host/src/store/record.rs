@@ -18,6 +18,12 @@
 //! the vhost's name, then the record's own payload (kind 1, 3, 4 or 5 and its fields). Records
 //! of `/` carry no prefix, so journals written before virtual hosts existed load into `/` and a
 //! broker with no `[[vhosts]]` writes exactly the bytes it wrote before.
+//!
+//! Plugin key-value entries persisted on request (`[plugins.kv] persist = true`) are records of
+//! three more kinds: 7 puts an entry (the plugin's name, the key, `expires_at` in unix ms or 0,
+//! the value), 8 deletes one (plugin, key), both behind the kind-6 prefix outside `/`; 9 clears
+//! every entry of a plugin in every vhost (plugin), never prefixed. Journals without them load
+//! as before; a broker older than them stops reading a segment at the first one.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -34,6 +40,9 @@ const KIND_DURABLE_CREATE: u8 = 3;
 const KIND_DURABLE_REMOVE: u8 = 4;
 const KIND_ENQUEUE_SCHEDULED: u8 = 5;
 const KIND_IN_VHOST: u8 = 6;
+const KIND_KV_PUT: u8 = 7;
+const KIND_KV_DELETE: u8 = 8;
+const KIND_KV_CLEAR: u8 = 9;
 
 /// The name the journal gives the default virtual host's records: none (see the module doc).
 pub const DEFAULT_VHOST: &[u8] = b"";
@@ -50,6 +59,24 @@ pub fn scoped_key(vhost: &[u8], queue: &[u8]) -> Bytes {
     put_bytes(&mut key, vhost);
     key.extend_from_slice(queue);
     key.freeze()
+}
+
+/// The journal's key of plugin `plugin`'s kv entry `key` in virtual host `vhost` (as records
+/// name it): the plugin's length and name, the vhost's length and name, then the key; so the
+/// keys of one plugin share [`kv_plugin_prefix`] and no two (plugin, vhost, key) meet.
+pub fn kv_key(vhost: &[u8], plugin: &[u8], key: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + vhost.len() + plugin.len() + key.len());
+    put_bytes(&mut out, plugin);
+    put_bytes(&mut out, vhost);
+    out.extend_from_slice(key);
+    out.freeze()
+}
+
+/// The start of every [`kv_key`] of plugin `plugin`.
+pub fn kv_plugin_prefix(plugin: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(4 + plugin.len());
+    put_bytes(&mut out, plugin);
+    out.freeze()
 }
 
 /// The schedule of a message journaled while it waits in the scheduler.
@@ -210,6 +237,34 @@ pub enum Record {
         /// The subscription's queue name, as in its [`Record::DurableCreate`].
         queue: Bytes,
     },
+    /// A plugin's kv entry was set; live until a later put, delete or clear of it.
+    KvPut {
+        /// The vhost of the store it belongs to; empty for the default `/`.
+        vhost: Bytes,
+        /// The plugin's configured name.
+        plugin: Bytes,
+        /// The entry's key.
+        key: Bytes,
+        /// The entry's value.
+        value: Bytes,
+        /// When it expires (unix ms), 0 for never.
+        expires_at: u64,
+    },
+    /// A plugin's kv entry was deleted (or expired and was evicted).
+    KvDelete {
+        /// As in its [`Record::KvPut`].
+        vhost: Bytes,
+        /// As in its [`Record::KvPut`].
+        plugin: Bytes,
+        /// As in its [`Record::KvPut`].
+        key: Bytes,
+    },
+    /// Every kv entry of a plugin, in every vhost, is gone (the plugin was removed, or no
+    /// longer persists its store).
+    KvClear {
+        /// The plugin's configured name.
+        plugin: Bytes,
+    },
 }
 
 /// Why a payload could not be read back.
@@ -218,7 +273,7 @@ pub enum DecodeError {
     /// The payload ends inside a field.
     #[error("record ends early")]
     Truncated,
-    /// The kind byte (the value) is not one of the four record kinds.
+    /// The kind byte (the value) is not one of the record kinds.
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
     /// This many bytes follow the record's last field.
@@ -255,6 +310,30 @@ impl Record {
                 out.put_u8(KIND_DURABLE_REMOVE);
                 put_bytes(out, queue);
             }
+            Record::KvPut {
+                vhost,
+                plugin,
+                key,
+                value,
+                expires_at,
+            } => {
+                put_vhost(out, vhost);
+                out.put_u8(KIND_KV_PUT);
+                put_bytes(out, plugin);
+                put_bytes(out, key);
+                out.put_u64_le(*expires_at);
+                put_bytes(out, value);
+            }
+            Record::KvDelete { vhost, plugin, key } => {
+                put_vhost(out, vhost);
+                out.put_u8(KIND_KV_DELETE);
+                put_bytes(out, plugin);
+                put_bytes(out, key);
+            }
+            Record::KvClear { plugin } => {
+                out.put_u8(KIND_KV_CLEAR);
+                put_bytes(out, plugin);
+            }
         }
         let len = out.len() - start - RECORD_HEADER;
         let crc = crc32fast::hash(&out[start + RECORD_HEADER..]);
@@ -279,7 +358,7 @@ impl Record {
             KIND_IN_VHOST => {
                 let vhost = reader.bytes()?;
                 match reader.u8()? {
-                    KIND_SETTLE | KIND_IN_VHOST => {
+                    KIND_SETTLE | KIND_IN_VHOST | KIND_KV_CLEAR => {
                         return Err(DecodeError::UnknownKind(KIND_IN_VHOST))
                     }
                     kind => (vhost, kind),
@@ -334,6 +413,21 @@ impl Record {
             KIND_DURABLE_REMOVE => Record::DurableRemove {
                 vhost,
                 queue: reader.bytes()?,
+            },
+            KIND_KV_PUT => Record::KvPut {
+                vhost,
+                plugin: reader.bytes()?,
+                key: reader.bytes()?,
+                expires_at: reader.u64()?,
+                value: reader.bytes()?,
+            },
+            KIND_KV_DELETE => Record::KvDelete {
+                vhost,
+                plugin: reader.bytes()?,
+                key: reader.bytes()?,
+            },
+            KIND_KV_CLEAR => Record::KvClear {
+                plugin: reader.bytes()?,
             },
             other => return Err(DecodeError::UnknownKind(other)),
         };
@@ -537,6 +631,21 @@ mod tests {
                 vhost: Bytes::from_static(b"tenant-a"),
                 queue: Bytes::from_static(b"durable:c/n"),
             },
+            kv_put(b""),
+            kv_put(b"tenant-a"),
+            Record::KvDelete {
+                vhost: Bytes::new(),
+                plugin: Bytes::from_static(b"rate-limit"),
+                key: Bytes::from_static(b"k"),
+            },
+            Record::KvDelete {
+                vhost: Bytes::from_static(b"tenant-a"),
+                plugin: Bytes::from_static(b"rate-limit"),
+                key: Bytes::new(),
+            },
+            Record::KvClear {
+                plugin: Bytes::from_static(b"rate-limit"),
+            },
         ] {
             let mut out = BytesMut::new();
             record.encode(&mut out);
@@ -547,6 +656,50 @@ mod tests {
             assert_eq!(payload_len + RECORD_HEADER, out.len());
             assert_eq!(Record::decode(&payload_of(&out)).unwrap(), record);
         }
+    }
+
+    fn kv_put(vhost: &'static [u8]) -> Record {
+        Record::KvPut {
+            vhost: Bytes::from_static(vhost),
+            plugin: Bytes::from_static(b"rate-limit"),
+            key: Bytes::from_static(b"5:alice/queue/a"),
+            value: Bytes::from_static(b"\x00\x01 tokens"),
+            expires_at: 1_700_000_000_000,
+        }
+    }
+
+    /// A kv put is laid out as the module doc says, behind the vhost prefix outside `/`; a
+    /// clear is never prefixed.
+    #[test]
+    fn kv_records_have_the_documented_layout() {
+        let mut out = BytesMut::new();
+        kv_put(b"").encode(&mut out);
+        let mut expected = vec![7u8];
+        for field in [&b"rate-limit"[..], b"5:alice/queue/a"] {
+            expected.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            expected.extend_from_slice(field);
+        }
+        expected.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+        expected.extend_from_slice(&9u32.to_le_bytes());
+        expected.extend_from_slice(b"\x00\x01 tokens");
+        assert_eq!(&out[RECORD_HEADER..], &expected[..]);
+        let mut payload = vec![6u8, 1, 0, 0, 0, b'v', 9];
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(b'p');
+        assert_eq!(
+            Record::decode(&Bytes::from(payload)),
+            Err(DecodeError::UnknownKind(6)),
+            "a clear inside a vhost prefix"
+        );
+    }
+
+    #[test]
+    fn kv_keys_keep_plugins_vhosts_and_keys_apart() {
+        assert_ne!(kv_key(b"a", b"p", b"k"), kv_key(b"", b"p", b"ak"));
+        assert_ne!(kv_key(b"", b"p", b"k"), kv_key(b"", b"pk", b""));
+        assert_ne!(kv_key(b"v", b"p", b"k"), kv_key(b"v", b"q", b"k"));
+        assert!(kv_key(b"v", b"p", b"k").starts_with(&kv_plugin_prefix(b"p")));
+        assert!(!kv_key(b"v", b"pq", b"k").starts_with(&kv_plugin_prefix(b"p")));
     }
 
     fn in_vhost(record: Record) -> Record {
@@ -630,6 +783,43 @@ mod tests {
         #[test]
         fn decode_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = Record::decode(&Bytes::from(payload));
+        }
+
+        /// Kv records read back from disk: any payload behind a kv kind byte decodes or is
+        /// refused, never panics, and every encoded kv record decodes to itself.
+        #[test]
+        fn kv_records_decode_or_refuse(
+            kind in 7u8..=9,
+            prefixed in any::<bool>(),
+            rest in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut payload = Vec::new();
+            if prefixed {
+                payload.extend_from_slice(&[6, 1, 0, 0, 0, b'v']);
+            }
+            payload.push(kind);
+            payload.extend_from_slice(&rest);
+            let _ = Record::decode(&Bytes::from(payload));
+        }
+
+        #[test]
+        fn kv_puts_round_trip(
+            vhost in "[a-z]{0,6}",
+            plugin in ".{0,12}",
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            value in proptest::collection::vec(any::<u8>(), 0..256),
+            expires_at in any::<u64>(),
+        ) {
+            let record = Record::KvPut {
+                vhost: Bytes::from(vhost),
+                plugin: Bytes::from(plugin),
+                key: Bytes::from(key),
+                value: Bytes::from(value),
+                expires_at,
+            };
+            let mut out = BytesMut::new();
+            record.encode(&mut out);
+            prop_assert_eq!(Record::decode(&payload_of(&out)).unwrap(), record);
         }
 
         #[test]

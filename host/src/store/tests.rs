@@ -494,3 +494,57 @@ fn a_scheduled_record_comes_back_with_its_schedule_and_a_replaced_one_does_not()
     assert_eq!(recovered.messages[0].schedule, Some(schedule(1)));
     assert_eq!(recovered.messages[1].schedule, None);
 }
+
+/// Plugins' kv entries: the last put of each (plugin, vhost, key) comes back, deletes and
+/// clears hold, and compaction keeps live entries while the history of a key that changes
+/// all the time (a counter) does not pin disk.
+#[test]
+fn kv_entries_survive_compaction_and_only_the_last_value_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = StoreSettings {
+        segment_bytes: 8 * 1024,
+        ..settings(dir.path())
+    };
+    {
+        let (store, _) = Store::open(&settings).unwrap();
+        store.kv_put(b"", b"p", b"kept", b"long-lived", 0);
+        store.kv_put(b"tenant", b"p", b"kept", b"in tenant", 7);
+        store.kv_put(b"", b"gone", b"k", b"v", 0);
+        store.kv_put(b"", b"p", b"deleted", b"v", 0);
+        store.kv_delete(b"", b"p", b"deleted");
+        store.kv_clear(b"gone");
+        let value = "x".repeat(400);
+        for i in 0..2000u32 {
+            store.kv_put(b"", b"p", b"counter", format!("{i}{value}").as_bytes(), 0);
+            wait_durable(&store);
+        }
+        store.kv_put(b"", b"p", b"counter", b"last", 0);
+        wait_durable(&store);
+        store.kv_put(b"", b"p", b"tail", b"t", 0);
+        wait_durable(&store);
+        let disk = store.stats().disk_bytes.load(Ordering::Relaxed);
+        assert!(
+            disk < 6 * 8 * 1024,
+            "{disk} bytes on disk for 4 live entries"
+        );
+        assert!(store.stats().relocated.load(Ordering::Relaxed) >= 1);
+        store.close();
+    }
+    let (_, recovered) = Store::open(&settings).unwrap();
+    type Entry<'a> = (&'a [u8], &'a [u8], &'a [u8], u64);
+    let entries: Vec<Entry<'_>> = recovered
+        .kv
+        .iter()
+        .map(|e| (&e.vhost[..], &e.key[..], &e.value[..], e.expires_at))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (&b""[..], &b"counter"[..], &b"last"[..], 0),
+            (b"", b"kept", b"long-lived", 0),
+            (b"", b"tail", b"t", 0),
+            (b"tenant", b"kept", b"in tenant", 7),
+        ]
+    );
+    assert!(recovered.kv.iter().all(|e| &e.plugin[..] == b"p"));
+}

@@ -219,3 +219,29 @@ mod tests {
         );
     }
 }
+
+/// The kv store's native stand-in (a map per test thread).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod kv {
+    /// Empties this thread's store.
+    pub fn reset() {
+        crate::store::kv::native::reset();
+    }
+}
+
+/// The clock's native stand-in: fixed per test thread when set.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod clock {
+    use crate::store::clock::native::FIXED;
+
+    /// Fixes this thread's clock (`clock::now_ms` and `monotonic_ms`) at `ms`.
+    pub fn set(ms: u64) {
+        FIXED.with(|f| f.set(Some(ms)));
+    }
+
+    /// Moves this thread's fixed clock `ms` forward (fixing it at the system time first).
+    pub fn advance(ms: u64) {
+        let now = crate::clock::now_ms();
+        set(now + ms);
+    }
+}

@@ -264,6 +264,29 @@ pub fn encode_plugins(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
             .into_iter()
             .map(|(plugin, n)| ([("plugin", plugin)], Gauge(n))),
     )?;
+    let kv = set.host.kv_stats();
+    family(
+        encoder,
+        "plugboard_plugin_kv_entries",
+        "Entries in a plugin's kv store, over every vhost (plugins with a store).",
+        kv.iter()
+            .map(|(plugin, s)| ([("plugin", plugin.clone())], Gauge(s.entries))),
+    )?;
+    family(
+        encoder,
+        "plugboard_plugin_kv_bytes",
+        "Accounted bytes of a plugin's kv store (keys, values, per-entry overhead), over every \
+         vhost.",
+        kv.iter()
+            .map(|(plugin, s)| ([("plugin", plugin.clone())], Gauge(s.bytes))),
+    )?;
+    family(
+        encoder,
+        "plugboard_plugin_kv_refused",
+        "Writes to a plugin's kv store refused at a cap (key or value length, entries, bytes).",
+        kv.iter()
+            .map(|(plugin, s)| ([("plugin", plugin.clone())], Counter(s.refused))),
+    )?;
     let reload = broker.policy.status();
     single(
         encoder,
