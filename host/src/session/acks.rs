@@ -148,6 +148,7 @@ impl Session {
         Ok((key, OwnedTarget::Seq(seq)))
     }
 
+    #[inline(never)] // rare beside SEND and ACK: kept out of `dispatch` (see `RareFuture`)
     pub(super) fn on_begin(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?.clone();
         if self.transactions.contains_key(&id) {
@@ -226,6 +227,7 @@ impl Session {
         }
     }
 
+    #[inline(never)] // rare beside SEND and ACK: kept out of `dispatch` (see `RareFuture`)
     pub(super) fn on_abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let id = required(frame, "transaction")?;
         let transaction = self.transactions.remove(id).ok_or_else(|| {

@@ -246,6 +246,7 @@ impl Session {
         }
     }
 
+    #[inline(never)] // rare beside SEND and ACK: kept out of `dispatch` (see `RareFuture`)
     pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let durable = durable_name_header(frame);
         // ActiveMQ style: remove a durable subscription by name without being subscribed.
