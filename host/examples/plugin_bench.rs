@@ -89,6 +89,7 @@ async fn main() {
         listener: plugboard::listen::ListenerKind::Tcp,
         client_certificate: None,
         upgrade: None,
+        reauth: false,
         headers: vec![
             (
                 Bytes::from_static(b"accept-version"),

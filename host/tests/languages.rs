@@ -433,7 +433,7 @@ fn plugin_check_accepts_plugins_and_explains_what_it_refuses() {
     let (ok, text) = check(&command, None);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("does not export plugboard:plugin/lifecycle@0.1.3")
+        text.contains("does not export plugboard:plugin/lifecycle@0.1.4")
             && text.contains("wasi:cli/run"),
         "{text}"
     );

@@ -15,7 +15,7 @@
 // The first matching rule wins; no match keeps the message where it was sent.
 // This is what JavaScript is good at: JSON, regular expressions and string templates.
 
-import { log } from "plugboard:plugin/log@0.1.3";
+import { log } from "plugboard:plugin/log@0.1.4";
 
 let rules = [];
 let rejectInvalidJson = false;

@@ -22,10 +22,10 @@ macro_rules! __export_glue {
                 inline: WIT,
                 runtime_path: "::plugboard_sdk::__wit_bindgen::rt",
                 with: {
-                    "plugboard:plugin/types@0.1.3": ::plugboard_sdk::bindings::plugboard::plugin::types,
-                    "plugboard:plugin/log@0.1.3": ::plugboard_sdk::bindings::plugboard::plugin::log,
-                    "plugboard:plugin/context@0.1.3": ::plugboard_sdk::bindings::plugboard::plugin::context,
-                    "plugboard:plugin/lifecycle@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::lifecycle,
+                    "plugboard:plugin/types@0.1.4": ::plugboard_sdk::bindings::plugboard::plugin::types,
+                    "plugboard:plugin/log@0.1.4": ::plugboard_sdk::bindings::plugboard::plugin::log,
+                    "plugboard:plugin/context@0.1.4": ::plugboard_sdk::bindings::plugboard::plugin::context,
+                    "plugboard:plugin/lifecycle@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::lifecycle,
                     $($with)*
                 },
             });

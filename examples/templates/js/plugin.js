@@ -6,7 +6,7 @@
 // `{ tag: "rewrite", val: ... }`, `option<T>` is `T | undefined`, `list<u8>` is a Uint8Array,
 // `u64` is a BigInt, and throwing a string from `init` returns `err(string)`.
 
-import { log } from "plugboard:plugin/log@0.1.3";
+import { log } from "plugboard:plugin/log@0.1.4";
 
 let config = { header: "priority", value: "high", suffix: ".urgent" };
 

@@ -54,17 +54,17 @@ use super::{
 };
 
 /// The WIT interfaces of each hook, as a component names its exports.
-const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.3";
+const LIFECYCLE: &str = "plugboard:plugin/lifecycle@0.1.4";
 const HOOK_EXPORTS: [(Hook, &str); 4] = [
-    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.3"),
-    (Hook::Send, "plugboard:plugin/send@0.1.3"),
-    (Hook::Message, "plugboard:plugin/deliver@0.1.3"),
-    (Hook::Redeliver, "plugboard:plugin/redeliver@0.1.3"),
+    (Hook::Authenticate, "plugboard:plugin/authenticate@0.1.4"),
+    (Hook::Send, "plugboard:plugin/send@0.1.4"),
+    (Hook::Message, "plugboard:plugin/deliver@0.1.4"),
+    (Hook::Redeliver, "plugboard:plugin/redeliver@0.1.4"),
 ];
 
 /// Whether export name `name` is `interface` at a semver-compatible version (a plugin built
 /// against 0.1.0 or 0.1.1 exports `...@0.1.0` or `...@0.1.1`, which the host finds when it
-/// looks up `...@0.1.3`).
+/// looks up `...@0.1.4`).
 fn same_interface(name: &str, interface: &str) -> bool {
     let track = |n: &str| -> Option<(String, String)> {
         let (base, version) = n.rsplit_once('@')?;
@@ -180,7 +180,7 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
         } else {
             format!(
                 "does not export {LIFECYCLE}, so it is not a Plugboard plugin (of \
-                 plugboard:plugin@0.1.3); its exports: {}",
+                 plugboard:plugin@0.1.4); its exports: {}",
                 if exports.is_empty() {
                     "none".to_string()
                 } else {
@@ -192,10 +192,9 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
     let mut hooks = Vec::new();
     for (hook, interface) in HOOK_EXPORTS {
         let typed = match hook {
-            Hook::Authenticate => super::auth::AuthIndices::new(&pre).map(|i| match i {
-                super::auth::AuthIndices::Peer(_) => super::auth::AUTHENTICATE_PEER,
-                super::auth::AuthIndices::Plain(_) => interface,
-            }),
+            Hook::Authenticate => {
+                super::auth::AuthIndices::new(&pre).map(|i| i.interface(interface))
+            }
             Hook::Send => send::GuestIndices::new(&pre).map(|_| interface),
             Hook::Message => deliver::GuestIndices::new(&pre).map(|_| interface),
             Hook::Redeliver => redeliver::GuestIndices::new(&pre).map(|_| interface),
@@ -209,7 +208,8 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
                 if exports.iter().any(|n| {
                     same_interface(n, interface)
                         || (hook == Hook::Authenticate
-                            && same_interface(n, super::auth::AUTHENTICATE_PEER))
+                            && (same_interface(n, super::auth::AUTHENTICATE_PEER)
+                                || same_interface(n, super::auth::AUTHENTICATE_EXPIRING)))
                 }) =>
             {
                 return Err(format!(
@@ -520,16 +520,18 @@ async fn run_check(
             listener: crate::listen::ListenerKind::Tcp,
             client_certificate: None,
             upgrade: None,
+            reauth: false,
         };
         let (got, detail) = match host.authenticate(req).await {
-            AuthOutcome::Allow(p) => (
+            AuthOutcome::Allow(p, expiry) => (
                 "allow",
                 format!(
-                    "{} groups=[{}] may-send=[{}] may-subscribe=[{}]",
+                    "{} groups=[{}] may-send=[{}] may-subscribe=[{}]{}",
                     p.name,
                     p.groups.join(","),
                     p.may_send.join(","),
-                    p.may_subscribe.join(",")
+                    p.may_subscribe.join(","),
+                    expiry.map_or(String::new(), |ms| format!(" expires-at-ms={ms}"))
                 ),
             ),
             AuthOutcome::Deny(reason) => ("deny", reason),

@@ -161,7 +161,7 @@ pub fn linker_for(component: &Component) -> Result<Linker<State>, String> {
 }
 
 /// The host's version of the imports it defines (`log`, `context`).
-const IMPORTS_VERSION: &str = "0.1.3";
+const IMPORTS_VERSION: &str = "0.1.4";
 
 /// Defines an import of `log` or `context` that a plugin built against an older 0.1.x WIT names
 /// with its own version (e.g. `plugboard:plugin/log@0.1.1`) under that exact name too.

@@ -82,13 +82,13 @@ impl CallContext {
 /// up a load or reload noticeably.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(1);
 /// The optional interface of packed send hooks (see `wit/plugin.wit`).
-const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.3";
+const SEND_PACKED: &str = "plugboard:plugin/send-packed@0.1.4";
 /// The optional interface of batched send hooks (see `wit/plugin.wit`).
-const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.3";
+const SEND_BATCH: &str = "plugboard:plugin/send-batch@0.1.4";
 /// The optional interface of batched send hooks with packed verdicts (see `wit/plugin.wit`).
-const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.3";
+const SEND_BATCH_PACKED: &str = "plugboard:plugin/send-batch-packed@0.1.4";
 /// The optional interface of batched message filters (see `wit/plugin.wit`).
-const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.3";
+const DELIVER_BATCH: &str = "plugboard:plugin/deliver-batch@0.1.4";
 
 /// One `[[plugins]]` entry of the broker's config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -265,6 +265,9 @@ pub struct AuthRequest {
     pub client_certificate: Option<Arc<crate::listen::ClientCertificate>>,
     /// Credentials from a WebSocket upgrade, when there were any.
     pub upgrade: Option<crate::listen::UpgradeCredentials>,
+    /// True when a connected client re-authenticates (`reauth:true`); only plugins of WIT
+    /// 0.1.4 (`authenticate-expiring`) are told.
+    pub reauth: bool,
 }
 
 impl AuthRequest {
@@ -291,8 +294,9 @@ impl AuthRequest {
 /// The outcome of authentication.
 #[derive(Debug, Clone)]
 pub enum AuthOutcome {
-    /// The client is this principal.
-    Allow(Principal),
+    /// The client is this principal, until this time (milliseconds since the Unix epoch) when
+    /// the plugin gave one (only `authenticate-expiring` can).
+    Allow(Principal, Option<u64>),
     /// The reason goes into the ERROR frame.
     Deny(String),
 }

@@ -784,10 +784,10 @@ pub use wit_bindgen as __wit_bindgen;
 macro_rules! export_router {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-router", [lifecycle, send, send_packed, send_batch, send_batch_packed], {
-            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/send@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
         });
     };
 }
@@ -796,7 +796,7 @@ macro_rules! export_router {
 #[macro_export]
 macro_rules! export_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
+        $crate::__export_glue!($ty, "authenticator", [lifecycle, authenticate], {"plugboard:plugin/authenticate@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,});
     };
 }
 
@@ -805,7 +805,7 @@ macro_rules! export_authenticator {
 #[macro_export]
 macro_rules! export_peer_authenticator {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
+        $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
     };
 }
 
@@ -815,8 +815,8 @@ macro_rules! export_peer_authenticator {
 macro_rules! export_message_filter {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "fast-message-filter", [lifecycle, deliver, deliver_batch], {
-            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/deliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -827,12 +827,12 @@ macro_rules! export_message_filter {
 macro_rules! export_transformer {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "packed-transformer", [lifecycle, send, send_packed, send_batch, send_batch_packed, deliver, deliver_batch], {
-            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/send-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
-            "plugboard:plugin/send-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
-            "plugboard:plugin/send-batch-packed@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
-            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/deliver-batch@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
+            "plugboard:plugin/send@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/send-packed@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_packed,
+            "plugboard:plugin/send-batch@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch,
+            "plugboard:plugin/send-batch-packed@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send_batch_packed,
+            "plugboard:plugin/deliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/deliver-batch@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver_batch,
         });
     };
 }
@@ -841,7 +841,7 @@ macro_rules! export_transformer {
 #[macro_export]
 macro_rules! export_redeliverer {
     ($ty:ty) => {
-        $crate::__export_glue!($ty, "redeliverer", [lifecycle, redeliver], {"plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,});
+        $crate::__export_glue!($ty, "redeliverer", [lifecycle, redeliver], {"plugboard:plugin/redeliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,});
     };
 }
 
@@ -851,10 +851,10 @@ macro_rules! export_redeliverer {
 macro_rules! export_full_with_redeliver {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "full-with-redeliver", [lifecycle, authenticate, send, deliver, redeliver], {
-            "plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
-            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
-            "plugboard:plugin/redeliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,
+            "plugboard:plugin/authenticate@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/redeliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::redeliver,
         });
     };
 }
@@ -864,9 +864,9 @@ macro_rules! export_full_with_redeliver {
 macro_rules! export_full {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "full", [lifecycle, authenticate, send, deliver], {
-            "plugboard:plugin/authenticate@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
-            "plugboard:plugin/send@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
-            "plugboard:plugin/deliver@0.1.3": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
+            "plugboard:plugin/authenticate@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate,
+            "plugboard:plugin/send@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::send,
+            "plugboard:plugin/deliver@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::deliver,
         });
     };
 }
