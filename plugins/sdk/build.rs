@@ -43,43 +43,47 @@ macro_rules! __export_glue {
         };
     };
     (@cabi lifecycle) => {
-        $crate::__export_plugboard_plugin_lifecycle_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_lifecycle_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::lifecycle);
     };
     (@cabi send) => {
-        $crate::__export_plugboard_plugin_send_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_send_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send);
     };
     (@cabi authenticate) => {
-        $crate::__export_plugboard_plugin_authenticate_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_authenticate_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate);
     };
     (@cabi authenticate_peer) => {
-        $crate::__export_plugboard_plugin_authenticate_peer_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_authenticate_peer_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate_peer);
     };
+    (@cabi authenticate_expiring) => {
+        $crate::__export_plugboard_plugin_authenticate_expiring_0_1_4_cabi!(
+            PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate_expiring);
+    };
     (@cabi send_packed) => {
-        $crate::__export_plugboard_plugin_send_packed_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_send_packed_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_packed);
     };
     (@cabi send_batch) => {
-        $crate::__export_plugboard_plugin_send_batch_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_send_batch_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_batch);
     };
     (@cabi send_batch_packed) => {
-        $crate::__export_plugboard_plugin_send_batch_packed_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_send_batch_packed_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_batch_packed);
     };
     (@cabi deliver_batch) => {
-        $crate::__export_plugboard_plugin_deliver_batch_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_deliver_batch_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::deliver_batch);
     };
     (@cabi redeliver) => {
-        $crate::__export_plugboard_plugin_redeliver_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_redeliver_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::redeliver);
     };
     (@cabi deliver) => {
-        $crate::__export_plugboard_plugin_deliver_0_1_3_cabi!(
+        $crate::__export_plugboard_plugin_deliver_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::deliver);
     };
 }
