@@ -20,6 +20,7 @@ mod durable_owner;
 mod error_codes;
 mod hostile;
 mod metrics;
+mod reauth;
 mod redeliver;
 mod routing;
 mod selector;
