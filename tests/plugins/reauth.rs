@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use plugboard_test_support::metrics::scrape;
 use plugboard_test_support::plugins::workspace_root;
 use plugboard_test_support::stomp::{Client, Frame};
 use serde_json::json;
@@ -28,10 +29,13 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-/// A broker whose authenticator is jwt-auth (no leeway, so `exp` is the expiry), with `limits`.
+/// A broker whose authenticator is jwt-auth (no leeway, so `exp` is the expiry), with `limits`
+/// and an admin listener.
 fn jwt_broker(limits: &str) -> (PluginBroker, TempConfig) {
     let config = temp_config(&format!(
         r#"
+admin_listen = "127.0.0.1:0"
+
 [limits]
 {limits}
 
@@ -63,7 +67,7 @@ may_subscribe = ["/topic/news"]
         rsa = fixture("rs256-public.pem"),
         ec = fixture("es256-public.pem"),
     ));
-    (PluginBroker::start(&config.path), config)
+    (start_with_status(&config.path), config)
 }
 
 /// A token for `sub` with `scope`, expiring `exp_in` seconds from now, signed with `alg`.
@@ -83,6 +87,23 @@ fn token(alg: Algorithm, sub: &str, scope: &str, exp_in: u64) -> String {
         other => panic!("{other:?}"),
     };
     encode(&Header::new(alg), &claims, &key).unwrap()
+}
+
+/// Scrapes `/metrics` until `name` (no labels) reads `want`, or fails with the last value (the
+/// broker's counters reach the endpoint within moments, not at once).
+async fn expect_counter(broker: &PluginBroker, name: &str, labels: &[(&str, &str)], want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = scrape(broker.admin(), None).await.value(name, labels);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}{labels:?} is {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn connect(token: &str) -> Frame {
@@ -109,12 +130,21 @@ async fn login(broker: &PluginBroker, token: &str) -> Client {
 
 #[tokio::test]
 async fn a_login_ends_at_its_exp_with_auth_expired() {
-    let (broker, _config) = jwt_broker("");
-    let mut c = login(&broker, &token(Algorithm::HS256, "alice", "read write", 2)).await;
-    c.subscribe("s-1", "/queue/expiring", "auto").await;
-    let err = c.expect_error_close().await;
-    assert_eq!(err.get("error-code"), Some("auth.expired"), "{err:?}");
-    assert_eq!(err.get("message"), Some("credentials expired"), "{err:?}");
+    // The idle limit is armed too on the connection without a subscription: the one timer
+    // fires for whichever comes first.
+    let (broker, _config) = jwt_broker("idle_timeout_ms = 60000");
+    let short = token(Algorithm::HS256, "alice", "read write", 2);
+    let mut subscribed = login(&broker, &short).await;
+    subscribed.subscribe("s-1", "/queue/expiring", "auto").await;
+    let mut idle = login(&broker, &short).await;
+    for c in [&mut subscribed, &mut idle] {
+        let err = c.expect_error_close().await;
+        assert_eq!(err.get("error-code"), Some("auth.expired"), "{err:?}");
+        assert_eq!(err.get("message"), Some("credentials expired"), "{err:?}");
+    }
+    expect_counter(&broker, "plugboard_auth_expired_total", &[], 2.0).await;
+    let auth = [("reason", "auth")];
+    expect_counter(&broker, "plugboard_connections_closed_total", &auth, 2.0).await;
     // A token already expired is refused at CONNECT.
     let expired = encode(
         &Header::new(Algorithm::HS256),
@@ -170,6 +200,9 @@ async fn reauth_before_exp_extends_the_login_and_keeps_subscriptions_and_transac
     assert_eq!(msg.get("subscription"), Some("s-1"));
     c.ack(&msg).await;
     c.disconnect().await;
+    expect_counter(&broker, "plugboard_auth_reauthentications_total", &[], 1.0).await;
+    // Counted with it, had the first token's expiry closed anything.
+    expect_counter(&broker, "plugboard_auth_expired_total", &[], 0.0).await;
 }
 
 #[tokio::test]
@@ -191,6 +224,10 @@ async fn reauth_with_bad_credentials_or_another_user_closes() {
     let err = c.expect_error_close().await;
     assert_eq!(err.get("error-code"), Some("auth.denied"), "{err:?}");
     assert!(err.must("message").contains("same user"), "{err:?}");
+    // Both count as failed logins, and close for `auth`.
+    expect_counter(&broker, "plugboard_auth_attempts_failed_total", &[], 2.0).await;
+    let auth = [("reason", "auth")];
+    expect_counter(&broker, "plugboard_connections_closed_total", &auth, 2.0).await;
 }
 
 #[tokio::test]
