@@ -187,7 +187,7 @@ impl Session {
     /// destination stays when the new read rights match it; a wildcard pattern only when they
     /// cover every topic it can match (its per-topic checks were set up with the old rights).
     /// Returns how many ended.
-    fn end_uncovered_subscriptions(&mut self, old: &Principal) -> usize {
+    pub(super) fn end_uncovered_subscriptions(&mut self, old: &Principal) -> usize {
         if self.principal.may_subscribe == old.may_subscribe {
             return 0;
         }
