@@ -216,7 +216,10 @@ async fn connected_advertises_capabilities_in_1_2_and_1_0() {
             assert!(list.contains(name), "{version}: {name} missing in {value}");
         }
         // Not configured.
-        assert!(!list.contains(&"vhosts"), "{version}: vhosts listed in {value}");
+        assert!(
+            !list.contains(&"vhosts"),
+            "{version}: vhosts listed in {value}"
+        );
         assert!(
             list.iter()
                 .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')),
