@@ -18,6 +18,7 @@ mod declines;
 mod delivery_headers;
 mod durable_owner;
 mod error_codes;
+mod expiry;
 mod hostile;
 mod metrics;
 mod reauth;
