@@ -60,6 +60,66 @@ const HEADERS: &[(&str, &str)] = &[
     ("priority", "4"),
 ];
 
+/// jwt-auth: one CONNECT per algorithm (a token of the sample's shape: sub, iss, aud, exp and
+/// two scopes), signed here with the plugin's test keys.
+async fn jwt_rows(n: u32, connect: &AuthRequest) {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let fixture = |name: &str| {
+        std::fs::read_to_string(root().join("plugins/jwt-auth/fixtures").join(name))
+            .expect("jwt-auth fixture")
+    };
+    let secret = "bench-secret-of-at-least-thirty-two-bytes";
+    let host = load(&format!(
+        "[[plugins]]\nname = \"jwt\"\nfile = \"jwt-auth.wasm\"\nhooks = [\"authenticate\"]\n\
+         [plugins.config]\nissuer = \"https://idp\"\naudience = \"plugboard\"\nkeys = [\n\
+         {{ algorithm = \"HS256\", secret = \"{secret}\" }},\n\
+         {{ algorithm = \"RS256\", public_key = '''{}''' }},\n\
+         {{ algorithm = \"ES256\", public_key = '''{}''' }},\n]\n\
+         [plugins.config.scopes.read]\nmay_subscribe = [\"/topic/*\"]\n\
+         [plugins.config.scopes.write]\nmay_send = [\"/queue/*\"]\n",
+        fixture("rs256-public.pem"),
+        fixture("es256-public.pem"),
+    ))
+    .await;
+    let exp = plugboard::router::message::now_ms() / 1000 + 86_400;
+    let claims = serde_json::json!({
+        "sub": "alice", "iss": "https://idp", "aud": "plugboard", "exp": exp, "scope": "read write",
+    });
+    let keys = [
+        (
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.as_bytes()),
+            1,
+        ),
+        (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(fixture("rs256-private.pem").as_bytes()).unwrap(),
+            10,
+        ),
+        (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(fixture("es256-private.pem").as_bytes()).unwrap(),
+            10,
+        ),
+    ];
+    for (alg, key, slower) in keys {
+        let token = encode(&Header::new(alg), &claims, &key).unwrap();
+        let mut req = connect.clone();
+        req.passcode = Some(Bytes::from(token));
+        // A row of refusals would measure the wrong thing.
+        match host.authenticate(req.clone()).await {
+            plugboard::plugin::AuthOutcome::Allow(_, Some(_)) => {}
+            other => panic!("jwt-auth refused the {alg:?} bench token: {other:?}"),
+        }
+        timed(
+            &format!("jwt-auth: authenticate (CONNECT, {alg:?} token)"),
+            (n / slower).max(5),
+            || host.authenticate(req.clone()),
+        )
+        .await;
+    }
+}
+
 fn probe(name: &str, extra: &str) -> String {
     format!("[[plugins]]\nname = \"{name}\"\nfile = \"probe.wasm\"\nhooks = [\"send\"]\n{extra}\n")
 }
@@ -89,6 +149,7 @@ async fn main() {
         listener: plugboard::listen::ListenerKind::Tcp,
         client_certificate: None,
         upgrade: None,
+        reauth: false,
         headers: vec![
             (
                 Bytes::from_static(b"accept-version"),
@@ -108,6 +169,7 @@ async fn main() {
         || demo.authenticate(req.clone()),
     )
     .await;
+    jwt_rows(n, &req).await;
     let order = msg("/queue/orders", HEADERS, br#"{"id":1}"#);
     timed("header-router: on-send, region=eu rewrite", n, || {
         demo.on_send(&alice, order.clone())

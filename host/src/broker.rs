@@ -37,8 +37,12 @@ pub struct BrokerStats {
     pub session_panics: AtomicU64,
     /// Connections refused because their address had too many.
     pub address_limit_refusals: AtomicU64,
-    /// CONNECTs refused by authentication.
+    /// CONNECTs refused by authentication (re-authentications included).
     pub failed_logins: AtomicU64,
+    /// Successful re-authentications (`reauth:true` on an open session).
+    pub reauthentications: AtomicU64,
+    /// Connections closed because their credentials expired.
+    pub credential_expiries: AtomicU64,
     /// Connections closed for being idle without subscriptions.
     pub idle_closes: AtomicU64,
     /// Connections per listener, closes by reason, ERRORs by kind, bytes in and out.

@@ -165,6 +165,9 @@ pub struct LimitsConfig {
     /// After failed logins from an address, its next attempts wait before they are checked:
     /// 100 ms, doubling per failure, up to this many ms (0: no waiting).
     pub failed_login_delay_max_ms: u64,
+    /// Most re-authentications (CONNECT with `reauth:true`) one connection may make in a
+    /// minute; one more gets an ERROR and a close (0: re-authentication is refused).
+    pub max_reauth_per_minute: u32,
     /// A connection that holds no subscription and has sent nothing (not even a heart-beat)
     /// for this long gets an ERROR and is closed, in ms (0: never).
     pub idle_timeout_ms: u64,
@@ -220,6 +223,7 @@ impl Default for LimitsConfig {
             max_connect_frame_bytes: 64 * 1024,
             idle_timeout_ms: 600_000,
             failed_login_delay_max_ms: 5_000,
+            max_reauth_per_minute: 10,
             connect_timeout_ms: 10_000,
             // Room for the headers of a maximum-size body.
             max_frame_bytes: codec.max_body_bytes + 256 * 1024,

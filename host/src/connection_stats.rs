@@ -124,7 +124,13 @@ pub fn classify(err: &SessionError, login_refused: bool) -> (CloseReason, Option
         _ if login_refused => (CloseReason::Auth, Some(ErrorKind::Auth)),
         E::Io(_) => (CloseReason::Client, None),
         E::Decode(_) => (CloseReason::Error, Some(ErrorKind::Decode)),
+        // A refused re-authentication (the first login is `login_refused`).
+        E::Client {
+            code: ErrorCode::AuthDenied | ErrorCode::AuthExpired | ErrorCode::AuthUnknownVhost,
+            ..
+        } => (CloseReason::Auth, Some(ErrorKind::Auth)),
         E::Client { .. } => (CloseReason::Error, Some(ErrorKind::Refused)),
+        E::CredentialsExpired => (CloseReason::Auth, Some(ErrorKind::Auth)),
         E::ConnectTimeout(_) => (CloseReason::Error, Some(ErrorKind::ConnectTimeout)),
         E::ReadBuffer(_) => (CloseReason::Error, Some(ErrorKind::ReadBuffer)),
         E::HeartbeatTimeout(_) => (CloseReason::Heartbeat, Some(ErrorKind::Heartbeat)),

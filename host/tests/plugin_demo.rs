@@ -45,6 +45,7 @@ fn connect(login: Option<&str>, passcode: Option<&str>) -> AuthRequest {
         listener: plugboard::listen::ListenerKind::Tcp,
         client_certificate: None,
         upgrade: None,
+        reauth: false,
     }
 }
 
@@ -77,7 +78,7 @@ fn delivered(outcome: SendOutcome) -> Vec<plugboard::plugin::PluginMessage> {
 async fn demo_authentication_and_permissions() {
     let host = demo().await;
     assert!(host.has_authenticator());
-    let AuthOutcome::Allow(alice) = host
+    let AuthOutcome::Allow(alice, _) = host
         .authenticate(connect(Some("alice"), Some("alice-secret")))
         .await
     else {
@@ -85,7 +86,7 @@ async fn demo_authentication_and_permissions() {
     };
     assert_eq!(alice.name, "alice");
     assert!(alice.may_send(b"/queue/orders") && alice.may_subscribe(b"/topic/anything"));
-    let AuthOutcome::Allow(bob) = host
+    let AuthOutcome::Allow(bob, _) = host
         .authenticate(connect(Some("bob"), Some("bob-secret")))
         .await
     else {
@@ -103,7 +104,7 @@ async fn demo_authentication_and_permissions() {
     ] {
         match host.authenticate(connect(login, pass)).await {
             AuthOutcome::Deny(reason) => assert!(!reason.is_empty()),
-            AuthOutcome::Allow(p) => panic!("{login:?}/{pass:?} admitted as {}", p.name),
+            AuthOutcome::Allow(p, _) => panic!("{login:?}/{pass:?} admitted as {}", p.name),
         }
     }
 }
@@ -602,7 +603,7 @@ async fn another_plugins_artifact_under_this_plugins_name_is_not_run() {
     assert!(matches!(
         host.authenticate(connect(Some("alice"), Some("alice-secret")))
             .await,
-        AuthOutcome::Allow(_)
+        AuthOutcome::Allow(..)
     ));
     assert_ne!(
         std::fs::read(&auth_artifact).unwrap(),
@@ -632,7 +633,7 @@ async fn a_cache_directory_others_can_write_is_not_used() {
         assert!(matches!(
             host.authenticate(connect(Some("alice"), Some("alice-secret")))
                 .await,
-            AuthOutcome::Allow(_)
+            AuthOutcome::Allow(..)
         ));
     }
     for d in [&open, &private] {

@@ -34,6 +34,7 @@ fn auth_request() -> AuthRequest {
         listener: plugboard::listen::ListenerKind::Tcp,
         client_certificate: None,
         upgrade: None,
+        reauth: false,
     }
 }
 
@@ -91,7 +92,7 @@ async fn failure_open_lets_traffic_through() {
         .unwrap()
         .is_none());
     // Failing open admits the fixed fail-open principal, never the login the client claimed.
-    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+    let AuthOutcome::Allow(p, _) = host.authenticate(auth_request()).await else {
         panic!("fails open");
     };
     assert_eq!(p.name, "anonymous");
@@ -107,7 +108,7 @@ async fn a_failing_open_authenticator_admits_its_configured_principal() {
         "failure = \"open\"\nfail_open_principal = { name = \"guest\", may_subscribe = [\"/topic/public.*\"] }",
     ))
     .await;
-    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+    let AuthOutcome::Allow(p, _) = host.authenticate(auth_request()).await else {
         panic!("fails open");
     };
     assert_eq!(p.name, "guest");
@@ -121,7 +122,7 @@ async fn a_failing_open_authenticator_admits_its_configured_principal() {
 #[tokio::test]
 async fn forcing_an_open_authenticator_to_fail_never_yields_the_claimed_login() {
     let host = load("[[plugins]]\nname = \"probe\"\nfile = \"probe.wasm\"\nhooks = [\"authenticate\"]\nfailure = \"open\"\nmemory_mb = 2\n").await;
-    let AuthOutcome::Allow(p) = host.authenticate(auth_request()).await else {
+    let AuthOutcome::Allow(p, _) = host.authenticate(auth_request()).await else {
         panic!("probe admits everyone");
     };
     assert_eq!(
@@ -135,7 +136,7 @@ async fn forcing_an_open_authenticator_to_fail_never_yields_the_claimed_login() 
             .headers
             .push((Bytes::from(format!("x-pad-{i}")), big.clone()));
     }
-    let AuthOutcome::Allow(p) = host.authenticate(oversize).await else {
+    let AuthOutcome::Allow(p, _) = host.authenticate(oversize).await else {
         panic!("fails open");
     };
     assert_eq!(p.name, "anonymous", "{p:?}");

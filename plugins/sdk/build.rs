@@ -60,6 +60,10 @@ macro_rules! __export_glue {
         $crate::__export_plugboard_plugin_authenticate_peer_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate_peer);
     };
+    (@cabi authenticate_expiring) => {
+        $crate::__export_plugboard_plugin_authenticate_expiring_0_1_4_cabi!(
+            PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::authenticate_expiring);
+    };
     (@cabi send_packed) => {
         $crate::__export_plugboard_plugin_send_packed_0_1_4_cabi!(
             PlugboardGlue with_types_in $crate::bindings::exports::plugboard::plugin::send_packed);

@@ -27,6 +27,7 @@ mod persistence;
 mod priority;
 mod queue_limits;
 mod queues;
+mod reauth;
 mod scheduled;
 mod selectors;
 mod stomp10;

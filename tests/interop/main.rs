@@ -15,6 +15,7 @@ mod tls;
 plugboard_test_support::broker_binary!();
 
 mod console;
+mod reauth;
 mod websocket;
 
 use harness::Broker;

@@ -84,6 +84,8 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "session_panics": stats.session_panics.load(Relaxed),
             "address_limit_refusals": stats.address_limit_refusals.load(Relaxed),
             "failed_logins": stats.failed_logins.load(Relaxed),
+            "reauthentications": stats.reauthentications.load(Relaxed),
+            "credential_expiries": stats.credential_expiries.load(Relaxed),
             "idle_closes": stats.idle_closes.load(Relaxed),
         },
         "tls": broker.tls.as_ref().map(|tls| {

@@ -192,10 +192,9 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
     let mut hooks = Vec::new();
     for (hook, interface) in HOOK_EXPORTS {
         let typed = match hook {
-            Hook::Authenticate => super::auth::AuthIndices::new(&pre).map(|i| match i {
-                super::auth::AuthIndices::Peer(_) => super::auth::AUTHENTICATE_PEER,
-                super::auth::AuthIndices::Plain(_) => interface,
-            }),
+            Hook::Authenticate => {
+                super::auth::AuthIndices::new(&pre).map(|i| i.interface(interface))
+            }
             Hook::Send => send::GuestIndices::new(&pre).map(|_| interface),
             Hook::Message => deliver::GuestIndices::new(&pre).map(|_| interface),
             Hook::Redeliver => redeliver::GuestIndices::new(&pre).map(|_| interface),
@@ -209,7 +208,8 @@ fn inspect(wasm: &Path, cache_dir: &Path) -> Result<Inspection, String> {
                 if exports.iter().any(|n| {
                     same_interface(n, interface)
                         || (hook == Hook::Authenticate
-                            && same_interface(n, super::auth::AUTHENTICATE_PEER))
+                            && (same_interface(n, super::auth::AUTHENTICATE_PEER)
+                                || same_interface(n, super::auth::AUTHENTICATE_EXPIRING)))
                 }) =>
             {
                 return Err(format!(
@@ -522,16 +522,18 @@ async fn run_check(
             listener: crate::listen::ListenerKind::Tcp,
             client_certificate: None,
             upgrade: None,
+            reauth: false,
         };
         let (got, detail) = match host.authenticate(req).await {
-            AuthOutcome::Allow(p) => (
+            AuthOutcome::Allow(p, expiry) => (
                 "allow",
                 format!(
-                    "{} groups=[{}] may-send=[{}] may-subscribe=[{}]",
+                    "{} groups=[{}] may-send=[{}] may-subscribe=[{}]{}",
                     p.name,
                     p.groups.join(","),
                     p.may_send.join(","),
-                    p.may_subscribe.join(",")
+                    p.may_subscribe.join(","),
+                    expiry.map_or(String::new(), |ms| format!(" expires-at-ms={ms}"))
                 ),
             ),
             AuthOutcome::Deny(reason) => ("deny", reason),

@@ -74,6 +74,26 @@ pub fn peer_auth_request(
     }
 }
 
+/// The 0.1.4 `authenticate-expiring` request: the `authenticate-peer` request, the host's
+/// clock (plugins have none) and whether the client is re-authenticating.
+pub fn expiring_auth_request(
+    req: &super::AuthRequest,
+) -> super::bindings::authenticate_expiring::ExpiringAuthRequest {
+    let peer = peer_auth_request(req);
+    super::bindings::authenticate_expiring::ExpiringAuthRequest {
+        login: peer.login,
+        passcode: peer.passcode,
+        host: peer.host,
+        client_addr: peer.client_addr,
+        headers: peer.headers,
+        listener: peer.listener,
+        client_certificate: peer.client_certificate,
+        upgrade: peer.upgrade,
+        now_ms: crate::router::message::now_ms(),
+        reauth: req.reauth,
+    }
+}
+
 /// Bytes as text for the guest (invalid UTF-8 becomes U+FFFD).
 pub fn text(bytes: &[u8]) -> String {
     // `from_utf8` first: it is much faster than the lossy path on the (usual) valid input.

@@ -227,7 +227,7 @@ impl PluginHost {
             .iter()
             .find(|p| p.hooks.contains(&Hook::Authenticate))
         else {
-            return AuthOutcome::Allow(Principal::anonymous());
+            return AuthOutcome::Allow(Principal::anonymous(), None);
         };
         let hook = Hook::Authenticate;
         let mut scope = Scope::new(context, plugin.trace.sample(1).is(0));
@@ -241,7 +241,9 @@ impl PluginHost {
                     auth,
                     |g, s| g.call(s, &req),
                     |answer| match answer {
-                        Ok(p) => convert::principal(p).map(AuthOutcome::Allow),
+                        Ok((p, expiry)) => {
+                            convert::principal(p).map(|p| AuthOutcome::Allow(p, expiry))
+                        }
                         Err(reason) => Ok(AuthOutcome::Deny(convert::reason(reason))),
                     }
                 )
@@ -254,7 +256,7 @@ impl PluginHost {
         // fail (oversize headers, a busy pool), so it gets the configured fail-open principal.
         result.unwrap_or_else(|_| match plugin.failure {
             FailurePolicy::Closed => AuthOutcome::Deny("authentication is unavailable".into()),
-            FailurePolicy::Open => AuthOutcome::Allow(plugin.fail_open.clone()),
+            FailurePolicy::Open => AuthOutcome::Allow(plugin.fail_open.clone(), None),
         })
     }
 

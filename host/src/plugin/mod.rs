@@ -269,6 +269,9 @@ pub struct AuthRequest {
     pub client_certificate: Option<Arc<crate::listen::ClientCertificate>>,
     /// Credentials from a WebSocket upgrade, when there were any.
     pub upgrade: Option<crate::listen::UpgradeCredentials>,
+    /// True when a connected client re-authenticates (`reauth:true`); only plugins of WIT
+    /// 0.1.4 (`authenticate-expiring`) are told.
+    pub reauth: bool,
 }
 
 impl AuthRequest {
@@ -295,8 +298,9 @@ impl AuthRequest {
 /// The outcome of authentication.
 #[derive(Debug, Clone)]
 pub enum AuthOutcome {
-    /// The client is this principal.
-    Allow(Principal),
+    /// The client is this principal, until this time (milliseconds since the Unix epoch) when
+    /// the plugin gave one (only `authenticate-expiring` can).
+    Allow(Principal, Option<u64>),
     /// The reason goes into the ERROR frame.
     Deny(String),
 }

@@ -1,5 +1,6 @@
-//! CONNECT / STOMP handling: version negotiation, heart-beat negotiation, authentication, and
-//! the CONNECTED frame.
+//! CONNECT / STOMP handling: version negotiation, heart-beat negotiation, authentication (a
+//! login and, when the authenticate plugin gives one, its expiry), and the CONNECTED frame.
+//! Re-authenticating an open session (`reauth:true`) is `reauth.rs`'s.
 
 use std::time::Duration;
 
@@ -11,6 +12,14 @@ use crate::plugin::{AuthOutcome, AuthRequest, PluginHost, Principal};
 
 use super::error::{client_error, SessionError};
 use super::ErrorCode;
+
+/// A login the broker admitted: who, and until when (milliseconds since the Unix epoch;
+/// `None`: for the life of the connection).
+#[derive(Debug)]
+pub struct Admission {
+    pub principal: Principal,
+    pub expires_at_ms: Option<u64>,
+}
 
 /// What CONNECT settled.
 #[derive(Debug)]
@@ -122,13 +131,17 @@ pub fn negotiate(frame: &Frame, config: &Config) -> Result<Negotiated, SessionEr
 /// `passcode` when CONNECT carries no `login`; when it does, CONNECT's pair is the one checked
 /// (the frame is the client's explicit statement for this session; a browser may resend cached
 /// HTTP credentials). A bearer token needs a plugin to check it.
+///
+/// `reauth`: a connected client re-authenticates (the plugin is told). A login whose expiry
+/// has already passed is refused (`auth.expired`).
 pub async fn authenticate(
     frame: &Frame,
     config: &Config,
     plugins: &PluginHost,
     peer: &crate::listen::Peer,
     context: &crate::plugin::CallContext,
-) -> Result<Principal, SessionError> {
+    reauth: bool,
+) -> Result<Admission, SessionError> {
     let client_addr = peer.address;
     if plugins.has_authenticator() {
         let request = AuthRequest {
@@ -140,15 +153,37 @@ pub async fn authenticate(
             listener: peer.listener,
             client_certificate: peer.tls.clone(),
             upgrade: peer.upgrade.clone(),
+            reauth,
         };
         return match plugins.authenticate_in(context, request).await {
-            AuthOutcome::Allow(principal) => Ok(principal),
+            AuthOutcome::Allow(_, Some(at)) if at <= crate::router::message::now_ms() => {
+                Err(client_error(
+                    ErrorCode::AuthExpired,
+                    "access refused: credentials expired",
+                ))
+            }
+            AuthOutcome::Allow(principal, expires_at_ms) => Ok(Admission {
+                principal,
+                expires_at_ms,
+            }),
             AuthOutcome::Deny(reason) => Err(client_error(
                 ErrorCode::AuthDenied,
                 format!("access refused: {reason}"),
             )),
         };
     }
+    builtin(frame, config, peer).map(|principal| Admission {
+        principal,
+        expires_at_ms: None,
+    })
+}
+
+/// [`authenticate`] without a plugin: the configured users, else anyone.
+fn builtin(
+    frame: &Frame,
+    config: &Config,
+    peer: &crate::listen::Peer,
+) -> Result<Principal, SessionError> {
     let (login, passcode) = builtin_credentials(frame, peer);
     if config.users.is_empty() {
         return Ok(match login {
@@ -216,6 +251,7 @@ pub fn capabilities(config: &Config, persistent: bool) -> String {
         (limits.max_temp_queues_per_connection > 0, "temp-queues"),
         (!config.vhosts.is_empty(), "vhosts"),
         (true, "error-codes"),
+        (config.limits.max_reauth_per_minute > 0, "reauth"),
     ];
     features
         .iter()
@@ -337,11 +373,15 @@ mod tests {
             "groups",
             "browse",
             "error-codes",
+            "reauth",
         ] {
             assert!(names.contains(&name), "{name} missing from {all}");
         }
         assert!(!names.contains(&"vhosts"), "{all}");
-        assert!(!names.contains(&"reauth"), "{all}");
+        config.limits.max_reauth_per_minute = 0;
+        assert!(!capabilities(&config, true)
+            .split(',')
+            .any(|n| n == "reauth"));
         config.schedule.max_messages = 0;
         config.durable.max_per_principal = 0;
         let fewer = capabilities(&config, false);
@@ -378,7 +418,12 @@ mod tests {
         let run = |frame: Frame, peer: crate::listen::Peer| {
             let config = config.clone();
             let plugins = plugins.clone();
-            async move { authenticate(&frame, &config, &plugins, &peer, &CallContext::detached()).await }
+            async move {
+                let context = CallContext::detached();
+                authenticate(&frame, &config, &plugins, &peer, &context, false)
+                    .await
+                    .map(|admitted| admitted.principal)
+            }
         };
         // Upgrade credentials alone.
         let p = run(connect(&[]), with_basic("alice", "pw")).await.unwrap();
@@ -402,9 +447,11 @@ mod tests {
             &plugins,
             &with_basic("bob", ""),
             &CallContext::detached(),
+            false,
         )
         .await
         .unwrap();
-        assert_eq!(p.name, "bob");
+        assert_eq!(p.principal.name, "bob");
+        assert_eq!(p.expires_at_ms, None);
     }
 }

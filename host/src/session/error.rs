@@ -39,6 +39,9 @@ pub enum SessionError {
     /// The connection held no subscription and sent nothing for the idle limit.
     #[error("idle: nothing received for {0} ms and no subscription held: connection closed")]
     Idle(u64),
+    /// The login's credentials expired and the client did not re-authenticate before.
+    #[error("credentials expired")]
+    CredentialsExpired,
     /// The client did not send CONNECT in time.
     #[error("no CONNECT frame within {0} ms")]
     ConnectTimeout(u64),
@@ -104,6 +107,7 @@ impl SessionError {
             SessionError::Client { code, .. } => *code,
             SessionError::HeartbeatTimeout(_) => ErrorCode::FlowHeartbeatTimeout,
             SessionError::Idle(_) => ErrorCode::FlowIdle,
+            SessionError::CredentialsExpired => ErrorCode::AuthExpired,
             SessionError::ConnectTimeout(_) => ErrorCode::ProtocolConnectTimeout,
             SessionError::Shutdown => ErrorCode::ServerShutdown,
             SessionError::ClosedByAdmin => ErrorCode::ServerAdminClose,
@@ -195,6 +199,7 @@ mod tests {
         let errors = [
             SessionError::HeartbeatTimeout(1),
             SessionError::Idle(1),
+            SessionError::CredentialsExpired,
             SessionError::ConnectTimeout(1),
             SessionError::Shutdown,
             SessionError::ClosedByAdmin,

@@ -164,6 +164,14 @@ error_codes! {
     ServerShutdown = "server.shutdown",
     /// An administrator closed the connection.
     ServerAdminClose = "server.admin-close",
+    /// The login's credentials expired (the authenticate plugin gave them an end) and the
+    /// client did not re-authenticate in time; or they had expired already at CONNECT.
+    AuthExpired = "auth.expired",
+    /// A re-authentication's rights no longer cover this subscription: it ended (the ERROR
+    /// names it in `subscription`; the connection stays open).
+    PermissionRevoked = "permission.revoked",
+    /// The connection re-authenticates more often than `limits.max_reauth_per_minute`.
+    LimitReauthRate = "limit.reauth-rate",
 }
 
 /// The code of a frame the decoder refused.

@@ -108,11 +108,14 @@ impl Session {
             self.receipts.note(mark);
         }
         let flow = flow?;
-        // SUBSCRIBE and DISCONNECT send their RECEIPTs themselves, at the right moment.
+        // SUBSCRIBE and DISCONNECT send their RECEIPTs themselves, at the right moment; a
+        // re-authentication's CONNECT has none (CONNECTED answers it, as the spec says).
+        let own_answer = matches!(
+            command,
+            Command::Subscribe | Command::Disconnect | Command::Connect | Command::Stomp
+        );
         match receipt {
-            Some(receipt) if !matches!(command, Command::Subscribe | Command::Disconnect) => {
-                self.receipts.send(receipt_frame(receipt))
-            }
+            Some(receipt) if !own_answer => self.receipts.send(receipt_frame(receipt)),
             _ => {}
         }
         Ok(flow)
@@ -154,11 +157,10 @@ impl Session {
             }
             Command::Abort => self.on_abort(&frame)?,
             Command::Disconnect => return Ok(Flow::Disconnect(receipt)),
+            // A re-authentication (`reauth:true`, see `reauth.rs`); any other is an error.
             Command::Connect | Command::Stomp => {
-                return Err(client_error(
-                    ErrorCode::ProtocolAlreadyConnected,
-                    "already connected: a second CONNECT is not allowed",
-                ))
+                self.on_connect_again(frame).await?;
+                return Ok(Flow::Continue);
             }
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
                 return Err(client_error(

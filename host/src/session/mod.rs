@@ -1,7 +1,9 @@
 //! One task per client connection: the STOMP session state machine.
 //!
 //! ```text
-//! AwaitingConnect ──CONNECT/STOMP──► Connected ──DISCONNECT / ERROR / EOF──► Closing
+//! AwaitingConnect ──CONNECT/STOMP──► Connected ──DISCONNECT / ERROR / EOF / expiry──► Closing
+//!                                     │    ▲
+//!                                     └────┘ CONNECT/STOMP with reauth:true (`reauth`)
 //! ```
 //!
 //! The session task reads and decodes frames and handles them one at a time (in order, so a
@@ -17,6 +19,7 @@ mod consumer_headers;
 mod error;
 mod error_code;
 mod handlers;
+mod reauth;
 mod receipts;
 mod send_batch;
 mod send_headers;
@@ -154,7 +157,7 @@ async fn run<T: Transport>(
         }
         Err(err) => Err(err),
     };
-    let (negotiated, principal, vhost, plugin_context) = match connected {
+    let (negotiated, admitted, vhost, plugin_context) = match connected {
         Ok(ok) => ok,
         Err(err) => {
             let reason = report(broker, &err, login_refused);
@@ -164,6 +167,7 @@ async fn run<T: Transport>(
             return reason;
         }
     };
+    let principal = admitted.principal;
     reader.set_version(negotiated.version);
     reader.set_limits(config.limits.codec_limits());
     let account = broker.vhosts.budget().account(&principal.name);
@@ -205,6 +209,10 @@ async fn run<T: Transport>(
         id: session_id.clone(),
         version: negotiated.version,
         principal,
+        expires: reauth::deadline(admitted.expires_at_ms),
+        reauth_rate: reauth::ReauthRate::new(),
+        peer,
+        negotiated,
         outbox: outbox.clone(),
         writer: WriterTask::new(writer),
         conn: Connection::new(session_id),
@@ -235,7 +243,15 @@ async fn accept_connect(
     peer: &Peer,
     session_id: &Arc<str>,
     login_refused: &mut bool,
-) -> Result<(connect::Negotiated, Principal, Arc<Vhost>, CallContext), SessionError> {
+) -> Result<
+    (
+        connect::Negotiated,
+        connect::Admission,
+        Arc<Vhost>,
+        CallContext,
+    ),
+    SessionError,
+> {
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
         return Err(client_error(
             ErrorCode::ProtocolExpectedConnect,
@@ -261,16 +277,16 @@ async fn accept_connect(
             // Who the plugin calls of this session are for, from its authentication on.
             let context = CallContext::new(vhost.name.clone(), session_id.clone());
             let plugins = broker.policy.host_for(vhost.index);
-            connect::authenticate(frame, &broker.config, &plugins, peer, &context)
+            connect::authenticate(frame, &broker.config, &plugins, peer, &context, false)
                 .await
-                .map(|principal| (principal, vhost.clone(), context))
+                .map(|admitted| (admitted, vhost.clone(), context))
         }
         Err(err) => Err(err),
     };
     match authenticated {
-        Ok((principal, vhost, context)) => {
+        Ok((admitted, vhost, context)) => {
             broker.addresses.login_succeeded(ip);
-            Ok((negotiated, principal, vhost, context))
+            Ok((negotiated, admitted, vhost, context))
         }
         Err(err) => {
             broker.addresses.login_failed(ip);
@@ -371,6 +387,17 @@ impl WriterTask {
     }
 }
 
+/// The earlier of two optional times.
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Reads and discards until EOF, a time limit or a byte limit.
 async fn linger<R: AsyncRead + Unpin>(mut reader: R) {
     let mut scratch = vec![0u8; 16 * 1024];
@@ -408,6 +435,13 @@ fn report(broker: &Broker, err: &SessionError, login_refused: bool) -> CloseReas
             broker.stats.idle_closes.fetch_add(1, Ordering::Relaxed);
             info!(%err, "idle connection closed");
         }
+        SessionError::CredentialsExpired => {
+            broker
+                .stats
+                .credential_expiries
+                .fetch_add(1, Ordering::Relaxed);
+            info!("credentials expired");
+        }
         SessionError::HeartbeatTimeout(_) => {
             broker
                 .stats
@@ -429,7 +463,16 @@ pub(crate) struct Session {
     /// The CONNECTED `session` value; also the prefix of this session's message ids.
     id: Arc<str>,
     version: Version,
+    /// Who the client is: its first login's principal, or its last re-authentication's.
     principal: Principal,
+    /// When the login ends (the authenticate plugin's expiry), on the session's timer.
+    expires: Option<tokio::time::Instant>,
+    /// Re-authentications in the current minute (`limits.max_reauth_per_minute`).
+    reauth_rate: reauth::ReauthRate,
+    /// What the listener knows of the client (for re-authentication).
+    peer: Peer,
+    /// What CONNECT settled (a re-authentication's CONNECTED repeats it).
+    negotiated: connect::Negotiated,
     outbox: Arc<Outbox>,
     /// The task writing to the socket.
     writer: WriterTask,
@@ -502,10 +545,12 @@ impl Session {
         let idle_limit = Some(self.broker.config.limits.idle_timeout_ms)
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis);
-        // The timer of the silence limits (see the wait below), and the limit it is set for.
+        // The connection's one timer: the silence limits (see the wait below) and the login's
+        // expiry; the limit and the expiry it is set for.
         let silence = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(silence);
         let mut armed: Option<(Duration, Silence)> = None;
+        let mut armed_expiry: Option<tokio::time::Instant> = None;
         // When the current wait for bytes began (`None` between waits).
         let mut waiting_since: Option<tokio::time::Instant> = None;
         // A frame (or decoding error) read past the end of a batch of SENDs, handled next.
@@ -558,12 +603,14 @@ impl Session {
             // set again only when it fires early (the connection was busy meanwhile) or when
             // the limit changed, so a busy connection does not register a timer per read.
             // The wait starts now unless it is the same wait going on (the timer fired early).
+            // The login's expiry (a re-authentication may have moved it) shares the timer.
             let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
-            if limit != armed {
-                if let Some((limit, _)) = limit {
-                    silence.as_mut().reset(since + limit);
+            if limit != armed || self.expires != armed_expiry {
+                if let Some(due) = earliest(limit.map(|(limit, _)| since + limit), self.expires) {
+                    silence.as_mut().reset(due);
                 }
                 armed = limit;
+                armed_expiry = self.expires;
             }
             tokio::select! {
                 read = reader.read_from(&mut socket) => match read {
@@ -574,17 +621,24 @@ impl Session {
                     }
                     Err(err) => break Err(err.into()),
                 },
-                () = &mut silence, if armed.is_some() => {
-                    let (limit, kind) = armed.expect("armed");
-                    let due = since + limit;
-                    if tokio::time::Instant::now() >= due {
-                        let ms = limit.as_millis() as u64;
-                        break Err(match kind {
-                            Silence::Heartbeat => SessionError::HeartbeatTimeout(ms),
-                            Silence::Idle => SessionError::Idle(ms),
-                        });
+                () = &mut silence, if armed.is_some() || armed_expiry.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    if armed_expiry.is_some_and(|at| now >= at) {
+                        break Err(SessionError::CredentialsExpired);
                     }
-                    silence.as_mut().reset(due);
+                    let due = armed.map(|(limit, _)| since + limit);
+                    if let (Some((limit, kind)), Some(due)) = (armed, due) {
+                        if now >= due {
+                            let ms = limit.as_millis() as u64;
+                            break Err(match kind {
+                                Silence::Heartbeat => SessionError::HeartbeatTimeout(ms),
+                                Silence::Idle => SessionError::Idle(ms),
+                            });
+                        }
+                    }
+                    if let Some(due) = earliest(due, armed_expiry) {
+                        silence.as_mut().reset(due);
+                    }
                 }
                 _ = outbox.slow_consumer() => break Err(SessionError::SlowConsumer),
                 _ = shutdown.changed() => break Err(SessionError::Shutdown),

@@ -31,6 +31,15 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         id: id.clone(),
         version: Version::V1_2,
         principal: Principal::named("tester"),
+        expires: None,
+        reauth_rate: super::reauth::ReauthRate::new(),
+        peer: crate::listen::Peer::tcp("127.0.0.1:1".parse().unwrap()),
+        negotiated: super::connect::Negotiated {
+            version: Version::V1_2,
+            send_every: None,
+            expect_every: None,
+            heartbeat_header: "0,0".into(),
+        },
         outbox: outbox.clone(),
         writer: WriterTask::new(writer),
         conn: Connection::new(id),
@@ -364,4 +373,70 @@ async fn receipts_wait_for_what_earlier_frames_journaled() {
         })
         .collect();
     assert_eq!(ids, ["r1", "r2", "r3"], "in order");
+}
+
+/// A principal that may subscribe to `patterns` only.
+fn reading(patterns: &[&str]) -> Principal {
+    Principal {
+        may_subscribe: patterns.iter().map(|p| p.to_string()).collect(),
+        ..Principal::named("tester")
+    }
+}
+
+#[tokio::test]
+async fn narrower_rights_end_the_subscriptions_they_do_not_cover_with_one_error_each() {
+    let broker = broker();
+    let mut session = session(&broker, 7);
+    for (id, destination) in [
+        ("named-kept", "/topic/news"),
+        ("named-gone", "/topic/audit"),
+        ("pattern-kept", "/topic/news.*"),
+        ("pattern-gone", "/topic/*.eu"),
+        ("composite", "/queue/a,/queue/b"),
+    ] {
+        let frame = subscribe(id, destination, &[]);
+        session
+            .on_subscribe(frame, None, Default::default())
+            .await
+            .unwrap();
+    }
+    drop(session.outbox.drain());
+    let old = std::mem::replace(
+        &mut session.principal,
+        reading(&["/topic/news", "/topic/news.*", "/queue/a"]),
+    );
+    // Part of the composite is no longer covered: the whole SUBSCRIBE ends, once.
+    assert_eq!(session.end_uncovered_subscriptions(&old), 3);
+    let mut errors: Vec<(String, String)> = session
+        .outbox
+        .drain()
+        .into_iter()
+        .filter_map(|item| match item {
+            Outgoing::Frame(f) if f.command == Command::Error => Some((
+                String::from_utf8_lossy(f.get(b"subscription").unwrap()).into_owned(),
+                String::from_utf8_lossy(f.get(b"error-code").unwrap()).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    errors.sort();
+    let revoked = |id: &str| (id.to_string(), "permission.revoked".to_string());
+    assert_eq!(
+        errors,
+        [
+            revoked("composite"),
+            revoked("named-gone"),
+            revoked("pattern-gone")
+        ]
+    );
+    let mut left: Vec<String> = session
+        .conn
+        .subscriptions()
+        .map(|s| String::from_utf8_lossy(s.name()).into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["named-kept", "pattern-kept"]);
+    // Rights that did not change end nothing (and cost no look at the subscriptions).
+    let same = session.principal.clone();
+    assert_eq!(session.end_uncovered_subscriptions(&same), 0);
 }

@@ -31,7 +31,9 @@
 //!   [`Principal::in_group`], [`Needs::headers`], ...).
 //! - **Config**: [`Plugin::Config`] is any `serde::Deserialize` type; the SDK parses the JSON the
 //!   host passes to `init` and reports errors as `config: ...`. Use [`NoConfig`] for none.
-//! - **One trait per hook**: [`Router`] (`send`), [`Authenticator`] (`authenticate`),
+//! - **One trait per hook**: [`Router`] (`send`), [`Authenticator`] (`authenticate`;
+//!   [`ExpiringAuthenticator`] for logins that expire, exported with
+//!   [`export_expiring_authenticator!`]),
 //!   [`Filter`] (`message`), [`Redeliverer`] (`redeliver`); export with the macro of the matching world: [`export_router!`],
 //!   [`export_authenticator!`], [`export_message_filter!`], [`export_transformer!`] (send and
 //!   message), [`export_redeliverer!`] or [`export_full!`]. The component then exports exactly those hooks.
@@ -75,6 +77,7 @@ pub use bindings::plugboard::plugin::types::{
     Edit, Header, HeaderNeed, Manifest, Message, Needs, Principal,
 };
 pub use ex::authenticate::{AuthRequest, AuthResult};
+pub use ex::authenticate_expiring::{ExpiringAuthRequest, ExpiringAuthResult, Grant};
 pub use ex::authenticate_peer::{AuthResult as PeerAuthResult, PeerAuthRequest};
 pub use ex::deliver::{FilterPlan, FilterVerdict, Subscription};
 pub use ex::redeliver::{DeadLetterTarget, RedeliverEvent, RedeliverReason, RedeliverVerdict};
@@ -97,9 +100,10 @@ pub use reason::{coded_reason, is_valid_code};
 pub mod prelude {
     pub use crate::{
         clock, coded_reason, context, kv, log, trace_note, AuthRequest, AuthResult, Authenticator,
-        Edit, Filter, FilterPlan, FilterVerdict, Header, HeaderNeed, Headers, Manifest, Message,
-        Needs, NoConfig, Plugin, Principal, RedeliverEvent, RedeliverReason, RedeliverVerdict,
-        Redeliverer, Router, SendVerdict, Subscription,
+        Edit, ExpiringAuthRequest, ExpiringAuthResult, ExpiringAuthenticator, Filter, FilterPlan,
+        FilterVerdict, Grant, Header, HeaderNeed, Headers, Manifest, Message, Needs, NoConfig,
+        Plugin, Principal, RedeliverEvent, RedeliverReason, RedeliverVerdict, Redeliverer, Router,
+        SendVerdict, Subscription,
     };
 }
 
@@ -157,6 +161,25 @@ pub trait Authenticator: Plugin {
 pub trait PeerAuthenticator: Plugin {
     /// Called for every CONNECT.
     fn authenticate_peer(&self, request: &PeerAuthRequest) -> PeerAuthResult;
+}
+
+/// The `authenticate` hook in its 0.1.4 form (`authenticate-expiring`): the request of
+/// `authenticate-peer` plus the host's clock (`now_ms`) and whether the client is
+/// re-authenticating (`reauth`); a [`Grant`] may give the login an end (`expires_at_ms`), at
+/// which the host closes the connection unless the client re-authenticated.
+pub trait ExpiringAuthenticator: Plugin {
+    /// Called for every CONNECT, and for every re-authentication (`request.reauth`).
+    fn authenticate_expiring(&self, request: &ExpiringAuthRequest) -> ExpiringAuthResult;
+}
+
+impl ExpiringAuthResult {
+    /// Admits `principal` until `expires_at_ms` (Unix ms; `None`: no end).
+    pub fn allow(principal: Principal, expires_at_ms: Option<u64>) -> ExpiringAuthResult {
+        ExpiringAuthResult::Allow(Grant {
+            principal,
+            expires_at_ms,
+        })
+    }
 }
 
 /// The `message` hook: per-subscriber filters and transforms.
@@ -746,6 +769,16 @@ where
     }
 }
 
+impl<G: Instance> ex::authenticate_expiring::Guest for G
+where
+    G::P: ExpiringAuthenticator,
+{
+    fn authenticate(request: ExpiringAuthRequest) -> ExpiringAuthResult {
+        context::begin_call();
+        G::get().authenticate_expiring(&request)
+    }
+}
+
 impl<G: Instance> ex::deliver::Guest for G
 where
     G::P: Filter,
@@ -812,6 +845,16 @@ macro_rules! export_authenticator {
 macro_rules! export_peer_authenticator {
     ($ty:ty) => {
         $crate::__export_glue!($ty, "peer-authenticator", [lifecycle, authenticate_peer], {"plugboard:plugin/authenticate-peer@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_peer,});
+    };
+}
+
+/// Exports an [`ExpiringAuthenticator`] as a component of world `expiring-authenticator` (hook
+/// `authenticate`, in its 0.1.4 form `authenticate-expiring`: logins that may expire, and
+/// re-authentication).
+#[macro_export]
+macro_rules! export_expiring_authenticator {
+    ($ty:ty) => {
+        $crate::__export_glue!($ty, "expiring-authenticator", [lifecycle, authenticate_expiring], {"plugboard:plugin/authenticate-expiring@0.1.4": ::plugboard_sdk::bindings::exports::plugboard::plugin::authenticate_expiring,});
     };
 }
 

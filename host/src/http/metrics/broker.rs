@@ -54,6 +54,18 @@ pub fn encode_connections(encoder: &mut DescriptorEncoder, broker: &Broker) -> f
         "CONNECTs refused by authentication.",
         Counter(stats.failed_logins.load(Relaxed)),
     )?;
+    single(
+        encoder,
+        "plugboard_auth_reauthentications",
+        "Successful re-authentications (CONNECT with reauth:true on an open session).",
+        Counter(stats.reauthentications.load(Relaxed)),
+    )?;
+    single(
+        encoder,
+        "plugboard_auth_expired",
+        "Connections closed because their credentials expired.",
+        Counter(stats.credential_expiries.load(Relaxed)),
+    )?;
     family(
         encoder,
         "plugboard_errors",

@@ -17,7 +17,14 @@ pub(super) fn authentication(
 ) {
     let claimed = || req.login.as_deref().map(crate::text::shown);
     let (principal, verdict) = match result {
-        Ok(AuthOutcome::Allow(p)) => (Some(p.name.clone()), format!("authenticated {}", p.name)),
+        Ok(AuthOutcome::Allow(p, expiry)) => {
+            let until = expiry.map_or(String::new(), |ms| format!(" until {ms} (unix ms)"));
+            let again = if req.reauth { " again" } else { "" };
+            (
+                Some(p.name.clone()),
+                format!("authenticated {}{again}{until}", p.name),
+            )
+        }
         Ok(AuthOutcome::Deny(reason)) => (claimed(), format!("refused: {reason}")),
         Err(failure) => {
             let outcome = match plugin.failure {
