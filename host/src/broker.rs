@@ -72,10 +72,16 @@ pub struct Broker {
 impl Broker {
     /// A broker without a message store (`persistent:true` is then kept in memory only).
     pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
-        Broker::with_store(config, policy, None)
+        Broker::with_store(config, policy, None, Vec::new())
     }
 
-    fn with_store(config: Arc<Config>, policy: Policy, store: Option<Arc<Store>>) -> Broker {
+    /// `cluster`: in cluster mode, each vhost's link (in vhost order); empty single-node.
+    fn with_store(
+        config: Arc<Config>,
+        policy: Policy,
+        store: Option<Arc<Store>>,
+        cluster: Vec<Arc<crate::cluster::VhostLink>>,
+    ) -> Broker {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -87,13 +93,14 @@ impl Broker {
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            vhosts: Vhosts::build(
+            vhosts: Vhosts::build_in_cluster(
                 &config,
                 store,
                 MemoryBudget::new(
                     config.memory_budget(),
                     config.limits.max_memory_bytes_per_principal,
                 ),
+                cluster,
             ),
             config,
             policy,
@@ -109,16 +116,43 @@ impl Broker {
     pub async fn start(config: Arc<Config>) -> anyhow::Result<Arc<Broker>> {
         let tls = crate::listen::tls::Acceptor::from_config(&config)?;
         let policy = load_policy(&config).await?;
-        let mut broker = Broker::open(config, policy).context("opening the message store")?;
+        let cluster = match &config.cluster {
+            Some(settings) => join_cluster(&config, settings).await?,
+            None => Vec::new(),
+        };
+        let mut broker = Broker::open_in_cluster(config, policy, cluster.clone())
+            .context("opening the message store")?;
         broker.tls = tls;
-        Ok(Arc::new(broker))
+        let broker = Arc::new(broker);
+        let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);
+        for (vhost, link) in broker.vhosts.iter().zip(cluster) {
+            let subscriber = crate::cluster::topic::subscribe_inbound(&link)
+                .await
+                .context("cluster mode: subscribing to the topics")?;
+            tokio::spawn(crate::cluster::topic::run_inbound(
+                vhost.clone(),
+                subscriber,
+                patience,
+            ));
+        }
+        Ok(broker)
     }
 
     /// A broker with the message store the configuration asks for, its journal read back:
     /// durable subscriptions and unsettled persistent messages are in their queues again.
     pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
+        Broker::open_in_cluster(config, policy, Vec::new())
+    }
+
+    /// [`Broker::open`] in cluster mode: `cluster` holds each vhost's link (in vhost order),
+    /// in place before the journal is read back.
+    pub fn open_in_cluster(
+        config: Arc<Config>,
+        policy: Policy,
+        cluster: Vec<Arc<crate::cluster::VhostLink>>,
+    ) -> Result<Broker, crate::store::OpenError> {
         if !config.store.enabled {
-            return Ok(Broker::new(config, policy));
+            return Ok(Broker::with_store(config, policy, None, cluster));
         }
         let settings = StoreSettings {
             dir: config.data_dir(),
@@ -128,7 +162,7 @@ impl Broker {
             segment_bytes: config.store.segment_bytes,
         };
         let (store, recovered) = Store::open(&settings)?;
-        let broker = Broker::with_store(config, policy, Some(store));
+        let broker = Broker::with_store(config, policy, Some(store), cluster);
         let restored = broker.vhosts.restore(recovered);
         if restored.messages > 0 || restored.durables > 0 {
             info!(
@@ -154,6 +188,27 @@ impl Broker {
             store.close();
         }
     }
+}
+
+/// Cluster mode: connects to NATS and makes (or finds) each vhost's stream, in vhost order.
+async fn join_cluster(
+    config: &Config,
+    settings: &crate::cluster::ClusterConfig,
+) -> anyhow::Result<Vec<Arc<crate::cluster::VhostLink>>> {
+    let cluster = crate::cluster::Cluster::connect(settings)
+        .await
+        .context("cluster mode")?;
+    let mut links = Vec::new();
+    for name in crate::vhost::names(config) {
+        links.push(cluster.vhost(name).await.context("cluster mode")?);
+    }
+    info!(
+        nats = ?settings.nats,
+        cluster = %settings.name,
+        vhosts = links.len(),
+        "cluster mode: joined the NATS JetStream cluster"
+    );
+    Ok(links)
 }
 
 /// Loads the plugin set the configuration names (compiling or reading the compiled-plugin

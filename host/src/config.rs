@@ -107,6 +107,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// STOMP over WebSocket (browsers): off unless `listen` is set. See docs/websocket.md.
     pub websocket: WebSocketConfig,
+    /// Cluster mode (`[cluster]`): queues and topics shared with other Plugboard edges through
+    /// a NATS JetStream cluster. Absent (the default): single-node. See docs/cluster.md.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Directory that relative paths in this config resolve against (set by the loader).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -138,6 +141,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             websocket: WebSocketConfig::default(),
+            cluster: None,
             base_dir: PathBuf::from("."),
         }
     }
@@ -801,6 +805,9 @@ impl Config {
             self.tls.handshake_timeout_ms >= 1,
             "tls.handshake_timeout_ms must be at least 1"
         );
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 

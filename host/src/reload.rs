@@ -258,6 +258,12 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.websocket),
     );
     check(
+        "cluster",
+        // Compared whole (credentials included), never printed.
+        (running.cluster == new.cluster).to_string(),
+        "true".to_string(),
+    );
+    check(
         "plugin_cache_dir",
         format!("{:?}", running.plugin_cache_dir),
         format!("{:?}", new.plugin_cache_dir),
@@ -366,6 +372,9 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// See `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
+    /// `--cluster-nats URL[,URL...]`: cluster mode with these NATS servers, replacing
+    /// `[cluster] nats` (the other `[cluster]` settings keep their values or defaults).
+    pub cluster_nats: Option<Vec<String>>,
 }
 
 impl Overrides {
@@ -407,6 +416,9 @@ impl Overrides {
         }
         if let Some(dir) = &self.plugin_cache_dir {
             config.plugin_cache_dir = Some(dir.clone());
+        }
+        if let Some(urls) = &self.cluster_nats {
+            config.cluster.get_or_insert_with(Default::default).nats = urls.clone();
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Codes are public API (listed in docs/protocol.md, "Error codes"): a code never changes
 //! meaning once released; a new situation gets a new code. They are dotted and lower-case,
 //! `namespace.name`, in the namespaces `auth`, `limit`, `protocol`, `destination`,
-//! `permission`, `plugin`, `store`, `flow` and `server`. A plugin's own code is
+//! `permission`, `plugin`, `store`, `flow`, `server` and `cluster`. A plugin's own code is
 //! `plugin.<plugin-name>.<code>` (see [`plugin_code`]); it is not one of [`ErrorCode::ALL`].
 
 use crate::codec::{DecodeErrorKind, ReadBufferError};
@@ -164,6 +164,10 @@ error_codes! {
     ServerShutdown = "server.shutdown",
     /// An administrator closed the connection.
     ServerAdminClose = "server.admin-close",
+    /// Cluster mode: the NATS JetStream cluster did not acknowledge the message within
+    /// `[cluster] publish_timeout_ms` (NATS unreachable, no stream leader, or it refused it);
+    /// the message may or may not have been stored.
+    ClusterUnavailable = "cluster.unavailable",
 }
 
 /// The code of a frame the decoder refused.
