@@ -918,6 +918,26 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_is_off_by_default_and_validated_when_on() {
+        assert!(Config::default().cluster.is_none());
+        assert!(Config::from_toml("").unwrap().cluster.is_none());
+        let on = Config::from_toml(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nname = \"eu-1\"\nreplicas = 3\nstorage = \"memory\"\n",
+        )
+        .unwrap();
+        let cluster = on.cluster.expect("[cluster] turns cluster mode on");
+        assert_eq!(cluster.name, "eu-1");
+        assert_eq!(cluster.replicas, 3);
+        assert_eq!(cluster.storage, crate::cluster::Storage::Memory);
+        assert_eq!(cluster.publish_timeout_ms, 5_000);
+        let err = Config::from_toml("[cluster]\n").unwrap_err().to_string();
+        assert!(err.contains("nats"), "{err}");
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nreplicas = 9\n").is_err());
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nstorage = \"tape\"\n").is_err());
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
     fn bad_values_are_rejected() {
         assert!(Config::from_toml("[heartbeat]\ngrace_factor = 0.5").is_err());
     }

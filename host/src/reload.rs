@@ -606,6 +606,35 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_need_a_restart_and_the_command_line_turns_cluster_mode_on() {
+        let running = Config::default();
+        let new = Config {
+            cluster: Some(crate::cluster::ClusterConfig {
+                password: Some("secret".into()),
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        let changed = changed_settings(&running, &new);
+        assert_eq!(changed, vec!["cluster"]);
+        let overrides = Overrides {
+            cluster_nats: Some(vec![
+                "nats://10.0.0.1:4222".into(),
+                "nats://10.0.0.2:4222".into(),
+            ]),
+            ..Default::default()
+        };
+        let mut config = Config::default();
+        overrides.apply(&mut config);
+        let cluster = config
+            .cluster
+            .expect("--cluster-nats turns cluster mode on");
+        assert_eq!(cluster.nats.len(), 2);
+        assert_eq!(cluster.name, "plugboard");
+        cluster.validate().unwrap();
+    }
+
+    #[test]
     fn changed_settings_names_what_needs_a_restart() {
         let running = Config::default();
         let mut new = Config::default();

@@ -1005,6 +1005,11 @@ impl Router {
             self.existing_queue(renamed)
         } else if enqueue.queue.starts_with(DURABLE_PREFIX) {
             self.existing_queue(&enqueue.queue)
+        } else if classify(&enqueue.queue) == Ok(Kind::Queue) && self.cluster.is_some() {
+            // Journaled before this edge joined a cluster: its queues now live in JetStream.
+            // Kept in the journal (not settled), not moved: see docs/cluster.md.
+            tracing::warn!(queue = %shown(&enqueue.queue), "journaled message of a queue that now lives in the cluster: kept in the journal, not delivered");
+            return;
         } else if classify(&enqueue.queue) == Ok(Kind::Queue) {
             Some(self.queue(&enqueue.queue))
         } else {
