@@ -339,6 +339,18 @@ async fn cluster_unreachable_nats_fails_sends_in_time_keeps_connections_and_resu
         )
         .await;
     assert!(receipt.is("RECEIPT"), "{receipt:?}");
+    // A topic SEND is not held up beyond the timeout, and this edge's own subscribers get it.
+    let mut t = client(&e).await;
+    let started = Instant::now();
+    let receipt = answer(&mut t, send_frame("/topic/ping", &[], "local only")).await;
+    assert!(receipt.is("RECEIPT"), "{receipt:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = message_within(&mut subscriber, ACROSS).await;
+    assert_eq!(m.body_str(), "local only");
 
     nats.restart(0);
     // The edge reconnects by itself: a SEND is stored again (retried while it reconnects).

@@ -168,6 +168,7 @@ impl VhostLink {
         Arc::new(RemoteTopic::new(
             self.client.clone(),
             self.names.topic_subject(destination),
+            self.config.publish_timeout(),
         ))
     }
 

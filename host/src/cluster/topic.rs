@@ -17,6 +17,8 @@ use super::{wire, VhostLink};
 pub struct RemoteTopic {
     client: async_nats::Client,
     subject: async_nats::Subject,
+    /// How long a publish may wait for room in the client's buffer (NATS unreachable).
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RemoteTopic {
@@ -28,15 +30,21 @@ impl std::fmt::Debug for RemoteTopic {
 }
 
 impl RemoteTopic {
-    pub(super) fn new(client: async_nats::Client, subject: String) -> RemoteTopic {
+    pub(super) fn new(
+        client: async_nats::Client,
+        subject: String,
+        timeout: Duration,
+    ) -> RemoteTopic {
         RemoteTopic {
             client,
             subject: subject.into(),
+            timeout,
         }
     }
 
     /// Publishes `message` to the other edges (at most once; while NATS is unreachable the
-    /// client buffers a little, then the message is dropped for them and logged).
+    /// client buffers a little; once its buffer is full a publisher waits at most
+    /// `publish_timeout_ms`, then the message is dropped for the other edges, logged).
     pub async fn publish(&self, message: &Message) {
         let payload = wire::encode(
             &message.destination,
@@ -47,8 +55,19 @@ impl RemoteTopic {
             message.expires_at,
             message.persistent,
         );
-        if let Err(err) = self.client.publish(self.subject.clone(), payload).await {
-            tracing::debug!(subject = %self.subject, error = %err, "cluster: topic message not published to the other edges");
+        let published = tokio::time::timeout(
+            self.timeout,
+            self.client.publish(self.subject.clone(), payload),
+        )
+        .await;
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(subject = %self.subject, error = %err, "cluster: topic message not published to the other edges");
+            }
+            Err(_) => {
+                tracing::debug!(subject = %self.subject, "cluster: topic message not published to the other edges in time");
+            }
         }
     }
 }
