@@ -260,6 +260,37 @@ async fn cluster_nack_redelivers_with_the_redelivered_flag() {
 }
 
 #[tokio::test]
+async fn cluster_client_ack_covers_every_earlier_delivery() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_client_ack") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, "");
+    let b = edge(&nats, &name, "");
+    let dest = "/queue/cumulative";
+    let mut p = client(&a).await;
+    for i in 0..4 {
+        p.send_r(dest, &format!("c{i}")).await;
+    }
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client").await;
+    let got = c.msgs(4).await;
+    let bodies: Vec<&str> = got.iter().map(Frame::body_str).collect();
+    assert_eq!(bodies, ["c0", "c1", "c2", "c3"], "FIFO on first delivery");
+    // ACK of the third acks the first three; the fourth comes back when the subscription ends.
+    c.ack(&got[2]).await;
+    c.unsubscribe("s").await;
+    let mut d = client(&a).await;
+    d.subscribe("s", dest, "client-individual").await;
+    let m = message_within(&mut d, ACROSS).await;
+    assert_eq!(m.body_str(), "c3");
+    assert_eq!(m.get("redelivered"), Some("true"), "{m:?}");
+    d.ack(&m).await;
+    d.expect_silence(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn cluster_killed_edge_hands_its_unacked_messages_to_another_after_ack_wait() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_killed_edge") else {
         return;
@@ -319,6 +350,7 @@ async fn cluster_unreachable_nats_fails_sends_in_time_keeps_connections_and_resu
     let mut p = client(&e).await;
     let started = Instant::now();
     let error = answer(&mut p, send_frame(dest, &[], "lost?")).await;
+    assert_error_frame(&error);
     assert!(error.is("ERROR"), "{error:?}");
     assert_eq!(
         error.get("error-code"),

@@ -261,15 +261,11 @@ impl RemoteConsumer {
                     continue;
                 }
             };
+            // Read to its end even once stopped: the server may still send what this pull
+            // asked for, and each such message is nak'ed at once (by `deliver`) instead of
+            // waiting out `ack_wait` in an inbox nobody reads.
             loop {
-                let next = tokio::select! {
-                    next = batch.next() => next,
-                    _ = self.stop.notified() => {
-                        self.stop.notify_one();
-                        None
-                    }
-                };
-                match next {
+                match batch.next().await {
                     Some(Ok(message)) => self.deliver(message, &subscription, &budget),
                     Some(Err(err)) => {
                         tracing::debug!(consumer = %self.name, error = %err, "cluster: pull ended early");

@@ -299,7 +299,7 @@ mod tests {
     use super::*;
 
     /// Namespaces a code may be in.
-    const NAMESPACES: [&str; 9] = [
+    const NAMESPACES: [&str; 10] = [
         "auth",
         "limit",
         "protocol",
@@ -309,6 +309,7 @@ mod tests {
         "store",
         "flow",
         "server",
+        "cluster",
     ];
 
     fn well_formed(code: &str) -> bool {
