@@ -447,3 +447,80 @@ async fn cluster_of_three_nats_nodes_with_three_replicas_carries_queues_and_topi
         "across three nodes"
     );
 }
+
+#[tokio::test]
+async fn cluster_killing_the_stream_leader_under_load_loses_no_receipted_message() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_killing_the_stream_leader") else {
+        return;
+    };
+    let mut nats = NatsCluster::start(&bin, 3);
+    let name = cluster_name();
+    let settings = "replicas = 3\npublish_timeout_ms = 2000";
+    let a = edge(&nats, &name, settings);
+    let b = edge(&nats, &name, settings);
+    let dest = "/queue/survives";
+    // The queue's consumer exists (and is replicated) before the load starts.
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client-individual").await;
+    c.unsubscribe("s").await;
+
+    const N: usize = 300;
+    let mut receipted = HashSet::new();
+    let mut p = client(&a).await;
+    let mut killed = None;
+    for i in 0..N {
+        if i == N / 3 {
+            let stream = format!("{name}__2F_queues");
+            let leader = nats
+                .stream_leader(&stream)
+                .expect("the stream has a leader");
+            nats.kill(leader);
+            killed = Some(leader);
+        }
+        let body = format!("s{i}");
+        let answer = answer(&mut p, send_frame(dest, &[], &body)).await;
+        if answer.is("RECEIPT") {
+            receipted.insert(body);
+        } else {
+            // Not stored in time while the stream elects a new leader: this SEND may or may
+            // not be stored; the ERROR closed the connection.
+            assert_eq!(
+                answer.get("error-code"),
+                Some("cluster.unavailable"),
+                "{answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p = client(&a).await;
+        }
+    }
+    assert!(killed.is_some());
+    assert!(
+        receipted.len() > N / 2,
+        "most SENDs are stored despite the failover ({} of {N})",
+        receipted.len()
+    );
+
+    let mut c = client(&b).await;
+    c.subscribe_with(
+        "s",
+        dest,
+        "client-individual",
+        &[("activemq.prefetchSize", "50")],
+    )
+    .await;
+    let mut got = HashSet::new();
+    while let Ok(m) = c.try_recv(Duration::from_secs(8)).await {
+        assert!(m.is("MESSAGE"), "{m:?}");
+        got.insert(m.body_str().to_string());
+        let ack = c.ack_frame("ACK", &m);
+        c.write(&ack).await;
+    }
+    let lost: Vec<&String> = receipted.difference(&got).collect();
+    assert!(lost.is_empty(), "receipted but lost: {lost:?}");
+    eprintln!(
+        "leader n{} killed: {} of {N} SENDs receipted, {} messages delivered",
+        killed.unwrap_or_default(),
+        receipted.len(),
+        got.len()
+    );
+}

@@ -29,8 +29,11 @@ use super::VhostLink;
 
 /// How long one pull waits on the server for messages before it is renewed.
 const PULL_WAIT: Duration = Duration::from_secs(5);
-/// How long a consumer waits before trying again after NATS failed it.
+/// How long a consumer waits before trying again after NATS failed it (and the longest pause
+/// between two attempts of a publish).
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// The first pause before a publish is tried again (doubling up to [`RETRY_AFTER`]).
+const RETRY_FIRST: Duration = Duration::from_millis(20);
 /// A delivery the message plugins declined comes back after this long (to another consumer,
 /// or this one once the filter changed), so a message nobody wants does not spin.
 const DECLINED_DELAY: Duration = Duration::from_secs(1);
@@ -79,24 +82,56 @@ impl RemoteQueue {
             async_nats::header::NATS_MESSAGE_ID,
             String::from_utf8_lossy(&id).as_ref(),
         );
-        let jetstream = &self.link.jetstream;
         let timeout = self.link.config.publish_timeout();
-        let stored = tokio::time::timeout(timeout, async {
-            jetstream
-                .publish_with_headers(self.subject.clone(), headers, payload)
-                .await?
-                .await
-        })
-        .await;
-        match stored {
-            Ok(Ok(_ack)) => true,
+        match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
+            Ok(Ok(())) => true,
             Ok(Err(err)) => {
-                tracing::warn!(subject = %self.subject, error = %err, "cluster: JetStream did not store a message");
+                tracing::warn!(subject = %self.subject, error = %err, "cluster: JetStream refused a message");
                 false
             }
             Err(_) => {
                 tracing::warn!(subject = %self.subject, timeout_ms = timeout.as_millis() as u64, "cluster: no publish acknowledgement in time");
                 false
+            }
+        }
+    }
+
+    /// Publishes until JetStream acknowledges, trying again (same `Nats-Msg-Id`, so a message
+    /// stored by an attempt whose ack was lost is stored once) while the failure is one that
+    /// passes: no stream leader during an election, a reconnect, a full ack window. The caller
+    /// bounds the whole by `publish_timeout_ms`.
+    async fn publish_until_stored(
+        &self,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), jetstream::context::PublishError> {
+        use jetstream::context::PublishErrorKind as Kind;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let attempt = async {
+                self.link
+                    .jetstream
+                    .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone())
+                    .await?
+                    .await
+            };
+            match attempt.await {
+                Ok(_ack) => return Ok(()),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        Kind::StreamNotFound
+                            | Kind::TimedOut
+                            | Kind::BrokenPipe
+                            | Kind::MaxAckPending
+                            | Kind::Other
+                    ) =>
+                {
+                    tracing::debug!(subject = %self.subject, error = %err, "cluster: publish not acknowledged; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_AFTER);
+                }
+                Err(err) => return Err(err),
             }
         }
     }

@@ -191,6 +191,34 @@ impl NatsCluster {
         self.wait_node(i);
     }
 
+    /// Which node leads JetStream stream `stream` (asked of the first running node's
+    /// `/jsz`), if any does now.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(jsz) = http_get(node.http_port, "/jsz?accounts=true&streams=true") else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&jsz) else {
+                continue;
+            };
+            let accounts = json["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for account in accounts {
+                let streams = account["stream_detail"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(detail) = streams.iter().find(|d| d["name"] == stream) {
+                    let leader = detail["cluster"]["leader"].as_str()?;
+                    return leader.strip_prefix('n')?.parse().ok();
+                }
+            }
+        }
+        None
+    }
+
     fn wait_ready(&self) {
         for i in 0..self.nodes.len() {
             self.wait_node(i);
@@ -245,18 +273,20 @@ fn free_port() -> u16 {
 
 /// Whether the monitoring endpoint answers `/healthz` with 200.
 fn healthz(http_port: u16) -> bool {
+    http_get(http_port, "/healthz").is_some()
+}
+
+/// The body of `GET path` on the monitoring port when it answers 200.
+fn http_get(http_port: u16, path: &str) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    if !(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")) {
+        return None;
+    }
+    Some(answer.split_once("\r\n\r\n")?.1.to_string())
 }
