@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plugboard_test_support::broker::{Broker as Edge, Launch};
@@ -132,6 +134,9 @@ async fn cluster_competing_consumers_on_two_edges_lose_and_duplicate_nothing() {
     let dest = "/queue/work";
     const N: usize = 2000;
 
+    // Each producer sends N / 2 and one last with a receipt.
+    const EXPECTED: usize = N + 2;
+    let total = Arc::new(AtomicUsize::new(0));
     let mut consumers = Vec::new();
     for e in [&a, &b] {
         let mut c = client(e).await;
@@ -142,14 +147,27 @@ async fn cluster_competing_consumers_on_two_edges_lose_and_duplicate_nothing() {
             &[("activemq.prefetchSize", "20")],
         )
         .await;
+        let total = total.clone();
         consumers.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            // Until the queue has been quiet for a while (all N are sent well before).
-            while let Ok(m) = c.try_recv(Duration::from_secs(4)).await {
-                assert!(m.is("MESSAGE"), "{m:?}");
-                got.push(m.body_str().to_string());
-                let ack = c.ack_frame("ACK", &m);
-                c.write(&ack).await;
+            // Until both consumers together have every message (bounded), then a moment
+            // more: a duplicate would arrive in it.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while total.load(Ordering::SeqCst) < EXPECTED && Instant::now() < deadline {
+                match c.try_recv(Duration::from_millis(500)).await {
+                    Ok(m) => {
+                        assert!(m.is("MESSAGE"), "{m:?}");
+                        got.push(m.body_str().to_string());
+                        total.fetch_add(1, Ordering::SeqCst);
+                        let ack = c.ack_frame("ACK", &m);
+                        c.write(&ack).await;
+                    }
+                    Err(RecvError::Timeout) => {}
+                    Err(e) => panic!("consumer: {e:?}"),
+                }
+            }
+            if let Ok(extra) = c.try_recv(Duration::from_secs(1)).await {
+                got.push(extra.body_str().to_string());
             }
             got
         }));
