@@ -52,6 +52,18 @@ fn edge(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
     edge_on(&urls, name, extra)
 }
 
+/// An edge in cluster `name` on every node of `nats`, with its status endpoint.
+fn edge_with_status(nats: &NatsCluster, name: &str) -> Edge {
+    let toml = format!(
+        "admin_listen = \"127.0.0.1:0\"\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        nats.nodes[0].url()
+    );
+    Launch::config_text(plugboard(), &toml)
+        .status_line()
+        .start_within(Duration::from_secs(60))
+        .start()
+}
+
 /// An edge given its NATS servers on the command line (`--cluster-nats`, replacing the file's).
 fn edge_from_cli(urls: &str, name: &str) -> Edge {
     let toml = format!("[cluster]\nname = \"{name}\"\nnats = [\"nats://127.0.0.1:1\"]\n");
@@ -260,7 +272,7 @@ async fn cluster_nack_redelivers_with_the_redelivered_flag() {
     let nats = NatsCluster::start(&bin, 1);
     let name = cluster_name();
     let a = edge(&nats, &name, "");
-    let b = edge(&nats, &name, "");
+    let b = edge_with_status(&nats, &name);
     let dest = "/queue/retry";
     let mut c = client(&b).await;
     c.subscribe("s", dest, "client-individual").await;
@@ -275,6 +287,16 @@ async fn cluster_nack_redelivers_with_the_redelivered_flag() {
     assert_eq!(second.get("redelivery-count"), Some("1"), "{second:?}");
     c.ack(&second).await;
     c.expect_silence(Duration::from_secs(1)).await;
+
+    // The receiving edge's status shows its NATS connection and what went through it.
+    let status = plugboard_test_support::broker::fetch_status(b.admin()).await;
+    let cluster = &status["cluster"];
+    assert_eq!(cluster["connected"], true, "{status}");
+    assert_eq!(cluster["delivered"], 2, "{status}");
+    assert_eq!(cluster["redelivered"], 1, "{status}");
+    assert_eq!(cluster["acked"], 1, "{status}");
+    assert_eq!(cluster["nacked"], 1, "{status}");
+    assert_eq!(cluster["published"], 0, "{status}");
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ pub mod subject;
 pub mod topic;
 pub mod wire;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,39 @@ pub struct Cluster {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     config: Arc<ClusterConfig>,
+    stats: Arc<ClusterStats>,
+}
+
+/// What the edge did through the cluster (every vhost together), for `GET /status`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Queue messages JetStream acknowledged.
+    pub published: AtomicU64,
+    /// Queue SENDs that got `cluster.unavailable`.
+    pub publish_failures: AtomicU64,
+    /// Queue messages pulled and handed to subscriptions of this edge.
+    pub delivered: AtomicU64,
+    /// Of those, messages JetStream had delivered before.
+    pub redelivered: AtomicU64,
+    /// Deliveries acked.
+    pub acked: AtomicU64,
+    /// Deliveries nak'ed (NACK, declined, or handed back by an ending subscription).
+    pub nacked: AtomicU64,
+}
+
+impl ClusterStats {
+    /// The counters as JSON, with whether the client is connected now.
+    pub fn to_json(&self, connected: bool) -> serde_json::Value {
+        serde_json::json!({
+            "connected": connected,
+            "published": self.published.load(Relaxed),
+            "publish_failures": self.publish_failures.load(Relaxed),
+            "delivered": self.delivered.load(Relaxed),
+            "redelivered": self.redelivered.load(Relaxed),
+            "acked": self.acked.load(Relaxed),
+            "nacked": self.nacked.load(Relaxed),
+        })
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -97,6 +131,7 @@ impl Cluster {
             client,
             jetstream,
             config: Arc::new(config.clone()),
+            stats: Arc::default(),
         })
     }
 
@@ -135,6 +170,7 @@ impl Cluster {
             jetstream: self.jetstream.clone(),
             stream,
             config: self.config.clone(),
+            stats: self.stats.clone(),
         }))
     }
 }
@@ -147,6 +183,7 @@ pub struct VhostLink {
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
     config: Arc<ClusterConfig>,
+    stats: Arc<ClusterStats>,
 }
 
 impl std::fmt::Debug for VhostLink {
@@ -180,5 +217,15 @@ impl VhostLink {
     /// The NATS client (for the topic inbound subscription).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// The edge's cluster counters (shared by every vhost).
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// Whether the client is connected to a NATS server now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 }

@@ -83,13 +83,19 @@ impl RemoteQueue {
             String::from_utf8_lossy(&id).as_ref(),
         );
         let timeout = self.link.config.publish_timeout();
+        let stats = &self.link.stats;
         match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Ok(Err(err)) => {
+                stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject = %self.subject, error = %err, "cluster: JetStream refused a message");
                 false
             }
             Err(_) => {
+                stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject = %self.subject, timeout_ms = timeout.as_millis() as u64, "cluster: no publish acknowledgement in time");
                 false
             }
@@ -202,6 +208,7 @@ impl RemoteConsumer {
         self.stopped.store(true, Ordering::Release);
         self.stop.notify_one();
         let held: Vec<Held> = self.lock().drain(..).collect();
+        self.count(held.len(), AckKind::Nak(None));
         settle_later(with_kind(held, AckKind::Nak(None)));
     }
 
@@ -240,6 +247,7 @@ impl RemoteConsumer {
         } else {
             AckKind::Ack
         };
+        self.count(settled.len(), kind);
         settle_later(with_kind(settled, kind));
         self.room.notify_one();
         Ok(())
@@ -253,6 +261,7 @@ impl RemoteConsumer {
             held.drain(..end).collect()
         };
         if !settled.is_empty() {
+            self.count(settled.len(), AckKind::Ack);
             settle_later(with_kind(settled, AckKind::Ack));
             self.room.notify_one();
         }
@@ -268,8 +277,19 @@ impl RemoteConsumer {
                 None => return,
             }
         };
+        self.count(taken.len(), AckKind::Nak(None));
         settle_later(with_kind(taken, AckKind::Nak(Some(DECLINED_DELAY))));
         self.room.notify_one();
+    }
+
+    /// Counts `n` settlements of `kind`.
+    fn count(&self, n: usize, kind: AckKind) {
+        let stats = &self.link.stats;
+        let counter = match kind {
+            AckKind::Ack => &stats.acked,
+            _ => &stats.nacked,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     async fn pull(self: Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
@@ -413,6 +433,11 @@ impl RemoteConsumer {
         if message.is_expired(crate::router::message::now_ms()) {
             // Expired while stored: dropped, as a local queue drops it.
             return settle_later(vec![(acker, AckKind::Ack)]);
+        }
+        let stats = &self.link.stats;
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if delivered > 1 {
+            stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.lock().push_back(Held {
