@@ -76,10 +76,16 @@ pub struct Broker {
 impl Broker {
     /// A broker without a message store (`persistent:true` is then kept in memory only).
     pub fn new(config: Arc<Config>, policy: Policy) -> Broker {
-        Broker::with_store(config, policy, None)
+        Broker::with_store(config, policy, None, Vec::new())
     }
 
-    fn with_store(config: Arc<Config>, policy: Policy, store: Option<Arc<Store>>) -> Broker {
+    /// `cluster`: in cluster mode, each vhost's link (in vhost order); empty single-node.
+    fn with_store(
+        config: Arc<Config>,
+        policy: Policy,
+        store: Option<Arc<Store>>,
+        cluster: Vec<Arc<crate::cluster::VhostLink>>,
+    ) -> Broker {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -97,7 +103,7 @@ impl Broker {
                 config.limits.max_connections_per_address,
                 Duration::from_millis(config.limits.failed_login_delay_max_ms),
             )),
-            vhosts: Vhosts::build(&config, store, budget),
+            vhosts: Vhosts::build_in_cluster(&config, store, budget, cluster),
             config,
             policy,
             stats: BrokerStats::default(),
@@ -112,14 +118,41 @@ impl Broker {
     pub async fn start(config: Arc<Config>) -> anyhow::Result<Arc<Broker>> {
         let tls = crate::listen::tls::Acceptor::from_config(&config)?;
         let policy = load_policy(&config).await?;
-        let mut broker = Broker::open(config, policy).context("opening the message store")?;
+        let cluster = match &config.cluster {
+            Some(settings) => join_cluster(&config, settings).await?,
+            None => Vec::new(),
+        };
+        let mut broker = Broker::open_in_cluster(config, policy, cluster.clone())
+            .context("opening the message store")?;
         broker.tls = tls;
-        Ok(Arc::new(broker))
+        let broker = Arc::new(broker);
+        let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);
+        for (vhost, link) in broker.vhosts.iter().zip(cluster) {
+            let subscriber = crate::cluster::topic::subscribe_inbound(&link)
+                .await
+                .context("cluster mode: subscribing to the topics")?;
+            tokio::spawn(crate::cluster::topic::run_inbound(
+                vhost.clone(),
+                subscriber,
+                patience,
+            ));
+        }
+        Ok(broker)
     }
 
     /// A broker with the message store the configuration asks for, its journal read back:
     /// durable subscriptions and unsettled persistent messages are in their queues again.
     pub fn open(config: Arc<Config>, policy: Policy) -> Result<Broker, crate::store::OpenError> {
+        Broker::open_in_cluster(config, policy, Vec::new())
+    }
+
+    /// [`Broker::open`] in cluster mode: `cluster` holds each vhost's link (in vhost order),
+    /// in place before the journal is read back.
+    pub fn open_in_cluster(
+        config: Arc<Config>,
+        policy: Policy,
+        cluster: Vec<Arc<crate::cluster::VhostLink>>,
+    ) -> Result<Broker, crate::store::OpenError> {
         if !config.store.enabled {
             let persisting = crate::plugin::kv::configured(&config.plugins)
                 .into_iter()
@@ -133,7 +166,7 @@ impl Broker {
                      (their `persist = true` needs [store] enabled)"
                 );
             }
-            return Ok(Broker::new(config, policy));
+            return Ok(Broker::with_store(config, policy, None, cluster));
         }
         let settings = StoreSettings {
             dir: config.data_dir(),
@@ -157,7 +190,7 @@ impl Broker {
                 "plugin kv entries recovered from the journal"
             );
         }
-        let broker = Broker::with_store(config, policy, Some(store));
+        let broker = Broker::with_store(config, policy, Some(store), cluster);
         let restored = broker.vhosts.restore(recovered);
         if restored.messages > 0 || restored.durables > 0 {
             info!(
@@ -183,6 +216,27 @@ impl Broker {
             store.close();
         }
     }
+}
+
+/// Cluster mode: connects to NATS and makes (or finds) each vhost's stream, in vhost order.
+async fn join_cluster(
+    config: &Config,
+    settings: &crate::cluster::ClusterConfig,
+) -> anyhow::Result<Vec<Arc<crate::cluster::VhostLink>>> {
+    let cluster = crate::cluster::Cluster::connect(settings)
+        .await
+        .context("cluster mode")?;
+    let mut links = Vec::new();
+    for name in crate::vhost::names(config) {
+        links.push(cluster.vhost(name).await.context("cluster mode")?);
+    }
+    info!(
+        nats = ?settings.nats,
+        cluster = %settings.name,
+        vhosts = links.len(),
+        "cluster mode: joined the NATS JetStream cluster"
+    );
+    Ok(links)
 }
 
 /// Loads the plugin set the configuration names (compiling or reading the compiled-plugin

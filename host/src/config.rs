@@ -107,6 +107,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// STOMP over WebSocket (browsers): off unless `listen` is set. See docs/websocket.md.
     pub websocket: WebSocketConfig,
+    /// Cluster mode (`[cluster]`): queues and topics shared with other Plugboard edges through
+    /// a NATS JetStream cluster. Absent (the default): single-node. See docs/cluster.md.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Directory that relative paths in this config resolve against (set by the loader).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -138,6 +141,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             metrics: MetricsConfig::default(),
             websocket: WebSocketConfig::default(),
+            cluster: None,
             base_dir: PathBuf::from("."),
         }
     }
@@ -805,6 +809,9 @@ impl Config {
             self.tls.handshake_timeout_ms >= 1,
             "tls.handshake_timeout_ms must be at least 1"
         );
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 
@@ -912,6 +919,26 @@ mod tests {
         );
         let demo = Config::from_toml(include_str!("../../examples/plugboard.toml")).unwrap();
         assert_eq!(demo.plugins.len(), 4);
+    }
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_validated_when_on() {
+        assert!(Config::default().cluster.is_none());
+        assert!(Config::from_toml("").unwrap().cluster.is_none());
+        let on = Config::from_toml(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nname = \"eu-1\"\nreplicas = 3\nstorage = \"memory\"\n",
+        )
+        .unwrap();
+        let cluster = on.cluster.expect("[cluster] turns cluster mode on");
+        assert_eq!(cluster.name, "eu-1");
+        assert_eq!(cluster.replicas, 3);
+        assert_eq!(cluster.storage, crate::cluster::Storage::Memory);
+        assert_eq!(cluster.publish_timeout_ms, 5_000);
+        let err = Config::from_toml("[cluster]\n").unwrap_err().to_string();
+        assert!(err.contains("nats"), "{err}");
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nreplicas = 9\n").is_err());
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nstorage = \"tape\"\n").is_err());
+        assert!(Config::from_toml("[cluster]\nnats = [\"x:1\"]\nbogus = 1\n").is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 pub mod broker;
 pub mod budget;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection_registry;

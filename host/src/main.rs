@@ -66,6 +66,11 @@ struct Cli {
     /// `plugin-cache` in the data directory). It must be private to the broker's user.
     #[arg(long, value_name = "DIR")]
     plugin_cache_dir: Option<PathBuf>,
+    /// Cluster mode with these NATS servers (comma-separated `nats://HOST:PORT` URLs),
+    /// replacing `[cluster] nats`; without `[cluster]` in the config, its defaults apply.
+    /// See docs/cluster.md.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    cluster_nats: Option<Vec<String>>,
     /// Validate the configuration and load its plugins, then exit without serving.
     #[arg(long)]
     check_config: bool,
@@ -249,9 +254,13 @@ async fn async_main(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
         tls_cert: absolute(cli.tls_cert.as_deref())?,
         tls_key: absolute(cli.tls_key.as_deref())?,
         tls_client_ca: absolute(cli.tls_client_ca.as_deref())?,
+        cluster_nats: cli.cluster_nats,
     };
     overrides.apply(&mut config);
     config.check_listeners()?;
+    if let Some(cluster) = &config.cluster {
+        cluster.validate()?;
+    }
     if cli.check_config {
         plugboard::broker::load_policy(&config).await?;
         println!(

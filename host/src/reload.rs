@@ -262,6 +262,12 @@ pub fn changed_settings(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.websocket),
     );
     check(
+        "cluster",
+        // Compared whole (credentials included), never printed.
+        (running.cluster == new.cluster).to_string(),
+        "true".to_string(),
+    );
+    check(
         "plugin_cache_dir",
         format!("{:?}", running.plugin_cache_dir),
         format!("{:?}", new.plugin_cache_dir),
@@ -370,6 +376,9 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// See `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
+    /// `--cluster-nats URL[,URL...]`: cluster mode with these NATS servers, replacing
+    /// `[cluster] nats` (the other `[cluster]` settings keep their values or defaults).
+    pub cluster_nats: Option<Vec<String>>,
 }
 
 impl Overrides {
@@ -411,6 +420,9 @@ impl Overrides {
         }
         if let Some(dir) = &self.plugin_cache_dir {
             config.plugin_cache_dir = Some(dir.clone());
+        }
+        if let Some(urls) = &self.cluster_nats {
+            config.cluster.get_or_insert_with(Default::default).nats = urls.clone();
         }
     }
 }
@@ -596,6 +608,35 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:0\"\n").unwrap();
         assert!(read_stable(&path).await.unwrap().contains("listen"));
         assert!(read_stable(&dir.path().join("missing.toml")).await.is_err());
+    }
+
+    #[test]
+    fn cluster_settings_need_a_restart_and_the_command_line_turns_cluster_mode_on() {
+        let running = Config::default();
+        let new = Config {
+            cluster: Some(crate::cluster::ClusterConfig {
+                password: Some("secret".into()),
+                ..Default::default()
+            }),
+            ..Config::default()
+        };
+        let changed = changed_settings(&running, &new);
+        assert_eq!(changed, vec!["cluster"]);
+        let overrides = Overrides {
+            cluster_nats: Some(vec![
+                "nats://10.0.0.1:4222".into(),
+                "nats://10.0.0.2:4222".into(),
+            ]),
+            ..Default::default()
+        };
+        let mut config = Config::default();
+        overrides.apply(&mut config);
+        let cluster = config
+            .cluster
+            .expect("--cluster-nats turns cluster mode on");
+        assert_eq!(cluster.nats.len(), 2);
+        assert_eq!(cluster.name, "plugboard");
+        cluster.validate().unwrap();
     }
 
     #[test]

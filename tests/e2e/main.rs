@@ -9,6 +9,7 @@ plugboard_test_support::broker_binary!();
 
 mod acks;
 mod browsing;
+mod cluster;
 mod composites;
 mod connect;
 mod console;

@@ -106,6 +106,10 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "delivered": scheduler(|s| s.stats.delivered.load(Relaxed)),
             "recovered": scheduler(|s| s.stats.recovered.load(Relaxed)),
         },
+        // Cluster mode (docs/cluster.md): the edge's NATS connection and what went through it.
+        "cluster": broker.vhosts.iter().next().and_then(|v| v.router.cluster()).map(|link| {
+            link.stats().to_json(link.connected())
+        }),
         "store": broker.vhosts.store().map(|store| {
             let s = store.stats();
             json!({

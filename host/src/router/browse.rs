@@ -96,6 +96,7 @@ impl Router {
             source,
             topic_window: None,
             topic_rights: None,
+            remote: None,
         });
         conn.by_wire_id.insert(
             table_key(subscription.wire_id.as_ref(), &subscription.destination),

@@ -34,6 +34,7 @@
 mod admin;
 pub mod browse;
 mod census;
+mod cluster;
 pub mod composite;
 pub mod connection;
 pub mod durable;
@@ -392,6 +393,9 @@ pub struct Router {
     scheduler: Arc<Scheduler>,
     /// Where this vhost's queues send messages that came back for the redeliver hook.
     redelivery: Arc<Redelivery>,
+    /// Cluster mode: where this vhost's `/queue/` and `/topic/` traffic goes (see
+    /// [`crate::cluster`] and [`Router::join_cluster`]); `None` single-node.
+    cluster: Option<Arc<crate::cluster::VhostLink>>,
 }
 
 /// Counters of the name table.
@@ -449,6 +453,7 @@ impl Router {
             legacy_durables: Mutex::default(),
             patterns: Arc::default(),
             redelivery: Arc::default(),
+            cluster: None,
         }
     }
 
@@ -530,7 +535,11 @@ impl Router {
             Kind::Topic => match self.existing_topic(name) {
                 Some(topic) => Destination::Topic(topic),
                 // Nobody subscribes to it by name: a wildcard subscriber may still want it
-                // (a stand-in topic, not cached: the patterns are matched at each publish).
+                // (a stand-in topic, not cached: the patterns are matched at each publish),
+                // and in cluster mode the other edges' subscribers.
+                None if self.cluster.is_some() => {
+                    return Ok(Some(Destination::Topic(self.cluster_stand_in(name))))
+                }
                 None => return Ok(self.unnamed_topic(name).map(Destination::Topic)),
             },
             Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name)?.1))),
@@ -657,6 +666,12 @@ impl Router {
         claim.0 = None;
         let key = conn.free_key();
         let topic_window = matches!(source, Destination::Topic(_)).then(TopicConsumer::default);
+        let remote = match &source {
+            Destination::Queue(queue) => queue
+                .remote()
+                .map(|remote| remote.consumer(ack_mode, window)),
+            Destination::Topic(_) => None,
+        };
         let subscription = Arc::new(Subscription {
             key,
             consumer_id: self.shared.next_consumer.fetch_add(1, Ordering::Relaxed),
@@ -670,15 +685,19 @@ impl Router {
             source,
             topic_window,
             topic_rights,
+            remote,
         });
         conn.by_wire_id.insert(
             table_key(subscription.wire_id.as_ref(), &subscription.destination),
             key,
         );
         conn.subscriptions.insert(key, subscription.clone());
-        match &subscription.source {
-            Destination::Queue(queue) => queue.subscribe(subscription.clone()),
-            Destination::Topic(topic) => topic.subscribe(subscription.clone()),
+        match (&subscription.source, &subscription.remote) {
+            (_, Some(remote)) => {
+                remote.start(Arc::downgrade(&subscription), self.budget.clone());
+            }
+            (Destination::Queue(queue), None) => queue.subscribe(subscription.clone()),
+            (Destination::Topic(topic), None) => topic.subscribe(subscription.clone()),
         }
         subscription
     }
@@ -746,6 +765,9 @@ impl Router {
             subscription.wire_id.as_ref(),
             &subscription.destination,
         ));
+        if let Some(remote) = &subscription.remote {
+            remote.stop();
+        }
         match &subscription.source {
             Destination::Queue(queue) => queue.unsubscribe(subscription.consumer_id),
             Destination::Topic(topic) => {
@@ -794,6 +816,7 @@ impl Router {
                 let (limits, arguments) = self.queue_settings(name, declared);
                 let mut queue = Queue::new(name.clone(), limits)
                     .with_arguments(arguments)
+                    .in_cluster(self.cluster.as_ref(), name)
                     .journaled(self.store.clone())
                     .charged_to(self.budget.clone())
                     .with_max_filter_failures(self.settings.dead_letter.max_filter_failures)
@@ -982,6 +1005,11 @@ impl Router {
             self.existing_queue(renamed)
         } else if enqueue.queue.starts_with(DURABLE_PREFIX) {
             self.existing_queue(&enqueue.queue)
+        } else if classify(&enqueue.queue) == Ok(Kind::Queue) && self.cluster.is_some() {
+            // Journaled before this edge joined a cluster: its queues now live in JetStream.
+            // Kept in the journal (not settled), not moved: see docs/cluster.md.
+            tracing::warn!(queue = %shown(&enqueue.queue), "journaled message of a queue that now lives in the cluster: kept in the journal, not delivered");
+            return;
         } else if classify(&enqueue.queue) == Ok(Kind::Queue) {
             Some(self.queue(&enqueue.queue))
         } else {
@@ -1059,7 +1087,11 @@ impl Router {
                         self.patterns.insert(pattern, topic.clone());
                         topic
                     }
-                    None => Arc::new(topic.with_patterns(self.patterns.clone())),
+                    None => Arc::new(
+                        topic
+                            .with_patterns(self.patterns.clone())
+                            .in_cluster(self.cluster.as_ref(), name),
+                    ),
                 }
             })
             .clone()

@@ -298,6 +298,9 @@ pub struct Queue {
     arguments: super::queue_args::QueueArguments,
     /// Where messages that came back go for the redeliver hook's verdict (its vhost's outlet).
     redelivery: Option<Arc<Redelivery>>,
+    /// Cluster mode: the queue lives in NATS JetStream; publishing goes there and its
+    /// subscriptions pull from there (see [`crate::cluster`]). `None` single-node.
+    remote: Option<Arc<crate::cluster::RemoteQueue>>,
 }
 
 /// A queue's dead-letter policy.
@@ -321,6 +324,9 @@ pub enum Published {
     /// The queue is full and refuses it (`Overflow::Reject`, `Overflow::RejectDeadLetter`):
     /// its producer is told.
     Rejected,
+    /// Cluster mode: JetStream did not acknowledge it within `[cluster] publish_timeout_ms`
+    /// (it may or may not be stored): its producer is told.
+    Unavailable,
 }
 
 impl Queue {
@@ -342,7 +348,22 @@ impl Queue {
             stats: QueueStats::default(),
             arguments: Default::default(),
             redelivery: None,
+            remote: None,
         }
+    }
+
+    /// Makes this a cluster queue: its messages live in NATS JetStream (see
+    /// [`crate::cluster`]).
+    pub fn with_remote(self, remote: Arc<crate::cluster::RemoteQueue>) -> Queue {
+        Queue {
+            remote: Some(remote),
+            ..self
+        }
+    }
+
+    /// The cluster side of this queue, in cluster mode.
+    pub fn remote(&self) -> Option<&Arc<crate::cluster::RemoteQueue>> {
+        self.remote.as_ref()
     }
 
     /// Gives the queue its arguments (see [`queue_args`](super::queue_args)).
@@ -651,6 +672,12 @@ impl Queue {
     /// producer's connection stops being read meanwhile: TCP backpressure), or applies its
     /// overflow policy.
     pub async fn publish(&self, message: Arc<Message>) -> Published {
+        if let Some(remote) = &self.remote {
+            return match remote.publish(&message).await {
+                true => Published::Queued,
+                false => Published::Unavailable,
+            };
+        }
         let mut message = Some(message);
         loop {
             let notified = self.room.notified();

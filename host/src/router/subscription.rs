@@ -83,6 +83,9 @@ pub struct Subscription {
     /// A wildcard subscription whose read rights do not cover its whole pattern: those
     /// rights (destination globs), checked against each message's topic.
     pub(super) topic_rights: Option<Box<[String]>>,
+    /// Cluster mode, on a `/queue/`: its pull from the queue's JetStream consumer, which
+    /// settles what the queue would (see [`crate::cluster::queue`]).
+    pub(super) remote: Option<Arc<crate::cluster::RemoteConsumer>>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -148,6 +151,9 @@ impl Subscription {
         target: AckTarget<'_>,
         requeue: bool,
     ) -> Result<(), NotPending> {
+        if let Some(remote) = &self.remote {
+            return remote.settle(target, requeue);
+        }
         match (&self.source, &self.topic_window) {
             (Destination::Queue(queue), _) => queue.settle(self.consumer_id, target, requeue),
             (_, Some(window)) => window.settle(self, target, true),
@@ -162,6 +168,9 @@ impl Subscription {
         target: AckTarget<'_>,
         headers: &[(bytes::Bytes, bytes::Bytes)],
     ) -> Result<(), NotPending> {
+        if let Some(remote) = &self.remote {
+            return remote.settle(target, true);
+        }
         match &self.source {
             Destination::Queue(queue) => queue.settle_with(self.consumer_id, target, true, headers),
             Destination::Topic(_) => self.settle(target, true),
@@ -174,6 +183,9 @@ impl Subscription {
         if !self.ack_mode.needs_ack() {
             return Err(NotPending);
         }
+        if let Some(remote) = &self.remote {
+            return remote.check(target);
+        }
         match (&self.source, &self.topic_window) {
             (Destination::Queue(queue), _) => queue.check_pending(self.consumer_id, target),
             (_, Some(window)) => window.settle(self, target, false),
@@ -184,6 +196,9 @@ impl Subscription {
     /// The filter skipped delivery `seq`: a queue hands it to its other consumers; a topic
     /// subscriber just does not see it (and it leaves the client-ack window).
     pub fn decline(self: &Arc<Self>, seq: u64) {
+        if let Some(remote) = &self.remote {
+            return remote.decline(seq);
+        }
         match (&self.source, &self.topic_window) {
             (Destination::Queue(queue), _) => queue.decline(self.consumer_id, seq),
             (_, Some(window)) if self.ack_mode.needs_ack() => window.forget(self, seq),
@@ -195,6 +210,9 @@ impl Subscription {
     /// dead-letters it after `dead_letter.max_filter_failures`; a topic subscriber does not see
     /// it.
     pub fn filter_failed(self: &Arc<Self>, seq: u64) {
+        if let Some(remote) = &self.remote {
+            return remote.decline(seq);
+        }
         match &self.source {
             Destination::Queue(queue) => queue.filter_failed(self.consumer_id, seq),
             Destination::Topic(_) => self.decline(seq),
@@ -203,6 +221,9 @@ impl Subscription {
 
     /// Auto-ack deliveries up to `seq` were handed to the socket: they count as consumed.
     pub fn written(&self, seq: u64) {
+        if let Some(remote) = &self.remote {
+            return remote.written(seq);
+        }
         if let Destination::Queue(queue) = &self.source {
             queue.written(self.consumer_id, seq);
         }

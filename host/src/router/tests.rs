@@ -44,6 +44,7 @@ fn subscription(id: u64, ack_mode: AckMode, window: u32, source: Destination) ->
         source,
         topic_window,
         topic_rights: None,
+        remote: None,
     })
 }
 

@@ -188,6 +188,8 @@ pub struct Topic {
     patterns: Option<Arc<Patterns>>,
     /// Counters, for status output.
     pub stats: TopicStats,
+    /// Cluster mode: where its messages go for the subscribers on the other edges.
+    remote: Option<Arc<crate::cluster::RemoteTopic>>,
 }
 
 /// What publishing found: subscribers that must be disconnected as slow consumers.
@@ -203,7 +205,14 @@ impl Topic {
             policy,
             patterns: None,
             stats: TopicStats::default(),
+            remote: None,
         }
+    }
+
+    /// Cluster mode: its messages also go to the other edges through `remote`.
+    pub fn with_remote(mut self, remote: Arc<crate::cluster::RemoteTopic>) -> Topic {
+        self.remote = Some(remote);
+        self
     }
 
     /// A concrete topic whose messages also go to the matching pattern topics in `patterns`.
@@ -234,8 +243,18 @@ impl Topic {
     /// client-ack window) is full holds this publisher up (TCP backpressure on the producer)
     /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
     /// policy, and is not waited for again until it drains.
-    /// Then the same for every matching pattern topic (wildcard subscriptions).
+    /// Then the same for every matching pattern topic (wildcard subscriptions). In cluster
+    /// mode the other edges get it first (through NATS).
     pub async fn publish(&self, message: &Arc<Message>, patience: Duration) {
+        if let Some(remote) = &self.remote {
+            remote.publish(message).await;
+        }
+        self.publish_local(message, patience).await;
+    }
+
+    /// [`publish`](Self::publish) to this edge's subscribers only (a message from another
+    /// edge).
+    pub async fn publish_local(&self, message: &Arc<Message>, patience: Duration) {
         self.publish_here(message, patience).await;
         if self.patterns.as_ref().is_some_and(|p| !p.is_empty()) {
             for pattern in self.matching_patterns() {

@@ -179,6 +179,7 @@ impl Session {
         let patience = self.slow_consumer_patience();
         // A message a full queue refused does not undo the others: COMMIT gets the ERROR.
         let mut rejected = None;
+        let mut unavailable = false;
         for action in transaction.actions {
             match action {
                 Action::Publish {
@@ -197,8 +198,10 @@ impl Session {
                     schedule: None,
                 } => {
                     for (destination, message) in plan {
-                        if publish(&destination, message, patience).await == Published::Rejected {
-                            rejected = Some(destination);
+                        match publish(&destination, message, patience).await {
+                            Published::Rejected => rejected = Some(destination),
+                            Published::Unavailable => unavailable = true,
+                            Published::Queued | Published::Dropped => {}
                         }
                     }
                     // Journaled now: the records count, the reservation is released.
@@ -220,6 +223,9 @@ impl Session {
                     }
                 }
             }
+        }
+        if unavailable {
+            return Err(self.cluster_unavailable_error());
         }
         match rejected {
             Some(queue) => Err(super::handlers::full_queue_error(&queue)),

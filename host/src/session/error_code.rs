@@ -4,7 +4,7 @@
 //! Codes are public API (listed in docs/protocol.md, "Error codes"): a code never changes
 //! meaning once released; a new situation gets a new code. They are dotted and lower-case,
 //! `namespace.name`, in the namespaces `auth`, `limit`, `protocol`, `destination`,
-//! `permission`, `plugin`, `store`, `flow` and `server`. A plugin's own code is
+//! `permission`, `plugin`, `store`, `flow`, `server` and `cluster`. A plugin's own code is
 //! `plugin.<plugin-name>.<code>` (see [`plugin_code`]); it is not one of [`ErrorCode::ALL`].
 
 use crate::codec::{DecodeErrorKind, ReadBufferError};
@@ -172,6 +172,10 @@ error_codes! {
     PermissionRevoked = "permission.revoked",
     /// The connection re-authenticates more often than `limits.max_reauth_per_minute`.
     LimitReauthRate = "limit.reauth-rate",
+    /// Cluster mode: the NATS JetStream cluster did not acknowledge the message within
+    /// `[cluster] publish_timeout_ms` (NATS unreachable, no stream leader, or it refused it);
+    /// the message may or may not have been stored.
+    ClusterUnavailable = "cluster.unavailable",
 }
 
 /// The code of a frame the decoder refused.
@@ -303,7 +307,7 @@ mod tests {
     use super::*;
 
     /// Namespaces a code may be in.
-    const NAMESPACES: [&str; 9] = [
+    const NAMESPACES: [&str; 10] = [
         "auth",
         "limit",
         "protocol",
@@ -313,6 +317,7 @@ mod tests {
         "store",
         "flow",
         "server",
+        "cluster",
     ];
 
     fn well_formed(code: &str) -> bool {

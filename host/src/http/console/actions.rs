@@ -198,7 +198,7 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
                     .entry(String::from_utf8_lossy(&target.name).into_owned())
                     .or_default() += 1;
             }
-            Ok(Published::Dropped | Published::Rejected) | Err(_) => {
+            Ok(Published::Dropped | Published::Rejected | Published::Unavailable) | Err(_) => {
                 source.put_back(taken);
                 stopped = Some(format!(
                     "{} is full: the move stopped there",

@@ -59,6 +59,7 @@ fn consumer(
         ),
         source: Destination::Queue(queue.clone()),
         topic_rights: None,
+        remote: None,
         topic_window: None,
     });
     queue.subscribe(subscription.clone());

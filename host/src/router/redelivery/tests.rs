@@ -53,6 +53,7 @@ fn consumer(id: u64, queue: &Arc<Queue>) -> Arc<Subscription> {
         ),
         source: Destination::Queue(queue.clone()),
         topic_rights: None,
+        remote: None,
         topic_window: None,
     });
     queue.subscribe(subscription.clone());

@@ -318,7 +318,7 @@ pub fn assert_error_frame(f: &Frame) {
 /// and more dots in a plugin's own `plugin.<name>.<code>`), in one of the documented
 /// namespaces.
 pub fn is_error_code(code: &str) -> bool {
-    const NAMESPACES: [&str; 9] = [
+    const NAMESPACES: [&str; 10] = [
         "auth",
         "limit",
         "protocol",
@@ -328,6 +328,7 @@ pub fn is_error_code(code: &str) -> bool {
         "store",
         "flow",
         "server",
+        "cluster",
     ];
     let Some((namespace, name)) = code.split_once('.') else {
         return false;

@@ -1,0 +1,281 @@
+//! `[cluster]`: where the NATS servers are, how the edge logs in, the cluster's name (the
+//! prefix of every subject and stream) and the settings of the streams and consumers it makes.
+//! Absent (the default), the broker runs single-node and none of this is read.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where JetStream keeps the queues' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk on every replica: survives a NATS restart (the default).
+    #[default]
+    File,
+    /// In memory on every replica: faster, lost when the NATS servers holding it all stop.
+    Memory,
+}
+
+/// The longest cluster name: it starts every subject, stream and consumer name.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// `[cluster]`: cluster mode, the NATS JetStream backend. See docs/cluster.md.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://HOST:PORT`, `tls://HOST:PORT`, or `HOST:PORT`); the client
+    /// connects to one and fails over to the others (and to those the cluster announces).
+    /// `--cluster-nats URL[,URL...]` replaces them.
+    pub nats: Vec<String>,
+    /// The cluster's name: the first token of every subject and the start of every stream name,
+    /// so several Plugboard clusters can share one NATS system. Letters, digits, `-` and `_`, at
+    /// most 32 characters. Every edge of one cluster must use the same name.
+    pub name: String,
+    /// Replicas of each stream (1, or 3 / 5 on a NATS cluster of that many JetStream servers):
+    /// a publish is acknowledged once a majority of them stored it.
+    pub replicas: usize,
+    /// Where the streams keep messages: `file` (default) or `memory`.
+    pub storage: Storage,
+    /// NATS user name, with `password`.
+    pub user: Option<String>,
+    /// NATS password, with `user`. Never logged or shown.
+    pub password: Option<String>,
+    /// NATS authentication token (instead of `user`/`password`). Never logged or shown.
+    pub token: Option<String>,
+    /// How long a SEND to a `/queue/` waits for JetStream's publish acknowledgement; after it
+    /// the SEND gets an ERROR (`cluster.unavailable`). 1 ms to 60 s; default 5 s.
+    pub publish_timeout_ms: u64,
+    /// How long the edge waits at start for its first connection to NATS (and for each
+    /// stream to be made); it refuses to start without one. Default 10 s.
+    pub connect_timeout_ms: u64,
+    /// JetStream's `ack_wait` for the queues' consumers: a message delivered to an edge that
+    /// neither acknowledges nor refuses it in this time (the edge died) is delivered again,
+    /// possibly on another edge. Default 30 s; at least 100 ms.
+    pub ack_wait_ms: u64,
+    /// JetStream's `max_ack_pending` for each queue's consumer: how many messages of one queue
+    /// may be out with consumers on all edges together, unacknowledged. Default 10,000.
+    pub max_ack_pending: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            nats: Vec::new(),
+            name: "plugboard".to_string(),
+            replicas: 1,
+            storage: Storage::File,
+            user: None,
+            password: None,
+            token: None,
+            publish_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            ack_wait_ms: 30_000,
+            max_ack_pending: 10_000,
+        }
+    }
+}
+
+// Written by hand so that the password and token never reach a log line or a status page
+// (the reload compares settings through their `Debug` text).
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("ClusterConfig")
+            .field("nats", &self.nats)
+            .field("name", &self.name)
+            .field("replicas", &self.replicas)
+            .field("storage", &self.storage)
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("token", &secret(&self.token))
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ack_wait_ms", &self.ack_wait_ms)
+            .field("max_ack_pending", &self.max_ack_pending)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// Checks every setting; the error says which and why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.nats.is_empty(),
+            "[cluster] nats must list at least one NATS server URL (or pass --cluster-nats URL)"
+        );
+        for url in &self.nats {
+            check_url(url)?;
+        }
+        anyhow::ensure!(
+            !self.name.is_empty()
+                && self.name.len() <= MAX_NAME_LEN
+                && self
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "[cluster] name '{}' must be 1 to {MAX_NAME_LEN} letters, digits, '-' or '_' (it starts every NATS subject and stream name)",
+            crate::text::shown(self.name.as_bytes())
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.replicas),
+            "[cluster] replicas must be 1 to 5 (JetStream's limit), not {}",
+            self.replicas
+        );
+        anyhow::ensure!(
+            self.password.is_none() || self.user.is_some(),
+            "[cluster] password needs a user"
+        );
+        anyhow::ensure!(
+            self.user.is_none() || self.password.is_some(),
+            "[cluster] user needs a password"
+        );
+        anyhow::ensure!(
+            self.token.is_none() || self.user.is_none(),
+            "[cluster] takes either a token or a user and password, not both"
+        );
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.publish_timeout_ms),
+            "[cluster] publish_timeout_ms must be 1 to 60000, not {}",
+            self.publish_timeout_ms
+        );
+        anyhow::ensure!(
+            (1..=600_000).contains(&self.connect_timeout_ms),
+            "[cluster] connect_timeout_ms must be 1 to 600000, not {}",
+            self.connect_timeout_ms
+        );
+        anyhow::ensure!(
+            (100..=86_400_000).contains(&self.ack_wait_ms),
+            "[cluster] ack_wait_ms must be 100 to 86400000, not {}",
+            self.ack_wait_ms
+        );
+        anyhow::ensure!(
+            self.max_ack_pending >= 1,
+            "[cluster] max_ack_pending must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// `publish_timeout_ms` as a duration.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `ack_wait_ms` as a duration.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+}
+
+/// A NATS server URL the client can use: `nats://`, `tls://` or no scheme, a host, a port.
+fn check_url(url: &str) -> anyhow::Result<()> {
+    let shown = crate::text::shown(url.as_bytes());
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .unwrap_or(url);
+    anyhow::ensure!(
+        !rest.contains("://"),
+        "[cluster] nats URL '{shown}': the scheme must be nats:// or tls://"
+    );
+    // Credentials belong in `user`/`password`/`token`, where they are kept out of logs.
+    anyhow::ensure!(
+        !rest.contains('@'),
+        "[cluster] nats URL '{shown}': put credentials in [cluster] user/password or token, not in the URL"
+    );
+    let host_port = rest.trim_end_matches('/');
+    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "4222"));
+    anyhow::ensure!(
+        !host.is_empty() && !host.contains(['/', ' ']),
+        "[cluster] nats URL '{shown}' has no host"
+    );
+    anyhow::ensure!(
+        port.parse::<u16>().is_ok_and(|p| p > 0),
+        "[cluster] nats URL '{shown}' has an invalid port"
+    );
+    url.parse::<async_nats::ServerAddr>()
+        .map_err(|err| anyhow::anyhow!("[cluster] nats URL '{shown}': {err}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(edit: impl FnOnce(&mut ClusterConfig)) -> anyhow::Result<()> {
+        let mut config = ClusterConfig {
+            nats: vec!["nats://127.0.0.1:4222".to_string()],
+            ..ClusterConfig::default()
+        };
+        edit(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn defaults_with_one_url_are_valid() {
+        with(|_| {}).unwrap();
+        with(|c| c.nats = vec!["127.0.0.1:4222".into(), "tls://nats.example:4443".into()]).unwrap();
+    }
+
+    type Edit = Box<dyn FnOnce(&mut ClusterConfig)>;
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|c| c.nats.clear()), "at least one"),
+            (Box::new(|c| c.nats = vec!["http://x:1".into()]), "scheme"),
+            (
+                Box::new(|c| c.nats = vec!["nats://u:p@x:1".into()]),
+                "credentials",
+            ),
+            (Box::new(|c| c.nats = vec!["nats://x:99999".into()]), "port"),
+            (
+                Box::new(|c| c.nats = vec!["nats://:4222".into()]),
+                "no host",
+            ),
+            (Box::new(|c| c.name = "a.b".into()), "name"),
+            (Box::new(|c| c.name = String::new()), "name"),
+            (Box::new(|c| c.name = "x".repeat(33)), "name"),
+            (Box::new(|c| c.replicas = 0), "replicas"),
+            (Box::new(|c| c.replicas = 7), "replicas"),
+            (Box::new(|c| c.password = Some("p".into())), "needs a user"),
+            (Box::new(|c| c.user = Some("u".into())), "needs a password"),
+            (
+                Box::new(|c| {
+                    c.user = Some("u".into());
+                    c.password = Some("p".into());
+                    c.token = Some("t".into());
+                }),
+                "not both",
+            ),
+            (Box::new(|c| c.publish_timeout_ms = 0), "publish_timeout_ms"),
+            (Box::new(|c| c.ack_wait_ms = 10), "ack_wait_ms"),
+            (Box::new(|c| c.max_ack_pending = 0), "max_ack_pending"),
+        ];
+        for (edit, expected) in cases {
+            let err = with(edit).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_text() {
+        let config = ClusterConfig {
+            user: Some("edge".into()),
+            password: Some("hunter2-secret".into()),
+            token: Some("tok-secret".into()),
+            ..ClusterConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("tok-secret"),
+            "{text}"
+        );
+        assert!(text.contains("edge"));
+    }
+}

@@ -1,0 +1,231 @@
+//! Cluster mode: Plugboard edges sharing queues and topics through a NATS JetStream cluster
+//! (`[cluster]` in the config, or `--cluster-nats URL[,URL...]`). Without `[cluster]` none of
+//! this runs and the broker is the single-node one, unchanged.
+//!
+//! Each edge is a whole STOMP broker (listeners, plugins, limits, sessions) that keeps no state
+//! another edge needs: the router delegates `/queue/` and `/topic/` traffic to this module, the
+//! rest (temporary queues, durable subscriptions, scheduled delivery) stays on the edge.
+//!
+//! | STOMP | NATS | |
+//! |---|---|---|
+//! | `/queue/NAME` SEND | JetStream publish to `CLUSTER.VHOST.q.TOKEN`, `Nats-Msg-Id` = `message-id` | RECEIPT only after the publish ack (stored on a majority of `replicas`) |
+//! | the queues of a vhost | one work-queue stream `CLUSTER_VHOST_queues` on `CLUSTER.VHOST.q.>` | one Raft group per vhost, not per queue |
+//! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
+//! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
+//! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
+//! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
+//! | topic subscribers | each edge subscribes to `CLUSTER.VHOST.t.>` and fans out locally | wildcard subscriptions match on the edge |
+//!
+//! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
+//! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
+//! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
+
+pub mod config;
+pub mod queue;
+pub mod subject;
+pub mod topic;
+pub mod wire;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use bytes::Bytes;
+
+pub use config::{ClusterConfig, Storage};
+pub use queue::{RemoteConsumer, RemoteQueue};
+pub use topic::RemoteTopic;
+
+use subject::Names;
+
+/// How long the stream keeps a `Nats-Msg-Id` to drop a second publish with the same id.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// An edge's connection to the NATS cluster (one per broker; the client reconnects by itself).
+#[derive(Clone)]
+pub struct Cluster {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    config: Arc<ClusterConfig>,
+    stats: Arc<ClusterStats>,
+}
+
+/// What the edge did through the cluster (every vhost together), for `GET /status`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Queue messages JetStream acknowledged.
+    pub published: AtomicU64,
+    /// Queue SENDs that got `cluster.unavailable`.
+    pub publish_failures: AtomicU64,
+    /// Queue messages pulled and handed to subscriptions of this edge.
+    pub delivered: AtomicU64,
+    /// Of those, messages JetStream had delivered before.
+    pub redelivered: AtomicU64,
+    /// Deliveries acked.
+    pub acked: AtomicU64,
+    /// Deliveries nak'ed (NACK, declined, or handed back by an ending subscription).
+    pub nacked: AtomicU64,
+}
+
+impl ClusterStats {
+    /// The counters as JSON, with whether the client is connected now.
+    pub fn to_json(&self, connected: bool) -> serde_json::Value {
+        serde_json::json!({
+            "connected": connected,
+            "published": self.published.load(Relaxed),
+            "publish_failures": self.publish_failures.load(Relaxed),
+            "delivered": self.delivered.load(Relaxed),
+            "redelivered": self.redelivered.load(Relaxed),
+            "acked": self.acked.load(Relaxed),
+            "nacked": self.nacked.load(Relaxed),
+        })
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Connects to one of `config.nats` within `connect_timeout_ms`; after that first
+    /// connection the client reconnects on its own, forever.
+    pub async fn connect(config: &ClusterConfig) -> anyhow::Result<Cluster> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("plugboard")
+            // A topic message this edge publishes is delivered to its own subscribers directly;
+            // NATS must not hand it back.
+            .no_echo()
+            .connection_timeout(config.connect_timeout())
+            .max_reconnects(None);
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        let servers: Vec<async_nats::ServerAddr> = config
+            .nats
+            .iter()
+            .map(|url| url.parse())
+            .collect::<Result<_, _>>()
+            .context("[cluster] nats")?;
+        let client = tokio::time::timeout(config.connect_timeout(), options.connect(servers))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no NATS server of {:?} answered within {} ms (connect_timeout_ms)",
+                    config.nats,
+                    config.connect_timeout_ms
+                )
+            })?
+            .with_context(|| format!("connecting to NATS at {:?}", config.nats))?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(config.publish_timeout());
+        Ok(Cluster {
+            client,
+            jetstream,
+            config: Arc::new(config.clone()),
+            stats: Arc::default(),
+        })
+    }
+
+    /// The link of virtual host `vhost`: its queue stream made (or found) on the cluster.
+    pub async fn vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
+        let names = Names::new(&self.config.name, vhost);
+        let stream_config = jetstream::stream::Config {
+            name: names.stream().to_string(),
+            subjects: vec![names.queue_subjects()],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            storage: match self.config.storage {
+                Storage::File => jetstream::stream::StorageType::File,
+                Storage::Memory => jetstream::stream::StorageType::Memory,
+            },
+            num_replicas: self.config.replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let stream = tokio::time::timeout(
+            self.config.connect_timeout(),
+            self.jetstream.get_or_create_stream(stream_config),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "JetStream did not make stream {} within {} ms (is JetStream enabled on the NATS servers, with room for {} replica(s)?)",
+                names.stream(),
+                self.config.connect_timeout_ms,
+                self.config.replicas
+            )
+        })?
+        .with_context(|| format!("making JetStream stream {}", names.stream()))?;
+        Ok(Arc::new(VhostLink {
+            names,
+            client: self.client.clone(),
+            jetstream: self.jetstream.clone(),
+            stream,
+            config: self.config.clone(),
+            stats: self.stats.clone(),
+        }))
+    }
+}
+
+/// What one virtual host's router uses of the cluster: its subjects, its queue stream, the
+/// client.
+pub struct VhostLink {
+    names: Names,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    config: Arc<ClusterConfig>,
+    stats: Arc<ClusterStats>,
+}
+
+impl std::fmt::Debug for VhostLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhostLink")
+            .field("stream", &self.names.stream())
+            .finish()
+    }
+}
+
+impl VhostLink {
+    /// The cluster side of queue `destination` (a `/queue/` name).
+    pub fn queue(self: &Arc<Self>, destination: &Bytes) -> Arc<RemoteQueue> {
+        Arc::new(RemoteQueue::new(self.clone(), destination))
+    }
+
+    /// The cluster side of topic `destination` (a `/topic/` name).
+    pub fn topic(self: &Arc<Self>, destination: &[u8]) -> Arc<RemoteTopic> {
+        Arc::new(RemoteTopic::new(
+            self.client.clone(),
+            self.names.topic_subject(destination),
+            self.config.publish_timeout(),
+        ))
+    }
+
+    /// The subject every topic message of this vhost is published under (a wildcard).
+    pub fn topic_wildcard(&self) -> String {
+        self.names.topic_wildcard()
+    }
+
+    /// The NATS client (for the topic inbound subscription).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The edge's cluster counters (shared by every vhost).
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// Whether the client is connected to a NATS server now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}

@@ -1,0 +1,477 @@
+//! A `/queue/` in cluster mode: [`RemoteQueue`] publishes into the vhost's work-queue stream
+//! (and reports success only on JetStream's publish ack); [`RemoteConsumer`] is one
+//! subscription's share of the queue's durable pull consumer, which every subscription on every
+//! edge pulls from, so they compete for its messages.
+//!
+//! A consumer pulls at most its window of messages (the SUBSCRIBE's prefetch) and pulls again
+//! as they are settled: ACK → ack, NACK → nak (delivered again at once, possibly elsewhere),
+//! a `client` ACK acks every earlier delivery of the subscription too, an `auto` delivery is
+//! acked once written to the socket. A subscription that ends naks what it still holds; an
+//! edge that dies holds its messages until JetStream's `ack_wait` gives them to others.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, message::Acker, AckKind};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::budget::MemoryBudget;
+use crate::router::{
+    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Subscription,
+};
+
+use super::wire;
+use super::VhostLink;
+
+/// How long one pull waits on the server for messages before it is renewed.
+const PULL_WAIT: Duration = Duration::from_secs(5);
+/// How long a consumer waits before trying again after NATS failed it (and the longest pause
+/// between two attempts of a publish).
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// The first pause before a publish is tried again (doubling up to [`RETRY_AFTER`]).
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// A delivery the message plugins declined comes back after this long (to another consumer,
+/// or this one once the filter changed), so a message nobody wants does not spin.
+const DECLINED_DELAY: Duration = Duration::from_secs(1);
+
+/// The cluster side of one queue: where its SENDs go.
+pub struct RemoteQueue {
+    link: Arc<VhostLink>,
+    subject: async_nats::Subject,
+    consumer: String,
+}
+
+impl std::fmt::Debug for RemoteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteQueue")
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+impl RemoteQueue {
+    pub(super) fn new(link: Arc<VhostLink>, destination: &Bytes) -> RemoteQueue {
+        RemoteQueue {
+            subject: link.names.queue_subject(destination).into(),
+            consumer: link.names.queue_consumer(destination),
+            link,
+        }
+    }
+
+    /// Publishes `message` into the queue's stream: true once JetStream acknowledged it
+    /// (stored on a majority of the replicas); false when it did not within
+    /// `publish_timeout_ms` or refused it (logged with the reason).
+    pub async fn publish(&self, message: &Message) -> bool {
+        let payload = wire::encode(
+            &message.destination,
+            &message.headers,
+            &message.body,
+            message.id_prefix.as_bytes(),
+            message.id_seq,
+            message.expires_at,
+            message.persistent,
+        );
+        let mut id = BytesMut::new();
+        message.write_id(&mut id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            String::from_utf8_lossy(&id).as_ref(),
+        );
+        let timeout = self.link.config.publish_timeout();
+        let stats = &self.link.stats;
+        match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
+            Ok(Ok(())) => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(Err(err)) => {
+                stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %self.subject, error = %err, "cluster: JetStream refused a message");
+                false
+            }
+            Err(_) => {
+                stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = %self.subject, timeout_ms = timeout.as_millis() as u64, "cluster: no publish acknowledgement in time");
+                false
+            }
+        }
+    }
+
+    /// Publishes until JetStream acknowledges, trying again (same `Nats-Msg-Id`, so a message
+    /// stored by an attempt whose ack was lost is stored once) while the failure is one that
+    /// passes: no stream leader during an election, a reconnect, a full ack window. The caller
+    /// bounds the whole by `publish_timeout_ms`.
+    async fn publish_until_stored(
+        &self,
+        headers: async_nats::HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), jetstream::context::PublishError> {
+        use jetstream::context::PublishErrorKind as Kind;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let attempt = async {
+                self.link
+                    .jetstream
+                    .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone())
+                    .await?
+                    .await
+            };
+            match attempt.await {
+                Ok(_ack) => return Ok(()),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        Kind::StreamNotFound
+                            | Kind::TimedOut
+                            | Kind::BrokenPipe
+                            | Kind::MaxAckPending
+                            | Kind::Other
+                    ) =>
+                {
+                    tracing::debug!(subject = %self.subject, error = %err, "cluster: publish not acknowledged; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_AFTER);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// A consumer of this queue for one subscription (started by [`RemoteConsumer::start`]).
+    pub fn consumer(&self, ack_mode: AckMode, window: u32) -> Arc<RemoteConsumer> {
+        Arc::new(RemoteConsumer {
+            link: self.link.clone(),
+            name: self.consumer.clone(),
+            subject: self.subject.to_string(),
+            ack_mode,
+            window: window.max(1) as usize,
+            held: Mutex::new(VecDeque::new()),
+            next_seq: AtomicU64::new(0),
+            room: Notify::new(),
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
+        })
+    }
+}
+
+/// A message delivered to the subscription and not settled yet.
+struct Held {
+    seq: u64,
+    message: Arc<Message>,
+    acker: Acker,
+}
+
+/// One subscription's pull from a queue's shared durable consumer.
+pub struct RemoteConsumer {
+    link: Arc<VhostLink>,
+    /// The durable consumer's name (the queue's token).
+    name: String,
+    /// The queue's subject (the consumer's filter).
+    subject: String,
+    ack_mode: AckMode,
+    window: usize,
+    /// Deliveries not settled yet, in delivery order (at most `window`).
+    held: Mutex<VecDeque<Held>>,
+    next_seq: AtomicU64,
+    /// Wakes the pull loop when deliveries are settled.
+    room: Notify,
+    stopped: AtomicBool,
+    /// Wakes the pull loop when the subscription ends.
+    stop: Notify,
+}
+
+impl std::fmt::Debug for RemoteConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConsumer")
+            .field("name", &self.name)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+impl RemoteConsumer {
+    /// Starts pulling for `subscription` (held weakly: the pull loop ends with it, or at
+    /// [`stop`](Self::stop)); messages are charged to `budget`.
+    pub fn start(self: &Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
+        let consumer = self.clone();
+        tokio::spawn(async move { consumer.pull(subscription, budget).await });
+    }
+
+    /// The subscription ended: stop pulling, and hand what it holds back to the queue (nak:
+    /// delivered again at once, to whichever consumer pulls next).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.stop.notify_one();
+        let held: Vec<Held> = self.lock().drain(..).collect();
+        self.count(held.len(), AckKind::Nak(None));
+        settle_later(with_kind(held, AckKind::Nak(None)));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn position(held: &VecDeque<Held>, target: AckTarget<'_>) -> Option<usize> {
+        match target {
+            AckTarget::Seq(seq) => held.iter().position(|h| h.seq == seq),
+            AckTarget::MessageId(id) => held.iter().position(|h| h.message.has_id(id)),
+        }
+    }
+
+    /// Whether `target` names a delivery not settled yet.
+    pub fn check(&self, target: AckTarget<'_>) -> Result<(), NotPending> {
+        Self::position(&self.lock(), target)
+            .map(|_| ())
+            .ok_or(NotPending)
+    }
+
+    /// ACK (`requeue == false`: ack) or NACK (nak) of `target`, and in `client` mode of every
+    /// earlier delivery.
+    pub fn settle(&self, target: AckTarget<'_>, requeue: bool) -> Result<(), NotPending> {
+        let settled: Vec<Held> = {
+            let mut held = self.lock();
+            let index = Self::position(&held, target).ok_or(NotPending)?;
+            if self.ack_mode == AckMode::Client {
+                held.drain(..=index).collect()
+            } else {
+                held.remove(index).into_iter().collect()
+            }
+        };
+        let kind = if requeue {
+            AckKind::Nak(None)
+        } else {
+            AckKind::Ack
+        };
+        self.count(settled.len(), kind);
+        settle_later(with_kind(settled, kind));
+        self.room.notify_one();
+        Ok(())
+    }
+
+    /// `auto` deliveries up to `seq` were written to the socket: acked.
+    pub fn written(&self, up_to_seq: u64) {
+        let settled: Vec<Held> = {
+            let mut held = self.lock();
+            let end = held.iter().take_while(|h| h.seq <= up_to_seq).count();
+            held.drain(..end).collect()
+        };
+        if !settled.is_empty() {
+            self.count(settled.len(), AckKind::Ack);
+            settle_later(with_kind(settled, AckKind::Ack));
+            self.room.notify_one();
+        }
+    }
+
+    /// The message plugins declined delivery `seq` (or failed on it): it goes back to the
+    /// queue, offered again after a short delay.
+    pub fn decline(&self, seq: u64) {
+        let taken: Vec<Held> = {
+            let mut held = self.lock();
+            match held.iter().position(|h| h.seq == seq) {
+                Some(index) => held.remove(index).into_iter().collect(),
+                None => return,
+            }
+        };
+        self.count(taken.len(), AckKind::Nak(None));
+        settle_later(with_kind(taken, AckKind::Nak(Some(DECLINED_DELAY))));
+        self.room.notify_one();
+    }
+
+    /// Counts `n` settlements of `kind`.
+    fn count(&self, n: usize, kind: AckKind) {
+        let stats = &self.link.stats;
+        let counter = match kind {
+            AckKind::Ack => &stats.acked,
+            _ => &stats.nacked,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    async fn pull(self: Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
+        let Some(consumer) = self.consumer().await else {
+            return;
+        };
+        loop {
+            let Some(want) = self.wait_for_room().await else {
+                return;
+            };
+            let batch = consumer
+                .batch()
+                .max_messages(want)
+                .expires(PULL_WAIT)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
+                    if self.pause(RETRY_AFTER).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // Read to its end even once stopped: the server may still send what this pull
+            // asked for, and each such message is nak'ed at once (by `deliver`) instead of
+            // waiting out `ack_wait` in an inbox nobody reads.
+            loop {
+                match batch.next().await {
+                    Some(Ok(message)) => self.deliver(message, &subscription, &budget),
+                    Some(Err(err)) => {
+                        tracing::debug!(consumer = %self.name, error = %err, "cluster: pull ended early");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// The queue's durable consumer, made by whichever edge comes first; `None` when the
+    /// subscription ended before NATS answered.
+    async fn consumer(&self) -> Option<jetstream::consumer::Consumer<pull::Config>> {
+        let config = &self.link.config;
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return None;
+            }
+            let wanted = pull::Config {
+                durable_name: Some(self.name.clone()),
+                filter_subject: self.subject.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait(),
+                max_ack_pending: i64::from(config.max_ack_pending),
+                max_deliver: -1,
+                ..Default::default()
+            };
+            match self
+                .link
+                .stream
+                .get_or_create_consumer(&self.name, wanted)
+                .await
+            {
+                Ok(consumer) => return Some(consumer),
+                Err(err) => {
+                    tracing::warn!(consumer = %self.name, error = %err, "cluster: cannot get the queue's consumer; retrying");
+                    if self.pause(RETRY_AFTER).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the window has room: how many messages to pull; `None` once stopped.
+    async fn wait_for_room(&self) -> Option<usize> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.stopped.load(Ordering::Acquire) {
+                return None;
+            }
+            let held = self.lock().len();
+            if held < self.window {
+                return Some(self.window - held);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.stop.notified() => {
+                    self.stop.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Sleeps `duration` unless stopped first; true when stopped.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.stop.notified() => self.stop.notify_one(),
+        }
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Hands one pulled message to the subscription (or back to the queue when it has ended).
+    fn deliver(
+        &self,
+        pulled: jetstream::Message,
+        subscription: &Weak<Subscription>,
+        budget: &Arc<MemoryBudget>,
+    ) {
+        let delivered = pulled.info().map(|info| info.delivered).unwrap_or(1);
+        let (pulled, acker) = pulled.split();
+        let subscription = match subscription.upgrade() {
+            Some(s) if !self.stopped.load(Ordering::Acquire) => s,
+            _ => return settle_later(vec![(acker, AckKind::Nak(None))]),
+        };
+        let parts = match wire::decode(pulled.payload) {
+            Ok(parts) => parts,
+            Err(err) => {
+                // Not ours (someone else published on our subjects): never delivered again.
+                tracing::warn!(consumer = %self.name, error = %err, "cluster: a message in the queue's stream is not a Plugboard message; terminated");
+                return settle_later(vec![(acker, AckKind::Term)]);
+            }
+        };
+        let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
+        let message = Arc::new(Message {
+            props: Props::recovered(&parts.headers),
+            destination: parts.destination,
+            headers: parts.headers,
+            body: parts.body,
+            id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
+            id_seq: parts.id_seq,
+            expires_at: parts.expires_at,
+            persistent: parts.persistent,
+            charge: budget.charge(size),
+        });
+        if message.is_expired(crate::router::message::now_ms()) {
+            // Expired while stored: dropped, as a local queue drops it.
+            return settle_later(vec![(acker, AckKind::Ack)]);
+        }
+        let stats = &self.link.stats;
+        stats.delivered.fetch_add(1, Ordering::Relaxed);
+        if delivered > 1 {
+            stats.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.lock().push_back(Held {
+            seq,
+            message: message.clone(),
+            acker,
+        });
+        subscription.outbox().push(Outgoing::Delivery(Delivery {
+            message,
+            subscription: subscription.clone(),
+            seq,
+            redeliveries: u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX),
+            first_in_group: false,
+        }));
+    }
+}
+
+/// `held`'s ackers, each with `kind`.
+fn with_kind(held: Vec<Held>, kind: AckKind) -> Vec<(Acker, AckKind)> {
+    held.into_iter().map(|h| (h.acker, kind)).collect()
+}
+
+/// Sends the acks, naks or terms in a task of their own: ACK and NACK frames are handled
+/// without waiting on NATS (an ack that is lost only means the message comes back after
+/// `ack_wait`: at least once).
+fn settle_later(list: Vec<(Acker, AckKind)>) {
+    if list.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for (acker, kind) in list {
+            if let Err(err) = acker.ack_with(kind).await {
+                tracing::debug!(error = %err, "cluster: ack not sent (the message will come back after ack_wait)");
+            }
+        }
+    });
+}

@@ -1,0 +1,115 @@
+//! A `/topic/` in cluster mode: a SEND is published on the topic's core NATS subject (nothing
+//! is stored: at most once, to the subscribers live at that moment) besides being delivered to
+//! the edge's own subscribers; each edge takes every topic message of its vhosts
+//! ([`run_inbound`]) and fans it out to its own subscribers, wildcard ones included.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::router::{Message, Props};
+use crate::vhost::Vhost;
+
+use super::{wire, VhostLink};
+
+/// The cluster side of one topic: where its SENDs go besides the local subscribers.
+pub struct RemoteTopic {
+    client: async_nats::Client,
+    subject: async_nats::Subject,
+    /// How long a publish may wait for room in the client's buffer (NATS unreachable).
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RemoteTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteTopic")
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+impl RemoteTopic {
+    pub(super) fn new(
+        client: async_nats::Client,
+        subject: String,
+        timeout: Duration,
+    ) -> RemoteTopic {
+        RemoteTopic {
+            client,
+            subject: subject.into(),
+            timeout,
+        }
+    }
+
+    /// Publishes `message` to the other edges (at most once; while NATS is unreachable the
+    /// client buffers a little; once its buffer is full a publisher waits at most
+    /// `publish_timeout_ms`, then the message is dropped for the other edges, logged).
+    pub async fn publish(&self, message: &Message) {
+        let payload = wire::encode(
+            &message.destination,
+            &message.headers,
+            &message.body,
+            message.id_prefix.as_bytes(),
+            message.id_seq,
+            message.expires_at,
+            message.persistent,
+        );
+        let published = tokio::time::timeout(
+            self.timeout,
+            self.client.publish(self.subject.clone(), payload),
+        )
+        .await;
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(subject = %self.subject, error = %err, "cluster: topic message not published to the other edges");
+            }
+            Err(_) => {
+                tracing::debug!(subject = %self.subject, "cluster: topic message not published to the other edges in time");
+            }
+        }
+    }
+}
+
+/// This edge's subscription to every topic message of a vhost, in place on the server (flushed)
+/// when this returns, so a message another edge publishes from then on reaches this edge.
+pub async fn subscribe_inbound(link: &VhostLink) -> anyhow::Result<async_nats::Subscriber> {
+    let subscriber = link.client().subscribe(link.topic_wildcard()).await?;
+    link.client().flush().await?;
+    Ok(subscriber)
+}
+
+/// Takes every topic message the other edges publish in `vhost` (through `subscriber`, from
+/// [`subscribe_inbound`]) and delivers it to this edge's subscribers; ends when the NATS
+/// client is closed. A subscriber that is behind holds the others up for at most `patience`
+/// (the slow-consumer policy, as for a local publisher).
+pub async fn run_inbound(
+    vhost: Arc<Vhost>,
+    mut subscriber: async_nats::Subscriber,
+    patience: Duration,
+) {
+    let budget = vhost.router.budget().clone();
+    while let Some(nats) = subscriber.next().await {
+        let parts = match wire::decode(nats.payload) {
+            Ok(parts) => parts,
+            Err(err) => {
+                tracing::debug!(subject = %nats.subject, error = %err, "cluster: a topic message that is not a Plugboard message; dropped");
+                continue;
+            }
+        };
+        let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
+        let message = Arc::new(Message {
+            props: Props::recovered(&parts.headers),
+            destination: parts.destination,
+            headers: parts.headers,
+            body: parts.body,
+            id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
+            id_seq: parts.id_seq,
+            expires_at: parts.expires_at,
+            persistent: parts.persistent,
+            charge: budget.charge(size),
+        });
+        vhost.router.deliver_from_cluster(message, patience).await;
+    }
+}
