@@ -76,10 +76,11 @@ impl Session {
         let patience = self.slow_consumer_patience();
         let published = publish(&target, message, patience).await;
         drop(reservation);
-        if published == Published::Rejected {
-            return Err(full_queue_error(&target));
+        match published {
+            Published::Queued | Published::Dropped => Ok(()),
+            Published::Rejected => Err(full_queue_error(&target)),
+            Published::Unavailable => Err(self.cluster_unavailable_error()),
         }
-        Ok(())
     }
 
     /// Room in the store for a persistent message's journaled copies (one per queue, one per
