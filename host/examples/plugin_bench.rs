@@ -13,7 +13,10 @@ mod support;
 use std::time::Instant;
 
 use bytes::Bytes;
-use plugboard::plugin::{AuthRequest, PluginHost, Principal, SubscriptionInfo};
+use plugboard::plugin::{
+    AuthRequest, CallContext, MessageRef, PluginHost, Principal, RedeliverCause, RedeliverEvent,
+    SubscriptionInfo,
+};
 use support::{cache, load, msg, root, specs};
 
 /// Untimed calls before each measurement (at most; see `support::time`).
@@ -223,6 +226,36 @@ async fn main() {
         || over.on_send(&alice, order.clone()),
     )
     .await;
+    // The redeliver hook (WIT 0.1.3): the backoff sample deciding a NACKed message's fate
+    // (second delivery: a delay), and its last step (dead-letter with the consumer's error).
+    let backoff = load(
+        "[[plugins]]\nname = \"backoff\"\nfile = \"backoff.wasm\"\nhooks = [\"redeliver\"]\n\
+         destinations = [\"/queue/*\"]\n[plugins.config]\ndelays_ms = [1000, 5000, 30000]\n",
+    )
+    .await;
+    let context = CallContext::detached();
+    let queue = Bytes::from_static(b"/queue/jobs");
+    let body = Bytes::from_static(b"{\"job\":42}");
+    let nack = vec![(
+        Bytes::from_static(b"error"),
+        Bytes::from_static(b"timeout talking to db"),
+    )];
+    let event = |deliveries: u32| RedeliverEvent {
+        message: MessageRef {
+            destination: &queue,
+            headers: &[],
+            body: &body,
+            id: Some(("s-1", 7)),
+        },
+        queue: &queue,
+        cause: RedeliverCause::Nacked,
+        deliveries,
+        nack_headers: &nack,
+    };
+    for (deliveries, what) in [(2, "redeliver after 5 s"), (4, "dead-letter, last error")] {
+        let label = format!("backoff: on-redeliver, NACKed, {what}");
+        timed(&label, n, || backoff.on_redeliver(&context, event(deliveries))).await;
+    }
     let other = b"/queue/unrouted";
     timed(
         "no plugin applies: intercepts_send() (ns-level)",
