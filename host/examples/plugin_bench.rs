@@ -254,7 +254,10 @@ async fn main() {
     };
     for (deliveries, what) in [(2, "redeliver after 5 s"), (4, "dead-letter, last error")] {
         let label = format!("backoff: on-redeliver, NACKed, {what}");
-        timed(&label, n, || backoff.on_redeliver(&context, event(deliveries))).await;
+        timed(&label, n, || {
+            backoff.on_redeliver(&context, event(deliveries))
+        })
+        .await;
     }
     let other = b"/queue/unrouted";
     timed(

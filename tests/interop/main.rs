@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod tls;
@@ -19,11 +18,10 @@ mod reauth;
 mod websocket;
 
 use harness::Broker;
+use plugboard_test_support::venv::DirLock;
 
 /// The stomp.py release the checks are written against (the newest on PyPI when pinned).
 const STOMP_PY: &str = "stomp.py==9.0.0";
-
-static VENV_LOCK: Mutex<()> = Mutex::new(());
 
 fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -48,107 +46,26 @@ fn run(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
-/// A cross-process lock (a directory that only one process can create), so two test
-/// processes never build the venv at once. A stale lock (older than 10 minutes) is broken.
-struct DirLock(PathBuf);
-
-impl DirLock {
-    fn acquire(path: PathBuf) -> DirLock {
-        let start = Instant::now();
-        loop {
-            match std::fs::create_dir(&path) {
-                Ok(()) => return DirLock(path),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > Duration::from_secs(600));
-                    if stale {
-                        let _ = std::fs::remove_dir(&path);
-                        continue;
-                    }
-                    assert!(
-                        start.elapsed() < Duration::from_secs(600),
-                        "waited 10 minutes for {} (remove it if no test is running)",
-                        path.display()
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("cannot create lock {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// The venv's python, with stomp.py installed; created on first use.
 fn venv_python() -> PathBuf {
     venv("interop-venv", &[STOMP_PY])
 }
 
 /// `target/NAME/bin/python` of a virtualenv with `requirements` (pinned pip specs) installed;
-/// created on first use, and again when the requirements change.
+/// created on first use, and again when the requirements change. A missing python3, venv
+/// module, pip or PyPI is a test failure with the reason.
 fn venv(name: &str, requirements: &[&str]) -> PathBuf {
-    let _guard = VENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let target = target_dir();
-    std::fs::create_dir_all(&target).expect("create target dir");
-    let venv = target.join(name);
-    let python = venv.join("bin").join("python");
-    let marker = venv.join(".plugboard-ready");
-    let wanted = requirements.join("\n");
-    let ready =
-        || std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == wanted) && python.exists();
-    if ready() {
-        return python;
-    }
-    let _lock = DirLock::acquire(target.join(format!("{name}.lock")));
-    if ready() {
-        return python;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove incomplete venv");
-    }
-    let base = std::env::var("PLUGBOARD_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let version = Command::new(&base).arg("--version").output();
-    match version {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "`{base} --version` failed: {}{}; the interop test needs Python 3 (apt-get install python3 python3-venv)",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!(
-            "cannot run `{base}`: {e}; the interop test needs Python 3 with venv and pip \
-             (apt-get install python3 python3-venv python3-pip, or set PLUGBOARD_PYTHON)"
-        ),
-    }
-    run(
-        "creating a test virtualenv (needs the python3 venv module: apt-get install python3-venv)",
-        Command::new(&base).arg("-m").arg("venv").arg(&venv),
-    );
-    run(
-        &format!(
-            "installing {} into {name} (needs pip and access to PyPI)",
-            requirements.join(" ")
-        ),
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--quiet",
-            ])
-            .args(requirements),
-    );
-    std::fs::write(&marker, wanted).expect("write venv marker");
-    python
+    plugboard_test_support::venv::venv(&target_dir(), name, requirements).unwrap_or_else(|e| {
+        panic!(
+            "the interop tests need Python 3 with venv and pip (apt-get install python3 \
+             python3-venv python3-pip, or set PLUGBOARD_PYTHON) and access to PyPI: {e}"
+        )
+    })
+}
+
+/// Holds the cross-process lock at `path` (see `DirLock`), or fails the test.
+fn lock(path: PathBuf) -> DirLock {
+    DirLock::acquire(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// How a bounded script run ended: its exit status (`None`: it hung and was killed) and output.
@@ -230,9 +147,24 @@ fn run_script(
 const CONFIG: &str = "[heartbeat]\nsend_min_ms = 100\nreceive_min_ms = 100\n";
 
 fn stomp_py_check(version: &str) {
+    // The script's own waits are short: 120 s means it hung.
+    run_stomp_py(
+        "stomp_py_check.py",
+        "check",
+        CONFIG,
+        version,
+        Duration::from_secs(120),
+    );
+}
+
+/// Runs the stomp.py script `script` (in tests/interop) against a broker with `config`, for
+/// STOMP `version`, failing the test when it fails or takes longer than `within`.
+fn run_stomp_py(script: &str, what: &str, config: &str, version: &str, within: Duration) {
     let python = venv_python();
-    let broker = Broker::with_config(CONFIG);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/stomp_py_check.py");
+    let broker = Broker::with_config(config);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/interop")
+        .join(script);
     let args = [
         "--host".to_string(),
         broker.addr.ip().to_string(),
@@ -241,13 +173,12 @@ fn stomp_py_check(version: &str) {
         "--version".to_string(),
         version.to_string(),
     ];
-    // The script's own waits are short: 120 s means it hung.
     let stdout = run_script(
-        &format!("stomp.py check for STOMP {version}"),
+        &format!("stomp.py {what} for STOMP {version}"),
         &python,
         &script,
         &args,
-        Duration::from_secs(120),
+        within,
     );
     eprintln!("{}", stdout.trim());
 }

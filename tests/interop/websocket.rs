@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{run, run_script, target_dir, venv, DirLock, Plugboard};
+use super::{lock, run, run_script, target_dir, venv, Plugboard};
 use crate::harness::Broker;
 use plugboard_test_support::BrokerBinary;
 
@@ -47,7 +47,7 @@ fn stompjs_bundle() -> PathBuf {
     if installed() {
         return bundle;
     }
-    let _lock = DirLock::acquire(target_dir().join("web-tools.lock"));
+    let _lock = lock(target_dir().join("web-tools.lock"));
     if !installed() {
         std::fs::create_dir_all(&tools).expect("create target/web-tools");
         run(
@@ -69,7 +69,7 @@ fn stompjs_bundle() -> PathBuf {
 
 /// Debian's Chromium, installed by the project's setup script when missing.
 pub(crate) fn chromium() -> PathBuf {
-    let _lock = DirLock::acquire(target_dir().join("chromium-setup.lock"));
+    let _lock = lock(target_dir().join("chromium-setup.lock"));
     let out = run(
         "installing Chromium for the browser test (tests/browser/setup-chromium.sh)",
         Command::new("bash").arg(root().join("tests/browser/setup-chromium.sh")),

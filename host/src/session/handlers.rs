@@ -3,7 +3,6 @@
 //! transactions in `acks.rs`. Each returns a client error (turned into an ERROR frame by the
 //! caller) or lets the loop carry on; RECEIPTs are queued after the frame is done.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use crate::budget::Charge;
 use crate::codec::{is_server_owned, Command, Frame, Header, Version};
 use crate::plugin::{PluginMessage, Rejection, SendOutcome};
 use crate::router::props::PropsError;
-use crate::router::queue_args::expiry_in;
 use crate::router::{
     check_send_name, publish, Destination, Message, Outgoing, Props, Published, QueueArgs,
     RouteError, Schedule,
@@ -346,18 +344,7 @@ impl Session {
                 self.account
                     .charge(Message::size_of(&copy.destination, &copy.headers, &[]))
             });
-            let message = Arc::new(Message {
-                destination: copy.destination,
-                headers: copy.headers,
-                body: copy.body,
-                id_prefix: self.id.clone(),
-                id_seq: self.next_message,
-                expires_at: expiry_in(&target, expires_at),
-                persistent,
-                props,
-                charge,
-            });
-            self.next_message += 1;
+            let message = self.stamp(copy, &target, expires_at, persistent, props, charge);
             plan.push((target, message));
         }
         // Room in the store for every copy that will be journaled, held until it is.

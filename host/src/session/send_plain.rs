@@ -12,9 +12,10 @@ use super::error::{client_error, SessionError};
 use super::error_code;
 use super::handlers::{expiry, full_queue_error, record_size, PreparedSend};
 use super::Session;
+use crate::budget::Charge;
 use crate::plugin::PluginMessage;
 use crate::router::queue_args::expiry_in;
-use crate::router::{publish, Destination, Message, Published};
+use crate::router::{publish, Destination, Message, Props, Published};
 use crate::store::Reservation;
 
 impl PreparedSend {
@@ -50,18 +51,8 @@ impl Session {
         else {
             return Ok(()); // a topic nobody listens to, or a reply queue that is gone
         };
-        let message = Arc::new(Message {
-            destination: copy.destination,
-            headers: copy.headers,
-            body: copy.body,
-            id_prefix: self.id.clone(),
-            id_seq: self.next_message,
-            expires_at: expiry_in(&target, expires_at),
-            persistent,
-            props: props.unwrap_or_default(),
-            charge,
-        });
-        self.next_message += 1;
+        let props = props.unwrap_or_default();
+        let message = self.stamp(copy, &target, expires_at, persistent, props, charge);
         let reservation = if persistent {
             self.reserve_plain(&target, &message)?
         } else {
@@ -81,6 +72,32 @@ impl Session {
             Published::Rejected => Err(full_queue_error(&target)),
             Published::Unavailable => Err(self.cluster_unavailable_error()),
         }
+    }
+
+    /// The message a SEND's `copy` for `target` becomes, under this session's next
+    /// `message-id` (both paths make their messages here).
+    pub(super) fn stamp(
+        &mut self,
+        copy: PluginMessage,
+        target: &Destination,
+        expires_at: Option<u64>,
+        persistent: bool,
+        props: Props,
+        charge: Charge,
+    ) -> Arc<Message> {
+        let message = Arc::new(Message {
+            destination: copy.destination,
+            headers: copy.headers,
+            body: copy.body,
+            id_prefix: self.id.clone(),
+            id_seq: self.next_message,
+            expires_at: expiry_in(target, expires_at),
+            persistent,
+            props,
+            charge,
+        });
+        self.next_message += 1;
+        message
     }
 
     /// Room in the store for a persistent message's journaled copies (one per queue, one per

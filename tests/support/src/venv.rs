@@ -71,11 +71,13 @@ fn run(what: &str, command: &mut Command) -> Result<(), String> {
 }
 
 /// A cross-process lock (a directory only one process can create), so two test processes
-/// never build the same venv at once. A stale lock (older than 10 minutes) is broken.
-struct DirLock(PathBuf);
+/// never build the same venv (or other shared tool) at once. A stale lock (older than 10
+/// minutes) is broken.
+pub struct DirLock(PathBuf);
 
 impl DirLock {
-    fn acquire(path: PathBuf) -> Result<DirLock, String> {
+    /// Waits (at most 10 minutes) until this process holds the lock at `path`.
+    pub fn acquire(path: PathBuf) -> Result<DirLock, String> {
         let start = Instant::now();
         loop {
             match std::fs::create_dir(&path) {
