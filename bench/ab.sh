@@ -60,7 +60,8 @@ scenario_args() {
 }
 
 : >"$RESULTS"
-SCENARIOS=(queue topic acked 16k latency)
+# SCENARIOS="acked latency" runs only those (all five by default).
+read -r -a SCENARIOS <<<"${SCENARIOS:-queue topic acked 16k latency}"
 log "warm-up (not recorded)"
 for v in base head; do
   "$BENCH" queue --messages 20000 --destination /queue/ab.warm --addr "127.0.0.1:${PORT[$v]}" \
@@ -97,6 +98,8 @@ print(f"base {sys.argv[2]} vs head {sys.argv[3]}; medians of {max(len(v) for v i
 print("| scenario | base µs/msg | head µs/msg | head/base | base msg/s | head msg/s | lost/dup (all runs) |")
 print("|---|---|---|---|---|---|---|")
 for s in ["queue", "topic", "acked", "16k", "latency"]:
+    if not runs[("base", s)] and not runs[("head", s)]:
+        continue  # not in SCENARIOS
     b, h = med("base", s, "cpu_us_per_msg"), med("head", s, "cpu_us_per_msg")
     ratio = f"{h / b:.3f}" if b and h else "–"
     bad = sum(r["lost"] + r["duplicates"] for k in ("base", "head") for r in runs[(k, s)])
