@@ -352,13 +352,7 @@ impl Session {
             Some(store) if persistent => {
                 let bytes: u64 = plan
                     .iter()
-                    .map(|(destination, message)| {
-                        let copies = match destination {
-                            Destination::Queue(_) => 1,
-                            Destination::Topic(topic) => topic.durable_count() as u64,
-                        };
-                        record_size(message) as u64 * copies
-                    })
+                    .map(|(destination, message)| journal_bytes(destination, message))
                     .sum();
                 Some(store.reserve(bytes).map_err(|refused| {
                     client_error(error_code::store_code(&refused), refused.to_string())
@@ -506,8 +500,18 @@ pub(super) fn full_queue_error(destination: &Destination) -> SessionError {
     )
 }
 
+/// About how many bytes `message` takes in the journal once published to `destination`: one
+/// record per queue, one per durable subscription of a topic.
+pub(super) fn journal_bytes(destination: &Destination, message: &Message) -> u64 {
+    let copies = match destination {
+        Destination::Queue(_) => 1,
+        Destination::Topic(topic) => topic.durable_count() as u64,
+    };
+    record_size(message) as u64 * copies
+}
+
 /// About how many bytes a message takes in the journal.
-pub(super) fn record_size(message: &Message) -> usize {
+fn record_size(message: &Message) -> usize {
     let headers: usize = message
         .headers
         .iter()

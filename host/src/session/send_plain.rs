@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::error::{client_error, SessionError};
 use super::error_code;
-use super::handlers::{expiry, full_queue_error, record_size, PreparedSend};
+use super::handlers::{expiry, full_queue_error, journal_bytes, PreparedSend};
 use super::Session;
 use crate::budget::Charge;
 use crate::plugin::PluginMessage;
@@ -111,12 +111,8 @@ impl Session {
         let Some(store) = self.vhost.router.store() else {
             return Ok(None);
         };
-        let copies = match target {
-            Destination::Queue(_) => 1,
-            Destination::Topic(topic) => topic.durable_count() as u64,
-        };
         store
-            .reserve(record_size(message) as u64 * copies)
+            .reserve(journal_bytes(target, message))
             .map(Some)
             .map_err(|refused| client_error(error_code::store_code(&refused), refused.to_string()))
     }
