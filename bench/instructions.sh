@@ -44,6 +44,9 @@ scenario_args() {
     topic) ARGS=(topic --producers 1 --subscribers 4 --messages 20000 --size 128 --destination /topic/in.t) ;;
     queue) ARGS=(queue --producers 4 --consumers 4 --messages 40000 --size 128 --destination /queue/in.q) ;;
     acked) ARGS=(queue --producers 4 --consumers 4 --messages 40000 --size 128 --ack client-individual --destination /queue/in.acked) ;;
+    # One message per wake-up (not in the default set): what a wake-up costs, not a message.
+    latency) ARGS=(latency --rate 500 --seconds 6 --size 128 --destination /queue/in.latency) ;;
+    *) die "unknown scenario $1 (topic, queue, acked, latency)" ;;
   esac
   ARGS+=(--timeout 300 --addr "127.0.0.1:$PORT")
 }

@@ -9,6 +9,7 @@
 #   bench/kernel.sh BASE_REV              # BASE_REV built in target/ab/ (shared with ab.sh)
 #   ROUNDS=3 bench/kernel.sh 09cff79      # median of 3 runs per build and scenario
 #   BASE_BIN=old/plugboard BASE_CONF=old/broker.toml bench/kernel.sh 09cff79
+#   SCENARIOS=latency HEAD_BIN=new/plugboard bench/kernel.sh 09cff79
 #
 # Needs perf with tracepoint access (root, or kernel.perf_event_paranoid <= -1). Prints a table
 # per counter, head/base. Not part of `cargo test`.
@@ -30,12 +31,17 @@ PORT=61636
 listening "$PORT" && die "port $PORT is already taken"
 EVENTS=raw_syscalls:sys_enter,context-switches,cpu-migrations,task-clock
 COUNTERS=(syscalls switches migrations cpu_us)
+# SCENARIOS="latency" runs only those; latency (1000 messages/s, one wake-up per message) is
+# not in the default set: it counts the cost of a wake-up rather than of a message.
+read -r -a SCENARIOS <<<"${SCENARIOS:-topic queue acked}"
 
 scenario_args() {
   case $1 in
     topic) ARGS=(topic --producers 1 --subscribers 4 --messages 100000 --size 128 --destination /topic/in.t) ;;
     queue) ARGS=(queue --producers 4 --consumers 4 --messages 200000 --size 128 --destination /queue/in.q) ;;
     acked) ARGS=(queue --producers 4 --consumers 4 --messages 200000 --size 128 --ack client-individual --destination /queue/in.acked) ;;
+    latency) ARGS=(latency --rate 1000 --seconds 10 --size 128 --destination /queue/in.latency) ;;
+    *) die "unknown scenario $1 (topic, queue, acked, latency)" ;;
   esac
   ARGS+=(--timeout 300 --addr "127.0.0.1:$PORT")
 }
@@ -77,7 +83,7 @@ PY
 }
 
 declare -A RESULT=()
-for s in topic queue acked; do
+for s in "${SCENARIOS[@]}"; do
   for v in base head; do
     runs=()
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -95,7 +101,7 @@ done
 echo "base $BASE_REV vs head $(git -C "$ROOT" rev-parse --short HEAD); per delivered message (perf stat on the broker), median of $ROUNDS"
 echo "| scenario | counter | base | head | head/base |"
 echo "|---|---|---|---|---|"
-for s in topic queue acked; do
+for s in "${SCENARIOS[@]}"; do
   python3 - "$s" "${RESULT[base-$s]}" "${RESULT[head-$s]}" "${COUNTERS[@]}" <<'PY'
 import sys
 s, base, head, names = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4:]
