@@ -32,6 +32,7 @@ pub mod histogram;
 pub mod http;
 pub mod limits;
 pub mod listen;
+pub mod logging;
 pub mod memory;
 pub mod password;
 pub mod plugin;

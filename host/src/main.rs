@@ -196,25 +196,12 @@ fn main() -> anyhow::Result<()> {
         .log_format
         .or(config.as_ref().map(|config| config.log_format))
         .unwrap_or(LogFormat::Text);
-    init_logging(format);
+    plugboard::logging::init(format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async_main(cli, config))
-}
-
-/// Logs to stderr, at `RUST_LOG`'s levels (default `info`), as text or as JSON lines.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-    }
 }
 
 async fn async_main(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {

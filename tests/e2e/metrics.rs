@@ -384,6 +384,11 @@ async fn json_logs_are_one_object_per_line_with_connection_events() {
     assert!(error["fields"]["error"].is_string(), "{error}");
     let closed = find("connection closed");
     assert_eq!(closed["fields"]["reason"], "error", "{closed}");
+    // Every line a session logs names its connection, the same one.
+    for event in [error, closed] {
+        assert_eq!(event["span"], opened["span"], "{event}");
+    }
+    assert_eq!(opened["span"]["name"], "conn", "{opened}");
 }
 
 #[tokio::test]

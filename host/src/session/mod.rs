@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info};
 
 use crate::broker::{Broker, BrokerStats};
 use crate::codec::{encode_frame, Command, Frame, FrameReader, Version};
@@ -72,7 +72,7 @@ pub async fn serve<T: Transport>(
 ) {
     let span =
         tracing::info_span!("conn", n = number, peer = %peer.address, via = peer.listener.as_str());
-    async move {
+    let session = async move {
         broker
             .stats
             .connections_total
@@ -87,9 +87,8 @@ pub async fn serve<T: Transport>(
         open.reason = run(stream, peer, &broker, number, &registered.info, shutdown).await;
         drop(registered);
         info!(reason = open.reason.as_str(), "connection closed");
-    }
-    .instrument(span)
-    .await
+    };
+    crate::logging::in_connection(span, session).await
 }
 
 /// One open connection in [`BrokerStats::connections_open`] and its listener's count, for as
@@ -196,9 +195,12 @@ async fn run<T: Transport>(
         write_timeout: Duration::from_millis(config.limits.write_timeout_ms),
         connection: Some(registered.clone()),
     };
-    let writer = tokio::spawn(
-        writer::run(write_half, outbox.clone(), writer_config, broker.clone()).in_current_span(),
-    );
+    let writer = tokio::spawn(crate::logging::in_current_connection(writer::run(
+        write_half,
+        outbox.clone(),
+        writer_config,
+        broker.clone(),
+    )));
     let receive_deadline = negotiated.expect_every.map(|every| {
         Duration::from_millis((every.as_millis() as f64 * config.heartbeat.grace_factor) as u64)
     });
