@@ -105,6 +105,7 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "scheduled": scheduler(|s| s.stats.scheduled.load(Relaxed)),
             "delivered": scheduler(|s| s.stats.delivered.load(Relaxed)),
             "recovered": scheduler(|s| s.stats.recovered.load(Relaxed)),
+            "retried": scheduler(|s| s.stats.retried.load(Relaxed)),
         },
         // Cluster mode (docs/cluster.md): the edge's NATS connection and what went through it.
         "cluster": broker.vhosts.iter().next().and_then(|v| v.router.cluster()).map(|link| {

@@ -29,7 +29,9 @@
 //!
 //! A due message goes to its queue without waiting when the queue has room; a full queue (or a
 //! topic, whose slow subscribers may hold a publisher up) gets it from a task of its own, so
-//! one full queue never holds up the others' scheduled messages.
+//! one full queue never holds up the others' scheduled messages. In cluster mode a due message
+//! the cluster does not take (NATS unreachable) stays scheduled, journal record and all, and is
+//! tried again with a growing pause ([`Scheduler::retry`]).
 
 use std::cmp::Ordering as Order;
 use std::collections::{BinaryHeap, HashMap};
@@ -50,12 +52,16 @@ use crate::text::shown;
 
 use super::message::{now_ms, Message};
 use super::schedule_headers::{Schedule, ScheduleError};
-use super::{publish, Destination, QUEUE_PREFIX, TOPIC_PREFIX};
+use super::{publish, Destination, Published, QUEUE_PREFIX, TOPIC_PREFIX};
 
 /// Most messages published per turn of the driver before it yields to other tasks.
 pub const BATCH: usize = 1024;
 /// Longest sleep of the driver, in ms.
 pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// The first wait before a due message the cluster did not take is tried again (doubling).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of a due message the cluster did not take.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A message waiting in the scheduler.
 #[derive(Debug)]
@@ -75,6 +81,8 @@ struct Entry {
     owner: Arc<str>,
     /// A redeliver plugin's delay: the token of the message in its queue's deciding set.
     returns: Option<u64>,
+    /// Publishes of this delivery the cluster did not acknowledge (see [`Scheduler::retry`]).
+    attempts: u32,
 }
 
 impl PartialEq for Entry {
@@ -115,6 +123,9 @@ pub struct SchedulerStats {
     pub delivered: AtomicU64,
     /// Scheduled messages read back from the journal at start-up.
     pub recovered: AtomicU64,
+    /// Due messages the cluster did not take (cluster mode: NATS unreachable), kept and tried
+    /// again later.
+    pub retried: AtomicU64,
 }
 
 /// The broker's scheduler.
@@ -253,6 +264,7 @@ impl Scheduler {
             journal,
             owner,
             returns: None,
+            attempts: 0,
         });
         self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
     }
@@ -282,6 +294,7 @@ impl Scheduler {
             journal: 0,
             owner: Arc::from(""),
             returns: Some(token),
+            attempts: 0,
         });
         drop(state);
         if earliest.is_none_or(|at| due < at) {
@@ -312,9 +325,9 @@ impl Scheduler {
     }
 
     /// Pops the messages due at `now` (at most `max`). Returns what to deliver now and when
-    /// the next one is due. A repeating message leaves the heap until its delivery is
-    /// published ([`Scheduler::delivered`] puts it back for the next one); it stays counted
-    /// against its principal meanwhile.
+    /// the next one is due. A message leaves the heap until its delivery is published
+    /// ([`Scheduler::delivered`] then puts a repeating one back for the next delivery); it
+    /// stays counted against its principal meanwhile.
     fn take_due(&self, now: u64, max: usize) -> (Vec<Due>, Option<u64>) {
         let mut state = self.lock();
         let mut due = Vec::new();
@@ -324,26 +337,16 @@ impl Scheduler {
                 due.push(Due {
                     target: entry.target,
                     message: entry.message,
-                    settle: 0,
-                    next: None,
+                    entry: None,
                     returns: Some(token),
                 });
                 continue;
             }
             let message = self.copy_for(&entry);
-            let target = entry.target.clone();
-            let settle = entry.journal;
-            let next = if entry.repeats_left == 0 {
-                release(&mut state, &entry.owner);
-                None
-            } else {
-                Some(entry)
-            };
             due.push(Due {
-                target,
+                target: entry.target.clone(),
                 message,
-                settle,
-                next,
+                entry: Some(entry),
                 returns: None,
             });
         }
@@ -351,17 +354,21 @@ impl Scheduler {
         (due, next)
     }
 
-    /// A due message was published: its scheduled record is settled, or, when repeats are
-    /// left, replaced by the record of the next one in the same journal batch (so a crash
-    /// leaves either the old record, delivered once more after a restart, or the new one:
-    /// never both, never neither), and the message goes back into the heap.
-    fn delivered(&self, settle: u64, next: Option<Entry>, now: u64) {
-        let Some(entry) = next else {
+    /// A due message was published: its scheduled record is settled and its principal's place
+    /// freed, or, when repeats are left, the record is replaced by the record of the next one
+    /// in the same journal batch (so a crash leaves either the old record, delivered once more
+    /// after a restart, or the new one: never both, never neither), and the message goes back
+    /// into the heap.
+    fn delivered(&self, entry: Entry, now: u64) {
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        let settle = entry.journal;
+        if entry.repeats_left == 0 {
             if let Some(store) = self.store.as_ref().filter(|_| settle != 0) {
                 store.settle(settle);
             }
+            release(&mut self.lock(), &entry.owner);
             return;
-        };
+        }
         let after = entry.due.saturating_add(entry.period_ms);
         let fields = ScheduledFields {
             deliver_at: if after > now {
@@ -393,6 +400,33 @@ impl Scheduler {
         );
         drop(state);
         if earliest.is_none_or(|at| fields.deliver_at < at) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A due message the cluster did not take (cluster mode, NATS unreachable or not answering
+    /// within `publish_timeout_ms`): it goes back into the heap, the same delivery with the
+    /// same `message-id` (JetStream drops a second copy of one it did store after all), tried
+    /// again after 1 s, doubling up to [`RETRY_MAX`]. Its journal record and its principal's
+    /// place stay, so a receipted scheduled message is never lost to an outage.
+    fn retry(&self, mut entry: Entry, now: u64) {
+        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+        let delay = RETRY_FIRST
+            .saturating_mul(1 << entry.attempts.min(16))
+            .min(RETRY_MAX);
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.due = now.saturating_add(delay.as_millis() as u64);
+        if entry.attempts == 1 {
+            tracing::warn!(destination = %shown(target_name(&entry.target)), "scheduled message due but the cluster did not take it: kept, tried again");
+        }
+        let mut state = self.lock();
+        let earliest = state.heap.peek().map(|e| e.due);
+        entry.seq = state.next_seq;
+        state.next_seq += 1;
+        let due = entry.due;
+        state.heap.push(entry);
+        drop(state);
+        if earliest.is_none_or(|at| due < at) {
             self.wake.notify_one();
         }
     }
@@ -449,26 +483,38 @@ impl Scheduler {
         let Due {
             target,
             message,
-            settle,
-            next,
+            entry,
             returns,
         } = due;
-        if let (Some(token), Destination::Queue(queue)) = (returns, &target) {
-            queue.resolve(token, super::Resolution::Redeliver);
+        let Some(entry) = entry else {
+            if let (Some(token), Destination::Queue(queue)) = (returns, &target) {
+                queue.resolve(token, super::Resolution::Redeliver);
+            }
             return;
-        }
-        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        };
         if let Destination::Queue(queue) = &target {
-            if poll_once(queue.publish(message.clone())).is_some() {
-                self.delivered(settle, next, now_ms());
+            if let Some(published) = poll_once(queue.publish(message.clone())) {
+                self.published(published, entry);
                 return;
             }
         }
         let scheduler = self.clone();
         tokio::spawn(async move {
-            publish(&target, message, patience).await;
-            scheduler.delivered(settle, next, now_ms());
+            let published = publish(&target, message, patience).await;
+            scheduler.published(published, entry);
         });
+    }
+
+    /// What became of a due message's publish: delivered (into its queue, or dropped or
+    /// refused there by the queue's own overflow policy, as a SEND would be), or not taken by
+    /// the cluster and tried again.
+    fn published(&self, published: Published, entry: Entry) {
+        match published {
+            Published::Unavailable => self.retry(entry, now_ms()),
+            Published::Queued | Published::Dropped | Published::Rejected => {
+                self.delivered(entry, now_ms())
+            }
+        }
     }
 }
 
@@ -476,10 +522,9 @@ impl Scheduler {
 struct Due {
     target: Destination,
     message: Arc<Message>,
-    /// The scheduled record to settle (or replace) once it is published (0: none).
-    settle: u64,
-    /// A repeating message's entry, to go back into the heap for its next delivery.
-    next: Option<Entry>,
+    /// Its entry: settled, put back for the next repeat, or retried, once published (`None`
+    /// for a redeliver plugin's delay).
+    entry: Option<Entry>,
     /// A redeliver plugin's delay that is over: the message's token in its queue.
     returns: Option<u64>,
 }

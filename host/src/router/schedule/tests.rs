@@ -100,9 +100,16 @@ fn caps_refuse_past_the_principal_and_global_limits() {
     assert_eq!(s.len(), 8, "a refused plan takes nothing");
     // A COMMIT schedules what its SENDs were admitted with.
     s.schedule(plan(1), at(10), "alice", false).unwrap();
-    // Delivered messages free their places.
+    // Delivered messages free their places once published.
     let (due, _) = s.take_due(10, BATCH);
     assert_eq!(due.len(), 9);
+    assert!(
+        s.check_room("alice", 1).is_err(),
+        "taken but not yet published"
+    );
+    for due in due {
+        s.delivered(due.entry.unwrap(), 10);
+    }
     s.check_room("alice", 4).unwrap();
 }
 
@@ -131,7 +138,7 @@ fn repeat_n_gives_n_plus_one_deliveries_a_period_apart_with_their_own_ids() {
         due.message.write_id(&mut id);
         ids.push(String::from_utf8_lossy(&id).into_owned());
         // Published: the next repeat goes back in.
-        s.delivered(due.settle, due.next, now);
+        s.delivered(due.entry.unwrap(), now);
         assert_eq!(s.take_due(now, BATCH).0.len(), 0, "none early after {now}");
     }
     assert_eq!(ids, ["p-7", "p.r1-7", "p.r2-7"]);
@@ -159,7 +166,7 @@ fn a_repeat_missed_while_down_comes_a_period_after_now_not_in_a_burst() {
     assert_eq!(due.len(), 1);
     assert_eq!(next, None, "out of the heap until published");
     let due = due.pop().unwrap();
-    s.delivered(due.settle, due.next, 5000);
+    s.delivered(due.entry.unwrap(), 5000);
     assert_eq!(s.take_due(5000, BATCH).1, Some(5100));
 }
 
@@ -208,4 +215,69 @@ async fn a_full_queue_gets_its_message_later_without_holding_up_the_driver() {
     assert_eq!(other.depth(), 1, "the other queue got its message at once");
     assert_eq!(full.depth(), 1, "the full queue waits for room");
     full.delete();
+}
+
+#[test]
+fn a_due_message_the_cluster_did_not_take_is_kept_and_tried_again_later() {
+    let s = scheduler();
+    let q = queue();
+    let schedule = Schedule {
+        deliver_at: 1000,
+        period_ms: 100,
+        repeat: 1,
+    };
+    s.schedule(
+        vec![(Destination::Queue(q.clone()), message(3))],
+        schedule,
+        "alice",
+        true,
+    )
+    .unwrap();
+    s.schedule(
+        vec![(Destination::Queue(q), message(4))],
+        at(1000),
+        "alice",
+        true,
+    )
+    .unwrap();
+    let id_of = |due: &Due| {
+        let mut id = bytes::BytesMut::new();
+        due.message.write_id(&mut id);
+        String::from_utf8_lossy(&id).into_owned()
+    };
+    let now = now_ms();
+    let (due, _) = s.take_due(1000, BATCH);
+    let first_ids: Vec<String> = due.iter().map(id_of).collect();
+    for due in due {
+        s.published(Published::Unavailable, due.entry.unwrap());
+    }
+    assert_eq!(s.stats.retried.load(Ordering::Relaxed), 2);
+    assert_eq!(s.stats.delivered.load(Ordering::Relaxed), 0);
+    assert_eq!(s.len(), 2, "both back in the heap");
+    assert!(
+        s.check_room("alice", 3).is_err(),
+        "still counted against alice"
+    );
+    // Not before a second has passed, then the same deliveries with the same ids.
+    let (due, next) = s.take_due(now, BATCH);
+    assert!(due.is_empty());
+    assert!(next.unwrap() >= now + 1000, "{next:?}");
+    let (due, _) = s.take_due(now + 60_000, BATCH);
+    assert_eq!(due.iter().map(id_of).collect::<Vec<_>>(), first_ids);
+    // Refused again: the pause doubles.
+    let later = now_ms();
+    for due in due {
+        s.published(Published::Unavailable, due.entry.unwrap());
+    }
+    let (due, next) = s.take_due(later + 1999, BATCH);
+    assert!(due.is_empty(), "two seconds the second time");
+    assert!(next.unwrap() >= later + 2000);
+    // Taken at last: the single one is gone, the repeating one comes back for its repeat.
+    let (due, _) = s.take_due(later + 60_000, BATCH);
+    for due in due {
+        s.published(Published::Queued, due.entry.unwrap());
+    }
+    assert_eq!(s.stats.delivered.load(Ordering::Relaxed), 2);
+    assert_eq!(s.len(), 1, "the repeat");
+    s.check_room("alice", 3).unwrap();
 }
