@@ -21,7 +21,9 @@
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
 pub mod config;
+pub mod durable;
 pub mod queue;
+pub mod reply;
 pub mod subject;
 pub mod topic;
 pub mod wire;
@@ -50,6 +52,8 @@ pub struct Cluster {
     jetstream: jetstream::Context,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    /// This edge's id, random per start (names its temporary queues: [`reply`]).
+    edge: Arc<str>,
 }
 
 /// What the edge did through the cluster (every vhost together), for `GET /status`.
@@ -132,6 +136,7 @@ impl Cluster {
             jetstream,
             config: Arc::new(config.clone()),
             stats: Arc::default(),
+            edge: reply::new_edge_id()?,
         })
     }
 
@@ -171,6 +176,8 @@ impl Cluster {
             stream,
             config: self.config.clone(),
             stats: self.stats.clone(),
+            edge: self.edge.clone(),
+            durables: tokio::sync::OnceCell::new(),
         }))
     }
 }
@@ -184,6 +191,11 @@ pub struct VhostLink {
     stream: jetstream::stream::Stream,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    /// This edge's id (see [`reply`]).
+    edge: Arc<str>,
+    /// The topic stream and lease bucket of the durable subscriptions, made on first use
+    /// ([`durable`]).
+    durables: tokio::sync::OnceCell<Arc<durable::DurableStore>>,
 }
 
 impl std::fmt::Debug for VhostLink {

@@ -98,18 +98,23 @@ pub async fn run_inbound(
                 continue;
             }
         };
-        let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
-        let message = Arc::new(Message {
-            props: Props::recovered(&parts.headers),
-            destination: parts.destination,
-            headers: parts.headers,
-            body: parts.body,
-            id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
-            id_seq: parts.id_seq,
-            expires_at: parts.expires_at,
-            persistent: parts.persistent,
-            charge: budget.charge(size),
-        });
+        let message = Arc::new(message_from(parts, &budget));
         vhost.router.deliver_from_cluster(message, patience).await;
+    }
+}
+
+/// The router's message for one decoded from the wire, charged to `budget`.
+pub(super) fn message_from(parts: wire::WireMessage, budget: &Arc<crate::budget::MemoryBudget>) -> Message {
+    let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
+    Message {
+        props: Props::recovered(&parts.headers),
+        destination: parts.destination,
+        headers: parts.headers,
+        body: parts.body,
+        id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
+        id_seq: parts.id_seq,
+        expires_at: parts.expires_at,
+        persistent: parts.persistent,
+        charge: budget.charge(size),
     }
 }

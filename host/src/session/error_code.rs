@@ -242,6 +242,7 @@ pub fn subscribe_code(err: &SubscribeError) -> ErrorCode {
         | SubscribeError::DurablePatternNotCovered(..) => ErrorCode::PermissionSubscribe,
         SubscribeError::DurableActive(_) => ErrorCode::DestinationDurableActive,
         SubscribeError::TooManyDurables(..) => ErrorCode::LimitDurables,
+        SubscribeError::ClusterUnavailable(..) => ErrorCode::ClusterUnavailable,
     }
 }
 
@@ -251,6 +252,7 @@ pub fn durable_code(err: &DurableError) -> ErrorCode {
         DurableError::Unknown(_) => ErrorCode::DestinationUnknownDurable,
         DurableError::Active(_) => ErrorCode::DestinationDurableActive,
         DurableError::NotPermitted(..) => ErrorCode::PermissionSubscribe,
+        DurableError::ClusterUnavailable(..) => ErrorCode::ClusterUnavailable,
     }
 }
 
