@@ -113,8 +113,14 @@ async fn cluster_durable_subscription_resumes_on_another_edge_with_one_subscribe
     assert_eq!(bodies(&mut alice_a, 1).await, ["m1"]);
     alice_a.disconnect().await;
 
-    // Published while nobody is attached, on both edges: kept for it.
-    publisher.send_r(&topic, "m2").await;
+    // Published while nobody is attached, on both edges: kept for it (a persistent one is
+    // receipted once the topic stream stored it).
+    let stored = answer(
+        &mut publisher,
+        send_frame(&topic, &[("persistent", "true")], "m2"),
+    )
+    .await;
+    assert!(stored.is("RECEIPT"), "{stored:?}");
     let mut publisher_a = login(&a, "bob", "pub-a").await;
     publisher_a.send_r(&topic, "m3").await;
 

@@ -1,10 +1,11 @@
 //! Durable topic subscriptions in cluster mode, resumable on any edge.
 //!
-//! Every topic message is published on its core subject `CLUSTER.VHOST.t.TOKEN`
-//! ([`super::topic`]); the vhost's interest stream `CLUSTER_VHOST_topics` takes those subjects
-//! (made by the first durable subscription of the vhost), so JetStream keeps a topic's message
-//! for as long as one durable subscription on it has not acked it, and stores nothing for a
-//! topic without one. Each durable subscription is one durable pull consumer of that stream,
+//! Every topic message is published on its subject `CLUSTER.VHOST.t.TOKEN` ([`super::topic`]);
+//! the vhost's interest stream `CLUSTER_VHOST_topics` takes those subjects (made when the vhost
+//! joins), so JetStream keeps a topic's message for as long as one durable subscription on it
+//! has not acked it, and stores nothing for a topic without one. A persistent message is
+//! published through JetStream (its SEND acknowledged once stored), a non-persistent one as a
+//! core message the stream takes when it reaches it. Each durable subscription is one durable pull consumer of that stream,
 //! named by the token of its router key (`durable:OWNER/CLIENT/NAME`, see
 //! [`crate::router::DurableKey`]): distinct keys never share a consumer. Its topic and owner
 //! are in the consumer's metadata; it starts with the messages published after it was made.
@@ -82,7 +83,22 @@ pub struct ClaimRequest<'a> {
 }
 
 impl VhostLink {
-    /// The topic stream and the lease bucket, made by the first durable subscription.
+    /// Makes (or finds) the topic stream and the lease bucket.
+    pub(super) async fn open_durables(&self) -> anyhow::Result<()> {
+        self.durables
+            .get_or_try_init(|| async { DurableStore::open(self).await.map(Arc::new) })
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "making JetStream stream {} and bucket {}: {err}",
+                    self.names.topic_stream(),
+                    self.names.lease_bucket()
+                )
+            })
+    }
+
+    /// The topic stream and the lease bucket (made again if that failed at join).
     async fn durable_store(&self) -> Result<&Arc<DurableStore>, DurableRefusal> {
         self.durables
             .get_or_try_init(|| async { DurableStore::open(self).await.map(Arc::new) })
@@ -153,7 +169,11 @@ impl DurableStore {
         };
         let leases = match link.jetstream.create_key_value(bucket).await {
             Ok(store) => store,
-            Err(_) => link.jetstream.get_key_value(link.names.lease_bucket()).await?,
+            Err(_) => {
+                link.jetstream
+                    .get_key_value(link.names.lease_bucket())
+                    .await?
+            }
         };
         Ok(DurableStore { stream, leases })
     }
@@ -348,7 +368,10 @@ impl DurableSource {
     /// UNSUBSCRIBE with the durable name of an attached subscription: the subscription is
     /// removed when its subscriber detaches, still under its lease.
     pub fn remove_on_detach(&self) {
-        self.lease.inner.remove_consumer.store(true, Ordering::Release);
+        self.lease
+            .inner
+            .remove_consumer
+            .store(true, Ordering::Release);
     }
 }
 

@@ -140,7 +140,8 @@ impl Cluster {
         })
     }
 
-    /// The link of virtual host `vhost`: its queue stream made (or found) on the cluster.
+    /// The link of virtual host `vhost`: its queue stream, topic stream and lease bucket made
+    /// (or found) on the cluster.
     pub async fn vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
         let names = Names::new(&self.config.name, vhost);
         let stream_config = jetstream::stream::Config {
@@ -169,7 +170,7 @@ impl Cluster {
             )
         })?
         .with_context(|| format!("making JetStream stream {}", names.stream()))?;
-        Ok(Arc::new(VhostLink {
+        let link = Arc::new(VhostLink {
             names,
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),
@@ -178,7 +179,20 @@ impl Cluster {
             stats: self.stats.clone(),
             edge: self.edge.clone(),
             durables: tokio::sync::OnceCell::new(),
-        }))
+        });
+        // The topic stream too: persistent topic messages are published into it from the
+        // start, so that a durable subscription made on any edge gets them.
+        tokio::time::timeout(self.config.connect_timeout(), link.open_durables())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "JetStream did not make the topic stream {} and bucket {} within {} ms",
+                    link.names.topic_stream(),
+                    link.names.lease_bucket(),
+                    self.config.connect_timeout_ms
+                )
+            })??;
+        Ok(link)
     }
 }
 
@@ -193,8 +207,8 @@ pub struct VhostLink {
     stats: Arc<ClusterStats>,
     /// This edge's id (see [`reply`]).
     edge: Arc<str>,
-    /// The topic stream and lease bucket of the durable subscriptions, made on first use
-    /// ([`durable`]).
+    /// The topic stream and lease bucket of the durable subscriptions ([`durable`]), made when
+    /// the vhost joins.
     durables: tokio::sync::OnceCell<Arc<durable::DurableStore>>,
 }
 
@@ -216,6 +230,7 @@ impl VhostLink {
     pub fn topic(self: &Arc<Self>, destination: &[u8]) -> Arc<RemoteTopic> {
         Arc::new(RemoteTopic::new(
             self.client.clone(),
+            Some(self.jetstream.clone()),
             self.names.topic_subject(destination),
             self.config.publish_timeout(),
         ))

@@ -40,7 +40,9 @@ fn edge_of(name: &[u8]) -> Option<&str> {
     let rest = name.strip_prefix(REPLY_QUEUE_PREFIX)?;
     let id = rest.get(..EDGE_ID_LEN)?;
     if rest.get(EDGE_ID_LEN) != Some(&b'.')
-        || !id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || !id
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
     {
         return None;
     }
@@ -62,6 +64,7 @@ impl VhostLink {
         }
         Some(Arc::new(RemoteTopic::new(
             self.client.clone(),
+            None,
             self.names.reply_subject(edge),
             self.config.publish_timeout(),
         )))

@@ -138,8 +138,8 @@ impl Router {
     /// names of this edge or of none.
     pub(super) fn cluster_reply(&self, name: &Bytes) -> Option<Arc<Topic>> {
         let remote = self.cluster.as_ref()?.reply_target(name)?;
-        let topic = Topic::new(name.clone(), self.settings.flow.slow_consumer_policy)
-            .with_remote(remote);
+        let topic =
+            Topic::new(name.clone(), self.settings.flow.slow_consumer_policy).with_remote(remote);
         Some(Arc::new(topic))
     }
 

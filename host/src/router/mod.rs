@@ -257,10 +257,10 @@ pub async fn publish(
 ) -> Published {
     match destination {
         Destination::Queue(queue) => queue.publish(message).await,
-        Destination::Topic(topic) => {
-            topic.publish(&message, patience).await;
-            Published::Queued
-        }
+        Destination::Topic(topic) => match topic.publish(&message, patience).await {
+            true => Published::Queued,
+            false => Published::Unavailable,
+        },
     }
 }
 
