@@ -33,6 +33,9 @@ use super::{RemoteQueue, Storage, VhostLink, DUPLICATE_WINDOW};
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often the holder renews a lease.
 pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// The shortest `inactive_threshold` given to JetStream: a subscriber whose window is full
+/// pulls nothing for a while, and must not lose its subscription meanwhile.
+const MIN_INACTIVE: Duration = Duration::from_secs(60);
 /// Consumer metadata: the topic (hex of its bytes).
 const META_TOPIC: &str = "plugboard-topic";
 /// Consumer metadata: the owning principal (hex of its name).
@@ -78,7 +81,8 @@ pub struct ClaimRequest<'a> {
     pub may_read: &'a (dyn Fn(&[u8]) -> bool + Sync),
     /// `durable.max_per_principal`.
     pub max_per_owner: usize,
-    /// `durable.expire_after_ms` as JetStream's `inactive_threshold` (zero: never).
+    /// `durable.expire_after_ms` as JetStream's `inactive_threshold` (zero: never; at least
+    /// [`MIN_INACTIVE`] otherwise).
     pub expire_after: Duration,
 }
 
@@ -323,7 +327,10 @@ fn consumer_config(link: &VhostLink, name: &str, request: &ClaimRequest<'_>) -> 
         ack_wait: link.config.ack_wait(),
         max_ack_pending: i64::from(link.config.max_ack_pending),
         max_deliver: -1,
-        inactive_threshold: request.expire_after,
+        inactive_threshold: match request.expire_after {
+            Duration::ZERO => Duration::ZERO,
+            after => after.max(MIN_INACTIVE),
+        },
         metadata,
         ..Default::default()
     }

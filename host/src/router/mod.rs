@@ -1245,6 +1245,8 @@ impl Router {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wildcard_tests;
