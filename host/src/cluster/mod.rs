@@ -4,7 +4,9 @@
 //!
 //! Each edge is a whole STOMP broker (listeners, plugins, limits, sessions) that keeps no state
 //! another edge needs: the router delegates `/queue/` and `/topic/` traffic to this module, the
-//! rest (temporary queues, durable subscriptions, scheduled delivery) stays on the edge.
+//! rest (temporary queues, durable subscriptions to wildcard patterns, scheduled delivery)
+//! stays on the edge. Durable subscriptions to plain topics live in the cluster
+//! ([`durable`]); replies to a temporary queue reach its edge from any other ([`reply`]).
 //!
 //! | STOMP | NATS | |
 //! |---|---|---|
@@ -15,6 +17,8 @@
 //! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
 //! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
 //! | topic subscribers | each edge subscribes to `CLUSTER.VHOST.t.>` and fans out locally | wildcard subscriptions match on the edge |
+//! | durable subscription to `/topic/NAME` | a durable pull consumer of the interest stream `CLUSTER_VHOST_topics` on `CLUSTER.VHOST.t.>`, its attachment a lease in the bucket `CLUSTER_VHOST_durables` | resumable on any edge; a persistent topic SEND is receipted once stored |
+//! | SEND to another edge's `/reply-queue/EDGE....` | core NATS publish to `CLUSTER.VHOST.r.EDGE` | at most once |
 //!
 //! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload

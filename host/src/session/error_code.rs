@@ -174,7 +174,8 @@ error_codes! {
     LimitReauthRate = "limit.reauth-rate",
     /// Cluster mode: the NATS JetStream cluster did not acknowledge the message within
     /// `[cluster] publish_timeout_ms` (NATS unreachable, no stream leader, or it refused it);
-    /// the message may or may not have been stored.
+    /// the message may or may not have been stored. Also a durable subscription that could
+    /// not be claimed or removed because JetStream did not answer.
     ClusterUnavailable = "cluster.unavailable",
 }
 
