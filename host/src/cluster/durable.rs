@@ -82,7 +82,7 @@ pub struct ClaimRequest<'a> {
     /// `durable.max_per_principal`.
     pub max_per_owner: usize,
     /// `durable.expire_after_ms` as JetStream's `inactive_threshold` (zero: never; at least
-    /// [`MIN_INACTIVE`] otherwise).
+    /// a minute otherwise).
     pub expire_after: Duration,
 }
 
@@ -111,7 +111,7 @@ impl VhostLink {
     }
 
     /// Claims a durable subscription for one subscriber of this edge (see
-    /// [`DurableStore::claim`]); the [`RemoteQueue`] to attach it through.
+    /// `DurableStore::claim`); the [`RemoteQueue`] to attach it through.
     pub async fn claim_durable(
         self: &Arc<Self>,
         request: &ClaimRequest<'_>,
@@ -124,7 +124,7 @@ impl VhostLink {
         )))
     }
 
-    /// Removes a durable subscription (see [`DurableStore::remove`]).
+    /// Removes a durable subscription (see `DurableStore::remove`).
     pub async fn remove_durable(
         &self,
         queue_name: &[u8],
