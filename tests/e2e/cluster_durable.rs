@@ -23,8 +23,13 @@ fn target_dir() -> PathBuf {
 
 /// An edge in cluster `name` on `nats`'s first node, with users alice and bob.
 fn edge(nats: &NatsCluster, name: &str) -> Edge {
+    edge_with(nats, name, "")
+}
+
+/// [`edge`] with `extra` `[cluster]` settings.
+fn edge_with(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
     let toml = format!(
-        "[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        "[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n{extra}\n",
         nats.nodes[0].url()
     );
     Launch::config_text(
@@ -194,6 +199,74 @@ async fn cluster_durable_subscription_resumes_on_another_edge_with_one_subscribe
         Some("destination.unknown-durable"),
         "{after:?}"
     );
+}
+
+#[tokio::test]
+async fn cluster_durable_subscription_of_a_killed_edge_is_resumed_elsewhere_with_what_it_held() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_killed_edge") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = unique("k").replace('_', "-");
+    let mut a = edge_with(&nats, &name, "ack_wait_ms = 1500");
+    let b = edge_with(&nats, &name, "ack_wait_ms = 1500");
+    let topic = format!("/topic/{}", unique("jobs"));
+
+    let mut holder = login(&a, "alice", "app").await;
+    let made = answer(&mut holder, durable_subscribe("s", &topic, "worker")).await;
+    assert!(made.is("RECEIPT"), "{made:?}");
+    let mut publisher = login(&b, "bob", "pub").await;
+    for i in 0..3 {
+        let stored = answer(
+            &mut publisher,
+            send_frame(&topic, &[("persistent", "true")], &format!("job-{i}")),
+        )
+        .await;
+        assert!(stored.is("RECEIPT"), "{stored:?}");
+    }
+    for _ in 0..3 {
+        let m = holder.recv_within(ACROSS).await;
+        assert!(m.is("MESSAGE"), "{m:?}");
+    }
+    a.kill_hard();
+
+    // The dead edge's lease holds the subscription until it lapses (15 s, renewed every 5 s).
+    let mut early = login(&b, "alice", "app").await;
+    let refused = answer(&mut early, durable_subscribe("s", &topic, "worker")).await;
+    assert_eq!(
+        refused.get("error-code"),
+        Some("destination.durable-active"),
+        "{refused:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut resumed = loop {
+        let mut c = login(&b, "alice", "app").await;
+        let f = answer(&mut c, durable_subscribe("s", &topic, "worker")).await;
+        if f.is("RECEIPT") {
+            break c;
+        }
+        assert_eq!(
+            f.get("error-code"),
+            Some("destination.durable-active"),
+            "{f:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the dead edge's lease never lapsed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = resumed.recv_within(ACROSS).await;
+        assert!(m.is("MESSAGE"), "{m:?}");
+        assert_eq!(m.get("redelivered"), Some("true"), "{m:?}");
+        got.push(m.body_str().to_string());
+        resumed.ack(&m).await;
+    }
+    got.sort();
+    assert_eq!(got, ["job-0", "job-1", "job-2"]);
+    resumed.expect_silence(Duration::from_secs(2)).await;
 }
 
 #[tokio::test]

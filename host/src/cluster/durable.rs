@@ -33,6 +33,10 @@ use super::{RemoteQueue, Storage, VhostLink, DUPLICATE_WINDOW};
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How often the holder renews a lease.
 pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long a lease found taken is tried again before the subscription counts as attached.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+/// How often it is tried meanwhile.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
 /// The shortest `inactive_threshold` given to JetStream: a subscriber whose window is full
 /// pulls nothing for a while, and must not lose its subscription meanwhile.
 const MIN_INACTIVE: Duration = Duration::from_secs(60);
@@ -117,11 +121,7 @@ impl VhostLink {
         request: &ClaimRequest<'_>,
     ) -> Result<Arc<RemoteQueue>, DurableRefusal> {
         let source = self.durable_store().await?.claim(self, request).await?;
-        Ok(Arc::new(RemoteQueue::for_durable(
-            self.clone(),
-            request.queue_name,
-            source,
-        )))
+        Ok(Arc::new(RemoteQueue::for_durable(self.clone(), source)))
     }
 
     /// Removes a durable subscription (see `DurableStore::remove`).
@@ -251,19 +251,31 @@ impl DurableStore {
         Ok(())
     }
 
-    /// Takes the attachment lease of consumer `name`; `Active` while another holds it.
+    /// Takes the attachment lease of consumer `name`; `Active` while another holds it. A
+    /// lease found taken is tried again for up to [`RELEASE_GRACE`]: a subscriber that just
+    /// left (on this edge or another) gives its lease up a moment later.
     async fn lease(&self, name: &str) -> Result<Lease, DurableRefusal> {
-        match self.leases.create(name, Bytes::new()).await {
-            Ok(revision) => Ok(Lease::hold(
-                self.leases.clone(),
-                self.stream.clone(),
-                name.to_string(),
-                revision,
-            )),
-            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                Err(DurableRefusal::Active)
+        let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
+        loop {
+            match self.leases.create(name, Bytes::new()).await {
+                Ok(revision) => {
+                    return Ok(Lease::hold(
+                        self.leases.clone(),
+                        self.stream.clone(),
+                        name.to_string(),
+                        revision,
+                    ))
+                }
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(DurableRefusal::Active);
+                    }
+                    tokio::time::sleep(RELEASE_POLL).await;
+                }
+                Err(err) => {
+                    return Err(unavailable("taking the durable subscription's lease", err))
+                }
             }
-            Err(err) => Err(unavailable("taking the durable subscription's lease", err)),
         }
     }
 
@@ -356,6 +368,11 @@ impl DurableSource {
     /// The consumer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The consumer's filter: its topic's subject.
+    pub fn subject(&self) -> &str {
+        &self.config.filter_subject
     }
 
     /// The durable consumer to pull from (made again as it was if it went meanwhile).

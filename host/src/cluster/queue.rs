@@ -68,13 +68,9 @@ impl RemoteQueue {
 
     /// The side of a durable topic subscription claimed as `source` (see [`super::durable`]):
     /// its subscriber pulls from the subscription's own consumer of the topic stream.
-    pub(super) fn for_durable(
-        link: Arc<VhostLink>,
-        queue_name: &[u8],
-        source: Arc<DurableSource>,
-    ) -> RemoteQueue {
+    pub(super) fn for_durable(link: Arc<VhostLink>, source: Arc<DurableSource>) -> RemoteQueue {
         RemoteQueue {
-            subject: link.names.topic_subject(queue_name).into(),
+            subject: source.subject().to_string().into(),
             consumer: source.name().to_string(),
             link,
             durable: Some(source),
