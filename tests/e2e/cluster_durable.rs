@@ -336,3 +336,47 @@ async fn cluster_reply_from_another_edge_reaches_the_temp_queue_only_its_owner_r
     let second = requester.recv_within(ACROSS).await;
     assert_eq!(second.body_str(), "still noon", "{second:?}");
 }
+
+#[tokio::test]
+async fn cluster_persistent_topic_send_and_durable_subscribe_fail_in_time_without_nats() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_without_nats") else {
+        return;
+    };
+    let mut nats = NatsCluster::start(&bin, 1);
+    let name = unique("u").replace('_', "-");
+    let e = edge_with(&nats, &name, "publish_timeout_ms = 1000");
+    let topic = format!("/topic/{}", unique("outage"));
+    let mut local = login(&e, "alice", "local").await;
+    local.subscribe("s", &topic, "auto").await;
+
+    nats.kill(0);
+    // Not kept for the durable subscriptions: the sender is told; this edge's own live
+    // subscribers still get it.
+    let mut p = login(&e, "bob", "pub").await;
+    let error = answer(
+        &mut p,
+        send_frame(&topic, &[("persistent", "true")], "not stored"),
+    )
+    .await;
+    assert_eq!(
+        error.get("error-code"),
+        Some("cluster.unavailable"),
+        "{error:?}"
+    );
+    let m = local.recv_within(ACROSS).await;
+    assert!(m.is("MESSAGE"), "{m:?}");
+    assert_eq!(m.body_str(), "not stored");
+    // A non-persistent one is not held up.
+    let mut q = login(&e, "bob", "pub2").await;
+    let receipt = answer(&mut q, send_frame(&topic, &[], "live only")).await;
+    assert!(receipt.is("RECEIPT"), "{receipt:?}");
+
+    // A durable subscription cannot be claimed meanwhile.
+    let mut d = login(&e, "alice", "app").await;
+    let refused = answer(&mut d, durable_subscribe("s", &topic, "reader")).await;
+    assert_eq!(
+        refused.get("error-code"),
+        Some("cluster.unavailable"),
+        "{refused:?}"
+    );
+}
