@@ -267,6 +267,13 @@ async fn cluster_durable_subscription_of_a_killed_edge_is_resumed_elsewhere_with
     got.sort();
     assert_eq!(got, ["job-0", "job-1", "job-2"]);
     resumed.expect_silence(Duration::from_secs(2)).await;
+    // The same id again on its connection is a duplicate, as on one node.
+    let duplicate = answer(&mut resumed, durable_subscribe("s", &topic, "worker")).await;
+    assert_eq!(
+        duplicate.get("error-code"),
+        Some("protocol.duplicate-subscription"),
+        "{duplicate:?}"
+    );
 }
 
 #[tokio::test]

@@ -109,11 +109,19 @@ impl Session {
         // Cluster mode: a durable subscription to a plain topic is claimed in the cluster.
         let router = &self.vhost.router;
         let claimed = match &durable {
-            Some(key) if router.durable_in_cluster(key, &parsed.destination) => Some(
-                router
-                    .claim_cluster_durable(key, &parsed.destination, &self.principal)
-                    .await?,
-            ),
+            Some(key) if router.durable_in_cluster(key, &parsed.destination) => {
+                // A duplicate id is refused as such, before the cluster is asked.
+                let table_key = table_key(parsed.wire_id.as_ref(), &parsed.destination);
+                if self.conn.by_wire_id(&table_key).is_some() {
+                    let name = parsed.wire_id.as_ref().unwrap_or(&parsed.destination);
+                    return Err(SubscribeError::DuplicateId(shown(name)).into());
+                }
+                Some(
+                    router
+                        .claim_cluster_durable(key, &parsed.destination, &self.principal)
+                        .await?,
+                )
+            }
             _ => None,
         };
         let request = SubscribeRequest {
