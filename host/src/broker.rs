@@ -136,6 +136,10 @@ impl Broker {
                 subscriber,
                 patience,
             ));
+            let replies = crate::cluster::reply::subscribe_inbound(&link)
+                .await
+                .context("cluster mode: subscribing to the replies to this edge")?;
+            tokio::spawn(crate::cluster::reply::run_inbound(vhost.clone(), replies));
         }
         Ok(broker)
     }

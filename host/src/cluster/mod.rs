@@ -4,7 +4,9 @@
 //!
 //! Each edge is a whole STOMP broker (listeners, plugins, limits, sessions) that keeps no state
 //! another edge needs: the router delegates `/queue/` and `/topic/` traffic to this module, the
-//! rest (temporary queues, durable subscriptions, scheduled delivery) stays on the edge.
+//! rest (temporary queues, durable subscriptions to wildcard patterns, scheduled delivery)
+//! stays on the edge. Durable subscriptions to plain topics live in the cluster
+//! ([`durable`]); replies to a temporary queue reach its edge from any other ([`reply`]).
 //!
 //! | STOMP | NATS | |
 //! |---|---|---|
@@ -15,13 +17,17 @@
 //! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
 //! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
 //! | topic subscribers | each edge subscribes to `CLUSTER.VHOST.t.>` and fans out locally | wildcard subscriptions match on the edge |
+//! | durable subscription to `/topic/NAME` | a durable pull consumer of the interest stream `CLUSTER_VHOST_topics` on `CLUSTER.VHOST.t.>`, its attachment a lease in the bucket `CLUSTER_VHOST_durables` | resumable on any edge; a persistent topic SEND is receipted once stored |
+//! | SEND to another edge's `/reply-queue/EDGE....` | core NATS publish to `CLUSTER.VHOST.r.EDGE` | at most once |
 //!
 //! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
 pub mod config;
+pub mod durable;
 pub mod queue;
+pub mod reply;
 pub mod subject;
 pub mod topic;
 pub mod wire;
@@ -50,6 +56,8 @@ pub struct Cluster {
     jetstream: jetstream::Context,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    /// This edge's id, random per start (names its temporary queues: [`reply`]).
+    edge: Arc<str>,
 }
 
 /// What the edge did through the cluster (every vhost together), for `GET /status`.
@@ -132,10 +140,12 @@ impl Cluster {
             jetstream,
             config: Arc::new(config.clone()),
             stats: Arc::default(),
+            edge: reply::new_edge_id()?,
         })
     }
 
-    /// The link of virtual host `vhost`: its queue stream made (or found) on the cluster.
+    /// The link of virtual host `vhost`: its queue stream, topic stream and lease bucket made
+    /// (or found) on the cluster.
     pub async fn vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
         let names = Names::new(&self.config.name, vhost);
         let stream_config = jetstream::stream::Config {
@@ -164,14 +174,29 @@ impl Cluster {
             )
         })?
         .with_context(|| format!("making JetStream stream {}", names.stream()))?;
-        Ok(Arc::new(VhostLink {
+        let link = Arc::new(VhostLink {
             names,
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),
             stream,
             config: self.config.clone(),
             stats: self.stats.clone(),
-        }))
+            edge: self.edge.clone(),
+            durables: tokio::sync::OnceCell::new(),
+        });
+        // The topic stream too: persistent topic messages are published into it from the
+        // start, so that a durable subscription made on any edge gets them.
+        tokio::time::timeout(self.config.connect_timeout(), link.open_durables())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "JetStream did not make the topic stream {} and bucket {} within {} ms",
+                    link.names.topic_stream(),
+                    link.names.lease_bucket(),
+                    self.config.connect_timeout_ms
+                )
+            })??;
+        Ok(link)
     }
 }
 
@@ -184,6 +209,11 @@ pub struct VhostLink {
     stream: jetstream::stream::Stream,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    /// This edge's id (see [`reply`]).
+    edge: Arc<str>,
+    /// The topic stream and lease bucket of the durable subscriptions ([`durable`]), made when
+    /// the vhost joins.
+    durables: tokio::sync::OnceCell<Arc<durable::DurableStore>>,
 }
 
 impl std::fmt::Debug for VhostLink {
@@ -204,6 +234,7 @@ impl VhostLink {
     pub fn topic(self: &Arc<Self>, destination: &[u8]) -> Arc<RemoteTopic> {
         Arc::new(RemoteTopic::new(
             self.client.clone(),
+            Some(self.jetstream.clone()),
             self.names.topic_subject(destination),
             self.config.publish_timeout(),
         ))

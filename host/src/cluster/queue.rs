@@ -24,6 +24,7 @@ use crate::router::{
     AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Subscription,
 };
 
+use super::durable::DurableSource;
 use super::wire;
 use super::VhostLink;
 
@@ -43,6 +44,8 @@ pub struct RemoteQueue {
     link: Arc<VhostLink>,
     subject: async_nats::Subject,
     consumer: String,
+    /// A durable topic subscription's consumer instead of the queue's (never published to).
+    durable: Option<Arc<DurableSource>>,
 }
 
 impl std::fmt::Debug for RemoteQueue {
@@ -59,7 +62,24 @@ impl RemoteQueue {
             subject: link.names.queue_subject(destination).into(),
             consumer: link.names.queue_consumer(destination),
             link,
+            durable: None,
         }
+    }
+
+    /// The side of a durable topic subscription claimed as `source` (see [`super::durable`]):
+    /// its subscriber pulls from the subscription's own consumer of the topic stream.
+    pub(super) fn for_durable(link: Arc<VhostLink>, source: Arc<DurableSource>) -> RemoteQueue {
+        RemoteQueue {
+            subject: source.subject().to_string().into(),
+            consumer: source.name().to_string(),
+            link,
+            durable: Some(source),
+        }
+    }
+
+    /// A durable topic subscription's claim, for one.
+    pub fn durable(&self) -> Option<&Arc<DurableSource>> {
+        self.durable.as_ref()
     }
 
     /// Publishes `message` into the queue's stream: true once JetStream acknowledged it
@@ -155,6 +175,7 @@ impl RemoteQueue {
             room: Notify::new(),
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
+            durable: self.durable.clone(),
         })
     }
 }
@@ -183,6 +204,8 @@ pub struct RemoteConsumer {
     stopped: AtomicBool,
     /// Wakes the pull loop when the subscription ends.
     stop: Notify,
+    /// A durable topic subscription's claim: pulled from its consumer, released at stop.
+    durable: Option<Arc<DurableSource>>,
 }
 
 impl std::fmt::Debug for RemoteConsumer {
@@ -210,6 +233,9 @@ impl RemoteConsumer {
         let held: Vec<Held> = self.lock().drain(..).collect();
         self.count(held.len(), AckKind::Nak(None));
         settle_later(with_kind(held, AckKind::Nak(None)));
+        if let Some(durable) = &self.durable {
+            durable.detach();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Held>> {
@@ -349,12 +375,16 @@ impl RemoteConsumer {
                 max_deliver: -1,
                 ..Default::default()
             };
-            match self
-                .link
-                .stream
-                .get_or_create_consumer(&self.name, wanted)
-                .await
-            {
+            let made = match &self.durable {
+                Some(durable) => durable.consumer().await,
+                None => self
+                    .link
+                    .stream
+                    .get_or_create_consumer(&self.name, wanted)
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            match made {
                 Ok(consumer) => return Some(consumer),
                 Err(err) => {
                     tracing::warn!(consumer = %self.name, error = %err, "cluster: cannot get the queue's consumer; retrying");

@@ -96,6 +96,8 @@ pub struct Names {
     prefix: String,
     /// The vhost's work-queue stream.
     stream: String,
+    /// `CLUSTER_VHOST`: the start of the vhost's stream and bucket names.
+    base: String,
 }
 
 impl Names {
@@ -105,6 +107,7 @@ impl Names {
         Names {
             prefix: format!("{cluster}.{vhost}"),
             stream: format!("{cluster}_{vhost}_queues"),
+            base: format!("{cluster}_{vhost}"),
         }
     }
 
@@ -136,6 +139,30 @@ impl Names {
     /// What an edge subscribes to for the vhost's topics: `CLUSTER.VHOST.t.>`.
     pub fn topic_wildcard(&self) -> String {
         format!("{}.t.>", self.prefix)
+    }
+
+    /// The interest stream on the topic subjects, holding messages for the durable
+    /// subscriptions: `CLUSTER_VHOST_topics`.
+    pub fn topic_stream(&self) -> String {
+        format!("{}_topics", self.base)
+    }
+
+    /// The key-value bucket of the durable subscriptions' attachment leases:
+    /// `CLUSTER_VHOST_durables`.
+    pub fn lease_bucket(&self) -> String {
+        format!("{}_durables", self.base)
+    }
+
+    /// The durable consumer of a durable subscription whose router queue name is `queue`
+    /// (`durable:OWNER/CLIENT/NAME`, itself escaped without collisions): its token.
+    pub fn durable_consumer(&self, queue: &[u8]) -> String {
+        token(queue)
+    }
+
+    /// The core subject edge `edge` takes the replies to its temporary queues on:
+    /// `CLUSTER.VHOST.r.EDGE`.
+    pub fn reply_subject(&self, edge: &str) -> String {
+        format!("{}.r.{edge}", self.prefix)
     }
 }
 
@@ -194,6 +221,13 @@ mod tests {
         );
         assert_eq!(names.topic_subject(b"/topic/x"), "pb._2F.t._2Ftopic_2Fx");
         assert_eq!(names.topic_wildcard(), "pb._2F.t.>");
+        assert_eq!(names.topic_stream(), "pb__2F_topics");
+        assert_eq!(names.lease_bucket(), "pb__2F_durables");
+        assert_eq!(
+            names.durable_consumer(b"durable:alice/app/orders"),
+            "durable_3Aalice_2Fapp_2Forders"
+        );
+        assert_eq!(names.reply_subject("0a1b"), "pb._2F.r.0a1b");
     }
 
     proptest! {

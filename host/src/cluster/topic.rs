@@ -1,11 +1,16 @@
-//! A `/topic/` in cluster mode: a SEND is published on the topic's core NATS subject (nothing
-//! is stored: at most once, to the subscribers live at that moment) besides being delivered to
-//! the edge's own subscribers; each edge takes every topic message of its vhosts
-//! ([`run_inbound`]) and fans it out to its own subscribers, wildcard ones included.
+//! A `/topic/` in cluster mode: a SEND is published on the topic's NATS subject besides being
+//! delivered to the edge's own subscribers; each edge takes every topic message of its vhosts
+//! ([`run_inbound`]) and fans it out to its own subscribers, wildcard ones included (at most
+//! once, to the subscribers live at that moment). The vhost's topic stream takes the same
+//! subjects for the durable subscriptions ([`super::durable`]): a persistent message is
+//! published through JetStream and its SEND acknowledged once stored, a non-persistent one as a
+//! core message (kept for the durable subscriptions when it reaches the stream).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::router::{Message, Props};
@@ -16,8 +21,11 @@ use super::{wire, VhostLink};
 /// The cluster side of one topic: where its SENDs go besides the local subscribers.
 pub struct RemoteTopic {
     client: async_nats::Client,
+    /// For a topic (not a reply stand-in): persistent messages are published through
+    /// JetStream, acknowledged once the topic stream kept them for its durable subscriptions.
+    jetstream: Option<jetstream::Context>,
     subject: async_nats::Subject,
-    /// How long a publish may wait for room in the client's buffer (NATS unreachable).
+    /// How long a publish may wait (for room in the client's buffer, or for JetStream's ack).
     timeout: Duration,
 }
 
@@ -32,20 +40,24 @@ impl std::fmt::Debug for RemoteTopic {
 impl RemoteTopic {
     pub(super) fn new(
         client: async_nats::Client,
+        jetstream: Option<jetstream::Context>,
         subject: String,
         timeout: Duration,
     ) -> RemoteTopic {
         RemoteTopic {
             client,
+            jetstream,
             subject: subject.into(),
             timeout,
         }
     }
 
-    /// Publishes `message` to the other edges (at most once; while NATS is unreachable the
+    /// Publishes `message` to the other edges, at most once (while NATS is unreachable the
     /// client buffers a little; once its buffer is full a publisher waits at most
-    /// `publish_timeout_ms`, then the message is dropped for the other edges, logged).
-    pub async fn publish(&self, message: &Message) {
+    /// `publish_timeout_ms`, then the message is dropped for the other edges, logged). A
+    /// persistent message of a topic goes through JetStream: false when the topic stream did
+    /// not acknowledge it within `publish_timeout_ms` (it may or may not have been stored).
+    pub async fn publish(&self, message: &Message) -> bool {
         let payload = wire::encode(
             &message.destination,
             &message.headers,
@@ -55,6 +67,9 @@ impl RemoteTopic {
             message.expires_at,
             message.persistent,
         );
+        if let (true, Some(jetstream)) = (message.persistent, &self.jetstream) {
+            return self.store(jetstream, message, payload).await;
+        }
         let published = tokio::time::timeout(
             self.timeout,
             self.client.publish(self.subject.clone(), payload),
@@ -69,8 +84,60 @@ impl RemoteTopic {
                 tracing::debug!(subject = %self.subject, "cluster: topic message not published to the other edges in time");
             }
         }
+        true
+    }
+
+    /// Publishes through JetStream until the topic stream acknowledges (the live subscribers
+    /// on the other edges get it as any topic message), trying again with the same
+    /// `Nats-Msg-Id` while the failure passes, for at most `publish_timeout_ms`.
+    async fn store(
+        &self,
+        jetstream: &jetstream::Context,
+        message: &Message,
+        payload: Bytes,
+    ) -> bool {
+        let mut id = BytesMut::new();
+        message.write_id(&mut id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            String::from_utf8_lossy(&id).as_ref(),
+        );
+        let attempts = async {
+            let mut backoff = RETRY_FIRST;
+            loop {
+                let attempt = async {
+                    jetstream
+                        .publish_with_headers(
+                            self.subject.clone(),
+                            headers.clone(),
+                            payload.clone(),
+                        )
+                        .await?
+                        .await
+                };
+                match attempt.await {
+                    Ok(_ack) => return,
+                    Err(err) => {
+                        tracing::debug!(subject = %self.subject, error = %err, "cluster: persistent topic message not acknowledged; trying again");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        };
+        let stored = tokio::time::timeout(self.timeout, attempts).await.is_ok();
+        if !stored {
+            tracing::warn!(subject = %self.subject, "cluster: the topic stream did not acknowledge a persistent message in time");
+        }
+        stored
     }
 }
+
+/// The first pause before a persistent topic publish is tried again (doubling).
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// The longest pause between two attempts.
+const RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// This edge's subscription to every topic message of a vhost, in place on the server (flushed)
 /// when this returns, so a message another edge publishes from then on reaches this edge.
@@ -98,18 +165,26 @@ pub async fn run_inbound(
                 continue;
             }
         };
-        let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
-        let message = Arc::new(Message {
-            props: Props::recovered(&parts.headers),
-            destination: parts.destination,
-            headers: parts.headers,
-            body: parts.body,
-            id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
-            id_seq: parts.id_seq,
-            expires_at: parts.expires_at,
-            persistent: parts.persistent,
-            charge: budget.charge(size),
-        });
+        let message = Arc::new(message_from(parts, &budget));
         vhost.router.deliver_from_cluster(message, patience).await;
+    }
+}
+
+/// The router's message for one decoded from the wire, charged to `budget`.
+pub(super) fn message_from(
+    parts: wire::WireMessage,
+    budget: &Arc<crate::budget::MemoryBudget>,
+) -> Message {
+    let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
+    Message {
+        props: Props::recovered(&parts.headers),
+        destination: parts.destination,
+        headers: parts.headers,
+        body: parts.body,
+        id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
+        id_seq: parts.id_seq,
+        expires_at: parts.expires_at,
+        persistent: parts.persistent,
+        charge: budget.charge(size),
     }
 }

@@ -3,16 +3,29 @@
 //! objects it makes carry their cluster side, so the per-message path asks one question (is
 //! there a remote side?) that the destination answered when it was made. Topic messages from
 //! the other edges come in through [`Router::deliver_from_cluster`].
+//!
+//! Durable subscriptions to plain topics live in the cluster too ([`crate::cluster::durable`]):
+//! [`Router::claim_cluster_durable`] claims one (async, before the session's
+//! [`Router::prepare_cluster_durable`]) with the checks the edge-local ones have, and
+//! [`Router::remove_cluster_durable`] removes one. Durable subscriptions to wildcard patterns
+//! stay on their edge. A `/reply-queue/` of another edge is reached through
+//! [`crate::cluster::reply`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cluster::durable::{ClaimRequest, DurableRefusal};
 use crate::cluster::VhostLink;
+use crate::plugin::Principal;
+use crate::text::shown;
 
-use super::wildcard::wildcard_name;
-use super::{Message, Queue, Router, Topic};
+use super::wildcard::{may_read_all, wildcard_name};
+use super::{
+    Destination, DurableError, DurableKey, Message, Queue, Router, SubscribeError, Subscription,
+    Topic, TOPIC_PREFIX,
+};
 
 impl Router {
     /// Cluster mode: from now on this router's `/queue/`s and `/topic/`s live in the cluster
@@ -24,6 +37,110 @@ impl Router {
     /// The cluster link, in cluster mode.
     pub fn cluster(&self) -> Option<&Arc<VhostLink>> {
         self.cluster.as_ref()
+    }
+
+    /// Whether a durable subscription `key` to `destination` lives in the cluster: in cluster
+    /// mode, on a plain topic (one on a wildcard pattern stays on the edge, as does one this
+    /// edge already holds from before, which moves as an edge-local one).
+    pub fn durable_in_cluster(&self, key: &DurableKey, destination: &[u8]) -> bool {
+        self.cluster.is_some()
+            && destination.starts_with(TOPIC_PREFIX)
+            && wildcard_name(destination).is_none()
+            && self.existing_queue(&key.queue_name()).is_none()
+    }
+
+    /// Claims durable subscription `key` on `topic` in the cluster for one subscriber of this
+    /// edge, as [`Router::prepare_subscription`] claims an edge-local one: refused while a
+    /// subscriber on any edge has it, moved (emptied) from another topic only when `principal`
+    /// may read that one, made within `durable.max_per_principal`. The queue to attach.
+    pub async fn claim_cluster_durable(
+        &self,
+        key: &DurableKey,
+        topic: &Bytes,
+        principal: &Principal,
+    ) -> Result<Arc<Queue>, SubscribeError> {
+        let Some(link) = &self.cluster else {
+            return Err(SubscribeError::ClusterUnavailable(
+                key.describe(),
+                "not in cluster mode".into(),
+            ));
+        };
+        let queue_name = key.queue_name();
+        let may_read = |old: &[u8]| may_read_all(principal, old);
+        let request = ClaimRequest {
+            queue_name: &queue_name,
+            owner: &key.owner,
+            topic,
+            may_read: &may_read,
+            max_per_owner: self.settings.durable.max_per_principal,
+            expire_after: Duration::from_millis(self.settings.durable.expire_after_ms),
+        };
+        let remote = link
+            .claim_durable(&request)
+            .await
+            .map_err(|refusal| match refusal {
+                DurableRefusal::Active => SubscribeError::DurableActive(key.describe()),
+                DurableRefusal::OtherTopic(old) => {
+                    SubscribeError::DurableMoveRefused(key.describe(), shown(&old))
+                }
+                DurableRefusal::TooMany(max) => {
+                    SubscribeError::TooManyDurables(key.owner.clone(), max)
+                }
+                other => SubscribeError::ClusterUnavailable(key.describe(), other.to_string()),
+            })?;
+        let queue = Queue::new(queue_name, self.queue_limits())
+            .with_remote(remote)
+            .charged_to(self.budget.clone());
+        Ok(Arc::new(queue))
+    }
+
+    /// Removes durable subscription `key` from the cluster with what it holds: refused while a
+    /// subscriber on any edge has it, and unless `principal` may read its topic.
+    pub async fn remove_cluster_durable(
+        &self,
+        key: &DurableKey,
+        principal: &Principal,
+    ) -> Result<(), DurableError> {
+        let Some(link) = &self.cluster else {
+            return Err(DurableError::Unknown(key.describe()));
+        };
+        let may_read = |topic: &[u8]| may_read_all(principal, topic);
+        link.remove_durable(&key.queue_name(), &may_read)
+            .await
+            .map_err(|refusal| match refusal {
+                DurableRefusal::Active => DurableError::Active(key.describe()),
+                DurableRefusal::Unknown => DurableError::Unknown(key.describe()),
+                DurableRefusal::NotPermitted(topic) => {
+                    DurableError::NotPermitted(key.describe(), shown(&topic))
+                }
+                other => DurableError::ClusterUnavailable(key.describe(), other.to_string()),
+            })
+    }
+
+    /// Before `subscription` detaches for an UNSUBSCRIBE naming its durable subscription: a
+    /// cluster one is removed as its subscriber leaves, still holding it (true); false for
+    /// anything else.
+    pub fn remove_on_detach(&self, subscription: &Subscription) -> bool {
+        let Destination::Queue(queue) = &subscription.source else {
+            return false;
+        };
+        match queue.remote().and_then(|remote| remote.durable()) {
+            Some(durable) => {
+                durable.remove_on_detach();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A stand-in for another edge's temporary queue `name` (a `/reply-queue/` name carrying
+    /// that edge's id): a SEND to it is published to that edge. `None` single-node, and for
+    /// names of this edge or of none.
+    pub(super) fn cluster_reply(&self, name: &Bytes) -> Option<Arc<Topic>> {
+        let remote = self.cluster.as_ref()?.reply_target(name)?;
+        let topic =
+            Topic::new(name.clone(), self.settings.flow.slow_consumer_policy).with_remote(remote);
+        Some(Arc::new(topic))
     }
 
     /// A topic nobody on this edge subscribes to by name, for one SEND in cluster mode: it

@@ -186,6 +186,10 @@ pub enum SubscribeError {
     /// read: the principal and the pattern (as [`shown`]).
     #[error("'{0}' may not make a durable subscription to '{1}': its read rights do not cover every topic the pattern can match")]
     DurablePatternNotCovered(String, String),
+    /// Cluster mode: JetStream did not answer or refused while the durable subscription was
+    /// claimed: the subscription ([`DurableKey::describe`]) and the reason.
+    #[error("durable subscription {0}: the cluster is unavailable ({1})")]
+    ClusterUnavailable(String, String),
 }
 
 /// Why a durable subscription could not be removed.
@@ -204,6 +208,10 @@ pub enum DurableError {
     /// ([`DurableKey::describe`]) and the topic (as [`shown`]).
     #[error("durable subscription {0} is on topic '{1}', which this login may not read")]
     NotPermitted(String, String),
+    /// Cluster mode: JetStream did not answer or refused: the subscription
+    /// ([`DurableKey::describe`]) and the reason.
+    #[error("durable subscription {0}: the cluster is unavailable ({1})")]
+    ClusterUnavailable(String, String),
 }
 
 /// Checks that `destination` names something a client may address.
@@ -249,10 +257,10 @@ pub async fn publish(
 ) -> Published {
     match destination {
         Destination::Queue(queue) => queue.publish(message).await,
-        Destination::Topic(topic) => {
-            topic.publish(&message, patience).await;
-            Published::Queued
-        }
+        Destination::Topic(topic) => match topic.publish(&message, patience).await {
+            true => Published::Queued,
+            false => Published::Unavailable,
+        },
     }
 }
 
@@ -545,7 +553,11 @@ impl Router {
             Kind::TempQueue => return Ok(Some(Destination::Queue(self.temp_queue(conn, name)?.1))),
             Kind::ReplyQueue => match self.existing_queue(name) {
                 Some(queue) => Destination::Queue(queue),
-                None => return Ok(None),
+                // Cluster mode: another edge's temporary queue, reached through NATS.
+                None => match self.cluster_reply(name) {
+                    Some(topic) => Destination::Topic(topic),
+                    None => return Ok(None),
+                },
             },
         };
         conn.remember(name, &found);
@@ -581,6 +593,11 @@ impl Router {
         }
         let mut global = BytesMut::new();
         global.extend_from_slice(REPLY_QUEUE_PREFIX);
+        if let Some(link) = &self.cluster {
+            // Which edge holds it, for the replies sent on the others.
+            global.extend_from_slice(link.edge_id().as_bytes());
+            global.extend_from_slice(b".");
+        }
         global.extend_from_slice(conn.id.as_bytes());
         global.extend_from_slice(b".");
         global.extend_from_slice(&local[TEMP_QUEUE_PREFIX.len()..]);
@@ -603,6 +620,26 @@ impl Router {
         conn: &mut Connection,
         request: SubscribeRequest<'_>,
     ) -> Result<PreparedSubscription, SubscribeError> {
+        self.prepare_with(conn, request, None)
+    }
+
+    /// [`prepare_subscription`](Self::prepare_subscription) of a durable subscription claimed
+    /// in the cluster ([`Router::claim_cluster_durable`]): `queue` is its side.
+    pub fn prepare_cluster_durable(
+        &self,
+        conn: &mut Connection,
+        request: SubscribeRequest<'_>,
+        queue: Arc<Queue>,
+    ) -> Result<PreparedSubscription, SubscribeError> {
+        self.prepare_with(conn, request, Some(queue))
+    }
+
+    fn prepare_with(
+        &self,
+        conn: &mut Connection,
+        request: SubscribeRequest<'_>,
+        claimed: Option<Arc<Queue>>,
+    ) -> Result<PreparedSubscription, SubscribeError> {
         let table_key = table_key(request.wire_id.as_ref(), &request.destination);
         if conn.by_wire_id.contains_key(&table_key) {
             let name = request.wire_id.as_ref().unwrap_or(&request.destination);
@@ -611,14 +648,15 @@ impl Router {
         let name = &request.destination;
         let mut claim = Claim(None);
         let topic_rights = self.pattern_rights(&request)?;
-        let source = match classify(name)? {
-            Kind::Queue => Destination::Queue(self.queue_for(conn, name)?),
-            Kind::TempQueue => Destination::Queue(self.temp_queue(conn, name)?.1),
-            Kind::ReplyQueue => Destination::Queue(
+        let source = match (classify(name)?, claimed) {
+            (Kind::Topic, Some(claimed)) => Destination::Queue(claimed),
+            (Kind::Queue, _) => Destination::Queue(self.queue_for(conn, name)?),
+            (Kind::TempQueue, _) => Destination::Queue(self.temp_queue(conn, name)?.1),
+            (Kind::ReplyQueue, _) => Destination::Queue(
                 conn.owns_reply_queue(name)
                     .ok_or_else(|| SubscribeError::NotOwner(shown(name)))?,
             ),
-            Kind::Topic => {
+            (Kind::Topic, None) => {
                 let topic = self.topic_for(conn, name)?;
                 match &request.durable {
                     Some(key) => {
@@ -1206,6 +1244,8 @@ impl Router {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -325,7 +325,8 @@ pub enum Published {
     /// its producer is told.
     Rejected,
     /// Cluster mode: JetStream did not acknowledge it within `[cluster] publish_timeout_ms`
-    /// (it may or may not be stored): its producer is told.
+    /// (it may or may not be stored; for a persistent topic message: in the topic stream):
+    /// its producer is told.
     Unavailable,
 }
 

@@ -244,12 +244,16 @@ impl Topic {
     /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
     /// policy, and is not waited for again until it drains.
     /// Then the same for every matching pattern topic (wildcard subscriptions). In cluster
-    /// mode the other edges get it first (through NATS).
-    pub async fn publish(&self, message: &Arc<Message>, patience: Duration) {
-        if let Some(remote) = &self.remote {
-            remote.publish(message).await;
-        }
+    /// mode the other edges get it first (through NATS); false when the cluster did not
+    /// store a persistent message for the durable subscriptions in time (the local
+    /// subscribers still get it).
+    pub async fn publish(&self, message: &Arc<Message>, patience: Duration) -> bool {
+        let stored = match &self.remote {
+            Some(remote) => remote.publish(message).await,
+            None => true,
+        };
         self.publish_local(message, patience).await;
+        stored
     }
 
     /// [`publish`](Self::publish) to this edge's subscribers only (a message from another

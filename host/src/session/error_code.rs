@@ -174,7 +174,8 @@ error_codes! {
     LimitReauthRate = "limit.reauth-rate",
     /// Cluster mode: the NATS JetStream cluster did not acknowledge the message within
     /// `[cluster] publish_timeout_ms` (NATS unreachable, no stream leader, or it refused it);
-    /// the message may or may not have been stored.
+    /// the message may or may not have been stored. Also a durable subscription that could
+    /// not be claimed or removed because JetStream did not answer.
     ClusterUnavailable = "cluster.unavailable",
 }
 
@@ -242,6 +243,7 @@ pub fn subscribe_code(err: &SubscribeError) -> ErrorCode {
         | SubscribeError::DurablePatternNotCovered(..) => ErrorCode::PermissionSubscribe,
         SubscribeError::DurableActive(_) => ErrorCode::DestinationDurableActive,
         SubscribeError::TooManyDurables(..) => ErrorCode::LimitDurables,
+        SubscribeError::ClusterUnavailable(..) => ErrorCode::ClusterUnavailable,
     }
 }
 
@@ -251,6 +253,7 @@ pub fn durable_code(err: &DurableError) -> ErrorCode {
         DurableError::Unknown(_) => ErrorCode::DestinationUnknownDurable,
         DurableError::Active(_) => ErrorCode::DestinationDurableActive,
         DurableError::NotPermitted(..) => ErrorCode::PermissionSubscribe,
+        DurableError::ClusterUnavailable(..) => ErrorCode::ClusterUnavailable,
     }
 }
 

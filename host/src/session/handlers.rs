@@ -137,7 +137,11 @@ impl Session {
                 subscribe.await?;
                 return Ok(Flow::Continue);
             }
-            Command::Unsubscribe => self.on_unsubscribe(&frame)?,
+            Command::Unsubscribe => {
+                // Async only for a durable subscription removed from the cluster.
+                let unsubscribe: RareFuture<'_> = Box::pin(self.on_unsubscribe(&frame));
+                unsubscribe.await?
+            }
             Command::Ack => self.on_ack(&frame, false)?,
             Command::Nack => {
                 if self.version == Version::V1_0 {

@@ -106,6 +106,24 @@ impl Session {
         let durable = parsed
             .durable
             .map(|name| self.durable_key(name, parsed.wire_id.as_ref()));
+        // Cluster mode: a durable subscription to a plain topic is claimed in the cluster.
+        let router = &self.vhost.router;
+        let claimed = match &durable {
+            Some(key) if router.durable_in_cluster(key, &parsed.destination) => {
+                // A duplicate id is refused as such, before the cluster is asked.
+                let table_key = table_key(parsed.wire_id.as_ref(), &parsed.destination);
+                if self.conn.by_wire_id(&table_key).is_some() {
+                    let name = parsed.wire_id.as_ref().unwrap_or(&parsed.destination);
+                    return Err(SubscribeError::DuplicateId(shown(name)).into());
+                }
+                Some(
+                    router
+                        .claim_cluster_durable(key, &parsed.destination, &self.principal)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         let request = SubscribeRequest {
             wire_id: parsed.wire_id,
             destination: parsed.destination,
@@ -117,10 +135,11 @@ impl Session {
             outbox: self.outbox.clone(),
             filter,
         };
-        let prepared = self
-            .vhost
-            .router
-            .prepare_subscription(&mut self.conn, request)?;
+        let router = &self.vhost.router;
+        let prepared = match claimed {
+            Some(queue) => router.prepare_cluster_durable(&mut self.conn, request, queue)?,
+            None => router.prepare_subscription(&mut self.conn, request)?,
+        };
         // The RECEIPT goes out before the subscription can receive anything (and, like every
         // RECEIPT, after what earlier frames journaled is durable).
         if let Some(receipt) = receipt {
@@ -246,8 +265,7 @@ impl Session {
         }
     }
 
-    #[inline(never)] // rare beside SEND and ACK: kept out of `dispatch` (see `RareFuture`)
-    pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+    pub(super) async fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let durable = durable_name_header(frame);
         // ActiveMQ style: remove a durable subscription by name without being subscribed.
         if let Some(DurableName::Named(name)) = &durable {
@@ -256,7 +274,14 @@ impl Session {
                 .is_some_and(|id| self.conn.by_wire_id(id).is_some());
             if !attached {
                 let key = self.durable_key(DurableName::Named(name.clone()), None);
-                self.vhost.router.remove_durable(&key, &self.principal)?;
+                let router = &self.vhost.router;
+                match router.remove_durable(&key, &self.principal) {
+                    // Cluster mode: not on this edge, so in the cluster if anywhere.
+                    Err(DurableError::Unknown(_)) if router.cluster().is_some() => {
+                        router.remove_cluster_durable(&key, &self.principal).await?
+                    }
+                    other => other?,
+                }
                 return Ok(());
             }
         }
@@ -296,6 +321,12 @@ impl Session {
                 ))
             }
         };
+        if durable.is_some() {
+            // A cluster durable subscription is removed as its subscriber leaves.
+            if let Some(subscription) = self.conn.subscription(key) {
+                self.vhost.router.remove_on_detach(subscription);
+            }
+        }
         let detached = self.vhost.router.unsubscribe(&mut self.conn, key);
         // Without a durable header UNSUBSCRIBE only detaches: the subscription keeps
         // collecting messages until it is removed this way.

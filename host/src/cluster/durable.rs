@@ -1,0 +1,555 @@
+//! Durable topic subscriptions in cluster mode, resumable on any edge.
+//!
+//! Every topic message is published on its subject `CLUSTER.VHOST.t.TOKEN` ([`super::topic`]);
+//! the vhost's interest stream `CLUSTER_VHOST_topics` takes those subjects (made when the vhost
+//! joins), so JetStream keeps a topic's message for as long as one durable subscription on it
+//! has not acked it, and stores nothing for a topic without one. A persistent message is
+//! published through JetStream (its SEND acknowledged once stored), a non-persistent one as a
+//! core message the stream takes when it reaches it. Each durable subscription is one durable pull consumer of that stream,
+//! named by the token of its router key (`durable:OWNER/CLIENT/NAME`, see
+//! [`crate::router::DurableKey`]): distinct keys never share a consumer. Its topic and owner
+//! are in the consumer's metadata; it starts with the messages published after it was made.
+//!
+//! Which edge has a subscriber attached is a lease in the key-value bucket
+//! `CLUSTER_VHOST_durables` (key: the consumer's name): taken with a create (refused while
+//! another edge holds it), renewed every [`LEASE_RENEW`], deleted when the subscriber leaves;
+//! an edge that dies loses it after [`LEASE_TTL`] (the bucket's `max_age`). Creating, moving
+//! and removing a durable subscription happen under its lease, so they take turns across edges
+//! as they do on one node.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use super::{RemoteQueue, Storage, VhostLink, DUPLICATE_WINDOW};
+
+/// How long an attachment lease lives without renewal: after an edge dies, its durable
+/// subscriptions can be attached elsewhere after at most this long.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often the holder renews a lease.
+pub const LEASE_RENEW: Duration = Duration::from_secs(5);
+/// How long a lease found taken is tried again before the subscription counts as attached.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+/// How often it is tried meanwhile.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+/// The shortest `inactive_threshold` given to JetStream: a subscriber whose window is full
+/// pulls nothing for a while, and must not lose its subscription meanwhile.
+const MIN_INACTIVE: Duration = Duration::from_secs(60);
+/// Consumer metadata: the topic (hex of its bytes).
+const META_TOPIC: &str = "plugboard-topic";
+/// Consumer metadata: the owning principal (hex of its name).
+const META_OWNER: &str = "plugboard-owner";
+
+/// Why a durable subscription could not be claimed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableRefusal {
+    /// Another subscriber (on this edge or another) holds it.
+    #[error("attached elsewhere")]
+    Active,
+    /// It is on another topic, which the principal may not read: the topic.
+    #[error("on another topic")]
+    OtherTopic(Bytes),
+    /// The principal has this many durable subscriptions already.
+    #[error("too many")]
+    TooMany(usize),
+    /// No durable subscription has this key.
+    #[error("unknown")]
+    Unknown,
+    /// Its topic is one the principal may not read: the topic.
+    #[error("not permitted")]
+    NotPermitted(Bytes),
+    /// JetStream did not answer, or refused.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> DurableRefusal {
+    DurableRefusal::Unavailable(format!("{what}: {err}"))
+}
+
+/// What a durable SUBSCRIBE asks of the cluster.
+pub struct ClaimRequest<'a> {
+    /// The router's name of the subscription (`durable:OWNER/CLIENT/NAME`).
+    pub queue_name: &'a [u8],
+    /// The principal's name.
+    pub owner: &'a str,
+    /// The topic subscribed to (`/topic/...`, no wildcard).
+    pub topic: &'a [u8],
+    /// Whether the principal may read every message of a topic (to move the subscription
+    /// away from its old topic).
+    pub may_read: &'a (dyn Fn(&[u8]) -> bool + Sync),
+    /// `durable.max_per_principal`.
+    pub max_per_owner: usize,
+    /// `durable.expire_after_ms` as JetStream's `inactive_threshold` (zero: never; at least
+    /// a minute otherwise).
+    pub expire_after: Duration,
+}
+
+impl VhostLink {
+    /// Makes (or finds) the topic stream and the lease bucket.
+    pub(super) async fn open_durables(&self) -> anyhow::Result<()> {
+        self.durables
+            .get_or_try_init(|| async { DurableStore::open(self).await.map(Arc::new) })
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                anyhow::anyhow!(
+                    "making JetStream stream {} and bucket {}: {err}",
+                    self.names.topic_stream(),
+                    self.names.lease_bucket()
+                )
+            })
+    }
+
+    /// The topic stream and the lease bucket (made again if that failed at join).
+    async fn durable_store(&self) -> Result<&Arc<DurableStore>, DurableRefusal> {
+        self.durables
+            .get_or_try_init(|| async { DurableStore::open(self).await.map(Arc::new) })
+            .await
+            .map_err(|err| unavailable("making the topic stream", err))
+    }
+
+    /// Claims a durable subscription for one subscriber of this edge (see
+    /// `DurableStore::claim`); the [`RemoteQueue`] to attach it through.
+    pub async fn claim_durable(
+        self: &Arc<Self>,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Arc<RemoteQueue>, DurableRefusal> {
+        let source = self.durable_store().await?.claim(self, request).await?;
+        Ok(Arc::new(RemoteQueue::for_durable(self.clone(), source)))
+    }
+
+    /// Removes a durable subscription (see `DurableStore::remove`).
+    pub async fn remove_durable(
+        &self,
+        queue_name: &[u8],
+        may_read: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<(), DurableRefusal> {
+        self.durable_store()
+            .await?
+            .remove(self, queue_name, may_read)
+            .await
+    }
+}
+
+/// The vhost's topic stream and lease bucket (made on first use).
+pub struct DurableStore {
+    stream: jetstream::stream::Stream,
+    leases: kv::Store,
+}
+
+impl DurableStore {
+    /// Makes (or finds) the topic stream and the lease bucket of `link`'s vhost.
+    pub(super) async fn open(link: &VhostLink) -> anyhow::Result<DurableStore> {
+        let config = &link.config;
+        let storage = match config.storage {
+            Storage::File => jetstream::stream::StorageType::File,
+            Storage::Memory => jetstream::stream::StorageType::Memory,
+        };
+        let stream = link
+            .jetstream
+            .get_or_create_stream(jetstream::stream::Config {
+                name: link.names.topic_stream(),
+                subjects: vec![link.names.topic_wildcard()],
+                retention: jetstream::stream::RetentionPolicy::Interest,
+                storage,
+                num_replicas: config.replicas,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await?;
+        let bucket = kv::Config {
+            bucket: link.names.lease_bucket(),
+            history: 1,
+            max_age: LEASE_TTL,
+            storage,
+            num_replicas: config.replicas,
+            ..Default::default()
+        };
+        let leases = match link.jetstream.create_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                link.jetstream
+                    .get_key_value(link.names.lease_bucket())
+                    .await?
+            }
+        };
+        Ok(DurableStore { stream, leases })
+    }
+
+    /// Claims durable subscription `request` for one subscriber of this edge: takes its lease,
+    /// then finds its consumer, moves it (emptied) from another topic when the principal may
+    /// read that one, or makes it within the principal's limit.
+    pub(super) async fn claim(
+        &self,
+        link: &VhostLink,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Arc<DurableSource>, DurableRefusal> {
+        let name = link.names.durable_consumer(request.queue_name);
+        let lease = self.lease(&name).await?;
+        match self.stream.consumer_info(&name).await {
+            Ok(info) => {
+                let old = meta(&info.config.metadata, META_TOPIC).unwrap_or_default();
+                if old == request.topic {
+                    let config = existing_config(link, &name, &info.config);
+                    return Ok(self.source(name, config, lease));
+                }
+                if !(request.may_read)(&old) {
+                    return Err(DurableRefusal::OtherTopic(Bytes::from(old)));
+                }
+                self.stream
+                    .delete_consumer(&name)
+                    .await
+                    .map_err(|err| unavailable("removing the durable consumer", err))?;
+            }
+            Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                if self.owned_by(request.owner).await? >= request.max_per_owner {
+                    return Err(DurableRefusal::TooMany(request.max_per_owner));
+                }
+            }
+            Err(err) => return Err(unavailable("reading the durable consumer", err)),
+        }
+        let config = consumer_config(link, &name, request);
+        self.stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(|err| unavailable("making the durable consumer", err))?;
+        Ok(self.source(name, config, lease))
+    }
+
+    /// Removes durable subscription `queue_name` with the messages it holds: refused while a
+    /// subscriber is attached (on any edge), and unless `may_read` its topic.
+    pub(super) async fn remove(
+        &self,
+        link: &VhostLink,
+        queue_name: &[u8],
+        may_read: &(dyn Fn(&[u8]) -> bool + Sync),
+    ) -> Result<(), DurableRefusal> {
+        let name = link.names.durable_consumer(queue_name);
+        let lease = self.lease(&name).await?;
+        let info = match self.stream.consumer_info(&name).await {
+            Ok(info) => info,
+            Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                return Err(DurableRefusal::Unknown)
+            }
+            Err(err) => return Err(unavailable("reading the durable consumer", err)),
+        };
+        let topic = meta(&info.config.metadata, META_TOPIC).unwrap_or_default();
+        if !may_read(&topic) {
+            return Err(DurableRefusal::NotPermitted(Bytes::from(topic)));
+        }
+        self.stream
+            .delete_consumer(&name)
+            .await
+            .map_err(|err| unavailable("removing the durable consumer", err))?;
+        lease.release_now().await;
+        Ok(())
+    }
+
+    /// Takes the attachment lease of consumer `name`; `Active` while another holds it. A
+    /// lease found taken is tried again for up to [`RELEASE_GRACE`]: a subscriber that just
+    /// left (on this edge or another) gives its lease up a moment later.
+    async fn lease(&self, name: &str) -> Result<Lease, DurableRefusal> {
+        let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
+        loop {
+            match self.leases.create(name, Bytes::new()).await {
+                Ok(revision) => {
+                    return Ok(Lease::hold(
+                        self.leases.clone(),
+                        self.stream.clone(),
+                        name.to_string(),
+                        revision,
+                    ))
+                }
+                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(DurableRefusal::Active);
+                    }
+                    tokio::time::sleep(RELEASE_POLL).await;
+                }
+                Err(err) => {
+                    return Err(unavailable("taking the durable subscription's lease", err))
+                }
+            }
+        }
+    }
+
+    /// How many durable subscriptions `owner` has in this vhost (reads every consumer's
+    /// metadata: done only when a new one is about to be made).
+    async fn owned_by(&self, owner: &str) -> Result<usize, DurableRefusal> {
+        let wanted = hex(owner.as_bytes());
+        let mut count = 0;
+        let mut consumers = self.stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(|err| unavailable("listing the durable consumers", err))?;
+            if info.config.metadata.get(META_OWNER) == Some(&wanted) {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    fn source(&self, name: String, config: pull::Config, lease: Lease) -> Arc<DurableSource> {
+        Arc::new(DurableSource {
+            stream: self.stream.clone(),
+            config,
+            name,
+            lease,
+        })
+    }
+}
+
+/// The pull configuration of an existing durable consumer (to make it again as it was).
+fn existing_config(
+    link: &VhostLink,
+    name: &str,
+    config: &jetstream::consumer::Config,
+) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: config.filter_subject.clone(),
+        deliver_policy: config.deliver_policy,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: link.config.ack_wait(),
+        max_ack_pending: config.max_ack_pending,
+        max_deliver: config.max_deliver,
+        inactive_threshold: config.inactive_threshold,
+        metadata: config.metadata.clone(),
+        ..Default::default()
+    }
+}
+
+fn consumer_config(link: &VhostLink, name: &str, request: &ClaimRequest<'_>) -> pull::Config {
+    let metadata = [
+        (META_TOPIC.to_string(), hex(request.topic)),
+        (META_OWNER.to_string(), hex(request.owner.as_bytes())),
+    ]
+    .into_iter()
+    .collect();
+    pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: link.names.topic_subject(request.topic),
+        deliver_policy: jetstream::consumer::DeliverPolicy::New,
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: link.config.ack_wait(),
+        max_ack_pending: i64::from(link.config.max_ack_pending),
+        max_deliver: -1,
+        inactive_threshold: match request.expire_after {
+            Duration::ZERO => Duration::ZERO,
+            after => after.max(MIN_INACTIVE),
+        },
+        metadata,
+        ..Default::default()
+    }
+}
+
+/// One claimed durable subscription: its consumer, pulled from while its lease is held.
+pub struct DurableSource {
+    stream: jetstream::stream::Stream,
+    name: String,
+    config: pull::Config,
+    lease: Lease,
+}
+
+impl std::fmt::Debug for DurableSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableSource")
+            .field("consumer", &self.name)
+            .finish()
+    }
+}
+
+impl DurableSource {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The consumer's filter: its topic's subject.
+    pub fn subject(&self) -> &str {
+        &self.config.filter_subject
+    }
+
+    /// The durable consumer to pull from (made again as it was if it went meanwhile).
+    pub async fn consumer(&self) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+        Ok(self
+            .stream
+            .get_or_create_consumer(&self.name, self.config.clone())
+            .await?)
+    }
+
+    /// The subscriber left: the lease is given up (and the consumer removed first when
+    /// [`remove_on_detach`](Self::remove_on_detach) asked for it).
+    pub fn detach(&self) {
+        self.lease.inner.release();
+    }
+
+    /// UNSUBSCRIBE with the durable name of an attached subscription: the subscription is
+    /// removed when its subscriber detaches, still under its lease.
+    pub fn remove_on_detach(&self) {
+        self.lease
+            .inner
+            .remove_consumer
+            .store(true, Ordering::Release);
+    }
+}
+
+/// An attachment lease held by this edge (given up when dropped).
+struct Lease {
+    inner: Arc<LeaseInner>,
+}
+
+struct LeaseInner {
+    leases: kv::Store,
+    stream: jetstream::stream::Stream,
+    key: String,
+    revision: AtomicU64,
+    released: AtomicBool,
+    remove_consumer: AtomicBool,
+    /// Wakes the renewal task at release.
+    wake: Notify,
+    /// Set (and `done` notified) once the renewal task gave the lease up.
+    finished: AtomicBool,
+    done: Notify,
+}
+
+impl Lease {
+    /// Holds the lease taken at `revision`, renewing it until released.
+    fn hold(
+        leases: kv::Store,
+        stream: jetstream::stream::Stream,
+        key: String,
+        revision: u64,
+    ) -> Lease {
+        let inner = Arc::new(LeaseInner {
+            leases,
+            stream,
+            key,
+            revision: AtomicU64::new(revision),
+            released: AtomicBool::new(false),
+            remove_consumer: AtomicBool::new(false),
+            wake: Notify::new(),
+            finished: AtomicBool::new(false),
+            done: Notify::new(),
+        });
+        tokio::spawn(inner.clone().renew());
+        Lease { inner }
+    }
+
+    /// Gives the lease up and waits (bounded) until it is deleted.
+    async fn release_now(self) {
+        let inner = self.inner.clone();
+        inner.release();
+        let finished = async {
+            loop {
+                let done = inner.done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if inner.finished.load(Ordering::Acquire) {
+                    return;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(LEASE_RENEW, finished).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl LeaseInner {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Renews the lease every [`LEASE_RENEW`] until it is released, then gives it up (one
+    /// task does both, so a renewal never races the deletion).
+    async fn renew(self: Arc<Self>) {
+        loop {
+            if self.released.load(Ordering::Acquire) {
+                self.give_up().await;
+                self.finished.store(true, Ordering::Release);
+                self.done.notify_waiters();
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_RENEW) => {}
+                _ = self.wake.notified() => continue,
+            }
+            if self.released.load(Ordering::Acquire) {
+                continue;
+            }
+            let revision = self.revision.load(Ordering::Acquire);
+            match self.leases.update(&self.key, Bytes::new(), revision).await {
+                Ok(next) => self.revision.store(next, Ordering::Release),
+                Err(err) => {
+                    tracing::warn!(consumer = %self.key, error = %err, "cluster: a durable subscription's lease could not be renewed (another edge may attach it once it lapses)");
+                }
+            }
+        }
+    }
+
+    /// Removes the consumer when asked to, then deletes the lease if it is still this one.
+    async fn give_up(&self) {
+        if self.remove_consumer.load(Ordering::Acquire) {
+            if let Err(err) = self.stream.delete_consumer(&self.key).await {
+                tracing::warn!(consumer = %self.key, error = %err, "cluster: durable subscription not removed");
+            }
+        }
+        let revision = self.revision.load(Ordering::Acquire);
+        if let Err(err) = self
+            .leases
+            .delete_expect_revision(&self.key, Some(revision))
+            .await
+        {
+            tracing::debug!(consumer = %self.key, error = %err, "cluster: durable subscription's lease not deleted (it lapses by itself)");
+        }
+    }
+}
+
+fn meta(metadata: &std::collections::HashMap<String, String>, key: &str) -> Option<Vec<u8>> {
+    unhex(metadata.get(key)?)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .flat_map(|&b| crate::text::hex_byte(b))
+        .map(char::from)
+        .collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_hex_round_trips_any_bytes() {
+        let topic = b"/topic/a.b\x00\xff:";
+        assert_eq!(unhex(&hex(topic)).unwrap(), topic);
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(hex(b""), "");
+    }
+}
