@@ -10,6 +10,7 @@ plugboard_test_support::broker_binary!();
 mod acks;
 mod browsing;
 mod cluster;
+mod cluster_dlq;
 mod composites;
 mod connect;
 mod console;

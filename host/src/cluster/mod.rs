@@ -21,6 +21,7 @@
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
 pub mod config;
+pub mod dead_letter;
 pub mod queue;
 pub mod subject;
 pub mod topic;
@@ -67,6 +68,8 @@ pub struct ClusterStats {
     pub acked: AtomicU64,
     /// Deliveries nak'ed (NACK, declined, or handed back by an ending subscription).
     pub nacked: AtomicU64,
+    /// Messages this edge moved to a dead-letter queue (the copy stored by JetStream).
+    pub dead_lettered: AtomicU64,
 }
 
 impl ClusterStats {
@@ -80,6 +83,7 @@ impl ClusterStats {
             "redelivered": self.redelivered.load(Relaxed),
             "acked": self.acked.load(Relaxed),
             "nacked": self.nacked.load(Relaxed),
+            "dead_lettered": self.dead_lettered.load(Relaxed),
         })
     }
 }

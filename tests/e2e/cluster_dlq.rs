@@ -1,0 +1,99 @@
+//! Cluster mode's dead-lettering (docs/cluster.md, "Dead-lettering"): `[dead_letter]` applied
+//! to JetStream's deliveries by the edge that holds the message, the copy published to the
+//! dead-letter queue's subject so that any edge delivers it.
+
+use std::time::Duration;
+
+use plugboard_test_support::broker::{fetch_status, Broker as Edge, Launch};
+use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
+
+use super::cluster::{client, cluster_name, edge, message_within, plugboard, target_dir, ACROSS};
+use crate::harness::*;
+
+/// An edge of cluster `name` on `nats` with `[dead_letter] dead_letter` and its status page.
+fn edge_with_status_and(nats: &NatsCluster, name: &str, dead_letter: &str) -> Edge {
+    let toml = format!(
+        "admin_listen = \"127.0.0.1:0\"\n[dead_letter]\n{dead_letter}\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        nats.nodes[0].url()
+    );
+    Launch::config_text(plugboard(), &toml)
+        .status_line()
+        .start_within(Duration::from_secs(60))
+        .start()
+}
+
+#[tokio::test]
+async fn cluster_messages_handed_back_too_often_or_expired_go_to_the_dlq_on_every_edge() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_dead_letter") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let policy = "max_deliveries = 2\nexpired = true";
+    let a = edge(&nats, &name, &format!("[dead_letter]\n{policy}"));
+    let b = edge_with_status_and(&nats, &name, policy);
+    let dest = "/queue/work";
+    let dlq = "/queue/DLQ.work";
+
+    let mut p = client(&a).await;
+    p.send_r(dest, "poison").await;
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client-individual").await;
+    let first = message_within(&mut c, ACROSS).await;
+    assert_eq!(first.body_str(), "poison");
+    c.nack(&first).await;
+    let second = message_within(&mut c, ACROSS).await;
+    assert_eq!(second.get("redelivery-count"), Some("1"), "{second:?}");
+    // The second hand back is the last one allowed: to the DLQ, not back.
+    c.nack(&second).await;
+    c.expect_silence(Duration::from_secs(1)).await;
+
+    // A message whose subscription ends after its last allowed delivery goes too.
+    p.send_r(dest, "left").await;
+    let once = message_within(&mut c, ACROSS).await;
+    assert_eq!(once.body_str(), "left");
+    c.nack(&once).await;
+    let twice = message_within(&mut c, ACROSS).await;
+    assert_eq!(twice.body_str(), "left");
+    c.unsubscribe("s").await;
+
+    // A message expired while stored: dead-lettered when it is pulled (`expired = true`).
+    p.roundtrip(send_frame(dest, &[("ttl", "1")], "stale"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut again = client(&b).await;
+    again.subscribe("s", dest, "client-individual").await;
+    again.expect_silence(Duration::from_secs(1)).await;
+
+    // The dead-letter queue is a cluster queue: read on the other edge, each message once.
+    let mut d = client(&a).await;
+    d.subscribe("d", dlq, "client-individual").await;
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        let m = message_within(&mut d, ACROSS).await;
+        d.ack(&m).await;
+        dead.push(m);
+    }
+    d.expect_silence(Duration::from_secs(1)).await;
+    dead.sort_by(|x, y| x.body_str().cmp(y.body_str()));
+    let bodies: Vec<&str> = dead.iter().map(Frame::body_str).collect();
+    assert_eq!(bodies, ["left", "poison", "stale"]);
+    for m in &dead {
+        assert_eq!(m.get("destination"), Some(dlq), "{m:?}");
+        assert_eq!(m.get("dlq-original-destination"), Some(dest), "{m:?}");
+    }
+    let (left, poison, stale) = (&dead[0], &dead[1], &dead[2]);
+    assert_eq!(
+        poison.get("dlq-reason"),
+        Some("max-deliveries"),
+        "{poison:?}"
+    );
+    assert_eq!(poison.get("dlq-delivery-count"), Some("2"), "{poison:?}");
+    assert_eq!(poison.get("message-id"), first.get("message-id"), "same id");
+    assert_eq!(left.get("dlq-reason"), Some("max-deliveries"), "{left:?}");
+    assert_eq!(left.get("dlq-delivery-count"), Some("2"), "{left:?}");
+    assert_eq!(stale.get("dlq-reason"), Some("expired"), "{stale:?}");
+
+    let status = fetch_status(b.admin()).await;
+    assert_eq!(status["cluster"]["dead_lettered"], 3, "{status}");
+}
