@@ -1,10 +1,11 @@
 //! Cluster mode's dead-lettering (docs/cluster.md, "Dead-lettering"): `[dead_letter]` applied
 //! to JetStream's deliveries by the edge that holds the message, the copy published to the
-//! dead-letter queue's subject so that any edge delivers it.
+//! dead-letter queue's subject so that any edge delivers it; and the cluster's `/metrics`.
 
 use std::time::Duration;
 
 use plugboard_test_support::broker::{fetch_status, Broker as Edge, Launch};
+use plugboard_test_support::metrics::scrape;
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
 use super::cluster::{client, cluster_name, edge, message_within, plugboard, target_dir, ACROSS};
@@ -96,4 +97,54 @@ async fn cluster_messages_handed_back_too_often_or_expired_go_to_the_dlq_on_ever
 
     let status = fetch_status(b.admin()).await;
     assert_eq!(status["cluster"]["dead_lettered"], 3, "{status}");
+}
+
+#[tokio::test]
+async fn cluster_metrics_show_the_edge_counters_and_jetstream_queue_depth() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_metrics") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge_with_status_and(&nats, &name, "");
+    let b = edge(&nats, &name, "");
+    let dest = "/queue/depth";
+    let mut p = client(&a).await;
+    for i in 0..3 {
+        p.send_r(dest, &format!("m{i}")).await;
+    }
+    // A consumer on the other edge holds one message, unacknowledged.
+    let mut c = client(&b).await;
+    c.subscribe_with(
+        "s",
+        dest,
+        "client-individual",
+        &[("activemq.prefetchSize", "1")],
+    )
+    .await;
+    let held = message_within(&mut c, ACROSS).await;
+    assert_eq!(held.body_str(), "m0");
+
+    let metrics = scrape(a.admin(), None).await;
+    let depth = [("vhost", "/"), ("queue", dest)];
+    assert_eq!(metrics.value("plugboard_cluster_connected", &[]), 1.0);
+    assert_eq!(metrics.value("plugboard_cluster_published_total", &[]), 3.0);
+    assert_eq!(
+        metrics.value("plugboard_cluster_publish_failures_total", &[]),
+        0.0
+    );
+    assert_eq!(metrics.value("plugboard_cluster_delivered_total", &[]), 0.0);
+    assert_eq!(
+        metrics.value("plugboard_cluster_dead_lettered_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("plugboard_cluster_queue_messages_ready", &depth),
+        2.0
+    );
+    assert_eq!(
+        metrics.value("plugboard_cluster_queue_messages_unacked", &depth),
+        1.0
+    );
+    c.ack(&held).await;
 }

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod dead_letter;
+pub mod depth;
 pub mod queue;
 pub mod subject;
 pub mod topic;
@@ -175,6 +176,7 @@ impl Cluster {
             stream,
             config: self.config.clone(),
             stats: self.stats.clone(),
+            depths: Default::default(),
         }))
     }
 }
@@ -188,6 +190,8 @@ pub struct VhostLink {
     stream: jetstream::stream::Stream,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    /// Its queues' depths as JetStream last told them ([`depth`], for `/metrics`).
+    depths: depth::Depths,
 }
 
 impl std::fmt::Debug for VhostLink {
