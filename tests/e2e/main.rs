@@ -10,7 +10,7 @@ plugboard_test_support::broker_binary!();
 mod acks;
 mod browsing;
 mod cluster;
-mod cluster_dlq;
+mod cluster_cldlq;
 mod composites;
 mod connect;
 mod console;

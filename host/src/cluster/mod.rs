@@ -20,6 +20,7 @@
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
+pub mod batch;
 pub mod config;
 pub mod dead_letter;
 pub mod depth;
@@ -153,11 +154,13 @@ impl Cluster {
             },
             num_replicas: self.config.replicas,
             duplicate_window: DUPLICATE_WINDOW,
+            // A transaction's queue messages go as one atomic batch (nats-server 2.12+).
+            allow_atomic_publish: true,
             ..Default::default()
         };
         let stream = tokio::time::timeout(
             self.config.connect_timeout(),
-            self.jetstream.get_or_create_stream(stream_config),
+            self.jetstream.get_or_create_stream(stream_config.clone()),
         )
         .await
         .map_err(|_| {
@@ -169,6 +172,7 @@ impl Cluster {
             )
         })?
         .with_context(|| format!("making JetStream stream {}", names.stream()))?;
+        let atomic = self.allow_atomic(&stream, stream_config).await;
         Ok(Arc::new(VhostLink {
             names,
             client: self.client.clone(),
@@ -177,7 +181,32 @@ impl Cluster {
             config: self.config.clone(),
             stats: self.stats.clone(),
             depths: Default::default(),
+            atomic,
         }))
+    }
+
+    /// Whether `stream` takes atomic batches: a stream made before it asked for them is
+    /// updated (`config`); a server before 2.12 does not keep the setting, and the edge
+    /// publishes transactions one message at a time there.
+    async fn allow_atomic(
+        &self,
+        stream: &jetstream::stream::Stream,
+        config: jetstream::stream::Config,
+    ) -> bool {
+        if stream.cached_info().config.allow_atomic_publish {
+            return true;
+        }
+        match self.jetstream.update_stream(config).await {
+            Ok(info) if info.config.allow_atomic_publish => true,
+            Ok(_) => {
+                tracing::warn!(stream = %stream.cached_info().config.name, "cluster: the NATS servers do not offer atomic batches (2.12+): a transaction's queue messages are published one by one");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(stream = %stream.cached_info().config.name, error = %err, "cluster: cannot allow atomic batches on the stream: a transaction's queue messages are published one by one");
+                false
+            }
+        }
     }
 }
 
@@ -192,6 +221,8 @@ pub struct VhostLink {
     stats: Arc<ClusterStats>,
     /// Its queues' depths as JetStream last told them ([`depth`], for `/metrics`).
     depths: depth::Depths,
+    /// Whether its stream takes atomic batches ([`batch`]).
+    atomic: bool,
 }
 
 impl std::fmt::Debug for VhostLink {

@@ -70,6 +70,16 @@ impl RemoteQueue {
         }
     }
 
+    /// The queue's subject.
+    pub(super) fn subject(&self) -> &async_nats::Subject {
+        &self.subject
+    }
+
+    /// Its vhost's link.
+    pub fn link(&self) -> &Arc<VhostLink> {
+        &self.link
+    }
+
     /// Publishes `message` into the queue's stream: true once JetStream acknowledged it
     /// (stored on a majority of the replicas); false when it did not within
     /// `publish_timeout_ms` or refused it (logged with the reason).

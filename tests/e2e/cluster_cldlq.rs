@@ -1,6 +1,7 @@
 //! Cluster mode's dead-lettering (docs/cluster.md, "Dead-lettering"): `[dead_letter]` applied
 //! to JetStream's deliveries by the edge that holds the message, the copy published to the
-//! dead-letter queue's subject so that any edge delivers it; and the cluster's `/metrics`.
+//! dead-letter queue's subject so that any edge delivers it; a transaction's queue messages
+//! stored as one JetStream atomic batch; and the cluster's `/metrics`.
 
 use std::time::Duration;
 
@@ -147,4 +148,70 @@ async fn cluster_metrics_show_the_edge_counters_and_jetstream_queue_depth() {
         1.0
     );
     c.ack(&held).await;
+}
+
+fn tx_send(dest: &str, tx: &str, body: &str) -> Frame {
+    Frame::new("SEND")
+        .h("destination", dest)
+        .h("transaction", tx)
+        .body(body)
+}
+
+#[tokio::test]
+async fn cluster_transaction_stores_its_queue_messages_all_or_none() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_transaction") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, "publish_timeout_ms = 1500");
+    let b = edge(&nats, &name, "");
+    let (first, second) = ("/queue/tx.one", "/queue/tx.two");
+    let mut r = client(&b).await;
+    r.subscribe("1", first, "client-individual").await;
+    r.subscribe("2", second, "client-individual").await;
+
+    // Committed: every message, on both queues, received on the other edge.
+    let mut p = client(&a).await;
+    p.roundtrip(Frame::new("BEGIN").h("transaction", "t1"))
+        .await;
+    for (dest, body) in [(first, "a1"), (second, "b1"), (first, "a2")] {
+        p.roundtrip(tx_send(dest, "t1", body)).await;
+    }
+    r.expect_silence(Duration::from_millis(500)).await;
+    let receipt = p
+        .roundtrip(Frame::new("COMMIT").h("transaction", "t1"))
+        .await;
+    assert!(receipt.is("RECEIPT"), "{receipt:?}");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = message_within(&mut r, ACROSS).await;
+        r.ack(&m).await;
+        got.push(m.body_str().to_string());
+    }
+    got.sort();
+    assert_eq!(got, ["a1", "a2", "b1"]);
+
+    // One message NATS refuses (larger than its max_payload of 1 MB): the COMMIT fails and
+    // none of the transaction's messages is stored, not even those before it.
+    p.roundtrip(Frame::new("BEGIN").h("transaction", "t2"))
+        .await;
+    p.roundtrip(tx_send(first, "t2", "before")).await;
+    p.roundtrip(tx_send(second, "t2", &"x".repeat(1_500_000)))
+        .await;
+    p.roundtrip(tx_send(first, "t2", "after")).await;
+    let error = answer_to(&mut p, Frame::new("COMMIT").h("transaction", "t2")).await;
+    assert!(error.is("ERROR"), "{error:?}");
+    assert_eq!(
+        error.get("error-code"),
+        Some("cluster.unavailable"),
+        "{error:?}"
+    );
+    r.expect_silence(Duration::from_secs(2)).await;
+}
+
+/// Writes `frame` with a receipt and returns the answer (its RECEIPT or an ERROR).
+async fn answer_to(c: &mut Client, frame: Frame) -> Frame {
+    c.write(&frame.h("receipt", "answer-me")).await;
+    c.recv_within(ACROSS).await
 }
