@@ -2,7 +2,7 @@
 //! and the redeliver hook, applied by the edge that held the message.
 //!
 //! A delivery handed back (NACK, or its subscription ended) or found expired when pulled is a
-//! [`Returned`] message: its JetStream acker, the message and JetStream's delivery count. When
+//! `Returned` message: its JetStream acker, the message and JetStream's delivery count. When
 //! a plugin serves the redeliver hook for the queue, it waits in the queue's deciding set
 //! (this edge's memory, bounded by the vhost's outlet) for the verdict; else, or when the
 //! outlet is full, the built-in policy applies at once, as on a single node:

@@ -16,6 +16,10 @@
 //! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
 //! | topic subscribers | each edge subscribes to `CLUSTER.VHOST.t.>` and fans out locally | wildcard subscriptions match on the edge |
 //!
+//! A delivery that comes back goes through `[dead_letter]` and the redeliver hook
+//! ([`dead_letter`]); a transaction's queue messages are one atomic batch ([`batch`]); a
+//! scrape reads the queues' depths from JetStream ([`depth`]).
+//!
 //! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
