@@ -144,17 +144,28 @@ impl VhostLink {
             let subject = message.subject.clone();
             let payload = message.payload.clone();
             if sequence == 1 || sequence == last || sequence % ACK_EVERY == 0 {
+                use async_nats::client::RequestErrorKind;
                 let answer = self
                     .client
                     .request_with_headers(subject, headers, payload)
                     .await
-                    .map_err(|err| BatchError::NoAnswer(err.to_string()))?;
+                    .map_err(|err| match err.kind() {
+                        // Never passes: the batch cannot be stored.
+                        RequestErrorKind::MaxPayloadExceeded | RequestErrorKind::InvalidSubject => {
+                            BatchError::Refused(err.to_string())
+                        }
+                        _ => BatchError::NoAnswer(err.to_string()),
+                    })?;
                 check_answer(&answer.payload, sequence == last, last)?;
             } else {
+                use async_nats::client::PublishErrorKind;
                 self.client
                     .publish_with_headers(subject, headers, payload)
                     .await
-                    .map_err(|err| BatchError::NoAnswer(err.to_string()))?;
+                    .map_err(|err| match err.kind() {
+                        PublishErrorKind::Send => BatchError::NoAnswer(err.to_string()),
+                        _ => BatchError::Refused(err.to_string()),
+                    })?;
             }
         }
         Ok(())

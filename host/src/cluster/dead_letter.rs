@@ -224,3 +224,43 @@ async fn publish_moved(target: &Arc<Queue>, copy: &Arc<Message>, id: &str) -> bo
         None => target.publish(copy.clone()).await == crate::router::Published::Queued,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(prefix: &str, seq: u64) -> Message {
+        Message {
+            destination: Bytes::from_static(b"/queue/q"),
+            headers: vec![],
+            body: Bytes::from_static(b"m"),
+            id_prefix: Arc::from(prefix),
+            id_seq: seq,
+            expires_at: None,
+            persistent: false,
+            props: Default::default(),
+            charge: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_moved_copy_has_a_fixed_id_distinct_from_the_original() {
+        let original = message("ID:edge-a", 7);
+        let mut id = bytes::BytesMut::new();
+        original.write_id(&mut id);
+        let dlq = moved_id("dlq", &original);
+        assert_eq!(dlq, "dlq:ID:edge-a-7");
+        assert_ne!(
+            dlq.as_bytes(),
+            &id[..],
+            "JetStream must not take it for the original"
+        );
+        assert_eq!(
+            dlq,
+            moved_id("dlq", &original),
+            "the same for a second move"
+        );
+        assert_ne!(dlq, moved_id("renew", &original));
+        assert_ne!(dlq, moved_id("dlq", &message("ID:edge-a", 8)));
+    }
+}
