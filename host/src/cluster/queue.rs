@@ -4,10 +4,13 @@
 //! edge pulls from, so they compete for its messages.
 //!
 //! A consumer pulls at most its window of messages (the SUBSCRIBE's prefetch) and pulls again
-//! as they are settled: ACK → ack, NACK → nak (delivered again at once, possibly elsewhere),
-//! a `client` ACK acks every earlier delivery of the subscription too, an `auto` delivery is
-//! acked once written to the socket. A subscription that ends naks what it still holds; an
-//! edge that dies holds its messages until JetStream's `ack_wait` gives them to others.
+//! as they are settled: ACK → ack, NACK → handed back, a `client` ACK acks every earlier
+//! delivery of the subscription too, an `auto` delivery is acked once written to the socket. A
+//! subscription that ends hands back what it still holds. A delivery handed back (or found
+//! expired) goes through the redeliver hook or `[dead_letter]` ([`super::dead_letter`]): `nak`
+//! (delivered again at once, possibly elsewhere), `nak` with a delay, or moved to its
+//! dead-letter queue. An edge that dies holds its messages until JetStream's `ack_wait` gives
+//! them to others.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
