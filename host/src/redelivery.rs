@@ -117,6 +117,11 @@ pub fn apply(router: &Router, queue: &Arc<Queue>, decision: Decision, verdict: R
             stats.redeliver_after.fetch_add(1, Relaxed);
             Resolution::Redeliver
         }
+        RedeliverVerdict::After(delay) if queue.remote().is_some() => {
+            // A cluster queue's message waits in JetStream (`nak` with delay), not here.
+            stats.redeliver_after.fetch_add(1, Relaxed);
+            Resolution::RedeliverAfter(delay)
+        }
         RedeliverVerdict::After(delay) => {
             stats.redeliver_after.fetch_add(1, Relaxed);
             let due = now_ms().saturating_add(millis(delay));

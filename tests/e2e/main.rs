@@ -11,6 +11,7 @@ mod acks;
 mod browsing;
 mod cluster;
 mod cluster_durable;
+mod cluster_cldlq;
 mod composites;
 mod connect;
 mod console;

@@ -13,6 +13,7 @@ mod support;
 mod auth;
 mod bad_config;
 mod cache;
+mod cluster_redeliver;
 mod deadlines;
 mod declines;
 mod delivery_headers;

@@ -20,12 +20,19 @@
 //! | durable subscription to `/topic/NAME` | a durable pull consumer of the interest stream `CLUSTER_VHOST_topics` on `CLUSTER.VHOST.t.>`, its attachment a lease in the bucket `CLUSTER_VHOST_durables` | resumable on any edge; a persistent topic SEND is receipted once stored |
 //! | SEND to another edge's `/reply-queue/EDGE....` | core NATS publish to `CLUSTER.VHOST.r.EDGE` | at most once |
 //!
+//! A delivery that comes back goes through `[dead_letter]` and the redeliver hook
+//! ([`dead_letter`]); a transaction's queue messages are one atomic batch ([`batch`]); a
+//! scrape reads the queues' depths from JetStream ([`depth`]).
+//!
 //! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
+pub mod batch;
 pub mod config;
 pub mod durable;
+pub mod dead_letter;
+pub mod depth;
 pub mod queue;
 pub mod reply;
 pub mod subject;
@@ -75,6 +82,8 @@ pub struct ClusterStats {
     pub acked: AtomicU64,
     /// Deliveries nak'ed (NACK, declined, or handed back by an ending subscription).
     pub nacked: AtomicU64,
+    /// Messages this edge moved to a dead-letter queue (the copy stored by JetStream).
+    pub dead_lettered: AtomicU64,
 }
 
 impl ClusterStats {
@@ -88,6 +97,7 @@ impl ClusterStats {
             "redelivered": self.redelivered.load(Relaxed),
             "acked": self.acked.load(Relaxed),
             "nacked": self.nacked.load(Relaxed),
+            "dead_lettered": self.dead_lettered.load(Relaxed),
         })
     }
 }
@@ -158,11 +168,13 @@ impl Cluster {
             },
             num_replicas: self.config.replicas,
             duplicate_window: DUPLICATE_WINDOW,
+            // A transaction's queue messages go as one atomic batch (nats-server 2.12+).
+            allow_atomic_publish: true,
             ..Default::default()
         };
         let stream = tokio::time::timeout(
             self.config.connect_timeout(),
-            self.jetstream.get_or_create_stream(stream_config),
+            self.jetstream.get_or_create_stream(stream_config.clone()),
         )
         .await
         .map_err(|_| {
@@ -174,6 +186,7 @@ impl Cluster {
             )
         })?
         .with_context(|| format!("making JetStream stream {}", names.stream()))?;
+        let atomic = self.allow_atomic(&stream, stream_config).await;
         let link = Arc::new(VhostLink {
             names,
             client: self.client.clone(),
@@ -183,6 +196,8 @@ impl Cluster {
             stats: self.stats.clone(),
             edge: self.edge.clone(),
             durables: tokio::sync::OnceCell::new(),
+            depths: Default::default(),
+            atomic,
         });
         // The topic stream too: persistent topic messages are published into it from the
         // start, so that a durable subscription made on any edge gets them.
@@ -197,6 +212,30 @@ impl Cluster {
                 )
             })??;
         Ok(link)
+    }
+
+    /// Whether `stream` takes atomic batches: a stream made before it asked for them is
+    /// updated (`config`); a server before 2.12 does not keep the setting, and the edge
+    /// publishes transactions one message at a time there.
+    async fn allow_atomic(
+        &self,
+        stream: &jetstream::stream::Stream,
+        config: jetstream::stream::Config,
+    ) -> bool {
+        if stream.cached_info().config.allow_atomic_publish {
+            return true;
+        }
+        match self.jetstream.update_stream(config).await {
+            Ok(info) if info.config.allow_atomic_publish => true,
+            Ok(_) => {
+                tracing::warn!(stream = %stream.cached_info().config.name, "cluster: the NATS servers do not offer atomic batches (2.12+): a transaction's queue messages are published one by one");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(stream = %stream.cached_info().config.name, error = %err, "cluster: cannot allow atomic batches on the stream: a transaction's queue messages are published one by one");
+                false
+            }
+        }
     }
 }
 
@@ -214,6 +253,10 @@ pub struct VhostLink {
     /// The topic stream and lease bucket of the durable subscriptions ([`durable`]), made when
     /// the vhost joins.
     durables: tokio::sync::OnceCell<Arc<durable::DurableStore>>,
+    /// Its queues' depths as JetStream last told them ([`depth`], for `/metrics`).
+    depths: depth::Depths,
+    /// Whether its stream takes atomic batches ([`batch`]).
+    atomic: bool,
 }
 
 impl std::fmt::Debug for VhostLink {

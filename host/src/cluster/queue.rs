@@ -4,12 +4,15 @@
 //! edge pulls from, so they compete for its messages.
 //!
 //! A consumer pulls at most its window of messages (the SUBSCRIBE's prefetch) and pulls again
-//! as they are settled: ACK → ack, NACK → nak (delivered again at once, possibly elsewhere),
-//! a `client` ACK acks every earlier delivery of the subscription too, an `auto` delivery is
-//! acked once written to the socket. A subscription that ends naks what it still holds; an
-//! edge that dies holds its messages until JetStream's `ack_wait` gives them to others.
+//! as they are settled: ACK → ack, NACK → handed back, a `client` ACK acks every earlier
+//! delivery of the subscription too, an `auto` delivery is acked once written to the socket. A
+//! subscription that ends hands back what it still holds. A delivery handed back (or found
+//! expired) goes through the redeliver hook or `[dead_letter]` ([`super::dead_letter`]): `nak`
+//! (delivered again at once, possibly elsewhere), `nak` with a delay, or moved to its
+//! dead-letter queue. An edge that dies holds its messages until JetStream's `ack_wait` gives
+//! them to others.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -20,11 +23,13 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use crate::budget::MemoryBudget;
+use crate::plugin::RedeliverCause;
 use crate::router::{
-    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Subscription,
+    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Queue, Subscription,
 };
 
 use super::durable::DurableSource;
+use super::dead_letter::Returned;
 use super::wire;
 use super::VhostLink;
 
@@ -41,11 +46,15 @@ const DECLINED_DELAY: Duration = Duration::from_secs(1);
 
 /// The cluster side of one queue: where its SENDs go.
 pub struct RemoteQueue {
-    link: Arc<VhostLink>,
+    pub(super) link: Arc<VhostLink>,
     subject: async_nats::Subject,
     consumer: String,
     /// A durable topic subscription's consumer instead of the queue's (never published to).
     durable: Option<Arc<DurableSource>>,
+    /// Deliveries handed back that wait for the redeliver hook's verdict, by token (see
+    /// [`super::dead_letter`]; bounded by the vhost's outlet).
+    pub(super) deciding: Mutex<HashMap<u64, Returned>>,
+    pub(super) next_token: AtomicU64,
 }
 
 impl std::fmt::Debug for RemoteQueue {
@@ -63,6 +72,8 @@ impl RemoteQueue {
             consumer: link.names.queue_consumer(destination),
             link,
             durable: None,
+            deciding: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +85,8 @@ impl RemoteQueue {
             consumer: source.name().to_string(),
             link,
             durable: Some(source),
+            deciding: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
         }
     }
 
@@ -82,10 +95,30 @@ impl RemoteQueue {
         self.durable.as_ref()
     }
 
+    /// The queue's subject.
+    pub(super) fn subject(&self) -> &async_nats::Subject {
+        &self.subject
+    }
+
+    /// Its vhost's link.
+    pub fn link(&self) -> &Arc<VhostLink> {
+        &self.link
+    }
+
     /// Publishes `message` into the queue's stream: true once JetStream acknowledged it
     /// (stored on a majority of the replicas); false when it did not within
     /// `publish_timeout_ms` or refused it (logged with the reason).
     pub async fn publish(&self, message: &Message) -> bool {
+        let mut id = BytesMut::new();
+        message.write_id(&mut id);
+        self.publish_as(message, &String::from_utf8_lossy(&id))
+            .await
+    }
+
+    /// [`publish`](Self::publish) with `Nats-Msg-Id` `id` (a dead-letter copy keeps the
+    /// original's `message-id` but must not be taken for the original by JetStream's
+    /// duplicate check).
+    pub async fn publish_as(&self, message: &Message, id: &str) -> bool {
         let payload = wire::encode(
             &message.destination,
             &message.headers,
@@ -95,13 +128,8 @@ impl RemoteQueue {
             message.expires_at,
             message.persistent,
         );
-        let mut id = BytesMut::new();
-        message.write_id(&mut id);
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            String::from_utf8_lossy(&id).as_ref(),
-        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let timeout = self.link.config.publish_timeout();
         let stats = &self.link.stats;
         match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
@@ -162,10 +190,17 @@ impl RemoteQueue {
         }
     }
 
-    /// A consumer of this queue for one subscription (started by [`RemoteConsumer::start`]).
-    pub fn consumer(&self, ack_mode: AckMode, window: u32) -> Arc<RemoteConsumer> {
+    /// A consumer of this queue (`queue` is its router side) for one subscription (started
+    /// by [`RemoteConsumer::start`]).
+    pub fn consumer(
+        &self,
+        queue: Arc<Queue>,
+        ack_mode: AckMode,
+        window: u32,
+    ) -> Arc<RemoteConsumer> {
         Arc::new(RemoteConsumer {
             link: self.link.clone(),
+            queue,
             name: self.consumer.clone(),
             subject: self.subject.to_string(),
             ack_mode,
@@ -185,11 +220,25 @@ struct Held {
     seq: u64,
     message: Arc<Message>,
     acker: Acker,
+    /// JetStream's delivery count.
+    deliveries: u32,
+}
+
+impl Held {
+    fn returned(self) -> Returned {
+        Returned {
+            acker: self.acker,
+            message: self.message,
+            deliveries: self.deliveries,
+        }
+    }
 }
 
 /// One subscription's pull from a queue's shared durable consumer.
 pub struct RemoteConsumer {
     link: Arc<VhostLink>,
+    /// The queue's router side (its dead-letter policy and redeliver-hook outlet).
+    queue: Arc<Queue>,
     /// The durable consumer's name (the queue's token).
     name: String,
     /// The queue's subject (the consumer's filter).
@@ -231,10 +280,21 @@ impl RemoteConsumer {
         self.stopped.store(true, Ordering::Release);
         self.stop.notify_one();
         let held: Vec<Held> = self.lock().drain(..).collect();
-        self.count(held.len(), AckKind::Nak(None));
-        settle_later(with_kind(held, AckKind::Nak(None)));
+        self.hand_back(held, RedeliverCause::ConsumerGone, &[]);
         if let Some(durable) = &self.durable {
             durable.detach();
+        }
+    }
+
+    /// Hands `held` back to the queue for `cause`: redelivered, delayed or dead-lettered as
+    /// the redeliver hook or the `[dead_letter]` policy says (see [`super::dead_letter`]).
+    fn hand_back(&self, held: Vec<Held>, cause: RedeliverCause, nack_headers: &[(Bytes, Bytes)]) {
+        self.count(held.len(), AckKind::Nak(None));
+        let Some(remote) = self.queue.remote() else {
+            return settle_later(with_kind(held, AckKind::Nak(None)));
+        };
+        for held in held {
+            remote.hand_back(&self.queue, held.returned(), cause, nack_headers);
         }
     }
 
@@ -256,9 +316,28 @@ impl RemoteConsumer {
             .ok_or(NotPending)
     }
 
-    /// ACK (`requeue == false`: ack) or NACK (nak) of `target`, and in `client` mode of every
-    /// earlier delivery.
+    /// ACK (`requeue == false`: ack) or NACK (handed back) of `target`, and in `client` mode
+    /// of every earlier delivery.
     pub fn settle(&self, target: AckTarget<'_>, requeue: bool) -> Result<(), NotPending> {
+        self.nack_or_ack(target, requeue, &[])
+    }
+
+    /// NACK of `target` (and in `client` mode of every earlier delivery), with the NACK
+    /// frame's headers for the redeliver hook.
+    pub fn nack(
+        &self,
+        target: AckTarget<'_>,
+        headers: &[(Bytes, Bytes)],
+    ) -> Result<(), NotPending> {
+        self.nack_or_ack(target, true, headers)
+    }
+
+    fn nack_or_ack(
+        &self,
+        target: AckTarget<'_>,
+        requeue: bool,
+        nack_headers: &[(Bytes, Bytes)],
+    ) -> Result<(), NotPending> {
         let settled: Vec<Held> = {
             let mut held = self.lock();
             let index = Self::position(&held, target).ok_or(NotPending)?;
@@ -268,13 +347,12 @@ impl RemoteConsumer {
                 held.remove(index).into_iter().collect()
             }
         };
-        let kind = if requeue {
-            AckKind::Nak(None)
+        if requeue {
+            self.hand_back(settled, RedeliverCause::Nacked, nack_headers);
         } else {
-            AckKind::Ack
-        };
-        self.count(settled.len(), kind);
-        settle_later(with_kind(settled, kind));
+            self.count(settled.len(), AckKind::Ack);
+            settle_later(with_kind(settled, AckKind::Ack));
+        }
         self.room.notify_one();
         Ok(())
     }
@@ -435,6 +513,7 @@ impl RemoteConsumer {
         budget: &Arc<MemoryBudget>,
     ) {
         let delivered = pulled.info().map(|info| info.delivered).unwrap_or(1);
+        let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
         let (pulled, acker) = pulled.split();
         let subscription = match subscription.upgrade() {
             Some(s) if !self.stopped.load(Ordering::Acquire) => s,
@@ -461,7 +540,18 @@ impl RemoteConsumer {
             charge: budget.charge(size),
         });
         if message.is_expired(crate::router::message::now_ms()) {
-            // Expired while stored: dropped, as a local queue drops it.
+            // Expired while stored: dropped or dead-lettered, as a local queue does (or as the
+            // redeliver hook says).
+            self.queue.stats.expired.fetch_add(1, Ordering::Relaxed);
+            if let Some(remote) = self.queue.remote() {
+                let returned = Returned {
+                    acker,
+                    message,
+                    deliveries,
+                };
+                remote.hand_back(&self.queue, returned, RedeliverCause::Expired, &[]);
+                return;
+            }
             return settle_later(vec![(acker, AckKind::Ack)]);
         }
         let stats = &self.link.stats;
@@ -474,12 +564,13 @@ impl RemoteConsumer {
             seq,
             message: message.clone(),
             acker,
+            deliveries,
         });
         subscription.outbox().push(Outgoing::Delivery(Delivery {
             message,
             subscription: subscription.clone(),
             seq,
-            redeliveries: u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX),
+            redeliveries: deliveries - 1,
             first_in_group: false,
         }));
     }
@@ -493,7 +584,7 @@ fn with_kind(held: Vec<Held>, kind: AckKind) -> Vec<(Acker, AckKind)> {
 /// Sends the acks, naks or terms in a task of their own: ACK and NACK frames are handled
 /// without waiting on NATS (an ack that is lost only means the message comes back after
 /// `ack_wait`: at least once).
-fn settle_later(list: Vec<(Acker, AckKind)>) {
+pub(super) fn settle_later(list: Vec<(Acker, AckKind)>) {
     if list.is_empty() {
         return;
     }

@@ -224,12 +224,15 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
             body.push('\n');
             Response::json("200 OK", body)
         }
-        (b"GET", b"/metrics") => Response {
-            code: "200 OK",
-            content_type: metrics::CONTENT_TYPE,
-            headers: String::new(),
-            body: shared.metrics.render(),
-        },
+        (b"GET", b"/metrics") => {
+            Metrics::refresh(broker).await;
+            Response {
+                code: "200 OK",
+                content_type: metrics::CONTENT_TYPE,
+                headers: String::new(),
+                body: shared.metrics.render(),
+            }
+        }
         (b"GET", b"/api/overview") => Response::value(
             "200 OK",
             &console::overview::overview(broker, shared.rates, token.is_some()),

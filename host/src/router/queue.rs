@@ -367,6 +367,17 @@ impl Queue {
         self.remote.as_ref()
     }
 
+    /// Its dead-letter policy (for the cluster side, which applies it to JetStream's
+    /// deliveries).
+    pub(crate) fn dead_letter_policy(&self) -> Option<&DeadLetter> {
+        self.dead_letter.as_ref()
+    }
+
+    /// Its vhost's redeliver-hook outlet (for the cluster side).
+    pub(crate) fn redelivery_outlet(&self) -> Option<&Arc<Redelivery>> {
+        self.redelivery.as_ref()
+    }
+
     /// Gives the queue its arguments (see [`queue_args`](super::queue_args)).
     pub fn with_arguments(self, arguments: super::queue_args::QueueArguments) -> Queue {
         Queue { arguments, ..self }
@@ -636,7 +647,7 @@ impl Queue {
     /// The copy of `original` that goes to the dead-letter queue, with the headers every
     /// dead-lettered message gets (`dlq-reason`, `dlq-original-destination`,
     /// `dlq-delivery-count`), charged to the memory budget.
-    fn dead_letter_copy(
+    pub(crate) fn dead_letter_copy(
         &self,
         dead_letter_queue: &Queue,
         original: &Message,
@@ -1055,12 +1066,15 @@ impl Queue {
     /// Applies the redeliver hook's verdict to message `token` of the deciding set (nothing
     /// when it is no longer there: the queue was deleted meanwhile).
     pub fn resolve(&self, token: u64, resolution: Resolution) {
+        if let Some(remote) = &self.remote {
+            return remote.resolve(self, token, resolution);
+        }
         let mut state = self.lock();
         let Some(mut pending) = state.deciding.remove(&token) else {
             return;
         };
         match resolution {
-            Resolution::Redeliver => {
+            Resolution::Redeliver | Resolution::RedeliverAfter(_) => {
                 if pending.message.is_expired(now_ms()) {
                     // The plugin gave an expired message another chance: without its expiry.
                     pending.message = self.unexpired_copy(&pending.message);

@@ -49,6 +49,10 @@ pub struct Decision {
 pub enum Resolution {
     /// Back to its place among the waiting messages.
     Redeliver,
+    /// Cluster queues only: back to the queue, delivered again after this delay (JetStream's
+    /// `nak` with delay). A local queue's delay waits in the scheduler before it resolves, so
+    /// it never gets this (and would treat it as [`Resolution::Redeliver`]).
+    RedeliverAfter(std::time::Duration),
     /// To this dead-letter queue, with this `dlq-reason`.
     DeadLetter(Arc<super::Queue>, String),
     /// Discarded.
@@ -136,12 +140,12 @@ impl Redelivery {
     }
 
     /// Whether a plugin serves the hook for queue `queue` now.
-    pub(super) fn serves(&self, queue: &[u8]) -> bool {
+    pub(crate) fn serves(&self, queue: &[u8]) -> bool {
         self.serves.get().is_some_and(|serves| serves(queue))
     }
 
     /// Queues a decision without waiting; false (counted) when too many are pending.
-    pub(super) fn submit(&self, decision: Decision) -> bool {
+    pub(crate) fn submit(&self, decision: Decision) -> bool {
         match self.tx.try_send(decision) {
             Ok(()) => true,
             Err(_) => {

@@ -169,7 +169,7 @@ impl Subscription {
         headers: &[(bytes::Bytes, bytes::Bytes)],
     ) -> Result<(), NotPending> {
         if let Some(remote) = &self.remote {
-            return remote.settle(target, true);
+            return remote.nack(target, headers);
         }
         match &self.source {
             Destination::Queue(queue) => queue.settle_with(self.consumer_id, target, true, headers),

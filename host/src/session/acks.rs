@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::codec::{Frame, Version};
 use crate::router::AckMode;
 
-use crate::router::{publish, Published};
+use crate::router::{publish, Destination, Published};
 use crate::text::shown;
 
 use super::error::{client_error, SessionError};
@@ -180,6 +180,8 @@ impl Session {
         // A message a full queue refused does not undo the others: COMMIT gets the ERROR.
         let mut rejected = None;
         let mut unavailable = false;
+        // Cluster mode: the queue messages go to JetStream together, all or none.
+        let mut atomic = Vec::new();
         for action in transaction.actions {
             match action {
                 Action::Publish {
@@ -198,6 +200,12 @@ impl Session {
                     schedule: None,
                 } => {
                     for (destination, message) in plan {
+                        if let Destination::Queue(queue) = &destination {
+                            if let Some(remote) = queue.remote() {
+                                atomic.push((remote.clone(), message));
+                                continue;
+                            }
+                        }
                         match publish(&destination, message, patience).await {
                             Published::Rejected => rejected = Some(destination),
                             Published::Unavailable => unavailable = true,
@@ -223,6 +231,10 @@ impl Session {
                     }
                 }
             }
+        }
+        if let Some((remote, _)) = atomic.first() {
+            let link = remote.link().clone();
+            unavailable |= !link.publish_atomically(&atomic).await;
         }
         if unavailable {
             return Err(self.cluster_unavailable_error());

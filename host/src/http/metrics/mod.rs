@@ -10,6 +10,7 @@
 //! destinations past the cap, in name order, are summed into one series labelled `other`.
 
 mod broker;
+mod cluster;
 mod destinations;
 
 use std::fmt;
@@ -37,6 +38,12 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(BrokerCollector(broker)));
         Metrics { registry }
+    }
+
+    /// Reads what a scrape shows that is not in memory: cluster mode's queue depths, from
+    /// JetStream (bounded; at most once per few seconds). Nothing single-node.
+    pub async fn refresh(broker: &Broker) {
+        cluster::refresh(broker).await;
     }
 
     /// The text of one scrape.
@@ -69,7 +76,8 @@ impl Collector for BrokerCollector {
         broker::encode_memory(&mut encoder, broker)?;
         broker::encode_store(&mut encoder, broker)?;
         broker::encode_plugins(&mut encoder, broker)?;
-        broker::encode_redelivery(&mut encoder, broker)
+        broker::encode_redelivery(&mut encoder, broker)?;
+        cluster::encode_cluster(&mut encoder, broker)
     }
 }
 

@@ -1,0 +1,111 @@
+//! Cluster mode's families (docs/cluster.md): the edge's NATS connection, its cluster counters
+//! (those of `GET /status`'s `cluster`), and each cluster queue's depth as JetStream counts it
+//! (every edge together; read by [`refresh`] before the scrape, see
+//! [`crate::cluster::depth`]). Single-node, none of these families is written.
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::{family, single, Counter, Gauge};
+use crate::broker::Broker;
+
+/// Reads the cluster queues' depths from JetStream for the coming scrape (at most once per
+/// [`crate::cluster::depth::REFRESH_AFTER`]); nothing single-node.
+pub async fn refresh(broker: &Broker) {
+    for vhost in broker.vhosts.iter() {
+        let Some(link) = vhost.router.cluster() else {
+            continue;
+        };
+        let queues = vhost
+            .router
+            .queues()
+            .into_iter()
+            .filter(|queue| queue.remote().is_some())
+            .map(|queue| queue.name.clone())
+            .collect();
+        link.refresh_depths(queues).await;
+    }
+}
+
+/// Writes the cluster families (nothing single-node).
+pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::Result {
+    let Some(link) = broker
+        .vhosts
+        .iter()
+        .find_map(|v| v.router.cluster().cloned())
+    else {
+        return Ok(());
+    };
+    single(
+        encoder,
+        "plugboard_cluster_connected",
+        "1 while the edge is connected to a NATS server, else 0.",
+        Gauge(u64::from(link.connected())),
+    )?;
+    let stats = link.stats();
+    let counters = [
+        (
+            "plugboard_cluster_published",
+            "Queue messages JetStream acknowledged (stored on a majority of the replicas).",
+            &stats.published,
+        ),
+        (
+            "plugboard_cluster_publish_failures",
+            "Queue SENDs that got cluster.unavailable (no acknowledgement in time, or refused).",
+            &stats.publish_failures,
+        ),
+        (
+            "plugboard_cluster_delivered",
+            "Queue messages pulled from JetStream and handed to this edge's subscriptions.",
+            &stats.delivered,
+        ),
+        (
+            "plugboard_cluster_redelivered",
+            "Of the delivered, messages JetStream had delivered before.",
+            &stats.redelivered,
+        ),
+        ("plugboard_cluster_acked", "Deliveries acked.", &stats.acked),
+        (
+            "plugboard_cluster_nacked",
+            "Deliveries handed back (NACK, declined, or held by a subscription that ended).",
+            &stats.nacked,
+        ),
+        (
+            "plugboard_cluster_dead_lettered",
+            "Messages this edge moved to a dead-letter queue (the copy stored by JetStream).",
+            &stats.dead_lettered,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        single(encoder, name, help, Counter(counter.load(Relaxed)))?;
+    }
+    let mut ready = Vec::new();
+    let mut unacked = Vec::new();
+    for vhost in broker.vhosts.iter() {
+        let Some(link) = vhost.router.cluster() else {
+            continue;
+        };
+        for depth in link.depths() {
+            let labels = [
+                ("vhost", vhost.name.to_string()),
+                ("queue", String::from_utf8_lossy(&depth.queue).into_owned()),
+            ];
+            ready.push((labels.clone(), Gauge(depth.ready)));
+            unacked.push((labels, Gauge(depth.unacked)));
+        }
+    }
+    family(
+        encoder,
+        "plugboard_cluster_queue_messages_ready",
+        "A cluster queue's messages not delivered yet, as JetStream counts them (every edge).",
+        ready,
+    )?;
+    family(
+        encoder,
+        "plugboard_cluster_queue_messages_unacked",
+        "A cluster queue's messages out with consumers on any edge, unacknowledged.",
+        unacked,
+    )
+}
