@@ -30,9 +30,9 @@
 
 pub mod batch;
 pub mod config;
-pub mod durable;
 pub mod dead_letter;
 pub mod depth;
+pub mod durable;
 pub mod queue;
 pub mod reply;
 pub mod subject;

@@ -28,8 +28,8 @@ use crate::router::{
     AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Queue, Subscription,
 };
 
-use super::durable::DurableSource;
 use super::dead_letter::Returned;
+use super::durable::DurableSource;
 use super::wire;
 use super::VhostLink;
 
