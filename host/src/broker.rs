@@ -223,7 +223,7 @@ async fn join_cluster(
     config: &Config,
     settings: &crate::cluster::ClusterConfig,
 ) -> anyhow::Result<Vec<Arc<crate::cluster::VhostLink>>> {
-    let cluster = crate::cluster::Cluster::connect(settings)
+    let cluster = crate::cluster::Cluster::connect(settings, &config.base_dir)
         .await
         .context("cluster mode")?;
     let mut links = Vec::new();

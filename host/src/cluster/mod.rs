@@ -21,11 +21,13 @@
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
 pub mod config;
+mod connect;
 pub mod queue;
 pub mod subject;
 pub mod topic;
 pub mod wire;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +36,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use bytes::Bytes;
 
-pub use config::{ClusterConfig, Storage};
+pub use config::{ClusterConfig, NatsTls, Storage};
 pub use queue::{RemoteConsumer, RemoteQueue};
 pub use topic::RemoteTopic;
 
@@ -50,6 +52,7 @@ pub struct Cluster {
     jetstream: jetstream::Context,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    server_errors: Arc<connect::ServerErrors>,
 }
 
 /// What the edge did through the cluster (every vhost together), for `GET /status`.
@@ -93,22 +96,18 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to one of `config.nats` within `connect_timeout_ms`; after that first
-    /// connection the client reconnects on its own, forever.
-    pub async fn connect(config: &ClusterConfig) -> anyhow::Result<Cluster> {
-        let mut options = async_nats::ConnectOptions::new()
+    /// Connects to one of `config.nats` within `connect_timeout_ms` (files named in the
+    /// config relative to `base_dir`); after that first connection the client reconnects on
+    /// its own, forever.
+    pub async fn connect(config: &ClusterConfig, base_dir: &Path) -> anyhow::Result<Cluster> {
+        let server_errors = Arc::new(connect::ServerErrors::default());
+        let options = connect::options(config, base_dir, server_errors.clone())?
             .name("plugboard")
             // A topic message this edge publishes is delivered to its own subscribers directly;
             // NATS must not hand it back.
             .no_echo()
             .connection_timeout(config.connect_timeout())
             .max_reconnects(None);
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
         let servers: Vec<async_nats::ServerAddr> = config
             .nats
             .iter()
@@ -124,7 +123,12 @@ impl Cluster {
                     config.connect_timeout_ms
                 )
             })?
-            .with_context(|| format!("connecting to NATS at {:?}", config.nats))?;
+            .map_err(|err| {
+                anyhow::anyhow!(server_errors.explain(format!(
+                    "connecting to NATS at {:?}: {err}",
+                    config.nats
+                )))
+            })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.publish_timeout());
         Ok(Cluster {
@@ -132,6 +136,7 @@ impl Cluster {
             jetstream,
             config: Arc::new(config.clone()),
             stats: Arc::default(),
+            server_errors,
         })
     }
 
@@ -156,14 +161,19 @@ impl Cluster {
         )
         .await
         .map_err(|_| {
-            anyhow::anyhow!(
+            anyhow::anyhow!(self.server_errors.explain(format!(
                 "JetStream did not make stream {} within {} ms (is JetStream enabled on the NATS servers, with room for {} replica(s)?)",
                 names.stream(),
                 self.config.connect_timeout_ms,
                 self.config.replicas
-            )
+            )))
         })?
-        .with_context(|| format!("making JetStream stream {}", names.stream()))?;
+        .map_err(|err| {
+            anyhow::anyhow!(self.server_errors.explain(format!(
+                "making JetStream stream {}: {err}",
+                names.stream()
+            )))
+        })?;
         Ok(Arc::new(VhostLink {
             names,
             client: self.client.clone(),
