@@ -15,9 +15,9 @@ use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 use crate::harness::*;
 
 /// A frame from another edge (through NATS) arrives within this.
-const ACROSS: Duration = Duration::from_secs(10);
+pub(super) const ACROSS: Duration = Duration::from_secs(10);
 
-fn target_dir() -> PathBuf {
+pub(super) fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("target dir")
@@ -25,17 +25,17 @@ fn target_dir() -> PathBuf {
 }
 
 /// A cluster name no other test uses (letters, digits and '-').
-fn cluster_name() -> String {
+pub(super) fn cluster_name() -> String {
     unique("t").replace('_', "-")
 }
 
 /// The broker binary of this test run.
-fn plugboard() -> &'static Path {
+pub(super) fn plugboard() -> &'static Path {
     Path::new(<crate::Plugboard as plugboard_test_support::BrokerBinary>::PATH)
 }
 
 /// An edge in cluster `name` on the NATS servers `urls`, with `extra` `[cluster]` settings.
-fn edge_on(urls: &[String], name: &str, extra: &str) -> Edge {
+pub(super) fn edge_on(urls: &[String], name: &str, extra: &str) -> Edge {
     let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let toml = format!(
         "[cluster]\nnats = [{}]\nname = \"{name}\"\n{extra}\n",
@@ -47,7 +47,7 @@ fn edge_on(urls: &[String], name: &str, extra: &str) -> Edge {
 }
 
 /// An edge in cluster `name` on every node of `nats`.
-fn edge(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
+pub(super) fn edge(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
     let urls: Vec<String> = nats.nodes.iter().map(|n| n.url()).collect();
     edge_on(&urls, name, extra)
 }
@@ -73,18 +73,18 @@ fn edge_from_cli(urls: &str, name: &str) -> Edge {
         .start()
 }
 
-async fn client(edge: &Edge) -> Client {
+pub(super) async fn client(edge: &Edge) -> Client {
     Client::connect(edge.addr, Version::V12).await
 }
 
 /// Writes `frame` with a receipt and returns the answer: its RECEIPT or an ERROR.
-async fn answer(c: &mut Client, frame: Frame) -> Frame {
+pub(super) async fn answer(c: &mut Client, frame: Frame) -> Frame {
     c.write(&frame.h("receipt", "answer-me")).await;
     c.recv_within(ACROSS).await
 }
 
 /// Reads frames until a MESSAGE, within `within`.
-async fn message_within(c: &mut Client, within: Duration) -> Frame {
+pub(super) async fn message_within(c: &mut Client, within: Duration) -> Frame {
     let f = c.recv_within(within).await;
     assert!(f.is("MESSAGE"), "expected MESSAGE, got {f:?}");
     f

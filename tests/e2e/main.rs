@@ -10,6 +10,7 @@ plugboard_test_support::broker_binary!();
 mod acks;
 mod browsing;
 mod cluster;
+mod cluster_security;
 mod composites;
 mod connect;
 mod console;

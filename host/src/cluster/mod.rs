@@ -124,10 +124,8 @@ impl Cluster {
                 )
             })?
             .map_err(|err| {
-                anyhow::anyhow!(server_errors.explain(format!(
-                    "connecting to NATS at {:?}: {err}",
-                    config.nats
-                )))
+                anyhow::anyhow!(server_errors
+                    .explain(format!("connecting to NATS at {:?}: {err}", config.nats)))
             })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.publish_timeout());

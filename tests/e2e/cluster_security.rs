@@ -1,0 +1,204 @@
+//! Cluster mode's connection to NATS (docs/cluster.md, "Securing the link to NATS"): TLS with a
+//! client certificate (certificates made in the test), an nkey seed file, and the clear refusal
+//! to start when NATS refuses the edge (a bad certificate, a wrong password, a user without
+//! permission for JetStream's API). nats-server as in `cluster.rs`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
+use plugboard_test_support::tls::Pki;
+
+use super::cluster::{
+    client, cluster_name, edge_on, message_within, plugboard, target_dir, ACROSS,
+};
+use crate::harness::*;
+
+/// How long an edge that cannot log in may take to give up (its connect and publish
+/// timeouts are a few seconds in these tests).
+const REFUSED_WITHIN: Duration = Duration::from_secs(60);
+
+/// Starts an edge on `toml` that must refuse to start; returns its stderr.
+fn refused_start(toml: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("plugboard.toml");
+    std::fs::write(&config, toml).expect("write config");
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(plugboard())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn plugboard");
+    let deadline = Instant::now() + REFUSED_WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the edge did not give up within {REFUSED_WITHIN:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "the edge must refuse to start:\n{stderr}"
+    );
+    stderr
+}
+
+/// The `[cluster]` section of an edge in cluster `name` on `nats`, with `extra` lines (which
+/// may end with a `[cluster.tls]` table).
+fn cluster_toml(nats: &NatsCluster, name: &str, extra: &str) -> String {
+    format!(
+        "[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\nconnect_timeout_ms = 3000\npublish_timeout_ms = 1500\n{extra}\n",
+        nats.nodes[0].url()
+    )
+}
+
+/// A SEND with a receipt on `edge` comes back through JetStream to a subscriber on the same
+/// edge (the publish was acknowledged, the consumer pulled it).
+async fn round_trip(edge: &plugboard_test_support::broker::Broker, body: &str) {
+    let dest = "/queue/secured";
+    let mut p = client(edge).await;
+    p.send_r(dest, body).await;
+    let mut c = client(edge).await;
+    c.subscribe("s", dest, "client-individual").await;
+    let m = message_within(&mut c, ACROSS).await;
+    assert_eq!(m.body_str(), body);
+    c.ack(&m).await;
+}
+
+fn quoted(path: &Path) -> String {
+    format!("{:?}", path.to_str().expect("UTF-8 path"))
+}
+
+#[tokio::test]
+async fn cluster_tls_to_nats_with_a_client_certificate_and_refusals_that_say_why() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_tls_to_nats") else {
+        return;
+    };
+    let pki = Pki::new();
+    std::fs::write(pki.path("edge.pem"), &pki.sensor.cert_pem).expect("write");
+    std::fs::write(pki.path("edge.key"), &pki.sensor.key_pem).expect("write");
+    std::fs::write(pki.path("rogue-edge.pem"), &pki.rogue_sensor.cert_pem).expect("write");
+    std::fs::write(pki.path("rogue-edge.key"), &pki.rogue_sensor.key_pem).expect("write");
+    // The client port speaks TLS only and verifies client certificates against the test CA.
+    let tls = format!(
+        "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: true\n  timeout: 2\n}}",
+        quoted(&pki.path("server.pem")),
+        quoted(&pki.path("server.key")),
+        quoted(&pki.path("ca.pem")),
+    );
+    let nats = NatsCluster::start_with(&bin, 1, &tls);
+    let name = cluster_name();
+    let with_tls = |ca: &str, cert: &str, key: &str| {
+        format!(
+            "[cluster.tls]\nca = {}\ncert = {}\nkey = {}\n",
+            quoted(&pki.path(ca)),
+            quoted(&pki.path(cert)),
+            quoted(&pki.path(key)),
+        )
+    };
+    let urls = [nats.nodes[0].url()];
+    let edge = edge_on(&urls, &name, &with_tls("ca.pem", "edge.pem", "edge.key"));
+    round_trip(&edge, "over TLS").await;
+
+    // A client certificate from a CA the server does not trust: refused at start.
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        &with_tls("ca.pem", "rogue-edge.pem", "rogue-edge.key"),
+    ));
+    assert!(
+        err.contains("cluster mode") && err.contains("connecting to NATS"),
+        "{err}"
+    );
+    // A server certificate the edge does not trust: refused at start.
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        &with_tls("rogue-ca.pem", "edge.pem", "edge.key"),
+    ));
+    assert!(err.contains("connecting to NATS"), "{err}");
+    // Without TLS the server (which requires it) is not reached either.
+    let err = refused_start(&cluster_toml(&nats, &name, ""));
+    assert!(err.contains("connecting to NATS"), "{err}");
+    // A key file that is not a key is named before anything is tried.
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        &with_tls("ca.pem", "edge.pem", "edge.pem"),
+    ));
+    assert!(
+        err.contains("[cluster] tls.key") && err.contains("no private key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cluster_nkey_login_works_and_a_user_without_permission_is_refused_clearly() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_nkey_login") else {
+        return;
+    };
+    let edge_key = nkeys::KeyPair::new_user();
+    // The `reader` may not use JetStream's API (it could only read core subjects).
+    let authorization = format!(
+        "authorization {{\n  users = [\n    {{ nkey: \"{}\" }}\n    {{ user: \"reader\", password: \"reader-pass\", permissions: {{ publish: {{ deny: [\"$JS.API.>\"] }} }} }}\n  ]\n}}",
+        edge_key.public_key()
+    );
+    let nats = NatsCluster::start_with(&bin, 1, &authorization);
+    let name = cluster_name();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed_file = dir.path().join("edge.nk");
+    std::fs::write(&seed_file, edge_key.seed().expect("seed")).expect("write seed");
+
+    let urls = [nats.nodes[0].url()];
+    let edge = edge_on(&urls, &name, &format!("nkey = {}", quoted(&seed_file)));
+    round_trip(&edge, "signed in with an nkey").await;
+
+    // A user NATS knows but who may not make streams: the start fails and says why.
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        "user = \"reader\"\npassword = \"reader-pass\"",
+    ));
+    assert!(
+        err.contains("Permissions Violation") && err.contains("$JS.API"),
+        "the refusal names NATS's permissions violation: {err}"
+    );
+    assert!(
+        !err.contains("reader-pass"),
+        "no password in the log: {err}"
+    );
+    // A wrong password: NATS's authorization violation, at once.
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        "user = \"reader\"\npassword = \"wrong\"",
+    ));
+    assert!(err.contains("authorization violation"), "{err}");
+    // Another user's seed: refused the same way.
+    let stranger = dir.path().join("stranger.nk");
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().expect("seed"))
+        .expect("write seed");
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        &format!("nkey = {}", quoted(&stranger)),
+    ));
+    assert!(err.contains("authorization violation"), "{err}");
+}
