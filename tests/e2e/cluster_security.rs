@@ -13,7 +13,6 @@ use plugboard_test_support::tls::Pki;
 use super::cluster::{
     client, cluster_name, edge_on, message_within, plugboard, target_dir, ACROSS,
 };
-use crate::harness::*;
 
 /// How long an edge that cannot log in may take to give up (its connect and publish
 /// timeouts are a few seconds in these tests).

@@ -10,6 +10,8 @@ plugboard_test_support::broker_binary!();
 mod acks;
 mod browsing;
 mod cluster;
+mod cluster_load;
+mod cluster_plugins;
 mod cluster_security;
 mod composites;
 mod connect;
