@@ -3,20 +3,53 @@
 //! connect options. Every file is read and checked here, at start, so that a missing or
 //! malformed one is refused with its setting's name before any connection is tried (and no
 //! secret reaches an error message). Also keeps the last error a NATS server reported (a
-//! permissions violation, an authorization failure) so that a start that fails says why.
+//! permissions violation, an authorization failure) so that a start that fails says why, and
+//! joins a vhost's streams patiently ([`Cluster::join_vhost`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event, ServerError};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::config::{ClusterConfig, NatsTls};
+use super::{Cluster, VhostLink};
 
 /// The largest credentials, seed, certificate or key file read (they are a few KiB).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The pause before a vhost's streams are asked for again at start.
+const JOIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+impl Cluster {
+    /// [`Cluster::vhost`], asked again while it fails within `connect_timeout_ms` (JetStream
+    /// answers nothing while a new NATS cluster elects its meta leader, or while it is busy
+    /// with edges that start together); after that, or at once when the NATS server reported
+    /// a permissions violation, the failure with what the server said.
+    pub async fn join_vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout();
+        loop {
+            let err = match self.vhost(vhost).await {
+                Ok(link) => return Ok(link),
+                Err(err) => err,
+            };
+            let refused = self
+                .server_errors
+                .last()
+                .is_some_and(|said| said.contains("Permissions Violation"));
+            if refused || tokio::time::Instant::now() + JOIN_RETRY_PAUSE >= deadline {
+                return Err(anyhow::anyhow!(self
+                    .server_errors
+                    .explain(format!("{err:#}"))));
+            }
+            info!(error = %format!("{err:#}"), "cluster mode: JetStream not ready yet; asking again");
+            tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+        }
+    }
+}
 
 /// The last error a NATS server sent this edge's client, for error messages at start.
 #[derive(Debug, Default)]

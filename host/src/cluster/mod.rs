@@ -159,19 +159,14 @@ impl Cluster {
         )
         .await
         .map_err(|_| {
-            anyhow::anyhow!(self.server_errors.explain(format!(
+            anyhow::anyhow!(
                 "JetStream did not make stream {} within {} ms (is JetStream enabled on the NATS servers, with room for {} replica(s)?)",
                 names.stream(),
                 self.config.connect_timeout_ms,
                 self.config.replicas
-            )))
+            )
         })?
-        .map_err(|err| {
-            anyhow::anyhow!(self.server_errors.explain(format!(
-                "making JetStream stream {}: {err}",
-                names.stream()
-            )))
-        })?;
+        .with_context(|| format!("making JetStream stream {}", names.stream()))?;
         Ok(Arc::new(VhostLink {
             names,
             client: self.client.clone(),
