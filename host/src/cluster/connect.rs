@@ -6,7 +6,7 @@
 //! permissions violation, an authorization failure) so that a start that fails says why, and
 //! joins a vhost's streams patiently ([`Cluster::join_vhost`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,7 +158,7 @@ fn with_tls(
 }
 
 /// Checks that `path` holds at least one PEM certificate, all of them readable.
-fn check_certificates(setting: &str, path: &PathBuf) -> anyhow::Result<()> {
+fn check_certificates(setting: &str, path: &Path) -> anyhow::Result<()> {
     let pem = read(setting, path)?;
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
