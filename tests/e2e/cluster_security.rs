@@ -1,7 +1,8 @@
 //! Cluster mode's connection to NATS (docs/cluster.md, "Securing the link to NATS"): TLS with a
-//! client certificate (certificates made in the test), an nkey seed file, and the clear refusal
-//! to start when NATS refuses the edge (a bad certificate, a wrong password, a user without
-//! permission for JetStream's API). nats-server as in `cluster.rs`.
+//! client certificate (certificates made in the test), an nkey seed file, a credentials file on
+//! an operator-mode server (JWTs made in the test), and the clear refusal to start when NATS
+//! refuses the edge (a bad certificate, a wrong password, a user without permission for
+//! JetStream's API, a forged JWT). nats-server as in `cluster.rs`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -198,6 +199,110 @@ async fn cluster_nkey_login_works_and_a_user_without_permission_is_refused_clear
         &nats,
         &name,
         &format!("nkey = {}", quoted(&stranger)),
+    ));
+    assert!(err.contains("authorization violation"), "{err}");
+}
+
+/// A NATS JWT (`ed25519-nkey`) with `claims` (`iss` and `sub` filled in), signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, mut claims: serde_json::Value) -> String {
+    use data_encoding::BASE64URL_NOPAD;
+    claims["iss"] = issuer.public_key().into();
+    claims["sub"] = subject.into();
+    claims["iat"] = 1_700_000_000u64.into();
+    claims["jti"] = unique_jti(subject).into();
+    let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
+}
+
+fn unique_jti(subject: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{subject}-{}", std::process::id()).as_bytes());
+    data_encoding::BASE32_NOPAD.encode(&digest)
+}
+
+#[tokio::test]
+async fn cluster_creds_file_logs_in_with_a_user_jwt_on_an_operator_mode_server() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_creds_file") else {
+        return;
+    };
+    // Operator → account (JetStream allowed) → user, as `nsc` would make them (made here,
+    // with nkeys, for this run only).
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        serde_json::json!({"name": "test-operator", "nats": {"type": "operator", "version": 2}}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        serde_json::json!({"name": "edges", "nats": {"limits": unlimited, "type": "account", "version": 2}}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        serde_json::json!({"name": "edge", "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}}),
+    );
+    // The system account JetStream needs in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        serde_json::json!({"name": "SYS", "nats": {"type": "account", "version": 2}}),
+    );
+    let server = format!(
+        "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}",
+        system.public_key(),
+        account.public_key(),
+        system.public_key()
+    );
+    let nats = NatsCluster::start_with(&bin, 1, &server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("edge.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().expect("seed")
+        ),
+    )
+    .expect("write creds");
+    let name = cluster_name();
+    let urls = [nats.nodes[0].url()];
+    let edge = edge_on(&urls, &name, &format!("creds = {}", quoted(&creds)));
+    round_trip(&edge, "signed in with a credentials file").await;
+
+    // A user JWT the operator's account did not sign: refused at start.
+    let stranger_account = nkeys::KeyPair::new_account();
+    let forged = nats_jwt(
+        &stranger_account,
+        &user.public_key(),
+        serde_json::json!({"name": "edge", "nats": {"pub": {}, "sub": {}, "type": "user", "version": 2}}),
+    );
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().expect("seed")
+        ),
+    )
+    .expect("write creds");
+    let err = refused_start(&cluster_toml(
+        &nats,
+        &name,
+        &format!("creds = {}", quoted(&creds)),
     ));
     assert!(err.contains("authorization violation"), "{err}");
 }
