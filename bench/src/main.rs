@@ -231,6 +231,10 @@ struct Common {
     /// runs where a routing plugin moves the messages.
     #[arg(long)]
     consume_from: Option<String>,
+    /// Where the consumers connect, HOST:PORT [default: --addr]: another broker of a cluster
+    /// than the producers' (bench/cluster.sh: produce on one edge, consume on the next).
+    #[arg(long)]
+    consume_addr: Option<String>,
     /// Wildcard topic subscriptions that match nothing of the run, held open on connections
     /// of their own during it (see `patterns.rs`): the cost of unmatched patterns.
     #[arg(long, default_value_t = 0)]
@@ -291,19 +295,25 @@ fn plan(scenario: Scenario) -> Plan {
         _ => format!("/{name}/bench"),
     });
     let consume_from = common.consume_from.unwrap_or_else(|| destination.clone());
+    let endpoint = Endpoint {
+        addr: common.addr,
+        login: common.login,
+        passcode: common.passcode,
+        tls: common.tls_ca.as_deref().map(|ca| {
+            conn::tls_connector(ca).unwrap_or_else(|e| {
+                eprintln!("error: --tls-ca: {e:#}");
+                std::process::exit(2)
+            })
+        }),
+    };
+    let consume_endpoint = Endpoint {
+        addr: common.consume_addr.unwrap_or_else(|| endpoint.addr.clone()),
+        ..endpoint.clone()
+    };
     Plan {
         scenario: name,
-        endpoint: Endpoint {
-            addr: common.addr,
-            login: common.login,
-            passcode: common.passcode,
-            tls: common.tls_ca.as_deref().map(|ca| {
-                conn::tls_connector(ca).unwrap_or_else(|e| {
-                    eprintln!("error: --tls-ca: {e:#}");
-                    std::process::exit(2)
-                })
-            }),
-        },
+        endpoint,
+        consume_endpoint,
         destination,
         consume_from,
         producers,

@@ -33,6 +33,8 @@ const SETTLE: Duration = Duration::from_millis(200);
 pub struct Plan {
     pub scenario: &'static str,
     pub endpoint: Endpoint,
+    /// Where the consumers connect (normally `endpoint`).
+    pub consume_endpoint: Endpoint,
     /// Where the producers send.
     pub destination: String,
     /// Where the consumers subscribe (normally `destination`).
@@ -97,7 +99,7 @@ pub async fn run(plan: Plan) -> Report {
             crate::patterns::hold(&plan.endpoint, &plan.destination, plan.idle_patterns).await?;
         let mut consumers = Vec::new();
         for c in 0..plan.consumers {
-            let mut conn = Conn::connect(&plan.endpoint).await?;
+            let mut conn = Conn::connect(&plan.consume_endpoint).await?;
             let early = conn::subscribe(
                 &mut conn,
                 &plan.consume_from,

@@ -227,12 +227,12 @@ async fn join_cluster(
     config: &Config,
     settings: &crate::cluster::ClusterConfig,
 ) -> anyhow::Result<Vec<Arc<crate::cluster::VhostLink>>> {
-    let cluster = crate::cluster::Cluster::connect(settings)
+    let cluster = crate::cluster::Cluster::connect(settings, &config.base_dir)
         .await
         .context("cluster mode")?;
     let mut links = Vec::new();
     for name in crate::vhost::names(config) {
-        links.push(cluster.vhost(name).await.context("cluster mode")?);
+        links.push(cluster.join_vhost(name).await.context("cluster mode")?);
     }
     info!(
         nats = ?settings.nats,

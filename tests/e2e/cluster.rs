@@ -35,7 +35,7 @@ pub(super) fn plugboard() -> &'static Path {
 }
 
 /// An edge in cluster `name` on the NATS servers `urls`, with `extra` `[cluster]` settings.
-fn edge_on(urls: &[String], name: &str, extra: &str) -> Edge {
+pub(super) fn edge_on(urls: &[String], name: &str, extra: &str) -> Edge {
     let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let toml = format!(
         "[cluster]\nnats = [{}]\nname = \"{name}\"\n{extra}\n",
@@ -78,7 +78,7 @@ pub(super) async fn client(edge: &Edge) -> Client {
 }
 
 /// Writes `frame` with a receipt and returns the answer: its RECEIPT or an ERROR.
-async fn answer(c: &mut Client, frame: Frame) -> Frame {
+pub(super) async fn answer(c: &mut Client, frame: Frame) -> Frame {
     c.write(&frame.h("receipt", "answer-me")).await;
     c.recv_within(ACROSS).await
 }

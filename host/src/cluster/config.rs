@@ -2,6 +2,7 @@
 //! prefix of every subject and stream) and the settings of the streams and consumers it makes.
 //! Absent (the default), the broker runs single-node and none of this is read.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -43,6 +44,16 @@ pub struct ClusterConfig {
     pub password: Option<String>,
     /// NATS authentication token (instead of `user`/`password`). Never logged or shown.
     pub token: Option<String>,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed, as `nsc` writes them)
+    /// for decentralized (operator/account) authentication. Relative to the config file.
+    pub creds: Option<PathBuf>,
+    /// A file holding the edge's nkey seed (`SU...`), for servers that list users by nkey.
+    /// Relative to the config file.
+    pub nkey: Option<PathBuf>,
+    /// `[cluster.tls]`: TLS to the NATS servers. Present: every connection is TLS (also to
+    /// `nats://` URLs); absent: TLS only to `tls://` URLs (or servers that require it), against
+    /// the system's root certificates.
+    pub tls: Option<NatsTls>,
     /// How long a SEND to a `/queue/` waits for JetStream's publish acknowledgement; after it
     /// the SEND gets an ERROR (`cluster.unavailable`). 1 ms to 60 s; default 5 s.
     pub publish_timeout_ms: u64,
@@ -68,6 +79,9 @@ impl Default for ClusterConfig {
             user: None,
             password: None,
             token: None,
+            creds: None,
+            nkey: None,
+            tls: None,
             publish_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             ack_wait_ms: 30_000,
@@ -89,6 +103,9 @@ impl std::fmt::Debug for ClusterConfig {
             .field("user", &self.user)
             .field("password", &secret(&self.password))
             .field("token", &secret(&self.token))
+            .field("creds", &self.creds)
+            .field("nkey", &self.nkey)
+            .field("tls", &self.tls)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("ack_wait_ms", &self.ack_wait_ms)
@@ -130,10 +147,19 @@ impl ClusterConfig {
             self.user.is_none() || self.password.is_some(),
             "[cluster] user needs a password"
         );
+        let ways = [
+            self.user.is_some(),
+            self.token.is_some(),
+            self.creds.is_some(),
+            self.nkey.is_some(),
+        ];
         anyhow::ensure!(
-            self.token.is_none() || self.user.is_none(),
-            "[cluster] takes either a token or a user and password, not both"
+            ways.iter().filter(|&&set| set).count() <= 1,
+            "[cluster] takes one way to log in to NATS: user and password, token, creds or nkey, not several"
         );
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         anyhow::ensure!(
             (1..=60_000).contains(&self.publish_timeout_ms),
             "[cluster] publish_timeout_ms must be 1 to 60000, not {}",
@@ -169,6 +195,35 @@ impl ClusterConfig {
     /// `ack_wait_ms` as a duration.
     pub fn ack_wait(&self) -> Duration {
         Duration::from_millis(self.ack_wait_ms)
+    }
+}
+
+/// `[cluster.tls]`: TLS to the NATS servers, through async-nats' rustls (the `ring` provider the
+/// broker's own TLS uses). The files are read and checked at start, and read again by the
+/// client at each reconnect (a renewed certificate is picked up then).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsTls {
+    /// CA certificates (PEM) the NATS servers' certificates are verified against. Absent: the
+    /// system's root certificates.
+    pub ca: Option<PathBuf>,
+    /// The edge's client certificate chain (PEM), for NATS servers that verify clients
+    /// (`verify: true`): mutual TLS. With `key`.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `cert`.
+    pub key: Option<PathBuf>,
+    /// Start TLS before NATS's INFO (`handshake_first` on the server, nats-server 2.10.4+);
+    /// default false: the usual upgrade after INFO.
+    pub handshake_first: bool,
+}
+
+impl NatsTls {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.cert.is_some() == self.key.is_some(),
+            "[cluster.tls] cert and key go together (a client certificate needs its key)"
+        );
+        Ok(())
     }
 }
 
@@ -251,7 +306,31 @@ mod tests {
                     c.password = Some("p".into());
                     c.token = Some("t".into());
                 }),
-                "not both",
+                "one way to log in",
+            ),
+            (
+                Box::new(|c| {
+                    c.token = Some("t".into());
+                    c.creds = Some("edge.creds".into());
+                }),
+                "one way to log in",
+            ),
+            (
+                Box::new(|c| {
+                    c.user = Some("u".into());
+                    c.password = Some("p".into());
+                    c.nkey = Some("edge.nk".into());
+                }),
+                "one way to log in",
+            ),
+            (
+                Box::new(|c| {
+                    c.tls = Some(NatsTls {
+                        cert: Some("edge.pem".into()),
+                        ..NatsTls::default()
+                    })
+                }),
+                "cert and key",
             ),
             (Box::new(|c| c.publish_timeout_ms = 0), "publish_timeout_ms"),
             (Box::new(|c| c.ack_wait_ms = 10), "ack_wait_ms"),

@@ -30,6 +30,7 @@
 
 pub mod batch;
 pub mod config;
+mod connect;
 pub mod dead_letter;
 pub mod depth;
 pub mod durable;
@@ -39,6 +40,7 @@ pub mod subject;
 pub mod topic;
 pub mod wire;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +49,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use bytes::Bytes;
 
-pub use config::{ClusterConfig, Storage};
+pub use config::{ClusterConfig, NatsTls, Storage};
 pub use queue::{RemoteConsumer, RemoteQueue};
 pub use topic::RemoteTopic;
 
@@ -65,6 +67,7 @@ pub struct Cluster {
     stats: Arc<ClusterStats>,
     /// This edge's id, random per start (names its temporary queues: [`reply`]).
     edge: Arc<str>,
+    server_errors: Arc<connect::ServerErrors>,
 }
 
 /// What the edge did through the cluster (every vhost together), for `GET /status`.
@@ -111,22 +114,18 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to one of `config.nats` within `connect_timeout_ms`; after that first
-    /// connection the client reconnects on its own, forever.
-    pub async fn connect(config: &ClusterConfig) -> anyhow::Result<Cluster> {
-        let mut options = async_nats::ConnectOptions::new()
+    /// Connects to one of `config.nats` within `connect_timeout_ms` (files named in the
+    /// config relative to `base_dir`); after that first connection the client reconnects on
+    /// its own, forever.
+    pub async fn connect(config: &ClusterConfig, base_dir: &Path) -> anyhow::Result<Cluster> {
+        let server_errors = Arc::new(connect::ServerErrors::default());
+        let options = connect::options(config, base_dir, server_errors.clone())?
             .name("plugboard")
             // A topic message this edge publishes is delivered to its own subscribers directly;
             // NATS must not hand it back.
             .no_echo()
             .connection_timeout(config.connect_timeout())
             .max_reconnects(None);
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
         let servers: Vec<async_nats::ServerAddr> = config
             .nats
             .iter()
@@ -142,7 +141,10 @@ impl Cluster {
                     config.connect_timeout_ms
                 )
             })?
-            .with_context(|| format!("connecting to NATS at {:?}", config.nats))?;
+            .map_err(|err| {
+                anyhow::anyhow!(server_errors
+                    .explain(format!("connecting to NATS at {:?}: {err}", config.nats)))
+            })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.publish_timeout());
         Ok(Cluster {
@@ -151,6 +153,7 @@ impl Cluster {
             config: Arc::new(config.clone()),
             stats: Arc::default(),
             edge: reply::new_edge_id()?,
+            server_errors,
         })
     }
 

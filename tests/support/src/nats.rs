@@ -121,6 +121,12 @@ impl NatsCluster {
     /// Starts `count` nodes (1, or 3 for a JetStream cluster) and waits until JetStream is
     /// ready on every one.
     pub fn start(bin: &Path, count: usize) -> NatsCluster {
+        NatsCluster::start_with(bin, count, "")
+    }
+
+    /// [`NatsCluster::start`] with `extra` appended to every node's configuration (a `tls`
+    /// block for the client port, an `authorization` block, ...).
+    pub fn start_with(bin: &Path, count: usize, extra: &str) -> NatsCluster {
         assert!(
             count == 1 || count >= 3,
             "a JetStream cluster needs 3 nodes"
@@ -147,6 +153,8 @@ impl NatsCluster {
                     routes.join(", ")
                 ));
             }
+            text.push_str(extra);
+            text.push('\n');
             let config = dir.path().join(format!("n{i}.conf"));
             std::fs::write(&config, text).expect("write nats config");
             nodes.push(NatsNode {
