@@ -25,7 +25,9 @@ async fn edge(nats: &NatsCluster, name: &str, settings: RouterSettings) -> Route
         name: name.to_string(),
         ..ClusterConfig::default()
     };
-    let cluster = Cluster::connect(&config).await.expect("connected");
+    let cluster = Cluster::connect(&config, std::path::Path::new("."))
+        .await
+        .expect("connected");
     let link = cluster.vhost("/").await.expect("vhost joined");
     let mut router = Router::new(settings);
     router.join_cluster(link);
