@@ -179,15 +179,7 @@ fn outgoing(queue: &RemoteQueue, message: &Message) -> Outgoing {
     Outgoing {
         subject: queue.subject().clone(),
         id: String::from_utf8_lossy(&id).into_owned(),
-        payload: wire::encode(
-            &message.destination,
-            &message.headers,
-            &message.body,
-            message.id_prefix.as_bytes(),
-            message.id_seq,
-            message.expires_at,
-            message.persistent,
-        ),
+        payload: wire::encode_message(message),
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use crate::budget::MemoryBudget;
 use crate::plugin::RedeliverCause;
 use crate::router::{
-    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Props, Queue, Subscription,
+    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Queue, Subscription,
 };
 
 use super::dead_letter::Returned;
@@ -119,15 +119,7 @@ impl RemoteQueue {
     /// original's `message-id` but must not be taken for the original by JetStream's
     /// duplicate check).
     pub async fn publish_as(&self, message: &Message, id: &str) -> bool {
-        let payload = wire::encode(
-            &message.destination,
-            &message.headers,
-            &message.body,
-            message.id_prefix.as_bytes(),
-            message.id_seq,
-            message.expires_at,
-            message.persistent,
-        );
+        let payload = wire::encode_message(message);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let timeout = self.link.config.publish_timeout();
@@ -527,18 +519,7 @@ impl RemoteConsumer {
                 return settle_later(vec![(acker, AckKind::Term)]);
             }
         };
-        let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
-        let message = Arc::new(Message {
-            props: Props::recovered(&parts.headers),
-            destination: parts.destination,
-            headers: parts.headers,
-            body: parts.body,
-            id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
-            id_seq: parts.id_seq,
-            expires_at: parts.expires_at,
-            persistent: parts.persistent,
-            charge: budget.charge(size),
-        });
+        let message = Arc::new(wire::into_message(parts, budget));
         if message.is_expired(crate::router::message::now_ms()) {
             // Expired while stored: dropped or dead-lettered, as a local queue does (or as the
             // redeliver hook says).

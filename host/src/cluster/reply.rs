@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use crate::router::REPLY_QUEUE_PREFIX;
 use crate::vhost::Vhost;
 
-use super::topic::{message_from, RemoteTopic};
+use super::topic::RemoteTopic;
 use super::{wire, VhostLink};
 
 /// The length of an edge id (hex digits).
@@ -105,7 +105,7 @@ pub async fn run_inbound(vhost: Arc<Vhost>, mut subscriber: async_nats::Subscrib
             tracing::debug!(subject = %nats.subject, "cluster: a reply to a temporary queue that is gone; dropped");
             continue;
         };
-        let message = Arc::new(message_from(parts, &budget));
+        let message = Arc::new(wire::into_message(parts, &budget));
         queue.publish(message).await;
     }
 }

@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::router::{Message, Props};
+use crate::router::Message;
 use crate::vhost::Vhost;
 
 use super::{wire, VhostLink};
@@ -58,15 +58,7 @@ impl RemoteTopic {
     /// persistent message of a topic goes through JetStream: false when the topic stream did
     /// not acknowledge it within `publish_timeout_ms` (it may or may not have been stored).
     pub async fn publish(&self, message: &Message) -> bool {
-        let payload = wire::encode(
-            &message.destination,
-            &message.headers,
-            &message.body,
-            message.id_prefix.as_bytes(),
-            message.id_seq,
-            message.expires_at,
-            message.persistent,
-        );
+        let payload = wire::encode_message(message);
         if let (true, Some(jetstream)) = (message.persistent, &self.jetstream) {
             return self.store(jetstream, message, payload).await;
         }
@@ -165,26 +157,7 @@ pub async fn run_inbound(
                 continue;
             }
         };
-        let message = Arc::new(message_from(parts, &budget));
+        let message = Arc::new(wire::into_message(parts, &budget));
         vhost.router.deliver_from_cluster(message, patience).await;
-    }
-}
-
-/// The router's message for one decoded from the wire, charged to `budget`.
-pub(super) fn message_from(
-    parts: wire::WireMessage,
-    budget: &Arc<crate::budget::MemoryBudget>,
-) -> Message {
-    let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
-    Message {
-        props: Props::recovered(&parts.headers),
-        destination: parts.destination,
-        headers: parts.headers,
-        body: parts.body,
-        id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
-        id_seq: parts.id_seq,
-        expires_at: parts.expires_at,
-        persistent: parts.persistent,
-        charge: budget.charge(size),
     }
 }

@@ -20,7 +20,11 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use std::sync::Arc;
+
+use crate::budget::MemoryBudget;
 use crate::codec::Header;
+use crate::router::{Message, Props};
 
 const MAGIC: &[u8; 3] = b"PB\x01";
 const PERSISTENT: u8 = 1;
@@ -90,6 +94,35 @@ pub fn encode(
     }
     out.put_slice(body);
     out.freeze()
+}
+
+/// Encodes `message` into one NATS payload.
+pub fn encode_message(message: &Message) -> Bytes {
+    encode(
+        &message.destination,
+        &message.headers,
+        &message.body,
+        message.id_prefix.as_bytes(),
+        message.id_seq,
+        message.expires_at,
+        message.persistent,
+    )
+}
+
+/// The router's message for one decoded from the wire, charged to `budget`.
+pub fn into_message(parts: WireMessage, budget: &Arc<MemoryBudget>) -> Message {
+    let size = Message::size_of(&parts.destination, &parts.headers, &parts.body);
+    Message {
+        props: Props::recovered(&parts.headers),
+        destination: parts.destination,
+        headers: parts.headers,
+        body: parts.body,
+        id_prefix: Arc::from(String::from_utf8_lossy(&parts.id_prefix).as_ref()),
+        id_seq: parts.id_seq,
+        expires_at: parts.expires_at,
+        persistent: parts.persistent,
+        charge: budget.charge(size),
+    }
 }
 
 fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
