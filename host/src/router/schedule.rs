@@ -31,7 +31,7 @@
 //! topic, whose slow subscribers may hold a publisher up) gets it from a task of its own, so
 //! one full queue never holds up the others' scheduled messages. In cluster mode a due message
 //! the cluster does not take (NATS unreachable) stays scheduled, journal record and all, and is
-//! tried again with a growing pause ([`Scheduler::retry`]).
+//! tried again with a growing pause (`Scheduler::retry`).
 
 use std::cmp::Ordering as Order;
 use std::collections::{BinaryHeap, HashMap};
