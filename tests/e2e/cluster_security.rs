@@ -6,8 +6,9 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use plugboard_test_support::broker::exit_within;
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 use plugboard_test_support::tls::Pki;
 
@@ -37,20 +38,11 @@ fn refused_start(toml: &str) -> String {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("spawn plugboard");
-    let deadline = Instant::now() + REFUSED_WITHIN;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the edge did not give up within {REFUSED_WITHIN:?}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut child, REFUSED_WITHIN) else {
+        panic!(
+            "the edge did not give up within {REFUSED_WITHIN:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     };
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plugboard_test_support::broker::Broker;
+use plugboard_test_support::broker::{exit_within, Broker};
 use plugboard_test_support::plugins::workspace_root;
 use plugboard_test_support::plugins::{component, IfBuildFails};
 pub use plugboard_test_support::stomp::send_frame;
@@ -131,21 +131,12 @@ pub fn run_plugboard_with_input(args: &[&std::ffi::OsStr], input: Option<&[u8]>)
         // A refusal may exit before reading it all: a broken pipe is its answer, not ours.
         let _ = stdin.write_all(input);
     }
-    let deadline = Instant::now() + EXIT_T;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "plugboard {args:?} still running after {EXIT_T:?}; stdout: {:?}; stderr: {:?}",
-                std::fs::read_to_string(&out_path).unwrap_or_default(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = exit_within(&mut child, EXIT_T) else {
+        panic!(
+            "plugboard {args:?} still running after {EXIT_T:?}; stdout: {:?}; stderr: {:?}",
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
     };
     Finished {
         status,

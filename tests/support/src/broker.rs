@@ -337,20 +337,16 @@ impl Broker {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         self.signal("TERM");
-        let deadline = Instant::now() + within;
         let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
+        match exit_within(child, within) {
+            Some(status) => {
                 self.child = None;
-                return status;
+                status
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "broker did not exit within {within:?} of SIGTERM\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None => panic!(
+                "broker did not exit within {within:?} of SIGTERM\n{}",
+                self.log_tail()
+            ),
         }
     }
 
@@ -464,4 +460,21 @@ pub fn shared_plugin_cache() -> PathBuf {
         .mode(0o700)
         .create(&dir);
     dir
+}
+
+/// Waits up to `within` for `child` to exit: its status, or `None` after killing it (and
+/// reaping it) when it was still running.
+pub fn exit_within(child: &mut std::process::Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
