@@ -11,40 +11,21 @@ use plugboard_test_support::metrics::scrape;
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 use plugboard_test_support::stomp::{unique, Client, Frame};
 
+use crate::redeliver::{backoff_config, nack_with_error, DUE};
 use crate::support::*;
-
-/// Longest a test waits for a redelivery that is due (generous: a loaded machine).
-const DUE: Duration = Duration::from_secs(10);
 
 /// An edge of cluster `name` on `nats` running `backoff` with `delays_ms` for `/queue/retry.*`.
 fn backoff_edge(nats: &NatsCluster, name: &str, delays_ms: &str) -> (TempConfig, Broker) {
-    let config = temp_config(&format!(
-        r#"admin_listen = "127.0.0.1:0"
-[cluster]
-nats = ["{}"]
-name = "{name}"
-[[plugins]]
-name = "backoff"
-file = "{}"
-hooks = ["redeliver"]
-destinations = ["/queue/retry.*"]
-[plugins.config]
-delays_ms = {delays_ms}
-"#,
-        nats.nodes[0].url(),
-        plugin("backoff")
-    ));
+    let cluster = format!(
+        "[cluster]\nnats = [\"{}\"]\nname = \"{name}\"",
+        nats.nodes[0].url()
+    );
+    let config = backoff_config(delays_ms, &cluster);
     let edge = Launch::config_file(broker_bin(), &config.path)
         .status_line()
         .start_within(Duration::from_secs(60))
         .start();
     (config, edge)
-}
-
-/// NACK of `m` with an `error` header, waiting for the receipt.
-async fn nack_with_error(client: &mut Client, m: &Frame, error: &str) {
-    let f = client.ack_frame("NACK", m).h("error", error);
-    client.roundtrip(f).await;
 }
 
 async fn message(client: &mut Client) -> Frame {

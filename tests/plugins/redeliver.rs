@@ -12,9 +12,11 @@ use plugboard_test_support::stomp::{send_frame, unique, Client, Frame};
 use crate::support::*;
 
 /// Longest a test waits for a redelivery that is due (generous: a loaded machine).
-const DUE: Duration = Duration::from_secs(10);
+pub(crate) const DUE: Duration = Duration::from_secs(10);
 
-fn backoff_config(delays_ms: &str, extra: &str) -> TempConfig {
+/// A config with the `backoff` sample (`delays_ms`) for `/queue/retry.*`, and `extra` lines
+/// before its plugin table.
+pub(crate) fn backoff_config(delays_ms: &str, extra: &str) -> TempConfig {
     temp_config(&format!(
         r#"admin_listen = "127.0.0.1:0"
 {extra}
@@ -31,7 +33,7 @@ delays_ms = {delays_ms}
 }
 
 /// NACK of `m` with an `error` header, waiting for the receipt.
-async fn nack_with_error(client: &mut Client, m: &Frame, error: &str) {
+pub(crate) async fn nack_with_error(client: &mut Client, m: &Frame, error: &str) {
     let f = client.ack_frame("NACK", m).h("error", error);
     client.roundtrip(f).await;
 }
