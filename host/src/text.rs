@@ -56,6 +56,20 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes [`hex`] wrote (either case); `None` for anything else (an odd length, a sign, a
+/// non-digit).
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |d: u8| char::from(d).to_digit(16).map(|v| v as u8);
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
 /// One byte as two lowercase hexadecimal digits.
 pub fn hex_byte(b: u8) -> [u8; 2] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -129,6 +143,17 @@ pub fn has_any(field: &[u8], targets: [u8; 4]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unhex_reads_what_hex_writes_and_refuses_the_rest() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&all)).unwrap(), all);
+        assert_eq!(unhex("00FFa0").unwrap(), [0, 255, 0xa0]);
+        assert_eq!(unhex("").unwrap(), Vec::<u8>::new());
+        for bad in ["0", "+f", "-1", "0g", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn has_any_finds_a_target_at_every_position_and_length() {

@@ -282,7 +282,7 @@ impl DurableStore {
     /// How many durable subscriptions `owner` has in this vhost (reads every consumer's
     /// metadata: done only when a new one is about to be made).
     async fn owned_by(&self, owner: &str) -> Result<usize, DurableRefusal> {
-        let wanted = hex(owner.as_bytes());
+        let wanted = crate::text::hex(owner.as_bytes());
         let mut count = 0;
         let mut consumers = self.stream.consumers();
         while let Some(info) = consumers.next().await {
@@ -326,8 +326,11 @@ fn existing_config(
 
 fn consumer_config(link: &VhostLink, name: &str, request: &ClaimRequest<'_>) -> pull::Config {
     let metadata = [
-        (META_TOPIC.to_string(), hex(request.topic)),
-        (META_OWNER.to_string(), hex(request.owner.as_bytes())),
+        (META_TOPIC.to_string(), crate::text::hex(request.topic)),
+        (
+            META_OWNER.to_string(),
+            crate::text::hex(request.owner.as_bytes()),
+        ),
     ]
     .into_iter()
     .collect();
@@ -519,25 +522,7 @@ impl LeaseInner {
 }
 
 fn meta(metadata: &std::collections::HashMap<String, String>, key: &str) -> Option<Vec<u8>> {
-    unhex(metadata.get(key)?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .flat_map(|&b| crate::text::hex_byte(b))
-        .map(char::from)
-        .collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
+    crate::text::unhex(metadata.get(key)?)
 }
 
 #[cfg(test)]
@@ -547,9 +532,12 @@ mod tests {
     #[test]
     fn metadata_hex_round_trips_any_bytes() {
         let topic = b"/topic/a.b\x00\xff:";
-        assert_eq!(unhex(&hex(topic)).unwrap(), topic);
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(hex(b""), "");
+        assert_eq!(
+            meta(&[("k".to_string(), crate::text::hex(topic))].into(), "k").unwrap(),
+            topic
+        );
+        let bad = [("k".to_string(), "zz".to_string())].into();
+        assert_eq!(meta(&bad, "k"), None);
+        assert_eq!(meta(&bad, "missing"), None);
     }
 }
