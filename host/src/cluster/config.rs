@@ -57,6 +57,14 @@ pub struct ClusterConfig {
     /// How long a SEND to a `/queue/` waits for JetStream's publish acknowledgement; after it
     /// the SEND gets an ERROR (`cluster.unavailable`). 1 ms to 60 s; default 5 s.
     pub publish_timeout_ms: u64,
+    /// How many `/queue/` SENDs one connection may have published and not yet acknowledged by
+    /// JetStream: up to this many go out without waiting for each acknowledgement, in order;
+    /// a RECEIPT, COMMIT or DISCONNECT waits for all before it (see docs/cluster.md,
+    /// "Throughput"). 0: every SEND waits for its acknowledgement. 0 to 10,000; default 256.
+    pub publish_window: u32,
+    /// The bytes of messages one connection may have in that window (the one message that
+    /// exceeds it alone goes out on its own). 1 KiB to 1 GiB; default 4 MiB.
+    pub publish_window_bytes: u64,
     /// How long the edge waits at start for its first connection to NATS (and for each
     /// stream to be made); it refuses to start without one. Default 10 s.
     pub connect_timeout_ms: u64,
@@ -83,6 +91,8 @@ impl Default for ClusterConfig {
             nkey: None,
             tls: None,
             publish_timeout_ms: 5_000,
+            publish_window: 256,
+            publish_window_bytes: 4 << 20,
             connect_timeout_ms: 10_000,
             ack_wait_ms: 30_000,
             max_ack_pending: 10_000,
@@ -107,6 +117,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("nkey", &self.nkey)
             .field("tls", &self.tls)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("publish_window", &self.publish_window)
+            .field("publish_window_bytes", &self.publish_window_bytes)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("ack_wait_ms", &self.ack_wait_ms)
             .field("max_ack_pending", &self.max_ack_pending)
@@ -164,6 +176,16 @@ impl ClusterConfig {
             (1..=60_000).contains(&self.publish_timeout_ms),
             "[cluster] publish_timeout_ms must be 1 to 60000, not {}",
             self.publish_timeout_ms
+        );
+        anyhow::ensure!(
+            self.publish_window <= 10_000,
+            "[cluster] publish_window must be 0 to 10000, not {}",
+            self.publish_window
+        );
+        anyhow::ensure!(
+            (1024..=1 << 30).contains(&self.publish_window_bytes),
+            "[cluster] publish_window_bytes must be 1024 to 1073741824, not {}",
+            self.publish_window_bytes
         );
         anyhow::ensure!(
             (1..=600_000).contains(&self.connect_timeout_ms),
@@ -333,6 +355,15 @@ mod tests {
                 "cert and key",
             ),
             (Box::new(|c| c.publish_timeout_ms = 0), "publish_timeout_ms"),
+            (Box::new(|c| c.publish_window = 10_001), "publish_window"),
+            (
+                Box::new(|c| c.publish_window_bytes = 1023),
+                "publish_window_bytes",
+            ),
+            (
+                Box::new(|c| c.publish_window_bytes = (1 << 30) + 1),
+                "publish_window_bytes",
+            ),
             (Box::new(|c| c.ack_wait_ms = 10), "ack_wait_ms"),
             (Box::new(|c| c.max_ack_pending = 0), "max_ack_pending"),
         ];

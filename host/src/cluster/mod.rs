@@ -34,6 +34,7 @@ mod connect;
 pub mod dead_letter;
 pub mod depth;
 pub mod durable;
+pub mod pipeline;
 pub mod queue;
 pub mod reply;
 pub mod subject;

@@ -142,6 +142,27 @@ impl RemoteQueue {
         }
     }
 
+    /// Sends `message` into the queue's stream without waiting for JetStream's acknowledgement:
+    /// the future that resolves with it (within `publish_timeout_ms`), for
+    /// [`super::pipeline::PublishPipeline`]. An error: the message was not sent (the client's
+    /// queue to NATS stayed full, or NATS can never take it).
+    pub(super) async fn start_publish(
+        &self,
+        message: &Message,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let mut id = BytesMut::new();
+        message.write_id(&mut id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            &*String::from_utf8_lossy(&id),
+        );
+        self.link
+            .jetstream
+            .publish_with_headers(self.subject.clone(), headers, wire::encode_message(message))
+            .await
+    }
+
     /// Publishes until JetStream acknowledges, trying again (same `Nats-Msg-Id`, so a message
     /// stored by an attempt whose ack was lost is stored once) while the failure is one that
     /// passes: no stream leader during an election, a reconnect, a full ack window. The caller

@@ -247,6 +247,17 @@ pub enum Destination {
     Topic(Arc<Topic>),
 }
 
+impl Destination {
+    /// The cluster side of a `/queue/` in cluster mode (its SENDs go to JetStream).
+    #[inline]
+    pub fn remote_queue(&self) -> Option<&Arc<crate::cluster::RemoteQueue>> {
+        match self {
+            Destination::Queue(queue) => queue.remote(),
+            Destination::Topic(_) => None,
+        }
+    }
+}
+
 /// Publishes a message to a resolved destination. A full queue pauses this producer until
 /// there is room (or applies its overflow policy: [`Published::Rejected`] when it refuses
 /// the message); a topic subscriber that is behind holds it up for up to `patience`.

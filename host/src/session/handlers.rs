@@ -101,6 +101,13 @@ impl Session {
         let receipt = frame.get(b"receipt").cloned();
         let mark = (self.receipts.journals() && may_journal(&frame)).then(|| self.receipts.mark());
         let command = frame.command;
+        // What a RECEIPT, COMMIT or DISCONNECT answers for includes the SENDs before it that
+        // went to the cluster without waiting (see `send_remote`).
+        if self.pipeline.is_some()
+            && (receipt.is_some() || matches!(command, Command::Commit | Command::Disconnect))
+        {
+            self.settle_sends().await?;
+        }
         let flow = self.dispatch(frame, receipt.clone(), charge).await;
         if let Some(mark) = mark {
             self.receipts.note(mark);
@@ -113,7 +120,12 @@ impl Session {
             Command::Subscribe | Command::Disconnect | Command::Connect | Command::Stomp
         );
         match receipt {
-            Some(receipt) if !own_answer => self.receipts.send(receipt_frame(receipt)),
+            Some(receipt) if !own_answer => {
+                if command == Command::Send && self.pipeline.is_some() {
+                    self.settle_sends().await?;
+                }
+                self.receipts.send(receipt_frame(receipt))
+            }
             _ => {}
         }
         Ok(flow)
@@ -418,6 +430,10 @@ impl Session {
         let mut rejected = None;
         let mut unavailable = false;
         for (destination, message) in plan {
+            if let Some(remote) = destination.remote_queue() {
+                self.publish_remote(remote, message).await?;
+                continue;
+            }
             match publish(&destination, message, patience).await {
                 Published::Rejected => rejected = Some(destination),
                 Published::Unavailable => unavailable = true,

@@ -24,6 +24,7 @@ mod receipts;
 mod send_batch;
 mod send_headers;
 mod send_plain;
+mod send_remote;
 mod subscribe;
 mod transaction;
 pub mod writer;
@@ -222,6 +223,7 @@ async fn run<T: Transport>(
         next_message: 0,
         client_id,
         receipts: Receipts::new(outbox.clone(), vhost.router.store().cloned()),
+        pipeline: None,
         account,
         _member: crate::vhost::Member::enter(&vhost),
         vhost,
@@ -486,6 +488,9 @@ pub(crate) struct Session {
     client_id: Option<Bytes>,
     /// RECEIPTs and the durability they wait for.
     receipts: Receipts,
+    /// Cluster mode: this connection's `/queue/` SENDs JetStream has not acknowledged yet
+    /// (made at the first; see `send_remote`).
+    pipeline: Option<Box<crate::cluster::pipeline::PublishPipeline>>,
     /// The principal's share of the memory budget.
     account: Arc<crate::budget::Account>,
     /// The virtual host CONNECT selected: its router holds every destination this session
@@ -651,6 +656,13 @@ impl Session {
                 changed = self.receipts.store_advanced(), if self.receipts.holding() => {
                     if changed.is_ok() {
                         self.receipts.release();
+                    }
+                }
+                // The oldest SEND published to the cluster without waiting is acknowledged
+                // (or, tried twice, failed: the connection ends).
+                stored = send_remote::settle_oldest(&mut self.pipeline), if send_remote::sending(&self.pipeline) => {
+                    if stored.is_err() {
+                        break Err(self.unstored_error());
                     }
                 }
             }

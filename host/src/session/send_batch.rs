@@ -163,6 +163,9 @@ impl Session {
             }
             result.map_err(|err| err.with_receipt(frame.receipt.as_ref()))?;
             if let Some(receipt) = frame.receipt {
+                self.settle_sends()
+                    .await
+                    .map_err(|err| err.with_receipt(Some(&receipt)))?;
                 self.receipts.send(receipt_frame(receipt));
             }
         }

@@ -64,6 +64,10 @@ impl Session {
             .budget()
             .wait_for_room(Some(&self.account))
             .await;
+        if let Some(remote) = target.remote_queue() {
+            drop(reservation); // JetStream stores it, not the journal
+            return self.publish_remote(remote, message).await;
+        }
         let patience = self.slow_consumer_patience();
         let published = publish(&target, message, patience).await;
         drop(reservation);

@@ -47,6 +47,7 @@ fn session(broker: &Arc<Broker>, number: u64) -> Session {
         next_message: 0,
         client_id: None,
         receipts: Receipts::new(outbox, None),
+        pipeline: None,
         account: broker.vhosts.budget().account("tester"),
         vhost: broker.vhosts.select(None).unwrap().clone(),
         _member: crate::vhost::Member::enter(broker.vhosts.select(None).unwrap()),
