@@ -10,7 +10,7 @@ fn q(name: &str) -> String {
     format!("/queue/{}", unique(name))
 }
 
-fn browse_frame(id: &str, dest: &str) -> Frame {
+pub(super) fn browse_frame(id: &str, dest: &str) -> Frame {
     Frame::new("SUBSCRIBE")
         .h("id", id)
         .h("destination", dest)
@@ -18,7 +18,7 @@ fn browse_frame(id: &str, dest: &str) -> Frame {
 }
 
 /// Browses `dest` with subscription `id`: the bodies shown before `browser:end`.
-async fn browse(c: &mut Client, id: &str, dest: &str) -> Vec<Frame> {
+pub(super) async fn browse(c: &mut Client, id: &str, dest: &str) -> Vec<Frame> {
     c.roundtrip(browse_frame(id, dest)).await;
     let mut shown = Vec::new();
     loop {
@@ -33,7 +33,7 @@ async fn browse(c: &mut Client, id: &str, dest: &str) -> Vec<Frame> {
     }
 }
 
-fn bodies(frames: &[Frame]) -> Vec<&str> {
+pub(super) fn bodies(frames: &[Frame]) -> Vec<&str> {
     frames.iter().map(|f| f.body_str()).collect()
 }
 

@@ -10,6 +10,7 @@ plugboard_test_support::broker_binary!();
 mod acks;
 mod browsing;
 mod cluster;
+mod cluster_browse;
 mod cluster_cldlq;
 mod cluster_durable;
 mod cluster_load;

@@ -29,6 +29,7 @@
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
 pub mod batch;
+pub mod browse;
 pub mod config;
 mod connect;
 pub mod dead_letter;

@@ -100,6 +100,11 @@ impl RemoteQueue {
         &self.subject
     }
 
+    /// The name of the queue's durable consumer.
+    pub(super) fn consumer_name(&self) -> &str {
+        &self.consumer
+    }
+
     /// Its vhost's link.
     pub fn link(&self) -> &Arc<VhostLink> {
         &self.link

@@ -8,6 +8,7 @@
 //! `limits.max_browse_messages` waiting messages, oldest first, copied (as `Arc`s) under the
 //! queue's lock, which is released before anything is sent. Messages out with consumers
 //! (unacknowledged) are not shown. The message plugins' filters apply as to any subscription.
+//! A cluster queue's snapshot is read from JetStream instead ([`crate::cluster::browse`]).
 //! Its ack mode is `auto` whatever the SUBSCRIBE says (there is nothing to acknowledge).
 
 use std::sync::atomic::Ordering;
@@ -63,11 +64,13 @@ impl Browse {
 
 impl Router {
     /// Registers a prepared `/queue/` subscription as a browser of its queue and takes the
-    /// snapshot it is shown. `None` when the subscription is not on a queue.
+    /// snapshot it is shown, or shows it `snapshot` (a cluster queue's, read from JetStream:
+    /// [`crate::cluster::browse`]). `None` when the subscription is not on a queue.
     pub fn attach_browser(
         &self,
         conn: &mut Connection,
         prepared: PreparedSubscription,
+        snapshot: Option<Vec<Arc<Message>>>,
     ) -> Option<Browse> {
         let PreparedSubscription {
             wire_id,
@@ -81,7 +84,8 @@ impl Router {
         let Destination::Queue(queue) = &source else {
             return None;
         };
-        let messages = queue.waiting_messages(self.settings.limits.max_browse_messages);
+        let messages = snapshot
+            .unwrap_or_else(|| queue.waiting_messages(self.settings.limits.max_browse_messages));
         let key = conn.free_key();
         let subscription = Arc::new(Subscription {
             key,

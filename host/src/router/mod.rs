@@ -346,6 +346,13 @@ pub struct PreparedSubscription {
     topic_rights: Option<Box<[String]>>,
 }
 
+impl PreparedSubscription {
+    /// The cluster side of its queue, in cluster mode (a browse reads it from JetStream).
+    pub fn remote_queue(&self) -> Option<&Arc<crate::cluster::RemoteQueue>> {
+        self.source.remote_queue()
+    }
+}
+
 /// A durable subscription's queue claimed for one subscriber that has not attached yet.
 struct Claim(Option<Arc<Queue>>);
 

@@ -159,7 +159,23 @@ impl Session {
     /// Shows a browser subscription its queue's waiting messages, then `browser:end` (see
     /// [`crate::router::browse`]): pushed as the writer makes room, no lock held.
     async fn browse(&mut self, prepared: PreparedSubscription) -> Result<(), SessionError> {
-        let Some(browse) = self.vhost.router.attach_browser(&mut self.conn, prepared) else {
+        // A cluster queue's waiting messages are in JetStream.
+        let snapshot = match prepared.remote_queue() {
+            Some(remote) => {
+                let max = self.broker.config.limits.max_browse_messages;
+                let budget = self.vhost.router.budget();
+                let read = remote.waiting_messages(max, budget).await;
+                Some(read.map_err(|err| {
+                    client_error(
+                        ErrorCode::ClusterUnavailable,
+                        format!("cannot browse the queue: {err}"),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let router = &self.vhost.router;
+        let Some(browse) = router.attach_browser(&mut self.conn, prepared, snapshot) else {
             return Ok(());
         };
         let wait = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
