@@ -337,6 +337,16 @@ impl DeliveryFilter {
                 return slot.filter.clone();
             }
         }
+        // Once per reload: behind a box, so that the plugin call's code and state stay out of
+        // the writer's future, which runs the lines above for every delivery.
+        let prepare: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Option<Arc<SubscriptionFilter>>> + Send + '_>,
+        > = Box::pin(self.prepare_again(policy));
+        prepare.await
+    }
+
+    /// [`current`](Self::current) after a reload: the filter chain prepared with the new set.
+    async fn prepare_again(&self, policy: &Policy) -> Option<Arc<SubscriptionFilter>> {
         let set = policy.current();
         let prepared = set
             .for_vhost(self.vhost)

@@ -153,7 +153,15 @@ async fn run<T: Transport>(
     let connected = match first {
         Ok(frame) => {
             client_id = frame.get(b"client-id").cloned();
-            accept_connect(&frame, broker, &peer, &session_id, &mut login_refused).await
+            // Once per connection (plugin calls among it): behind a box, out of this future.
+            let accept: RareFuture<'_, _> = Box::pin(accept_connect(
+                &frame,
+                broker,
+                &peer,
+                &session_id,
+                &mut login_refused,
+            ));
+            accept.await
         }
         Err(err) => Err(err),
     };
@@ -522,6 +530,11 @@ enum Silence {
     Idle,
 }
 
+/// A future run once per connection, boxed to keep its code and state out of the futures
+/// every frame runs through.
+type RareFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SessionError>> + Send + 'a>>;
+
 /// A frame and the charge of its bytes to the memory budget.
 pub(crate) type Charged = (Frame, crate::budget::Charge);
 
@@ -534,7 +547,7 @@ enum Flow {
 }
 
 impl Session {
-    async fn connected_loop<R: AsyncRead + Unpin>(
+    async fn connected_loop<R: AsyncRead + Unpin + Send>(
         &mut self,
         mut socket: R,
         mut reader: FrameReader,
@@ -667,7 +680,20 @@ impl Session {
                 }
             }
         };
+        // Once per connection: behind a box, so that its code and state stay out of this
+        // future, which every frame's wake-up runs through.
+        let end: RareFuture<'_, ()> = Box::pin(self.end_connection(socket, result));
+        end.await
+    }
 
+    /// How the connection ends after the loop: held RECEIPTs, the DISCONNECT's answer or the
+    /// ERROR, what the session held released, the socket closed (see `connected_loop`).
+    async fn end_connection<R: AsyncRead + Unpin + Send>(
+        &mut self,
+        socket: R,
+        result: Result<Option<Bytes>, SessionError>,
+    ) -> Result<(), SessionError> {
+        let outbox = self.outbox.clone();
         let write_timeout = Duration::from_millis(self.broker.config.limits.write_timeout_ms);
         let mut linger_after = false;
         // RECEIPTs held for the store go out before whatever ends the connection.

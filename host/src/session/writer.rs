@@ -245,6 +245,22 @@ async fn filter_all(
             }),
         }
     }
+    if groups.is_empty() {
+        return;
+    }
+    // Plugin calls: behind a box, so that their code and state stay out of the writer's
+    // future, which every delivery runs through.
+    let plugins: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+        Box::pin(filter_groups(items, outcomes, groups));
+    plugins.await;
+}
+
+/// The plugin half of [`filter_all`]: one `filter_batch` per group.
+async fn filter_groups(
+    items: &[Outgoing],
+    outcomes: &mut [FilterOutcome],
+    groups: &mut Vec<Group>,
+) {
     for group in groups.drain(..) {
         let views: Vec<MessageRef<'_>> = group
             .items
