@@ -52,6 +52,15 @@ pub(super) fn edge(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
     edge_on(&urls, name, extra)
 }
 
+/// One NATS node and an edge on it with `extra` `[cluster]` settings (its own cluster name);
+/// `None` when the test skips (no nats-server; see the module doc).
+pub(super) fn single_edge(test: &str, extra: &str) -> Option<(NatsCluster, Edge)> {
+    let bin = nats_server_or_skip(&target_dir(), test)?;
+    let nats = NatsCluster::start(&bin, 1);
+    let edge = edge(&nats, &cluster_name(), extra);
+    Some((nats, edge))
+}
+
 /// An edge in cluster `name` on every node of `nats`, with its status endpoint.
 fn edge_with_status(nats: &NatsCluster, name: &str) -> Edge {
     let toml = format!(
@@ -81,6 +90,16 @@ pub(super) async fn client(edge: &Edge) -> Client {
 pub(super) async fn answer(c: &mut Client, frame: Frame) -> Frame {
     c.write(&frame.h("receipt", "answer-me")).await;
     c.recv_within(ACROSS).await
+}
+
+/// Checks that `c`'s connection is still served: a SUBSCRIBE to `/topic/ping` (subscription
+/// `t`) gets its RECEIPT.
+pub(super) async fn still_served(c: &mut Client) {
+    let frame = Frame::new("SUBSCRIBE")
+        .h("id", "t")
+        .h("destination", "/topic/ping");
+    let receipt = c.roundtrip(frame).await;
+    assert!(receipt.is("RECEIPT"), "{receipt:?}");
 }
 
 /// Reads frames until a MESSAGE, within `within`.
@@ -376,12 +395,10 @@ async fn cluster_killed_edge_hands_its_unacked_messages_to_another_after_ack_wai
 
 #[tokio::test]
 async fn cluster_unreachable_nats_fails_sends_in_time_keeps_connections_and_resumes() {
-    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_unreachable_nats") else {
+    let Some((mut nats, e)) = single_edge("cluster_unreachable_nats", "publish_timeout_ms = 1000")
+    else {
         return;
     };
-    let mut nats = NatsCluster::start(&bin, 1);
-    let name = cluster_name();
-    let e = edge(&nats, &name, "publish_timeout_ms = 1000");
     let dest = "/queue/during-outage";
     let mut subscriber = client(&e).await;
     subscriber.subscribe("s", dest, "client-individual").await;
@@ -403,14 +420,7 @@ async fn cluster_unreachable_nats_fails_sends_in_time_keeps_connections_and_resu
         started.elapsed()
     );
     // Other connections stay up meanwhile.
-    let receipt = subscriber
-        .roundtrip(
-            Frame::new("SUBSCRIBE")
-                .h("id", "t")
-                .h("destination", "/topic/ping"),
-        )
-        .await;
-    assert!(receipt.is("RECEIPT"), "{receipt:?}");
+    still_served(&mut subscriber).await;
     // A topic SEND is not held up beyond the timeout, and this edge's own subscribers get it.
     let mut t = client(&e).await;
     let started = Instant::now();

@@ -471,16 +471,17 @@ impl Session {
 
     /// The ERROR of a SEND the cluster did not store in time (cluster mode).
     pub(super) fn cluster_unavailable_error(&self) -> SessionError {
-        let timeout = self
-            .broker
-            .config
-            .cluster
-            .as_ref()
-            .map_or(0, |cluster| cluster.publish_timeout_ms);
+        let timeout = self.publish_timeout_ms();
         client_error(
             ErrorCode::ClusterUnavailable,
             format!("the cluster did not store the message within {timeout} ms (publish_timeout_ms): NATS unreachable or JetStream unavailable"),
         )
+    }
+
+    /// `[cluster] publish_timeout_ms` (0 outside cluster mode), for the ERRORs that name it.
+    pub(super) fn publish_timeout_ms(&self) -> u64 {
+        let cluster = self.broker.config.cluster.as_ref();
+        cluster.map_or(0, |cluster| cluster.publish_timeout_ms)
     }
 
     /// How long a publisher waits for a topic subscriber that is behind.

@@ -80,12 +80,7 @@ impl Session {
 
     /// The ERROR for a message published without waiting that the cluster did not store.
     pub(super) fn unstored_error(&self) -> SessionError {
-        let timeout = self
-            .broker
-            .config
-            .cluster
-            .as_ref()
-            .map_or(0, |cluster| cluster.publish_timeout_ms);
+        let timeout = self.publish_timeout_ms();
         client_error(
             ErrorCode::ClusterUnavailable,
             format!("the cluster did not store a message this connection sent, tried twice for {timeout} ms each (publish_timeout_ms): NATS unreachable or JetStream unavailable; messages sent since the last RECEIPT may not be stored"),
