@@ -89,17 +89,15 @@ pub(super) fn receipt_frame(receipt: Bytes) -> Outgoing {
 }
 
 impl Session {
-    /// [`handle`](Self::handle), with the frame's receipt on the error.
-    pub(super) async fn handle_one(&mut self, charged: Charged) -> Result<Flow, SessionError> {
-        let receipt = charged.0.get(b"receipt").cloned();
-        self.handle(charged)
-            .await
-            .map_err(|err| err.with_receipt(receipt.as_ref()))
-    }
-
-    /// Handles one frame of a connected session.
-    pub(super) async fn handle(&mut self, (frame, charge): Charged) -> Result<Flow, SessionError> {
+    /// Handles one frame of a connected session; an error carries the frame's receipt. (One
+    /// future, not a wrapper around another: every frame runs through it.)
+    pub(super) async fn handle_one(
+        &mut self,
+        (frame, charge): Charged,
+    ) -> Result<Flow, SessionError> {
         let receipt = frame.get(b"receipt").cloned();
+        let with_receipt =
+            |err: SessionError, receipt: &Option<Bytes>| err.with_receipt(receipt.as_ref());
         let mark = (self.receipts.journals() && may_journal(&frame)).then(|| self.receipts.mark());
         let command = frame.command;
         // What a RECEIPT, COMMIT or DISCONNECT answers for includes the SENDs before it that
@@ -107,13 +105,15 @@ impl Session {
         if self.pipeline.is_some()
             && (receipt.is_some() || matches!(command, Command::Commit | Command::Disconnect))
         {
-            self.settle_sends().await?;
+            self.settle_sends()
+                .await
+                .map_err(|err| with_receipt(err, &receipt))?;
         }
         let flow = self.dispatch(frame, receipt.clone(), charge).await;
         if let Some(mark) = mark {
             self.receipts.note(mark);
         }
-        let flow = flow?;
+        let flow = flow.map_err(|err| with_receipt(err, &receipt))?;
         // SUBSCRIBE and DISCONNECT send their RECEIPTs themselves, at the right moment; a
         // re-authentication's CONNECT has none (CONNECTED answers it, as the spec says).
         let own_answer = matches!(
@@ -123,7 +123,9 @@ impl Session {
         match receipt {
             Some(receipt) if !own_answer => {
                 if command == Command::Send && self.pipeline.is_some() {
-                    self.settle_sends().await?;
+                    self.settle_sends()
+                        .await
+                        .map_err(|err| err.with_receipt(Some(&receipt)))?;
                 }
                 self.receipts.send(receipt_frame(receipt))
             }
