@@ -142,7 +142,24 @@ impl Session {
         charge: Charge,
     ) -> Result<Flow, SessionError> {
         match frame.command {
-            Command::Send => self.on_send(frame, charge).await?,
+            Command::Send => {
+                // The plain path inline (one future fewer per SEND than through a function of
+                // its own); plugins, composites, transactions and schedules behind a box, so
+                // that their code and state stay out of this future, which every frame runs
+                // through (see `send_plain`: fewer instruction-cache misses per message).
+                let (send, message) = self.prepare_send(frame, charge)?;
+                // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
+                let plugins = self.broker.policy.host_for(self.vhost.index);
+                let composite = crate::router::is_composite(&message.destination);
+                if !composite && send.is_plain() && !plugins.intercepts_send(&message.destination) {
+                    drop(plugins);
+                    self.send_plain(send, message).await?;
+                } else {
+                    let general: RareFuture<'_> =
+                        Box::pin(self.send_general(plugins, composite, send, message));
+                    general.await?;
+                }
+            }
             Command::Subscribe => {
                 // Its RECEIPT must precede the subscription's first MESSAGE: sent inside.
                 // SUBSCRIBE and COMMIT run behind a box: their code stays out of this
@@ -216,22 +233,6 @@ impl Session {
             ));
         }
         Ok(Some(transaction))
-    }
-
-    async fn on_send(&mut self, frame: Frame, charge: Charge) -> Result<(), SessionError> {
-        let (send, message) = self.prepare_send(frame, charge)?;
-        // One plugin set for the whole send chain, even if a reload swaps it meanwhile.
-        let plugins = self.broker.policy.host_for(self.vhost.index);
-        let composite = crate::router::is_composite(&message.destination);
-        if !composite && send.is_plain() && !plugins.intercepts_send(&message.destination) {
-            return self.send_plain(send, message).await;
-        }
-        // Plugins, composites, transactions, schedules: behind a box, so that their code and
-        // state stay out of this future, which every plain SEND runs through (see
-        // `send_plain`: fewer instruction-cache misses per message).
-        let general: RareFuture<'_> =
-            Box::pin(self.send_general(plugins, composite, send, message));
-        general.await
     }
 
     /// A SEND that is not plain: through the send plugins, a composite's parts, a
