@@ -19,7 +19,7 @@
 //! Flow control is checked once per batch: a client that does not read its RECEIPTs is paused
 //! when its outbox is full after a batch, so the outbox may run up to 63 frames over its limit.
 //!
-//! Only SENDs outside a transaction join a batch (a transactional SEND goes through `handle` as
+//! Only SENDs outside a transaction join a batch (a transactional SEND goes through `handle_one` as
 //! before), and only when some send plugin exports `send-batch`: components without it (e.g. the
 //! JavaScript and Python samples) keep exactly one call per message, frame by frame.
 
