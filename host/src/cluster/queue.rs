@@ -114,10 +114,7 @@ impl RemoteQueue {
     /// (stored on a majority of the replicas); false when it did not within
     /// `publish_timeout_ms` or refused it (logged with the reason).
     pub async fn publish(&self, message: &Message) -> bool {
-        let mut id = BytesMut::new();
-        message.write_id(&mut id);
-        self.publish_as(message, &String::from_utf8_lossy(&id))
-            .await
+        self.publish_as(message, &nats_message_id(message)).await
     }
 
     /// [`publish`](Self::publish) with `Nats-Msg-Id` `id` (a dead-letter copy keeps the
@@ -125,8 +122,7 @@ impl RemoteQueue {
     /// duplicate check).
     pub async fn publish_as(&self, message: &Message, id: &str) -> bool {
         let payload = wire::encode_message(message);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        let headers = id_headers(id);
         let timeout = self.link.config.publish_timeout();
         let stats = &self.link.stats;
         match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
@@ -155,13 +151,7 @@ impl RemoteQueue {
         &self,
         message: &Message,
     ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
-        let mut id = BytesMut::new();
-        message.write_id(&mut id);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            &*String::from_utf8_lossy(&id),
-        );
+        let headers = id_headers(&nats_message_id(message));
         self.link
             .jetstream
             .publish_with_headers(self.subject.clone(), headers, wire::encode_message(message))
@@ -231,6 +221,20 @@ impl RemoteQueue {
             durable: self.durable.clone(),
         })
     }
+}
+
+/// The `Nats-Msg-Id` of `message`: its `message-id`, so JetStream stores a retried publish once.
+fn nats_message_id(message: &Message) -> String {
+    let mut id = BytesMut::new();
+    message.write_id(&mut id);
+    String::from_utf8_lossy(&id).into_owned()
+}
+
+/// Publish headers carrying `Nats-Msg-Id` `id`.
+fn id_headers(id: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    headers
 }
 
 /// A message delivered to the subscription and not settled yet.
