@@ -199,6 +199,9 @@ fn main() -> anyhow::Result<()> {
     plugboard::logging::init(format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker out of work hands its batch of memory-budget changes over, so that an idle
+        // broker's count is exact.
+        .on_thread_park(plugboard::budget::flush_thread)
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async_main(cli, config))
