@@ -2,7 +2,8 @@
 # Before/after: two builds of Plugboard side by side, the same plugboard-bench scenarios run
 # against each in turn (round r: base, head, head, base, ... so neither always runs first),
 # ROUNDS rounds; prints the medians of broker CPU per message (the figure that is stable on
-# these machines), throughput and the head/base ratio per scenario.
+# these machines), throughput and the head/base ratio per scenario, with a 90 % bootstrap
+# interval of that ratio (how far this run's rounds pin it down).
 #
 #   bench/ab.sh BASE_REV            # BASE_REV built in target/ab/ (a worktree), HEAD as checked out
 #   ROUNDS=3 bench/ab.sh 09cff79
@@ -84,7 +85,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 python3 - "$RESULTS" "$BASE_REV" "$(git -C "$ROOT" describe --always --dirty)" "$SCALE" <<'EOF'
-import json, statistics, sys
+import json, random, statistics, sys
 from collections import defaultdict
 runs = defaultdict(list)
 for line in open(sys.argv[1]):
@@ -94,9 +95,24 @@ for line in open(sys.argv[1]):
 def med(b, s, f):
     v = [r[f] for r in runs[(b, s)] if r.get(f) is not None]
     return statistics.median(v) if v else None
+def interval(s):
+    # How well the rounds pin the ratio down: the 5th and 95th percentiles of the ratio of
+    # medians over 2000 resamplings of the rounds (a bootstrap; a fixed seed, so a table is
+    # reproducible from its results). Runs of one build move by 10-20 % on these machines:
+    # a ratio whose interval holds 1.0 is no difference this run can see.
+    b = [r["cpu_us_per_msg"] for r in runs[("base", s)] if r.get("cpu_us_per_msg")]
+    h = [r["cpu_us_per_msg"] for r in runs[("head", s)] if r.get("cpu_us_per_msg")]
+    if len(b) < 3 or len(h) < 3:
+        return "–"
+    rng = random.Random(7)
+    ratios = sorted(
+        statistics.median(rng.choices(h, k=len(h))) / statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(2000)
+    )
+    return f"{ratios[100]:.3f}–{ratios[1899]:.3f}"
 print(f"base {sys.argv[2]} vs head {sys.argv[3]}; medians of {max(len(v) for v in runs.values())} rounds, message counts x{sys.argv[4]}")
-print("| scenario | base µs/msg | head µs/msg | head/base | base msg/s | head msg/s | lost/dup (all runs) |")
-print("|---|---|---|---|---|---|---|")
+print("| scenario | base µs/msg | head µs/msg | head/base | 90 % interval | base msg/s | head msg/s | lost/dup (all runs) |")
+print("|---|---|---|---|---|---|---|---|")
 for s in ["queue", "topic", "acked", "16k", "latency"]:
     if not runs[("base", s)] and not runs[("head", s)]:
         continue  # not in SCENARIOS
@@ -104,5 +120,5 @@ for s in ["queue", "topic", "acked", "16k", "latency"]:
     ratio = f"{h / b:.3f}" if b and h else "–"
     bad = sum(r["lost"] + r["duplicates"] for k in ("base", "head") for r in runs[(k, s)])
     fmt = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"
-    print(f"| {s} | {fmt(b)} | {fmt(h)} | {ratio} | {fmt(med('base', s, 'msgs_per_s'), 0)} | {fmt(med('head', s, 'msgs_per_s'), 0)} | {bad} |")
+    print(f"| {s} | {fmt(b)} | {fmt(h)} | {ratio} | {interval(s)} | {fmt(med('base', s, 'msgs_per_s'), 0)} | {fmt(med('head', s, 'msgs_per_s'), 0)} | {bad} |")
 EOF
