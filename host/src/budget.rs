@@ -255,11 +255,9 @@ thread_local! {
 
 /// Hands this thread's batch to the meters (a worker about to wait for work calls it).
 pub fn flush_thread() {
-    let _ = PENDING.try_with(|pending| {
-        if let Ok(mut pending) = pending.try_borrow_mut() {
-            Pending::flush(&mut pending.budget, Payer::Budget);
-            Pending::flush(&mut pending.account, Payer::Account);
-        }
+    Pending::with_this_thread(|pending| {
+        Pending::flush(&mut pending.budget, Payer::Budget);
+        Pending::flush(&mut pending.account, Payer::Account);
     });
 }
 
@@ -332,22 +330,26 @@ impl Pending {
         }
     }
 
-    /// Applies this thread's batch for the budget at `budget`, and for any account of it.
-    fn flush_budget(budget: *const MemoryBudget) {
+    /// Runs `f` on this thread's batch (not while it is being flushed, nor once the thread's
+    /// locals are gone).
+    fn with_this_thread(f: impl FnOnce(&mut Pending)) {
         let _ = PENDING.try_with(|pending| {
             if let Ok(mut pending) = pending.try_borrow_mut() {
-                if pending
-                    .budget
-                    .as_ref()
-                    .is_some_and(|(b, _)| Arc::as_ptr(b) == budget)
-                {
+                f(&mut pending);
+            }
+        });
+    }
+
+    /// Applies this thread's batch for the budget at `budget`, and for any account of it.
+    fn flush_budget(budget: *const MemoryBudget) {
+        Self::with_this_thread(|pending| {
+            if let Some((b, _)) = &pending.budget {
+                if Arc::as_ptr(b) == budget {
                     Self::flush(&mut pending.budget, Payer::Budget);
                 }
-                if pending
-                    .account
-                    .as_ref()
-                    .is_some_and(|(a, _)| Arc::as_ptr(&a.budget) == budget)
-                {
+            }
+            if let Some((a, _)) = &pending.account {
+                if Arc::as_ptr(&a.budget) == budget {
                     Self::flush(&mut pending.account, Payer::Account);
                 }
             }
@@ -356,13 +358,9 @@ impl Pending {
 
     /// Applies this thread's batch for the account at `account`.
     fn flush_account(account: *const Account) {
-        let _ = PENDING.try_with(|pending| {
-            if let Ok(mut pending) = pending.try_borrow_mut() {
-                if pending
-                    .account
-                    .as_ref()
-                    .is_some_and(|(a, _)| Arc::as_ptr(a) == account)
-                {
+        Self::with_this_thread(|pending| {
+            if let Some((a, _)) = &pending.account {
+                if Arc::as_ptr(a) == account {
                     Self::flush(&mut pending.account, Payer::Account);
                 }
             }
