@@ -234,3 +234,70 @@ async fn temp_queues_subscribe_headers_and_transactions_have_caps() {
     assert!(err.must("message").contains("per connection"), "{err:?}");
     by.check().await;
 }
+
+/// The budget's counters are batched per broker thread (see `budget.rs`), and a release may
+/// reach them before the addition it undoes: once every message is consumed and every
+/// connection gone, the count is back to zero (nothing leaked, nothing left negative), on a
+/// budget large enough for every change of this traffic to have gone through the batches.
+#[tokio::test]
+async fn the_budgets_count_is_back_to_zero_once_every_message_is_gone() {
+    const PER_PRODUCER: usize = 1000;
+    const PRODUCERS: usize = 4;
+    let broker = Launch::config_text(
+        Plugboard::PATH,
+        "admin_listen = \"127.0.0.1:0\"\n[limits]\nmax_memory_bytes = 4294967296\n",
+    )
+    .status_line()
+    .start();
+    let dest = format!("/queue/{}", unique("zero"));
+    let body = "m".repeat(1024);
+    let consumed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut consumers = Vec::new();
+    for n in 0..4 {
+        let mut c = Client::connect(broker.addr, Version::V12).await;
+        c.subscribe(&format!("s{n}"), &dest, "client-individual")
+            .await;
+        let (consumed, body_len) = (consumed.clone(), body.len());
+        consumers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while consumed.load(std::sync::atomic::Ordering::Relaxed) < PRODUCERS * PER_PRODUCER {
+                assert!(Instant::now() < deadline, "not all consumed");
+                if let Ok(m) = c.try_recv(Duration::from_millis(200)).await {
+                    assert!(m.is("MESSAGE"), "{m:?}");
+                    assert_eq!(m.body.len(), body_len);
+                    c.ack(&m).await;
+                    consumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            c.disconnect().await;
+        }));
+    }
+    let mut producers = Vec::new();
+    for _ in 0..PRODUCERS {
+        let mut c = Client::connect(broker.addr, Version::V12).await;
+        let (dest, body) = (dest.clone(), body.clone());
+        producers.push(tokio::spawn(async move {
+            for _ in 0..PER_PRODUCER {
+                c.send(&dest, &body).await;
+            }
+            c.disconnect().await;
+        }));
+    }
+    for task in producers.into_iter().chain(consumers) {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        consumed.load(std::sync::atomic::Ordering::Relaxed),
+        PRODUCERS * PER_PRODUCER
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = plugboard_test_support::metrics::scrape(broker.admin(), None).await;
+        let used = scrape.samples["plugboard_memory_used_bytes"][0].1;
+        if used == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{used} bytes still counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
