@@ -339,9 +339,8 @@ impl DeliveryFilter {
         }
         // Once per reload: behind a box, so that the plugin call's code and state stay out of
         // the writer's future, which runs the lines above for every delivery.
-        let prepare: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Option<Arc<SubscriptionFilter>>> + Send + '_>,
-        > = Box::pin(self.prepare_again(policy));
+        let prepare: futures_util::future::BoxFuture<'_, Option<Arc<SubscriptionFilter>>> =
+            Box::pin(self.prepare_again(policy));
         prepare.await
     }
 

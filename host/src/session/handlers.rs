@@ -23,12 +23,7 @@ use super::error::{client_error, plugin_error, SessionError};
 use super::error_code::{self, ErrorCode};
 use super::subscribe::durable_name_header;
 use super::transaction::{Action, Transaction};
-use super::{Charged, Flow, Session};
-
-/// The future of a frame handler that runs rarely next to SEND and ACK, boxed and called
-/// through a pointer so that its code is not inlined into [`Session::dispatch`].
-type RareFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SessionError>> + Send + 'a>>;
+use super::{Charged, Flow, RareFuture, Session};
 
 impl From<RouteError> for SessionError {
     fn from(err: RouteError) -> SessionError {
@@ -155,7 +150,7 @@ impl Session {
                     drop(plugins);
                     self.send_plain(send, message).await?;
                 } else {
-                    let general: RareFuture<'_> =
+                    let general: RareFuture<'_, ()> =
                         Box::pin(self.send_general(plugins, composite, send, message));
                     general.await?;
                 }
@@ -165,13 +160,14 @@ impl Session {
                 // SUBSCRIBE and COMMIT run behind a box: their code stays out of this
                 // function's, which SEND and ACK run through for every message (fewer
                 // instruction-cache misses per message), and their state out of its future.
-                let subscribe: RareFuture<'_> = Box::pin(self.on_subscribe(frame, receipt, charge));
+                let subscribe: RareFuture<'_, ()> =
+                    Box::pin(self.on_subscribe(frame, receipt, charge));
                 subscribe.await?;
                 return Ok(Flow::Continue);
             }
             Command::Unsubscribe => {
                 // Async only for a durable subscription removed from the cluster.
-                let unsubscribe: RareFuture<'_> = Box::pin(self.on_unsubscribe(&frame));
+                let unsubscribe: RareFuture<'_, ()> = Box::pin(self.on_unsubscribe(&frame));
                 unsubscribe.await?
             }
             Command::Ack => self.on_ack(&frame, false)?,
@@ -186,7 +182,7 @@ impl Session {
             }
             Command::Begin => self.on_begin(&frame)?,
             Command::Commit => {
-                let commit: RareFuture<'_> = Box::pin(self.on_commit(&frame));
+                let commit: RareFuture<'_, ()> = Box::pin(self.on_commit(&frame));
                 commit.await?
             }
             Command::Abort => self.on_abort(&frame)?,

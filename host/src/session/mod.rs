@@ -530,10 +530,10 @@ enum Silence {
     Idle,
 }
 
-/// A future run once per connection, boxed to keep its code and state out of the futures
-/// every frame runs through.
-type RareFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SessionError>> + Send + 'a>>;
+/// The future of something rare beside SEND and ACK (once per connection, or a frame such as
+/// SUBSCRIBE), boxed and called through a pointer so that its code and state stay out of the
+/// futures every frame runs through (`connected_loop`, `dispatch`).
+type RareFuture<'a, T> = futures_util::future::BoxFuture<'a, Result<T, SessionError>>;
 
 /// A frame and the charge of its bytes to the memory budget.
 pub(crate) type Charged = (Frame, crate::budget::Charge);

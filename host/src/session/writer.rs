@@ -250,7 +250,7 @@ async fn filter_all(
     }
     // Plugin calls: behind a box, so that their code and state stay out of the writer's
     // future, which every delivery runs through.
-    let plugins: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+    let plugins: futures_util::future::BoxFuture<'_, ()> =
         Box::pin(filter_groups(items, outcomes, groups));
     plugins.await;
 }
