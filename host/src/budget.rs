@@ -850,6 +850,23 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_hands_its_batch_over_when_it_runs_out_of_work() {
+        let budget = MemoryBudget::new(1 << 30, 0);
+        let account = budget.account("carol");
+        let (b, a) = (budget.clone(), account.clone());
+        // What a broker worker does before it parks (`on_thread_park`).
+        let (done, thread) = on_other_thread(move || {
+            let held = vec![b.charge(100), a.charge(200)];
+            flush_thread();
+            held
+        });
+        assert_eq!((budget.used(), account.used()), (300, 200));
+        drop(done);
+        thread.join().unwrap();
+        assert_eq!((budget.used(), account.used()), (0, 0));
+    }
+
+    #[test]
     fn changes_near_the_limit_go_straight_to_the_meter() {
         let budget = MemoryBudget::new(1 << 30, 1 << 30);
         let bulk = budget.charge(600 << 20); // above half the limit; and larger than a batch
