@@ -12,27 +12,21 @@
 //!
 //! Which edge has a subscriber attached is a lease in the key-value bucket
 //! `CLUSTER_VHOST_durables` (key: the consumer's name): taken with a create (refused while
-//! another edge holds it), renewed every [`LEASE_RENEW`], deleted when the subscriber leaves;
+//! another edge holds it), renewed every [`LEASE_RENEW`](super::lease::LEASE_RENEW), deleted when the subscriber leaves;
 //! an edge that dies loses it after [`LEASE_TTL`] (the bucket's `max_age`). Creating, moving
 //! and removing a durable subscription happen under its lease, so they take turns across edges
 //! as they do on one node.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, kv};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 
+use super::lease::{Lease, LEASE_TTL};
 use super::{RemoteQueue, Storage, VhostLink, DUPLICATE_WINDOW};
 
-/// How long an attachment lease lives without renewal: after an edge dies, its durable
-/// subscriptions can be attached elsewhere after at most this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often the holder renews a lease.
-pub const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// How long a lease found taken is tried again before the subscription counts as attached.
 const RELEASE_GRACE: Duration = Duration::from_secs(1);
 /// How often it is tried meanwhile.
@@ -112,6 +106,12 @@ impl VhostLink {
             .get_or_try_init(|| async { DurableStore::open(self).await.map(Arc::new) })
             .await
             .map_err(|err| unavailable("making the topic stream", err))
+    }
+
+    /// The vhost's lease bucket (also holds the queues' exclusive-consumer leases:
+    /// [`super::exclusive`]).
+    pub(super) async fn lease_bucket(&self) -> Result<kv::Store, DurableRefusal> {
+        Ok(self.durable_store().await?.leases.clone())
     }
 
     /// Claims a durable subscription for one subscriber of this edge (see
@@ -261,7 +261,7 @@ impl DurableStore {
                 Ok(revision) => {
                     return Ok(Lease::hold(
                         self.leases.clone(),
-                        self.stream.clone(),
+                        Some(self.stream.clone()),
                         name.to_string(),
                         revision,
                     ))
@@ -389,135 +389,13 @@ impl DurableSource {
     /// The subscriber left: the lease is given up (and the consumer removed first when
     /// [`remove_on_detach`](Self::remove_on_detach) asked for it).
     pub fn detach(&self) {
-        self.lease.inner.release();
+        self.lease.release();
     }
 
     /// UNSUBSCRIBE with the durable name of an attached subscription: the subscription is
     /// removed when its subscriber detaches, still under its lease.
     pub fn remove_on_detach(&self) {
-        self.lease
-            .inner
-            .remove_consumer
-            .store(true, Ordering::Release);
-    }
-}
-
-/// An attachment lease held by this edge (given up when dropped).
-struct Lease {
-    inner: Arc<LeaseInner>,
-}
-
-struct LeaseInner {
-    leases: kv::Store,
-    stream: jetstream::stream::Stream,
-    key: String,
-    revision: AtomicU64,
-    released: AtomicBool,
-    remove_consumer: AtomicBool,
-    /// Wakes the renewal task at release.
-    wake: Notify,
-    /// Set (and `done` notified) once the renewal task gave the lease up.
-    finished: AtomicBool,
-    done: Notify,
-}
-
-impl Lease {
-    /// Holds the lease taken at `revision`, renewing it until released.
-    fn hold(
-        leases: kv::Store,
-        stream: jetstream::stream::Stream,
-        key: String,
-        revision: u64,
-    ) -> Lease {
-        let inner = Arc::new(LeaseInner {
-            leases,
-            stream,
-            key,
-            revision: AtomicU64::new(revision),
-            released: AtomicBool::new(false),
-            remove_consumer: AtomicBool::new(false),
-            wake: Notify::new(),
-            finished: AtomicBool::new(false),
-            done: Notify::new(),
-        });
-        tokio::spawn(inner.clone().renew());
-        Lease { inner }
-    }
-
-    /// Gives the lease up and waits (bounded) until it is deleted.
-    async fn release_now(self) {
-        let inner = self.inner.clone();
-        inner.release();
-        let finished = async {
-            loop {
-                let done = inner.done.notified();
-                tokio::pin!(done);
-                done.as_mut().enable();
-                if inner.finished.load(Ordering::Acquire) {
-                    return;
-                }
-                done.await;
-            }
-        };
-        let _ = tokio::time::timeout(LEASE_RENEW, finished).await;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.inner.release();
-    }
-}
-
-impl LeaseInner {
-    fn release(&self) {
-        if !self.released.swap(true, Ordering::AcqRel) {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Renews the lease every [`LEASE_RENEW`] until it is released, then gives it up (one
-    /// task does both, so a renewal never races the deletion).
-    async fn renew(self: Arc<Self>) {
-        loop {
-            if self.released.load(Ordering::Acquire) {
-                self.give_up().await;
-                self.finished.store(true, Ordering::Release);
-                self.done.notify_waiters();
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(LEASE_RENEW) => {}
-                _ = self.wake.notified() => continue,
-            }
-            if self.released.load(Ordering::Acquire) {
-                continue;
-            }
-            let revision = self.revision.load(Ordering::Acquire);
-            match self.leases.update(&self.key, Bytes::new(), revision).await {
-                Ok(next) => self.revision.store(next, Ordering::Release),
-                Err(err) => {
-                    tracing::warn!(consumer = %self.key, error = %err, "cluster: a durable subscription's lease could not be renewed (another edge may attach it once it lapses)");
-                }
-            }
-        }
-    }
-
-    /// Removes the consumer when asked to, then deletes the lease if it is still this one.
-    async fn give_up(&self) {
-        if self.remove_consumer.load(Ordering::Acquire) {
-            if let Err(err) = self.stream.delete_consumer(&self.key).await {
-                tracing::warn!(consumer = %self.key, error = %err, "cluster: durable subscription not removed");
-            }
-        }
-        let revision = self.revision.load(Ordering::Acquire);
-        if let Err(err) = self
-            .leases
-            .delete_expect_revision(&self.key, Some(revision))
-            .await
-        {
-            tracing::debug!(consumer = %self.key, error = %err, "cluster: durable subscription's lease not deleted (it lapses by itself)");
-        }
+        self.lease.remove_consumer_on_release();
     }
 }
 

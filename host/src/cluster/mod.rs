@@ -13,6 +13,7 @@
 //! | `/queue/NAME` SEND | JetStream publish to `CLUSTER.VHOST.q.TOKEN`, `Nats-Msg-Id` = `message-id` | RECEIPT only after the publish ack (stored on a majority of `replicas`) |
 //! | the queues of a vhost | one work-queue stream `CLUSTER_VHOST_queues` on `CLUSTER.VHOST.q.>` | one Raft group per vhost, not per queue |
 //! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
+//! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
 //! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
 //! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
 //! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
@@ -35,6 +36,8 @@ mod connect;
 pub mod dead_letter;
 pub mod depth;
 pub mod durable;
+pub mod exclusive;
+pub mod lease;
 pub mod pipeline;
 pub mod queue;
 pub mod reply;

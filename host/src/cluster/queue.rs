@@ -10,7 +10,8 @@
 //! expired) goes through the redeliver hook or `[dead_letter]` ([`super::dead_letter`]): `nak`
 //! (delivered again at once, possibly elsewhere), `nak` with a delay, or moved to its
 //! dead-letter queue. An edge that dies holds its messages until JetStream's `ack_wait` gives
-//! them to others.
+//! them to others. Exclusive subscriptions pull only while they hold the queue's lease, and
+//! the others only while nobody does ([`super::exclusive`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use crate::router::{
 
 use super::dead_letter::Returned;
 use super::durable::DurableSource;
+use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
 use super::wire;
 use super::VhostLink;
 
@@ -51,6 +53,8 @@ pub struct RemoteQueue {
     consumer: String,
     /// A durable topic subscription's consumer instead of the queue's (never published to).
     durable: Option<Arc<DurableSource>>,
+    /// The queue's exclusive-consumer lease (none for a durable topic subscription).
+    exclusive: Option<Arc<ExclusiveGate>>,
     /// Deliveries handed back that wait for the redeliver hook's verdict, by token (see
     /// [`super::dead_letter`]; bounded by the vhost's outlet).
     pub(super) deciding: Mutex<HashMap<u64, Returned>>,
@@ -67,9 +71,11 @@ impl std::fmt::Debug for RemoteQueue {
 
 impl RemoteQueue {
     pub(super) fn new(link: Arc<VhostLink>, destination: &Bytes) -> RemoteQueue {
+        let consumer = link.names.queue_consumer(destination);
         RemoteQueue {
             subject: link.names.queue_subject(destination).into(),
-            consumer: link.names.queue_consumer(destination),
+            exclusive: Some(Arc::new(ExclusiveGate::new(&consumer))),
+            consumer,
             link,
             durable: None,
             deciding: Mutex::new(HashMap::new()),
@@ -85,6 +91,7 @@ impl RemoteQueue {
             consumer: source.name().to_string(),
             link,
             durable: Some(source),
+            exclusive: None,
             deciding: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(0),
         }
@@ -199,12 +206,13 @@ impl RemoteQueue {
     }
 
     /// A consumer of this queue (`queue` is its router side) for one subscription (started
-    /// by [`RemoteConsumer::start`]).
+    /// by [`RemoteConsumer::start`]); `exclusive`: it asked to be the queue's only consumer.
     pub fn consumer(
         &self,
         queue: Arc<Queue>,
         ack_mode: AckMode,
         window: u32,
+        exclusive: bool,
     ) -> Arc<RemoteConsumer> {
         Arc::new(RemoteConsumer {
             link: self.link.clone(),
@@ -219,6 +227,9 @@ impl RemoteQueue {
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
             durable: self.durable.clone(),
+            gate: self.exclusive.clone(),
+            exclusive,
+            hold: Mutex::new(None),
         })
     }
 }
@@ -277,6 +288,11 @@ pub struct RemoteConsumer {
     stop: Notify,
     /// A durable topic subscription's claim: pulled from its consumer, released at stop.
     durable: Option<Arc<DurableSource>>,
+    /// The queue's exclusive-consumer lease, and whether this subscription is exclusive.
+    gate: Option<Arc<ExclusiveGate>>,
+    exclusive: bool,
+    /// An exclusive subscription's hold of the queue while it is the active one.
+    hold: Mutex<Option<ExclusiveHold>>,
 }
 
 impl std::fmt::Debug for RemoteConsumer {
@@ -306,6 +322,8 @@ impl RemoteConsumer {
         if let Some(durable) = &self.durable {
             durable.detach();
         }
+        // After the hand-back: the next active consumer gets those first.
+        self.hold().take();
     }
 
     /// Hands `held` back to the queue for `cause`: redelivered, delayed or dead-lettered as
@@ -426,6 +444,21 @@ impl RemoteConsumer {
             let Some(want) = self.wait_for_room().await else {
                 return;
             };
+            if let Some(gate) = &self.gate {
+                if !self.may_pull(gate).await {
+                    if self
+                        .pause(if self.exclusive {
+                            STANDBY_POLL
+                        } else {
+                            CHECK_EVERY
+                        })
+                        .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let batch = consumer
                 .batch()
                 .max_messages(want)
@@ -456,6 +489,38 @@ impl RemoteConsumer {
                 }
             }
         }
+    }
+
+    /// Whether the subscription may pull now: an exclusive one once it holds the queue's lease
+    /// (taken here; given up when it could have lapsed), any other while nobody holds it.
+    async fn may_pull(&self, gate: &Arc<ExclusiveGate>) -> bool {
+        if !self.exclusive {
+            return !gate.is_taken(&self.link).await;
+        }
+        {
+            let mut hold = self.hold();
+            if hold.as_ref().is_some_and(|h| !h.is_fresh(PULL_WAIT)) {
+                tracing::warn!(consumer = %self.name, "cluster: the exclusive consumer's lease was not renewed in time; pausing until it is taken again");
+                *hold = None;
+            }
+            if hold.is_some() {
+                return true;
+            }
+        }
+        let Some(taken) = gate.try_take(&self.link).await else {
+            return false;
+        };
+        *self.hold() = Some(taken);
+        // `stop` sets `stopped` before it gives the hold up: one of the two sees the other.
+        if self.stopped.load(Ordering::Acquire) {
+            self.hold().take();
+            return false;
+        }
+        true
+    }
+
+    fn hold(&self) -> std::sync::MutexGuard<'_, Option<ExclusiveHold>> {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The queue's durable consumer, made by whichever edge comes first; `None` when the
