@@ -17,6 +17,8 @@ mod cluster_exclusive;
 mod cluster_load;
 mod cluster_pipeline;
 mod cluster_plugins;
+mod cluster_priority;
+mod cluster_queue_limits;
 mod cluster_schedule;
 mod cluster_security;
 mod composites;

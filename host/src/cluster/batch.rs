@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::router::Message;
 
+use super::queue::Stored;
 use super::{wire, RemoteQueue, VhostLink};
 
 /// Most messages JetStream takes in one atomic batch.
@@ -40,6 +41,9 @@ pub enum BatchError {
     /// JetStream refused the batch (nothing of it stored).
     #[error("JetStream refused the batch: {0}")]
     Refused(String),
+    /// A limit of the queues' stream refused the batch (nothing of it stored).
+    #[error("a limit of the queues' stream refused the batch: {0}")]
+    Full(String),
     /// No answer in time, or the connection failed (the batch may or may not be stored).
     #[error("no answer from JetStream: {0}")]
     NoAnswer(String),
@@ -71,16 +75,25 @@ impl VhostLink {
     }
 
     /// Publishes `messages` (each with its cluster queue) as atomic batches of at most
-    /// [`MAX_BATCH`]: true once JetStream acknowledged every batch, false (logged, counted as
-    /// publish failures) when one was refused or not acknowledged within
+    /// [`MAX_BATCH`]: [`Stored::Yes`] once JetStream acknowledged every batch,
+    /// [`Stored::Full`] when a limit of the stream refused one, [`Stored::No`] (logged,
+    /// counted as publish failures) when one was refused otherwise or not acknowledged within
     /// `publish_timeout_ms`. On a stream without atomic batches, one by one.
-    pub async fn publish_atomically(&self, messages: &[(Arc<RemoteQueue>, Arc<Message>)]) -> bool {
+    pub async fn publish_atomically(
+        &self,
+        messages: &[(Arc<RemoteQueue>, Arc<Message>)],
+    ) -> Stored {
         if !self.atomic || messages.len() == 1 {
-            let mut stored = true;
+            let mut outcome = Stored::Yes;
             for (queue, message) in messages {
-                stored &= queue.publish(message).await;
+                match queue.publish(message).await {
+                    Stored::Yes => {}
+                    Stored::Full if outcome == Stored::Yes => outcome = Stored::Full,
+                    Stored::Full => {}
+                    Stored::No => outcome = Stored::No,
+                }
             }
-            return stored;
+            return outcome;
         }
         for chunk in messages.chunks(MAX_BATCH) {
             let outgoing: Vec<Outgoing> = chunk
@@ -96,6 +109,13 @@ impl VhostLink {
                         .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
                     continue;
                 }
+                Ok(Err(BatchError::Full(err))) => {
+                    self.stats
+                        .refused_full
+                        .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(stream = %self.names.stream(), error = %err, "cluster: a transaction's atomic batch was refused by a limit of the stream");
+                    return Stored::Full;
+                }
                 Ok(Err(err)) => err.to_string(),
                 Err(_) => format!("no acknowledgement within {} ms", timeout.as_millis()),
             };
@@ -103,9 +123,9 @@ impl VhostLink {
                 .publish_failures
                 .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
             tracing::warn!(stream = %self.names.stream(), messages = outgoing.len(), %error, "cluster: a transaction's atomic batch was not stored");
-            return false;
+            return Stored::No;
         }
-        true
+        Stored::Yes
     }
 
     /// Sends the batch until JetStream answers its commit, again (a new batch id, the same
@@ -192,6 +212,15 @@ fn check_answer(payload: &[u8], commit: bool, count: usize) -> Result<(), BatchE
     let answer: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|err| BatchError::Refused(format!("unreadable answer: {err}")))?;
     if let Some(error) = answer.get("error") {
+        let store_failed = error.get("err_code").and_then(serde_json::Value::as_u64)
+            == Some(async_nats::jetstream::ErrorCode::STREAM_STORE_FAILED.0);
+        let limit = error
+            .get("description")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|text| text.contains("maximum"));
+        if store_failed && limit {
+            return Err(BatchError::Full(error.to_string()));
+        }
         return Err(BatchError::Refused(error.to_string()));
     }
     if !commit {

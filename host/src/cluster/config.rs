@@ -18,6 +18,19 @@ pub enum Storage {
     Memory,
 }
 
+/// What a limit of the queues' stream does when it is reached (`[cluster] queue_overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueOverflow {
+    /// The oldest messages make room (JetStream's discard policy `old`), as `x-overflow:
+    /// drop-head` on one node. The default.
+    #[default]
+    DropHead,
+    /// The new message is refused and its SEND gets ERROR `flow.queue-full` (discard policy
+    /// `new`, per queue for `queue_max_length`), as `x-overflow: reject-publish`.
+    RejectPublish,
+}
+
 /// The longest cluster name: it starts every subject, stream and consumer name.
 pub const MAX_NAME_LEN: usize = 32;
 
@@ -75,6 +88,17 @@ pub struct ClusterConfig {
     /// JetStream's `max_ack_pending` for each queue's consumer: how many messages of one queue
     /// may be out with consumers on all edges together, unacknowledged. Default 10,000.
     pub max_ack_pending: u32,
+    /// Most messages each queue holds in JetStream (the queue stream's
+    /// `max_msgs_per_subject`: every queue is one subject of it). 0 (the default): no limit.
+    pub queue_max_length: u64,
+    /// Most messages a vhost's queues hold together (the stream's `max_msgs`). 0 (the
+    /// default): no limit but the NATS servers' own JetStream limits.
+    pub queue_max_messages: u64,
+    /// Most bytes of messages a vhost's queues hold together (the stream's `max_bytes`). 0
+    /// (the default): no limit but the NATS servers' own.
+    pub queue_max_bytes: u64,
+    /// What those limits do when reached: `drop-head` (the default) or `reject-publish`.
+    pub queue_overflow: QueueOverflow,
 }
 
 impl Default for ClusterConfig {
@@ -96,6 +120,10 @@ impl Default for ClusterConfig {
             connect_timeout_ms: 10_000,
             ack_wait_ms: 30_000,
             max_ack_pending: 10_000,
+            queue_max_length: 0,
+            queue_max_messages: 0,
+            queue_max_bytes: 0,
+            queue_overflow: QueueOverflow::DropHead,
         }
     }
 }
@@ -122,6 +150,10 @@ impl std::fmt::Debug for ClusterConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("ack_wait_ms", &self.ack_wait_ms)
             .field("max_ack_pending", &self.max_ack_pending)
+            .field("queue_max_length", &self.queue_max_length)
+            .field("queue_max_messages", &self.queue_max_messages)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("queue_overflow", &self.queue_overflow)
             .finish()
     }
 }
@@ -201,6 +233,17 @@ impl ClusterConfig {
             self.max_ack_pending >= 1,
             "[cluster] max_ack_pending must be at least 1"
         );
+        for (key, value) in [
+            ("queue_max_length", self.queue_max_length),
+            ("queue_max_messages", self.queue_max_messages),
+            ("queue_max_bytes", self.queue_max_bytes),
+        ] {
+            anyhow::ensure!(
+                i64::try_from(value).is_ok(),
+                "[cluster] {key} must be 0 (no limit) to {}, not {value}",
+                i64::MAX
+            );
+        }
         Ok(())
     }
 
@@ -214,9 +257,68 @@ impl ClusterConfig {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
+    /// The queue stream's limits as JetStream takes them: `max_msgs_per_subject`, `max_msgs`,
+    /// `max_bytes` (-1: none), the discard policy and whether it applies per subject.
+    pub fn queue_limits(&self) -> QueueStreamLimits {
+        let limit = |value: u64| match value {
+            0 => -1,
+            n => i64::try_from(n).unwrap_or(i64::MAX),
+        };
+        let reject = self.queue_overflow == QueueOverflow::RejectPublish;
+        QueueStreamLimits {
+            max_messages_per_subject: limit(self.queue_max_length),
+            max_messages: limit(self.queue_max_messages),
+            max_bytes: limit(self.queue_max_bytes),
+            discard_new: reject,
+            discard_new_per_subject: reject && self.queue_max_length > 0,
+        }
+    }
+
     /// `ack_wait_ms` as a duration.
     pub fn ack_wait(&self) -> Duration {
         Duration::from_millis(self.ack_wait_ms)
+    }
+}
+
+/// The limits of a vhost's queue stream (see [`ClusterConfig::queue_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStreamLimits {
+    /// JetStream's `max_msgs_per_subject` (-1: none).
+    pub max_messages_per_subject: i64,
+    /// `max_msgs` (-1: none).
+    pub max_messages: i64,
+    /// `max_bytes` (-1: none).
+    pub max_bytes: i64,
+    /// Discard policy `new` (else `old`).
+    pub discard_new: bool,
+    /// `discard_new_per_subject`.
+    pub discard_new_per_subject: bool,
+}
+
+impl QueueStreamLimits {
+    /// Sets these limits in `config`.
+    pub fn apply(&self, config: &mut async_nats::jetstream::stream::Config) {
+        use async_nats::jetstream::stream::DiscardPolicy;
+        config.max_messages_per_subject = self.max_messages_per_subject;
+        config.max_messages = self.max_messages;
+        config.max_bytes = self.max_bytes;
+        config.discard = if self.discard_new {
+            DiscardPolicy::New
+        } else {
+            DiscardPolicy::Old
+        };
+        config.discard_new_per_subject = self.discard_new_per_subject;
+    }
+
+    /// Whether `config` has these limits already.
+    pub fn are_in(&self, config: &async_nats::jetstream::stream::Config) -> bool {
+        let mut wanted = config.clone();
+        self.apply(&mut wanted);
+        wanted.max_messages_per_subject == config.max_messages_per_subject
+            && wanted.max_messages == config.max_messages
+            && wanted.max_bytes == config.max_bytes
+            && wanted.discard == config.discard
+            && wanted.discard_new_per_subject == config.discard_new_per_subject
     }
 }
 
@@ -366,11 +468,68 @@ mod tests {
             ),
             (Box::new(|c| c.ack_wait_ms = 10), "ack_wait_ms"),
             (Box::new(|c| c.max_ack_pending = 0), "max_ack_pending"),
+            (
+                Box::new(|c| c.queue_max_length = u64::MAX),
+                "queue_max_length",
+            ),
+            (
+                Box::new(|c| c.queue_max_messages = 1 << 63),
+                "queue_max_messages",
+            ),
+            (
+                Box::new(|c| c.queue_max_bytes = u64::MAX),
+                "queue_max_bytes",
+            ),
         ];
         for (edit, expected) in cases {
             let err = with(edit).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
+    }
+
+    #[test]
+    fn queue_limits_map_onto_the_stream() {
+        use async_nats::jetstream::stream::{Config, DiscardPolicy};
+        // None: no limits, old messages discarded (JetStream's defaults).
+        let none = ClusterConfig::default().queue_limits();
+        let mut stream = Config::default();
+        none.apply(&mut stream);
+        assert_eq!(
+            (
+                stream.max_messages_per_subject,
+                stream.max_messages,
+                stream.max_bytes
+            ),
+            (-1, -1, -1)
+        );
+        assert_eq!(stream.discard, DiscardPolicy::Old);
+        assert!(none.are_in(&stream));
+
+        let config: ClusterConfig = toml::from_str(
+            "queue_max_length = 3\nqueue_max_bytes = 1000\nqueue_overflow = \"reject-publish\"",
+        )
+        .unwrap();
+        let reject = config.queue_limits();
+        assert!(!reject.are_in(&stream), "a change is seen");
+        reject.apply(&mut stream);
+        assert_eq!(
+            (
+                stream.max_messages_per_subject,
+                stream.max_messages,
+                stream.max_bytes
+            ),
+            (3, -1, 1000)
+        );
+        assert_eq!(stream.discard, DiscardPolicy::New);
+        assert!(stream.discard_new_per_subject);
+        assert!(reject.are_in(&stream));
+
+        // Without a per-queue limit, reject-publish does not ask for the per-subject discard
+        // (JetStream refuses it without max_msgs_per_subject).
+        let config: ClusterConfig =
+            toml::from_str("queue_max_messages = 10\nqueue_overflow = \"reject-publish\"").unwrap();
+        assert!(!config.queue_limits().discard_new_per_subject);
+        assert!(toml::from_str::<ClusterConfig>("queue_overflow = \"drop-tail\"").is_err());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::plugin::{RedeliverCause, MAX_NACK_HEADERS};
 use crate::router::redelivery::Decision;
 use crate::router::{Message, Queue, Resolution};
 
-use super::queue::settle_later;
+use super::queue::{settle_later, Stored};
 use super::RemoteQueue;
 
 /// A cluster queue's delivery that came back and waits for what becomes of it.
@@ -208,8 +208,8 @@ impl RemoteQueue {
         };
         tokio::spawn(async move {
             let kind = match own.publish_as(&copy, &id).await {
-                true => AckKind::Ack,
-                false => AckKind::Nak(None),
+                Stored::Yes => AckKind::Ack,
+                Stored::Full | Stored::No => AckKind::Nak(None),
             };
             settle_later(vec![(acker, kind)]);
         });
@@ -220,7 +220,7 @@ impl RemoteQueue {
 /// cluster queue (every `/queue/` in cluster mode), into the queue itself otherwise.
 async fn publish_moved(target: &Arc<Queue>, copy: &Arc<Message>, id: &str) -> bool {
     match target.remote() {
-        Some(remote) => remote.publish_as(copy, id).await,
+        Some(remote) => remote.publish_as(copy, id).await == Stored::Yes,
         None => target.publish(copy.clone()).await == crate::router::Published::Queued,
     }
 }

@@ -13,6 +13,7 @@
 //! | `/queue/NAME` SEND | JetStream publish to `CLUSTER.VHOST.q.TOKEN`, `Nats-Msg-Id` = `message-id` | RECEIPT only after the publish ack (stored on a majority of `replicas`) |
 //! | the queues of a vhost | one work-queue stream `CLUSTER_VHOST_queues` on `CLUSTER.VHOST.q.>` | one Raft group per vhost, not per queue |
 //! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
+//! | consumer priority (`activemq.priority`, `x-priority`) | the level of the subscription's pulls in the consumer's `prioritized` priority group | nats-server 2.12+ ([`priority`]) |
 //! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
 //! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
 //! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
@@ -39,6 +40,7 @@ pub mod durable;
 pub mod exclusive;
 pub mod lease;
 pub mod pipeline;
+pub mod priority;
 pub mod queue;
 pub mod reply;
 pub mod subject;
@@ -54,7 +56,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use bytes::Bytes;
 
-pub use config::{ClusterConfig, NatsTls, Storage};
+pub use config::{ClusterConfig, NatsTls, QueueOverflow, Storage};
 pub use queue::{RemoteConsumer, RemoteQueue};
 pub use topic::RemoteTopic;
 
@@ -82,6 +84,8 @@ pub struct ClusterStats {
     pub published: AtomicU64,
     /// Queue SENDs that got `cluster.unavailable`.
     pub publish_failures: AtomicU64,
+    /// Queue messages a limit of the queues' stream refused (`flow.queue-full`).
+    pub refused_full: AtomicU64,
     /// Queue messages pulled and handed to subscriptions of this edge.
     pub delivered: AtomicU64,
     /// Of those, messages JetStream had delivered before.
@@ -101,6 +105,7 @@ impl ClusterStats {
             "connected": connected,
             "published": self.published.load(Relaxed),
             "publish_failures": self.publish_failures.load(Relaxed),
+            "refused_full": self.refused_full.load(Relaxed),
             "delivered": self.delivered.load(Relaxed),
             "redelivered": self.redelivered.load(Relaxed),
             "acked": self.acked.load(Relaxed),
@@ -166,7 +171,7 @@ impl Cluster {
     /// (or found) on the cluster.
     pub async fn vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
         let names = Names::new(&self.config.name, vhost);
-        let stream_config = jetstream::stream::Config {
+        let mut stream_config = jetstream::stream::Config {
             name: names.stream().to_string(),
             subjects: vec![names.queue_subjects()],
             retention: jetstream::stream::RetentionPolicy::WorkQueue,
@@ -180,6 +185,8 @@ impl Cluster {
             allow_atomic_publish: true,
             ..Default::default()
         };
+        let limits = self.config.queue_limits();
+        limits.apply(&mut stream_config);
         let stream = tokio::time::timeout(
             self.config.connect_timeout(),
             self.jetstream.get_or_create_stream(stream_config.clone()),
@@ -194,7 +201,7 @@ impl Cluster {
             )
         })?
         .with_context(|| format!("making JetStream stream {}", names.stream()))?;
-        let atomic = self.allow_atomic(&stream, stream_config).await;
+        let atomic = self.bring_up_to_date(&stream, stream_config, limits).await;
         let link = Arc::new(VhostLink {
             names,
             client: self.client.clone(),
@@ -222,29 +229,52 @@ impl Cluster {
         Ok(link)
     }
 
-    /// Whether `stream` takes atomic batches: a stream made before it asked for them is
-    /// updated (`config`); a server before 2.12 does not keep the setting, and the edge
-    /// publishes transactions one message at a time there.
-    async fn allow_atomic(
+    /// Brings a stream that already existed up to date: the queue limits of this edge's
+    /// `[cluster]` (the last edge to start sets them; logged when they change) and atomic
+    /// batches. Whether it takes atomic batches: a server before 2.12 does not keep the
+    /// setting, and the edge publishes transactions one message at a time there.
+    async fn bring_up_to_date(
         &self,
         stream: &jetstream::stream::Stream,
         config: jetstream::stream::Config,
+        limits: config::QueueStreamLimits,
     ) -> bool {
-        if stream.cached_info().config.allow_atomic_publish {
+        let current = &stream.cached_info().config;
+        let name = current.name.clone();
+        let limits_set = limits.are_in(current);
+        if current.allow_atomic_publish && limits_set {
             return true;
         }
+        if !limits_set {
+            tracing::warn!(stream = %name, from = ?limits_of(current), to = ?limits, "cluster: changing the queue stream's limits to this edge's [cluster] queue_* settings (every edge should have the same)");
+        }
         match self.jetstream.update_stream(config).await {
-            Ok(info) if info.config.allow_atomic_publish => true,
-            Ok(_) => {
-                tracing::warn!(stream = %stream.cached_info().config.name, "cluster: the NATS servers do not offer atomic batches (2.12+): a transaction's queue messages are published one by one");
-                false
+            Ok(info) => {
+                if !limits.are_in(&info.config) {
+                    tracing::warn!(stream = %name, "cluster: the NATS servers did not keep the queue limits");
+                }
+                if !info.config.allow_atomic_publish {
+                    tracing::warn!(stream = %name, "cluster: the NATS servers do not offer atomic batches (2.12+): a transaction's queue messages are published one by one");
+                }
+                info.config.allow_atomic_publish
             }
             Err(err) => {
-                tracing::warn!(stream = %stream.cached_info().config.name, error = %err, "cluster: cannot allow atomic batches on the stream: a transaction's queue messages are published one by one");
-                false
+                tracing::warn!(stream = %name, error = %err, "cluster: cannot update the queue stream (its limits, atomic batches); it keeps its settings");
+                stream.cached_info().config.allow_atomic_publish
             }
         }
     }
+}
+
+/// The limits `config` has, for a log line.
+fn limits_of(config: &jetstream::stream::Config) -> (i64, i64, i64, String, bool) {
+    (
+        config.max_messages_per_subject,
+        config.max_messages,
+        config.max_bytes,
+        format!("{:?}", config.discard),
+        config.discard_new_per_subject,
+    )
 }
 
 /// What one virtual host's router uses of the cluster: its subjects, its queue stream, the

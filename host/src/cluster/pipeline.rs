@@ -11,7 +11,8 @@
 //! A publish that fails (no acknowledgement in `publish_timeout_ms`, or refused) is tried once
 //! more the way a waiting SEND is ([`RemoteQueue::publish`]: with the same `Nats-Msg-Id`, so a
 //! copy stored by the first attempt is stored once); when that fails too the connection gets
-//! `ERROR cluster.unavailable` and closes. A message retried so lands after those sent behind
+//! `ERROR cluster.unavailable` and closes; one a limit of the queues' stream refused is not
+//! tried again: the connection gets `ERROR flow.queue-full`. A message retried so lands after those sent behind
 //! it that were stored at the first attempt. The session waits for the oldest publish in its
 //! loop ([`PublishPipeline::settle_oldest`], cancel-safe), so a failure is reported even to a
 //! producer that has gone quiet, and the window frees as acknowledgements arrive.
@@ -25,11 +26,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::router::Message;
 
 use super::config::ClusterConfig;
-use super::queue::RemoteQueue;
+use super::queue::{is_limit_refusal, RemoteQueue, Stored};
 
 /// A publish's outcome, on its way: the first attempt's acknowledgement, then (after a
 /// failure) the second attempt.
-type Outcome = Pin<Box<dyn Future<Output = bool> + Send>>;
+type Outcome = Pin<Box<dyn Future<Output = Stored> + Send>>;
 
 /// A message sent to JetStream and not acknowledged yet.
 struct InFlight {
@@ -43,10 +44,26 @@ struct InFlight {
     retried: bool,
 }
 
-/// A message the cluster did not store (after two attempts): the connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the cluster did not store a message published without waiting")]
-pub struct Unstored;
+/// A message the cluster did not store: the connection ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unstored {
+    /// Not acknowledged, or refused, at two attempts.
+    #[error("the cluster did not store a message published without waiting")]
+    Unavailable,
+    /// A limit of the queues' stream refused it: the queue it was sent to.
+    #[error("a limit of the queues' stream refused a message")]
+    Full(bytes::Bytes),
+}
+
+impl Unstored {
+    fn of(stored: Stored, message: &Message) -> Result<(), Unstored> {
+        match stored {
+            Stored::Yes => Ok(()),
+            Stored::Full => Err(Unstored::Full(message.destination.clone())),
+            Stored::No => Err(Unstored::Unavailable),
+        }
+    }
+}
 
 /// One connection's unacknowledged queue publishes (see the module doc).
 pub struct PublishPipeline {
@@ -104,11 +121,19 @@ impl PublishPipeline {
                     match ack.into_future().await {
                         Ok(_) => {
                             remote.link.stats.published.fetch_add(1, Ordering::Relaxed);
-                            true
+                            Stored::Yes
+                        }
+                        Err(err) if is_limit_refusal(&err) => {
+                            remote
+                                .link
+                                .stats
+                                .refused_full
+                                .fetch_add(1, Ordering::Relaxed);
+                            Stored::Full
                         }
                         Err(err) => {
                             tracing::debug!(subject = %remote.subject(), error = %err, "cluster: a pipelined publish failed; trying again");
-                            false
+                            Stored::No
                         }
                     }
                 })
@@ -116,10 +141,7 @@ impl PublishPipeline {
             // Not even sent: the waiting path (which retries what passes) decides.
             Err(err) => {
                 tracing::debug!(subject = %remote.subject(), error = %err, "cluster: a pipelined publish was not sent; trying again");
-                return match remote.publish(&message).await {
-                    true => Ok(()),
-                    false => Err(Unstored),
-                };
+                return Unstored::of(remote.publish(&message).await, &message);
             }
         };
         self.bytes += size;
@@ -144,7 +166,7 @@ impl PublishPipeline {
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_mut()
                 .await;
-            if !stored && !oldest.retried {
+            if stored == Stored::No && !oldest.retried {
                 // Once more as a waiting SEND would: same `Nats-Msg-Id`, its own retries
                 // within `publish_timeout_ms`.
                 let (remote, message) = (oldest.remote.clone(), oldest.message.clone());
@@ -155,7 +177,7 @@ impl PublishPipeline {
             }
             let done = self.in_flight.pop_front().expect("looked at above");
             self.bytes -= done.message.size();
-            return if stored { Ok(()) } else { Err(Unstored) };
+            return Unstored::of(stored, &done.message);
         }
     }
 

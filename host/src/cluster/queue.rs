@@ -26,12 +26,14 @@ use tokio::sync::Notify;
 use crate::budget::MemoryBudget;
 use crate::plugin::RedeliverCause;
 use crate::router::{
-    AckMode, AckTarget, Delivery, Message, NotPending, Outgoing, Queue, Subscription,
+    AckMode, AckTarget, ConsumerOptions, Delivery, Message, NotPending, Outgoing, Queue,
+    Subscription,
 };
 
 use super::dead_letter::Returned;
 use super::durable::DurableSource;
 use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
+use super::priority::{self, PrioritizedPull};
 use super::wire;
 use super::VhostLink;
 
@@ -117,17 +119,18 @@ impl RemoteQueue {
         &self.link
     }
 
-    /// Publishes `message` into the queue's stream: true once JetStream acknowledged it
-    /// (stored on a majority of the replicas); false when it did not within
-    /// `publish_timeout_ms` or refused it (logged with the reason).
-    pub async fn publish(&self, message: &Message) -> bool {
+    /// Publishes `message` into the queue's stream: [`Stored::Yes`] once JetStream
+    /// acknowledged it (stored on a majority of the replicas); [`Stored::Full`] when a limit of
+    /// the stream refused it; [`Stored::No`] when it was not acknowledged within
+    /// `publish_timeout_ms` or refused otherwise (logged with the reason).
+    pub async fn publish(&self, message: &Message) -> Stored {
         self.publish_as(message, &nats_message_id(message)).await
     }
 
     /// [`publish`](Self::publish) with `Nats-Msg-Id` `id` (a dead-letter copy keeps the
     /// original's `message-id` but must not be taken for the original by JetStream's
     /// duplicate check).
-    pub async fn publish_as(&self, message: &Message, id: &str) -> bool {
+    pub async fn publish_as(&self, message: &Message, id: &str) -> Stored {
         let payload = wire::encode_message(message);
         let headers = id_headers(id);
         let timeout = self.link.config.publish_timeout();
@@ -135,17 +138,22 @@ impl RemoteQueue {
         match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
             Ok(Ok(())) => {
                 stats.published.fetch_add(1, Ordering::Relaxed);
-                true
+                Stored::Yes
+            }
+            Ok(Err(err)) if is_limit_refusal(&err) => {
+                stats.refused_full.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(subject = %self.subject, error = %err, "cluster: the queues' stream is at a limit; message refused");
+                Stored::Full
             }
             Ok(Err(err)) => {
                 stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject = %self.subject, error = %err, "cluster: JetStream refused a message");
-                false
+                Stored::No
             }
             Err(_) => {
                 stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject = %self.subject, timeout_ms = timeout.as_millis() as u64, "cluster: no publish acknowledgement in time");
-                false
+                Stored::No
             }
         }
     }
@@ -186,6 +194,7 @@ impl RemoteQueue {
             };
             match attempt.await {
                 Ok(_ack) => return Ok(()),
+                Err(err) if is_limit_refusal(&err) => return Err(err),
                 Err(err)
                     if matches!(
                         err.kind(),
@@ -206,13 +215,13 @@ impl RemoteQueue {
     }
 
     /// A consumer of this queue (`queue` is its router side) for one subscription (started
-    /// by [`RemoteConsumer::start`]); `exclusive`: it asked to be the queue's only consumer.
+    /// by [`RemoteConsumer::start`]), with its consumer priority and exclusivity (`options`).
     pub fn consumer(
         &self,
         queue: Arc<Queue>,
         ack_mode: AckMode,
         window: u32,
-        exclusive: bool,
+        options: ConsumerOptions,
     ) -> Arc<RemoteConsumer> {
         Arc::new(RemoteConsumer {
             link: self.link.clone(),
@@ -228,10 +237,39 @@ impl RemoteQueue {
             stop: Notify::new(),
             durable: self.durable.clone(),
             gate: self.exclusive.clone(),
-            exclusive,
+            exclusive: options.exclusive,
             hold: Mutex::new(None),
+            // A durable topic subscription has its consumer to itself.
+            level: self
+                .durable
+                .is_none()
+                .then(|| priority::level(options.priority)),
         })
     }
+}
+
+/// What became of a publish into a queue's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// JetStream stored it, on a majority of the stream's replicas.
+    Yes,
+    /// A limit of the queues' stream refused it (`[cluster] queue_max_*` with
+    /// `queue_overflow = "reject-publish"`).
+    Full,
+    /// Not acknowledged within `publish_timeout_ms`, or refused for another reason.
+    No,
+}
+
+/// Whether JetStream refused a publish because the stream is at one of its limits (maximum
+/// messages, bytes, or messages per subject, with the discard policy `new`): the server's
+/// "stream store failed" error with such a description. Never passes by retrying at once.
+pub(super) fn is_limit_refusal(err: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| {
+            api.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
+                && api.to_string().contains("maximum")
+        })
 }
 
 /// The `Nats-Msg-Id` of `message`: its `message-id`, so JetStream stores a retried publish once.
@@ -293,6 +331,8 @@ pub struct RemoteConsumer {
     exclusive: bool,
     /// An exclusive subscription's hold of the queue while it is the active one.
     hold: Mutex<Option<ExclusiveHold>>,
+    /// The JetStream priority level of its pulls (a queue's, not a durable subscription's).
+    level: Option<usize>,
 }
 
 impl std::fmt::Debug for RemoteConsumer {
@@ -459,13 +499,7 @@ impl RemoteConsumer {
                     continue;
                 }
             }
-            let batch = consumer
-                .batch()
-                .max_messages(want)
-                .expires(PULL_WAIT)
-                .messages()
-                .await;
-            let mut batch = match batch {
+            let mut batch = match self.start_pull(&consumer, want).await {
                 Ok(batch) => batch,
                 Err(err) => {
                     tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
@@ -482,12 +516,48 @@ impl RemoteConsumer {
                 match batch.next().await {
                     Some(Ok(message)) => self.deliver(message, &subscription, &budget),
                     Some(Err(err)) => {
-                        tracing::debug!(consumer = %self.name, error = %err, "cluster: pull ended early");
+                        // (A server that keeps ending pulls at once is not asked in a loop.)
+                        tracing::debug!(consumer = %self.name, %err, "cluster: pull ended early");
+                        if self.pause(RETRY_AFTER).await {
+                            return;
+                        }
                         break;
                     }
                     None => break,
                 }
             }
+        }
+    }
+
+    /// Asks for up to `want` messages: at the subscription's priority level when the queue's
+    /// consumer is prioritized.
+    async fn start_pull(
+        &self,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        want: usize,
+    ) -> Result<Pull, String> {
+        match self.level {
+            Some(level) if priority::is_prioritized(consumer) => {
+                let link = &self.link;
+                PrioritizedPull::start(
+                    consumer,
+                    &link.jetstream,
+                    &link.client,
+                    want,
+                    PULL_WAIT,
+                    level,
+                )
+                .await
+                .map(Pull::Prioritized)
+            }
+            _ => consumer
+                .batch()
+                .max_messages(want)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+                .map(Pull::Plain)
+                .map_err(|err| err.to_string()),
         }
     }
 
@@ -542,12 +612,7 @@ impl RemoteConsumer {
             };
             let made = match &self.durable {
                 Some(durable) => durable.consumer().await,
-                None => self
-                    .link
-                    .stream
-                    .get_or_create_consumer(&self.name, wanted)
-                    .await
-                    .map_err(anyhow::Error::from),
+                None => self.queue_consumer(wanted).await,
             };
             match made {
                 Ok(consumer) => return Some(consumer),
@@ -557,6 +622,26 @@ impl RemoteConsumer {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// The queue's consumer: made with the prioritized policy ([`priority`]) by whichever edge
+    /// comes first; made without it when the server refuses the policy (before 2.12).
+    async fn queue_consumer(
+        &self,
+        wanted: pull::Config,
+    ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = &self.link.stream;
+        match stream
+            .get_or_create_consumer(&self.name, priority::prioritized(wanted.clone()))
+            .await
+        {
+            Ok(consumer) => Ok(consumer),
+            Err(err) => {
+                let plain = stream.get_or_create_consumer(&self.name, wanted).await?;
+                tracing::info!(consumer = %self.name, error = %err, "cluster: the queue's consumer was made without consumer priorities (does the NATS server predate 2.12?)");
+                Ok(plain)
             }
         }
     }
@@ -649,6 +734,25 @@ impl RemoteConsumer {
             redeliveries: deliveries - 1,
             first_in_group: false,
         }));
+    }
+}
+
+/// One pull request's messages.
+enum Pull {
+    Plain(pull::Batch),
+    Prioritized(PrioritizedPull),
+}
+
+impl Pull {
+    /// The next message; `None` once the pull is over.
+    async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
+        match self {
+            Pull::Plain(batch) => batch
+                .next()
+                .await
+                .map(|message| message.map_err(|err| err.to_string())),
+            Pull::Prioritized(pull) => pull.next().await,
+        }
     }
 }
 

@@ -725,7 +725,7 @@ impl Router {
         let remote = match &source {
             Destination::Queue(queue) => queue
                 .remote()
-                .map(|remote| remote.consumer(queue.clone(), ack_mode, window, options.exclusive)),
+                .map(|remote| remote.consumer(queue.clone(), ack_mode, window, options)),
             Destination::Topic(_) => None,
         };
         let subscription = Arc::new(Subscription {

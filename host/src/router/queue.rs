@@ -686,8 +686,9 @@ impl Queue {
     pub async fn publish(&self, message: Arc<Message>) -> Published {
         if let Some(remote) = &self.remote {
             return match remote.publish(&message).await {
-                true => Published::Queued,
-                false => Published::Unavailable,
+                crate::cluster::queue::Stored::Yes => Published::Queued,
+                crate::cluster::queue::Stored::Full => Published::Rejected,
+                crate::cluster::queue::Stored::No => Published::Unavailable,
             };
         }
         let mut message = Some(message);

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::cluster::queue::Stored;
 use crate::codec::{Frame, Version};
 use crate::router::AckMode;
 
@@ -232,12 +233,23 @@ impl Session {
                 }
             }
         }
+        let mut full_batch = false;
         if let Some((remote, _)) = atomic.first() {
             let link = remote.link().clone();
-            unavailable |= !link.publish_atomically(&atomic).await;
+            match link.publish_atomically(&atomic).await {
+                Stored::Yes => {}
+                Stored::Full => full_batch = true,
+                Stored::No => unavailable = true,
+            }
         }
         if unavailable {
             return Err(self.cluster_unavailable_error());
+        }
+        if full_batch {
+            return Err(client_error(
+                ErrorCode::FlowQueueFull,
+                "transaction rejected: a [cluster] queue limit refused its messages to cluster queues (queue_overflow reject-publish); the atomic batch it refused (up to 1000 of them) was not stored".to_string(),
+            ));
         }
         match rejected {
             Some(queue) => Err(super::handlers::full_queue_error(&queue)),

@@ -674,8 +674,8 @@ impl Session {
                 // The oldest SEND published to the cluster without waiting is acknowledged
                 // (or, tried twice, failed: the connection ends).
                 stored = send_remote::settle_oldest(&mut self.pipeline), if send_remote::sending(&self.pipeline) => {
-                    if stored.is_err() {
-                        break Err(self.unstored_error());
+                    if let Err(unstored) = stored {
+                        break Err(self.unstored_error(unstored));
                     }
                 }
             }

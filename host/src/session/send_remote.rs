@@ -12,8 +12,10 @@ use super::error::{client_error, SessionError};
 use super::error_code::ErrorCode;
 use super::Session;
 use crate::cluster::pipeline::{PublishPipeline, Unstored};
+use crate::cluster::queue::Stored;
 use crate::cluster::RemoteQueue;
 use crate::router::Message;
+use crate::text::shown;
 
 /// Whether publishes wait for their acknowledgement (for the session loop's `select!`).
 pub(super) fn sending(pipeline: &Option<Box<PublishPipeline>>) -> bool {
@@ -47,8 +49,9 @@ impl Session {
                 Some(pipeline) => self.pipeline = Some(Box::new(pipeline)),
                 None => {
                     return match remote.publish(&message).await {
-                        true => Ok(()),
-                        false => Err(self.cluster_unavailable_error()),
+                        Stored::Yes => Ok(()),
+                        Stored::Full => Err(full_cluster_queue_error(&message.destination)),
+                        Stored::No => Err(self.cluster_unavailable_error()),
                     };
                 }
             }
@@ -56,7 +59,7 @@ impl Session {
         let pipeline = self.pipeline.as_mut().expect("made above");
         match pipeline.publish(remote, message).await {
             Ok(()) => Ok(()),
-            Err(Unstored) => Err(self.unstored_error()),
+            Err(unstored) => Err(self.unstored_error(unstored)),
         }
     }
 
@@ -74,16 +77,31 @@ impl Session {
         let pipeline = self.pipeline.as_mut().expect("sending");
         match pipeline.drain().await {
             Ok(()) => Ok(()),
-            Err(Unstored) => Err(self.unstored_error()),
+            Err(unstored) => Err(self.unstored_error(unstored)),
         }
     }
 
     /// The ERROR for a message published without waiting that the cluster did not store.
-    pub(super) fn unstored_error(&self) -> SessionError {
+    pub(super) fn unstored_error(&self, unstored: Unstored) -> SessionError {
+        if let Unstored::Full(queue) = unstored {
+            return full_cluster_queue_error(&queue);
+        }
         let timeout = self.publish_timeout_ms();
         client_error(
             ErrorCode::ClusterUnavailable,
             format!("the cluster did not store a message this connection sent, tried twice for {timeout} ms each (publish_timeout_ms): NATS unreachable or JetStream unavailable; messages sent since the last RECEIPT may not be stored"),
         )
     }
+}
+
+/// The ERROR of a SEND to cluster queue `queue` that a limit of the queues' stream refused
+/// (`[cluster] queue_overflow = "reject-publish"`).
+pub(super) fn full_cluster_queue_error(queue: &[u8]) -> SessionError {
+    client_error(
+        ErrorCode::FlowQueueFull,
+        format!(
+            "message rejected: queue '{}' is full (a [cluster] queue limit, queue_overflow reject-publish)",
+            shown(queue)
+        ),
+    )
 }

@@ -57,6 +57,11 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
             &stats.publish_failures,
         ),
         (
+            "plugboard_cluster_refused_full",
+            "Queue messages a limit of the queues' stream refused (queue_overflow reject-publish).",
+            &stats.refused_full,
+        ),
+        (
             "plugboard_cluster_delivered",
             "Queue messages pulled from JetStream and handed to this edge's subscriptions.",
             &stats.delivered,

@@ -1,0 +1,87 @@
+//! Consumer priority on a cluster queue (docs/cluster.md, "Consumer priority"): a subscription
+//! with a higher `activemq.priority` / `x-priority`, on any edge, gets the queue's messages
+//! while its window has room (and its pull is waiting at JetStream); the others get what it
+//! cannot take.
+
+use std::time::Duration;
+
+use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
+
+use super::cluster::{client, cluster_name, edge, message_within, target_dir, ACROSS};
+use crate::harness::*;
+
+async fn take(c: &mut Client, n: usize) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(message_within(c, ACROSS).await);
+    }
+    out
+}
+
+fn bodies(frames: &[Frame]) -> Vec<String> {
+    frames.iter().map(|f| f.body_str().to_string()).collect()
+}
+
+#[tokio::test]
+async fn cluster_consumer_priority_serves_the_higher_one_first_across_edges() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_priority") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, "");
+    let b = edge(&nats, &name, "");
+    let dest = "/queue/prioritized";
+    for (header, level) in [("activemq.priority", "5"), ("x-priority", "2")] {
+        let dest = format!("{dest}-{header}");
+        let mut low = client(&a).await;
+        low.subscribe_with(
+            "low",
+            &dest,
+            "client-individual",
+            &[("activemq.prefetchSize", "10")],
+        )
+        .await;
+        let mut high = client(&b).await;
+        high.subscribe_with(
+            "high",
+            &dest,
+            "client-individual",
+            &[(header, level), ("activemq.prefetchSize", "2")],
+        )
+        .await;
+        // Both pulls reach JetStream before the first message.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut p = client(&a).await;
+        for i in 0..2 {
+            p.send_r(&dest, &format!("m{i}")).await;
+        }
+        let first = take(&mut high, 2).await;
+        assert_eq!(
+            bodies(&first),
+            ["m0", "m1"],
+            "{header}: the higher one first"
+        );
+        low.expect_silence(Duration::from_millis(800)).await;
+
+        // Its window is full: the lower one gets the next ones.
+        for i in 2..5 {
+            p.send_r(&dest, &format!("m{i}")).await;
+        }
+        assert_eq!(
+            bodies(&take(&mut low, 3).await),
+            ["m2", "m3", "m4"],
+            "{header}"
+        );
+        high.expect_silence(Duration::from_millis(300)).await;
+
+        // It acks: it has room again and is served first again.
+        for m in &first {
+            high.ack(m).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await; // its next pull is waiting
+        p.send_r(&dest, "m5").await;
+        assert_eq!(bodies(&take(&mut high, 1).await), ["m5"], "{header}");
+        low.expect_silence(Duration::from_millis(800)).await;
+    }
+}
