@@ -109,6 +109,15 @@ pub(super) async fn message_within(c: &mut Client, within: Duration) -> Frame {
     f
 }
 
+/// Reads `n` MESSAGEs, each within [`ACROSS`].
+pub(super) async fn messages_within(c: &mut Client, n: usize) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(message_within(c, ACROSS).await);
+    }
+    out
+}
+
 #[tokio::test]
 async fn cluster_queue_send_on_one_edge_is_received_on_another_with_its_headers() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_queue_send_on_one_edge") else {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
-use super::cluster::{client, cluster_name, edge, message_within, target_dir, ACROSS};
+use super::cluster::{
+    client, cluster_name, edge, message_within, messages_within as take, target_dir, ACROSS,
+};
 use crate::harness::*;
 
 /// Long enough for a subscription that should not get a message to have got one.
@@ -28,15 +30,6 @@ async fn send_range(p: &mut Client, dest: &str, range: std::ops::Range<usize>) {
 async fn exclusive(c: &mut Client, id: &str, dest: &str, header: &str) {
     c.subscribe_with(id, dest, "client-individual", &[(header, "true")])
         .await;
-}
-
-/// Reads `n` MESSAGEs (each within [`ACROSS`]) and returns them.
-async fn take(c: &mut Client, n: usize) -> Vec<Frame> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(message_within(c, ACROSS).await);
-    }
-    out
 }
 
 fn bodies(frames: &[Frame]) -> BTreeSet<String> {

@@ -7,16 +7,8 @@ use std::time::Duration;
 
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
-use super::cluster::{client, cluster_name, edge, message_within, target_dir, ACROSS};
+use super::cluster::{client, cluster_name, edge, messages_within as take, target_dir};
 use crate::harness::*;
-
-async fn take(c: &mut Client, n: usize) -> Vec<Frame> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(message_within(c, ACROSS).await);
-    }
-    out
-}
 
 fn bodies(frames: &[Frame]) -> Vec<String> {
     frames.iter().map(|f| f.body_str().to_string()).collect()
