@@ -147,6 +147,17 @@ async fn cluster_metrics_show_the_edge_counters_and_jetstream_queue_depth() {
         metrics.value("plugboard_cluster_queue_messages_unacked", &depth),
         1.0
     );
+    // The console shows JetStream's depth too (the edge itself holds none of the messages).
+    let doc = super::console::overview(a.admin(), None).await;
+    let row = doc["queues"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|q| q["name"] == dest))
+        .unwrap_or_else(|| panic!("{dest} in {doc}"));
+    assert_eq!(
+        (&row["ready"], &row["unacked"], &row["depth_from"]),
+        (&2.into(), &1.into(), &"jetstream".into()),
+        "{row}"
+    );
     c.ack(&held).await;
 }
 

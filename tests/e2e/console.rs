@@ -105,7 +105,7 @@ async fn http(
     }
 }
 
-async fn overview(admin: SocketAddr, token: Option<&str>) -> Value {
+pub(super) async fn overview(admin: SocketAddr, token: Option<&str>) -> Value {
     let answer = http(admin, "GET", "/api/overview", token, None, None).await;
     assert_eq!(answer.code(), 200, "{}: {}", answer.line, answer.body);
     answer.json()

@@ -233,10 +233,14 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
                 body: shared.metrics.render(),
             }
         }
-        (b"GET", b"/api/overview") => Response::value(
-            "200 OK",
-            &console::overview::overview(broker, shared.rates, token.is_some()),
-        ),
+        (b"GET", b"/api/overview") => {
+            // Cluster queues' depths are JetStream's (read at most every few seconds).
+            Metrics::refresh(broker).await;
+            Response::value(
+                "200 OK",
+                &console::overview::overview(broker, shared.rates, token.is_some()),
+            )
+        }
         (b"POST", path) if ACTIONS.contains(&path) => {
             if token.is_none() {
                 return Response::error(

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::rates::{Rate, Rates, SAMPLE_EVERY};
@@ -87,12 +89,24 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
     all.truncate(cap);
     let history: HashMap<String, Vec<Rate>> = rates.queues();
     let dead_letter_prefix = broker.config.dead_letter.prefix.as_bytes();
+    let cluster_depths = cluster_depths(broker);
     let rows = all
         .iter()
         .map(|(vhost, queue)| {
             let name = String::from_utf8_lossy(&queue.name).into_owned();
-            let ready = queue.depth() as u64;
             let (held, bytes) = queue.held();
+            // A cluster queue's messages are in JetStream: its depth is JetStream's (every
+            // edge together), when the last read has it.
+            let jetstream = queue
+                .remote()
+                .and_then(|_| cluster_depths.get(&(vhost.clone(), queue.name.clone())));
+            let (ready, unacked) = match jetstream {
+                Some(depth) => (depth.ready, depth.unacked),
+                None => {
+                    let ready = queue.depth() as u64;
+                    (ready, (held as u64).saturating_sub(ready))
+                }
+            };
             let series = history.get(&super::rates::queue_key(vhost, &name));
             let stats = &queue.stats;
             json!({
@@ -101,7 +115,8 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
                 "dead_letter_queue": !dead_letter_prefix.is_empty()
                     && queue.name.starts_with(dead_letter_prefix),
                 "ready": ready,
-                "unacked": (held as u64).saturating_sub(ready),
+                "unacked": unacked,
+                "depth_from": if jetstream.is_some() { "jetstream" } else { "edge" },
                 "bytes": bytes,
                 "consumers": queue.consumer_count(),
                 "published": stats.enqueued.load(Relaxed),
@@ -117,6 +132,23 @@ fn queues(broker: &Broker, rates: &Rates, cap: usize) -> (Vec<Value>, usize) {
         })
         .collect();
     (rows, total)
+}
+
+/// The cluster queues' depths as JetStream last counted them (see
+/// [`crate::cluster::depth`]), by vhost and queue name; empty single-node.
+fn cluster_depths(
+    broker: &Broker,
+) -> HashMap<(Arc<str>, Bytes), crate::cluster::depth::QueueDepth> {
+    broker
+        .vhosts
+        .iter()
+        .filter_map(|vhost| Some((vhost.name.clone(), vhost.router.cluster()?.depths())))
+        .flat_map(|(vhost, depths)| {
+            depths
+                .into_iter()
+                .map(move |depth| ((vhost.clone(), depth.queue.clone()), depth))
+        })
+        .collect()
 }
 
 /// The first `cap` topics by name and how many there are.
