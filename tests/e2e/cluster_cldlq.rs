@@ -161,6 +161,59 @@ async fn cluster_metrics_show_the_edge_counters_and_jetstream_queue_depth() {
     c.ack(&held).await;
 }
 
+#[tokio::test]
+async fn cluster_console_purge_empties_the_queue_for_every_edge_and_move_is_refused() {
+    use super::console::{action, TOKEN};
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_console_purge") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let toml = format!(
+        "admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        nats.nodes[0].url()
+    );
+    let a = Launch::config_text(plugboard(), &toml)
+        .status_line()
+        .start_within(Duration::from_secs(60))
+        .start();
+    let b = edge(&nats, &name, "");
+    let dest = "/queue/purged";
+    let mut p = client(&b).await;
+    for i in 0..3 {
+        p.send_r(dest, &format!("m{i}")).await;
+    }
+    // Edge A knows the queue once something there touched it.
+    let mut probe = client(&a).await;
+    probe.subscribe("s", dest, "client-individual").await;
+    let first = message_within(&mut probe, ACROSS).await;
+    probe.unsubscribe("s").await; // the message goes back
+
+    let body = format!(r#"{{"queue":"{dest}"}}"#);
+    let answer = action(a.admin(), "/api/queues/purge", &body).await;
+    assert_eq!(answer.code(), 200, "{}", answer.body);
+    assert_eq!(answer.json()["purged"], 3, "{}", answer.body);
+    // Gone for every edge: a consumer on the other edge gets nothing, then what is sent next.
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client-individual").await;
+    c.expect_silence(Duration::from_secs(1)).await;
+    p.send_r(dest, "after").await;
+    assert_eq!(message_within(&mut c, ACROSS).await.body_str(), "after");
+    assert_ne!(first.body_str(), "after");
+
+    let moved = action(
+        a.admin(),
+        "/api/queues/move",
+        &format!(r#"{{"from":"{dest}"}}"#),
+    )
+    .await;
+    assert_eq!(moved.code(), 501, "{}", moved.body);
+    assert!(moved.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cluster queue"));
+}
+
 fn tx_send(dest: &str, tx: &str, body: &str) -> Frame {
     Frame::new("SEND")
         .h("destination", dest)

@@ -16,7 +16,7 @@ use plugboard_test_support::BrokerBinary;
 use crate::harness::*;
 use crate::Plugboard;
 
-const TOKEN: &str = "console-test-token-0123456789";
+pub(super) const TOKEN: &str = "console-test-token-0123456789";
 
 /// A broker with an admin listener (and a token, when `token`) and `extra` config, journaling
 /// into `data` when given.
@@ -38,14 +38,14 @@ fn broker(token: bool, extra: &str, data: Option<&Path>) -> Process {
 }
 
 /// An HTTP response: status line, headers (lowercase names), body.
-struct Answer {
+pub(super) struct Answer {
     line: String,
     headers: String,
-    body: String,
+    pub(super) body: String,
 }
 
 impl Answer {
-    fn code(&self) -> u16 {
+    pub(super) fn code(&self) -> u16 {
         self.line
             .split(' ')
             .nth(1)
@@ -53,7 +53,7 @@ impl Answer {
             .unwrap_or(0)
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.body))
     }
@@ -133,7 +133,7 @@ fn queue<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
     doc["queues"].as_array()?.iter().find(|q| q["name"] == name)
 }
 
-async fn action(admin: SocketAddr, path: &str, body: &str) -> Answer {
+pub(super) async fn action(admin: SocketAddr, path: &str, body: &str) -> Answer {
     http(admin, "POST", path, Some(TOKEN), Some(body), None).await
 }
 

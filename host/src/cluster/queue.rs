@@ -214,6 +214,24 @@ impl RemoteQueue {
         }
     }
 
+    /// Removes every message JetStream holds for this queue (ready ones, and those out with
+    /// consumers on any edge, whose ACKs then find nothing): how many. Refused for a durable
+    /// topic subscription (its messages are the topic stream's, shared with the others).
+    pub async fn purge(&self) -> Result<u64, String> {
+        if self.durable.is_some() {
+            return Err("a durable subscription's messages are not purged this way".into());
+        }
+        let purge = self.link.stream.purge().filter(self.subject.to_string());
+        match tokio::time::timeout(self.link.config.publish_timeout(), purge).await {
+            Ok(Ok(response)) => Ok(response.purged),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "no answer from JetStream within {} ms",
+                self.link.config.publish_timeout_ms
+            )),
+        }
+    }
+
     /// A consumer of this queue (`queue` is its router side) for one subscription (started
     /// by [`RemoteConsumer::start`]), with its consumer priority and exclusivity (`options`).
     pub fn consumer(

@@ -71,7 +71,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Outcome> {
 pub async fn run(path: &[u8], body: &[u8], broker: &Broker, peer: SocketAddr) -> Outcome {
     let outcome = match path {
         b"/api/queues/purge" => match parse::<PurgeRequest>(body) {
-            Ok(request) => purge(broker, &request),
+            Ok(request) => purge(broker, &request).await,
             Err(outcome) => outcome,
         },
         b"/api/queues/move" => match parse::<MoveRequest>(body) {
@@ -113,7 +113,7 @@ fn vhost_for<'b>(broker: &'b Broker, name: Option<&str>) -> Result<&'b Arc<Vhost
     }
 }
 
-fn purge(broker: &Broker, request: &PurgeRequest) -> Outcome {
+async fn purge(broker: &Broker, request: &PurgeRequest) -> Outcome {
     let vhost = match vhost_for(broker, request.vhost.as_deref()) {
         Ok(vhost) => vhost,
         Err(outcome) => return outcome,
@@ -121,7 +121,19 @@ fn purge(broker: &Broker, request: &PurgeRequest) -> Outcome {
     let Some(queue) = vhost.router.existing_queue(request.queue.as_bytes()) else {
         return refused("404 Not Found", format!("no queue {}", request.queue));
     };
-    let purged = queue.purge();
+    // A cluster queue's messages are in JetStream, for every edge.
+    let purged = match queue.remote() {
+        Some(remote) => match remote.purge().await {
+            Ok(purged) => purged as usize,
+            Err(err) => {
+                return refused(
+                    "503 Service Unavailable",
+                    format!("the cluster did not purge {}: {err}", request.queue),
+                )
+            }
+        },
+        None => queue.purge(),
+    };
     (
         "200 OK",
         json!({ "vhost": &*vhost.name, "queue": request.queue, "purged": purged }),
@@ -157,6 +169,15 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
     let Some(source) = router.existing_queue(request.from.as_bytes()) else {
         return refused("404 Not Found", format!("no queue {}", request.from));
     };
+    if source.remote().is_some() {
+        return refused(
+            "501 Not Implemented",
+            format!(
+                "{} is a cluster queue: moving its messages is not built (docs/cluster.md, \"Not built yet\"); consume them with a client and send them back",
+                request.from
+            ),
+        );
+    }
     let fixed = match request
         .to
         .as_deref()
