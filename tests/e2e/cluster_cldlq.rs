@@ -24,6 +24,20 @@ fn edge_with_status_and(nats: &NatsCluster, name: &str, dead_letter: &str) -> Ed
         .start()
 }
 
+/// An edge with its admin endpoint and the console's actions (the console tests' token), and
+/// `extra` sections before `[cluster]`.
+fn edge_with_token(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
+    let toml = format!(
+        "admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{}\"\n{extra}\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        super::console::TOKEN,
+        nats.nodes[0].url()
+    );
+    Launch::config_text(plugboard(), &toml)
+        .status_line()
+        .start_within(Duration::from_secs(60))
+        .start()
+}
+
 #[tokio::test]
 async fn cluster_messages_handed_back_too_often_or_expired_go_to_the_dlq_on_every_edge() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_dead_letter") else {
@@ -162,21 +176,14 @@ async fn cluster_metrics_show_the_edge_counters_and_jetstream_queue_depth() {
 }
 
 #[tokio::test]
-async fn cluster_console_purge_empties_the_queue_for_every_edge_and_move_is_refused() {
-    use super::console::{action, TOKEN};
+async fn cluster_console_purge_and_move_act_on_jetstream_for_every_edge() {
+    use super::console::action;
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_console_purge") else {
         return;
     };
     let nats = NatsCluster::start(&bin, 1);
     let name = cluster_name();
-    let toml = format!(
-        "admin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
-        nats.nodes[0].url()
-    );
-    let a = Launch::config_text(plugboard(), &toml)
-        .status_line()
-        .start_within(Duration::from_secs(60))
-        .start();
+    let a = edge_with_token(&nats, &name, "");
     let b = edge(&nats, &name, "");
     let dest = "/queue/purged";
     let mut p = client(&b).await;
@@ -201,17 +208,64 @@ async fn cluster_console_purge_empties_the_queue_for_every_edge_and_move_is_refu
     assert_eq!(message_within(&mut c, ACROSS).await.body_str(), "after");
     assert_ne!(first.body_str(), "after");
 
-    let moved = action(
-        a.admin(),
-        "/api/queues/move",
-        &format!(r#"{{"from":"{dest}"}}"#),
-    )
-    .await;
-    assert_eq!(moved.code(), 501, "{}", moved.body);
-    assert!(moved.json()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("cluster queue"));
+    // Move: out of a cluster queue (through JetStream) into another, received on the other
+    // edge in order; the source is empty afterwards.
+    let (from, to) = ("/queue/move-from", "/queue/move-to");
+    let mut pa = client(&a).await;
+    for i in 0..3 {
+        pa.send_r(from, &format!("v{i}")).await;
+    }
+    let body = format!(r#"{{"from":"{from}","to":"{to}"}}"#);
+    let moved = action(a.admin(), "/api/queues/move", &body).await;
+    assert_eq!(moved.code(), 200, "{}", moved.body);
+    assert_eq!(moved.json()["moved"], 3, "{}", moved.body);
+    let mut r = client(&b).await;
+    r.subscribe("s", to, "client-individual").await;
+    for i in 0..3 {
+        let m = message_within(&mut r, ACROSS).await;
+        assert_eq!(m.body_str(), format!("v{i}"));
+        r.ack(&m).await;
+    }
+    let mut left = client(&b).await;
+    left.subscribe("s", from, "client-individual").await;
+    left.expect_silence(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn cluster_dead_letter_moved_back_and_dead_lettered_again_is_not_lost() {
+    use super::console::action;
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_dlq_round_trip") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge_with_token(&nats, &name, "[dead_letter]\nmax_deliveries = 1");
+    let b = edge(&nats, &name, "[dead_letter]\nmax_deliveries = 1");
+    let (dest, dlq) = ("/queue/round-trip", "/queue/DLQ.round-trip");
+    let mut p = client(&a).await;
+    p.send_r(dest, "poison").await;
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client-individual").await;
+    for round in 0..2 {
+        let m = message_within(&mut c, ACROSS).await;
+        assert_eq!(m.body_str(), "poison", "round {round}");
+        c.nack(&m).await; // the one delivery allowed: to the DLQ
+        c.expect_silence(Duration::from_millis(500)).await;
+        if round == 0 {
+            // Back to its queue (by its dlq-original-destination), within JetStream's
+            // duplicate window of its first dead-lettering.
+            let body = format!(r#"{{"from":"{dlq}"}}"#);
+            let moved = action(a.admin(), "/api/queues/move", &body).await;
+            assert_eq!(moved.json()["moved"], 1, "{}", moved.body);
+        }
+    }
+    // Dead-lettered a second time: in the DLQ again, not taken for its first copy.
+    let mut d = client(&b).await;
+    d.subscribe("d", dlq, "client-individual").await;
+    let again = message_within(&mut d, ACROSS).await;
+    assert_eq!(again.body_str(), "poison");
+    d.ack(&again).await;
+    d.expect_silence(Duration::from_millis(500)).await;
 }
 
 fn tx_send(dest: &str, tx: &str, body: &str) -> Frame {

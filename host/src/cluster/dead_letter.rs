@@ -43,12 +43,20 @@ pub(super) struct Returned {
     pub(super) message: Arc<Message>,
     /// JetStream's delivery count (1 on the first delivery).
     pub(super) deliveries: u32,
+    /// Its sequence in the stream (0: not known).
+    pub(super) stream_seq: u64,
 }
 
-/// The `Nats-Msg-Id` of the copy of a message with id `id` moved to another queue for
-/// `purpose` (`dlq`, `renew`): fixed per message, so a second move of the same message (its
-/// ack lost, the message back) is stored once.
-fn moved_id(purpose: &str, message: &Message) -> String {
+/// The `Nats-Msg-Id` of the copy of the stored message `stream_seq` (`message`) moved to
+/// another queue for `purpose` (`dlq`, `renew`, `move`): fixed per stored message, so a second
+/// move of it (its ack lost, the message back) is stored once, and distinct for each stored
+/// message, so a message moved back from its dead-letter queue and dead-lettered again within
+/// JetStream's duplicate window is not taken for its first copy. By the message's id when the
+/// sequence is not known.
+pub(super) fn moved_id(purpose: &str, stream_seq: u64, message: &Message) -> String {
+    if stream_seq > 0 {
+        return format!("{purpose}:{stream_seq}");
+    }
     let mut id = bytes::BytesMut::new();
     message.write_id(&mut id);
     format!("{purpose}:{}", String::from_utf8_lossy(&id))
@@ -134,7 +142,7 @@ impl RemoteQueue {
                         None,
                         |_| Default::default(),
                     ));
-                    let id = moved_id("renew", &returned.message);
+                    let id = moved_id("renew", returned.stream_seq, &returned.message);
                     self.renew(queue, copy, id, returned.acker);
                 } else {
                     settle_later(vec![(returned.acker, AckKind::Nak(None))]);
@@ -186,7 +194,7 @@ impl RemoteQueue {
     /// Moves `returned` to dead-letter queue `target` with the `dlq-*` headers.
     fn dead_letter_to(&self, queue: &Queue, target: Arc<Queue>, returned: Returned, reason: &str) {
         let copy = queue.dead_letter_copy(&target, &returned.message, reason, returned.deliveries);
-        let id = moved_id("dlq", &returned.message);
+        let id = moved_id("dlq", returned.stream_seq, &returned.message);
         let stats = self.link.stats.clone();
         let acker = returned.acker;
         tokio::spawn(async move {
@@ -248,8 +256,8 @@ mod tests {
         let original = message("ID:edge-a", 7);
         let mut id = bytes::BytesMut::new();
         original.write_id(&mut id);
-        let dlq = moved_id("dlq", &original);
-        assert_eq!(dlq, "dlq:ID:edge-a-7");
+        let dlq = moved_id("dlq", 42, &original);
+        assert_eq!(dlq, "dlq:42");
         assert_ne!(
             dlq.as_bytes(),
             &id[..],
@@ -257,10 +265,17 @@ mod tests {
         );
         assert_eq!(
             dlq,
-            moved_id("dlq", &original),
+            moved_id("dlq", 42, &original),
             "the same for a second move"
         );
-        assert_ne!(dlq, moved_id("renew", &original));
-        assert_ne!(dlq, moved_id("dlq", &message("ID:edge-a", 8)));
+        assert_ne!(dlq, moved_id("renew", 42, &original));
+        // Another stored copy of the same message (moved back, then dead-lettered again).
+        assert_ne!(dlq, moved_id("dlq", 43, &original));
+        // Without a sequence: by the message's id.
+        assert_eq!(moved_id("dlq", 0, &original), "dlq:ID:edge-a-7");
+        assert_ne!(
+            moved_id("dlq", 0, &original),
+            moved_id("dlq", 0, &message("ID:edge-a", 8))
+        );
     }
 }

@@ -44,6 +44,8 @@ const PULL_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// The first pause before a publish is tried again (doubling up to [`RETRY_AFTER`]).
 const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// How long the console's move waits for a cluster queue's messages.
+const MOVE_WAIT: Duration = Duration::from_millis(500);
 /// A delivery the message plugins declined comes back after this long (to another consumer,
 /// or this one once the filter changed), so a message nobody wants does not spin.
 const DECLINED_DELAY: Duration = Duration::from_secs(1);
@@ -232,6 +234,66 @@ impl RemoteQueue {
         }
     }
 
+    /// Takes up to `max` messages no consumer on any edge was given yet, oldest first, for the
+    /// console's move (at the lowest priority level, so a waiting subscriber comes first):
+    /// each stays in JetStream until [`Moving::done`] acknowledges it, and comes back with
+    /// [`Moving::put_back`] (or after `ack_wait_ms` when neither happens). Messages are
+    /// charged to `budget`.
+    pub async fn take_for_move(
+        &self,
+        max: usize,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<Vec<Moving>, String> {
+        if self.durable.is_some() {
+            return Err("a durable subscription's messages are not moved this way".into());
+        }
+        let link = &self.link;
+        let timeout = link.config.publish_timeout();
+        let consumer = tokio::time::timeout(
+            timeout,
+            queue_consumer(link, &self.consumer, self.subject.as_str()),
+        )
+        .await
+        .map_err(|_| format!("no answer from JetStream within {} ms", timeout.as_millis()))?
+        .map_err(|err| err.to_string())?;
+        let mut pull = if priority::is_prioritized(&consumer) {
+            let pull = PrioritizedPull::start(
+                &consumer,
+                &link.jetstream,
+                &link.client,
+                max,
+                MOVE_WAIT,
+                priority::LOWEST,
+            )
+            .await?;
+            Pull::Prioritized(pull)
+        } else {
+            let batch = consumer
+                .batch()
+                .max_messages(max)
+                .expires(MOVE_WAIT)
+                .messages()
+                .await
+                .map_err(|err| err.to_string())?;
+            Pull::Plain(batch)
+        };
+        let mut taken = Vec::new();
+        while let Some(next) = pull.next().await {
+            let pulled = next?;
+            let stream_seq = pulled.info().map(|info| info.stream_sequence).unwrap_or(0);
+            let (pulled, acker) = pulled.split();
+            match wire::decode(pulled.payload) {
+                Ok(parts) => taken.push(Moving {
+                    message: Arc::new(wire::into_message(parts, budget)),
+                    acker,
+                    stream_seq,
+                }),
+                Err(_) => settle_later(vec![(acker, AckKind::Term)]),
+            }
+        }
+        Ok(taken)
+    }
+
     /// A consumer of this queue (`queue` is its router side) for one subscription (started
     /// by [`RemoteConsumer::start`]), with its consumer priority and exclusivity (`options`).
     pub fn consumer(
@@ -263,6 +325,34 @@ impl RemoteQueue {
                 .is_none()
                 .then(|| priority::level(options.priority)),
         })
+    }
+}
+
+/// A message taken out of a cluster queue by the console's move, still in JetStream.
+pub struct Moving {
+    /// The message.
+    pub message: Arc<Message>,
+    acker: Acker,
+    stream_seq: u64,
+}
+
+impl Moving {
+    /// Publishes `copy` (of this message) into the cluster queue `target` under a
+    /// `Nats-Msg-Id` of its own (the copy keeps the `message-id`, which JetStream would take
+    /// for the original's): whether JetStream stored it.
+    pub async fn publish_copy(&self, target: &RemoteQueue, copy: &Message) -> bool {
+        let id = super::dead_letter::moved_id("move", self.stream_seq, &self.message);
+        target.publish_as(copy, &id).await == Stored::Yes
+    }
+
+    /// It reached its new queue: acknowledged (removed from this one).
+    pub fn done(self) {
+        settle_later(vec![(self.acker, AckKind::Ack)]);
+    }
+
+    /// It stays: handed back, delivered again at once.
+    pub fn put_back(self) {
+        settle_later(vec![(self.acker, AckKind::Nak(None))]);
     }
 }
 
@@ -311,6 +401,8 @@ struct Held {
     acker: Acker,
     /// JetStream's delivery count.
     deliveries: u32,
+    /// Its sequence in the stream (0: not known).
+    stream_seq: u64,
 }
 
 impl Held {
@@ -319,6 +411,7 @@ impl Held {
             acker: self.acker,
             message: self.message,
             deliveries: self.deliveries,
+            stream_seq: self.stream_seq,
         }
     }
 }
@@ -614,23 +707,13 @@ impl RemoteConsumer {
     /// The queue's durable consumer, made by whichever edge comes first; `None` when the
     /// subscription ended before NATS answered.
     async fn consumer(&self) -> Option<jetstream::consumer::Consumer<pull::Config>> {
-        let config = &self.link.config;
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return None;
             }
-            let wanted = pull::Config {
-                durable_name: Some(self.name.clone()),
-                filter_subject: self.subject.clone(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait(),
-                max_ack_pending: i64::from(config.max_ack_pending),
-                max_deliver: -1,
-                ..Default::default()
-            };
             let made = match &self.durable {
                 Some(durable) => durable.consumer().await,
-                None => self.queue_consumer(wanted).await,
+                None => queue_consumer(&self.link, &self.name, &self.subject).await,
             };
             match made {
                 Ok(consumer) => return Some(consumer),
@@ -640,26 +723,6 @@ impl RemoteConsumer {
                         return None;
                     }
                 }
-            }
-        }
-    }
-
-    /// The queue's consumer: made with the prioritized policy ([`priority`]) by whichever edge
-    /// comes first; made without it when the server refuses the policy (before 2.12).
-    async fn queue_consumer(
-        &self,
-        wanted: pull::Config,
-    ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-        let stream = &self.link.stream;
-        match stream
-            .get_or_create_consumer(&self.name, priority::prioritized(wanted.clone()))
-            .await
-        {
-            Ok(consumer) => Ok(consumer),
-            Err(err) => {
-                let plain = stream.get_or_create_consumer(&self.name, wanted).await?;
-                tracing::info!(consumer = %self.name, error = %err, "cluster: the queue's consumer was made without consumer priorities (does the NATS server predate 2.12?)");
-                Ok(plain)
             }
         }
     }
@@ -702,7 +765,10 @@ impl RemoteConsumer {
         subscription: &Weak<Subscription>,
         budget: &Arc<MemoryBudget>,
     ) {
-        let delivered = pulled.info().map(|info| info.delivered).unwrap_or(1);
+        let (delivered, stream_seq) = pulled
+            .info()
+            .map(|info| (info.delivered, info.stream_sequence))
+            .unwrap_or((1, 0));
         let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
         let (pulled, acker) = pulled.split();
         let subscription = match subscription.upgrade() {
@@ -727,6 +793,7 @@ impl RemoteConsumer {
                     acker,
                     message,
                     deliveries,
+                    stream_seq,
                 };
                 remote.hand_back(&self.queue, returned, RedeliverCause::Expired, &[]);
                 return;
@@ -744,6 +811,7 @@ impl RemoteConsumer {
             message: message.clone(),
             acker,
             deliveries,
+            stream_seq,
         });
         subscription.outbox().push(Outgoing::Delivery(Delivery {
             message,
@@ -752,6 +820,38 @@ impl RemoteConsumer {
             redeliveries: deliveries - 1,
             first_in_group: false,
         }));
+    }
+}
+
+/// The durable consumer `name` of a queue (filter `subject`): made with the prioritized
+/// policy ([`priority`]) by whichever edge comes first; made without it when the server refuses
+/// the policy (before 2.12).
+async fn queue_consumer(
+    link: &VhostLink,
+    name: &str,
+    subject: &str,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+    let config = &link.config;
+    let wanted = pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: subject.to_string(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait(),
+        max_ack_pending: i64::from(config.max_ack_pending),
+        max_deliver: -1,
+        ..Default::default()
+    };
+    let stream = &link.stream;
+    match stream
+        .get_or_create_consumer(name, priority::prioritized(wanted.clone()))
+        .await
+    {
+        Ok(consumer) => Ok(consumer),
+        Err(err) => {
+            let plain = stream.get_or_create_consumer(name, wanted).await?;
+            tracing::info!(consumer = %name, error = %err, "cluster: the queue's consumer was made without consumer priorities (does the NATS server predate 2.12?)");
+            Ok(plain)
+        }
     }
 }
 

@@ -169,15 +169,6 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
     let Some(source) = router.existing_queue(request.from.as_bytes()) else {
         return refused("404 Not Found", format!("no queue {}", request.from));
     };
-    if source.remote().is_some() {
-        return refused(
-            "501 Not Implemented",
-            format!(
-                "{} is a cluster queue: moving its messages is not built (docs/cluster.md, \"Not built yet\"); consume them with a client and send them back",
-                request.from
-            ),
-        );
-    }
     let fixed = match request
         .to
         .as_deref()
@@ -191,6 +182,9 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
         Some(Err(err)) => return refused("400 Bad Request", err),
     };
     let limit = request.max.unwrap_or(MAX_MOVE).min(MAX_MOVE);
+    if let Some(remote) = source.remote() {
+        return move_from_cluster(vhost, remote, request, fixed, limit).await;
+    }
     let mut skipped = Vec::new();
     let mut targets: BTreeMap<String, usize> = BTreeMap::new();
     let mut moved = 0;
@@ -242,6 +236,90 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
             "targets": targets,
             "skipped_without_target": skipped_count,
             "remaining": source.depth(),
+            "stopped": stopped,
+        }),
+    )
+}
+
+/// [`move_messages`] out of a cluster queue: its messages are taken from JetStream (see
+/// [`crate::cluster::RemoteQueue::take_for_move`]), each acknowledged there once its copy is
+/// in the target queue (for a cluster target: stored by JetStream), handed back otherwise.
+async fn move_from_cluster(
+    vhost: &Arc<Vhost>,
+    remote: &Arc<crate::cluster::RemoteQueue>,
+    request: &MoveRequest,
+    fixed: Option<Arc<Queue>>,
+    limit: usize,
+) -> Outcome {
+    let router = &vhost.router;
+    let taken = match remote.take_for_move(limit, router.budget()).await {
+        Ok(taken) => taken,
+        Err(err) => {
+            return refused(
+                "503 Service Unavailable",
+                format!(
+                    "the cluster did not give {}'s messages: {err}",
+                    request.from
+                ),
+            )
+        }
+    };
+    let mut targets: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut moved, mut skipped) = (0, 0);
+    let mut stopped = None;
+    let mut taken = taken.into_iter();
+    for moving in taken.by_ref() {
+        let target = match &fixed {
+            Some(queue) => Some(queue.clone()),
+            None => original_destination(&moving.message)
+                .and_then(|name| router.queue_for_admin(name).ok())
+                .filter(|queue| queue.name.as_ref() != request.from.as_bytes()),
+        };
+        let Some(target) = target else {
+            skipped += 1;
+            moving.put_back();
+            continue;
+        };
+        let copy = router.moved_copy(&moving.message, target.name.clone());
+        let stored = match target.remote() {
+            // Bounded by `publish_timeout_ms`; not cut shorter, or a copy stored late would
+            // be a second one of a message put back.
+            Some(into) => moving.publish_copy(into, &copy).await,
+            None => matches!(
+                tokio::time::timeout(MOVE_WAIT, target.publish(copy)).await,
+                Ok(Published::Queued)
+            ),
+        };
+        match stored {
+            true => {
+                moving.done();
+                moved += 1;
+                *targets
+                    .entry(String::from_utf8_lossy(&target.name).into_owned())
+                    .or_default() += 1;
+            }
+            false => {
+                moving.put_back();
+                stopped = Some(format!(
+                    "{} is full or unavailable: the move stopped there",
+                    String::from_utf8_lossy(&target.name)
+                ));
+                break;
+            }
+        }
+    }
+    for rest in taken {
+        rest.put_back();
+    }
+    (
+        "200 OK",
+        json!({
+            "vhost": &*vhost.name,
+            "from": request.from,
+            "moved": moved,
+            "targets": targets,
+            "skipped_without_target": skipped,
+            "remaining": null,
             "stopped": stopped,
         }),
     )
