@@ -183,23 +183,15 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
     };
     let limit = request.max.unwrap_or(MAX_MOVE).min(MAX_MOVE);
     if let Some(remote) = source.remote() {
-        return move_from_cluster(vhost, remote, request, fixed, limit).await;
+        return move_from_cluster(vhost, &source, remote, request, fixed, limit).await;
     }
+    let mut report = MoveReport::default();
     let mut skipped = Vec::new();
-    let mut targets: BTreeMap<String, usize> = BTreeMap::new();
-    let mut moved = 0;
-    let mut stopped = None;
     for _ in 0..limit {
         let Some(taken) = source.take_for_move() else {
             break;
         };
-        let target: Option<std::sync::Arc<Queue>> = match &fixed {
-            Some(queue) => Some(queue.clone()),
-            None => original_destination(taken.message())
-                .and_then(|name| router.queue_for_admin(name).ok())
-                .filter(|queue| queue.name != source.name),
-        };
-        let Some(target) = target else {
+        let Some(target) = move_target(vhost, &source, fixed.as_ref(), taken.message()) else {
             // No queue to go back to: it stays (put back once the move is over).
             skipped.push(taken);
             continue;
@@ -208,37 +200,79 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
         match tokio::time::timeout(MOVE_WAIT, target.publish(copy)).await {
             Ok(Published::Queued) => {
                 source.finish_move(taken);
-                moved += 1;
-                *targets
-                    .entry(String::from_utf8_lossy(&target.name).into_owned())
-                    .or_default() += 1;
+                report.moved_to(&target);
             }
             Ok(Published::Dropped | Published::Rejected | Published::Unavailable) | Err(_) => {
                 source.put_back(taken);
-                stopped = Some(format!(
-                    "{} is full: the move stopped there",
-                    String::from_utf8_lossy(&target.name)
-                ));
+                report.stopped_at(&target);
                 break;
             }
         }
     }
-    let skipped_count = skipped.len();
+    report.skipped = skipped.len();
     for taken in skipped {
         source.put_back(taken);
     }
-    (
-        "200 OK",
-        json!({
-            "vhost": &*vhost.name,
-            "from": request.from,
-            "moved": moved,
-            "targets": targets,
-            "skipped_without_target": skipped_count,
-            "remaining": source.depth(),
-            "stopped": stopped,
-        }),
-    )
+    report.answer(vhost, request, Some(source.depth()))
+}
+
+/// Where a moved message goes: `fixed` (the request's `to`), or else the queue its
+/// `dlq-original-destination` header names (not `source` itself); none without either.
+fn move_target(
+    vhost: &Vhost,
+    source: &Queue,
+    fixed: Option<&Arc<Queue>>,
+    message: &crate::router::Message,
+) -> Option<Arc<Queue>> {
+    match fixed {
+        Some(queue) => Some(queue.clone()),
+        None => original_destination(message)
+            .and_then(|name| vhost.router.queue_for_admin(name).ok())
+            .filter(|queue| queue.name != source.name),
+    }
+}
+
+/// What a move did, for its answer.
+#[derive(Default)]
+struct MoveReport {
+    moved: usize,
+    targets: BTreeMap<String, usize>,
+    /// Messages without a queue to go to (they stay).
+    skipped: usize,
+    stopped: Option<String>,
+}
+
+impl MoveReport {
+    fn moved_to(&mut self, target: &Queue) {
+        self.moved += 1;
+        *self
+            .targets
+            .entry(String::from_utf8_lossy(&target.name).into_owned())
+            .or_default() += 1;
+    }
+
+    fn stopped_at(&mut self, target: &Queue) {
+        self.stopped = Some(format!(
+            "{} is full or unavailable: the move stopped there",
+            String::from_utf8_lossy(&target.name)
+        ));
+    }
+
+    /// The answer; `remaining`: the source's depth, when the edge knows it.
+    fn answer(self, vhost: &Vhost, request: &MoveRequest, remaining: Option<usize>) -> Outcome {
+        (
+            "200 OK",
+            json!({
+                "vhost": &*vhost.name,
+                "from": request.from,
+                "moved": self.moved,
+                "targets": self.targets,
+                "skipped_without_target": self.skipped,
+                "remaining": remaining,
+                "stopped": self.stopped,
+            }),
+        )
+    }
 }
 
 /// [`move_messages`] out of a cluster queue: its messages are taken from JetStream (see
@@ -246,6 +280,7 @@ async fn move_messages(broker: &Broker, request: &MoveRequest) -> Outcome {
 /// in the target queue (for a cluster target: stored by JetStream), handed back otherwise.
 async fn move_from_cluster(
     vhost: &Arc<Vhost>,
+    source: &Queue,
     remote: &Arc<crate::cluster::RemoteQueue>,
     request: &MoveRequest,
     fixed: Option<Arc<Queue>>,
@@ -264,19 +299,11 @@ async fn move_from_cluster(
             )
         }
     };
-    let mut targets: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut moved, mut skipped) = (0, 0);
-    let mut stopped = None;
+    let mut report = MoveReport::default();
     let mut taken = taken.into_iter();
     for moving in taken.by_ref() {
-        let target = match &fixed {
-            Some(queue) => Some(queue.clone()),
-            None => original_destination(&moving.message)
-                .and_then(|name| router.queue_for_admin(name).ok())
-                .filter(|queue| queue.name.as_ref() != request.from.as_bytes()),
-        };
-        let Some(target) = target else {
-            skipped += 1;
+        let Some(target) = move_target(vhost, source, fixed.as_ref(), &moving.message) else {
+            report.skipped += 1;
             moving.put_back();
             continue;
         };
@@ -290,39 +317,19 @@ async fn move_from_cluster(
                 Ok(Published::Queued)
             ),
         };
-        match stored {
-            true => {
-                moving.done();
-                moved += 1;
-                *targets
-                    .entry(String::from_utf8_lossy(&target.name).into_owned())
-                    .or_default() += 1;
-            }
-            false => {
-                moving.put_back();
-                stopped = Some(format!(
-                    "{} is full or unavailable: the move stopped there",
-                    String::from_utf8_lossy(&target.name)
-                ));
-                break;
-            }
+        if stored {
+            moving.done();
+            report.moved_to(&target);
+        } else {
+            moving.put_back();
+            report.stopped_at(&target);
+            break;
         }
     }
     for rest in taken {
         rest.put_back();
     }
-    (
-        "200 OK",
-        json!({
-            "vhost": &*vhost.name,
-            "from": request.from,
-            "moved": moved,
-            "targets": targets,
-            "skipped_without_target": skipped,
-            "remaining": null,
-            "stopped": stopped,
-        }),
-    )
+    report.answer(vhost, request, None)
 }
 
 #[cfg(test)]
