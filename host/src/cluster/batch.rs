@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::router::Message;
 
-use super::queue::Stored;
+use super::queue::{is_limit_error, Stored};
 use super::{wire, RemoteQueue, VhostLink};
 
 /// Most messages JetStream takes in one atomic batch.
@@ -212,14 +212,12 @@ fn check_answer(payload: &[u8], commit: bool, count: usize) -> Result<(), BatchE
     let answer: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|err| BatchError::Refused(format!("unreadable answer: {err}")))?;
     if let Some(error) = answer.get("error") {
-        let store_failed = error.get("err_code").and_then(serde_json::Value::as_u64)
-            == Some(async_nats::jetstream::ErrorCode::STREAM_STORE_FAILED.0);
-        let limit = error
-            .get("description")
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|text| text.contains("maximum"));
-        if store_failed && limit {
-            return Err(BatchError::Full(error.to_string()));
+        let code = error.get("err_code").and_then(serde_json::Value::as_u64);
+        let description = error.get("description").and_then(serde_json::Value::as_str);
+        if let (Some(code), Some(description)) = (code, description) {
+            if is_limit_error(code, description) {
+                return Err(BatchError::Full(error.to_string()));
+            }
         }
         return Err(BatchError::Refused(error.to_string()));
     }
@@ -273,5 +271,17 @@ mod tests {
             Err(BatchError::Refused(_))
         ));
         assert!(check_answer(b"not json", true, 1).is_err());
+        // A stream limit's refusal is told apart (flow.queue-full, not cluster.unavailable).
+        let full = br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages per subject exceeded"}}"#;
+        assert!(matches!(
+            check_answer(full, true, 3),
+            Err(BatchError::Full(_))
+        ));
+        let disk =
+            br#"{"error":{"code":503,"err_code":10077,"description":"no space left on device"}}"#;
+        assert!(matches!(
+            check_answer(disk, true, 3),
+            Err(BatchError::Refused(_))
+        ));
     }
 }

@@ -368,16 +368,19 @@ pub enum Stored {
     No,
 }
 
-/// Whether JetStream refused a publish because the stream is at one of its limits (maximum
-/// messages, bytes, or messages per subject, with the discard policy `new`): the server's
-/// "stream store failed" error with such a description. Never passes by retrying at once.
+/// Whether JetStream refused a publish because the stream is at one of its limits (see
+/// [`is_limit_error`]). Never passes by retrying at once.
 pub(super) fn is_limit_refusal(err: &jetstream::context::PublishError) -> bool {
     std::error::Error::source(err)
         .and_then(|source| source.downcast_ref::<jetstream::Error>())
-        .is_some_and(|api| {
-            api.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED
-                && api.to_string().contains("maximum")
-        })
+        .is_some_and(|api| is_limit_error(api.error_code().0, &api.to_string()))
+}
+
+/// Whether a JetStream API error (`err_code`, `description`) is a stream limit's refusal
+/// (maximum messages, bytes, or messages per subject, with the discard policy `new`): the
+/// server's "stream store failed" error with such a description.
+pub(super) fn is_limit_error(err_code: u64, description: &str) -> bool {
+    err_code == jetstream::ErrorCode::STREAM_STORE_FAILED.0 && description.contains("maximum")
 }
 
 /// The `Nats-Msg-Id` of `message`: its `message-id`, so JetStream stores a retried publish once.
