@@ -257,16 +257,9 @@ impl DurableStore {
     async fn lease(&self, name: &str) -> Result<Lease, DurableRefusal> {
         let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
         loop {
-            match self.leases.create(name, Bytes::new()).await {
-                Ok(revision) => {
-                    return Ok(Lease::hold(
-                        self.leases.clone(),
-                        Some(self.stream.clone()),
-                        name.to_string(),
-                        revision,
-                    ))
-                }
-                Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+            match Lease::take(&self.leases, Some(self.stream.clone()), name).await {
+                Ok(Some(lease)) => return Ok(lease),
+                Ok(None) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(DurableRefusal::Active);
                     }

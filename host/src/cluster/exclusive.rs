@@ -16,9 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
-use bytes::Bytes;
-
 use super::lease::Lease;
 use super::VhostLink;
 
@@ -107,16 +104,16 @@ impl ExclusiveGate {
     /// `None` while another subscription (here or elsewhere) holds it, or NATS did not answer.
     pub(super) async fn try_take(self: &Arc<Self>, link: &VhostLink) -> Option<ExclusiveHold> {
         let bucket = link.lease_bucket().await.ok()?;
-        match bucket.create(self.key.as_str(), Bytes::new()).await {
-            Ok(revision) => {
+        match Lease::take(&bucket, None, &self.key).await {
+            Ok(Some(lease)) => {
                 self.held_here.fetch_add(1, Ordering::AcqRel);
                 tracing::debug!(key = %self.key, "cluster: exclusive consumer active");
                 Some(ExclusiveHold {
                     gate: self.clone(),
-                    lease: Lease::hold(bucket, None, self.key.clone(), revision),
+                    lease,
                 })
             }
-            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => None,
+            Ok(None) => None,
             Err(err) => {
                 tracing::debug!(key = %self.key, error = %err, "cluster: exclusive lease not taken");
                 None

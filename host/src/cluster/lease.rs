@@ -44,8 +44,27 @@ struct LeaseInner {
 }
 
 impl Lease {
+    /// Takes lease `key` in `leases` (with a create, which only one edge's request can win):
+    /// `None` while another holds it. `stream`: see [`LeaseInner`]'s.
+    pub(super) async fn take(
+        leases: &kv::Store,
+        stream: Option<jetstream::stream::Stream>,
+        key: &str,
+    ) -> Result<Option<Lease>, kv::CreateError> {
+        match leases.create(key, Bytes::new()).await {
+            Ok(revision) => Ok(Some(Lease::hold(
+                leases.clone(),
+                stream,
+                key.to_string(),
+                revision,
+            ))),
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Holds the lease taken at `revision` of `key`, renewing it until released.
-    pub(super) fn hold(
+    fn hold(
         leases: kv::Store,
         stream: Option<jetstream::stream::Stream>,
         key: String,
