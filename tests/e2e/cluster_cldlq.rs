@@ -208,27 +208,58 @@ async fn cluster_console_purge_and_move_act_on_jetstream_for_every_edge() {
     assert_eq!(message_within(&mut c, ACROSS).await.body_str(), "after");
     assert_ne!(first.body_str(), "after");
 
-    // Move: out of a cluster queue (through JetStream) into another, received on the other
-    // edge in order; the source is empty afterwards.
+    // Move: out of a cluster queue (through JetStream, a few at a time) into another,
+    // received on the other edge in order; the source is empty afterwards.
     let (from, to) = ("/queue/move-from", "/queue/move-to");
     let mut pa = client(&a).await;
-    for i in 0..3 {
-        pa.send_r(from, &format!("v{i}")).await;
+    let count = 70; // more than one chunk of the move
+    for i in 0..count {
+        pa.send_r(from, &format!("v{i:02}")).await;
     }
     let body = format!(r#"{{"from":"{from}","to":"{to}"}}"#);
     let moved = action(a.admin(), "/api/queues/move", &body).await;
     assert_eq!(moved.code(), 200, "{}", moved.body);
-    assert_eq!(moved.json()["moved"], 3, "{}", moved.body);
+    assert_eq!(moved.json()["moved"], count, "{}", moved.body);
     let mut r = client(&b).await;
     r.subscribe("s", to, "client-individual").await;
-    for i in 0..3 {
+    for i in 0..count {
         let m = message_within(&mut r, ACROSS).await;
-        assert_eq!(m.body_str(), format!("v{i}"));
+        assert_eq!(m.body_str(), format!("v{i:02}"));
         r.ack(&m).await;
     }
     let mut left = client(&b).await;
     left.subscribe("s", from, "client-individual").await;
     left.expect_silence(Duration::from_secs(1)).await;
+    drop(left);
+
+    // Without `to`, messages that name no queue to go back to stay where they are, all of
+    // them (each taken once), and are delivered from there afterwards.
+    let stay = "/queue/move-nowhere";
+    for i in 0..40 {
+        pa.send_r(stay, &format!("s{i:02}")).await;
+    }
+    let body = format!(r#"{{"from":"{stay}"}}"#);
+    let answer = action(a.admin(), "/api/queues/move", &body).await;
+    let report = answer.json();
+    assert_eq!(
+        (&report["moved"], &report["skipped_without_target"]),
+        (&0.into(), &40.into()),
+        "{report}"
+    );
+    let mut s = client(&b).await;
+    s.subscribe("s", stay, "client-individual").await;
+    let mut bodies = Vec::new();
+    for _ in 0..40 {
+        let m = message_within(&mut s, ACROSS).await;
+        s.ack(&m).await;
+        bodies.push(m.body_str().to_string());
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        (0..40).map(|i| format!("s{i:02}")).collect::<Vec<_>>()
+    );
+    s.expect_silence(Duration::from_millis(500)).await;
 }
 
 #[tokio::test]

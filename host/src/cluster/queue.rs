@@ -235,7 +235,8 @@ impl RemoteQueue {
     }
 
     /// Takes up to `max` messages no consumer on any edge was given yet, oldest first, for the
-    /// console's move (at the lowest priority level, so a waiting subscriber comes first):
+    /// console's move, which takes them a few at a time (at the lowest priority level, so a
+    /// waiting subscriber comes first):
     /// each stays in JetStream until [`Moving::done`] acknowledges it, and comes back with
     /// [`Moving::put_back`] (or after `ack_wait_ms` when neither happens). Messages are
     /// charged to `budget`.
@@ -256,27 +257,7 @@ impl RemoteQueue {
         .await
         .map_err(|_| format!("no answer from JetStream within {} ms", timeout.as_millis()))?
         .map_err(|err| err.to_string())?;
-        let mut pull = if priority::is_prioritized(&consumer) {
-            let pull = PrioritizedPull::start(
-                &consumer,
-                &link.jetstream,
-                &link.client,
-                max,
-                MOVE_WAIT,
-                priority::LOWEST,
-            )
-            .await?;
-            Pull::Prioritized(pull)
-        } else {
-            let batch = consumer
-                .batch()
-                .max_messages(max)
-                .expires(MOVE_WAIT)
-                .messages()
-                .await
-                .map_err(|err| err.to_string())?;
-            Pull::Plain(batch)
-        };
+        let mut pull = Pull::start(link, &consumer, max, MOVE_WAIT, Some(priority::LOWEST)).await?;
         let mut taken = Vec::new();
         while let Some(next) = pull.next().await {
             let pulled = next?;
@@ -353,6 +334,22 @@ impl Moving {
     /// It stays: handed back, delivered again at once.
     pub fn put_back(self) {
         settle_later(vec![(self.acker, AckKind::Nak(None))]);
+    }
+
+    /// It stays, handed back only once the move is over (so that the move does not take it
+    /// again); its message is let go meanwhile.
+    pub fn defer(self) -> Deferred {
+        Deferred(self.acker)
+    }
+}
+
+/// A message a move leaves where it is, handed back at [`Deferred::put_back`].
+pub struct Deferred(Acker);
+
+impl Deferred {
+    /// Handed back: delivered again at once.
+    pub fn put_back(self) {
+        settle_later(vec![(self.0, AckKind::Nak(None))]);
     }
 }
 
@@ -613,7 +610,8 @@ impl RemoteConsumer {
                     continue;
                 }
             }
-            let mut batch = match self.start_pull(&consumer, want).await {
+            let pull = Pull::start(&self.link, &consumer, want, PULL_WAIT, self.level).await;
+            let mut batch = match pull {
                 Ok(batch) => batch,
                 Err(err) => {
                     tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
@@ -640,38 +638,6 @@ impl RemoteConsumer {
                     None => break,
                 }
             }
-        }
-    }
-
-    /// Asks for up to `want` messages: at the subscription's priority level when the queue's
-    /// consumer is prioritized.
-    async fn start_pull(
-        &self,
-        consumer: &jetstream::consumer::Consumer<pull::Config>,
-        want: usize,
-    ) -> Result<Pull, String> {
-        match self.level {
-            Some(level) if priority::is_prioritized(consumer) => {
-                let link = &self.link;
-                PrioritizedPull::start(
-                    consumer,
-                    &link.jetstream,
-                    &link.client,
-                    want,
-                    PULL_WAIT,
-                    level,
-                )
-                .await
-                .map(Pull::Prioritized)
-            }
-            _ => consumer
-                .batch()
-                .max_messages(want)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-                .map(Pull::Plain)
-                .map_err(|err| err.to_string()),
         }
     }
 
@@ -865,6 +831,37 @@ enum Pull {
 }
 
 impl Pull {
+    /// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server: at
+    /// priority `level` when the consumer is prioritized (and a level is given).
+    async fn start(
+        link: &VhostLink,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        want: usize,
+        expires: Duration,
+        level: Option<usize>,
+    ) -> Result<Pull, String> {
+        match level {
+            Some(level) if priority::is_prioritized(consumer) => PrioritizedPull::start(
+                consumer,
+                &link.jetstream,
+                &link.client,
+                want,
+                expires,
+                level,
+            )
+            .await
+            .map(Pull::Prioritized),
+            _ => consumer
+                .batch()
+                .max_messages(want)
+                .expires(expires)
+                .messages()
+                .await
+                .map(Pull::Plain)
+                .map_err(|err| err.to_string()),
+        }
+    }
+
     /// The next message; `None` once the pull is over.
     async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
         match self {

@@ -21,6 +21,9 @@ use crate::vhost::Vhost;
 pub const MAX_MOVE: usize = 10_000;
 /// How long a move waits for room in a full target queue before it stops.
 const MOVE_WAIT: Duration = Duration::from_secs(1);
+/// How many messages a move out of a cluster queue takes from JetStream at a time (and holds
+/// in memory at most, beside those it leaves where they are, of which it keeps only the ack).
+const MOVE_CHUNK: usize = 32;
 
 /// What an action answers: an HTTP status and a JSON body.
 pub type Outcome = (&'static str, Value);
@@ -275,9 +278,10 @@ impl MoveReport {
     }
 }
 
-/// [`move_messages`] out of a cluster queue: its messages are taken from JetStream (see
-/// [`crate::cluster::RemoteQueue::take_for_move`]), each acknowledged there once its copy is
-/// in the target queue (for a cluster target: stored by JetStream), handed back otherwise.
+/// [`move_messages`] out of a cluster queue: its messages are taken from JetStream
+/// [`MOVE_CHUNK`] at a time (see [`crate::cluster::RemoteQueue::take_for_move`]), so memory
+/// holds at most that many, each acknowledged there once its copy is in the target queue (for
+/// a cluster target: stored by JetStream), handed back otherwise.
 async fn move_from_cluster(
     vhost: &Arc<Vhost>,
     source: &Queue,
@@ -287,47 +291,65 @@ async fn move_from_cluster(
     limit: usize,
 ) -> Outcome {
     let router = &vhost.router;
-    let taken = match remote.take_for_move(limit, router.budget()).await {
-        Ok(taken) => taken,
-        Err(err) => {
-            return refused(
-                "503 Service Unavailable",
-                format!(
-                    "the cluster did not give {}'s messages: {err}",
-                    request.from
-                ),
-            )
-        }
-    };
     let mut report = MoveReport::default();
-    let mut taken = taken.into_iter();
-    for moving in taken.by_ref() {
-        let Some(target) = move_target(vhost, source, fixed.as_ref(), &moving.message) else {
-            report.skipped += 1;
-            moving.put_back();
-            continue;
+    // Left where they are (no queue to go to), handed back once the move is over.
+    let mut deferred = Vec::new();
+    let mut asked = 0;
+    'chunks: while asked < limit {
+        let want = (limit - asked).min(MOVE_CHUNK);
+        asked += want;
+        let chunk = match remote.take_for_move(want, router.budget()).await {
+            Ok(chunk) => chunk,
+            Err(err) if report.moved == 0 && deferred.is_empty() => {
+                return refused(
+                    "503 Service Unavailable",
+                    format!(
+                        "the cluster did not give {}'s messages: {err}",
+                        request.from
+                    ),
+                )
+            }
+            Err(err) => {
+                report.stopped = Some(format!("the cluster stopped giving messages: {err}"));
+                break;
+            }
         };
-        let copy = router.moved_copy(&moving.message, target.name.clone());
-        let stored = match target.remote() {
-            // Bounded by `publish_timeout_ms`; not cut shorter, or a copy stored late would
-            // be a second one of a message put back.
-            Some(into) => moving.publish_copy(into, &copy).await,
-            None => matches!(
-                tokio::time::timeout(MOVE_WAIT, target.publish(copy)).await,
-                Ok(Published::Queued)
-            ),
-        };
-        if stored {
-            moving.done();
-            report.moved_to(&target);
-        } else {
-            moving.put_back();
-            report.stopped_at(&target);
+        let last = chunk.len() < want;
+        let mut chunk = chunk.into_iter();
+        for moving in chunk.by_ref() {
+            let Some(target) = move_target(vhost, source, fixed.as_ref(), &moving.message) else {
+                deferred.push(moving.defer());
+                continue;
+            };
+            let copy = router.moved_copy(&moving.message, target.name.clone());
+            let stored = match target.remote() {
+                // Bounded by `publish_timeout_ms`; not cut shorter, or a copy stored late
+                // would be a second one of a message put back.
+                Some(into) => moving.publish_copy(into, &copy).await,
+                None => matches!(
+                    tokio::time::timeout(MOVE_WAIT, target.publish(copy)).await,
+                    Ok(Published::Queued)
+                ),
+            };
+            if stored {
+                moving.done();
+                report.moved_to(&target);
+            } else {
+                moving.put_back();
+                report.stopped_at(&target);
+                for rest in chunk {
+                    rest.put_back();
+                }
+                break 'chunks;
+            }
+        }
+        if last {
             break;
         }
     }
-    for rest in taken {
-        rest.put_back();
+    report.skipped = deferred.len();
+    for left in deferred {
+        left.put_back();
     }
     report.answer(vhost, request, None)
 }
