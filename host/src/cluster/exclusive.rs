@@ -31,6 +31,9 @@ pub(super) struct ExclusiveGate {
     held_here: AtomicUsize,
     /// What the last reading found, and when it was taken (`None`: read again).
     seen: Mutex<(Seen, Option<Instant>)>,
+    /// When a subscription of this edge last tried to take the lease: however many wait
+    /// here, the edge asks JetStream about twice per [`STANDBY_POLL`] at most.
+    last_try: Mutex<Option<Instant>>,
 }
 
 /// What this edge last read of the lease.
@@ -62,6 +65,7 @@ impl ExclusiveGate {
             key: format!("x.{consumer}"),
             held_here: AtomicUsize::new(0),
             seen: Mutex::new((Seen::Free, None)),
+            last_try: Mutex::new(None),
         }
     }
 
@@ -102,7 +106,19 @@ impl ExclusiveGate {
 
     /// For an exclusive subscription: takes the lease, making it the queue's active consumer;
     /// `None` while another subscription (here or elsewhere) holds it, or NATS did not answer.
+    /// Not asked of JetStream while a subscription of this edge holds the lease, nor when
+    /// another one here asked less than half a [`STANDBY_POLL`] ago.
     pub(super) async fn try_take(self: &Arc<Self>, link: &VhostLink) -> Option<ExclusiveHold> {
+        if self.held_here.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        {
+            let mut last = self.last_try.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < STANDBY_POLL / 2) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
         let bucket = link.lease_bucket().await.ok()?;
         match Lease::take(&bucket, None, &self.key).await {
             Ok(Some(lease)) => {
