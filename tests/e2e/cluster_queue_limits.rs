@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
-use super::cluster::{answer, client, message_within, single_edge, ACROSS};
+use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
+
+use super::cluster::{
+    answer, client, cluster_name, edge, message_within, single_edge, target_dir, ACROSS,
+};
 use crate::harness::*;
 
 fn send(dest: &str, body: &str) -> Frame {
@@ -150,4 +154,28 @@ async fn cluster_queue_limits_for_all_queues_refuse_by_messages_and_by_bytes() {
         p.send_r(dest, &body).await;
     }
     assert_full(&answer(&mut p, send("/queue/a", &body)).await, "/queue/a");
+}
+
+#[tokio::test]
+async fn cluster_queue_limits_set_by_one_edge_bind_every_edge() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_queue_limits_shared") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    // The first edge makes the stream without limits; the second, started after, sets them
+    // on the existing stream: they bind SENDs on the first edge too.
+    let unlimited = edge(&nats, &name, "");
+    let mut p = client(&unlimited).await;
+    p.send_r("/queue/shared", "before").await;
+    let _limiting = edge(
+        &nats,
+        &name,
+        "queue_max_length = 2\nqueue_overflow = \"reject-publish\"",
+    );
+    p.send_r("/queue/shared", "m1").await;
+    assert_full(
+        &answer(&mut p, send("/queue/shared", "m2")).await,
+        "/queue/shared",
+    );
 }
