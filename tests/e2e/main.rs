@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_browse;
 mod cluster_cldlq;
 mod cluster_durable;
+mod cluster_durable_patterns;
 mod cluster_exclusive;
 mod cluster_load;
 mod cluster_pipeline;

@@ -1,6 +1,7 @@
 //! Durable topic subscriptions in cluster mode, resumable on any edge.
 //!
-//! Every topic message is published on its subject `CLUSTER.VHOST.t.TOKEN` ([`super::topic`]);
+//! Every topic message is published on its subject `CLUSTER.VHOST.t.s.SEG...`
+//! ([`super::topic`], [`super::subject`]);
 //! the vhost's interest stream `CLUSTER_VHOST_topics` takes those subjects (made when the vhost
 //! joins), so JetStream keeps a topic's message for as long as one durable subscription on it
 //! has not acked it, and stores nothing for a topic without one. A persistent message is
@@ -9,6 +10,9 @@
 //! named by the token of its router key (`durable:OWNER/CLIENT/NAME`, see
 //! [`crate::router::DurableKey`]): distinct keys never share a consumer. Its topic and owner
 //! are in the consumer's metadata; it starts with the messages published after it was made.
+//! It filters on its topic's subject, or on the NATS wildcards that select a pattern's topics
+//! ([`super::subject::Names::topic_filters`]); where those select more than the pattern
+//! matches, the subscriber's edge acks the others away unseen ([`DurableSource::takes`]).
 //!
 //! Which edge has a subscriber attached is a lease in the key-value bucket
 //! `CLUSTER_VHOST_durables` (key: the consumer's name): taken with a create (refused while
@@ -72,7 +76,7 @@ pub struct ClaimRequest<'a> {
     pub queue_name: &'a [u8],
     /// The principal's name.
     pub owner: &'a str,
-    /// The topic subscribed to (`/topic/...`, no wildcard).
+    /// The topic subscribed to (`/topic/...`), or a wildcard pattern (checked).
     pub topic: &'a [u8],
     /// Whether the principal may read every message of a topic (to move the subscription
     /// away from its old topic).
@@ -179,7 +183,12 @@ impl DurableStore {
                     .await?
             }
         };
-        Ok(DurableStore { stream, leases })
+        let store = DurableStore { stream, leases };
+        let updated = store.update_filters(link).await;
+        if updated > 0 {
+            tracing::info!(stream = %link.names.topic_stream(), updated, "cluster: durable consumers made by an earlier version now filter on this version's topic subjects too");
+        }
+        Ok(store)
     }
 
     /// Claims durable subscription `request` for one subscriber of this edge: takes its lease,
@@ -196,8 +205,14 @@ impl DurableStore {
             Ok(info) => {
                 let old = meta(&info.config.metadata, META_TOPIC).unwrap_or_default();
                 if old == request.topic {
-                    let config = existing_config(link, &name, &info.config);
-                    return Ok(self.source(name, config, lease));
+                    let config = existing_config(link, &name, &info.config, &old);
+                    if filters_of(&info.config) != config.filter_subjects {
+                        self.stream
+                            .update_consumer(config.clone())
+                            .await
+                            .map_err(|err| unavailable("updating the durable consumer", err))?;
+                    }
+                    return Ok(self.source(name, config, lease, &old, link));
                 }
                 if !(request.may_read)(&old) {
                     return Err(DurableRefusal::OtherTopic(Bytes::from(old)));
@@ -219,7 +234,7 @@ impl DurableStore {
             .create_consumer(config.clone())
             .await
             .map_err(|err| unavailable("making the durable consumer", err))?;
-        Ok(self.source(name, config, lease))
+        Ok(self.source(name, config, lease, request.topic, link))
     }
 
     /// Removes durable subscription `queue_name` with the messages it holds: refused while a
@@ -287,25 +302,81 @@ impl DurableStore {
         Ok(count)
     }
 
-    fn source(&self, name: String, config: pull::Config, lease: Lease) -> Arc<DurableSource> {
+    fn source(
+        &self,
+        name: String,
+        config: pull::Config,
+        lease: Lease,
+        topic: &[u8],
+        link: &VhostLink,
+    ) -> Arc<DurableSource> {
+        let exact = link.names.topic_filters(topic).exact;
         Arc::new(DurableSource {
             stream: self.stream.clone(),
             config,
             name,
             lease,
+            pattern: (!exact).then(|| Bytes::copy_from_slice(topic)),
         })
+    }
+
+    /// Gives every durable consumer of the stream the filter subjects this version derives
+    /// from its topic: those made by an edge of an earlier version filter on the subject such
+    /// an edge publishes under only, and would miss what this one publishes. Done once when
+    /// the vhost joins; a failure is logged (a consumer is brought up to date again when its
+    /// subscription is next claimed). How many were updated.
+    async fn update_filters(&self, link: &VhostLink) -> usize {
+        let mut updated = 0;
+        let mut consumers = self.stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = match info {
+                Ok(info) => info,
+                Err(err) => {
+                    tracing::warn!(stream = %link.names.topic_stream(), error = %err, "cluster: cannot list the durable consumers to update their filters");
+                    break;
+                }
+            };
+            let (Some(name), Some(topic)) = (
+                info.config.durable_name.clone(),
+                meta(&info.config.metadata, META_TOPIC),
+            ) else {
+                continue;
+            };
+            let config = existing_config(link, &name, &info.config, &topic);
+            if filters_of(&info.config) == config.filter_subjects {
+                continue;
+            }
+            match self.stream.update_consumer(config).await {
+                Ok(_) => updated += 1,
+                Err(err) => {
+                    tracing::warn!(consumer = %name, error = %err, "cluster: cannot update a durable consumer's filter subjects")
+                }
+            }
+        }
+        updated
     }
 }
 
-/// The pull configuration of an existing durable consumer (to make it again as it was).
+/// A consumer's filter subjects, whichever way they are set.
+fn filters_of(config: &jetstream::consumer::Config) -> Vec<String> {
+    if config.filter_subjects.is_empty() && !config.filter_subject.is_empty() {
+        vec![config.filter_subject.clone()]
+    } else {
+        config.filter_subjects.clone()
+    }
+}
+
+/// The pull configuration of an existing durable consumer on `topic` (to make it again as it
+/// was), with the filter subjects of this version.
 fn existing_config(
     link: &VhostLink,
     name: &str,
     config: &jetstream::consumer::Config,
+    topic: &[u8],
 ) -> pull::Config {
     pull::Config {
         durable_name: Some(name.to_string()),
-        filter_subject: config.filter_subject.clone(),
+        filter_subjects: link.names.topic_filters(topic).subjects,
         deliver_policy: config.deliver_policy,
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: link.config.ack_wait(),
@@ -329,7 +400,7 @@ fn consumer_config(link: &VhostLink, name: &str, request: &ClaimRequest<'_>) -> 
     .collect();
     pull::Config {
         durable_name: Some(name.to_string()),
-        filter_subject: link.names.topic_subject(request.topic),
+        filter_subjects: link.names.topic_filters(request.topic).subjects,
         deliver_policy: jetstream::consumer::DeliverPolicy::New,
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: link.config.ack_wait(),
@@ -350,6 +421,9 @@ pub struct DurableSource {
     name: String,
     config: pull::Config,
     lease: Lease,
+    /// The pattern (a `/topic/` destination) each message is checked against, when the
+    /// filter subjects may select more than it matches.
+    pattern: Option<Bytes>,
 }
 
 impl std::fmt::Debug for DurableSource {
@@ -366,9 +440,29 @@ impl DurableSource {
         &self.name
     }
 
-    /// The consumer's filter: its topic's subject.
+    /// The consumer's first filter subject (its topic's subject, for a plain topic).
     pub fn subject(&self) -> &str {
-        &self.config.filter_subject
+        self.config
+            .filter_subjects
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Whether a message of topic `destination`, selected by the consumer's filters, is one the
+    /// subscription takes: always for a plain topic; for a pattern, when it matches.
+    pub fn takes(&self, destination: &[u8]) -> bool {
+        let Some(pattern) = &self.pattern else {
+            return true;
+        };
+        let prefix = crate::router::TOPIC_PREFIX;
+        match (
+            pattern.strip_prefix(prefix),
+            destination.strip_prefix(prefix),
+        ) {
+            (Some(pattern), Some(topic)) => crate::router::wildcard::matches(pattern, topic),
+            _ => false,
+        }
     }
 
     /// The durable consumer to pull from (made again as it was if it went meanwhile).

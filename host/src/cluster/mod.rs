@@ -4,9 +4,9 @@
 //!
 //! Each edge is a whole STOMP broker (listeners, plugins, limits, sessions) that keeps no state
 //! another edge needs: the router delegates `/queue/` and `/topic/` traffic to this module, the
-//! rest (temporary queues, durable subscriptions to wildcard patterns, scheduled delivery)
-//! stays on the edge. Durable subscriptions to plain topics live in the cluster
-//! ([`durable`]); replies to a temporary queue reach its edge from any other ([`reply`]).
+//! rest (temporary queues, scheduled delivery) stays on the edge. Durable subscriptions to
+//! topics and topic patterns live in the cluster ([`durable`]); replies to a temporary queue
+//! reach its edge from any other ([`reply`]).
 //!
 //! | STOMP | NATS | |
 //! |---|---|---|
@@ -17,16 +17,17 @@
 //! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
 //! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
 //! | an edge that dies | nothing: its unacked messages are delivered again after `ack_wait_ms` | |
-//! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.TOKEN` (and the edge's own subscribers directly) | at most once, live subscribers only |
+//! | `/topic/NAME` SEND | core NATS publish to `CLUSTER.VHOST.t.s.SEG1.SEG2...` (a token per segment of `NAME`) and to the edge's own subscribers directly | at most once, live subscribers only |
 //! | topic subscribers | each edge subscribes to `CLUSTER.VHOST.t.>` and fans out locally | wildcard subscriptions match on the edge |
-//! | durable subscription to `/topic/NAME` | a durable pull consumer of the interest stream `CLUSTER_VHOST_topics` on `CLUSTER.VHOST.t.>`, its attachment a lease in the bucket `CLUSTER_VHOST_durables` | resumable on any edge; a persistent topic SEND is receipted once stored |
+//! | durable subscription to `/topic/NAME` or a pattern | a durable pull consumer of the interest stream `CLUSTER_VHOST_topics` on `CLUSTER.VHOST.t.>`, filtered on the pattern's NATS wildcards, its attachment a lease in the bucket `CLUSTER_VHOST_durables` | resumable on any edge; a persistent topic SEND is receipted once stored |
 //! | SEND to another edge's `/reply-queue/EDGE....` | core NATS publish to `CLUSTER.VHOST.r.EDGE` | at most once |
 //!
 //! A delivery that comes back goes through `[dead_letter]` and the redeliver hook
 //! ([`dead_letter`]); a transaction's queue messages are one atomic batch ([`batch`]); a
 //! scrape reads the queues' depths from JetStream ([`depth`]).
 //!
-//! `TOKEN` is the destination escaped into one subject token ([`subject`]); the message itself
+//! `TOKEN` is the destination escaped into one subject token, `SEG` one segment of a topic
+//! name ([`subject`]); the message itself
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 

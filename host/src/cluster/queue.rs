@@ -753,6 +753,13 @@ impl RemoteConsumer {
             }
         };
         let message = Arc::new(wire::into_message(parts, budget));
+        if let Some(durable) = &self.durable {
+            if !durable.takes(&message.destination) {
+                // Selected by a wildcard subscription's broader filter, but not a topic its
+                // pattern matches: not this subscription's.
+                return settle_later(vec![(acker, AckKind::Ack)]);
+            }
+        }
         if message.is_expired(crate::router::message::now_ms()) {
             // Expired while stored: dropped or dead-lettered, as a local queue does (or as the
             // redeliver hook says).

@@ -7,8 +7,8 @@
 //! Durable subscriptions to plain topics live in the cluster too ([`crate::cluster::durable`]):
 //! [`Router::claim_cluster_durable`] claims one (async, before the session's
 //! [`Router::prepare_cluster_durable`]) with the checks the edge-local ones have, and
-//! [`Router::remove_cluster_durable`] removes one. Durable subscriptions to wildcard patterns
-//! stay on their edge. A `/reply-queue/` of another edge is reached through
+//! [`Router::remove_cluster_durable`] removes one; a wildcard pattern's consumer filters on the
+//! NATS wildcards that select its topics. A `/reply-queue/` of another edge is reached through
 //! [`crate::cluster::reply`].
 
 use std::sync::Arc;
@@ -40,12 +40,11 @@ impl Router {
     }
 
     /// Whether a durable subscription `key` to `destination` lives in the cluster: in cluster
-    /// mode, on a plain topic (one on a wildcard pattern stays on the edge, as does one this
-    /// edge already holds from before, which moves as an edge-local one).
+    /// mode, on a topic or a topic pattern (except one this edge already holds from before it
+    /// was in the cluster, which moves as an edge-local one).
     pub fn durable_in_cluster(&self, key: &DurableKey, destination: &[u8]) -> bool {
         self.cluster.is_some()
             && destination.starts_with(TOPIC_PREFIX)
-            && wildcard_name(destination).is_none()
             && self.existing_queue(&key.queue_name()).is_none()
     }
 
@@ -65,6 +64,8 @@ impl Router {
                 "not in cluster mode".into(),
             ));
         };
+        // A pattern is checked before the cluster is asked (and again when it is attached).
+        self.check_durable_pattern(topic, principal)?;
         let queue_name = key.queue_name();
         let may_read = |old: &[u8]| may_read_all(principal, old);
         let request = ClaimRequest {

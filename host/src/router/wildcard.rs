@@ -222,11 +222,7 @@ impl super::Router {
         let Some(pattern) = wildcard_name(name) else {
             return Ok(None);
         };
-        if !name.starts_with(TOPIC_PREFIX) {
-            return Err(RouteError::WildcardNotTopic(shown(name)).into());
-        }
-        check_pattern(pattern, self.settings.limits.max_pattern_segments)
-            .map_err(|err| RouteError::BadPattern(shown(name), err))?;
+        self.check_pattern_destination(name, pattern)?;
         if may_read_all(request.principal, name) {
             return Ok(None);
         }
@@ -239,6 +235,35 @@ impl super::Router {
         Ok(Some(
             request.principal.may_subscribe.clone().into_boxed_slice(),
         ))
+    }
+
+    /// For a durable SUBSCRIBE to `destination` before it is claimed in the cluster: a pattern
+    /// must be a well-formed topic pattern its principal may read all of (as
+    /// [`Router::pattern_rights`] checks when it is attached).
+    pub(super) fn check_durable_pattern(
+        &self,
+        destination: &[u8],
+        principal: &Principal,
+    ) -> Result<(), super::SubscribeError> {
+        let Some(pattern) = wildcard_name(destination) else {
+            return Ok(());
+        };
+        self.check_pattern_destination(destination, pattern)?;
+        if !may_read_all(principal, destination) {
+            return Err(super::SubscribeError::DurablePatternNotCovered(
+                principal.name.clone(),
+                shown(destination),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_pattern_destination(&self, name: &[u8], pattern: &[u8]) -> Result<(), RouteError> {
+        if !name.starts_with(TOPIC_PREFIX) {
+            return Err(RouteError::WildcardNotTopic(shown(name)));
+        }
+        check_pattern(pattern, self.settings.limits.max_pattern_segments)
+            .map_err(|err| RouteError::BadPattern(shown(name), err))
     }
 
     /// A stand-in for a topic nobody subscribes to by name, when some wildcard subscription

@@ -1,0 +1,234 @@
+//! Cluster mode (docs/cluster.md, "Durable topic subscriptions"): durable subscriptions to
+//! wildcard patterns live in the cluster, collect from every edge while nobody is attached and
+//! resume on another edge; and a durable consumer made by an earlier version (filtering on the
+//! old one-token topic subject) is brought up to date when an edge joins, so it misses nothing
+//! this version publishes. Two edges on one nats-server; skipped with a message only when
+//! nats-server cannot be installed, and never under CI.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plugboard_test_support::broker::{Broker as Edge, Launch};
+use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
+
+use crate::harness::*;
+
+/// A frame from another edge (through NATS) arrives within this.
+const ACROSS: Duration = Duration::from_secs(10);
+
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// An edge in cluster `name` on `nats`'s first node, with users alice (who may read
+/// everything) and bob.
+fn edge(nats: &NatsCluster, name: &str) -> Edge {
+    let toml = format!(
+        "[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        nats.nodes[0].url()
+    );
+    Launch::config_text(
+        Path::new(<crate::Plugboard as plugboard_test_support::BrokerBinary>::PATH),
+        &toml,
+    )
+    .start_within(Duration::from_secs(60))
+    .start()
+}
+
+async fn login(edge: &Edge, login: &str, client_id: &str) -> Client {
+    let connect = Client::connect_frame(Version::V12)
+        .h("login", login)
+        .h("passcode", "pw")
+        .h("client-id", client_id);
+    let (c, reply) = Client::connect_with(edge.addr, connect).await;
+    assert!(reply.is("CONNECTED"), "{reply:?}");
+    c
+}
+
+/// Subscribes durably (`activemq.subscriptionName`), answered with a RECEIPT or an ERROR.
+async fn durable(c: &mut Client, destination: &str, name: &str) -> Frame {
+    c.write(
+        &Frame::new("SUBSCRIBE")
+            .h("id", "s")
+            .h("destination", destination)
+            .h("ack", "client-individual")
+            .h("activemq.subscriptionName", name)
+            .h("receipt", "made"),
+    )
+    .await;
+    c.recv_within(ACROSS).await
+}
+
+/// A persistent SEND, answered once the topic stream stored it.
+async fn store(c: &mut Client, destination: &str, body: &str) {
+    c.write(&send_frame(
+        destination,
+        &[("persistent", "true"), ("receipt", "r")],
+        body,
+    ))
+    .await;
+    let f = c.recv_within(ACROSS).await;
+    assert!(f.is("RECEIPT"), "{f:?}");
+}
+
+/// The (destination, body) of the next `n` MESSAGEs, each acked, sorted.
+async fn received(c: &mut Client, n: usize) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let m = c.recv_within(ACROSS).await;
+        assert!(m.is("MESSAGE"), "expected MESSAGE, got {m:?}");
+        got.push((
+            m.get("destination").unwrap_or_default().to_string(),
+            m.body_str().to_string(),
+        ));
+        c.ack(&m).await;
+    }
+    got.sort();
+    got
+}
+
+#[tokio::test]
+async fn cluster_durable_wildcard_subscriptions_collect_from_every_edge_and_resume_elsewhere() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_patterns") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = unique("w").replace('_', "-");
+    let a = edge(&nats, &name);
+    let b = edge(&nats, &name);
+    let base = unique("news");
+    let topic = |rest: &str| format!("/topic/{base}{rest}");
+
+    // Made on edge A: `>` (NATS's wildcards select exactly its topics) and `#` before the end
+    // (selected more broadly, checked on the edge).
+    let mut all = login(&a, "alice", "all").await;
+    let made = durable(&mut all, &topic(".>"), "all").await;
+    assert!(made.is("RECEIPT"), "{made:?}");
+    let mut ends = login(&a, "alice", "ends").await;
+    let made = durable(&mut ends, &topic(".#.end"), "ends").await;
+    assert!(made.is("RECEIPT"), "{made:?}");
+    let mut publisher = login(&b, "bob", "pub").await;
+    store(&mut publisher, &topic(".live"), "m0").await;
+    assert_eq!(
+        received(&mut all, 1).await,
+        [(topic(".live"), "m0".to_string())]
+    );
+    all.disconnect().await;
+    ends.disconnect().await;
+
+    // While nobody is attached, from both edges.
+    let mut publisher_a = login(&a, "bob", "pub-a").await;
+    store(&mut publisher, &topic(""), "p-bare").await;
+    store(&mut publisher_a, &topic(".x.y"), "p-deep").await;
+    store(&mut publisher, &topic(".q.end"), "p-q-end").await;
+    store(&mut publisher_a, &topic(".end"), "p-end").await;
+    store(&mut publisher, &topic(".end.no"), "p-end-no").await;
+    store(
+        &mut publisher,
+        &format!("/topic/other.{base}.end"),
+        "p-other",
+    )
+    .await;
+    store(&mut publisher, &format!("/topic/{base}x.end"), "p-prefix").await;
+
+    // Resumed on edge B: each gets the topics its pattern matches, and nothing else.
+    let mut all = login(&b, "alice", "all").await;
+    let resumed = durable(&mut all, &topic(".>"), "all").await;
+    assert!(resumed.is("RECEIPT"), "{resumed:?}");
+    let mut want: Vec<(String, String)> = [
+        ("", "p-bare"),
+        (".x.y", "p-deep"),
+        (".q.end", "p-q-end"),
+        (".end", "p-end"),
+        (".end.no", "p-end-no"),
+    ]
+    .iter()
+    .map(|(rest, body)| (topic(rest), body.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(received(&mut all, 5).await, want);
+    all.expect_silence(Duration::from_secs(1)).await;
+
+    let mut ends = login(&b, "alice", "ends").await;
+    let resumed = durable(&mut ends, &topic(".#.end"), "ends").await;
+    assert!(resumed.is("RECEIPT"), "{resumed:?}");
+    assert_eq!(
+        received(&mut ends, 2).await,
+        [
+            (topic(".end"), "p-end".to_string()),
+            (topic(".q.end"), "p-q-end".to_string()),
+        ]
+    );
+    ends.expect_silence(Duration::from_secs(1)).await;
+
+    // One subscriber at a time across edges, as for a plain topic.
+    let mut again = login(&a, "alice", "all").await;
+    let refused = durable(&mut again, &topic(".>"), "all").await;
+    assert_eq!(
+        refused.get("error-code"),
+        Some("destination.durable-active"),
+        "{refused:?}"
+    );
+
+    // A malformed pattern is refused before the cluster is asked.
+    let mut bad = login(&a, "alice", "bad").await;
+    let refused = durable(&mut bad, &topic(".>.x"), "bad").await;
+    assert!(refused.is("ERROR"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn cluster_durable_consumer_of_an_earlier_version_is_updated_when_an_edge_joins() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_legacy") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = unique("l").replace('_', "-");
+    let a = edge(&nats, &name);
+    let base = unique("legacy");
+    let topic = format!("/topic/{base}");
+
+    // What an earlier edge made for alice's subscription "old": a consumer filtering on the
+    // whole destination as one token.
+    let client = async_nats::connect(nats.nodes[0].url())
+        .await
+        .expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream
+        .get_stream(format!("{name}__2F_topics"))
+        .await
+        .expect("the topic stream, made by edge A");
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("durable_3Aalice_2Fapp_2Fold".into()),
+            filter_subject: format!("{name}._2F.t._2Ftopic_2F{base}"),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            metadata: [
+                ("plugboard-topic".to_string(), hex(topic.as_bytes())),
+                ("plugboard-owner".to_string(), hex(b"alice")),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("an earlier version's consumer");
+
+    // An edge of this version joins: from now on the subscription keeps what is published
+    // under this version's subjects, though nobody is attached.
+    let b = edge(&nats, &name);
+    let mut publisher = login(&b, "bob", "pub").await;
+    store(&mut publisher, &topic, "kept").await;
+    let mut alice = login(&a, "alice", "app").await;
+    let resumed = durable(&mut alice, &topic, "old").await;
+    assert!(resumed.is("RECEIPT"), "{resumed:?}");
+    assert_eq!(
+        received(&mut alice, 1).await,
+        [(topic.clone(), "kept".to_string())]
+    );
+    alice.expect_silence(Duration::from_secs(1)).await;
+}
