@@ -2,7 +2,8 @@
 //! wildcard patterns live in the cluster, collect from every edge while nobody is attached and
 //! resume on another edge; and a durable consumer made by an earlier version (filtering on the
 //! old one-token topic subject) is brought up to date when an edge joins, so it misses nothing
-//! this version publishes. Two edges on one nats-server; skipped with a message only when
+//! this version publishes; and every edge's console and metrics list the durable subscriptions
+//! in the cluster, wherever their subscriber is. Two edges on one nats-server; skipped with a message only when
 //! nats-server cannot be installed, and never under CI.
 
 use std::path::{Path, PathBuf};
@@ -24,16 +25,17 @@ fn target_dir() -> PathBuf {
 }
 
 /// An edge in cluster `name` on `nats`'s first node, with users alice (who may read
-/// everything) and bob.
+/// everything) and bob, and its admin endpoint.
 fn edge(nats: &NatsCluster, name: &str) -> Edge {
     let toml = format!(
-        "[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
+        "admin_listen = \"127.0.0.1:0\"\n[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
         nats.nodes[0].url()
     );
     Launch::config_text(
         Path::new(<crate::Plugboard as plugboard_test_support::BrokerBinary>::PATH),
         &toml,
     )
+    .status_line()
     .start_within(Duration::from_secs(60))
     .start()
 }
@@ -231,4 +233,72 @@ async fn cluster_durable_consumer_of_an_earlier_version_is_updated_when_an_edge_
         [(topic.clone(), "kept".to_string())]
     );
     alice.expect_silence(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn cluster_durables_are_listed_in_every_edge_s_console_and_metrics() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_console") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = unique("c").replace('_', "-");
+    let a = edge(&nats, &name);
+    let b = edge(&nats, &name);
+    let base = unique("watched");
+    let pattern = format!("/topic/{base}.>");
+    let mut alice = login(&a, "alice", "c1").await;
+    let made = durable(&mut alice, &pattern, "watch").await;
+    assert!(made.is("RECEIPT"), "{made:?}");
+    alice.disconnect().await;
+    let mut publisher = login(&b, "bob", "pub").await;
+    for i in 0..3 {
+        store(
+            &mut publisher,
+            &format!("/topic/{base}.x"),
+            &format!("m{i}"),
+        )
+        .await;
+    }
+
+    // Edge B lists it, kept messages and nobody attached, though it was made on edge A.
+    let row = |doc: &serde_json::Value| -> Option<serde_json::Value> {
+        doc["cluster_durables"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "durable:alice/c1/watch")
+            .cloned()
+    };
+    let doc = super::console::overview_until(b.admin(), None, "the durable listed", |doc| {
+        row(doc).is_some_and(|d| d["ready"] == 3)
+    })
+    .await;
+    let listed = row(&doc).unwrap();
+    assert_eq!(
+        (&listed["topic"], &listed["attached"], &listed["unacked"]),
+        (&pattern.clone().into(), &false.into(), &0.into()),
+        "{listed}"
+    );
+
+    // Attached on edge A and holding the three unacknowledged: so B shows it.
+    let mut alice = login(&a, "alice", "c1").await;
+    let resumed = durable(&mut alice, &pattern, "watch").await;
+    assert!(resumed.is("RECEIPT"), "{resumed:?}");
+    for _ in 0..3 {
+        let m = alice.recv_within(ACROSS).await;
+        assert!(m.is("MESSAGE"), "{m:?}");
+    }
+    super::console::overview_until(b.admin(), None, "the durable attached", |doc| {
+        row(doc).is_some_and(|d| d["attached"] == true && d["unacked"] == 3 && d["ready"] == 0)
+    })
+    .await;
+    let metrics = plugboard_test_support::metrics::scrape(b.admin(), None).await;
+    let labels = [("vhost", "/"), ("subscription", "durable:alice/c1/watch")];
+    assert_eq!(
+        metrics.value("plugboard_cluster_durable_messages_unacked", &labels),
+        3.0
+    );
+    assert_eq!(
+        metrics.value("plugboard_cluster_durable_messages_ready", &labels),
+        0.0
+    );
 }

@@ -112,7 +112,7 @@ pub(super) async fn overview(admin: SocketAddr, token: Option<&str>) -> Value {
 }
 
 /// Polls the overview until `check` holds (20 s at most).
-async fn overview_until(
+pub(super) async fn overview_until(
     admin: SocketAddr,
     token: Option<&str>,
     what: &str,

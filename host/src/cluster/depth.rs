@@ -8,6 +8,10 @@
 //! order), [`MAX_IN_FLIGHT`] requests at a time, each bounded by [`INFO_TIMEOUT`]. A queue
 //! whose consumer does not exist yet (nobody subscribed to it on any edge) or whose info did
 //! not come in time has no depth series.
+//!
+//! The same refresh lists the vhost's durable topic subscriptions in the cluster (at most
+//! [`MAX_QUEUES`], one listing request, then one lease read each, as bounded), so that the
+//! console shows them with their depth wherever their subscriber is.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::durable::DurableDepth;
 use super::VhostLink;
 
 /// How long the depths read by one scrape serve the next ones.
@@ -43,6 +48,7 @@ pub struct Depths {
     /// When the last refresh ended; held while one runs (so only one does).
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     rows: Mutex<Vec<QueueDepth>>,
+    durables: Mutex<Vec<DurableDepth>>,
 }
 
 impl VhostLink {
@@ -76,7 +82,24 @@ impl VhostLink {
             .await;
         rows.sort_by(|a, b| a.queue.cmp(&b.queue));
         *self.depths.rows.lock().unwrap_or_else(|e| e.into_inner()) = rows;
+        let durables = self
+            .list_durables(MAX_QUEUES, MAX_IN_FLIGHT, INFO_TIMEOUT)
+            .await;
+        *self
+            .depths
+            .durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = durables;
         *refreshed = Some(Instant::now());
+    }
+
+    /// The durable subscriptions the last refresh listed (in name order).
+    pub fn durable_depths(&self) -> Vec<DurableDepth> {
+        self.depths
+            .durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The depths the last refresh read (in name order).

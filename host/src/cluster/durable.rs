@@ -141,6 +141,72 @@ impl VhostLink {
     }
 }
 
+/// One durable subscription in the cluster as JetStream counts it (every edge together), for
+/// the console and `/metrics` ([`super::depth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableDepth {
+    /// The router's name of it (`durable:OWNER/CLIENT/NAME`; the consumer's name when that
+    /// was too long to decode back).
+    pub name: Bytes,
+    /// Its topic or pattern.
+    pub topic: Bytes,
+    /// Messages kept for it, not delivered yet.
+    pub ready: u64,
+    /// Messages out with its subscriber, unacknowledged.
+    pub unacked: u64,
+    /// Whether a subscriber is attached on some edge (its lease is held).
+    pub attached: bool,
+}
+
+impl VhostLink {
+    /// The vhost's durable subscriptions in the cluster, at most `max` (in consumer-name
+    /// order), each bounded by `timeout`; none before the topic stream is open on this edge.
+    pub(super) async fn list_durables(
+        &self,
+        max: usize,
+        in_flight: usize,
+        timeout: Duration,
+    ) -> Vec<DurableDepth> {
+        let Some(store) = self.durables.get() else {
+            return Vec::new();
+        };
+        let listing = async {
+            let mut infos = Vec::new();
+            let mut consumers = store.stream.consumers();
+            while let Some(Ok(info)) = consumers.next().await {
+                infos.push(info);
+                if infos.len() >= max {
+                    break;
+                }
+            }
+            infos
+        };
+        let Ok(infos) = tokio::time::timeout(timeout, listing).await else {
+            return Vec::new();
+        };
+        let mut rows: Vec<DurableDepth> = futures_util::stream::iter(infos)
+            .map(|info| async move {
+                let consumer = info.config.durable_name.clone()?;
+                let topic = meta(&info.config.metadata, META_TOPIC)?;
+                let lease = tokio::time::timeout(timeout, store.leases.get(&consumer)).await;
+                let name = super::subject::untoken(&consumer).unwrap_or(consumer.into_bytes());
+                Some(DurableDepth {
+                    name: Bytes::from(name),
+                    topic: Bytes::from(topic),
+                    ready: info.num_pending,
+                    unacked: info.num_ack_pending as u64,
+                    attached: matches!(lease, Ok(Ok(Some(_)))),
+                })
+            })
+            .buffer_unordered(in_flight)
+            .filter_map(|row| async move { row })
+            .collect()
+            .await;
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+}
+
 /// The vhost's topic stream and lease bucket (made on first use).
 pub struct DurableStore {
     stream: jetstream::stream::Stream,

@@ -60,6 +60,7 @@ pub fn overview(broker: &Broker, rates: &Rates, actions: bool) -> Value {
         "queues_total": queues_total,
         "topics": topics,
         "topics_total": topics_total,
+        "cluster_durables": cluster_durables(broker),
         "connections": connections,
         "connections_total": connections_total,
         "plugins": plugins(broker, &status),
@@ -147,6 +148,29 @@ fn cluster_depths(
             depths
                 .into_iter()
                 .map(move |depth| ((vhost.clone(), depth.queue.clone()), depth))
+        })
+        .collect()
+}
+
+/// Cluster mode: the durable topic subscriptions in the cluster as the last refresh listed them
+/// (see [`crate::cluster::depth`]; at most 256 per vhost), wherever their subscriber is; an
+/// empty list single-node. Those this edge holds in its own journal are among the queues.
+fn cluster_durables(broker: &Broker) -> Vec<Value> {
+    broker
+        .vhosts
+        .iter()
+        .filter_map(|vhost| Some((vhost.name.clone(), vhost.router.cluster()?.durable_depths())))
+        .flat_map(|(vhost, durables)| {
+            durables.into_iter().map(move |d| {
+                json!({
+                    "vhost": &*vhost,
+                    "name": String::from_utf8_lossy(&d.name),
+                    "topic": String::from_utf8_lossy(&d.topic),
+                    "ready": d.ready,
+                    "unacked": d.unacked,
+                    "attached": d.attached,
+                })
+            })
         })
         .collect()
 }

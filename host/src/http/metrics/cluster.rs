@@ -1,7 +1,7 @@
 //! Cluster mode's families (docs/cluster.md): the edge's NATS connection, its cluster counters
 //! (those of `GET /status`'s `cluster`), and each cluster queue's depth as JetStream counts it
 //! (every edge together; read by [`refresh`] before the scrape, see
-//! [`crate::cluster::depth`]). Single-node, none of these families is written.
+//! [`crate::cluster::depth`]), and so each durable topic subscription's in the cluster. Single-node, none of these families is written.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -111,6 +111,36 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
         encoder,
         "plugboard_cluster_queue_messages_unacked",
         "A cluster queue's messages out with consumers on any edge, unacknowledged.",
+        unacked,
+    )?;
+    let mut ready = Vec::new();
+    let mut unacked = Vec::new();
+    for vhost in broker.vhosts.iter() {
+        let Some(link) = vhost.router.cluster() else {
+            continue;
+        };
+        for durable in link.durable_depths() {
+            let labels = [
+                ("vhost", vhost.name.to_string()),
+                (
+                    "subscription",
+                    String::from_utf8_lossy(&durable.name).into_owned(),
+                ),
+            ];
+            ready.push((labels.clone(), Gauge(durable.ready)));
+            unacked.push((labels, Gauge(durable.unacked)));
+        }
+    }
+    family(
+        encoder,
+        "plugboard_cluster_durable_messages_ready",
+        "Messages a durable topic subscription in the cluster keeps, not delivered yet (JetStream's count).",
+        ready,
+    )?;
+    family(
+        encoder,
+        "plugboard_cluster_durable_messages_unacked",
+        "A durable topic subscription's messages out with its subscriber, unacknowledged.",
         unacked,
     )
 }
