@@ -232,7 +232,12 @@ async fn join_cluster(
         .context("cluster mode")?;
     let mut links = Vec::new();
     for name in crate::vhost::names(config) {
-        links.push(cluster.join_vhost(name).await.context("cluster mode")?);
+        links.push(
+            cluster
+                .join_vhost(name, &config.queues)
+                .await
+                .context("cluster mode")?,
+        );
     }
     info!(
         nats = ?settings.nats,

@@ -568,7 +568,11 @@ async fn cluster_killing_the_stream_leader_under_load_loses_no_receipted_message
     )
     .await;
     let mut got = HashSet::new();
-    while let Ok(m) = c.try_recv(Duration::from_secs(8)).await {
+    // The first delivery may wait for the consumer's new leader (an election that takes longer
+    // on a loaded machine); then each one follows the last.
+    let mut wait = Duration::from_secs(30);
+    while let Ok(m) = c.try_recv(wait).await {
+        wait = Duration::from_secs(8);
         assert!(m.is("MESSAGE"), "{m:?}");
         got.insert(m.body_str().to_string());
         let ack = c.ack_frame("ACK", &m);

@@ -69,21 +69,45 @@ fn next_batch_id() -> String {
 }
 
 impl VhostLink {
-    /// Whether this vhost's stream takes atomic batches.
-    pub fn atomic_batches(&self) -> bool {
-        self.atomic
-    }
-
     /// Publishes `messages` (each with its cluster queue) as atomic batches of at most
-    /// [`MAX_BATCH`]: [`Stored::Yes`] once JetStream acknowledged every batch,
-    /// [`Stored::Full`] when a limit of the stream refused one, [`Stored::No`] (logged,
-    /// counted as publish failures) when one was refused otherwise or not acknowledged within
-    /// `publish_timeout_ms`. On a stream without atomic batches, one by one.
+    /// [`MAX_BATCH`], one stream after the other (a batch is stored by one stream: the queues
+    /// of a class ([`super::classes`]) are in a stream of their own): [`Stored::Yes`] once
+    /// JetStream acknowledged every batch, [`Stored::Full`] when a limit of a stream refused
+    /// one, [`Stored::No`] (logged, counted as publish failures) when one was refused
+    /// otherwise or not acknowledged within `publish_timeout_ms`. After a failure, the
+    /// messages of the streams not tried yet are not published (those of the streams before
+    /// stay stored). On a stream without atomic batches, one by one.
     pub async fn publish_atomically(
         &self,
         messages: &[(Arc<RemoteQueue>, Arc<Message>)],
     ) -> Stored {
-        if !self.atomic || messages.len() == 1 {
+        let mut by_stream: Vec<Vec<(Arc<RemoteQueue>, Arc<Message>)>> = Vec::new();
+        for (queue, message) in messages {
+            let stream = &queue.stream().cached_info().config.name;
+            let same = |group: &&mut Vec<(Arc<RemoteQueue>, Arc<Message>)>| {
+                group[0].0.stream().cached_info().config.name == *stream
+            };
+            match by_stream.iter_mut().find(same) {
+                Some(group) => group.push((queue.clone(), message.clone())),
+                None => by_stream.push(vec![(queue.clone(), message.clone())]),
+            }
+        }
+        for group in &by_stream {
+            let stored = self.publish_to_one_stream(group).await;
+            if stored != Stored::Yes {
+                return stored;
+            }
+        }
+        Stored::Yes
+    }
+
+    /// [`VhostLink::publish_atomically`] for messages whose queues share one stream.
+    async fn publish_to_one_stream(&self, messages: &[(Arc<RemoteQueue>, Arc<Message>)]) -> Stored {
+        let Some((first, _)) = messages.first() else {
+            return Stored::Yes;
+        };
+        let stream = first.stream().cached_info().config.name.clone();
+        if !first.atomic() || messages.len() == 1 {
             let mut outcome = Stored::Yes;
             for (queue, message) in messages {
                 match queue.publish(message).await {
@@ -113,7 +137,7 @@ impl VhostLink {
                     self.stats
                         .refused_full
                         .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
-                    tracing::debug!(stream = %self.names.stream(), error = %err, "cluster: a transaction's atomic batch was refused by a limit of the stream");
+                    tracing::debug!(%stream, error = %err, "cluster: a transaction's atomic batch was refused by a limit of the stream");
                     return Stored::Full;
                 }
                 Ok(Err(err)) => err.to_string(),
@@ -122,7 +146,7 @@ impl VhostLink {
             self.stats
                 .publish_failures
                 .fetch_add(outgoing.len() as u64, Ordering::Relaxed);
-            tracing::warn!(stream = %self.names.stream(), messages = outgoing.len(), %error, "cluster: a transaction's atomic batch was not stored");
+            tracing::warn!(%stream, messages = outgoing.len(), %error, "cluster: a transaction's atomic batch was not stored");
             return Stored::No;
         }
         Stored::Yes

@@ -47,7 +47,7 @@ impl RemoteQueue {
         max: usize,
         budget: &Arc<MemoryBudget>,
     ) -> Result<Vec<Arc<Message>>, BrowseFailed> {
-        let stream = &self.link.stream;
+        let stream = self.stream();
         // Everything up to the consumer's last delivery has been given to a consumer.
         let mut next = match stream.consumer_info(self.consumer_name()).await {
             Ok(info) => info.delivered.stream_sequence + 1,

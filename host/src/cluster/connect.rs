@@ -29,10 +29,14 @@ impl Cluster {
     /// answers nothing while a new NATS cluster elects its meta leader, or while it is busy
     /// with edges that start together); after that, or at once when the NATS server reported
     /// a permissions violation, the failure with what the server said.
-    pub async fn join_vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
+    pub async fn join_vhost(
+        &self,
+        vhost: &str,
+        queues: &[crate::config::QueuePolicy],
+    ) -> anyhow::Result<Arc<VhostLink>> {
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout();
         loop {
-            let err = match self.vhost(vhost).await {
+            let err = match self.vhost(vhost, queues).await {
                 Ok(link) => return Ok(link),
                 Err(err) => err,
             };

@@ -66,7 +66,8 @@ impl VhostLink {
         let mut rows: Vec<QueueDepth> = futures_util::stream::iter(queues)
             .map(|queue| async move {
                 let consumer = self.names.queue_consumer(&queue);
-                let info = tokio::time::timeout(INFO_TIMEOUT, self.stream.consumer_info(consumer))
+                let stream = self.placement(&queue).stream;
+                let info = tokio::time::timeout(INFO_TIMEOUT, stream.consumer_info(consumer))
                     .await
                     .ok()?
                     .ok()?;

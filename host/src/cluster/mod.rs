@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `/queue/NAME` SEND | JetStream publish to `CLUSTER.VHOST.q.TOKEN`, `Nats-Msg-Id` = `message-id` | RECEIPT only after the publish ack (stored on a majority of `replicas`) |
 //! | the queues of a vhost | one work-queue stream `CLUSTER_VHOST_queues` on `CLUSTER.VHOST.q.>` | one Raft group per vhost, not per queue |
+//! | the queues a `[[queues]]` entry with `max_length` matches | a work-queue stream per entry, with its limits per queue ([`classes`]) | one Raft group per such entry |
 //! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
 //! | consumer priority (`activemq.priority`, `x-priority`) | the level of the subscription's pulls in the consumer's `prioritized` priority group | nats-server 2.12+ ([`priority`]) |
 //! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
@@ -33,6 +34,7 @@
 
 pub mod batch;
 pub mod browse;
+pub mod classes;
 pub mod config;
 mod connect;
 pub mod dead_letter;
@@ -168,11 +170,16 @@ impl Cluster {
         })
     }
 
-    /// The link of virtual host `vhost`: its queue stream, topic stream and lease bucket made
-    /// (or found) on the cluster.
-    pub async fn vhost(&self, vhost: &str) -> anyhow::Result<Arc<VhostLink>> {
+    /// The link of virtual host `vhost`: its queue stream, the streams of its queue classes
+    /// (the `[[queues]]` entries `queues` with limits: [`classes`]), topic stream and lease
+    /// bucket made (or found) on the cluster.
+    pub async fn vhost(
+        &self,
+        vhost: &str,
+        queues: &[crate::config::QueuePolicy],
+    ) -> anyhow::Result<Arc<VhostLink>> {
         let names = Names::new(&self.config.name, vhost);
-        let mut stream_config = jetstream::stream::Config {
+        let stream_config = jetstream::stream::Config {
             name: names.stream().to_string(),
             subjects: vec![names.queue_subjects()],
             retention: jetstream::stream::RetentionPolicy::WorkQueue,
@@ -186,28 +193,41 @@ impl Cluster {
             allow_atomic_publish: true,
             ..Default::default()
         };
-        let limits = self.config.queue_limits();
-        limits.apply(&mut stream_config);
-        let stream = tokio::time::timeout(
-            self.config.connect_timeout(),
-            self.jetstream.get_or_create_stream(stream_config.clone()),
-        )
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "JetStream did not make stream {} within {} ms (is JetStream enabled on the NATS servers, with room for {} replica(s)?)",
-                names.stream(),
-                self.config.connect_timeout_ms,
-                self.config.replicas
-            )
-        })?
-        .with_context(|| format!("making JetStream stream {}", names.stream()))?;
-        let atomic = self.bring_up_to_date(&stream, stream_config, limits).await;
+        let (stream, atomic) = self
+            .queue_stream(stream_config.clone(), self.config.queue_limits())
+            .await?;
+        let mut placing = Vec::with_capacity(queues.len());
+        for policy in queues {
+            let class = match classes::class_limits(policy) {
+                Some(limits) => {
+                    let config = jetstream::stream::Config {
+                        name: names.class_stream(&policy.pattern),
+                        subjects: vec![names.class_subjects(&policy.pattern)],
+                        ..stream_config.clone()
+                    };
+                    let (stream, atomic) = self.queue_stream(config, limits).await?;
+                    Some(Arc::new(classes::QueueClass {
+                        pattern: policy.pattern.clone(),
+                        stream,
+                        atomic,
+                    }))
+                }
+                None => None,
+            };
+            placing.push(classes::Placing {
+                pattern: policy.pattern.clone(),
+                class,
+            });
+        }
+        for unknown in classes::unknown_classes(&self.jetstream, &names, &placing).await {
+            tracing::warn!(stream = %unknown, "cluster: a queue class stream another edge made for a [[queues]] entry this edge does not have: queues it matches are split between it and this edge's stream (every edge needs the same [[queues]])");
+        }
         let link = Arc::new(VhostLink {
             names,
             client: self.client.clone(),
             jetstream: self.jetstream.clone(),
             stream,
+            placing,
             config: self.config.clone(),
             stats: self.stats.clone(),
             edge: self.edge.clone(),
@@ -230,6 +250,32 @@ impl Cluster {
         Ok(link)
     }
 
+    /// Makes (or finds) queue stream `config` and brings it up to date with `limits`: the
+    /// stream, and whether it takes atomic batches.
+    async fn queue_stream(
+        &self,
+        mut config: jetstream::stream::Config,
+        limits: config::QueueStreamLimits,
+    ) -> anyhow::Result<(jetstream::stream::Stream, bool)> {
+        limits.apply(&mut config);
+        let name = config.name.clone();
+        let stream = tokio::time::timeout(
+            self.config.connect_timeout(),
+            self.jetstream.get_or_create_stream(config.clone()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "JetStream did not make stream {name} within {} ms (is JetStream enabled on the NATS servers, with room for {} replica(s)?)",
+                self.config.connect_timeout_ms,
+                self.config.replicas
+            )
+        })?
+        .with_context(|| format!("making JetStream stream {name}"))?;
+        let atomic = self.bring_up_to_date(&stream, config, limits).await;
+        Ok((stream, atomic))
+    }
+
     /// Brings a stream that already existed up to date: the queue limits of this edge's
     /// `[cluster]` (the last edge to start sets them; logged when they change) and atomic
     /// batches. Whether it takes atomic batches: a server before 2.12 does not keep the
@@ -247,7 +293,7 @@ impl Cluster {
             return true;
         }
         if !limits_set {
-            tracing::warn!(stream = %name, from = ?limits_of(current), to = ?limits, "cluster: changing the queue stream's limits to this edge's [cluster] queue_* settings (every edge should have the same)");
+            tracing::warn!(stream = %name, from = ?limits_of(current), to = ?limits, "cluster: changing the queue stream's limits to this edge's settings ([cluster] queue_* for the vhost's stream, its [[queues]] entry for a queue class; every edge should have the same)");
         }
         match self.jetstream.update_stream(config).await {
             Ok(info) => {
@@ -285,6 +331,9 @@ pub struct VhostLink {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
+    /// The `[[queues]]` entries in order, each with its stream when it is a queue class
+    /// ([`classes`]).
+    placing: Vec<classes::Placing>,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
     /// This edge's id (see [`reply`]).

@@ -45,21 +45,21 @@ struct InFlight {
 }
 
 /// A message the cluster did not store: the connection ends.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Unstored {
     /// Not acknowledged, or refused, at two attempts.
     #[error("the cluster did not store a message published without waiting")]
     Unavailable,
-    /// A limit of the queues' stream refused it: the queue it was sent to.
-    #[error("a limit of the queues' stream refused a message")]
-    Full(bytes::Bytes),
+    /// A limit of the queue's stream refused it: the message.
+    #[error("a limit of the queue's stream refused a message")]
+    Full(Arc<Message>),
 }
 
 impl Unstored {
-    fn of(stored: Stored, message: &Message) -> Result<(), Unstored> {
+    fn of(stored: Stored, message: &Arc<Message>) -> Result<(), Unstored> {
         match stored {
             Stored::Yes => Ok(()),
-            Stored::Full => Err(Unstored::Full(message.destination.clone())),
+            Stored::Full => Err(Unstored::Full(message.clone())),
             Stored::No => Err(Unstored::Unavailable),
         }
     }

@@ -54,6 +54,11 @@ const DECLINED_DELAY: Duration = Duration::from_secs(1);
 pub struct RemoteQueue {
     pub(super) link: Arc<VhostLink>,
     subject: async_nats::Subject,
+    /// The stream holding the queue's messages: the vhost's, or its class's
+    /// ([`super::classes`]).
+    stream: jetstream::stream::Stream,
+    /// Whether that stream takes atomic batches.
+    atomic: bool,
     consumer: String,
     /// A durable topic subscription's consumer instead of the queue's (never published to).
     durable: Option<Arc<DurableSource>>,
@@ -76,8 +81,11 @@ impl std::fmt::Debug for RemoteQueue {
 impl RemoteQueue {
     pub(super) fn new(link: Arc<VhostLink>, destination: &Bytes) -> RemoteQueue {
         let consumer = link.names.queue_consumer(destination);
+        let place = link.placement(destination);
         RemoteQueue {
-            subject: link.names.queue_subject(destination).into(),
+            subject: place.subject.into(),
+            stream: place.stream,
+            atomic: place.atomic,
             exclusive: Some(Arc::new(ExclusiveGate::new(&consumer))),
             consumer,
             link,
@@ -92,6 +100,9 @@ impl RemoteQueue {
     pub(super) fn for_durable(link: Arc<VhostLink>, source: Arc<DurableSource>) -> RemoteQueue {
         RemoteQueue {
             subject: source.subject().to_string().into(),
+            // (Never published to, purged or browsed: its consumer is the source's.)
+            stream: link.stream.clone(),
+            atomic: false,
             consumer: source.name().to_string(),
             link,
             durable: Some(source),
@@ -109,6 +120,16 @@ impl RemoteQueue {
     /// The queue's subject.
     pub(super) fn subject(&self) -> &async_nats::Subject {
         &self.subject
+    }
+
+    /// The stream holding the queue's messages.
+    pub(super) fn stream(&self) -> &jetstream::stream::Stream {
+        &self.stream
+    }
+
+    /// Whether that stream takes atomic batches.
+    pub(super) fn atomic(&self) -> bool {
+        self.atomic
     }
 
     /// The name of the queue's durable consumer.
@@ -223,7 +244,7 @@ impl RemoteQueue {
         if self.durable.is_some() {
             return Err("a durable subscription's messages are not purged this way".into());
         }
-        let purge = self.link.stream.purge().filter(self.subject.to_string());
+        let purge = self.stream.purge().filter(self.subject.to_string());
         match tokio::time::timeout(self.link.config.publish_timeout(), purge).await {
             Ok(Ok(response)) => Ok(response.purged),
             Ok(Err(err)) => Err(err.to_string()),
@@ -252,7 +273,7 @@ impl RemoteQueue {
         let timeout = link.config.publish_timeout();
         let consumer = tokio::time::timeout(
             timeout,
-            queue_consumer(link, &self.consumer, self.subject.as_str()),
+            queue_consumer(link, &self.stream, &self.consumer, self.subject.as_str()),
         )
         .await
         .map_err(|_| format!("no answer from JetStream within {} ms", timeout.as_millis()))?
@@ -286,6 +307,7 @@ impl RemoteQueue {
     ) -> Arc<RemoteConsumer> {
         Arc::new(RemoteConsumer {
             link: self.link.clone(),
+            stream: self.stream.clone(),
             queue,
             name: self.consumer.clone(),
             subject: self.subject.to_string(),
@@ -419,6 +441,8 @@ impl Held {
 /// One subscription's pull from a queue's shared durable consumer.
 pub struct RemoteConsumer {
     link: Arc<VhostLink>,
+    /// The stream of the queue's consumer.
+    stream: jetstream::stream::Stream,
     /// The queue's router side (its dead-letter policy and redeliver-hook outlet).
     queue: Arc<Queue>,
     /// The durable consumer's name (the queue's token).
@@ -682,7 +706,7 @@ impl RemoteConsumer {
             }
             let made = match &self.durable {
                 Some(durable) => durable.consumer().await,
-                None => queue_consumer(&self.link, &self.name, &self.subject).await,
+                None => queue_consumer(&self.link, &self.stream, &self.name, &self.subject).await,
             };
             match made {
                 Ok(consumer) => return Some(consumer),
@@ -804,6 +828,7 @@ impl RemoteConsumer {
 /// the policy (before 2.12).
 async fn queue_consumer(
     link: &VhostLink,
+    stream: &jetstream::stream::Stream,
     name: &str,
     subject: &str,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
@@ -817,7 +842,6 @@ async fn queue_consumer(
         max_deliver: -1,
         ..Default::default()
     };
-    let stream = &link.stream;
     match stream
         .get_or_create_consumer(name, priority::prioritized(wanted.clone()))
         .await

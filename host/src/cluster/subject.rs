@@ -277,6 +277,28 @@ impl Names {
         token(queue)
     }
 
+    /// The work-queue stream of the `[[queues]]` entry with pattern `pattern` (a queue class:
+    /// [`super::classes`]): `CLUSTER_VHOST_qc_PTOKEN` (with `""`: the start every class
+    /// stream's name of the vhost has, which no other stream's has: `_q` is no escape).
+    pub fn class_stream(&self, pattern: &str) -> String {
+        format!("{}_qc_{}", self.base, token(pattern.as_bytes()))
+    }
+
+    /// The subjects that stream takes: `CLUSTER.VHOST.c.PTOKEN.>`.
+    pub fn class_subjects(&self, pattern: &str) -> String {
+        format!("{}.c.{}.>", self.prefix, token(pattern.as_bytes()))
+    }
+
+    /// Queue `destination` of that class → `CLUSTER.VHOST.c.PTOKEN.TOKEN`.
+    pub fn class_queue_subject(&self, pattern: &str, destination: &[u8]) -> String {
+        format!(
+            "{}.c.{}.{}",
+            self.prefix,
+            token(pattern.as_bytes()),
+            token(destination)
+        )
+    }
+
     /// The core subject edge `edge` takes the replies to its temporary queues on:
     /// `CLUSTER.VHOST.r.EDGE`.
     pub fn reply_subject(&self, edge: &str) -> String {
@@ -350,6 +372,18 @@ mod tests {
             "durable_3Aalice_2Fapp_2Forders"
         );
         assert_eq!(names.reply_subject("0a1b"), "pb._2F.r.0a1b");
+        assert_eq!(
+            names.class_stream("/queue/orders.*"),
+            "pb__2F_qc__2Fqueue_2Forders_2E_2A"
+        );
+        assert_eq!(
+            names.class_subjects("/queue/o.*"),
+            "pb._2F.c._2Fqueue_2Fo_2E_2A.>"
+        );
+        assert_eq!(
+            names.class_queue_subject("/queue/o.*", b"/queue/o.a"),
+            "pb._2F.c._2Fqueue_2Fo_2E_2A._2Fqueue_2Fo_2Ea"
+        );
     }
 
     /// NATS's rule: whether filter `filter` selects `subject` (`*` one token, a last `>` one

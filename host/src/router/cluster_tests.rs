@@ -28,7 +28,7 @@ async fn edge(nats: &NatsCluster, name: &str, settings: RouterSettings) -> Route
     let cluster = Cluster::connect(&config, std::path::Path::new("."))
         .await
         .expect("connected");
-    let link = cluster.vhost("/").await.expect("vhost joined");
+    let link = cluster.vhost("/", &[]).await.expect("vhost joined");
     let mut router = Router::new(settings);
     router.join_cluster(link);
     router

@@ -644,6 +644,22 @@ impl Queue {
         }
     }
 
+    /// Cluster mode: a message a limit of the queue's JetStream stream refused. Under
+    /// `x-overflow: reject-publish-dlx` with `[dead_letter]` on, its dead-letter copy and the
+    /// dead-letter queue to publish it to (counted as dead-lettered, reason `maxlen`, as a
+    /// local queue's refusal is); `None` otherwise.
+    pub fn refused_dead_letter(&self, message: &Message) -> Option<(Arc<Queue>, Arc<Message>)> {
+        self.stats.overflowed.fetch_add(1, Ordering::Relaxed);
+        if self.limits.overflow != Overflow::RejectDeadLetter {
+            return None;
+        }
+        let dead_letter = self.dead_letter.as_ref()?;
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.stats.dead_letter_reasons.count("maxlen");
+        let copy = self.dead_letter_copy(&dead_letter.queue, message, "maxlen", 0);
+        Some((dead_letter.queue.clone(), copy))
+    }
+
     /// The copy of `original` that goes to the dead-letter queue, with the headers every
     /// dead-lettered message gets (`dlq-reason`, `dlq-original-destination`,
     /// `dlq-delivery-count`), charged to the memory budget.

@@ -675,7 +675,9 @@ impl Session {
                 // (or, tried twice, failed: the connection ends).
                 stored = send_remote::settle_oldest(&mut self.pipeline), if send_remote::sending(&self.pipeline) => {
                     if let Err(unstored) = stored {
-                        break Err(self.unstored_error(unstored));
+                        let error: futures_util::future::BoxFuture<'_, SessionError> =
+                            Box::pin(self.unstored_error(unstored));
+                        break Err(error.await);
                     }
                 }
             }

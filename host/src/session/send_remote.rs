@@ -50,7 +50,10 @@ impl Session {
                 None => {
                     return match remote.publish(&message).await {
                         Stored::Yes => Ok(()),
-                        Stored::Full => Err(full_cluster_queue_error(&message.destination)),
+                        Stored::Full => {
+                            self.dead_letter_refused(&message).await;
+                            Err(full_cluster_queue_error(&message.destination))
+                        }
                         Stored::No => Err(self.cluster_unavailable_error()),
                     };
                 }
@@ -59,7 +62,7 @@ impl Session {
         let pipeline = self.pipeline.as_mut().expect("made above");
         match pipeline.publish(remote, message).await {
             Ok(()) => Ok(()),
-            Err(unstored) => Err(self.unstored_error(unstored)),
+            Err(unstored) => Err(self.unstored_error(unstored).await),
         }
     }
 
@@ -77,14 +80,32 @@ impl Session {
         let pipeline = self.pipeline.as_mut().expect("sending");
         match pipeline.drain().await {
             Ok(()) => Ok(()),
-            Err(unstored) => Err(self.unstored_error(unstored)),
+            Err(unstored) => Err(self.unstored_error(unstored).await),
+        }
+    }
+
+    /// Under `x-overflow: reject-publish-dlx` (the queue's `[[queues]]` entry or declaration
+    /// on this edge) with `[dead_letter]` on: the copy of a message a limit of its cluster
+    /// queue's stream refused goes to the dead-letter queue (the SEND is refused all the
+    /// same), as a local queue does.
+    async fn dead_letter_refused(&self, message: &Arc<Message>) {
+        let router = &self.vhost.router;
+        let Some(queue) = router.existing_queue(&message.destination) else {
+            return;
+        };
+        if let Some((dead_letter_queue, copy)) = queue.refused_dead_letter(message) {
+            let published = dead_letter_queue.publish(copy).await;
+            if published != crate::router::Published::Queued {
+                tracing::warn!(queue = %shown(&message.destination), ?published, "cluster: the dead-letter copy of a refused message was not stored");
+            }
         }
     }
 
     /// The ERROR for a message published without waiting that the cluster did not store.
-    pub(super) fn unstored_error(&self, unstored: Unstored) -> SessionError {
-        if let Unstored::Full(queue) = unstored {
-            return full_cluster_queue_error(&queue);
+    pub(super) async fn unstored_error(&self, unstored: Unstored) -> SessionError {
+        if let Unstored::Full(message) = unstored {
+            self.dead_letter_refused(&message).await;
+            return full_cluster_queue_error(&message.destination);
         }
         let timeout = self.publish_timeout_ms();
         client_error(
@@ -94,13 +115,13 @@ impl Session {
     }
 }
 
-/// The ERROR of a SEND to cluster queue `queue` that a limit of the queues' stream refused
-/// (`[cluster] queue_overflow = "reject-publish"`).
+/// The ERROR of a SEND to cluster queue `queue` that a limit of its stream refused
+/// (`[cluster] queue_overflow = "reject-publish"`, or its `[[queues]]` entry's `overflow`).
 pub(super) fn full_cluster_queue_error(queue: &[u8]) -> SessionError {
     client_error(
         ErrorCode::FlowQueueFull,
         format!(
-            "message rejected: queue '{}' is full (a [cluster] queue limit, queue_overflow reject-publish)",
+            "message rejected: queue '{}' is full (a limit of its JetStream stream: [cluster] queue_* or its [[queues]] entry, overflow reject-publish)",
             shown(queue)
         ),
     )
