@@ -260,7 +260,9 @@ async fn cluster_durables_are_listed_in_every_edge_s_console_and_metrics() {
         .await;
     }
 
-    // Edge B lists it, kept messages and nobody attached, though it was made on edge A.
+    // Edge B lists it, kept messages and nobody attached, though it was made on edge A. (A
+    // message the last subscriber's pull took after it left is handed back, and JetStream
+    // counts it as unacked until delivered again: the two counts add up.)
     let row = |doc: &serde_json::Value| -> Option<serde_json::Value> {
         doc["cluster_durables"]
             .as_array()?
@@ -268,16 +270,15 @@ async fn cluster_durables_are_listed_in_every_edge_s_console_and_metrics() {
             .find(|d| d["name"] == "durable:alice/c1/watch")
             .cloned()
     };
+    let kept = |d: &serde_json::Value| {
+        d["ready"].as_u64().unwrap_or(0) + d["unacked"].as_u64().unwrap_or(0)
+    };
     let doc = super::console::overview_until(b.admin(), None, "the durable listed", |doc| {
-        row(doc).is_some_and(|d| d["ready"] == 3)
+        row(doc).is_some_and(|d| kept(&d) == 3 && d["attached"] == false)
     })
     .await;
     let listed = row(&doc).unwrap();
-    assert_eq!(
-        (&listed["topic"], &listed["attached"], &listed["unacked"]),
-        (&pattern.clone().into(), &false.into(), &0.into()),
-        "{listed}"
-    );
+    assert_eq!(listed["topic"], pattern.as_str(), "{listed}");
 
     // Attached on edge A and holding the three unacknowledged: so B shows it.
     let mut alice = login(&a, "alice", "c1").await;
