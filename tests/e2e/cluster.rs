@@ -328,6 +328,37 @@ async fn cluster_nack_redelivers_with_the_redelivered_flag() {
 }
 
 #[tokio::test]
+async fn cluster_subscription_that_left_takes_no_later_message() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_left_takes_nothing") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, "");
+    let b = edge(&nats, &name, "");
+    let dest = "/queue/left";
+    // A subscriber on edge A leaves while its pull waits on the server.
+    let mut gone = client(&a).await;
+    gone.subscribe("s", dest, "client-individual").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gone.roundtrip(Frame::new("UNSUBSCRIBE").h("id", "s")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut p = client(&a).await;
+    for i in 0..3 {
+        p.send_r(dest, &format!("m{i}")).await;
+    }
+    // The next subscriber gets them at once, as first deliveries: nothing took them meanwhile.
+    let mut c = client(&b).await;
+    c.subscribe("s", dest, "client-individual").await;
+    for i in 0..3 {
+        let m = message_within(&mut c, Duration::from_secs(3)).await;
+        assert_eq!(m.body_str(), format!("m{i}"));
+        assert_eq!(m.get("redelivered"), None, "{m:?}");
+        c.ack(&m).await;
+    }
+}
+
+#[tokio::test]
 async fn cluster_client_ack_covers_every_earlier_delivery() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_client_ack") else {
         return;

@@ -76,12 +76,14 @@ async fn store(c: &mut Client, destination: &str, body: &str) {
     assert!(f.is("RECEIPT"), "{f:?}");
 }
 
-/// The (destination, body) of the next `n` MESSAGEs, each acked, sorted.
+/// The (destination, body) of the next `n` MESSAGEs, each acked, sorted. Each is a first
+/// delivery: a subscriber that left took nothing meanwhile.
 async fn received(c: &mut Client, n: usize) -> Vec<(String, String)> {
     let mut got = Vec::new();
     for _ in 0..n {
         let m = c.recv_within(ACROSS).await;
         assert!(m.is("MESSAGE"), "expected MESSAGE, got {m:?}");
+        assert_eq!(m.get("redelivered"), None, "{m:?}");
         got.push((
             m.get("destination").unwrap_or_default().to_string(),
             m.body_str().to_string(),

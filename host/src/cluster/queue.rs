@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, message::Acker, AckKind};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
 use crate::budget::MemoryBudget;
@@ -645,11 +645,15 @@ impl RemoteConsumer {
                     continue;
                 }
             };
-            // Read to its end even once stopped: the server may still send what this pull
-            // asked for, and each such message is nak'ed at once (by `deliver`) instead of
-            // waiting out `ack_wait` in an inbox nobody reads.
             loop {
-                match batch.next().await {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    _ = self.stop.notified() => {
+                        self.stop.notify_one();
+                        return self.leave_pull(batch, &subscription, &budget);
+                    }
+                };
+                match next {
                     Some(Ok(message)) => self.deliver(message, &subscription, &budget),
                     Some(Err(err)) => {
                         // (A server that keeps ending pulls at once is not asked in a loop.)
@@ -662,6 +666,28 @@ impl RemoteConsumer {
                     None => break,
                 }
             }
+        }
+    }
+
+    /// The subscription ended while `batch` waited on the server: the pull is dropped (its
+    /// inbox unsubscribed, so the server gives it nothing more and forgets it), and the
+    /// messages the client already received for it are handed back after that (a hand back
+    /// while the pull still waited would deliver them to it again, each time counted as a
+    /// delivery). A message on its way at that instant comes back after `ack_wait_ms`.
+    fn leave_pull(
+        &self,
+        mut batch: Pull,
+        subscription: &Weak<Subscription>,
+        budget: &Arc<MemoryBudget>,
+    ) {
+        let mut received = Vec::new();
+        while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+            received.push(message);
+        }
+        drop(batch);
+        for message in received {
+            // Stopped: `deliver` hands it back.
+            self.deliver(message, subscription, budget);
         }
     }
 
