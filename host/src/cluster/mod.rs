@@ -44,6 +44,7 @@ pub mod exclusive;
 pub mod lease;
 pub mod pipeline;
 pub mod priority;
+pub mod pull_request;
 pub mod queue;
 pub mod reply;
 pub mod subject;

@@ -7,14 +7,10 @@
 //! Every queue consumer is made with the policy and one group, [`GROUP`]; a pull names the
 //! group and its subscription's level ([`level`]). A queue consumer made before (or by a
 //! server without the policy) is left as it was and pulled without a priority: consumer
-//! priority is then per edge only. async-nats' batch builder has no priority, so
-//! [`PrioritizedPull`] sends the pull request itself and reads the answers as its `Batch` does.
-
-use std::time::Duration;
+//! priority is then per edge only. async-nats' batch builder has no priority, so the pull
+//! request is sent by [`super::pull_request`].
 
 use async_nats::jetstream::{self, consumer::pull};
-use async_nats::StatusCode;
-use futures_util::StreamExt;
 
 /// The consumers' one priority group.
 pub const GROUP: &str = "stomp";
@@ -40,82 +36,6 @@ pub fn prioritized(mut config: pull::Config) -> pull::Config {
 pub fn is_prioritized(consumer: &jetstream::consumer::Consumer<pull::Config>) -> bool {
     consumer.cached_info().config.priority_policy
         == jetstream::consumer::PriorityPolicy::Prioritized
-}
-
-/// One pull request at a priority level: the messages JetStream sends for it.
-pub struct PrioritizedPull {
-    subscriber: async_nats::Subscriber,
-    context: jetstream::Context,
-    pending: usize,
-    /// Past this, the pull counts as over even without the server's timeout status.
-    deadline: tokio::time::Instant,
-}
-
-impl PrioritizedPull {
-    /// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server, at
-    /// level `level` of [`GROUP`].
-    pub async fn start(
-        consumer: &jetstream::consumer::Consumer<pull::Config>,
-        context: &jetstream::Context,
-        client: &async_nats::Client,
-        want: usize,
-        expires: Duration,
-        level: usize,
-    ) -> Result<PrioritizedPull, String> {
-        let inbox = async_nats::Subject::from(client.new_inbox());
-        let subscriber = client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|err| err.to_string())?;
-        let request = pull::BatchConfig {
-            batch: want,
-            expires: Some(expires),
-            group: Some(GROUP.to_string()),
-            priority: Some(level),
-            ..Default::default()
-        };
-        consumer
-            .request_batch(request, inbox)
-            .await
-            .map_err(|err| err.to_string())?;
-        Ok(PrioritizedPull {
-            subscriber,
-            context: context.clone(),
-            pending: want,
-            deadline: tokio::time::Instant::now() + expires + Duration::from_secs(5),
-        })
-    }
-
-    /// The next message of the pull; `None` once it is over (all it asked for came, it
-    /// expired, or the server ended it: the status is returned as an error first).
-    pub async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
-        loop {
-            if self.pending == 0 {
-                return None;
-            }
-            let message = tokio::time::timeout_at(self.deadline, self.subscriber.next())
-                .await
-                .ok()??;
-            match message.status.unwrap_or(StatusCode::OK) {
-                StatusCode::OK => {
-                    self.pending -= 1;
-                    return Some(Ok(jetstream::Message {
-                        context: self.context.clone(),
-                        message,
-                    }));
-                }
-                StatusCode::IDLE_HEARTBEAT => continue,
-                StatusCode::TIMEOUT | StatusCode::NOT_FOUND => {
-                    self.pending = 0;
-                    return None;
-                }
-                status => {
-                    self.pending = 0;
-                    return Some(Err(format!("{status}: {:?}", message.description)));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

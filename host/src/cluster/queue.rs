@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, message::Acker, AckKind};
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
 use crate::budget::MemoryBudget;
@@ -33,7 +32,8 @@ use crate::router::{
 use super::dead_letter::Returned;
 use super::durable::DurableSource;
 use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
-use super::priority::{self, PrioritizedPull};
+use super::priority;
+use super::pull_request::PullRequest;
 use super::wire;
 use super::VhostLink;
 
@@ -278,7 +278,7 @@ impl RemoteQueue {
         .await
         .map_err(|_| format!("no answer from JetStream within {} ms", timeout.as_millis()))?
         .map_err(|err| err.to_string())?;
-        let mut pull = Pull::start(link, &consumer, max, MOVE_WAIT, Some(priority::LOWEST)).await?;
+        let mut pull = start_pull(link, &consumer, max, MOVE_WAIT, Some(priority::LOWEST)).await?;
         let mut taken = Vec::new();
         while let Some(next) = pull.next().await {
             let pulled = next?;
@@ -634,7 +634,7 @@ impl RemoteConsumer {
                     continue;
                 }
             }
-            let pull = Pull::start(&self.link, &consumer, want, PULL_WAIT, self.level).await;
+            let pull = start_pull(&self.link, &consumer, want, PULL_WAIT, self.level).await;
             let mut batch = match pull {
                 Ok(batch) => batch,
                 Err(err) => {
@@ -650,7 +650,7 @@ impl RemoteConsumer {
                     next = batch.next() => next,
                     _ = self.stop.notified() => {
                         self.stop.notify_one();
-                        return self.leave_pull(batch, &subscription, &budget);
+                        return self.leave_pull(batch, &subscription, &budget).await;
                     }
                 };
                 match next {
@@ -669,23 +669,16 @@ impl RemoteConsumer {
         }
     }
 
-    /// The subscription ended while `batch` waited on the server: the pull is dropped (its
-    /// inbox unsubscribed, so the server gives it nothing more and forgets it), and the
-    /// messages the client already received for it are handed back after that (a hand back
-    /// while the pull still waited would deliver them to it again, each time counted as a
-    /// delivery). A message on its way at that instant comes back after `ack_wait_ms`.
-    fn leave_pull(
+    /// The subscription ended while `batch` waited on the server: the pull is left (see
+    /// [`PullRequest::leave`]), and what it had been sent is handed back once the server no
+    /// longer sends to it.
+    async fn leave_pull(
         &self,
-        mut batch: Pull,
+        batch: PullRequest,
         subscription: &Weak<Subscription>,
         budget: &Arc<MemoryBudget>,
     ) {
-        let mut received = Vec::new();
-        while let Some(Some(Ok(message))) = batch.next().now_or_never() {
-            received.push(message);
-        }
-        drop(batch);
-        for message in received {
+        for message in batch.leave().await {
             // Stopped: `deliver` hands it back.
             self.deliver(message, subscription, budget);
         }
@@ -881,54 +874,25 @@ async fn queue_consumer(
     }
 }
 
-/// One pull request's messages.
-enum Pull {
-    Plain(pull::Batch),
-    Prioritized(PrioritizedPull),
-}
-
-impl Pull {
-    /// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server: at
-    /// priority `level` when the consumer is prioritized (and a level is given).
-    async fn start(
-        link: &VhostLink,
-        consumer: &jetstream::consumer::Consumer<pull::Config>,
-        want: usize,
-        expires: Duration,
-        level: Option<usize>,
-    ) -> Result<Pull, String> {
-        match level {
-            Some(level) if priority::is_prioritized(consumer) => PrioritizedPull::start(
-                consumer,
-                &link.jetstream,
-                &link.client,
-                want,
-                expires,
-                level,
-            )
-            .await
-            .map(Pull::Prioritized),
-            _ => consumer
-                .batch()
-                .max_messages(want)
-                .expires(expires)
-                .messages()
-                .await
-                .map(Pull::Plain)
-                .map_err(|err| err.to_string()),
-        }
-    }
-
-    /// The next message; `None` once the pull is over.
-    async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
-        match self {
-            Pull::Plain(batch) => batch
-                .next()
-                .await
-                .map(|message| message.map_err(|err| err.to_string())),
-            Pull::Prioritized(pull) => pull.next().await,
-        }
-    }
+/// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server: at
+/// priority `level` when the consumer is prioritized (and a level is given).
+async fn start_pull(
+    link: &VhostLink,
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    want: usize,
+    expires: Duration,
+    level: Option<usize>,
+) -> Result<PullRequest, String> {
+    let level = level.filter(|_| priority::is_prioritized(consumer));
+    PullRequest::start(
+        consumer,
+        &link.jetstream,
+        &link.client,
+        want,
+        expires,
+        level,
+    )
+    .await
 }
 
 /// `held`'s ackers, each with `kind`.

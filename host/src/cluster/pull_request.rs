@@ -1,0 +1,140 @@
+//! One pull request to a consumer and the messages JetStream sends for it, read from an inbox
+//! of the edge's own (async-nats' batch builder cannot name a priority group, and cannot leave
+//! a pull cleanly).
+//!
+//! A pull waits on the server until it got what it asked for or `expires` passed, and the
+//! server sends to it as long as the edge listens on its inbox (a pull whose inbox has no
+//! subscriber is dropped when the server would send to it). [`PullRequest::leave`] ends one
+//! early (the subscription left) without losing what is on its way: the inbox is unsubscribed
+//! after one more message (NATS's `UNSUB sid max`, counted by the server and the client
+//! alike), so the server sends the pull at most one more message (or its end), after which
+//! it forgets the pull; the messages received are returned, to be handed back. Handing them
+//! back while the pull still waited would deliver them to it again, each time counted as one
+//! more delivery; unsubscribing at once would leave a message already on its way to the inbox
+//! unread, unacknowledged until the consumer's `ack_wait`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::StatusCode;
+use futures_util::{FutureExt, StreamExt};
+
+use super::priority::GROUP;
+
+/// One pull request: the messages JetStream sends for it.
+pub struct PullRequest {
+    subscriber: async_nats::Subscriber,
+    context: jetstream::Context,
+    pending: usize,
+    /// Messages read from the inbox (status ones included), as the server counts what it
+    /// sent there.
+    read: u64,
+    /// Past this, the pull counts as over even without the server's timeout status.
+    deadline: tokio::time::Instant,
+}
+
+impl PullRequest {
+    /// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server; at
+    /// level `level` of [`GROUP`] when given (a prioritized consumer refuses a pull without
+    /// its group, and a plain one a pull with it).
+    pub async fn start(
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        context: &jetstream::Context,
+        client: &async_nats::Client,
+        want: usize,
+        expires: Duration,
+        level: Option<usize>,
+    ) -> Result<PullRequest, String> {
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| err.to_string())?;
+        let request = pull::BatchConfig {
+            batch: want,
+            expires: Some(expires),
+            group: level.map(|_| GROUP.to_string()),
+            priority: level,
+            ..Default::default()
+        };
+        consumer
+            .request_batch(request, inbox)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(PullRequest {
+            subscriber,
+            context: context.clone(),
+            pending: want,
+            read: 0,
+            deadline: tokio::time::Instant::now() + expires + Duration::from_secs(5),
+        })
+    }
+
+    /// The next message of the pull; `None` once it is over (all it asked for came, it
+    /// expired, or the server ended it: the status is returned as an error first).
+    pub async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {
+        loop {
+            if self.pending == 0 {
+                return None;
+            }
+            let message = tokio::time::timeout_at(self.deadline, self.subscriber.next())
+                .await
+                .ok()??;
+            self.read += 1;
+            match message.status.unwrap_or(StatusCode::OK) {
+                StatusCode::OK => {
+                    self.pending -= 1;
+                    return Some(Ok(jetstream::Message {
+                        context: self.context.clone(),
+                        message,
+                    }));
+                }
+                StatusCode::IDLE_HEARTBEAT => continue,
+                StatusCode::TIMEOUT | StatusCode::NOT_FOUND => {
+                    self.pending = 0;
+                    return None;
+                }
+                status => {
+                    self.pending = 0;
+                    return Some(Err(format!("{status}: {:?}", message.description)));
+                }
+            }
+        }
+    }
+
+    /// Ends the pull before the server did (see the module docs): the messages it had been
+    /// sent, to be handed back. Waits for the one message more the server may send, at most
+    /// until the pull would have expired.
+    pub async fn leave(mut self) -> Vec<jetstream::Message> {
+        let mut received = Vec::new();
+        if self.pending == 0 {
+            // Over: the server sends nothing more.
+            return received;
+        }
+        let context = self.context.clone();
+        let keep = |message: async_nats::Message, received: &mut Vec<jetstream::Message>| {
+            if message.status.unwrap_or(StatusCode::OK) == StatusCode::OK {
+                received.push(jetstream::Message {
+                    context: context.clone(),
+                    message,
+                });
+            }
+        };
+        // What the client holds already, so that the count is the server's.
+        while let Some(Some(message)) = self.subscriber.next().now_or_never() {
+            self.read += 1;
+            keep(message, &mut received);
+        }
+        if let Err(err) = self.subscriber.unsubscribe_after(self.read + 1).await {
+            tracing::debug!(error = %err, "cluster: a pull's inbox not unsubscribed");
+            return received;
+        }
+        let rest = async {
+            while let Some(message) = self.subscriber.next().await {
+                keep(message, &mut received);
+            }
+        };
+        let _ = tokio::time::timeout_at(self.deadline, rest).await;
+        received
+    }
+}
