@@ -62,7 +62,7 @@ pub(super) fn single_edge(test: &str, extra: &str) -> Option<(NatsCluster, Edge)
 }
 
 /// An edge in cluster `name` on every node of `nats`, with its status endpoint.
-fn edge_with_status(nats: &NatsCluster, name: &str) -> Edge {
+pub(super) fn edge_with_status(nats: &NatsCluster, name: &str) -> Edge {
     let toml = format!(
         "admin_listen = \"127.0.0.1:0\"\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
         nats.nodes[0].url()

@@ -155,3 +155,69 @@ async fn cluster_exclusive_consumer_of_a_killed_edge_is_replaced_once_its_lease_
     );
     standby.expect_silence(Duration::from_millis(500)).await;
 }
+
+#[tokio::test]
+async fn cluster_queues_without_exclusive_consumers_cost_no_lease_reads_and_one_taken_stops_the_others(
+) {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_lease_watch") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = super::cluster::edge_with_status(&nats, &name);
+    let b = super::cluster::edge_with_status(&nats, &name);
+    // Eight queues with a subscriber on each edge, none exclusive, idle for a while: the
+    // edges learn of exclusive leases from their watch, not by reading each queue's lease.
+    let queues: Vec<String> = (0..8).map(|i| format!("/queue/watched-{i}")).collect();
+    let mut subscribers = Vec::new();
+    for edge in [&a, &b] {
+        let mut c = client(edge).await;
+        for (i, queue) in queues.iter().enumerate() {
+            c.subscribe(&format!("s{i}"), queue, "client-individual")
+                .await;
+        }
+        subscribers.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for edge in [&a, &b] {
+        let status = plugboard_test_support::broker::fetch_status(edge.admin()).await;
+        let reads = status["cluster"]["lease_reads"]
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        // (At most one read per queue, before the watch caught up.)
+        assert!(reads <= 8, "{reads} lease reads: {status}");
+    }
+
+    // An exclusive subscriber on edge A: from the watch, the others' pulls (waiting on the
+    // server since before) leave at once, on both edges, and A's exclusive one gets
+    // everything sent from then on.
+    let dest = &queues[0];
+    let mut active = client(&a).await;
+    exclusive(&mut active, "x", dest, "activemq.exclusive").await;
+    let mut p = client(&b).await;
+    // Probes until one reaches it (the SUBSCRIBE's RECEIPT comes before the lease is taken;
+    // a probe sent before may go to another subscriber, which acks it).
+    let deadline = Instant::now() + ACROSS;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the exclusive subscriber got no probe"
+        );
+        p.send_r(dest, "probe").await;
+        if let Ok(m) = active.try_recv(Duration::from_millis(500)).await {
+            active.ack(&m).await;
+            break;
+        }
+        for c in &mut subscribers {
+            while let Ok(m) = c.try_recv(Duration::from_millis(50)).await {
+                c.ack(&m).await;
+            }
+        }
+    }
+    send_range(&mut p, dest, 1..6).await;
+    let got = take(&mut active, 5).await;
+    assert_eq!(bodies(&got), numbered(1..6));
+    for c in &mut subscribers {
+        c.expect_silence(Duration::from_millis(500)).await;
+    }
+}

@@ -112,6 +112,11 @@ impl VhostLink {
             .map_err(|err| unavailable("making the topic stream", err))
     }
 
+    /// The vhost's lease bucket when it is open already (it is made when the vhost joins).
+    pub(super) fn leases_now(&self) -> Option<kv::Store> {
+        Some(self.durables.get()?.leases.clone())
+    }
+
     /// The vhost's lease bucket (also holds the queues' exclusive-consumer leases:
     /// [`super::exclusive`]).
     pub(super) async fn lease_bucket(&self) -> Result<kv::Store, DurableRefusal> {

@@ -5,10 +5,12 @@
 //! The active one is the holder of the queue's lease `x.TOKEN` in the vhost's lease bucket
 //! ([`super::lease`]): an exclusive subscription pulls only while it holds the lease, and tries
 //! to take it every [`STANDBY_POLL`] meanwhile. A subscription that is not exclusive pulls only
-//! while no edge holds the lease, as this edge last read it (at most [`CHECK_EVERY`] old; a
-//! pull it started before lasts up to its 5 s); once it saw the lease held, it waits for two
-//! readings [`CHECK_EVERY`] apart that find it free, so that a waiting exclusive subscription
-//! takes over before the others start again. The lease goes with the subscription
+//! while no edge holds the lease, as the vhost's lease watch tells ([`super::lease_watch`]:
+//! a released lease counts as held for [`CHECK_EVERY`] more, so that a waiting exclusive
+//! subscription takes over before the others start again; a take makes their waiting pulls
+//! leave). While the watch cannot answer, the lease is read (at most every [`CHECK_EVERY`]; a
+//! pull started before lasts up to its 5 s), and once a reading saw it held, two readings
+//! [`CHECK_EVERY`] apart must find it free. The lease goes with the subscription
 //! (UNSUBSCRIBE, disconnect) or, when its edge dies, after [`super::lease::LEASE_TTL`]; a
 //! holder whose renewals stopped reaching JetStream stops pulling before it could lapse.
 
@@ -69,22 +71,35 @@ impl ExclusiveGate {
         }
     }
 
+    /// What tells this edge's subscriptions of the queue that are not exclusive that an
+    /// exclusive one (here or elsewhere) just took it ([`super::lease_watch`]).
+    pub(super) fn taken_notifier(&self, link: &VhostLink) -> Arc<tokio::sync::Notify> {
+        link.lease_watch.notifier(&self.key)
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, (Seen, Option<Instant>)> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// For a subscription that is not exclusive: whether an exclusive one (on this edge or
-    /// another) holds the queue. Read from JetStream at most every [`CHECK_EVERY`]; when it
-    /// cannot be read, the queue counts as not held (a consumer keeps working while NATS
+    /// another) holds the queue. The vhost's lease watch answers ([`super::lease_watch`]);
+    /// while it cannot, the lease is read from JetStream, at most every [`CHECK_EVERY`]; when
+    /// it cannot be read, the queue counts as not held (a consumer keeps working while NATS
     /// falters rather than stop for good).
     pub(super) async fn is_taken(&self, link: &VhostLink) -> bool {
         if self.held_here.load(Ordering::Acquire) > 0 {
             return true;
         }
+        if let Some(taken) = link.lease_watch.is_taken(|| link.leases_now(), &self.key) {
+            return taken;
+        }
         let (before, read_at) = *self.seen();
         if read_at.is_some_and(|at| at.elapsed() < CHECK_EVERY) {
             return before != Seen::Free;
         }
+        link.stats
+            .lease_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let taken = match link.lease_bucket().await {
             Ok(bucket) => match bucket.get(self.key.as_str()).await {
                 Ok(value) => value.is_some(),

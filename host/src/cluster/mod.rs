@@ -42,6 +42,7 @@ pub mod depth;
 pub mod durable;
 pub mod exclusive;
 pub mod lease;
+pub mod lease_watch;
 pub mod pipeline;
 pub mod priority;
 pub mod pull_request;
@@ -100,6 +101,9 @@ pub struct ClusterStats {
     pub nacked: AtomicU64,
     /// Messages this edge moved to a dead-letter queue (the copy stored by JetStream).
     pub dead_lettered: AtomicU64,
+    /// Reads of an exclusive-consumer lease by a subscription that is not exclusive (made only
+    /// while the leases' watch cannot answer: [`lease_watch`]).
+    pub lease_reads: AtomicU64,
 }
 
 impl ClusterStats {
@@ -115,6 +119,7 @@ impl ClusterStats {
             "acked": self.acked.load(Relaxed),
             "nacked": self.nacked.load(Relaxed),
             "dead_lettered": self.dead_lettered.load(Relaxed),
+            "lease_reads": self.lease_reads.load(Relaxed),
         })
     }
 }
@@ -234,6 +239,7 @@ impl Cluster {
             edge: self.edge.clone(),
             durables: tokio::sync::OnceCell::new(),
             depths: Default::default(),
+            lease_watch: Default::default(),
             atomic,
         });
         // The topic stream too: persistent topic messages are published into it from the
@@ -344,6 +350,8 @@ pub struct VhostLink {
     durables: tokio::sync::OnceCell<Arc<durable::DurableStore>>,
     /// Its queues' depths as JetStream last told them ([`depth`], for `/metrics`).
     depths: depth::Depths,
+    /// The exclusive-consumer leases as the watch last told them ([`lease_watch`]).
+    lease_watch: lease_watch::LeaseWatch,
     /// Whether its stream takes atomic batches ([`batch`]).
     atomic: bool,
 }

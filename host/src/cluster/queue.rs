@@ -615,10 +615,19 @@ impl RemoteConsumer {
         let Some(consumer) = self.consumer().await else {
             return;
         };
+        // A subscription that is not exclusive leaves its pull when an exclusive one takes
+        // the queue (here or on another edge).
+        let taken = match (&self.gate, self.exclusive) {
+            (Some(gate), false) => Some(gate.taken_notifier(&self.link)),
+            _ => None,
+        };
         loop {
             let Some(want) = self.wait_for_room().await else {
                 return;
             };
+            // Made before the lease is looked at: a take from then on is not missed.
+            let notified = taken.as_ref().map(|taken| taken.notified());
+            tokio::pin!(notified);
             if let Some(gate) = &self.gate {
                 if !self.may_pull(gate).await {
                     if self
@@ -652,6 +661,16 @@ impl RemoteConsumer {
                         self.stop.notify_one();
                         return self.leave_pull(batch, &subscription, &budget).await;
                     }
+                    _ = async {
+                        match notified.as_mut().as_pin_mut() {
+                            Some(notified) => notified.await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        // What the pull had been sent before is still this subscription's.
+                        self.leave_pull(batch, &subscription, &budget).await;
+                        break;
+                    }
                 };
                 match next {
                     Some(Ok(message)) => self.deliver(message, &subscription, &budget),
@@ -669,9 +688,10 @@ impl RemoteConsumer {
         }
     }
 
-    /// The subscription ended while `batch` waited on the server: the pull is left (see
-    /// [`PullRequest::leave`]), and what it had been sent is handed back once the server no
-    /// longer sends to it.
+    /// The subscription ended (or an exclusive one took the queue) while `batch` waited on the
+    /// server: the pull is left (see [`PullRequest::leave`]), and what it had been sent is
+    /// handed back once the server no longer sends to it (or, for a subscription still there,
+    /// delivered to it).
     async fn leave_pull(
         &self,
         batch: PullRequest,
@@ -679,7 +699,7 @@ impl RemoteConsumer {
         budget: &Arc<MemoryBudget>,
     ) {
         for message in batch.leave().await {
-            // Stopped: `deliver` hands it back.
+            // (Once stopped, `deliver` hands it back.)
             self.deliver(message, subscription, budget);
         }
     }

@@ -78,6 +78,11 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
             &stats.nacked,
         ),
         (
+            "plugboard_cluster_lease_reads",
+            "Exclusive-consumer lease reads made while the leases' watch could not answer.",
+            &stats.lease_reads,
+        ),
+        (
             "plugboard_cluster_dead_lettered",
             "Messages this edge moved to a dead-letter queue (the copy stored by JetStream).",
             &stats.dead_lettered,
