@@ -126,6 +126,23 @@ impl Broker {
             .context("opening the message store")?;
         broker.tls = tls;
         let broker = Arc::new(broker);
+        if let Some(link) = cluster.first() {
+            let weak = Arc::downgrade(&broker);
+            let started_ms = crate::router::message::now_ms();
+            let edge = link.edges().edge().to_string();
+            link.keep_edge_entry(move || {
+                let broker = weak.upgrade()?;
+                let set = broker.policy.current();
+                Some(crate::cluster::edges::EdgeEntry {
+                    edge: edge.clone(),
+                    server: broker.config.server_name.chars().take(128).collect(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    started_ms,
+                    generation: set.generation,
+                    policy: set.policy_digest(),
+                })
+            });
+        }
         let patience = Duration::from_millis(broker.config.flow.slow_consumer_patience_ms);
         for (vhost, link) in broker.vhosts.iter().zip(cluster) {
             let subscriber = crate::cluster::topic::subscribe_inbound(&link)

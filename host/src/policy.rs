@@ -35,9 +35,58 @@ pub struct PluginSet {
 }
 
 impl PluginSet {
+    /// What tells two brokers' policies apart: the SHA-256 (hex) of the plugin chain as
+    /// configured (each plugin's name, component hash, hooks, destinations, limits, failure
+    /// policy and settings, in order), not of where the files are or how decisions are traced.
+    /// Edges of a cluster with the same digest apply the same policy.
+    pub fn policy_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for (spec, file) in self.specs.iter().zip(&self.files) {
+            let comparable = PluginSpec {
+                file: PathBuf::new(),
+                trace_sample: 0.0,
+                trace_keep: None,
+                config: toml::Table::new(),
+                ..spec.clone()
+            };
+            let mut settings = String::new();
+            canonical(&toml::Value::Table(spec.config.clone()), &mut settings);
+            hasher.update(format!("{comparable:?}\n{settings}\n{}\n", file.sha256).as_bytes());
+        }
+        crate::text::hex(&hasher.finalize())
+    }
+
     /// The chains of vhost `vhost` (its index); all of `host` for an index it does not know.
     pub fn for_vhost(&self, vhost: usize) -> &Arc<PluginHost> {
         self.vhosts.get(vhost).unwrap_or(&self.host)
+    }
+}
+
+/// `value` written with every table's keys in order (the same settings written in another
+/// order give the same text).
+fn canonical(value: &toml::Value, out: &mut String) {
+    match value {
+        toml::Value::Table(table) => {
+            let mut keys: Vec<&String> = table.keys().collect();
+            keys.sort();
+            out.push('{');
+            for key in keys {
+                out.push_str(&format!("{key:?}="));
+                canonical(&table[key.as_str()], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        toml::Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                canonical(item, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -407,5 +456,37 @@ mod tests {
         policy.install(PluginHost::empty(), specs(&["b"]), Vec::new(), 1);
         assert_eq!(policy.current().vhosts.len(), 3);
         assert_eq!(policy.host_for(1).names().count(), 0);
+    }
+
+    #[test]
+    fn the_policy_digest_follows_what_the_plugins_do_not_where_their_files_are() {
+        let digest = |toml: &str, sha: &str| {
+            let specs = crate::config::Config::from_toml(toml).unwrap().plugins;
+            let files = specs
+                .iter()
+                .map(|s| PluginFile {
+                    name: s.name.clone(),
+                    path: s.file.clone(),
+                    sha256: sha.to_string(),
+                })
+                .collect();
+            Policy::new(PluginHost::empty(), specs, files)
+                .current()
+                .policy_digest()
+        };
+        let base = "[[plugins]]\nname = \"r\"\nfile = \"a/r.wasm\"\nhooks = [\"send\"]\n[plugins.config]\nx = 1\ny = [\"p\", \"q\"]\n";
+        let same = digest(base, "aa");
+        assert_eq!(same.len(), 64);
+        // Another path, trace settings, settings in another order: the same policy.
+        let moved = "[[plugins]]\nname = \"r\"\nfile = \"/elsewhere/r.wasm\"\nhooks = [\"send\"]\ntrace_sample = 0.5\n[plugins.config]\ny = [\"p\", \"q\"]\nx = 1\n";
+        assert_eq!(digest(moved, "aa"), same);
+        // Another component, setting or hook: another policy.
+        assert_ne!(digest(base, "bb"), same);
+        assert_ne!(digest(&base.replace("x = 1", "x = 2"), "aa"), same);
+        assert_ne!(
+            digest(&base.replace("[\"send\"]", "[\"send\", \"message\"]"), "aa"),
+            same
+        );
+        assert_ne!(digest("", "aa"), same);
     }
 }

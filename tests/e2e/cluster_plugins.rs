@@ -122,3 +122,65 @@ async fn cluster_auth_and_routing_plugins_behave_the_same_on_every_edge() {
         plain.disconnect().await;
     }
 }
+
+#[tokio::test]
+async fn cluster_edges_list_each_other_with_the_policy_each_runs() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_edges_policy") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two edges on the demo configuration, a third whose router sends region=eu elsewhere:
+    // its policy differs (the same files, another setting).
+    let demo = format!(
+        "admin_listen = \"127.0.0.1:0\"\n{}",
+        demo_edge_config(&nats, &name)
+    );
+    let changed = demo.replacen(
+        "to = [\"/queue/orders.eu\"]",
+        "to = [\"/queue/orders.europe\"]",
+        1,
+    );
+    assert_ne!(changed, demo, "the demo's route to change");
+    let start = |text: &str, file: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write config");
+        Launch::config_file(plugboard(), &path)
+            .status_line()
+            .start_within(Duration::from_secs(120))
+            .start()
+    };
+    let a = start(&demo, "a.toml");
+    let _b = start(&demo, "b.toml");
+    let _c = start(&changed, "c.toml");
+
+    // Each edge writes its entry when it starts; edge A reads them (at most every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let cluster = loop {
+        let status = plugboard_test_support::broker::fetch_status(a.admin()).await;
+        let cluster = status["cluster"].clone();
+        if cluster["edges"].as_array().is_some_and(|e| e.len() == 3) {
+            break cluster;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three edges never listed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let edges = cluster["edges"].as_array().unwrap();
+    let same: Vec<bool> = edges.iter().map(|e| e["same_policy"] == true).collect();
+    assert_eq!(same.iter().filter(|s| **s).count(), 2, "{cluster:#}");
+    let this: Vec<&serde_json::Value> = edges.iter().filter(|e| e["this_edge"] == true).collect();
+    assert_eq!(this.len(), 1, "{cluster:#}");
+    assert_eq!(this[0]["edge"], cluster["edge"]);
+    assert_eq!(this[0]["policy"], cluster["policy"]);
+    assert_eq!(this[0]["generation"], 1);
+    let metrics = plugboard_test_support::metrics::scrape(a.admin(), None).await;
+    assert_eq!(metrics.value("plugboard_cluster_edges", &[]), 3.0);
+    assert_eq!(
+        metrics.value("plugboard_cluster_edges_other_policy", &[]),
+        1.0
+    );
+}

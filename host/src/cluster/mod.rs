@@ -40,6 +40,7 @@ mod connect;
 pub mod dead_letter;
 pub mod depth;
 pub mod durable;
+pub mod edges;
 pub mod exclusive;
 pub mod lease;
 pub mod lease_watch;
@@ -80,6 +81,8 @@ pub struct Cluster {
     /// This edge's id, random per start (names its temporary queues: [`reply`]).
     edge: Arc<str>,
     server_errors: Arc<connect::ServerErrors>,
+    /// The edges' entries ([`edges`]).
+    edges: Arc<edges::EdgeRegistry>,
 }
 
 /// What the edge did through the cluster (every vhost together), for `GET /status`.
@@ -166,12 +169,14 @@ impl Cluster {
             })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.publish_timeout());
+        let edge = reply::new_edge_id()?;
         Ok(Cluster {
             client,
             jetstream,
             config: Arc::new(config.clone()),
             stats: Arc::default(),
-            edge: reply::new_edge_id()?,
+            edges: Arc::new(edges::EdgeRegistry::new(config, edge.clone())),
+            edge,
             server_errors,
         })
     }
@@ -240,6 +245,7 @@ impl Cluster {
             durables: tokio::sync::OnceCell::new(),
             depths: Default::default(),
             lease_watch: Default::default(),
+            edges: self.edges.clone(),
             atomic,
         });
         // The topic stream too: persistent topic messages are published into it from the
@@ -352,6 +358,8 @@ pub struct VhostLink {
     depths: depth::Depths,
     /// The exclusive-consumer leases as the watch last told them ([`lease_watch`]).
     lease_watch: lease_watch::LeaseWatch,
+    /// The cluster's edges (shared by every vhost's link: [`edges`]).
+    edges: Arc<edges::EdgeRegistry>,
     /// Whether its stream takes atomic batches ([`batch`]).
     atomic: bool,
 }
@@ -393,6 +401,27 @@ impl VhostLink {
     /// The edge's cluster counters (shared by every vhost).
     pub fn stats(&self) -> &ClusterStats {
         &self.stats
+    }
+
+    /// The cluster's edges as last read ([`edges`]).
+    pub fn edges(&self) -> &Arc<edges::EdgeRegistry> {
+        &self.edges
+    }
+
+    /// Keeps this edge's entry in the edges' bucket, described by `describe` (`None` once the
+    /// broker is gone: the entry is deleted).
+    pub fn keep_edge_entry(
+        &self,
+        describe: impl Fn() -> Option<edges::EdgeEntry> + Send + 'static,
+    ) {
+        self.edges
+            .start(self.jetstream.clone(), self.config.clone(), describe);
+    }
+
+    /// Reads the live edges' entries for a status or scrape (at most every
+    /// [`edges::REFRESH_AFTER`]).
+    pub async fn refresh_edges(&self) {
+        self.edges.refresh(&self.jetstream, &self.config).await;
     }
 
     /// Whether the client is connected to a NATS server now.

@@ -107,9 +107,14 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "recovered": scheduler(|s| s.stats.recovered.load(Relaxed)),
             "retried": scheduler(|s| s.stats.retried.load(Relaxed)),
         },
-        // Cluster mode (docs/cluster.md): the edge's NATS connection and what went through it.
+        // Cluster mode (docs/cluster.md): the edge's NATS connection and what went through it,
+        // and the live edges with the policy each runs.
         "cluster": broker.vhosts.iter().next().and_then(|v| v.router.cluster()).map(|link| {
-            link.stats().to_json(link.connected())
+            let mut cluster = link.stats().to_json(link.connected());
+            cluster["edge"] = json!(link.edges().edge());
+            cluster["policy"] = json!(set.policy_digest());
+            cluster["edges"] = crate::http::metrics::cluster::edges_json(link, &set.policy_digest());
+            cluster
         }),
         "store": broker.vhosts.store().map(|store| {
             let s = store.stats();

@@ -61,6 +61,15 @@ pub fn overview(broker: &Broker, rates: &Rates, actions: bool) -> Value {
         "topics": topics,
         "topics_total": topics_total,
         "cluster_durables": cluster_durables(broker),
+        "cluster_edges": broker
+            .vhosts
+            .iter()
+            .find_map(|v| v.router.cluster().cloned())
+            .map(|link| {
+                let ours = broker.policy.current().policy_digest();
+                crate::http::metrics::cluster::edges_json(&link, &ours)
+            })
+            .unwrap_or_else(|| json!([])),
         "connections": connections,
         "connections_total": connections_total,
         "plugins": plugins(broker, &status),

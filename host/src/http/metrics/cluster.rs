@@ -27,6 +27,36 @@ pub async fn refresh(broker: &Broker) {
             .collect();
         link.refresh_depths(queues).await;
     }
+    if let Some(link) = broker
+        .vhosts
+        .iter()
+        .find_map(|v| v.router.cluster().cloned())
+    {
+        link.refresh_edges().await;
+    }
+}
+
+/// The live edges as last read (see [`crate::cluster::edges`]), each with whether it runs the
+/// policy `ours` (this edge's digest), for `/status` and the console.
+pub fn edges_json(link: &crate::cluster::VhostLink, ours: &str) -> serde_json::Value {
+    let edges: Vec<serde_json::Value> = link
+        .edges()
+        .listed()
+        .into_iter()
+        .map(|entry| {
+            serde_json::json!({
+                "edge": entry.edge,
+                "this_edge": entry.edge == link.edges().edge(),
+                "server": entry.server,
+                "version": entry.version,
+                "started_ms": entry.started_ms,
+                "generation": entry.generation,
+                "policy": entry.policy,
+                "same_policy": entry.policy == ours,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(edges)
 }
 
 /// Writes the cluster families (nothing single-node).
@@ -43,6 +73,20 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
         "plugboard_cluster_connected",
         "1 while the edge is connected to a NATS server, else 0.",
         Gauge(u64::from(link.connected())),
+    )?;
+    let ours = broker.policy.current().policy_digest();
+    let edges = link.edges().listed();
+    single(
+        encoder,
+        "plugboard_cluster_edges",
+        "Live edges of the cluster, as last read from the edges' bucket (this one included).",
+        Gauge(edges.len() as u64),
+    )?;
+    single(
+        encoder,
+        "plugboard_cluster_edges_other_policy",
+        "Of those, edges whose policy (plugin chain) differs from this edge's.",
+        Gauge(edges.iter().filter(|e| e.policy != ours).count() as u64),
     )?;
     let stats = link.stats();
     let counters = [

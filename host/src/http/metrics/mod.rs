@@ -10,7 +10,7 @@
 //! destinations past the cap, in name order, are summed into one series labelled `other`.
 
 mod broker;
-mod cluster;
+pub(crate) mod cluster;
 mod destinations;
 
 use std::fmt;
