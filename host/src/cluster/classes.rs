@@ -112,9 +112,14 @@ pub fn class_limits(policy: &QueuePolicy) -> Option<QueueStreamLimits> {
     })
 }
 
+/// Most stream names [`unknown_classes`] looks at (an account may hold other applications'
+/// streams too).
+const MAX_STREAMS_LISTED: usize = 10_000;
+
 /// The class streams of the vhost that the NATS servers have and `placing` does not name:
-/// made by an edge whose `[[queues]]` differ from this one's. Asked once at start; an error
-/// counts as none found (it is logged).
+/// made by an edge whose `[[queues]]` differ from this one's. Asked once at start, among the
+/// first [`MAX_STREAMS_LISTED`] streams of the account; an error counts as none found (it is
+/// logged).
 pub async fn unknown_classes(
     jetstream: &jetstream::Context,
     names: &Names,
@@ -128,7 +133,12 @@ pub async fn unknown_classes(
     let prefix = names.class_stream("");
     let mut listed = jetstream.stream_names();
     let mut unknown = Vec::new();
+    let mut looked_at = 0;
     while let Some(name) = listed.next().await {
+        looked_at += 1;
+        if looked_at > MAX_STREAMS_LISTED {
+            break;
+        }
         match name {
             Ok(name) if name.starts_with(&prefix) && !ours.contains(&name) => unknown.push(name),
             Ok(_) => {}
