@@ -28,8 +28,19 @@ fn edge(nats: &NatsCluster, name: &str) -> Edge {
 
 /// [`edge`] with `extra` `[cluster]` settings.
 fn edge_with(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
+    launch(nats, name, "", extra).start()
+}
+
+/// [`edge`] with its admin endpoint (status, console, metrics).
+pub(super) fn edge_with_admin(nats: &NatsCluster, name: &str) -> Edge {
+    launch(nats, name, "admin_listen = \"127.0.0.1:0\"\n", "")
+        .status_line()
+        .start()
+}
+
+fn launch(nats: &NatsCluster, name: &str, top: &str, extra: &str) -> Launch {
     let toml = format!(
-        "[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n{extra}\n",
+        "{top}[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n{extra}\n",
         nats.nodes[0].url()
     );
     Launch::config_text(
@@ -37,11 +48,10 @@ fn edge_with(nats: &NatsCluster, name: &str, extra: &str) -> Edge {
         &toml,
     )
     .start_within(Duration::from_secs(60))
-    .start()
 }
 
 /// A 1.2 client logged in as `login` with CONNECT's `client-id`.
-async fn login(edge: &Edge, login: &str, client_id: &str) -> Client {
+pub(super) async fn login(edge: &Edge, login: &str, client_id: &str) -> Client {
     let connect = Client::connect_frame(Version::V12)
         .h("login", login)
         .h("passcode", "pw")

@@ -3,52 +3,16 @@
 //! resume on another edge; and a durable consumer made by an earlier version (filtering on the
 //! old one-token topic subject) is brought up to date when an edge joins, so it misses nothing
 //! this version publishes; and every edge's console and metrics list the durable subscriptions
-//! in the cluster, wherever their subscriber is. Two edges on one nats-server; skipped with a message only when
-//! nats-server cannot be installed, and never under CI.
+//! in the cluster, wherever their subscriber is. Two edges on one nats-server; skipped with a
+//! message only when nats-server cannot be installed, and never under CI.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plugboard_test_support::broker::{Broker as Edge, Launch};
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
+use super::cluster::{target_dir, ACROSS};
+use super::cluster_durable::{edge_with_admin as edge, login};
 use crate::harness::*;
-
-/// A frame from another edge (through NATS) arrives within this.
-const ACROSS: Duration = Duration::from_secs(10);
-
-fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-/// An edge in cluster `name` on `nats`'s first node, with users alice (who may read
-/// everything) and bob, and its admin endpoint.
-fn edge(nats: &NatsCluster, name: &str) -> Edge {
-    let toml = format!(
-        "admin_listen = \"127.0.0.1:0\"\n[[users]]\nlogin = \"alice\"\npasscode = \"pw\"\n\n[[users]]\nlogin = \"bob\"\npasscode = \"pw\"\n\n[cluster]\nnats = [\"{}\"]\nname = \"{name}\"\n",
-        nats.nodes[0].url()
-    );
-    Launch::config_text(
-        Path::new(<crate::Plugboard as plugboard_test_support::BrokerBinary>::PATH),
-        &toml,
-    )
-    .status_line()
-    .start_within(Duration::from_secs(60))
-    .start()
-}
-
-async fn login(edge: &Edge, login: &str, client_id: &str) -> Client {
-    let connect = Client::connect_frame(Version::V12)
-        .h("login", login)
-        .h("passcode", "pw")
-        .h("client-id", client_id);
-    let (c, reply) = Client::connect_with(edge.addr, connect).await;
-    assert!(reply.is("CONNECTED"), "{reply:?}");
-    c
-}
 
 /// Subscribes durably (`activemq.subscriptionName`), answered with a RECEIPT or an ERROR.
 async fn durable(c: &mut Client, destination: &str, name: &str) -> Frame {

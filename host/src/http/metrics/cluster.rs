@@ -135,61 +135,75 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
     for (name, help, counter) in counters {
         single(encoder, name, help, Counter(counter.load(Relaxed)))?;
     }
-    let mut ready = Vec::new();
-    let mut unacked = Vec::new();
-    for vhost in broker.vhosts.iter() {
-        let Some(link) = vhost.router.cluster() else {
-            continue;
-        };
-        for depth in link.depths() {
-            let labels = [
-                ("vhost", vhost.name.to_string()),
-                ("queue", String::from_utf8_lossy(&depth.queue).into_owned()),
-            ];
-            ready.push((labels.clone(), Gauge(depth.ready)));
-            unacked.push((labels, Gauge(depth.unacked)));
-        }
-    }
-    family(
+    depth_families(
         encoder,
-        "plugboard_cluster_queue_messages_ready",
-        "A cluster queue's messages not delivered yet, as JetStream counts them (every edge).",
-        ready,
+        broker,
+        "queue",
+        |link| {
+            link.depths()
+                .into_iter()
+                .map(|d| (d.queue, d.ready, d.unacked))
+                .collect()
+        },
+        [
+            (
+                "plugboard_cluster_queue_messages_ready",
+                "A cluster queue's messages not delivered yet, as JetStream counts them (every edge).",
+            ),
+            (
+                "plugboard_cluster_queue_messages_unacked",
+                "A cluster queue's messages out with consumers on any edge, unacknowledged.",
+            ),
+        ],
     )?;
-    family(
+    depth_families(
         encoder,
-        "plugboard_cluster_queue_messages_unacked",
-        "A cluster queue's messages out with consumers on any edge, unacknowledged.",
-        unacked,
-    )?;
-    let mut ready = Vec::new();
-    let mut unacked = Vec::new();
-    for vhost in broker.vhosts.iter() {
-        let Some(link) = vhost.router.cluster() else {
-            continue;
-        };
-        for durable in link.durable_depths() {
-            let labels = [
-                ("vhost", vhost.name.to_string()),
-                (
-                    "subscription",
-                    String::from_utf8_lossy(&durable.name).into_owned(),
-                ),
-            ];
-            ready.push((labels.clone(), Gauge(durable.ready)));
-            unacked.push((labels, Gauge(durable.unacked)));
-        }
-    }
-    family(
-        encoder,
-        "plugboard_cluster_durable_messages_ready",
-        "Messages a durable topic subscription in the cluster keeps, not delivered yet (JetStream's count).",
-        ready,
-    )?;
-    family(
-        encoder,
-        "plugboard_cluster_durable_messages_unacked",
-        "A durable topic subscription's messages out with its subscriber, unacknowledged.",
-        unacked,
+        broker,
+        "subscription",
+        |link| {
+            link.durable_depths()
+                .into_iter()
+                .map(|d| (d.name, d.ready, d.unacked))
+                .collect()
+        },
+        [
+            (
+                "plugboard_cluster_durable_messages_ready",
+                "Messages a durable topic subscription in the cluster keeps, not delivered yet (JetStream's count).",
+            ),
+            (
+                "plugboard_cluster_durable_messages_unacked",
+                "A durable topic subscription's messages out with its subscriber, unacknowledged.",
+            ),
+        ],
     )
+}
+
+/// The ready and unacked families (`names`: each one's name and help) of the rows `rows`
+/// gives for each vhost's link (name, ready, unacked), labelled `vhost` and `label`.
+fn depth_families(
+    encoder: &mut DescriptorEncoder,
+    broker: &Broker,
+    label: &'static str,
+    rows: impl Fn(&crate::cluster::VhostLink) -> Vec<(bytes::Bytes, u64, u64)>,
+    names: [(&str, &str); 2],
+) -> fmt::Result {
+    let mut ready = Vec::new();
+    let mut unacked = Vec::new();
+    for vhost in broker.vhosts.iter() {
+        let Some(link) = vhost.router.cluster() else {
+            continue;
+        };
+        for (name, ready_count, unacked_count) in rows(link) {
+            let labels = [
+                ("vhost", vhost.name.to_string()),
+                (label, String::from_utf8_lossy(&name).into_owned()),
+            ];
+            ready.push((labels.clone(), Gauge(ready_count)));
+            unacked.push((labels, Gauge(unacked_count)));
+        }
+    }
+    let [(ready_name, ready_help), (unacked_name, unacked_help)] = names;
+    family(encoder, ready_name, ready_help, ready)?;
+    family(encoder, unacked_name, unacked_help, unacked)
 }
