@@ -7,11 +7,12 @@
 //! subscriber is dropped when the server would send to it). [`PullRequest::leave`] ends one
 //! early (the subscription left) without losing what is on its way: the inbox is unsubscribed
 //! after one more message (NATS's `UNSUB sid max`, counted by the server and the client
-//! alike), so the server sends the pull at most one more message (or its end), after which
-//! it forgets the pull; the messages received are returned, to be handed back. Handing them
-//! back while the pull still waited would deliver them to it again, each time counted as one
-//! more delivery; unsubscribing at once would leave a message already on its way to the inbox
-//! unread, unacknowledged until the consumer's `ack_wait`.
+//! alike), and the edge publishes an empty marker to the inbox right after, so the server's
+//! count is reached at once: by the marker, or by a message the pull was being sent, which is
+//! read. Then the server forgets the pull, and the messages received are returned, to be
+//! handed back. Handing them back while the pull still waited would deliver them to it again,
+//! each time counted as one more delivery; unsubscribing plainly would leave a message already
+//! on its way to the inbox unread, unacknowledged until the consumer's `ack_wait`.
 
 use std::time::Duration;
 
@@ -21,8 +22,13 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::priority::GROUP;
 
+/// How long leaving a pull waits for the server to stop sending to it (one round trip).
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
 /// One pull request: the messages JetStream sends for it.
 pub struct PullRequest {
+    client: async_nats::Client,
+    inbox: async_nats::Subject,
     subscriber: async_nats::Subscriber,
     context: jetstream::Context,
     pending: usize,
@@ -58,10 +64,12 @@ impl PullRequest {
             ..Default::default()
         };
         consumer
-            .request_batch(request, inbox)
+            .request_batch(request, inbox.clone())
             .await
             .map_err(|err| err.to_string())?;
         Ok(PullRequest {
+            client: client.clone(),
+            inbox,
             subscriber,
             context: context.clone(),
             pending: want,
@@ -103,8 +111,8 @@ impl PullRequest {
     }
 
     /// Ends the pull before the server did (see the module docs): the messages it had been
-    /// sent, to be handed back. Waits for the one message more the server may send, at most
-    /// until the pull would have expired.
+    /// sent, to be handed back. A message on its way when the server's confirmation does not
+    /// come within [`LEAVE_WAIT`] comes back after the consumer's `ack_wait`.
     pub async fn leave(mut self) -> Vec<jetstream::Message> {
         let mut received = Vec::new();
         if self.pending == 0 {
@@ -113,7 +121,9 @@ impl PullRequest {
         }
         let context = self.context.clone();
         let keep = |message: async_nats::Message, received: &mut Vec<jetstream::Message>| {
-            if message.status.unwrap_or(StatusCode::OK) == StatusCode::OK {
+            // (The marker has no reply subject; a stored message has its ack subject.)
+            let status = message.status.unwrap_or(StatusCode::OK);
+            if status == StatusCode::OK && message.reply.is_some() {
                 received.push(jetstream::Message {
                     context: context.clone(),
                     message,
@@ -129,12 +139,19 @@ impl PullRequest {
             tracing::debug!(error = %err, "cluster: a pull's inbox not unsubscribed");
             return received;
         }
+        if let Err(err) = self
+            .client
+            .publish(self.inbox.clone(), bytes::Bytes::new())
+            .await
+        {
+            tracing::debug!(error = %err, "cluster: a pull's end marker not sent");
+        }
         let rest = async {
             while let Some(message) = self.subscriber.next().await {
                 keep(message, &mut received);
             }
         };
-        let _ = tokio::time::timeout_at(self.deadline, rest).await;
+        let _ = tokio::time::timeout(LEAVE_WAIT, rest).await;
         received
     }
 }

@@ -317,6 +317,8 @@ impl RemoteQueue {
             next_seq: AtomicU64::new(0),
             room: Notify::new(),
             stopped: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             stop: Notify::new(),
             durable: self.durable.clone(),
             gate: self.exclusive.clone(),
@@ -457,6 +459,10 @@ pub struct RemoteConsumer {
     /// Wakes the pull loop when deliveries are settled.
     room: Notify,
     stopped: AtomicBool,
+    /// Whether its pull task was started (it finishes the subscription once stopped).
+    started: AtomicBool,
+    /// Whether the subscription was finished (see `RemoteConsumer::finish`).
+    finished: AtomicBool,
     /// Wakes the pull loop when the subscription ends.
     stop: Notify,
     /// A durable topic subscription's claim: pulled from its consumer, released at stop.
@@ -483,21 +489,38 @@ impl RemoteConsumer {
     /// Starts pulling for `subscription` (held weakly: the pull loop ends with it, or at
     /// [`stop`](Self::stop)); messages are charged to `budget`.
     pub fn start(self: &Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
+        self.started.store(true, Ordering::Release);
         let consumer = self.clone();
-        tokio::spawn(async move { consumer.pull(subscription, budget).await });
+        tokio::spawn(async move {
+            consumer.clone().pull(subscription, budget).await;
+            consumer.finish();
+        });
     }
 
-    /// The subscription ended: stop pulling, and hand what it holds back to the queue (nak:
-    /// delivered again at once, to whichever consumer pulls next).
+    /// The subscription ended: stop pulling and hand what it holds back to the queue (nak:
+    /// delivered again at once, to whichever consumer pulls next). Done by the pull task once
+    /// it left its pull (so that nothing handed back goes to that pull again), or here when
+    /// none was started.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.stop.notify_one();
+        if !self.started.load(Ordering::Acquire) {
+            self.finish();
+        }
+    }
+
+    /// What ends a subscription, once: its messages handed back, then its durable
+    /// subscription's or exclusive lease given up (the next active consumer gets those
+    /// messages first).
+    fn finish(&self) {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let held: Vec<Held> = self.lock().drain(..).collect();
         self.hand_back(held, RedeliverCause::ConsumerGone, &[]);
         if let Some(durable) = &self.durable {
             durable.detach();
         }
-        // After the hand-back: the next active consumer gets those first.
         self.hold().take();
     }
 
@@ -659,7 +682,7 @@ impl RemoteConsumer {
                     next = batch.next() => next,
                     _ = self.stop.notified() => {
                         self.stop.notify_one();
-                        return self.leave_pull(batch, &subscription, &budget).await;
+                        return self.leave_pull(batch).await;
                     }
                     _ = async {
                         match notified.as_mut().as_pin_mut() {
@@ -667,8 +690,7 @@ impl RemoteConsumer {
                             None => std::future::pending().await,
                         }
                     } => {
-                        // What the pull had been sent before is still this subscription's.
-                        self.leave_pull(batch, &subscription, &budget).await;
+                        self.leave_pull(batch).await;
                         break;
                     }
                 };
@@ -689,19 +711,18 @@ impl RemoteConsumer {
     }
 
     /// The subscription ended (or an exclusive one took the queue) while `batch` waited on the
-    /// server: the pull is left (see [`PullRequest::leave`]), and what it had been sent is
-    /// handed back once the server no longer sends to it (or, for a subscription still there,
-    /// delivered to it).
-    async fn leave_pull(
-        &self,
-        batch: PullRequest,
-        subscription: &Weak<Subscription>,
-        budget: &Arc<MemoryBudget>,
-    ) {
-        for message in batch.leave().await {
-            // (Once stopped, `deliver` hands it back.)
-            self.deliver(message, subscription, budget);
-        }
+    /// server: the pull is left (see [`PullRequest::leave`]), and what it had been sent
+    /// meanwhile is handed back (nak) once the server no longer sends to it, for the next
+    /// pull: after a take, the exclusive subscription's.
+    async fn leave_pull(&self, batch: PullRequest) {
+        let handed_back: Vec<(Acker, AckKind)> = batch
+            .leave()
+            .await
+            .into_iter()
+            .map(|message| (message.split().1, AckKind::Nak(None)))
+            .collect();
+        self.count(handed_back.len(), AckKind::Nak(None));
+        settle_later(handed_back);
     }
 
     /// Whether the subscription may pull now: an exclusive one once it holds the queue's lease
