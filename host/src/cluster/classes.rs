@@ -114,7 +114,7 @@ pub fn class_limits(policy: &QueuePolicy) -> Option<QueueStreamLimits> {
 
 /// Most stream names [`unknown_classes`] looks at (an account may hold other applications'
 /// streams too).
-const MAX_STREAMS_LISTED: usize = 10_000;
+pub const MAX_STREAMS_LISTED: usize = 10_000;
 
 /// The class streams of the vhost that the NATS servers have and `placing` does not name:
 /// made by an edge whose `[[queues]]` differ from this one's. Asked once at start, among the

@@ -23,7 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use super::priority::GROUP;
 
 /// How long leaving a pull waits for the server to stop sending to it (one round trip).
-const LEAVE_WAIT: Duration = Duration::from_secs(2);
+pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// One pull request: the messages JetStream sends for it.
 pub struct PullRequest {
