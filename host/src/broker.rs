@@ -139,7 +139,7 @@ impl Broker {
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     started_ms,
                     generation: set.generation,
-                    policy: set.policy_digest(),
+                    policy: set.policy_digest.clone(),
                 })
             });
         }

@@ -32,31 +32,33 @@ pub struct PluginSet {
     pub specs: Vec<PluginSpec>,
     /// Each plugin's component file and the sha256 of its content, in config order.
     pub files: Vec<PluginFile>,
+    /// What tells two brokers' policies apart ([`policy_digest`], made once per set).
+    pub policy_digest: String,
+}
+
+/// What tells two brokers' policies apart: the SHA-256 (hex) of the plugin chain as
+/// configured (each plugin's name, component hash, hooks, destinations, limits, failure policy
+/// and settings, in order), not of where the files are or how decisions are traced. Edges of a
+/// cluster with the same digest apply the same policy.
+pub fn policy_digest(specs: &[PluginSpec], files: &[PluginFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (spec, file) in specs.iter().zip(files) {
+        let comparable = PluginSpec {
+            file: PathBuf::new(),
+            trace_sample: 0.0,
+            trace_keep: None,
+            config: toml::Table::new(),
+            ..spec.clone()
+        };
+        let mut settings = String::new();
+        canonical(&toml::Value::Table(spec.config.clone()), &mut settings);
+        hasher.update(format!("{comparable:?}\n{settings}\n{}\n", file.sha256).as_bytes());
+    }
+    crate::text::hex(&hasher.finalize())
 }
 
 impl PluginSet {
-    /// What tells two brokers' policies apart: the SHA-256 (hex) of the plugin chain as
-    /// configured (each plugin's name, component hash, hooks, destinations, limits, failure
-    /// policy and settings, in order), not of where the files are or how decisions are traced.
-    /// Edges of a cluster with the same digest apply the same policy.
-    pub fn policy_digest(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        for (spec, file) in self.specs.iter().zip(&self.files) {
-            let comparable = PluginSpec {
-                file: PathBuf::new(),
-                trace_sample: 0.0,
-                trace_keep: None,
-                config: toml::Table::new(),
-                ..spec.clone()
-            };
-            let mut settings = String::new();
-            canonical(&toml::Value::Table(spec.config.clone()), &mut settings);
-            hasher.update(format!("{comparable:?}\n{settings}\n{}\n", file.sha256).as_bytes());
-        }
-        crate::text::hex(&hasher.finalize())
-    }
-
     /// The chains of vhost `vhost` (its index); all of `host` for an index it does not know.
     pub fn for_vhost(&self, vhost: usize) -> &Arc<PluginHost> {
         self.vhosts.get(vhost).unwrap_or(&self.host)
@@ -167,6 +169,7 @@ impl Policy {
                 vhosts: vec![host.clone()],
                 host,
                 loaded_at: SystemTime::now(),
+                policy_digest: policy_digest(&specs, &files),
                 specs,
                 files,
             }),
@@ -186,6 +189,7 @@ impl Policy {
             loaded_at: set.loaded_at,
             specs: set.specs.clone(),
             files: set.files.clone(),
+            policy_digest: set.policy_digest.clone(),
         }));
         Policy { selection, ..self }
     }
@@ -245,6 +249,7 @@ impl Policy {
             vhosts: vhost_hosts(&host, &self.selection),
             host,
             loaded_at: SystemTime::now(),
+            policy_digest: policy_digest(&specs, &files),
             specs,
             files,
         }));
@@ -472,7 +477,8 @@ mod tests {
                 .collect();
             Policy::new(PluginHost::empty(), specs, files)
                 .current()
-                .policy_digest()
+                .policy_digest
+                .clone()
         };
         let base = "[[plugins]]\nname = \"r\"\nfile = \"a/r.wasm\"\nhooks = [\"send\"]\n[plugins.config]\nx = 1\ny = [\"p\", \"q\"]\n";
         let same = digest(base, "aa");

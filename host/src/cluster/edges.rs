@@ -5,7 +5,7 @@
 //! (the bucket's `max_age`), so the list is the edges alive now.
 //!
 //! Hot reload is per edge, so a policy change reaches the edges one after another; the digest
-//! ([`crate::policy::PluginSet::policy_digest`]) tells which edges run which. `GET /status`
+//! ([`crate::policy::policy_digest`]) tells which edges run which. `GET /status`
 //! (`cluster.edges`), the console and `/metrics` (`plugboard_cluster_edges`,
 //! `plugboard_cluster_edges_other_policy`) list the live edges, read at most every
 //! [`REFRESH_AFTER`] when asked for: at most [`MAX_EDGES`] entries of at most

@@ -220,7 +220,7 @@ async fn route(request: Option<Request<'_>>, body: &[u8], shared: Shared<'_>) ->
     match (request.method, request.path) {
         (b"GET", b"/status") => {
             // Cluster mode: the live edges are read from JetStream (at most every few seconds).
-            Metrics::refresh(broker).await;
+            metrics::cluster::refresh_edges(broker).await;
             let document = status(broker, authorized == Some(true));
             let mut body = serde_json::to_string_pretty(&document).unwrap_or_default();
             body.push('\n');

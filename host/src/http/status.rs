@@ -112,8 +112,8 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
         "cluster": broker.vhosts.iter().next().and_then(|v| v.router.cluster()).map(|link| {
             let mut cluster = link.stats().to_json(link.connected());
             cluster["edge"] = json!(link.edges().edge());
-            cluster["policy"] = json!(set.policy_digest());
-            cluster["edges"] = crate::http::metrics::cluster::edges_json(link, &set.policy_digest());
+            cluster["policy"] = json!(set.policy_digest);
+            cluster["edges"] = crate::http::metrics::cluster::edges_json(link, &set.policy_digest);
             cluster
         }),
         "store": broker.vhosts.store().map(|store| {

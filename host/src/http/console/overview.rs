@@ -66,8 +66,7 @@ pub fn overview(broker: &Broker, rates: &Rates, actions: bool) -> Value {
             .iter()
             .find_map(|v| v.router.cluster().cloned())
             .map(|link| {
-                let ours = broker.policy.current().policy_digest();
-                crate::http::metrics::cluster::edges_json(&link, &ours)
+                crate::http::metrics::cluster::edges_json(&link, &broker.policy.current().policy_digest)
             })
             .unwrap_or_else(|| json!([])),
         "connections": connections,

@@ -27,6 +27,12 @@ pub async fn refresh(broker: &Broker) {
             .collect();
         link.refresh_depths(queues).await;
     }
+    refresh_edges(broker).await;
+}
+
+/// Reads the live edges' entries (at most once per [`crate::cluster::edges::REFRESH_AFTER`]):
+/// all `/status` needs; nothing single-node.
+pub async fn refresh_edges(broker: &Broker) {
     if let Some(link) = broker
         .vhosts
         .iter()
@@ -74,7 +80,7 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
         "1 while the edge is connected to a NATS server, else 0.",
         Gauge(u64::from(link.connected())),
     )?;
-    let ours = broker.policy.current().policy_digest();
+    let ours = broker.policy.current().policy_digest.clone();
     let edges = link.edges().listed();
     single(
         encoder,
