@@ -221,7 +221,7 @@ fn outgoing(queue: &RemoteQueue, message: &Message) -> Outgoing {
     let mut id = BytesMut::new();
     message.write_id(&mut id);
     Outgoing {
-        subject: queue.subject().clone(),
+        subject: queue.subject_for(message).clone(),
         id: String::from_utf8_lossy(&id).into_owned(),
         payload: wire::encode_message(message),
     }

@@ -8,8 +8,9 @@
 //! shown is a snapshot as of those requests: a message delivered or published meanwhile may
 //! or may not be in it. Messages out with consumers (delivered, not acknowledged) are not
 //! shown, as on one node; nor are those handed back and waiting to be delivered again (their
-//! sequence is behind the consumer's). Expired ones are skipped. The whole read is bounded by
-//! `publish_timeout_ms`.
+//! sequence is behind the consumer's). Expired ones are skipped. A priority queue's bands
+//! ([`super::bands`]) are read the same way one after the other, highest first, as they are
+//! delivered. The whole read is bounded by `publish_timeout_ms`.
 
 use std::sync::Arc;
 
@@ -48,36 +49,38 @@ impl RemoteQueue {
         budget: &Arc<MemoryBudget>,
     ) -> Result<Vec<Arc<Message>>, BrowseFailed> {
         let stream = self.stream();
-        // Everything up to the consumer's last delivery has been given to a consumer.
-        let mut next = match stream.consumer_info(self.consumer_name()).await {
-            Ok(info) => info.delivered.stream_sequence + 1,
-            // No consumer yet: nobody was given anything.
-            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => 1,
-            Err(err) => return Err(BrowseFailed(err.to_string())),
-        };
-        let subject = self.subject().to_string();
         let now = now_ms();
         let mut shown = Vec::new();
-        while shown.len() < max {
-            let got = stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(subject.clone())
-                .send()
-                .await;
-            let stored = match got {
-                Ok(stored) => stored,
-                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
+        // A priority queue's bands in the order they are delivered, highest first.
+        for (consumer, subject) in self.parts() {
+            // Everything up to the consumer's last delivery has been given to a consumer.
+            let mut next = match stream.consumer_info(&consumer).await {
+                Ok(info) => info.delivered.stream_sequence + 1,
+                // No consumer yet: nobody was given anything.
+                Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => 1,
                 Err(err) => return Err(BrowseFailed(err.to_string())),
             };
-            next = stored.sequence + 1;
-            // Not a Plugboard message (someone else published on the subject): not shown.
-            let Ok(parts) = wire::decode(stored.payload) else {
-                continue;
-            };
-            let message = wire::into_message(parts, budget);
-            if !message.is_expired(now) {
-                shown.push(Arc::new(message));
+            while shown.len() < max {
+                let got = stream
+                    .raw_message_builder()
+                    .sequence(next)
+                    .next_by_subject(subject.clone())
+                    .send()
+                    .await;
+                let stored = match got {
+                    Ok(stored) => stored,
+                    Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
+                    Err(err) => return Err(BrowseFailed(err.to_string())),
+                };
+                next = stored.sequence + 1;
+                // Not a Plugboard message (someone else published on the subject): not shown.
+                let Ok(parts) = wire::decode(stored.payload) else {
+                    continue;
+                };
+                let message = wire::into_message(parts, budget);
+                if !message.is_expired(now) {
+                    shown.push(Arc::new(message));
+                }
             }
         }
         Ok(shown)

@@ -63,6 +63,10 @@ pub struct Placement {
     pub subject: String,
     /// Whether that stream takes atomic batches.
     pub atomic: bool,
+    /// Whether the queue keeps its messages in priority bands ([`super::bands`]): in the
+    /// vhost's stream only (a class stream's per-queue limit is one per subject, and would
+    /// count per band).
+    pub banded: bool,
 }
 
 impl VhostLink {
@@ -79,11 +83,13 @@ impl VhostLink {
                 stream: class.stream.clone(),
                 subject: self.names.class_queue_subject(&class.pattern, destination),
                 atomic: class.atomic,
+                banded: false,
             },
             None => Placement {
                 stream: self.stream.clone(),
                 subject: self.names.queue_subject(destination),
                 atomic: self.atomic,
+                banded: self.banded.has(destination),
             },
         }
     }

@@ -99,6 +99,13 @@ pub struct ClusterConfig {
     pub queue_max_bytes: u64,
     /// What those limits do when reached: `drop-head` (the default) or `reject-publish`.
     pub queue_overflow: QueueOverflow,
+    /// Queues whose message priorities (`priority` on SEND) apply across edges, as patterns
+    /// of `[[queues]]` (`/queue/jobs.*`): each keeps three bands (5 to 9, 4, 0 to 3), each a
+    /// subject with a consumer of its own, and its subscriptions take from the highest band
+    /// first (see docs/cluster.md, "Message priority"). Every edge must list the same. At
+    /// most 256 patterns. Default: none (a queue delivers in the order JetStream stored its
+    /// messages).
+    pub priority_queues: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -124,6 +131,7 @@ impl Default for ClusterConfig {
             queue_max_messages: 0,
             queue_max_bytes: 0,
             queue_overflow: QueueOverflow::DropHead,
+            priority_queues: Vec::new(),
         }
     }
 }
@@ -154,6 +162,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("queue_max_messages", &self.queue_max_messages)
             .field("queue_max_bytes", &self.queue_max_bytes)
             .field("queue_overflow", &self.queue_overflow)
+            .field("priority_queues", &self.priority_queues)
             .finish()
     }
 }
@@ -244,6 +253,7 @@ impl ClusterConfig {
                 i64::MAX
             );
         }
+        super::bands::validate(&self.priority_queues)?;
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 //! refreshes, get the last answers), for at most [`MAX_QUEUES`] queues of the vhost (in name
 //! order), [`MAX_IN_FLIGHT`] requests at a time, each bounded by [`INFO_TIMEOUT`]. A queue
 //! whose consumer does not exist yet (nobody subscribed to it on any edge) or whose info did
-//! not come in time has no depth series.
+//! not come in time has no depth series. A priority queue's depth is its bands' together
+//! (one request per band, [`super::bands`]).
 //!
 //! The same refresh lists the vhost's durable topic subscriptions in the cluster (at most
 //! [`MAX_QUEUES`], one listing request, then one lease read each, as bounded), so that the
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::bands;
 use super::durable::DurableDepth;
 use super::VhostLink;
 
@@ -66,16 +68,28 @@ impl VhostLink {
         let mut rows: Vec<QueueDepth> = futures_util::stream::iter(queues)
             .map(|queue| async move {
                 let consumer = self.names.queue_consumer(&queue);
-                let stream = self.placement(&queue).stream;
-                let info = tokio::time::timeout(INFO_TIMEOUT, stream.consumer_info(consumer))
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(QueueDepth {
-                    queue,
-                    ready: info.num_pending,
-                    unacked: info.num_ack_pending as u64,
-                })
+                let place = self.placement(&queue);
+                // A priority queue's bands together (see `bands`).
+                let consumers: Vec<String> = match place.banded {
+                    true => bands::ORDER.map(|band| band.consumer(&consumer)).to_vec(),
+                    false => vec![consumer],
+                };
+                let mut depth: Option<QueueDepth> = None;
+                for consumer in consumers {
+                    let read =
+                        tokio::time::timeout(INFO_TIMEOUT, place.stream.consumer_info(consumer));
+                    let Ok(Ok(info)) = read.await else {
+                        continue;
+                    };
+                    let row = depth.get_or_insert_with(|| QueueDepth {
+                        queue: queue.clone(),
+                        ready: 0,
+                        unacked: 0,
+                    });
+                    row.ready += info.num_pending;
+                    row.unacked += info.num_ack_pending as u64;
+                }
+                depth
             })
             .buffer_unordered(MAX_IN_FLIGHT)
             .filter_map(|row| async move { row })

@@ -14,6 +14,7 @@
 //! | the queues of a vhost | one work-queue stream `CLUSTER_VHOST_queues` on `CLUSTER.VHOST.q.>` | one Raft group per vhost, not per queue |
 //! | the queues a `[[queues]]` entry with `max_length` matches | a work-queue stream per entry, with its limits per queue ([`classes`]) | one Raft group per such entry |
 //! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
+//! | message priority (`priority`) on a queue `priority_queues` names | three bands, each a subject `CLUSTER.VHOST.q.TOKEN[.h/.l]` with a consumer of its own | subscriptions take from the highest band first ([`bands`]) |
 //! | consumer priority (`activemq.priority`, `x-priority`) | the level of the subscription's pulls in the consumer's `prioritized` priority group | nats-server 2.12+ ([`priority`]) |
 //! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
 //! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
@@ -32,6 +33,7 @@
 //! (headers with any bytes and repeats, body, `message-id`, expiry) travels as the payload
 //! ([`wire`]). See docs/cluster.md for the guarantees and what is not built yet.
 
+pub mod bands;
 pub mod batch;
 pub mod browse;
 pub mod classes;
@@ -239,6 +241,7 @@ impl Cluster {
             jetstream: self.jetstream.clone(),
             stream,
             placing,
+            banded: bands::BandedQueues::new(&self.config.priority_queues),
             config: self.config.clone(),
             stats: self.stats.clone(),
             edge: self.edge.clone(),
@@ -347,6 +350,8 @@ pub struct VhostLink {
     /// The `[[queues]]` entries in order, each with its stream when it is a queue class
     /// ([`classes`]).
     placing: Vec<classes::Placing>,
+    /// The queues whose message priorities apply across edges ([`bands`]).
+    banded: bands::BandedQueues,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
     /// This edge's id (see [`reply`]).

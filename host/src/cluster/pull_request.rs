@@ -24,6 +24,19 @@ use super::priority::GROUP;
 
 /// How long leaving a pull waits for the server to stop sending to it (one round trip).
 pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
+/// How long past its `expires` (or, for one that does not wait, at all) a pull counts as
+/// going on without the server's end status.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How long a pull waits on the server for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Not at all: the server sends what the consumer has now, then ends the pull
+    /// (JetStream's `no_wait`).
+    No,
+    /// Up to this long for the messages asked for.
+    Up(Duration),
+}
 
 /// One pull request: the messages JetStream sends for it.
 pub struct PullRequest {
@@ -40,7 +53,7 @@ pub struct PullRequest {
 }
 
 impl PullRequest {
-    /// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server; at
+    /// Asks `consumer` for up to `want` messages, waiting on the server as `wait` says; at
     /// level `level` of [`GROUP`] when given (a prioritized consumer refuses a pull without
     /// its group, and a plain one a pull with it).
     pub async fn start(
@@ -48,7 +61,7 @@ impl PullRequest {
         context: &jetstream::Context,
         client: &async_nats::Client,
         want: usize,
-        expires: Duration,
+        wait: Wait,
         level: Option<usize>,
     ) -> Result<PullRequest, String> {
         let inbox = async_nats::Subject::from(client.new_inbox());
@@ -56,9 +69,14 @@ impl PullRequest {
             .subscribe(inbox.clone())
             .await
             .map_err(|err| err.to_string())?;
+        let (expires, no_wait) = match wait {
+            Wait::No => (None, true),
+            Wait::Up(expires) => (Some(expires), false),
+        };
         let request = pull::BatchConfig {
             batch: want,
-            expires: Some(expires),
+            expires,
+            no_wait,
             group: level.map(|_| GROUP.to_string()),
             priority: level,
             ..Default::default()
@@ -74,7 +92,7 @@ impl PullRequest {
             context: context.clone(),
             pending: want,
             read: 0,
-            deadline: tokio::time::Instant::now() + expires + Duration::from_secs(5),
+            deadline: tokio::time::Instant::now() + expires.unwrap_or_default() + GRACE,
         })
     }
 

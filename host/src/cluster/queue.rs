@@ -29,11 +29,12 @@ use crate::router::{
     Subscription,
 };
 
+use super::bands::{self, Band};
 use super::dead_letter::Returned;
 use super::durable::DurableSource;
 use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
 use super::priority;
-use super::pull_request::PullRequest;
+use super::pull_request::{PullRequest, Wait};
 use super::wire;
 use super::VhostLink;
 
@@ -54,6 +55,8 @@ const DECLINED_DELAY: Duration = Duration::from_secs(1);
 pub struct RemoteQueue {
     pub(super) link: Arc<VhostLink>,
     subject: async_nats::Subject,
+    /// A priority queue's band subjects, in [`bands::ORDER`] (see [`super::bands`]).
+    bands: Option<[async_nats::Subject; 3]>,
     /// The stream holding the queue's messages: the vhost's, or its class's
     /// ([`super::classes`]).
     stream: jetstream::stream::Stream,
@@ -83,6 +86,9 @@ impl RemoteQueue {
         let consumer = link.names.queue_consumer(destination);
         let place = link.placement(destination);
         RemoteQueue {
+            bands: place
+                .banded
+                .then(|| bands::ORDER.map(|band| band.subject(&place.subject).into())),
             subject: place.subject.into(),
             stream: place.stream,
             atomic: place.atomic,
@@ -100,6 +106,7 @@ impl RemoteQueue {
     pub(super) fn for_durable(link: Arc<VhostLink>, source: Arc<DurableSource>) -> RemoteQueue {
         RemoteQueue {
             subject: source.subject().to_string().into(),
+            bands: None,
             // (Never published to, purged or browsed: its consumer is the source's.)
             stream: link.stream.clone(),
             atomic: false,
@@ -117,9 +124,35 @@ impl RemoteQueue {
         self.durable.as_ref()
     }
 
-    /// The queue's subject.
+    /// The queue's subject (a priority queue's normal band).
     pub(super) fn subject(&self) -> &async_nats::Subject {
         &self.subject
+    }
+
+    /// The subject `message` is published to: the queue's, or a priority queue's band of the
+    /// message's priority.
+    pub(super) fn subject_for(&self, message: &Message) -> &async_nats::Subject {
+        match &self.bands {
+            Some(subjects) => &subjects[Band::of(message.props.priority).index()],
+            None => &self.subject,
+        }
+    }
+
+    /// The queue's consumers and their subjects, in the order their messages are delivered:
+    /// the queue's one, or a priority queue's bands'.
+    pub(super) fn parts(&self) -> Vec<(String, String)> {
+        match self.bands {
+            Some(_) => bands::ORDER
+                .iter()
+                .map(|band| {
+                    (
+                        band.consumer(&self.consumer),
+                        band.subject(self.subject.as_str()),
+                    )
+                })
+                .collect(),
+            None => vec![(self.consumer.clone(), self.subject.to_string())],
+        }
     }
 
     /// The stream holding the queue's messages.
@@ -130,11 +163,6 @@ impl RemoteQueue {
     /// Whether that stream takes atomic batches.
     pub(super) fn atomic(&self) -> bool {
         self.atomic
-    }
-
-    /// The name of the queue's durable consumer.
-    pub(super) fn consumer_name(&self) -> &str {
-        &self.consumer
     }
 
     /// Its vhost's link.
@@ -158,7 +186,13 @@ impl RemoteQueue {
         let headers = id_headers(id);
         let timeout = self.link.config.publish_timeout();
         let stats = &self.link.stats;
-        match tokio::time::timeout(timeout, self.publish_until_stored(headers, payload)).await {
+        let subject = self.subject_for(message);
+        match tokio::time::timeout(
+            timeout,
+            self.publish_until_stored(subject, headers, payload),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 stats.published.fetch_add(1, Ordering::Relaxed);
                 Stored::Yes
@@ -192,7 +226,11 @@ impl RemoteQueue {
         let headers = id_headers(&nats_message_id(message));
         self.link
             .jetstream
-            .publish_with_headers(self.subject.clone(), headers, wire::encode_message(message))
+            .publish_with_headers(
+                self.subject_for(message).clone(),
+                headers,
+                wire::encode_message(message),
+            )
             .await
     }
 
@@ -202,6 +240,7 @@ impl RemoteQueue {
     /// bounds the whole by `publish_timeout_ms`.
     async fn publish_until_stored(
         &self,
+        subject: &async_nats::Subject,
         headers: async_nats::HeaderMap,
         payload: Bytes,
     ) -> Result<(), jetstream::context::PublishError> {
@@ -211,7 +250,7 @@ impl RemoteQueue {
             let attempt = async {
                 self.link
                     .jetstream
-                    .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone())
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
                     .await?
                     .await
             };
@@ -228,7 +267,7 @@ impl RemoteQueue {
                             | Kind::Other
                     ) =>
                 {
-                    tracing::debug!(subject = %self.subject, error = %err, "cluster: publish not acknowledged; trying again");
+                    tracing::debug!(%subject, error = %err, "cluster: publish not acknowledged; trying again");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_AFTER);
                 }
@@ -244,9 +283,15 @@ impl RemoteQueue {
         if self.durable.is_some() {
             return Err("a durable subscription's messages are not purged this way".into());
         }
-        let purge = self.stream.purge().filter(self.subject.to_string());
+        let purge = async {
+            let mut purged = 0;
+            for (_, subject) in self.parts() {
+                purged += self.stream.purge().filter(subject).await?.purged;
+            }
+            Ok::<u64, jetstream::stream::PurgeError>(purged)
+        };
         match tokio::time::timeout(self.link.config.publish_timeout(), purge).await {
-            Ok(Ok(response)) => Ok(response.purged),
+            Ok(Ok(purged)) => Ok(purged),
             Ok(Err(err)) => Err(err.to_string()),
             Err(_) => Err(format!(
                 "no answer from JetStream within {} ms",
@@ -271,26 +316,42 @@ impl RemoteQueue {
         }
         let link = &self.link;
         let timeout = link.config.publish_timeout();
-        let consumer = tokio::time::timeout(
-            timeout,
-            queue_consumer(link, &self.stream, &self.consumer, self.subject.as_str()),
-        )
-        .await
-        .map_err(|_| format!("no answer from JetStream within {} ms", timeout.as_millis()))?
-        .map_err(|err| err.to_string())?;
-        let mut pull = start_pull(link, &consumer, max, MOVE_WAIT, Some(priority::LOWEST)).await?;
+        // A priority queue's bands are each asked without waiting, highest first.
+        let wait = match self.bands {
+            Some(_) => Wait::No,
+            None => Wait::Up(MOVE_WAIT),
+        };
         let mut taken = Vec::new();
-        while let Some(next) = pull.next().await {
-            let pulled = next?;
-            let stream_seq = pulled.info().map(|info| info.stream_sequence).unwrap_or(0);
-            let (pulled, acker) = pulled.split();
-            match wire::decode(pulled.payload) {
-                Ok(parts) => taken.push(Moving {
-                    message: Arc::new(wire::into_message(parts, budget)),
-                    acker,
-                    stream_seq,
-                }),
-                Err(_) => settle_later(vec![(acker, AckKind::Term)]),
+        for (name, subject) in self.parts() {
+            if taken.len() >= max {
+                break;
+            }
+            let consumer =
+                tokio::time::timeout(timeout, queue_consumer(link, &self.stream, &name, &subject))
+                    .await
+                    .map_err(|_| {
+                        format!("no answer from JetStream within {} ms", timeout.as_millis())
+                    })?
+                    .map_err(|err| err.to_string())?;
+            let want = max - taken.len();
+            let mut pull = start_pull(link, &consumer, want, wait, Some(priority::LOWEST)).await?;
+            while let Some(next) = pull.next().await {
+                let pulled = match next {
+                    Ok(pulled) => pulled,
+                    // What was taken is moved; the rest stays for the next chunk.
+                    Err(_) if !taken.is_empty() => break,
+                    Err(err) => return Err(err),
+                };
+                let stream_seq = pulled.info().map(|info| info.stream_sequence).unwrap_or(0);
+                let (pulled, acker) = pulled.split();
+                match wire::decode(pulled.payload) {
+                    Ok(parts) => taken.push(Moving {
+                        message: Arc::new(wire::into_message(parts, budget)),
+                        acker,
+                        stream_seq,
+                    }),
+                    Err(_) => settle_later(vec![(acker, AckKind::Term)]),
+                }
             }
         }
         Ok(taken)
@@ -310,7 +371,7 @@ impl RemoteQueue {
             stream: self.stream.clone(),
             queue,
             name: self.consumer.clone(),
-            subject: self.subject.to_string(),
+            parts: self.parts(),
             ack_mode,
             window: window.max(1) as usize,
             held: Mutex::new(VecDeque::new()),
@@ -449,8 +510,9 @@ pub struct RemoteConsumer {
     queue: Arc<Queue>,
     /// The durable consumer's name (the queue's token).
     name: String,
-    /// The queue's subject (the consumer's filter).
-    subject: String,
+    /// The queue's consumers and their filter subjects, in the order their messages go out:
+    /// the queue's one, or a priority queue's bands' ([`RemoteQueue::parts`]).
+    parts: Vec<(String, String)>,
     ack_mode: AckMode,
     window: usize,
     /// Deliveries not settled yet, in delivery order (at most `window`).
@@ -635,7 +697,7 @@ impl RemoteConsumer {
     }
 
     async fn pull(self: Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
-        let Some(consumer) = self.consumer().await else {
+        let Some(consumers) = self.consumers().await else {
             return;
         };
         // A subscription that is not exclusive leaves its pull when an exclusive one takes
@@ -666,48 +728,185 @@ impl RemoteConsumer {
                     continue;
                 }
             }
-            let pull = start_pull(&self.link, &consumer, want, PULL_WAIT, self.level).await;
-            let mut batch = match pull {
-                Ok(batch) => batch,
+            let round = Round {
+                taken: notified.as_mut(),
+                subscription: &subscription,
+                budget: &budget,
+            };
+            let stopped = match &consumers[..] {
+                [consumer] => self.pull_one(consumer, want, round).await,
+                bands => self.pull_bands(bands, want, round).await,
+            };
+            if stopped {
+                return;
+            }
+        }
+    }
+
+    /// One pull of up to `want` messages from `consumer`, waiting up to [`PULL_WAIT`]: true
+    /// when the subscription ended meanwhile.
+    async fn pull_one(
+        &self,
+        consumer: &QueueConsumer,
+        want: usize,
+        mut round: Round<'_, '_>,
+    ) -> bool {
+        let pull = start_pull(&self.link, consumer, want, Wait::Up(PULL_WAIT), self.level).await;
+        let mut batch = match pull {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
+                return self.pause(RETRY_AFTER).await;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = self.stop.notified() => {
+                    self.stop.notify_one();
+                    self.leave_pull(batch).await;
+                    return true;
+                }
+                _ = round.taken() => {
+                    self.leave_pull(batch).await;
+                    return false;
+                }
+            };
+            match next {
+                Some(Ok(message)) => self.deliver(message, round.subscription, round.budget),
+                Some(Err(err)) => {
+                    // (A server that keeps ending pulls at once is not asked in a loop.)
+                    tracing::debug!(consumer = %self.name, %err, "cluster: pull ended early");
+                    return self.pause(RETRY_AFTER).await;
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// One round of a priority queue's subscription (`bands`: its consumers, highest band
+    /// first; see [`super::bands`]): first what waits, each band asked without waiting, the
+    /// highest first, for what room is left; then, with room still left, a waiting pull on
+    /// every band at once. The first message to come ends the wait: the other pulls are left,
+    /// what they were sent meanwhile is delivered while the window has room (handed back
+    /// beyond it), and the next round asks the bands again, so a message of a higher band
+    /// that came in the meantime goes first. True when the subscription ended meanwhile.
+    async fn pull_bands(
+        &self,
+        bands: &[QueueConsumer],
+        mut want: usize,
+        mut round: Round<'_, '_>,
+    ) -> bool {
+        for consumer in bands {
+            if want == 0 {
+                return false;
+            }
+            let mut pull = match start_pull(&self.link, consumer, want, Wait::No, self.level).await
+            {
+                Ok(pull) => pull,
                 Err(err) => {
                     tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
-                    if self.pause(RETRY_AFTER).await {
-                        return;
-                    }
-                    continue;
+                    return self.pause(RETRY_AFTER).await;
                 }
             };
             loop {
                 let next = tokio::select! {
-                    next = batch.next() => next,
+                    next = pull.next() => next,
                     _ = self.stop.notified() => {
                         self.stop.notify_one();
-                        return self.leave_pull(batch).await;
-                    }
-                    _ = async {
-                        match notified.as_mut().as_pin_mut() {
-                            Some(notified) => notified.await,
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        self.leave_pull(batch).await;
-                        break;
+                        self.leave_pull(pull).await;
+                        return true;
                     }
                 };
                 match next {
-                    Some(Ok(message)) => self.deliver(message, &subscription, &budget),
+                    Some(Ok(message)) => {
+                        self.deliver(message, round.subscription, round.budget);
+                        want = want.saturating_sub(1);
+                    }
                     Some(Err(err)) => {
-                        // (A server that keeps ending pulls at once is not asked in a loop.)
-                        tracing::debug!(consumer = %self.name, %err, "cluster: pull ended early");
-                        if self.pause(RETRY_AFTER).await {
-                            return;
-                        }
+                        // (At `max_ack_pending`, say: the next band may still have some.)
+                        tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
                         break;
                     }
                     None => break,
                 }
             }
         }
+        if want == 0 {
+            return false;
+        }
+        let mut pulls = Vec::with_capacity(bands.len());
+        for consumer in bands {
+            match start_pull(&self.link, consumer, want, Wait::Up(PULL_WAIT), self.level).await {
+                Ok(pull) => pulls.push(pull),
+                Err(err) => {
+                    self.leave_bands(pulls, Some(&round)).await;
+                    tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
+                    return self.pause(RETRY_AFTER).await;
+                }
+            }
+        }
+        enum Event {
+            Next(Option<Result<Box<jetstream::Message>, String>>),
+            Stop,
+            Taken,
+        }
+        let event = {
+            let first = futures_util::future::select_all(
+                pulls.iter_mut().map(|pull| Box::pin(pull.next())),
+            );
+            tokio::select! {
+                (next, _, _) = first => Event::Next(next.map(|next| next.map(Box::new))),
+                _ = self.stop.notified() => {
+                    self.stop.notify_one();
+                    Event::Stop
+                }
+                _ = round.taken() => Event::Taken,
+            }
+        };
+        match event {
+            Event::Stop => {
+                self.leave_bands(pulls, None).await;
+                true
+            }
+            Event::Taken => {
+                self.leave_bands(pulls, None).await;
+                false
+            }
+            Event::Next(Some(Ok(message))) => {
+                self.deliver(*message, round.subscription, round.budget);
+                self.leave_bands(pulls, Some(&round)).await;
+                false
+            }
+            Event::Next(Some(Err(err))) => {
+                self.leave_bands(pulls, Some(&round)).await;
+                tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
+                self.pause(RETRY_AFTER).await
+            }
+            Event::Next(None) => {
+                self.leave_bands(pulls, Some(&round)).await;
+                false
+            }
+        }
+    }
+
+    /// Leaves a priority queue's waiting `pulls` (see [`PullRequest::leave`]): what they were
+    /// sent meanwhile is delivered (highest band first) while the window has room, when
+    /// `round` is given, and handed back otherwise.
+    async fn leave_bands(&self, pulls: Vec<PullRequest>, round: Option<&Round<'_, '_>>) {
+        let left = futures_util::future::join_all(pulls.into_iter().map(PullRequest::leave)).await;
+        let mut handed_back = Vec::new();
+        for message in left.into_iter().flatten() {
+            let room = round.filter(|_| {
+                !self.stopped.load(Ordering::Acquire) && self.lock().len() < self.window
+            });
+            match room {
+                Some(round) => self.deliver(message, round.subscription, round.budget),
+                None => handed_back.push((message.split().1, AckKind::Nak(None))),
+            }
+        }
+        self.count(handed_back.len(), AckKind::Nak(None));
+        settle_later(handed_back);
     }
 
     /// The subscription ended (or an exclusive one took the queue) while `batch` waited on the
@@ -757,19 +956,37 @@ impl RemoteConsumer {
         self.hold.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The queue's durable consumer, made by whichever edge comes first; `None` when the
-    /// subscription ended before NATS answered.
-    async fn consumer(&self) -> Option<jetstream::consumer::Consumer<pull::Config>> {
+    /// The queue's durable consumers (one, or a priority queue's bands', highest first),
+    /// made by whichever edge comes first; `None` when the subscription ended before NATS
+    /// answered.
+    async fn consumers(&self) -> Option<Vec<QueueConsumer>> {
         loop {
             if self.stopped.load(Ordering::Acquire) {
                 return None;
             }
             let made = match &self.durable {
-                Some(durable) => durable.consumer().await,
-                None => queue_consumer(&self.link, &self.stream, &self.name, &self.subject).await,
+                Some(durable) => durable.consumer().await.map(|consumer| vec![consumer]),
+                None => {
+                    let mut made = Vec::with_capacity(self.parts.len());
+                    for (name, subject) in &self.parts {
+                        match queue_consumer(&self.link, &self.stream, name, subject).await {
+                            Ok(consumer) => made.push(consumer),
+                            Err(err) => {
+                                made.clear();
+                                tracing::warn!(consumer = %name, error = %err, "cluster: cannot get the queue's consumer; retrying");
+                                break;
+                            }
+                        }
+                    }
+                    if made.is_empty() {
+                        Err(anyhow::anyhow!("a consumer of the queue was not made"))
+                    } else {
+                        Ok(made)
+                    }
+                }
             };
             match made {
-                Ok(consumer) => return Some(consumer),
+                Ok(consumers) => return Some(consumers),
                 Err(err) => {
                     tracing::warn!(consumer = %self.name, error = %err, "cluster: cannot get the queue's consumer; retrying");
                     if self.pause(RETRY_AFTER).await {
@@ -915,25 +1132,40 @@ async fn queue_consumer(
     }
 }
 
-/// Asks `consumer` for up to `want` messages, waiting up to `expires` on the server: at
+/// Asks `consumer` for up to `want` messages, waiting on the server as `wait` says: at
 /// priority `level` when the consumer is prioritized (and a level is given).
 async fn start_pull(
     link: &VhostLink,
-    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    consumer: &QueueConsumer,
     want: usize,
-    expires: Duration,
+    wait: Wait,
     level: Option<usize>,
 ) -> Result<PullRequest, String> {
     let level = level.filter(|_| priority::is_prioritized(consumer));
-    PullRequest::start(
-        consumer,
-        &link.jetstream,
-        &link.client,
-        want,
-        expires,
-        level,
-    )
-    .await
+    PullRequest::start(consumer, &link.jetstream, &link.client, want, wait, level).await
+}
+
+/// A durable pull consumer of a queue (or of a durable topic subscription).
+type QueueConsumer = jetstream::consumer::Consumer<pull::Config>;
+
+/// What one round of a subscription's pulls needs of its loop: whether an exclusive
+/// subscription took the queue, and where messages go.
+struct Round<'t, 'a> {
+    /// Completes when an exclusive subscription took the queue (never for one that is
+    /// exclusive itself).
+    taken: std::pin::Pin<&'t mut Option<tokio::sync::futures::Notified<'a>>>,
+    subscription: &'t Weak<Subscription>,
+    budget: &'t Arc<MemoryBudget>,
+}
+
+impl Round<'_, '_> {
+    /// Completes when the queue was taken (see `taken`).
+    async fn taken(&mut self) {
+        match self.taken.as_mut().as_pin_mut() {
+            Some(notified) => notified.await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// `held`'s ackers, each with `kind`.
