@@ -177,3 +177,69 @@ async fn cluster_priority_queue_serves_a_waiting_subscriber_and_its_nacks_by_ban
     assert_eq!(bodies(&rest), ["y4", "y1"]);
     c.expect_silence(Duration::from_millis(500)).await;
 }
+
+#[tokio::test]
+async fn cluster_priority_queue_exclusive_subscriber_takes_every_band() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_priority_exclusive") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, SETTING);
+    let b = edge(&nats, &name, SETTING);
+    let dest = "/queue/prio.exclusive";
+    // Two subscribers that are not exclusive, one per edge, waiting on every band.
+    let mut others = Vec::new();
+    for edge in [&a, &b] {
+        let mut c = client(edge).await;
+        c.subscribe("s", dest, "client-individual").await;
+        others.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // An exclusive one arrives: the others leave their bands' pulls, and it gets everything.
+    let mut active = client(&a).await;
+    active
+        .subscribe_with(
+            "x",
+            dest,
+            "client-individual",
+            &[("activemq.exclusive", "true")],
+        )
+        .await;
+    let mut p = client(&b).await;
+    // Probes until one reaches it (a probe sent before it took the lease may go elsewhere).
+    let deadline = std::time::Instant::now() + ACROSS;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no probe reached it");
+        fill(&mut p, dest, &[("probe", Some("9"))]).await;
+        if let Ok(m) = active.try_recv(Duration::from_millis(500)).await {
+            active.ack(&m).await;
+            break;
+        }
+        for c in &mut others {
+            while let Ok(m) = c.try_recv(Duration::from_millis(50)).await {
+                c.ack(&m).await;
+            }
+        }
+    }
+    fill(
+        &mut p,
+        dest,
+        &[("e0", Some("0")), ("e4", None), ("e9", Some("9"))],
+    )
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = message_within(&mut active, ACROSS).await;
+        active.ack(&m).await;
+        if m.body_str() != "probe" {
+            got.push(m.body_str().to_string());
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["e0", "e4", "e9"]);
+    for c in &mut others {
+        c.expect_silence(Duration::from_millis(500)).await;
+    }
+}

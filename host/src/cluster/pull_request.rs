@@ -7,12 +7,19 @@
 //! subscriber is dropped when the server would send to it). [`PullRequest::leave`] ends one
 //! early (the subscription left) without losing what is on its way: the inbox is unsubscribed
 //! after one more message (NATS's `UNSUB sid max`, counted by the server and the client
-//! alike), and the edge publishes an empty marker to the inbox right after, so the server's
-//! count is reached at once: by the marker, or by a message the pull was being sent, which is
-//! read. Then the server forgets the pull, and the messages received are returned, to be
+//! alike), and a marker is sent to the inbox right after (the answer to a JetStream request
+//! that names the inbox as its reply subject), so the server's count is reached at once: by
+//! the marker, or by a message the pull was being sent, which is read. Then the server forgets the pull, and the messages received are returned, to be
 //! handed back. Handing them back while the pull still waited would deliver them to it again,
 //! each time counted as one more delivery; unsubscribing plainly would leave a message already
 //! on its way to the inbox unread, unacknowledged until the consumer's `ack_wait`.
+//!
+//! One message on its way is read; a second one the server had sent before it learnt of the
+//! `UNSUB` is not (the client stops at the count), and comes back after `ack_wait`. So a
+//! pull that is left as a matter of course asks for one message (the priority bands' waiting
+//! pulls, [`super::queue`]): then at most one message, or its end status, is ever on its way.
+//! A subscription's own pull, of its whole window, is left only when the subscription ends
+//! or an exclusive one takes the queue.
 
 use std::time::Duration;
 
@@ -24,6 +31,9 @@ use super::priority::GROUP;
 
 /// How long leaving a pull waits for the server to stop sending to it (one round trip).
 pub const LEAVE_WAIT: Duration = Duration::from_secs(2);
+/// The request whose answer, sent to a pull's inbox, is the marker that ends it: JetStream's
+/// account info (cheap, answered by any JetStream server, allowed by `$JS.API.>`).
+const MARKER_REQUEST: &str = "$JS.API.INFO";
 /// How long past its `expires` (or, for one that does not wait, at all) a pull counts as
 /// going on without the server's end status.
 const GRACE: Duration = Duration::from_secs(5);
@@ -128,9 +138,10 @@ impl PullRequest {
         }
     }
 
-    /// Ends the pull before the server did (see the module docs): the messages it had been
-    /// sent, to be handed back. A message on its way when the server's confirmation does not
-    /// come within [`LEAVE_WAIT`] comes back after the consumer's `ack_wait`.
+    /// Ends the pull, before the server did or after it stopped answering (see the module
+    /// docs): the messages it had been sent, to be handed back. A message on its way when the
+    /// server's confirmation does not come within [`LEAVE_WAIT`] comes back after the
+    /// consumer's `ack_wait`.
     pub async fn leave(mut self) -> Vec<jetstream::Message> {
         let mut received = Vec::new();
         if self.pending == 0 {
@@ -157,12 +168,15 @@ impl PullRequest {
             tracing::debug!(error = %err, "cluster: a pull's inbox not unsubscribed");
             return received;
         }
+        // The marker must come from the server: the edge's connection does not get its own
+        // messages back (`no_echo`), so it asks JetStream for its account info, answered to
+        // the inbox.
         if let Err(err) = self
             .client
-            .publish(self.inbox.clone(), bytes::Bytes::new())
+            .publish_with_reply(MARKER_REQUEST, self.inbox.clone(), bytes::Bytes::new())
             .await
         {
-            tracing::debug!(error = %err, "cluster: a pull's end marker not sent");
+            tracing::debug!(error = %err, "cluster: a pull's end marker not asked for");
         }
         let rest = async {
             while let Some(message) = self.subscriber.next().await {

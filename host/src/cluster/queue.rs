@@ -779,18 +779,23 @@ impl RemoteConsumer {
                     tracing::debug!(consumer = %self.name, %err, "cluster: pull ended early");
                     return self.pause(RETRY_AFTER).await;
                 }
-                None => return false,
+                None => {
+                    // (Over; or the server did not end it in time: then it is left.)
+                    self.leave_pull(batch).await;
+                    return false;
+                }
             }
         }
     }
 
     /// One round of a priority queue's subscription (`bands`: its consumers, highest band
     /// first; see [`super::bands`]): first what waits, each band asked without waiting, the
-    /// highest first, for what room is left; then, with room still left, a waiting pull on
-    /// every band at once. The first message to come ends the wait: the other pulls are left,
-    /// what they were sent meanwhile is delivered while the window has room (handed back
-    /// beyond it), and the next round asks the bands again, so a message of a higher band
-    /// that came in the meantime goes first. True when the subscription ended meanwhile.
+    /// highest first, for what room is left; then, with room still left, a waiting pull of one
+    /// message on every band at once. The first message to come ends the wait: the other
+    /// pulls are left, what they were sent meanwhile is delivered while the window has room
+    /// (handed back beyond it), and the next round asks the bands again, so a message of a
+    /// higher band that came in the meantime goes first. True when the subscription ended
+    /// meanwhile.
     async fn pull_bands(
         &self,
         bands: &[QueueConsumer],
@@ -828,16 +833,22 @@ impl RemoteConsumer {
                         tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
                         break;
                     }
-                    None => break,
+                    None => {
+                        // (Over; or the server did not end it in time: then it is left.)
+                        self.leave_bands(vec![pull], Some(&round)).await;
+                        break;
+                    }
                 }
             }
         }
         if want == 0 {
             return false;
         }
+        // One message each: the first to come ends the wait, and leaving the others costs
+        // little (see `PullRequest::leave`).
         let mut pulls = Vec::with_capacity(bands.len());
         for consumer in bands {
-            match start_pull(&self.link, consumer, want, Wait::Up(PULL_WAIT), self.level).await {
+            match start_pull(&self.link, consumer, 1, Wait::Up(PULL_WAIT), self.level).await {
                 Ok(pull) => pulls.push(pull),
                 Err(err) => {
                     self.leave_bands(pulls, Some(&round)).await;
