@@ -23,6 +23,12 @@
 //! How a subscription pulls from the bands is [`super::queue`]'s (`pull_bands`); which queues
 //! have bands is [`BandedQueues`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
 use crate::plugin::glob;
 
 /// Most `priority_queues` patterns.
@@ -105,6 +111,52 @@ impl BandedQueues {
     }
 }
 
+/// The deliveries a priority queue's subscription handed back (NACK, declined, expired) that
+/// JetStream has not confirmed taking back yet: the subscription's next round waits for them
+/// (bounded), or the band of a handed-back message could look empty to it and a lower band's
+/// message go first.
+#[derive(Debug, Default)]
+pub struct Returning {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+/// One delivery on its way back (see [`Returning`]); released when dropped.
+#[derive(Debug)]
+pub struct ReturningGuard(Arc<Returning>);
+
+impl Drop for ReturningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl Returning {
+    /// Counts one delivery on its way back, until the guard is dropped.
+    pub fn guard(self: &Arc<Self>) -> ReturningGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ReturningGuard(self.clone())
+    }
+
+    /// Waits until none is on its way back, at most `bound`.
+    pub async fn settled(&self, bound: Duration) {
+        let wait = async {
+            loop {
+                let done = self.done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+}
+
 /// Checks `[cluster] priority_queues`: how many, how long, and that each names queues.
 pub fn validate(patterns: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -163,6 +215,37 @@ mod tests {
         assert!(validate(&["/topic/x".into()]).is_err());
         assert!(validate(&["/queue/".into()]).is_err());
         assert!(validate(&vec!["/queue/a".to_string(); MAX_PATTERNS + 1]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_round_waits_for_what_is_on_its_way_back() {
+        let returning = Arc::new(Returning::default());
+        // Nothing on its way: at once.
+        tokio::time::timeout(Duration::from_millis(100), returning.settled(Duration::MAX))
+            .await
+            .unwrap();
+        let guard = returning.guard();
+        let second = returning.guard();
+        let waiter = {
+            let returning = returning.clone();
+            tokio::spawn(async move { returning.settled(Duration::from_secs(30)).await })
+        };
+        drop(guard);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one is still on its way");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        // Bounded when a guard is never released.
+        let _kept = returning.guard();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            returning.settled(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
     }
 
     proptest! {

@@ -45,6 +45,27 @@ pub(super) struct Returned {
     pub(super) deliveries: u32,
     /// Its sequence in the stream (0: not known).
     pub(super) stream_seq: u64,
+    /// A priority queue's subscription waits for it to be back in JetStream before it asks
+    /// the bands again ([`super::bands::Returning`]): released once that is so, or when what
+    /// becomes of it is decided otherwise.
+    pub(super) returning: Option<super::bands::ReturningGuard>,
+}
+
+/// Hands `returned` back to its consumer: delivered again at once. For a priority queue's
+/// subscription, JetStream confirms it took the nak in before the subscription asks the bands
+/// again (so that a handed-back message goes before the newer ones of lower bands).
+fn nak(returned: Returned) {
+    match returned.returning {
+        None => settle_later(vec![(returned.acker, AckKind::Nak(None))]),
+        Some(guard) => {
+            tokio::spawn(async move {
+                if let Err(err) = returned.acker.double_ack_with(AckKind::Nak(None)).await {
+                    tracing::debug!(error = %err, "cluster: a nak not confirmed");
+                }
+                drop(guard);
+            });
+        }
+    }
 }
 
 /// The `Nats-Msg-Id` of the copy of the stored message `stream_seq` (`message`) moved to
@@ -182,7 +203,7 @@ impl RemoteQueue {
                 {
                     "max-deliveries"
                 }
-                _ => return settle_later(vec![(returned.acker, AckKind::Nak(None))]),
+                _ => return nak(returned),
             },
         };
         let Some(policy) = policy else { return };

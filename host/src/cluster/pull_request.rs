@@ -160,9 +160,17 @@ impl PullRequest {
             }
         };
         // What the client holds already, so that the count is the server's.
+        let mut ended = false;
         while let Some(Some(message)) = self.subscriber.next().now_or_never() {
             self.read += 1;
+            let status = message.status.unwrap_or(StatusCode::OK);
+            ended |= status != StatusCode::OK && status != StatusCode::IDLE_HEARTBEAT;
             keep(message, &mut received);
+        }
+        if ended || received.len() >= self.pending {
+            // The server ended it (its end status came), or sent all it asked for: nothing
+            // more comes, and no marker is needed.
+            return received;
         }
         if let Err(err) = self.subscriber.unsubscribe_after(self.read + 1).await {
             tracing::debug!(error = %err, "cluster: a pull's inbox not unsubscribed");

@@ -45,6 +45,9 @@ const PULL_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// The first pause before a publish is tried again (doubling up to [`RETRY_AFTER`]).
 const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// Longest a priority queue's subscription waits for JetStream to confirm the messages it
+/// handed back before it asks the bands again.
+const RETURN_WAIT: Duration = Duration::from_secs(1);
 /// How long the console's move waits for a cluster queue's messages.
 const MOVE_WAIT: Duration = Duration::from_millis(500);
 /// A delivery the message plugins declined comes back after this long (to another consumer,
@@ -390,6 +393,7 @@ impl RemoteQueue {
                 .durable
                 .is_none()
                 .then(|| priority::level(options.priority)),
+            returning: Default::default(),
         })
     }
 }
@@ -491,12 +495,13 @@ struct Held {
 }
 
 impl Held {
-    fn returned(self) -> Returned {
+    fn returned(self, returning: Option<bands::ReturningGuard>) -> Returned {
         Returned {
             acker: self.acker,
             message: self.message,
             deliveries: self.deliveries,
             stream_seq: self.stream_seq,
+            returning,
         }
     }
 }
@@ -536,6 +541,8 @@ pub struct RemoteConsumer {
     hold: Mutex<Option<ExclusiveHold>>,
     /// The JetStream priority level of its pulls (a queue's, not a durable subscription's).
     level: Option<usize>,
+    /// A priority queue's deliveries handed back and not yet confirmed back in JetStream.
+    returning: Arc<bands::Returning>,
 }
 
 impl std::fmt::Debug for RemoteConsumer {
@@ -594,8 +601,15 @@ impl RemoteConsumer {
             return settle_later(with_kind(held, AckKind::Nak(None)));
         };
         for held in held {
-            remote.hand_back(&self.queue, held.returned(), cause, nack_headers);
+            let returned = held.returned(self.returning_guard());
+            remote.hand_back(&self.queue, returned, cause, nack_headers);
         }
+    }
+
+    /// For a priority queue's subscription, one more delivery on its way back (see
+    /// [`bands::Returning`]).
+    fn returning_guard(&self) -> Option<bands::ReturningGuard> {
+        (self.parts.len() > 1).then(|| self.returning.guard())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Held>> {
@@ -802,6 +816,8 @@ impl RemoteConsumer {
         mut want: usize,
         mut round: Round<'_, '_>,
     ) -> bool {
+        // What this subscription handed back is in its band again before the bands are asked.
+        self.returning.settled(RETURN_WAIT).await;
         for consumer in bands {
             if want == 0 {
                 return false;
@@ -1082,6 +1098,7 @@ impl RemoteConsumer {
                     message,
                     deliveries,
                     stream_seq,
+                    returning: self.returning_guard(),
                 };
                 remote.hand_back(&self.queue, returned, RedeliverCause::Expired, &[]);
                 return;
