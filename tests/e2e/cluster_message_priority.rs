@@ -10,29 +10,10 @@ use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
 use super::browsing::browse;
 use super::cluster::{client, cluster_name, edge, message_within, target_dir, ACROSS};
+use super::priority::{bodies, fill, send_p};
 use crate::harness::*;
 
 const SETTING: &str = "priority_queues = [\"/queue/prio.*\"]";
-
-fn send_p(dest: &str, body: &str, priority: Option<&str>) -> Frame {
-    let f = Frame::new("SEND").h("destination", dest).body(body);
-    match priority {
-        Some(p) => f.h("priority", p),
-        None => f,
-    }
-}
-
-fn bodies(frames: &[Frame]) -> Vec<&str> {
-    frames.iter().map(|f| f.body_str()).collect()
-}
-
-/// Sends `(body, priority)` pairs with receipts to `dest`.
-async fn fill(c: &mut Client, dest: &str, messages: &[(&str, Option<&str>)]) {
-    for (body, priority) in messages {
-        let answer = c.roundtrip(send_p(dest, body, *priority)).await;
-        assert!(answer.is("RECEIPT"), "{answer:?}");
-    }
-}
 
 const MIXED: [(&str, Option<&str>); 8] = [
     ("a4", None),

@@ -11,7 +11,7 @@ fn q(name: &str) -> String {
     format!("/queue/{}", unique(name))
 }
 
-fn send_p(dest: &str, body: &str, priority: Option<&str>) -> Frame {
+pub(super) fn send_p(dest: &str, body: &str, priority: Option<&str>) -> Frame {
     let f = Frame::new("SEND").h("destination", dest).body(body);
     match priority {
         Some(p) => f.h("priority", p),
@@ -19,14 +19,15 @@ fn send_p(dest: &str, body: &str, priority: Option<&str>) -> Frame {
     }
 }
 
-fn bodies(frames: &[Frame]) -> Vec<&str> {
+pub(super) fn bodies(frames: &[Frame]) -> Vec<&str> {
     frames.iter().map(|f| f.body_str()).collect()
 }
 
 /// Sends `(body, priority)` pairs with receipts to `dest` while nobody consumes.
-async fn fill(c: &mut Client, dest: &str, messages: &[(&str, Option<&str>)]) {
+pub(super) async fn fill(c: &mut Client, dest: &str, messages: &[(&str, Option<&str>)]) {
     for (body, priority) in messages {
-        c.roundtrip(send_p(dest, body, *priority)).await;
+        let answer = c.roundtrip(send_p(dest, body, *priority)).await;
+        assert!(answer.is("RECEIPT"), "{answer:?}");
     }
 }
 
