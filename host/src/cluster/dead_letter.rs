@@ -166,11 +166,12 @@ impl RemoteQueue {
                     let id = moved_id("renew", returned.stream_seq, &returned.message);
                     self.renew(queue, copy, id, returned.acker);
                 } else {
-                    settle_later(vec![(returned.acker, AckKind::Nak(None))]);
+                    nak(returned);
                 }
             }
-            Resolution::Redeliver => settle_later(vec![(returned.acker, AckKind::Nak(None))]),
+            Resolution::Redeliver => nak(returned),
             Resolution::RedeliverAfter(delay) => {
+                // Back only after `delay`: the subscription need not wait for it to ask again.
                 settle_later(vec![(returned.acker, AckKind::Nak(Some(delay)))])
             }
             Resolution::DeadLetter(target, reason) => {

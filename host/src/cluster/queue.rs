@@ -778,11 +778,11 @@ impl RemoteConsumer {
                 next = batch.next() => next,
                 _ = self.stop.notified() => {
                     self.stop.notify_one();
-                    self.leave_pull(batch).await;
+                    self.leave_pulls(vec![batch], None).await;
                     return true;
                 }
                 _ = round.taken() => {
-                    self.leave_pull(batch).await;
+                    self.leave_pulls(vec![batch], None).await;
                     return false;
                 }
             };
@@ -795,7 +795,7 @@ impl RemoteConsumer {
                 }
                 None => {
                     // (Over; or the server did not end it in time: then it is left.)
-                    self.leave_pull(batch).await;
+                    self.leave_pulls(vec![batch], None).await;
                     return false;
                 }
             }
@@ -835,7 +835,7 @@ impl RemoteConsumer {
                     next = pull.next() => next,
                     _ = self.stop.notified() => {
                         self.stop.notify_one();
-                        self.leave_pull(pull).await;
+                        self.leave_pulls(vec![pull], None).await;
                         return true;
                     }
                 };
@@ -851,7 +851,7 @@ impl RemoteConsumer {
                     }
                     None => {
                         // (Over; or the server did not end it in time: then it is left.)
-                        self.leave_bands(vec![pull], Some(&round)).await;
+                        self.leave_pulls(vec![pull], Some(&round)).await;
                         break;
                     }
                 }
@@ -867,7 +867,7 @@ impl RemoteConsumer {
             match start_pull(&self.link, consumer, 1, Wait::Up(PULL_WAIT), self.level).await {
                 Ok(pull) => pulls.push(pull),
                 Err(err) => {
-                    self.leave_bands(pulls, Some(&round)).await;
+                    self.leave_pulls(pulls, Some(&round)).await;
                     tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
                     return self.pause(RETRY_AFTER).await;
                 }
@@ -893,34 +893,36 @@ impl RemoteConsumer {
         };
         match event {
             Event::Stop => {
-                self.leave_bands(pulls, None).await;
+                self.leave_pulls(pulls, None).await;
                 true
             }
             Event::Taken => {
-                self.leave_bands(pulls, None).await;
+                self.leave_pulls(pulls, None).await;
                 false
             }
             Event::Next(Some(Ok(message))) => {
                 self.deliver(*message, round.subscription, round.budget);
-                self.leave_bands(pulls, Some(&round)).await;
+                self.leave_pulls(pulls, Some(&round)).await;
                 false
             }
             Event::Next(Some(Err(err))) => {
-                self.leave_bands(pulls, Some(&round)).await;
+                self.leave_pulls(pulls, Some(&round)).await;
                 tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
                 self.pause(RETRY_AFTER).await
             }
             Event::Next(None) => {
-                self.leave_bands(pulls, Some(&round)).await;
+                self.leave_pulls(pulls, Some(&round)).await;
                 false
             }
         }
     }
 
-    /// Leaves a priority queue's waiting `pulls` (see [`PullRequest::leave`]): what they were
-    /// sent meanwhile is delivered (highest band first) while the window has room, when
-    /// `round` is given, and handed back otherwise.
-    async fn leave_bands(&self, pulls: Vec<PullRequest>, round: Option<&Round<'_, '_>>) {
+    /// Leaves waiting `pulls` (see [`PullRequest::leave`]): what they were sent meanwhile is
+    /// delivered (a priority queue's highest band first) while the window has room, when
+    /// `round` is given, and handed back (nak) otherwise, once the server no longer sends to
+    /// them: for the next pull, after a take the exclusive subscription's. Without `round`
+    /// when the subscription ended or an exclusive one took the queue.
+    async fn leave_pulls(&self, pulls: Vec<PullRequest>, round: Option<&Round<'_, '_>>) {
         let left = futures_util::future::join_all(pulls.into_iter().map(PullRequest::leave)).await;
         let mut handed_back = Vec::new();
         for message in left.into_iter().flatten() {
@@ -932,21 +934,6 @@ impl RemoteConsumer {
                 None => handed_back.push((message.split().1, AckKind::Nak(None))),
             }
         }
-        self.count(handed_back.len(), AckKind::Nak(None));
-        settle_later(handed_back);
-    }
-
-    /// The subscription ended (or an exclusive one took the queue) while `batch` waited on the
-    /// server: the pull is left (see [`PullRequest::leave`]), and what it had been sent
-    /// meanwhile is handed back (nak) once the server no longer sends to it, for the next
-    /// pull: after a take, the exclusive subscription's.
-    async fn leave_pull(&self, batch: PullRequest) {
-        let handed_back: Vec<(Acker, AckKind)> = batch
-            .leave()
-            .await
-            .into_iter()
-            .map(|message| (message.split().1, AckKind::Nak(None)))
-            .collect();
         self.count(handed_back.len(), AckKind::Nak(None));
         settle_later(handed_back);
     }
