@@ -130,6 +130,7 @@ impl Broker {
             let weak = Arc::downgrade(&broker);
             let started_ms = crate::router::message::now_ms();
             let edge = link.edges().edge().to_string();
+            let queue_settings = link.edges().queue_settings().to_string();
             link.keep_edge_entry(move || {
                 let broker = weak.upgrade()?;
                 let set = broker.policy.current();
@@ -140,6 +141,7 @@ impl Broker {
                     started_ms,
                     generation: set.generation,
                     policy: set.policy_digest.clone(),
+                    queue_settings: queue_settings.clone(),
                 })
             });
         }
@@ -247,6 +249,12 @@ async fn join_cluster(
     let cluster = crate::cluster::Cluster::connect(settings, &config.base_dir)
         .await
         .context("cluster mode")?;
+    cluster
+        .edges()
+        .set_queue_settings(crate::cluster::edges::queue_settings_digest(
+            &config.queues,
+            settings,
+        ));
     let mut links = Vec::new();
     for name in crate::vhost::names(config) {
         links.push(

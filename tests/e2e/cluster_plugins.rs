@@ -124,15 +124,16 @@ async fn cluster_auth_and_routing_plugins_behave_the_same_on_every_edge() {
 }
 
 #[tokio::test]
-async fn cluster_edges_list_each_other_with_the_policy_each_runs() {
+async fn cluster_edges_list_each_other_with_the_policy_and_queue_settings_each_runs() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_edges_policy") else {
         return;
     };
     let nats = NatsCluster::start(&bin, 1);
     let name = cluster_name();
     let dir = tempfile::tempdir().expect("tempdir");
-    // Two edges on the demo configuration, a third whose router sends region=eu elsewhere:
-    // its policy differs (the same files, another setting).
+    // Two edges on the demo's policy, a third whose router sends region=eu elsewhere: its
+    // policy differs (the same files, another setting). The second keeps priority bands for
+    // some queues: its queue settings differ.
     let demo = format!(
         "admin_listen = \"127.0.0.1:0\"\n{}",
         demo_edge_config(&nats, &name)
@@ -151,9 +152,10 @@ async fn cluster_edges_list_each_other_with_the_policy_each_runs() {
             .start_within(Duration::from_secs(120))
             .start()
     };
+    let banded = format!("{demo}priority_queues = [\"/queue/urgent.*\"]\n");
     let a = start(&demo, "a.toml");
-    let _b = start(&demo, "b.toml");
-    let _c = start(&changed, "c.toml");
+    let b = start(&banded, "b.toml");
+    let c = start(&changed, "c.toml");
 
     // Each edge writes its entry when it starts; edge A reads them (at most every 5 s).
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -177,10 +179,47 @@ async fn cluster_edges_list_each_other_with_the_policy_each_runs() {
     assert_eq!(this[0]["edge"], cluster["edge"]);
     assert_eq!(this[0]["policy"], cluster["policy"]);
     assert_eq!(this[0]["generation"], 1);
+    assert_eq!(this[0]["queue_settings"], cluster["queue_settings"]);
+
+    // Edge B's queue settings differ: listed, counted and logged by edge A.
+    let b_edge = plugboard_test_support::broker::fetch_status(b.admin()).await["cluster"]["edge"]
+        .as_str()
+        .expect("edge B's id")
+        .to_string();
+    for edge in edges {
+        let same = edge["same_queue_settings"].as_bool();
+        assert_eq!(same, Some(edge["edge"] != b_edge.as_str()), "{cluster:#}");
+    }
     let metrics = plugboard_test_support::metrics::scrape(a.admin(), None).await;
     assert_eq!(metrics.value("plugboard_cluster_edges", &[]), 3.0);
     assert_eq!(
         metrics.value("plugboard_cluster_edges_other_policy", &[]),
         1.0
     );
+    assert_eq!(
+        metrics.value("plugboard_cluster_edges_other_queue_settings", &[]),
+        1.0
+    );
+    let warnings: Vec<String> = a
+        .log()
+        .lines()
+        .filter(|line| line.contains("other queue settings"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "logged once, for edge B: {warnings:?}");
+    assert!(warnings[0].contains(&b_edge), "{warnings:?}");
+    // Edge C, which nobody asks, finds edge B by its own check (10 s after its start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while !c
+        .log()
+        .lines()
+        .any(|line| line.contains("other queue settings") && line.contains(&b_edge))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edge C never logged edge B's other queue settings\n{}",
+            c.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

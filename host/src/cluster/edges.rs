@@ -5,16 +5,25 @@
 //! (the bucket's `max_age`), so the list is the edges alive now.
 //!
 //! Hot reload is per edge, so a policy change reaches the edges one after another; the digest
-//! ([`crate::policy::policy_digest`]) tells which edges run which. `GET /status`
-//! (`cluster.edges`), the console and `/metrics` (`plugboard_cluster_edges`,
-//! `plugboard_cluster_edges_other_policy`) list the live edges, read at most every
-//! [`REFRESH_AFTER`] when asked for: at most [`MAX_EDGES`] entries of at most
-//! [`MAX_ENTRY_BYTES`] each, [`MAX_IN_FLIGHT`] reads at a time, each bounded by
-//! [`READ_TIMEOUT`]. An edge that cannot write its entry (NATS unreachable, a user without
-//! permission on `$KV.CLUSTER_edges.>`) keeps working and says so in its log, once.
+//! ([`crate::policy::policy_digest`]) tells which edges run which. The entry also carries the
+//! digest of the edge's queue settings ([`queue_settings_digest`]: `[[queues]]`,
+//! `priority_queues` and the `[cluster]` queue limits), which every edge must share: an edge
+//! with other `[[queues]]` or `priority_queues` puts a queue's messages on subjects the other
+//! edges' subscribers never read. An edge that finds a live edge with other queue settings
+//! logs it (once per edge and digest), so a configuration that went wrong on one edge shows
+//! up without anyone asking.
+//!
+//! `GET /status` (`cluster.edges`), the console and `/metrics` (`plugboard_cluster_edges`,
+//! `plugboard_cluster_edges_other_policy`, `plugboard_cluster_edges_other_queue_settings`)
+//! list the live edges, read at most every [`REFRESH_AFTER`] when asked for and by the edge
+//! itself every [`CHECK_EVERY`]: at most [`MAX_EDGES`] entries of at most [`MAX_ENTRY_BYTES`]
+//! each, [`MAX_IN_FLIGHT`] reads at a time, each bounded by [`READ_TIMEOUT`]. An edge that
+//! cannot write its entry (NATS unreachable, a user without permission on
+//! `$KV.CLUSTER_edges.>`) keeps working and says so in its log, once.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
@@ -24,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lease::{LEASE_RENEW, LEASE_TTL};
 use super::{ClusterConfig, Storage};
+use crate::config::QueuePolicy;
 
 /// How long the list read for one request serves the next ones.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(5);
@@ -35,6 +45,11 @@ pub const MAX_ENTRY_BYTES: usize = 4096;
 pub const MAX_IN_FLIGHT: usize = 8;
 /// How long one read (of the keys, or of one entry) may take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an edge reads the list itself, to find edges with other queue settings (first
+/// [`FIRST_CHECK`] after it starts, when the edges started with it wrote their entries).
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// When an edge first reads the list itself.
+pub const FIRST_CHECK: Duration = Duration::from_secs(10);
 
 /// One edge's entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +66,38 @@ pub struct EdgeEntry {
     pub generation: u64,
     /// Its policy digest.
     pub policy: String,
+    /// Its queue settings' digest ([`queue_settings_digest`]); empty from an edge of a
+    /// version before it (not compared).
+    #[serde(default)]
+    pub queue_settings: String,
+}
+
+/// The digest (SHA-256, hex) of the settings that decide where and how a cluster queue's
+/// messages are kept, which every edge must share: the `[[queues]]` entries in order (the first
+/// matching one places a queue, and gives it its limits and expiry), `[cluster]
+/// priority_queues` (which queues keep priority bands), and the `[cluster]` queue limits (the
+/// vhost stream's, set by the last edge to start).
+pub fn queue_settings_digest(queues: &[QueuePolicy], cluster: &ClusterConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!("limits {:?}\n", cluster.queue_limits()).as_bytes());
+    for pattern in &cluster.priority_queues {
+        hasher.update(format!("priority {pattern:?}\n").as_bytes());
+    }
+    for entry in queues {
+        hasher.update(
+            format!(
+                "queue {:?} max_length={:?} max_length_bytes={:?} overflow={:?} message_ttl_ms={:?}\n",
+                entry.pattern,
+                entry.max_length,
+                entry.max_length_bytes,
+                entry.overflow,
+                entry.message_ttl_ms
+            )
+            .as_bytes(),
+        );
+    }
+    crate::text::hex(&hasher.finalize())
 }
 
 /// The bucket of the edges' entries, and the list last read from it.
@@ -63,6 +110,11 @@ pub struct EdgeRegistry {
     listed: Mutex<Vec<EdgeEntry>>,
     /// Whether a failed write was logged already.
     warned: AtomicBool,
+    /// This edge's queue settings' digest (set once at start).
+    queue_settings: OnceLock<String>,
+    /// The (edge, digest) pairs of other queue settings logged already (at most
+    /// [`MAX_EDGES`]; forgotten all at once beyond).
+    reported: Mutex<HashSet<(String, String)>>,
 }
 
 impl EdgeRegistry {
@@ -75,7 +127,30 @@ impl EdgeRegistry {
             refreshed: tokio::sync::Mutex::new(None),
             listed: Mutex::new(Vec::new()),
             warned: AtomicBool::new(false),
+            queue_settings: OnceLock::new(),
+            reported: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Sets this edge's queue settings' digest ([`queue_settings_digest`]); the first one
+    /// set stays.
+    pub fn set_queue_settings(&self, digest: String) {
+        let _ = self.queue_settings.set(digest);
+    }
+
+    /// This edge's queue settings' digest (empty before it is set).
+    pub fn queue_settings(&self) -> &str {
+        self.queue_settings.get().map_or("", String::as_str)
+    }
+
+    /// Whether `entry` (another edge's) has queue settings other than this edge's; `None`
+    /// when one side's are not known.
+    pub fn other_queue_settings(&self, entry: &EdgeEntry) -> Option<bool> {
+        let ours = self.queue_settings();
+        if ours.is_empty() || entry.queue_settings.is_empty() {
+            return None;
+        }
+        Some(entry.queue_settings != ours)
     }
 
     /// This edge's id.
@@ -122,12 +197,17 @@ impl EdgeRegistry {
         let registry = self.clone();
         tokio::spawn(async move {
             let mut renew = tokio::time::interval(LEASE_RENEW);
+            let mut next_check = Instant::now() + FIRST_CHECK;
             loop {
                 renew.tick().await;
                 let Some(entry) = describe() else {
                     break;
                 };
                 registry.write(&jetstream, &config, &entry).await;
+                if Instant::now() >= next_check {
+                    next_check = Instant::now() + CHECK_EVERY;
+                    registry.refresh(&jetstream, &config).await;
+                }
             }
             if let Some(bucket) = registry.bucket.get() {
                 let _ = bucket.delete(registry.edge.as_ref()).await;
@@ -205,7 +285,31 @@ impl EdgeRegistry {
             .collect()
             .await;
         entries.sort_by(|a, b| a.edge.cmp(&b.edge));
+        self.report_other_queue_settings(&entries);
         *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = entries;
+    }
+
+    /// Logs each live edge whose queue settings differ from this edge's, once per edge and
+    /// digest.
+    fn report_other_queue_settings(&self, entries: &[EdgeEntry]) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            if self.other_queue_settings(entry) != Some(true) {
+                continue;
+            }
+            if reported.len() >= MAX_EDGES {
+                reported.clear();
+            }
+            if reported.insert((entry.edge.clone(), entry.queue_settings.clone())) {
+                tracing::warn!(
+                    edge = %entry.edge,
+                    server = %crate::text::shown(entry.server.as_bytes()),
+                    theirs = %entry.queue_settings,
+                    ours = %self.queue_settings(),
+                    "cluster: a live edge runs other queue settings ([[queues]], priority_queues or the [cluster] queue limits): queues they place differently are split between subjects the other edges' subscribers do not read (every edge needs the same)"
+                );
+            }
+        }
     }
 
     /// The entries the last read found (by edge id).
@@ -230,9 +334,94 @@ mod tests {
             started_ms: u64::MAX,
             generation: u64::MAX,
             policy: "f".repeat(64),
+            queue_settings: "e".repeat(64),
         };
         let bytes = serde_json::to_vec(&entry).unwrap();
         assert!(bytes.len() < MAX_ENTRY_BYTES / 4, "{}", bytes.len());
         assert_eq!(serde_json::from_slice::<EdgeEntry>(&bytes).unwrap(), entry);
+    }
+
+    fn entry(queue_settings: &str) -> EdgeEntry {
+        EdgeEntry {
+            edge: "e".into(),
+            server: "s".into(),
+            version: "0.1.0".into(),
+            started_ms: 0,
+            generation: 1,
+            policy: "p".into(),
+            queue_settings: queue_settings.into(),
+        }
+    }
+
+    #[test]
+    fn an_entry_of_an_older_edge_has_no_queue_settings_and_is_not_compared() {
+        let old = br#"{"edge":"e","server":"s","version":"0.1.0","started_ms":0,"generation":1,"policy":"p"}"#;
+        let read: EdgeEntry = serde_json::from_slice(old).unwrap();
+        assert_eq!(read, entry(""));
+        let registry = EdgeRegistry::new(&ClusterConfig::default(), "ours".into());
+        // Ours not set yet: nothing compared.
+        assert_eq!(registry.other_queue_settings(&entry("d1")), None);
+        registry.set_queue_settings("d1".into());
+        registry.set_queue_settings("d2".into());
+        assert_eq!(registry.queue_settings(), "d1", "the first one set stays");
+        assert_eq!(registry.other_queue_settings(&read), None);
+        assert_eq!(registry.other_queue_settings(&entry("d1")), Some(false));
+        assert_eq!(registry.other_queue_settings(&entry("d2")), Some(true));
+    }
+
+    fn queue(pattern: &str, max_length: Option<u64>) -> QueuePolicy {
+        QueuePolicy {
+            pattern: pattern.into(),
+            max_length,
+            max_length_bytes: None,
+            overflow: None,
+            message_ttl_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_queue_settings_digest_follows_every_setting_that_places_or_bounds_a_queue() {
+        let cluster = ClusterConfig::default();
+        let queues = vec![queue("/queue/a.*", Some(10)), queue("/queue/b", None)];
+        let base = queue_settings_digest(&queues, &cluster);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, queue_settings_digest(&queues.clone(), &cluster));
+
+        let mut differ = Vec::new();
+        // The first matching entry places a queue: order counts.
+        let reversed: Vec<QueuePolicy> = queues.iter().rev().cloned().collect();
+        differ.push(queue_settings_digest(&reversed, &cluster));
+        differ.push(queue_settings_digest(&queues[..1], &cluster));
+        differ.push(queue_settings_digest(
+            &[queue("/queue/a.*", Some(11)), queue("/queue/b", None)],
+            &cluster,
+        ));
+        let ttl = QueuePolicy {
+            message_ttl_ms: Some(1000),
+            ..queue("/queue/b", None)
+        };
+        differ.push(queue_settings_digest(
+            &[queue("/queue/a.*", Some(10)), ttl],
+            &cluster,
+        ));
+        let prioritized = ClusterConfig {
+            priority_queues: vec!["/queue/jobs".into()],
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &prioritized));
+        let limited = ClusterConfig {
+            queue_max_length: 5,
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &limited));
+        for (i, digest) in differ.iter().enumerate() {
+            assert_ne!(digest, &base, "change {i}");
+        }
+        // Settings that do not bound or place queues leave it alone.
+        let other = ClusterConfig {
+            publish_timeout_ms: cluster.publish_timeout_ms + 1,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(queue_settings_digest(&queues, &other), base);
     }
 }

@@ -138,6 +138,11 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
+    /// The cluster's edges ([`edges`]), shared by every vhost's link.
+    pub fn edges(&self) -> &Arc<edges::EdgeRegistry> {
+        &self.edges
+    }
+
     /// Connects to one of `config.nats` within `connect_timeout_ms` (files named in the
     /// config relative to `base_dir`); after that first connection the client reconnects on
     /// its own, forever.

@@ -108,11 +108,12 @@ pub fn status(broker: &Broker, with_paths: bool) -> Value {
             "retried": scheduler(|s| s.stats.retried.load(Relaxed)),
         },
         // Cluster mode (docs/cluster.md): the edge's NATS connection and what went through it,
-        // and the live edges with the policy each runs.
+        // and the live edges with the policy and queue settings each runs.
         "cluster": broker.vhosts.iter().next().and_then(|v| v.router.cluster()).map(|link| {
             let mut cluster = link.stats().to_json(link.connected());
             cluster["edge"] = json!(link.edges().edge());
             cluster["policy"] = json!(set.policy_digest);
+            cluster["queue_settings"] = json!(link.edges().queue_settings());
             cluster["edges"] = crate::http::metrics::cluster::edges_json(link, &set.policy_digest);
             cluster
         }),

@@ -59,6 +59,8 @@ pub fn edges_json(link: &crate::cluster::VhostLink, ours: &str) -> serde_json::V
                 "generation": entry.generation,
                 "policy": entry.policy,
                 "same_policy": entry.policy == ours,
+                "queue_settings": entry.queue_settings,
+                "same_queue_settings": link.edges().other_queue_settings(&entry).map(|other| !other),
             })
         })
         .collect();
@@ -93,6 +95,17 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
         "plugboard_cluster_edges_other_policy",
         "Of those, edges whose policy (plugin chain) differs from this edge's.",
         Gauge(edges.iter().filter(|e| e.policy != ours).count() as u64),
+    )?;
+    single(
+        encoder,
+        "plugboard_cluster_edges_other_queue_settings",
+        "Of those, edges whose queue settings ([[queues]], priority_queues, [cluster] queue limits) differ from this edge's.",
+        Gauge(
+            edges
+                .iter()
+                .filter(|e| link.edges().other_queue_settings(e) == Some(true))
+                .count() as u64,
+        ),
     )?;
     let stats = link.stats();
     let counters = [
