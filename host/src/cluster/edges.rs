@@ -7,7 +7,8 @@
 //! Hot reload is per edge, so a policy change reaches the edges one after another; the digest
 //! ([`crate::policy::policy_digest`]) tells which edges run which. The entry also carries the
 //! digest of the edge's queue settings ([`queue_settings_digest`]: `[[queues]]`,
-//! `priority_queues` and the `[cluster]` queue limits), which every edge must share: an edge
+//! `priority_queues`, the `[cluster]` queue limits and stream and consumer settings), which
+//! every edge must share: an edge
 //! with other `[[queues]]` or `priority_queues` puts a queue's messages on subjects the other
 //! edges' subscribers never read. An edge that finds a live edge with other queue settings
 //! logs it (once per edge and digest), so a configuration that went wrong on one edge shows
@@ -75,12 +76,24 @@ pub struct EdgeEntry {
 /// The digest (SHA-256, hex) of the settings that decide where and how a cluster queue's
 /// messages are kept, which every edge must share: the `[[queues]]` entries in order (the first
 /// matching one places a queue, and gives it its limits and expiry), `[cluster]
-/// priority_queues` (which queues keep priority bands), and the `[cluster]` queue limits (the
-/// vhost stream's, set by the last edge to start).
+/// priority_queues` (which queues keep priority bands), the `[cluster]` queue limits (the
+/// vhost stream's, set by the last edge to start), and the streams' `replicas` and `storage` and
+/// the queue consumers' `ack_wait_ms` and `max_ack_pending` (set by the first edge to make
+/// them).
 pub fn queue_settings_digest(queues: &[QueuePolicy], cluster: &ClusterConfig) -> String {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    hasher.update(format!("limits {:?}\n", cluster.queue_limits()).as_bytes());
+    hasher.update(
+        format!(
+            "limits {:?}\nreplicas {} storage {:?} ack_wait_ms {} max_ack_pending {}\n",
+            cluster.queue_limits(),
+            cluster.replicas,
+            cluster.storage,
+            cluster.ack_wait_ms,
+            cluster.max_ack_pending
+        )
+        .as_bytes(),
+    );
     for pattern in &cluster.priority_queues {
         hasher.update(format!("priority {pattern:?}\n").as_bytes());
     }
@@ -306,7 +319,7 @@ impl EdgeRegistry {
                     server = %crate::text::shown(entry.server.as_bytes()),
                     theirs = %entry.queue_settings,
                     ours = %self.queue_settings(),
-                    "cluster: a live edge runs other queue settings ([[queues]], priority_queues or the [cluster] queue limits): queues they place differently are split between subjects the other edges' subscribers do not read (every edge needs the same)"
+                    "cluster: a live edge runs other queue settings ([[queues]], priority_queues, or the [cluster] queue limits, stream or consumer settings): queues they place differently are split between subjects the other edges' subscribers do not read (every edge needs the same)"
                 );
             }
         }
@@ -414,6 +427,16 @@ mod tests {
             ..ClusterConfig::default()
         };
         differ.push(queue_settings_digest(&queues, &limited));
+        let slower = ClusterConfig {
+            ack_wait_ms: cluster.ack_wait_ms + 1,
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &slower));
+        let replicated = ClusterConfig {
+            replicas: 3,
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &replicated));
         for (i, digest) in differ.iter().enumerate() {
             assert_ne!(digest, &base, "change {i}");
         }

@@ -99,7 +99,7 @@ pub fn encode_cluster(encoder: &mut DescriptorEncoder, broker: &Broker) -> fmt::
     single(
         encoder,
         "plugboard_cluster_edges_other_queue_settings",
-        "Of those, edges whose queue settings ([[queues]], priority_queues, [cluster] queue limits) differ from this edge's.",
+        "Of those, edges whose queue settings ([[queues]], priority_queues, [cluster] queue limits, stream and consumer settings) differ from this edge's.",
         Gauge(
             edges
                 .iter()
