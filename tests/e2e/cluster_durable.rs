@@ -354,6 +354,76 @@ async fn cluster_reply_from_another_edge_reaches_the_temp_queue_only_its_owner_r
     assert_eq!(second.body_str(), "still noon", "{second:?}");
 }
 
+/// A persistent reply to another edge's temporary queue is receipted once that edge has put it
+/// in the queue; without that edge's answer in time the SEND gets `cluster.unavailable`; a reply
+/// to a queue or an edge that is gone is dropped, as on one node (receipted, not waited for).
+#[tokio::test]
+async fn cluster_persistent_reply_is_receipted_once_its_edge_has_it() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_persistent_reply") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = unique("p").replace('_', "-");
+    let mut a = edge(&nats, &name);
+    let b = edge_with(&nats, &name, "publish_timeout_ms = 1500");
+    let requests = format!("/queue/{}", unique("requests"));
+
+    let mut requester = login(&a, "alice", "req").await;
+    requester
+        .subscribe("answers", "/temp-queue/answers", "client-individual")
+        .await;
+    let sent = answer(
+        &mut requester,
+        send_frame(&requests, &[("reply-to", "/temp-queue/answers")], "when"),
+    )
+    .await;
+    assert!(sent.is("RECEIPT"), "{sent:?}");
+    let mut responder = login(&b, "bob", "resp").await;
+    responder.subscribe("req", &requests, "auto").await;
+    let request = responder.recv_within(ACROSS).await;
+    let reply_to = request.must("reply-to").to_string();
+    let persistent = [("persistent", "true")];
+
+    // Handed over: receipted once edge A has it.
+    let replied = answer(&mut responder, send_frame(&reply_to, &persistent, "noon")).await;
+    assert!(replied.is("RECEIPT"), "{replied:?}");
+    let reply = requester.recv_within(ACROSS).await;
+    assert_eq!(reply.body_str(), "noon", "{reply:?}");
+    requester.ack(&reply).await;
+
+    // Edge A does not answer (stopped): the persistent reply's SEND is told; a non-persistent
+    // one goes at most once, not waited for.
+    a.signal("STOP");
+    let error = answer(&mut responder, send_frame(&reply_to, &persistent, "late")).await;
+    assert_eq!(
+        error.get("error-code"),
+        Some("cluster.unavailable"),
+        "{error:?}"
+    );
+    let mut quick = login(&b, "bob", "quick").await;
+    let fired = answer(&mut quick, send_frame(&reply_to, &[], "fired")).await;
+    assert!(fired.is("RECEIPT"), "{fired:?}");
+    a.signal("CONT");
+    // Both were on their way: an unanswered reply may still arrive (sent again, it would
+    // arrive twice: at least once).
+    for body in ["late", "fired"] {
+        let m = requester.recv_within(ACROSS).await;
+        assert_eq!(m.body_str(), body, "{m:?}");
+        requester.ack(&m).await;
+    }
+
+    // The temporary queue is gone with its connection: dropped, receipted.
+    requester.disconnect().await;
+    let mut later = login(&b, "bob", "later").await;
+    let dropped = answer(&mut later, send_frame(&reply_to, &persistent, "nobody")).await;
+    assert!(dropped.is("RECEIPT"), "{dropped:?}");
+    // Edge A is gone: nobody is on its subject; dropped, receipted (not an ERROR after the
+    // timeout).
+    a.kill_hard();
+    let gone = answer(&mut later, send_frame(&reply_to, &persistent, "no edge")).await;
+    assert!(gone.is("RECEIPT"), "{gone:?}");
+}
+
 #[tokio::test]
 async fn cluster_persistent_topic_send_and_durable_subscribe_fail_in_time_without_nats() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_durable_without_nats") else {

@@ -6,8 +6,16 @@
 //! two edges (nor two runs of one) share names. Each edge takes the core subject
 //! `CLUSTER.VHOST.r.EDGE` ([`subscribe_inbound`]); a SEND on another edge to such a name is
 //! published there ([`VhostLink::reply_target`]) and put into the queue by its own edge
-//! ([`run_inbound`]). At most once, like a topic message: a reply sent while NATS is
-//! unreachable, or to a queue that is gone, is dropped.
+//! ([`run_inbound`]).
+//!
+//! A non-persistent reply goes at most once, like a topic message: one sent while NATS is
+//! unreachable is dropped. A persistent one (`persistent:true`) is handed over with a request
+//! ([`hand_over`]): its edge answers once the temporary queue has it ([`ANSWER_QUEUED`]), is
+//! full and refuses it ([`ANSWER_FULL`]: the SEND gets `flow.queue-full`, as on one node), or
+//! is gone ([`ANSWER_GONE`]); with no answer within `publish_timeout_ms` the SEND gets
+//! `cluster.unavailable` (the reply may have arrived: sent again, it can arrive twice). A reply
+//! to a temporary queue that is gone is dropped, as on one node, and so is one to an edge that
+//! is gone (NATS has nobody on its subject: its temporary queues ended with it).
 //!
 //! Only the connection that made a temporary queue reads it, as on one node: a SUBSCRIBE to
 //! its `/reply-queue/` name is refused on every other connection, whatever its edge (the
@@ -17,7 +25,11 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::router::REPLY_QUEUE_PREFIX;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::router::{Published, REPLY_QUEUE_PREFIX};
 use crate::vhost::Vhost;
 
 use super::topic::RemoteTopic;
@@ -62,12 +74,52 @@ impl VhostLink {
         if edge == &*self.edge {
             return None;
         }
-        Some(Arc::new(RemoteTopic::new(
+        Some(Arc::new(RemoteTopic::reply(
             self.client.clone(),
-            None,
             self.names.reply_subject(edge),
             self.config.publish_timeout(),
         )))
+    }
+}
+
+/// The answer to a handed-over reply that is in its temporary queue.
+pub const ANSWER_QUEUED: &[u8] = b"queued";
+/// The answer to a handed-over reply its temporary queue refused (full).
+pub const ANSWER_FULL: &[u8] = b"full";
+/// The answer to a handed-over reply whose temporary queue is gone (dropped).
+pub const ANSWER_GONE: &[u8] = b"gone";
+
+/// Hands a persistent reply (`payload`) to the edge on `subject` and waits at most `timeout`
+/// for its answer: [`Published::Queued`] once the temporary queue has it, or it is dropped
+/// because the queue or its edge is gone; [`Published::Rejected`] when the queue is full and
+/// refuses it; [`Published::Unavailable`] without an answer in time.
+pub(super) async fn hand_over(
+    client: &async_nats::Client,
+    subject: &async_nats::Subject,
+    payload: Bytes,
+    timeout: Duration,
+) -> Published {
+    let asked = tokio::time::timeout(timeout, client.request(subject.clone(), payload)).await;
+    match asked {
+        Ok(Ok(answer)) if answer.payload.as_ref() == ANSWER_FULL => Published::Rejected,
+        Ok(Ok(answer)) => {
+            if answer.payload.as_ref() == ANSWER_GONE {
+                tracing::debug!(%subject, "cluster: a reply to a temporary queue that is gone; dropped");
+            }
+            Published::Queued
+        }
+        Ok(Err(err)) if err.kind() == async_nats::RequestErrorKind::NoResponders => {
+            tracing::debug!(%subject, "cluster: a reply to an edge that is gone; dropped");
+            Published::Queued
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(%subject, error = %err, "cluster: a persistent reply not handed over");
+            Published::Unavailable
+        }
+        Err(_) => {
+            tracing::debug!(%subject, "cluster: a persistent reply not answered in time");
+            Published::Unavailable
+        }
     }
 }
 
@@ -81,32 +133,54 @@ pub async fn subscribe_inbound(link: &VhostLink) -> anyhow::Result<async_nats::S
 }
 
 /// Puts each reply another edge sends (through `subscriber`, from [`subscribe_inbound`]) into
-/// its temporary queue on this edge; a reply to a queue that is gone is dropped. Ends when the
-/// NATS client is closed.
+/// its temporary queue on this edge; a reply to a queue that is gone is dropped. A handed-over
+/// one (a request) is answered once that is done ([`hand_over`]). Ends when the NATS client
+/// is closed.
 pub async fn run_inbound(vhost: Arc<Vhost>, mut subscriber: async_nats::Subscriber) {
     let budget = vhost.router.budget().clone();
-    let own = match vhost.router.cluster() {
-        Some(link) => link.edge_id().to_string(),
+    let (own, client) = match vhost.router.cluster() {
+        Some(link) => (link.edge_id().to_string(), link.client().clone()),
         None => return,
     };
     while let Some(nats) = subscriber.next().await {
-        let parts = match wire::decode(nats.payload) {
-            Ok(parts) => parts,
-            Err(err) => {
-                tracing::debug!(subject = %nats.subject, error = %err, "cluster: a reply that is not a Plugboard message; dropped");
-                continue;
+        let answer = put_in_queue(&vhost, &own, &budget, &nats.subject, nats.payload).await;
+        if let Some(reply) = nats.reply {
+            if let Err(err) = client.publish(reply, Bytes::from_static(answer)).await {
+                tracing::debug!(error = %err, "cluster: a handed-over reply not answered");
             }
-        };
-        if edge_of(&parts.destination) != Some(own.as_str()) {
-            tracing::debug!(subject = %nats.subject, "cluster: a reply for another edge's temporary queue; dropped");
-            continue;
         }
-        let Some(queue) = vhost.router.existing_queue(&parts.destination) else {
-            tracing::debug!(subject = %nats.subject, "cluster: a reply to a temporary queue that is gone; dropped");
-            continue;
-        };
-        let message = Arc::new(wire::into_message(parts, &budget));
-        queue.publish(message).await;
+    }
+}
+
+/// Puts one reply (`payload`, received on `subject`) into its temporary queue on this edge
+/// (`own`): the answer for its sender.
+async fn put_in_queue(
+    vhost: &Vhost,
+    own: &str,
+    budget: &Arc<crate::budget::MemoryBudget>,
+    subject: &async_nats::Subject,
+    payload: Bytes,
+) -> &'static [u8] {
+    let parts = match wire::decode(payload) {
+        Ok(parts) => parts,
+        Err(err) => {
+            tracing::debug!(%subject, error = %err, "cluster: a reply that is not a Plugboard message; dropped");
+            return ANSWER_GONE;
+        }
+    };
+    if edge_of(&parts.destination) != Some(own) {
+        tracing::debug!(%subject, "cluster: a reply for another edge's temporary queue; dropped");
+        return ANSWER_GONE;
+    }
+    let Some(queue) = vhost.router.existing_queue(&parts.destination) else {
+        tracing::debug!(%subject, "cluster: a reply to a temporary queue that is gone; dropped");
+        return ANSWER_GONE;
+    };
+    let message = Arc::new(wire::into_message(parts, budget));
+    match queue.publish(message).await {
+        Published::Queued => ANSWER_QUEUED,
+        Published::Rejected => ANSWER_FULL,
+        Published::Dropped | Published::Unavailable => ANSWER_GONE,
     }
 }
 

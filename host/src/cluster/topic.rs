@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::router::Message;
+use crate::router::{Message, Published};
 use crate::vhost::Vhost;
 
 use super::{wire, VhostLink};
@@ -24,6 +24,9 @@ pub struct RemoteTopic {
     /// For a topic (not a reply stand-in): persistent messages are published through
     /// JetStream, acknowledged once the topic stream kept them for its durable subscriptions.
     jetstream: Option<jetstream::Context>,
+    /// For another edge's temporary queue (a reply stand-in): a persistent message is handed
+    /// over with a request that edge answers once the queue has it ([`super::reply`]).
+    reply: bool,
     subject: async_nats::Subject,
     /// How long a publish may wait (for room in the client's buffer, or for JetStream's ack).
     timeout: Duration,
@@ -47,20 +50,42 @@ impl RemoteTopic {
         RemoteTopic {
             client,
             jetstream,
+            reply: false,
             subject: subject.into(),
             timeout,
+        }
+    }
+
+    /// The stand-in for another edge's temporary queues, on that edge's reply `subject`.
+    pub(super) fn reply(
+        client: async_nats::Client,
+        subject: String,
+        timeout: Duration,
+    ) -> RemoteTopic {
+        RemoteTopic {
+            reply: true,
+            ..RemoteTopic::new(client, None, subject, timeout)
         }
     }
 
     /// Publishes `message` to the other edges, at most once (while NATS is unreachable the
     /// client buffers a little; once its buffer is full a publisher waits at most
     /// `publish_timeout_ms`, then the message is dropped for the other edges, logged). A
-    /// persistent message of a topic goes through JetStream: false when the topic stream did
-    /// not acknowledge it within `publish_timeout_ms` (it may or may not have been stored).
-    pub async fn publish(&self, message: &Message) -> bool {
+    /// persistent message of a topic goes through JetStream: [`Published::Unavailable`] when
+    /// the topic stream did not acknowledge it within `publish_timeout_ms` (it may or may not
+    /// have been stored). A persistent reply is handed over to its temporary queue's edge
+    /// ([`super::reply::hand_over`]).
+    pub async fn publish(&self, message: &Message) -> Published {
         let payload = wire::encode_message(message);
+        if message.persistent && self.reply {
+            return super::reply::hand_over(&self.client, &self.subject, payload, self.timeout)
+                .await;
+        }
         if let (true, Some(jetstream)) = (message.persistent, &self.jetstream) {
-            return self.store(jetstream, message, payload).await;
+            return match self.store(jetstream, message, payload).await {
+                true => Published::Queued,
+                false => Published::Unavailable,
+            };
         }
         let published = tokio::time::timeout(
             self.timeout,
@@ -76,7 +101,7 @@ impl RemoteTopic {
                 tracing::debug!(subject = %self.subject, "cluster: topic message not published to the other edges in time");
             }
         }
-        true
+        Published::Queued
     }
 
     /// Publishes through JetStream until the topic stream acknowledges (the live subscribers

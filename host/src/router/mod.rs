@@ -268,10 +268,7 @@ pub async fn publish(
 ) -> Published {
     match destination {
         Destination::Queue(queue) => queue.publish(message).await,
-        Destination::Topic(topic) => match topic.publish(&message, patience).await {
-            true => Published::Queued,
-            false => Published::Unavailable,
-        },
+        Destination::Topic(topic) => topic.publish(&message, patience).await,
     }
 }
 

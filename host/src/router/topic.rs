@@ -26,7 +26,7 @@ use crate::config::SlowConsumerPolicy;
 
 use super::message::{Delivery, Message};
 use super::outbox::Outgoing;
-use super::queue::{AckTarget, NotPending, Queue};
+use super::queue::{AckTarget, NotPending, Published, Queue};
 use super::subscription::{AckMode, Subscription};
 use super::wildcard::WildcardIndex;
 use super::TOPIC_PREFIX;
@@ -244,13 +244,14 @@ impl Topic {
     /// for up to `patience`; one that makes no progress in that time meets the slow-consumer
     /// policy, and is not waited for again until it drains.
     /// Then the same for every matching pattern topic (wildcard subscriptions). In cluster
-    /// mode the other edges get it first (through NATS); false when the cluster did not
-    /// store a persistent message for the durable subscriptions in time (the local
-    /// subscribers still get it).
-    pub async fn publish(&self, message: &Arc<Message>, patience: Duration) -> bool {
+    /// mode the other edges get it first (through NATS): [`Published::Unavailable`] when the
+    /// cluster did not store a persistent message for the durable subscriptions in time (the
+    /// local subscribers still get it), or, for another edge's temporary queue, that edge did
+    /// not answer in time; [`Published::Rejected`] when that queue is full.
+    pub async fn publish(&self, message: &Arc<Message>, patience: Duration) -> Published {
         let stored = match &self.remote {
             Some(remote) => remote.publish(message).await,
-            None => true,
+            None => Published::Queued,
         };
         self.publish_local(message, patience).await;
         stored
