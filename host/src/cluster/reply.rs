@@ -93,7 +93,7 @@ pub const ANSWER_GONE: &[u8] = b"gone";
 /// for its answer: [`Published::Queued`] once the temporary queue has it, or it is dropped
 /// because the queue or its edge is gone; [`Published::Rejected`] when the queue is full and
 /// refuses it; [`Published::Unavailable`] without an answer in time.
-pub(super) async fn hand_over(
+pub async fn hand_over(
     client: &async_nats::Client,
     subject: &async_nats::Subject,
     payload: Bytes,
