@@ -16,6 +16,7 @@ mod cluster_durable;
 mod cluster_durable_patterns;
 mod cluster_exclusive;
 mod cluster_load;
+mod cluster_message_groups;
 mod cluster_message_priority;
 mod cluster_pipeline;
 mod cluster_plugins;

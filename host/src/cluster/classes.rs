@@ -65,8 +65,11 @@ pub struct Placement {
     pub atomic: bool,
     /// Whether the queue keeps its messages in priority bands ([`super::bands`]): in the
     /// vhost's stream only (a class stream's per-queue limit is one per subject, and would
-    /// count per band).
+    /// count per band). Not for a queue that keeps message groups.
     pub banded: bool,
+    /// The number of partitions when the queue keeps message groups ([`super::groups`]): in
+    /// the vhost's stream only, as bands.
+    pub grouped: Option<u32>,
 }
 
 impl VhostLink {
@@ -84,12 +87,15 @@ impl VhostLink {
                 subject: self.names.class_queue_subject(&class.pattern, destination),
                 atomic: class.atomic,
                 banded: false,
+                grouped: None,
             },
             None => Placement {
                 stream: self.stream.clone(),
                 subject: self.names.queue_subject(destination),
                 atomic: self.atomic,
-                banded: self.banded.has(destination),
+                banded: self.banded.has(destination)
+                    && self.grouped.partitions_of(destination).is_none(),
+                grouped: self.grouped.partitions_of(destination),
             },
         }
     }

@@ -106,6 +106,14 @@ pub struct ClusterConfig {
     /// most 256 patterns. Default: none (a queue delivers in the order JetStream stored its
     /// messages).
     pub priority_queues: Vec<String>,
+    /// Queues whose message groups (`JMSXGroupID` on SEND) apply across edges, as patterns of
+    /// `[[queues]]`: a group's messages go to one subscription at a time, on whichever edge
+    /// (see docs/cluster.md, "Message groups"). Every edge must list the same. At most 256
+    /// patterns. Default: none (a group's messages go to whichever subscription pulls).
+    pub group_queues: Vec<String>,
+    /// Partitions of each such queue (1 to 64; each a durable consumer): groups are spread
+    /// over them, and each is pulled by one subscription at a time. Default 8.
+    pub group_partitions: u32,
 }
 
 impl Default for ClusterConfig {
@@ -132,6 +140,8 @@ impl Default for ClusterConfig {
             queue_max_bytes: 0,
             queue_overflow: QueueOverflow::DropHead,
             priority_queues: Vec::new(),
+            group_queues: Vec::new(),
+            group_partitions: super::groups::DEFAULT_PARTITIONS,
         }
     }
 }
@@ -163,6 +173,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("queue_max_bytes", &self.queue_max_bytes)
             .field("queue_overflow", &self.queue_overflow)
             .field("priority_queues", &self.priority_queues)
+            .field("group_queues", &self.group_queues)
+            .field("group_partitions", &self.group_partitions)
             .finish()
     }
 }
@@ -254,6 +266,7 @@ impl ClusterConfig {
             );
         }
         super::bands::validate(&self.priority_queues)?;
+        super::groups::validate(&self.group_queues, self.group_partitions)?;
         Ok(())
     }
 

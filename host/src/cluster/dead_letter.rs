@@ -49,20 +49,26 @@ pub(super) struct Returned {
     /// the bands again ([`super::bands::Returning`]): released once that is so, or when what
     /// becomes of it is decided otherwise.
     pub(super) returning: Option<super::bands::ReturningGuard>,
+    /// A grouped queue's partition counts it until it is back in JetStream, or gone from the
+    /// queue ([`super::groups`]).
+    pub(super) in_flight: Option<super::groups::InFlight>,
 }
 
 /// Hands `returned` back to its consumer: delivered again at once. For a priority queue's
 /// subscription, JetStream confirms it took the nak in before the subscription asks the bands
-/// again (so that a handed-back message goes before the newer ones of lower bands).
+/// again (so that a handed-back message goes before the newer ones of lower bands); for a
+/// grouped queue's, before its partition can be given up (so that the next holder gets it
+/// before the group's later messages).
 fn nak(returned: Returned) {
     match returned.returning {
         None => settle_later(vec![(returned.acker, AckKind::Nak(None))]),
         Some(guard) => {
+            let in_flight = returned.in_flight;
             tokio::spawn(async move {
                 if let Err(err) = returned.acker.double_ack_with(AckKind::Nak(None)).await {
                     tracing::debug!(error = %err, "cluster: a nak not confirmed");
                 }
-                drop(guard);
+                drop((guard, in_flight));
             });
         }
     }

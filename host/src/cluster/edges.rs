@@ -76,7 +76,8 @@ pub struct EdgeEntry {
 /// The digest (SHA-256, hex) of the settings that decide where and how a cluster queue's
 /// messages are kept, which every edge must share: the `[[queues]]` entries in order (the first
 /// matching one places a queue, and gives it its limits and expiry), `[cluster]
-/// priority_queues` (which queues keep priority bands), the `[cluster]` queue limits (the
+/// priority_queues` (which queues keep priority bands), `group_queues` and `group_partitions`
+/// (which queues keep message groups, in how many partitions), the `[cluster]` queue limits (the
 /// vhost stream's, set by the last edge to start), and the streams' `replicas` and `storage` and
 /// the queue consumers' `ack_wait_ms` and `max_ack_pending` (set by the first edge to make
 /// them).
@@ -96,6 +97,10 @@ pub fn queue_settings_digest(queues: &[QueuePolicy], cluster: &ClusterConfig) ->
     );
     for pattern in &cluster.priority_queues {
         hasher.update(format!("priority {pattern:?}\n").as_bytes());
+    }
+    hasher.update(format!("group_partitions {}\n", cluster.group_partitions).as_bytes());
+    for pattern in &cluster.group_queues {
+        hasher.update(format!("groups {pattern:?}\n").as_bytes());
     }
     for entry in queues {
         hasher.update(
@@ -437,6 +442,16 @@ mod tests {
             ..ClusterConfig::default()
         };
         differ.push(queue_settings_digest(&queues, &replicated));
+        let grouped = ClusterConfig {
+            group_queues: vec!["/queue/orders".into()],
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &grouped));
+        let partitioned = ClusterConfig {
+            group_partitions: 16,
+            ..ClusterConfig::default()
+        };
+        differ.push(queue_settings_digest(&queues, &partitioned));
         for (i, digest) in differ.iter().enumerate() {
             assert_ne!(digest, &base, "change {i}");
         }

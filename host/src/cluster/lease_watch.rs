@@ -170,18 +170,22 @@ fn mark_synced(state: &Mutex<State>) {
     lock(state).synced = true;
 }
 
-/// Records one event of the watch.
-fn apply(state: &Mutex<State>, entry: &kv::Entry) {
-    let now = Instant::now();
-    // An event from the history happened before now: as long ago as the server says (within
-    // a lease's life; clocks may differ a little).
+/// When the event `entry` of a watch happened, on this edge's clock (`now` being now): an
+/// event from the history happened before now, as long ago as the server says, at most `cap`
+/// (clocks may differ a little).
+pub(super) fn seen_at(entry: &kv::Entry, now: Instant, cap: Duration) -> Instant {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
     let age_ns = (now_ns - entry.created.unix_timestamp_nanos()).max(0);
-    let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX))
-        .min(LEASE_TTL + CHECK_EVERY);
-    let at = now.checked_sub(age).unwrap_or(now);
+    let age = Duration::from_nanos(u64::try_from(age_ns).unwrap_or(u64::MAX)).min(cap);
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// Records one event of the watch.
+fn apply(state: &Mutex<State>, entry: &kv::Entry) {
+    let now = Instant::now();
+    let at = seen_at(entry, now, LEASE_TTL + CHECK_EVERY);
     let seen = match entry.operation {
         kv::Operation::Put => Seen::Put(at),
         kv::Operation::Delete | kv::Operation::Purge => Seen::Gone(at),

@@ -15,6 +15,7 @@
 //! | the queues a `[[queues]]` entry with `max_length` matches | a work-queue stream per entry, with its limits per queue ([`classes`]) | one Raft group per such entry |
 //! | `/queue/NAME` SUBSCRIBE | the durable pull consumer `TOKEN` of that stream (filter: the queue's subject), shared by every edge | consumers on all edges compete; window → fetch size, `max_ack_pending` bounds the total |
 //! | message priority (`priority`) on a queue `priority_queues` names | three bands, each a subject `CLUSTER.VHOST.q.TOKEN[.h/.l]` with a consumer of its own | subscriptions take from the highest band first ([`bands`]) |
+//! | message groups (`JMSXGroupID`) on a queue `group_queues` names | partitions, each a subject `CLUSTER.VHOST.q.TOKEN.gP` with a consumer of its own, pulled by the subscription holding its lease | a group's messages go to one subscription at a time ([`groups`]) |
 //! | consumer priority (`activemq.priority`, `x-priority`) | the level of the subscription's pulls in the consumer's `prioritized` priority group | nats-server 2.12+ ([`priority`]) |
 //! | `/queue/NAME` exclusive SUBSCRIBE | the lease `x.TOKEN` in the bucket `CLUSTER_VHOST_durables` | the holder pulls, the others wait ([`exclusive`]) |
 //! | ACK / NACK | ack / nak (each message of a cumulative `client` ACK) | `redelivered` and `redelivery-count` from JetStream's delivery count |
@@ -44,6 +45,7 @@ pub mod depth;
 pub mod durable;
 pub mod edges;
 pub mod exclusive;
+pub mod groups;
 pub mod lease;
 pub mod lease_watch;
 pub mod pipeline;
@@ -247,6 +249,10 @@ impl Cluster {
             stream,
             placing,
             banded: bands::BandedQueues::new(&self.config.priority_queues),
+            grouped: groups::GroupedQueues::new(
+                &self.config.group_queues,
+                self.config.group_partitions,
+            ),
             config: self.config.clone(),
             stats: self.stats.clone(),
             edge: self.edge.clone(),
@@ -357,6 +363,8 @@ pub struct VhostLink {
     placing: Vec<classes::Placing>,
     /// The queues whose message priorities apply across edges ([`bands`]).
     banded: bands::BandedQueues,
+    /// The queues whose message groups apply across edges ([`groups`]).
+    grouped: groups::GroupedQueues,
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
     /// This edge's id (see [`reply`]).

@@ -33,6 +33,7 @@ use super::bands::{self, Band};
 use super::dead_letter::Returned;
 use super::durable::DurableSource;
 use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
+use super::groups::{self, GroupView, InFlight, Membership};
 use super::priority;
 use super::pull_request::{PullRequest, Wait};
 use super::wire;
@@ -60,6 +61,9 @@ pub struct RemoteQueue {
     subject: async_nats::Subject,
     /// A priority queue's band subjects, in [`bands::ORDER`] (see [`super::bands`]).
     bands: Option<[async_nats::Subject; 3]>,
+    /// A grouped queue's partition subjects, by partition, and this edge's view of who holds
+    /// them (see [`super::groups`]).
+    groups: Option<(Vec<async_nats::Subject>, Arc<GroupView>)>,
     /// The stream holding the queue's messages: the vhost's, or its class's
     /// ([`super::classes`]).
     stream: jetstream::stream::Stream,
@@ -92,6 +96,12 @@ impl RemoteQueue {
             bands: place
                 .banded
                 .then(|| bands::ORDER.map(|band| band.subject(&place.subject).into())),
+            groups: place.grouped.map(|partitions| {
+                let subjects = (0..partitions)
+                    .map(|partition| groups::subject(&place.subject, partition).into())
+                    .collect();
+                (subjects, Arc::new(GroupView::default()))
+            }),
             subject: place.subject.into(),
             stream: place.stream,
             atomic: place.atomic,
@@ -110,6 +120,7 @@ impl RemoteQueue {
         RemoteQueue {
             subject: source.subject().to_string().into(),
             bands: None,
+            groups: None,
             // (Never published to, purged or browsed: its consumer is the source's.)
             stream: link.stream.clone(),
             atomic: false,
@@ -132,9 +143,13 @@ impl RemoteQueue {
         &self.subject
     }
 
-    /// The subject `message` is published to: the queue's, or a priority queue's band of the
-    /// message's priority.
+    /// The subject `message` is published to: the queue's, a priority queue's band of the
+    /// message's priority, or a grouped queue's partition of the message's group.
     pub(super) fn subject_for(&self, message: &Message) -> &async_nats::Subject {
+        if let (Some((partitions, _)), Some(group)) = (&self.groups, &message.props.group) {
+            let count = u32::try_from(partitions.len()).unwrap_or(1);
+            return &partitions[groups::partition_of(&group.id, count) as usize];
+        }
         match &self.bands {
             Some(subjects) => &subjects[Band::of(message.props.priority).index()],
             None => &self.subject,
@@ -142,8 +157,19 @@ impl RemoteQueue {
     }
 
     /// The queue's consumers and their subjects, in the order their messages are delivered:
-    /// the queue's one, or a priority queue's bands'.
+    /// the queue's one, a priority queue's bands', or a grouped queue's one and then its
+    /// partitions' (partition `P` at index `1 + P`).
     pub(super) fn parts(&self) -> Vec<(String, String)> {
+        if let Some((partitions, _)) = &self.groups {
+            let mut parts = vec![(self.consumer.clone(), self.subject.to_string())];
+            parts.extend((0..partitions.len() as u32).map(|partition| {
+                (
+                    groups::consumer(&self.consumer, partition),
+                    groups::subject(self.subject.as_str(), partition),
+                )
+            }));
+            return parts;
+        }
         match self.bands {
             Some(_) => bands::ORDER
                 .iter()
@@ -394,6 +420,9 @@ impl RemoteQueue {
                 .is_none()
                 .then(|| priority::level(options.priority)),
             returning: Default::default(),
+            groups: self.groups.as_ref().map(|(_, view)| view.clone()),
+            membership: Mutex::new(None),
+            groups_seen: Mutex::new(std::collections::HashSet::new()),
         })
     }
 }
@@ -492,6 +521,8 @@ struct Held {
     deliveries: u32,
     /// Its sequence in the stream (0: not known).
     stream_seq: u64,
+    /// A grouped queue's partition counts it until it is settled.
+    in_flight: Option<InFlight>,
 }
 
 impl Held {
@@ -502,6 +533,7 @@ impl Held {
             deliveries: self.deliveries,
             stream_seq: self.stream_seq,
             returning,
+            in_flight: self.in_flight,
         }
     }
 }
@@ -543,7 +575,22 @@ pub struct RemoteConsumer {
     level: Option<usize>,
     /// A priority queue's deliveries handed back and not yet confirmed back in JetStream.
     returning: Arc<bands::Returning>,
+    /// A grouped queue's view of its members and partitions ([`super::groups`]).
+    groups: Option<Arc<GroupView>>,
+    /// This subscription's membership of a grouped queue (not for an exclusive one), once
+    /// its pull task joined.
+    membership: Mutex<Option<Arc<Membership>>>,
+    /// The groups it was given a message of, by their ids' hashes (for
+    /// `JMSXGroupFirstForConsumer`; at most [`MAX_GROUPS_SEEN`], forgotten all at once
+    /// beyond: 8 bytes each).
+    groups_seen: Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Most groups a subscription remembers having been given (see `groups_seen`).
+const MAX_GROUPS_SEEN: usize = 1024;
+/// Numbers the subscriptions of this edge that join a grouped queue (with the edge's id: a
+/// member id).
+static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for RemoteConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -591,6 +638,49 @@ impl RemoteConsumer {
             durable.detach();
         }
         self.hold().take();
+        if let Some(membership) = self.membership().take() {
+            // Its partitions go once what it handed back is in them again (bounded), so the
+            // next holder gets those messages before the later ones.
+            let returning = self.returning.clone();
+            tokio::spawn(async move {
+                returning.settled(RETURN_WAIT).await;
+                membership.leave();
+            });
+        }
+    }
+
+    fn membership(&self) -> std::sync::MutexGuard<'_, Option<Arc<Membership>>> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the grouped queue's members (see [`super::groups`]); `None` when the
+    /// subscription ended first.
+    async fn join_groups(&self, view: &Arc<GroupView>) -> Option<Arc<Membership>> {
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return None;
+            }
+            match self.link.lease_bucket().await {
+                Ok(leases) => {
+                    let member = format!(
+                        "{}-{}",
+                        self.link.edge_id(),
+                        NEXT_MEMBER.fetch_add(1, Ordering::Relaxed)
+                    );
+                    let partitions = u32::try_from(self.parts.len() - 1).unwrap_or(1);
+                    let membership =
+                        Membership::join(view.clone(), leases, &self.name, member, partitions);
+                    *self.membership() = Some(membership.clone());
+                    return Some(membership);
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = %self.name, error = %err, "cluster: cannot join the queue's message groups; retrying");
+                    if self.pause(RETRY_AFTER).await {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// Hands `held` back to the queue for `cause`: redelivered, delayed or dead-lettered as
@@ -720,6 +810,14 @@ impl RemoteConsumer {
             (Some(gate), false) => Some(gate.taken_notifier(&self.link)),
             _ => None,
         };
+        // A grouped queue's subscription pulls the partitions it holds (an exclusive one all).
+        let membership = match (&self.groups, self.exclusive) {
+            (Some(view), false) => match self.join_groups(view).await {
+                Some(membership) => Some(membership),
+                None => return,
+            },
+            _ => None,
+        };
         loop {
             let Some(want) = self.wait_for_room().await else {
                 return;
@@ -744,12 +842,24 @@ impl RemoteConsumer {
             }
             let round = Round {
                 taken: notified.as_mut(),
+                regroup: membership.as_deref(),
                 subscription: &subscription,
                 budget: &budget,
             };
-            let stopped = match &consumers[..] {
+            let pulled: Vec<&QueueConsumer> = match &membership {
+                Some(membership) => std::iter::once(&consumers[0])
+                    .chain(
+                        membership
+                            .pulling()
+                            .into_iter()
+                            .filter_map(|partition| consumers.get(1 + partition as usize)),
+                    )
+                    .collect(),
+                None => consumers.iter().collect(),
+            };
+            let stopped = match &pulled[..] {
                 [consumer] => self.pull_one(consumer, want, round).await,
-                bands => self.pull_bands(bands, want, round).await,
+                parts => self.pull_bands(parts, want, round).await,
             };
             if stopped {
                 return;
@@ -812,7 +922,7 @@ impl RemoteConsumer {
     /// meanwhile.
     async fn pull_bands(
         &self,
-        bands: &[QueueConsumer],
+        bands: &[&QueueConsumer],
         mut want: usize,
         mut round: Round<'_, '_>,
     ) -> bool {
@@ -1054,6 +1164,7 @@ impl RemoteConsumer {
             .map(|info| (info.delivered, info.stream_sequence))
             .unwrap_or((1, 0));
         let deliveries = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let in_flight = self.in_flight(pulled.subject.as_str());
         let (pulled, acker) = pulled.split();
         let subscription = match subscription.upgrade() {
             Some(s) if !self.stopped.load(Ordering::Acquire) => s,
@@ -1086,6 +1197,7 @@ impl RemoteConsumer {
                     deliveries,
                     stream_seq,
                     returning: self.returning_guard(),
+                    in_flight: None,
                 };
                 remote.hand_back(&self.queue, returned, RedeliverCause::Expired, &[]);
                 return;
@@ -1098,20 +1210,52 @@ impl RemoteConsumer {
             stats.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let first_in_group = self.first_in_group(&message);
         self.lock().push_back(Held {
             seq,
             message: message.clone(),
             acker,
             deliveries,
             stream_seq,
+            in_flight,
         });
         subscription.outbox().push(Outgoing::Delivery(Delivery {
             message,
             subscription: subscription.clone(),
             seq,
             redeliveries: deliveries - 1,
-            first_in_group: false,
+            first_in_group,
         }));
+    }
+
+    /// For a grouped queue's message pulled on `subject` from a partition this subscription
+    /// holds: counted until settled (see [`Membership::in_flight`]).
+    fn in_flight(&self, subject: &str) -> Option<InFlight> {
+        self.groups.as_ref()?;
+        let partition = groups::partition_of_subject(&self.parts.first()?.1, subject)?;
+        self.membership().as_ref()?.in_flight(partition)
+    }
+
+    /// Whether `message` is the first of its group this subscription is given (a grouped
+    /// queue's; `JMSXGroupFirstForConsumer`, as on one node); a closing message
+    /// (`JMSXGroupSeq:-1`) ends the group for it.
+    fn first_in_group(&self, message: &Message) -> bool {
+        let (Some(_), Some(group)) = (&self.groups, &message.props.group) else {
+            return false;
+        };
+        let mut seen = self.groups_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let id = groups::fnv(&group.id);
+        if group.closes {
+            return !seen.remove(&id);
+        }
+        if seen.contains(&id) {
+            return false;
+        }
+        if seen.len() >= MAX_GROUPS_SEEN {
+            seen.clear();
+        }
+        seen.insert(id);
+        true
     }
 }
 
@@ -1169,16 +1313,32 @@ struct Round<'t, 'a> {
     /// Completes when an exclusive subscription took the queue (never for one that is
     /// exclusive itself).
     taken: std::pin::Pin<&'t mut Option<tokio::sync::futures::Notified<'a>>>,
+    /// A grouped queue's membership: the round ends when the partitions to pull changed.
+    regroup: Option<&'t Membership>,
     subscription: &'t Weak<Subscription>,
     budget: &'t Arc<MemoryBudget>,
 }
 
 impl Round<'_, '_> {
-    /// Completes when the queue was taken (see `taken`).
+    /// Completes when the queue was taken (see `taken`), or the partitions a grouped
+    /// queue's subscription pulls changed: its waiting pulls are left.
     async fn taken(&mut self) {
-        match self.taken.as_mut().as_pin_mut() {
-            Some(notified) => notified.await,
-            None => std::future::pending().await,
+        let regroup = self.regroup;
+        let regrouped = async {
+            match regroup {
+                Some(membership) => membership.regrouped().await,
+                None => std::future::pending().await,
+            }
+        };
+        let taken = async {
+            match self.taken.as_mut().as_pin_mut() {
+                Some(notified) => notified.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = taken => {}
+            _ = regrouped => {}
         }
     }
 }
