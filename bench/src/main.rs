@@ -239,6 +239,10 @@ struct Common {
     /// of their own during it (see `patterns.rs`): the cost of unmatched patterns.
     #[arg(long, default_value_t = 0)]
     idle_patterns: usize,
+    /// Message groups: each SEND carries `JMSXGroupID` `pP-gN`, N its sequence modulo this,
+    /// P its producer (0: no groups).
+    #[arg(long, default_value_t = 0)]
+    groups: u64,
     /// STOMP over TLS: the CA certificate(s) (PEM) the broker's certificate chains to; the
     /// server name is the host part of --addr.
     #[arg(long, value_name = "FILE")]
@@ -327,6 +331,7 @@ fn plan(scenario: Scenario) -> Plan {
         send_headers: common.headers,
         subscribe_headers: common.subscribe_headers,
         idle_patterns: common.idle_patterns,
+        groups: common.groups,
         rate: rate.map(|(r, _)| r),
         broker_pid: common.broker_pid,
         rss_settle: Duration::from_secs_f64(common.rss_settle.max(0.0)),

@@ -55,6 +55,9 @@ pub struct Plan {
     pub subscribe_headers: Vec<(String, String)>,
     /// Non-matching wildcard subscriptions held open during the run.
     pub idle_patterns: usize,
+    /// Message groups per producer (`JMSXGroupID` `pP-gN`, N the sequence modulo this; 0:
+    /// none).
+    pub groups: u64,
     /// Fixed sending rate (messages/s) of the latency scenario; `None`: as fast as the window
     /// allows.
     pub rate: Option<u64>,
@@ -277,6 +280,7 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
         }
         let s_str = s.to_string();
         let receipt = format!("r{s}");
+        let group = (plan.groups > 0).then(|| format!("p{p}-g{}", s % plan.groups));
         let mut headers = vec![
             ("destination", plan.destination.as_str()),
             ("p", p_str.as_str()),
@@ -288,6 +292,9 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        if let Some(group) = &group {
+            headers.push(("JMSXGroupID", group.as_str()));
+        }
         if (s + 1) % every == 0 || s + 1 == count {
             headers.push(("receipt", receipt.as_str()));
         }

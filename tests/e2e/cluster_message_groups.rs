@@ -204,3 +204,116 @@ async fn cluster_message_group_keeps_its_order_when_a_subscriber_joins() {
         "the groups were not shared out after the join: {owner:?}"
     );
 }
+
+#[tokio::test]
+async fn cluster_message_group_nack_and_exclusive_subscriber() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_group_nack") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, SETTING);
+    let b = edge(&nats, &name, SETTING);
+    let dest = "/queue/grp.nack";
+    let one = [("activemq.prefetchSize", "1")];
+    let mut on_a = client(&a).await;
+    on_a.subscribe_with("s", dest, "client-individual", &one)
+        .await;
+    let mut on_b = client(&b).await;
+    on_b.subscribe_with("s", dest, "client-individual", &one)
+        .await;
+    tokio::time::sleep(SETTLE).await;
+
+    // A NACKed message of a group comes back to the group's subscriber, before the group's
+    // later messages.
+    let mut p = client(&a).await;
+    send_groups(&mut p, dest, 1, 3, 0).await;
+    let (mut owner, mut other) = match on_a.try_recv(Duration::from_secs(5)).await {
+        Ok(m) => {
+            assert_eq!(m.body_str(), "g0:0", "{m:?}");
+            on_a.nack(&m).await;
+            (on_a, on_b)
+        }
+        Err(_) => {
+            let m = on_b.recv_within(ACROSS).await;
+            assert_eq!(m.body_str(), "g0:0", "{m:?}");
+            on_b.nack(&m).await;
+            (on_b, on_a)
+        }
+    };
+    let again = owner.recv_within(ACROSS).await;
+    assert_eq!(again.body_str(), "g0:0", "{again:?}");
+    assert_eq!(again.get("redelivered"), Some("true"), "{again:?}");
+    owner.ack(&again).await;
+    for n in 1..3 {
+        let m = owner.recv_within(ACROSS).await;
+        assert_eq!(m.body_str(), format!("g0:{n}"));
+        owner.ack(&m).await;
+    }
+    other.expect_silence(Duration::from_millis(300)).await;
+
+    // An exclusive subscriber takes every group while it is the active one.
+    let mut exclusive = client(&b).await;
+    exclusive
+        .subscribe_with(
+            "x",
+            dest,
+            "client-individual",
+            &[("activemq.exclusive", "true")],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send_groups(&mut p, dest, 8, 3, 3).await;
+    let got = take(&mut [&mut exclusive], 24).await;
+    let mut seen = HashSet::new();
+    assert_eq!(owners(&got, 3, &mut seen).len(), 8);
+    owner.expect_silence(Duration::from_millis(300)).await;
+    other.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn cluster_message_groups_of_a_killed_edge_go_to_the_others() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_groups_killed") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let setting = format!("{SETTING}\nack_wait_ms = 3000");
+    let mut a = edge(&nats, &name, &setting);
+    let b = edge(&nats, &name, &setting);
+    let dest = "/queue/grp.killed";
+    let window = [("activemq.prefetchSize", "5")];
+    let mut on_a = client(&a).await;
+    on_a.subscribe_with("s", dest, "client-individual", &window)
+        .await;
+    let mut on_b = client(&b).await;
+    on_b.subscribe_with("s", dest, "client-individual", &window)
+        .await;
+    tokio::time::sleep(SETTLE).await;
+
+    // Sent on B; the subscriber on A takes its groups' first messages and never acks.
+    let mut p = client(&b).await;
+    send_groups(&mut p, dest, 8, 10, 0).await;
+    let held = on_a.recv_within(ACROSS).await;
+    assert!(held.is("MESSAGE"), "{held:?}");
+    a.kill_hard();
+
+    // Its partitions lapse (15 s) and its messages come back (ack_wait): B gets every one.
+    let mut bodies = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while bodies.len() < 80 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 80 reached B",
+            bodies.len()
+        );
+        if let Ok(m) = on_b.try_recv(Duration::from_millis(200)).await {
+            assert!(m.is("MESSAGE"), "{m:?}");
+            assert!(
+                bodies.insert(m.body_str().to_string()),
+                "delivered twice to B: {m:?}"
+            );
+            on_b.ack(&m).await;
+        }
+    }
+}
