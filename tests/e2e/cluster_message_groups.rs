@@ -317,3 +317,42 @@ async fn cluster_message_groups_of_a_killed_edge_go_to_the_others() {
         }
     }
 }
+
+#[tokio::test]
+async fn cluster_grouped_messages_do_not_wait_behind_an_ungrouped_backlog() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_groups_backlog") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let a = edge(&nats, &cluster_name(), SETTING);
+    let dest = "/queue/grp.backlog";
+    let mut p = client(&a).await;
+    for n in 0..60 {
+        p.send(dest, &format!("plain:{n}")).await;
+    }
+    send_groups(&mut p, dest, 4, 1, 0).await;
+
+    // The subscription takes from the queue's own consumer and its partitions in turn.
+    let mut c = client(&a).await;
+    c.subscribe_with(
+        "s",
+        dest,
+        "client-individual",
+        &[("activemq.prefetchSize", "2")],
+    )
+    .await;
+    let mut grouped_at = Vec::new();
+    for i in 0..64 {
+        let m = c.recv_within(ACROSS).await;
+        assert!(m.is("MESSAGE"), "{m:?}");
+        if m.body_str().starts_with('g') {
+            grouped_at.push(i);
+        }
+        c.ack(&m).await;
+    }
+    assert_eq!(grouped_at.len(), 4);
+    assert!(
+        grouped_at[0] < 40,
+        "the grouped messages came only at {grouped_at:?}"
+    );
+}

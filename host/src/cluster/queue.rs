@@ -818,6 +818,7 @@ impl RemoteConsumer {
             },
             _ => None,
         };
+        let mut rounds: usize = 0;
         loop {
             let Some(want) = self.wait_for_room().await else {
                 return;
@@ -847,14 +848,22 @@ impl RemoteConsumer {
                 budget: &budget,
             };
             let pulled: Vec<&QueueConsumer> = match &membership {
-                Some(membership) => std::iter::once(&consumers[0])
-                    .chain(
-                        membership
-                            .pulling()
-                            .into_iter()
-                            .filter_map(|partition| consumers.get(1 + partition as usize)),
-                    )
-                    .collect(),
+                Some(membership) => {
+                    let mut parts: Vec<&QueueConsumer> = std::iter::once(&consumers[0])
+                        .chain(
+                            membership
+                                .pulling()
+                                .into_iter()
+                                .filter_map(|partition| consumers.get(1 + partition as usize)),
+                        )
+                        .collect();
+                    // Each round starts with another part: a backlog of one (ungrouped
+                    // messages, say) does not hold the others' up.
+                    rounds = rounds.wrapping_add(1);
+                    let start = rounds % parts.len();
+                    parts.rotate_left(start);
+                    parts
+                }
                 None => consumers.iter().collect(),
             };
             let stopped = match &pulled[..] {
