@@ -286,6 +286,33 @@ async fn cluster_durable_subscription_of_a_killed_edge_is_resumed_elsewhere_with
     );
 }
 
+/// A request sent on edge `a` with `reply-to` a temporary queue its requester (alice)
+/// subscribes to, taken (and acknowledged) by a responder (bob) on edge `b`: the requester,
+/// the responder and the `/reply-queue/` name the request carried.
+async fn request_across(a: &Edge, b: &Edge) -> (Client, Client, String) {
+    let requests = format!("/queue/{}", unique("requests"));
+    let mut requester = login(a, "alice", "req").await;
+    requester
+        .subscribe("answers", "/temp-queue/answers", "client-individual")
+        .await;
+    let sent = answer(
+        &mut requester,
+        send_frame(&requests, &[("reply-to", "/temp-queue/answers")], "when"),
+    )
+    .await;
+    assert!(sent.is("RECEIPT"), "{sent:?}");
+    let mut responder = login(b, "bob", "resp").await;
+    responder
+        .subscribe("req", &requests, "client-individual")
+        .await;
+    let request = responder.recv_within(ACROSS).await;
+    assert!(request.is("MESSAGE"), "{request:?}");
+    let reply_to = request.must("reply-to").to_string();
+    assert!(reply_to.starts_with("/reply-queue/"), "{reply_to}");
+    responder.ack(&request).await;
+    (requester, responder, reply_to)
+}
+
 #[tokio::test]
 async fn cluster_reply_from_another_edge_reaches_the_temp_queue_only_its_owner_reads() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_reply_across_edges") else {
@@ -295,32 +322,7 @@ async fn cluster_reply_from_another_edge_reaches_the_temp_queue_only_its_owner_r
     let name = unique("r").replace('_', "-");
     let a = edge(&nats, &name);
     let b = edge(&nats, &name);
-    let requests = format!("/queue/{}", unique("requests"));
-
-    let mut requester = login(&a, "alice", "req").await;
-    requester
-        .subscribe("answers", "/temp-queue/answers", "client-individual")
-        .await;
-    let sent = answer(
-        &mut requester,
-        send_frame(
-            &requests,
-            &[("reply-to", "/temp-queue/answers")],
-            "what time is it",
-        ),
-    )
-    .await;
-    assert!(sent.is("RECEIPT"), "{sent:?}");
-
-    let mut responder = login(&b, "bob", "resp").await;
-    responder
-        .subscribe("req", &requests, "client-individual")
-        .await;
-    let request = responder.recv_within(ACROSS).await;
-    assert!(request.is("MESSAGE"), "{request:?}");
-    let reply_to = request.must("reply-to").to_string();
-    assert!(reply_to.starts_with("/reply-queue/"), "{reply_to}");
-    responder.ack(&request).await;
+    let (mut requester, mut responder, reply_to) = request_across(&a, &b).await;
     let replied = answer(&mut responder, send_frame(&reply_to, &[], "noon")).await;
     assert!(replied.is("RECEIPT"), "{replied:?}");
 
@@ -366,22 +368,7 @@ async fn cluster_persistent_reply_is_receipted_once_its_edge_has_it() {
     let name = unique("p").replace('_', "-");
     let mut a = edge(&nats, &name);
     let b = edge_with(&nats, &name, "publish_timeout_ms = 1500");
-    let requests = format!("/queue/{}", unique("requests"));
-
-    let mut requester = login(&a, "alice", "req").await;
-    requester
-        .subscribe("answers", "/temp-queue/answers", "client-individual")
-        .await;
-    let sent = answer(
-        &mut requester,
-        send_frame(&requests, &[("reply-to", "/temp-queue/answers")], "when"),
-    )
-    .await;
-    assert!(sent.is("RECEIPT"), "{sent:?}");
-    let mut responder = login(&b, "bob", "resp").await;
-    responder.subscribe("req", &requests, "auto").await;
-    let request = responder.recv_within(ACROSS).await;
-    let reply_to = request.must("reply-to").to_string();
+    let (mut requester, mut responder, reply_to) = request_across(&a, &b).await;
     let persistent = [("persistent", "true")];
 
     // Handed over: receipted once edge A has it.

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use plugboard_test_support::broker::Broker as Edge;
 use plugboard_test_support::nats::{nats_server_or_skip, NatsCluster};
 
 use super::cluster::{client, cluster_name, edge, target_dir, ACROSS};
@@ -81,17 +82,38 @@ fn owners(
     owner
 }
 
-#[tokio::test]
-async fn cluster_message_groups_stay_on_one_subscriber_across_edges() {
-    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_groups") else {
-        return;
-    };
+/// Checks that both subscribers (0 and 1) got groups.
+fn assert_shared_out(owner: &HashMap<String, usize>) {
+    assert!(
+        owner.values().any(|i| *i == 0) && owner.values().any(|i| *i == 1),
+        "the groups were not shared out: {owner:?}"
+    );
+}
+
+/// A NATS node, two edges with [`SETTING`] (and `extra`), and a `client-individual`
+/// subscriber of `dest` on each (window `prefetch`), once they shared the partitions out.
+struct TwoSubscribers {
+    _nats: NatsCluster,
+    a: Edge,
+    b: Edge,
+    on_a: Client,
+    on_b: Client,
+}
+
+/// [`TwoSubscribers`] for test `test`; `None` when it skips (no nats-server).
+async fn two_subscribers(
+    test: &str,
+    dest: &str,
+    prefetch: &str,
+    extra: &str,
+) -> Option<TwoSubscribers> {
+    let bin = nats_server_or_skip(&target_dir(), test)?;
     let nats = NatsCluster::start(&bin, 1);
     let name = cluster_name();
-    let a = edge(&nats, &name, SETTING);
-    let b = edge(&nats, &name, SETTING);
-    let dest = "/queue/grp.orders";
-    let window = [("activemq.prefetchSize", "5")];
+    let setting = format!("{SETTING}\n{extra}");
+    let a = edge(&nats, &name, &setting);
+    let b = edge(&nats, &name, &setting);
+    let window = [("activemq.prefetchSize", prefetch)];
     let mut on_a = client(&a).await;
     on_a.subscribe_with("s", dest, "client-individual", &window)
         .await;
@@ -99,6 +121,28 @@ async fn cluster_message_groups_stay_on_one_subscriber_across_edges() {
     on_b.subscribe_with("s", dest, "client-individual", &window)
         .await;
     tokio::time::sleep(SETTLE).await;
+    Some(TwoSubscribers {
+        _nats: nats,
+        a,
+        b,
+        on_a,
+        on_b,
+    })
+}
+
+#[tokio::test]
+async fn cluster_message_groups_stay_on_one_subscriber_across_edges() {
+    let dest = "/queue/grp.orders";
+    let Some(TwoSubscribers {
+        _nats,
+        a,
+        b: _b,
+        mut on_a,
+        mut on_b,
+    }) = two_subscribers("cluster_message_groups", dest, "5", "").await
+    else {
+        return;
+    };
 
     // 16 groups, 20 messages each, sent on edge A: each group to one subscriber, in order;
     // the groups spread over both edges' subscribers.
@@ -108,10 +152,7 @@ async fn cluster_message_groups_stay_on_one_subscriber_across_edges() {
     let mut seen = HashSet::new();
     let owner = owners(&got, 0, &mut seen);
     assert_eq!(owner.len(), 16);
-    assert!(
-        owner.values().any(|i| *i == 0) && owner.values().any(|i| *i == 1),
-        "the groups were not shared out: {owner:?}"
-    );
+    assert_shared_out(&owner);
     on_a.expect_silence(Duration::from_millis(300)).await;
 
     // Messages without a group still go to whichever subscriber pulls.
@@ -199,30 +240,22 @@ async fn cluster_message_group_keeps_its_order_when_a_subscriber_joins() {
     send_groups(&mut p, dest, 8, 5, 10).await;
     let got = take(&mut [&mut first, &mut second], 40).await;
     let owner = owners(&got, 10, &mut seen);
-    assert!(
-        owner.values().any(|i| *i == 0) && owner.values().any(|i| *i == 1),
-        "the groups were not shared out after the join: {owner:?}"
-    );
+    assert_shared_out(&owner);
 }
 
 #[tokio::test]
 async fn cluster_message_group_nack_and_exclusive_subscriber() {
-    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_group_nack") else {
+    let dest = "/queue/grp.nack";
+    let Some(TwoSubscribers {
+        _nats,
+        a,
+        b,
+        mut on_a,
+        mut on_b,
+    }) = two_subscribers("cluster_message_group_nack", dest, "1", "").await
+    else {
         return;
     };
-    let nats = NatsCluster::start(&bin, 1);
-    let name = cluster_name();
-    let a = edge(&nats, &name, SETTING);
-    let b = edge(&nats, &name, SETTING);
-    let dest = "/queue/grp.nack";
-    let one = [("activemq.prefetchSize", "1")];
-    let mut on_a = client(&a).await;
-    on_a.subscribe_with("s", dest, "client-individual", &one)
-        .await;
-    let mut on_b = client(&b).await;
-    on_b.subscribe_with("s", dest, "client-individual", &one)
-        .await;
-    tokio::time::sleep(SETTLE).await;
 
     // A NACKed message of a group comes back to the group's subscriber, before the group's
     // later messages.
@@ -273,23 +306,18 @@ async fn cluster_message_group_nack_and_exclusive_subscriber() {
 
 #[tokio::test]
 async fn cluster_message_groups_of_a_killed_edge_go_to_the_others() {
-    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_message_groups_killed") else {
+    let dest = "/queue/grp.killed";
+    let test = "cluster_message_groups_killed";
+    let Some(TwoSubscribers {
+        _nats,
+        mut a,
+        b,
+        mut on_a,
+        mut on_b,
+    }) = two_subscribers(test, dest, "5", "ack_wait_ms = 3000").await
+    else {
         return;
     };
-    let nats = NatsCluster::start(&bin, 1);
-    let name = cluster_name();
-    let setting = format!("{SETTING}\nack_wait_ms = 3000");
-    let mut a = edge(&nats, &name, &setting);
-    let b = edge(&nats, &name, &setting);
-    let dest = "/queue/grp.killed";
-    let window = [("activemq.prefetchSize", "5")];
-    let mut on_a = client(&a).await;
-    on_a.subscribe_with("s", dest, "client-individual", &window)
-        .await;
-    let mut on_b = client(&b).await;
-    on_b.subscribe_with("s", dest, "client-individual", &window)
-        .await;
-    tokio::time::sleep(SETTLE).await;
 
     // Sent on B; the subscriber on A takes its groups' first messages and never acks.
     let mut p = client(&b).await;
