@@ -77,3 +77,68 @@ async fn cluster_consumer_priority_serves_the_higher_one_first_across_edges() {
         low.expect_silence(Duration::from_millis(800)).await;
     }
 }
+
+/// A queue's consumer that is not what a subscription took it for (here it gains its priority
+/// group under it, as when a request that timed out on one edge reached the server after the
+/// subscription found the consumer without it): the server refuses the subscription's pulls,
+/// and the subscription reads the consumer again (after 5 s at most) and gets the messages.
+#[tokio::test]
+async fn cluster_subscription_reads_its_consumer_again_when_its_pulls_are_refused() {
+    let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_consumer_changed") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 1);
+    let name = cluster_name();
+    let a = edge(&nats, &name, "");
+    let base = cluster_name();
+    let dest = format!("/queue/{base}");
+    let jetstream = async_nats::jetstream::new(
+        async_nats::connect(nats.nodes[0].url())
+            .await
+            .expect("nats"),
+    );
+    let stream = jetstream
+        .get_stream(format!("{name}__2F_queues"))
+        .await
+        .expect("the queue stream");
+    let consumer = format!("_2Fqueue_2F{base}");
+    let plain = async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(consumer.clone()),
+        filter_subject: format!("{name}._2F.q.{consumer}"),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 10_000,
+        max_deliver: -1,
+        ..Default::default()
+    };
+    stream
+        .create_consumer(plain.clone())
+        .await
+        .expect("the consumer, made without the priority policy");
+
+    let mut c = client(&a).await;
+    c.subscribe_with("s", &dest, "auto", &[("activemq.prefetchSize", "1")])
+        .await;
+    // Let its first pull reach the server, then give the consumer its priority group.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stream
+        .update_consumer(async_nats::jetstream::consumer::pull::Config {
+            priority_policy: async_nats::jetstream::consumer::PriorityPolicy::Prioritized,
+            priority_groups: vec!["stomp".to_string()],
+            ..plain
+        })
+        .await
+        .expect("the consumer changed under the subscription");
+
+    // The pull waiting since before the change takes the first; the next ones are refused
+    // until the subscription read the consumer again.
+    let mut p = client(&a).await;
+    for body in ["first", "second", "third"] {
+        p.send_r(&dest, body).await;
+    }
+    for body in ["first", "second", "third"] {
+        let m = c.recv_within(Duration::from_secs(20)).await;
+        assert!(m.is("MESSAGE"), "{m:?}");
+        assert_eq!(m.body_str(), body);
+    }
+}

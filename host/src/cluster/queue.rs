@@ -420,6 +420,7 @@ impl RemoteQueue {
                 .is_none()
                 .then(|| priority::level(options.priority)),
             returning: Default::default(),
+            failed_pull: AtomicBool::new(false),
             groups: self.groups.as_ref().map(|(_, view)| view.clone()),
             membership: Mutex::new(None),
             groups_seen: Mutex::new(std::collections::HashSet::new()),
@@ -575,6 +576,8 @@ pub struct RemoteConsumer {
     level: Option<usize>,
     /// A priority queue's deliveries handed back and not yet confirmed back in JetStream.
     returning: Arc<bands::Returning>,
+    /// Set when the server refused or ended a pull with an error (see `pull`).
+    failed_pull: AtomicBool,
     /// A grouped queue's view of its members and partitions ([`super::groups`]).
     groups: Option<Arc<GroupView>>,
     /// This subscription's membership of a grouped queue (not for an exclusive one), once
@@ -801,7 +804,7 @@ impl RemoteConsumer {
     }
 
     async fn pull(self: Arc<Self>, subscription: Weak<Subscription>, budget: Arc<MemoryBudget>) {
-        let Some(consumers) = self.consumers().await else {
+        let Some(mut consumers) = self.consumers().await else {
             return;
         };
         // A subscription that is not exclusive leaves its pull when an exclusive one takes
@@ -819,7 +822,19 @@ impl RemoteConsumer {
             _ => None,
         };
         let mut rounds: usize = 0;
+        let mut refreshed = std::time::Instant::now();
         loop {
+            // A pull the server refused: the consumers are read again (at most every
+            // REFRESH_AFTER), in case one is not what this subscription took it for.
+            if self.failed_pull.swap(false, Ordering::AcqRel)
+                && refreshed.elapsed() >= REFRESH_AFTER
+            {
+                refreshed = std::time::Instant::now();
+                match self.consumers().await {
+                    Some(fresh) => consumers = fresh,
+                    None => return,
+                }
+            }
             let Some(want) = self.wait_for_room().await else {
                 return;
             };
@@ -910,6 +925,7 @@ impl RemoteConsumer {
                 Some(Err(err)) => {
                     // (A server that keeps ending pulls at once is not asked in a loop.)
                     tracing::debug!(consumer = %self.name, %err, "cluster: pull ended early");
+                    self.failed_pull.store(true, Ordering::Release);
                     return self.pause(RETRY_AFTER).await;
                 }
                 None => {
@@ -966,6 +982,7 @@ impl RemoteConsumer {
                     Some(Err(err)) => {
                         // (At `max_ack_pending`, say: the next band may still have some.)
                         tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
+                        self.failed_pull.store(true, Ordering::Release);
                         break;
                     }
                     None => {
@@ -1027,6 +1044,7 @@ impl RemoteConsumer {
             Event::Next(Some(Err(err))) => {
                 self.leave_pulls(pulls, Some(&round)).await;
                 tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
+                self.failed_pull.store(true, Ordering::Release);
                 self.pause(RETRY_AFTER).await
             }
             Event::Next(None) => {
@@ -1268,15 +1286,23 @@ impl RemoteConsumer {
     }
 }
 
-/// The durable consumer `name` of a queue (filter `subject`): made with the prioritized
-/// policy ([`priority`]) by whichever edge comes first; made without it when the server refuses
+/// The durable consumer `name` of a queue (filter `subject`): the one that exists, as it is;
+/// else made with the prioritized policy ([`priority`]), or without it when the server refuses
 /// the policy (before 2.12).
+///
+/// Made with JetStream's `create` action, never create-or-update: when subscriptions (on any
+/// edge) make it at once, or a request that timed out here still reaches the server after
+/// the other kind was made, the first one made stays and the other request is refused, and
+/// its maker reads what was made. So every subscription pulls the consumer as it is (a pull
+/// naming a priority group the consumer does not have, or lacking the one it has, is
+/// refused).
 async fn queue_consumer(
     link: &VhostLink,
     stream: &jetstream::stream::Stream,
     name: &str,
     subject: &str,
-) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+) -> anyhow::Result<QueueConsumer> {
+    use jetstream::stream::ConsumerCreateStrictErrorKind::AlreadyExists;
     let config = &link.config;
     let wanted = pull::Config {
         durable_name: Some(name.to_string()),
@@ -1287,18 +1313,34 @@ async fn queue_consumer(
         max_deliver: -1,
         ..Default::default()
     };
-    match stream
-        .get_or_create_consumer(name, priority::prioritized(wanted.clone()))
-        .await
-    {
-        Ok(consumer) => Ok(consumer),
-        Err(err) => {
-            let plain = stream.get_or_create_consumer(name, wanted).await?;
-            tracing::info!(consumer = %name, error = %err, "cluster: the queue's consumer was made without consumer priorities (does the NATS server predate 2.12?)");
-            Ok(plain)
+    for _ in 0..MAKE_ATTEMPTS {
+        if let Ok(consumer) = stream.get_consumer(name).await {
+            return Ok(consumer);
+        }
+        match stream
+            .create_consumer_strict(priority::prioritized(wanted.clone()))
+            .await
+        {
+            Ok(consumer) => return Ok(consumer),
+            Err(err) if err.kind() == AlreadyExists => continue,
+            Err(err) => match stream.create_consumer_strict(wanted.clone()).await {
+                Ok(plain) => {
+                    tracing::info!(consumer = %name, error = %err, "cluster: the queue's consumer was made without consumer priorities (does the NATS server predate 2.12?)");
+                    return Ok(plain);
+                }
+                Err(again) if again.kind() == AlreadyExists => continue,
+                Err(again) => return Err(again.into()),
+            },
         }
     }
+    anyhow::bail!("consumer {name} was neither found nor made in {MAKE_ATTEMPTS} attempts")
 }
+
+/// Least time between two readings of a subscription's consumers after failed pulls.
+const REFRESH_AFTER: Duration = Duration::from_secs(5);
+
+/// How often [`queue_consumer`] looks for a consumer that another request made meanwhile.
+const MAKE_ATTEMPTS: usize = 3;
 
 /// Asks `consumer` for up to `want` messages, waiting on the server as `wait` says: at
 /// priority `level` when the consumer is prioritized (and a level is given).
