@@ -13,8 +13,9 @@ use super::cluster::{client, cluster_name, edge, target_dir, ACROSS};
 use crate::harness::*;
 
 const SETTING: &str = "group_queues = [\"/queue/grp.*\"]\ngroup_partitions = 4";
-/// Long enough for the members to share the partitions out (they look every second).
-const SETTLE: Duration = Duration::from_secs(4);
+/// Long enough for the members to share the partitions out: they look every second, and a
+/// partition given up goes once its waiting pull ended (within 5 s).
+const SETTLE: Duration = Duration::from_secs(8);
 
 /// Sends `per_group` messages of each of `groups` groups, interleaved, bodies `GROUP:N`.
 async fn send_groups(p: &mut Client, dest: &str, groups: usize, per_group: usize, from: usize) {

@@ -22,9 +22,10 @@
 //!   them in an order of its own (rendezvous hashing of member and partition), so members do
 //!   not all try the same ones;
 //! - beyond that share (a member joined), it stops pulling the extra ones and gives their
-//!   leases up once the messages it was given from them are settled (acked, or handed back),
-//!   or after [`HANDOVER_WAIT`]: the next holder then starts with what comes after them, so a
-//!   group's messages are not processed by two subscriptions at once;
+//!   leases up once the messages it was given from them are settled (acked, or handed back)
+//!   and its waiting pull there ended by itself (it is never left: see `pull_parts` in
+//!   [`super::queue`]), or after [`HANDOVER_WAIT`]: the next holder then starts with what
+//!   comes after them, so a group's messages are not processed by two subscriptions at once;
 //! - a member that ends gives its partitions up at once, after handing back what it held;
 //!   one whose edge died loses them after [`LEASE_TTL`] (its unacknowledged messages come
 //!   back after `ack_wait_ms`).
@@ -359,6 +360,14 @@ impl Membership {
             .collect()
     }
 
+    /// Whether `partition` is one to pull now (held, not being given up).
+    pub fn pulls(&self, partition: u32) -> bool {
+        self.lock()
+            .held
+            .get(&partition)
+            .is_some_and(|holding| holding.releasing.is_none())
+    }
+
     /// Counts one delivery from `partition` until it is settled.
     pub fn in_flight(&self, partition: u32) -> Option<InFlight> {
         let state = self.lock();
@@ -415,9 +424,15 @@ impl Membership {
                 return;
             }
             // Given up: once its messages are settled, or after HANDOVER_WAIT.
-            state.held.retain(|_, holding| match holding.releasing {
+            let member = &self.member;
+            state.held.retain(|partition, holding| match holding.releasing {
                 Some(since) => {
-                    holding.in_flight.load(Ordering::Acquire) > 0 && since.elapsed() < HANDOVER_WAIT
+                    let keep = holding.in_flight.load(Ordering::Acquire) > 0
+                        && since.elapsed() < HANDOVER_WAIT;
+                    if !keep {
+                        tracing::debug!(%member, partition, "cluster: a message group partition given up");
+                    }
+                    keep
                 }
                 None => true,
             });
@@ -441,6 +456,7 @@ impl Membership {
             if active.len() > share {
                 for partition in &active[share..] {
                     if let Some(holding) = state.held.get_mut(partition) {
+                        tracing::debug!(member = %self.member, partition, members, "cluster: giving a message group partition up (beyond this member's share)");
                         holding.releasing = Some(now);
                         changed = true;
                     }
@@ -462,6 +478,7 @@ impl Membership {
                     if self.left.load(Ordering::Acquire) {
                         return;
                     }
+                    tracing::debug!(member = %self.member, partition, members, "cluster: a message group partition taken");
                     state.held.insert(
                         partition,
                         Holding {

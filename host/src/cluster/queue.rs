@@ -858,32 +858,20 @@ impl RemoteConsumer {
             }
             let round = Round {
                 taken: notified.as_mut(),
-                regroup: membership.as_deref(),
                 subscription: &subscription,
                 budget: &budget,
             };
-            let pulled: Vec<&QueueConsumer> = match &membership {
-                Some(membership) => {
-                    let mut parts: Vec<&QueueConsumer> = std::iter::once(&consumers[0])
-                        .chain(
-                            membership
-                                .pulling()
-                                .into_iter()
-                                .filter_map(|partition| consumers.get(1 + partition as usize)),
-                        )
-                        .collect();
-                    // Each round starts with another part: a backlog of one (ungrouped
-                    // messages, say) does not hold the others' up.
+            let stopped = match (&membership, &consumers[..]) {
+                (Some(membership), _) => {
                     rounds = rounds.wrapping_add(1);
-                    let start = rounds % parts.len();
-                    parts.rotate_left(start);
-                    parts
+                    self.pull_parts(&consumers, membership, rounds, want, round)
+                        .await
                 }
-                None => consumers.iter().collect(),
-            };
-            let stopped = match &pulled[..] {
-                [consumer] => self.pull_one(consumer, want, round).await,
-                parts => self.pull_bands(parts, want, round).await,
+                (None, [consumer]) => self.pull_one(consumer, want, round).await,
+                (None, bands) => {
+                    let bands: Vec<&QueueConsumer> = bands.iter().collect();
+                    self.pull_bands(&bands, want, round).await
+                }
             };
             if stopped {
                 return;
@@ -948,51 +936,16 @@ impl RemoteConsumer {
     async fn pull_bands(
         &self,
         bands: &[&QueueConsumer],
-        mut want: usize,
+        want: usize,
         mut round: Round<'_, '_>,
     ) -> bool {
         // What this subscription handed back is in its band again before the bands are asked.
         self.returning.settled(RETURN_WAIT).await;
-        for consumer in bands {
-            if want == 0 {
-                return false;
-            }
-            let mut pull = match start_pull(&self.link, consumer, want, Wait::No, self.level).await
-            {
-                Ok(pull) => pull,
-                Err(err) => {
-                    tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
-                    return self.pause(RETRY_AFTER).await;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    next = pull.next() => next,
-                    _ = self.stop.notified() => {
-                        self.stop.notify_one();
-                        self.leave_pulls(vec![pull], None).await;
-                        return true;
-                    }
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        self.deliver(message, round.subscription, round.budget);
-                        want = want.saturating_sub(1);
-                    }
-                    Some(Err(err)) => {
-                        // (At `max_ack_pending`, say: the next band may still have some.)
-                        tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
-                        self.failed_pull.store(true, Ordering::Release);
-                        break;
-                    }
-                    None => {
-                        // (Over; or the server did not end it in time: then it is left.)
-                        self.leave_pulls(vec![pull], Some(&round)).await;
-                        break;
-                    }
-                }
-            }
-        }
+        let want = match self.sweep(bands, want, &round).await {
+            Swept::Room(want) => want,
+            Swept::Stopped => return true,
+            Swept::Failed => return self.pause(RETRY_AFTER).await,
+        };
         if want == 0 {
             return false;
         }
@@ -1052,6 +1005,277 @@ impl RemoteConsumer {
                 false
             }
         }
+    }
+
+    /// Asks each of `parts`, in that order, for what it holds now (JetStream's `no_wait`), up
+    /// to `want` messages together, and delivers them.
+    async fn sweep(
+        &self,
+        parts: &[&QueueConsumer],
+        mut want: usize,
+        round: &Round<'_, '_>,
+    ) -> Swept {
+        for consumer in parts {
+            if want == 0 {
+                break;
+            }
+            let mut pull = match start_pull(&self.link, consumer, want, Wait::No, self.level).await
+            {
+                Ok(pull) => pull,
+                Err(err) => {
+                    tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
+                    return Swept::Failed;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = pull.next() => next,
+                    _ = self.stop.notified() => {
+                        self.stop.notify_one();
+                        self.leave_pulls(vec![pull], None).await;
+                        return Swept::Stopped;
+                    }
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        self.deliver(message, round.subscription, round.budget);
+                        want = want.saturating_sub(1);
+                    }
+                    Some(Err(err)) => {
+                        // (At `max_ack_pending`, say: the next part may still have some.)
+                        tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
+                        self.failed_pull.store(true, Ordering::Release);
+                        break;
+                    }
+                    None => {
+                        // (Over; or the server did not end it in time: then it is left.)
+                        self.leave_pulls(vec![pull], Some(round)).await;
+                        break;
+                    }
+                }
+            }
+        }
+        Swept::Room(want)
+    }
+
+    /// One round of a grouped queue's subscription (`consumers`: the queue's own, then the
+    /// partitions'; see [`super::groups`]). First what waits: the queue's own consumer and each
+    /// partition the subscription holds, asked without waiting (each round starting with
+    /// another, so that a backlog of one does not hold the others up). Then a waiting pull of
+    /// one message on each, each asked again once it delivered, while the window has room.
+    ///
+    /// Unlike a priority queue's bands, no pull is left when another one delivers: a message
+    /// the server was sending a pull that is left can be dropped on its way (unacknowledged
+    /// until `ack_wait`, its group going on without it). A message beyond the window is handed
+    /// back (to the head of its partition). A partition given up is not asked again, and its
+    /// pull ends by itself (with a message, or its time) before its lease goes: the pull counts
+    /// as one of the partition's deliveries not settled. True when the subscription ended
+    /// meanwhile.
+    async fn pull_parts(
+        &self,
+        consumers: &[QueueConsumer],
+        membership: &Membership,
+        round_number: usize,
+        want: usize,
+        mut round: Round<'_, '_>,
+    ) -> bool {
+        self.returning.settled(RETURN_WAIT).await;
+        let mut parts: Vec<usize> = std::iter::once(0)
+            .chain(
+                membership
+                    .pulling()
+                    .into_iter()
+                    .map(|partition| 1 + partition as usize),
+            )
+            .filter(|part| *part < consumers.len())
+            .collect();
+        let start = round_number % parts.len();
+        parts.rotate_left(start);
+        let swept: Vec<&QueueConsumer> = parts.iter().map(|part| &consumers[*part]).collect();
+        match self.sweep(&swept, want, &round).await {
+            Swept::Room(0) => return false,
+            Swept::Room(_) => {}
+            Swept::Stopped => return true,
+            Swept::Failed => return self.pause(RETRY_AFTER).await,
+        }
+        let mut waiting: Vec<PartPull> = Vec::with_capacity(parts.len());
+        // Parts to ask again once the window has room; with `true` when a message just came
+        // from one (or it was just taken): what else waits there is taken first, without
+        // waiting, in one pull.
+        let mut idle: Vec<(usize, bool)> = parts.into_iter().map(|part| (part, false)).collect();
+        enum Event {
+            Next(usize, Option<Result<Box<jetstream::Message>, String>>),
+            Stop,
+            Taken,
+            Regrouped,
+            Room,
+        }
+        loop {
+            if self.has_room() && !idle.is_empty() {
+                // What this subscription handed back is in its partition again first.
+                self.returning.settled(RETURN_WAIT).await;
+            }
+            while self.has_room() {
+                let Some((part, busy)) = idle.pop() else {
+                    break;
+                };
+                if part > 0 && !membership.pulls((part - 1) as u32) {
+                    // Given up meanwhile.
+                    continue;
+                }
+                if busy {
+                    let room = self.window.saturating_sub(self.lock().len());
+                    match self.sweep(&[&consumers[part]], room, &round).await {
+                        Swept::Room(_) => {}
+                        Swept::Stopped => {
+                            self.leave_parts(waiting, None).await;
+                            return true;
+                        }
+                        Swept::Failed => {
+                            self.leave_parts(waiting, None).await;
+                            return self.pause(RETRY_AFTER).await;
+                        }
+                    }
+                    if !self.has_room() {
+                        idle.push((part, false));
+                        break;
+                    }
+                }
+                match self.arm(consumers, membership, part).await {
+                    Ok(pull) => waiting.push(pull),
+                    Err(err) => {
+                        tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
+                        self.leave_parts(waiting, None).await;
+                        return self.pause(RETRY_AFTER).await;
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                return false;
+            }
+            let event = {
+                let first = futures_util::future::select_all(
+                    waiting.iter_mut().map(|part| Box::pin(part.pull.next())),
+                );
+                tokio::select! {
+                    (next, index, _) = first => Event::Next(index, next.map(|next| next.map(Box::new))),
+                    _ = self.stop.notified() => {
+                        self.stop.notify_one();
+                        Event::Stop
+                    }
+                    _ = round.taken() => Event::Taken,
+                    _ = membership.regrouped() => Event::Regrouped,
+                    _ = self.room.notified(), if !idle.is_empty() => Event::Room,
+                }
+            };
+            match event {
+                Event::Stop => {
+                    self.leave_parts(waiting, None).await;
+                    return true;
+                }
+                Event::Taken => {
+                    self.leave_parts(waiting, None).await;
+                    return false;
+                }
+                Event::Room => {}
+                Event::Regrouped => {
+                    // Partitions newly held are asked; those given up are not asked again.
+                    let gained: Vec<usize> = membership
+                        .pulling()
+                        .into_iter()
+                        .map(|partition| 1 + partition as usize)
+                        .filter(|part| {
+                            *part < consumers.len()
+                                && !waiting.iter().any(|w| w.part == *part)
+                                && !idle.iter().any(|(idle, _)| idle == part)
+                        })
+                        .collect();
+                    idle.extend(gained.into_iter().map(|part| (part, true)));
+                }
+                Event::Next(index, next) => {
+                    let done = waiting.swap_remove(index);
+                    let mut busy = false;
+                    match next {
+                        Some(Ok(message)) => {
+                            if self.has_room() {
+                                self.deliver(*message, round.subscription, round.budget);
+                                busy = true;
+                            } else {
+                                self.hand_back_pulled(*message);
+                            }
+                        }
+                        Some(Err(err)) => {
+                            tracing::debug!(consumer = %self.name, %err, "cluster: a part's pull ended early");
+                            self.failed_pull.store(true, Ordering::Release);
+                            if waiting.is_empty() {
+                                return self.pause(RETRY_AFTER).await;
+                            }
+                            continue;
+                        }
+                        // Its time passed (or the server did not end it in time: then it is
+                        // left).
+                        None => self.leave_pulls(vec![done.pull], Some(&round)).await,
+                    }
+                    if done.part == 0 || membership.pulls((done.part - 1) as u32) {
+                        idle.push((done.part, busy));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A waiting pull of one message on part `part` of a grouped queue (0: the queue's own
+    /// consumer; `1 + P`: partition `P`, counted as one of its deliveries not settled until the
+    /// pull is over).
+    async fn arm(
+        &self,
+        consumers: &[QueueConsumer],
+        membership: &Membership,
+        part: usize,
+    ) -> Result<PartPull, String> {
+        let in_flight = match part {
+            0 => None,
+            _ => membership.in_flight((part - 1) as u32),
+        };
+        let pull = start_pull(
+            &self.link,
+            &consumers[part],
+            1,
+            Wait::Up(PULL_WAIT),
+            self.level,
+        )
+        .await?;
+        Ok(PartPull {
+            part,
+            pull,
+            _in_flight: in_flight,
+        })
+    }
+
+    /// Leaves a grouped queue's waiting pulls (the subscription ended, or an exclusive one
+    /// took the queue): see [`RemoteConsumer::leave_pulls`].
+    async fn leave_parts(&self, waiting: Vec<PartPull>, round: Option<&Round<'_, '_>>) {
+        let pulls = waiting.into_iter().map(|part| part.pull).collect();
+        self.leave_pulls(pulls, round).await;
+    }
+
+    /// Whether the window has room for one more delivery.
+    fn has_room(&self) -> bool {
+        !self.stopped.load(Ordering::Acquire) && self.lock().len() < self.window
+    }
+
+    /// Hands a pulled message back at once (beyond the window), JetStream confirming it
+    /// before the subscription's next round asks again.
+    fn hand_back_pulled(&self, message: jetstream::Message) {
+        self.count(1, AckKind::Nak(None));
+        let guard = self.returning.guard();
+        let (_, acker) = message.split();
+        tokio::spawn(async move {
+            if let Err(err) = acker.double_ack_with(AckKind::Nak(None)).await {
+                tracing::debug!(error = %err, "cluster: a nak not confirmed");
+            }
+            drop(guard);
+        });
     }
 
     /// Leaves waiting `pulls` (see [`PullRequest::leave`]): what they were sent meanwhile is
@@ -1364,34 +1588,36 @@ struct Round<'t, 'a> {
     /// Completes when an exclusive subscription took the queue (never for one that is
     /// exclusive itself).
     taken: std::pin::Pin<&'t mut Option<tokio::sync::futures::Notified<'a>>>,
-    /// A grouped queue's membership: the round ends when the partitions to pull changed.
-    regroup: Option<&'t Membership>,
     subscription: &'t Weak<Subscription>,
     budget: &'t Arc<MemoryBudget>,
 }
 
 impl Round<'_, '_> {
-    /// Completes when the queue was taken (see `taken`), or the partitions a grouped
-    /// queue's subscription pulls changed: its waiting pulls are left.
+    /// Completes when the queue was taken (see `taken`).
     async fn taken(&mut self) {
-        let regroup = self.regroup;
-        let regrouped = async {
-            match regroup {
-                Some(membership) => membership.regrouped().await,
-                None => std::future::pending().await,
-            }
-        };
-        let taken = async {
-            match self.taken.as_mut().as_pin_mut() {
-                Some(notified) => notified.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = taken => {}
-            _ = regrouped => {}
+        match self.taken.as_mut().as_pin_mut() {
+            Some(notified) => notified.await,
+            None => std::future::pending().await,
         }
     }
+}
+
+/// What [`RemoteConsumer::sweep`] left.
+enum Swept {
+    /// Room for this many more messages.
+    Room(usize),
+    /// The subscription ended.
+    Stopped,
+    /// A pull could not be asked for.
+    Failed,
+}
+
+/// A grouped queue's waiting pull on one part (see [`RemoteConsumer::pull_parts`]).
+struct PartPull {
+    /// 0: the queue's own consumer; `1 + P`: partition `P`.
+    part: usize,
+    pull: PullRequest,
+    _in_flight: Option<InFlight>,
 }
 
 /// `held`'s ackers, each with `kind`.
