@@ -30,25 +30,30 @@ const CONSUMERS_PER_EDGE: usize = 2;
 /// The longest the load test may take once the edges run.
 const LOAD_DEADLINE: Duration = Duration::from_secs(600);
 
-/// How often each body was received (by every consumer together), and how many in all.
+/// How often each body was received (by every consumer together), how many in all, and how
+/// many came marked `redelivered`.
 #[derive(Default)]
-struct Tally {
+pub(super) struct Tally {
     seen: Mutex<HashMap<String, u32>>,
-    total: AtomicUsize,
+    pub(super) total: AtomicUsize,
+    pub(super) redelivered: AtomicUsize,
 }
 
 impl Tally {
-    fn record(&self, body: &str) {
+    fn record(&self, message: &Frame) {
         let mut seen = self.seen.lock().expect("tally");
-        *seen.entry(body.to_string()).or_default() += 1;
+        *seen.entry(message.body_str().to_string()).or_default() += 1;
         self.total.fetch_add(1, Ordering::SeqCst);
+        if message.get("redelivered") == Some("true") {
+            self.redelivered.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
-    fn distinct(&self) -> usize {
+    pub(super) fn distinct(&self) -> usize {
         self.seen.lock().expect("tally").len()
     }
 
-    fn duplicates(&self) -> Vec<(String, u32)> {
+    pub(super) fn duplicates(&self) -> Vec<(String, u32)> {
         let seen = self.seen.lock().expect("tally");
         let mut twice: Vec<(String, u32)> = seen
             .iter()
@@ -69,7 +74,7 @@ impl Tally {
 /// MESSAGE recorded in `tally` and acked, until `done()` holds (and one quiet second more, in
 /// which a duplicate would show), the connection closes (its edge died) or `deadline`. Returns
 /// how many it received.
-fn consumer(
+pub(super) fn consumer(
     addr: SocketAddr,
     dest: &'static str,
     prefetch: u32,
@@ -99,7 +104,7 @@ fn consumer(
             match c.try_recv(Duration::from_millis(200)).await {
                 Ok(m) => {
                     assert!(m.is("MESSAGE"), "{m:?}");
-                    tally.record(m.body_str());
+                    tally.record(&m);
                     got += 1;
                     let ack = c.ack_frame("ACK", &m);
                     // The edge may die between the MESSAGE and this ACK (the restart test).
@@ -117,17 +122,23 @@ fn consumer(
 
 /// `count` SENDs on the edge at `addr`, bodies `{tag}-{i}`, written in batches without
 /// receipts and a last one with a receipt: once it comes back, every earlier one is stored.
-fn batch_producer(
+/// With `priorities`, SEND `i` has the `priority` `priorities[i % len]`.
+pub(super) fn batch_producer(
     addr: SocketAddr,
     dest: &'static str,
     tag: String,
     count: usize,
+    priorities: &'static [&'static str],
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut p = Client::connect(addr, Version::V12).await;
         let mut batch = Vec::new();
         for i in 0..count {
-            batch.push(send_frame(dest, &[], &format!("{tag}-{i}")));
+            let priority = priorities
+                .get(i % priorities.len().max(1))
+                .map(|priority| ("priority", *priority));
+            let headers: Vec<(&str, &str)> = priority.into_iter().collect();
+            batch.push(send_frame(dest, &headers, &format!("{tag}-{i}")));
             if batch.len() == 100 {
                 p.write_all(&batch).await;
                 batch.clear();
@@ -189,6 +200,7 @@ async fn cluster_three_edges_on_three_nats_nodes_carry_100k_messages_none_lost_o
                 dest,
                 format!("e{e}p{p}"),
                 per_producer,
+                &[],
             ));
         }
     }

@@ -20,8 +20,8 @@
 //! band names are nobody else's, and the three filters do not overlap (a work-queue stream
 //! refuses consumers whose filters do).
 //!
-//! How a subscription pulls from the bands is [`super::queue`]'s (`pull_bands`); which queues
-//! have bands is [`BandedQueues`].
+//! How a subscription pulls from the bands is [`super::queue`]'s (`pull_parts`, with
+//! [`super::parts`]); which queues have bands is [`BandedQueues`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

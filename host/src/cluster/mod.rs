@@ -48,6 +48,7 @@ pub mod exclusive;
 pub mod groups;
 pub mod lease;
 pub mod lease_watch;
+pub mod parts;
 pub mod pipeline;
 pub mod priority;
 pub mod pull_request;

@@ -15,11 +15,12 @@
 //! on its way to the inbox unread, unacknowledged until the consumer's `ack_wait`.
 //!
 //! One message on its way is read; a second one the server had sent before it learnt of the
-//! `UNSUB` is not (the client stops at the count), and comes back after `ack_wait`. So a
-//! pull that is left as a matter of course asks for one message (the priority bands' waiting
-//! pulls, [`super::queue`]): then at most one message, or its end status, is ever on its way.
-//! A subscription's own pull, of its whole window, is left only when the subscription ends
-//! or an exclusive one takes the queue.
+//! `UNSUB` is not (the client stops at the count), and comes back after `ack_wait`. And on a
+//! NATS cluster the marker, sent by the server the edge is connected to, can overtake a
+//! message that the consumer's leader on another node was sending: that message is dropped
+//! too, and comes back after `ack_wait`. So pulls are left only when a subscription ends or an
+//! exclusive one takes the queue, never as a matter of course: a priority queue's or grouped
+//! queue's subscription keeps one waiting pull per part ([`super::parts`]).
 
 use std::time::Duration;
 

@@ -34,6 +34,7 @@ use super::dead_letter::Returned;
 use super::durable::DurableSource;
 use super::exclusive::{ExclusiveGate, ExclusiveHold, CHECK_EVERY, STANDBY_POLL};
 use super::groups::{self, GroupView, InFlight, Membership};
+use super::parts::{self, Parts};
 use super::priority;
 use super::pull_request::{PullRequest, Wait};
 use super::wire;
@@ -862,15 +863,29 @@ impl RemoteConsumer {
                 budget: &budget,
             };
             let stopped = match (&membership, &consumers[..]) {
+                (None, [consumer]) => self.pull_one(consumer, want, round).await,
                 (Some(membership), _) => {
+                    // The queue's own consumer and each partition held, each round starting
+                    // with another, so that a backlog of one does not hold the others up.
+                    let mut order: Vec<usize> = std::iter::once(0)
+                        .chain(
+                            membership
+                                .pulling()
+                                .into_iter()
+                                .map(|partition| 1 + partition as usize),
+                        )
+                        .filter(|part| *part < consumers.len())
+                        .collect();
                     rounds = rounds.wrapping_add(1);
-                    self.pull_parts(&consumers, membership, rounds, want, round)
+                    let start = rounds % order.len();
+                    order.rotate_left(start);
+                    self.pull_parts(&consumers, order, Some(membership), want, round)
                         .await
                 }
-                (None, [consumer]) => self.pull_one(consumer, want, round).await,
+                // A priority queue's bands, highest first.
                 (None, bands) => {
-                    let bands: Vec<&QueueConsumer> = bands.iter().collect();
-                    self.pull_bands(&bands, want, round).await
+                    let order = (0..bands.len()).collect();
+                    self.pull_parts(&consumers, order, None, want, round).await
                 }
             };
             if stopped {
@@ -921,88 +936,6 @@ impl RemoteConsumer {
                     self.leave_pulls(vec![batch], None).await;
                     return false;
                 }
-            }
-        }
-    }
-
-    /// One round of a priority queue's subscription (`bands`: its consumers, highest band
-    /// first; see [`super::bands`]): first what waits, each band asked without waiting, the
-    /// highest first, for what room is left; then, with room still left, a waiting pull of one
-    /// message on every band at once. The first message to come ends the wait: the other
-    /// pulls are left, what they were sent meanwhile is delivered while the window has room
-    /// (handed back beyond it), and the next round asks the bands again, so a message of a
-    /// higher band that came in the meantime goes first. True when the subscription ended
-    /// meanwhile.
-    async fn pull_bands(
-        &self,
-        bands: &[&QueueConsumer],
-        want: usize,
-        mut round: Round<'_, '_>,
-    ) -> bool {
-        // What this subscription handed back is in its band again before the bands are asked.
-        self.returning.settled(RETURN_WAIT).await;
-        let want = match self.sweep(bands, want, &round).await {
-            Swept::Room(want) => want,
-            Swept::Stopped => return true,
-            Swept::Failed => return self.pause(RETRY_AFTER).await,
-        };
-        if want == 0 {
-            return false;
-        }
-        // One message each: the first to come ends the wait, and leaving the others costs
-        // little (see `PullRequest::leave`).
-        let mut pulls = Vec::with_capacity(bands.len());
-        for consumer in bands {
-            match start_pull(&self.link, consumer, 1, Wait::Up(PULL_WAIT), self.level).await {
-                Ok(pull) => pulls.push(pull),
-                Err(err) => {
-                    self.leave_pulls(pulls, Some(&round)).await;
-                    tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
-                    return self.pause(RETRY_AFTER).await;
-                }
-            }
-        }
-        enum Event {
-            Next(Option<Result<Box<jetstream::Message>, String>>),
-            Stop,
-            Taken,
-        }
-        let event = {
-            let first = futures_util::future::select_all(
-                pulls.iter_mut().map(|pull| Box::pin(pull.next())),
-            );
-            tokio::select! {
-                (next, _, _) = first => Event::Next(next.map(|next| next.map(Box::new))),
-                _ = self.stop.notified() => {
-                    self.stop.notify_one();
-                    Event::Stop
-                }
-                _ = round.taken() => Event::Taken,
-            }
-        };
-        match event {
-            Event::Stop => {
-                self.leave_pulls(pulls, None).await;
-                true
-            }
-            Event::Taken => {
-                self.leave_pulls(pulls, None).await;
-                false
-            }
-            Event::Next(Some(Ok(message))) => {
-                self.deliver(*message, round.subscription, round.budget);
-                self.leave_pulls(pulls, Some(&round)).await;
-                false
-            }
-            Event::Next(Some(Err(err))) => {
-                self.leave_pulls(pulls, Some(&round)).await;
-                tracing::debug!(consumer = %self.name, %err, "cluster: a band's pull ended early");
-                self.failed_pull.store(true, Ordering::Release);
-                self.pause(RETRY_AFTER).await
-            }
-            Event::Next(None) => {
-                self.leave_pulls(pulls, Some(&round)).await;
-                false
             }
         }
     }
@@ -1058,86 +991,105 @@ impl RemoteConsumer {
         Swept::Room(want)
     }
 
-    /// One round of a grouped queue's subscription (`consumers`: the queue's own, then the
-    /// partitions'; see [`super::groups`]). First what waits: the queue's own consumer and each
-    /// partition the subscription holds, asked without waiting (each round starting with
-    /// another, so that a backlog of one does not hold the others up). Then a waiting pull of
-    /// one message on each, each asked again once it delivered, while the window has room.
+    /// One round of a subscription that pulls several parts of its queue (`consumers`): a
+    /// priority queue's bands, highest first ([`super::bands`]), or a grouped queue's own
+    /// consumer and partitions ([`super::groups`]; `membership` says which partitions this
+    /// subscription holds). `order` lists the parts to pull, in the order they are served.
     ///
-    /// Unlike a priority queue's bands, no pull is left when another one delivers: a message
-    /// the server was sending a pull that is left can be dropped on its way (unacknowledged
-    /// until `ack_wait`, its group going on without it). A message beyond the window is handed
-    /// back (to the head of its partition). A partition given up is not asked again, and its
-    /// pull ends by itself (with a message, or its time) before its lease goes: the pull counts
-    /// as one of the partition's deliveries not settled. True when the subscription ended
-    /// meanwhile.
+    /// First what waits: each part asked without waiting, in that order, for what room the
+    /// window has. Then one waiting pull of one message on each part, asked again once it
+    /// delivered (after taking what else waits there, without waiting), while the window has
+    /// room. No pull is left because another delivered: a message brought while the window is
+    /// full is parked, and delivered first in its part's turn once the window has room (see
+    /// [`super::parts`]). A part whose pull failed is asked again after [`RETRY_AFTER`]. A
+    /// partition given up is not asked again, and its pull ends by itself (with a message, or
+    /// its time) before its lease goes: the pull counts as one of the partition's deliveries
+    /// not settled. True when the subscription ended meanwhile.
     async fn pull_parts(
         &self,
         consumers: &[QueueConsumer],
-        membership: &Membership,
-        round_number: usize,
+        order: Vec<usize>,
+        membership: Option<&Membership>,
         want: usize,
         mut round: Round<'_, '_>,
     ) -> bool {
+        // What this subscription handed back is in its part again before the parts are asked.
         self.returning.settled(RETURN_WAIT).await;
-        let mut parts: Vec<usize> = std::iter::once(0)
-            .chain(
-                membership
-                    .pulling()
-                    .into_iter()
-                    .map(|partition| 1 + partition as usize),
-            )
-            .filter(|part| *part < consumers.len())
-            .collect();
-        let start = round_number % parts.len();
-        parts.rotate_left(start);
-        let swept: Vec<&QueueConsumer> = parts.iter().map(|part| &consumers[*part]).collect();
+        let swept: Vec<&QueueConsumer> = order.iter().map(|part| &consumers[*part]).collect();
         match self.sweep(&swept, want, &round).await {
             Swept::Room(0) => return false,
             Swept::Room(_) => {}
             Swept::Stopped => return true,
             Swept::Failed => return self.pause(RETRY_AFTER).await,
         }
-        let mut waiting: Vec<PartPull> = Vec::with_capacity(parts.len());
-        // Parts to ask again once the window has room; with `true` when a message just came
-        // from one (or it was just taken): what else waits there is taken first, without
-        // waiting, in one pull.
-        let mut idle: Vec<(usize, bool)> = parts.into_iter().map(|part| (part, false)).collect();
+        let holds = |part: usize| match membership {
+            Some(membership) if part > 0 => membership.pulls((part - 1) as u32),
+            _ => true,
+        };
+        let park_limit = (self.link.config.ack_wait() / 2).min(parts::MAX_PARK);
+        let mut parts: Parts<PulledPart> = Parts::new(&order, consumers.len());
+        let mut waiting: Vec<PartPull> = Vec::with_capacity(order.len());
         enum Event {
             Next(usize, Option<Result<Box<jetstream::Message>, String>>),
             Stop,
             Taken,
             Regrouped,
             Room,
+            Timer,
         }
         loop {
-            if self.has_room() && !idle.is_empty() {
-                // What this subscription handed back is in its partition again first.
+            let now = tokio::time::Instant::now();
+            // Parked too long, or from a partition given up: handed back.
+            for stale in
+                parts.unpark_where(|parked| parked.since + park_limit <= now || !holds(parked.part))
+            {
+                self.hand_back_pulled(stale.message);
+            }
+            parts.wake(now);
+            if self.has_room() && parts.has_turns() {
+                // What this subscription handed back is in its part again first.
                 self.returning.settled(RETURN_WAIT).await;
             }
-            while self.has_room() {
-                let Some((part, busy)) = idle.pop() else {
+            // Each part's turn, in order: its parked message, then a new waiting pull (after
+            // taking what else waits there when a message just came from it).
+            for part in parts.turns() {
+                if !self.has_room() {
                     break;
-                };
-                if part > 0 && !membership.pulls((part - 1) as u32) {
+                }
+                if !holds(part) {
                     // Given up meanwhile.
+                    if let Some(parked) = parts.forget(part) {
+                        self.hand_back_pulled(parked.message);
+                    }
                     continue;
+                }
+                if let Some(parked) = parts.unpark(part) {
+                    self.deliver(parked.message, round.subscription, round.budget);
+                }
+                let Some(busy) = parts.take_idle(part) else {
+                    continue;
+                };
+                if !self.has_room() {
+                    parts.set_idle(part, busy);
+                    break;
                 }
                 if busy {
                     let room = self.window.saturating_sub(self.lock().len());
                     match self.sweep(&[&consumers[part]], room, &round).await {
                         Swept::Room(_) => {}
                         Swept::Stopped => {
-                            self.leave_parts(waiting, None).await;
+                            self.leave_parts(waiting, &mut parts).await;
                             return true;
                         }
                         Swept::Failed => {
-                            self.leave_parts(waiting, None).await;
-                            return self.pause(RETRY_AFTER).await;
+                            parts.rest(part, now + RETRY_AFTER);
+                            continue;
                         }
                     }
                     if !self.has_room() {
-                        idle.push((part, false));
+                        // More may wait there: taken (without waiting) in its next turn, before
+                        // a later part's parked message.
+                        parts.set_idle(part, true);
                         break;
                     }
                 }
@@ -1145,97 +1097,118 @@ impl RemoteConsumer {
                     Ok(pull) => waiting.push(pull),
                     Err(err) => {
                         tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
-                        self.leave_parts(waiting, None).await;
-                        return self.pause(RETRY_AFTER).await;
+                        parts.rest(part, now + RETRY_AFTER);
                     }
                 }
             }
-            if waiting.is_empty() {
+            if waiting.is_empty() && !parts.holds_on() {
                 return false;
             }
+            let deadline = parts.next_deadline(park_limit);
             let event = {
-                let first = futures_util::future::select_all(
-                    waiting.iter_mut().map(|part| Box::pin(part.pull.next())),
-                );
+                let first = async {
+                    if waiting.is_empty() {
+                        return std::future::pending().await;
+                    }
+                    let pulls = waiting.iter_mut().map(|part| Box::pin(part.pull.next()));
+                    let (next, index, _) = futures_util::future::select_all(pulls).await;
+                    (index, next.map(|next| next.map(Box::new)))
+                };
+                let regrouped = async {
+                    match membership {
+                        Some(membership) => membership.regrouped().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let timer = tokio::time::sleep_until(deadline.unwrap_or(now));
                 tokio::select! {
-                    (next, index, _) = first => Event::Next(index, next.map(|next| next.map(Box::new))),
+                    (index, next) = first => Event::Next(index, next),
                     _ = self.stop.notified() => {
                         self.stop.notify_one();
                         Event::Stop
                     }
                     _ = round.taken() => Event::Taken,
-                    _ = membership.regrouped() => Event::Regrouped,
-                    _ = self.room.notified(), if !idle.is_empty() => Event::Room,
+                    _ = regrouped => Event::Regrouped,
+                    _ = self.room.notified(), if parts.has_turns() => Event::Room,
+                    _ = timer, if deadline.is_some() => Event::Timer,
                 }
             };
             match event {
                 Event::Stop => {
-                    self.leave_parts(waiting, None).await;
+                    self.leave_parts(waiting, &mut parts).await;
                     return true;
                 }
                 Event::Taken => {
-                    self.leave_parts(waiting, None).await;
+                    self.leave_parts(waiting, &mut parts).await;
                     return false;
                 }
-                Event::Room => {}
+                Event::Room | Event::Timer => {}
                 Event::Regrouped => {
                     // Partitions newly held are asked; those given up are not asked again.
-                    let gained: Vec<usize> = membership
-                        .pulling()
-                        .into_iter()
-                        .map(|partition| 1 + partition as usize)
-                        .filter(|part| {
-                            *part < consumers.len()
-                                && !waiting.iter().any(|w| w.part == *part)
-                                && !idle.iter().any(|(idle, _)| idle == part)
-                        })
-                        .collect();
-                    idle.extend(gained.into_iter().map(|part| (part, true)));
+                    for partition in membership.map(Membership::pulling).unwrap_or_default() {
+                        let part = 1 + partition as usize;
+                        if part < consumers.len()
+                            && !waiting.iter().any(|w| w.part == part)
+                            && !parts.knows(part)
+                        {
+                            parts.set_idle(part, true);
+                        }
+                    }
                 }
                 Event::Next(index, next) => {
-                    let done = waiting.swap_remove(index);
-                    let mut busy = false;
+                    let PartPull {
+                        part,
+                        pull,
+                        _in_flight: in_flight,
+                    } = waiting.swap_remove(index);
                     match next {
                         Some(Ok(message)) => {
                             if self.has_room() {
                                 self.deliver(*message, round.subscription, round.budget);
-                                busy = true;
                             } else {
-                                self.hand_back_pulled(*message);
+                                let pulled = PulledPart {
+                                    message: *message,
+                                    _in_flight: in_flight,
+                                };
+                                let now = tokio::time::Instant::now();
+                                if let Err(pulled) = parts.park(part, pulled, now) {
+                                    self.hand_back_pulled(pulled.message);
+                                }
+                            }
+                            if holds(part) {
+                                parts.set_idle(part, true);
                             }
                         }
                         Some(Err(err)) => {
                             tracing::debug!(consumer = %self.name, %err, "cluster: a part's pull ended early");
                             self.failed_pull.store(true, Ordering::Release);
-                            if waiting.is_empty() {
-                                return self.pause(RETRY_AFTER).await;
-                            }
-                            continue;
+                            parts.rest(part, tokio::time::Instant::now() + RETRY_AFTER);
                         }
                         // Its time passed (or the server did not end it in time: then it is
                         // left).
-                        None => self.leave_pulls(vec![done.pull], Some(&round)).await,
-                    }
-                    if done.part == 0 || membership.pulls((done.part - 1) as u32) {
-                        idle.push((done.part, busy));
+                        None => {
+                            self.leave_pulls(vec![pull], Some(&round)).await;
+                            if holds(part) {
+                                parts.set_idle(part, false);
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// A waiting pull of one message on part `part` of a grouped queue (0: the queue's own
-    /// consumer; `1 + P`: partition `P`, counted as one of its deliveries not settled until the
-    /// pull is over).
+    /// A waiting pull of one message on part `part` (a grouped queue's partition `P`,
+    /// `1 + P`, counts it as one of its deliveries not settled until the pull is over).
     async fn arm(
         &self,
         consumers: &[QueueConsumer],
-        membership: &Membership,
+        membership: Option<&Membership>,
         part: usize,
     ) -> Result<PartPull, String> {
-        let in_flight = match part {
-            0 => None,
-            _ => membership.in_flight((part - 1) as u32),
+        let in_flight = match (membership, part) {
+            (Some(membership), 1..) => membership.in_flight((part - 1) as u32),
+            _ => None,
         };
         let pull = start_pull(
             &self.link,
@@ -1252,11 +1225,15 @@ impl RemoteConsumer {
         })
     }
 
-    /// Leaves a grouped queue's waiting pulls (the subscription ended, or an exclusive one
-    /// took the queue): see [`RemoteConsumer::leave_pulls`].
-    async fn leave_parts(&self, waiting: Vec<PartPull>, round: Option<&Round<'_, '_>>) {
+    /// Ends a round of [`RemoteConsumer::pull_parts`] early (the subscription ended, or an
+    /// exclusive one took the queue): its parked messages handed back, its waiting pulls left
+    /// (see [`RemoteConsumer::leave_pulls`]).
+    async fn leave_parts(&self, waiting: Vec<PartPull>, parts: &mut Parts<PulledPart>) {
+        for parked in parts.unpark_all() {
+            self.hand_back_pulled(parked.message);
+        }
         let pulls = waiting.into_iter().map(|part| part.pull).collect();
-        self.leave_pulls(pulls, round).await;
+        self.leave_pulls(pulls, None).await;
     }
 
     /// Whether the window has room for one more delivery.
@@ -1612,11 +1589,21 @@ enum Swept {
     Failed,
 }
 
-/// A grouped queue's waiting pull on one part (see [`RemoteConsumer::pull_parts`]).
+/// A waiting pull on one part of a queue (see [`RemoteConsumer::pull_parts`]).
 struct PartPull {
-    /// 0: the queue's own consumer; `1 + P`: partition `P`.
+    /// A priority queue's band (0: the highest); a grouped queue's own consumer (0) or
+    /// partition `P` (`1 + P`).
     part: usize,
     pull: PullRequest,
+    /// A grouped queue's pull counts as one of its partition's deliveries not settled.
+    _in_flight: Option<InFlight>,
+}
+
+/// A message a part's pull brought while the window was full (parked: see [`super::parts`]).
+struct PulledPart {
+    message: jetstream::Message,
+    /// Its partition's count of deliveries not settled (a grouped queue's), until delivered
+    /// or handed back.
     _in_flight: Option<InFlight>,
 }
 
