@@ -7,6 +7,8 @@
 #   cluster-1-prio    as cluster-1, to a queue `priority_queues` names (three priority bands,
 #                     docs/cluster.md "Message priority"), its messages of the default priority:
 #                     what the bands cost a queue's ordinary traffic;
+#   cluster-1-prio-mixed  as cluster-1-prio, each message's priority its sequence modulo 10 (all
+#                     three bands at once);
 #   cluster-1-groups  as cluster-1, to a queue `group_queues` names (8 partitions, docs/cluster.md
 #                     "Message groups"), each producer's messages in 64 groups (JMSXGroupID):
 #                     what the partitions cost;
@@ -225,6 +227,7 @@ run_variant() {
     plugboard) others=("$PB_PID") ;;
     cluster-1) edges=("${EDGE_PIDS[0]}") nats=("${NATS_PIDS[@]}") ;;
     cluster-1-prio) edges=("${EDGE_PIDS[0]}") nats=("${NATS_PIDS[@]}") dest=/queue/bench.prio.r$1 ;;
+    cluster-1-prio-mixed) edges=("${EDGE_PIDS[0]}") nats=("${NATS_PIDS[@]}") dest=/queue/bench.prio.mixed.r$1 ;;
     cluster-1-groups) edges=("${EDGE_PIDS[0]}") nats=("${NATS_PIDS[@]}") dest=/queue/bench.grp.r$1 ;;
     cluster-3) edges=("${EDGE_PIDS[@]}") nats=("${NATS_PIDS[@]}") ;;
     rabbitmq-quorum) others=("$RMQ_PID") dest=/queue/bench.quorum.r$1 ;;
@@ -233,12 +236,13 @@ run_variant() {
   local e0 n0 o0 e1 n1 o1 i
   e0=$(cpu_ticks "${edges[@]}") n0=$(cpu_ticks "${nats[@]}") o0=$(cpu_ticks "${others[@]}")
   case $v in
-    plugboard | cluster-1 | cluster-1-prio | cluster-1-groups | rabbitmq-quorum)
+    plugboard | cluster-1 | cluster-1-prio | cluster-1-prio-mixed | cluster-1-groups | rabbitmq-quorum)
       local port=$PB_PORT
       [[ $v == cluster-1* ]] && port=${EDGE_PORTS[0]}
       bench_args "$messages" "$dest"
       # 64 groups per producer, over the queue's 8 partitions (group_partitions' default).
       [[ $v == cluster-1-groups ]] && ARGS+=(--groups 64)
+      [[ $v == cluster-1-prio-mixed ]] && ARGS+=(--priorities)
       if [[ $v == rabbitmq-quorum ]]; then
         port=$RMQ_PORT
         # Declared by the first SUBSCRIBE as a quorum queue (durable, as quorum queues must be).
@@ -275,7 +279,7 @@ run_variant() {
   log "  [r$round $v] rc $rc: $(tail -n 1 "$RESULTS" | cut -c1-160)"
 }
 
-VARIANTS=(plugboard cluster-1 cluster-1-prio cluster-1-groups cluster-3)
+VARIANTS=(plugboard cluster-1 cluster-1-prio cluster-1-prio-mixed cluster-1-groups cluster-3)
 [[ $NO_RABBITMQ == 1 ]] || VARIANTS+=(rabbitmq-quorum)
 log "warm-up (not recorded): $WARM_N messages per variant"
 for v in "${VARIANTS[@]}"; do run_variant 0 "$v" 0; done
@@ -314,7 +318,7 @@ for line in open(sys.argv[1]):
         "nats": per(cpu["nats"]),
     })
 
-order = ["plugboard", "cluster-1", "cluster-1-prio", "cluster-1-groups", "cluster-3", "rabbitmq-quorum"]
+order = ["plugboard", "cluster-1", "cluster-1-prio", "cluster-1-prio-mixed", "cluster-1-groups", "cluster-3", "rabbitmq-quorum"]
 print(f"Queue scenario, {meta.get('messages')} messages of 128 B, 4 producers and 4 consumers "
       f"(cluster-3: that per edge with a third of the messages), the edges' streams with "
       f"{meta.get('replicas')} replica(s) on 3 NATS nodes, medians of {meta.get('rounds')} "

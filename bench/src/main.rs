@@ -243,6 +243,10 @@ struct Common {
     /// P its producer (0: no groups).
     #[arg(long, default_value_t = 0)]
     groups: u64,
+    /// Message priorities: each SEND carries `priority` its sequence modulo 10 (a cluster
+    /// priority queue's three bands: 0-3, 4, 5-9).
+    #[arg(long)]
+    priorities: bool,
     /// STOMP over TLS: the CA certificate(s) (PEM) the broker's certificate chains to; the
     /// server name is the host part of --addr.
     #[arg(long, value_name = "FILE")]
@@ -332,6 +336,7 @@ fn plan(scenario: Scenario) -> Plan {
         subscribe_headers: common.subscribe_headers,
         idle_patterns: common.idle_patterns,
         groups: common.groups,
+        priorities: common.priorities,
         rate: rate.map(|(r, _)| r),
         broker_pid: common.broker_pid,
         rss_settle: Duration::from_secs_f64(common.rss_settle.max(0.0)),

@@ -58,6 +58,8 @@ pub struct Plan {
     /// Message groups per producer (`JMSXGroupID` `pP-gN`, N the sequence modulo this; 0:
     /// none).
     pub groups: u64,
+    /// Whether each SEND carries `priority` its sequence modulo 10.
+    pub priorities: bool,
     /// Fixed sending rate (messages/s) of the latency scenario; `None`: as fast as the window
     /// allows.
     pub rate: Option<u64>,
@@ -281,6 +283,7 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
         let s_str = s.to_string();
         let receipt = format!("r{s}");
         let group = (plan.groups > 0).then(|| format!("p{p}-g{}", s % plan.groups));
+        let priority = plan.priorities.then(|| (s % 10).to_string());
         let mut headers = vec![
             ("destination", plan.destination.as_str()),
             ("p", p_str.as_str()),
@@ -294,6 +297,9 @@ async fn send_all(conn: &mut Conn, p: usize, plan: &Plan, tracker: &Tracker) -> 
         );
         if let Some(group) = &group {
             headers.push(("JMSXGroupID", group.as_str()));
+        }
+        if let Some(priority) = &priority {
+            headers.push(("priority", priority.as_str()));
         }
         if (s + 1) % every == 0 || s + 1 == count {
             headers.push(("receipt", receipt.as_str()));
