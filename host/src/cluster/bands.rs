@@ -31,11 +31,6 @@ use tokio::sync::Notify;
 
 use crate::plugin::glob;
 
-/// Most `priority_queues` patterns.
-pub const MAX_PATTERNS: usize = 256;
-/// Longest `priority_queues` pattern, in bytes.
-pub const MAX_PATTERN_LEN: usize = 1024;
-
 /// One band of a priority queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Band {
@@ -157,26 +152,9 @@ impl Returning {
     }
 }
 
-/// Checks `[cluster] priority_queues`: how many, how long, and that each names queues.
+/// Checks `[cluster] priority_queues`.
 pub fn validate(patterns: &[String]) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        patterns.len() <= MAX_PATTERNS,
-        "[cluster] priority_queues lists {} patterns; at most {MAX_PATTERNS}",
-        patterns.len()
-    );
-    for pattern in patterns {
-        anyhow::ensure!(
-            pattern.len() <= MAX_PATTERN_LEN,
-            "[cluster] priority_queues: a pattern of {} bytes; at most {MAX_PATTERN_LEN}",
-            pattern.len()
-        );
-        anyhow::ensure!(
-            pattern.starts_with("/queue/") && pattern.len() > "/queue/".len(),
-            "[cluster] priority_queues: '{}' must name queues (`/queue/NAME`, `*` allowed)",
-            crate::text::shown(pattern.as_bytes())
-        );
-    }
-    Ok(())
+    super::config::check_queue_patterns("priority_queues", patterns)
 }
 
 #[cfg(test)]
@@ -214,7 +192,8 @@ mod tests {
         assert!(validate(&["/queue/jobs.*".into()]).is_ok());
         assert!(validate(&["/topic/x".into()]).is_err());
         assert!(validate(&["/queue/".into()]).is_err());
-        assert!(validate(&vec!["/queue/a".to_string(); MAX_PATTERNS + 1]).is_err());
+        let too_many = vec!["/queue/a".to_string(); crate::cluster::config::MAX_QUEUE_PATTERNS + 1];
+        assert!(validate(&too_many).is_err());
     }
 
     #[tokio::test]

@@ -405,6 +405,34 @@ fn check_url(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most patterns in `[cluster] priority_queues` or `group_queues`.
+pub const MAX_QUEUE_PATTERNS: usize = 256;
+/// Longest such pattern, in bytes.
+pub const MAX_QUEUE_PATTERN_LEN: usize = 1024;
+
+/// Checks the queue patterns of `[cluster] key` (`priority_queues`, `group_queues`): at most
+/// [`MAX_QUEUE_PATTERNS`], each at most [`MAX_QUEUE_PATTERN_LEN`] bytes and naming queues.
+pub fn check_queue_patterns(key: &str, patterns: &[String]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        patterns.len() <= MAX_QUEUE_PATTERNS,
+        "[cluster] {key} lists {} patterns; at most {MAX_QUEUE_PATTERNS}",
+        patterns.len()
+    );
+    for pattern in patterns {
+        anyhow::ensure!(
+            pattern.len() <= MAX_QUEUE_PATTERN_LEN,
+            "[cluster] {key}: a pattern of {} bytes; at most {MAX_QUEUE_PATTERN_LEN}",
+            pattern.len()
+        );
+        anyhow::ensure!(
+            pattern.starts_with("/queue/") && pattern.len() > "/queue/".len(),
+            "[cluster] {key}: '{}' must name queues (`/queue/NAME`, `*` allowed)",
+            crate::text::shown(pattern.as_bytes())
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,10 +45,6 @@ use tokio::sync::Notify;
 use super::lease::{Lease, LEASE_TTL};
 use crate::plugin::glob;
 
-/// Most `group_queues` patterns.
-pub const MAX_PATTERNS: usize = 256;
-/// Longest `group_queues` pattern, in bytes.
-pub const MAX_PATTERN_LEN: usize = 1024;
 /// Most partitions per queue (each a durable consumer, a Raft group).
 pub const MAX_PARTITIONS: u32 = 64;
 /// `group_partitions` when not set.
@@ -116,27 +112,10 @@ pub fn partition_of_subject(queue_subject: &str, subject: &str) -> Option<u32> {
 /// Checks `[cluster] group_queues` and `group_partitions`.
 pub fn validate(patterns: &[String], partitions: u32) -> anyhow::Result<()> {
     anyhow::ensure!(
-        patterns.len() <= MAX_PATTERNS,
-        "[cluster] group_queues lists {} patterns; at most {MAX_PATTERNS}",
-        patterns.len()
-    );
-    anyhow::ensure!(
         (1..=MAX_PARTITIONS).contains(&partitions),
         "[cluster] group_partitions = {partitions}; from 1 to {MAX_PARTITIONS}"
     );
-    for pattern in patterns {
-        anyhow::ensure!(
-            pattern.len() <= MAX_PATTERN_LEN,
-            "[cluster] group_queues: a pattern of {} bytes; at most {MAX_PATTERN_LEN}",
-            pattern.len()
-        );
-        anyhow::ensure!(
-            pattern.starts_with("/queue/") && pattern.len() > "/queue/".len(),
-            "[cluster] group_queues: '{}' must name queues (`/queue/NAME`, `*` allowed)",
-            crate::text::shown(pattern.as_bytes())
-        );
-    }
-    Ok(())
+    super::config::check_queue_patterns("group_queues", patterns)
 }
 
 /// The key of member `member`'s lease of queue `token`.
@@ -570,8 +549,10 @@ mod tests {
         assert!(validate(&["/queue/a".into()], 0).is_err());
         assert!(validate(&["/queue/a".into()], MAX_PARTITIONS + 1).is_err());
         assert!(validate(&["/topic/a".into()], 8).is_err());
-        assert!(validate(&vec!["/queue/a".to_string(); MAX_PATTERNS + 1], 8).is_err());
-        assert!(validate(&[format!("/queue/{}", "a".repeat(MAX_PATTERN_LEN))], 8).is_err());
+        use crate::cluster::config::{MAX_QUEUE_PATTERNS, MAX_QUEUE_PATTERN_LEN};
+        assert!(validate(&vec!["/queue/a".to_string(); MAX_QUEUE_PATTERNS + 1], 8).is_err());
+        let long = format!("/queue/{}", "a".repeat(MAX_QUEUE_PATTERN_LEN));
+        assert!(validate(&[long], 8).is_err());
     }
 
     #[test]

@@ -161,27 +161,24 @@ impl RemoteQueue {
     /// the queue's one, a priority queue's bands', or a grouped queue's one and then its
     /// partitions' (partition `P` at index `1 + P`).
     pub(super) fn parts(&self) -> Vec<(String, String)> {
+        let own = (self.consumer.clone(), self.subject.to_string());
         if let Some((partitions, _)) = &self.groups {
-            let mut parts = vec![(self.consumer.clone(), self.subject.to_string())];
-            parts.extend((0..partitions.len() as u32).map(|partition| {
+            let partitions = partitions.iter().enumerate().map(|(partition, subject)| {
+                let partition = partition as u32;
                 (
                     groups::consumer(&self.consumer, partition),
-                    groups::subject(self.subject.as_str(), partition),
+                    subject.to_string(),
                 )
-            }));
-            return parts;
+            });
+            return std::iter::once(own).chain(partitions).collect();
         }
-        match self.bands {
-            Some(_) => bands::ORDER
+        match &self.bands {
+            Some(subjects) => bands::ORDER
                 .iter()
-                .map(|band| {
-                    (
-                        band.consumer(&self.consumer),
-                        band.subject(self.subject.as_str()),
-                    )
-                })
+                .zip(subjects)
+                .map(|(band, subject)| (band.consumer(&self.consumer), subject.to_string()))
                 .collect(),
-            None => vec![(self.consumer.clone(), self.subject.to_string())],
+            None => vec![own],
         }
     }
 
