@@ -82,6 +82,7 @@ async fn cluster_consumer_priority_serves_the_higher_one_first_across_edges() {
 /// group under it, as when a request that timed out on one edge reached the server after the
 /// subscription found the consumer without it): the server refuses the subscription's pulls,
 /// and the subscription reads the consumer again (after 5 s at most) and gets the messages.
+/// The same for one band of a priority queue, while the other bands' pulls go on.
 #[tokio::test]
 async fn cluster_subscription_reads_its_consumer_again_when_its_pulls_are_refused() {
     let Some(bin) = nats_server_or_skip(&target_dir(), "cluster_consumer_changed") else {
@@ -89,56 +90,74 @@ async fn cluster_subscription_reads_its_consumer_again_when_its_pulls_are_refuse
     };
     let nats = NatsCluster::start(&bin, 1);
     let name = cluster_name();
-    let a = edge(&nats, &name, "");
-    let base = cluster_name();
-    let dest = format!("/queue/{base}");
+    let a = edge(&nats, &name, "priority_queues = [\"/queue/prio.*\"]");
     let jetstream = async_nats::jetstream::new(
         async_nats::connect(nats.nodes[0].url())
             .await
             .expect("nats"),
     );
-    let stream = jetstream
-        .get_stream(format!("{name}__2F_queues"))
-        .await
-        .expect("the queue stream");
-    let consumer = format!("_2Fqueue_2F{base}");
-    let plain = async_nats::jetstream::consumer::pull::Config {
-        durable_name: Some(consumer.clone()),
-        filter_subject: format!("{name}._2F.q.{consumer}"),
-        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 10_000,
-        max_deliver: -1,
-        ..Default::default()
-    };
-    stream
-        .create_consumer(plain.clone())
-        .await
-        .expect("the consumer, made without the priority policy");
+    // (A plain queue's consumer; a priority queue's high band's.)
+    for (dest, suffix, priority) in [
+        (format!("/queue/{}", cluster_name()), "", None),
+        (format!("/queue/prio.{}", cluster_name()), "_h", Some("9")),
+    ] {
+        let token = format!("_2Fqueue_2F{}", dest["/queue/".len()..].replace('.', "_2E"));
+        let stream = jetstream
+            .get_stream(format!("{name}__2F_queues"))
+            .await
+            .expect("the queue stream");
+        let band_subject = match suffix {
+            "" => String::new(),
+            _ => ".h".to_string(),
+        };
+        let plain = async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(format!("{token}{suffix}")),
+            filter_subject: format!("{name}._2F.q.{token}{band_subject}"),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(plain.clone())
+            .await
+            .expect("the consumer, made without the priority policy");
 
-    let mut c = client(&a).await;
-    c.subscribe_with("s", &dest, "auto", &[("activemq.prefetchSize", "1")])
-        .await;
-    // Let its first pull reach the server, then give the consumer its priority group.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stream
-        .update_consumer(async_nats::jetstream::consumer::pull::Config {
-            priority_policy: async_nats::jetstream::consumer::PriorityPolicy::Prioritized,
-            priority_groups: vec!["stomp".to_string()],
-            ..plain
-        })
-        .await
-        .expect("the consumer changed under the subscription");
+        let mut c = client(&a).await;
+        c.subscribe_with("s", &dest, "auto", &[("activemq.prefetchSize", "1")])
+            .await;
+        // Let its first pull reach the server, then give the consumer its priority group.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stream
+            .update_consumer(async_nats::jetstream::consumer::pull::Config {
+                priority_policy: async_nats::jetstream::consumer::PriorityPolicy::Prioritized,
+                priority_groups: vec!["stomp".to_string()],
+                ..plain
+            })
+            .await
+            .expect("the consumer changed under the subscription");
 
-    // The pull waiting since before the change takes the first; the next ones are refused
-    // until the subscription read the consumer again.
-    let mut p = client(&a).await;
-    for body in ["first", "second", "third"] {
-        p.send_r(&dest, body).await;
-    }
-    for body in ["first", "second", "third"] {
-        let m = c.recv_within(Duration::from_secs(20)).await;
-        assert!(m.is("MESSAGE"), "{m:?}");
-        assert_eq!(m.body_str(), body);
+        // The pull waiting since before the change takes the first; the next ones are
+        // refused until the subscription read the consumer again.
+        let mut p = client(&a).await;
+        for body in ["first", "second", "third"] {
+            let mut send = Frame::new("SEND").h("destination", &dest).body(body);
+            if let Some(priority) = priority {
+                send = send.h("priority", priority);
+            }
+            assert!(p.roundtrip(send).await.is("RECEIPT"), "{dest}");
+        }
+        for body in ["first", "second", "third"] {
+            let m = c.recv_within(Duration::from_secs(20)).await;
+            assert!(m.is("MESSAGE"), "{m:?}");
+            assert_eq!(m.body_str(), body, "{dest}");
+        }
+        if priority.is_some() {
+            // The other bands' pulls went on meanwhile.
+            p.send_r(&dest, "normal").await;
+            let m = c.recv_within(Duration::from_secs(5)).await;
+            assert_eq!(m.body_str(), "normal", "{m:?}");
+        }
     }
 }

@@ -876,13 +876,14 @@ impl RemoteConsumer {
                     rounds = rounds.wrapping_add(1);
                     let start = rounds % order.len();
                     order.rotate_left(start);
-                    self.pull_parts(&consumers, order, Some(membership), want, round)
+                    self.pull_parts(&mut consumers, order, Some(membership), want, round)
                         .await
                 }
                 // A priority queue's bands, highest first.
                 (None, bands) => {
                     let order = (0..bands.len()).collect();
-                    self.pull_parts(&consumers, order, None, want, round).await
+                    self.pull_parts(&mut consumers, order, None, want, round)
+                        .await
                 }
             };
             if stopped {
@@ -998,13 +999,15 @@ impl RemoteConsumer {
     /// delivered (after taking what else waits there, without waiting), while the window has
     /// room. No pull is left because another delivered: a message brought while the window is
     /// full is parked, and delivered first in its part's turn once the window has room (see
-    /// [`super::parts`]). A part whose pull failed is asked again after [`RETRY_AFTER`]. A
+    /// [`super::parts`]). A part whose pull failed is asked again after [`RETRY_AFTER`], its
+    /// consumer read again first (at most every [`REFRESH_AFTER`]: one that is not what the
+    /// subscription took it for refuses its pulls). A
     /// partition given up is not asked again, and its pull ends by itself (with a message, or
     /// its time) before its lease goes: the pull counts as one of the partition's deliveries
     /// not settled. True when the subscription ended meanwhile.
     async fn pull_parts(
         &self,
-        consumers: &[QueueConsumer],
+        consumers: &mut [QueueConsumer],
         order: Vec<usize>,
         membership: Option<&Membership>,
         want: usize,
@@ -1026,6 +1029,9 @@ impl RemoteConsumer {
         let park_limit = (self.link.config.ack_wait() / 2).min(parts::MAX_PARK);
         let mut parts: Parts<PulledPart> = Parts::new(&order, consumers.len());
         let mut waiting: Vec<PartPull> = Vec::with_capacity(order.len());
+        // Parts whose pull failed, and when a consumer was last read again.
+        let mut refused: Vec<usize> = Vec::new();
+        let mut refreshed: Option<std::time::Instant> = None;
         enum Event {
             Next(usize, Option<Result<Box<jetstream::Message>, String>>),
             Stop,
@@ -1088,6 +1094,22 @@ impl RemoteConsumer {
                         // a later part's parked message.
                         parts.set_idle(part, true);
                         break;
+                    }
+                }
+                if refused.contains(&part)
+                    && refreshed.is_none_or(|at| at.elapsed() >= REFRESH_AFTER)
+                {
+                    refused.retain(|refused| *refused != part);
+                    refreshed = Some(std::time::Instant::now());
+                    let (name, subject) = &self.parts[part];
+                    match queue_consumer(&self.link, &self.stream, name, subject).await {
+                        Ok(fresh) => consumers[part] = fresh,
+                        Err(err) => {
+                            tracing::debug!(consumer = %name, error = %err, "cluster: cannot read the consumer again; retrying");
+                            refused.push(part);
+                            parts.rest(part, now + RETRY_AFTER);
+                            continue;
+                        }
                     }
                 }
                 match self.arm(consumers, membership, part).await {
@@ -1180,6 +1202,9 @@ impl RemoteConsumer {
                             tracing::debug!(consumer = %self.name, %err, "cluster: a part's pull ended early");
                             self.failed_pull.store(true, Ordering::Release);
                             parts.rest(part, tokio::time::Instant::now() + RETRY_AFTER);
+                            if !refused.contains(&part) {
+                                refused.push(part);
+                            }
                         }
                         // Its time passed (or the server did not end it in time: then it is
                         // left).
