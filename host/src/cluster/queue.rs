@@ -1004,7 +1004,8 @@ impl RemoteConsumer {
     /// subscription took it for refuses its pulls). A
     /// partition given up is not asked again, and its pull ends by itself (with a message, or
     /// its time) before its lease goes: the pull counts as one of the partition's deliveries
-    /// not settled. True when the subscription ended meanwhile.
+    /// not settled. An exclusive subscription's round ends once its hold of the queue is no
+    /// longer safe for one more pull. True when the subscription ended meanwhile.
     async fn pull_parts(
         &self,
         consumers: &mut [QueueConsumer],
@@ -1041,6 +1042,12 @@ impl RemoteConsumer {
             Timer,
         }
         loop {
+            if self.exclusive && !self.holds_fresh() {
+                // Its lease might lapse while a new pull waits: the next round pauses until
+                // it holds the queue again.
+                self.leave_parts(waiting, &mut parts).await;
+                return false;
+            }
             let now = tokio::time::Instant::now();
             // Parked too long, or from a partition given up: handed back.
             for stale in
@@ -1324,6 +1331,14 @@ impl RemoteConsumer {
             return false;
         }
         true
+    }
+
+    /// Whether an exclusive subscription holds the queue safely for one more pull (see
+    /// [`ExclusiveHold::is_fresh`]).
+    fn holds_fresh(&self) -> bool {
+        self.hold()
+            .as_ref()
+            .is_some_and(|hold| hold.is_fresh(PULL_WAIT))
     }
 
     fn hold(&self) -> std::sync::MutexGuard<'_, Option<ExclusiveHold>> {
