@@ -49,11 +49,26 @@ impl Tally {
         }
     }
 
-    pub(super) fn distinct(&self) -> usize {
+    fn distinct(&self) -> usize {
         self.seen.lock().expect("tally").len()
     }
 
-    pub(super) fn duplicates(&self) -> Vec<(String, u32)> {
+    /// Asserts that none was received twice and `expected` were received in all.
+    pub(super) fn assert_each_once(&self, expected: usize, context: &str) {
+        let duplicates = self.duplicates();
+        assert!(
+            duplicates.is_empty(),
+            "delivered twice: {duplicates:?}; {context}"
+        );
+        assert_eq!(
+            self.total.load(Ordering::SeqCst),
+            expected,
+            "every message once (received {} distinct); {context}",
+            self.distinct()
+        );
+    }
+
+    fn duplicates(&self) -> Vec<(String, u32)> {
         let seen = self.seen.lock().expect("tally");
         let mut twice: Vec<(String, u32)> = seen
             .iter()
@@ -223,14 +238,7 @@ async fn cluster_three_edges_on_three_nats_nodes_carry_100k_messages_none_lost_o
     eprintln!(
         "3 edges, 3 NATS nodes (replicas 3): {expected} messages stored in {sent_in:?}, all received in {took:?}; per consumer {shares:?}"
     );
-    let duplicates = tally.duplicates();
-    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
-    assert_eq!(
-        tally.total.load(Ordering::SeqCst),
-        expected,
-        "every message once (received {} distinct)",
-        tally.distinct()
-    );
+    tally.assert_each_once(expected, &format!("per consumer {shares:?}"));
     let want: HashSet<String> = (0..3)
         .flat_map(|e| {
             (0..PRODUCERS_PER_EDGE).flat_map(move |p| {
