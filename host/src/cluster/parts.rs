@@ -1,8 +1,8 @@
 //! The bookkeeping of a subscription that pulls several *parts* of one queue: a priority
 //! queue's bands ([`super::bands`]) or a grouped queue's own consumer and partitions
-//! ([`super::groups`]). Each part has at most one waiting pull (kept by `pull_parts` in
-//! [`super::queue`]: of one message for a part that had nothing, of its share of the window's
-//! room for one that was busy); [`Parts`] holds the parts without one, until their turn:
+//! ([`super::groups`]). Each part has at most one waiting pull, for its share of the
+//! window's room (at least one message; kept by `pull_parts` in [`super::queue`]); [`Parts`]
+//! holds the parts without one, until their turn:
 //!
 //! - **idle**: to be asked again once the window has room (first taking, without waiting, what
 //!   else waits there when its pull brought all it asked for: *busy*);
@@ -93,9 +93,9 @@ impl<M> Parts<M> {
         Some(self.idle.swap_remove(at).1)
     }
 
-    /// How many idle parts are busy.
-    pub fn busy_count(&self) -> usize {
-        self.idle.iter().filter(|(_, busy)| *busy).count()
+    /// How many parts are idle.
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
     }
 
     /// Whether `part` is idle, parked or resting.
@@ -230,13 +230,12 @@ mod tests {
         parts.park(0, "a", now).unwrap();
         parts.park(1, "x", now).unwrap();
         parts.park(0, "b", now).unwrap();
-        parts.set_idle(1, true);
-        assert_eq!(parts.busy_count(), 1);
+        assert_eq!(parts.idle_count(), 2);
         assert_eq!(parts.unpark(0), Some("a"));
         assert_eq!(parts.unpark(0), Some("b"));
         assert_eq!(parts.unpark(0), None);
         assert_eq!(parts.forget(1), ["x"]);
-        assert_eq!(parts.busy_count(), 0);
+        assert_eq!(parts.idle_count(), 1);
     }
 
     #[test]

@@ -995,10 +995,9 @@ impl RemoteConsumer {
     /// subscription holds). `order` lists the parts to pull, in the order they are served.
     ///
     /// First what waits: each part asked without waiting, in that order, for what room the
-    /// window has. Then one waiting pull on each part, asked again once it brought all it
-    /// asked for (after taking what else waits there, without waiting) or its time passed: of
-    /// one message for a part that had nothing, of its share of the room the other pulls did
-    /// not ask for when it was busy. No pull
+    /// window has. Then one waiting pull on each part, for its share of the room the other
+    /// pulls did not ask for (at least one message), asked again once it brought all it asked
+    /// for (after taking what else waits there, without waiting) or its time passed. No pull
     /// is left because another delivered: a message brought while the window is full is
     /// parked, and delivered first in its part's turn once the window has room (see
     /// [`super::parts`]). A part whose pull failed is asked again after [`RETRY_AFTER`], its
@@ -1126,13 +1125,9 @@ impl RemoteConsumer {
                         }
                     }
                 }
-                // A part that just brought all it asked for shares the window's room not yet
-                // asked for with the others that did; any other asks for one message (so that
-                // every part is watched without holding room it does not use).
-                let batch = match busy {
-                    true => self.unreserved(&waiting) / (parts.busy_count() + 1),
-                    false => 1,
-                };
+                // The window's room not yet asked for, shared with the parts still to ask (at
+                // least one message each, so that every part is watched).
+                let batch = self.unreserved(&waiting) / (parts.idle_count() + 1);
                 match self.arm(consumers, membership, part, batch).await {
                     Ok(pull) => waiting.push(pull),
                     Err(err) => {
