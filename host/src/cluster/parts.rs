@@ -1,14 +1,12 @@
 //! The bookkeeping of a subscription that pulls several *parts* of one queue: a priority
 //! queue's bands ([`super::bands`]) or a grouped queue's own consumer and partitions
-//! ([`super::groups`]). Each part has at most one waiting pull, for its share of the
-//! window's room (at least one message; kept by `pull_parts` in [`super::queue`]); [`Parts`]
-//! holds the parts without one, until their turn:
+//! ([`super::groups`]). Each part has at most one waiting pull of one message (kept by
+//! `pull_parts` in [`super::queue`]); [`Parts`] holds the parts without one, until their
+//! turn:
 //!
 //! - **idle**: to be asked again once the window has room (first taking, without waiting, what
-//!   else waits there when its pull brought all it asked for: *busy*);
-//! - **parked**: its pull brought a message while the window was full (a part is asked for at
-//!   least one message even when the other parts' pulls asked for all the room, so that every
-//!   part is watched). The message is kept,
+//!   else waits there when a message just came from it: *busy*);
+//! - **parked**: its pull brought a message while the window was full. The message is kept,
 //!   not shown, and delivered first in its part's turn once the window has room; at most
 //!   [`MAX_PARKED`] at once, each at most the park limit (then handed back). A pull is never
 //!   left because another delivered: a message the server was sending a pull that is left can
@@ -93,11 +91,6 @@ impl<M> Parts<M> {
         Some(self.idle.swap_remove(at).1)
     }
 
-    /// How many parts are idle.
-    pub fn idle_count(&self) -> usize {
-        self.idle.len()
-    }
-
     /// Whether `part` is idle, parked or resting.
     pub fn knows(&self, part: usize) -> bool {
         self.idle.iter().any(|(idle, _)| *idle == part)
@@ -119,7 +112,7 @@ impl<M> Parts<M> {
         Ok(())
     }
 
-    /// `part`'s first parked message (the one that came first), taken out.
+    /// `part`'s parked message, taken out.
     pub fn unpark(&mut self, part: usize) -> Option<M> {
         let at = self.parked.iter().position(|parked| parked.part == part)?;
         Some(self.parked.remove(at).message)
@@ -156,11 +149,11 @@ impl<M> Parts<M> {
         }
     }
 
-    /// `part` leaves the round (a partition given up): its parked messages.
-    pub fn forget(&mut self, part: usize) -> Vec<M> {
+    /// `part` leaves the round (a partition given up): its parked message, if any.
+    pub fn forget(&mut self, part: usize) -> Option<M> {
         self.take_idle(part);
         self.resting.retain(|(resting, _)| *resting != part);
-        self.unpark_where(|parked| parked.part == part)
+        self.unpark(part)
     }
 
     /// The idle and parked parts, in the order their turns come.
@@ -224,21 +217,6 @@ mod tests {
     }
 
     #[test]
-    fn a_part_s_parked_messages_come_out_in_the_order_they_came() {
-        let now = Instant::now();
-        let mut parts: Parts<&str> = Parts::new(&[0, 1], 2);
-        parts.park(0, "a", now).unwrap();
-        parts.park(1, "x", now).unwrap();
-        parts.park(0, "b", now).unwrap();
-        assert_eq!(parts.idle_count(), 2);
-        assert_eq!(parts.unpark(0), Some("a"));
-        assert_eq!(parts.unpark(0), Some("b"));
-        assert_eq!(parts.unpark(0), None);
-        assert_eq!(parts.forget(1), ["x"]);
-        assert_eq!(parts.idle_count(), 1);
-    }
-
-    #[test]
     fn idle_keeps_busy_once_set() {
         let mut parts: Parts<()> = Parts::new(&[0], 1);
         parts.set_idle(0, true);
@@ -266,7 +244,7 @@ mod tests {
             parts.next_deadline(limit),
             Some(now + Duration::from_secs(6))
         );
-        assert_eq!(parts.forget(2), [2]);
+        assert_eq!(parts.forget(2), Some(2));
         let mut rest = parts.unpark_all();
         rest.sort();
         assert_eq!(rest, [1, 3]);
@@ -291,7 +269,7 @@ mod tests {
         assert_eq!(parts.turns(), [0, 1]);
         assert!(!parts.holds_on());
         parts.rest(0, now);
-        assert!(parts.forget(0).is_empty());
+        assert_eq!(parts.forget(0), None);
         assert!(!parts.knows(0));
     }
 }

@@ -107,11 +107,6 @@ impl PullRequest {
         })
     }
 
-    /// How many more messages it may bring.
-    pub fn pending(&self) -> usize {
-        self.pending
-    }
-
     /// The next message of the pull; `None` once it is over (all it asked for came, it
     /// expired, or the server ended it: the status is returned as an error first).
     pub async fn next(&mut self) -> Option<Result<jetstream::Message, String>> {

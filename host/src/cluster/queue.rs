@@ -995,16 +995,16 @@ impl RemoteConsumer {
     /// subscription holds). `order` lists the parts to pull, in the order they are served.
     ///
     /// First what waits: each part asked without waiting, in that order, for what room the
-    /// window has. Then one waiting pull on each part, for its share of the room the other
-    /// pulls did not ask for (at least one message), asked again once it brought all it asked
-    /// for (after taking what else waits there, without waiting) or its time passed. No pull
-    /// is left because another delivered: a message brought while the window is full is
-    /// parked, and delivered first in its part's turn once the window has room (see
+    /// window has. Then one waiting pull of one message on each part, asked again once it
+    /// delivered (after taking what else waits there, without waiting), while the window has
+    /// room. No pull is left because another delivered: a message brought while the window is
+    /// full is parked, and delivered first in its part's turn once the window has room (see
     /// [`super::parts`]). A part whose pull failed is asked again after [`RETRY_AFTER`], its
     /// consumer read again first (at most every [`REFRESH_AFTER`]: one that is not what the
-    /// subscription took it for refuses its pulls). A partition given up is not asked again,
-    /// and its pull ends by itself (with what it asked for, or its time) before its lease
-    /// goes: the pull counts as one of the partition's deliveries not settled. An exclusive subscription's round ends once its hold of the queue is no
+    /// subscription took it for refuses its pulls). A
+    /// partition given up is not asked again, and its pull ends by itself (with a message, or
+    /// its time) before its lease goes: the pull counts as one of the partition's deliveries
+    /// not settled. An exclusive subscription's round ends once its hold of the queue is no
     /// longer safe for one more pull. True when the subscription ended meanwhile.
     async fn pull_parts(
         &self,
@@ -1068,15 +1068,12 @@ impl RemoteConsumer {
                 }
                 if !holds(part) {
                     // Given up meanwhile.
-                    for parked in parts.forget(part) {
+                    if let Some(parked) = parts.forget(part) {
                         self.hand_back_pulled(parked.message);
                     }
                     continue;
                 }
-                while self.has_room() {
-                    let Some(parked) = parts.unpark(part) else {
-                        break;
-                    };
+                if let Some(parked) = parts.unpark(part) {
                     self.deliver(parked.message, round.subscription, round.budget);
                 }
                 let Some(busy) = parts.take_idle(part) else {
@@ -1087,10 +1084,7 @@ impl RemoteConsumer {
                     break;
                 }
                 if busy {
-                    // What waits there comes now, before a later part's parked message: at
-                    // least one even when the waiting pulls asked for all the room (one more
-                    // may then be parked).
-                    let room = self.unreserved(&waiting).max(1);
+                    let room = self.window.saturating_sub(self.lock().len());
                     match self.sweep(&[&consumers[part]], room, &round).await {
                         Swept::Room(_) => {}
                         Swept::Stopped => {
@@ -1125,10 +1119,7 @@ impl RemoteConsumer {
                         }
                     }
                 }
-                // The window's room not yet asked for, shared with the parts still to ask (at
-                // least one message each, so that every part is watched).
-                let batch = self.unreserved(&waiting) / (parts.idle_count() + 1);
-                match self.arm(consumers, membership, part, batch).await {
+                match self.arm(consumers, membership, part).await {
                     Ok(pull) => waiting.push(pull),
                     Err(err) => {
                         tracing::debug!(consumer = %self.name, error = %err, "cluster: pull failed; retrying");
@@ -1191,14 +1182,16 @@ impl RemoteConsumer {
                     }
                 }
                 Event::Next(index, next) => {
-                    let part = waiting[index].part;
+                    let PartPull {
+                        part,
+                        pull,
+                        _in_flight: in_flight,
+                    } = waiting.swap_remove(index);
                     match next {
                         Some(Ok(message)) => {
                             if self.has_room() {
                                 self.deliver(*message, round.subscription, round.budget);
                             } else {
-                                // (Counted for its partition before its pull's count may end.)
-                                let in_flight = self.in_flight(message.subject.as_str());
                                 let pulled = PulledPart {
                                     message: *message,
                                     _in_flight: in_flight,
@@ -1208,16 +1201,11 @@ impl RemoteConsumer {
                                     self.hand_back_pulled(pulled.message);
                                 }
                             }
-                            if waiting[index].pull.pending() == 0 {
-                                // It brought all it asked for: more may wait there.
-                                waiting.swap_remove(index);
-                                if holds(part) {
-                                    parts.set_idle(part, true);
-                                }
+                            if holds(part) {
+                                parts.set_idle(part, true);
                             }
                         }
                         Some(Err(err)) => {
-                            waiting.swap_remove(index);
                             tracing::debug!(consumer = %self.name, %err, "cluster: a part's pull ended early");
                             self.failed_pull.store(true, Ordering::Release);
                             parts.rest(part, tokio::time::Instant::now() + RETRY_AFTER);
@@ -1228,8 +1216,7 @@ impl RemoteConsumer {
                         // Its time passed (or the server did not end it in time: then it is
                         // left).
                         None => {
-                            let done = waiting.swap_remove(index);
-                            self.leave_pulls(vec![done.pull], Some(&round)).await;
+                            self.leave_pulls(vec![pull], Some(&round)).await;
                             if holds(part) {
                                 parts.set_idle(part, false);
                             }
@@ -1240,14 +1227,13 @@ impl RemoteConsumer {
         }
     }
 
-    /// A waiting pull of up to `batch` messages on part `part` (a grouped queue's partition
-    /// `P`, `1 + P`, counts it as one of its deliveries not settled until the pull is over).
+    /// A waiting pull of one message on part `part` (a grouped queue's partition `P`,
+    /// `1 + P`, counts it as one of its deliveries not settled until the pull is over).
     async fn arm(
         &self,
         consumers: &[QueueConsumer],
         membership: Option<&Membership>,
         part: usize,
-        batch: usize,
     ) -> Result<PartPull, String> {
         let in_flight = match (membership, part) {
             (Some(membership), 1..) => membership.in_flight((part - 1) as u32),
@@ -1256,7 +1242,7 @@ impl RemoteConsumer {
         let pull = start_pull(
             &self.link,
             &consumers[part],
-            batch.max(1),
+            1,
             Wait::Up(PULL_WAIT),
             self.level,
         )
@@ -1277,14 +1263,6 @@ impl RemoteConsumer {
         }
         let pulls = waiting.into_iter().map(|part| part.pull).collect();
         self.leave_pulls(pulls, None).await;
-    }
-
-    /// The window's room that `waiting` pulls have not asked for.
-    fn unreserved(&self, waiting: &[PartPull]) -> usize {
-        let reserved: usize = waiting.iter().map(|part| part.pull.pending()).sum();
-        self.window
-            .saturating_sub(self.lock().len())
-            .saturating_sub(reserved)
     }
 
     /// Whether the window has room for one more delivery.
