@@ -574,7 +574,8 @@ pub struct RemoteConsumer {
     level: Option<usize>,
     /// A priority queue's deliveries handed back and not yet confirmed back in JetStream.
     returning: Arc<bands::Returning>,
-    /// Set when the server refused or ended a pull with an error (see `pull`).
+    /// Set when the server refused or ended a pull with an error (see `pull`; a band or
+    /// partition whose waiting pull failed has its own consumer read again, see `pull_parts`).
     failed_pull: AtomicBool,
     /// A grouped queue's view of its members and partitions ([`super::groups`]).
     groups: Option<Arc<GroupView>>,
@@ -1206,8 +1207,9 @@ impl RemoteConsumer {
                             }
                         }
                         Some(Err(err)) => {
+                            // (Its consumer is read again before its next pull: not by the
+                            // pull loop once the round ends.)
                             tracing::debug!(consumer = %self.name, %err, "cluster: a part's pull ended early");
-                            self.failed_pull.store(true, Ordering::Release);
                             parts.rest(part, tokio::time::Instant::now() + RETRY_AFTER);
                             if !refused.contains(&part) {
                                 refused.push(part);
@@ -1293,10 +1295,7 @@ impl RemoteConsumer {
         let left = futures_util::future::join_all(pulls.into_iter().map(PullRequest::leave)).await;
         let mut handed_back = Vec::new();
         for message in left.into_iter().flatten() {
-            let room = round.filter(|_| {
-                !self.stopped.load(Ordering::Acquire) && self.lock().len() < self.window
-            });
-            match room {
+            match round.filter(|_| self.has_room()) {
                 Some(round) => self.deliver(message, round.subscription, round.budget),
                 None => handed_back.push((message.split().1, AckKind::Nak(None))),
             }
